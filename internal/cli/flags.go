@@ -1,0 +1,50 @@
+package cli
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/peterbourgon/ff/v3"
+)
+
+// ErrUsage marks an error in the command line or the environment; commands
+// exit with status 2 for it.
+var ErrUsage = errors.New("usage")
+
+// Parse parses args into fs, then reads every flag not given on the command
+// line from the environment variable EnvName(prefix, flag). A --help or -h
+// prints Usage to out and returns flag.ErrHelp.
+func Parse(fs *flag.FlagSet, args []string, prefix, synopsis string, out io.Writer) error {
+	fs.SetOutput(out)
+	fs.Usage = func() { Usage(out, fs, prefix, synopsis) }
+	if err := ff.Parse(fs, args, ff.WithEnvVarPrefix(prefix)); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %w", ErrUsage, err)
+	}
+	return nil
+}
+
+// EnvName is the environment variable ff reads for a flag: the prefix, an
+// underscore, and the flag's name in upper case with - as _.
+func EnvName(prefix, name string) string {
+	return prefix + "_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+}
+
+// Usage writes the synopsis and every flag with its environment variable,
+// default and description.
+func Usage(out io.Writer, fs *flag.FlagSet, prefix, synopsis string) {
+	fmt.Fprintf(out, "%s\n\nFlags (each also read from its environment variable):\n", strings.TrimSpace(synopsis))
+	fs.VisitAll(func(f *flag.Flag) {
+		def := f.DefValue
+		if def == "" {
+			def = `""`
+		}
+		fmt.Fprintf(out, "  -%s  (env %s, default %s)\n", f.Name, EnvName(prefix, f.Name), def)
+		fmt.Fprintf(out, "      %s\n", f.Usage)
+	})
+}

@@ -1,0 +1,49 @@
+package consultest
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+// Binary returns the path of the consul binary: the one on PATH (make test
+// puts bin/ there first), else bin/consul at the top of the module. Without
+// one the test fails when CI=true and is skipped otherwise.
+func Binary(t testing.TB) string {
+	t.Helper()
+	if p, err := exec.LookPath("consul"); err == nil {
+		return p
+	}
+	if root, ok := moduleRoot(); ok {
+		p := filepath.Join(root, "bin", "consul")
+		if info, err := os.Stat(p); err == nil && !info.IsDir() {
+			return p
+		}
+	}
+	msg := "no consul binary on PATH or in bin/: run `make consul` (or `make test`, which builds it)"
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+	return ""
+}
+
+// moduleRoot walks up from the working directory (a package directory under
+// go test) to the directory holding go.mod.
+func moduleRoot() (string, bool) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", false
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, true
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", false
+		}
+		dir = parent
+	}
+}
