@@ -84,6 +84,11 @@ func (a *Agent) Restart() {
 	if err := a.Stop(); err != nil {
 		a.t.Fatalf("stop consul before restart: %v", err)
 	}
+	// A dev agent keeps nothing across restarts; with a data_dir it would
+	// restore its local services, so start from an empty one.
+	if err := os.RemoveAll(filepath.Join(a.dir, "data")); err != nil {
+		a.t.Fatalf("clear consul data dir: %v", err)
+	}
 	logFile, err := os.OpenFile(a.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		a.t.Fatalf("open consul log: %v", err)

@@ -1,0 +1,177 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/trimkit/trimkit/internal/cli"
+	"github.com/trimkit/trimkit/trimsvc"
+)
+
+const envPrefix = "TRIMSVC"
+
+const synopsis = `
+usage: trimsvc [flags]
+
+trimsvc serves the gRPC Trim service (pb.Trim/TrimSpace), with grpc.health.v1
+and server reflection. Once it listens and is SERVING it registers itself in
+Consul with a native gRPC health check, checks every -resync-interval that the
+agent still holds it, and on SIGTERM or SIGINT goes NOT_SERVING, deregisters,
+waits -drain and stops gracefully. Exit status: 0 after a clean shutdown,
+1 on a failure (a failed deregistration included), 2 for bad flags.`
+
+type config struct {
+	grpcAddr        string
+	httpAddr        string
+	advertiseAddr   string
+	consulAddr      string
+	consulToken     string
+	serviceName     string
+	serviceID       string
+	tags            []string
+	checkInterval   time.Duration
+	deregisterAfter time.Duration
+	resyncInterval  time.Duration
+	registerTimeout time.Duration
+	drain           time.Duration
+	maxInputBytes   int
+}
+
+func parseConfig(args []string, stdout io.Writer) (config, error) {
+	fs := flag.NewFlagSet("trimsvc", flag.ContinueOnError)
+	var (
+		c    config
+		tags string
+	)
+	fs.StringVar(&c.grpcAddr, "grpc-addr", ":8975", "gRPC listen address; port 0 picks a free port, and the bound port is registered")
+	fs.StringVar(&c.httpAddr, "http-addr", "127.0.0.1:8976", "HTTP debug address serving /metrics and /healthz; off disables it")
+	fs.StringVar(&c.advertiseAddr, "advertise-addr", "", "host[:port] registered in Consul (default: the listen host when specific, else the first non-loopback interface address, else 127.0.0.1; the bound port)")
+	fs.StringVar(&c.consulAddr, "consul-addr", envOr("CONSUL_HTTP_ADDR", "127.0.0.1:8500"), "Consul agent HTTP address (default from CONSUL_HTTP_ADDR)")
+	fs.StringVar(&c.consulToken, "consul-token", os.Getenv("CONSUL_HTTP_TOKEN"), "Consul ACL token (default from CONSUL_HTTP_TOKEN)")
+	fs.StringVar(&c.serviceName, "service-name", "trimsvc", "service name to register")
+	fs.StringVar(&c.serviceID, "service-id", "", "service ID to register (default <name>-<host>-<port> of the advertised address)")
+	fs.StringVar(&tags, "tags", "", "comma-separated tags to register")
+	fs.DurationVar(&c.checkInterval, "check-interval", 5*time.Second, "interval of Consul's gRPC health check")
+	fs.DurationVar(&c.deregisterAfter, "deregister-after", time.Minute, "Consul removes the instance after its check has been critical this long")
+	fs.DurationVar(&c.resyncInterval, "resync-interval", 10*time.Second, "how often to make sure the local agent still holds the registration")
+	fs.DurationVar(&c.registerTimeout, "register-timeout", 30*time.Second, "how long to retry the first registration before giving up")
+	fs.DurationVar(&c.drain, "drain", 2*time.Second, "wait after deregistering, so callers stop picking this instance, before stopping")
+	fs.IntVar(&c.maxInputBytes, "max-input-bytes", trimsvc.DefaultMaxInputBytes, "largest input accepted, in bytes; larger gets InvalidArgument")
+	if err := cli.Parse(fs, args, envPrefix, synopsis, stdout); err != nil {
+		return config{}, err
+	}
+	if fs.NArg() > 0 {
+		return config{}, fmt.Errorf("%w: unexpected arguments %q", cli.ErrUsage, fs.Args())
+	}
+	c.tags = splitList(tags)
+	if err := c.validate(); err != nil {
+		return config{}, fmt.Errorf("%w: %w", cli.ErrUsage, err)
+	}
+	return c, nil
+}
+
+func (c config) validate() error {
+	var errs []error
+	positive := func(name string, d time.Duration) {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("-%s must be positive, got %v", name, d))
+		}
+	}
+	positive("check-interval", c.checkInterval)
+	positive("deregister-after", c.deregisterAfter)
+	positive("resync-interval", c.resyncInterval)
+	positive("register-timeout", c.registerTimeout)
+	if c.drain < 0 {
+		errs = append(errs, fmt.Errorf("-drain must not be negative, got %v", c.drain))
+	}
+	if c.maxInputBytes <= 0 {
+		errs = append(errs, fmt.Errorf("-max-input-bytes must be positive, got %d", c.maxInputBytes))
+	}
+	if c.serviceName == "" {
+		errs = append(errs, errors.New("-service-name must not be empty"))
+	}
+	if c.consulAddr == "" {
+		errs = append(errs, errors.New("-consul-addr must not be empty"))
+	}
+	if _, _, err := net.SplitHostPort(c.grpcAddr); err != nil {
+		errs = append(errs, fmt.Errorf("-grpc-addr %q: %w", c.grpcAddr, err))
+	}
+	if c.httpAddr != "off" {
+		if _, _, err := net.SplitHostPort(c.httpAddr); err != nil {
+			errs = append(errs, fmt.Errorf("-http-addr %q: %w", c.httpAddr, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// advertised returns the host and port to register for a gRPC listener
+// bound to bound.
+func (c config) advertised(bound *net.TCPAddr) (string, int, error) {
+	port := bound.Port
+	host := c.advertiseAddr
+	if host != "" {
+		if h, p, err := net.SplitHostPort(host); err == nil {
+			n, err := strconv.Atoi(p)
+			if err != nil || n <= 0 || n > 65535 {
+				return "", 0, fmt.Errorf("-advertise-addr %q: bad port", c.advertiseAddr)
+			}
+			host, port = h, n
+		}
+		if host == "" {
+			return "", 0, fmt.Errorf("-advertise-addr %q: empty host", c.advertiseAddr)
+		}
+		return host, port, nil
+	}
+	listenHost, _, _ := net.SplitHostPort(c.grpcAddr)
+	if ip := net.ParseIP(listenHost); listenHost != "" && (ip == nil || !ip.IsUnspecified()) {
+		return listenHost, port, nil
+	}
+	return defaultAdvertiseIP(), port, nil
+}
+
+// defaultAdvertiseIP is the first non-loopback IPv4 address of an interface
+// that is up, else 127.0.0.1.
+func defaultAdvertiseIP() string {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return "127.0.0.1"
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.To4() != nil && !n.IP.IsLinkLocalUnicast() {
+			return n.IP.String()
+		}
+	}
+	return "127.0.0.1"
+}
+
+// serviceID is -service-id, or <name>-<host>-<port>.
+func (c config) serviceIDFor(host string, port int) string {
+	if c.serviceID != "" {
+		return c.serviceID
+	}
+	return fmt.Sprintf("%s-%s-%d", c.serviceName, host, port)
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}

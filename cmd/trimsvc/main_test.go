@@ -1,0 +1,187 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/trimkit/trimkit/internal/proctest"
+)
+
+// binary is the trimsvc built once for the tests that run it as a process.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "trimsvc-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary, err = proctest.Build(dir, "github.com/trimkit/trimkit/cmd/trimsvc")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// instance is a trimsvc process and what it logged about itself.
+type instance struct {
+	*proctest.Process
+	addr string // advertised host:port
+	id   string
+}
+
+// startInstance runs trimsvc on a free loopback port against the agent at
+// consulAddr, with fast checks unless args say otherwise, and waits until it
+// serves gRPC.
+func startInstance(t *testing.T, consulAddr string, args ...string) instance {
+	t.Helper()
+	all := append([]string{
+		"-grpc-addr", "127.0.0.1:0",
+		"-http-addr", "off",
+		"-consul-addr", consulAddr,
+		"-check-interval", "1s",
+		"-resync-interval", "1s",
+		"-drain", "200ms",
+	}, args...)
+	p := proctest.Start(t, binary, all...)
+	line, err := p.WaitLine(`msg="serving gRPC"`, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return instance{Process: p, addr: proctest.LogValue(line, "advertised"), id: proctest.LogValue(line, "service_id")}
+}
+
+func consulClient(t *testing.T, addr string) *api.Client {
+	t.Helper()
+	cfg := api.DefaultConfig()
+	cfg.Address = addr
+	c, err := api.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// eventually polls cond every 50ms until it holds or timeout passes, and
+// returns how long that took.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, error)) time.Duration {
+	t.Helper()
+	start := time.Now()
+	var lastErr error
+	for time.Since(start) < timeout {
+		ok, err := cond()
+		if ok {
+			return time.Since(start)
+		}
+		lastErr = err
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s: not within %v (last error: %v)", what, timeout, lastErr)
+	return 0
+}
+
+// passing returns the passing entries of service.
+func passing(c *api.Client, service string) ([]*api.ServiceEntry, error) {
+	entries, _, err := c.Health().Service(service, "", true, nil)
+	return entries, err
+}
+
+// waitPassing waits until every id is passing in the catalog: within one
+// check interval (1s in these tests) plus the agent's sync to the catalog,
+// with slack for a loaded CI machine. On failure it logs the agent's checks.
+func waitPassing(t *testing.T, c *api.Client, service string, ids ...string) {
+	t.Helper()
+	deadline := time.Now().Add(4 * time.Second)
+	for {
+		entries, err := passing(c, service)
+		all := err == nil
+		for _, id := range ids {
+			all = all && hasID(entries, id)
+		}
+		if all {
+			return
+		}
+		if time.Now().After(deadline) {
+			checks, cerr := c.Agent().Checks()
+			for id, chk := range checks {
+				t.Logf("agent check %s: %s %q", id, chk.Status, chk.Output)
+			}
+			t.Fatalf("%s %v not all passing within 4s (err %v, checks err %v)", service, ids, err, cerr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func hasID(entries []*api.ServiceEntry, id string) bool {
+	for _, e := range entries {
+		if e.Service.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+func waitExit(t *testing.T, p *proctest.Process, timeout time.Duration) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	code, err := p.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return code
+}
+
+func TestHelpListsEveryFlagWithEnv(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), []string{"--help"}, &stdout, &stderr)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("want flag.ErrHelp, have %v", err)
+	}
+	for _, name := range []string{"grpc-addr", "http-addr", "advertise-addr", "consul-addr", "consul-token",
+		"service-name", "service-id", "tags", "check-interval", "deregister-after", "resync-interval",
+		"register-timeout", "drain", "max-input-bytes"} {
+		env := "TRIMSVC_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+		if want := fmt.Sprintf("-%s  (env %s, default ", name, env); !strings.Contains(stdout.String(), want) {
+			t.Errorf("--help lacks %q", want)
+		}
+	}
+	for _, want := range []string{"default :8975", "default 127.0.0.1:8976", "default 5s", "default 1m0s", "default 10s", "default 30s", "default 2s", "default 1048576", "default trimsvc"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("--help lacks %q", want)
+		}
+	}
+}
+
+func TestBadFlagsAreUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"-check-interval", "0s"},
+		{"-max-input-bytes", "-1"},
+		{"-grpc-addr", "nonsense"},
+		{"-drain", "soon"},
+		{"extra"},
+	} {
+		var stdout, stderr bytes.Buffer
+		if err := run(context.Background(), args, &stdout, &stderr); err == nil || !strings.Contains(err.Error(), "usage") {
+			t.Errorf("%q: want a usage error, have %v", args, err)
+		}
+	}
+	// The process exits 2 for them.
+	p := proctest.Start(t, binary, "-check-interval", "-1s")
+	if want, have := 2, waitExit(t, p, 10*time.Second); want != have {
+		t.Errorf("exit code: want %d, have %d", want, have)
+	}
+}

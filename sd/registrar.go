@@ -1,0 +1,144 @@
+package sd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/go-kit/log"
+	"github.com/hashicorp/consul/api"
+)
+
+// Registration describes one service instance to register in Consul.
+type Registration struct {
+	// ID identifies the instance; it must be unique on the agent.
+	ID string
+	// Name is the service name callers look up.
+	Name string
+	// Tags are optional tags to filter on.
+	Tags []string
+	// Address is the host (IP or name) callers and the health check dial.
+	Address string
+	// Port is the gRPC port callers and the health check dial.
+	Port int
+	// CheckInterval is how often Consul runs the gRPC health check.
+	CheckInterval time.Duration
+	// CheckTimeout bounds one health check. Zero means the smaller of
+	// CheckInterval and 2s.
+	CheckTimeout time.Duration
+	// DeregisterAfter is how long the check may stay critical before Consul
+	// removes the instance on its own (DeregisterCriticalServiceAfter). It
+	// cleans up after an instance that died without deregistering.
+	DeregisterAfter time.Duration
+}
+
+func (r Registration) validate() error {
+	var errs []error
+	if r.ID == "" {
+		errs = append(errs, errors.New("service ID is empty"))
+	}
+	if r.Name == "" {
+		errs = append(errs, errors.New("service name is empty"))
+	}
+	if r.Address == "" {
+		errs = append(errs, errors.New("service address is empty"))
+	}
+	if r.Port <= 0 || r.Port > 65535 {
+		errs = append(errs, fmt.Errorf("service port %d is not in 1-65535", r.Port))
+	}
+	if r.CheckInterval <= 0 {
+		errs = append(errs, fmt.Errorf("check interval %v is not positive", r.CheckInterval))
+	}
+	if r.CheckTimeout < 0 {
+		errs = append(errs, fmt.Errorf("check timeout %v is negative", r.CheckTimeout))
+	}
+	if r.DeregisterAfter <= 0 {
+		errs = append(errs, fmt.Errorf("deregister-after %v is not positive", r.DeregisterAfter))
+	}
+	return errors.Join(errs...)
+}
+
+func (r Registration) agentRegistration() *api.AgentServiceRegistration {
+	timeout := r.CheckTimeout
+	if timeout == 0 {
+		timeout = min(r.CheckInterval, 2*time.Second)
+	}
+	hostPort := net.JoinHostPort(r.Address, strconv.Itoa(r.Port))
+	return &api.AgentServiceRegistration{
+		ID:      r.ID,
+		Name:    r.Name,
+		Tags:    r.Tags,
+		Address: r.Address,
+		Port:    r.Port,
+		Check: &api.AgentServiceCheck{
+			CheckID:                        "service:" + r.ID,
+			Name:                           "gRPC health " + hostPort,
+			GRPC:                           hostPort,
+			Interval:                       r.CheckInterval.String(),
+			Timeout:                        timeout.String(),
+			DeregisterCriticalServiceAfter: r.DeregisterAfter.String(),
+		},
+	}
+}
+
+// Registrar registers one service instance with the local Consul agent and
+// keeps it registered.
+type Registrar struct {
+	client     *api.Client
+	consulAddr string
+	reg        Registration
+	logger     log.Logger
+}
+
+// NewRegistrar returns a Registrar for reg on the agent that client talks to;
+// consulAddr is that agent's address, used in error messages. It validates
+// reg and makes no call yet.
+func NewRegistrar(client *api.Client, consulAddr string, reg Registration, logger log.Logger) (*Registrar, error) {
+	if client == nil || logger == nil {
+		panic("sd: NewRegistrar needs a Consul client and a logger")
+	}
+	if err := reg.validate(); err != nil {
+		return nil, fmt.Errorf("invalid registration: %w", err)
+	}
+	return &Registrar{client: client, consulAddr: consulAddr, reg: reg, logger: log.With(logger, "service_id", reg.ID)}, nil
+}
+
+// Registration returns what the Registrar registers.
+func (r *Registrar) Registration() Registration { return r.reg }
+
+// Register registers the instance once.
+func (r *Registrar) Register(ctx context.Context) error {
+	opts := api.ServiceRegisterOpts{}.WithContext(ctx)
+	if err := r.client.Agent().ServiceRegisterOpts(r.reg.agentRegistration(), opts); err != nil {
+		return fmt.Errorf("register %s with consul at %s: %w", r.reg.ID, r.consulAddr, err)
+	}
+	return nil
+}
+
+// Deregister removes the instance from the agent.
+func (r *Registrar) Deregister(ctx context.Context) error {
+	q := (&api.QueryOptions{}).WithContext(ctx)
+	if err := r.client.Agent().ServiceDeregisterOpts(r.reg.ID, q); err != nil {
+		return fmt.Errorf("deregister %s from consul at %s: %w", r.reg.ID, r.consulAddr, err)
+	}
+	return nil
+}
+
+// Registered reports whether the local agent holds the instance.
+func (r *Registrar) Registered(ctx context.Context) (bool, error) {
+	q := (&api.QueryOptions{}).WithContext(ctx)
+	_, _, err := r.client.Agent().Service(r.reg.ID, q)
+	var status api.StatusError
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.As(err, &status) && status.Code == http.StatusNotFound:
+		return false, nil
+	default:
+		return false, fmt.Errorf("look up %s in consul at %s: %w", r.reg.ID, r.consulAddr, err)
+	}
+}

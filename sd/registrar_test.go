@@ -1,0 +1,184 @@
+package sd_test
+
+import (
+	"context"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-kit/log"
+	"github.com/hashicorp/consul/api"
+
+	"github.com/trimkit/trimkit/internal/consultest"
+	"github.com/trimkit/trimkit/sd"
+)
+
+func newClient(t *testing.T, addr string) *api.Client {
+	t.Helper()
+	cfg := api.DefaultConfig()
+	cfg.Address = addr
+	c, err := api.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func validRegistration() sd.Registration {
+	return sd.Registration{
+		ID: "trimsvc-1", Name: "trimsvc", Tags: []string{"a"}, Address: "127.0.0.1", Port: 9999,
+		CheckInterval: time.Second, DeregisterAfter: time.Minute,
+	}
+}
+
+func TestNewRegistrarValidates(t *testing.T) {
+	c := newClient(t, "127.0.0.1:1")
+	for name, mutate := range map[string]func(*sd.Registration){
+		"no id":          func(r *sd.Registration) { r.ID = "" },
+		"no name":        func(r *sd.Registration) { r.Name = "" },
+		"no address":     func(r *sd.Registration) { r.Address = "" },
+		"port 0":         func(r *sd.Registration) { r.Port = 0 },
+		"port too large": func(r *sd.Registration) { r.Port = 70000 },
+		"no interval":    func(r *sd.Registration) { r.CheckInterval = 0 },
+		"no deregister":  func(r *sd.Registration) { r.DeregisterAfter = 0 },
+	} {
+		reg := validRegistration()
+		mutate(&reg)
+		if _, err := sd.NewRegistrar(c, "127.0.0.1:1", reg, log.NewNopLogger()); err == nil {
+			t.Errorf("%s: want error, have nil", name)
+		}
+	}
+	if _, err := sd.NewRegistrar(c, "127.0.0.1:1", validRegistration(), log.NewNopLogger()); err != nil {
+		t.Errorf("valid registration: %v", err)
+	}
+}
+
+func TestRegisterDeregister(t *testing.T) {
+	agent := consultest.Start(t)
+	c := newClient(t, agent.HTTPAddr)
+	r, err := sd.NewRegistrar(c, agent.HTTPAddr, validRegistration(), log.NewNopLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := r.Register(ctx); err != nil {
+		t.Fatal(err)
+	}
+	svc, _, err := c.Agent().Service("trimsvc-1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want, have := "127.0.0.1:9999", net.JoinHostPort(svc.Address, "9999"); want != have || svc.Port != 9999 {
+		t.Errorf("address: want %s, have %s:%d", want, svc.Address, svc.Port)
+	}
+	// The api package drops Interval and Timeout from AgentCheck; read them
+	// from the agent's JSON.
+	var checks map[string]struct{ Type, Interval, Timeout string }
+	if _, err := c.Raw().Query("/v1/agent/checks", &checks, nil); err != nil {
+		t.Fatal(err)
+	}
+	chk, ok := checks["service:trimsvc-1"]
+	if !ok {
+		t.Fatalf("no check service:trimsvc-1 in %v", checks)
+	}
+	if want, have := (struct{ Type, Interval, Timeout string }{"grpc", "1s", "1s"}), chk; want != have {
+		t.Errorf("check: want %+v, have %+v", want, have)
+	}
+	if ok, err := r.Registered(ctx); !ok || err != nil {
+		t.Errorf("Registered: want true, have %v (%v)", ok, err)
+	}
+	if err := r.Deregister(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := r.Registered(ctx); ok || err != nil {
+		t.Errorf("Registered after Deregister: want false, have %v (%v)", ok, err)
+	}
+}
+
+func TestRegisterWithRetryGivesUpNamingAddress(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close()
+	r, err := sd.NewRegistrar(newClient(t, addr), addr, validRegistration(), log.NewNopLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err = r.RegisterWithRetry(context.Background(), 500*time.Millisecond)
+	if err == nil {
+		t.Fatal("want error, have nil")
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("gave up after %v with a 500ms timeout", took)
+	}
+	for _, want := range []string{addr, "gave up registering", "connection refused"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+}
+
+func TestRegisterWithRetryWaitsForAgent(t *testing.T) {
+	agent := consultest.Start(t)
+	if err := agent.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := sd.NewRegistrar(newClient(t, agent.HTTPAddr), agent.HTTPAddr, validRegistration(), log.NewNopLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- r.RegisterWithRetry(context.Background(), 30*time.Second) }()
+	time.Sleep(300 * time.Millisecond)
+	agent.Restart()
+	if err := <-done; err != nil {
+		t.Fatalf("registration after the agent came up: %v", err)
+	}
+}
+
+func TestKeepRegistered(t *testing.T) {
+	agent := consultest.Start(t)
+	c := newClient(t, agent.HTTPAddr)
+	r, err := sd.NewRegistrar(c, agent.HTTPAddr, validRegistration(), log.NewNopLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := r.Register(ctx); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- r.KeepRegistered(ctx, 200*time.Millisecond) }()
+
+	agent.Restart() // forgets the service
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if ok, _ := r.Registered(context.Background()); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("not registered again within 5s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	// Once stopped, it no longer brings the service back.
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("KeepRegistered: %v", err)
+	}
+	if err := r.Deregister(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if ok, err := r.Registered(context.Background()); ok || err != nil {
+		t.Errorf("registered after KeepRegistered stopped: %v (%v)", ok, err)
+	}
+	if err := r.KeepRegistered(context.Background(), 0); err == nil {
+		t.Error("interval 0: want error")
+	}
+}
