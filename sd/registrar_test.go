@@ -182,3 +182,15 @@ func TestKeepRegistered(t *testing.T) {
 		t.Error("interval 0: want error")
 	}
 }
+
+// apiRegistration is a plain registration without a check, passing at once.
+type apiRegistration struct {
+	id, name string
+	tags     []string
+	address  string
+	port     int
+}
+
+func (r apiRegistration) toAPI() *api.AgentServiceRegistration {
+	return &api.AgentServiceRegistration{ID: r.id, Name: r.name, Tags: r.tags, Address: r.address, Port: r.port}
+}

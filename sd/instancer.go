@@ -1,0 +1,205 @@
+package sd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	kitsd "github.com/go-kit/kit/sd"
+	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
+	"github.com/hashicorp/consul/api"
+)
+
+const (
+	// firstQueryTimeout bounds the query NewInstancer makes before it
+	// returns, so that a caller knows the instances from the start.
+	firstQueryTimeout = 5 * time.Second
+	// waitTime is how long one blocking query may wait for a change.
+	waitTime = 5 * time.Minute
+	// Backoff between failed queries.
+	minQueryBackoff = 50 * time.Millisecond
+	maxQueryBackoff = 5 * time.Second
+)
+
+// Instancer yields the instances of one Consul service as host:port strings,
+// watching the health API with blocking queries. It implements go-kit's
+// sd.Instancer. Unlike go-kit's sd/consul Instancer, Stop cancels the
+// blocking query in flight and returns only once the watch goroutine has
+// exited, so nothing outlives it.
+//
+// When Consul cannot be reached, subscribers get an Event with Err set; the
+// instances known last stay in State and in the Event, so callers can keep
+// using them.
+type Instancer struct {
+	client      *api.Client
+	service     string
+	tags        []string
+	passingOnly bool
+	logger      log.Logger
+
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu    sync.Mutex
+	state kitsd.Event
+	subs  map[chan<- kitsd.Event]struct{}
+}
+
+var _ kitsd.Instancer = (*Instancer)(nil)
+
+// NewInstancer watches service (only instances carrying every tag in tags,
+// and only passing ones when passingOnly) through client. It makes the first
+// query before it returns, waiting at most 5s, and keeps watching until
+// Stop.
+func NewInstancer(client *api.Client, logger log.Logger, service string, tags []string, passingOnly bool) *Instancer {
+	if client == nil || logger == nil {
+		panic("sd: NewInstancer needs a Consul client and a logger")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Instancer{
+		client:      client,
+		service:     service,
+		tags:        slices.Clone(tags),
+		passingOnly: passingOnly,
+		logger:      log.With(logger, "service", service, "tags", fmt.Sprint(tags)),
+		cancel:      cancel,
+		done:        make(chan struct{}),
+		subs:        map[chan<- kitsd.Event]struct{}{},
+	}
+	firstCtx, firstCancel := context.WithTimeout(ctx, firstQueryTimeout)
+	instances, index, err := s.query(firstCtx, 0)
+	firstCancel()
+	if err != nil {
+		_ = level.Warn(s.logger).Log("msg", "first consul query failed", "err", err)
+		s.state = kitsd.Event{Err: err}
+	} else {
+		s.state = kitsd.Event{Instances: instances}
+	}
+	go s.loop(ctx, index)
+	return s
+}
+
+// State returns the instances known last and the error of the last query,
+// nil when it succeeded.
+func (s *Instancer) State() kitsd.Event {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return kitsd.Event{Instances: slices.Clone(s.state.Instances), Err: s.state.Err}
+}
+
+// Register implements sd.Instancer: ch gets the current state at once, then
+// every change until Deregister.
+func (s *Instancer) Register(ch chan<- kitsd.Event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.subs[ch] = struct{}{}
+	ch <- s.copyState()
+}
+
+// Deregister implements sd.Instancer.
+func (s *Instancer) Deregister(ch chan<- kitsd.Event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.subs, ch)
+}
+
+// Stop cancels the watch, the blocking query in flight included, and waits
+// for it to end. It is safe to call more than once.
+func (s *Instancer) Stop() {
+	s.cancel()
+	<-s.done
+}
+
+func (s *Instancer) loop(ctx context.Context, index uint64) {
+	defer close(s.done)
+	backoff := minQueryBackoff
+	for {
+		instances, next, err := s.query(ctx, index)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			_ = level.Warn(s.logger).Log("msg", "consul query failed; keeping the last known instances", "err", err, "retry_in", backoff)
+			s.update(nil, err)
+			if !sleep(ctx, backoff) {
+				return
+			}
+			backoff = min(2*backoff, maxQueryBackoff)
+			continue
+		}
+		backoff = minQueryBackoff
+		// An index that goes backwards (a restarted agent) starts over.
+		if next < index {
+			next = 0
+		}
+		index = next
+		s.update(instances, nil)
+	}
+}
+
+// update records a query's result and tells subscribers when something
+// changed. A failed query keeps the instances known last.
+func (s *Instancer) update(instances []string, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		if s.state.Err != nil {
+			s.state.Err = err
+			return // subscribers already know Consul is failing
+		}
+		s.state.Err = err
+	} else {
+		if s.state.Err == nil && slices.Equal(s.state.Instances, instances) {
+			return
+		}
+		s.state = kitsd.Event{Instances: instances}
+	}
+	for ch := range s.subs {
+		ch <- s.copyState()
+	}
+}
+
+func (s *Instancer) copyState() kitsd.Event {
+	return kitsd.Event{Instances: slices.Clone(s.state.Instances), Err: s.state.Err}
+}
+
+// query asks the health API for the service's instances, blocking while
+// index is current. Consul filters on one tag; the others are filtered here.
+func (s *Instancer) query(ctx context.Context, index uint64) ([]string, uint64, error) {
+	q := (&api.QueryOptions{WaitIndex: index, WaitTime: waitTime}).WithContext(ctx)
+	entries, meta, err := s.client.Health().ServiceMultipleTags(s.service, s.tags, s.passingOnly, q)
+	if err != nil {
+		return nil, index, fmt.Errorf("query consul for %s: %w", s.service, err)
+	}
+	if meta.LastIndex == 0 {
+		return nil, index, errors.New("consul answered with index 0")
+	}
+	instances := make([]string, 0, len(entries))
+	for _, e := range entries {
+		addr := e.Service.Address
+		if addr == "" {
+			addr = e.Node.Address
+		}
+		instances = append(instances, net.JoinHostPort(addr, strconv.Itoa(e.Service.Port)))
+	}
+	slices.Sort(instances)
+	return slices.Compact(instances), meta.LastIndex, nil
+}
+
+// sleep waits d or until ctx is done; it reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
