@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/trimkit/trimkit/internal/cli"
@@ -53,7 +52,7 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 	fs.StringVar(&c.grpcAddr, "grpc-addr", ":8975", "gRPC listen address; port 0 picks a free port, and the bound port is registered")
 	fs.StringVar(&c.httpAddr, "http-addr", "127.0.0.1:8976", "HTTP debug address serving /metrics and /healthz; off disables it")
 	fs.StringVar(&c.advertiseAddr, "advertise-addr", "", "host[:port] registered in Consul (default: the listen host when specific, else the first non-loopback interface address, else 127.0.0.1; the bound port)")
-	fs.StringVar(&c.consulAddr, "consul-addr", envOr("CONSUL_HTTP_ADDR", "127.0.0.1:8500"), "Consul agent HTTP address (default from CONSUL_HTTP_ADDR)")
+	fs.StringVar(&c.consulAddr, "consul-addr", cli.EnvOr("CONSUL_HTTP_ADDR", "127.0.0.1:8500"), "Consul agent HTTP address (default from CONSUL_HTTP_ADDR)")
 	fs.StringVar(&c.consulToken, "consul-token", os.Getenv("CONSUL_HTTP_TOKEN"), "Consul ACL token (default from CONSUL_HTTP_TOKEN)")
 	fs.StringVar(&c.serviceName, "service-name", "trimsvc", "service name to register")
 	fs.StringVar(&c.serviceID, "service-id", "", "service ID to register (default <name>-<host>-<port> of the advertised address)")
@@ -70,7 +69,7 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 	if fs.NArg() > 0 {
 		return config{}, fmt.Errorf("%w: unexpected arguments %q", cli.ErrUsage, fs.Args())
 	}
-	c.tags = splitList(tags)
+	c.tags = cli.SplitList(tags)
 	if err := c.validate(); err != nil {
 		return config{}, fmt.Errorf("%w: %w", cli.ErrUsage, err)
 	}
@@ -157,21 +156,4 @@ func (c config) serviceIDFor(host string, port int) string {
 		return c.serviceID
 	}
 	return fmt.Sprintf("%s-%s-%d", c.serviceName, host, port)
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			out = append(out, f)
-		}
-	}
-	return out
-}
-
-func envOr(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return def
 }

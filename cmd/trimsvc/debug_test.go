@@ -41,7 +41,7 @@ func TestDebugHTTPHealthAndReflection(t *testing.T) {
 	}
 	httpAddr := proctest.LogValue(line, "addr")
 
-	conn, err := grpc.NewClient(inst.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(inst.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,9 +18,9 @@ func TestRegistersWhenReady(t *testing.T) {
 	c := consulClient(t, agent.HTTPAddr)
 	inst := startInstance(t, agent.HTTPAddr)
 
-	host, port, err := net.SplitHostPort(inst.addr)
+	host, port, err := net.SplitHostPort(inst.Addr)
 	if err != nil {
-		t.Fatalf("advertised %q: %v", inst.addr, err)
+		t.Fatalf("advertised %q: %v", inst.Addr, err)
 	}
 	if want, have := "127.0.0.1", host; want != have {
 		t.Errorf("advertised host: want %s, have %s", want, have)
@@ -28,29 +28,29 @@ func TestRegistersWhenReady(t *testing.T) {
 	if port == "0" {
 		t.Fatal("the bound port, not 0, must be advertised")
 	}
-	if want, have := "trimsvc-127.0.0.1-"+port, inst.id; want != have {
+	if want, have := "trimsvc-127.0.0.1-"+port, inst.ID; want != have {
 		t.Errorf("service ID: want %s, have %s", want, have)
 	}
 	// Passing within one check interval (1s), with slack for the agent.
-	waitPassing(t, c, "trimsvc", inst.id)
+	waitPassing(t, c, "trimsvc", inst.ID)
 	entries, err := passing(c, "trimsvc")
 	if err != nil || len(entries) != 1 {
 		t.Fatalf("want 1 passing entry, have %d (%v)", len(entries), err)
 	}
 	svc := entries[0].Service
-	if want, have := inst.addr, fmt.Sprintf("%s:%d", svc.Address, svc.Port); want != have {
+	if want, have := inst.Addr, fmt.Sprintf("%s:%d", svc.Address, svc.Port); want != have {
 		t.Errorf("registered address: want %s, have %s", want, have)
 	}
 	var checkType string
 	for _, chk := range entries[0].Checks {
-		if chk.ServiceID == inst.id {
+		if chk.ServiceID == inst.ID {
 			checkType = chk.Type
 		}
 	}
 	if want, have := "grpc", checkType; want != have {
 		t.Errorf("check type: want %q, have %q", want, have)
 	}
-	reg, _, err := c.Agent().Service(inst.id, nil)
+	reg, _, err := c.Agent().Service(inst.ID, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,11 +63,11 @@ func TestSIGTERMDeregistersDrainsAndExitsZero(t *testing.T) {
 	agent := consultest.Start(t)
 	c := consulClient(t, agent.HTTPAddr)
 	inst := startInstance(t, agent.HTTPAddr, "-drain", "300ms")
-	waitPassing(t, c, "trimsvc", inst.id)
+	waitPassing(t, c, "trimsvc", inst.ID)
 
 	// A request whose body is held back by the client: its stream is open
 	// on the server when the signal comes.
-	call := newHeldCall(t, inst.addr)
+	call := newHeldCall(t, inst.Addr)
 	if err := inst.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func TestSIGTERMDeregistersDrainsAndExitsZero(t *testing.T) {
 	// the held request).
 	eventually(t, 3*time.Second, "instance deregistered", func() (bool, error) {
 		services, err := c.Agent().Services()
-		_, ok := services[inst.id]
+		_, ok := services[inst.ID]
 		return err == nil && !ok, err
 	})
 	select {
@@ -111,19 +111,19 @@ func TestSIGKILLTurnsCheckCritical(t *testing.T) {
 	agent := consultest.Start(t)
 	c := consulClient(t, agent.HTTPAddr)
 	inst := startInstance(t, agent.HTTPAddr) // check interval 1s, timeout 1s
-	waitPassing(t, c, "trimsvc", inst.id)
+	waitPassing(t, c, "trimsvc", inst.ID)
 	if err := inst.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	took := eventually(t, 5*time.Second, "check critical", func() (bool, error) {
 		checks, err := c.Agent().Checks()
-		chk, ok := checks["service:"+inst.id]
+		chk, ok := checks["service:"+inst.ID]
 		return ok && chk.Status == api.HealthCritical, err
 	})
 	t.Logf("check critical %v after SIGKILL (interval 1s + timeout 1s)", took.Round(time.Millisecond))
 	// Not deregistered: only the check says it is gone.
 	services, err := c.Agent().Services()
-	if _, ok := services[inst.id]; err != nil || !ok {
+	if _, ok := services[inst.ID]; err != nil || !ok {
 		t.Errorf("instance should still be registered after SIGKILL (err %v)", err)
 	}
 }
@@ -134,19 +134,19 @@ func TestReregistersAfterAgentRestart(t *testing.T) {
 	inst := startInstance(t, agent.HTTPAddr, "-resync-interval", "1s")
 	eventually(t, 3*time.Second, "instance registered", func() (bool, error) {
 		services, err := c.Agent().Services()
-		_, ok := services[inst.id]
+		_, ok := services[inst.ID]
 		return ok, err
 	})
 	agent.Restart()
 	// Within the resync interval (1s) plus a few seconds.
 	took := eventually(t, 4*time.Second, "instance registered again", func() (bool, error) {
 		services, err := c.Agent().Services()
-		_, ok := services[inst.id]
+		_, ok := services[inst.ID]
 		return ok, err
 	})
 	t.Logf("registered again %v after the agent restarted", took.Round(time.Millisecond))
 	// And its new check passes within a check interval (1s).
-	waitPassing(t, c, "trimsvc", inst.id)
+	waitPassing(t, c, "trimsvc", inst.ID)
 	if _, err := inst.WaitLine("registered again", time.Second); err != nil {
 		t.Error(err)
 	}
@@ -184,7 +184,7 @@ func TestFailedDeregistrationExitsOne(t *testing.T) {
 	inst := startInstance(t, agent.HTTPAddr)
 	eventually(t, 3*time.Second, "instance registered", func() (bool, error) {
 		services, err := c.Agent().Services()
-		_, ok := services[inst.id]
+		_, ok := services[inst.ID]
 		return ok, err
 	})
 	if err := agent.Stop(); err != nil {
@@ -210,16 +210,16 @@ func TestTwoInstancesTagsAndName(t *testing.T) {
 	c := consulClient(t, agent.HTTPAddr)
 	a := startInstance(t, agent.HTTPAddr, "-service-name", "trimmer", "-tags", "blue, canary")
 	b := startInstance(t, agent.HTTPAddr, "-service-name", "trimmer", "-tags", "blue")
-	if a.id == b.id {
-		t.Fatalf("two instances share the ID %s", a.id)
+	if a.ID == b.ID {
+		t.Fatalf("two instances share the ID %s", a.ID)
 	}
-	waitPassing(t, c, "trimmer", a.id, b.id)
+	waitPassing(t, c, "trimmer", a.ID, b.ID)
 	entries, _, err := c.Health().Service("trimmer", "canary", true, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(entries) != 1 || entries[0].Service.ID != a.id {
-		t.Fatalf("tag canary: want only %s, have %d entries", a.id, len(entries))
+	if len(entries) != 1 || entries[0].Service.ID != a.ID {
+		t.Fatalf("tag canary: want only %s, have %d entries", a.ID, len(entries))
 	}
 	if want, have := "blue,canary", strings.Join(entries[0].Service.Tags, ","); want != have {
 		t.Errorf("tags: want %s, have %s", want, have)

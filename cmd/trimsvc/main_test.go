@@ -38,30 +38,12 @@ func TestMain(m *testing.M) {
 
 // instance is a trimsvc process and what it logged about itself.
 type instance struct {
-	*proctest.Process
-	addr string // advertised host:port
-	id   string
+	proctest.Trimsvc
 }
 
-// startInstance runs trimsvc on a free loopback port against the agent at
-// consulAddr, with fast checks unless args say otherwise, and waits until it
-// serves gRPC.
 func startInstance(t *testing.T, consulAddr string, args ...string) instance {
 	t.Helper()
-	all := append([]string{
-		"-grpc-addr", "127.0.0.1:0",
-		"-http-addr", "off",
-		"-consul-addr", consulAddr,
-		"-check-interval", "1s",
-		"-resync-interval", "1s",
-		"-drain", "200ms",
-	}, args...)
-	p := proctest.Start(t, binary, all...)
-	line, err := p.WaitLine(`msg="serving gRPC"`, 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return instance{Process: p, addr: proctest.LogValue(line, "advertised"), id: proctest.LogValue(line, "service_id")}
+	return instance{proctest.StartTrimsvc(t, binary, consulAddr, args...)}
 }
 
 func consulClient(t *testing.T, addr string) *api.Client {

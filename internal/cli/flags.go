@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/peterbourgon/ff/v3"
@@ -47,4 +48,25 @@ func Usage(out io.Writer, fs *flag.FlagSet, prefix, synopsis string) {
 		fmt.Fprintf(out, "  -%s  (env %s, default %s)\n", f.Name, EnvName(prefix, f.Name), def)
 		fmt.Fprintf(out, "      %s\n", f.Usage)
 	})
+}
+
+// SplitList splits a comma-separated flag value, dropping blanks around and
+// between items.
+func SplitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// EnvOr returns the environment variable key, or def when it is empty; for
+// defaults taken from another tool's variable, such as CONSUL_HTTP_ADDR.
+func EnvOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
 }

@@ -1,0 +1,167 @@
+package client
+
+import (
+	"io"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-kit/kit/endpoint"
+	kitsd "github.com/go-kit/kit/sd"
+	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
+)
+
+// Endpointer turns the instances of an Instancer into endpoints through a
+// Factory, one per instance, and implements go-kit's sd.Endpointer.
+//
+// It differs from go-kit's DefaultEndpointer in what a long-running program
+// needs: an Instancer error keeps the endpoints known last (Consul down does
+// not mean the instances are), a removed instance's connection is closed
+// only after a grace period so calls in flight on it can finish, Close
+// closes every connection and waits for its goroutine, and Endpoints is a
+// lock-free read.
+type Endpointer struct {
+	instancer kitsd.Instancer
+	factory   kitsd.Factory
+	logger    log.Logger
+	grace     time.Duration
+
+	events chan kitsd.Event
+	done   chan struct{}
+
+	current atomic.Pointer[[]endpoint.Endpoint] // in instance order
+
+	mu      sync.Mutex // guards what follows
+	byInst  map[string]entry
+	closing map[*time.Timer]io.Closer
+	closed  bool
+}
+
+type entry struct {
+	e      endpoint.Endpoint
+	closer io.Closer
+}
+
+var _ kitsd.Endpointer = (*Endpointer)(nil)
+
+// NewEndpointer subscribes to instancer and builds endpoints with factory.
+// The connection of an instance that leaves is closed after grace.
+func NewEndpointer(instancer kitsd.Instancer, factory kitsd.Factory, logger log.Logger, grace time.Duration) *Endpointer {
+	if instancer == nil || factory == nil || logger == nil {
+		panic("client: NewEndpointer needs an instancer, a factory and a logger")
+	}
+	e := &Endpointer{
+		instancer: instancer,
+		factory:   factory,
+		logger:    logger,
+		grace:     grace,
+		events:    make(chan kitsd.Event),
+		done:      make(chan struct{}),
+		byInst:    map[string]entry{},
+		closing:   map[*time.Timer]io.Closer{},
+	}
+	empty := []endpoint.Endpoint{}
+	e.current.Store(&empty)
+	go e.receive()
+	instancer.Register(e.events)
+	return e
+}
+
+// Endpoints implements sd.Endpointer. Do not modify the returned slice.
+func (e *Endpointer) Endpoints() ([]endpoint.Endpoint, error) {
+	return *e.current.Load(), nil
+}
+
+func (e *Endpointer) receive() {
+	defer close(e.done)
+	for ev := range e.events {
+		if ev.Err != nil {
+			_ = level.Warn(e.logger).Log("msg", "discovery failed; keeping the endpoints known last", "endpoints", len(*e.current.Load()), "err", ev.Err)
+			continue
+		}
+		e.update(ev.Instances)
+	}
+}
+
+func (e *Endpointer) update(instances []string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return
+	}
+	instances = slices.Compact(slices.Sorted(slices.Values(instances)))
+	next := make(map[string]entry, len(instances))
+	list := make([]endpoint.Endpoint, 0, len(instances))
+	for _, inst := range instances {
+		en, ok := e.byInst[inst]
+		if !ok {
+			ep, closer, err := e.factory(inst)
+			if err != nil {
+				_ = level.Error(e.logger).Log("msg", "factory failed; instance skipped", "instance", inst, "err", err)
+				continue
+			}
+			en = entry{e: ep, closer: closer}
+		}
+		next[inst] = en
+		list = append(list, en.e)
+	}
+	for inst, en := range e.byInst {
+		if _, ok := next[inst]; !ok && en.closer != nil {
+			e.closeLater(inst, en.closer)
+		}
+	}
+	e.byInst = next
+	e.current.Store(&list)
+}
+
+// closeLater closes c after the grace period; e.mu is held.
+func (e *Endpointer) closeLater(inst string, c io.Closer) {
+	var t *time.Timer
+	t = time.AfterFunc(e.grace, func() {
+		e.mu.Lock()
+		_, pending := e.closing[t]
+		delete(e.closing, t)
+		e.mu.Unlock()
+		if pending {
+			e.closeOne(inst, c)
+		}
+	})
+	e.closing[t] = c
+}
+
+func (e *Endpointer) closeOne(inst string, c io.Closer) {
+	if err := c.Close(); err != nil {
+		_ = level.Warn(e.logger).Log("msg", "closing endpoint", "instance", inst, "err", err)
+	}
+}
+
+// Close unsubscribes from the Instancer (it does not stop it: whoever made it
+// owns it), closes every connection, those in their grace period included,
+// and waits for the Endpointer's goroutine. Endpoints is empty afterwards.
+func (e *Endpointer) Close() error {
+	e.instancer.Deregister(e.events)
+	close(e.events)
+	<-e.done
+
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.closed = true
+	for inst, en := range e.byInst {
+		if en.closer != nil {
+			e.closeOne(inst, en.closer)
+		}
+	}
+	// Whoever takes a connection out of closing closes it: here, or the
+	// timer's function if it got there first.
+	for t, c := range e.closing {
+		t.Stop()
+		e.closeOne("", c)
+	}
+	clear(e.byInst)
+	clear(e.closing)
+	empty := []endpoint.Endpoint{}
+	e.current.Store(&empty)
+	return nil
+}

@@ -1,0 +1,448 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/go-kit/kit/endpoint"
+	"github.com/go-kit/kit/sd/lb"
+	"github.com/hashicorp/consul/api"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/trimkit/trimkit/client"
+	"github.com/trimkit/trimkit/internal/consultest"
+	"github.com/trimkit/trimkit/internal/proctest"
+	"github.com/trimkit/trimkit/trimsvc"
+)
+
+// trimsvcBin is the trimsvc built once for the integration tests.
+var trimsvcBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "client-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	trimsvcBin, err = proctest.Build(dir, "github.com/trimkit/trimkit/cmd/trimsvc")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func consulClient(t *testing.T, addr string) *api.Client {
+	t.Helper()
+	cfg := api.DefaultConfig()
+	cfg.Address = addr
+	c, err := api.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// waitPassing waits until exactly the instances ids are passing.
+func waitPassing(t *testing.T, c *api.Client, service string, ids ...string) time.Time {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		entries, _, err := c.Health().Service(service, "", true, nil)
+		if err == nil && len(entries) == len(ids) {
+			have := map[string]bool{}
+			for _, e := range entries {
+				have[e.Service.ID] = true
+			}
+			all := true
+			for _, id := range ids {
+				all = all && have[id]
+			}
+			if all {
+				return time.Now()
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%v not passing within 5s (err %v, have %d entries)", ids, err, len(entries))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// cluster starts an agent and n trimsvc instances and waits until all pass.
+func cluster(t *testing.T, n int, args ...string) (*consultest.Agent, *api.Client, []proctest.Trimsvc) {
+	t.Helper()
+	agent := consultest.Start(t)
+	c := consulClient(t, agent.HTTPAddr)
+	var insts []proctest.Trimsvc
+	var ids []string
+	for range n {
+		inst := proctest.StartTrimsvc(t, trimsvcBin, agent.HTTPAddr, args...)
+		insts = append(insts, inst)
+		ids = append(ids, inst.ID)
+	}
+	waitPassing(t, c, "trimsvc", ids...)
+	return agent, c, insts
+}
+
+func newClient(t *testing.T, cfg client.Config) *client.Client {
+	t.Helper()
+	c, err := client.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	return c
+}
+
+// waitEndpoints calls until the client has answers from want distinct
+// instances, so that its discovery has caught up.
+func waitInstances(t *testing.T, e endpoint.Endpoint, want int) {
+	t.Helper()
+	seen := map[string]bool{}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(seen) < want {
+		if time.Now().After(deadline) {
+			t.Fatalf("client saw %d instances within 5s, want %d", len(seen), want)
+		}
+		resp, err := e(context.Background(), trimsvc.TrimRequest{S: "warm up"})
+		if err == nil {
+			seen[resp.(trimsvc.TrimResponse).Instance] = true
+		}
+	}
+}
+
+func TestRoundRobinOverThreeInstances(t *testing.T) {
+	agent, _, insts := cluster(t, 3)
+	c := newClient(t, client.Config{ConsulAddr: agent.HTTPAddr})
+	waitInstances(t, c.Endpoint(), 3)
+
+	per := map[string]int{}
+	for range 300 {
+		resp, err := c.Endpoint()(context.Background(), trimsvc.TrimRequest{S: " a b "})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := resp.(trimsvc.TrimResponse)
+		if r.Err != nil || r.S != "ab" {
+			t.Fatalf("want ab, have %q (%v)", r.S, r.Err)
+		}
+		per[r.Instance]++
+	}
+	for _, inst := range insts {
+		if n := per[inst.ID]; n < 90 || n > 110 {
+			t.Errorf("%s answered %d of 300, want 100±10", inst.ID, n)
+		}
+	}
+	// The typed Service works too.
+	out, err := c.TrimSpace(context.Background(), "x\ty")
+	if err != nil || out != "xy" {
+		t.Errorf("TrimSpace: %q, %v", out, err)
+	}
+}
+
+// result is one call of a load run.
+type result struct {
+	start    time.Time
+	instance string
+	err      error
+}
+
+// runLoad sends n requests from c callers and calls at(i) when request i
+// (counted from 1) starts; it returns every result.
+func runLoad(e endpoint.Endpoint, n, c int, at func(i int64)) []result {
+	var (
+		next atomic.Int64
+		mu   sync.Mutex
+		all  []result
+		wg   sync.WaitGroup
+	)
+	for range c {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1)
+				if i > int64(n) {
+					return
+				}
+				at(i)
+				r := result{start: time.Now()}
+				resp, err := e(context.Background(), trimsvc.TrimRequest{S: "l o a d"})
+				if err == nil {
+					tr := resp.(trimsvc.TrimResponse)
+					r.instance, err = tr.Instance, tr.Err
+				}
+				r.err = err
+				mu.Lock()
+				all = append(all, r)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return all
+}
+
+func failures(t *testing.T, results []result) int {
+	t.Helper()
+	n := 0
+	for _, r := range results {
+		if r.err != nil {
+			if n < 5 {
+				t.Logf("failure: %v", r.err)
+			}
+			n++
+		}
+	}
+	return n
+}
+
+func TestSIGKILLDuringLoadNoFailures(t *testing.T) {
+	agent, _, insts := cluster(t, 3)
+	c := newClient(t, client.Config{ConsulAddr: agent.HTTPAddr})
+	waitInstances(t, c.Endpoint(), 3)
+
+	var once sync.Once
+	results := runLoad(c.Endpoint(), 2000, 8, func(i int64) {
+		if i == 300 {
+			once.Do(func() {
+				if err := insts[0].Signal(syscall.SIGKILL); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+	})
+	if want, have := 0, failures(t, results); want != have {
+		t.Errorf("failures: want %d, have %d of %d", want, have, len(results))
+	}
+	if want, have := 2000, len(results); want != have {
+		t.Errorf("requests: want %d, have %d", want, have)
+	}
+}
+
+func TestConsulStoppedDuringLoadNoFailures(t *testing.T) {
+	agent, _, _ := cluster(t, 3)
+	c := newClient(t, client.Config{ConsulAddr: agent.HTTPAddr})
+	waitInstances(t, c.Endpoint(), 3)
+
+	stopped := make(chan struct{})
+	results := runLoad(c.Endpoint(), 3000, 8, func(i int64) {
+		if i == 300 {
+			go func() {
+				defer close(stopped)
+				if err := agent.Stop(); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		if i == 2000 {
+			<-stopped // the rest runs with Consul gone
+		}
+	})
+	if want, have := 0, failures(t, results); want != have {
+		t.Errorf("failures: want %d, have %d of %d", want, have, len(results))
+	}
+	per := map[string]int{}
+	for _, r := range results[2000:] {
+		per[r.instance]++
+	}
+	if want, have := 3, len(per); want != have {
+		t.Errorf("with consul down: want the 3 known instances answering, have %v", per)
+	}
+}
+
+func TestJoinAndLeaveDuringLoad(t *testing.T) {
+	agent, cc, insts := cluster(t, 2)
+	c := newClient(t, client.Config{ConsulAddr: agent.HTTPAddr})
+	waitInstances(t, c.Endpoint(), 2)
+
+	var (
+		stop    atomic.Bool
+		mu      sync.Mutex
+		results []result
+		wg      sync.WaitGroup
+	)
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !stop.Load() {
+				r := result{start: time.Now()}
+				resp, err := c.Endpoint()(context.Background(), trimsvc.TrimRequest{S: "x"})
+				if err == nil {
+					r.instance = resp.(trimsvc.TrimResponse).Instance
+				}
+				r.err = err
+				mu.Lock()
+				results = append(results, r)
+				mu.Unlock()
+				time.Sleep(time.Millisecond)
+			}
+		}()
+	}
+
+	joined := proctest.StartTrimsvc(t, trimsvcBin, agent.HTTPAddr)
+	passingAt := waitPassing(t, cc, "trimsvc", insts[0].ID, insts[1].ID, joined.ID)
+
+	if err := insts[0].Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	goneAt := waitPassing(t, cc, "trimsvc", insts[1].ID, joined.ID)
+	time.Sleep(time.Second)
+	stop.Store(true)
+	wg.Wait()
+
+	if want, have := 0, failures(t, results); want != have {
+		t.Errorf("failures: want %d, have %d of %d", want, have, len(results))
+	}
+	var firstJoined time.Time
+	late := 0
+	for _, r := range results {
+		if r.instance == joined.ID && (firstJoined.IsZero() || r.start.Before(firstJoined)) {
+			firstJoined = r.start
+		}
+		// A margin for the client's blocking query to return after the
+		// poll above saw the instance gone.
+		if r.instance == insts[0].ID && r.start.After(goneAt.Add(250*time.Millisecond)) {
+			late++
+		}
+	}
+	if firstJoined.IsZero() {
+		t.Fatal("the new instance never answered")
+	}
+	t.Logf("new instance answered %v after it was seen passing; %d requests in all", firstJoined.Sub(passingAt).Round(time.Millisecond), len(results))
+	if d := firstJoined.Sub(passingAt); d > time.Second {
+		t.Errorf("new instance first answered %v after passing, want within 1s", d)
+	}
+	if late > 0 {
+		t.Errorf("%d requests reached %s after it left consul", late, insts[0].ID)
+	}
+}
+
+var invalidArgumentRE = regexp.MustCompile(`trimsvc_requests_total\{code="InvalidArgument",method="TrimSpace"\} (\d+)`)
+
+func TestOversizeInputIsOneAttempt(t *testing.T) {
+	agent, _, insts := cluster(t, 3, "-http-addr", "127.0.0.1:0", "-max-input-bytes", "16")
+	c := newClient(t, client.Config{ConsulAddr: agent.HTTPAddr})
+	waitInstances(t, c.Endpoint(), 3)
+
+	_, err := c.TrimSpace(context.Background(), strings.Repeat("x", 17))
+	if !errors.Is(err, trimsvc.ErrInputTooLarge) {
+		t.Fatalf("want ErrInputTooLarge, have %v", err)
+	}
+	if want, have := codes.InvalidArgument, status.Code(err); want != have {
+		t.Errorf("want %v, have %v", want, have)
+	}
+	total := 0
+	for _, inst := range insts {
+		resp, err := http.Get("http://" + inst.HTTPAddr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if m := invalidArgumentRE.FindSubmatch(body); m != nil {
+			n, _ := strconv.Atoi(string(m[1]))
+			total += n
+		}
+	}
+	if want, have := 1, total; want != have {
+		t.Errorf("InvalidArgument requests reaching servers: want %d, have %d", want, have)
+	}
+}
+
+func TestNoInstancesNamesWhatWasSearched(t *testing.T) {
+	agent := consultest.Start(t)
+	c := newClient(t, client.Config{ConsulAddr: agent.HTTPAddr, ServiceName: "absent", Tags: []string{"blue", "v2"}, RetryTimeout: 300 * time.Millisecond})
+	start := time.Now()
+	_, err := c.TrimSpace(context.Background(), "x")
+	took := time.Since(start)
+	if err == nil {
+		t.Fatal("want error")
+	}
+	for _, want := range []string{`"absent"`, `"blue"`, `"v2"`, agent.HTTPAddr} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %s", err, want)
+		}
+	}
+	if !errors.Is(err, lb.ErrNoEndpoints) {
+		t.Errorf("want errors.Is ErrNoEndpoints: %v", err)
+	}
+	var nie *client.NoInstancesError
+	if !errors.As(err, &nie) {
+		t.Errorf("want *NoInstancesError, have %T", err)
+	}
+	if want, have := codes.Unavailable, status.Code(err); want != have {
+		t.Errorf("want %v, have %v", want, have)
+	}
+	if took > 400*time.Millisecond {
+		t.Errorf("took %v, past the 300ms retry timeout", took)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	for _, cfg := range []client.Config{{RetryMax: -1}, {RetryTimeout: -time.Second}} {
+		if _, err := client.New(cfg); err == nil {
+			t.Errorf("%+v: want error", cfg)
+		}
+	}
+}
+
+func TestCloseLeaksNothing(t *testing.T) {
+	agent, _, _ := cluster(t, 2)
+	opts := []goleak.Option{goleak.IgnoreCurrent()}
+
+	c, err := client.New(client.Config{ConsulAddr: agent.HTTPAddr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitInstances(t, c.Endpoint(), 2)
+	// Let the instancer settle into a blocking query, then close under it.
+	time.Sleep(200 * time.Millisecond)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	goleak.VerifyNone(t, opts...)
+}
+
+func TestCloseLeaksNothingWhileConsulDown(t *testing.T) {
+	agent := consultest.Start(t)
+	if err := agent.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	opts := []goleak.Option{goleak.IgnoreCurrent()}
+	c, err := client.New(client.Config{ConsulAddr: agent.HTTPAddr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(150 * time.Millisecond) // in its backoff between failed queries
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	goleak.VerifyNone(t, opts...)
+}

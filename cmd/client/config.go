@@ -1,0 +1,81 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/trimkit/trimkit/client"
+	"github.com/trimkit/trimkit/internal/cli"
+)
+
+const envPrefix = "TRIMCLIENT"
+
+const synopsis = `
+usage: client [flags] TEXT
+
+client finds the passing instances of a service in Consul and calls
+pb.Trim/TrimSpace on them, round robin, retrying what is worth retrying.
+With -n 1 (the default) it prints TEXT trimmed. With -n above 1 it sends n
+requests from -c concurrent callers and prints a summary: requests, failures,
+req/s, p50/p90/p99 latency and the requests each instance answered (-json:
+one JSON object). Exit status: 0 when every request succeeded, 1 when any
+failed, 2 for bad flags.`
+
+type config struct {
+	client client.Config
+	n, c   int
+	json   bool
+	text   string
+}
+
+func parseConfig(args []string, stdout io.Writer) (config, error) {
+	fs := flag.NewFlagSet("client", flag.ContinueOnError)
+	var (
+		c    config
+		tags string
+	)
+	fs.StringVar(&c.client.ConsulAddr, "consul-addr", cli.EnvOr("CONSUL_HTTP_ADDR", "127.0.0.1:8500"), "Consul agent HTTP address (default from CONSUL_HTTP_ADDR)")
+	fs.StringVar(&c.client.ConsulToken, "consul-token", os.Getenv("CONSUL_HTTP_TOKEN"), "Consul ACL token (default from CONSUL_HTTP_TOKEN)")
+	fs.StringVar(&c.client.ServiceName, "service-name", client.DefaultServiceName, "service to call")
+	fs.StringVar(&tags, "tags", "", "comma-separated tags an instance must all carry")
+	fs.IntVar(&c.client.RetryMax, "retry-max", client.DefaultRetryMax, "most attempts per request")
+	fs.DurationVar(&c.client.RetryTimeout, "retry-timeout", client.DefaultRetryTimeout, "time limit per request, all attempts together")
+	fs.IntVar(&c.n, "n", 1, "requests to send; above 1 prints a load summary")
+	fs.IntVar(&c.c, "c", 1, "concurrent callers")
+	fs.BoolVar(&c.json, "json", false, "print the summary as one JSON object")
+	if err := cli.Parse(fs, args, envPrefix, synopsis, stdout); err != nil {
+		return config{}, err
+	}
+	c.client.Tags = cli.SplitList(tags)
+	var errs []error
+	switch fs.NArg() {
+	case 1:
+		c.text = fs.Arg(0)
+	case 0:
+		errs = append(errs, errors.New("TEXT to trim is missing"))
+	default:
+		errs = append(errs, fmt.Errorf("one TEXT argument expected, got %d (quote it)", fs.NArg()))
+	}
+	if c.n < 1 {
+		errs = append(errs, fmt.Errorf("-n must be at least 1, got %d", c.n))
+	}
+	if c.c < 1 {
+		errs = append(errs, fmt.Errorf("-c must be at least 1, got %d", c.c))
+	}
+	if c.client.RetryMax < 1 {
+		errs = append(errs, fmt.Errorf("-retry-max must be at least 1, got %d", c.client.RetryMax))
+	}
+	if c.client.RetryTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("-retry-timeout must be positive, got %v", c.client.RetryTimeout))
+	}
+	if c.client.ServiceName == "" {
+		errs = append(errs, errors.New("-service-name must not be empty"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return config{}, fmt.Errorf("%w: %w", cli.ErrUsage, err)
+	}
+	return c, nil
+}

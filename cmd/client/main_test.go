@@ -1,0 +1,172 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/trimkit/trimkit/internal/consultest"
+	"github.com/trimkit/trimkit/internal/proctest"
+)
+
+// Binaries built once for the tests that run them as processes.
+var trimsvcBin, clientBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "client-cmd-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	trimsvcBin, err = proctest.Build(dir, "github.com/trimkit/trimkit/cmd/trimsvc")
+	if err == nil {
+		clientBin, err = proctest.Build(dir, "github.com/trimkit/trimkit/cmd/client")
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func TestHelpListsEveryFlagWithEnv(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if err := run(context.Background(), []string{"-h"}, &stdout, &stderr); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("want flag.ErrHelp, have %v", err)
+	}
+	for _, name := range []string{"consul-addr", "consul-token", "service-name", "tags", "retry-max", "retry-timeout", "n", "c", "json"} {
+		env := "TRIMCLIENT_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+		if want := fmt.Sprintf("-%s  (env %s, default ", name, env); !strings.Contains(stdout.String(), want) {
+			t.Errorf("--help lacks %q", want)
+		}
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, args := range [][]string{{}, {"a", "b"}, {"-n", "0", "x"}, {"-c", "0", "x"}, {"-retry-max", "0", "x"}, {"-retry-timeout", "0s", "x"}} {
+		p := proctest.Start(t, clientBin, args...)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		code, err := p.Wait(ctx)
+		cancel()
+		if err != nil || code != 2 {
+			t.Errorf("%q: want exit 2, have %d (%v)", args, code, err)
+		}
+	}
+}
+
+func TestTrimAndLoadSummary(t *testing.T) {
+	agent := consultest.Start(t)
+	cfg := api.DefaultConfig()
+	cfg.Address = agent.HTTPAddr
+	cc, err := api.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for range 2 {
+		ids = append(ids, proctest.StartTrimsvc(t, trimsvcBin, agent.HTTPAddr).ID)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		entries, _, err := cc.Health().Service("trimsvc", "", true, nil)
+		if err == nil && len(entries) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("instances not passing within 5s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Setenv("TRIMCLIENT_CONSUL_ADDR", agent.HTTPAddr) // env works too
+
+	exec := func(args ...string) (string, int) {
+		t.Helper()
+		p := proctest.Start(t, clientBin, args...)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		code, err := p.Wait(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p.Stdout(), code
+	}
+
+	out, code := exec(" he llo\t wor ld ")
+	if want, have := "helloworld\n", out; code != 0 || want != have {
+		t.Errorf("want %q (exit 0), have %q (exit %d)", want, have, code)
+	}
+
+	out, code = exec("-n", "200", "-c", "4", "-json", "a b")
+	if code != 0 {
+		t.Errorf("exit %d", code)
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(out), &raw); err != nil {
+		t.Fatalf("not one JSON object: %q: %v", out, err)
+	}
+	for _, key := range []string{"requests", "failures", "rps", "p50_ms", "p90_ms", "p99_ms", "per_instance"} {
+		if _, ok := raw[key]; !ok {
+			t.Errorf("summary lacks key %q", key)
+		}
+	}
+	if want, have := 7, len(raw); want != have {
+		t.Errorf("summary has %d keys, want exactly %d: %s", have, want, out)
+	}
+	var s summary
+	if err := json.Unmarshal([]byte(out), &s); err != nil {
+		t.Fatal(err)
+	}
+	if s.Requests != 200 || s.Failures != 0 || s.RPS <= 0 || s.P50ms <= 0 || s.P99ms < s.P50ms {
+		t.Errorf("summary %+v", s)
+	}
+	for _, id := range ids {
+		if n := s.PerInstance[id]; n != 100 {
+			t.Errorf("%s answered %d, want 100", id, n)
+		}
+	}
+
+	out, code = exec("-n", "10", "x")
+	for _, want := range []string{"requests:  10", "failures:  0", "p99", ids[0], ids[1]} {
+		if !strings.Contains(out, want) {
+			t.Errorf("text summary lacks %q:\n%s", want, out)
+		}
+	}
+
+	// Failures make exit status 1.
+	if _, code := exec("-service-name", "absent", "x"); code != 1 {
+		t.Errorf("no instances: want exit 1, have %d", code)
+	}
+	if _, code := exec("-service-name", "absent", "-n", "5", "x"); code != 1 {
+		t.Errorf("load with failures: want exit 1, have %d", code)
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	var d []time.Duration
+	for i := 1; i <= 100; i++ {
+		d = append(d, time.Duration(i)*time.Millisecond)
+	}
+	for _, tc := range []struct {
+		p    int
+		want float64
+	}{{50, 50}, {90, 90}, {99, 99}, {100, 100}} {
+		if have := percentileMS(d, tc.p); have != tc.want {
+			t.Errorf("p%d: want %v, have %v", tc.p, tc.want, have)
+		}
+	}
+	if have := percentileMS(nil, 50); have != 0 {
+		t.Errorf("empty: want 0, have %v", have)
+	}
+}
