@@ -13,7 +13,7 @@ export PATH := $(BIN):$(PATH)
 export GONOSUMDB := github.com/hashicorp/consul
 GO_TEST_FLAGS ?=
 
-.PHONY: help consul proto build test lint
+.PHONY: help consul proto build test lint demo up down
 
 help: ## list the targets
 	@awk -F ':.*## ' '/^[a-z-]+:.*## / { printf "  make %-8s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -33,8 +33,17 @@ proto: ## regenerate pb/ from pb/trim.proto (needs protoc: apt-get install proto
 	go -C tools/protoc build -o ../../bin/protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc
 	go generate ./pb
 
-build: ## build bin/trimsvc and bin/client
+build: ## build bin/trimsvc, bin/client and bin/demo
 	go build -o bin/ ./cmd/...
+
+demo: consul build ## the main job: local Consul, 3 instances, load, a SIGTERM and a SIGKILL
+	bin/demo run
+
+up: consul build ## leave a local Consul and 3 instances running (PIDs in .run/)
+	bin/demo up
+
+down: ## stop what `make up` started, by recorded PIDs
+	@if [[ -x bin/demo ]]; then bin/demo down; else go run ./cmd/demo down; fi
 
 test: consul ## run every test, a real Consul agent included
 	go vet ./...

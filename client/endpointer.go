@@ -46,7 +46,8 @@ type entry struct {
 
 var _ kitsd.Endpointer = (*Endpointer)(nil)
 
-// NewEndpointer subscribes to instancer and builds endpoints with factory.
+// NewEndpointer subscribes to instancer and builds endpoints with factory;
+// the state the instancer sends on Register is applied before it returns.
 // The connection of an instance that leaves is closed after grace.
 func NewEndpointer(instancer kitsd.Instancer, factory kitsd.Factory, logger log.Logger, grace time.Duration) *Endpointer {
 	if instancer == nil || factory == nil || logger == nil {
@@ -57,15 +58,22 @@ func NewEndpointer(instancer kitsd.Instancer, factory kitsd.Factory, logger log.
 		factory:   factory,
 		logger:    logger,
 		grace:     grace,
-		events:    make(chan kitsd.Event),
+		events:    make(chan kitsd.Event, 1),
 		done:      make(chan struct{}),
 		byInst:    map[string]entry{},
 		closing:   map[*time.Timer]io.Closer{},
 	}
 	empty := []endpoint.Endpoint{}
 	e.current.Store(&empty)
-	go e.receive()
+	// go-kit Instancers send their current state on Register; apply it
+	// before returning, so that a new Endpointer already has endpoints.
 	instancer.Register(e.events)
+	select {
+	case ev := <-e.events:
+		e.handle(ev)
+	default:
+	}
+	go e.receive()
 	return e
 }
 
@@ -77,12 +85,16 @@ func (e *Endpointer) Endpoints() ([]endpoint.Endpoint, error) {
 func (e *Endpointer) receive() {
 	defer close(e.done)
 	for ev := range e.events {
-		if ev.Err != nil {
-			_ = level.Warn(e.logger).Log("msg", "discovery failed; keeping the endpoints known last", "endpoints", len(*e.current.Load()), "err", ev.Err)
-			continue
-		}
-		e.update(ev.Instances)
+		e.handle(ev)
 	}
+}
+
+func (e *Endpointer) handle(ev kitsd.Event) {
+	if ev.Err != nil {
+		_ = level.Warn(e.logger).Log("msg", "discovery failed; keeping the endpoints known last", "endpoints", len(*e.current.Load()), "err", ev.Err)
+		return
+	}
+	e.update(ev.Instances)
 }
 
 func (e *Endpointer) update(instances []string) {

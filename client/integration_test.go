@@ -18,7 +18,6 @@ import (
 
 	"github.com/go-kit/kit/endpoint"
 	"github.com/go-kit/kit/sd/lb"
-	"github.com/hashicorp/consul/api"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -49,48 +48,10 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func consulClient(t *testing.T, addr string) *api.Client {
-	t.Helper()
-	cfg := api.DefaultConfig()
-	cfg.Address = addr
-	c, err := api.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-// waitPassing waits until exactly the instances ids are passing.
-func waitPassing(t *testing.T, c *api.Client, service string, ids ...string) time.Time {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		entries, _, err := c.Health().Service(service, "", true, nil)
-		if err == nil && len(entries) == len(ids) {
-			have := map[string]bool{}
-			for _, e := range entries {
-				have[e.Service.ID] = true
-			}
-			all := true
-			for _, id := range ids {
-				all = all && have[id]
-			}
-			if all {
-				return time.Now()
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%v not passing within 5s (err %v, have %d entries)", ids, err, len(entries))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // cluster starts an agent and n trimsvc instances and waits until all pass.
-func cluster(t *testing.T, n int, args ...string) (*consultest.Agent, *api.Client, []proctest.Trimsvc) {
+func cluster(t *testing.T, n int, args ...string) (*consultest.Agent, []proctest.Trimsvc) {
 	t.Helper()
 	agent := consultest.Start(t)
-	c := consulClient(t, agent.HTTPAddr)
 	var insts []proctest.Trimsvc
 	var ids []string
 	for range n {
@@ -98,8 +59,8 @@ func cluster(t *testing.T, n int, args ...string) (*consultest.Agent, *api.Clien
 		insts = append(insts, inst)
 		ids = append(ids, inst.ID)
 	}
-	waitPassing(t, c, "trimsvc", ids...)
-	return agent, c, insts
+	agent.WaitPassing("trimsvc", ids...)
+	return agent, insts
 }
 
 func newClient(t *testing.T, cfg client.Config) *client.Client {
@@ -134,7 +95,7 @@ func waitInstances(t *testing.T, e endpoint.Endpoint, want int) {
 }
 
 func TestRoundRobinOverThreeInstances(t *testing.T) {
-	agent, _, insts := cluster(t, 3)
+	agent, insts := cluster(t, 3)
 	c := newClient(t, client.Config{ConsulAddr: agent.HTTPAddr})
 	waitInstances(t, c.Endpoint(), 3)
 
@@ -165,6 +126,7 @@ func TestRoundRobinOverThreeInstances(t *testing.T) {
 // result is one call of a load run.
 type result struct {
 	start    time.Time
+	took     time.Duration
 	instance string
 	err      error
 }
@@ -194,7 +156,7 @@ func runLoad(e endpoint.Endpoint, n, c int, at func(i int64)) []result {
 					tr := resp.(trimsvc.TrimResponse)
 					r.instance, err = tr.Instance, tr.Err
 				}
-				r.err = err
+				r.err, r.took = err, time.Since(r.start)
 				mu.Lock()
 				all = append(all, r)
 				mu.Unlock()
@@ -220,7 +182,7 @@ func failures(t *testing.T, results []result) int {
 }
 
 func TestSIGKILLDuringLoadNoFailures(t *testing.T) {
-	agent, _, insts := cluster(t, 3)
+	agent, insts := cluster(t, 3)
 	c := newClient(t, client.Config{ConsulAddr: agent.HTTPAddr})
 	waitInstances(t, c.Endpoint(), 3)
 
@@ -243,7 +205,7 @@ func TestSIGKILLDuringLoadNoFailures(t *testing.T) {
 }
 
 func TestConsulStoppedDuringLoadNoFailures(t *testing.T) {
-	agent, _, _ := cluster(t, 3)
+	agent, _ := cluster(t, 3)
 	c := newClient(t, client.Config{ConsulAddr: agent.HTTPAddr})
 	waitInstances(t, c.Endpoint(), 3)
 
@@ -274,7 +236,7 @@ func TestConsulStoppedDuringLoadNoFailures(t *testing.T) {
 }
 
 func TestJoinAndLeaveDuringLoad(t *testing.T) {
-	agent, cc, insts := cluster(t, 2)
+	agent, insts := cluster(t, 2)
 	c := newClient(t, client.Config{ConsulAddr: agent.HTTPAddr})
 	waitInstances(t, c.Endpoint(), 2)
 
@@ -294,7 +256,7 @@ func TestJoinAndLeaveDuringLoad(t *testing.T) {
 				if err == nil {
 					r.instance = resp.(trimsvc.TrimResponse).Instance
 				}
-				r.err = err
+				r.err, r.took = err, time.Since(r.start)
 				mu.Lock()
 				results = append(results, r)
 				mu.Unlock()
@@ -304,12 +266,12 @@ func TestJoinAndLeaveDuringLoad(t *testing.T) {
 	}
 
 	joined := proctest.StartTrimsvc(t, trimsvcBin, agent.HTTPAddr)
-	passingAt := waitPassing(t, cc, "trimsvc", insts[0].ID, insts[1].ID, joined.ID)
+	passingAt := agent.WaitPassing("trimsvc", insts[0].ID, insts[1].ID, joined.ID)
 
 	if err := insts[0].Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	goneAt := waitPassing(t, cc, "trimsvc", insts[1].ID, joined.ID)
+	goneAt := agent.WaitPassing("trimsvc", insts[1].ID, joined.ID)
 	time.Sleep(time.Second)
 	stop.Store(true)
 	wg.Wait()
@@ -344,7 +306,7 @@ func TestJoinAndLeaveDuringLoad(t *testing.T) {
 var invalidArgumentRE = regexp.MustCompile(`trimsvc_requests_total\{code="InvalidArgument",method="TrimSpace"\} (\d+)`)
 
 func TestOversizeInputIsOneAttempt(t *testing.T) {
-	agent, _, insts := cluster(t, 3, "-http-addr", "127.0.0.1:0", "-max-input-bytes", "16")
+	agent, insts := cluster(t, 3, "-http-addr", "127.0.0.1:0", "-max-input-bytes", "16")
 	c := newClient(t, client.Config{ConsulAddr: agent.HTTPAddr})
 	waitInstances(t, c.Endpoint(), 3)
 
@@ -411,7 +373,7 @@ func TestConfigErrors(t *testing.T) {
 }
 
 func TestCloseLeaksNothing(t *testing.T) {
-	agent, _, _ := cluster(t, 2)
+	agent, _ := cluster(t, 2)
 	opts := []goleak.Option{goleak.IgnoreCurrent()}
 
 	c, err := client.New(client.Config{ConsulAddr: agent.HTTPAddr})

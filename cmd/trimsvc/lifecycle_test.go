@@ -15,7 +15,7 @@ import (
 
 func TestRegistersWhenReady(t *testing.T) {
 	agent := consultest.Start(t)
-	c := consulClient(t, agent.HTTPAddr)
+	c := agent.API()
 	inst := startInstance(t, agent.HTTPAddr)
 
 	host, port, err := net.SplitHostPort(inst.Addr)
@@ -32,8 +32,8 @@ func TestRegistersWhenReady(t *testing.T) {
 		t.Errorf("service ID: want %s, have %s", want, have)
 	}
 	// Passing within one check interval (1s), with slack for the agent.
-	waitPassing(t, c, "trimsvc", inst.ID)
-	entries, err := passing(c, "trimsvc")
+	agent.WaitPassing("trimsvc", inst.ID)
+	entries, _, err := c.Health().Service("trimsvc", "", true, nil)
 	if err != nil || len(entries) != 1 {
 		t.Fatalf("want 1 passing entry, have %d (%v)", len(entries), err)
 	}
@@ -61,9 +61,9 @@ func TestRegistersWhenReady(t *testing.T) {
 
 func TestSIGTERMDeregistersDrainsAndExitsZero(t *testing.T) {
 	agent := consultest.Start(t)
-	c := consulClient(t, agent.HTTPAddr)
+	c := agent.API()
 	inst := startInstance(t, agent.HTTPAddr, "-drain", "300ms")
-	waitPassing(t, c, "trimsvc", inst.ID)
+	agent.WaitPassing("trimsvc", inst.ID)
 
 	// A request whose body is held back by the client: its stream is open
 	// on the server when the signal comes.
@@ -109,9 +109,9 @@ func TestSIGTERMDeregistersDrainsAndExitsZero(t *testing.T) {
 
 func TestSIGKILLTurnsCheckCritical(t *testing.T) {
 	agent := consultest.Start(t)
-	c := consulClient(t, agent.HTTPAddr)
+	c := agent.API()
 	inst := startInstance(t, agent.HTTPAddr) // check interval 1s, timeout 1s
-	waitPassing(t, c, "trimsvc", inst.ID)
+	agent.WaitPassing("trimsvc", inst.ID)
 	if err := inst.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +130,7 @@ func TestSIGKILLTurnsCheckCritical(t *testing.T) {
 
 func TestReregistersAfterAgentRestart(t *testing.T) {
 	agent := consultest.Start(t)
-	c := consulClient(t, agent.HTTPAddr)
+	c := agent.API()
 	inst := startInstance(t, agent.HTTPAddr, "-resync-interval", "1s")
 	eventually(t, 3*time.Second, "instance registered", func() (bool, error) {
 		services, err := c.Agent().Services()
@@ -146,7 +146,7 @@ func TestReregistersAfterAgentRestart(t *testing.T) {
 	})
 	t.Logf("registered again %v after the agent restarted", took.Round(time.Millisecond))
 	// And its new check passes within a check interval (1s).
-	waitPassing(t, c, "trimsvc", inst.ID)
+	agent.WaitPassing("trimsvc", inst.ID)
 	if _, err := inst.WaitLine("registered again", time.Second); err != nil {
 		t.Error(err)
 	}
@@ -180,7 +180,7 @@ func TestUnreachableConsulAtStartExitsOne(t *testing.T) {
 
 func TestFailedDeregistrationExitsOne(t *testing.T) {
 	agent := consultest.Start(t)
-	c := consulClient(t, agent.HTTPAddr)
+	c := agent.API()
 	inst := startInstance(t, agent.HTTPAddr)
 	eventually(t, 3*time.Second, "instance registered", func() (bool, error) {
 		services, err := c.Agent().Services()
@@ -207,13 +207,13 @@ func TestFailedDeregistrationExitsOne(t *testing.T) {
 
 func TestTwoInstancesTagsAndName(t *testing.T) {
 	agent := consultest.Start(t)
-	c := consulClient(t, agent.HTTPAddr)
+	c := agent.API()
 	a := startInstance(t, agent.HTTPAddr, "-service-name", "trimmer", "-tags", "blue, canary")
 	b := startInstance(t, agent.HTTPAddr, "-service-name", "trimmer", "-tags", "blue")
 	if a.ID == b.ID {
 		t.Fatalf("two instances share the ID %s", a.ID)
 	}
-	waitPassing(t, c, "trimmer", a.ID, b.ID)
+	agent.WaitPassing("trimmer", a.ID, b.ID)
 	entries, _, err := c.Health().Service("trimmer", "canary", true, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/consul/api"
-
 	"github.com/trimkit/trimkit/internal/proctest"
 )
 
@@ -46,17 +44,6 @@ func startInstance(t *testing.T, consulAddr string, args ...string) instance {
 	return instance{proctest.StartTrimsvc(t, binary, consulAddr, args...)}
 }
 
-func consulClient(t *testing.T, addr string) *api.Client {
-	t.Helper()
-	cfg := api.DefaultConfig()
-	cfg.Address = addr
-	c, err := api.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
 // eventually polls cond every 50ms until it holds or timeout passes, and
 // returns how long that took.
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, error)) time.Duration {
@@ -73,47 +60,6 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() (b
 	}
 	t.Fatalf("%s: not within %v (last error: %v)", what, timeout, lastErr)
 	return 0
-}
-
-// passing returns the passing entries of service.
-func passing(c *api.Client, service string) ([]*api.ServiceEntry, error) {
-	entries, _, err := c.Health().Service(service, "", true, nil)
-	return entries, err
-}
-
-// waitPassing waits until every id is passing in the catalog: within one
-// check interval (1s in these tests) plus the agent's sync to the catalog,
-// with slack for a loaded CI machine. On failure it logs the agent's checks.
-func waitPassing(t *testing.T, c *api.Client, service string, ids ...string) {
-	t.Helper()
-	deadline := time.Now().Add(4 * time.Second)
-	for {
-		entries, err := passing(c, service)
-		all := err == nil
-		for _, id := range ids {
-			all = all && hasID(entries, id)
-		}
-		if all {
-			return
-		}
-		if time.Now().After(deadline) {
-			checks, cerr := c.Agent().Checks()
-			for id, chk := range checks {
-				t.Logf("agent check %s: %s %q", id, chk.Status, chk.Output)
-			}
-			t.Fatalf("%s %v not all passing within 4s (err %v, checks err %v)", service, ids, err, cerr)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func hasID(entries []*api.ServiceEntry, id string) bool {
-	for _, e := range entries {
-		if e.Service.ID == id {
-			return true
-		}
-	}
-	return false
 }
 
 func waitExit(t *testing.T, p *proctest.Process, timeout time.Duration) int {

@@ -1,46 +1,29 @@
 package proctest
 
 import (
+	"path/filepath"
+	"strings"
 	"testing"
-	"time"
+
+	"github.com/trimkit/trimkit/internal/proc"
 )
 
-// Trimsvc is a running trimsvc process and what it logged about itself.
-type Trimsvc struct {
-	*Process
-	Addr     string // advertised host:port
-	ID       string // service ID
-	HTTPAddr string // debug HTTP address, "" when -http-addr is off
-}
+// Trimsvc is a running trimsvc process of a test.
+type Trimsvc = proc.Trimsvc
 
-// StartTrimsvc runs the trimsvc binary bin on a free loopback port against
-// the Consul agent at consulAddr, with fast checks (1s interval, 1s resync,
-// 200ms drain) and no debug HTTP server unless args say otherwise, and waits
-// until it serves gRPC (and HTTP, when enabled).
+// StartTrimsvc is proc.StartTrimsvc for a test: it fails the test when the
+// instance does not come up, and kills and reaps it when the test ends.
 func StartTrimsvc(t testing.TB, bin, consulAddr string, args ...string) Trimsvc {
 	t.Helper()
-	all := append([]string{
-		"-grpc-addr", "127.0.0.1:0",
-		"-http-addr", "off",
-		"-consul-addr", consulAddr,
-		"-check-interval", "1s",
-		"-resync-interval", "1s",
-		"-drain", "200ms",
-	}, args...)
-	p := Start(t, bin, all...)
-	line, err := p.WaitLine(`msg="serving gRPC"`, 10*time.Second)
+	s, err := proc.StartTrimsvc(bin, consulAddr, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := Trimsvc{Process: p, Addr: LogValue(line, "advertised"), ID: LogValue(line, "service_id")}
-	for i := 0; i+1 < len(args); i++ {
-		if args[i] == "-http-addr" && args[i+1] != "off" {
-			line, err := p.WaitLine(`msg="serving HTTP debug"`, 10*time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			s.HTTPAddr = LogValue(line, "addr")
+	t.Cleanup(func() {
+		s.Kill()
+		if t.Failed() {
+			t.Logf("%s stderr:\n%s", filepath.Base(bin), strings.Join(s.Lines(), "\n"))
 		}
-	}
-	return s
+	})
+	return *s
 }

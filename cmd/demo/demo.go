@@ -1,0 +1,206 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/trimkit/trimkit/internal/localconsul"
+	"github.com/trimkit/trimkit/internal/proc"
+)
+
+// When, after the load starts, the demo stops and kills an instance.
+const (
+	sigtermAfter = time.Second
+	sigkillAfter = 2 * time.Second
+)
+
+// loadSummary is cmd/client's -json output.
+type loadSummary struct {
+	Requests    int            `json:"requests"`
+	Failures    int            `json:"failures"`
+	RPS         float64        `json:"rps"`
+	P50ms       float64        `json:"p50_ms"`
+	P90ms       float64        `json:"p90_ms"`
+	P99ms       float64        `json:"p99_ms"`
+	PerInstance map[string]int `json:"per_instance"`
+}
+
+func demo(ctx context.Context, cfg config, w io.Writer) (err error) {
+	bins, err := binaries(cfg.bin)
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "trimkit-demo")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+
+	agent, err := localconsul.New(bins.consul, dir, localconsul.Options{})
+	if err != nil {
+		return err
+	}
+	if err := agent.Start(30 * time.Second); err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, agent.Stop()) }()
+	fmt.Fprintf(w, "consul dev agent: UI http://%s/ui, DNS 127.0.0.1:%d\n", agent.HTTPAddr, agent.DNSPort)
+
+	var insts []*proc.Trimsvc
+	defer func() {
+		for _, in := range insts {
+			_ = in.Signal(syscall.SIGTERM)
+		}
+		for _, in := range insts {
+			select {
+			case <-in.Exited():
+			case <-time.After(10 * time.Second):
+				in.Kill()
+			}
+		}
+	}()
+	for range cfg.instances {
+		in, err := proc.StartTrimsvc(bins.trimsvc, agent.HTTPAddr, "-drain", "1s")
+		if err != nil {
+			return err
+		}
+		insts = append(insts, in)
+	}
+	consul, err := consulClient(agent.HTTPAddr)
+	if err != nil {
+		return err
+	}
+	if err := waitPassing(ctx, consul, len(insts), 10*time.Second); err != nil {
+		return err
+	}
+	fmt.Fprintln(w, "registered and passing in consul:")
+	for _, in := range insts {
+		fmt.Fprintf(w, "  %-32s %s (pid %d)\n", in.ID, in.Addr, in.PID())
+	}
+
+	fmt.Fprintf(w, "load: %d requests from %d callers through cmd/client; SIGTERM %s after %v, SIGKILL %s after %v\n",
+		cfg.n, cfg.c, insts[0].ID, sigtermAfter, insts[1].ID, sigkillAfter)
+	load, err := proc.Start(bins.client, "-consul-addr", agent.HTTPAddr, "-n", fmt.Sprint(cfg.n), "-c", fmt.Sprint(cfg.c), "-json", "  hello,\ttrimkit  ")
+	if err != nil {
+		return err
+	}
+	defer load.Kill()
+	start := time.Now()
+	termDuring, err := signalAt(ctx, load, insts[0], syscall.SIGTERM, start.Add(sigtermAfter))
+	if err != nil {
+		return err
+	}
+	killDuring, err := signalAt(ctx, load, insts[1], syscall.SIGKILL, start.Add(sigkillAfter))
+	if err != nil {
+		return err
+	}
+	code, err := load.Wait(ctx)
+	if err != nil {
+		return err
+	}
+	var s loadSummary
+	if err := json.Unmarshal([]byte(load.Stdout()), &s); err != nil {
+		return fmt.Errorf("client (exit %d) printed no summary: %w\n%s", code, err, load.Lines())
+	}
+	termCode, err := insts[0].Wait(ctx)
+	if err != nil {
+		return err
+	}
+
+	fmt.Fprintf(w, "\nper-instance distribution:\n")
+	ids := make([]string, 0, len(s.PerInstance))
+	for id := range s.PerInstance {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		note := ""
+		switch id {
+		case insts[0].ID:
+			note = fmt.Sprintf("  <- SIGTERM: deregistered, drained, exit %d", termCode)
+		case insts[1].ID:
+			note = "  <- SIGKILL"
+		}
+		fmt.Fprintf(w, "  %-32s %7d%s\n", id, s.PerInstance[id], note)
+	}
+	fmt.Fprintf(w, "requests %d, failures %d, %.0f req/s, latency p50 %.2fms p90 %.2fms p99 %.2fms\n",
+		s.Requests, s.Failures, s.RPS, s.P50ms, s.P90ms, s.P99ms)
+	for _, l := range load.Lines() {
+		fmt.Fprintf(w, "  client: %s\n", l)
+	}
+	switch {
+	case !termDuring || !killDuring:
+		return fmt.Errorf("the load finished before the SIGTERM/SIGKILL; raise -n")
+	case s.Failures > 0 || code != 0:
+		return fmt.Errorf("%d of %d requests failed (client exit %d)", s.Failures, s.Requests, code)
+	case termCode != 0:
+		return fmt.Errorf("the SIGTERMed instance exited %d, want 0", termCode)
+	}
+	fmt.Fprintln(w, "OK: no request failed while one instance was stopped and another killed")
+	return nil
+}
+
+// signalAt sends sig to in at when and reports whether load was still
+// running then.
+func signalAt(ctx context.Context, load *proc.Process, in *proc.Trimsvc, sig syscall.Signal, when time.Time) (bool, error) {
+	select {
+	case <-ctx.Done():
+		return false, ctx.Err()
+	case <-time.After(time.Until(when)):
+	}
+	during := true
+	select {
+	case <-load.Exited():
+		during = false
+	default:
+	}
+	if err := in.Signal(sig); err != nil {
+		return during, fmt.Errorf("signal %s: %w", in.ID, err)
+	}
+	return during, nil
+}
+
+type binPaths struct{ consul, trimsvc, client string }
+
+func binaries(dir string) (binPaths, error) {
+	b := binPaths{consul: filepath.Join(dir, "consul"), trimsvc: filepath.Join(dir, "trimsvc"), client: filepath.Join(dir, "client")}
+	for _, p := range []string{b.consul, b.trimsvc, b.client} {
+		if _, err := os.Stat(p); err != nil {
+			return b, fmt.Errorf("%s missing: run `make demo`, which builds it (%w)", p, err)
+		}
+	}
+	return b, nil
+}
+
+func consulClient(addr string) (*api.Client, error) {
+	cfg := api.DefaultConfig()
+	cfg.Address = addr
+	return api.NewClient(cfg)
+}
+
+// waitPassing waits until n instances of trimsvc are passing.
+func waitPassing(ctx context.Context, c *api.Client, n int, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		entries, _, err := c.Health().Service("trimsvc", "", true, (&api.QueryOptions{}).WithContext(ctx))
+		if err == nil && len(entries) == n {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d trimsvc instances not passing within %v (have %d, err %v)", n, timeout, len(entries), err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
