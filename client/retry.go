@@ -40,12 +40,16 @@ func Retry(maxAttempts int, timeout time.Duration, b lb.Balancer) endpoint.Endpo
 		if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 			deadline = d
 		}
-		pick := picker(b)
+		ab, _ := b.(AttemptBalancer)
+		var start uint64
+		if ab != nil {
+			start = ab.Start()
+		}
 		var last error
 		attempt := 1
 		for ; ; attempt++ {
 			var resp interface{}
-			resp, last = tryOnce(ctx, pick, attempt-1, request, deadline, attempts-attempt+1)
+			resp, last = tryOnce(ctx, b, ab, start, attempt-1, request, deadline, attempts-attempt+1)
 			if last == nil {
 				return resp, nil
 			}
@@ -63,19 +67,19 @@ func Retry(maxAttempts int, timeout time.Duration, b lb.Balancer) endpoint.Endpo
 	}
 }
 
-// picker returns how one call picks the endpoint of each attempt: from an
-// AttemptBalancer, distinct endpoints; otherwise whatever b gives next.
-func picker(b lb.Balancer) func(attempt int) (endpoint.Endpoint, error) {
-	if ab, ok := b.(AttemptBalancer); ok {
-		start := ab.Start()
-		return func(attempt int) (endpoint.Endpoint, error) { return ab.Attempt(start, attempt) }
-	}
-	return func(int) (endpoint.Endpoint, error) { return b.Endpoint() }
-}
-
 // tryOnce makes one attempt with its share of the time left before deadline.
-func tryOnce(ctx context.Context, pick func(attempt int) (endpoint.Endpoint, error), attempt int, request interface{}, deadline time.Time, attemptsLeft int) (interface{}, error) {
-	e, err := pick(attempt)
+// With an AttemptBalancer ab, the attempt's endpoint is the one after the
+// previous attempt's; otherwise b picks.
+func tryOnce(ctx context.Context, b lb.Balancer, ab AttemptBalancer, start uint64, attempt int, request interface{}, deadline time.Time, attemptsLeft int) (interface{}, error) {
+	var (
+		e   endpoint.Endpoint
+		err error
+	)
+	if ab != nil {
+		e, err = ab.Attempt(start, attempt)
+	} else {
+		e, err = b.Endpoint()
+	}
 	if err != nil {
 		return nil, err
 	}
