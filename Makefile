@@ -13,7 +13,7 @@ export PATH := $(BIN):$(PATH)
 export GONOSUMDB := github.com/hashicorp/consul
 GO_TEST_FLAGS ?=
 
-.PHONY: help consul proto build test lint demo up down
+.PHONY: help consul proto build test lint demo up down bench
 
 help: ## list the targets
 	@awk -F ':.*## ' '/^[a-z-]+:.*## / { printf "  make %-8s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -48,6 +48,15 @@ down: ## stop what `make up` started, by recorded PIDs
 test: consul ## run every test, a real Consul agent included
 	go vet ./...
 	go test -race -count=1 $(GO_TEST_FLAGS) ./...
+
+BENCH_COUNT ?= 3
+BENCH_TIME ?= 2s
+bench: consul ## benchmarks: call overhead vs raw gRPC, discovery, failover, scale (a few minutes)
+	@mkdir -p .bench
+	go test -run '^$$' -bench 'Overhead' -benchmem -benchtime $(BENCH_TIME) -count $(BENCH_COUNT) ./internal/bench | tee .bench/overhead.txt
+	go test -run '^$$' -bench 'Discovery|Failover|Scale' -benchtime 1x ./internal/bench | tee .bench/once.txt
+	@echo
+	@go run ./internal/bench/report .bench/overhead.txt .bench/once.txt | tee .bench/summary.txt
 
 lint: ## check gofmt and go vet
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \

@@ -1,0 +1,164 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/trimkit/trimkit/client"
+	"github.com/trimkit/trimkit/internal/consultest"
+	"github.com/trimkit/trimkit/trimsvc"
+)
+
+// recording is a Service that notes when it served its first and last call.
+type recording struct {
+	next        trimsvc.Service
+	first, last atomic.Int64 // unix nanoseconds
+}
+
+func (r *recording) TrimSpace(ctx context.Context, s string) (string, error) {
+	now := time.Now().UnixNano()
+	r.first.CompareAndSwap(0, now)
+	r.last.Store(now)
+	return r.next.TrimSpace(ctx, s)
+}
+
+// register registers addr as service instance id; with ttl, behind a TTL
+// check that starts critical.
+func register(tb testing.TB, c *api.Client, id, addr string, ttl bool) {
+	tb.Helper()
+	if err := registerErr(c, id, addr, ttl); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+func registerErr(c *api.Client, id, addr string, ttl bool) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return err
+	}
+	reg := &api.AgentServiceRegistration{ID: id, Name: "trimsvc", Address: host, Port: p}
+	if ttl {
+		reg.Check = &api.AgentServiceCheck{CheckID: "ttl:" + id, TTL: "5m", Status: api.HealthCritical}
+	}
+	return c.Agent().ServiceRegister(reg)
+}
+
+// keepCalling calls e from n goroutines until stop is closed and returns
+// a channel that reports the number of failures at the end.
+func keepCalling(c *client.Client, n int, stop <-chan struct{}) <-chan int {
+	var (
+		wg       sync.WaitGroup
+		failures atomic.Int64
+	)
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := c.TrimSpace(context.Background(), "x y"); err != nil {
+					failures.Add(1)
+				}
+			}
+		}()
+	}
+	out := make(chan int, 1)
+	go func() { wg.Wait(); out <- int(failures.Load()) }()
+	return out
+}
+
+// BenchmarkDiscovery measures, over 20 trials against a real Consul, how long
+// after an instance's check turns passing the client's first request reaches
+// it, and how long after its deregistration requests still reach it. Run
+// with -benchtime 1x: one run does all trials.
+func BenchmarkDiscovery(b *testing.B) {
+	const trials = 20
+	agent := consultest.Start(b)
+	c := agent.API()
+	var base []string
+	for i, addr := range startServers(b, 2) {
+		id := fmt.Sprintf("base-%d", i)
+		register(b, c, id, addr, false)
+		base = append(base, id)
+	}
+	agent.WaitPassing("trimsvc", base...)
+	cl, err := client.New(client.Config{ConsulAddr: agent.HTTPAddr})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cl.Close()
+	stop := make(chan struct{})
+	failures := keepCalling(cl, 2, stop)
+
+	var joins, leaves []time.Duration
+	for trial := range trials {
+		svc, err := trimsvc.New(trimsvc.DefaultMaxInputBytes)
+		if err != nil {
+			b.Fatal(err)
+		}
+		rec := &recording{next: svc}
+		srv := startServer(b, fmt.Sprintf("trial-%d", trial), 1, rec)
+		id := fmt.Sprintf("trial-%d", trial)
+		register(b, c, id, srv.addrs[0], true)
+		time.Sleep(50 * time.Millisecond)
+
+		passAt := time.Now()
+		if err := c.Agent().UpdateTTL("ttl:"+id, "", api.HealthPassing); err != nil {
+			b.Fatal(err)
+		}
+		for rec.first.Load() == 0 {
+			if time.Since(passAt) > 5*time.Second {
+				b.Fatalf("trial %d: no request within 5s of passing", trial)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		joins = append(joins, time.Unix(0, rec.first.Load()).Sub(passAt))
+
+		time.Sleep(20 * time.Millisecond)
+		leaveAt := time.Now()
+		if err := c.Agent().ServiceDeregister(id); err != nil {
+			b.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond)
+		leaves = append(leaves, max(0, time.Unix(0, rec.last.Load()).Sub(leaveAt)))
+		srv.stop()
+	}
+	close(stop)
+	if n := <-failures; n > 0 {
+		b.Errorf("%d calls failed during the trials", n)
+	}
+	b.ReportMetric(ms(percentile(joins, 50)), "join_p50_ms")
+	b.ReportMetric(ms(slices.Max(joins)), "join_max_ms")
+	b.ReportMetric(ms(percentile(leaves, 50)), "leave_p50_ms")
+	b.ReportMetric(ms(slices.Max(leaves)), "leave_max_ms")
+	b.ReportMetric(trials, "trials")
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// percentile is the nearest-rank percentile p of ds.
+func percentile(ds []time.Duration, p int) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(ds))
+	i := (len(s)*p + 99) / 100
+	return s[max(i, 1)-1]
+}

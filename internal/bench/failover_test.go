@@ -1,0 +1,117 @@
+package bench
+
+import (
+	"context"
+	"io"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/go-kit/kit/endpoint"
+	"github.com/go-kit/log"
+
+	"github.com/trimkit/trimkit/client"
+	"github.com/trimkit/trimkit/internal/consultest"
+	"github.com/trimkit/trimkit/internal/proctest"
+	"github.com/trimkit/trimkit/sd"
+	"github.com/trimkit/trimkit/trimsvc"
+)
+
+// BenchmarkFailover puts 3 real trimsvc processes (check interval 1s) under
+// load from 8 callers through the client stack, SIGKILLs one after 2s and
+// keeps the load 4s more. It reports failures, p99 before and after the
+// kill, and for how long attempts still went to the dead instance. Run with
+// -benchtime 1x.
+func BenchmarkFailover(b *testing.B) {
+	agent := consultest.Start(b)
+	var insts []proctest.Trimsvc
+	var ids []string
+	for range 3 {
+		in := proctest.StartTrimsvc(b, trimsvcBin, agent.HTTPAddr)
+		insts = append(insts, in)
+		ids = append(ids, in.ID)
+	}
+	agent.WaitPassing("trimsvc", ids...)
+	dead := insts[0]
+
+	// The client's stack from its pieces, with a factory that notes every
+	// attempt sent to the instance about to die.
+	var lastDeadAttempt atomic.Int64
+	factory := func(instance string) (endpoint.Endpoint, io.Closer, error) {
+		e, closer, err := client.Factory()(instance)
+		if err != nil || instance != dead.Addr {
+			return e, closer, err
+		}
+		return func(ctx context.Context, req interface{}) (interface{}, error) {
+			lastDeadAttempt.Store(time.Now().UnixNano())
+			return e(ctx, req)
+		}, closer, nil
+	}
+	instancer := sd.NewInstancer(agent.API(), log.NewNopLogger(), "trimsvc", nil, true)
+	defer instancer.Stop()
+	endpointer := client.NewEndpointer(instancer, factory, log.NewNopLogger(), 2*time.Second)
+	defer endpointer.Close()
+	call := client.Retry(client.DefaultRetryMax, client.DefaultRetryTimeout, client.NewRoundRobin(endpointer))
+
+	type sample struct {
+		start time.Time
+		took  time.Duration
+		err   error
+	}
+	var (
+		stop    atomic.Bool
+		mu      sync.Mutex
+		samples []sample
+		wg      sync.WaitGroup
+	)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var mine []sample
+			for !stop.Load() {
+				s := sample{start: time.Now()}
+				resp, err := call(context.Background(), trimsvc.TrimRequest{S: "fail over"})
+				if err == nil {
+					err = resp.(trimsvc.TrimResponse).Err
+				}
+				s.took, s.err = time.Since(s.start), err
+				mine = append(mine, s)
+			}
+			mu.Lock()
+			samples = append(samples, mine...)
+			mu.Unlock()
+		}()
+	}
+	time.Sleep(2 * time.Second)
+	killAt := time.Now()
+	if err := dead.Signal(syscall.SIGKILL); err != nil {
+		b.Fatal(err)
+	}
+	time.Sleep(4 * time.Second)
+	stop.Store(true)
+	wg.Wait()
+
+	var before, after []time.Duration
+	failures := 0
+	for _, s := range samples {
+		if s.err != nil {
+			failures++
+			if failures <= 3 {
+				b.Logf("failure: %v", s.err)
+			}
+		}
+		if s.start.Before(killAt) {
+			before = append(before, s.took)
+		} else {
+			after = append(after, s.took)
+		}
+	}
+	b.ReportMetric(float64(len(samples)), "requests")
+	b.ReportMetric(float64(failures), "failures")
+	b.ReportMetric(ms(percentile(before, 99)), "p99_before_ms")
+	b.ReportMetric(ms(percentile(after, 99)), "p99_during_ms")
+	b.ReportMetric(ms(max(0, time.Unix(0, lastDeadAttempt.Load()).Sub(killAt))), "dead_attempts_for_ms")
+}

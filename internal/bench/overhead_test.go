@@ -1,0 +1,161 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-kit/kit/endpoint"
+	kitsd "github.com/go-kit/kit/sd"
+	"github.com/go-kit/kit/sd/lb"
+	"github.com/go-kit/log"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/trimkit/trimkit/client"
+	"github.com/trimkit/trimkit/internal/consultest"
+	"github.com/trimkit/trimkit/pb"
+	"github.com/trimkit/trimkit/transport"
+	"github.com/trimkit/trimkit/trimsvc"
+)
+
+const benchInput = "  hello,\ttrim kit  "
+
+// caller makes one call; rows of the overhead benchmark build one each.
+type caller func(ctx context.Context) error
+
+func dial(tb testing.TB, addr string) *grpc.ClientConn {
+	tb.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+func rawOneConn(tb testing.TB, addrs []string) caller {
+	stub := pb.NewTrimClient(dial(tb, addrs[0]))
+	return func(ctx context.Context) error {
+		_, err := stub.TrimSpace(ctx, &pb.TrimRequest{S: benchInput})
+		return err
+	}
+}
+
+func rawThreeConn(tb testing.TB, addrs []string) caller {
+	var stubs []pb.TrimClient
+	for _, a := range addrs {
+		stubs = append(stubs, pb.NewTrimClient(dial(tb, a)))
+	}
+	var n atomic.Uint64
+	return func(ctx context.Context) error {
+		_, err := stubs[n.Add(1)%uint64(len(stubs))].TrimSpace(ctx, &pb.TrimRequest{S: benchInput})
+		return err
+	}
+}
+
+// gokitStock is the stack as the go-kit examples build it.
+func gokitStock(tb testing.TB, addrs []string) caller {
+	factory := func(instance string) (endpoint.Endpoint, io.Closer, error) {
+		conn, err := grpc.NewClient(instance, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return nil, nil, err
+		}
+		return transport.NewGRPCClient(conn).TrimSpaceEndpoint, conn, nil
+	}
+	endpointer := kitsd.NewEndpointer(kitsd.FixedInstancer(addrs), factory, log.NewNopLogger())
+	tb.Cleanup(endpointer.Close)
+	e := lb.Retry(3, 500*time.Millisecond, lb.NewRoundRobin(endpointer))
+	return endpointCaller(e)
+}
+
+func trimkitFixed(tb testing.TB, addrs []string) caller {
+	c, err := client.NewFromInstancer(kitsd.FixedInstancer(addrs), client.Config{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { c.Close() })
+	return endpointCaller(c.Endpoint())
+}
+
+func trimkitConsul(tb testing.TB, addrs []string) caller {
+	agent := consultest.Start(tb)
+	c := agent.API()
+	var ids []string
+	for i, a := range addrs {
+		id := fmt.Sprintf("trim-%d", i)
+		ids = append(ids, id)
+		// No check: passing at once. Checks are exercised with real
+		// processes in the lifecycle tests and BenchmarkFailover.
+		register(tb, c, id, a, false)
+	}
+	agent.WaitPassing("trimsvc", ids...)
+	cl, err := client.New(client.Config{ConsulAddr: agent.HTTPAddr})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { cl.Close() })
+	return endpointCaller(cl.Endpoint())
+}
+
+func endpointCaller(e endpoint.Endpoint) caller {
+	req := trimsvc.TrimRequest{S: benchInput}
+	return func(ctx context.Context) error {
+		resp, err := e(ctx, req)
+		if err != nil {
+			return err
+		}
+		return resp.(trimsvc.TrimResponse).Err
+	}
+}
+
+// BenchmarkOverhead measures one TrimSpace call through each stack over
+// three in-process servers on loopback, sequentially and in parallel. The
+// row names are what `make bench` compares with raw-3conn.
+func BenchmarkOverhead(b *testing.B) {
+	addrs := startServers(b, 3)
+	rows := []struct {
+		name  string
+		build func(testing.TB, []string) caller
+	}{
+		{"raw-1conn", rawOneConn},
+		{"raw-3conn", rawThreeConn},
+		{"gokit-stock", gokitStock},
+		{"trimkit-fixed", trimkitFixed},
+		{"trimkit-consul", trimkitConsul},
+	}
+	for _, mode := range []string{"seq", "par"} {
+		for _, row := range rows {
+			b.Run(mode+"/"+row.name, func(b *testing.B) {
+				call := row.build(b, addrs)
+				ctx := context.Background()
+				for range 100 { // connections up, discovery settled
+					if err := call(ctx); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportAllocs()
+				b.ResetTimer()
+				if mode == "seq" {
+					for b.Loop() {
+						if err := call(ctx); err != nil {
+							b.Fatal(err)
+						}
+					}
+					return
+				}
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						if err := call(ctx); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			})
+		}
+	}
+}

@@ -1,0 +1,128 @@
+// Command report reads the output of trimkit's benchmarks (go test -bench)
+// and prints the summary table of `make bench`: each call-overhead row with
+// its ratio to raw-3conn, then the discovery, failover and scale figures.
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintf(os.Stderr, "report: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// result is every run of one benchmark: its metrics by unit, one value per run.
+type result map[string][]float64
+
+func run(files []string, w io.Writer) error {
+	results := map[string]result{}
+	var order []string
+	for _, f := range files {
+		if err := parse(f, results, &order); err != nil {
+			return err
+		}
+	}
+	if len(results) == 0 {
+		return fmt.Errorf("no benchmark results in %v", files)
+	}
+	overhead(w, results)
+	once(w, results, order)
+	return nil
+}
+
+// parse reads benchmark lines: name, iterations, then value/unit pairs.
+func parse(path string, results map[string]result, order *[]string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 4 || !strings.HasPrefix(fields[0], "Benchmark") {
+			continue
+		}
+		name := fields[0]
+		if i := strings.LastIndexByte(name, '-'); i > 0 {
+			name = name[:i] // the GOMAXPROCS suffix
+		}
+		r, ok := results[name]
+		if !ok {
+			r = result{}
+			results[name] = r
+			*order = append(*order, name)
+		}
+		for i := 2; i+1 < len(fields); i += 2 {
+			v, err := strconv.ParseFloat(fields[i], 64)
+			if err != nil {
+				continue
+			}
+			r[fields[i+1]] = append(r[fields[i+1]], v)
+		}
+	}
+	return sc.Err()
+}
+
+func median(vs []float64) float64 {
+	if len(vs) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(vs))
+	return s[len(s)/2]
+}
+
+var rows = []string{"raw-1conn", "raw-3conn", "gokit-stock", "trimkit-fixed", "trimkit-consul"}
+
+func overhead(w io.Writer, results map[string]result) {
+	fmt.Fprintln(w, "Call overhead, one TrimSpace call over 3 in-process servers on loopback (median of runs)")
+	fmt.Fprintf(w, "%-5s %-15s %12s %8s %10s %10s %10s\n", "mode", "row", "ns/op", "ratio", "thruput", "allocs/op", "+allocs")
+	for _, mode := range []string{"seq", "par"} {
+		base := results["BenchmarkOverhead/"+mode+"/raw-3conn"]
+		baseNS, baseAllocs := median(base["ns/op"]), median(base["allocs/op"])
+		for _, row := range rows {
+			r, ok := results["BenchmarkOverhead/"+mode+"/"+row]
+			if !ok {
+				continue
+			}
+			ns, allocs := median(r["ns/op"]), median(r["allocs/op"])
+			ratio, thru := "-", "-"
+			if baseNS > 0 && ns > 0 {
+				ratio = fmt.Sprintf("%.2fx", ns/baseNS)
+				thru = fmt.Sprintf("%.2fx", baseNS/ns)
+			}
+			fmt.Fprintf(w, "%-5s %-15s %12.0f %8s %10s %10.0f %+10.0f\n", mode, row, ns, ratio, thru, allocs, allocs-baseAllocs)
+		}
+	}
+	fmt.Fprintln(w, "ratio: ns/op against raw-3conn (lower is better); thruput: calls/s against raw-3conn (higher is better)")
+}
+
+// once prints the single-run benchmarks' custom metrics.
+func once(w io.Writer, results map[string]result, order []string) {
+	for _, name := range order {
+		if strings.HasPrefix(name, "BenchmarkOverhead") {
+			continue
+		}
+		r := results[name]
+		units := make([]string, 0, len(r))
+		for u := range r {
+			if u != "ns/op" && u != "B/op" && u != "allocs/op" {
+				units = append(units, u)
+			}
+		}
+		slices.Sort(units)
+		fmt.Fprintf(w, "\n%s\n", strings.TrimPrefix(name, "Benchmark"))
+		for _, u := range units {
+			fmt.Fprintf(w, "  %-22s %10.2f\n", u, median(r[u]))
+		}
+	}
+}

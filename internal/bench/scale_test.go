@@ -1,0 +1,133 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/go-kit/log"
+	"github.com/hashicorp/consul/api"
+
+	"github.com/trimkit/trimkit/client"
+	"github.com/trimkit/trimkit/internal/consultest"
+	"github.com/trimkit/trimkit/sd"
+	"github.com/trimkit/trimkit/trimsvc"
+)
+
+// BenchmarkScale watches a service with 1,000 instances in a real Consul:
+// one in-process gRPC server listening on 1,000 loopback ports, each port
+// registered through the API as an instance without a health check (so
+// passing at once). It reports the client's heap, the time from building the
+// stack to the first successful call, and the CPU this process spends when
+// one instance joins or leaves (the blocking query's answer, decoding 1,001
+// entries, and the endpointer's update). Run with -benchtime 1x.
+func BenchmarkScale(b *testing.B) {
+	const n = 1000
+	agent := consultest.Start(b)
+	c := agent.API()
+	srv := startServer(b, "scale", n+1, nil)
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	sem := make(chan struct{}, 16)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			if err := registerErr(c, fmt.Sprintf("scale-%d", i), srv.addrs[i], false); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+	waitCount(b, c, n)
+
+	runtime.GC()
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	start := time.Now()
+	instancer := sd.NewInstancer(c, log.NewNopLogger(), "trimsvc", nil, true)
+	defer instancer.Stop()
+	endpointer := client.NewEndpointer(instancer, client.Factory(), log.NewNopLogger(), time.Second)
+	defer endpointer.Close()
+	svc := trimsvc.Set{TrimSpaceEndpoint: client.Retry(client.DefaultRetryMax, client.DefaultRetryTimeout, client.NewRoundRobin(endpointer))}
+	if _, err := svc.TrimSpace(context.Background(), "first call"); err != nil {
+		b.Fatal(err)
+	}
+	firstCall := time.Since(start)
+	runtime.GC()
+	runtime.ReadMemStats(&m1)
+
+	// One instance joins and leaves, 5 times; CPU of this process per change.
+	var joinCPU, leaveCPU time.Duration
+	const rounds = 5
+	for range rounds {
+		cpu := cpuTime()
+		register(b, c, "scale-extra", srv.addrs[n], false)
+		waitEndpoints(b, endpointer, n+1)
+		joinCPU += cpuTime() - cpu
+
+		cpu = cpuTime()
+		if err := c.Agent().ServiceDeregister("scale-extra"); err != nil {
+			b.Fatal(err)
+		}
+		waitEndpoints(b, endpointer, n)
+		leaveCPU += cpuTime() - cpu
+	}
+
+	b.ReportMetric(float64(n), "instances")
+	b.ReportMetric(float64(int64(m1.HeapAlloc)-int64(m0.HeapAlloc))/(1<<20), "heap_MiB")
+	b.ReportMetric(ms(firstCall), "first_call_ms")
+	b.ReportMetric(ms(joinCPU/rounds), "join_cpu_ms")
+	b.ReportMetric(ms(leaveCPU/rounds), "leave_cpu_ms")
+}
+
+// waitCount waits until n instances of trimsvc are passing.
+func waitCount(b *testing.B, c *api.Client, n int) {
+	b.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		entries, _, err := c.Health().Service("trimsvc", "", true, nil)
+		if err == nil && len(entries) == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%d instances not passing within 30s (have %d, err %v)", n, len(entries), err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitEndpoints waits until e holds n endpoints.
+func waitEndpoints(b *testing.B, e *client.Endpointer, n int) {
+	b.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		eps, _ := e.Endpoints()
+		if len(eps) == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("endpointer has %d endpoints, want %d", len(eps), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// cpuTime is the user and system CPU time this process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

@@ -1,0 +1,64 @@
+package bench
+
+import (
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+
+	"github.com/go-kit/log"
+	"google.golang.org/grpc"
+
+	"github.com/trimkit/trimkit/pb"
+	"github.com/trimkit/trimkit/transport"
+	"github.com/trimkit/trimkit/trimsvc"
+)
+
+// server is an in-process trim server on one or more loopback listeners.
+type server struct {
+	grpc  *grpc.Server
+	addrs []string
+	wg    sync.WaitGroup
+}
+
+// startServer serves the trim service, as trimsvc does, on n listeners on
+// 127.0.0.1, answering with instance id (plus the listener index when n>1).
+func startServer(tb testing.TB, id string, n int, svc trimsvc.Service) *server {
+	tb.Helper()
+	if svc == nil {
+		var err error
+		if svc, err = trimsvc.New(trimsvc.DefaultMaxInputBytes); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	s := &server{grpc: grpc.NewServer()}
+	pb.RegisterTrimServer(s.grpc, transport.NewGRPCServer(trimsvc.NewServerSet(svc), id, log.NewNopLogger()))
+	for range n {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		s.addrs = append(s.addrs, lis.Addr().String())
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			_ = s.grpc.Serve(lis)
+		}()
+	}
+	tb.Cleanup(s.stop)
+	return s
+}
+
+func (s *server) stop() {
+	s.grpc.Stop()
+	s.wg.Wait()
+}
+
+// startServers starts n single-listener servers, ids trim-0 .. trim-n-1.
+func startServers(tb testing.TB, n int) []string {
+	var addrs []string
+	for i := range n {
+		addrs = append(addrs, startServer(tb, fmt.Sprintf("trim-%d", i), 1, nil).addrs[0])
+	}
+	return addrs
+}
