@@ -3,10 +3,8 @@ package client_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -32,20 +30,7 @@ import (
 var trimsvcBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "client-test")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	trimsvcBin, err = proctest.Build(dir, "github.com/trimkit/trimkit/cmd/trimsvc")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	proctest.RunMain(m, map[string]*string{"github.com/trimkit/trimkit/cmd/trimsvc": &trimsvcBin})
 }
 
 // cluster starts an agent and n trimsvc instances and waits until all pass.

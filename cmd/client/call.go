@@ -5,22 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"slices"
-	"sort"
-	"sync"
-	"sync/atomic"
-	"time"
 
-	"github.com/go-kit/kit/endpoint"
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 
 	"github.com/trimkit/trimkit/client"
-	"github.com/trimkit/trimkit/trimsvc"
+	"github.com/trimkit/trimkit/internal/loadgen"
 )
-
-// maxErrorSamples is how many distinct failures a load run prints.
-const maxErrorSamples = 5
 
 func call(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	logger := level.NewFilter(log.NewLogfmtLogger(log.NewSyncWriter(stderr)), level.AllowWarn())
@@ -40,7 +31,7 @@ func call(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		return err
 	}
 
-	s, samples := load(ctx, c.Endpoint(), cfg.text, cfg.n, cfg.c)
+	s, samples := loadgen.Run(ctx, c.Endpoint(), cfg.text, cfg.n, cfg.c)
 	for _, e := range samples {
 		fmt.Fprintf(stderr, "failure: %s\n", e)
 	}
@@ -49,7 +40,7 @@ func call(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 			return err
 		}
 	} else {
-		s.print(stdout)
+		s.Print(stdout)
 	}
 	if s.Failures > 0 {
 		return fmt.Errorf("%d of %d requests failed", s.Failures, s.Requests)
@@ -58,106 +49,4 @@ func call(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		return fmt.Errorf("interrupted after %d of %d requests", s.Requests, cfg.n)
 	}
 	return nil
-}
-
-// summary is what a load run reports; the JSON keys are a contract.
-type summary struct {
-	Requests    int            `json:"requests"`
-	Failures    int            `json:"failures"`
-	RPS         float64        `json:"rps"`
-	P50ms       float64        `json:"p50_ms"`
-	P90ms       float64        `json:"p90_ms"`
-	P99ms       float64        `json:"p99_ms"`
-	PerInstance map[string]int `json:"per_instance"`
-}
-
-func (s summary) print(w io.Writer) {
-	fmt.Fprintf(w, "requests:  %d\nfailures:  %d\nreq/s:     %.0f\nlatency:   p50 %.3fms  p90 %.3fms  p99 %.3fms\nper instance:\n",
-		s.Requests, s.Failures, s.RPS, s.P50ms, s.P90ms, s.P99ms)
-	ids := make([]string, 0, len(s.PerInstance))
-	for id := range s.PerInstance {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	for _, id := range ids {
-		fmt.Fprintf(w, "  %-40s %d\n", id, s.PerInstance[id])
-	}
-}
-
-// load sends n requests from c concurrent callers, stopping early when ctx
-// is done, and returns the summary and a few distinct failure messages.
-func load(ctx context.Context, e endpoint.Endpoint, text string, n, c int) (summary, []string) {
-	type result struct {
-		latencies []time.Duration
-		perInst   map[string]int
-		failures  int
-		errs      []string
-	}
-	var (
-		next    atomic.Int64
-		wg      sync.WaitGroup
-		results = make([]result, c)
-		req     = trimsvc.TrimRequest{S: text}
-	)
-	start := time.Now()
-	for w := range c {
-		wg.Add(1)
-		go func(r *result) {
-			defer wg.Done()
-			r.perInst = map[string]int{}
-			for next.Add(1) <= int64(n) && ctx.Err() == nil {
-				t0 := time.Now()
-				resp, err := e(ctx, req)
-				r.latencies = append(r.latencies, time.Since(t0))
-				if err == nil {
-					tr := resp.(trimsvc.TrimResponse)
-					err = tr.Err
-					if err == nil {
-						r.perInst[tr.Instance]++
-						continue
-					}
-				}
-				r.failures++
-				if len(r.errs) < maxErrorSamples && !slices.Contains(r.errs, err.Error()) {
-					r.errs = append(r.errs, err.Error())
-				}
-			}
-		}(&results[w])
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-
-	s := summary{PerInstance: map[string]int{}}
-	var (
-		all  []time.Duration
-		errs []string
-	)
-	for _, r := range results {
-		all = append(all, r.latencies...)
-		s.Failures += r.failures
-		for id, k := range r.perInst {
-			s.PerInstance[id] += k
-		}
-		for _, e := range r.errs {
-			if len(errs) < maxErrorSamples && !slices.Contains(errs, e) {
-				errs = append(errs, e)
-			}
-		}
-	}
-	s.Requests = len(all)
-	if elapsed > 0 {
-		s.RPS = float64(s.Requests) / elapsed.Seconds()
-	}
-	slices.Sort(all)
-	s.P50ms, s.P90ms, s.P99ms = percentileMS(all, 50), percentileMS(all, 90), percentileMS(all, 99)
-	return s, errs
-}
-
-// percentileMS is the nearest-rank percentile p of sorted, in milliseconds.
-func percentileMS(sorted []time.Duration, p int) float64 {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := (len(sorted)*p + 99) / 100 // ceil(len*p/100), 1-based rank
-	return float64(sorted[max(i, 1)-1]) / float64(time.Millisecond)
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/trimkit/trimkit/internal/consultest"
+	"github.com/trimkit/trimkit/internal/loadgen"
 	"github.com/trimkit/trimkit/internal/proctest"
 )
 
@@ -22,23 +22,10 @@ import (
 var trimsvcBin, clientBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "client-cmd-test")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	trimsvcBin, err = proctest.Build(dir, "github.com/trimkit/trimkit/cmd/trimsvc")
-	if err == nil {
-		clientBin, err = proctest.Build(dir, "github.com/trimkit/trimkit/cmd/client")
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	proctest.RunMain(m, map[string]*string{
+		"github.com/trimkit/trimkit/cmd/trimsvc": &trimsvcBin,
+		"github.com/trimkit/trimkit/cmd/client":  &clientBin,
+	})
 }
 
 func TestHelpListsEveryFlagWithEnv(t *testing.T) {
@@ -124,7 +111,7 @@ func TestTrimAndLoadSummary(t *testing.T) {
 	if want, have := 7, len(raw); want != have {
 		t.Errorf("summary has %d keys, want exactly %d: %s", have, want, out)
 	}
-	var s summary
+	var s loadgen.Summary
 	if err := json.Unmarshal([]byte(out), &s); err != nil {
 		t.Fatal(err)
 	}
@@ -150,23 +137,5 @@ func TestTrimAndLoadSummary(t *testing.T) {
 	}
 	if _, code := exec("-service-name", "absent", "-n", "5", "x"); code != 1 {
 		t.Errorf("load with failures: want exit 1, have %d", code)
-	}
-}
-
-func TestPercentile(t *testing.T) {
-	var d []time.Duration
-	for i := 1; i <= 100; i++ {
-		d = append(d, time.Duration(i)*time.Millisecond)
-	}
-	for _, tc := range []struct {
-		p    int
-		want float64
-	}{{50, 50}, {90, 90}, {99, 99}, {100, 100}} {
-		if have := percentileMS(d, tc.p); have != tc.want {
-			t.Errorf("p%d: want %v, have %v", tc.p, tc.want, have)
-		}
-	}
-	if have := percentileMS(nil, 50); have != 0 {
-		t.Errorf("empty: want 0, have %v", have)
 	}
 }

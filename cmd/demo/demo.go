@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/trimkit/trimkit/internal/loadgen"
 	"github.com/trimkit/trimkit/internal/localconsul"
 	"github.com/trimkit/trimkit/internal/proc"
 )
@@ -23,17 +24,6 @@ const (
 	sigtermAfter = time.Second
 	sigkillAfter = 2 * time.Second
 )
-
-// loadSummary is cmd/client's -json output.
-type loadSummary struct {
-	Requests    int            `json:"requests"`
-	Failures    int            `json:"failures"`
-	RPS         float64        `json:"rps"`
-	P50ms       float64        `json:"p50_ms"`
-	P90ms       float64        `json:"p90_ms"`
-	P99ms       float64        `json:"p99_ms"`
-	PerInstance map[string]int `json:"per_instance"`
-}
 
 func demo(ctx context.Context, cfg config, w io.Writer) (err error) {
 	bins, err := binaries(cfg.bin)
@@ -108,7 +98,7 @@ func demo(ctx context.Context, cfg config, w io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
-	var s loadSummary
+	var s loadgen.Summary
 	if err := json.Unmarshal([]byte(load.Stdout()), &s); err != nil {
 		return fmt.Errorf("client (exit %d) printed no summary: %w\n%s", code, err, load.Lines())
 	}

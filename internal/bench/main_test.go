@@ -1,8 +1,6 @@
 package bench
 
 import (
-	"fmt"
-	"os"
 	"testing"
 
 	"github.com/trimkit/trimkit/internal/proctest"
@@ -13,18 +11,5 @@ import (
 var trimsvcBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "trimkit-bench")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	trimsvcBin, err = proctest.Build(dir, "github.com/trimkit/trimkit/cmd/trimsvc")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	proctest.RunMain(m, map[string]*string{"github.com/trimkit/trimkit/cmd/trimsvc": &trimsvcBin})
 }

@@ -70,3 +70,19 @@ func EnvOr(key, def string) string {
 	}
 	return def
 }
+
+// Exit ends a command's main with the exit status err calls for: 0 for nil
+// or --help, 2 for a usage error, 1 for anything else, printing err to
+// stderr as "name: err".
+func Exit(name string, err error) {
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return
+	case errors.Is(err, ErrUsage):
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		os.Exit(2)
+	default:
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		os.Exit(1)
+	}
+}

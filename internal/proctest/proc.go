@@ -2,6 +2,7 @@ package proctest
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -42,3 +43,26 @@ func Start(t testing.TB, bin string, args ...string) *Process {
 
 // LogValue returns the value of key in a logfmt line, or "".
 func LogValue(line, key string) string { return proc.LogValue(line, key) }
+
+// RunMain is a TestMain body: it builds each main package in bins (import
+// path -> where to store the binary's path) into a temporary directory, runs
+// the tests and exits with their status, removing the directory.
+func RunMain(m *testing.M, bins map[string]*string) {
+	os.Exit(runMain(m, bins))
+}
+
+func runMain(m *testing.M, bins map[string]*string) int {
+	dir, err := os.MkdirTemp("", "trimkit-test-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	for pkg, path := range bins {
+		if *path, err = Build(dir, pkg); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
+	return m.Run()
+}

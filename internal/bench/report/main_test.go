@@ -1,0 +1,39 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestReport(t *testing.T) {
+	out := `goos: linux
+BenchmarkOverhead/seq/raw-3conn-2     	   100	    100000 ns/op	   10000 B/op	     160 allocs/op
+BenchmarkOverhead/seq/raw-3conn-2     	   100	    120000 ns/op	   10000 B/op	     160 allocs/op
+BenchmarkOverhead/seq/raw-3conn-2     	   100	    110000 ns/op	   10000 B/op	     160 allocs/op
+BenchmarkOverhead/seq/trimkit-fixed-2 	   100	    115500 ns/op	   11000 B/op	     180 allocs/op
+BenchmarkDiscovery-2   	       1	8106760760 ns/op	        10.64 join_max_ms	         4.107 join_p50_ms
+`
+	path := filepath.Join(t.TempDir(), "bench.txt")
+	if err := os.WriteFile(path, []byte(out), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var w bytes.Buffer
+	if err := run([]string{path}, &w); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"seq   raw-3conn             110000    1.00x", // the median of three runs
+		"seq   trimkit-fixed         115500    1.05x      0.95x        180        +20",
+		"join_p50_ms                  4.11",
+	} {
+		if !strings.Contains(w.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, w.String())
+		}
+	}
+	if err := run([]string{filepath.Join(t.TempDir(), "missing")}, &w); err == nil {
+		t.Error("missing file: want error")
+	}
+}
