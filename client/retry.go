@@ -19,9 +19,9 @@ const noEndpointsPause = 20 * time.Millisecond
 
 // Retry calls the endpoints of b, at most maxAttempts attempts within timeout
 // overall; with an AttemptBalancer (such as RoundRobin) the attempts of a
-// call go to distinct endpoints. Each attempt gets an equal share of the time left (the time left
-// divided by the attempts left), so one hung instance cannot use up the
-// whole budget. Only failures worth another attempt are retried (see
+// call go to distinct endpoints. Each attempt gets an equal share of the
+// time left (the time left divided by the attempts left) and is cancelled
+// when it is used up, so one hung instance cannot use up the whole budget. Only failures worth another attempt are retried (see
 // Retryable); a business error in the response is a success here. When it
 // gives up, the error is a *RetryError that unwraps to the last attempt's
 // error.
@@ -84,16 +84,24 @@ func tryOnce(ctx context.Context, b lb.Balancer, ab AttemptBalancer, start uint6
 		return nil, err
 	}
 	share := time.Until(deadline) / time.Duration(attemptsLeft)
-	actx, cancel := context.WithDeadline(ctx, time.Now().Add(share))
-	defer cancel()
+	// The share is enforced by a timer that cancels the attempt, not by a
+	// context deadline: a deadline travels to the server as grpc-timeout and
+	// costs both sides a timer context, about 7% of a loopback call
+	// (BENCHMARKS.md). The caller's own deadline, if any, still travels.
+	actx, cancel := context.WithCancelCause(ctx)
+	timer := time.AfterFunc(share, func() { cancel(errAttemptTimeout) })
 	resp, err := e(actx, request)
-	if err != nil && actx.Err() != nil && ctx.Err() == nil {
-		// The attempt's own deadline, not the caller's: say so, keeping
-		// the status the call ended with.
+	timer.Stop()
+	cancel(nil)
+	if err != nil && errors.Is(context.Cause(actx), errAttemptTimeout) && ctx.Err() == nil {
 		err = &attemptTimeoutError{share: share, err: err}
 	}
 	return resp, err
 }
+
+// errAttemptTimeout is the cause of an attempt cancelled at the end of its
+// share.
+var errAttemptTimeout = errors.New("attempt's share of the retry timeout used up")
 
 // Retryable reports whether err, from an attempt made under ctx, is worth
 // another attempt on another instance: Unavailable, no endpoints, the
@@ -129,7 +137,9 @@ func (e *RetryError) Error() string {
 // Unwrap returns the last attempt's error.
 func (e *RetryError) Unwrap() error { return e.Last }
 
-// attemptTimeoutError marks a failure caused by an attempt's own deadline.
+// attemptTimeoutError marks a failure caused by an attempt's own share of
+// the time running out. Its gRPC status is DeadlineExceeded, and it matches
+// context.DeadlineExceeded, whatever status the cancelled call ended with.
 type attemptTimeoutError struct {
 	share time.Duration
 	err   error
@@ -140,6 +150,14 @@ func (e *attemptTimeoutError) Error() string {
 }
 
 func (e *attemptTimeoutError) Unwrap() error { return e.err }
+
+// Is makes errors.Is(err, context.DeadlineExceeded) hold.
+func (e *attemptTimeoutError) Is(target error) bool { return target == context.DeadlineExceeded }
+
+// GRPCStatus reports DeadlineExceeded.
+func (e *attemptTimeoutError) GRPCStatus() *status.Status {
+	return status.New(codes.DeadlineExceeded, e.Error())
+}
 
 // sleep waits d or until ctx is done; it reports whether d passed.
 func sleep(ctx context.Context, d time.Duration) bool {

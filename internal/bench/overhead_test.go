@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"runtime"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -54,6 +56,18 @@ func rawThreeConn(tb testing.TB, addrs []string) caller {
 	return func(ctx context.Context) error {
 		_, err := stubs[n.Add(1)%uint64(len(stubs))].TrimSpace(ctx, &pb.TrimRequest{S: benchInput})
 		return err
+	}
+}
+
+// rawThreeConnDeadline is raw-3conn with a context deadline on every call:
+// not a row the targets name, but the price of a deadline on the wire, which
+// is why Retry enforces its per-attempt share with a timer instead.
+func rawThreeConnDeadline(tb testing.TB, addrs []string) caller {
+	call := rawThreeConn(tb, addrs)
+	return func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, client.DefaultRetryTimeout/client.DefaultRetryMax)
+		defer cancel()
+		return call(ctx)
 	}
 }
 
@@ -112,21 +126,29 @@ func endpointCaller(e endpoint.Endpoint) caller {
 	}
 }
 
+type overheadRow struct {
+	name  string
+	build func(testing.TB, []string) caller
+}
+
+// overheadRows are the stacks compared, named as `make bench` prints them.
+func overheadRows() []overheadRow {
+	return []overheadRow{
+		{"raw-1conn", rawOneConn},
+		{"raw-3conn", rawThreeConn},
+		{"raw-3conn-deadline", rawThreeConnDeadline},
+		{"gokit-stock", gokitStock},
+		{"trimkit-fixed", trimkitFixed},
+		{"trimkit-consul", trimkitConsul},
+	}
+}
+
 // BenchmarkOverhead measures one TrimSpace call through each stack over
 // three in-process servers on loopback, sequentially and in parallel. The
 // row names are what `make bench` compares with raw-3conn.
 func BenchmarkOverhead(b *testing.B) {
 	addrs := startServers(b, 3)
-	rows := []struct {
-		name  string
-		build func(testing.TB, []string) caller
-	}{
-		{"raw-1conn", rawOneConn},
-		{"raw-3conn", rawThreeConn},
-		{"gokit-stock", gokitStock},
-		{"trimkit-fixed", trimkitFixed},
-		{"trimkit-consul", trimkitConsul},
-	}
+	rows := overheadRows()
 	for _, mode := range []string{"seq", "par"} {
 		for _, row := range rows {
 			b.Run(mode+"/"+row.name, func(b *testing.B) {
@@ -156,6 +178,66 @@ func BenchmarkOverhead(b *testing.B) {
 					}
 				})
 			})
+		}
+	}
+}
+
+// BenchmarkOverheadInterleaved measures the same rows as BenchmarkOverhead
+// in interleaved rounds (every row runs a block of calls in each round), so
+// drift in the machine's speed over the run, which on a 2-core machine is
+// larger than the differences measured, hits every row alike. It reports
+// each row's ns per call as a metric "<mode>/<row>-ns/op"; `make bench`
+// computes the ratios from these. Run with -benchtime 1x.
+func BenchmarkOverheadInterleaved(b *testing.B) {
+	const (
+		rounds = 20
+		block  = 1000
+	)
+	addrs := startServers(b, 3)
+	rows := overheadRows()
+	callers := make([]caller, len(rows))
+	ctx := context.Background()
+	for i, row := range rows {
+		callers[i] = row.build(b, addrs)
+		for range 100 {
+			if err := callers[i](ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	workers := runtime.GOMAXPROCS(0)
+	for _, mode := range []string{"seq", "par"} {
+		total := make([]time.Duration, len(rows))
+		for range rounds {
+			for i, call := range callers {
+				start := time.Now()
+				if mode == "seq" {
+					for range block {
+						if err := call(ctx); err != nil {
+							b.Fatal(err)
+						}
+					}
+				} else {
+					var wg sync.WaitGroup
+					for range workers {
+						wg.Add(1)
+						go func() {
+							defer wg.Done()
+							for range block / workers {
+								if err := call(ctx); err != nil {
+									b.Error(err)
+									return
+								}
+							}
+						}()
+					}
+					wg.Wait()
+				}
+				total[i] += time.Since(start)
+			}
+		}
+		for i, row := range rows {
+			b.ReportMetric(float64(total[i].Nanoseconds())/float64(rounds*block), mode+"/"+row.name+"-ns/op")
 		}
 	}
 }
