@@ -95,8 +95,8 @@ func serve(ctx context.Context, cfg config, stderr io.Writer) error {
 
 	var (
 		g           rungroup.Group
-		shutdownErr error         // of the Consul actor's shutdown; read after g.Run
-		leftConsul  chan struct{} = make(chan struct{})
+		shutdownErr error                 // of the Consul actor's shutdown; read after g.Run
+		leftConsul  = make(chan struct{}) // closed once the instance has left Consul and drained
 	)
 	{ // gRPC: serve; stop only once the instance has left Consul and drained.
 		g.Add(func() error {
