@@ -10,6 +10,8 @@ import (
 	"github.com/go-kit/kit/sd/lb"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/trimkit/trimkit/internal/ctxtime"
 )
 
 // noEndpointsPause is how long Retry waits before trying again when the
@@ -58,7 +60,7 @@ func Retry(maxAttempts int, timeout time.Duration, b lb.Balancer) endpoint.Endpo
 			}
 			if errors.Is(last, lb.ErrNoEndpoints) {
 				pause := min(noEndpointsPause, time.Until(deadline)/time.Duration(attempts-attempt+1))
-				if !sleep(ctx, pause) {
+				if !ctxtime.Sleep(ctx, pause) {
 					break
 				}
 			}
@@ -157,19 +159,4 @@ func (e *attemptTimeoutError) Is(target error) bool { return target == context.D
 // GRPCStatus reports DeadlineExceeded.
 func (e *attemptTimeoutError) GRPCStatus() *status.Status {
 	return status.New(codes.DeadlineExceeded, e.Error())
-}
-
-// sleep waits d or until ctx is done; it reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

@@ -14,6 +14,8 @@ import (
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 	"github.com/hashicorp/consul/api"
+
+	"github.com/trimkit/trimkit/internal/ctxtime"
 )
 
 const (
@@ -127,7 +129,7 @@ func (s *Instancer) loop(ctx context.Context, index uint64) {
 		if err != nil {
 			_ = level.Warn(s.logger).Log("msg", "consul query failed; keeping the last known instances", "err", err, "retry_in", backoff)
 			s.update(nil, err)
-			if !sleep(ctx, backoff) {
+			if !ctxtime.Sleep(ctx, backoff) {
 				return
 			}
 			backoff = min(2*backoff, maxQueryBackoff)
@@ -190,16 +192,4 @@ func (s *Instancer) query(ctx context.Context, index uint64) ([]string, uint64, 
 	}
 	slices.Sort(instances)
 	return slices.Compact(instances), meta.LastIndex, nil
-}
-
-// sleep waits d or until ctx is done; it reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

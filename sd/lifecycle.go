@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/go-kit/log/level"
+
+	"github.com/trimkit/trimkit/internal/ctxtime"
 )
 
 // Backoff bounds between registration attempts.
@@ -28,10 +30,8 @@ func (r *Registrar) RegisterWithRetry(ctx context.Context, timeout time.Duration
 			return nil
 		}
 		_ = level.Warn(r.logger).Log("msg", "registration failed, retrying", "attempt", attempt, "backoff", backoff, "err", err)
-		select {
-		case <-ctx.Done():
+		if !ctxtime.Sleep(ctx, backoff) {
 			return fmt.Errorf("gave up registering with consul at %s after %d attempts in %v: %w", r.consulAddr, attempt, timeout, err)
-		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, maxBackoff)
 	}
