@@ -22,6 +22,7 @@ import (
 
 	"github.com/trimkit/trimkit/client"
 	"github.com/trimkit/trimkit/internal/consultest"
+	"github.com/trimkit/trimkit/internal/loadgen"
 	"github.com/trimkit/trimkit/internal/proctest"
 	"github.com/trimkit/trimkit/trimsvc"
 )
@@ -108,23 +109,16 @@ func TestRoundRobinOverThreeInstances(t *testing.T) {
 	}
 }
 
-// result is one call of a load run.
-type result struct {
-	start    time.Time
-	took     time.Duration
-	instance string
-	err      error
-}
-
 // runLoad sends n requests from c callers and calls at(i) when request i
-// (counted from 1) starts; it returns every result.
-func runLoad(e endpoint.Endpoint, n, c int, at func(i int64)) []result {
+// (counted from 1) starts; it returns every call.
+func runLoad(e endpoint.Endpoint, n, c int, at func(i int64)) []loadgen.Call {
 	var (
 		next atomic.Int64
 		mu   sync.Mutex
-		all  []result
+		all  []loadgen.Call
 		wg   sync.WaitGroup
 	)
+	req := trimsvc.TrimRequest{S: "l o a d"}
 	for range c {
 		wg.Add(1)
 		go func() {
@@ -135,15 +129,9 @@ func runLoad(e endpoint.Endpoint, n, c int, at func(i int64)) []result {
 					return
 				}
 				at(i)
-				r := result{start: time.Now()}
-				resp, err := e(context.Background(), trimsvc.TrimRequest{S: "l o a d"})
-				if err == nil {
-					tr := resp.(trimsvc.TrimResponse)
-					r.instance, err = tr.Instance, tr.Err
-				}
-				r.err, r.took = err, time.Since(r.start)
+				call := loadgen.Do(context.Background(), e, req)
 				mu.Lock()
-				all = append(all, r)
+				all = append(all, call)
 				mu.Unlock()
 			}
 		}()
@@ -152,13 +140,13 @@ func runLoad(e endpoint.Endpoint, n, c int, at func(i int64)) []result {
 	return all
 }
 
-func failures(t *testing.T, results []result) int {
+func failures(t *testing.T, calls []loadgen.Call) int {
 	t.Helper()
 	n := 0
-	for _, r := range results {
-		if r.err != nil {
+	for _, c := range calls {
+		if c.Err != nil {
 			if n < 5 {
-				t.Logf("failure: %v", r.err)
+				t.Logf("failure: %v", c.Err)
 			}
 			n++
 		}
@@ -213,7 +201,7 @@ func TestConsulStoppedDuringLoadNoFailures(t *testing.T) {
 	}
 	per := map[string]int{}
 	for _, r := range results[2000:] {
-		per[r.instance]++
+		per[r.Instance]++
 	}
 	if want, have := 3, len(per); want != have {
 		t.Errorf("with consul down: want the 3 known instances answering, have %v", per)
@@ -224,31 +212,7 @@ func TestJoinAndLeaveDuringLoad(t *testing.T) {
 	agent, insts := cluster(t, 2)
 	c := newClient(t, client.Config{ConsulAddr: agent.HTTPAddr})
 	waitInstances(t, c.Endpoint(), 2)
-
-	var (
-		stop    atomic.Bool
-		mu      sync.Mutex
-		results []result
-		wg      sync.WaitGroup
-	)
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for !stop.Load() {
-				r := result{start: time.Now()}
-				resp, err := c.Endpoint()(context.Background(), trimsvc.TrimRequest{S: "x"})
-				if err == nil {
-					r.instance = resp.(trimsvc.TrimResponse).Instance
-				}
-				r.err, r.took = err, time.Since(r.start)
-				mu.Lock()
-				results = append(results, r)
-				mu.Unlock()
-				time.Sleep(time.Millisecond)
-			}
-		}()
-	}
+	load := loadgen.Record(c.Endpoint(), "x", 4)
 
 	joined := proctest.StartTrimsvc(t, trimsvcBin, agent.HTTPAddr)
 	passingAt := agent.WaitPassing("trimsvc", insts[0].ID, insts[1].ID, joined.ID)
@@ -258,8 +222,7 @@ func TestJoinAndLeaveDuringLoad(t *testing.T) {
 	}
 	goneAt := agent.WaitPassing("trimsvc", insts[1].ID, joined.ID)
 	time.Sleep(time.Second)
-	stop.Store(true)
-	wg.Wait()
+	results := load.Stop()
 
 	if want, have := 0, failures(t, results); want != have {
 		t.Errorf("failures: want %d, have %d of %d", want, have, len(results))
@@ -267,12 +230,12 @@ func TestJoinAndLeaveDuringLoad(t *testing.T) {
 	var firstJoined time.Time
 	late := 0
 	for _, r := range results {
-		if r.instance == joined.ID && (firstJoined.IsZero() || r.start.Before(firstJoined)) {
-			firstJoined = r.start
+		if r.Instance == joined.ID && (firstJoined.IsZero() || r.Start.Before(firstJoined)) {
+			firstJoined = r.Start
 		}
 		// A margin for the client's blocking query to return after the
 		// poll above saw the instance gone.
-		if r.instance == insts[0].ID && r.start.After(goneAt.Add(250*time.Millisecond)) {
+		if r.Instance == insts[0].ID && r.Start.After(goneAt.Add(250*time.Millisecond)) {
 			late++
 		}
 	}

@@ -3,15 +3,13 @@ package client_test
 import (
 	"context"
 	"slices"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/trimkit/trimkit/client"
+	"github.com/trimkit/trimkit/internal/loadgen"
 	"github.com/trimkit/trimkit/internal/proctest"
-	"github.com/trimkit/trimkit/trimsvc"
 )
 
 // TestRollingRestart replaces each of 3 instances in turn under continuous
@@ -23,30 +21,7 @@ func TestRollingRestart(t *testing.T) {
 	c := newClient(t, client.Config{ConsulAddr: agent.HTTPAddr})
 	waitInstances(t, c.Endpoint(), 3)
 
-	var (
-		stop    atomic.Bool
-		mu      sync.Mutex
-		results []result
-		wg      sync.WaitGroup
-	)
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for !stop.Load() {
-				r := result{start: time.Now()}
-				resp, err := c.Endpoint()(context.Background(), trimsvc.TrimRequest{S: " roll ing "})
-				if err == nil {
-					tr := resp.(trimsvc.TrimResponse)
-					r.instance, err = tr.Instance, tr.Err
-				}
-				r.err, r.took = err, time.Since(r.start)
-				mu.Lock()
-				results = append(results, r)
-				mu.Unlock()
-			}
-		}()
-	}
+	load := loadgen.Record(c.Endpoint(), " roll ing ", 8)
 
 	current := []string{insts[0].ID, insts[1].ID, insts[2].ID}
 	goneAt := map[string]time.Time{}
@@ -70,18 +45,17 @@ func TestRollingRestart(t *testing.T) {
 		}
 	}
 	time.Sleep(500 * time.Millisecond)
-	stop.Store(true)
-	wg.Wait()
+	results := load.Stop()
 
 	per := map[string]int{}
 	latencies := make([]time.Duration, 0, len(results))
 	late := 0
 	for _, r := range results {
-		per[r.instance]++
-		latencies = append(latencies, r.took)
+		per[r.Instance]++
+		latencies = append(latencies, r.Took)
 		// A margin for the client's blocking query to return after the
 		// test saw the instance gone.
-		if g, ok := goneAt[r.instance]; ok && r.start.After(g.Add(250*time.Millisecond)) {
+		if g, ok := goneAt[r.Instance]; ok && r.Start.After(g.Add(250*time.Millisecond)) {
 			late++
 		}
 	}

@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"io"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -14,9 +13,9 @@ import (
 
 	"github.com/trimkit/trimkit/client"
 	"github.com/trimkit/trimkit/internal/consultest"
+	"github.com/trimkit/trimkit/internal/loadgen"
 	"github.com/trimkit/trimkit/internal/proctest"
 	"github.com/trimkit/trimkit/sd"
-	"github.com/trimkit/trimkit/trimsvc"
 )
 
 // BenchmarkFailover puts 3 real trimsvc processes (check interval 1s) under
@@ -55,58 +54,28 @@ func BenchmarkFailover(b *testing.B) {
 	defer endpointer.Close()
 	call := client.Retry(client.DefaultRetryMax, client.DefaultRetryTimeout, client.NewRoundRobin(endpointer))
 
-	type sample struct {
-		start time.Time
-		took  time.Duration
-		err   error
-	}
-	var (
-		stop    atomic.Bool
-		mu      sync.Mutex
-		samples []sample
-		wg      sync.WaitGroup
-	)
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var mine []sample
-			for !stop.Load() {
-				s := sample{start: time.Now()}
-				resp, err := call(context.Background(), trimsvc.TrimRequest{S: "fail over"})
-				if err == nil {
-					err = resp.(trimsvc.TrimResponse).Err
-				}
-				s.took, s.err = time.Since(s.start), err
-				mine = append(mine, s)
-			}
-			mu.Lock()
-			samples = append(samples, mine...)
-			mu.Unlock()
-		}()
-	}
+	load := loadgen.Record(call, "fail over", 8)
 	time.Sleep(2 * time.Second)
 	killAt := time.Now()
 	if err := dead.Signal(syscall.SIGKILL); err != nil {
 		b.Fatal(err)
 	}
 	time.Sleep(4 * time.Second)
-	stop.Store(true)
-	wg.Wait()
+	samples := load.Stop()
 
 	var before, after []time.Duration
 	failures := 0
 	for _, s := range samples {
-		if s.err != nil {
+		if s.Err != nil {
 			failures++
 			if failures <= 3 {
-				b.Logf("failure: %v", s.err)
+				b.Logf("failure: %v", s.Err)
 			}
 		}
-		if s.start.Before(killAt) {
-			before = append(before, s.took)
+		if s.Start.Before(killAt) {
+			before = append(before, s.Took)
 		} else {
-			after = append(after, s.took)
+			after = append(after, s.Took)
 		}
 	}
 	b.ReportMetric(float64(len(samples)), "requests")

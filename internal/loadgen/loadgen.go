@@ -68,20 +68,15 @@ func Run(ctx context.Context, e endpoint.Endpoint, text string, n, c int) (Summa
 			defer wg.Done()
 			r.perInst = map[string]int{}
 			for next.Add(1) <= int64(n) && ctx.Err() == nil {
-				t0 := time.Now()
-				resp, err := e(ctx, req)
-				r.latencies = append(r.latencies, time.Since(t0))
-				if err == nil {
-					tr := resp.(trimsvc.TrimResponse)
-					err = tr.Err
-					if err == nil {
-						r.perInst[tr.Instance]++
-						continue
-					}
+				call := Do(ctx, e, req)
+				r.latencies = append(r.latencies, call.Took)
+				if call.Err == nil {
+					r.perInst[call.Instance]++
+					continue
 				}
 				r.failures++
-				if len(r.errs) < maxErrorSamples && !slices.Contains(r.errs, err.Error()) {
-					r.errs = append(r.errs, err.Error())
+				if msg := call.Err.Error(); len(r.errs) < maxErrorSamples && !slices.Contains(r.errs, msg) {
+					r.errs = append(r.errs, msg)
 				}
 			}
 		}(&results[w])
