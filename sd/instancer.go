@@ -92,7 +92,7 @@ func NewInstancer(client *api.Client, logger log.Logger, service string, tags []
 func (s *Instancer) State() kitsd.Event {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return kitsd.Event{Instances: slices.Clone(s.state.Instances), Err: s.state.Err}
+	return s.copyState()
 }
 
 // Register implements sd.Instancer: ch gets the current state at once, then

@@ -12,8 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/hashicorp/consul/api"
-
 	"github.com/trimkit/trimkit/internal/loadgen"
 	"github.com/trimkit/trimkit/internal/localconsul"
 	"github.com/trimkit/trimkit/internal/proc"
@@ -66,11 +64,7 @@ func demo(ctx context.Context, cfg config, w io.Writer) (err error) {
 		}
 		insts = append(insts, in)
 	}
-	consul, err := consulClient(agent.HTTPAddr)
-	if err != nil {
-		return err
-	}
-	if err := waitPassing(ctx, consul, len(insts), 10*time.Second); err != nil {
+	if err := agent.WaitPassingCount(ctx, "trimsvc", len(insts), 10*time.Second); err != nil {
 		return err
 	}
 	fmt.Fprintln(w, "registered and passing in consul:")
@@ -170,27 +164,4 @@ func binaries(dir string) (binPaths, error) {
 		}
 	}
 	return b, nil
-}
-
-func consulClient(addr string) (*api.Client, error) {
-	cfg := api.DefaultConfig()
-	cfg.Address = addr
-	return api.NewClient(cfg)
-}
-
-// waitPassing waits until n instances of trimsvc are passing.
-func waitPassing(ctx context.Context, c *api.Client, n int, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	for {
-		entries, _, err := c.Health().Service("trimsvc", "", true, (&api.QueryOptions{}).WithContext(ctx))
-		if err == nil && len(entries) == n {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%d trimsvc instances not passing within %v (have %d, err %v)", n, timeout, len(entries), err)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
 }

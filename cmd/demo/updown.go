@@ -93,11 +93,7 @@ func up(ctx context.Context, cfg config, w io.Writer) (err error) {
 		}
 		st.Instances[i].ID, st.Instances[i].Addr = proc.LogValue(line, "service_id"), proc.LogValue(line, "advertised")
 	}
-	consul, err := consulClient(agent.HTTPAddr)
-	if err != nil {
-		return err
-	}
-	if err := waitPassing(ctx, consul, cfg.instances, 10*time.Second); err != nil {
+	if err := agent.WaitPassingCount(ctx, "trimsvc", cfg.instances, 10*time.Second); err != nil {
 		return err
 	}
 	fmt.Fprintf(w, "up: consul dev agent pid %d, UI http://%s/ui\n", st.Consul.PID, agent.HTTPAddr)

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/go-kit/log"
-	"github.com/hashicorp/consul/api"
 
 	"github.com/trimkit/trimkit/client"
 	"github.com/trimkit/trimkit/internal/consultest"
@@ -49,7 +48,9 @@ func BenchmarkScale(b *testing.B) {
 	for err := range errs {
 		b.Fatal(err)
 	}
-	waitCount(b, c, n)
+	if err := agent.WaitPassingCount(context.Background(), "trimsvc", n, 30*time.Second); err != nil {
+		b.Fatal(err)
+	}
 
 	runtime.GC()
 	var m0, m1 runtime.MemStats
@@ -89,22 +90,6 @@ func BenchmarkScale(b *testing.B) {
 	b.ReportMetric(ms(firstCall), "first_call_ms")
 	b.ReportMetric(ms(joinCPU/rounds), "join_cpu_ms")
 	b.ReportMetric(ms(leaveCPU/rounds), "leave_cpu_ms")
-}
-
-// waitCount waits until n instances of trimsvc are passing.
-func waitCount(b *testing.B, c *api.Client, n int) {
-	b.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		entries, _, err := c.Health().Service("trimsvc", "", true, nil)
-		if err == nil && len(entries) == n {
-			return
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("%d instances not passing within 30s (have %d, err %v)", n, len(entries), err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // waitEndpoints waits until e holds n endpoints.

@@ -11,9 +11,7 @@ import (
 // API returns a Consul API client for the agent.
 func (a *Agent) API() *api.Client {
 	a.t.Helper()
-	cfg := api.DefaultConfig()
-	cfg.Address = a.HTTPAddr
-	c, err := api.NewClient(cfg)
+	c, err := a.Agent.API()
 	if err != nil {
 		a.t.Fatal(err)
 	}
