@@ -21,7 +21,7 @@ import (
 // not mean the instances are), a removed instance's connection is closed
 // only after a grace period so calls in flight on it can finish, Close
 // closes every connection and waits for its goroutine, and Endpoints is a
-// lock-free read.
+// lock-free read of a snapshot that changes only when the instances do.
 type Endpointer struct {
 	instancer kitsd.Instancer
 	factory   kitsd.Factory
@@ -31,17 +31,27 @@ type Endpointer struct {
 	events chan kitsd.Event
 	done   chan struct{}
 
-	current atomic.Pointer[[]endpoint.Endpoint] // in instance order
+	current atomic.Pointer[snapshot]
 
 	mu      sync.Mutex // guards what follows
-	byInst  map[string]entry
+	byInst  map[string]*node
 	closing map[*time.Timer]io.Closer
 	closed  bool
 }
 
-type entry struct {
-	e      endpoint.Endpoint
-	closer io.Closer
+// node is one instance the Endpointer holds. A node lives as long as its
+// instance stays in discovery, across any number of updates.
+type node struct {
+	instance string
+	e        endpoint.Endpoint
+	closer   io.Closer
+}
+
+// snapshot is the Endpointer's view at one moment; it is never modified,
+// only replaced.
+type snapshot struct {
+	nodes     []*node // in instance order
+	endpoints []endpoint.Endpoint
 }
 
 var _ kitsd.Endpointer = (*Endpointer)(nil)
@@ -60,11 +70,10 @@ func NewEndpointer(instancer kitsd.Instancer, factory kitsd.Factory, logger log.
 		grace:     grace,
 		events:    make(chan kitsd.Event, 1),
 		done:      make(chan struct{}),
-		byInst:    map[string]entry{},
+		byInst:    map[string]*node{},
 		closing:   map[*time.Timer]io.Closer{},
 	}
-	empty := []endpoint.Endpoint{}
-	e.current.Store(&empty)
+	e.current.Store(&snapshot{})
 	// go-kit Instancers send their current state on Register; apply it
 	// before returning, so that a new Endpointer already has endpoints.
 	instancer.Register(e.events)
@@ -79,8 +88,10 @@ func NewEndpointer(instancer kitsd.Instancer, factory kitsd.Factory, logger log.
 
 // Endpoints implements sd.Endpointer. Do not modify the returned slice.
 func (e *Endpointer) Endpoints() ([]endpoint.Endpoint, error) {
-	return *e.current.Load(), nil
+	return e.current.Load().endpoints, nil
 }
+
+func (e *Endpointer) snapshot() *snapshot { return e.current.Load() }
 
 func (e *Endpointer) receive() {
 	defer close(e.done)
@@ -91,7 +102,7 @@ func (e *Endpointer) receive() {
 
 func (e *Endpointer) handle(ev kitsd.Event) {
 	if ev.Err != nil {
-		_ = level.Warn(e.logger).Log("msg", "discovery failed; keeping the endpoints known last", "endpoints", len(*e.current.Load()), "err", ev.Err)
+		_ = level.Warn(e.logger).Log("msg", "discovery failed; keeping the endpoints known last", "endpoints", len(e.snapshot().nodes), "err", ev.Err)
 		return
 	}
 	e.update(ev.Instances)
@@ -104,28 +115,29 @@ func (e *Endpointer) update(instances []string) {
 		return
 	}
 	instances = slices.Compact(slices.Sorted(slices.Values(instances)))
-	next := make(map[string]entry, len(instances))
-	list := make([]endpoint.Endpoint, 0, len(instances))
+	next := make(map[string]*node, len(instances))
+	snap := &snapshot{nodes: make([]*node, 0, len(instances)), endpoints: make([]endpoint.Endpoint, 0, len(instances))}
 	for _, inst := range instances {
-		en, ok := e.byInst[inst]
+		n, ok := e.byInst[inst]
 		if !ok {
 			ep, closer, err := e.factory(inst)
 			if err != nil {
 				_ = level.Error(e.logger).Log("msg", "factory failed; instance skipped", "instance", inst, "err", err)
 				continue
 			}
-			en = entry{e: ep, closer: closer}
+			n = &node{instance: inst, e: ep, closer: closer}
 		}
-		next[inst] = en
-		list = append(list, en.e)
+		next[inst] = n
+		snap.nodes = append(snap.nodes, n)
+		snap.endpoints = append(snap.endpoints, n.e)
 	}
-	for inst, en := range e.byInst {
-		if _, ok := next[inst]; !ok && en.closer != nil {
-			e.closeLater(inst, en.closer)
+	for inst, n := range e.byInst {
+		if _, ok := next[inst]; !ok && n.closer != nil {
+			e.closeLater(inst, n.closer)
 		}
 	}
 	e.byInst = next
-	e.current.Store(&list)
+	e.current.Store(snap)
 }
 
 // closeLater closes c after the grace period; e.mu is held.
@@ -160,9 +172,9 @@ func (e *Endpointer) Close() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.closed = true
-	for inst, en := range e.byInst {
-		if en.closer != nil {
-			e.closeOne(inst, en.closer)
+	for inst, n := range e.byInst {
+		if n.closer != nil {
+			e.closeOne(inst, n.closer)
 		}
 	}
 	// Whoever takes a connection out of closing closes it: here, or the
@@ -173,7 +185,6 @@ func (e *Endpointer) Close() error {
 	}
 	clear(e.byInst)
 	clear(e.closing)
-	empty := []endpoint.Endpoint{}
-	e.current.Store(&empty)
+	e.current.Store(&snapshot{})
 	return nil
 }

@@ -1,17 +1,11 @@
 package client
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"strings"
 
-	"github.com/go-kit/kit/endpoint"
-	"github.com/go-kit/kit/sd/lb"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-
-	"github.com/trimkit/trimkit/sd"
 )
 
 // NoInstancesError says that a call found no instance to try: which service
@@ -46,22 +40,4 @@ func (e *NoInstancesError) Unwrap() error { return e.Err }
 // GRPCStatus reports Unavailable, as a caller of a gRPC service expects.
 func (e *NoInstancesError) GRPCStatus() *status.Status {
 	return status.New(codes.Unavailable, e.Error())
-}
-
-// explainNoInstances turns a call that failed for want of endpoints into a
-// *NoInstancesError.
-func explainNoInstances(next endpoint.Endpoint, cfg Config, consulAddr string, instancer *sd.Instancer) endpoint.Endpoint {
-	return func(ctx context.Context, request interface{}) (interface{}, error) {
-		resp, err := next(ctx, request)
-		if err != nil && errors.Is(err, lb.ErrNoEndpoints) {
-			return nil, &NoInstancesError{
-				Service:    cfg.ServiceName,
-				Tags:       cfg.Tags,
-				ConsulAddr: consulAddr,
-				Discovery:  instancer.State().Err,
-				Err:        err,
-			}
-		}
-		return resp, err
-	}
 }

@@ -15,33 +15,36 @@ import (
 	"time"
 
 	"github.com/go-kit/kit/endpoint"
+	kitsd "github.com/go-kit/kit/sd"
 	"github.com/go-kit/kit/sd/lb"
+	"github.com/go-kit/log"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/trimkit/trimkit/client"
-	"github.com/trimkit/trimkit/internal/consultest"
 	"github.com/trimkit/trimkit/internal/loadgen"
-	"github.com/trimkit/trimkit/internal/proctest"
+	"github.com/trimkit/trimkit/internal/proc"
+	"github.com/trimkit/trimkit/internal/testenv"
+	"github.com/trimkit/trimkit/sd"
+	"github.com/trimkit/trimkit/transport"
 	"github.com/trimkit/trimkit/trimsvc"
 )
 
-// trimsvcBin is the trimsvc built once for the integration tests.
-var trimsvcBin string
+// bins builds the commands the integration tests run, once, when first
+// asked.
+var bins testenv.Binaries
 
-func TestMain(m *testing.M) {
-	proctest.RunMain(m, map[string]*string{"github.com/trimkit/trimkit/cmd/trimsvc": &trimsvcBin})
-}
+func TestMain(m *testing.M) { bins.Main(m) }
 
 // cluster starts an agent and n trimsvc instances and waits until all pass.
-func cluster(t *testing.T, n int, args ...string) (*consultest.Agent, []proctest.Trimsvc) {
+func cluster(t *testing.T, n int, args ...string) (*testenv.Agent, []*proc.Trimsvc) {
 	t.Helper()
-	agent := consultest.Start(t)
-	var insts []proctest.Trimsvc
+	agent := testenv.Consul(t)
+	var insts []*proc.Trimsvc
 	var ids []string
 	for range n {
-		inst := proctest.StartTrimsvc(t, trimsvcBin, agent.HTTPAddr, args...)
+		inst := testenv.StartTrimsvc(t, bins.Trimsvc(t), agent.HTTPAddr, args...)
 		insts = append(insts, inst)
 		ids = append(ids, inst.ID)
 	}
@@ -63,21 +66,73 @@ func newClient(t *testing.T, cfg client.Config) *client.Client {
 	return c
 }
 
-// waitEndpoints calls until the client has answers from want distinct
+// stack is the client's stack built from its pieces, so that a test can
+// watch its Instancer and Endpointer.
+type stack struct {
+	instancer  *sd.Instancer
+	endpointer *client.Endpointer
+	call       endpoint.Endpoint
+}
+
+func newStack(t *testing.T, agent *testenv.Agent) stack {
+	t.Helper()
+	instancer := sd.NewInstancer(sd.NewClient(agent.API()), log.NewNopLogger(), "trimsvc", nil, true)
+	t.Cleanup(instancer.Stop)
+	endpointer := client.NewEndpointer(instancer, client.Factory(), log.NewNopLogger(), 2*time.Second)
+	t.Cleanup(func() { endpointer.Close() })
+	call, err := client.Retry(client.NewRoundRobin(endpointer), client.CallConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return stack{instancer: instancer, endpointer: endpointer, call: call}
+}
+
+// waitEndpoints waits until the endpointer holds n endpoints and returns
+// when it saw that: every pick made after that moment is made among them.
+func waitEndpoints(t *testing.T, e *client.Endpointer, n int) time.Time {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if eps, _ := e.Endpoints(); len(eps) == n {
+			return time.Now()
+		}
+		if time.Now().After(deadline) {
+			eps, _ := e.Endpoints()
+			t.Fatalf("endpointer holds %d endpoints after 10s, want %d", len(eps), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// waitInstances calls until the client has answers from want distinct
 // instances, so that its discovery has caught up.
 func waitInstances(t *testing.T, e endpoint.Endpoint, want int) {
 	t.Helper()
 	seen := map[string]bool{}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for len(seen) < want {
 		if time.Now().After(deadline) {
-			t.Fatalf("client saw %d instances within 5s, want %d", len(seen), want)
+			t.Fatalf("client saw %d instances within 10s, want %d", len(seen), want)
 		}
 		resp, err := e(context.Background(), trimsvc.TrimRequest{S: "warm up"})
 		if err == nil {
-			seen[resp.(trimsvc.TrimResponse).Instance] = true
+			seen[resp.(transport.TrimResponse).Instance] = true
 		}
 	}
+}
+
+func failures(t *testing.T, calls []loadgen.Call) int {
+	t.Helper()
+	n := 0
+	for _, c := range calls {
+		if c.Err != nil {
+			if n < 5 {
+				t.Logf("failure: %v", c.Err)
+			}
+			n++
+		}
+	}
+	return n
 }
 
 func TestRoundRobinOverThreeInstances(t *testing.T) {
@@ -91,7 +146,7 @@ func TestRoundRobinOverThreeInstances(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r := resp.(trimsvc.TrimResponse)
+		r := resp.(transport.TrimResponse)
 		if r.Err != nil || r.S != "ab" {
 			t.Fatalf("want ab, have %q (%v)", r.S, r.Err)
 		}
@@ -109,49 +164,22 @@ func TestRoundRobinOverThreeInstances(t *testing.T) {
 	}
 }
 
-// runLoad sends n requests from c callers and calls at(i) when request i
-// (counted from 1) starts; it returns every call.
-func runLoad(e endpoint.Endpoint, n, c int, at func(i int64)) []loadgen.Call {
+// killAt is e, but the call numbered at (from 1) first SIGKILLs victim.
+func killAt(t *testing.T, e endpoint.Endpoint, at int64, victim *proc.Trimsvc) endpoint.Endpoint {
 	var (
-		next atomic.Int64
-		mu   sync.Mutex
-		all  []loadgen.Call
-		wg   sync.WaitGroup
+		n    atomic.Int64
+		once sync.Once
 	)
-	req := trimsvc.TrimRequest{S: "l o a d"}
-	for range c {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := next.Add(1)
-				if i > int64(n) {
-					return
+	return func(ctx context.Context, req interface{}) (interface{}, error) {
+		if n.Add(1) == at {
+			once.Do(func() {
+				if err := victim.Signal(syscall.SIGKILL); err != nil {
+					t.Error(err)
 				}
-				at(i)
-				call := loadgen.Do(context.Background(), e, req)
-				mu.Lock()
-				all = append(all, call)
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	return all
-}
-
-func failures(t *testing.T, calls []loadgen.Call) int {
-	t.Helper()
-	n := 0
-	for _, c := range calls {
-		if c.Err != nil {
-			if n < 5 {
-				t.Logf("failure: %v", c.Err)
-			}
-			n++
+			})
 		}
+		return e(ctx, req)
 	}
-	return n
 }
 
 func TestSIGKILLDuringLoadNoFailures(t *testing.T) {
@@ -159,95 +187,99 @@ func TestSIGKILLDuringLoadNoFailures(t *testing.T) {
 	c := newClient(t, client.Config{ConsulAddr: agent.HTTPAddr})
 	waitInstances(t, c.Endpoint(), 3)
 
-	var once sync.Once
-	results := runLoad(c.Endpoint(), 2000, 8, func(i int64) {
-		if i == 300 {
-			once.Do(func() {
-				if err := insts[0].Signal(syscall.SIGKILL); err != nil {
-					t.Error(err)
-				}
-			})
-		}
-	})
-	if want, have := 0, failures(t, results); want != have {
-		t.Errorf("failures: want %d, have %d of %d", want, have, len(results))
+	calls, _ := loadgen.Start(context.Background(), killAt(t, c.Endpoint(), 300, insts[0]), "l o a d", loadgen.Options{Callers: 8, N: 2000}).Wait()
+	if want, have := 0, failures(t, calls); want != have {
+		t.Errorf("failures: want %d, have %d of %d", want, have, len(calls))
 	}
-	if want, have := 2000, len(results); want != have {
+	if want, have := 2000, len(calls); want != have {
 		t.Errorf("requests: want %d, have %d", want, have)
+	}
+	select {
+	case <-insts[0].Exited():
+	default:
+		t.Error("the victim was not killed during the load")
 	}
 }
 
 func TestConsulStoppedDuringLoadNoFailures(t *testing.T) {
 	agent, _ := cluster(t, 3)
-	c := newClient(t, client.Config{ConsulAddr: agent.HTTPAddr})
-	waitInstances(t, c.Endpoint(), 3)
+	s := newStack(t, agent)
+	waitInstances(t, s.call, 3)
+	events := make(chan kitsd.Event, 1)
+	s.instancer.Register(events)
+	<-events // the current state
+	defer s.instancer.Deregister(events)
 
-	stopped := make(chan struct{})
-	results := runLoad(c.Endpoint(), 3000, 8, func(i int64) {
-		if i == 300 {
-			go func() {
-				defer close(stopped)
-				if err := agent.Stop(); err != nil {
-					t.Error(err)
-				}
-			}()
+	if err := agent.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	// Only once the Instancer has reported Consul gone does the load start,
+	// so every call provably runs while Consul is down.
+	select {
+	case ev := <-events:
+		if ev.Err == nil {
+			t.Fatalf("want the Instancer to report an error, have %+v", ev)
 		}
-		if i == 2000 {
-			<-stopped // the rest runs with Consul gone
-		}
-	})
-	if want, have := 0, failures(t, results); want != have {
-		t.Errorf("failures: want %d, have %d of %d", want, have, len(results))
+	case <-time.After(10 * time.Second):
+		t.Fatal("the Instancer reported nothing within 10s of Consul stopping")
+	}
+	calls, _ := loadgen.Start(context.Background(), s.call, "l o a d", loadgen.Options{Callers: 8, N: 1000}).Wait()
+	if want, have := 0, failures(t, calls); want != have {
+		t.Errorf("failures: want %d, have %d of %d", want, have, len(calls))
 	}
 	per := map[string]int{}
-	for _, r := range results[2000:] {
-		per[r.Instance]++
+	for _, c := range calls {
+		per[c.Instance]++
 	}
 	if want, have := 3, len(per); want != have {
 		t.Errorf("with consul down: want the 3 known instances answering, have %v", per)
+	}
+	if st := s.instancer.State(); st.Err == nil {
+		t.Errorf("Consul came back during the load? state %+v", st)
 	}
 }
 
 func TestJoinAndLeaveDuringLoad(t *testing.T) {
 	agent, insts := cluster(t, 2)
-	c := newClient(t, client.Config{ConsulAddr: agent.HTTPAddr})
-	waitInstances(t, c.Endpoint(), 2)
-	load := loadgen.Record(c.Endpoint(), "x", 4)
+	s := newStack(t, agent)
+	waitInstances(t, s.call, 2)
+	load := loadgen.Start(context.Background(), s.call, "x", loadgen.Options{Callers: 4})
 
-	joined := proctest.StartTrimsvc(t, trimsvcBin, agent.HTTPAddr)
+	joined := testenv.StartTrimsvc(t, bins.Trimsvc(t), agent.HTTPAddr)
 	passingAt := agent.WaitPassing("trimsvc", insts[0].ID, insts[1].ID, joined.ID)
+	waitEndpoints(t, s.endpointer, 3)
 
 	if err := insts[0].Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	goneAt := agent.WaitPassing("trimsvc", insts[1].ID, joined.ID)
-	time.Sleep(time.Second)
-	results := load.Stop()
+	goneAt := waitEndpoints(t, s.endpointer, 2)
+	// Some load on what remains.
+	sinceGone := loadgen.Start(context.Background(), s.call, "x", loadgen.Options{Callers: 1, N: 200})
+	after, _ := sinceGone.Wait()
+	calls, _ := load.Stop()
+	calls = append(calls, after...)
 
-	if want, have := 0, failures(t, results); want != have {
-		t.Errorf("failures: want %d, have %d of %d", want, have, len(results))
+	if want, have := 0, failures(t, calls); want != have {
+		t.Errorf("failures: want %d, have %d of %d", want, have, len(calls))
 	}
 	var firstJoined time.Time
 	late := 0
-	for _, r := range results {
-		if r.Instance == joined.ID && (firstJoined.IsZero() || r.Start.Before(firstJoined)) {
-			firstJoined = r.Start
+	for _, c := range calls {
+		if c.Instance == joined.ID && (firstJoined.IsZero() || c.Start.Before(firstJoined)) {
+			firstJoined = c.Start
 		}
-		// A margin for the client's blocking query to return after the
-		// poll above saw the instance gone.
-		if r.Instance == insts[0].ID && r.Start.After(goneAt.Add(250*time.Millisecond)) {
+		// Once the endpointer has dropped the instance, no call that
+		// starts can pick it.
+		if c.Instance == insts[0].ID && c.Start.After(goneAt) {
 			late++
 		}
 	}
 	if firstJoined.IsZero() {
 		t.Fatal("the new instance never answered")
 	}
-	t.Logf("new instance answered %v after it was seen passing; %d requests in all", firstJoined.Sub(passingAt).Round(time.Millisecond), len(results))
-	if d := firstJoined.Sub(passingAt); d > time.Second {
-		t.Errorf("new instance first answered %v after passing, want within 1s", d)
-	}
+	t.Logf("new instance answered %v after it was seen passing; %d requests in all", firstJoined.Sub(passingAt).Round(time.Millisecond), len(calls))
 	if late > 0 {
-		t.Errorf("%d requests reached %s after it left consul", late, insts[0].ID)
+		t.Errorf("%d requests started after the endpointer dropped %s reached it", late, insts[0].ID)
 	}
 }
 
@@ -284,11 +316,10 @@ func TestOversizeInputIsOneAttempt(t *testing.T) {
 }
 
 func TestNoInstancesNamesWhatWasSearched(t *testing.T) {
-	agent := consultest.Start(t)
-	c := newClient(t, client.Config{ConsulAddr: agent.HTTPAddr, ServiceName: "absent", Tags: []string{"blue", "v2"}, RetryTimeout: 300 * time.Millisecond})
-	start := time.Now()
+	agent := testenv.Consul(t)
+	c := newClient(t, client.Config{ConsulAddr: agent.HTTPAddr, ServiceName: "absent", Tags: []string{"blue", "v2"},
+		CallConfig: client.CallConfig{RetryTimeout: 300 * time.Millisecond}})
 	_, err := c.TrimSpace(context.Background(), "x")
-	took := time.Since(start)
 	if err == nil {
 		t.Fatal("want error")
 	}
@@ -304,18 +335,21 @@ func TestNoInstancesNamesWhatWasSearched(t *testing.T) {
 	if !errors.As(err, &nie) {
 		t.Errorf("want *NoInstancesError, have %T", err)
 	}
+	var re *client.RetryError
+	if !errors.As(err, &re) || re.Attempts != client.DefaultRetryMax {
+		t.Errorf("want %d attempts within the 300ms, have %#v", client.DefaultRetryMax, re)
+	}
 	if want, have := codes.Unavailable, status.Code(err); want != have {
 		t.Errorf("want %v, have %v", want, have)
-	}
-	if took > 400*time.Millisecond {
-		t.Errorf("took %v, past the 300ms retry timeout", took)
 	}
 }
 
 func TestConfigErrors(t *testing.T) {
-	for _, cfg := range []client.Config{{RetryMax: -1}, {RetryTimeout: -time.Second}} {
-		if _, err := client.New(cfg); err == nil {
-			t.Errorf("%+v: want error", cfg)
+	for _, cfg := range []client.Config{{CallConfig: client.CallConfig{RetryMax: -1}}, {CallConfig: client.CallConfig{RetryTimeout: -time.Second}}} {
+		_, err := client.New(cfg)
+		var fe *client.FieldError
+		if !errors.As(err, &fe) {
+			t.Errorf("%+v: want a *FieldError, have %v", cfg, err)
 		}
 	}
 }
@@ -328,9 +362,8 @@ func TestCloseLeaksNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The Instancer is in its blocking query once the first answer is in.
 	waitInstances(t, c.Endpoint(), 2)
-	// Let the instancer settle into a blocking query, then close under it.
-	time.Sleep(200 * time.Millisecond)
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -341,7 +374,7 @@ func TestCloseLeaksNothing(t *testing.T) {
 }
 
 func TestCloseLeaksNothingWhileConsulDown(t *testing.T) {
-	agent := consultest.Start(t)
+	agent := testenv.Consul(t)
 	if err := agent.Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -350,7 +383,7 @@ func TestCloseLeaksNothingWhileConsulDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(150 * time.Millisecond) // in its backoff between failed queries
+	// Its first query failed; the watch is retrying with backoff.
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -19,77 +19,102 @@ import (
 // that discovery is about to report.
 const noEndpointsPause = 20 * time.Millisecond
 
-// Retry calls the endpoints of b, at most maxAttempts attempts within timeout
-// overall; with an AttemptBalancer (such as RoundRobin) the attempts of a
-// call go to distinct endpoints. Each attempt gets an equal share of the
-// time left (the time left divided by the attempts left) and is cancelled
-// when it is used up, so one hung instance cannot use up the whole budget. Only failures worth another attempt are retried (see
-// Retryable); a business error in the response is a success here. When it
-// gives up, the error is a *RetryError that unwraps to the last attempt's
-// error.
+// Retry calls the endpoints of b, at most cfg.RetryMax attempts within
+// cfg.RetryTimeout overall. Each attempt gets an equal share of the time
+// left (the time left divided by the attempts left) and is cancelled when it
+// is used up, so one hung instance cannot use up the whole budget. Only
+// failures worth another attempt are retried: Unavailable, no endpoints, an
+// attempt's own share running out, and a connection closed under the call;
+// a business error in the response is a success here. When it gives up, the
+// error is a *RetryError that unwraps to the last attempt's error.
 //
-// A maxAttempts below 1 counts as 1.
+// Over this package's Balancer, the attempts of a call go to distinct
+// instances; over any other go-kit lb.Balancer, each attempt takes whatever
+// b.Endpoint returns.
 //
 // Unlike go-kit's lb.Retry, attempts run on the caller's goroutine and the
 // error unwraps, so status.FromError and errors.Is see the last failure.
-func Retry(maxAttempts int, timeout time.Duration, b lb.Balancer) endpoint.Endpoint {
+func Retry(b lb.Balancer, cfg CallConfig) (endpoint.Endpoint, error) {
 	if b == nil {
 		panic("client: Retry needs a balancer")
 	}
-	attempts := max(maxAttempts, 1) // at least the one attempt
-	return func(ctx context.Context, request interface{}) (interface{}, error) {
-		deadline := time.Now().Add(timeout)
-		if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-			deadline = d
-		}
-		ab, _ := b.(AttemptBalancer)
-		var start uint64
-		if ab != nil {
-			start = ab.Start()
-		}
-		var last error
-		attempt := 1
-		for ; ; attempt++ {
-			var resp interface{}
-			resp, last = tryOnce(ctx, b, ab, start, attempt-1, request, deadline, attempts-attempt+1)
-			if last == nil {
-				return resp, nil
-			}
-			if attempt >= attempts || !Retryable(ctx, last) || !time.Now().Before(deadline) {
-				break
-			}
-			if errors.Is(last, lb.ErrNoEndpoints) {
-				pause := min(noEndpointsPause, time.Until(deadline)/time.Duration(attempts-attempt+1))
-				if !ctxtime.Sleep(ctx, pause) {
-					break
-				}
-			}
-		}
-		return nil, &RetryError{Attempts: attempt, Timeout: timeout, Last: last}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("retry config: %w", err)
 	}
+	cfg = cfg.withDefaults()
+	r := &retry{plain: b, max: cfg.RetryMax, timeout: cfg.RetryTimeout}
+	r.ours, _ = b.(*Balancer)
+	return r.call, nil
 }
 
-// tryOnce makes one attempt with its share of the time left before deadline.
-// With an AttemptBalancer ab, the attempt's endpoint is the one after the
-// previous attempt's; otherwise b picks.
-func tryOnce(ctx context.Context, b lb.Balancer, ab AttemptBalancer, start uint64, attempt int, request interface{}, deadline time.Time, attemptsLeft int) (interface{}, error) {
+type retry struct {
+	plain   lb.Balancer
+	ours    *Balancer // b when it is this package's, nil otherwise
+	max     int
+	timeout time.Duration
+}
+
+func (r *retry) call(ctx context.Context, request interface{}) (interface{}, error) {
+	deadline := time.Now().Add(r.timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
 	var (
-		e   endpoint.Endpoint
-		err error
+		seq      uint64
+		triedBuf [4]*node
+		tried    = triedBuf[:0] // the nodes this call's attempts went to
+		last     error
+		attempt  = 1
 	)
-	if ab != nil {
-		e, err = ab.Attempt(start, attempt)
-	} else {
-		e, err = b.Endpoint()
+	if r.ours != nil {
+		seq = r.ours.next()
 	}
+	for ; ; attempt++ {
+		e, n, err := r.endpoint(seq, tried)
+		if err == nil {
+			if n != nil {
+				tried = append(tried, n)
+			}
+			var resp interface{}
+			if resp, err = attemptOnce(ctx, e, request, time.Until(deadline)/time.Duration(r.max-attempt+1)); err == nil {
+				return resp, nil
+			}
+		}
+		last = err
+		if attempt >= r.max || !retryable(ctx, last) || !time.Now().Before(deadline) {
+			break
+		}
+		if errors.Is(last, lb.ErrNoEndpoints) {
+			pause := min(noEndpointsPause, time.Until(deadline)/time.Duration(r.max-attempt+1))
+			if !ctxtime.Sleep(ctx, pause) {
+				break
+			}
+		}
+	}
+	return nil, &RetryError{Attempts: attempt, Timeout: r.timeout, Last: last}
+}
+
+// endpoint is the endpoint of the next attempt, and its node when the
+// balancer is this package's.
+func (r *retry) endpoint(seq uint64, tried []*node) (endpoint.Endpoint, *node, error) {
+	if r.ours == nil {
+		e, err := r.plain.Endpoint()
+		return e, nil, err
+	}
+	n, err := r.ours.pick(seq, tried)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	share := time.Until(deadline) / time.Duration(attemptsLeft)
+	return n.e, n, nil
+}
+
+// attemptOnce calls e, cancelling the call when share is used up.
+func attemptOnce(ctx context.Context, e endpoint.Endpoint, request interface{}, share time.Duration) (interface{}, error) {
 	// The share is enforced by a timer that cancels the attempt, not by a
 	// context deadline: a deadline travels to the server as grpc-timeout and
-	// costs both sides a timer context, about 7% of a loopback call
-	// (BENCHMARKS.md). The caller's own deadline, if any, still travels.
+	// costs both sides a timer context, a measurable part of a loopback call
+	// (BENCHMARKS.md, raw-3conn-deadline). The caller's own deadline, if
+	// any, still travels.
 	actx, cancel := context.WithCancelCause(ctx)
 	timer := time.AfterFunc(share, func() { cancel(errAttemptTimeout) })
 	resp, err := e(actx, request)
@@ -105,11 +130,12 @@ func tryOnce(ctx context.Context, b lb.Balancer, ab AttemptBalancer, start uint6
 // share.
 var errAttemptTimeout = errors.New("attempt's share of the retry timeout used up")
 
-// Retryable reports whether err, from an attempt made under ctx, is worth
+// retryable reports whether err, from an attempt made under ctx, is worth
 // another attempt on another instance: Unavailable, no endpoints, the
-// attempt's own deadline, or a connection closed under the call (Canceled
-// while the caller's ctx is live). Nothing is retried once ctx is done.
-func Retryable(ctx context.Context, err error) bool {
+// attempt's own share running out, or a connection closed under the call
+// (Canceled while the caller's ctx is live). Nothing is retried once ctx is
+// done.
+func retryable(ctx context.Context, err error) bool {
 	if ctx.Err() != nil {
 		return false
 	}

@@ -21,16 +21,17 @@ import (
 )
 
 // fakes maps an instance name to the endpoint the fake factory builds for
-// it, and counts the calls each gets.
+// it, counts the calls each gets, and reports each close on closed.
 type fakes struct {
 	mu     sync.Mutex
 	byName map[string]endpoint.Endpoint
 	calls  map[string]int
-	closed map[string]bool
+	order  []string
+	closed chan string
 }
 
 func newFakes(byName map[string]endpoint.Endpoint) *fakes {
-	return &fakes{byName: byName, calls: map[string]int{}, closed: map[string]bool{}}
+	return &fakes{byName: byName, calls: map[string]int{}, closed: make(chan string, 10)}
 }
 
 func (f *fakes) factory(instance string) (endpoint.Endpoint, io.Closer, error) {
@@ -41,19 +42,22 @@ func (f *fakes) factory(instance string) (endpoint.Endpoint, io.Closer, error) {
 	return func(ctx context.Context, req interface{}) (interface{}, error) {
 		f.mu.Lock()
 		f.calls[instance]++
+		f.order = append(f.order, instance)
 		f.mu.Unlock()
 		return e(ctx, req)
-	}, closerFunc(func() error { f.mu.Lock(); f.closed[instance] = true; f.mu.Unlock(); return nil }), nil
+	}, closerFunc(func() error { f.closed <- instance; return nil }), nil
 }
 
 func (f *fakes) total() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	n := 0
-	for _, c := range f.calls {
-		n += c
-	}
-	return n
+	return len(f.order)
+}
+
+func (f *fakes) attempts() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.order...)
 }
 
 type closerFunc func() error
@@ -62,7 +66,7 @@ func (c closerFunc) Close() error { return c() }
 
 func ok(name string) endpoint.Endpoint {
 	return func(context.Context, interface{}) (interface{}, error) {
-		return trimsvc.TrimResponse{S: "ok", Instance: name}, nil
+		return transport.TrimResponse{TrimResponse: trimsvc.TrimResponse{S: "ok"}, Instance: name}, nil
 	}
 }
 
@@ -82,39 +86,41 @@ func hanging(waited chan<- time.Duration) endpoint.Endpoint {
 	}
 }
 
-// stack builds Endpointer -> RoundRobin -> Retry over a FixedInstancer.
-func stack(t *testing.T, f *fakes, instances []string, max int, timeout time.Duration) endpoint.Endpoint {
+// fakeStack builds Endpointer -> RoundRobin -> Retry over a FixedInstancer.
+func fakeStack(t *testing.T, f *fakes, instances []string, max int, timeout time.Duration) endpoint.Endpoint {
 	t.Helper()
 	e := client.NewEndpointer(kitsd.FixedInstancer(instances), f.factory, log.NewNopLogger(), time.Second)
 	t.Cleanup(func() { e.Close() })
-	return client.Retry(max, timeout, client.NewRoundRobin(e))
+	call, err := client.Retry(client.NewRoundRobin(e), client.CallConfig{RetryMax: max, RetryTimeout: timeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return call
 }
 
 func TestRetryAttempts(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
 		endpoints map[string]endpoint.Endpoint
-		wantCalls int
+		wantOrder []string   // the instances attempted, in order
 		wantCode  codes.Code // OK: success
 	}{
-		{"success at once", map[string]endpoint.Endpoint{"a": ok("a"), "b": ok("b"), "c": ok("c")}, 1, codes.OK},
-		{"unavailable, then another instance", map[string]endpoint.Endpoint{"a": failing(codes.Unavailable), "b": ok("b"), "c": failing(codes.Unavailable)}, 0, codes.OK},
-		{"all unavailable: RetryMax attempts", map[string]endpoint.Endpoint{"a": failing(codes.Unavailable), "b": failing(codes.Unavailable), "c": failing(codes.Unavailable)}, 3, codes.Unavailable},
-		{"connection closed under the call is retried", map[string]endpoint.Endpoint{"a": failing(codes.Canceled), "b": failing(codes.Canceled), "c": failing(codes.Canceled)}, 3, codes.Canceled},
-		{"invalid argument: one attempt", map[string]endpoint.Endpoint{"a": failing(codes.InvalidArgument), "b": failing(codes.InvalidArgument), "c": failing(codes.InvalidArgument)}, 1, codes.InvalidArgument},
-		{"internal: one attempt", map[string]endpoint.Endpoint{"a": failing(codes.Internal), "b": failing(codes.Internal), "c": failing(codes.Internal)}, 1, codes.Internal},
+		{"success at once", map[string]endpoint.Endpoint{"a": ok("a"), "b": ok("b"), "c": ok("c")}, []string{"a"}, codes.OK},
+		{"unavailable, then the next instance", map[string]endpoint.Endpoint{"a": failing(codes.Unavailable), "b": ok("b"), "c": failing(codes.Unavailable)}, []string{"a", "b"}, codes.OK},
+		{"all unavailable: RetryMax attempts", map[string]endpoint.Endpoint{"a": failing(codes.Unavailable), "b": failing(codes.Unavailable), "c": failing(codes.Unavailable)}, []string{"a", "b", "c"}, codes.Unavailable},
+		{"connection closed under the call is retried", map[string]endpoint.Endpoint{"a": failing(codes.Canceled), "b": failing(codes.Canceled), "c": failing(codes.Canceled)}, []string{"a", "b", "c"}, codes.Canceled},
+		{"invalid argument: one attempt", map[string]endpoint.Endpoint{"a": failing(codes.InvalidArgument), "b": failing(codes.InvalidArgument), "c": failing(codes.InvalidArgument)}, []string{"a"}, codes.InvalidArgument},
+		{"internal: one attempt", map[string]endpoint.Endpoint{"a": failing(codes.Internal), "b": failing(codes.Internal), "c": failing(codes.Internal)}, []string{"a"}, codes.Internal},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFakes(tc.endpoints)
-			e := stack(t, f, []string{"a", "b", "c"}, 3, time.Second)
+			e := fakeStack(t, f, []string{"a", "b", "c"}, 3, time.Second)
 			_, err := e(context.Background(), trimsvc.TrimRequest{S: "x"})
 			if want, have := tc.wantCode, status.Code(err); want != have {
 				t.Fatalf("want %v, have %v (%v)", want, have, err)
 			}
-			if tc.wantCalls > 0 {
-				if want, have := tc.wantCalls, f.total(); want != have {
-					t.Errorf("attempts: want %d, have %d", want, have)
-				}
+			if want, have := tc.wantOrder, f.attempts(); !equal(want, have) {
+				t.Errorf("attempts: want %v, have %v", want, have)
 			}
 			if err != nil {
 				var re *client.RetryError
@@ -129,11 +135,23 @@ func TestRetryAttempts(t *testing.T) {
 	}
 }
 
+func equal(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
 func TestRetryAttemptsGoToDistinctInstances(t *testing.T) {
 	// Whatever other callers do in between, a call's 3 attempts visit 3
 	// distinct instances, so one good instance out of 3 always answers.
 	f := newFakes(map[string]endpoint.Endpoint{"a": failing(codes.Unavailable), "b": failing(codes.Unavailable), "c": ok("c")})
-	e := stack(t, f, []string{"a", "b", "c"}, 3, time.Second)
+	e := fakeStack(t, f, []string{"a", "b", "c"}, 3, time.Second)
 	var wg sync.WaitGroup
 	errs := make(chan error, 800)
 	for range 8 {
@@ -154,12 +172,59 @@ func TestRetryAttemptsGoToDistinctInstances(t *testing.T) {
 	}
 }
 
+// Over a balancer that is not this package's (go-kit's round robin), Retry
+// still makes its attempts and keeps the error's status; it cannot steer
+// them to distinct instances.
+func TestRetryOverPlainGoKitBalancer(t *testing.T) {
+	f := newFakes(map[string]endpoint.Endpoint{"a": failing(codes.Unavailable), "b": failing(codes.Unavailable)})
+	endpointer := kitsd.NewEndpointer(kitsd.FixedInstancer{"a", "b"}, f.factory, log.NewNopLogger())
+	defer endpointer.Close()
+	call, err := client.Retry(lb.NewRoundRobin(endpointer), client.CallConfig{RetryMax: 4, RetryTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = call(context.Background(), trimsvc.TrimRequest{S: "x"})
+	if want, have := codes.Unavailable, status.Code(err); want != have {
+		t.Errorf("want %v, have %v", want, have)
+	}
+	var re *client.RetryError
+	if !errors.As(err, &re) || re.Attempts != 4 {
+		t.Errorf("want a RetryError after 4 attempts, have %#v", err)
+	}
+	if want, have := 4, f.total(); want != have {
+		t.Errorf("attempts: want %d, have %d", want, have)
+	}
+
+	// And a success comes back as it is.
+	f = newFakes(map[string]endpoint.Endpoint{"a": ok("a")})
+	endpointer = kitsd.NewEndpointer(kitsd.FixedInstancer{"a"}, f.factory, log.NewNopLogger())
+	defer endpointer.Close()
+	call, _ = client.Retry(lb.NewRoundRobin(endpointer), client.CallConfig{})
+	resp, err := call(context.Background(), trimsvc.TrimRequest{S: "x"})
+	if err != nil || resp.(transport.TrimResponse).Instance != "a" {
+		t.Errorf("want a's answer, have %v, %v", resp, err)
+	}
+}
+
+func TestRetryConfigErrors(t *testing.T) {
+	e := client.NewEndpointer(kitsd.FixedInstancer(nil), newFakes(nil).factory, log.NewNopLogger(), time.Second)
+	defer e.Close()
+	for _, cfg := range []client.CallConfig{{RetryMax: -1}, {RetryTimeout: -time.Second}} {
+		_, err := client.Retry(client.NewRoundRobin(e), cfg)
+		var fe *client.FieldError
+		if !errors.As(err, &fe) {
+			t.Errorf("%+v: want a *FieldError, have %v", cfg, err)
+		}
+	}
+}
+
 func TestRetryBusinessErrorIsNotRetried(t *testing.T) {
 	bizErr := transport.FromStatus(transport.Status(&trimsvc.LimitError{Size: 2, Limit: 1}).Err())
-	biz := func(context.Context, interface{}) (interface{}, error) { return trimsvc.TrimResponse{Err: bizErr}, nil }
+	biz := func(context.Context, interface{}) (interface{}, error) {
+		return transport.TrimResponse{TrimResponse: trimsvc.TrimResponse{Err: bizErr}}, nil
+	}
 	f := newFakes(map[string]endpoint.Endpoint{"a": biz, "b": biz})
-	e := stack(t, f, []string{"a", "b"}, 3, time.Second)
-	svc := trimsvc.Set{TrimSpaceEndpoint: e}
+	svc := transport.Client{TrimSpaceEndpoint: fakeStack(t, f, []string{"a", "b"}, 3, time.Second)}
 	_, err := svc.TrimSpace(context.Background(), "xx")
 	if !errors.Is(err, trimsvc.ErrInputTooLarge) {
 		t.Fatalf("want ErrInputTooLarge, have %v", err)
@@ -169,32 +234,32 @@ func TestRetryBusinessErrorIsNotRetried(t *testing.T) {
 	}
 }
 
-func TestRetryPerAttemptDeadline(t *testing.T) {
-	deadlines := make(chan time.Duration, 3)
-	f := newFakes(map[string]endpoint.Endpoint{"a": hanging(deadlines), "b": ok("b")})
-	e := stack(t, f, []string{"a", "b"}, 3, 300*time.Millisecond)
-	start := time.Now()
+func TestRetryPerAttemptShare(t *testing.T) {
+	waited := make(chan time.Duration, 3)
+	f := newFakes(map[string]endpoint.Endpoint{"a": hanging(waited), "b": ok("b")})
+	e := fakeStack(t, f, []string{"a", "b"}, 3, 300*time.Millisecond)
 	resp, err := e(context.Background(), trimsvc.TrimRequest{S: "x"})
 	if err != nil {
 		t.Fatalf("the second attempt should answer: %v", err)
 	}
-	if want, have := "b", resp.(trimsvc.TrimResponse).Instance; want != have {
+	if want, have := "b", resp.(transport.TrimResponse).Instance; want != have {
 		t.Errorf("want %s, have %s", want, have)
 	}
-	// The hung attempt had a third of the budget, not all of it.
-	share := <-deadlines
-	if share > 150*time.Millisecond || share < 90*time.Millisecond {
-		t.Errorf("first attempt cancelled after %v, want about 100ms (300ms / 3 attempts)", share)
+	// The hung attempt was cancelled at the end of its share, a third of
+	// the budget: not before (a timer does not fire early), and early enough
+	// that the second attempt still had time to answer.
+	if share := <-waited; share < 90*time.Millisecond {
+		t.Errorf("first attempt cancelled after %v, before its share of about 100ms", share)
 	}
-	if took := time.Since(start); took >= 300*time.Millisecond {
-		t.Errorf("took %v: the hung attempt ate the whole budget", took)
+	if want, have := []string{"a", "b"}, f.attempts(); !equal(want, have) {
+		t.Errorf("attempts: want %v, have %v", want, have)
 	}
 }
 
 func TestRetryAllHungReturnsDeadline(t *testing.T) {
-	deadlines := make(chan time.Duration, 3)
-	f := newFakes(map[string]endpoint.Endpoint{"a": hanging(deadlines)})
-	e := stack(t, f, []string{"a"}, 3, 150*time.Millisecond)
+	waited := make(chan time.Duration, 3)
+	f := newFakes(map[string]endpoint.Endpoint{"a": hanging(waited)})
+	e := fakeStack(t, f, []string{"a"}, 3, 150*time.Millisecond)
 	_, err := e(context.Background(), trimsvc.TrimRequest{S: "x"})
 	if want, have := codes.DeadlineExceeded, status.Code(err); want != have {
 		t.Errorf("want %v, have %v (%v)", want, have, err)
@@ -202,6 +267,7 @@ func TestRetryAllHungReturnsDeadline(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("want errors.Is DeadlineExceeded: %v", err)
 	}
+	// One instance: the attempts go round to it again.
 	if want, have := 3, f.total(); want != have {
 		t.Errorf("attempts: want %d, have %d", want, have)
 	}
@@ -209,20 +275,21 @@ func TestRetryAllHungReturnsDeadline(t *testing.T) {
 
 func TestRetryNoEndpoints(t *testing.T) {
 	f := newFakes(nil)
-	e := stack(t, f, nil, 3, 200*time.Millisecond)
-	start := time.Now()
+	e := fakeStack(t, f, nil, 3, 200*time.Millisecond)
 	_, err := e(context.Background(), trimsvc.TrimRequest{S: "x"})
 	if !errors.Is(err, lb.ErrNoEndpoints) {
 		t.Fatalf("want ErrNoEndpoints, have %v", err)
 	}
-	if took := time.Since(start); took > 300*time.Millisecond {
-		t.Errorf("took %v, past the 200ms retry timeout", took)
+	// Three short pauses fit well within the 200ms: every attempt is made.
+	var re *client.RetryError
+	if !errors.As(err, &re) || re.Attempts != 3 {
+		t.Errorf("want 3 attempts, have %#v", err)
 	}
 }
 
 func TestRetryStopsWhenCallerCancels(t *testing.T) {
 	f := newFakes(map[string]endpoint.Endpoint{"a": failing(codes.Unavailable), "b": failing(codes.Unavailable)})
-	e := stack(t, f, []string{"a", "b"}, 3, time.Second)
+	e := fakeStack(t, f, []string{"a", "b"}, 3, time.Second)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	_, err := e(ctx, trimsvc.TrimRequest{S: "x"})
@@ -249,19 +316,25 @@ func TestEndpointerClosesRemovedAndAll(t *testing.T) {
 	if want, have := 1, len(eps); want != have {
 		t.Fatalf("after removal and an error: want %d endpoints, have %d", want, have)
 	}
-	time.Sleep(200 * time.Millisecond)
-	f.mu.Lock()
-	if !f.closed["a"] || f.closed["b"] {
-		t.Errorf("after grace: closed %v, want only a", f.closed)
+	// a is closed once its grace period is over, and only a.
+	select {
+	case name := <-f.closed:
+		if name != "a" {
+			t.Errorf("closed %s, want a", name)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a not closed after its grace period")
 	}
-	f.mu.Unlock()
 	if err := e.Close(); err != nil {
 		t.Fatal(err)
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if !f.closed["b"] {
-		t.Error("Close left b open")
+	if name := <-f.closed; name != "b" {
+		t.Errorf("Close closed %s, want b", name)
+	}
+	select {
+	case name := <-f.closed:
+		t.Errorf("%s closed twice", name)
+	default:
 	}
 }
 

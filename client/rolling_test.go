@@ -7,21 +7,21 @@ import (
 	"testing"
 	"time"
 
-	"github.com/trimkit/trimkit/client"
 	"github.com/trimkit/trimkit/internal/loadgen"
-	"github.com/trimkit/trimkit/internal/proctest"
+	"github.com/trimkit/trimkit/internal/testenv"
 )
 
 // TestRollingRestart replaces each of 3 instances in turn under continuous
-// load from the client package: SIGTERM it, start a successor on a new port,
-// wait for the successor to pass. No request may fail, every successor must
-// answer, and no request may reach an instance after it left Consul.
+// load through the client stack: SIGTERM it, start a successor on a new
+// port, wait for the successor to pass. No request may fail, every
+// successor must answer, and no request that starts after the client
+// dropped an instance may reach it.
 func TestRollingRestart(t *testing.T) {
 	agent, insts := cluster(t, 3, "-drain", "500ms")
-	c := newClient(t, client.Config{ConsulAddr: agent.HTTPAddr})
-	waitInstances(t, c.Endpoint(), 3)
+	s := newStack(t, agent)
+	waitInstances(t, s.call, 3)
 
-	load := loadgen.Record(c.Endpoint(), " roll ing ", 8)
+	load := loadgen.Start(context.Background(), s.call, " roll ing ", loadgen.Options{Callers: 8})
 
 	current := []string{insts[0].ID, insts[1].ID, insts[2].ID}
 	goneAt := map[string]time.Time{}
@@ -32,11 +32,12 @@ func TestRollingRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 		current = slices.DeleteFunc(current, func(id string) bool { return id == old.ID })
-		goneAt[old.ID] = agent.WaitPassing("trimsvc", current...)
-		next := proctest.StartTrimsvc(t, trimsvcBin, agent.HTTPAddr, "-drain", "500ms")
+		goneAt[old.ID] = waitEndpoints(t, s.endpointer, 2)
+		next := testenv.StartTrimsvc(t, bins.Trimsvc(t), agent.HTTPAddr, "-drain", "500ms")
 		current = append(current, next.ID)
 		successors = append(successors, next.ID)
 		agent.WaitPassing("trimsvc", current...)
+		waitEndpoints(t, s.endpointer, 3)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		code, err := old.Wait(ctx)
 		cancel()
@@ -44,25 +45,20 @@ func TestRollingRestart(t *testing.T) {
 			t.Errorf("instance %d (%s) exited %d (%v), want 0", i, old.ID, code, err)
 		}
 	}
-	time.Sleep(500 * time.Millisecond)
-	results := load.Stop()
+	time.Sleep(500 * time.Millisecond) // load on the successors alone
+	calls, _ := load.Stop()
 
 	per := map[string]int{}
-	latencies := make([]time.Duration, 0, len(results))
 	late := 0
-	for _, r := range results {
-		per[r.Instance]++
-		latencies = append(latencies, r.Took)
-		// A margin for the client's blocking query to return after the
-		// test saw the instance gone.
-		if g, ok := goneAt[r.Instance]; ok && r.Start.After(g.Add(250*time.Millisecond)) {
+	for _, c := range calls {
+		per[c.Instance]++
+		if g, ok := goneAt[c.Instance]; ok && c.Start.After(g) {
 			late++
 		}
 	}
-	slices.Sort(latencies)
-	p99 := latencies[len(latencies)*99/100]
-	if want, have := 0, failures(t, results); want != have {
-		t.Errorf("failures: want %d, have %d of %d", want, have, len(results))
+	s99, _ := loadgen.Summarize(calls, 0)
+	if want, have := 0, failures(t, calls); want != have {
+		t.Errorf("failures: want %d, have %d of %d", want, have, len(calls))
 	}
 	for _, id := range successors {
 		if per[id] == 0 {
@@ -70,7 +66,7 @@ func TestRollingRestart(t *testing.T) {
 		}
 	}
 	if late > 0 {
-		t.Errorf("%d requests reached an instance after it left consul", late)
+		t.Errorf("%d requests started after the client dropped an instance reached it", late)
 	}
-	t.Logf("rolling restart: %d requests, %d failures, p99 %v, per instance %v", len(results), failures(t, results), p99, per)
+	t.Logf("rolling restart: %d requests, p99 %.2fms, per instance %v", len(calls), s99.P99ms, per)
 }

@@ -1,9 +1,18 @@
-// Package sd connects trimkit to Consul service discovery.
+// Package sd connects trimkit to Consul service discovery, on both sides.
 //
-// Registrar is the life of one service instance in Consul: Register when the
-// instance is ready (with a native gRPC health check and
+// Instancer is the caller's side: a go-kit sd.Instancer that watches the
+// passing instances of a service with blocking queries on the health API,
+// keeps the instances known last while Consul cannot be reached, and whose
+// Stop cancels the query in flight (go-kit's sd/consul Instancer does not).
+//
+// Registrar is the service's side, the life of one instance in Consul:
+// Register when the instance is ready (with a native gRPC health check and
 // DeregisterCriticalServiceAfter), KeepRegistered while it runs, so that an
 // agent that restarted and forgot it learns it again, and Deregister before
 // it stops. Unlike go-kit's sd/consul Registrar, every method returns its
 // error instead of only logging it.
+//
+// Both talk to Consul through Client, the few calls they make, so that
+// their logic can be tested against a fake; NewClient adapts the Consul API
+// client.
 package sd

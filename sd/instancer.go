@@ -2,7 +2,6 @@ package sd
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -39,7 +38,7 @@ const (
 // instances known last stay in State and in the Event, so callers can keep
 // using them.
 type Instancer struct {
-	client      *api.Client
+	client      Client
 	service     string
 	tags        []string
 	passingOnly bool
@@ -59,7 +58,7 @@ var _ kitsd.Instancer = (*Instancer)(nil)
 // and only passing ones when passingOnly) through client. It makes the first
 // query before it returns, waiting at most 5s, and keeps watching until
 // Stop.
-func NewInstancer(client *api.Client, logger log.Logger, service string, tags []string, passingOnly bool) *Instancer {
+func NewInstancer(client Client, logger log.Logger, service string, tags []string, passingOnly bool) *Instancer {
 	if client == nil || logger == nil {
 		panic("sd: NewInstancer needs a Consul client and a logger")
 	}
@@ -75,13 +74,15 @@ func NewInstancer(client *api.Client, logger log.Logger, service string, tags []
 		subs:        map[chan<- kitsd.Event]struct{}{},
 	}
 	firstCtx, firstCancel := context.WithTimeout(ctx, firstQueryTimeout)
-	instances, index, err := s.query(firstCtx, 0)
+	instances, last, err := s.query(firstCtx, 0)
 	firstCancel()
+	var index uint64
 	if err != nil {
 		_ = level.Warn(s.logger).Log("msg", "first consul query failed", "err", err)
 		s.state = kitsd.Event{Err: err}
 	} else {
 		s.state = kitsd.Event{Instances: instances}
+		index = nextIndex(0, last)
 	}
 	go s.loop(ctx, index)
 	return s
@@ -136,11 +137,7 @@ func (s *Instancer) loop(ctx context.Context, index uint64) {
 			continue
 		}
 		backoff = minQueryBackoff
-		// An index that goes backwards (a restarted agent) starts over.
-		if next < index {
-			next = 0
-		}
-		index = next
+		index = nextIndex(index, next)
 		s.update(instances, nil)
 	}
 }
@@ -171,16 +168,24 @@ func (s *Instancer) copyState() kitsd.Event {
 	return kitsd.Event{Instances: slices.Clone(s.state.Instances), Err: s.state.Err}
 }
 
+// nextIndex is the index to block on after a query that waited on prev
+// answered with last, as Consul's blocking-query guidance says: an index
+// that went backwards (a restarted agent, a new leader's snapshot) starts
+// over from 0, and 0 itself, which would make the next query return at once
+// and loop hot, becomes 1.
+func nextIndex(prev, last uint64) uint64 {
+	if last < prev {
+		return 0
+	}
+	return max(last, 1)
+}
+
 // query asks the health API for the service's instances, blocking while
-// index is current. Consul filters on one tag; the others are filtered here.
+// index is current.
 func (s *Instancer) query(ctx context.Context, index uint64) ([]string, uint64, error) {
-	q := (&api.QueryOptions{WaitIndex: index, WaitTime: waitTime}).WithContext(ctx)
-	entries, meta, err := s.client.Health().ServiceMultipleTags(s.service, s.tags, s.passingOnly, q)
+	entries, meta, err := s.client.Service(ctx, s.service, s.tags, s.passingOnly, &api.QueryOptions{WaitIndex: index, WaitTime: waitTime})
 	if err != nil {
 		return nil, index, fmt.Errorf("query consul for %s: %w", s.service, err)
-	}
-	if meta.LastIndex == 0 {
-		return nil, index, errors.New("consul answered with index 0")
 	}
 	instances := make([]string, 0, len(entries))
 	for _, e := range entries {

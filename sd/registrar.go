@@ -88,7 +88,7 @@ func (r Registration) agentRegistration() *api.AgentServiceRegistration {
 // Registrar registers one service instance with the local Consul agent and
 // keeps it registered.
 type Registrar struct {
-	client     *api.Client
+	client     Client
 	consulAddr string
 	reg        Registration
 	logger     log.Logger
@@ -96,15 +96,16 @@ type Registrar struct {
 
 // NewRegistrar returns a Registrar for reg on the agent that client talks to;
 // consulAddr is that agent's address, used in error messages. It validates
-// reg and makes no call yet.
-func NewRegistrar(client *api.Client, consulAddr string, reg Registration, logger log.Logger) (*Registrar, error) {
+// reg and makes no call yet. Its log lines carry what logger carries (the
+// caller's logger usually names the instance already).
+func NewRegistrar(client Client, consulAddr string, reg Registration, logger log.Logger) (*Registrar, error) {
 	if client == nil || logger == nil {
 		panic("sd: NewRegistrar needs a Consul client and a logger")
 	}
 	if err := reg.validate(); err != nil {
 		return nil, fmt.Errorf("invalid registration: %w", err)
 	}
-	return &Registrar{client: client, consulAddr: consulAddr, reg: reg, logger: log.With(logger, "service_id", reg.ID)}, nil
+	return &Registrar{client: client, consulAddr: consulAddr, reg: reg, logger: logger}, nil
 }
 
 // Registration returns what the Registrar registers.
@@ -112,8 +113,7 @@ func (r *Registrar) Registration() Registration { return r.reg }
 
 // Register registers the instance once.
 func (r *Registrar) Register(ctx context.Context) error {
-	opts := api.ServiceRegisterOpts{}.WithContext(ctx)
-	if err := r.client.Agent().ServiceRegisterOpts(r.reg.agentRegistration(), opts); err != nil {
+	if err := r.client.Register(ctx, r.reg.agentRegistration()); err != nil {
 		return fmt.Errorf("register %s with consul at %s: %w", r.reg.ID, r.consulAddr, err)
 	}
 	return nil
@@ -121,8 +121,7 @@ func (r *Registrar) Register(ctx context.Context) error {
 
 // Deregister removes the instance from the agent.
 func (r *Registrar) Deregister(ctx context.Context) error {
-	q := (&api.QueryOptions{}).WithContext(ctx)
-	if err := r.client.Agent().ServiceDeregisterOpts(r.reg.ID, q); err != nil {
+	if err := r.client.Deregister(ctx, r.reg.ID); err != nil {
 		return fmt.Errorf("deregister %s from consul at %s: %w", r.reg.ID, r.consulAddr, err)
 	}
 	return nil
@@ -130,8 +129,7 @@ func (r *Registrar) Deregister(ctx context.Context) error {
 
 // Registered reports whether the local agent holds the instance.
 func (r *Registrar) Registered(ctx context.Context) (bool, error) {
-	q := (&api.QueryOptions{}).WithContext(ctx)
-	_, _, err := r.client.Agent().Service(r.reg.ID, q)
+	_, err := r.client.AgentService(ctx, r.reg.ID)
 	var status api.StatusError
 	switch {
 	case err == nil:

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"unicode/utf8"
 
+	"github.com/go-kit/kit/endpoint"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
@@ -12,27 +13,53 @@ import (
 	"github.com/trimkit/trimkit/trimsvc"
 )
 
-// NewGRPCClient returns the trim endpoints over conn. The TrimSpace endpoint
-// answers with a trimsvc.TrimResponse whose Instance is read from the
-// trimsvc-instance header. A business error (such as input over the
-// server's limit) comes back in TrimResponse.Err, not as the endpoint's error;
-// the endpoint's error is for failures of the call itself (Unavailable,
-// DeadlineExceeded, ...). Both are *StatusError values when a server
-// answered them.
+// TrimResponse is what a client's TrimSpace endpoint answers with: the
+// service's response and Instance, the service ID of the instance that
+// answered, read from the trimsvc-instance header. It is the transport's
+// own, because the header is: the service knows nothing of it.
+type TrimResponse struct {
+	trimsvc.TrimResponse
+	Instance string
+}
+
+// Client is the client side of the trim service: a TrimSpace endpoint that
+// answers with TrimResponse (one gRPC connection's, or a whole client
+// stack's), and the trimsvc.Service it makes.
+type Client struct {
+	TrimSpaceEndpoint endpoint.Endpoint
+}
+
+var _ trimsvc.Service = Client{}
+
+// TrimSpace implements trimsvc.Service by calling the endpoint.
+func (c Client) TrimSpace(ctx context.Context, in string) (string, error) {
+	resp, err := c.TrimSpaceEndpoint(ctx, trimsvc.TrimRequest{S: in})
+	if err != nil {
+		return "", err
+	}
+	r := resp.(TrimResponse)
+	return r.S, r.Err
+}
+
+// NewGRPCClient returns the client over conn. A business error (such as
+// input over the server's limit) comes back in TrimResponse.Err, not as the
+// endpoint's error; the endpoint's error is for failures of the call itself
+// (Unavailable, DeadlineExceeded, ...). Both are *StatusError values when a
+// server answered them.
 //
-// Unlike the server, the client does not use go-kit's transport/grpc: its
-// Client costs about 25 allocations a call (metadata copies, context values,
-// reflection) on the path every request of the stack takes; this endpoint
-// does the same job with a direct Invoke. See BENCHMARKS.md.
-func NewGRPCClient(conn grpc.ClientConnInterface) trimsvc.Set {
-	return trimsvc.Set{TrimSpaceEndpoint: func(ctx context.Context, request interface{}) (interface{}, error) {
+// Unlike the server, the client does not use go-kit's transport/grpc Client,
+// which costs allocations on the path every call of the stack takes
+// (metadata copies, context values, reflection; BENCHMARKS.md has the
+// measured figure); this endpoint does the same job with a direct Invoke.
+func NewGRPCClient(conn grpc.ClientConnInterface) Client {
+	return Client{TrimSpaceEndpoint: func(ctx context.Context, request interface{}) (interface{}, error) {
 		req, ok := request.(trimsvc.TrimRequest)
 		if !ok {
 			return nil, fmt.Errorf("trim client: unexpected request type %T", request)
 		}
 		if !utf8.ValidString(req.S) {
 			// Protobuf refuses to marshal it; answer as a server would.
-			return trimsvc.TrimResponse{Err: FromStatus(Status(trimsvc.ErrInvalidUTF8).Err())}, nil
+			return TrimResponse{TrimResponse: trimsvc.TrimResponse{Err: FromStatus(Status(trimsvc.ErrInvalidUTF8).Err())}}, nil
 		}
 		var (
 			header metadata.MD
@@ -40,11 +67,11 @@ func NewGRPCClient(conn grpc.ClientConnInterface) trimsvc.Set {
 		)
 		err := conn.Invoke(ctx, pb.Trim_TrimSpace_FullMethodName, &pb.TrimRequest{S: req.S}, &reply, grpc.Header(&header))
 		if err == nil {
-			return trimsvc.TrimResponse{S: reply.GetS(), Instance: headerValue(header, InstanceHeader)}, nil
+			return TrimResponse{TrimResponse: trimsvc.TrimResponse{S: reply.GetS()}, Instance: headerValue(header, InstanceHeader)}, nil
 		}
 		err = FromStatus(err)
 		if isBusiness(err) {
-			return trimsvc.TrimResponse{Err: err}, nil
+			return TrimResponse{TrimResponse: trimsvc.TrimResponse{Err: err}, Instance: headerValue(header, InstanceHeader)}, nil
 		}
 		return nil, err
 	}}

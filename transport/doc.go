@@ -1,10 +1,12 @@
-// Package transport binds the trim service's endpoints to gRPC with go-kit's
-// transport/grpc: a server that serves pb.TrimServer and a client that turns a
-// gRPC connection back into trimsvc endpoints.
+// Package transport binds the trim service to gRPC: NewGRPCServer serves
+// its endpoints as a pb.TrimServer with go-kit's transport/grpc Server, and
+// NewGRPCClient turns a gRPC connection back into a TrimSpace endpoint (with
+// a direct Invoke rather than go-kit's transport/grpc Client; see
+// NewGRPCClient) whose TrimResponse also names the instance that answered.
 //
-// Errors cross the wire as gRPC statuses. Status owns the mapping from
-// service errors to codes (with an ErrorInfo detail naming the service error),
-// and the client maps a status back, so errors.Is(err,
-// trimsvc.ErrInputTooLarge) holds on the caller's side while status.FromError
-// still yields the original status.
+// Errors cross the wire as gRPC statuses. One table (serviceErrors) maps
+// each service error to a code and to an ErrorInfo detail that names it, and
+// the client maps a status back, so errors.Is(err, trimsvc.ErrInputTooLarge)
+// holds on the caller's side while status.FromError still yields the
+// original status.
 package transport

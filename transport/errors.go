@@ -15,21 +15,31 @@ import (
 // errorDomain names trimkit in the ErrorInfo details of its statuses.
 const errorDomain = "trimkit"
 
-// Reasons in ErrorInfo details, one per service error.
-const (
-	reasonInputTooLarge = "INPUT_TOO_LARGE"
-	reasonInvalidUTF8   = "INVALID_UTF8"
-)
+// serviceErrors is the one table of the service's errors: the sentinel, the
+// reason that names it in an ErrorInfo detail, and the code a server answers
+// it with. Adding a service error is adding a row.
+var serviceErrors = []struct {
+	sentinel error
+	reason   string
+	code     codes.Code
+}{
+	{trimsvc.ErrInputTooLarge, "INPUT_TOO_LARGE", codes.InvalidArgument},
+	{trimsvc.ErrInvalidUTF8, "INVALID_UTF8", codes.InvalidArgument},
+}
 
 // Code is the gRPC code a server answers err with: the one place that maps
-// service errors to codes.
+// errors to codes.
 func Code(err error) codes.Code {
+	if err == nil {
+		return codes.OK
+	}
+	for _, se := range serviceErrors {
+		if errors.Is(err, se.sentinel) {
+			return se.code
+		}
+	}
 	var st interface{ GRPCStatus() *status.Status }
 	switch {
-	case err == nil:
-		return codes.OK
-	case errors.Is(err, trimsvc.ErrInputTooLarge), errors.Is(err, trimsvc.ErrInvalidUTF8):
-		return codes.InvalidArgument
 	case errors.Is(err, context.DeadlineExceeded):
 		return codes.DeadlineExceeded
 	case errors.Is(err, context.Canceled):
@@ -52,23 +62,19 @@ func Status(err error) *status.Status {
 		return st
 	}
 	st := status.New(Code(err), err.Error())
-	var info *errdetails.ErrorInfo
-	var limit *trimsvc.LimitError
-	switch {
-	case errors.As(err, &limit):
-		info = &errdetails.ErrorInfo{Reason: reasonInputTooLarge, Domain: errorDomain, Metadata: map[string]string{
-			"size":  strconv.Itoa(limit.Size),
-			"limit": strconv.Itoa(limit.Limit),
-		}}
-	case errors.Is(err, trimsvc.ErrInputTooLarge):
-		info = &errdetails.ErrorInfo{Reason: reasonInputTooLarge, Domain: errorDomain}
-	case errors.Is(err, trimsvc.ErrInvalidUTF8):
-		info = &errdetails.ErrorInfo{Reason: reasonInvalidUTF8, Domain: errorDomain}
-	default:
+	for _, se := range serviceErrors {
+		if !errors.Is(err, se.sentinel) {
+			continue
+		}
+		info := &errdetails.ErrorInfo{Reason: se.reason, Domain: errorDomain}
+		var limit *trimsvc.LimitError
+		if errors.As(err, &limit) {
+			info.Metadata = map[string]string{"size": strconv.Itoa(limit.Size), "limit": strconv.Itoa(limit.Limit)}
+		}
+		if withInfo, err := st.WithDetails(info); err == nil {
+			return withInfo
+		}
 		return st
-	}
-	if withInfo, err := st.WithDetails(info); err == nil {
-		return withInfo
 	}
 	return st
 }
@@ -109,16 +115,18 @@ func serviceError(st *status.Status) error {
 		if !ok || info.GetDomain() != errorDomain {
 			continue
 		}
-		switch info.GetReason() {
-		case reasonInputTooLarge:
-			size, errSize := strconv.Atoi(info.GetMetadata()["size"])
-			limit, errLimit := strconv.Atoi(info.GetMetadata()["limit"])
-			if errSize != nil || errLimit != nil {
-				return trimsvc.ErrInputTooLarge
+		for _, se := range serviceErrors {
+			if info.GetReason() != se.reason {
+				continue
 			}
-			return &trimsvc.LimitError{Size: size, Limit: limit}
-		case reasonInvalidUTF8:
-			return trimsvc.ErrInvalidUTF8
+			if errors.Is(se.sentinel, trimsvc.ErrInputTooLarge) {
+				size, errSize := strconv.Atoi(info.GetMetadata()["size"])
+				limit, errLimit := strconv.Atoi(info.GetMetadata()["limit"])
+				if errSize == nil && errLimit == nil {
+					return &trimsvc.LimitError{Size: size, Limit: limit}
+				}
+			}
+			return se.sentinel
 		}
 	}
 	return nil

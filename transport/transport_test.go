@@ -58,7 +58,7 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := resp.(trimsvc.TrimResponse)
+	r := resp.(transport.TrimResponse)
 	if want, have := "abc", r.S; want != have {
 		t.Errorf("want %q, have %q", want, have)
 	}
@@ -84,7 +84,10 @@ func TestInputTooLarge(t *testing.T) {
 	if err != nil {
 		t.Fatalf("a business error travels in the response, have endpoint error %v", err)
 	}
-	bizErr := resp.(trimsvc.TrimResponse).Err
+	bizErr := resp.(transport.TrimResponse).Err
+	if want, have := "trimsvc-test-1", resp.(transport.TrimResponse).Instance; want != have {
+		t.Errorf("instance of a business error: want %q, have %q", want, have)
+	}
 	if !errors.Is(bizErr, trimsvc.ErrInputTooLarge) {
 		t.Fatalf("want ErrInputTooLarge, have %v", bizErr)
 	}
@@ -199,5 +202,27 @@ func TestCode(t *testing.T) {
 		if want, have := tc.want, transport.Code(tc.err); want != have {
 			t.Errorf("Code(%v): want %v, have %v", tc.err, want, have)
 		}
+	}
+}
+
+func TestServiceErrorsRoundTrip(t *testing.T) {
+	for _, err := range []error{trimsvc.ErrInputTooLarge, &trimsvc.LimitError{Size: 9, Limit: 8}, trimsvc.ErrInvalidUTF8} {
+		back := transport.FromStatus(transport.Status(err).Err())
+		if !errors.Is(back, err) && !errors.Is(back, errors.Unwrap(err)) {
+			t.Errorf("%v: restored as %v", err, back)
+		}
+		if want, have := codes.InvalidArgument, status.Code(back); want != have {
+			t.Errorf("%v: want %v, have %v", err, want, have)
+		}
+	}
+	var limit *trimsvc.LimitError
+	back := transport.FromStatus(transport.Status(&trimsvc.LimitError{Size: 9, Limit: 8}).Err())
+	if !errors.As(back, &limit) || *limit != (trimsvc.LimitError{Size: 9, Limit: 8}) {
+		t.Errorf("LimitError not restored with its figures: %#v", back)
+	}
+	// A status that names no service error stays a plain StatusError.
+	back = transport.FromStatus(status.Error(codes.Unavailable, "down"))
+	if errors.Unwrap(back) != nil {
+		t.Errorf("Unavailable unwraps to %v, want nil", errors.Unwrap(back))
 	}
 }

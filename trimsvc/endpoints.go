@@ -46,9 +46,6 @@ type TrimRequest struct {
 type TrimResponse struct {
 	S   string
 	Err error // a business error of the service, also set by client transports
-	// Instance is the service ID of the instance that answered, as a client
-	// transport reads it from the response; empty on the server side.
-	Instance string
 }
 
 // Failed implements endpoint.Failer.

@@ -31,7 +31,8 @@ func call(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		return err
 	}
 
-	s, samples := loadgen.Run(ctx, c.Endpoint(), cfg.text, cfg.n, cfg.c)
+	calls, elapsed := loadgen.Start(ctx, c.Endpoint(), cfg.text, loadgen.Options{Callers: cfg.c, N: cfg.n}).Wait()
+	s, samples := loadgen.Summarize(calls, elapsed)
 	for _, e := range samples {
 		fmt.Fprintf(stderr, "failure: %s\n", e)
 	}

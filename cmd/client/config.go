@@ -31,6 +31,13 @@ type config struct {
 	text   string
 }
 
+// flagOf names the flag that sets each client.Config field, so that the
+// client's own validation speaks in flags here.
+var flagOf = map[string]string{
+	"RetryMax":     "-retry-max",
+	"RetryTimeout": "-retry-timeout",
+}
+
 func parseConfig(args []string, stdout io.Writer) (config, error) {
 	fs := flag.NewFlagSet("client", flag.ContinueOnError)
 	var (
@@ -41,8 +48,8 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 	fs.StringVar(&c.client.ConsulToken, "consul-token", os.Getenv("CONSUL_HTTP_TOKEN"), "Consul ACL token (default from CONSUL_HTTP_TOKEN)")
 	fs.StringVar(&c.client.ServiceName, "service-name", client.DefaultServiceName, "service to call")
 	fs.StringVar(&tags, "tags", "", "comma-separated tags an instance must all carry")
-	fs.IntVar(&c.client.RetryMax, "retry-max", client.DefaultRetryMax, "most attempts per request")
-	fs.DurationVar(&c.client.RetryTimeout, "retry-timeout", client.DefaultRetryTimeout, "time limit per request, all attempts together")
+	fs.IntVar(&c.client.RetryMax, "retry-max", client.DefaultRetryMax, "most attempts per request, the first included (0: the default)")
+	fs.DurationVar(&c.client.RetryTimeout, "retry-timeout", client.DefaultRetryTimeout, "time limit per request, all attempts together (0: the default)")
 	fs.IntVar(&c.n, "n", 1, "requests to send; above 1 prints a load summary")
 	fs.IntVar(&c.c, "c", 1, "concurrent callers")
 	fs.BoolVar(&c.json, "json", false, "print the summary as one JSON object")
@@ -65,17 +72,32 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 	if c.c < 1 {
 		errs = append(errs, fmt.Errorf("-c must be at least 1, got %d", c.c))
 	}
-	if c.client.RetryMax < 1 {
-		errs = append(errs, fmt.Errorf("-retry-max must be at least 1, got %d", c.client.RetryMax))
-	}
-	if c.client.RetryTimeout <= 0 {
-		errs = append(errs, fmt.Errorf("-retry-timeout must be positive, got %v", c.client.RetryTimeout))
-	}
 	if c.client.ServiceName == "" {
 		errs = append(errs, errors.New("-service-name must not be empty"))
 	}
+	errs = append(errs, flagErrors(c.client.Validate()))
 	if err := errors.Join(errs...); err != nil {
 		return config{}, fmt.Errorf("%w: %w", cli.ErrUsage, err)
 	}
 	return c, nil
+}
+
+// flagErrors restates the client's validation errors in terms of flags.
+func flagErrors(err error) error {
+	if err == nil {
+		return nil
+	}
+	all := []error{err}
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		all = joined.Unwrap()
+	}
+	out := make([]error, 0, len(all))
+	for _, e := range all {
+		var fe *client.FieldError
+		if errors.As(e, &fe) && flagOf[fe.Field] != "" {
+			e = fmt.Errorf("%s %v: %s", flagOf[fe.Field], fe.Value, fe.Problem)
+		}
+		out = append(out, e)
+	}
+	return errors.Join(out...)
 }

@@ -11,22 +11,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/consul/api"
-
-	"github.com/trimkit/trimkit/internal/consultest"
+	"github.com/trimkit/trimkit/internal/cli"
 	"github.com/trimkit/trimkit/internal/loadgen"
-	"github.com/trimkit/trimkit/internal/proctest"
+	"github.com/trimkit/trimkit/internal/testenv"
 )
 
-// Binaries built once for the tests that run them as processes.
-var trimsvcBin, clientBin string
+// bins builds the commands, once, for the tests that run them.
+var bins testenv.Binaries
 
-func TestMain(m *testing.M) {
-	proctest.RunMain(m, map[string]*string{
-		"github.com/trimkit/trimkit/cmd/trimsvc": &trimsvcBin,
-		"github.com/trimkit/trimkit/cmd/client":  &clientBin,
-	})
-}
+func TestMain(m *testing.M) { bins.Main(m) }
 
 func TestHelpListsEveryFlagWithEnv(t *testing.T) {
 	var stdout, stderr bytes.Buffer
@@ -42,45 +35,46 @@ func TestHelpListsEveryFlagWithEnv(t *testing.T) {
 }
 
 func TestUsageErrors(t *testing.T) {
-	for _, args := range [][]string{{}, {"a", "b"}, {"-n", "0", "x"}, {"-c", "0", "x"}, {"-retry-max", "0", "x"}, {"-retry-timeout", "0s", "x"}} {
-		p := proctest.Start(t, clientBin, args...)
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		code, err := p.Wait(ctx)
-		cancel()
-		if err != nil || code != 2 {
-			t.Errorf("%q: want exit 2, have %d (%v)", args, code, err)
+	for _, tc := range []struct {
+		args []string
+		want string // in the message
+	}{
+		{[]string{}, "TEXT to trim is missing"},
+		{[]string{"a", "b"}, "one TEXT argument expected"},
+		{[]string{"-n", "0", "x"}, "-n must be at least 1"},
+		{[]string{"-c", "0", "x"}, "-c must be at least 1"},
+		{[]string{"-retry-max", "-1", "x"}, "-retry-max -1: must not be negative"},
+		{[]string{"-retry-timeout", "-1s", "x"}, "-retry-timeout -1s: must not be negative"},
+		{[]string{"-service-name", "", "x"}, "-service-name must not be empty"},
+		{[]string{"-n", "many", "x"}, "invalid value"},
+	} {
+		var stdout, stderr bytes.Buffer
+		err := run(context.Background(), tc.args, &stdout, &stderr)
+		if !errors.Is(err, cli.ErrUsage) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: want a usage error saying %q, have %v", tc.args, tc.want, err)
 		}
+	}
+	// The process exits 2 for them.
+	p := testenv.Start(t, bins.Client(t), "-retry-max", "-1", "x")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if code, err := p.Wait(ctx); err != nil || code != 2 {
+		t.Errorf("want exit 2, have %d (%v)", code, err)
 	}
 }
 
 func TestTrimAndLoadSummary(t *testing.T) {
-	agent := consultest.Start(t)
-	cfg := api.DefaultConfig()
-	cfg.Address = agent.HTTPAddr
-	cc, err := api.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	agent := testenv.Consul(t)
 	var ids []string
 	for range 2 {
-		ids = append(ids, proctest.StartTrimsvc(t, trimsvcBin, agent.HTTPAddr).ID)
+		ids = append(ids, testenv.StartTrimsvc(t, bins.Trimsvc(t), agent.HTTPAddr).ID)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		entries, _, err := cc.Health().Service("trimsvc", "", true, nil)
-		if err == nil && len(entries) == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("instances not passing within 5s")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	agent.WaitPassing("trimsvc", ids...)
 	t.Setenv("TRIMCLIENT_CONSUL_ADDR", agent.HTTPAddr) // env works too
 
 	exec := func(args ...string) (string, int) {
 		t.Helper()
-		p := proctest.Start(t, clientBin, args...)
+		p := testenv.Start(t, bins.Client(t), args...)
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		code, err := p.Wait(ctx)

@@ -47,14 +47,7 @@ func demo(ctx context.Context, cfg config, w io.Writer) (err error) {
 	var insts []*proc.Trimsvc
 	defer func() {
 		for _, in := range insts {
-			_ = in.Signal(syscall.SIGTERM)
-		}
-		for _, in := range insts {
-			select {
-			case <-in.Exited():
-			case <-time.After(10 * time.Second):
-				in.Kill()
-			}
+			in.Stop(10 * time.Second)
 		}
 	}()
 	for range cfg.instances {
@@ -64,7 +57,7 @@ func demo(ctx context.Context, cfg config, w io.Writer) (err error) {
 		}
 		insts = append(insts, in)
 	}
-	if err := agent.WaitPassingCount(ctx, "trimsvc", len(insts), 10*time.Second); err != nil {
+	if err := waitPassing(ctx, agent, len(insts)); err != nil {
 		return err
 	}
 	fmt.Fprintln(w, "registered and passing in consul:")
@@ -164,4 +157,17 @@ func binaries(dir string) (binPaths, error) {
 		}
 	}
 	return b, nil
+}
+
+// waitPassing waits, at most 10s, until n instances of trimsvc pass in
+// agent.
+func waitPassing(ctx context.Context, agent *localconsul.Agent, n int) error {
+	c, err := agent.API()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_, err = localconsul.WaitPassing(ctx, c, "trimsvc", localconsul.Count(n))
+	return err
 }

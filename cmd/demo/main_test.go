@@ -9,17 +9,17 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/trimkit/trimkit/internal/consultest"
-	"github.com/trimkit/trimkit/internal/proctest"
+	"github.com/trimkit/trimkit/internal/proc"
+	"github.com/trimkit/trimkit/internal/testenv"
 )
 
 // binDir builds trimsvc and client next to a link to the test's consul.
 func binDir(t *testing.T) string {
 	t.Helper()
-	consul := consultest.Binary(t)
+	consul := testenv.ConsulBinary(t)
 	dir := t.TempDir()
 	for _, pkg := range []string{"github.com/trimkit/trimkit/cmd/trimsvc", "github.com/trimkit/trimkit/cmd/client"} {
-		if _, err := proctest.Build(dir, pkg); err != nil {
+		if _, err := testenv.Build(dir, pkg); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -67,7 +67,7 @@ func TestDemoRunAndUpDown(t *testing.T) {
 		t.Fatalf("recorded %d processes, want %d", have, want)
 	}
 	for _, pid := range pids {
-		if !alive(pid) {
+		if !proc.Alive(pid) {
 			t.Errorf("pid %d not running after up", pid)
 		}
 	}
@@ -78,7 +78,7 @@ func TestDemoRunAndUpDown(t *testing.T) {
 		t.Fatalf("demo down: %v\n%s", err, out.String())
 	}
 	for _, pid := range pids {
-		if alive(pid) {
+		if proc.Alive(pid) {
 			t.Errorf("pid %d still running after down", pid)
 		}
 	}

@@ -1,19 +1,16 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
-	"syscall"
 	"time"
 
+	"github.com/trimkit/trimkit/internal/addrfile"
 	"github.com/trimkit/trimkit/internal/localconsul"
 	"github.com/trimkit/trimkit/internal/proc"
 )
@@ -80,20 +77,22 @@ func up(ctx context.Context, cfg config, w io.Writer) (err error) {
 	}()
 	for i := range cfg.instances {
 		logPath := filepath.Join(cfg.state, fmt.Sprintf("trimsvc-%d.log", i+1))
-		p, err := startDetached(bins.trimsvc, logPath, "-grpc-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0",
-			"-consul-addr", agent.HTTPAddr, "-check-interval", "1s")
+		addrPath := filepath.Join(cfg.state, fmt.Sprintf("trimsvc-%d.addr.json", i+1))
+		p, err := proc.StartDetached(bins.trimsvc, logPath, "-grpc-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0",
+			"-consul-addr", agent.HTTPAddr, "-check-interval", "1s", "-addr-file", addrPath)
 		if err != nil {
 			return err
 		}
-		sp := stateProc{PID: p, Exe: bins.trimsvc, Log: logPath}
-		st.Instances = append(st.Instances, sp)
-		line, err := waitLogLine(ctx, logPath, `msg="serving gRPC"`, 10*time.Second)
+		st.Instances = append(st.Instances, stateProc{PID: p, Exe: bins.trimsvc, Log: logPath})
+		waitCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		a, err := addrfile.Wait(waitCtx, addrPath, nil)
+		cancel()
 		if err != nil {
-			return err
+			return fmt.Errorf("trimsvc %d (log %s): %w", i+1, logPath, err)
 		}
-		st.Instances[i].ID, st.Instances[i].Addr = proc.LogValue(line, "service_id"), proc.LogValue(line, "advertised")
+		st.Instances[i].ID, st.Instances[i].Addr = a.ServiceID, a.Advertised
 	}
-	if err := agent.WaitPassingCount(ctx, "trimsvc", cfg.instances, 10*time.Second); err != nil {
+	if err := waitPassing(ctx, agent, cfg.instances); err != nil {
 		return err
 	}
 	fmt.Fprintf(w, "up: consul dev agent pid %d, UI http://%s/ui\n", st.Consul.PID, agent.HTTPAddr)
@@ -126,7 +125,7 @@ func down(cfg config, w io.Writer) error {
 	}
 	var errs []error
 	for _, p := range append(st.Instances, st.Consul) { // consul last
-		stopped, err := stopPID(p)
+		stopped, err := proc.StopPID(p.PID, p.Exe, 10*time.Second)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -137,84 +136,6 @@ func down(cfg config, w io.Writer) error {
 		return err
 	}
 	return os.RemoveAll(cfg.state)
-}
-
-// stopPID sends SIGTERM to p if it is still the process up started (its
-// executable matches), waits up to 10s and then kills it.
-func stopPID(p stateProc) (string, error) {
-	if p.PID <= 0 {
-		return "never started", nil
-	}
-	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", p.PID))
-	if err != nil || exe != p.Exe {
-		return "already gone", nil
-	}
-	if err := syscall.Kill(p.PID, syscall.SIGTERM); err != nil {
-		return "", fmt.Errorf("signal pid %d: %w", p.PID, err)
-	}
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if !alive(p.PID) {
-			return "stopped", nil
-		}
-	}
-	if err := syscall.Kill(p.PID, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-		return "", fmt.Errorf("kill pid %d: %w", p.PID, err)
-	}
-	return "killed after 10s", nil
-}
-
-// alive reports whether pid runs; a zombie does not count.
-func alive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	// The state follows the command name in parentheses.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
-}
-
-// startDetached starts bin in its own session with output to logPath, so it
-// outlives the demo command, and returns its PID.
-func startDetached(bin, logPath string, args ...string) (int, error) {
-	f, err := os.Create(logPath)
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		return 0, fmt.Errorf("start %s: %w", bin, err)
-	}
-	pid := cmd.Process.Pid
-	go func() { _ = cmd.Wait() }() // reaped if it dies while we run
-	return pid, nil
-}
-
-// waitLogLine polls logPath for a line containing substr.
-func waitLogLine(ctx context.Context, logPath, substr string, timeout time.Duration) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	for {
-		if f, err := os.Open(logPath); err == nil {
-			sc := bufio.NewScanner(f)
-			for sc.Scan() {
-				if strings.Contains(sc.Text(), substr) {
-					f.Close()
-					return sc.Text(), nil
-				}
-			}
-			f.Close()
-		}
-		select {
-		case <-ctx.Done():
-			return "", fmt.Errorf("no %q in %s within %v", substr, logPath, timeout)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
 }
 
 func writeState(dir string, st state) error {

@@ -41,6 +41,7 @@ type config struct {
 	registerTimeout time.Duration
 	drain           time.Duration
 	maxInputBytes   int
+	addrFile        string
 }
 
 func parseConfig(args []string, stdout io.Writer) (config, error) {
@@ -63,6 +64,7 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 	fs.DurationVar(&c.registerTimeout, "register-timeout", 30*time.Second, "how long to retry the first registration before giving up")
 	fs.DurationVar(&c.drain, "drain", 2*time.Second, "wait after deregistering, so callers stop picking this instance, before stopping")
 	fs.IntVar(&c.maxInputBytes, "max-input-bytes", trimsvc.DefaultMaxInputBytes, "largest input accepted, in bytes; larger gets InvalidArgument")
+	fs.StringVar(&c.addrFile, "addr-file", "", `once the listeners are bound, write where they are to this file as JSON ({"service_id", "grpc_addr", "advertised_addr", "http_addr"}), atomically; removed on exit (for scripts and tests)`)
 	if err := cli.Parse(fs, args, envPrefix, synopsis, stdout); err != nil {
 		return config{}, err
 	}

@@ -13,8 +13,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
-	"github.com/trimkit/trimkit/internal/consultest"
-	"github.com/trimkit/trimkit/internal/proctest"
+	"github.com/trimkit/trimkit/internal/testenv"
 	"github.com/trimkit/trimkit/pb"
 )
 
@@ -33,13 +32,9 @@ func get(t *testing.T, url string) (int, string) {
 }
 
 func TestDebugHTTPHealthAndReflection(t *testing.T) {
-	agent := consultest.Start(t)
+	agent := testenv.Consul(t)
 	inst := startInstance(t, agent.HTTPAddr, "-http-addr", "127.0.0.1:0")
-	line, err := inst.WaitLine(`msg="serving HTTP debug"`, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	httpAddr := proctest.LogValue(line, "addr")
+	httpAddr := inst.HTTPAddr
 
 	conn, err := grpc.NewClient(inst.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/trimkit/trimkit/pb"
@@ -18,6 +19,7 @@ import (
 // is in flight on the server for as long as the test wants.
 type heldCall struct {
 	conn *holdingConn
+	cc   *grpc.ClientConn
 	done chan heldResult
 }
 
@@ -50,20 +52,35 @@ func newHeldCall(t *testing.T, addr string) *heldCall {
 		t.Fatalf("warm-up call: %v", err)
 	}
 	hc.arm()
-	call := &heldCall{conn: hc, done: make(chan heldResult, 1)}
+	call := &heldCall{conn: hc, cc: conn, done: make(chan heldResult, 1)}
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		resp, err := client.TrimSpace(ctx, &pb.TrimRequest{S: " he ld "})
 		call.done <- heldResult{out: resp.GetS(), err: err}
 	}()
+	// Its HEADERS frame has been written when the DATA frame is held; the
+	// server opens the stream on reading it, long before anything the test
+	// does next can stop the server (a SIGTERM is followed by the drain).
 	select {
 	case <-hc.held:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the request's DATA frame was never held")
 	}
-	time.Sleep(100 * time.Millisecond) // let the HEADERS frame reach the server
 	return call
+}
+
+// waitGoAway waits for the server to begin a graceful stop: its GOAWAY
+// takes the connection out of READY while the held call still runs on it.
+func (c *heldCall) waitGoAway(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for c.cc.GetState() == connectivity.Ready {
+		if !c.cc.WaitForStateChange(ctx, connectivity.Ready) {
+			t.Fatal("the server sent no GOAWAY within 10s")
+		}
+	}
 }
 
 // release lets the request's body go and returns the call's result.

@@ -10,11 +10,11 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/trimkit/trimkit/internal/consultest"
+	"github.com/trimkit/trimkit/internal/testenv"
 )
 
 func TestRegistersWhenReady(t *testing.T) {
-	agent := consultest.Start(t)
+	agent := testenv.Consul(t)
 	c := agent.API()
 	inst := startInstance(t, agent.HTTPAddr)
 
@@ -60,7 +60,7 @@ func TestRegistersWhenReady(t *testing.T) {
 }
 
 func TestSIGTERMDeregistersDrainsAndExitsZero(t *testing.T) {
-	agent := consultest.Start(t)
+	agent := testenv.Consul(t)
 	c := agent.API()
 	inst := startInstance(t, agent.HTTPAddr, "-drain", "300ms")
 	agent.WaitPassing("trimsvc", inst.ID)
@@ -83,8 +83,9 @@ func TestSIGTERMDeregistersDrainsAndExitsZero(t *testing.T) {
 		t.Fatal("process exited before deregistration was observed")
 	default:
 	}
-	// Past the drain, GracefulStop waits for the held request.
-	time.Sleep(500 * time.Millisecond)
+	// Past the drain, GracefulStop begins (its GOAWAY reaches the held
+	// call's connection) and waits for the held request.
+	call.waitGoAway(t)
 	select {
 	case <-inst.Exited():
 		t.Fatal("process exited with a request in flight")
@@ -108,7 +109,7 @@ func TestSIGTERMDeregistersDrainsAndExitsZero(t *testing.T) {
 }
 
 func TestSIGKILLTurnsCheckCritical(t *testing.T) {
-	agent := consultest.Start(t)
+	agent := testenv.Consul(t)
 	c := agent.API()
 	inst := startInstance(t, agent.HTTPAddr) // check interval 1s, timeout 1s
 	agent.WaitPassing("trimsvc", inst.ID)
@@ -129,7 +130,7 @@ func TestSIGKILLTurnsCheckCritical(t *testing.T) {
 }
 
 func TestReregistersAfterAgentRestart(t *testing.T) {
-	agent := consultest.Start(t)
+	agent := testenv.Consul(t)
 	c := agent.API()
 	inst := startInstance(t, agent.HTTPAddr, "-resync-interval", "1s")
 	eventually(t, 3*time.Second, "instance registered", func() (bool, error) {
@@ -179,7 +180,7 @@ func TestUnreachableConsulAtStartExitsOne(t *testing.T) {
 }
 
 func TestFailedDeregistrationExitsOne(t *testing.T) {
-	agent := consultest.Start(t)
+	agent := testenv.Consul(t)
 	c := agent.API()
 	inst := startInstance(t, agent.HTTPAddr)
 	eventually(t, 3*time.Second, "instance registered", func() (bool, error) {
@@ -206,7 +207,7 @@ func TestFailedDeregistrationExitsOne(t *testing.T) {
 }
 
 func TestTwoInstancesTagsAndName(t *testing.T) {
-	agent := consultest.Start(t)
+	agent := testenv.Consul(t)
 	c := agent.API()
 	a := startInstance(t, agent.HTTPAddr, "-service-name", "trimmer", "-tags", "blue, canary")
 	b := startInstance(t, agent.HTTPAddr, "-service-name", "trimmer", "-tags", "blue")

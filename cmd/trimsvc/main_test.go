@@ -10,24 +10,19 @@ import (
 	"testing"
 	"time"
 
-	"github.com/trimkit/trimkit/internal/proctest"
+	"github.com/trimkit/trimkit/internal/cli"
+	"github.com/trimkit/trimkit/internal/proc"
+	"github.com/trimkit/trimkit/internal/testenv"
 )
 
-// binary is the trimsvc built once for the tests that run it as a process.
-var binary string
+// bins builds trimsvc, once, for the tests that run it as a process.
+var bins testenv.Binaries
 
-func TestMain(m *testing.M) {
-	proctest.RunMain(m, map[string]*string{"github.com/trimkit/trimkit/cmd/trimsvc": &binary})
-}
+func TestMain(m *testing.M) { bins.Main(m) }
 
-// instance is a trimsvc process and what it logged about itself.
-type instance struct {
-	proctest.Trimsvc
-}
-
-func startInstance(t *testing.T, consulAddr string, args ...string) instance {
+func startInstance(t *testing.T, consulAddr string, args ...string) *proc.Trimsvc {
 	t.Helper()
-	return instance{proctest.StartTrimsvc(t, binary, consulAddr, args...)}
+	return testenv.StartTrimsvc(t, bins.Trimsvc(t), consulAddr, args...)
 }
 
 // eventually polls cond every 50ms until it holds or timeout passes, and
@@ -48,7 +43,7 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() (b
 	return 0
 }
 
-func waitExit(t *testing.T, p *proctest.Process, timeout time.Duration) int {
+func waitExit(t *testing.T, p *proc.Process, timeout time.Duration) int {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -67,7 +62,7 @@ func TestHelpListsEveryFlagWithEnv(t *testing.T) {
 	}
 	for _, name := range []string{"grpc-addr", "http-addr", "advertise-addr", "consul-addr", "consul-token",
 		"service-name", "service-id", "tags", "check-interval", "deregister-after", "resync-interval",
-		"register-timeout", "drain", "max-input-bytes"} {
+		"register-timeout", "drain", "max-input-bytes", "addr-file"} {
 		env := "TRIMSVC_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
 		if want := fmt.Sprintf("-%s  (env %s, default ", name, env); !strings.Contains(stdout.String(), want) {
 			t.Errorf("--help lacks %q", want)
@@ -89,12 +84,12 @@ func TestBadFlagsAreUsageErrors(t *testing.T) {
 		{"extra"},
 	} {
 		var stdout, stderr bytes.Buffer
-		if err := run(context.Background(), args, &stdout, &stderr); err == nil || !strings.Contains(err.Error(), "usage") {
+		if err := run(context.Background(), args, &stdout, &stderr); !errors.Is(err, cli.ErrUsage) {
 			t.Errorf("%q: want a usage error, have %v", args, err)
 		}
 	}
 	// The process exits 2 for them.
-	p := proctest.Start(t, binary, "-check-interval", "-1s")
+	p := testenv.Start(t, bins.Trimsvc(t), "-check-interval", "-1s")
 	if want, have := 2, waitExit(t, p, 10*time.Second); want != have {
 		t.Errorf("exit code: want %d, have %d", want, have)
 	}

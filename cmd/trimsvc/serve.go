@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -15,13 +17,13 @@ import (
 	"github.com/hashicorp/consul/api"
 	rungroup "github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/trimkit/trimkit/internal/addrfile"
 	"github.com/trimkit/trimkit/pb"
 	"github.com/trimkit/trimkit/sd"
 	"github.com/trimkit/trimkit/transport"
@@ -38,49 +40,85 @@ const (
 	defaultMaxRecvMsgSize = 4 << 20
 )
 
+// instance is trimsvc built and ready to run: its listeners are bound, its
+// servers and its registration made, nothing started yet.
+type instance struct {
+	cfg       config
+	logger    log.Logger
+	addrs     addrfile.Addrs
+	lis       net.Listener
+	grpc      *grpc.Server
+	health    *health.Server
+	httpLis   net.Listener // nil when -http-addr is off
+	http      *http.Server
+	registrar *sd.Registrar
+	leaveErr  error // of leaving Consul, set by live before it returns
+}
+
 func serve(ctx context.Context, cfg config, stderr io.Writer) error {
+	in, err := build(cfg, stderr)
+	if err != nil {
+		return err
+	}
+	defer in.closeListeners()
+	return in.run(ctx)
+}
+
+// build binds the listeners and builds everything that runs on them.
+func build(cfg config, stderr io.Writer) (in *instance, err error) {
 	logger := log.NewLogfmtLogger(log.NewSyncWriter(stderr))
 	logger = level.NewFilter(logger, level.AllowInfo())
 	logger = log.With(logger, "ts", log.DefaultTimestampUTC, "caller", log.DefaultCaller)
 
-	lis, err := net.Listen("tcp", cfg.grpcAddr)
-	if err != nil {
-		return fmt.Errorf("listen on -grpc-addr %s: %w", cfg.grpcAddr, err)
+	in = &instance{cfg: cfg}
+	defer func() {
+		if err != nil {
+			in.closeListeners()
+		}
+	}()
+	if in.lis, err = net.Listen("tcp", cfg.grpcAddr); err != nil {
+		return nil, fmt.Errorf("listen on -grpc-addr %s: %w", cfg.grpcAddr, err)
 	}
-	defer lis.Close()
-	host, port, err := cfg.advertised(lis.Addr().(*net.TCPAddr))
+	host, port, err := cfg.advertised(in.lis.Addr().(*net.TCPAddr))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	id := cfg.serviceIDFor(host, port)
-	logger = log.With(logger, "service_id", id)
+	in.logger = log.With(logger, "service_id", id)
+	in.addrs = addrfile.Addrs{ServiceID: id, GRPC: in.lis.Addr().String(), Advertised: net.JoinHostPort(host, strconv.Itoa(port))}
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	metrics, err := trimsvc.NewPrometheusMetrics(reg)
+	reg, requests, duration, err := newMetrics()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	svc, err := trimsvc.New(cfg.maxInputBytes)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	svc = trimsvc.LoggingMiddleware(logger)(svc)
-	svc = trimsvc.InstrumentingMiddleware(metrics.Requests, metrics.Duration, transport.CodeName)(svc)
+	svc = trimsvc.LoggingMiddleware(in.logger)(svc)
+	svc = trimsvc.InstrumentingMiddleware(requests, duration, transport.CodeName)(svc)
 
-	grpcServer := grpc.NewServer(grpc.MaxRecvMsgSize(max(defaultMaxRecvMsgSize, cfg.maxInputBytes+64<<10)))
-	pb.RegisterTrimServer(grpcServer, transport.NewGRPCServer(trimsvc.NewServerSet(svc), id, logger))
-	healthServer := health.NewServer() // SERVING for "" from the start
-	healthpb.RegisterHealthServer(grpcServer, healthServer)
-	reflection.Register(grpcServer)
+	in.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(max(defaultMaxRecvMsgSize, cfg.maxInputBytes+64<<10)))
+	pb.RegisterTrimServer(in.grpc, transport.NewGRPCServer(trimsvc.NewServerSet(svc), id, in.logger))
+	in.health = health.NewServer() // SERVING for "" from the start
+	healthpb.RegisterHealthServer(in.grpc, in.health)
+	reflection.Register(in.grpc)
+
+	if cfg.httpAddr != "off" {
+		if in.httpLis, err = net.Listen("tcp", cfg.httpAddr); err != nil {
+			return nil, fmt.Errorf("listen on -http-addr %s: %w", cfg.httpAddr, err)
+		}
+		in.addrs.HTTP = in.httpLis.Addr().String()
+		in.http = &http.Server{Handler: debugMux(reg, in.health), ReadHeaderTimeout: 5 * time.Second}
+	}
 
 	consulCfg := api.DefaultConfig()
 	consulCfg.Address, consulCfg.Token = cfg.consulAddr, cfg.consulToken
 	consul, err := api.NewClient(consulCfg)
 	if err != nil {
-		return fmt.Errorf("consul client for %s: %w", cfg.consulAddr, err)
+		return nil, fmt.Errorf("consul client for %s: %w", cfg.consulAddr, err)
 	}
-	registrar, err := sd.NewRegistrar(consul, cfg.consulAddr, sd.Registration{
+	in.registrar, err = sd.NewRegistrar(sd.NewClient(consul), cfg.consulAddr, sd.Registration{
 		ID:              id,
 		Name:            cfg.serviceName,
 		Tags:            cfg.tags,
@@ -88,106 +126,130 @@ func serve(ctx context.Context, cfg config, stderr io.Writer) error {
 		Port:            port,
 		CheckInterval:   cfg.checkInterval,
 		DeregisterAfter: cfg.deregisterAfter,
-	}, logger)
+	}, in.logger)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	return in, nil
+}
 
-	var (
-		g           rungroup.Group
-		shutdownErr error                 // of the Consul actor's shutdown; read after g.Run
-		leftConsul  = make(chan struct{}) // closed once the instance has left Consul and drained
-	)
-	{ // gRPC: serve; stop only once the instance has left Consul and drained.
-		g.Add(func() error {
-			_ = level.Info(logger).Log("msg", "serving gRPC", "addr", lis.Addr(), "advertised", fmt.Sprintf("%s:%d", host, port))
-			return grpcServer.Serve(lis)
-		}, func(error) {
-			// Interrupts run one after another, so wait elsewhere.
-			go func() {
-				<-leftConsul
-				gracefulStop(grpcServer, logger)
-			}()
-		})
-	}
-	if cfg.httpAddr != "off" {
-		httpLis, err := net.Listen("tcp", cfg.httpAddr)
-		if err != nil {
-			return fmt.Errorf("listen on -http-addr %s: %w", cfg.httpAddr, err)
+func (in *instance) closeListeners() {
+	for _, l := range []net.Listener{in.lis, in.httpLis} {
+		if l != nil {
+			l.Close()
 		}
-		defer httpLis.Close()
-		httpServer := &http.Server{Handler: debugMux(reg, healthServer), ReadHeaderTimeout: 5 * time.Second}
+	}
+}
+
+// run runs the instance until a signal or a failure, and returns nil after
+// a clean shutdown on SIGTERM or SIGINT.
+func (in *instance) run(ctx context.Context) error {
+	if in.cfg.addrFile != "" {
+		if err := addrfile.Write(in.cfg.addrFile, in.addrs); err != nil {
+			return err
+		}
+		defer os.Remove(in.cfg.addrFile)
+	}
+	var g rungroup.Group
+	{ // The instance's life in Consul and on gRPC, in one actor: see live.
+		ctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error { return in.live(ctx) }, func(error) { cancel() })
+	}
+	if in.http != nil {
 		g.Add(func() error {
-			_ = level.Info(logger).Log("msg", "serving HTTP debug", "addr", httpLis.Addr())
-			if err := httpServer.Serve(httpLis); !errors.Is(err, http.ErrServerClosed) {
+			_ = level.Info(in.logger).Log("msg", "serving HTTP debug", "addr", in.httpLis.Addr())
+			if err := in.http.Serve(in.httpLis); !errors.Is(err, http.ErrServerClosed) {
 				return err
 			}
 			return nil
 		}, func(error) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			defer cancel()
-			_ = httpServer.Shutdown(ctx)
-		})
-	}
-	{ // Consul: register once ready, keep registered; on interrupt leave and drain.
-		ctx, cancel := context.WithCancel(ctx)
-		g.Add(func() error {
-			defer close(leftConsul)
-			// Serve has not necessarily started yet, but the listener is
-			// bound: the first health check's connection waits in its
-			// backlog until Serve accepts it.
-			err := registrar.RegisterWithRetry(ctx, cfg.registerTimeout)
-			if err == nil {
-				err = registrar.KeepRegistered(ctx, cfg.resyncInterval)
-				shutdownErr = leave(registrar, healthServer, cfg.drain, logger)
-			} else {
-				healthServer.Shutdown()
-			}
-			return err
-		}, func(error) {
-			cancel()
+			_ = in.http.Shutdown(ctx)
 		})
 	}
 	g.Add(rungroup.SignalHandler(ctx, syscall.SIGINT, syscall.SIGTERM))
 
-	err = g.Run()
+	err := g.Run()
 	var sig *rungroup.SignalError
 	if errors.As(err, &sig) {
-		_ = level.Info(logger).Log("msg", "stopped", "signal", sig.Signal)
+		_ = level.Info(in.logger).Log("msg", "stopped", "signal", sig.Signal)
 		err = nil
 	}
-	return errors.Join(err, shutdownErr)
+	return errors.Join(err, in.leaveErr)
+}
+
+// live is the instance's life, in the one order that loses no caller's
+// call: serve gRPC, and only then register in Consul (the listener is bound
+// and health is SERVING, so the first check passes); keep registered until
+// ctx ends (a signal, or another actor failing) or gRPC stops by itself;
+// then leave Consul (NOT_SERVING, deregister, drain, so that callers stop
+// picking this instance while it still answers), and only after that stop
+// gRPC gracefully, letting calls in flight finish. One function owns the
+// whole order, so no interrupt has to wait for another. It returns the error
+// that ended it; the error of leaving Consul goes to in.leaveErr, since a
+// signal, not this actor, is what usually ends the group.
+func (in *instance) live(ctx context.Context) (err error) {
+	served := make(chan error, 1)
+	go func() {
+		_ = level.Info(in.logger).Log("msg", "serving gRPC", "addr", in.lis.Addr(), "advertised", in.addrs.Advertised)
+		served <- in.grpc.Serve(in.lis)
+	}()
+	if err := in.registrar.RegisterWithRetry(ctx, in.cfg.registerTimeout); err != nil {
+		in.health.Shutdown()
+		in.grpc.Stop()
+		<-served
+		return err
+	}
+	keepCtx, stopKeeping := context.WithCancel(ctx)
+	kept := make(chan error, 1)
+	go func() { kept <- in.registrar.KeepRegistered(keepCtx, in.cfg.resyncInterval) }()
+	select {
+	case <-ctx.Done():
+	case err = <-served:
+		served = nil
+		err = fmt.Errorf("gRPC server stopped: %w", err)
+	}
+	stopKeeping()
+	err = errors.Join(err, <-kept)
+
+	in.leaveErr = in.leave()
+	in.gracefulStop()
+	if served != nil {
+		err = errors.Join(err, <-served)
+	}
+	return err
 }
 
 // leave takes the instance out of service: health NOT_SERVING (so Consul's
 // check and grpc health clients see it going), deregistration, then drain,
 // the time callers need to notice and stop picking this instance.
-func leave(registrar *sd.Registrar, healthServer *health.Server, drain time.Duration, logger log.Logger) error {
-	healthServer.Shutdown()
+func (in *instance) leave() error {
+	in.health.Shutdown()
 	ctx, cancel := context.WithTimeout(context.Background(), deregisterTimeout)
 	defer cancel()
-	err := registrar.Deregister(ctx)
+	err := in.registrar.Deregister(ctx)
 	if err != nil {
-		_ = level.Error(logger).Log("msg", "deregistration failed", "err", err)
+		_ = level.Error(in.logger).Log("msg", "deregistration failed", "err", err)
 	} else {
-		_ = level.Info(logger).Log("msg", "deregistered from consul; draining", "drain", drain)
+		_ = level.Info(in.logger).Log("msg", "deregistered from consul; draining", "drain", in.cfg.drain)
 	}
-	time.Sleep(drain)
+	time.Sleep(in.cfg.drain)
 	return err
 }
 
 // gracefulStop waits for in-flight calls, at most gracefulStopTimeout.
-func gracefulStop(s *grpc.Server, logger log.Logger) {
+func (in *instance) gracefulStop() {
 	done := make(chan struct{})
 	go func() {
-		s.GracefulStop()
+		in.grpc.GracefulStop()
 		close(done)
 	}()
 	select {
 	case <-done:
 	case <-time.After(gracefulStopTimeout):
-		_ = level.Warn(logger).Log("msg", "graceful stop timed out; closing remaining connections", "timeout", gracefulStopTimeout)
-		s.Stop()
+		_ = level.Warn(in.logger).Log("msg", "graceful stop timed out; closing remaining connections", "timeout", gracefulStopTimeout)
+		in.grpc.Stop()
 		<-done
 	}
 }

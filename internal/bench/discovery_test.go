@@ -6,7 +6,6 @@ import (
 	"net"
 	"slices"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,7 +13,8 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/trimkit/trimkit/client"
-	"github.com/trimkit/trimkit/internal/consultest"
+	"github.com/trimkit/trimkit/internal/loadgen"
+	"github.com/trimkit/trimkit/internal/testenv"
 	"github.com/trimkit/trimkit/trimsvc"
 )
 
@@ -56,41 +56,13 @@ func registerErr(c *api.Client, id, addr string, ttl bool) error {
 	return c.Agent().ServiceRegister(reg)
 }
 
-// keepCalling calls e from n goroutines until stop is closed and returns
-// a channel that reports the number of failures at the end.
-func keepCalling(c *client.Client, n int, stop <-chan struct{}) <-chan int {
-	var (
-		wg       sync.WaitGroup
-		failures atomic.Int64
-	)
-	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if _, err := c.TrimSpace(context.Background(), "x y"); err != nil {
-					failures.Add(1)
-				}
-			}
-		}()
-	}
-	out := make(chan int, 1)
-	go func() { wg.Wait(); out <- int(failures.Load()) }()
-	return out
-}
-
 // BenchmarkDiscovery measures, over 20 trials against a real Consul, how long
 // after an instance's check turns passing the client's first request reaches
 // it, and how long after its deregistration requests still reach it. Run
 // with -benchtime 1x: one run does all trials.
 func BenchmarkDiscovery(b *testing.B) {
 	const trials = 20
-	agent := consultest.Start(b)
+	agent := testenv.Consul(b)
 	c := agent.API()
 	var base []string
 	for i, addr := range startServers(b, 2) {
@@ -104,8 +76,7 @@ func BenchmarkDiscovery(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer cl.Close()
-	stop := make(chan struct{})
-	failures := keepCalling(cl, 2, stop)
+	load := loadgen.Start(context.Background(), cl.Endpoint(), "x y", loadgen.Options{Callers: 2})
 
 	var joins, leaves []time.Duration
 	for trial := range trials {
@@ -140,25 +111,16 @@ func BenchmarkDiscovery(b *testing.B) {
 		leaves = append(leaves, max(0, time.Unix(0, rec.last.Load()).Sub(leaveAt)))
 		srv.stop()
 	}
-	close(stop)
-	if n := <-failures; n > 0 {
-		b.Errorf("%d calls failed during the trials", n)
+	if s, errs := loadgen.Summarize(load.Stop()); s.Failures > 0 {
+		b.Errorf("%d calls failed during the trials: %v", s.Failures, errs)
 	}
-	b.ReportMetric(ms(percentile(joins, 50)), "join_p50_ms")
+	b.ReportMetric(ms(loadgen.Percentile(sorted(joins), 50)), "join_p50_ms")
 	b.ReportMetric(ms(slices.Max(joins)), "join_max_ms")
-	b.ReportMetric(ms(percentile(leaves, 50)), "leave_p50_ms")
+	b.ReportMetric(ms(loadgen.Percentile(sorted(leaves), 50)), "leave_p50_ms")
 	b.ReportMetric(ms(slices.Max(leaves)), "leave_max_ms")
 	b.ReportMetric(trials, "trials")
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-// percentile is the nearest-rank percentile p of ds.
-func percentile(ds []time.Duration, p int) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Sorted(slices.Values(ds))
-	i := (len(s)*p + 99) / 100
-	return s[max(i, 1)-1]
-}
+func sorted(ds []time.Duration) []time.Duration { return slices.Sorted(slices.Values(ds)) }

@@ -12,9 +12,9 @@ import (
 	"github.com/go-kit/log"
 
 	"github.com/trimkit/trimkit/client"
-	"github.com/trimkit/trimkit/internal/consultest"
 	"github.com/trimkit/trimkit/internal/loadgen"
-	"github.com/trimkit/trimkit/internal/proctest"
+	"github.com/trimkit/trimkit/internal/proc"
+	"github.com/trimkit/trimkit/internal/testenv"
 	"github.com/trimkit/trimkit/sd"
 )
 
@@ -24,11 +24,11 @@ import (
 // kill, and for how long attempts still went to the dead instance. Run with
 // -benchtime 1x.
 func BenchmarkFailover(b *testing.B) {
-	agent := consultest.Start(b)
-	var insts []proctest.Trimsvc
+	agent := testenv.Consul(b)
+	var insts []*proc.Trimsvc
 	var ids []string
 	for range 3 {
-		in := proctest.StartTrimsvc(b, trimsvcBin, agent.HTTPAddr)
+		in := testenv.StartTrimsvc(b, bins.Trimsvc(b), agent.HTTPAddr)
 		insts = append(insts, in)
 		ids = append(ids, in.ID)
 	}
@@ -48,20 +48,23 @@ func BenchmarkFailover(b *testing.B) {
 			return e(ctx, req)
 		}, closer, nil
 	}
-	instancer := sd.NewInstancer(agent.API(), log.NewNopLogger(), "trimsvc", nil, true)
+	instancer := sd.NewInstancer(sd.NewClient(agent.API()), log.NewNopLogger(), "trimsvc", nil, true)
 	defer instancer.Stop()
 	endpointer := client.NewEndpointer(instancer, factory, log.NewNopLogger(), 2*time.Second)
 	defer endpointer.Close()
-	call := client.Retry(client.DefaultRetryMax, client.DefaultRetryTimeout, client.NewRoundRobin(endpointer))
+	call, err := client.Retry(client.NewRoundRobin(endpointer), client.CallConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
 
-	load := loadgen.Record(call, "fail over", 8)
+	load := loadgen.Start(context.Background(), call, "fail over", loadgen.Options{Callers: 8})
 	time.Sleep(2 * time.Second)
 	killAt := time.Now()
 	if err := dead.Signal(syscall.SIGKILL); err != nil {
 		b.Fatal(err)
 	}
 	time.Sleep(4 * time.Second)
-	samples := load.Stop()
+	samples, _ := load.Stop()
 
 	var before, after []time.Duration
 	failures := 0
@@ -80,7 +83,7 @@ func BenchmarkFailover(b *testing.B) {
 	}
 	b.ReportMetric(float64(len(samples)), "requests")
 	b.ReportMetric(float64(failures), "failures")
-	b.ReportMetric(ms(percentile(before, 99)), "p99_before_ms")
-	b.ReportMetric(ms(percentile(after, 99)), "p99_during_ms")
+	b.ReportMetric(ms(loadgen.Percentile(sorted(before), 99)), "p99_before_ms")
+	b.ReportMetric(ms(loadgen.Percentile(sorted(after), 99)), "p99_during_ms")
 	b.ReportMetric(ms(max(0, time.Unix(0, lastDeadAttempt.Load()).Sub(killAt))), "dead_attempts_for_ms")
 }

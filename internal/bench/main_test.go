@@ -3,13 +3,11 @@ package bench
 import (
 	"testing"
 
-	"github.com/trimkit/trimkit/internal/proctest"
+	"github.com/trimkit/trimkit/internal/testenv"
 )
 
-// trimsvcBin is the trimsvc built once, for the benchmarks that need real
-// processes.
-var trimsvcBin string
+// bins builds trimsvc for the benchmarks that run real processes, only when
+// one of them runs: `make test` runs no benchmark and builds nothing here.
+var bins testenv.Binaries
 
-func TestMain(m *testing.M) {
-	proctest.RunMain(m, map[string]*string{"github.com/trimkit/trimkit/cmd/trimsvc": &trimsvcBin})
-}
+func TestMain(m *testing.M) { bins.Main(m) }

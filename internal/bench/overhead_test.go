@@ -13,12 +13,13 @@ import (
 	"github.com/go-kit/kit/endpoint"
 	kitsd "github.com/go-kit/kit/sd"
 	"github.com/go-kit/kit/sd/lb"
+	kitgrpc "github.com/go-kit/kit/transport/grpc"
 	"github.com/go-kit/log"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/trimkit/trimkit/client"
-	"github.com/trimkit/trimkit/internal/consultest"
+	"github.com/trimkit/trimkit/internal/testenv"
 	"github.com/trimkit/trimkit/pb"
 	"github.com/trimkit/trimkit/transport"
 	"github.com/trimkit/trimkit/trimsvc"
@@ -71,14 +72,17 @@ func rawThreeConnDeadline(tb testing.TB, addrs []string) caller {
 	}
 }
 
-// gokitStock is the stack as the go-kit examples build it.
+// gokitStock is the stack as the go-kit examples (addsvc, profilesvc)
+// build it: go-kit's transport/grpc Client per instance, sd.NewEndpointer,
+// lb.NewRoundRobin and lb.Retry. Like the examples, it does not read the
+// trimsvc-instance header, which trimkit's rows do.
 func gokitStock(tb testing.TB, addrs []string) caller {
 	factory := func(instance string) (endpoint.Endpoint, io.Closer, error) {
 		conn, err := grpc.NewClient(instance, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			return nil, nil, err
 		}
-		return transport.NewGRPCClient(conn).TrimSpaceEndpoint, conn, nil
+		return kitgrpc.NewClient(conn, "pb.Trim", "TrimSpace", encodeGRPCTrimRequest, decodeGRPCTrimResponse, pb.TrimResponse{}).Endpoint(), conn, nil
 	}
 	endpointer := kitsd.NewEndpointer(kitsd.FixedInstancer(addrs), factory, log.NewNopLogger())
 	tb.Cleanup(endpointer.Close)
@@ -86,8 +90,16 @@ func gokitStock(tb testing.TB, addrs []string) caller {
 	return endpointCaller(e)
 }
 
+func encodeGRPCTrimRequest(_ context.Context, request interface{}) (interface{}, error) {
+	return &pb.TrimRequest{S: request.(trimsvc.TrimRequest).S}, nil
+}
+
+func decodeGRPCTrimResponse(_ context.Context, reply interface{}) (interface{}, error) {
+	return transport.TrimResponse{TrimResponse: trimsvc.TrimResponse{S: reply.(*pb.TrimResponse).GetS()}}, nil
+}
+
 func trimkitFixed(tb testing.TB, addrs []string) caller {
-	c, err := client.NewFromInstancer(kitsd.FixedInstancer(addrs), client.Config{})
+	c, err := client.NewFromInstancer(kitsd.FixedInstancer(addrs), client.CallConfig{})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -96,7 +108,7 @@ func trimkitFixed(tb testing.TB, addrs []string) caller {
 }
 
 func trimkitConsul(tb testing.TB, addrs []string) caller {
-	agent := consultest.Start(tb)
+	agent := testenv.Consul(tb)
 	c := agent.API()
 	var ids []string
 	for i, a := range addrs {
@@ -122,7 +134,7 @@ func endpointCaller(e endpoint.Endpoint) caller {
 		if err != nil {
 			return err
 		}
-		return resp.(trimsvc.TrimResponse).Err
+		return resp.(transport.TrimResponse).Err
 	}
 }
 

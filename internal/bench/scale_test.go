@@ -12,9 +12,10 @@ import (
 	"github.com/go-kit/log"
 
 	"github.com/trimkit/trimkit/client"
-	"github.com/trimkit/trimkit/internal/consultest"
+	"github.com/trimkit/trimkit/internal/localconsul"
+	"github.com/trimkit/trimkit/internal/testenv"
 	"github.com/trimkit/trimkit/sd"
-	"github.com/trimkit/trimkit/trimsvc"
+	"github.com/trimkit/trimkit/transport"
 )
 
 // BenchmarkScale watches a service with 1,000 instances in a real Consul:
@@ -26,7 +27,7 @@ import (
 // entries, and the endpointer's update). Run with -benchtime 1x.
 func BenchmarkScale(b *testing.B) {
 	const n = 1000
-	agent := consultest.Start(b)
+	agent := testenv.Consul(b)
 	c := agent.API()
 	srv := startServer(b, "scale", n+1, nil)
 	var wg sync.WaitGroup
@@ -48,7 +49,9 @@ func BenchmarkScale(b *testing.B) {
 	for err := range errs {
 		b.Fatal(err)
 	}
-	if err := agent.WaitPassingCount(context.Background(), "trimsvc", n, 30*time.Second); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := localconsul.WaitPassing(ctx, c, "trimsvc", localconsul.Count(n)); err != nil {
 		b.Fatal(err)
 	}
 
@@ -56,11 +59,15 @@ func BenchmarkScale(b *testing.B) {
 	var m0, m1 runtime.MemStats
 	runtime.ReadMemStats(&m0)
 	start := time.Now()
-	instancer := sd.NewInstancer(c, log.NewNopLogger(), "trimsvc", nil, true)
+	instancer := sd.NewInstancer(sd.NewClient(c), log.NewNopLogger(), "trimsvc", nil, true)
 	defer instancer.Stop()
 	endpointer := client.NewEndpointer(instancer, client.Factory(), log.NewNopLogger(), time.Second)
 	defer endpointer.Close()
-	svc := trimsvc.Set{TrimSpaceEndpoint: client.Retry(client.DefaultRetryMax, client.DefaultRetryTimeout, client.NewRoundRobin(endpointer))}
+	call, err := client.Retry(client.NewRoundRobin(endpointer), client.CallConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	svc := transport.Client{TrimSpaceEndpoint: call}
 	if _, err := svc.TrimSpace(context.Background(), "first call"); err != nil {
 		b.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package localconsul
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -15,24 +16,42 @@ func (a *Agent) API() (*api.Client, error) {
 	return api.NewClient(cfg)
 }
 
-// WaitPassingCount waits, at most timeout, until service has exactly n
-// passing instances.
-func (a *Agent) WaitPassingCount(ctx context.Context, service string, n int, timeout time.Duration) error {
-	c, err := a.API()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
+// WaitPassing polls c's health API every 20ms until the sorted IDs of the
+// passing instances of service satisfy ok, and returns them; when ctx ends
+// first, the error says what was passing last.
+func WaitPassing(ctx context.Context, c *api.Client, service string, ok func(ids []string) bool) ([]string, error) {
+	var (
+		ids     []string
+		lastErr error
+	)
 	for {
 		entries, _, err := c.Health().Service(service, "", true, (&api.QueryOptions{}).WithContext(ctx))
-		if err == nil && len(entries) == n {
-			return nil
+		if err == nil {
+			ids = ids[:0]
+			for _, e := range entries {
+				ids = append(ids, e.Service.ID)
+			}
+			slices.Sort(ids)
+			if ok(ids) {
+				return ids, nil
+			}
 		}
+		lastErr = err
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%d %s instances not passing within %v (have %d, err %v)", n, service, timeout, len(entries), err)
-		case <-time.After(50 * time.Millisecond):
+			return ids, fmt.Errorf("passing instances of %s: have %v (last error %v): %w", service, ids, lastErr, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// Exactly is a WaitPassing condition: the passing instances are ids.
+func Exactly(ids ...string) func([]string) bool {
+	want := slices.Sorted(slices.Values(ids))
+	return func(have []string) bool { return slices.Equal(want, have) }
+}
+
+// Count is a WaitPassing condition: n instances pass.
+func Count(n int) func([]string) bool {
+	return func(have []string) bool { return len(have) == n }
 }

@@ -13,11 +13,10 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/go-logfmt/logfmt"
 )
 
-// Process is a running command whose stderr is kept, line by line.
+// Process is a running child command whose stdout is kept and whose stderr
+// is kept line by line.
 type Process struct {
 	Cmd *exec.Cmd
 
@@ -134,6 +133,23 @@ func (p *Process) Wait(ctx context.Context) (int, error) {
 	}
 }
 
+// Stop sends SIGTERM, waits up to grace for the process to exit, then kills
+// it; it returns once the process is reaped. It is a no-op on a process that
+// has exited.
+func (p *Process) Stop(grace time.Duration) {
+	select {
+	case <-p.exited:
+		return
+	default:
+	}
+	_ = p.Cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(grace):
+		p.Kill()
+	}
+}
+
 // Kill kills the process if it still runs and reaps it.
 func (p *Process) Kill() {
 	select {
@@ -142,19 +158,6 @@ func (p *Process) Kill() {
 		_ = p.Cmd.Process.Kill()
 		<-p.exited
 	}
-}
-
-// LogValue returns the value of key in a logfmt line, or "".
-func LogValue(line, key string) string {
-	d := logfmt.NewDecoder(strings.NewReader(line))
-	for d.ScanRecord() {
-		for d.ScanKeyval() {
-			if string(d.Key()) == key {
-				return string(d.Value())
-			}
-		}
-	}
-	return ""
 }
 
 type lockedWriter struct {

@@ -1,11 +1,16 @@
 package proc
 
 import (
+	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"time"
+
+	"github.com/trimkit/trimkit/internal/addrfile"
 )
 
-// Trimsvc is a running trimsvc process and what it logged about itself.
+// Trimsvc is a running trimsvc process and where it listens.
 type Trimsvc struct {
 	*Process
 	Addr     string // advertised host:port
@@ -16,8 +21,15 @@ type Trimsvc struct {
 // StartTrimsvc runs the trimsvc binary bin on a free loopback port against
 // the Consul agent at consulAddr, with fast checks (1s interval, 1s resync,
 // 200ms drain) and no debug HTTP server unless args say otherwise (later
-// flags win), and waits until it serves gRPC (and HTTP, when enabled).
+// flags win), and waits until its listeners are bound (it writes them to
+// its -addr-file). It has not necessarily registered yet.
 func StartTrimsvc(bin, consulAddr string, args ...string) (*Trimsvc, error) {
+	dir, err := os.MkdirTemp("", "trimsvc-addr")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "addr.json")
 	all := append([]string{
 		"-grpc-addr", "127.0.0.1:0",
 		"-http-addr", "off",
@@ -25,26 +37,18 @@ func StartTrimsvc(bin, consulAddr string, args ...string) (*Trimsvc, error) {
 		"-check-interval", "1s",
 		"-resync-interval", "1s",
 		"-drain", "200ms",
+		"-addr-file", path,
 	}, args...)
 	p, err := Start(bin, all...)
 	if err != nil {
 		return nil, err
 	}
-	line, err := p.WaitLine(`msg="serving gRPC"`, 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	a, err := addrfile.Wait(ctx, path, p.Exited())
 	if err != nil {
 		p.Kill()
 		return nil, fmt.Errorf("trimsvc: %w", err)
 	}
-	s := &Trimsvc{Process: p, Addr: LogValue(line, "advertised"), ID: LogValue(line, "service_id")}
-	for i := 0; i+1 < len(args); i++ {
-		if args[i] == "-http-addr" && args[i+1] != "off" {
-			line, err := p.WaitLine(`msg="serving HTTP debug"`, 10*time.Second)
-			if err != nil {
-				p.Kill()
-				return nil, fmt.Errorf("trimsvc: %w", err)
-			}
-			s.HTTPAddr = LogValue(line, "addr")
-		}
-	}
-	return s, nil
+	return &Trimsvc{Process: p, Addr: a.Advertised, ID: a.ServiceID, HTTPAddr: a.HTTP}, nil
 }

@@ -1,8 +1,11 @@
-package consultest
+package testenv
 
 import (
+	"context"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/consul/api"
 
 	"github.com/trimkit/trimkit/internal/localconsul"
 )
@@ -13,12 +16,12 @@ type Agent struct {
 	t testing.TB
 }
 
-// Start starts a dev agent and waits until it has elected itself leader. It
-// is stopped when the test ends, failed or not; it also dies with the test
-// binary.
-func Start(t testing.TB) *Agent {
+// Consul starts a dev agent and waits until it has elected itself leader.
+// It is stopped when the test ends, failed or not; it also dies with the
+// test binary.
+func Consul(t testing.TB) *Agent {
 	t.Helper()
-	la, err := localconsul.New(Binary(t), t.TempDir(), localconsul.Options{})
+	la, err := localconsul.New(ConsulBinary(t), t.TempDir(), localconsul.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,4 +48,39 @@ func (a *Agent) Restart() {
 	if err := a.Agent.Start(30 * time.Second); err != nil {
 		a.t.Fatal(err)
 	}
+}
+
+// API returns a Consul API client for the agent.
+func (a *Agent) API() *api.Client {
+	a.t.Helper()
+	c, err := a.Agent.API()
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	return c
+}
+
+// WaitPassing waits, at most 10s, until the passing instances of service
+// are exactly ids, and returns when it saw them so. On failure it logs the
+// agent's checks.
+func (a *Agent) WaitPassing(service string, ids ...string) time.Time {
+	a.t.Helper()
+	return WaitPassing(a.t, a.API(), service, localconsul.Exactly(ids...))
+}
+
+// WaitPassing waits, at most 10s, until the passing instances of service,
+// as c sees them, satisfy ok, and returns when it saw them so. On failure it
+// logs the checks of c's agent.
+func WaitPassing(t testing.TB, c *api.Client, service string, ok func([]string) bool) time.Time {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := localconsul.WaitPassing(ctx, c, service, ok); err != nil {
+		checks, cerr := c.Agent().Checks()
+		for id, chk := range checks {
+			t.Logf("agent check %s: %s %q", id, chk.Status, chk.Output)
+		}
+		t.Fatalf("%v (checks err %v)", err, cerr)
+	}
+	return time.Now()
 }

@@ -1,4 +1,4 @@
-package consultest
+package testenv
 
 import (
 	"context"
@@ -8,7 +8,7 @@ import (
 )
 
 func TestStartElectsLeader(t *testing.T) {
-	a := Start(t)
+	a := Consul(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	leader, err := a.Leader(ctx)

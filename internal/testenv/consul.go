@@ -1,4 +1,4 @@
-package consultest
+package testenv
 
 import (
 	"os"
@@ -7,10 +7,10 @@ import (
 	"testing"
 )
 
-// Binary returns the path of the consul binary: the one on PATH (make test
-// puts bin/ there first), else bin/consul at the top of the module. Without
-// one the test fails when CI=true and is skipped otherwise.
-func Binary(t testing.TB) string {
+// ConsulBinary returns the path of the consul binary: the one on PATH (make
+// test puts bin/ there first), else bin/consul at the top of the module.
+// Without one the test fails when CI=true and is skipped otherwise.
+func ConsulBinary(t testing.TB) string {
 	t.Helper()
 	if p, err := exec.LookPath("consul"); err == nil {
 		return p

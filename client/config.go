@@ -1,0 +1,90 @@
+package client
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Defaults of Config.
+const (
+	DefaultServiceName  = "trimsvc"
+	DefaultRetryMax     = 3
+	DefaultRetryTimeout = 500 * time.Millisecond
+)
+
+// Config is what New needs to find the service in Consul and to call it.
+// The zero value of each field means its default.
+type Config struct {
+	// ConsulAddr is the Consul agent's HTTP address. Default: the Consul api
+	// package's, CONSUL_HTTP_ADDR or else 127.0.0.1:8500.
+	ConsulAddr string
+	// ConsulToken is the ACL token. Default: CONSUL_HTTP_TOKEN.
+	ConsulToken string
+	// ServiceName is the Consul service to call. Default: "trimsvc".
+	ServiceName string
+	// Tags keeps only the instances that carry every one of them.
+	Tags []string
+
+	// CallConfig says how to call the instances found.
+	CallConfig
+}
+
+// CallConfig is how a client calls the instances it knows of, whatever found
+// them: New, NewFromInstancer and Retry take it. The zero value of each
+// field means its default.
+type CallConfig struct {
+	// RetryMax is the most attempts a call makes, the first included.
+	// Default: 3.
+	RetryMax int
+	// RetryTimeout bounds a call, all its attempts together. Default: 500ms.
+	RetryTimeout time.Duration
+}
+
+// FieldError is a Config field whose value is out of range.
+type FieldError struct {
+	Field   string // as in the Config type, such as "RetryMax"
+	Value   any
+	Problem string
+}
+
+func (e *FieldError) Error() string { return fmt.Sprintf("%s %v: %s", e.Field, e.Value, e.Problem) }
+
+// Validate returns nil when every field is in range, else every problem,
+// each a *FieldError, joined. It is the one check of a Config: New runs it,
+// and so can a program before it gets that far (cmd/client does, for its
+// flags).
+func (c Config) Validate() error {
+	return c.CallConfig.Validate()
+}
+
+// Validate returns nil when every field is in range, else every problem,
+// each a *FieldError, joined.
+func (c CallConfig) Validate() error {
+	var errs []error
+	if c.RetryMax < 0 {
+		errs = append(errs, &FieldError{"RetryMax", c.RetryMax, "must not be negative (0 means the default, 3)"})
+	}
+	if c.RetryTimeout < 0 {
+		errs = append(errs, &FieldError{"RetryTimeout", c.RetryTimeout, "must not be negative (0 means the default, 500ms)"})
+	}
+	return errors.Join(errs...)
+}
+
+func (c Config) withDefaults() Config {
+	if c.ServiceName == "" {
+		c.ServiceName = DefaultServiceName
+	}
+	c.CallConfig = c.CallConfig.withDefaults()
+	return c
+}
+
+func (c CallConfig) withDefaults() CallConfig {
+	if c.RetryMax == 0 {
+		c.RetryMax = DefaultRetryMax
+	}
+	if c.RetryTimeout == 0 {
+		c.RetryTimeout = DefaultRetryTimeout
+	}
+	return c
+}

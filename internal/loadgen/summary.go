@@ -1,0 +1,78 @@
+package loadgen
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"sort"
+	"time"
+)
+
+// maxErrorSamples is how many distinct failures a summary keeps.
+const maxErrorSamples = 5
+
+// Summary is what a load run reports; its JSON keys are cmd/client's
+// -json contract.
+type Summary struct {
+	Requests    int            `json:"requests"`
+	Failures    int            `json:"failures"`
+	RPS         float64        `json:"rps"`
+	P50ms       float64        `json:"p50_ms"`
+	P90ms       float64        `json:"p90_ms"`
+	P99ms       float64        `json:"p99_ms"`
+	PerInstance map[string]int `json:"per_instance"`
+}
+
+// Summarize sums up calls made over elapsed, and returns a few distinct
+// failure messages. Latency percentiles are over every call, failed ones
+// included; a successful call counts for the instance that answered it.
+func Summarize(calls []Call, elapsed time.Duration) (Summary, []string) {
+	s := Summary{Requests: len(calls), PerInstance: map[string]int{}}
+	var errs []string
+	took := make([]time.Duration, 0, len(calls))
+	for _, c := range calls {
+		took = append(took, c.Took)
+		if c.Err == nil {
+			s.PerInstance[c.Instance]++
+			continue
+		}
+		s.Failures++
+		if msg := c.Err.Error(); len(errs) < maxErrorSamples && !slices.Contains(errs, msg) {
+			errs = append(errs, msg)
+		}
+	}
+	if elapsed > 0 {
+		s.RPS = float64(s.Requests) / elapsed.Seconds()
+	}
+	slices.Sort(took)
+	s.P50ms, s.P90ms, s.P99ms = ms(Percentile(took, 50)), ms(Percentile(took, 90)), ms(Percentile(took, 99))
+	return s, errs
+}
+
+// Print writes the summary as text.
+func (s Summary) Print(w io.Writer) {
+	fmt.Fprintf(w, "requests:  %d\nfailures:  %d\nreq/s:     %.0f\nlatency:   p50 %.3fms  p90 %.3fms  p99 %.3fms\nper instance:\n",
+		s.Requests, s.Failures, s.RPS, s.P50ms, s.P90ms, s.P99ms)
+	ids := make([]string, 0, len(s.PerInstance))
+	for id := range s.PerInstance {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		fmt.Fprintf(w, "  %-40s %d\n", id, s.PerInstance[id])
+	}
+}
+
+// Percentile is the nearest-rank percentile p (0 < p <= 100) of sorted: the
+// smallest value that at least p% of the values are at or below. Zero for
+// no values.
+func Percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	rank := int(math.Ceil(float64(len(sorted)) * p / 100)) // 1-based
+	return sorted[min(max(rank, 1), len(sorted))-1]
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

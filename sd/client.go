@@ -1,0 +1,54 @@
+package sd
+
+import (
+	"context"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// Client is the part of Consul's HTTP API that Instancer and Registrar use,
+// as go-kit's sd/consul.Client is for its own: a seam, so that their logic
+// (index handling, retries) can be tested against a fake. NewClient adapts
+// an *api.Client.
+type Client interface {
+	// Service lists the instances of service that carry every tag in tags
+	// (only passing ones when passingOnly), blocking as q asks.
+	Service(ctx context.Context, service string, tags []string, passingOnly bool, q *api.QueryOptions) ([]*api.ServiceEntry, *api.QueryMeta, error)
+	// Register registers an instance with the local agent.
+	Register(ctx context.Context, reg *api.AgentServiceRegistration) error
+	// Deregister removes an instance from the local agent.
+	Deregister(ctx context.Context, id string) error
+	// AgentService returns the local agent's registration of id; an
+	// api.StatusError with code 404 when it has none.
+	AgentService(ctx context.Context, id string) (*api.AgentService, error)
+}
+
+// NewClient adapts c to Client.
+func NewClient(c *api.Client) Client {
+	if c == nil {
+		panic("sd: NewClient needs a Consul API client")
+	}
+	return apiClient{c}
+}
+
+type apiClient struct{ c *api.Client }
+
+func (a apiClient) Service(ctx context.Context, service string, tags []string, passingOnly bool, q *api.QueryOptions) ([]*api.ServiceEntry, *api.QueryMeta, error) {
+	if q == nil {
+		q = &api.QueryOptions{}
+	}
+	return a.c.Health().ServiceMultipleTags(service, tags, passingOnly, q.WithContext(ctx))
+}
+
+func (a apiClient) Register(ctx context.Context, reg *api.AgentServiceRegistration) error {
+	return a.c.Agent().ServiceRegisterOpts(reg, api.ServiceRegisterOpts{}.WithContext(ctx))
+}
+
+func (a apiClient) Deregister(ctx context.Context, id string) error {
+	return a.c.Agent().ServiceDeregisterOpts(id, (&api.QueryOptions{}).WithContext(ctx))
+}
+
+func (a apiClient) AgentService(ctx context.Context, id string) (*api.AgentService, error) {
+	svc, _, err := a.c.Agent().Service(id, (&api.QueryOptions{}).WithContext(ctx))
+	return svc, err
+}

@@ -1,0 +1,95 @@
+package sd_test
+
+import (
+	"context"
+	"net/http"
+	"sync"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/trimkit/trimkit/sd"
+)
+
+// answer is what the fake answers one health query with.
+type answer struct {
+	instances []string // host:port
+	index     uint64
+	err       error
+}
+
+// query is one health query the fake received.
+type query struct {
+	waitIndex uint64
+	reply     chan<- answer
+}
+
+// fakeConsul is an sd.Client whose health queries are answered by the test:
+// each query is sent on queries and blocks until the test replies (or its
+// context ends). Registrations are kept in a map; failures to register are
+// taken from registerErrs, one per call, while any remain.
+type fakeConsul struct {
+	queries chan query
+
+	mu           sync.Mutex
+	services     map[string]*api.AgentServiceRegistration
+	registerErrs []error
+	registers    int
+}
+
+var _ sd.Client = (*fakeConsul)(nil)
+
+func newFakeConsul() *fakeConsul {
+	return &fakeConsul{queries: make(chan query), services: map[string]*api.AgentServiceRegistration{}}
+}
+
+func (f *fakeConsul) Service(ctx context.Context, _ string, _ []string, _ bool, q *api.QueryOptions) ([]*api.ServiceEntry, *api.QueryMeta, error) {
+	reply := make(chan answer, 1)
+	select {
+	case f.queries <- query{waitIndex: q.WaitIndex, reply: reply}:
+	case <-ctx.Done():
+		return nil, nil, ctx.Err()
+	}
+	select {
+	case a := <-reply:
+		if a.err != nil {
+			return nil, nil, a.err
+		}
+		var entries []*api.ServiceEntry
+		for _, inst := range a.instances {
+			host, port := splitHostPort(inst)
+			entries = append(entries, &api.ServiceEntry{Node: &api.Node{Address: "10.9.9.9"}, Service: &api.AgentService{Address: host, Port: port}})
+		}
+		return entries, &api.QueryMeta{LastIndex: a.index}, nil
+	case <-ctx.Done():
+		return nil, nil, ctx.Err()
+	}
+}
+
+func (f *fakeConsul) Register(_ context.Context, reg *api.AgentServiceRegistration) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.registers++
+	if len(f.registerErrs) > 0 {
+		err := f.registerErrs[0]
+		f.registerErrs = f.registerErrs[1:]
+		return err
+	}
+	f.services[reg.ID] = reg
+	return nil
+}
+
+func (f *fakeConsul) Deregister(_ context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.services, id)
+	return nil
+}
+
+func (f *fakeConsul) AgentService(_ context.Context, id string) (*api.AgentService, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.services[id]; !ok {
+		return nil, api.StatusError{Code: http.StatusNotFound, Body: "unknown service ID"}
+	}
+	return &api.AgentService{ID: id}, nil
+}

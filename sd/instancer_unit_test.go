@@ -1,0 +1,146 @@
+package sd_test
+
+import (
+	"errors"
+	"net"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	kitsd "github.com/go-kit/kit/sd"
+	"github.com/go-kit/log"
+
+	"github.com/trimkit/trimkit/sd"
+)
+
+func splitHostPort(hp string) (string, int) {
+	host, port, err := net.SplitHostPort(hp)
+	if err != nil {
+		panic(err)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		panic(err)
+	}
+	return host, p
+}
+
+// serve waits for the Instancer's next query, checks the index it blocks
+// on, and answers it.
+func (f *fakeConsul) serve(t *testing.T, wantIndex uint64, a answer) {
+	t.Helper()
+	select {
+	case q := <-f.queries:
+		if want, have := wantIndex, q.waitIndex; want != have {
+			t.Errorf("query blocked on index %d, want %d", have, want)
+		}
+		q.reply <- a
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no query for index %d within 10s", wantIndex)
+	}
+}
+
+func nextEvent(t *testing.T, events <-chan kitsd.Event) kitsd.Event {
+	t.Helper()
+	select {
+	case ev := <-events:
+		return ev
+	case <-time.After(10 * time.Second):
+		t.Fatal("no event within 10s")
+		return kitsd.Event{}
+	}
+}
+
+func TestInstancerIndexHandling(t *testing.T) {
+	f := newFakeConsul()
+	started := make(chan *sd.Instancer)
+	go func() { started <- sd.NewInstancer(f, log.NewNopLogger(), "trimsvc", nil, true) }()
+	f.serve(t, 0, answer{instances: []string{"10.0.0.1:80"}, index: 10})
+	s := <-started
+	defer s.Stop()
+	events := make(chan kitsd.Event, 1)
+	s.Register(events)
+	if ev := nextEvent(t, events); !slices.Equal(ev.Instances, []string{"10.0.0.1:80"}) {
+		t.Fatalf("first state: %+v", ev)
+	}
+
+	// The index goes backwards (a restarted agent): the answer counts, and
+	// the watch starts over from 0.
+	f.serve(t, 10, answer{instances: []string{"10.0.0.2:80"}, index: 5})
+	if ev := nextEvent(t, events); !slices.Equal(ev.Instances, []string{"10.0.0.2:80"}) {
+		t.Errorf("after index went backwards: %+v", ev)
+	}
+	// Index 0 would make every query return at once: it becomes 1.
+	f.serve(t, 0, answer{instances: []string{"10.0.0.2:80"}, index: 0})
+	f.serve(t, 1, answer{err: errors.New("connection refused")})
+	ev := nextEvent(t, events)
+	if ev.Err == nil || !slices.Equal(ev.Instances, []string{"10.0.0.2:80"}) {
+		t.Errorf("failed query: want the error and the last instances, have %+v", ev)
+	}
+	// A second failure in a row is not news; the index is kept across them.
+	f.serve(t, 1, answer{err: errors.New("connection refused")})
+	// Recovery with the same instances clears the error.
+	f.serve(t, 1, answer{instances: []string{"10.0.0.2:80"}, index: 12})
+	if ev := nextEvent(t, events); ev.Err != nil || len(ev.Instances) != 1 {
+		t.Errorf("after recovery: %+v", ev)
+	}
+	// An empty passing list is news too.
+	f.serve(t, 12, answer{instances: nil, index: 13})
+	if ev := nextEvent(t, events); ev.Err != nil || len(ev.Instances) != 0 {
+		t.Errorf("all gone: %+v", ev)
+	}
+	// An answer that changes nothing sends no event.
+	f.serve(t, 13, answer{instances: nil, index: 14})
+	f.serve(t, 14, answer{instances: []string{"10.0.0.3:80"}, index: 15})
+	if ev := nextEvent(t, events); !slices.Equal(ev.Instances, []string{"10.0.0.3:80"}) {
+		t.Errorf("want the change after an unchanged answer, have %+v", ev)
+	}
+	// Node address stands in for an empty service address, sorted and
+	// deduplicated.
+	f.serve(t, 15, answer{instances: []string{"10.0.0.3:80", ":81", "10.0.0.3:80"}, index: 16})
+	if ev := nextEvent(t, events); !slices.Equal(ev.Instances, []string{"10.0.0.3:80", "10.9.9.9:81"}) {
+		t.Errorf("addresses: %+v", ev)
+	}
+}
+
+func TestInstancerStopCancelsBlockingQuery(t *testing.T) {
+	f := newFakeConsul()
+	started := make(chan *sd.Instancer)
+	go func() { started <- sd.NewInstancer(f, log.NewNopLogger(), "trimsvc", nil, true) }()
+	f.serve(t, 0, answer{index: 3})
+	s := <-started
+	// The watch is now blocked in a query that only its context ends.
+	select {
+	case <-f.queries:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no blocking query")
+	}
+	stopped := make(chan struct{})
+	go func() { s.Stop(); s.Stop(); close(stopped) }() // twice is fine
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Stop did not cancel the blocking query")
+	}
+}
+
+func TestInstancerFirstQueryFails(t *testing.T) {
+	f := newFakeConsul()
+	started := make(chan *sd.Instancer)
+	go func() { started <- sd.NewInstancer(f, log.NewNopLogger(), "trimsvc", nil, true) }()
+	f.serve(t, 0, answer{err: errors.New("connection refused")})
+	s := <-started
+	defer s.Stop()
+	if st := s.State(); st.Err == nil || len(st.Instances) != 0 {
+		t.Errorf("state after a failed first query: %+v", st)
+	}
+	// The watch retries from index 0 and recovers.
+	events := make(chan kitsd.Event, 1)
+	s.Register(events)
+	nextEvent(t, events)
+	f.serve(t, 0, answer{instances: []string{"10.0.0.1:80"}, index: 7})
+	if ev := nextEvent(t, events); ev.Err != nil || len(ev.Instances) != 1 {
+		t.Errorf("after recovery: %+v", ev)
+	}
+}
