@@ -29,6 +29,7 @@ type Agent struct {
 	detach           bool
 	cmd              *exec.Cmd
 	exited           chan struct{}
+	started          bool // once: its ports are its own from then on
 }
 
 // Options for New.
@@ -41,19 +42,26 @@ type Options struct {
 // New prepares an agent that runs bin with its data and log in dir, on free
 // loopback ports. Start it with Start.
 func New(bin, dir string, opts Options) (*Agent, error) {
-	ports, err := FreePorts(6)
-	if err != nil {
+	a := &Agent{
+		LogPath: filepath.Join(dir, "consul.log"),
+		bin:     bin,
+		dir:     dir,
+		config:  filepath.Join(dir, "agent.hcl"),
+		detach:  opts.Detach,
+	}
+	if err := a.pickPorts(); err != nil {
 		return nil, err
 	}
-	a := &Agent{
-		HTTPAddr: fmt.Sprintf("127.0.0.1:%d", ports[0]),
-		DNSPort:  ports[1],
-		LogPath:  filepath.Join(dir, "consul.log"),
-		bin:      bin,
-		dir:      dir,
-		config:   filepath.Join(dir, "agent.hcl"),
-		detach:   opts.Detach,
+	return a, nil
+}
+
+// pickPorts chooses free ports and writes the agent's configuration.
+func (a *Agent) pickPorts() error {
+	ports, err := FreePorts(6)
+	if err != nil {
+		return err
 	}
+	a.HTTPAddr, a.DNSPort = fmt.Sprintf("127.0.0.1:%d", ports[0]), ports[1]
 	hcl := fmt.Sprintf(`data_dir = %q
 node_name = "trimkit-local"
 bind_addr = "127.0.0.1"
@@ -68,17 +76,38 @@ ports {
   serf_wan = %d
   server = %d
 }
-`, filepath.Join(dir, "data"), ports[0], ports[1], ports[2], ports[3], ports[4], ports[5])
+`, filepath.Join(a.dir, "data"), ports[0], ports[1], ports[2], ports[3], ports[4], ports[5])
 	if err := os.WriteFile(a.config, []byte(hcl), 0o600); err != nil {
-		return nil, fmt.Errorf("write consul config: %w", err)
+		return fmt.Errorf("write consul config: %w", err)
 	}
-	return a, nil
+	return nil
 }
+
+// errPortTaken marks an agent that could not bind one of its ports.
+var errPortTaken = errors.New("a port was taken before consul could bind it")
 
 // Start starts the agent with an empty data directory (a dev agent keeps
 // nothing across restarts) and waits, at most timeout, for it to elect
-// itself leader.
+// itself leader. A port is free when picked but nothing holds it for the
+// agent, so another process can take it first: on its first start the
+// agent then gets new ports and tries again, a few times. A restart keeps
+// its ports (callers know its address).
 func (a *Agent) Start(timeout time.Duration) error {
+	for tries := 1; ; tries++ {
+		err := a.start(timeout)
+		if !errors.Is(err, errPortTaken) || a.started || tries == 5 {
+			if err == nil {
+				a.started = true
+			}
+			return err
+		}
+		if err := a.pickPorts(); err != nil {
+			return err
+		}
+	}
+}
+
+func (a *Agent) start(timeout time.Duration) error {
 	if a.cmd != nil {
 		return errors.New("consul agent already started")
 	}
@@ -88,6 +117,10 @@ func (a *Agent) Start(timeout time.Duration) error {
 	logFile, err := os.OpenFile(a.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("open consul log: %w", err)
+	}
+	var logStart int64 // this run's part of the log starts here
+	if info, err := logFile.Stat(); err == nil {
+		logStart = info.Size()
 	}
 	cmd := exec.Command(a.bin, "agent", "-dev", "-config-file", a.config)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
@@ -108,6 +141,10 @@ func (a *Agent) Start(timeout time.Duration) error {
 	}(a.exited)
 	if err := a.waitLeader(timeout); err != nil {
 		_ = a.Stop()
+		if b, rerr := os.ReadFile(a.LogPath); rerr == nil && int64(len(b)) >= logStart &&
+			strings.Contains(string(b[logStart:]), "address already in use") {
+			err = fmt.Errorf("%w: %w", errPortTaken, err)
+		}
 		return fmt.Errorf("consul at %s: %w\n%s", a.HTTPAddr, err, a.LogTail())
 	}
 	return nil
@@ -186,7 +223,11 @@ func (a *Agent) waitLeader(timeout time.Duration) error {
 	defer cancel()
 	var lastErr error
 	for {
-		leader, err := a.Leader(ctx)
+		// A query of its own bound: whatever holds the port may not be the
+		// agent, and may never answer.
+		qctx, qcancel := context.WithTimeout(ctx, time.Second)
+		leader, err := a.Leader(qctx)
+		qcancel()
 		if err == nil && leader != "" {
 			return nil
 		}
