@@ -38,30 +38,55 @@ func Do(ctx context.Context, e endpoint.Endpoint, req trimsvc.TrimRequest) Call 
 
 // Options says how a run sends its calls.
 type Options struct {
-	// Callers is how many goroutines call, each back to back (a closed
-	// loop). Default 1.
+	// Rate, when positive, sends calls at a fixed rate, calls per second,
+	// each on its own goroutine, whether earlier ones have returned or not
+	// (an open loop, as wrk2 does); a call's latency counts from when it was
+	// due, so a stalled instance cannot hide its delay by holding its
+	// callers back (coordinated omission). When 0, Callers goroutines call
+	// back to back (a closed loop).
+	Rate float64
+	// Callers is how many goroutines call in a closed loop. Default 1.
 	Callers int
-	// N stops the run after N calls; 0 runs until Stop or the context ends.
-	N int
+	// N stops the run after N calls; Duration after that long (no call
+	// starts later). With neither, the run goes on until Stop or the
+	// context ends.
+	N        int
+	Duration time.Duration
 }
 
 // Run is load in progress: the one loop behind cmd/client's load
 // generator, the tests' steady load and the benchmarks'.
 type Run struct {
-	stop  atomic.Bool
-	wg    sync.WaitGroup
-	start time.Time
+	stop      atomic.Bool
+	wg        sync.WaitGroup
+	start     time.Time
+	until     time.Time   // with Duration: no call starts after it
+	stopTimer *time.Timer // with Duration
+	done      atomic.Int64
+	failed    atomic.Int64
 
 	mu    sync.Mutex
 	calls []Call
 	end   time.Time
 }
 
-// Start starts calling e with text as o says, until N calls, Stop, or ctx
-// ends. Calls run under ctx: when it ends, the calls in flight end with it.
+// Start starts calling e with text as o says, until N calls, Duration,
+// Stop, or ctx ends. Calls run under ctx: when it ends, the calls in flight
+// end with it.
 func Start(ctx context.Context, e endpoint.Endpoint, text string, o Options) *Run {
 	r := &Run{start: time.Now()}
 	req := trimsvc.TrimRequest{S: text}
+	if o.Duration > 0 {
+		end := r.start.Add(o.Duration)
+		stop := time.AfterFunc(o.Duration, func() { r.stop.Store(true) })
+		r.until = end
+		r.stopTimer = stop
+	}
+	if o.Rate > 0 {
+		r.wg.Add(1)
+		go r.openLoop(ctx, e, req, o)
+		return r
+	}
 	var sent atomic.Int64
 	for range max(o.Callers, 1) {
 		r.wg.Add(1)
@@ -69,23 +94,74 @@ func Start(ctx context.Context, e endpoint.Endpoint, text string, o Options) *Ru
 			defer r.wg.Done()
 			var mine []Call
 			for !r.stop.Load() && ctx.Err() == nil && (o.N == 0 || sent.Add(1) <= int64(o.N)) {
-				mine = append(mine, Do(ctx, e, req))
+				c := Do(ctx, e, req)
+				r.count(c)
+				mine = append(mine, c)
 			}
 			r.mu.Lock()
 			r.calls = append(r.calls, mine...)
-			if now := time.Now(); now.After(r.end) {
-				r.end = now
-			}
 			r.mu.Unlock()
 		}()
 	}
 	return r
 }
 
-// Wait waits for the run to end by itself (N calls, or its context) and
-// returns every call, in no particular order, and how long the run took.
+// openLoop sends calls at o.Rate: every call that is due is started, each
+// on its own goroutine, then it sleeps until the next is due.
+func (r *Run) openLoop(ctx context.Context, e endpoint.Endpoint, req trimsvc.TrimRequest, o Options) {
+	defer r.wg.Done()
+	interval := time.Duration(float64(time.Second) / o.Rate)
+	var calls sync.WaitGroup
+	defer calls.Wait()
+	for i := int64(0); o.N == 0 || i < int64(o.N); i++ {
+		due := r.start.Add(time.Duration(i) * interval)
+		if wait := time.Until(due); wait > 0 {
+			select {
+			case <-time.After(wait):
+			case <-ctx.Done():
+			}
+		}
+		if r.stop.Load() || ctx.Err() != nil || (!r.until.IsZero() && due.After(r.until)) {
+			return
+		}
+		calls.Add(1)
+		go func() {
+			defer calls.Done()
+			c := Do(ctx, e, req)
+			// From when it was due, not when it started.
+			c.Took += c.Start.Sub(due)
+			c.Start = due
+			r.count(c)
+			r.mu.Lock()
+			r.calls = append(r.calls, c)
+			r.mu.Unlock()
+		}()
+	}
+}
+
+func (r *Run) count(c Call) {
+	r.done.Add(1)
+	if c.Err != nil {
+		r.failed.Add(1)
+	}
+	r.mu.Lock()
+	if now := time.Now(); now.After(r.end) {
+		r.end = now
+	}
+	r.mu.Unlock()
+}
+
+// Progress reports the calls done and failed so far.
+func (r *Run) Progress() (done, failed int64) { return r.done.Load(), r.failed.Load() }
+
+// Wait waits for the run to end by itself (N calls, Duration, or its
+// context) and returns every call, in no particular order, and how long the
+// run took.
 func (r *Run) Wait() ([]Call, time.Duration) {
 	r.wg.Wait()
+	if r.stopTimer != nil {
+		r.stopTimer.Stop()
+	}
 	return r.calls, r.end.Sub(r.start)
 }
 

@@ -3,6 +3,8 @@ package loadgen
 import (
 	"context"
 	"errors"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -47,5 +49,51 @@ func TestRunCountsEveryCall(t *testing.T) {
 	}
 	if want, have := []string{"every tenth fails"}, errs; len(have) != 1 || have[0] != want[0] {
 		t.Errorf("error samples: want %v, have %v", want, have)
+	}
+}
+
+func TestOpenLoopKeepsItsRateAndCountsFromTheDueTime(t *testing.T) {
+	stall := make(chan struct{})
+	var n int64
+	var mu sync.Mutex
+	e := func(ctx context.Context, req interface{}) (interface{}, error) {
+		mu.Lock()
+		n++
+		first := n == 1
+		mu.Unlock()
+		if first {
+			<-stall // the first call holds on; the loop does not wait for it
+		}
+		return transport.TrimResponse{Instance: "a"}, nil
+	}
+	time.AfterFunc(200*time.Millisecond, func() { close(stall) })
+	calls, _ := Start(context.Background(), e, "x", Options{Rate: 200, N: 40}).Wait()
+	if want, have := 40, len(calls); want != have {
+		t.Fatalf("calls: want %d, have %d", want, have)
+	}
+	slices.SortFunc(calls, func(a, b Call) int { return a.Start.Compare(b.Start) })
+	// Due every 5ms, from the start, whatever the stalled call did.
+	for i := 1; i < len(calls); i++ {
+		if d := calls[i].Start.Sub(calls[i-1].Start); d != 5*time.Millisecond {
+			t.Fatalf("calls %d and %d due %v apart, want 5ms", i-1, i, d)
+		}
+	}
+	if calls[0].Took < 190*time.Millisecond {
+		t.Errorf("the stalled call took %v, want its whole stall counted", calls[0].Took)
+	}
+}
+
+func TestDurationEndsTheRun(t *testing.T) {
+	e := func(context.Context, interface{}) (interface{}, error) {
+		return transport.TrimResponse{Instance: "a"}, nil
+	}
+	for _, o := range []Options{{Rate: 1000, Duration: 100 * time.Millisecond}, {Callers: 2, Duration: 100 * time.Millisecond}} {
+		calls, _ := Start(context.Background(), e, "x", o).Wait()
+		if len(calls) == 0 {
+			t.Errorf("%+v: no calls", o)
+		}
+		if o.Rate > 0 && len(calls) > 101 {
+			t.Errorf("%+v: %d calls, want at most 101 due in 100ms", o, len(calls))
+		}
 	}
 }

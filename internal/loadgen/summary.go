@@ -21,7 +21,12 @@ type Summary struct {
 	P50ms       float64        `json:"p50_ms"`
 	P90ms       float64        `json:"p90_ms"`
 	P99ms       float64        `json:"p99_ms"`
+	P999ms      float64        `json:"p999_ms"`
+	MaxMs       float64        `json:"max_ms"`
 	PerInstance map[string]int `json:"per_instance"`
+	// Attempts is every attempt the calls made, retries and hedges
+	// included; the caller fills it in from the client's metrics.
+	Attempts int `json:"attempts"`
 }
 
 // Summarize sums up calls made over elapsed, and returns a few distinct
@@ -47,13 +52,14 @@ func Summarize(calls []Call, elapsed time.Duration) (Summary, []string) {
 	}
 	slices.Sort(took)
 	s.P50ms, s.P90ms, s.P99ms = ms(Percentile(took, 50)), ms(Percentile(took, 90)), ms(Percentile(took, 99))
+	s.P999ms, s.MaxMs = ms(Percentile(took, 99.9)), ms(Percentile(took, 100))
 	return s, errs
 }
 
 // Print writes the summary as text.
 func (s Summary) Print(w io.Writer) {
-	fmt.Fprintf(w, "requests:  %d\nfailures:  %d\nreq/s:     %.0f\nlatency:   p50 %.3fms  p90 %.3fms  p99 %.3fms\nper instance:\n",
-		s.Requests, s.Failures, s.RPS, s.P50ms, s.P90ms, s.P99ms)
+	fmt.Fprintf(w, "requests:  %d\nfailures:  %d\nattempts:  %d\nreq/s:     %.0f\nlatency:   p50 %.3fms  p90 %.3fms  p99 %.3fms  p99.9 %.3fms  max %.3fms\nper instance:\n",
+		s.Requests, s.Failures, s.Attempts, s.RPS, s.P50ms, s.P90ms, s.P99ms, s.P999ms, s.MaxMs)
 	ids := make([]string, 0, len(s.PerInstance))
 	for id := range s.PerInstance {
 		ids = append(ids, id)
