@@ -1,6 +1,8 @@
 package client
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"slices"
 	"sync/atomic"
 
@@ -8,13 +10,26 @@ import (
 	"github.com/go-kit/kit/sd/lb"
 )
 
+// Balancer names, as CallConfig.Balancer and cmd/client's -balancer take
+// them.
+const (
+	RoundRobin = "round-robin"
+	P2C        = "p2c"
+)
+
 // Balancer picks an instance of an Endpointer for each call. It implements
 // go-kit's lb.Balancer; Retry also asks it, for each retry of a call, for an
 // instance that the call has not tried yet, so that a retry does not land
 // on the instance that just failed while other calls use the balancer
 // concurrently.
+//
+// Whatever its policy, a Balancer picks among the instances in the best
+// state first: connection READY and not ejected, then connecting, then
+// failing, then ejected (see Endpointer). A pick reads a snapshot and a few
+// atomics: it takes no lock.
 type Balancer struct {
 	endpointer *Endpointer
+	p2c        bool
 	counter    atomic.Uint64
 }
 
@@ -30,33 +45,128 @@ func NewRoundRobin(e *Endpointer) *Balancer {
 	return &Balancer{endpointer: e}
 }
 
+// NewP2C balances over the instances of e by the power of two choices: of
+// two instances picked at random, the one with the lower cost, its
+// peak-sensitive moving average of latency (or the mean age of its calls
+// in flight, when that is larger) times its calls in flight plus one, as
+// Finagle and linkerd do. A slow or stalling instance soon loses almost
+// every comparison, a hung one as soon as its calls in flight outlive its
+// usual latency; an estimate decays while nobody picks its instance, so
+// that a recovered instance is tried again within seconds. A new instance
+// costs nothing until it has a call in flight and then everything until it
+// answers (Finagle's rule): it is tried at once, one call at a time, neither
+// starved nor flooded. The estimates of instances that stay survive every
+// change of the instance list.
+func NewP2C(e *Endpointer) *Balancer {
+	if e == nil {
+		panic("client: NewP2C needs an endpointer")
+	}
+	return &Balancer{endpointer: e, p2c: true}
+}
+
+// newBalancer is the balancer CallConfig.Balancer names.
+func newBalancer(name string, e *Endpointer) (*Balancer, error) {
+	switch name {
+	case RoundRobin, "":
+		return NewRoundRobin(e), nil
+	case P2C:
+		return NewP2C(e), nil
+	}
+	return nil, fmt.Errorf("unknown balancer %q", name)
+}
+
 // Endpoint implements lb.Balancer.
 func (b *Balancer) Endpoint() (endpoint.Endpoint, error) {
 	n, err := b.pick(b.next(), nil)
 	if err != nil {
 		return nil, err
 	}
-	return n.e, nil
+	return n.tracked, nil
 }
 
 // next numbers a new call.
 func (b *Balancer) next() uint64 { return b.counter.Add(1) - 1 }
 
 // pick returns the instance for the next attempt of call seq, which has
-// tried the nodes in tried: the first instance it has not tried, counting
-// from its starting point plus its attempts so far; when it has tried them
-// all, it goes round again.
+// tried the nodes in tried: from the best tier that holds an instance it
+// has not tried, by the balancer's policy. When it has tried them all, it
+// goes round again (a single instance gets every attempt).
 func (b *Balancer) pick(seq uint64, tried []*node) (*node, error) {
-	nodes := b.endpointer.snapshot().nodes
-	n := uint64(len(nodes))
-	if n == 0 {
+	s := b.endpointer.snapshot()
+	if len(s.nodes) == 0 {
 		return nil, lb.ErrNoEndpoints
 	}
-	start := seq + uint64(len(tried))
-	for i := range n {
-		if nd := nodes[(start+i)%n]; !slices.Contains(tried, nd) {
-			return nd, nil
+	for _, tier := range s.tiers {
+		if n := b.pickIn(tier, seq, tried); n != nil {
+			return n, nil
 		}
 	}
-	return nodes[start%n], nil
+	for _, tier := range s.tiers {
+		if n := b.pickIn(tier, seq, nil); n != nil {
+			return n, nil
+		}
+	}
+	return nil, lb.ErrNoEndpoints
+}
+
+// pickIn picks a node of tier that is not in tried, or returns nil.
+func (b *Balancer) pickIn(tier []*node, seq uint64, tried []*node) *node {
+	n := uint64(len(tier))
+	if n == 0 {
+		return nil
+	}
+	if !b.p2c {
+		start := seq + uint64(len(tried))
+		for i := range n {
+			if nd := tier[(start+i)%n]; !slices.Contains(tried, nd) {
+				return nd
+			}
+		}
+		return nil
+	}
+	var a, c *node
+	if len(tried) == 0 && n >= 2 {
+		// A first attempt: two distinct nodes at random.
+		i, j := rand.Uint64N(n), rand.Uint64N(n-1)
+		if j >= i {
+			j++
+		}
+		a, c = tier[i], tier[j]
+		now := a.now()
+		if c.cost(now) < a.cost(now) {
+			return c
+		}
+		return a
+	}
+	// Two distinct untried nodes at random; a few draws find them unless
+	// most of the tier has been tried, when a scan does.
+	for range 4 {
+		if nd := tier[rand.Uint64N(n)]; nd != a && !slices.Contains(tried, nd) {
+			if a == nil {
+				a = nd
+			} else {
+				c = nd
+				break
+			}
+		}
+	}
+	if c == nil {
+		for _, nd := range tier {
+			if nd != a && !slices.Contains(tried, nd) {
+				if a == nil {
+					a = nd
+				} else if c == nil {
+					c = nd
+				}
+			}
+		}
+	}
+	if c == nil {
+		return a
+	}
+	now := a.now()
+	if c.cost(now) < a.cost(now) {
+		return c
+	}
+	return a
 }

@@ -5,50 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"time"
 
 	"github.com/go-kit/kit/endpoint"
 	kitsd "github.com/go-kit/kit/sd"
 	"github.com/go-kit/kit/sd/lb"
-	"github.com/go-kit/log"
 	"github.com/hashicorp/consul/api"
-	"google.golang.org/grpc"
 
 	"github.com/trimkit/trimkit/sd"
 	"github.com/trimkit/trimkit/transport"
 	"github.com/trimkit/trimkit/trimsvc"
 )
-
-// Option changes an optional part of the client.
-type Option func(*options)
-
-type options struct {
-	logger      log.Logger
-	dialOptions []grpc.DialOption
-	grace       time.Duration
-}
-
-// WithLogger sets the logger for discovery and connection events. Default:
-// none.
-func WithLogger(logger log.Logger) Option { return func(o *options) { o.logger = logger } }
-
-// WithDialOptions adds gRPC dial options to every connection (after
-// plaintext credentials, which they may override).
-func WithDialOptions(opts ...grpc.DialOption) Option {
-	return func(o *options) { o.dialOptions = append(o.dialOptions, opts...) }
-}
-
-// WithCloseGrace sets how long the connection of an instance that left
-// discovery stays open for calls in flight on it. Default: 2s.
-func WithCloseGrace(d time.Duration) Option { return func(o *options) { o.grace = d } }
-
-func newOptions(opts []Option) options {
-	o := options{logger: log.NewNopLogger(), grace: 2 * time.Second}
-	for _, opt := range opts {
-		opt(&o)
-	}
-	return o
-}
 
 // Client calls the trim service on the instances discovery reports, with
 // retries. It implements trimsvc.Service. Close it when done.
@@ -72,7 +38,10 @@ func New(cfg Config, opts ...Option) (*Client, error) {
 		return nil, fmt.Errorf("client config: %w", err)
 	}
 	cfg = cfg.withDefaults()
-	o := newOptions(opts)
+	o, err := newOptions(opts)
+	if err != nil {
+		return nil, fmt.Errorf("client options: %w", err)
+	}
 	consulCfg := api.DefaultConfig()
 	if cfg.ConsulAddr != "" {
 		consulCfg.Address = cfg.ConsulAddr
@@ -112,13 +81,17 @@ func New(cfg Config, opts ...Option) (*Client, error) {
 
 // NewFromInstancer builds the stack over any go-kit Instancer
 // (sd.FixedInstancer, a program's own discovery): an Endpointer with one
-// gRPC connection per instance (Factory), round robin, and Retry as cfg
-// says. Close does not stop instancer: the caller owns it.
+// gRPC connection per instance (Factory), the balancer cfg names, and Retry
+// as cfg says. Close does not stop instancer: the caller owns it.
 func NewFromInstancer(instancer kitsd.Instancer, cfg CallConfig, opts ...Option) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("client config: %w", err)
 	}
-	return build(instancer, cfg, newOptions(opts), discovery{})
+	o, err := newOptions(opts)
+	if err != nil {
+		return nil, fmt.Errorf("client options: %w", err)
+	}
+	return build(instancer, cfg.withDefaults(), o, discovery{})
 }
 
 // discovery is what New adds to the stack it builds over its Instancer.
@@ -127,13 +100,16 @@ type discovery struct {
 	explain func(err error) error // explains a call that found no endpoint
 }
 
+// build builds the stack over instancer; cfg has its defaults and o is
+// valid.
 func build(instancer kitsd.Instancer, cfg CallConfig, o options, d discovery) (*Client, error) {
-	endpointer := NewEndpointer(instancer, Factory(o.dialOptions...), o.logger, o.grace)
-	call, err := Retry(NewRoundRobin(endpointer), cfg)
+	endpointer := newEndpointer(instancer, Factory(o.dialOptions...), o)
+	balancer, err := newBalancer(cfg.Balancer, endpointer)
 	if err != nil {
 		endpointer.Close()
 		return nil, err
 	}
+	call := newRetry(balancer, cfg, o)
 	if d.explain != nil {
 		retry := call
 		call = func(ctx context.Context, request interface{}) (interface{}, error) {

@@ -34,11 +34,21 @@ type Config struct {
 // them: New, NewFromInstancer and Retry take it. The zero value of each
 // field means its default.
 type CallConfig struct {
-	// RetryMax is the most attempts a call makes, the first included.
-	// Default: 3.
+	// Balancer picks the instance of each attempt: RoundRobin
+	// ("round-robin", the default, the go-kit shape) or P2C ("p2c", the
+	// power of two choices over latency and load; see NewP2C).
+	Balancer string
+	// RetryMax is the most attempts a call makes, the first included, a
+	// hedge included. Default: 3.
 	RetryMax int
 	// RetryTimeout bounds a call, all its attempts together. Default: 500ms.
 	RetryTimeout time.Duration
+	// HedgeAfter, when positive, sends one more attempt to another instance
+	// if the first has not answered after HedgeAfter; the first answer wins
+	// and the other attempt is cancelled. Hedges count against the retry
+	// budget. Only for calls that are safe to make twice (idempotent, as
+	// TrimSpace is). Default: 0, no hedging.
+	HedgeAfter time.Duration
 }
 
 // FieldError is a Config field whose value is out of range.
@@ -62,6 +72,14 @@ func (c Config) Validate() error {
 // each a *FieldError, joined.
 func (c CallConfig) Validate() error {
 	var errs []error
+	switch c.Balancer {
+	case "", RoundRobin, P2C:
+	default:
+		errs = append(errs, &FieldError{"Balancer", fmt.Sprintf("%q", c.Balancer), fmt.Sprintf("must be %q or %q", RoundRobin, P2C)})
+	}
+	if c.HedgeAfter < 0 {
+		errs = append(errs, &FieldError{"HedgeAfter", c.HedgeAfter, "must not be negative (0 means no hedging)"})
+	}
 	if c.RetryMax < 0 {
 		errs = append(errs, &FieldError{"RetryMax", c.RetryMax, "must not be negative (0 means the default, 3)"})
 	}
@@ -80,6 +98,9 @@ func (c Config) withDefaults() Config {
 }
 
 func (c CallConfig) withDefaults() CallConfig {
+	if c.Balancer == "" {
+		c.Balancer = RoundRobin
+	}
 	if c.RetryMax == 0 {
 		c.RetryMax = DefaultRetryMax
 	}

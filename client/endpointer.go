@@ -1,6 +1,7 @@
 package client
 
 import (
+	"context"
 	"io"
 	"slices"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	kitsd "github.com/go-kit/kit/sd"
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
+	"google.golang.org/grpc/connectivity"
 )
 
 // Endpointer turns the instances of an Instancer into endpoints through a
@@ -20,56 +22,92 @@ import (
 // needs: an Instancer error keeps the endpoints known last (Consul down does
 // not mean the instances are), a removed instance's connection is closed
 // only after a grace period so calls in flight on it can finish, Close
-// closes every connection and waits for its goroutine, and Endpoints is a
-// lock-free read of a snapshot that changes only when the instances do.
+// closes every connection and waits for its goroutines, and Endpoints is a
+// lock-free read of a snapshot.
+//
+// It also knows how each instance is doing, for the balancers over it: the
+// state of its gRPC connection (when the Factory's io.Closer is a
+// *grpc.ClientConn, as Factory's is), its attempts in flight and latency,
+// and whether it is ejected (see Ejection). An instance keeps all of that
+// for as long as it stays in discovery, across updates.
 type Endpointer struct {
 	instancer kitsd.Instancer
 	factory   kitsd.Factory
 	logger    log.Logger
 	grace     time.Duration
+	ejection  Ejection
+	metrics   Metrics
+	epoch     time.Time // node times are nanoseconds since
 
 	events chan kitsd.Event
 	done   chan struct{}
 
 	current atomic.Pointer[snapshot]
 
-	mu      sync.Mutex // guards what follows
+	ctx    context.Context // ends at Close: watches and probes
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // watches and probes
+
+	mu      sync.Mutex // guards what follows, and the nodes' ejection state
 	byInst  map[string]*node
+	order   []*node // in instance order
 	closing map[*time.Timer]io.Closer
 	closed  bool
 }
 
-// node is one instance the Endpointer holds. A node lives as long as its
-// instance stays in discovery, across any number of updates.
-type node struct {
-	instance string
-	e        endpoint.Endpoint
-	closer   io.Closer
-}
+// Tiers of a snapshot, in the order a balancer prefers them: it picks from
+// the first that holds an instance the call has not tried. A first attempt
+// thus never goes to an instance whose connection failed, or that is
+// ejected, while another is usable (grpc-go's pickers use READY ones the
+// same way).
+const (
+	tierReady      = iota // connection READY (or unknown, or new and not yet dialled), not ejected
+	tierConnecting        // CONNECTING, or IDLE after it lost READY: usable, once connected
+	tierFailing           // TRANSIENT_FAILURE or SHUTDOWN
+	tierEjected
+	tiers
+)
 
 // snapshot is the Endpointer's view at one moment; it is never modified,
 // only replaced.
 type snapshot struct {
 	nodes     []*node // in instance order
 	endpoints []endpoint.Endpoint
+	tiers     [tiers][]*node
 }
 
 var _ kitsd.Endpointer = (*Endpointer)(nil)
 
 // NewEndpointer subscribes to instancer and builds endpoints with factory;
 // the state the instancer sends on Register is applied before it returns.
-// The connection of an instance that leaves is closed after grace.
-func NewEndpointer(instancer kitsd.Instancer, factory kitsd.Factory, logger log.Logger, grace time.Duration) *Endpointer {
+// Of the options it uses WithCloseGrace, WithEjection and WithMetrics; it
+// panics on an option out of range (New and NewFromInstancer return an
+// error for it instead).
+func NewEndpointer(instancer kitsd.Instancer, factory kitsd.Factory, logger log.Logger, opts ...Option) *Endpointer {
 	if instancer == nil || factory == nil || logger == nil {
 		panic("client: NewEndpointer needs an instancer, a factory and a logger")
 	}
+	o, err := newOptions(append(opts, WithLogger(logger)))
+	if err != nil {
+		panic("client: NewEndpointer: " + err.Error())
+	}
+	return newEndpointer(instancer, factory, o)
+}
+
+func newEndpointer(instancer kitsd.Instancer, factory kitsd.Factory, o options) *Endpointer {
+	ctx, cancel := context.WithCancel(context.Background())
 	e := &Endpointer{
 		instancer: instancer,
 		factory:   factory,
-		logger:    logger,
-		grace:     grace,
+		logger:    o.logger,
+		grace:     o.grace,
+		ejection:  o.ejection,
+		metrics:   o.metrics,
+		epoch:     time.Now(),
 		events:    make(chan kitsd.Event, 1),
 		done:      make(chan struct{}),
+		ctx:       ctx,
+		cancel:    cancel,
 		byInst:    map[string]*node{},
 		closing:   map[*time.Timer]io.Closer{},
 	}
@@ -116,7 +154,7 @@ func (e *Endpointer) update(instances []string) {
 	}
 	instances = slices.Compact(slices.Sorted(slices.Values(instances)))
 	next := make(map[string]*node, len(instances))
-	snap := &snapshot{nodes: make([]*node, 0, len(instances)), endpoints: make([]endpoint.Endpoint, 0, len(instances))}
+	order := make([]*node, 0, len(instances))
 	for _, inst := range instances {
 		n, ok := e.byInst[inst]
 		if !ok {
@@ -125,19 +163,107 @@ func (e *Endpointer) update(instances []string) {
 				_ = level.Error(e.logger).Log("msg", "factory failed; instance skipped", "instance", inst, "err", err)
 				continue
 			}
-			n = &node{instance: inst, e: ep, closer: closer}
+			n = newNode(e, inst, ep, closer)
+			if c, ok := closer.(watchedConn); ok {
+				n.state.Store(int32(c.GetState()))
+				e.wg.Add(1)
+				go e.watch(n, c)
+			}
 		}
 		next[inst] = n
-		snap.nodes = append(snap.nodes, n)
-		snap.endpoints = append(snap.endpoints, n.e)
+		order = append(order, n)
 	}
 	for inst, n := range e.byInst {
-		if _, ok := next[inst]; !ok && n.closer != nil {
-			e.closeLater(inst, n.closer)
+		if _, ok := next[inst]; !ok {
+			if n.probeCancel != nil {
+				n.probeCancel()
+			}
+			if n.closer != nil {
+				e.closeLater(inst, n.closer)
+			}
 		}
 	}
-	e.byInst = next
-	e.current.Store(snap)
+	e.byInst, e.order = next, order
+	e.publish()
+}
+
+// publish replaces the snapshot with one built from the nodes' current
+// state. e.mu is held.
+func (e *Endpointer) publish() {
+	s := &snapshot{nodes: e.order, endpoints: make([]endpoint.Endpoint, len(e.order))}
+	for i, n := range e.order {
+		s.endpoints[i] = n.tracked
+		s.tiers[tierOf(n)] = append(s.tiers[tierOf(n)], n)
+	}
+	e.current.Store(s)
+}
+
+// tierOf is the tier of n. e.mu is held.
+func tierOf(n *node) int {
+	if n.ejected {
+		return tierEjected
+	}
+	switch connectivity.State(n.state.Load()) {
+	case connectivity.Ready:
+		return tierReady
+	case connectivity.Idle:
+		if !n.wasReady.Load() {
+			// New: it connects on its first call, as grpc-go's do.
+			return tierReady
+		}
+		return tierConnecting
+	case connectivity.Connecting:
+		return tierConnecting
+	default:
+		return tierFailing
+	}
+}
+
+// republish publishes a new snapshot after a node's state changed.
+func (e *Endpointer) republish() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.closed {
+		e.publish()
+	}
+}
+
+// watchedConn is what the Endpointer needs of a connection to follow its
+// state; *grpc.ClientConn has it.
+type watchedConn interface {
+	GetState() connectivity.State
+	WaitForStateChange(ctx context.Context, s connectivity.State) bool
+	Connect()
+}
+
+// watch follows the state of n's connection until it shuts down or the
+// Endpointer closes. A connection that was READY and went IDLE (its server
+// closed it, or went away) is asked to connect again at once, so that a
+// dead instance is known as such (TRANSIENT_FAILURE) before a caller's
+// attempt finds out. A new connection is left to connect on its first call:
+// a service of a thousand instances is not dialled all at once.
+func (e *Endpointer) watch(n *node, c watchedConn) {
+	defer e.wg.Done()
+	for {
+		s := c.GetState()
+		if s == connectivity.Ready {
+			n.wasReady.Store(true)
+		}
+		if connectivity.State(n.state.Swap(int32(s))) != s {
+			e.republish()
+		}
+		switch s {
+		case connectivity.Shutdown:
+			return
+		case connectivity.Idle:
+			if n.wasReady.Load() {
+				c.Connect()
+			}
+		}
+		if !c.WaitForStateChange(e.ctx, s) {
+			return
+		}
+	}
 }
 
 // closeLater closes c after the grace period; e.mu is held.
@@ -163,15 +289,15 @@ func (e *Endpointer) closeOne(inst string, c io.Closer) {
 
 // Close unsubscribes from the Instancer (it does not stop it: whoever made it
 // owns it), closes every connection, those in their grace period included,
-// and waits for the Endpointer's goroutine. Endpoints is empty afterwards.
+// and waits for the Endpointer's goroutines. Endpoints is empty afterwards.
 func (e *Endpointer) Close() error {
 	e.instancer.Deregister(e.events)
 	close(e.events)
 	<-e.done
 
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	e.closed = true
+	e.cancel()
 	for inst, n := range e.byInst {
 		if n.closer != nil {
 			e.closeOne(inst, n.closer)
@@ -185,6 +311,9 @@ func (e *Endpointer) Close() error {
 	}
 	clear(e.byInst)
 	clear(e.closing)
+	e.order = nil
 	e.current.Store(&snapshot{})
+	e.mu.Unlock()
+	e.wg.Wait()
 	return nil
 }

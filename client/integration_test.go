@@ -78,7 +78,7 @@ func newStack(t *testing.T, agent *testenv.Agent) stack {
 	t.Helper()
 	instancer := sd.NewInstancer(sd.NewClient(agent.API()), log.NewNopLogger(), "trimsvc", nil, true)
 	t.Cleanup(instancer.Stop)
-	endpointer := client.NewEndpointer(instancer, client.Factory(), log.NewNopLogger(), 2*time.Second)
+	endpointer := client.NewEndpointer(instancer, client.Factory(), log.NewNopLogger())
 	t.Cleanup(func() { endpointer.Close() })
 	call, err := client.Retry(client.NewRoundRobin(endpointer), client.CallConfig{})
 	if err != nil {

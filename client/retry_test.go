@@ -35,7 +35,9 @@ func newFakes(byName map[string]endpoint.Endpoint) *fakes {
 }
 
 func (f *fakes) factory(instance string) (endpoint.Endpoint, io.Closer, error) {
-	e, ok := f.byName[instance]
+	f.mu.Lock()
+	_, ok := f.byName[instance]
+	f.mu.Unlock()
 	if !ok {
 		return nil, nil, errors.New("no fake for " + instance)
 	}
@@ -43,9 +45,31 @@ func (f *fakes) factory(instance string) (endpoint.Endpoint, io.Closer, error) {
 		f.mu.Lock()
 		f.calls[instance]++
 		f.order = append(f.order, instance)
+		e := f.byName[instance]
 		f.mu.Unlock()
 		return e(ctx, req)
 	}, closerFunc(func() error { f.closed <- instance; return nil }), nil
+}
+
+// set changes what instance does from now on.
+func (f *fakes) set(instance string, e endpoint.Endpoint) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.byName[instance] = e
+}
+
+// reset forgets the attempts so far.
+func (f *fakes) reset() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.order = nil
+	clear(f.calls)
+}
+
+func (f *fakes) count(instance string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls[instance]
 }
 
 func (f *fakes) total() int {
@@ -86,12 +110,18 @@ func hanging(waited chan<- time.Duration) endpoint.Endpoint {
 	}
 }
 
-// fakeStack builds Endpointer -> RoundRobin -> Retry over a FixedInstancer.
-func fakeStack(t *testing.T, f *fakes, instances []string, max int, timeout time.Duration) endpoint.Endpoint {
+// plain turns off what would change a test of Retry's own mechanics over a
+// few calls: ejection and the retry budget (each has tests of its own).
+var plain = []client.Option{client.WithEjection(client.Ejection{Disabled: true}), client.WithRetryBudget(client.RetryBudget{Disabled: true})}
+
+// fakeStack builds Endpointer -> RoundRobin -> Retry over a FixedInstancer,
+// with the plain options and then opts.
+func fakeStack(t *testing.T, f *fakes, instances []string, max int, timeout time.Duration, opts ...client.Option) endpoint.Endpoint {
 	t.Helper()
-	e := client.NewEndpointer(kitsd.FixedInstancer(instances), f.factory, log.NewNopLogger(), time.Second)
+	opts = append(append([]client.Option{}, plain...), opts...)
+	e := client.NewEndpointer(kitsd.FixedInstancer(instances), f.factory, log.NewNopLogger(), opts...)
 	t.Cleanup(func() { e.Close() })
-	call, err := client.Retry(client.NewRoundRobin(e), client.CallConfig{RetryMax: max, RetryTimeout: timeout})
+	call, err := client.Retry(client.NewRoundRobin(e), client.CallConfig{RetryMax: max, RetryTimeout: timeout}, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +237,7 @@ func TestRetryOverPlainGoKitBalancer(t *testing.T) {
 }
 
 func TestRetryConfigErrors(t *testing.T) {
-	e := client.NewEndpointer(kitsd.FixedInstancer(nil), newFakes(nil).factory, log.NewNopLogger(), time.Second)
+	e := client.NewEndpointer(kitsd.FixedInstancer(nil), newFakes(nil).factory, log.NewNopLogger())
 	defer e.Close()
 	for _, cfg := range []client.CallConfig{{RetryMax: -1}, {RetryTimeout: -time.Second}} {
 		_, err := client.Retry(client.NewRoundRobin(e), cfg)
@@ -304,7 +334,7 @@ func TestRetryStopsWhenCallerCancels(t *testing.T) {
 func TestEndpointerClosesRemovedAndAll(t *testing.T) {
 	f := newFakes(map[string]endpoint.Endpoint{"a": ok("a"), "b": ok("b")})
 	inst := &manualInstancer{}
-	e := client.NewEndpointer(inst, f.factory, log.NewNopLogger(), 50*time.Millisecond)
+	e := client.NewEndpointer(inst, f.factory, log.NewNopLogger(), client.WithCloseGrace(50*time.Millisecond))
 	inst.send(kitsd.Event{Instances: []string{"a", "b"}})
 	eps, _ := e.Endpoints()
 	if want, have := 2, len(eps); want != have {
@@ -351,8 +381,12 @@ func (m *manualInstancer) send(ev kitsd.Event) {
 	m.mu.Lock()
 	ch := m.ch
 	m.mu.Unlock()
+	// The Endpointer handles events one at a time from a channel of one:
+	// the second sync event fits only once the first was taken, that is
+	// once ev was handled.
 	ch <- ev
-	ch <- kitsd.Event{Err: errSync} // returns once the first is handled
+	ch <- kitsd.Event{Err: errSync}
+	ch <- kitsd.Event{Err: errSync}
 }
 
 var errSync = errors.New("sync")

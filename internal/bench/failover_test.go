@@ -50,7 +50,7 @@ func BenchmarkFailover(b *testing.B) {
 	}
 	instancer := sd.NewInstancer(sd.NewClient(agent.API()), log.NewNopLogger(), "trimsvc", nil, true)
 	defer instancer.Stop()
-	endpointer := client.NewEndpointer(instancer, factory, log.NewNopLogger(), 2*time.Second)
+	endpointer := client.NewEndpointer(instancer, factory, log.NewNopLogger())
 	defer endpointer.Close()
 	call, err := client.Retry(client.NewRoundRobin(endpointer), client.CallConfig{})
 	if err != nil {

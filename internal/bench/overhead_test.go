@@ -77,17 +77,20 @@ func rawThreeConnDeadline(tb testing.TB, addrs []string) caller {
 // lb.NewRoundRobin and lb.Retry. Like the examples, it does not read the
 // trimsvc-instance header, which trimkit's rows do.
 func gokitStock(tb testing.TB, addrs []string) caller {
-	factory := func(instance string) (endpoint.Endpoint, io.Closer, error) {
-		conn, err := grpc.NewClient(instance, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			return nil, nil, err
-		}
-		return kitgrpc.NewClient(conn, "pb.Trim", "TrimSpace", encodeGRPCTrimRequest, decodeGRPCTrimResponse, pb.TrimResponse{}).Endpoint(), conn, nil
-	}
-	endpointer := kitsd.NewEndpointer(kitsd.FixedInstancer(addrs), factory, log.NewNopLogger())
+	endpointer := kitsd.NewEndpointer(kitsd.FixedInstancer(addrs), gokitFactory, log.NewNopLogger())
 	tb.Cleanup(endpointer.Close)
 	e := lb.Retry(3, 500*time.Millisecond, lb.NewRoundRobin(endpointer))
 	return endpointCaller(e)
+}
+
+// gokitFactory is the examples' sd.Factory: a connection per instance and
+// go-kit's transport/grpc Client over it.
+func gokitFactory(instance string) (endpoint.Endpoint, io.Closer, error) {
+	conn, err := grpc.NewClient(instance, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, nil, err
+	}
+	return kitgrpc.NewClient(conn, "pb.Trim", "TrimSpace", encodeGRPCTrimRequest, decodeGRPCTrimResponse, pb.TrimResponse{}).Endpoint(), conn, nil
 }
 
 func encodeGRPCTrimRequest(_ context.Context, request interface{}) (interface{}, error) {

@@ -61,7 +61,7 @@ func BenchmarkScale(b *testing.B) {
 	start := time.Now()
 	instancer := sd.NewInstancer(sd.NewClient(c), log.NewNopLogger(), "trimsvc", nil, true)
 	defer instancer.Stop()
-	endpointer := client.NewEndpointer(instancer, client.Factory(), log.NewNopLogger(), time.Second)
+	endpointer := client.NewEndpointer(instancer, client.Factory(), log.NewNopLogger())
 	defer endpointer.Close()
 	call, err := client.Retry(client.NewRoundRobin(endpointer), client.CallConfig{})
 	if err != nil {

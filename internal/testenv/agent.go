@@ -60,7 +60,7 @@ func (a *Agent) API() *api.Client {
 	return c
 }
 
-// WaitPassing waits, at most 10s, until the passing instances of service
+// WaitPassing waits, at most 20s, until the passing instances of service
 // are exactly ids, and returns when it saw them so. On failure it logs the
 // agent's checks.
 func (a *Agent) WaitPassing(service string, ids ...string) time.Time {
@@ -68,12 +68,13 @@ func (a *Agent) WaitPassing(service string, ids ...string) time.Time {
 	return WaitPassing(a.t, a.API(), service, localconsul.Exactly(ids...))
 }
 
-// WaitPassing waits, at most 10s, until the passing instances of service,
+// WaitPassing waits, at most 20s (a check every 5s first runs at a random
+// moment within it), until the passing instances of service,
 // as c sees them, satisfy ok, and returns when it saw them so. On failure it
 // logs the checks of c's agent.
 func WaitPassing(t testing.TB, c *api.Client, service string, ok func([]string) bool) time.Time {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if _, err := localconsul.WaitPassing(ctx, c, service, ok); err != nil {
 		checks, cerr := c.Agent().Checks()

@@ -1,0 +1,128 @@
+package client
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// RetryBudget bounds retries and hedges to a fraction of calls, as
+// Finagle's RetryBudget does, so that a fleet in trouble is not sent
+// RetryMax times its load: over any TTL, retries and hedges may number at
+// most Percent of the calls made plus MinPerSecond for each second of TTL
+// (the floor lets a quiet client still retry). A call whose retry the
+// budget refuses returns its failure at once, saying so. The zero value of
+// each field means its default (DefaultRetryBudget's).
+type RetryBudget struct {
+	Disabled     bool
+	Percent      float64
+	MinPerSecond float64
+	TTL          time.Duration
+}
+
+// DefaultRetryBudget is Finagle's: 20% of calls plus 10 a second, over 10s.
+var DefaultRetryBudget = RetryBudget{Percent: 0.2, MinPerSecond: 10, TTL: 10 * time.Second}
+
+func (b RetryBudget) validate() error {
+	var errs []error
+	if b.Percent < 0 {
+		errs = append(errs, fmt.Errorf("RetryBudget.Percent %v: must not be negative", b.Percent))
+	}
+	if b.MinPerSecond < 0 {
+		errs = append(errs, fmt.Errorf("RetryBudget.MinPerSecond %v: must not be negative", b.MinPerSecond))
+	}
+	if b.TTL < 0 || (b.TTL > 0 && b.TTL < time.Second) || b.TTL > time.Minute {
+		errs = append(errs, fmt.Errorf("RetryBudget.TTL %v: must be within [1s, 1m]", b.TTL))
+	}
+	return errors.Join(errs...)
+}
+
+func (b RetryBudget) withDefaults() RetryBudget {
+	d := DefaultRetryBudget
+	if b.Percent == 0 {
+		b.Percent = d.Percent
+	}
+	if b.MinPerSecond == 0 {
+		b.MinPerSecond = d.MinPerSecond
+	}
+	if b.TTL == 0 {
+		b.TTL = d.TTL
+	}
+	return b
+}
+
+// budgetSlots is how many slices the TTL window is counted in: an old
+// deposit leaves the window a slice at a time.
+const budgetSlots = 10
+
+// budget is a RetryBudget at work: calls and retries counted in slots of
+// TTL/budgetSlots, the oldest slot reused once it has left the window. A
+// mutex, not atomics: one short critical section per call, and exact
+// counts.
+type budget struct {
+	cfg   RetryBudget
+	slot  time.Duration
+	now   func() time.Time
+	start time.Time // slots count from here, on the monotonic clock
+
+	mu      sync.Mutex
+	slots   [budgetSlots]struct{ epoch, calls, retries int64 }
+	calls   int64 // in the window
+	retries int64 // in the window
+}
+
+func newBudget(cfg RetryBudget, now func() time.Time) *budget {
+	if cfg.Disabled {
+		return nil
+	}
+	return &budget{cfg: cfg, slot: cfg.TTL / budgetSlots, now: now, start: now()}
+}
+
+// current returns the slot of now, after dropping the slots that left the
+// window. b.mu is held.
+func (b *budget) current() *struct{ epoch, calls, retries int64 } {
+	epoch := int64(b.now().Sub(b.start) / b.slot)
+	s := &b.slots[epoch%budgetSlots]
+	if s.epoch != epoch {
+		// Every slot older than the window: clear it.
+		for i := range b.slots {
+			if o := &b.slots[i]; o.epoch <= epoch-budgetSlots || o == s {
+				b.calls -= o.calls
+				b.retries -= o.retries
+				*o = struct{ epoch, calls, retries int64 }{epoch: o.epoch}
+			}
+		}
+		s.epoch = epoch
+	}
+	return s
+}
+
+// call counts a call. A nil budget counts nothing.
+func (b *budget) call() {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	b.current().calls++
+	b.calls++
+	b.mu.Unlock()
+}
+
+// retry reports whether one more retry or hedge fits the budget, and
+// counts it if so. A nil budget always allows.
+func (b *budget) retry() bool {
+	if b == nil {
+		return true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.current()
+	allowed := b.cfg.Percent*float64(b.calls) + b.cfg.MinPerSecond*b.cfg.TTL.Seconds()
+	if float64(b.retries+1) > allowed {
+		return false
+	}
+	s.retries++
+	b.retries++
+	return true
+}

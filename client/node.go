@@ -1,0 +1,210 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"io"
+	"math"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-kit/kit/endpoint"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/status"
+)
+
+const (
+	// decayTime is how fast a node's latency estimate forgets without new
+	// samples: a peak decays by e every decayTime. Finagle and go-zero use
+	// 10s, kratos 600ms. 2s: a node that was slow is tried again (one call)
+	// every few seconds, so a recovered one is back soon and a still slow
+	// one costs a call now and then (`make bench`, gray failure, measured
+	// 1s and 2s with and without minSampleWeight).
+	decayTime = 2 * time.Second
+	// coldPenalty is the cost of a node that has not answered yet while
+	// one call to it is in flight: it gets exactly one probe at a time
+	// until it answers (Finagle's rule), neither starved nor flooded.
+	coldPenalty = 1e15
+	// minSampleWeight is the least weight a sample below the estimate gets:
+	// a busy node sheds a peak within a few dozen samples, not only with
+	// time. A pause of the client's own (a GC, a starved CPU) delays every
+	// call in flight and peaks every busy node at once; without the floor
+	// they stay peaked for about decayTime while an idle slow node, whose
+	// estimate only decays, looks cheaper and gets a burst of calls.
+	minSampleWeight = 0.1
+	// failurePenalty is the least latency a failed attempt counts as: a
+	// failure costs its caller another attempt, as a timeout does, so a
+	// node that fails fast must not look fast.
+	failurePenalty = float64(100 * time.Millisecond)
+)
+
+// node is one instance the Endpointer holds, with what the balancers know
+// of it. A node lives as long as its instance stays in discovery, across
+// any number of updates, so its scores survive them. Everything a call
+// touches is atomic: no lock on the call path.
+type node struct {
+	instance string
+	e        endpoint.Endpoint // the Factory's
+	closer   io.Closer
+	owner    *Endpointer
+	tracked  endpoint.Endpoint // e with bookkeeping: what callers call
+
+	state    atomic.Int32 // connectivity.State of its connection; Ready when unknown
+	wasReady atomic.Bool  // its connection has been READY at least once
+
+	inflight atomic.Int64 // attempts in flight
+	startSum atomic.Int64 // sum of their start times, ns since owner.epoch
+
+	ewma  atomic.Uint64 // peak EWMA of latency, ns, as float64 bits; 0 until the first answer
+	stamp atomic.Int64  // when ewma was last updated, ns since owner.epoch
+
+	failures  atomic.Int32 // consecutive attempts that failed as ejection counts them
+	probation atomic.Bool  // readmitted after an ejection, not yet trusted
+
+	// Ejection state; guarded by owner.mu.
+	ejected      bool
+	ejections    int       // in a row, for the growing ejection time
+	readmittedAt time.Time // when it last came back
+	probeCancel  context.CancelFunc
+}
+
+func newNode(owner *Endpointer, instance string, e endpoint.Endpoint, closer io.Closer) *node {
+	n := &node{instance: instance, e: e, closer: closer, owner: owner}
+	n.state.Store(int32(connectivity.Ready))
+	n.tracked = n.call
+	return n
+}
+
+// call is an attempt on the node: the Factory's endpoint, with the
+// bookkeeping the balancers and ejection need.
+func (n *node) call(ctx context.Context, request interface{}) (interface{}, error) {
+	start := n.begin()
+	resp, err := n.e(ctx, request)
+	n.end(ctx, start, err)
+	return resp, err
+}
+
+func (n *node) now() int64 { return int64(time.Since(n.owner.epoch)) }
+
+func (n *node) begin() int64 {
+	start := n.now()
+	n.inflight.Add(1)
+	n.startSum.Add(start)
+	return start
+}
+
+// outcome is how an attempt ended, as far as the instance's health goes.
+type outcome int
+
+const (
+	answered  outcome = iota // a response, or an error the instance answered with (business, Internal...)
+	failed                   // a failure Retry would retry: Unavailable, connection closed
+	timedOut                 // the attempt's share of the retry timeout ran out
+	outpaced                 // cancelled because a hedge to another instance answered first
+	abandoned                // the caller gave up; says nothing of the instance
+)
+
+var outcomeNames = [...]string{answered: "answered", failed: "failed", timedOut: "timeout", outpaced: "outpaced", abandoned: "abandoned"}
+
+func (o outcome) String() string { return outcomeNames[o] }
+
+// classify tells how an attempt made under ctx ended with err.
+func classify(ctx context.Context, err error) outcome {
+	if err == nil {
+		return answered
+	}
+	switch context.Cause(ctx) {
+	case errAttemptTimeout:
+		return timedOut
+	case errOutpaced:
+		return outpaced
+	}
+	if ctx.Err() != nil {
+		return abandoned
+	}
+	switch status.Code(err) {
+	case codes.Unavailable, codes.Canceled:
+		return failed
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return timedOut
+	}
+	return answered
+}
+
+func (n *node) end(ctx context.Context, start int64, err error) {
+	now := n.now()
+	n.inflight.Add(-1)
+	n.startSum.Add(-start)
+	rtt := float64(now - start)
+	o := classify(ctx, err)
+	switch o {
+	case answered:
+		n.observe(rtt, now)
+		if n.failures.Load() != 0 { // a read, not a write, on the common path
+			n.failures.Store(0)
+		}
+		if n.probation.Load() {
+			n.probation.Store(false) // it answered: trusted again
+		}
+	case failed, timedOut, outpaced:
+		// As bad as a timeout for the caller, who needs another attempt:
+		// the estimate jumps to at least the time it cost.
+		n.observe(max(rtt, failurePenalty), now)
+		n.owner.struck(n, o)
+	case abandoned:
+		// A lower bound of the latency: it may only raise the estimate.
+		if rtt > n.estimate(now) {
+			n.observe(rtt, now)
+		}
+	}
+	n.owner.metrics.attempt(n.instance, o)
+}
+
+// observe folds a latency sample into the peak EWMA: a sample above the
+// estimate replaces it at once; one below pulls it down with a weight that
+// grows with the time since the last update.
+func (n *node) observe(rtt float64, now int64) {
+	for {
+		oldBits := n.ewma.Load()
+		old := math.Float64frombits(oldBits)
+		next := rtt
+		if old != 0 && rtt < old {
+			w := min(math.Exp(-float64(now-n.stamp.Load())/float64(decayTime)), 1-minSampleWeight)
+			next = old*w + rtt*(1-w)
+		}
+		if n.ewma.CompareAndSwap(oldBits, math.Float64bits(next)) {
+			n.stamp.Store(now)
+			return
+		}
+	}
+}
+
+// estimate is the latency estimate at now, decayed for the time since it
+// was last updated, so a node nobody picks becomes worth trying again.
+func (n *node) estimate(now int64) float64 {
+	e := math.Float64frombits(n.ewma.Load())
+	if e == 0 {
+		return 0
+	}
+	return e * math.Exp(-float64(now-n.stamp.Load())/float64(decayTime))
+}
+
+// cost is what the p2c balancer compares: the latency estimate, or the
+// mean age of the attempts in flight when that is larger (so a node that
+// stopped answering loses picks before any of them fails), times the
+// attempts in flight plus one.
+func (n *node) cost(now int64) float64 {
+	inflight := n.inflight.Load()
+	est := n.estimate(now)
+	if inflight > 0 {
+		if age := float64(now - n.startSum.Load()/inflight); age > est {
+			est = age
+		}
+	}
+	if math.Float64frombits(n.ewma.Load()) == 0 && inflight > 0 {
+		return coldPenalty + float64(inflight)
+	}
+	return est * float64(inflight+1)
+}

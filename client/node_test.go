@@ -1,0 +1,106 @@
+package client
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	kitsd "github.com/go-kit/kit/sd"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+func testNode(t *testing.T) *node {
+	t.Helper()
+	o, err := newOptions(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEndpointer(kitsd.FixedInstancer(nil), nil, o)
+	t.Cleanup(func() { e.Close() })
+	return newNode(e, "x", nil, nil)
+}
+
+func TestPeakEWMA(t *testing.T) {
+	n := testNode(t)
+	ms := float64(time.Millisecond)
+	n.observe(1*ms, 0)
+	if have := n.estimate(0); have != 1*ms {
+		t.Fatalf("first sample: want 1ms, have %v", time.Duration(have))
+	}
+	// A peak is taken at once.
+	n.observe(20*ms, int64(time.Millisecond))
+	if have := n.estimate(int64(time.Millisecond)); have != 20*ms {
+		t.Errorf("peak: want 20ms, have %v", time.Duration(have))
+	}
+	// A lower sample pulls it down, the more so the longer since the last.
+	n.observe(1*ms, int64(time.Millisecond+decayTime))
+	have := n.estimate(int64(time.Millisecond + decayTime))
+	if have >= 20*ms || have <= 1*ms {
+		t.Errorf("after a decay time: want between 1ms and 20ms, have %v", time.Duration(have))
+	}
+	// Unpicked, the estimate decays by e every decayTime.
+	later := n.estimate(int64(time.Millisecond + 3*decayTime))
+	if later >= have/7 {
+		t.Errorf("two decay times later: want under %v, have %v", time.Duration(have/7), time.Duration(later))
+	}
+}
+
+func TestCostCountsCallsInFlightAndTheirAge(t *testing.T) {
+	ms := int64(time.Millisecond)
+	a, b := testNode(t), testNode(t)
+	// Cold: free to try once, then penalised while the probe is out.
+	if have := a.cost(0); have != 0 {
+		t.Errorf("cold and idle: want 0, have %v", have)
+	}
+	a.inflight.Add(1)
+	a.startSum.Add(0)
+	if have := a.cost(ms); have < coldPenalty {
+		t.Errorf("cold with a call in flight: want the penalty, have %v", have)
+	}
+	a.inflight.Add(-1)
+
+	a.observe(float64(ms), 0)
+	b.observe(float64(ms), 0)
+	// Same latency: the one with calls in flight costs more.
+	b.inflight.Add(2)
+	b.startSum.Add(2 * ms)
+	if !(a.cost(ms) < b.cost(ms)) {
+		t.Errorf("calls in flight: a %v, b %v", a.cost(ms), b.cost(ms))
+	}
+	// Calls in flight much older than the estimate (a hung instance) make
+	// it cost more still, before any of them ends.
+	early := b.cost(2 * ms)
+	late := b.cost(500 * ms)
+	if late < 100*early {
+		t.Errorf("aging calls in flight: cost %v at 2ms, %v at 500ms", early, late)
+	}
+}
+
+func TestClassify(t *testing.T) {
+	live := context.Background()
+	cancelled := func(cause error) context.Context {
+		ctx, cancel := context.WithCancelCause(context.Background())
+		cancel(cause)
+		return ctx
+	}
+	for _, tc := range []struct {
+		ctx  context.Context
+		err  error
+		want outcome
+	}{
+		{live, nil, answered},
+		{live, status.Error(codes.InvalidArgument, "x"), answered},
+		{live, status.Error(codes.Internal, "x"), answered},
+		{live, status.Error(codes.Unavailable, "x"), failed},
+		{live, status.Error(codes.Canceled, "closed under the call"), failed},
+		{cancelled(errAttemptTimeout), status.Error(codes.Canceled, "x"), timedOut},
+		{cancelled(errOutpaced), status.Error(codes.Canceled, "x"), outpaced},
+		{cancelled(errHedgeUnneeded), status.Error(codes.Canceled, "x"), abandoned},
+		{cancelled(context.Canceled), status.Error(codes.Canceled, "x"), abandoned},
+	} {
+		if have := classify(tc.ctx, tc.err); have != tc.want {
+			t.Errorf("%v / %v: want %v, have %v", context.Cause(tc.ctx), tc.err, tc.want, have)
+		}
+	}
+}

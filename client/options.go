@@ -1,0 +1,186 @@
+package client
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/go-kit/kit/metrics"
+	"github.com/go-kit/log"
+	"google.golang.org/grpc"
+)
+
+// Option changes an optional part of the client stack. New and
+// NewFromInstancer take every option; NewEndpointer and Retry take the
+// ones that concern them and ignore the others.
+type Option func(*options)
+
+type options struct {
+	logger      log.Logger
+	dialOptions []grpc.DialOption
+	grace       time.Duration
+	ejection    Ejection
+	budget      RetryBudget
+	metrics     Metrics
+}
+
+// WithLogger sets the logger for discovery, connection and ejection
+// events. Default: none.
+func WithLogger(logger log.Logger) Option { return func(o *options) { o.logger = logger } }
+
+// WithDialOptions adds gRPC dial options to every connection (after
+// plaintext credentials, which they may override).
+func WithDialOptions(opts ...grpc.DialOption) Option {
+	return func(o *options) { o.dialOptions = append(o.dialOptions, opts...) }
+}
+
+// WithCloseGrace sets how long the connection of an instance that left
+// discovery stays open for calls in flight on it. Default: 2s.
+func WithCloseGrace(d time.Duration) Option { return func(o *options) { o.grace = d } }
+
+// WithEjection sets how the Endpointer ejects instances that keep failing.
+// Default: DefaultEjection.
+func WithEjection(e Ejection) Option { return func(o *options) { o.ejection = e } }
+
+// WithRetryBudget sets the budget that bounds Retry's retries and hedges.
+// Default: DefaultRetryBudget.
+func WithRetryBudget(b RetryBudget) Option { return func(o *options) { o.budget = b } }
+
+// WithMetrics sets the instruments the stack reports to; any left nil is
+// not reported.
+func WithMetrics(m Metrics) Option { return func(o *options) { o.metrics = m } }
+
+func newOptions(opts []Option) (options, error) {
+	o := options{logger: log.NewNopLogger(), grace: 2 * time.Second}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	var errs []error
+	if o.logger == nil {
+		errs = append(errs, errors.New("WithLogger: nil logger"))
+	}
+	if o.grace < 0 {
+		errs = append(errs, fmt.Errorf("WithCloseGrace %v: must not be negative", o.grace))
+	}
+	errs = append(errs, o.ejection.validate(), o.budget.validate())
+	if err := errors.Join(errs...); err != nil {
+		return options{}, err
+	}
+	o.ejection = o.ejection.withDefaults()
+	o.budget = o.budget.withDefaults()
+	return o, nil
+}
+
+// Ejection is outlier ejection: an instance whose attempts fail
+// ConsecutiveFailures times in a row (failures Retry would retry:
+// Unavailable, a connection closed, an attempt's share running out, or an
+// attempt outpaced by a hedge to another instance; an attempt that ran out
+// its share counts twice) is taken out of picking for BaseTime, doubling
+// with each ejection in a row up to MaxTime. When the
+// time is up the Endpointer probes it (a grpc.health.v1 check on its
+// connection, so that no caller's call is the probe) and readmits it on
+// probation: its next failure ejects it again at once. Never more than
+// MaxEjectedFraction of the instances, rounded down, are ejected: a service
+// of one instance is never ejected, one of three loses at most one.
+// The zero value of each field means its default (DefaultEjection's).
+type Ejection struct {
+	Disabled            bool
+	ConsecutiveFailures int
+	BaseTime            time.Duration
+	MaxTime             time.Duration
+	MaxEjectedFraction  float64
+	// ProbeTimeout bounds the health check of an instance whose ejection
+	// is over.
+	ProbeTimeout time.Duration
+}
+
+// DefaultEjection is what the stack uses unless told otherwise. Two
+// failures in a row, because one can be a blip (a connection that closed
+// as its instance restarted) and Retry covers the caller anyway, while two
+// without a success between are a pattern. A timeout counts twice: it cost
+// its caller a whole share of the call's time, a hundred times a normal
+// answer, so a hung instance is ejected one attempt share after it stopped
+// answering, even under p2c, which stops picking it before a second
+// attempt could time out (and would otherwise let a caller's call be the
+// probe once its estimate decayed). One second first, because the probe, not a
+// caller, finds out whether it is back; doubling to 30s so that an
+// instance that passes its health check but fails real calls costs little.
+// Half the instances at most, so that the rest can carry the load.
+var DefaultEjection = Ejection{
+	ConsecutiveFailures: 2,
+	BaseTime:            time.Second,
+	MaxTime:             30 * time.Second,
+	MaxEjectedFraction:  0.5,
+	ProbeTimeout:        500 * time.Millisecond,
+}
+
+func (e Ejection) validate() error {
+	var errs []error
+	if e.ConsecutiveFailures < 0 {
+		errs = append(errs, fmt.Errorf("Ejection.ConsecutiveFailures %d: must not be negative", e.ConsecutiveFailures))
+	}
+	for name, d := range map[string]time.Duration{"BaseTime": e.BaseTime, "MaxTime": e.MaxTime, "ProbeTimeout": e.ProbeTimeout} {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("Ejection.%s %v: must not be negative", name, d))
+		}
+	}
+	if e.MaxEjectedFraction < 0 || e.MaxEjectedFraction > 1 {
+		errs = append(errs, fmt.Errorf("Ejection.MaxEjectedFraction %v: must be within [0, 1]", e.MaxEjectedFraction))
+	}
+	if e.BaseTime > 0 && e.MaxTime > 0 && e.MaxTime < e.BaseTime {
+		errs = append(errs, fmt.Errorf("Ejection.MaxTime %v: below BaseTime %v", e.MaxTime, e.BaseTime))
+	}
+	return errors.Join(errs...)
+}
+
+func (e Ejection) withDefaults() Ejection {
+	d := DefaultEjection
+	if e.ConsecutiveFailures == 0 {
+		e.ConsecutiveFailures = d.ConsecutiveFailures
+	}
+	if e.BaseTime == 0 {
+		e.BaseTime = d.BaseTime
+	}
+	if e.MaxTime == 0 {
+		e.MaxTime = max(d.MaxTime, e.BaseTime)
+	}
+	if e.MaxEjectedFraction == 0 {
+		e.MaxEjectedFraction = d.MaxEjectedFraction
+	}
+	if e.ProbeTimeout == 0 {
+		e.ProbeTimeout = d.ProbeTimeout
+	}
+	return e
+}
+
+// Metrics are the instruments the client stack reports to, go-kit's
+// interfaces so that a program can hang them on Prometheus or anything
+// else (the client itself imports no metrics backend).
+type Metrics struct {
+	// Attempts counts every attempt, first ones, retries and hedges, by
+	// "instance" (host:port) and "outcome": answered (a response, or an
+	// error the instance answered with), failed (Unavailable, connection
+	// closed), timeout (the attempt's share ran out), outpaced (a hedge
+	// answered first), abandoned (the caller gave up).
+	Attempts metrics.Counter
+	// Retries counts attempts after a call's first, hedges excluded.
+	Retries metrics.Counter
+	// Hedges counts hedged attempts.
+	Hedges metrics.Counter
+	// Ejections counts ejections, by "instance".
+	Ejections metrics.Counter
+	// BudgetExhausted counts retries and hedges the retry budget refused.
+	BudgetExhausted metrics.Counter
+}
+
+func (m Metrics) attempt(instance string, o outcome) {
+	if m.Attempts != nil {
+		m.Attempts.With("instance", instance, "outcome", o.String()).Add(1)
+	}
+}
+
+func add(c metrics.Counter, labelValues ...string) {
+	if c != nil {
+		c.With(labelValues...).Add(1)
+	}
+}

@@ -1,0 +1,349 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"runtime"
+	"runtime/debug"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-kit/kit/endpoint"
+	kitsd "github.com/go-kit/kit/sd"
+	"github.com/go-kit/kit/sd/lb"
+	"github.com/go-kit/log"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/trimkit/trimkit/client"
+	"github.com/trimkit/trimkit/internal/loadgen"
+	"github.com/trimkit/trimkit/pb"
+	"github.com/trimkit/trimkit/transport"
+	"github.com/trimkit/trimkit/trimsvc"
+)
+
+// The gray-failure runs: open-loop load at grayRate calls a second,
+// grayWarm healthy, then grayRun with the fault.
+const (
+	grayRate = 1000
+	grayWarm = 500 * time.Millisecond
+	grayRun  = 2 * time.Second
+	// grayReps is how many times each cell runs, on fresh servers: a pause
+	// of the machine's own (a 2-core VM) inside one run moves its p99, so a
+	// cell reports the median of its runs.
+	grayReps = 3
+	// overloadRun is overloaded's run: a retry budget is about sustained
+	// load, and its floor (MinPerSecond x TTL retries) is there from the
+	// start, so it is measured over one TTL.
+	overloadRun = 10 * time.Second
+	hedgeFor    = 3 * time.Millisecond // rr+hedge's HedgeAfter
+	stallFor    = 20 * time.Millisecond
+	stallEach   = 40 * time.Millisecond
+)
+
+// A fault is what the faulty instance (or, overloaded, every instance) does
+// once the fault begins.
+type fault int
+
+const (
+	healthy    fault = iota
+	slow             // adds 10x the healthy median latency to every call
+	stall            // freezes, health included, for 20ms of every 40ms
+	hung             // never answers, health included; the connection stays open
+	dead             // the process is gone: connection refused
+	overloaded       // every instance answers Unavailable to half the calls
+)
+
+var faultNames = []string{"healthy", "slow", "stall", "hung", "dead", "overloaded"}
+
+// faultyServer is an in-process trim server with grpc.health.v1 whose
+// behaviour a fault changes.
+type faultyServer struct {
+	addr   string
+	grpc   *grpc.Server
+	wg     sync.WaitGroup
+	fault  atomic.Int32
+	slowBy time.Duration
+	since  time.Time // of the fault, for stall's rhythm
+}
+
+func startFaulty(tb testing.TB, id string, slowBy time.Duration) *faultyServer {
+	tb.Helper()
+	s := &faultyServer{slowBy: slowBy}
+	s.grpc = grpc.NewServer(grpc.UnaryInterceptor(s.intercept))
+	svc, err := trimsvc.New(trimsvc.DefaultMaxInputBytes)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	pb.RegisterTrimServer(s.grpc, transport.NewGRPCServer(trimsvc.NewServerSet(svc), id, log.NewNopLogger()))
+	healthpb.RegisterHealthServer(s.grpc, health.NewServer())
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s.addr = lis.Addr().String()
+	s.wg.Add(1)
+	go func() { defer s.wg.Done(); _ = s.grpc.Serve(lis) }()
+	tb.Cleanup(s.stop)
+	return s
+}
+
+func (s *faultyServer) stop() { s.grpc.Stop(); s.wg.Wait() }
+
+func (s *faultyServer) set(f fault) {
+	s.since = time.Now()
+	s.fault.Store(int32(f))
+	if f == dead {
+		s.stop()
+	}
+}
+
+func (s *faultyServer) intercept(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	trim := info.FullMethod == pb.Trim_TrimSpace_FullMethodName
+	switch fault(s.fault.Load()) {
+	case slow:
+		if trim {
+			time.Sleep(s.slowBy)
+		}
+	case stall:
+		if phase := time.Since(s.since) % stallEach; phase < stallFor {
+			time.Sleep(stallFor - phase)
+		}
+	case hung:
+		<-ctx.Done()
+		return nil, status.FromContextError(ctx.Err()).Err()
+	case overloaded:
+		if trim && rand.IntN(2) == 0 {
+			return nil, status.Error(codes.Unavailable, "overloaded")
+		}
+	}
+	return handler(ctx, req)
+}
+
+// attemptLog counts the attempts each instance gets and when the faulty
+// one last got one.
+type attemptLog struct {
+	faulty   string
+	total    atomic.Int64
+	toFaulty atomic.Int64
+	last     atomic.Int64 // unix ns of the last attempt to the faulty one
+}
+
+func (a *attemptLog) wrap(instance string, e endpoint.Endpoint) endpoint.Endpoint {
+	return func(ctx context.Context, req interface{}) (interface{}, error) {
+		a.total.Add(1)
+		if instance == a.faulty {
+			a.toFaulty.Add(1)
+			a.last.Store(time.Now().UnixNano())
+		}
+		return e(ctx, req)
+	}
+}
+
+// grayRow builds one of the compared stacks over addrs, recording attempts
+// in log, and returns its endpoint and a closer.
+type grayRow struct {
+	name  string
+	build func(addrs []string, log *attemptLog) (endpoint.Endpoint, func())
+}
+
+// trimkitRow is trimkit's stack from its pieces, as NewFromInstancer builds
+// it, with a Factory that records attempts.
+func trimkitRow(cfg client.CallConfig, opts ...client.Option) func([]string, *attemptLog) (endpoint.Endpoint, func()) {
+	return func(addrs []string, al *attemptLog) (endpoint.Endpoint, func()) {
+		factory := func(instance string) (endpoint.Endpoint, io.Closer, error) {
+			e, c, err := client.Factory()(instance)
+			return al.wrap(instance, e), c, err
+		}
+		endpointer := client.NewEndpointer(kitsd.FixedInstancer(addrs), factory, log.NewNopLogger(), opts...)
+		balancer := client.NewRoundRobin(endpointer)
+		if cfg.Balancer == client.P2C {
+			balancer = client.NewP2C(endpointer)
+		}
+		call, err := client.Retry(balancer, cfg, opts...)
+		if err != nil {
+			panic(err)
+		}
+		return call, func() { endpointer.Close() }
+	}
+}
+
+func grayRows() []grayRow {
+	off := []client.Option{client.WithEjection(client.Ejection{Disabled: true}), client.WithRetryBudget(client.RetryBudget{Disabled: true})}
+	return []grayRow{
+		{"gokit-stock", func(addrs []string, al *attemptLog) (endpoint.Endpoint, func()) {
+			factory := func(instance string) (endpoint.Endpoint, io.Closer, error) {
+				e, c, err := gokitFactory(instance)
+				return al.wrap(instance, e), c, err
+			}
+			endpointer := kitsd.NewEndpointer(kitsd.FixedInstancer(addrs), factory, log.NewNopLogger())
+			return lb.Retry(3, 500*time.Millisecond, lb.NewRoundRobin(endpointer)), endpointer.Close
+		}},
+		{"rr", trimkitRow(client.CallConfig{}, off...)},
+		{"rr+eject", trimkitRow(client.CallConfig{})},
+		{"p2c", trimkitRow(client.CallConfig{Balancer: client.P2C})},
+		{"rr+hedge", trimkitRow(client.CallConfig{HedgeAfter: hedgeFor})},
+	}
+}
+
+// BenchmarkGrayFailure runs every row against every fault: three fresh
+// in-process servers, open-loop load at 1000 calls a second, 0.5s healthy,
+// then the fault on one of them for 2s (on all three for 10s, overloaded),
+// three times over (overloaded once) with the median of the runs reported. Of the
+// calls due after the fault began it reports, per row and fault, latency
+// percentiles (from the time each call was due), failures, the faulty
+// instance's share of attempts, attempts per call, and how long after the
+// fault the faulty instance got its last attempt. `make bench` turns them
+// into a table with the targets' verdicts. Run with -benchtime 1x.
+//
+// The client, the three servers and the load generator share this process
+// on 2 cores, so the harness runs with GOGC=400 and collects garbage before
+// each cell: its own collections would otherwise add pauses of several
+// milliseconds to every row's tail alike.
+func BenchmarkGrayFailure(b *testing.B) {
+	defer debug.SetGCPercent(debug.SetGCPercent(400))
+	slowBy := 10 * healthyMedian(b)
+	for _, row := range grayRows() {
+		for f := range fault(len(faultNames)) {
+			prefix := row.name + "/" + faultNames[f] + "/"
+			for unit, v := range grayCell(b, row, f, slowBy) {
+				b.ReportMetric(v, prefix+unit)
+			}
+		}
+	}
+	b.ReportMetric(ms(slowBy), "slow_adds_ms")
+	b.ReportMetric(ms(hedgeFor), "hedge_after_ms")
+	b.ReportMetric(ms(client.DefaultRetryTimeout/client.DefaultRetryMax), "attempt_share_ms")
+}
+
+// healthyMedian is the median latency of a healthy round-robin stack under
+// the same load.
+func healthyMedian(b *testing.B) time.Duration {
+	var servers []*faultyServer
+	var addrs []string
+	for i := range 3 {
+		s := startFaulty(b, fmt.Sprintf("trim-%d", i), 0)
+		servers = append(servers, s)
+		addrs = append(addrs, s.addr)
+	}
+	e, closeRow := trimkitRow(client.CallConfig{})(addrs, &attemptLog{})
+	defer closeRow()
+	calls, _ := loadgen.Start(context.Background(), e, benchInput, loadgen.Options{Rate: grayRate, Duration: time.Second}).Wait()
+	s, _ := loadgen.Summarize(calls, 0)
+	for _, srv := range servers {
+		srv.stop()
+	}
+	return time.Duration(s.P50ms * float64(time.Millisecond))
+}
+
+// grayCell runs a cell grayReps times (overloaded once) and sums it up:
+// the median of the runs' latency percentiles, the largest max and the
+// latest last attempt to the faulty instance (never, if it never stopped in
+// any run), and failures, share and attempts over all runs.
+func grayCell(b *testing.B, row grayRow, f fault, slowBy time.Duration) map[string]float64 {
+	reps := grayReps
+	if f == overloaded {
+		reps = 1
+	}
+	var runs []grayResult
+	for range reps {
+		runs = append(runs, grayRunOnce(b, row, f, slowBy))
+	}
+	med := func(get func(grayResult) float64) float64 {
+		vs := make([]float64, 0, len(runs))
+		for _, r := range runs {
+			vs = append(vs, get(r))
+		}
+		slices.Sort(vs)
+		return vs[len(vs)/2]
+	}
+	out := map[string]float64{
+		"p50_ms":  med(func(r grayResult) float64 { return r.s.P50ms }),
+		"p99_ms":  med(func(r grayResult) float64 { return r.s.P99ms }),
+		"p999_ms": med(func(r grayResult) float64 { return r.s.P999ms }),
+		"runs":    float64(reps),
+	}
+	var calls, failures, total, toFaulty, maxMs, stopped float64
+	for _, r := range runs {
+		calls += float64(r.s.Requests)
+		failures += float64(r.s.Failures)
+		total += float64(r.total)
+		toFaulty += float64(r.toFaulty)
+		maxMs = max(maxMs, r.s.MaxMs)
+		if r.stoppedAfter < 0 || stopped < 0 {
+			stopped = -1
+		} else {
+			stopped = max(stopped, r.stoppedAfter)
+		}
+	}
+	out["max_ms"], out["failures"], out["calls"] = maxMs, failures, calls
+	out["faulty_share"] = toFaulty / max(total, 1)
+	out["attempts_call"] = total / max(calls, 1)
+	out["stopped_after_ms"] = stopped
+	return out
+}
+
+// grayResult is one run of a cell.
+type grayResult struct {
+	s               loadgen.Summary
+	total, toFaulty int64
+	stoppedAfter    float64 // ms; -1: it never stopped getting attempts
+}
+
+func grayRunOnce(b *testing.B, row grayRow, f fault, slowBy time.Duration) grayResult {
+	runtime.GC()
+	var servers []*faultyServer
+	var addrs []string
+	for i := range 3 {
+		s := startFaulty(b, fmt.Sprintf("trim-%d", i), slowBy)
+		servers = append(servers, s)
+		addrs = append(addrs, s.addr)
+	}
+	run := grayRun
+	if f == overloaded {
+		run = overloadRun
+	}
+	al := &attemptLog{faulty: addrs[0]}
+	e, closeRow := row.build(addrs, al)
+	defer closeRow()
+	defer func() {
+		for _, s := range servers {
+			s.stop()
+		}
+	}()
+	load := loadgen.Start(context.Background(), e, benchInput, loadgen.Options{Rate: grayRate, Duration: grayWarm + run})
+	time.Sleep(grayWarm)
+	beforeTotal, beforeFaulty := al.total.Load(), al.toFaulty.Load()
+	faultAt := time.Now()
+	switch f {
+	case overloaded:
+		for _, s := range servers {
+			s.set(f)
+		}
+	case healthy:
+	default:
+		servers[0].set(f)
+	}
+	calls, _ := load.Wait()
+	var after []loadgen.Call
+	for _, c := range calls {
+		if !c.Start.Before(faultAt) {
+			after = append(after, c)
+		}
+	}
+	s, _ := loadgen.Summarize(after, 0)
+	r := grayResult{s: s, total: al.total.Load() - beforeTotal, toFaulty: al.toFaulty.Load() - beforeFaulty, stoppedAfter: -1}
+	if last := time.Unix(0, al.last.Load()); last.Before(faultAt.Add(run - time.Second)) {
+		r.stoppedAfter = ms(max(0, last.Sub(faultAt)))
+	}
+	return r
+}

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+)
+
+var (
+	grayRows   = []string{"gokit-stock", "rr", "rr+eject", "p2c", "rr+hedge"}
+	grayFaults = []string{"healthy", "slow", "stall", "hung", "dead", "overloaded"}
+	// trimkitRows are the rows that eject and budget; rr is the old
+	// behaviour (neither), gokit-stock go-kit's.
+	trimkitRows = []string{"rr+eject", "p2c", "rr+hedge"}
+)
+
+// gray prints the gray-failure table of BenchmarkGrayFailure and the
+// verdict on each target.
+func gray(w io.Writer, r result) {
+	get := func(row, fault, unit string) float64 { return median(r[row+"/"+fault+"/"+unit]) }
+	fmt.Fprintf(w, "\nGray failure: 3 in-process servers, one faulty (all three when overloaded); open loop at 1000 calls/s;\n")
+	fmt.Fprintf(w, "figures over the 2s after the fault began (10s for overloaded, one retry-budget TTL); latency from when each call was due;\n")
+	fmt.Fprintf(w, "each cell run 3 times on fresh servers (overloaded once): percentiles are the median run's, max and last-to-faulty the worst\n")
+	fmt.Fprintf(w, "slow adds %.2fms (10x the healthy median); stall: 20ms of every 40ms; rr+hedge hedges after %.1fms; an attempt share is %.1fms\n",
+		median(r["slow_adds_ms"]), median(r["hedge_after_ms"]), median(r["attempt_share_ms"]))
+	fmt.Fprintf(w, "%-11s %-12s %8s %8s %8s %8s %9s %8s %9s %10s\n", "fault", "row", "p50ms", "p99ms", "p99.9ms", "maxms", "failures", "faulty%", "att/call", "last-to-faulty")
+	for _, f := range grayFaults {
+		for _, row := range grayRows {
+			stopped := "-"
+			if f == "hung" || f == "dead" {
+				stopped = "never"
+				if v := get(row, f, "stopped_after_ms"); v >= 0 {
+					stopped = fmt.Sprintf("+%.0fms", v)
+				}
+			}
+			share := fmt.Sprintf("%.1f", 100*get(row, f, "faulty_share"))
+			if f == "overloaded" {
+				share = "all"
+			}
+			fmt.Fprintf(w, "%-11s %-12s %8.2f %8.2f %8.2f %8.1f %9.0f %8s %9.2f %10s\n", f, row,
+				get(row, f, "p50_ms"), get(row, f, "p99_ms"), get(row, f, "p999_ms"), get(row, f, "max_ms"),
+				get(row, f, "failures"), share, get(row, f, "attempts_call"), stopped)
+		}
+	}
+	fmt.Fprintln(w, "last-to-faulty: when the faulty instance got its last attempt, after the fault began")
+
+	fmt.Fprintln(w, "\nTargets:")
+	verdict := func(ok bool) string {
+		if ok {
+			return "met"
+		}
+		return "MISSED"
+	}
+	target := func(format string, ok bool, args ...any) {
+		fmt.Fprintf(w, "  %-100s %s\n", fmt.Sprintf(format, args...), verdict(ok))
+	}
+	hedge := median(r["hedge_after_ms"])
+	share := median(r["attempt_share_ms"])
+	for _, f := range []string{"slow", "stall"} {
+		p99, base := get("p2c", f, "p99_ms"), get("p2c", "healthy", "p99_ms")
+		target("%s: p2c p99 %.2fms <= 2x its healthy p99 (%.2fms)", p99 <= 2*base, f, p99, 2*base)
+		fs := 100 * get("p2c", f, "faulty_share")
+		target("%s: p2c faulty share %.1f%% <= 10%%", fs <= 10, f, fs)
+		hp99, hbase := get("rr+hedge", f, "p99_ms"), get("rr+hedge", "healthy", "p99_ms")
+		target("%s: rr+hedge p99 %.2fms <= hedge-after + its healthy p99 (%.2fms)", hp99 <= hedge+hbase, f, hp99, hedge+hbase)
+	}
+	for _, row := range append([]string{"rr"}, trimkitRows...) {
+		n := get(row, "hung", "failures")
+		target("hung: %s failures %.0f == 0", n == 0, row, n)
+	}
+	for _, row := range trimkitRows {
+		v := get(row, "hung", "stopped_after_ms")
+		target("hung: %s stops sending to it within 2 attempt shares (%.0fms): after %s", v >= 0 && v <= 2*share, row, 2*share, fmtStop(v))
+	}
+	for _, row := range append([]string{"rr"}, trimkitRows...) {
+		v := get(row, "dead", "stopped_after_ms")
+		target("dead: %s stops sending to it within 50ms: after %s", v >= 0 && v <= 50, row, fmtStop(v))
+	}
+	for _, row := range trimkitRows {
+		a := get(row, "overloaded", "attempts_call")
+		target("overloaded: %s attempts per call %.2f <= 1.25 with the budget", a <= 1.25, row, a)
+	}
+	for _, row := range []string{"gokit-stock", "rr"} {
+		fmt.Fprintf(w, "  %-100s %s\n", fmt.Sprintf("(overloaded without a budget: %s %.2f attempts per call)", row, get(row, "overloaded", "attempts_call")), "")
+	}
+	fmt.Fprintln(w, "  healthy: the sequential overhead stays <= 1.05x raw-3conn: see trimkit-fixed in the call overhead table")
+}
+
+func fmtStop(v float64) string {
+	if v < 0 {
+		return "never"
+	}
+	return strings.TrimSpace(fmt.Sprintf("%.0fms", v))
+}
