@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/trimkit/trimkit/client"
 	"github.com/trimkit/trimkit/internal/cli"
@@ -17,25 +18,35 @@ const synopsis = `
 usage: client [flags] TEXT
 
 client finds the passing instances of a service in Consul and calls
-pb.Trim/TrimSpace on them, round robin, retrying what is worth retrying.
-With -n 1 (the default) it prints TEXT trimmed. With -n above 1 it sends n
-requests from -c concurrent callers and prints a summary: requests, failures,
-req/s, p50/p90/p99 latency and the requests each instance answered (-json:
-one JSON object). Exit status: 0 when every request succeeded, 1 when any
-failed, 2 for bad flags.`
+pb.Trim/TrimSpace on them through trimkit's client stack: the -balancer,
+ejection of instances that keep failing, retries within a budget, and
+hedging with -hedge-after. With -n 1 (the default) it prints TEXT trimmed.
+With -n above 1, or -duration, it is a load generator: -c callers back to
+back, or with -rate an open loop at a fixed rate (latency counted from when
+each call was due, so a stalled instance cannot hide), and it prints a
+summary: requests, failures, attempts, req/s, p50/p90/p99/p99.9/max latency
+and the requests each instance answered (-json: one JSON object). Exit
+status: 0 when every request succeeded, 1 when any failed, 2 for bad flags.`
 
 type config struct {
-	client client.Config
-	n, c   int
-	json   bool
-	text   string
+	client   client.Config
+	n, c     int
+	rate     float64
+	duration time.Duration
+	json     bool
+	text     string
 }
+
+// load reports whether the command is a load generator.
+func (c config) load() bool { return c.n > 1 || c.duration > 0 }
 
 // flagOf names the flag that sets each client.Config field, so that the
 // client's own validation speaks in flags here.
 var flagOf = map[string]string{
+	"Balancer":     "-balancer",
 	"RetryMax":     "-retry-max",
 	"RetryTimeout": "-retry-timeout",
+	"HedgeAfter":   "-hedge-after",
 }
 
 func parseConfig(args []string, stdout io.Writer) (config, error) {
@@ -50,8 +61,12 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 	fs.StringVar(&tags, "tags", "", "comma-separated tags an instance must all carry")
 	fs.IntVar(&c.client.RetryMax, "retry-max", client.DefaultRetryMax, "most attempts per request, the first included (0: the default)")
 	fs.DurationVar(&c.client.RetryTimeout, "retry-timeout", client.DefaultRetryTimeout, "time limit per request, all attempts together (0: the default)")
+	fs.StringVar(&c.client.Balancer, "balancer", client.RoundRobin, `picks each attempt's instance: "round-robin" or "p2c" (latency and load aware)`)
+	fs.DurationVar(&c.client.HedgeAfter, "hedge-after", 0, "send a second attempt to another instance when the first has not answered after this long (0: off); only for idempotent calls, as TrimSpace is")
 	fs.IntVar(&c.n, "n", 1, "requests to send; above 1 prints a load summary")
-	fs.IntVar(&c.c, "c", 1, "concurrent callers")
+	fs.DurationVar(&c.duration, "duration", 0, "send requests for this long instead of -n of them, and print a load summary")
+	fs.IntVar(&c.c, "c", 1, "concurrent callers, each calling back to back (without -rate)")
+	fs.Float64Var(&c.rate, "rate", 0, "calls per second, in an open loop that does not wait for earlier calls (0: the closed loop of -c callers)")
 	fs.BoolVar(&c.json, "json", false, "print the summary as one JSON object")
 	if err := cli.Parse(fs, args, envPrefix, synopsis, stdout); err != nil {
 		return config{}, err
@@ -71,6 +86,15 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 	}
 	if c.c < 1 {
 		errs = append(errs, fmt.Errorf("-c must be at least 1, got %d", c.c))
+	}
+	if c.rate < 0 {
+		errs = append(errs, fmt.Errorf("-rate must not be negative, got %v", c.rate))
+	}
+	if c.duration < 0 {
+		errs = append(errs, fmt.Errorf("-duration must not be negative, got %v", c.duration))
+	}
+	if c.duration > 0 && given(fs, "n") {
+		errs = append(errs, errors.New("-n and -duration both given: a run is N requests or D long, not both"))
 	}
 	if c.client.ServiceName == "" {
 		errs = append(errs, errors.New("-service-name must not be empty"))
@@ -100,4 +124,12 @@ func flagErrors(err error) error {
 		out = append(out, e)
 	}
 	return errors.Join(out...)
+}
+
+// given reports whether the flag name was set, on the command line or from
+// the environment.
+func given(fs *flag.FlagSet, name string) bool {
+	found := false
+	fs.Visit(func(f *flag.Flag) { found = found || f.Name == name })
+	return found
 }

@@ -26,7 +26,8 @@ func TestHelpListsEveryFlagWithEnv(t *testing.T) {
 	if err := run(context.Background(), []string{"-h"}, &stdout, &stderr); !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("want flag.ErrHelp, have %v", err)
 	}
-	for _, name := range []string{"consul-addr", "consul-token", "service-name", "tags", "retry-max", "retry-timeout", "n", "c", "json"} {
+	for _, name := range []string{"consul-addr", "consul-token", "service-name", "tags", "retry-max", "retry-timeout", "n", "c", "json",
+		"balancer", "hedge-after", "rate", "duration"} {
 		env := "TRIMCLIENT_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
 		if want := fmt.Sprintf("-%s  (env %s, default ", name, env); !strings.Contains(stdout.String(), want) {
 			t.Errorf("--help lacks %q", want)
@@ -47,6 +48,11 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"-retry-timeout", "-1s", "x"}, "-retry-timeout -1s: must not be negative"},
 		{[]string{"-service-name", "", "x"}, "-service-name must not be empty"},
 		{[]string{"-n", "many", "x"}, "invalid value"},
+		{[]string{"-balancer", "random", "x"}, `-balancer "random": must be "round-robin" or "p2c"`},
+		{[]string{"-hedge-after", "-1ms", "x"}, "-hedge-after -1ms: must not be negative"},
+		{[]string{"-rate", "-5", "x"}, "-rate must not be negative"},
+		{[]string{"-duration", "-1s", "x"}, "-duration must not be negative"},
+		{[]string{"-n", "5", "-duration", "1s", "x"}, "-n and -duration both given"},
 	} {
 		var stdout, stderr bytes.Buffer
 		err := run(context.Background(), tc.args, &stdout, &stderr)
@@ -97,19 +103,19 @@ func TestTrimAndLoadSummary(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &raw); err != nil {
 		t.Fatalf("not one JSON object: %q: %v", out, err)
 	}
-	for _, key := range []string{"requests", "failures", "rps", "p50_ms", "p90_ms", "p99_ms", "per_instance"} {
+	for _, key := range []string{"requests", "failures", "rps", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "attempts", "per_instance"} {
 		if _, ok := raw[key]; !ok {
 			t.Errorf("summary lacks key %q", key)
 		}
 	}
-	if want, have := 7, len(raw); want != have {
+	if want, have := 10, len(raw); want != have {
 		t.Errorf("summary has %d keys, want exactly %d: %s", have, want, out)
 	}
 	var s loadgen.Summary
 	if err := json.Unmarshal([]byte(out), &s); err != nil {
 		t.Fatal(err)
 	}
-	if s.Requests != 200 || s.Failures != 0 || s.RPS <= 0 || s.P50ms <= 0 || s.P99ms < s.P50ms {
+	if s.Requests != 200 || s.Failures != 0 || s.RPS <= 0 || s.P50ms <= 0 || s.P99ms < s.P50ms || s.P999ms < s.P99ms || s.MaxMs < s.P999ms || s.Attempts != 200 {
 		t.Errorf("summary %+v", s)
 	}
 	for _, id := range ids {
@@ -118,8 +124,21 @@ func TestTrimAndLoadSummary(t *testing.T) {
 		}
 	}
 
+	// Open loop at a rate, for a duration, through p2c with hedging.
+	out, code = exec("-rate", "200", "-duration", "500ms", "-balancer", "p2c", "-hedge-after", "50ms", "-json", "a b")
+	if code != 0 {
+		t.Errorf("open loop: exit %d", code)
+	}
+	s = loadgen.Summary{}
+	if err := json.Unmarshal([]byte(out), &s); err != nil {
+		t.Fatal(err)
+	}
+	if s.Requests < 90 || s.Requests > 101 || s.Failures != 0 || s.Attempts < s.Requests {
+		t.Errorf("open loop of 200/s for 500ms: summary %+v", s)
+	}
+
 	out, code = exec("-n", "10", "x")
-	for _, want := range []string{"requests:  10", "failures:  0", "p99", ids[0], ids[1]} {
+	for _, want := range []string{"requests:  10", "failures:  0", "attempts:  10", "p99.9", "max", ids[0], ids[1]} {
 		if !strings.Contains(out, want) {
 			t.Errorf("text summary lacks %q:\n%s", want, out)
 		}

@@ -17,10 +17,14 @@ import (
 	"github.com/trimkit/trimkit/internal/proc"
 )
 
-// When, after the load starts, the demo stops and kills an instance.
+// When, after the load starts, the demo stops, kills and freezes an
+// instance, and how the freeze phase's load goes.
 const (
 	sigtermAfter = time.Second
 	sigkillAfter = 2 * time.Second
+	sigstopAfter = time.Second
+	freezeRate   = "500"
+	freezeFor    = 4 * time.Second
 )
 
 func demo(ctx context.Context, cfg config, w io.Writer) (err error) {
@@ -95,12 +99,7 @@ func demo(ctx context.Context, cfg config, w io.Writer) (err error) {
 	}
 
 	fmt.Fprintf(w, "\nper-instance distribution:\n")
-	ids := make([]string, 0, len(s.PerInstance))
-	for id := range s.PerInstance {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	for _, id := range ids {
+	for _, id := range sortedKeys(s.PerInstance) {
 		note := ""
 		switch id {
 		case insts[0].ID:
@@ -124,7 +123,93 @@ func demo(ctx context.Context, cfg config, w io.Writer) (err error) {
 		return fmt.Errorf("the SIGTERMed instance exited %d, want 0", termCode)
 	}
 	fmt.Fprintln(w, "OK: no request failed while one instance was stopped and another killed")
+	return freeze(ctx, bins, agent, insts[2], &insts, w)
+}
+
+// freeze is the demo's second phase: two new instances join the one left,
+// checked by Consul every 5s (its default), and under open-loop load one of
+// them is frozen with SIGSTOP: it still accepts connections and its check
+// has not failed yet, but it answers nothing. The client ejects it from its
+// own calls; no call may fail.
+func freeze(ctx context.Context, bins binPaths, agent *localconsul.Agent, survivor *proc.Trimsvc, insts *[]*proc.Trimsvc, w io.Writer) error {
+	var fresh []*proc.Trimsvc
+	for range 2 {
+		in, err := proc.StartTrimsvc(bins.trimsvc, agent.HTTPAddr, "-drain", "1s", "-check-interval", "5s")
+		if err != nil {
+			return err
+		}
+		fresh = append(fresh, in)
+		*insts = append(*insts, in)
+	}
+	if err := waitPassing(ctx, agent, 3); err != nil {
+		return err
+	}
+	frozen := fresh[0]
+	fmt.Fprintf(w, "\nphase 2: %s and two new instances (consul checks them every 5s); open-loop load at %s calls/s for %v through cmd/client; SIGSTOP %s after %v\n",
+		survivor.ID, freezeRate, freezeFor, frozen.ID, sigstopAfter)
+	load, err := proc.Start(bins.client, "-consul-addr", agent.HTTPAddr, "-rate", freezeRate, "-duration", freezeFor.String(), "-json", "  hello,\ttrimkit  ")
+	if err != nil {
+		return err
+	}
+	defer load.Kill()
+	defer frozen.Signal(syscall.SIGCONT) // so that it can be stopped
+	if _, err := signalAt(ctx, load, frozen, syscall.SIGSTOP, time.Now().Add(sigstopAfter)); err != nil {
+		return err
+	}
+	stoppedAt := time.Now()
+	ejection := "not ejected"
+	if _, err := load.WaitLine(`msg="instance ejected" instance=`+frozen.Addr, 3*time.Second); err == nil {
+		ejection = fmt.Sprintf("ejected by the client %v later; consul's check then: %s", time.Since(stoppedAt).Round(time.Millisecond), checkStatus(agent, frozen.ID))
+	}
+	code, err := load.Wait(ctx)
+	if err != nil {
+		return err
+	}
+	var s loadgen.Summary
+	if err := json.Unmarshal([]byte(load.Stdout()), &s); err != nil {
+		return fmt.Errorf("client (exit %d) printed no summary: %w\n%s", code, err, load.Lines())
+	}
+	fmt.Fprintf(w, "per-instance distribution:\n")
+	for _, id := range sortedKeys(s.PerInstance) {
+		note := ""
+		if id == frozen.ID {
+			note = "  <- SIGSTOP: " + ejection
+		}
+		fmt.Fprintf(w, "  %-32s %7d%s\n", id, s.PerInstance[id], note)
+	}
+	fmt.Fprintf(w, "requests %d, failures %d, attempts %d, latency p50 %.2fms p99 %.2fms p99.9 %.2fms max %.2fms\n",
+		s.Requests, s.Failures, s.Attempts, s.P50ms, s.P99ms, s.P999ms, s.MaxMs)
+	if s.Failures > 0 || code != 0 {
+		return fmt.Errorf("%d of %d requests failed while an instance was frozen (client exit %d)", s.Failures, s.Requests, code)
+	}
+	fmt.Fprintln(w, "OK: no request failed while an instance was frozen; the client stopped sending to it long before consul's check could notice")
 	return nil
+}
+
+// checkStatus is the status of service id's check in agent, or why it is
+// not known.
+func checkStatus(agent *localconsul.Agent, id string) string {
+	c, err := agent.API()
+	if err != nil {
+		return err.Error()
+	}
+	checks, err := c.Agent().Checks()
+	if err != nil {
+		return err.Error()
+	}
+	if chk, ok := checks["service:"+id]; ok {
+		return chk.Status
+	}
+	return "no check"
+}
+
+func sortedKeys(m map[string]int) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 // signalAt sends sig to in at when and reports whether load was still

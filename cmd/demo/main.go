@@ -1,6 +1,7 @@
 // Command demo shows trimkit at work on this machine: a local Consul dev
 // agent, three trimsvc instances and load from cmd/client, with one instance
-// stopped (SIGTERM) and another killed (SIGKILL) during the load. `demo up`
+// stopped (SIGTERM) and another killed (SIGKILL) during the load, then one
+// frozen (SIGSTOP). `demo up`
 // leaves a local Consul and three instances running to poke at; `demo
 // down` stops exactly what `up` started. Run it through `make demo`,
 // `make up` and `make down`, which build the binaries it runs.
@@ -30,7 +31,9 @@ usage: demo [run|up|down] [flags]
 
   run   (default) start a local Consul and 3 trimsvc instances, send load
         through cmd/client, SIGTERM one instance and SIGKILL another during
-        the load, print the outcome and tear everything down. Exit status 0
+        the load; then, with two new instances, freeze one (SIGSTOP) under
+        open-loop load and show the client ejecting it before Consul's check
+        notices; print the outcome and tear everything down. Exit status 0
         only when no request failed.
   up    start a local Consul and 3 instances and leave them running; their
         PIDs and addresses go to -state.

@@ -40,7 +40,8 @@ func TestDemoRunAndUpDown(t *testing.T) {
 	if err := run(context.Background(), []string{"run", "-bin", bin}, &out, &errOut); err != nil {
 		t.Fatalf("demo run: %v\n%s", err, out.String())
 	}
-	for _, want := range []string{"registered and passing in consul", "<- SIGTERM", "<- SIGKILL", "failures 0", "OK: no request failed"} {
+	for _, want := range []string{"registered and passing in consul", "<- SIGTERM", "<- SIGKILL", "failures 0", "OK: no request failed",
+		"phase 2:", "<- SIGSTOP: ejected by the client", "OK: no request failed while an instance was frozen"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out.String())
 		}
