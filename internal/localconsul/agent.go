@@ -1,32 +1,40 @@
 package localconsul
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/hashicorp/consul/api"
 )
 
-// Agent is a Consul dev agent on 127.0.0.1.
+// Agent is a Consul agent on 127.0.0.1: a dev agent (Options.Member nil),
+// or one member of a Cluster.
 type Agent struct {
+	// Name is the agent's node name.
+	Name string
 	// HTTPAddr is the HTTP API (and UI) address, host:port.
 	HTTPAddr string
 	// DNSPort is the DNS port (UDP and TCP).
 	DNSPort int
+	// SerfLANAddr is the gossip address other agents join, host:port.
+	SerfLANAddr string
+	// ServerAddr is the server RPC address, host:port, as
+	// /v1/status/leader names a leader.
+	ServerAddr string
 	// LogPath is the agent's log file.
 	LogPath string
 
 	bin, dir, config string
-	detach           bool
+	opts             Options
+	portList         []int // http, dns, grpc, serf_lan, serf_wan, server
 	cmd              *exec.Cmd
 	exited           chan struct{}
 	started          bool // once: its ports are its own from then on
@@ -37,17 +45,38 @@ type Options struct {
 	// Detach starts the agent in its own session so that it outlives the
 	// process that started it (make up). Otherwise it dies with its parent.
 	Detach bool
+	// Member, when set, makes the agent a member of a cluster rather than
+	// a dev agent.
+	Member *Member
+	// HCL is added to the agent's configuration as it is.
+	HCL string
+}
+
+// Member is how an agent takes part in a cluster.
+type Member struct {
+	Name            string
+	Server          bool
+	BootstrapExpect int      // servers only
+	RetryJoin       []string // serf LAN addresses of other members
+	Encrypt         string   // gossip key, from `consul keygen`
 }
 
 // New prepares an agent that runs bin with its data and log in dir, on free
 // loopback ports. Start it with Start.
 func New(bin, dir string, opts Options) (*Agent, error) {
 	a := &Agent{
+		Name:    "trimkit-local",
 		LogPath: filepath.Join(dir, "consul.log"),
 		bin:     bin,
 		dir:     dir,
 		config:  filepath.Join(dir, "agent.hcl"),
-		detach:  opts.Detach,
+		opts:    opts,
+	}
+	if opts.Member != nil {
+		a.Name = opts.Member.Name
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
 	}
 	if err := a.pickPorts(); err != nil {
 		return nil, err
@@ -62,10 +91,20 @@ func (a *Agent) pickPorts() error {
 		return err
 	}
 	a.HTTPAddr, a.DNSPort = fmt.Sprintf("127.0.0.1:%d", ports[0]), ports[1]
-	hcl := fmt.Sprintf(`data_dir = %q
-node_name = "trimkit-local"
+	a.SerfLANAddr = fmt.Sprintf("127.0.0.1:%d", ports[3])
+	a.ServerAddr = fmt.Sprintf("127.0.0.1:%d", ports[5])
+	a.portList = ports
+	return a.writeConfig()
+}
+
+func (a *Agent) writeConfig() error {
+	ports := a.portList
+	var b strings.Builder
+	fmt.Fprintf(&b, `data_dir = %q
+node_name = %q
 bind_addr = "127.0.0.1"
 client_addr = "127.0.0.1"
+advertise_addr = "127.0.0.1"
 disable_update_check = true
 ports {
   http = %d
@@ -76,22 +115,52 @@ ports {
   serf_wan = %d
   server = %d
 }
-`, filepath.Join(a.dir, "data"), ports[0], ports[1], ports[2], ports[3], ports[4], ports[5])
-	if err := os.WriteFile(a.config, []byte(hcl), 0o600); err != nil {
+`, filepath.Join(a.dir, "data"), a.Name, ports[0], ports[1], ports[2], ports[3], ports[4], ports[5])
+	if m := a.opts.Member; m != nil {
+		fmt.Fprintf(&b, `server = %t
+retry_join = [%s]
+retry_interval = "1s"
+encrypt = %q
+ui_config { enabled = true }
+# Consul's production guidance: a leader is replaced in about 2s, not 10s.
+performance { raft_multiplier = 1 }
+`, m.Server, quoted(m.RetryJoin), m.Encrypt)
+		if m.Server {
+			fmt.Fprintf(&b, "bootstrap_expect = %d\n", m.BootstrapExpect)
+		}
+	}
+	b.WriteString(a.opts.HCL)
+	if err := os.WriteFile(a.config, []byte(b.String()), 0o600); err != nil {
 		return fmt.Errorf("write consul config: %w", err)
 	}
 	return nil
 }
 
+func quoted(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = fmt.Sprintf("%q", s)
+	}
+	return strings.Join(q, ", ")
+}
+
+// setRetryJoin rewrites the configuration with the members to join.
+func (a *Agent) setRetryJoin(addrs []string) error {
+	a.opts.Member.RetryJoin = addrs
+	return a.writeConfig()
+}
+
 // errPortTaken marks an agent that could not bind one of its ports.
 var errPortTaken = errors.New("a port was taken before consul could bind it")
 
-// Start starts the agent with an empty data directory (a dev agent keeps
-// nothing across restarts) and waits, at most timeout, for it to elect
-// itself leader. A port is free when picked but nothing holds it for the
-// agent, so another process can take it first: on its first start the
-// agent then gets new ports and tries again, a few times. A restart keeps
-// its ports (callers know its address).
+// Start starts the agent and waits, at most timeout, until it is up: a dev
+// agent until it has elected itself leader (with an empty data directory:
+// a dev agent keeps nothing across restarts), a cluster member until its
+// HTTP API answers (its data directory is kept, as a real agent's is). A
+// port is free when picked but nothing holds it for the agent, so another
+// process can take it first: on its first start the agent then gets new
+// ports and tries again, a few times. A restart keeps its ports (callers
+// know its address).
 func (a *Agent) Start(timeout time.Duration) error {
 	for tries := 1; ; tries++ {
 		err := a.start(timeout)
@@ -111,8 +180,12 @@ func (a *Agent) start(timeout time.Duration) error {
 	if a.cmd != nil {
 		return errors.New("consul agent already started")
 	}
-	if err := os.RemoveAll(filepath.Join(a.dir, "data")); err != nil {
-		return fmt.Errorf("clear consul data dir: %w", err)
+	args := []string{"agent", "-config-file", a.config}
+	if a.opts.Member == nil {
+		args = append(args, "-dev")
+		if err := a.WipeData(); err != nil {
+			return err
+		}
 	}
 	logFile, err := os.OpenFile(a.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -122,9 +195,9 @@ func (a *Agent) start(timeout time.Duration) error {
 	if info, err := logFile.Stat(); err == nil {
 		logStart = info.Size()
 	}
-	cmd := exec.Command(a.bin, "agent", "-dev", "-config-file", a.config)
+	cmd := exec.Command(a.bin, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if a.detach {
+	if a.opts.Detach {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	} else {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -139,15 +212,40 @@ func (a *Agent) start(timeout time.Duration) error {
 		logFile.Close()
 		close(exited)
 	}(a.exited)
-	if err := a.waitLeader(timeout); err != nil {
+	wait := a.waitLeader
+	if a.opts.Member != nil {
+		wait = a.waitUp
+	}
+	if err := wait(timeout); err != nil {
 		_ = a.Stop()
 		if b, rerr := os.ReadFile(a.LogPath); rerr == nil && int64(len(b)) >= logStart &&
 			strings.Contains(string(b[logStart:]), "address already in use") {
 			err = fmt.Errorf("%w: %w", errPortTaken, err)
 		}
-		return fmt.Errorf("consul at %s: %w\n%s", a.HTTPAddr, err, a.LogTail())
+		return fmt.Errorf("consul %s at %s: %w\n%s", a.Name, a.HTTPAddr, err, a.LogTail())
 	}
 	return nil
+}
+
+// WipeData removes the agent's data directory; it must not be running.
+func (a *Agent) WipeData() error {
+	if err := os.RemoveAll(filepath.Join(a.dir, "data")); err != nil {
+		return fmt.Errorf("clear consul data dir: %w", err)
+	}
+	return nil
+}
+
+// Running reports whether the agent's process runs.
+func (a *Agent) Running() bool {
+	if a.cmd == nil {
+		return false
+	}
+	select {
+	case <-a.exited:
+		return false
+	default:
+		return true
+	}
 }
 
 // PID is the agent's process ID, 0 when not running.
@@ -160,7 +258,12 @@ func (a *Agent) PID() int {
 
 // Stop stops the agent (SIGTERM, then SIGKILL after 10s) and reaps it. It
 // is a no-op when the agent is not running.
-func (a *Agent) Stop() error {
+func (a *Agent) Stop() error { return a.stop(syscall.SIGTERM) }
+
+// Kill kills the agent (SIGKILL) and reaps it, as a crash would end it.
+func (a *Agent) Kill() error { return a.stop(syscall.SIGKILL) }
+
+func (a *Agent) stop(sig syscall.Signal) error {
 	if a.cmd == nil {
 		return nil
 	}
@@ -170,7 +273,7 @@ func (a *Agent) Stop() error {
 		return nil
 	default:
 	}
-	if err := a.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+	if err := a.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return fmt.Errorf("signal consul: %w", err)
 	}
 	select {
@@ -197,49 +300,59 @@ func (a *Agent) LogTail() string {
 	return string(b)
 }
 
-// Leader returns what /v1/status/leader answers: the leader's RPC address.
+// Leader returns what /v1/status/leader answers: the leader's server RPC
+// address, "" when there is none.
 func (a *Agent) Leader(ctx context.Context) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+a.HTTPAddr+"/v1/status/leader", nil)
+	c, err := a.API()
 	if err != nil {
 		return "", err
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return "", err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("status leader: %s: %s", resp.Status, bytes.TrimSpace(body))
-	}
-	return strings.Trim(string(bytes.TrimSpace(body)), `"`), nil
+	var leader string
+	_, err = c.Raw().Query("/v1/status/leader", &leader, (&api.QueryOptions{}).WithContext(ctx))
+	return leader, err
 }
 
 func (a *Agent) waitLeader(timeout time.Duration) error {
+	return a.poll(timeout, "no leader yet", func(ctx context.Context) (bool, error) {
+		leader, err := a.Leader(ctx)
+		return leader != "", err
+	})
+}
+
+func (a *Agent) waitUp(timeout time.Duration) error {
+	return a.poll(timeout, "not answering yet", func(ctx context.Context) (bool, error) {
+		c, err := a.API()
+		if err != nil {
+			return false, err
+		}
+		_, err = c.Agent().Self()
+		return err == nil, err
+	})
+}
+
+// poll calls ok every 50ms, each call bounded by a second (whatever holds
+// the port may not be the agent, and may never answer), until it holds,
+// the agent exits, or timeout passes.
+func (a *Agent) poll(timeout time.Duration, notYet string, ok func(context.Context) (bool, error)) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	var lastErr error
 	for {
-		// A query of its own bound: whatever holds the port may not be the
-		// agent, and may never answer.
 		qctx, qcancel := context.WithTimeout(ctx, time.Second)
-		leader, err := a.Leader(qctx)
+		done, err := ok(qctx)
 		qcancel()
-		if err == nil && leader != "" {
+		if done {
 			return nil
 		}
 		if err == nil {
-			err = errors.New("no leader yet")
+			err = errors.New(notYet)
 		}
 		lastErr = err
 		select {
 		case <-a.exited:
-			return fmt.Errorf("agent exited before electing a leader: %w", lastErr)
+			return fmt.Errorf("agent exited: %w", lastErr)
 		case <-ctx.Done():
-			return fmt.Errorf("no leader within %v: %w", timeout, lastErr)
+			return fmt.Errorf("not up within %v: %w", timeout, lastErr)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

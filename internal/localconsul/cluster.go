@@ -1,0 +1,218 @@
+package localconsul
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Cluster is Consul as it runs in production, on loopback: servers doing
+// Raft (bootstrap_expect, retry_join) and client agents, each member with
+// its own data directory and free ports, gossip encrypted with a key from
+// `consul keygen`.
+type Cluster struct {
+	Servers []*Agent
+	Clients []*Agent
+	// Key is the gossip encryption key.
+	Key string
+}
+
+// ClusterOptions says what a Cluster is made of.
+type ClusterOptions struct {
+	Servers int // default 3
+	Clients int // default 2
+	// Detach starts the members in their own sessions (make cluster).
+	Detach bool
+	// HCL is added to every member's configuration.
+	HCL string
+}
+
+// NewCluster prepares a cluster that runs bin, each member's data and log in
+// a directory of its own under dir. Start it with Start.
+func NewCluster(bin, dir string, o ClusterOptions) (*Cluster, error) {
+	o.Servers = cmp(o.Servers, 3)
+	o.Clients = cmp(o.Clients, 2)
+	out, err := exec.Command(bin, "keygen").Output()
+	if err != nil {
+		return nil, fmt.Errorf("consul keygen: %w", err)
+	}
+	c := &Cluster{Key: strings.TrimSpace(string(out))}
+	for i := range o.Servers + o.Clients {
+		server := i < o.Servers
+		name := fmt.Sprintf("server-%d", i+1)
+		if !server {
+			name = fmt.Sprintf("client-%d", i-o.Servers+1)
+		}
+		a, err := New(bin, filepath.Join(dir, name), Options{Detach: o.Detach, HCL: o.HCL, Member: &Member{
+			Name: name, Server: server, BootstrapExpect: o.Servers, Encrypt: c.Key,
+		}})
+		if err != nil {
+			return nil, err
+		}
+		if server {
+			c.Servers = append(c.Servers, a)
+		} else {
+			c.Clients = append(c.Clients, a)
+		}
+	}
+	if err := c.joinServers(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func cmp(n, def int) int {
+	if n <= 0 {
+		return def
+	}
+	return n
+}
+
+// joinServers points every member's retry_join at the servers.
+func (c *Cluster) joinServers() error {
+	for _, a := range c.Members() {
+		var join []string
+		for _, s := range c.Servers {
+			if s != a {
+				join = append(join, s.SerfLANAddr)
+			}
+		}
+		if err := a.setRetryJoin(join); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Members are the servers, then the clients.
+func (c *Cluster) Members() []*Agent { return append(slices.Clone(c.Servers), c.Clients...) }
+
+// Start starts every member and waits, at most timeout, until the servers
+// have elected a leader and every member is alive to the others.
+func (c *Cluster) Start(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for _, a := range c.Members() {
+		if err := a.Start(time.Until(deadline)); err != nil {
+			_ = c.Stop()
+			return err
+		}
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	if _, err := c.WaitLeader(ctx, nil); err != nil {
+		_ = c.Stop()
+		return err
+	}
+	if err := c.WaitAlive(ctx); err != nil {
+		_ = c.Stop()
+		return err
+	}
+	return nil
+}
+
+// Stop stops every running member, clients first, and reaps them.
+func (c *Cluster) Stop() error {
+	var errs []error
+	members := c.Members()
+	slices.Reverse(members)
+	for _, a := range members {
+		errs = append(errs, a.Stop())
+	}
+	return errors.Join(errs...)
+}
+
+// Leader returns the server that is leader now, as the running members see
+// it, or nil when there is none.
+func (c *Cluster) Leader(ctx context.Context) (*Agent, error) {
+	var lastErr error
+	for _, a := range c.Members() {
+		if !a.Running() {
+			continue
+		}
+		addr, err := a.Leader(ctx)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		for _, s := range c.Servers {
+			if addr != "" && s.ServerAddr == addr {
+				return s, nil
+			}
+		}
+		return nil, nil
+	}
+	return nil, fmt.Errorf("no running member answered: %v", lastErr)
+}
+
+// WaitLeader waits until there is a leader other than not (nil: any), and
+// returns it.
+func (c *Cluster) WaitLeader(ctx context.Context, not *Agent) (*Agent, error) {
+	for {
+		leader, err := c.Leader(ctx)
+		if err == nil && leader != nil && leader != not {
+			return leader, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("no new leader: %w (last: %v)", ctx.Err(), err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// WaitAlive waits until every running member sees every running member
+// alive.
+func (c *Cluster) WaitAlive(ctx context.Context) error {
+	var running []string
+	for _, a := range c.Members() {
+		if a.Running() {
+			running = append(running, a.Name)
+		}
+	}
+	for {
+		err := c.alive(running)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("members not all alive: %w (last: %v)", ctx.Err(), err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// serfAlive is serf's MemberStatus for an alive member (api.AgentMember
+// carries serf's number).
+const serfAlive = 1
+
+func (c *Cluster) alive(names []string) error {
+	for _, a := range c.Members() {
+		if !a.Running() {
+			continue
+		}
+		client, err := a.API()
+		if err != nil {
+			return err
+		}
+		members, err := client.Agent().Members(false)
+		if err != nil {
+			return fmt.Errorf("%s: %w", a.Name, err)
+		}
+		status := map[string]int{}
+		for _, m := range members {
+			status[m.Name] = m.Status
+		}
+		for _, n := range names {
+			if status[n] != serfAlive {
+				return fmt.Errorf("%s sees %s as %d", a.Name, n, status[n])
+			}
+		}
+	}
+	return nil
+}

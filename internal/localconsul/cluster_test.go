@@ -1,0 +1,45 @@
+package localconsul_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/trimkit/trimkit/internal/localconsul"
+	"github.com/trimkit/trimkit/internal/testenv"
+)
+
+func TestClusterFormsAndElectsAgain(t *testing.T) {
+	c, err := localconsul.NewCluster(testenv.ConsulBinary(t), t.TempDir(), localconsul.ClusterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := c.Start(60 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	t.Logf("3 servers and 2 clients formed in %v", time.Since(start).Round(time.Millisecond))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	leader, err := c.Leader(ctx)
+	if err != nil || leader == nil {
+		t.Fatalf("leader: %v, %v", leader, err)
+	}
+	killedAt := time.Now()
+	if err := leader.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	next, err := c.WaitLeader(ctx, leader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("new leader %s %v after SIGKILL of %s", next.Name, time.Since(killedAt).Round(time.Millisecond), leader.Name)
+	// The old leader comes back with its data and rejoins.
+	if err := leader.Start(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitAlive(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
