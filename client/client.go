@@ -53,7 +53,14 @@ func New(cfg Config, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("consul client for %s: %w", consulCfg.Address, err)
 	}
-	instancer := sd.NewInstancer(sd.NewClient(consul), o.logger, cfg.ServiceName, cfg.Tags, true)
+	var watch []sd.InstancerOption
+	if !cfg.DisallowStale {
+		watch = append(watch, sd.AllowStale(cfg.MaxStale))
+	}
+	if cfg.UseCache {
+		watch = append(watch, sd.UseCache())
+	}
+	instancer := sd.NewInstancer(sd.NewClient(consul), o.logger, cfg.ServiceName, cfg.Tags, true, watch...)
 	d := discovery{
 		stop: func() {
 			instancer.Stop()

@@ -4,10 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/trimkit/trimkit/sd"
 )
 
 // Defaults of Config.
 const (
+	DefaultMaxStale     = sd.DefaultMaxStale
 	DefaultServiceName  = "trimsvc"
 	DefaultRetryMax     = 3
 	DefaultRetryTimeout = 500 * time.Millisecond
@@ -25,6 +28,19 @@ type Config struct {
 	ServiceName string
 	// Tags keeps only the instances that carry every one of them.
 	Tags []string
+	// DisallowStale makes every query a leader's read. By default any
+	// server may answer (Consul's stale mode), so reads spread over the
+	// servers and go on while there is no leader; an answer more than
+	// MaxStale behind the leader is asked again of the leader while there is
+	// one (see sd.AllowStale). The field is a negative because stale reads
+	// are the default and a bool's zero value is false.
+	DisallowStale bool
+	// MaxStale bounds how far behind the leader a stale answer may be.
+	// Default: 2s (sd.DefaultMaxStale, consul-template's).
+	MaxStale time.Duration
+	// UseCache asks the local agent's cache (streaming-backed for the
+	// health endpoint) instead of the servers; see sd.UseCache.
+	UseCache bool
 
 	// CallConfig says how to call the instances found.
 	CallConfig
@@ -65,7 +81,11 @@ func (e *FieldError) Error() string { return fmt.Sprintf("%s %v: %s", e.Field, e
 // and so can a program before it gets that far (cmd/client does, for its
 // flags).
 func (c Config) Validate() error {
-	return c.CallConfig.Validate()
+	var errs []error
+	if c.MaxStale < 0 {
+		errs = append(errs, &FieldError{"MaxStale", c.MaxStale, "must not be negative (0 means the default, 2s)"})
+	}
+	return errors.Join(append(errs, c.CallConfig.Validate())...)
 }
 
 // Validate returns nil when every field is in range, else every problem,
@@ -92,6 +112,9 @@ func (c CallConfig) Validate() error {
 func (c Config) withDefaults() Config {
 	if c.ServiceName == "" {
 		c.ServiceName = DefaultServiceName
+	}
+	if c.MaxStale == 0 {
+		c.MaxStale = DefaultMaxStale
 	}
 	c.CallConfig = c.CallConfig.withDefaults()
 	return c

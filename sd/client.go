@@ -21,6 +21,9 @@ type Client interface {
 	// AgentService returns the local agent's registration of id; an
 	// api.StatusError with code 404 when it has none.
 	AgentService(ctx context.Context, id string) (*api.AgentService, error)
+	// Leader returns the cluster leader's address, "" when there is none
+	// (quorum lost). Any server answers it, leader or not.
+	Leader(ctx context.Context) (string, error)
 }
 
 // NewClient adapts c to Client.
@@ -51,4 +54,8 @@ func (a apiClient) Deregister(ctx context.Context, id string) error {
 func (a apiClient) AgentService(ctx context.Context, id string) (*api.AgentService, error) {
 	svc, _, err := a.c.Agent().Service(id, (&api.QueryOptions{}).WithContext(ctx))
 	return svc, err
+}
+
+func (a apiClient) Leader(ctx context.Context) (string, error) {
+	return a.c.Status().LeaderWithQueryOptions((&api.QueryOptions{}).WithContext(ctx))
 }

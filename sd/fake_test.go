@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/consul/api"
 
@@ -12,14 +13,18 @@ import (
 
 // answer is what the fake answers one health query with.
 type answer struct {
-	instances []string // host:port
-	index     uint64
-	err       error
+	instances   []string // host:port
+	index       uint64
+	err         error
+	lastContact time.Duration
+	noLeader    bool
 }
 
 // query is one health query the fake received.
 type query struct {
 	waitIndex uint64
+	stale     bool
+	cached    bool
 	reply     chan<- answer
 }
 
@@ -34,18 +39,19 @@ type fakeConsul struct {
 	services     map[string]*api.AgentServiceRegistration
 	registerErrs []error
 	registers    int
+	leader       string
 }
 
 var _ sd.Client = (*fakeConsul)(nil)
 
 func newFakeConsul() *fakeConsul {
-	return &fakeConsul{queries: make(chan query), services: map[string]*api.AgentServiceRegistration{}}
+	return &fakeConsul{queries: make(chan query), services: map[string]*api.AgentServiceRegistration{}, leader: "10.0.0.100:8300"}
 }
 
 func (f *fakeConsul) Service(ctx context.Context, _ string, _ []string, _ bool, q *api.QueryOptions) ([]*api.ServiceEntry, *api.QueryMeta, error) {
 	reply := make(chan answer, 1)
 	select {
-	case f.queries <- query{waitIndex: q.WaitIndex, reply: reply}:
+	case f.queries <- query{waitIndex: q.WaitIndex, stale: q.AllowStale, cached: q.UseCache, reply: reply}:
 	case <-ctx.Done():
 		return nil, nil, ctx.Err()
 	}
@@ -59,10 +65,16 @@ func (f *fakeConsul) Service(ctx context.Context, _ string, _ []string, _ bool, 
 			host, port := splitHostPort(inst)
 			entries = append(entries, &api.ServiceEntry{Node: &api.Node{Address: "10.9.9.9"}, Service: &api.AgentService{Address: host, Port: port}})
 		}
-		return entries, &api.QueryMeta{LastIndex: a.index}, nil
+		return entries, &api.QueryMeta{LastIndex: a.index, LastContact: a.lastContact, KnownLeader: !a.noLeader}, nil
 	case <-ctx.Done():
 		return nil, nil, ctx.Err()
 	}
+}
+
+func (f *fakeConsul) Leader(context.Context) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.leader, nil
 }
 
 func (f *fakeConsul) Register(_ context.Context, reg *api.AgentServiceRegistration) error {

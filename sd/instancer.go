@@ -2,6 +2,7 @@ package sd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -43,6 +44,7 @@ type Instancer struct {
 	tags        []string
 	passingOnly bool
 	logger      log.Logger
+	opts        watchOptions
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -57,8 +59,10 @@ var _ kitsd.Instancer = (*Instancer)(nil)
 // NewInstancer watches service (only instances carrying every tag in tags,
 // and only passing ones when passingOnly) through client. It makes the first
 // query before it returns, waiting at most 5s, and keeps watching until
-// Stop.
-func NewInstancer(client Client, logger log.Logger, service string, tags []string, passingOnly bool) *Instancer {
+// Stop. The watch never loops hot: its queries are rate limited (QueryRate)
+// and a failed one is retried after a backoff with jitter, 50ms doubling to
+// 5s. By default it reads from the leader; see AllowStale and UseCache.
+func NewInstancer(client Client, logger log.Logger, service string, tags []string, passingOnly bool, opts ...InstancerOption) *Instancer {
 	if client == nil || logger == nil {
 		panic("sd: NewInstancer needs a Consul client and a logger")
 	}
@@ -69,6 +73,7 @@ func NewInstancer(client Client, logger log.Logger, service string, tags []strin
 		tags:        slices.Clone(tags),
 		passingOnly: passingOnly,
 		logger:      log.With(logger, "service", service, "tags", fmt.Sprint(tags)),
+		opts:        newWatchOptions(opts),
 		cancel:      cancel,
 		done:        make(chan struct{}),
 		subs:        map[chan<- kitsd.Event]struct{}{},
@@ -122,7 +127,11 @@ func (s *Instancer) Stop() {
 func (s *Instancer) loop(ctx context.Context, index uint64) {
 	defer close(s.done)
 	backoff := minQueryBackoff
+	limit := newLimiter(s.opts.rate, s.opts.burst)
 	for {
+		if !limit.wait(ctx) {
+			return
+		}
 		instances, next, err := s.query(ctx, index)
 		if ctx.Err() != nil {
 			return
@@ -130,7 +139,7 @@ func (s *Instancer) loop(ctx context.Context, index uint64) {
 		if err != nil {
 			_ = level.Warn(s.logger).Log("msg", "consul query failed; keeping the last known instances", "err", err, "retry_in", backoff)
 			s.update(nil, err)
-			if !ctxtime.Sleep(ctx, backoff) {
+			if !ctxtime.Sleep(ctx, jitter(backoff)) {
 				return
 			}
 			backoff = min(2*backoff, maxQueryBackoff)
@@ -183,9 +192,18 @@ func nextIndex(prev, last uint64) uint64 {
 // query asks the health API for the service's instances, blocking while
 // index is current.
 func (s *Instancer) query(ctx context.Context, index uint64) ([]string, uint64, error) {
-	entries, meta, err := s.client.Service(ctx, s.service, s.tags, s.passingOnly, &api.QueryOptions{WaitIndex: index, WaitTime: waitTime})
+	q := &api.QueryOptions{WaitIndex: index, WaitTime: waitTime, AllowStale: s.opts.stale, UseCache: s.opts.cache}
+	entries, meta, err := s.client.Service(ctx, s.service, s.tags, s.passingOnly, q)
+	if err == nil && s.opts.stale && !s.opts.cache && meta.LastContact > s.opts.maxStale {
+		if meta.KnownLeader {
+			// Too far behind while there is a leader: ask the leader, now.
+			entries, meta, err = s.client.Service(ctx, s.service, s.tags, s.passingOnly, &api.QueryOptions{})
+		} else {
+			_ = level.Warn(s.logger).Log("msg", "no consul leader; using a stale answer", "behind_leader", meta.LastContact)
+		}
+	}
 	if err != nil {
-		return nil, index, fmt.Errorf("query consul for %s: %w", s.service, err)
+		return nil, index, s.explain(fmt.Errorf("query consul for %s: %w", s.service, err))
 	}
 	instances := make([]string, 0, len(entries))
 	for _, e := range entries {
@@ -197,4 +215,20 @@ func (s *Instancer) query(ctx context.Context, index uint64) ([]string, uint64, 
 	}
 	slices.Sort(instances)
 	return slices.Compact(instances), meta.LastIndex, nil
+}
+
+// ErrNoLeader says that the Consul servers have no leader (quorum lost):
+// only stale reads (AllowStale) or the agent's cache (UseCache) can answer.
+var ErrNoLeader = errors.New("consul has no leader (quorum lost?); only stale reads or the agent cache can answer")
+
+// explain adds ErrNoLeader to a failed query's error when the servers have
+// no leader: a leader's read then fails only after the servers' hold
+// timeout (7s), as a bare timeout or a 500.
+func (s *Instancer) explain(err error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if leader, lerr := s.client.Leader(ctx); lerr == nil && leader == "" {
+		return fmt.Errorf("%w: %w", ErrNoLeader, err)
+	}
+	return err
 }

@@ -2,6 +2,7 @@ package sd_test
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"slices"
 	"strconv"
@@ -142,5 +143,96 @@ func TestInstancerFirstQueryFails(t *testing.T) {
 	f.serve(t, 0, answer{instances: []string{"10.0.0.1:80"}, index: 7})
 	if ev := nextEvent(t, events); ev.Err != nil || len(ev.Instances) != 1 {
 		t.Errorf("after recovery: %+v", ev)
+	}
+}
+
+// next waits for the Instancer's next query and returns it, unanswered.
+func (f *fakeConsul) next(t *testing.T) query {
+	t.Helper()
+	select {
+	case q := <-f.queries:
+		return q
+	case <-time.After(10 * time.Second):
+		t.Fatal("no query within 10s")
+		return query{}
+	}
+}
+
+func startInstancer(t *testing.T, f *fakeConsul, opts ...sd.InstancerOption) *sd.Instancer {
+	t.Helper()
+	started := make(chan *sd.Instancer)
+	go func() { started <- sd.NewInstancer(f, log.NewNopLogger(), "trimsvc", nil, true, opts...) }()
+	f.serve(t, 0, answer{instances: []string{"10.0.0.1:80"}, index: 1})
+	s := <-started
+	t.Cleanup(s.Stop)
+	return s
+}
+
+func TestInstancerRateLimitsChurn(t *testing.T) {
+	f := newFakeConsul()
+	startInstancer(t, f, sd.QueryRate(10, 3))
+	// Every answer is a change, at once: churn as fast as Consul can go.
+	start := time.Now()
+	for i := range 13 {
+		q := f.next(t)
+		q.reply <- answer{instances: []string{fmt.Sprintf("10.0.0.%d:80", i+2)}, index: q.waitIndex + 1}
+	}
+	// A burst of 3, then 10 a second: the 13th query no sooner than 1s in.
+	if took := time.Since(start); took < 900*time.Millisecond {
+		t.Errorf("13 queries in %v: not rate limited", took)
+	}
+}
+
+func TestInstancerStaleAnswersTooFarBehindAskTheLeader(t *testing.T) {
+	f := newFakeConsul()
+	s := startInstancer(t, f, sd.AllowStale(time.Second))
+	events := make(chan kitsd.Event, 1)
+	s.Register(events)
+	nextEvent(t, events)
+
+	q := f.next(t)
+	if !q.stale || q.cached {
+		t.Fatalf("want a stale, uncached query, have %+v", q)
+	}
+	// 5s behind a leader that exists: asked again, of the leader, at once.
+	q.reply <- answer{instances: []string{"10.0.0.9:80"}, index: 2, lastContact: 5 * time.Second}
+	q = f.next(t)
+	if q.stale || q.waitIndex != 0 {
+		t.Fatalf("re-ask: want a leader query that does not block, have %+v", q)
+	}
+	q.reply <- answer{instances: []string{"10.0.0.2:80"}, index: 3}
+	if ev := nextEvent(t, events); !slices.Equal(ev.Instances, []string{"10.0.0.2:80"}) {
+		t.Errorf("want the leader's answer, have %+v", ev)
+	}
+	// Far behind with no leader at all (quorum lost): the stale answer is
+	// the only one, and is used.
+	q = f.next(t)
+	q.reply <- answer{instances: []string{"10.0.0.3:80"}, index: 4, lastContact: time.Minute, noLeader: true}
+	if ev := nextEvent(t, events); ev.Err != nil || !slices.Equal(ev.Instances, []string{"10.0.0.3:80"}) {
+		t.Errorf("want the stale answer, have %+v", ev)
+	}
+}
+
+func TestInstancerUseCache(t *testing.T) {
+	f := newFakeConsul()
+	startInstancer(t, f, sd.UseCache())
+	if q := f.next(t); !q.cached {
+		t.Errorf("want a cached query, have %+v", q)
+	}
+}
+
+func TestInstancerSaysWhenThereIsNoLeader(t *testing.T) {
+	f := newFakeConsul()
+	s := startInstancer(t, f)
+	events := make(chan kitsd.Event, 1)
+	s.Register(events)
+	nextEvent(t, events)
+	f.mu.Lock()
+	f.leader = ""
+	f.mu.Unlock()
+	q := f.next(t)
+	q.reply <- answer{err: errors.New("Unexpected response code: 500 (No cluster leader)")}
+	if ev := nextEvent(t, events); !errors.Is(ev.Err, sd.ErrNoLeader) {
+		t.Errorf("want ErrNoLeader, have %v", ev.Err)
 	}
 }

@@ -43,6 +43,7 @@ func (c config) load() bool { return c.n > 1 || c.duration > 0 }
 // flagOf names the flag that sets each client.Config field, so that the
 // client's own validation speaks in flags here.
 var flagOf = map[string]string{
+	"MaxStale":     "-max-stale",
 	"Balancer":     "-balancer",
 	"RetryMax":     "-retry-max",
 	"RetryTimeout": "-retry-timeout",
@@ -59,6 +60,9 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 	fs.StringVar(&c.client.ConsulToken, "consul-token", os.Getenv("CONSUL_HTTP_TOKEN"), "Consul ACL token (default from CONSUL_HTTP_TOKEN)")
 	fs.StringVar(&c.client.ServiceName, "service-name", client.DefaultServiceName, "service to call")
 	fs.StringVar(&tags, "tags", "", "comma-separated tags an instance must all carry")
+	allowStale := fs.Bool("allow-stale", true, "let any Consul server answer, not only the leader (reads go on while there is no leader); false: leader reads only")
+	fs.DurationVar(&c.client.MaxStale, "max-stale", client.DefaultMaxStale, "with -allow-stale, ask the leader again when an answer is further behind it than this (0: the default)")
+	fs.BoolVar(&c.client.UseCache, "use-cache", false, "ask the local agent's cache (streaming-backed) instead of the servers")
 	fs.IntVar(&c.client.RetryMax, "retry-max", client.DefaultRetryMax, "most attempts per request, the first included (0: the default)")
 	fs.DurationVar(&c.client.RetryTimeout, "retry-timeout", client.DefaultRetryTimeout, "time limit per request, all attempts together (0: the default)")
 	fs.StringVar(&c.client.Balancer, "balancer", client.RoundRobin, `picks each attempt's instance: "round-robin" or "p2c" (latency and load aware)`)
@@ -72,6 +76,7 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 		return config{}, err
 	}
 	c.client.Tags = cli.SplitList(tags)
+	c.client.DisallowStale = !*allowStale
 	var errs []error
 	switch fs.NArg() {
 	case 1:

@@ -1,0 +1,108 @@
+package sd
+
+import (
+	"context"
+	"math/rand/v2"
+	"time"
+
+	"github.com/trimkit/trimkit/internal/ctxtime"
+)
+
+// InstancerOption changes how an Instancer queries Consul.
+type InstancerOption func(*watchOptions)
+
+type watchOptions struct {
+	stale    bool
+	maxStale time.Duration
+	cache    bool
+	rate     float64 // queries a second, sustained
+	burst    int
+}
+
+func newWatchOptions(opts []InstancerOption) watchOptions {
+	o := watchOptions{rate: defaultQueryRate, burst: defaultQueryBurst}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o
+}
+
+// Defaults of the query rate limit: a change after a quiet spell is
+// reported at once, a few in a row too, but churn gets at most 4 queries a
+// second per watch, as Consul's blocking-query guidance asks of clients
+// (each answer of a busy service is the whole list).
+const (
+	defaultQueryRate  = 4
+	defaultQueryBurst = 4
+)
+
+// DefaultMaxStale is how far behind the leader a stale answer may be
+// before AllowStale asks the leader instead: consul-template's default.
+const DefaultMaxStale = 2 * time.Second
+
+// AllowStale lets any server answer (the ?stale mode), not only the
+// leader: reads spread over the servers and go on while there is no leader
+// (quorum lost), when a leader-only query fails. An answer more than
+// maxStale behind the leader (X-Consul-LastContact) is asked again of the
+// leader while there is one; with no leader it is the only answer there
+// is, and is used. A maxStale of 0 means DefaultMaxStale.
+func AllowStale(maxStale time.Duration) InstancerOption {
+	return func(o *watchOptions) {
+		o.stale = true
+		o.maxStale = maxStale
+		if maxStale <= 0 {
+			o.maxStale = DefaultMaxStale
+		}
+	}
+}
+
+// UseCache asks the local agent's cache (the ?cached mode: for the health
+// endpoint, the agent's streaming backend where the servers offer it) rather
+// than the servers: the agent keeps one watch per service for all its
+// callers and answers from its cache while the servers are unreachable.
+func UseCache() InstancerOption { return func(o *watchOptions) { o.cache = true } }
+
+// QueryRate limits the queries of a watch to rate a second sustained, with
+// bursts of burst. Default: 4 a second, bursts of 4.
+func QueryRate(rate float64, burst int) InstancerOption {
+	return func(o *watchOptions) { o.rate, o.burst = rate, max(burst, 1) }
+}
+
+// limiter spaces a watch's queries: a token bucket of burst tokens that
+// refills at rate a second.
+type limiter struct {
+	rate   float64
+	burst  float64
+	tokens float64
+	last   time.Time
+}
+
+func newLimiter(rate float64, burst int) *limiter {
+	return &limiter{rate: rate, burst: float64(burst), tokens: float64(burst), last: time.Now()}
+}
+
+// wait takes a token, waiting for one if there is none; false if ctx ended.
+func (l *limiter) wait(ctx context.Context) bool {
+	if l.rate <= 0 {
+		return ctx.Err() == nil
+	}
+	now := time.Now()
+	l.tokens = min(l.burst, l.tokens+now.Sub(l.last).Seconds()*l.rate)
+	l.last = now
+	if l.tokens < 1 {
+		wait := time.Duration((1 - l.tokens) / l.rate * float64(time.Second))
+		if !ctxtime.Sleep(ctx, wait) {
+			return false
+		}
+		l.last = time.Now()
+		l.tokens = 1
+	}
+	l.tokens--
+	return true
+}
+
+// jitter spreads d by ±20%, so that watches that failed together do not
+// retry together.
+func jitter(d time.Duration) time.Duration {
+	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+}
