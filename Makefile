@@ -13,7 +13,7 @@ export PATH := $(BIN):$(PATH)
 export GONOSUMDB := github.com/hashicorp/consul
 GO_TEST_FLAGS ?=
 
-.PHONY: help consul proto build test lint demo up down bench
+.PHONY: help consul proto build test lint demo up cluster down bench
 
 help: ## list the targets
 	@awk -F ':.*## ' '/^[a-z-]+:.*## / { printf "  make %-8s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -42,7 +42,10 @@ demo: consul build ## the main job: local Consul, 3 instances, load, a SIGTERM a
 up: consul build ## leave a local Consul and 3 instances running (PIDs in .run/)
 	bin/demo up
 
-down: ## stop what `make up` started, by recorded PIDs
+cluster: consul build ## leave 3 consul servers, 2 client agents and 3 instances running (PIDs in .run/)
+	bin/demo cluster
+
+down: ## stop what `make up` or `make cluster` started, by recorded PIDs
 	@if [[ -x bin/demo ]]; then bin/demo down; else go run ./cmd/demo down; fi
 
 test: consul ## run every test, a real Consul agent included
@@ -50,11 +53,11 @@ test: consul ## run every test, a real Consul agent included
 	go test -race -count=1 $(GO_TEST_FLAGS) ./...
 
 BENCH_COUNT ?= 3
-bench: consul ## benchmarks: call overhead vs raw gRPC, discovery, failover, scale, gray failure (about 6 minutes)
+bench: consul ## benchmarks: call overhead vs raw gRPC, discovery, failover, scale, cluster, gray failure (about 7 minutes)
 	@mkdir -p .bench
 	go test -run '^$$' -bench 'Overhead/' -benchmem -benchtime 5000x ./internal/bench | tee .bench/allocs.txt
 	go test -run '^$$' -bench 'OverheadInterleaved' -benchtime 1x -count $(BENCH_COUNT) ./internal/bench | tee .bench/overhead.txt
-	go test -run '^$$' -bench 'Discovery|Failover|Scale' -benchtime 1x ./internal/bench | tee .bench/once.txt
+	go test -run '^$$' -bench 'Discovery|Failover|Scale|Cluster' -benchtime 1x ./internal/bench | tee .bench/once.txt
 	go test -run '^$$' -bench 'GrayFailure' -benchtime 1x -timeout 30m ./internal/bench | tee .bench/gray.txt
 	@echo
 	@go run ./internal/bench/report .bench/allocs.txt .bench/overhead.txt .bench/once.txt .bench/gray.txt | tee .bench/summary.txt

@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 
 	"github.com/trimkit/trimkit/internal/cli"
@@ -37,7 +38,12 @@ usage: demo [run|up|down] [flags]
         only when no request failed.
   up    start a local Consul and 3 instances and leave them running; their
         PIDs and addresses go to -state.
-  down  stop what up started, by the PIDs recorded in -state.`
+  cluster
+        start 3 Consul servers and 2 client agents on loopback (gossip
+        encrypted) and 3 instances registered through client agent 1, and
+        leave them running; print which agent callers should ask (client
+        agent 2) and what to try.
+  down  stop what up or cluster started, by the PIDs recorded in -state.`
 
 type config struct {
 	cmd        string
@@ -48,7 +54,7 @@ type config struct {
 
 func parseConfig(args []string, stdout io.Writer) (config, error) {
 	c := config{cmd: "run"}
-	if len(args) > 0 && (args[0] == "run" || args[0] == "up" || args[0] == "down") {
+	if len(args) > 0 && slices.Contains([]string{"run", "up", "cluster", "down"}, args[0]) {
 		c.cmd, args = args[0], args[1:]
 	}
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
@@ -79,6 +85,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch cfg.cmd {
 	case "up":
 		return up(ctx, cfg, stdout)
+	case "cluster":
+		return cluster(ctx, cfg, stdout)
 	case "down":
 		return down(cfg, stdout)
 	default:

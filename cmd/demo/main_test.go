@@ -33,7 +33,7 @@ func binDir(t *testing.T) string {
 	return dir
 }
 
-func TestDemoRunAndUpDown(t *testing.T) {
+func TestDemoRun(t *testing.T) {
 	bin := binDir(t)
 
 	var out, errOut bytes.Buffer
@@ -47,46 +47,68 @@ func TestDemoRunAndUpDown(t *testing.T) {
 		}
 	}
 
-	stateDir := filepath.Join(t.TempDir(), "run")
-	out.Reset()
-	if err := run(context.Background(), []string{"up", "-bin", bin, "-state", stateDir}, &out, &errOut); err != nil {
-		t.Fatalf("demo up: %v\n%s", err, out.String())
-	}
-	b, err := os.ReadFile(statePath(stateDir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var st state
-	if err := json.Unmarshal(b, &st); err != nil {
-		t.Fatal(err)
-	}
-	pids := []int{st.Consul.PID}
-	for _, in := range st.Instances {
-		pids = append(pids, in.PID)
-	}
-	if want, have := 4, len(pids); want != have {
-		t.Fatalf("recorded %d processes, want %d", have, want)
-	}
-	for _, pid := range pids {
-		if !proc.Alive(pid) {
-			t.Errorf("pid %d not running after up", pid)
-		}
-	}
-	t.Cleanup(func() { _ = down(config{state: stateDir}, &out) }) // also on failure
+}
 
-	out.Reset()
-	if err := run(context.Background(), []string{"down", "-state", stateDir}, &out, &errOut); err != nil {
-		t.Fatalf("demo down: %v\n%s", err, out.String())
-	}
-	for _, pid := range pids {
-		if proc.Alive(pid) {
-			t.Errorf("pid %d still running after down", pid)
-		}
-	}
-	if _, err := os.Stat(stateDir); !os.IsNotExist(err) {
-		t.Errorf("state dir left behind: %v", err)
-	}
-	if want := "stopped"; strings.Count(out.String(), want) != 4 {
-		t.Errorf("down output: %s", out.String())
+// TestUpClusterDown leaves a dev agent, then a cluster, running with their
+// instances, and stops exactly what it started.
+func TestUpClusterDown(t *testing.T) {
+	bin := binDir(t)
+	for _, tc := range []struct {
+		cmd        string
+		processes  int
+		wantOutput []string
+	}{
+		{"up", 1 + 3, []string{"up: consul dev agent"}},
+		{"cluster", 5 + 3, []string{"server-1", "client-2", "callers ask client-2", "kill -9 <that pid>"}},
+	} {
+		t.Run(tc.cmd, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			stateDir := filepath.Join(t.TempDir(), "run")
+			t.Cleanup(func() { _ = down(config{state: stateDir}, &out) }) // also on failure
+			if err := run(context.Background(), []string{tc.cmd, "-bin", bin, "-state", stateDir}, &out, &errOut); err != nil {
+				t.Fatalf("demo %s: %v\n%s", tc.cmd, err, out.String())
+			}
+			for _, want := range tc.wantOutput {
+				if !strings.Contains(out.String(), want) {
+					t.Errorf("output lacks %q:\n%s", want, out.String())
+				}
+			}
+			b, err := os.ReadFile(statePath(stateDir))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var st state
+			if err := json.Unmarshal(b, &st); err != nil {
+				t.Fatal(err)
+			}
+			var pids []int
+			for _, p := range append(st.Consul, st.Instances...) {
+				pids = append(pids, p.PID)
+			}
+			if want, have := tc.processes, len(pids); want != have {
+				t.Fatalf("recorded %d processes, want %d", have, want)
+			}
+			for _, pid := range pids {
+				if !proc.Alive(pid) {
+					t.Errorf("pid %d not running after %s", pid, tc.cmd)
+				}
+			}
+
+			out.Reset()
+			if err := run(context.Background(), []string{"down", "-state", stateDir}, &out, &errOut); err != nil {
+				t.Fatalf("demo down: %v\n%s", err, out.String())
+			}
+			for _, pid := range pids {
+				if proc.Alive(pid) {
+					t.Errorf("pid %d still running after down", pid)
+				}
+			}
+			if _, err := os.Stat(stateDir); !os.IsNotExist(err) {
+				t.Errorf("state dir left behind: %v", err)
+			}
+			if want := "stopped"; strings.Count(out.String(), want) != tc.processes {
+				t.Errorf("down output: %s", out.String())
+			}
+		})
 	}
 }
