@@ -20,9 +20,10 @@ import (
 )
 
 // churner registers a service instance and deregisters another every
-// interval through c, until stop, cycling over n instances of its own
-// (without checks: passing at once).
-func churner(b *testing.B, c *api.Client, prefix string, n int, interval time.Duration, stop <-chan struct{}) (changes func() int) {
+// interval through c, until stop, cycling over n instances of its own:
+// passing at once, or, critical, behind a TTL check that never passes
+// (changes a watch wakes for, with nothing to call).
+func churner(b *testing.B, c *api.Client, prefix string, n int, interval time.Duration, critical bool, stop <-chan struct{}) (changes func() int) {
 	var mu sync.Mutex
 	count := 0
 	go func() {
@@ -37,7 +38,7 @@ func churner(b *testing.B, c *api.Client, prefix string, n int, interval time.Du
 			id := fmt.Sprintf("%s-%d", prefix, i%n)
 			var err error
 			if i/n%2 == 0 {
-				err = registerErr(c, id, fmt.Sprintf("127.0.0.1:%d", 20000+i%n), false)
+				err = registerErr(c, id, fmt.Sprintf("127.0.0.1:%d", 20000+i%n), critical)
 			} else {
 				err = c.Agent().ServiceDeregister(id)
 			}
@@ -61,7 +62,7 @@ func BenchmarkClusterLeaderLoss(b *testing.B) {
 	c := testenv.Cluster(b)
 	svcAPI, callAPI := testenv.API(b, c.Clients[0]), testenv.API(b, c.Clients[1])
 	stop := make(chan struct{})
-	churner(b, svcAPI, "churn", 10, 100*time.Millisecond, stop)
+	churner(b, svcAPI, "churn", 10, 100*time.Millisecond, false, stop)
 	defer close(stop)
 
 	s := sd.NewInstancer(sd.NewClient(callAPI), log.NewNopLogger(), "trimsvc", nil, true, sd.AllowStale(0))
@@ -179,7 +180,7 @@ func BenchmarkClusterWatches(b *testing.B) {
 		}
 		serversBefore, agentBefore, selfBefore := cpuOf(c.Servers...), cpuOf(c.Clients[1]), cpuTime()
 		stop := make(chan struct{})
-		changes := churner(b, svcAPI, "churn-"+mode.name, 20, 250*time.Millisecond, stop)
+		changes := churner(b, svcAPI, "churn-"+mode.name, 20, 250*time.Millisecond, false, stop)
 		time.Sleep(run)
 		close(stop)
 		n := float64(max(changes(), 1))

@@ -56,12 +56,15 @@ func registerErr(c *api.Client, id, addr string, ttl bool) error {
 	return c.Agent().ServiceRegister(reg)
 }
 
-// BenchmarkDiscovery measures, over 20 trials against a real Consul, how long
-// after an instance's check turns passing the client's first request reaches
-// it, and how long after its deregistration requests still reach it. Run
-// with -benchtime 1x: one run does all trials.
+// BenchmarkDiscovery measures, against a real Consul, how long after an
+// instance's check turns passing the client's first request reaches it, and
+// how long after its deregistration requests still reach it: 10 trials
+// after a quiet spell (each trial's three changes, then a pause), and 10
+// while other instances of the same service join and leave 10 times a
+// second, changes the watch's rate limit (bursts of 4, then 4 queries a
+// second) batches. Run with -benchtime 1x.
 func BenchmarkDiscovery(b *testing.B) {
-	const trials = 20
+	const trials = 10
 	agent := testenv.Consul(b)
 	c := agent.API()
 	var base []string
@@ -78,47 +81,67 @@ func BenchmarkDiscovery(b *testing.B) {
 	defer cl.Close()
 	load := loadgen.Start(context.Background(), cl.Endpoint(), "x y", loadgen.Options{Callers: 2})
 
-	var joins, leaves []time.Duration
-	for trial := range trials {
-		svc, err := trimsvc.New(trimsvc.DefaultMaxInputBytes)
-		if err != nil {
-			b.Fatal(err)
+	for _, phase := range []string{"quiet", "churn"} {
+		stop := make(chan struct{})
+		if phase == "churn" {
+			// Instances behind a critical TTL check come and go: changes
+			// that wake the watch but never put an instance in the
+			// passing list.
+			churner(b, c, "bg", 10, 100*time.Millisecond, true, stop)
 		}
-		rec := &recording{next: svc}
-		srv := startServer(b, fmt.Sprintf("trial-%d", trial), 1, rec)
-		id := fmt.Sprintf("trial-%d", trial)
-		register(b, c, id, srv.addrs[0], true)
-		time.Sleep(50 * time.Millisecond)
-
-		passAt := time.Now()
-		if err := c.Agent().UpdateTTL("ttl:"+id, "", api.HealthPassing); err != nil {
-			b.Fatal(err)
-		}
-		for rec.first.Load() == 0 {
-			if time.Since(passAt) > 5*time.Second {
-				b.Fatalf("trial %d: no request within 5s of passing", trial)
+		var joins, leaves []time.Duration
+		for trial := range trials {
+			j, l := discoveryTrial(b, c, fmt.Sprintf("%s-%d", phase, trial))
+			joins, leaves = append(joins, j), append(leaves, l)
+			if phase == "quiet" {
+				time.Sleep(time.Second) // the watch's rate limit refills
 			}
-			time.Sleep(time.Millisecond)
 		}
-		joins = append(joins, time.Unix(0, rec.first.Load()).Sub(passAt))
-
-		time.Sleep(20 * time.Millisecond)
-		leaveAt := time.Now()
-		if err := c.Agent().ServiceDeregister(id); err != nil {
-			b.Fatal(err)
-		}
-		time.Sleep(300 * time.Millisecond)
-		leaves = append(leaves, max(0, time.Unix(0, rec.last.Load()).Sub(leaveAt)))
-		srv.stop()
+		close(stop)
+		b.ReportMetric(ms(loadgen.Percentile(sorted(joins), 50)), phase+"/join_p50_ms")
+		b.ReportMetric(ms(slices.Max(joins)), phase+"/join_max_ms")
+		b.ReportMetric(ms(loadgen.Percentile(sorted(leaves), 50)), phase+"/leave_p50_ms")
+		b.ReportMetric(ms(slices.Max(leaves)), phase+"/leave_max_ms")
 	}
 	if s, errs := loadgen.Summarize(load.Stop()); s.Failures > 0 {
 		b.Errorf("%d calls failed during the trials: %v", s.Failures, errs)
 	}
-	b.ReportMetric(ms(loadgen.Percentile(sorted(joins), 50)), "join_p50_ms")
-	b.ReportMetric(ms(slices.Max(joins)), "join_max_ms")
-	b.ReportMetric(ms(loadgen.Percentile(sorted(leaves), 50)), "leave_p50_ms")
-	b.ReportMetric(ms(slices.Max(leaves)), "leave_max_ms")
 	b.ReportMetric(trials, "trials")
+}
+
+// discoveryTrial registers a new instance behind a critical TTL check, turns
+// it passing and returns how long until its first request, then
+// deregisters it and returns how long requests still reached it.
+func discoveryTrial(b *testing.B, c *api.Client, id string) (join, leave time.Duration) {
+	svc, err := trimsvc.New(trimsvc.DefaultMaxInputBytes)
+	if err != nil {
+		b.Fatal(err)
+	}
+	rec := &recording{next: svc}
+	srv := startServer(b, id, 1, rec)
+	defer srv.stop()
+	register(b, c, id, srv.addrs[0], true)
+	time.Sleep(50 * time.Millisecond)
+
+	passAt := time.Now()
+	if err := c.Agent().UpdateTTL("ttl:"+id, "", api.HealthPassing); err != nil {
+		b.Fatal(err)
+	}
+	for rec.first.Load() == 0 {
+		if time.Since(passAt) > 5*time.Second {
+			b.Fatalf("%s: no request within 5s of passing", id)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	join = time.Unix(0, rec.first.Load()).Sub(passAt)
+
+	time.Sleep(20 * time.Millisecond)
+	leaveAt := time.Now()
+	if err := c.Agent().ServiceDeregister(id); err != nil {
+		b.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	return join, max(0, time.Unix(0, rec.last.Load()).Sub(leaveAt))
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
