@@ -2,11 +2,14 @@ package sd
 
 import (
 	"context"
+	"errors"
+	"net/http"
 
 	"github.com/hashicorp/consul/api"
 )
 
-// Client is the part of Consul's HTTP API that Instancer and Registrar use,
+// Client is the part of Consul's HTTP API that Instancer and Registrar use
+// (a 403 comes back from any of them as a *PermissionError),
 // as go-kit's sd/consul.Client is for its own: a seam, so that their logic
 // (index handling, retries) can be tested against a fake. NewClient adapts
 // an *api.Client.
@@ -40,20 +43,35 @@ func (a apiClient) Service(ctx context.Context, service string, tags []string, p
 	if q == nil {
 		q = &api.QueryOptions{}
 	}
-	return a.c.Health().ServiceMultipleTags(service, tags, passingOnly, q.WithContext(ctx))
+	entries, meta, err := a.c.Health().ServiceMultipleTags(service, tags, passingOnly, q.WithContext(ctx))
+	if err == nil && len(entries) == 0 && !meta.ResultsFilteredByACLs && a.anonymousUnderACLs(ctx) {
+		// Consul says it filtered an answer only to a real token; the
+		// anonymous one gets an empty answer and no word of it.
+		return nil, nil, &FilteredError{Service: service, Anonymous: true}
+	}
+	return entries, meta, asPermission(err)
+}
+
+// anonymousUnderACLs reports whether the client calls with the anonymous
+// token (none given) while the agent enforces ACLs: the agent does not know
+// the token as its own then (403), where without ACLs it says so (401).
+func (a apiClient) anonymousUnderACLs(ctx context.Context) bool {
+	_, _, err := a.c.ACL().TokenReadSelf((&api.QueryOptions{}).WithContext(ctx))
+	var se api.StatusError
+	return errors.As(err, &se) && se.Code == http.StatusForbidden
 }
 
 func (a apiClient) Register(ctx context.Context, reg *api.AgentServiceRegistration) error {
-	return a.c.Agent().ServiceRegisterOpts(reg, api.ServiceRegisterOpts{}.WithContext(ctx))
+	return asPermission(a.c.Agent().ServiceRegisterOpts(reg, api.ServiceRegisterOpts{}.WithContext(ctx)))
 }
 
 func (a apiClient) Deregister(ctx context.Context, id string) error {
-	return a.c.Agent().ServiceDeregisterOpts(id, (&api.QueryOptions{}).WithContext(ctx))
+	return asPermission(a.c.Agent().ServiceDeregisterOpts(id, (&api.QueryOptions{}).WithContext(ctx)))
 }
 
 func (a apiClient) AgentService(ctx context.Context, id string) (*api.AgentService, error) {
 	svc, _, err := a.c.Agent().Service(id, (&api.QueryOptions{}).WithContext(ctx))
-	return svc, err
+	return svc, asPermission(err)
 }
 
 func (a apiClient) Leader(ctx context.Context) (string, error) {

@@ -205,6 +205,12 @@ func (s *Instancer) query(ctx context.Context, index uint64) ([]string, uint64, 
 	if err != nil {
 		return nil, index, s.explain(fmt.Errorf("query consul for %s: %w", s.service, err))
 	}
+	if meta.ResultsFilteredByACLs && len(entries) == 0 {
+		return nil, index, &FilteredError{Service: s.service}
+	}
+	if meta.ResultsFilteredByACLs {
+		_ = level.Warn(s.logger).Log("msg", "consul filtered some instances out by ACLs (the token lacks node:read on their nodes?)", "visible", len(entries))
+	}
 	instances := make([]string, 0, len(entries))
 	for _, e := range entries {
 		addr := e.Service.Address
@@ -231,4 +237,23 @@ func (s *Instancer) explain(err error) error {
 		return fmt.Errorf("%w: %w", ErrNoLeader, err)
 	}
 	return err
+}
+
+// FilteredError says that Consul's answer held nothing because its ACLs
+// filtered every instance out (X-Consul-Results-Filtered-By-ACLs): the
+// token lacks service:read on the service, or node:read on the nodes.
+type FilteredError struct {
+	Service string
+	// Anonymous says no token was given: Consul enforces ACLs and the
+	// anonymous token may read nothing (Consul does not say it filtered an
+	// answer to the anonymous token; the client asked).
+	Anonymous bool
+}
+
+func (e *FilteredError) Error() string {
+	msg := fmt.Sprintf("consul filtered the answer by ACLs: the token needs service:read on %q and node:read on its nodes", e.Service)
+	if e.Anonymous {
+		msg += " (no token was given: -consul-token-file, CONSUL_HTTP_TOKEN_FILE)"
+	}
+	return msg
 }

@@ -17,8 +17,10 @@ const (
 )
 
 // RegisterWithRetry registers the instance, retrying with exponential backoff
-// while the agent cannot be reached or refuses, for at most timeout. The
-// error it gives up with names the Consul address and the last reason.
+// while the agent cannot be reached or fails, for at most timeout. A
+// permanent failure (a missing ACL permission, TLS that does not verify:
+// see Permanent) is returned at once. The error it gives up with names the
+// Consul address and the last reason.
 func (r *Registrar) RegisterWithRetry(ctx context.Context, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -28,6 +30,9 @@ func (r *Registrar) RegisterWithRetry(ctx context.Context, timeout time.Duration
 		if err == nil {
 			_ = level.Info(r.logger).Log("msg", "registered in consul", "consul", r.consulAddr, "attempts", attempt)
 			return nil
+		}
+		if Permanent(err) {
+			return err
 		}
 		_ = level.Warn(r.logger).Log("msg", "registration failed, retrying", "attempt", attempt, "backoff", backoff, "err", err)
 		if !ctxtime.Sleep(ctx, backoff) {
@@ -41,7 +46,7 @@ func (r *Registrar) RegisterWithRetry(ctx context.Context, timeout time.Duration
 // instance and registers it again when it does not (a restarted dev agent
 // forgets every service). It returns nil when ctx is done; failures to reach
 // the agent are logged and tried again at the next tick, since the agent
-// may come back.
+// may come back, but a permanent one (its token revoked, say) is returned.
 func (r *Registrar) KeepRegistered(ctx context.Context, interval time.Duration) error {
 	if interval <= 0 {
 		return fmt.Errorf("resync interval %v is not positive", interval)
@@ -55,6 +60,9 @@ func (r *Registrar) KeepRegistered(ctx context.Context, interval time.Duration) 
 		case <-ticker.C:
 		}
 		if err := r.resync(ctx, interval); err != nil && ctx.Err() == nil {
+			if Permanent(err) {
+				return fmt.Errorf("keep registered: %w", err)
+			}
 			_ = level.Warn(r.logger).Log("msg", "resync failed", "err", err)
 		}
 	}

@@ -30,6 +30,10 @@ type Registration struct {
 	// CheckTimeout bounds one health check. Zero means the smaller of
 	// CheckInterval and 2s.
 	CheckTimeout time.Duration
+	// CheckTLS runs the gRPC check over TLS (GRPCUseTLS); the agent
+	// verifies the instance's certificate with its own CA and, with
+	// enable_agent_tls_for_checks, presents its own certificate.
+	CheckTLS bool
 	// DeregisterAfter is how long the check may stay critical before Consul
 	// removes the instance on its own (DeregisterCriticalServiceAfter). It
 	// cleans up after an instance that died without deregistering.
@@ -78,6 +82,7 @@ func (r Registration) agentRegistration() *api.AgentServiceRegistration {
 			CheckID:                        "service:" + r.ID,
 			Name:                           "gRPC health " + hostPort,
 			GRPC:                           hostPort,
+			GRPCUseTLS:                     r.CheckTLS,
 			Interval:                       r.CheckInterval.String(),
 			Timeout:                        timeout.String(),
 			DeregisterCriticalServiceAfter: r.DeregisterAfter.String(),

@@ -1,0 +1,142 @@
+package sd
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"regexp"
+	"strings"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// ConsulConfig is how to reach, trust and authenticate to a Consul agent:
+// what trimsvc's and cmd/client's -consul-* flags say, and what
+// client.Config carries. An empty field falls back on the Consul CLI's
+// environment (CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, CONSUL_HTTP_TOKEN_FILE,
+// CONSUL_HTTP_SSL, CONSUL_CACERT, CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY,
+// CONSUL_TLS_SERVER_NAME), then on http://127.0.0.1:8500 without a token.
+type ConsulConfig struct {
+	// Address is host:port, or a URL: https://host:port speaks TLS.
+	Address string
+	// Token is the ACL token; TokenFile a file holding it (re-read by
+	// nothing: give a new file to a new process). At most one of them.
+	Token     string
+	TokenFile string
+	// CAFile verifies the agent's certificate; CertFile and KeyFile are
+	// the client certificate an agent with verify_incoming asks for;
+	// TLSServerName is the name to verify the agent's certificate against.
+	CAFile, CertFile, KeyFile string
+	TLSServerName             string
+}
+
+// Validate reports flags that contradict each other or name missing files.
+func (c ConsulConfig) Validate() error {
+	var errs []error
+	if c.Token != "" && c.TokenFile != "" {
+		errs = append(errs, errors.New("a consul token and a token file both given: give one"))
+	}
+	if (c.CertFile == "") != (c.KeyFile == "") {
+		errs = append(errs, errors.New("a consul client certificate needs both its certificate and its key file"))
+	}
+	for name, f := range map[string]string{"token file": c.TokenFile, "CA file": c.CAFile, "client certificate": c.CertFile, "client key": c.KeyFile} {
+		if f == "" {
+			continue
+		}
+		if _, err := os.Stat(f); err != nil {
+			errs = append(errs, fmt.Errorf("consul %s: %w", name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// NewAPIClient builds the Consul API client c describes, and returns with
+// it the agent's address as a URL, for messages (it never holds the token).
+// TLS files given for a plain-HTTP address are an error, never a silent
+// fallback to plaintext.
+func (c ConsulConfig) NewAPIClient() (*api.Client, *api.Config, string, error) {
+	if err := c.Validate(); err != nil {
+		return nil, nil, "", err
+	}
+	cfg := api.DefaultConfig()
+	if c.Address != "" {
+		cfg.Address = c.Address
+		if !strings.Contains(c.Address, "://") && os.Getenv(api.HTTPSSLEnvName) == "" {
+			cfg.Scheme = "http"
+		}
+	}
+	if c.Token != "" || c.TokenFile != "" {
+		cfg.Token, cfg.TokenFile = c.Token, c.TokenFile
+	}
+	for dst, src := range map[*string]string{&cfg.TLSConfig.CAFile: c.CAFile, &cfg.TLSConfig.CertFile: c.CertFile,
+		&cfg.TLSConfig.KeyFile: c.KeyFile, &cfg.TLSConfig.Address: c.TLSServerName} {
+		if src != "" {
+			*dst = src
+		}
+	}
+	scheme, addr := cfg.Scheme, cfg.Address
+	if s, a, ok := strings.Cut(addr, "://"); ok {
+		scheme, addr = s, a
+	}
+	where := scheme + "://" + addr
+	tlsGiven := cfg.TLSConfig.CAFile != "" || cfg.TLSConfig.CertFile != ""
+	if tlsGiven && scheme != "https" {
+		return nil, nil, where, fmt.Errorf("consul TLS files given but %s is plain HTTP: use an https:// address (or CONSUL_HTTP_SSL=true)", where)
+	}
+	client, err := api.NewClient(cfg)
+	if err != nil {
+		return nil, nil, where, fmt.Errorf("consul client for %s: %w", where, err)
+	}
+	return client, cfg, where, nil
+}
+
+// PermissionError is a 403 from Consul: the token lacks a permission. No
+// retry can fix it.
+type PermissionError struct {
+	// Permission is what the token lacks, as Consul names it, such as
+	// `'service:write' on "trimsvc"`; empty when Consul's answer did not
+	// say.
+	Permission string
+	// Answer is Consul's answer (it names a token by its accessor ID, never
+	// its secret).
+	Answer string
+}
+
+func (e *PermissionError) Error() string {
+	if e.Permission == "" {
+		return "permission denied by consul ACLs: " + e.Answer
+	}
+	return "permission denied by consul ACLs: the token lacks " + e.Permission
+}
+
+var lacksRE = regexp.MustCompile(`lacks permission ('[^']+'(?: on "[^"]*")?)`)
+
+// asPermission turns a 403 into a *PermissionError.
+func asPermission(err error) error {
+	var se api.StatusError
+	if !errors.As(err, &se) || se.Code != http.StatusForbidden {
+		return err
+	}
+	pe := &PermissionError{Answer: se.Body}
+	if m := lacksRE.FindStringSubmatch(se.Body); m != nil {
+		pe.Permission = m[1]
+	}
+	return pe
+}
+
+// Permanent reports whether err is one that no retry can fix: a missing
+// ACL permission, or TLS that does not verify (an unknown certificate
+// authority, a wrong name, a certificate the agent refuses, an agent that
+// does not speak TLS).
+func Permanent(err error) bool {
+	var (
+		pe     *PermissionError
+		verify *tls.CertificateVerificationError
+		alert  tls.AlertError
+		header tls.RecordHeaderError
+	)
+	return errors.As(err, &pe) || errors.As(err, &verify) || errors.As(err, &alert) || errors.As(err, &header) ||
+		strings.Contains(fmt.Sprint(err), "server gave HTTP response to HTTPS client")
+}
