@@ -1,0 +1,241 @@
+package transport
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// testCA signs certificates for tests.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pem  []byte
+}
+
+func newTestCA(t *testing.T) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, IsCA: true,
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+}
+
+// leaf writes a certificate with serial for 127.0.0.1, good for serving and
+// for calling, and its key, into dir/name.pem and dir/name-key.pem.
+func (ca *testCA) leaf(t *testing.T, dir, name string, serial int64) (string, string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		KeyUsage: x509.KeyUsageDigitalSignature, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile := filepath.Join(dir, name+".pem"), filepath.Join(dir, name+"-key.pem")
+	write(t, certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+	write(t, keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}))
+	return certFile, keyFile
+}
+
+// write replaces path atomically, as a rotation would.
+func write(t *testing.T, path string, b []byte) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func serial(c *Certs) int64 {
+	cert, _ := c.current()
+	leaf, _ := x509.ParseCertificate(cert.Certificate[0])
+	return leaf.SerialNumber.Int64()
+}
+
+// stale lets the next handshake look at the files again without waiting
+// out reloadCheck.
+func stale(c *Certs) {
+	c.mu.Lock()
+	c.checked = time.Time{}
+	c.mu.Unlock()
+}
+
+func TestCertsReloadWhenTheFilesChange(t *testing.T) {
+	dir := t.TempDir()
+	ca := newTestCA(t)
+	caFile := filepath.Join(dir, "ca.pem")
+	write(t, caFile, ca.pem)
+	certFile, keyFile := ca.leaf(t, dir, "server", 1)
+	c, err := LoadCerts(certFile, keyFile, caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want, have := int64(1), serial(c); want != have {
+		t.Fatalf("serial: want %d, have %d", want, have)
+	}
+	// Rotated on disk: read again at the next look.
+	ca.leaf(t, dir, "server", 2)
+	stale(c)
+	if want, have := int64(2), serial(c); want != have {
+		t.Errorf("after rotation: want serial %d, have %d", want, have)
+	}
+	// A broken rotation keeps what was loaded last, and Reload says why.
+	write(t, certFile, []byte("not a certificate"))
+	stale(c)
+	if want, have := int64(2), serial(c); want != have {
+		t.Errorf("after a broken rotation: want serial %d kept, have %d", want, have)
+	}
+	if err := c.Reload(); err == nil {
+		t.Error("Reload of a broken file: want an error")
+	}
+	if _, err := LoadCerts(certFile, "", ""); err == nil {
+		t.Error("a certificate without its key: want an error")
+	}
+}
+
+func TestServerPresentsTheRotatedCertificate(t *testing.T) {
+	dir := t.TempDir()
+	ca := newTestCA(t)
+	caFile := filepath.Join(dir, "ca.pem")
+	write(t, caFile, ca.pem)
+	certFile, keyFile := ca.leaf(t, dir, "server", 1)
+	server, err := LoadCerts(certFile, keyFile, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := tls.Listen("tcp", "127.0.0.1:0", ServerTLS(server))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	go func() {
+		for {
+			conn, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			_ = conn.(*tls.Conn).Handshake()
+			conn.Close()
+		}
+	}()
+	trust, err := LoadCerts("", "", caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	presented := func() int64 {
+		conn, err := tls.Dial("tcp", lis.Addr().String(), ClientTLS(trust, ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].SerialNumber.Int64()
+	}
+	if want, have := int64(1), presented(); want != have {
+		t.Fatalf("want serial %d, have %d", want, have)
+	}
+	ca.leaf(t, dir, "server", 2)
+	stale(server)
+	if want, have := int64(2), presented(); want != have {
+		t.Errorf("after rotation the server presents serial %d, want %d", have, want)
+	}
+	// A client that trusts another CA refuses it.
+	other := newTestCA(t)
+	otherFile := filepath.Join(dir, "other.pem")
+	write(t, otherFile, other.pem)
+	distrust, err := LoadCerts("", "", otherFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if conn, err := tls.Dial("tcp", lis.Addr().String(), ClientTLS(distrust, "")); err == nil {
+		conn.Close()
+		t.Error("a client trusting another CA accepted the server")
+	}
+}
+
+func TestClientPresentsTheRotatedCertificate(t *testing.T) {
+	dir := t.TempDir()
+	ca := newTestCA(t)
+	caFile := filepath.Join(dir, "ca.pem")
+	write(t, caFile, ca.pem)
+	serverCert, serverKey := ca.leaf(t, dir, "server", 1)
+	server, err := LoadCerts(serverCert, serverKey, caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := tls.Listen("tcp", "127.0.0.1:0", ServerTLS(server))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	seen := make(chan int64, 4)
+	go func() {
+		for {
+			conn, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			tc := conn.(*tls.Conn)
+			if tc.Handshake() == nil && len(tc.ConnectionState().PeerCertificates) > 0 {
+				seen <- tc.ConnectionState().PeerCertificates[0].SerialNumber.Int64()
+			}
+			conn.Close()
+		}
+	}()
+	clientCert, clientKey := ca.leaf(t, dir, "client", 10)
+	client, err := LoadCerts(clientCert, clientKey, caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dial := func() int64 {
+		conn, err := tls.Dial("tcp", lis.Addr().String(), ClientTLS(client, ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.Close()
+		select {
+		case s := <-seen:
+			return s
+		case <-time.After(10 * time.Second):
+			t.Fatal("the server saw no client certificate")
+			return 0
+		}
+	}
+	if want, have := int64(10), dial(); want != have {
+		t.Fatalf("want serial %d, have %d", want, have)
+	}
+	ca.leaf(t, dir, "client", 11)
+	stale(client)
+	if want, have := int64(11), dial(); want != have {
+		t.Errorf("after rotation the client presented serial %d, want %d", have, want)
+	}
+}
