@@ -34,7 +34,9 @@ type Agent struct {
 
 	bin, dir, config string
 	opts             Options
-	portList         []int // http, dns, grpc, serf_lan, serf_wan, server
+	portList         []int  // http, dns, grpc, serf_lan, serf_wan, server
+	certFile         string // its own, with Security
+	keyFile          string
 	cmd              *exec.Cmd
 	exited           chan struct{}
 	started          bool // once: its ports are its own from then on
@@ -50,6 +52,8 @@ type Options struct {
 	Member *Member
 	// HCL is added to the agent's configuration as it is.
 	HCL string
+	// Security, when set, turns on TLS (HTTPS only) and default-deny ACLs.
+	Security *Security
 }
 
 // Member is how an agent takes part in a cluster.
@@ -78,6 +82,16 @@ func New(bin, dir string, opts Options) (*Agent, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
+	if sec := opts.Security; sec != nil {
+		kind := "server"
+		if opts.Member != nil && !opts.Member.Server {
+			kind = "client"
+		}
+		var err error
+		if a.certFile, a.keyFile, err = sec.CA.Cert(kind); err != nil {
+			return nil, err
+		}
+	}
 	if err := a.pickPorts(); err != nil {
 		return nil, err
 	}
@@ -99,6 +113,10 @@ func (a *Agent) pickPorts() error {
 
 func (a *Agent) writeConfig() error {
 	ports := a.portList
+	httpPorts := fmt.Sprintf("http = %d", ports[0])
+	if a.opts.Security != nil {
+		httpPorts = fmt.Sprintf("http = -1\n  https = %d", ports[0])
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, `data_dir = %q
 node_name = %q
@@ -107,7 +125,7 @@ client_addr = "127.0.0.1"
 advertise_addr = "127.0.0.1"
 disable_update_check = true
 ports {
-  http = %d
+  %s
   dns = %d
   grpc = %d
   grpc_tls = -1
@@ -115,7 +133,10 @@ ports {
   serf_wan = %d
   server = %d
 }
-`, filepath.Join(a.dir, "data"), a.Name, ports[0], ports[1], ports[2], ports[3], ports[4], ports[5])
+`, filepath.Join(a.dir, "data"), a.Name, httpPorts, ports[1], ports[2], ports[3], ports[4], ports[5])
+	if sec := a.opts.Security; sec != nil {
+		b.WriteString(sec.hcl(a.certFile, a.keyFile, a.opts.Member == nil || a.opts.Member.Server))
+	}
 	if m := a.opts.Member; m != nil {
 		fmt.Fprintf(&b, `server = %t
 retry_join = [%s]
@@ -320,12 +341,10 @@ func (a *Agent) waitLeader(timeout time.Duration) error {
 }
 
 func (a *Agent) waitUp(timeout time.Duration) error {
+	// /v1/status/leader needs no ACL token: it answers (perhaps "", no
+	// leader yet) before the ACL system has been bootstrapped.
 	return a.poll(timeout, "not answering yet", func(ctx context.Context) (bool, error) {
-		c, err := a.API()
-		if err != nil {
-			return false, err
-		}
-		_, err = c.Agent().Self()
+		_, err := a.Leader(ctx)
 		return err == nil, err
 	})
 }

@@ -9,10 +9,23 @@ import (
 	"github.com/hashicorp/consul/api"
 )
 
-// API returns a Consul API client for the agent.
+// URL is the agent's HTTP API address as a URL: https:// with Security.
+func (a *Agent) URL() string {
+	if a.opts.Security != nil {
+		return "https://" + a.HTTPAddr
+	}
+	return "http://" + a.HTTPAddr
+}
+
+// API returns a Consul API client for the agent; with Security, over TLS
+// with the CLI certificate and the management token.
 func (a *Agent) API() (*api.Client, error) {
 	cfg := api.DefaultConfig()
-	cfg.Address = a.HTTPAddr
+	cfg.Address = a.URL()
+	if sec := a.opts.Security; sec != nil {
+		cfg.Token = sec.ManagementToken
+		cfg.TLSConfig = api.TLSConfig{CAFile: sec.CA.CertFile, CertFile: sec.CLICertFile, KeyFile: sec.CLIKeyFile}
+	}
 	return api.NewClient(cfg)
 }
 

@@ -20,6 +20,9 @@ type Cluster struct {
 	Clients []*Agent
 	// Key is the gossip encryption key.
 	Key string
+	// Security is the TLS and ACL setup when the cluster is secure, else
+	// nil.
+	Security *Security
 }
 
 // ClusterOptions says what a Cluster is made of.
@@ -30,6 +33,9 @@ type ClusterOptions struct {
 	Detach bool
 	// HCL is added to every member's configuration.
 	HCL string
+	// Secure turns on TLS and default-deny ACLs (see Security); the
+	// cluster makes its CA and tokens under its directory.
+	Secure bool
 }
 
 // NewCluster prepares a cluster that runs bin, each member's data and log in
@@ -42,13 +48,18 @@ func NewCluster(bin, dir string, o ClusterOptions) (*Cluster, error) {
 		return nil, fmt.Errorf("consul keygen: %w", err)
 	}
 	c := &Cluster{Key: strings.TrimSpace(string(out))}
+	if o.Secure {
+		if c.Security, err = NewSecurity(bin, dir); err != nil {
+			return nil, err
+		}
+	}
 	for i := range o.Servers + o.Clients {
 		server := i < o.Servers
 		name := fmt.Sprintf("server-%d", i+1)
 		if !server {
 			name = fmt.Sprintf("client-%d", i-o.Servers+1)
 		}
-		a, err := New(bin, filepath.Join(dir, name), Options{Detach: o.Detach, HCL: o.HCL, Member: &Member{
+		a, err := New(bin, filepath.Join(dir, name), Options{Detach: o.Detach, HCL: o.HCL, Security: c.Security, Member: &Member{
 			Name: name, Server: server, BootstrapExpect: o.Servers, Encrypt: c.Key,
 		}})
 		if err != nil {

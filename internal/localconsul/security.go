@@ -1,0 +1,157 @@
+package localconsul
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// Security is TLS and default-deny ACLs for local agents: a CA made with
+// `consul tls`, a certificate for every agent (HTTPS only, verify_incoming
+// and verify_outgoing, server hostnames verified, the agent's own
+// certificate presented to TLS health checks), and ACL tokens known in
+// advance: the management token (initial_management) and the agents' own.
+type Security struct {
+	CA *CA
+	// ManagementToken is the bootstrap token: the helpers' API clients use
+	// it, never the tests' services and callers.
+	ManagementToken string
+	// AgentToken is the agents' own token (node:write); SetupACL creates it.
+	AgentToken string
+	// CLICertFile and CLIKeyFile are a certificate for calling agents'
+	// HTTPS API, which asks for one (verify_incoming).
+	CLICertFile, CLIKeyFile string
+}
+
+// NewSecurity makes a CA in dir/ca, a CLI certificate and the tokens.
+func NewSecurity(bin, dir string) (*Security, error) {
+	ca, err := NewCA(bin, filepath.Join(dir, "ca"))
+	if err != nil {
+		return nil, err
+	}
+	cert, key, err := ca.Cert("cli")
+	if err != nil {
+		return nil, err
+	}
+	return &Security{CA: ca, ManagementToken: newUUID(), AgentToken: newUUID(), CLICertFile: cert, CLIKeyFile: key}, nil
+}
+
+func newUUID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+}
+
+// hcl is an agent's TLS and ACL configuration; server agents bootstrap the
+// ACL system with the management token.
+func (s *Security) hcl(certFile, keyFile string, server bool) string {
+	management := ""
+	if server {
+		management = fmt.Sprintf("initial_management = %q\n    ", s.ManagementToken)
+	}
+	return fmt.Sprintf(`tls {
+  defaults {
+    ca_file = %q
+    cert_file = %q
+    key_file = %q
+    verify_incoming = true
+    verify_outgoing = true
+  }
+  internal_rpc { verify_server_hostname = true }
+}
+enable_agent_tls_for_checks = true
+acl {
+  enabled = true
+  default_policy = "deny"
+  enable_token_persistence = true
+  tokens {
+    %sagent = %q
+  }
+}
+`, s.CA.CertFile, certFile, keyFile, management, s.AgentToken)
+}
+
+// Tokens are least-privilege ACL tokens' secrets.
+type Tokens struct {
+	// Trimsvc may register, keep and deregister instances of the service
+	// (service:write on its name; a service's checks need nothing more).
+	Trimsvc string
+	// Client may find the service's instances (service:read on its name,
+	// node:read: the health endpoint filters out nodes a token cannot read).
+	Client string
+}
+
+// SetupACL creates, through c (holding the management token), the agents'
+// token with node:write, and least-privilege tokens for trimsvc and its
+// callers for service. It retries while the ACL system is still
+// bootstrapping, at most until ctx ends.
+func (s *Security) SetupACL(ctx context.Context, c *api.Client, service string) (Tokens, error) {
+	var t Tokens
+	var err error
+	for {
+		t, err = s.setupACL(c, service)
+		if err == nil {
+			return t, nil
+		}
+		select {
+		case <-ctx.Done():
+			return Tokens{}, fmt.Errorf("set up ACLs: %w (last: %v)", ctx.Err(), err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (s *Security) setupACL(c *api.Client, service string) (Tokens, error) {
+	acl := c.ACL()
+	policy := func(name, rules string) (*api.ACLPolicy, error) {
+		existing, _, err := acl.PolicyReadByName(name, nil)
+		if err == nil && existing != nil {
+			return existing, nil
+		}
+		p, _, err := acl.PolicyCreate(&api.ACLPolicy{Name: name, Rules: rules}, nil)
+		return p, err
+	}
+	token := func(secret, desc string, p *api.ACLPolicy) (string, error) {
+		if secret != "" {
+			if existing, _, err := acl.TokenReadSelf(&api.QueryOptions{Token: secret}); err == nil && existing != nil {
+				return secret, nil
+			}
+		}
+		tok, _, err := acl.TokenCreate(&api.ACLToken{SecretID: secret, Description: desc, Policies: []*api.ACLTokenPolicyLink{{ID: p.ID}}}, nil)
+		if err != nil {
+			return "", err
+		}
+		return tok.SecretID, nil
+	}
+	agent, err := policy("agent", `node_prefix "" { policy = "write" }
+service_prefix "" { policy = "read" }`)
+	if err != nil {
+		return Tokens{}, err
+	}
+	if _, err := token(s.AgentToken, "local agents", agent); err != nil {
+		return Tokens{}, err
+	}
+	svc, err := policy(service+"-service", fmt.Sprintf(`service %q { policy = "write" }`, service))
+	if err != nil {
+		return Tokens{}, err
+	}
+	caller, err := policy(service+"-caller", fmt.Sprintf(`service %q { policy = "read" }
+node_prefix "" { policy = "read" }`, service))
+	if err != nil {
+		return Tokens{}, err
+	}
+	var t Tokens
+	if t.Trimsvc, err = token("", service+" instances", svc); err != nil {
+		return Tokens{}, err
+	}
+	if t.Client, err = token("", service+" callers", caller); err != nil {
+		return Tokens{}, err
+	}
+	return t, nil
+}
