@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 
 	"github.com/go-kit/kit/endpoint"
 	kitsd "github.com/go-kit/kit/sd"
 	"github.com/go-kit/kit/sd/lb"
-	"github.com/hashicorp/consul/api"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/trimkit/trimkit/sd"
 	"github.com/trimkit/trimkit/transport"
@@ -42,16 +44,9 @@ func New(cfg Config, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client options: %w", err)
 	}
-	consulCfg := api.DefaultConfig()
-	if cfg.ConsulAddr != "" {
-		consulCfg.Address = cfg.ConsulAddr
-	}
-	if cfg.ConsulToken != "" {
-		consulCfg.Token = cfg.ConsulToken
-	}
-	consul, err := api.NewClient(consulCfg)
+	consul, consulCfg, where, err := cfg.consul().NewAPIClient()
 	if err != nil {
-		return nil, fmt.Errorf("consul client for %s: %w", consulCfg.Address, err)
+		return nil, err
 	}
 	var watch []sd.InstancerOption
 	if !cfg.DisallowStale {
@@ -72,7 +67,7 @@ func New(cfg Config, opts ...Option) (*Client, error) {
 			return &NoInstancesError{
 				Service:    cfg.ServiceName,
 				Tags:       cfg.Tags,
-				ConsulAddr: consulCfg.Address,
+				ConsulAddr: where,
 				Discovery:  instancer.State().Err,
 				Err:        err,
 			}
@@ -110,7 +105,25 @@ type discovery struct {
 // build builds the stack over instancer; cfg has its defaults and o is
 // valid.
 func build(instancer kitsd.Instancer, cfg CallConfig, o options, d discovery) (*Client, error) {
-	endpointer := newEndpointer(instancer, Factory(o.dialOptions...), o)
+	if cfg.TLSCAFile != "" {
+		certs, err := transport.LoadCerts(cfg.TLSCertFile, cfg.TLSKeyFile, cfg.TLSCAFile)
+		if err != nil {
+			return nil, err
+		}
+		o.dialOptions = append(o.dialOptions, grpc.WithTransportCredentials(credentials.NewTLS(transport.ClientTLS(certs, cfg.TLSServerName))))
+	}
+	factory := Factory(o.dialOptions...)
+	if cfg.TLSCAFile == "" {
+		plain := factory
+		factory = func(instance string) (endpoint.Endpoint, io.Closer, error) {
+			e, closer, err := plain(instance)
+			if err != nil {
+				return nil, nil, err
+			}
+			return plaintextHint(e), closer, nil
+		}
+	}
+	endpointer := newEndpointer(instancer, factory, o)
 	balancer, err := newBalancer(cfg.Balancer, endpointer)
 	if err != nil {
 		endpointer.Close()

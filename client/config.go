@@ -24,6 +24,16 @@ type Config struct {
 	ConsulAddr string
 	// ConsulToken is the ACL token. Default: CONSUL_HTTP_TOKEN.
 	ConsulToken string
+	// ConsulTokenFile is a file holding the ACL token, instead of
+	// ConsulToken. Default: CONSUL_HTTP_TOKEN_FILE.
+	ConsulTokenFile string
+	// ConsulCAFile verifies the agent's HTTPS certificate (ConsulAddr
+	// https://...); ConsulCertFile and ConsulKeyFile are the client
+	// certificate an agent with verify_incoming asks for;
+	// ConsulTLSServerName is the name its certificate must hold. Defaults:
+	// CONSUL_CACERT, CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY,
+	// CONSUL_TLS_SERVER_NAME.
+	ConsulCAFile, ConsulCertFile, ConsulKeyFile, ConsulTLSServerName string
 	// ServiceName is the Consul service to call. Default: "trimsvc".
 	ServiceName string
 	// Tags keeps only the instances that carry every one of them.
@@ -59,6 +69,12 @@ type CallConfig struct {
 	RetryMax int
 	// RetryTimeout bounds a call, all its attempts together. Default: 500ms.
 	RetryTimeout time.Duration
+	// TLSCAFile, when set, calls the instances over TLS, verifying their
+	// certificates against this CA for TLSServerName (default: the address
+	// dialled); TLSCertFile and TLSKeyFile are the client certificate for
+	// mutual TLS. All are read again when they change on disk. Default:
+	// plaintext.
+	TLSCAFile, TLSCertFile, TLSKeyFile, TLSServerName string
 	// HedgeAfter, when positive, sends one more attempt to another instance
 	// if the first has not answered after HedgeAfter; the first answer wins
 	// and the other attempt is cancelled. Hedges count against the retry
@@ -85,6 +101,9 @@ func (c Config) Validate() error {
 	if c.MaxStale < 0 {
 		errs = append(errs, &FieldError{"MaxStale", c.MaxStale, "must not be negative (0 means the default, 2s)"})
 	}
+	if err := c.consul().Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(append(errs, c.CallConfig.Validate())...)
 }
 
@@ -96,6 +115,12 @@ func (c CallConfig) Validate() error {
 	case "", RoundRobin, P2C:
 	default:
 		errs = append(errs, &FieldError{"Balancer", fmt.Sprintf("%q", c.Balancer), fmt.Sprintf("must be %q or %q", RoundRobin, P2C)})
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		errs = append(errs, &FieldError{"TLSCertFile", c.TLSCertFile, "needs TLSKeyFile, and the other way round"})
+	}
+	if c.TLSCAFile == "" && (c.TLSCertFile != "" || c.TLSServerName != "") {
+		errs = append(errs, &FieldError{"TLSCAFile", "", "TLS to the instances needs a CA to verify them with"})
 	}
 	if c.HedgeAfter < 0 {
 		errs = append(errs, &FieldError{"HedgeAfter", c.HedgeAfter, "must not be negative (0 means no hedging)"})
@@ -131,4 +156,10 @@ func (c CallConfig) withDefaults() CallConfig {
 		c.RetryTimeout = DefaultRetryTimeout
 	}
 	return c
+}
+
+// consul is where and how to reach Consul.
+func (c Config) consul() sd.ConsulConfig {
+	return sd.ConsulConfig{Address: c.ConsulAddr, Token: c.ConsulToken, TokenFile: c.ConsulTokenFile,
+		CAFile: c.ConsulCAFile, CertFile: c.ConsulCertFile, KeyFile: c.ConsulKeyFile, TLSServerName: c.ConsulTLSServerName}
 }

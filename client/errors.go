@@ -1,11 +1,14 @@
 package client
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/trimkit/trimkit/sd"
 )
 
 // NoInstancesError says that a call found no instance to try: which service
@@ -22,6 +25,19 @@ type NoInstancesError struct {
 
 func (e *NoInstancesError) Error() string {
 	var b strings.Builder
+	var (
+		filtered *sd.FilteredError
+		denied   *sd.PermissionError
+	)
+	if errors.As(e.Discovery, &filtered) || errors.As(e.Discovery, &denied) || errors.Is(e.Discovery, sd.ErrNoLeader) {
+		// Not a missing service: say what is wrong first.
+		fmt.Fprintf(&b, "consul at %s: %v; so no instance of service %q", e.ConsulAddr, e.Discovery, e.Service)
+		if len(e.Tags) > 0 {
+			fmt.Fprintf(&b, " with tags %q", e.Tags)
+		}
+		fmt.Fprintf(&b, " to call: %v", e.Err)
+		return b.String()
+	}
 	fmt.Fprintf(&b, "no passing instance of service %q", e.Service)
 	if len(e.Tags) > 0 {
 		fmt.Fprintf(&b, " with tags %q", e.Tags)

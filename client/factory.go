@@ -1,13 +1,17 @@
 package client
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/go-kit/kit/endpoint"
 	kitsd "github.com/go-kit/kit/sd"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/trimkit/trimkit/transport"
 )
@@ -25,4 +29,31 @@ func Factory(opts ...grpc.DialOption) kitsd.Factory {
 		}
 		return transport.NewGRPCClient(conn).TrimSpaceEndpoint, conn, nil
 	}
+}
+
+// plaintextHint adds a likely cause to the failure a plaintext call gets
+// from an instance that speaks TLS: it closes the connection before
+// HTTP/2 begins, which gRPC reports as an unreadable server preface.
+func plaintextHint(e endpoint.Endpoint) endpoint.Endpoint {
+	return func(ctx context.Context, request interface{}) (interface{}, error) {
+		resp, err := e(ctx, request)
+		if err != nil && status.Code(err) == codes.Unavailable && strings.Contains(err.Error(), "error reading server preface: EOF") {
+			err = &hintError{err: err, hint: "the instance closed the connection before HTTP/2 began: does it require TLS? this client calls in plaintext (TLSCAFile, -tls-ca-file)"}
+		}
+		return resp, err
+	}
+}
+
+// hintError is err with a likely cause; it keeps err's status code.
+type hintError struct {
+	err  error
+	hint string
+}
+
+func (e *hintError) Error() string { return e.err.Error() + " (" + e.hint + ")" }
+func (e *hintError) Unwrap() error { return e.err }
+
+// GRPCStatus is err's status with the hint in its message.
+func (e *hintError) GRPCStatus() *status.Status {
+	return status.New(status.Code(e.err), e.Error())
 }

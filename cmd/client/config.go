@@ -5,11 +5,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
 	"github.com/trimkit/trimkit/client"
 	"github.com/trimkit/trimkit/internal/cli"
+	"github.com/trimkit/trimkit/sd"
 )
 
 const envPrefix = "TRIMCLIENT"
@@ -43,6 +43,8 @@ func (c config) load() bool { return c.n > 1 || c.duration > 0 }
 // flagOf names the flag that sets each client.Config field, so that the
 // client's own validation speaks in flags here.
 var flagOf = map[string]string{
+	"TLSCAFile":    "-tls-ca-file",
+	"TLSCertFile":  "-tls-cert-file",
 	"MaxStale":     "-max-stale",
 	"Balancer":     "-balancer",
 	"RetryMax":     "-retry-max",
@@ -56,8 +58,12 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 		c    config
 		tags string
 	)
-	fs.StringVar(&c.client.ConsulAddr, "consul-addr", cli.EnvOr("CONSUL_HTTP_ADDR", "127.0.0.1:8500"), "Consul agent HTTP address (default from CONSUL_HTTP_ADDR)")
-	fs.StringVar(&c.client.ConsulToken, "consul-token", os.Getenv("CONSUL_HTTP_TOKEN"), "Consul ACL token (default from CONSUL_HTTP_TOKEN)")
+	var consul sd.ConsulConfig
+	cli.ConsulFlags(fs, &consul)
+	fs.StringVar(&c.client.TLSCAFile, "tls-ca-file", "", "call the instances over TLS, verifying their certificates against this CA (empty: plaintext)")
+	fs.StringVar(&c.client.TLSCertFile, "tls-cert-file", "", "client certificate for instances that require one (mutual TLS)")
+	fs.StringVar(&c.client.TLSKeyFile, "tls-key-file", "", "key of -tls-cert-file")
+	fs.StringVar(&c.client.TLSServerName, "tls-server-name", "", "name the instances' certificates must hold (empty: the address dialled)")
 	fs.StringVar(&c.client.ServiceName, "service-name", client.DefaultServiceName, "service to call")
 	fs.StringVar(&tags, "tags", "", "comma-separated tags an instance must all carry")
 	allowStale := fs.Bool("allow-stale", true, "let any Consul server answer, not only the leader (reads go on while there is no leader); false: leader reads only")
@@ -75,6 +81,9 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 	if err := cli.Parse(fs, args, envPrefix, synopsis, stdout); err != nil {
 		return config{}, err
 	}
+	c.client.ConsulAddr, c.client.ConsulToken, c.client.ConsulTokenFile = consul.Address, consul.Token, consul.TokenFile
+	c.client.ConsulCAFile, c.client.ConsulCertFile, c.client.ConsulKeyFile = consul.CAFile, consul.CertFile, consul.KeyFile
+	c.client.ConsulTLSServerName = consul.TLSServerName
 	c.client.Tags = cli.SplitList(tags)
 	c.client.DisallowStale = !*allowStale
 	var errs []error

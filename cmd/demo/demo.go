@@ -46,7 +46,7 @@ func demo(ctx context.Context, cfg config, w io.Writer) (err error) {
 		return err
 	}
 	defer func() { err = errors.Join(err, agent.Stop()) }()
-	fmt.Fprintf(w, "consul dev agent: UI http://%s/ui, DNS 127.0.0.1:%d\n", agent.HTTPAddr, agent.DNSPort)
+	fmt.Fprintf(w, "consul dev agent: UI %s/ui, DNS 127.0.0.1:%d\n", agent.URL(), agent.DNSPort)
 
 	var insts []*proc.Trimsvc
 	defer func() {

@@ -37,10 +37,13 @@ type stateProc struct {
 func statePath(dir string) string { return filepath.Join(dir, "state.json") }
 
 // consulSetup is the Consul that up or cluster leaves running: where
-// instances register and where callers ask.
+// instances register and where callers ask, and, when it is secure, the
+// flags instances need.
 type consulSetup struct {
 	agents              []*localconsul.Agent
 	svcAgent, callAgent *localconsul.Agent
+	instanceArgs        []string
+	clientEnv           string // a file of variables for callers, when secure
 }
 
 // up leaves a local dev agent and cfg.instances trimsvc instances running.
@@ -55,17 +58,69 @@ func up(ctx context.Context, cfg config, w io.Writer) error {
 }
 
 // cluster leaves 3 Consul servers, 2 client agents and cfg.instances
-// trimsvc instances running; the instances register through client agent
-// 1, callers ask client agent 2.
+// trimsvc instances running, with TLS everywhere and default-deny ACLs;
+// the instances register through client agent 1, callers ask client agent
+// 2.
 func cluster(ctx context.Context, cfg config, w io.Writer) error {
 	return leaveRunning(ctx, cfg, w, func(consulBin string) (consulSetup, error) {
-		c, err := localconsul.NewCluster(consulBin, filepath.Join(cfg.state, "consul"), localconsul.ClusterOptions{Detach: true})
+		c, err := localconsul.NewCluster(consulBin, filepath.Join(cfg.state, "consul"), localconsul.ClusterOptions{Detach: true, Secure: true})
 		if err != nil {
 			return consulSetup{}, err
 		}
 		setup := consulSetup{agents: c.Members(), svcAgent: c.Clients[0], callAgent: c.Clients[1]}
-		return setup, c.Start(60 * time.Second)
+		if err := c.Start(60 * time.Second); err != nil {
+			return setup, err
+		}
+		return secure(ctx, cfg.state, c, setup)
 	}, printCluster)
+}
+
+// secure sets up the cluster's ACLs and writes what instances and callers
+// need: least-privilege token files, a certificate for the instances (mutual
+// TLS) and one for callers, and client.env with the variables that point
+// cmd/client (or the consul CLI) at client agent 2 with all of it.
+func secure(ctx context.Context, dir string, c *localconsul.Cluster, setup consulSetup) (consulSetup, error) {
+	api, err := c.Servers[0].API()
+	if err != nil {
+		return setup, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	tokens, err := c.Security.SetupACL(ctx, api, "trimsvc")
+	if err != nil {
+		return setup, err
+	}
+	files := map[string]string{"trimsvc.token": tokens.Trimsvc, "client.token": tokens.Client, "management.token": c.Security.ManagementToken}
+	for name, token := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(token+"\n"), 0o600); err != nil {
+			return setup, err
+		}
+	}
+	sec := c.Security
+	svcCert, svcKey, err := sec.CA.Cert("client")
+	if err != nil {
+		return setup, err
+	}
+	callerCert, callerKey, err := sec.CA.Cert("cli")
+	if err != nil {
+		return setup, err
+	}
+	setup.instanceArgs = []string{"-consul-ca-file", sec.CA.CertFile, "-consul-client-cert", sec.CLICertFile, "-consul-client-key", sec.CLIKeyFile,
+		"-consul-token-file", filepath.Join(dir, "trimsvc.token"),
+		"-tls-cert-file", svcCert, "-tls-key-file", svcKey, "-tls-client-ca-file", sec.CA.CertFile}
+	setup.clientEnv = filepath.Join(dir, "client.env")
+	abs := func(p string) string { a, _ := filepath.Abs(p); return a }
+	env := fmt.Sprintf(`export CONSUL_HTTP_ADDR=%s
+export CONSUL_CACERT=%s
+export CONSUL_CLIENT_CERT=%s
+export CONSUL_CLIENT_KEY=%s
+export CONSUL_HTTP_TOKEN_FILE=%s
+export TRIMCLIENT_TLS_CA_FILE=%s
+export TRIMCLIENT_TLS_CERT_FILE=%s
+export TRIMCLIENT_TLS_KEY_FILE=%s
+`, setup.callAgent.URL(), abs(sec.CA.CertFile), abs(sec.CLICertFile), abs(sec.CLIKeyFile), abs(filepath.Join(dir, "client.token")),
+		abs(sec.CA.CertFile), abs(callerCert), abs(callerKey))
+	return setup, os.WriteFile(setup.clientEnv, []byte(env), 0o600)
 }
 
 // leaveRunning starts Consul with start, then the instances, detached, and
@@ -110,12 +165,12 @@ func leaveRunning(ctx context.Context, cfg config, w io.Writer, start func(consu
 	if err != nil {
 		return err
 	}
-	st.HTTPAddr, st.DNSPort = setup.callAgent.HTTPAddr, setup.callAgent.DNSPort
+	st.HTTPAddr, st.DNSPort = setup.callAgent.URL(), setup.callAgent.DNSPort
 	for i := range cfg.instances {
 		logPath := filepath.Join(cfg.state, fmt.Sprintf("trimsvc-%d.log", i+1))
 		addrPath := filepath.Join(cfg.state, fmt.Sprintf("trimsvc-%d.addr.json", i+1))
-		p, err := proc.StartDetached(bins.trimsvc, logPath, "-grpc-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0",
-			"-consul-addr", setup.svcAgent.HTTPAddr, "-check-interval", "1s", "-addr-file", addrPath)
+		p, err := proc.StartDetached(bins.trimsvc, logPath, append([]string{"-grpc-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0",
+			"-consul-addr", setup.svcAgent.URL(), "-check-interval", "1s", "-addr-file", addrPath}, setup.instanceArgs...)...)
 		if err != nil {
 			return err
 		}
@@ -136,45 +191,57 @@ func leaveRunning(ctx context.Context, cfg config, w io.Writer, start func(consu
 }
 
 func printUp(w io.Writer, setup consulSetup, st state) {
-	fmt.Fprintf(w, "up: consul dev agent pid %d, UI http://%s/ui\n", st.Consul[0].PID, st.HTTPAddr)
+	fmt.Fprintf(w, "up: consul dev agent pid %d, UI %s/ui\n", st.Consul[0].PID, st.HTTPAddr)
 	printInstances(w, st)
 	fmt.Fprintf(w, `try:
   go run ./cmd/client -consul-addr %[1]s "  hello  world  "
   go run ./cmd/client -consul-addr %[1]s -n 10000 -c 8 x
   grpcurl -plaintext %[2]s list
   dig @127.0.0.1 -p %[3]d trimsvc.service.consul SRV
-  curl -s 'http://%[1]s/v1/health/service/trimsvc?passing'
+  curl -s '%[1]s/v1/health/service/trimsvc?passing'
 then: make down
 `, st.HTTPAddr, st.Instances[0].Addr, st.DNSPort)
 }
 
 func printCluster(w io.Writer, setup consulSetup, st state) {
-	fmt.Fprintln(w, "cluster: 3 consul servers and 2 client agents on loopback, gossip encrypted")
+	fmt.Fprintln(w, "cluster: 3 consul servers and 2 client agents on loopback: gossip encrypted, TLS everywhere (HTTPS only,")
+	fmt.Fprintln(w, "client certificates required), ACLs default-deny")
 	for _, a := range setup.agents {
 		rpc := "-"
 		if strings.HasPrefix(a.Name, "server") {
 			rpc = a.ServerAddr
 		}
-		fmt.Fprintf(w, "  %-9s pid %-7d http %-16s server rpc %-16s log %s\n", a.Name, a.PID(), a.HTTPAddr, rpc, a.LogPath)
+		fmt.Fprintf(w, "  %-9s pid %-7d %-24s server rpc %-16s log %s\n", a.Name, a.PID(), a.URL(), rpc, a.LogPath)
 	}
-	fmt.Fprintf(w, "UI: http://%s/ui\n", setup.agents[0].HTTPAddr)
-	fmt.Fprintf(w, "instances, registered through %s (%s):\n", setup.svcAgent.Name, setup.svcAgent.HTTPAddr)
+	fmt.Fprintf(w, "instances, registered through %s over TLS with the trimsvc token, serving mutual TLS:\n", setup.svcAgent.Name)
 	printInstances(w, st)
-	fmt.Fprintf(w, `callers ask %[2]s: -consul-addr %[1]s
-try:
+	dir := filepath.Dir(setup.clientEnv)
+	fmt.Fprintf(w, `files in %[3]s:
+  trimsvc.token     service:write on trimsvc: what the instances use (-consul-token-file)
+  client.token      service:read on trimsvc, node:read: what callers use (CONSUL_HTTP_TOKEN_FILE)
+  management.token  the bootstrap token: for the UI and the consul CLI, not for services
+  client.env        the variables for callers: client agent 2, its CA, a client certificate, client.token,
+                    and the certificate for calling the instances (TRIMCLIENT_TLS_*)
+  consul/ca/        the CA (consul tls ca create) and every certificate (consul tls cert create)
+UI: %[1]s/ui (log in with management.token)
+callers ask %[2]s; try:
+  source %[4]s
   # load through client agent 2, and meanwhile:
-  go run ./cmd/client -consul-addr %[1]s -rate 200 -duration 60s x
+  go run ./cmd/client -rate 200 -duration 60s x
   # the leader's server rpc address (find its pid above), then kill it: a new leader in about 2s, no call fails
-  curl -s http://%[1]s/v1/status/leader
+  curl -s --cacert $CONSUL_CACERT --cert $CONSUL_CLIENT_CERT --key $CONSUL_CLIENT_KEY $CONSUL_HTTP_ADDR/v1/status/leader
   kill -9 <that pid>
-  bin/consul members -http-addr=%[1]s
+  CONSUL_HTTP_TOKEN_FILE=%[3]s/management.token bin/consul members
   # stop two servers: quorum lost; known instances keep answering, and a new caller still finds them (stale reads)...
   kill <pid> <pid>
-  go run ./cmd/client -consul-addr %[1]s x
+  go run ./cmd/client x
   # ... unless it insists on the leader
-  go run ./cmd/client -consul-addr %[1]s -allow-stale=false x
+  go run ./cmd/client -allow-stale=false x
+  # without a token, or without the instances' CA: refused, and told why
+  CONSUL_HTTP_TOKEN_FILE= go run ./cmd/client x
+  TRIMCLIENT_TLS_CA_FILE= TRIMCLIENT_TLS_CERT_FILE= TRIMCLIENT_TLS_KEY_FILE= go run ./cmd/client x
 then: make down
-`, st.HTTPAddr, setup.callAgent.Name)
+`, setup.agents[0].URL(), setup.callAgent.Name, dir, setup.clientEnv)
 }
 
 func printInstances(w io.Writer, st state) {

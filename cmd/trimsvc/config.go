@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"strconv"
 	"time"
 
 	"github.com/trimkit/trimkit/internal/cli"
+	"github.com/trimkit/trimkit/sd"
 	"github.com/trimkit/trimkit/trimsvc"
 )
 
@@ -30,8 +30,10 @@ type config struct {
 	grpcAddr        string
 	httpAddr        string
 	advertiseAddr   string
-	consulAddr      string
-	consulToken     string
+	consul          sd.ConsulConfig
+	tlsCertFile     string
+	tlsKeyFile      string
+	tlsClientCAFile string
 	serviceName     string
 	serviceID       string
 	tags            []string
@@ -53,8 +55,10 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 	fs.StringVar(&c.grpcAddr, "grpc-addr", ":8975", "gRPC listen address; port 0 picks a free port, and the bound port is registered")
 	fs.StringVar(&c.httpAddr, "http-addr", "127.0.0.1:8976", "HTTP debug address serving /metrics and /healthz; off disables it")
 	fs.StringVar(&c.advertiseAddr, "advertise-addr", "", "host[:port] registered in Consul (default: the listen host when specific, else the first non-loopback interface address, else 127.0.0.1; the bound port)")
-	fs.StringVar(&c.consulAddr, "consul-addr", cli.EnvOr("CONSUL_HTTP_ADDR", "127.0.0.1:8500"), "Consul agent HTTP address (default from CONSUL_HTTP_ADDR)")
-	fs.StringVar(&c.consulToken, "consul-token", os.Getenv("CONSUL_HTTP_TOKEN"), "Consul ACL token (default from CONSUL_HTTP_TOKEN)")
+	cli.ConsulFlags(fs, &c.consul)
+	fs.StringVar(&c.tlsCertFile, "tls-cert-file", "", "serve gRPC over TLS with this certificate (PEM); it must hold the advertised address. Re-read when it changes on disk or on SIGHUP")
+	fs.StringVar(&c.tlsKeyFile, "tls-key-file", "", "the key of -tls-cert-file (PEM)")
+	fs.StringVar(&c.tlsClientCAFile, "tls-client-ca-file", "", "require client certificates signed by this CA (mutual TLS); Consul's check then presents the agent's certificate (enable_agent_tls_for_checks)")
 	fs.StringVar(&c.serviceName, "service-name", "trimsvc", "service name to register")
 	fs.StringVar(&c.serviceID, "service-id", "", "service ID to register (default <name>-<host>-<port> of the advertised address)")
 	fs.StringVar(&tags, "tags", "", "comma-separated tags to register")
@@ -98,8 +102,17 @@ func (c config) validate() error {
 	if c.serviceName == "" {
 		errs = append(errs, errors.New("-service-name must not be empty"))
 	}
-	if c.consulAddr == "" {
+	if c.consul.Address == "" {
 		errs = append(errs, errors.New("-consul-addr must not be empty"))
+	}
+	if err := c.consul.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if (c.tlsCertFile == "") != (c.tlsKeyFile == "") {
+		errs = append(errs, errors.New("-tls-cert-file and -tls-key-file go together"))
+	}
+	if c.tlsClientCAFile != "" && c.tlsCertFile == "" {
+		errs = append(errs, errors.New("-tls-client-ca-file needs -tls-cert-file: mutual TLS is TLS first"))
 	}
 	if _, _, err := net.SplitHostPort(c.grpcAddr); err != nil {
 		errs = append(errs, fmt.Errorf("-grpc-addr %q: %w", c.grpcAddr, err))

@@ -8,13 +8,13 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"strconv"
 	"syscall"
 	"time"
 
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
-	"github.com/hashicorp/consul/api"
 	rungroup "github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -52,7 +52,8 @@ type instance struct {
 	httpLis   net.Listener // nil when -http-addr is off
 	http      *http.Server
 	registrar *sd.Registrar
-	leaveErr  error // of leaving Consul, set by live before it returns
+	certs     *transport.Certs // nil without -tls-cert-file
+	leaveErr  error            // of leaving Consul, set by live before it returns
 }
 
 func serve(ctx context.Context, cfg config, stderr io.Writer) error {
@@ -65,14 +66,14 @@ func serve(ctx context.Context, cfg config, stderr io.Writer) error {
 }
 
 // build binds the listeners and builds everything that runs on them.
-func build(cfg config, stderr io.Writer) (in *instance, err error) {
+func build(cfg config, stderr io.Writer) (_ *instance, err error) {
 	logger := log.NewLogfmtLogger(log.NewSyncWriter(stderr))
 	logger = level.NewFilter(logger, level.AllowInfo())
 	logger = log.With(logger, "ts", log.DefaultTimestampUTC, "caller", log.DefaultCaller)
 
-	in = &instance{cfg: cfg}
+	in := &instance{cfg: cfg}
 	defer func() {
-		if err != nil {
+		if err != nil { // whatever was bound so far
 			in.closeListeners()
 		}
 	}()
@@ -98,7 +99,14 @@ func build(cfg config, stderr io.Writer) (in *instance, err error) {
 	svc = trimsvc.LoggingMiddleware(in.logger)(svc)
 	svc = trimsvc.InstrumentingMiddleware(requests, duration, transport.CodeName)(svc)
 
-	in.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(max(defaultMaxRecvMsgSize, cfg.maxInputBytes+64<<10)))
+	serverOpts := []grpc.ServerOption{grpc.MaxRecvMsgSize(max(defaultMaxRecvMsgSize, cfg.maxInputBytes+64<<10))}
+	if cfg.tlsCertFile != "" {
+		if in.certs, err = transport.LoadCerts(cfg.tlsCertFile, cfg.tlsKeyFile, cfg.tlsClientCAFile); err != nil {
+			return nil, err
+		}
+		serverOpts = append(serverOpts, transport.ServerCreds(in.certs)...)
+	}
+	in.grpc = grpc.NewServer(serverOpts...)
 	pb.RegisterTrimServer(in.grpc, transport.NewGRPCServer(trimsvc.NewServerSet(svc), id, in.logger))
 	in.health = health.NewServer() // SERVING for "" from the start
 	healthpb.RegisterHealthServer(in.grpc, in.health)
@@ -112,19 +120,18 @@ func build(cfg config, stderr io.Writer) (in *instance, err error) {
 		in.http = &http.Server{Handler: debugMux(reg, in.health), ReadHeaderTimeout: 5 * time.Second}
 	}
 
-	consulCfg := api.DefaultConfig()
-	consulCfg.Address, consulCfg.Token = cfg.consulAddr, cfg.consulToken
-	consul, err := api.NewClient(consulCfg)
+	consul, _, where, err := cfg.consul.NewAPIClient()
 	if err != nil {
-		return nil, fmt.Errorf("consul client for %s: %w", cfg.consulAddr, err)
+		return nil, err
 	}
-	in.registrar, err = sd.NewRegistrar(sd.NewClient(consul), cfg.consulAddr, sd.Registration{
+	in.registrar, err = sd.NewRegistrar(sd.NewClient(consul), where, sd.Registration{
 		ID:              id,
 		Name:            cfg.serviceName,
 		Tags:            cfg.tags,
 		Address:         host,
 		Port:            port,
 		CheckInterval:   cfg.checkInterval,
+		CheckTLS:        in.certs != nil,
 		DeregisterAfter: cfg.deregisterAfter,
 	}, in.logger)
 	if err != nil {
@@ -169,6 +176,10 @@ func (in *instance) run(ctx context.Context) error {
 		})
 	}
 	g.Add(rungroup.SignalHandler(ctx, syscall.SIGINT, syscall.SIGTERM))
+	if in.certs != nil {
+		ctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error { in.reloadOnSIGHUP(ctx); return nil }, func(error) { cancel() })
+	}
 
 	err := g.Run()
 	var sig *rungroup.SignalError
@@ -219,6 +230,26 @@ func (in *instance) live(ctx context.Context) (err error) {
 		err = errors.Join(err, <-served)
 	}
 	return err
+}
+
+// reloadOnSIGHUP reads the TLS files again on every SIGHUP (they are also
+// read again when they change on disk), until ctx ends.
+func (in *instance) reloadOnSIGHUP(ctx context.Context) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			if err := in.certs.Reload(); err != nil {
+				_ = level.Error(in.logger).Log("msg", "SIGHUP: TLS files not reloaded; serving with those loaded last", "err", err)
+			} else {
+				_ = level.Info(in.logger).Log("msg", "SIGHUP: TLS files reloaded")
+			}
+		}
+	}
 }
 
 // leave takes the instance out of service: health NOT_SERVING (so Consul's

@@ -16,6 +16,7 @@ import (
 	kitgrpc "github.com/go-kit/kit/transport/grpc"
 	"github.com/go-kit/log"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/trimkit/trimkit/client"
@@ -130,6 +131,40 @@ func trimkitConsul(tb testing.TB, addrs []string) caller {
 	return endpointCaller(cl.Endpoint())
 }
 
+// rawThreeConnMTLS is raw-3conn over mutual TLS, to servers of its own.
+func rawThreeConnMTLS(tb testing.TB, _ []string) caller {
+	m := startMTLSServers(tb, 3)
+	certs, err := transport.LoadCerts(m.callerCert, m.callerKey, m.caFile)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var stubs []pb.TrimClient
+	for _, a := range m.servers {
+		conn, err := grpc.NewClient(a, grpc.WithTransportCredentials(credentials.NewTLS(transport.ClientTLS(certs, ""))))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { conn.Close() })
+		stubs = append(stubs, pb.NewTrimClient(conn))
+	}
+	var n atomic.Uint64
+	return func(ctx context.Context) error {
+		_, err := stubs[n.Add(1)%uint64(len(stubs))].TrimSpace(ctx, &pb.TrimRequest{S: benchInput})
+		return err
+	}
+}
+
+// trimkitMTLS is trimkit-fixed over mutual TLS, to servers of its own.
+func trimkitMTLS(tb testing.TB, _ []string) caller {
+	m := startMTLSServers(tb, 3)
+	c, err := client.NewFromInstancer(kitsd.FixedInstancer(m.servers), client.CallConfig{TLSCAFile: m.caFile, TLSCertFile: m.callerCert, TLSKeyFile: m.callerKey})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { c.Close() })
+	return endpointCaller(c.Endpoint())
+}
+
 func endpointCaller(e endpoint.Endpoint) caller {
 	req := trimsvc.TrimRequest{S: benchInput}
 	return func(ctx context.Context) error {
@@ -155,6 +190,8 @@ func overheadRows() []overheadRow {
 		{"gokit-stock", gokitStock},
 		{"trimkit-fixed", trimkitFixed},
 		{"trimkit-consul", trimkitConsul},
+		{"raw-3conn-mtls", rawThreeConnMTLS},
+		{"trimkit-mtls", trimkitMTLS},
 	}
 }
 

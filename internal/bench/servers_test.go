@@ -9,6 +9,8 @@ import (
 	"github.com/go-kit/log"
 	"google.golang.org/grpc"
 
+	"github.com/trimkit/trimkit/internal/localconsul"
+	"github.com/trimkit/trimkit/internal/testenv"
 	"github.com/trimkit/trimkit/pb"
 	"github.com/trimkit/trimkit/transport"
 	"github.com/trimkit/trimkit/trimsvc"
@@ -23,7 +25,7 @@ type server struct {
 
 // startServer serves the trim service, as trimsvc does, on n listeners on
 // 127.0.0.1, answering with instance id (plus the listener index when n>1).
-func startServer(tb testing.TB, id string, n int, svc trimsvc.Service) *server {
+func startServer(tb testing.TB, id string, n int, svc trimsvc.Service, opts ...grpc.ServerOption) *server {
 	tb.Helper()
 	if svc == nil {
 		var err error
@@ -31,7 +33,7 @@ func startServer(tb testing.TB, id string, n int, svc trimsvc.Service) *server {
 			tb.Fatal(err)
 		}
 	}
-	s := &server{grpc: grpc.NewServer()}
+	s := &server{grpc: grpc.NewServer(opts...)}
 	pb.RegisterTrimServer(s.grpc, transport.NewGRPCServer(trimsvc.NewServerSet(svc), id, log.NewNopLogger()))
 	for range n {
 		lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -61,4 +63,38 @@ func startServers(tb testing.TB, n int) []string {
 		addrs = append(addrs, startServer(tb, fmt.Sprintf("trim-%d", i), 1, nil).addrs[0])
 	}
 	return addrs
+}
+
+// mtls is a CA and the certificates of in-process mTLS servers and their
+// callers, made with the real consul tls commands.
+type mtls struct {
+	caFile                string
+	serverCert, serverKey string
+	callerCert, callerKey string
+	servers               []string
+}
+
+// startMTLSServers starts n single-listener servers that require client
+// certificates from their CA.
+func startMTLSServers(tb testing.TB, n int) mtls {
+	tb.Helper()
+	ca, err := localconsul.NewCA(testenv.ConsulBinary(tb), tb.TempDir())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	m := mtls{caFile: ca.CertFile}
+	if m.serverCert, m.serverKey, err = ca.Cert("client"); err != nil {
+		tb.Fatal(err)
+	}
+	if m.callerCert, m.callerKey, err = ca.Cert("cli"); err != nil {
+		tb.Fatal(err)
+	}
+	certs, err := transport.LoadCerts(m.serverCert, m.serverKey, m.caFile)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for i := range n {
+		m.servers = append(m.servers, startServer(tb, fmt.Sprintf("mtls-%d", i), 1, nil, transport.ServerCreds(certs)...).addrs[0])
+	}
+	return m
 }

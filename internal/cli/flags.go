@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/peterbourgon/ff/v3"
+
+	"github.com/trimkit/trimkit/sd"
 )
 
 // ErrUsage marks an error in the command line or the environment; commands
@@ -85,4 +87,17 @@ func Exit(name string, err error) {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
 		os.Exit(1)
 	}
+}
+
+// ConsulFlags defines the -consul-* flags both commands share, into c. An
+// empty flag leaves the Consul CLI's environment variable in charge, and
+// the help says which; a token is never shown as a default.
+func ConsulFlags(fs *flag.FlagSet, c *sd.ConsulConfig) {
+	fs.StringVar(&c.Address, "consul-addr", EnvOr("CONSUL_HTTP_ADDR", "127.0.0.1:8500"), "Consul agent HTTP address; https://host:port for TLS (default from CONSUL_HTTP_ADDR)")
+	fs.StringVar(&c.Token, "consul-token", "", "Consul ACL token (empty: CONSUL_HTTP_TOKEN); prefer -consul-token-file, which keeps it out of the process list")
+	fs.StringVar(&c.TokenFile, "consul-token-file", "", "file holding the Consul ACL token (empty: CONSUL_HTTP_TOKEN_FILE)")
+	fs.StringVar(&c.CAFile, "consul-ca-file", "", "CA certificate to verify the Consul agent's HTTPS certificate (empty: CONSUL_CACERT)")
+	fs.StringVar(&c.CertFile, "consul-client-cert", "", "client certificate for an agent with verify_incoming (empty: CONSUL_CLIENT_CERT)")
+	fs.StringVar(&c.KeyFile, "consul-client-key", "", "key of -consul-client-cert (empty: CONSUL_CLIENT_KEY)")
+	fs.StringVar(&c.TLSServerName, "consul-tls-server-name", "", "name to verify the agent's certificate against (empty: CONSUL_TLS_SERVER_NAME, else the address's host)")
 }

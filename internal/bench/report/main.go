@@ -84,7 +84,7 @@ func median(vs []float64) float64 {
 	return s[len(s)/2]
 }
 
-var rows = []string{"raw-1conn", "raw-3conn", "raw-3conn-deadline", "gokit-stock", "trimkit-fixed", "trimkit-consul"}
+var rows = []string{"raw-1conn", "raw-3conn", "raw-3conn-deadline", "gokit-stock", "trimkit-fixed", "trimkit-consul", "raw-3conn-mtls", "trimkit-mtls"}
 
 // overhead prints the call-overhead table. Times come from
 // BenchmarkOverheadInterleaved when present (robust to drift), else from
@@ -117,6 +117,11 @@ func overhead(w io.Writer, results map[string]result) {
 		}
 	}
 	fmt.Fprintln(w, "ratio: time per call against raw-3conn (lower is better); thruput: calls/s against raw-3conn (higher is better)")
+	for _, mode := range []string{"seq", "par"} {
+		if tls, plain := nsOf(mode, "trimkit-mtls"), nsOf(mode, "trimkit-fixed"); tls > 0 && plain > 0 {
+			fmt.Fprintf(w, "mutual TLS, %s: trimkit %.2fx its plaintext time per call, raw gRPC %.2fx\n", mode, tls/plain, nsOf(mode, "raw-3conn-mtls")/nsOf(mode, "raw-3conn"))
+		}
+	}
 }
 
 // once prints the single-run benchmarks' custom metrics.
