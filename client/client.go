@@ -1,6 +1,7 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -32,8 +33,9 @@ type Client struct {
 var _ trimsvc.Service = (*Client)(nil)
 
 // New builds the whole stack over Consul: an sd.Instancer for the passing
-// instances of cfg.ServiceName with cfg.Tags, then what NewFromInstancer
-// builds over it. Close stops the Instancer too. A call that finds no
+// instances of cfg.ServiceName with cfg.Tags (an sd.DNSInstancer with DNS
+// discovery), then what NewFromInstancer builds over it. Close stops the
+// Instancer too. A call that finds no
 // instance fails with a *NoInstancesError that says what was searched where.
 func New(cfg Config, opts ...Option) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
@@ -44,31 +46,49 @@ func New(cfg Config, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client options: %w", err)
 	}
-	consul, consulCfg, where, err := cfg.consul().NewAPIClient()
-	if err != nil {
-		return nil, err
-	}
-	var watch []sd.InstancerOption
-	if !cfg.DisallowStale {
-		watch = append(watch, sd.AllowStale(cfg.MaxStale))
-	}
-	if cfg.UseCache {
-		watch = append(watch, sd.UseCache())
-	}
-	instancer := sd.NewInstancer(sd.NewClient(consul), o.logger, cfg.ServiceName, cfg.Tags, true, watch...)
-	d := discovery{
-		stop: func() {
-			instancer.Stop()
+	var (
+		instancer kitsd.Instancer
+		where     string
+		lastErr   func() error
+		stop      func()
+	)
+	if cfg.Discovery == DiscoveryDNS {
+		dns, err := sd.NewDNSInstancer(cfg.DNSAddr, cfg.ServiceName, cfg.Tags, 0, o.logger)
+		if err != nil {
+			return nil, err
+		}
+		where = cmp.Or(cfg.DNSAddr, DefaultDNSAddr) + " (its DNS interface)"
+		instancer, lastErr, stop = dns, dns.Err, dns.Stop
+	} else {
+		consul, consulCfg, addr, err := cfg.consul().NewAPIClient()
+		if err != nil {
+			return nil, err
+		}
+		var watch []sd.InstancerOption
+		if !cfg.DisallowStale {
+			watch = append(watch, sd.AllowStale(cfg.MaxStale))
+		}
+		if cfg.UseCache {
+			watch = append(watch, sd.UseCache())
+		}
+		watcher := sd.NewInstancer(sd.NewClient(consul), o.logger, cfg.ServiceName, cfg.Tags, true, watch...)
+		where = addr
+		instancer, lastErr = watcher, func() error { return watcher.State().Err }
+		stop = func() {
+			watcher.Stop()
 			// DefaultConfig pools the API's connections in a transport of
 			// its own; nothing else would close them.
 			consulCfg.Transport.CloseIdleConnections()
-		},
+		}
+	}
+	d := discovery{
+		stop: stop,
 		explain: func(err error) error {
 			return &NoInstancesError{
 				Service:    cfg.ServiceName,
 				Tags:       cfg.Tags,
 				ConsulAddr: where,
-				Discovery:  instancer.State().Err,
+				Discovery:  lastErr(),
 				Err:        err,
 			}
 		},

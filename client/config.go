@@ -3,13 +3,22 @@ package client
 import (
 	"errors"
 	"fmt"
+	"net"
 	"time"
 
 	"github.com/trimkit/trimkit/sd"
 )
 
+// Discovery modes, as Config.Discovery and cmd/client's -discovery take
+// them.
+const (
+	DiscoveryConsul = "consul"
+	DiscoveryDNS    = "dns"
+)
+
 // Defaults of Config.
 const (
+	DefaultDNSAddr      = sd.DefaultDNSAddr
 	DefaultMaxStale     = sd.DefaultMaxStale
 	DefaultServiceName  = "trimsvc"
 	DefaultRetryMax     = 3
@@ -36,8 +45,16 @@ type Config struct {
 	ConsulCAFile, ConsulCertFile, ConsulKeyFile, ConsulTLSServerName string
 	// ServiceName is the Consul service to call. Default: "trimsvc".
 	ServiceName string
-	// Tags keeps only the instances that carry every one of them.
+	// Tags keeps only the instances that carry every one of them (with
+	// DNS discovery, at most one).
 	Tags []string
+	// Discovery is how instances are found: "consul" (the default: the
+	// HTTP API's blocking queries, a change seen in milliseconds) or "dns"
+	// (Consul's DNS interface, SRV records polled every sd.DNSRefresh, for
+	// places where only DNS is allowed out; see sd.DNSInstancer).
+	Discovery string
+	// DNSAddr is the DNS server of "dns" discovery. Default: 127.0.0.1:8600.
+	DNSAddr string
 	// DisallowStale makes every query a leader's read. By default any
 	// server may answer (Consul's stale mode), so reads spread over the
 	// servers and go on while there is no leader; an answer more than
@@ -98,6 +115,20 @@ func (e *FieldError) Error() string { return fmt.Sprintf("%s %v: %s", e.Field, e
 // flags).
 func (c Config) Validate() error {
 	var errs []error
+	switch c.Discovery {
+	case "", DiscoveryConsul:
+	case DiscoveryDNS:
+		if len(c.Tags) > 1 {
+			errs = append(errs, &FieldError{"Tags", fmt.Sprintf("%q", c.Tags), "DNS discovery takes at most one tag"})
+		}
+		if c.DNSAddr != "" {
+			if _, _, err := net.SplitHostPort(c.DNSAddr); err != nil {
+				errs = append(errs, &FieldError{"DNSAddr", c.DNSAddr, err.Error()})
+			}
+		}
+	default:
+		errs = append(errs, &FieldError{"Discovery", fmt.Sprintf("%q", c.Discovery), fmt.Sprintf("must be %q or %q", DiscoveryConsul, DiscoveryDNS)})
+	}
 	if c.MaxStale < 0 {
 		errs = append(errs, &FieldError{"MaxStale", c.MaxStale, "must not be negative (0 means the default, 2s)"})
 	}

@@ -2,6 +2,7 @@ package sd
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -144,4 +145,39 @@ func (r *Registrar) Registered(ctx context.Context) (bool, error) {
 	default:
 		return false, fmt.Errorf("look up %s in consul at %s: %w", r.reg.ID, r.consulAddr, err)
 	}
+}
+
+// Definition is the registration as a service definition in JSON, as an
+// agent's -config-dir and `consul services register FILE` take it: the
+// same ID, name, tags, address, port, gRPC check and
+// DeregisterCriticalServiceAfter that Register sends, so that an operator
+// can let the agent own the registration instead (trimsvc -register=false).
+func (r Registration) Definition() ([]byte, error) {
+	if err := r.validate(); err != nil {
+		return nil, fmt.Errorf("invalid registration: %w", err)
+	}
+	reg := r.agentRegistration()
+	type check struct {
+		ID                             string `json:"id"`
+		Name                           string `json:"name"`
+		GRPC                           string `json:"grpc"`
+		GRPCUseTLS                     bool   `json:"grpc_use_tls"`
+		Interval                       string `json:"interval"`
+		Timeout                        string `json:"timeout"`
+		DeregisterCriticalServiceAfter string `json:"deregister_critical_service_after"`
+	}
+	type service struct {
+		ID      string   `json:"id"`
+		Name    string   `json:"name"`
+		Tags    []string `json:"tags,omitempty"`
+		Address string   `json:"address"`
+		Port    int      `json:"port"`
+		Check   check    `json:"check"`
+	}
+	c := reg.Check
+	def := struct {
+		Service service `json:"service"`
+	}{service{reg.ID, reg.Name, reg.Tags, reg.Address, reg.Port,
+		check{c.CheckID, c.Name, c.GRPC, c.GRPCUseTLS, c.Interval, c.Timeout, c.DeregisterCriticalServiceAfter}}}
+	return json.MarshalIndent(def, "", "  ")
 }

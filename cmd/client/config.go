@@ -43,6 +43,9 @@ func (c config) load() bool { return c.n > 1 || c.duration > 0 }
 // flagOf names the flag that sets each client.Config field, so that the
 // client's own validation speaks in flags here.
 var flagOf = map[string]string{
+	"Discovery":    "-discovery",
+	"DNSAddr":      "-dns-addr",
+	"Tags":         "-tags",
 	"TLSCAFile":    "-tls-ca-file",
 	"TLSCertFile":  "-tls-cert-file",
 	"MaxStale":     "-max-stale",
@@ -65,7 +68,9 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 	fs.StringVar(&c.client.TLSKeyFile, "tls-key-file", "", "key of -tls-cert-file")
 	fs.StringVar(&c.client.TLSServerName, "tls-server-name", "", "name the instances' certificates must hold (empty: the address dialled)")
 	fs.StringVar(&c.client.ServiceName, "service-name", client.DefaultServiceName, "service to call")
-	fs.StringVar(&tags, "tags", "", "comma-separated tags an instance must all carry")
+	fs.StringVar(&tags, "tags", "", "comma-separated tags an instance must all carry (one, with -discovery dns)")
+	fs.StringVar(&c.client.Discovery, "discovery", client.DiscoveryConsul, `how to find instances: "consul" (the HTTP API's blocking queries) or "dns" (SRV records from Consul's DNS interface, polled every second)`)
+	fs.StringVar(&c.client.DNSAddr, "dns-addr", client.DefaultDNSAddr, "Consul's DNS interface, for -discovery dns")
 	allowStale := fs.Bool("allow-stale", true, "let any Consul server answer, not only the leader (reads go on while there is no leader); false: leader reads only")
 	fs.DurationVar(&c.client.MaxStale, "max-stale", client.DefaultMaxStale, "with -allow-stale, ask the leader again when an answer is further behind it than this (0: the default)")
 	fs.BoolVar(&c.client.UseCache, "use-cache", false, "ask the local agent's cache (streaming-backed) instead of the servers")

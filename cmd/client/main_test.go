@@ -27,7 +27,7 @@ func TestHelpListsEveryFlagWithEnv(t *testing.T) {
 		t.Fatalf("want flag.ErrHelp, have %v", err)
 	}
 	for _, name := range []string{"consul-addr", "consul-token", "service-name", "tags", "retry-max", "retry-timeout", "n", "c", "json",
-		"balancer", "hedge-after", "rate", "duration", "allow-stale", "max-stale", "use-cache"} {
+		"balancer", "hedge-after", "rate", "duration", "allow-stale", "max-stale", "use-cache", "discovery", "dns-addr"} {
 		env := "TRIMCLIENT_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
 		if want := fmt.Sprintf("-%s  (env %s, default ", name, env); !strings.Contains(stdout.String(), want) {
 			t.Errorf("--help lacks %q", want)

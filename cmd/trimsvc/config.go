@@ -44,6 +44,8 @@ type config struct {
 	drain           time.Duration
 	maxInputBytes   int
 	addrFile        string
+	register        bool
+	printDefinition bool
 }
 
 func parseConfig(args []string, stdout io.Writer) (config, error) {
@@ -68,6 +70,8 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 	fs.DurationVar(&c.registerTimeout, "register-timeout", 30*time.Second, "how long to retry the first registration before giving up")
 	fs.DurationVar(&c.drain, "drain", 2*time.Second, "wait after deregistering, so callers stop picking this instance, before stopping")
 	fs.IntVar(&c.maxInputBytes, "max-input-bytes", trimsvc.DefaultMaxInputBytes, "largest input accepted, in bytes; larger gets InvalidArgument")
+	fs.BoolVar(&c.register, "register", true, "register in Consul, keep registered and deregister on shutdown; false: the agent's configuration owns the registration (see -print-service-definition), and on SIGTERM the instance only goes NOT_SERVING, drains and stops, so that the agent's check takes it out")
+	fs.BoolVar(&c.printDefinition, "print-service-definition", false, "print the JSON service definition this instance would register (for an agent's -config-dir or `consul services register FILE`) and exit; needs a fixed port in -grpc-addr or -advertise-addr")
 	fs.StringVar(&c.addrFile, "addr-file", "", `once the listeners are bound, write where they are to this file as JSON ({"service_id", "grpc_addr", "advertised_addr", "http_addr"}), atomically; removed on exit (for scripts and tests)`)
 	if err := cli.Parse(fs, args, envPrefix, synopsis, stdout); err != nil {
 		return config{}, err
@@ -171,4 +175,33 @@ func (c config) serviceIDFor(host string, port int) string {
 		return c.serviceID
 	}
 	return fmt.Sprintf("%s-%s-%d", c.serviceName, host, port)
+}
+
+// registration is what the instance registers for host and port.
+func (c config) registration(host string, port int) sd.Registration {
+	return sd.Registration{
+		ID:              c.serviceIDFor(host, port),
+		Name:            c.serviceName,
+		Tags:            c.tags,
+		Address:         host,
+		Port:            port,
+		CheckInterval:   c.checkInterval,
+		CheckTLS:        c.tlsCertFile != "",
+		DeregisterAfter: c.deregisterAfter,
+	}
+}
+
+// definition is the JSON service definition of an instance on -grpc-addr,
+// which must name its port: nothing is bound to find one.
+func (c config) definition() ([]byte, error) {
+	_, p, _ := net.SplitHostPort(c.grpcAddr)
+	port, _ := strconv.Atoi(p)
+	host, port, err := c.advertised(&net.TCPAddr{Port: port})
+	if err != nil {
+		return nil, err
+	}
+	if port == 0 {
+		return nil, fmt.Errorf("%w: -print-service-definition needs a fixed port: -grpc-addr %s binds a free one only when it runs", cli.ErrUsage, c.grpcAddr)
+	}
+	return c.registration(host, port).Definition()
 }

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
 
@@ -18,6 +19,14 @@ func main() {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg, err := parseConfig(args, stdout)
 	if err != nil {
+		return err
+	}
+	if cfg.printDefinition {
+		def, err := cfg.definition()
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(stdout, "%s\n", def)
 		return err
 	}
 	return serve(ctx, cfg, stderr)

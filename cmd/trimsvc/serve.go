@@ -124,16 +124,7 @@ func build(cfg config, stderr io.Writer) (_ *instance, err error) {
 	if err != nil {
 		return nil, err
 	}
-	in.registrar, err = sd.NewRegistrar(sd.NewClient(consul), where, sd.Registration{
-		ID:              id,
-		Name:            cfg.serviceName,
-		Tags:            cfg.tags,
-		Address:         host,
-		Port:            port,
-		CheckInterval:   cfg.checkInterval,
-		CheckTLS:        in.certs != nil,
-		DeregisterAfter: cfg.deregisterAfter,
-	}, in.logger)
+	in.registrar, err = sd.NewRegistrar(sd.NewClient(consul), where, cfg.registration(host, port), in.logger)
 	if err != nil {
 		return nil, err
 	}
@@ -206,7 +197,9 @@ func (in *instance) live(ctx context.Context) (err error) {
 		_ = level.Info(in.logger).Log("msg", "serving gRPC", "addr", in.lis.Addr(), "advertised", in.addrs.Advertised)
 		served <- in.grpc.Serve(in.lis)
 	}()
-	if err := in.registrar.RegisterWithRetry(ctx, in.cfg.registerTimeout); err != nil {
+	if !in.cfg.register {
+		_ = level.Info(in.logger).Log("msg", "not registering: the agent's configuration owns the registration (-register=false)")
+	} else if err := in.registrar.RegisterWithRetry(ctx, in.cfg.registerTimeout); err != nil {
 		in.health.Shutdown()
 		in.grpc.Stop()
 		<-served
@@ -214,7 +207,11 @@ func (in *instance) live(ctx context.Context) (err error) {
 	}
 	keepCtx, stopKeeping := context.WithCancel(ctx)
 	kept := make(chan error, 1)
-	go func() { kept <- in.registrar.KeepRegistered(keepCtx, in.cfg.resyncInterval) }()
+	if in.cfg.register {
+		go func() { kept <- in.registrar.KeepRegistered(keepCtx, in.cfg.resyncInterval) }()
+	} else {
+		kept <- nil
+	}
 	select {
 	case <-ctx.Done():
 	case err = <-served:
@@ -254,9 +251,17 @@ func (in *instance) reloadOnSIGHUP(ctx context.Context) {
 
 // leave takes the instance out of service: health NOT_SERVING (so Consul's
 // check and grpc health clients see it going), deregistration, then drain,
-// the time callers need to notice and stop picking this instance.
+// the time callers need to notice and stop picking this instance. With
+// -register=false the agent owns the registration: the instance stays
+// registered, and its check going critical takes it out of the passing
+// list within a check interval, which the drain should cover.
 func (in *instance) leave() error {
 	in.health.Shutdown()
+	if !in.cfg.register {
+		_ = level.Info(in.logger).Log("msg", "NOT_SERVING; the agent's check takes the instance out; draining", "drain", in.cfg.drain)
+		time.Sleep(in.cfg.drain)
+		return nil
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), deregisterTimeout)
 	defer cancel()
 	err := in.registrar.Deregister(ctx)

@@ -54,6 +54,9 @@ type Options struct {
 	HCL string
 	// Security, when set, turns on TLS (HTTPS only) and default-deny ACLs.
 	Security *Security
+	// ConfigDir, when set, is passed as -config-dir: service definitions
+	// in it are the agent's own.
+	ConfigDir string
 }
 
 // Member is how an agent takes part in a cluster.
@@ -202,6 +205,9 @@ func (a *Agent) start(timeout time.Duration) error {
 		return errors.New("consul agent already started")
 	}
 	args := []string{"agent", "-config-file", a.config}
+	if a.opts.ConfigDir != "" {
+		args = append(args, "-config-dir", a.opts.ConfigDir)
+	}
 	if a.opts.Member == nil {
 		args = append(args, "-dev")
 		if err := a.WipeData(); err != nil {

@@ -25,6 +25,13 @@ func Consul(t testing.TB) *Agent {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return Adopt(t, la)
+}
+
+// Adopt makes la, prepared by the test, its agent: started now, stopped
+// when the test ends.
+func Adopt(t testing.TB, la *localconsul.Agent) *Agent {
+	t.Helper()
 	a := &Agent{Agent: la, t: t}
 	t.Cleanup(func() {
 		if err := a.Stop(); err != nil {

@@ -1,0 +1,103 @@
+package client_test
+
+import (
+	"context"
+	"net"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	kitsd "github.com/go-kit/kit/sd"
+	"github.com/go-kit/log"
+	"go.uber.org/goleak"
+
+	"github.com/trimkit/trimkit/client"
+	"github.com/trimkit/trimkit/internal/loadgen"
+	"github.com/trimkit/trimkit/internal/testenv"
+	"github.com/trimkit/trimkit/sd"
+)
+
+// TestDNSDiscovery follows a service through the agent's DNS interface
+// (SRV records, polled) under load: instances that join are called, one
+// that leaves is dropped, no call fails, and Stop leaves nothing running.
+func TestDNSDiscovery(t *testing.T) {
+	agent, insts := cluster(t, 2, "-tags", "blue")
+	dnsAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(agent.DNSPort))
+
+	instancer, err := sd.NewDNSInstancer(dnsAddr, "trimsvc", []string{"blue"}, 100*time.Millisecond, log.NewNopLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	endpointer := client.NewEndpointer(instancer, client.Factory(), log.NewNopLogger())
+	call, err := client.Retry(client.NewRoundRobin(endpointer), client.CallConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitInstances(t, call, 2)
+	load := loadgen.Start(context.Background(), call, "d n s", loadgen.Options{Rate: 200})
+
+	joined := testenv.StartTrimsvc(t, bins.Trimsvc(t), agent.HTTPAddr, "-tags", "blue")
+	passingAt := agent.WaitPassing("trimsvc", insts[0].ID, insts[1].ID, joined.ID)
+	seenAt := firstAnswer(t, call, joined.ID)
+	// Untagged instances are not the tagged name's.
+	testenv.StartTrimsvc(t, bins.Trimsvc(t), agent.HTTPAddr)
+
+	if err := insts[0].Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	goneAt := waitEndpoints(t, endpointer, 2)
+	time.Sleep(300 * time.Millisecond)
+	calls, _ := load.Stop()
+	if want, have := 0, failures(t, calls); want != have {
+		t.Errorf("failures: want %d, have %d of %d", want, have, len(calls))
+	}
+	per := map[string]int{}
+	for _, c := range calls {
+		per[c.Instance]++
+		if c.Instance == insts[0].ID && c.Start.After(goneAt) {
+			t.Errorf("a call started after the instance was dropped reached it")
+		}
+	}
+	if len(per) != 3 {
+		t.Errorf("want the 3 tagged instances answering, have %v", per)
+	}
+	t.Logf("DNS, polled every 100ms: a new instance answered %v after its check passed", seenAt.Sub(passingAt).Round(time.Millisecond))
+
+	endpointer.Close()
+	instancer.Stop()
+}
+
+// Stop waits for a lookup in flight (go-kit's dnssrv Stop does not): nothing
+// is left running.
+func TestDNSInstancerStopLeaksNothing(t *testing.T) {
+	agent := testenv.Consul(t)
+	leaks := goleak.IgnoreCurrent()
+	instancer, err := sd.NewDNSInstancer(net.JoinHostPort("127.0.0.1", strconv.Itoa(agent.DNSPort)), "trimsvc", nil, 10*time.Millisecond, log.NewNopLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := make(chan kitsd.Event, 1)
+	instancer.Register(events)
+	<-events
+	time.Sleep(50 * time.Millisecond) // a few polls, one perhaps in flight
+	instancer.Deregister(events)
+	instancer.Stop()
+	goleak.VerifyNone(t, leaks)
+}
+
+func TestDNSDiscoveryThroughNew(t *testing.T) {
+	agent, _ := cluster(t, 2)
+	c := newClient(t, client.Config{Discovery: client.DiscoveryDNS, DNSAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(agent.DNSPort))})
+	waitInstances(t, c.Endpoint(), 2)
+	// No instance: the error names the DNS server searched.
+	none := newClient(t, client.Config{Discovery: client.DiscoveryDNS, ServiceName: "absent", DNSAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(agent.DNSPort))})
+	if _, err := none.TrimSpace(context.Background(), "x"); err == nil || !strings.Contains(err.Error(), "its DNS interface") {
+		t.Errorf("want an error naming the DNS server, have %v", err)
+	}
+	if _, err := client.New(client.Config{Discovery: client.DiscoveryDNS, Tags: []string{"a", "b"}}); err == nil {
+		t.Error("two tags with DNS discovery: want an error")
+	}
+}
+

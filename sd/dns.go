@@ -1,0 +1,130 @@
+package sd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	kitsd "github.com/go-kit/kit/sd"
+	"github.com/go-kit/kit/sd/dnssrv"
+	"github.com/go-kit/log"
+)
+
+// DNS discovery's defaults.
+const (
+	// DefaultDNSAddr is a local Consul agent's DNS interface.
+	DefaultDNSAddr = "127.0.0.1:8600"
+	// DNSRefresh is how often a DNSInstancer asks again. Consul's DNS
+	// answers carry a TTL of 0 by default and DNS cannot block, so polling
+	// is the only freshness there is: a change is seen within a second (a
+	// blocking query sees it in milliseconds).
+	DNSRefresh = time.Second
+	// dnsTimeout bounds one round of lookups.
+	dnsTimeout = 2 * time.Second
+)
+
+// DNSInstancer finds the instances of a service through a Consul agent's
+// DNS interface, as callers that cannot use the HTTP API do: go-kit's
+// sd/dnssrv Instancer polling the SRV records of <name>.service.consul (or
+// <tag>.<name>.service.consul), each target resolved to an address through
+// the same DNS server. Consul answers with passing (and warning) instances
+// only. It implements go-kit's sd.Instancer; unlike dnssrv's, its Stop
+// waits for a lookup in flight.
+type DNSInstancer struct {
+	*dnssrv.Instancer
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	lastErr atomic.Pointer[error]
+}
+
+var _ kitsd.Instancer = (*DNSInstancer)(nil)
+
+// NewDNSInstancer watches service (with at most one tag: Consul's DNS
+// names take one) through the DNS server at dnsAddr ("" for
+// DefaultDNSAddr), every refresh (0 for DNSRefresh).
+func NewDNSInstancer(dnsAddr, service string, tags []string, refresh time.Duration, logger log.Logger) (*DNSInstancer, error) {
+	if logger == nil {
+		panic("sd: NewDNSInstancer needs a logger")
+	}
+	if len(tags) > 1 {
+		return nil, fmt.Errorf("consul DNS names take one tag, not %d: %q", len(tags), tags)
+	}
+	if dnsAddr == "" {
+		dnsAddr = DefaultDNSAddr
+	}
+	if _, _, err := net.SplitHostPort(dnsAddr); err != nil {
+		return nil, fmt.Errorf("DNS address %q: %w", dnsAddr, err)
+	}
+	if refresh <= 0 {
+		refresh = DNSRefresh
+	}
+	name := service + ".service.consul."
+	if len(tags) == 1 {
+		name = tags[0] + "." + name
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	d := &DNSInstancer{cancel: cancel}
+	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var dialer net.Dialer
+		return dialer.DialContext(ctx, network, dnsAddr)
+	}}
+	lookup := func(_, _, name string) (string, []*net.SRV, error) {
+		d.wg.Add(1)
+		defer d.wg.Done()
+		cname, srvs, err := lookupSRV(ctx, r, name, dnsAddr)
+		d.lastErr.Store(&err)
+		return cname, srvs, err
+	}
+	d.Instancer = dnssrv.NewInstancerDetailed(name, time.NewTicker(refresh), lookup, log.With(logger, "dns", dnsAddr))
+	return d, nil
+}
+
+// Err is the last lookup's error, nil when it succeeded.
+func (d *DNSInstancer) Err() error {
+	if err := d.lastErr.Load(); err != nil {
+		return *err
+	}
+	return nil
+}
+
+// Stop stops the polling and waits for a lookup in flight.
+func (d *DNSInstancer) Stop() {
+	d.Instancer.Stop()
+	d.cancel()
+	d.wg.Wait()
+}
+
+// lookupSRV asks for name's SRV records and resolves each target through
+// the same server. No such name is no instance, not an error: Consul
+// answers NXDOMAIN for a service without passing instances.
+func lookupSRV(ctx context.Context, r *net.Resolver, name, dnsAddr string) (string, []*net.SRV, error) {
+	if ctx.Err() != nil {
+		return "", nil, ctx.Err()
+	}
+	ctx, cancel := context.WithTimeout(ctx, dnsTimeout)
+	defer cancel()
+	cname, srvs, err := r.LookupSRV(ctx, "", "", name)
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) && dnsErr.IsNotFound {
+		return cname, nil, nil
+	}
+	if err != nil {
+		return "", nil, fmt.Errorf("DNS SRV %s at %s: %w", name, dnsAddr, err)
+	}
+	for _, srv := range srvs {
+		if net.ParseIP(strings.TrimSuffix(srv.Target, ".")) != nil {
+			continue
+		}
+		addrs, err := r.LookupHost(ctx, srv.Target)
+		if err != nil || len(addrs) == 0 {
+			return "", nil, fmt.Errorf("DNS %s (target of %s) at %s: %v", srv.Target, name, dnsAddr, err)
+		}
+		srv.Target = addrs[0]
+	}
+	return cname, srvs, nil
+}
