@@ -1,20 +1,25 @@
 package client
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
 	"sync/atomic"
+	"time"
 
 	"github.com/go-kit/kit/endpoint"
 	"github.com/go-kit/kit/sd/lb"
+
+	"github.com/trimkit/trimkit/sd"
 )
 
 // Balancer names, as CallConfig.Balancer and cmd/client's -balancer take
 // them.
 const (
-	RoundRobin = "round-robin"
-	P2C        = "p2c"
+	RoundRobin  = "round-robin"
+	P2C         = "p2c"
+	LeastLoaded = "least-loaded"
 )
 
 // Balancer picks an instance of an Endpointer for each call. It implements
@@ -30,6 +35,7 @@ const (
 type Balancer struct {
 	endpointer *Endpointer
 	p2c        bool
+	loads      *sd.LoadWatcher // least-loaded only
 	counter    atomic.Uint64
 }
 
@@ -64,13 +70,32 @@ func NewP2C(e *Endpointer) *Balancer {
 	return &Balancer{endpointer: e, p2c: true}
 }
 
+// NewLeastLoaded balances by the load the instances report in Consul KV
+// (trimsvc -load-report-interval; w watches the reports): of two instances
+// picked at random, the one whose fresh report plus this client's own calls
+// in flight to it is lower. Two at random, not the least of all, so that
+// callers do not all herd onto one instance between reports. When either
+// report is missing or older than three reporting intervals, it falls back
+// to its own view, p2c's cost.
+func NewLeastLoaded(e *Endpointer, w *sd.LoadWatcher) *Balancer {
+	if e == nil || w == nil {
+		panic("client: NewLeastLoaded needs an endpointer and a load watcher")
+	}
+	return &Balancer{endpointer: e, p2c: true, loads: w}
+}
+
 // newBalancer is the balancer CallConfig.Balancer names.
-func newBalancer(name string, e *Endpointer) (*Balancer, error) {
+func newBalancer(name string, e *Endpointer, loads *sd.LoadWatcher) (*Balancer, error) {
 	switch name {
 	case RoundRobin, "":
 		return NewRoundRobin(e), nil
 	case P2C:
 		return NewP2C(e), nil
+	case LeastLoaded:
+		if loads == nil {
+			return nil, errors.New("the least-loaded balancer needs the load reports in Consul: build the client with New, or give NewFromInstancer WithLoadReports")
+		}
+		return NewLeastLoaded(e, loads), nil
 	}
 	return nil, fmt.Errorf("unknown balancer %q", name)
 }
@@ -131,12 +156,7 @@ func (b *Balancer) pickIn(tier []*node, seq uint64, tried []*node) *node {
 		if j >= i {
 			j++
 		}
-		a, c = tier[i], tier[j]
-		now := a.now()
-		if c.cost(now) < a.cost(now) {
-			return c
-		}
-		return a
+		return b.better(tier[i], tier[j])
 	}
 	// Two distinct untried nodes at random; a few draws find them unless
 	// most of the tier has been tried, when a scan does.
@@ -164,9 +184,36 @@ func (b *Balancer) pickIn(tier []*node, seq uint64, tried []*node) *node {
 	if c == nil {
 		return a
 	}
+	return b.better(a, c)
+}
+
+// better is the better pick of two nodes: by their fresh load reports for
+// least-loaded, else by p2c's cost.
+func (b *Balancer) better(a, c *node) *node {
+	if b.loads != nil {
+		ra, okA := b.fresh(a)
+		rc, okC := b.fresh(c)
+		if okA && okC {
+			if rc.Load+float64(c.inflight.Load()) < ra.Load+float64(a.inflight.Load()) {
+				return c
+			}
+			return a
+		}
+	}
 	now := a.now()
 	if c.cost(now) < a.cost(now) {
 		return c
 	}
 	return a
+}
+
+// fresh returns n's load report when it is no older than three reporting
+// intervals (and a second, the report's resolution).
+func (b *Balancer) fresh(n *node) (sd.LoadReport, bool) {
+	r, ok := b.loads.Report(n.instance)
+	if !ok {
+		return r, false
+	}
+	age := time.Since(time.Unix(r.TS, 0))
+	return r, age <= 3*time.Duration(r.IntervalMS)*time.Millisecond+time.Second
 }

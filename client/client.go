@@ -11,6 +11,7 @@ import (
 	"github.com/go-kit/kit/endpoint"
 	kitsd "github.com/go-kit/kit/sd"
 	"github.com/go-kit/kit/sd/lb"
+	"github.com/hashicorp/consul/api"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
@@ -50,20 +51,28 @@ func New(cfg Config, opts ...Option) (*Client, error) {
 		instancer kitsd.Instancer
 		where     string
 		lastErr   func() error
-		stop      func()
+		stops     []func()
 	)
+	var consul *api.Client
+	if cfg.Discovery != DiscoveryDNS || cfg.Balancer == LeastLoaded {
+		c, consulCfg, addr, err := cfg.consul().NewAPIClient()
+		if err != nil {
+			return nil, err
+		}
+		consul, where = c, addr
+		// DefaultConfig pools the API's connections in a transport of its
+		// own; nothing else would close them. Stops run last to first.
+		stops = append(stops, consulCfg.Transport.CloseIdleConnections)
+	}
 	if cfg.Discovery == DiscoveryDNS {
 		dns, err := sd.NewDNSInstancer(cfg.DNSAddr, cfg.ServiceName, cfg.Tags, 0, o.logger)
 		if err != nil {
 			return nil, err
 		}
 		where = cmp.Or(cfg.DNSAddr, DefaultDNSAddr) + " (its DNS interface)"
-		instancer, lastErr, stop = dns, dns.Err, dns.Stop
+		instancer, lastErr = dns, dns.Err
+		stops = append(stops, dns.Stop)
 	} else {
-		consul, consulCfg, addr, err := cfg.consul().NewAPIClient()
-		if err != nil {
-			return nil, err
-		}
 		var watch []sd.InstancerOption
 		if !cfg.DisallowStale {
 			watch = append(watch, sd.AllowStale(cfg.MaxStale))
@@ -72,13 +81,16 @@ func New(cfg Config, opts ...Option) (*Client, error) {
 			watch = append(watch, sd.UseCache())
 		}
 		watcher := sd.NewInstancer(sd.NewClient(consul), o.logger, cfg.ServiceName, cfg.Tags, true, watch...)
-		where = addr
 		instancer, lastErr = watcher, func() error { return watcher.State().Err }
-		stop = func() {
-			watcher.Stop()
-			// DefaultConfig pools the API's connections in a transport of
-			// its own; nothing else would close them.
-			consulCfg.Transport.CloseIdleConnections()
+		stops = append(stops, watcher.Stop)
+	}
+	if cfg.Balancer == LeastLoaded && o.loads == nil {
+		o.loads = sd.NewLoadWatcher(sd.NewLoadClient(consul), cfg.ServiceName, o.logger)
+		stops = append(stops, o.loads.Stop)
+	}
+	stop := func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
 		}
 	}
 	d := discovery{
@@ -144,7 +156,7 @@ func build(instancer kitsd.Instancer, cfg CallConfig, o options, d discovery) (*
 		}
 	}
 	endpointer := newEndpointer(instancer, factory, o)
-	balancer, err := newBalancer(cfg.Balancer, endpointer)
+	balancer, err := newBalancer(cfg.Balancer, endpointer, o.loads)
 	if err != nil {
 		endpointer.Close()
 		return nil, err

@@ -78,8 +78,10 @@ type Config struct {
 // field means its default.
 type CallConfig struct {
 	// Balancer picks the instance of each attempt: RoundRobin
-	// ("round-robin", the default, the go-kit shape) or P2C ("p2c", the
-	// power of two choices over latency and load; see NewP2C).
+	// ("round-robin", the default, the go-kit shape), P2C ("p2c", the
+	// power of two choices over latency and load; see NewP2C) or
+	// LeastLoaded ("least-loaded", by the load instances report in Consul
+	// KV; see NewLeastLoaded).
 	Balancer string
 	// RetryMax is the most attempts a call makes, the first included, a
 	// hedge included. Default: 3.
@@ -143,9 +145,9 @@ func (c Config) Validate() error {
 func (c CallConfig) Validate() error {
 	var errs []error
 	switch c.Balancer {
-	case "", RoundRobin, P2C:
+	case "", RoundRobin, P2C, LeastLoaded:
 	default:
-		errs = append(errs, &FieldError{"Balancer", fmt.Sprintf("%q", c.Balancer), fmt.Sprintf("must be %q or %q", RoundRobin, P2C)})
+		errs = append(errs, &FieldError{"Balancer", fmt.Sprintf("%q", c.Balancer), fmt.Sprintf("must be %q, %q or %q", RoundRobin, P2C, LeastLoaded)})
 	}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		errs = append(errs, &FieldError{"TLSCertFile", c.TLSCertFile, "needs TLSKeyFile, and the other way round"})

@@ -100,4 +100,3 @@ func TestDNSDiscoveryThroughNew(t *testing.T) {
 		t.Error("two tags with DNS discovery: want an error")
 	}
 }
-

@@ -8,6 +8,8 @@ import (
 	"github.com/go-kit/kit/metrics"
 	"github.com/go-kit/log"
 	"google.golang.org/grpc"
+
+	"github.com/trimkit/trimkit/sd"
 )
 
 // Option changes an optional part of the client stack. New and
@@ -22,6 +24,7 @@ type options struct {
 	ejection    Ejection
 	budget      RetryBudget
 	metrics     Metrics
+	loads       *sd.LoadWatcher
 }
 
 // WithLogger sets the logger for discovery, connection and ejection
@@ -45,6 +48,10 @@ func WithEjection(e Ejection) Option { return func(o *options) { o.ejection = e 
 // WithRetryBudget sets the budget that bounds Retry's retries and hedges.
 // Default: DefaultRetryBudget.
 func WithRetryBudget(b RetryBudget) Option { return func(o *options) { o.budget = b } }
+
+// WithLoadReports gives the least-loaded balancer the load reports w
+// watches (New makes its own).
+func WithLoadReports(w *sd.LoadWatcher) Option { return func(o *options) { o.loads = w } }
 
 // WithMetrics sets the instruments the stack reports to; any left nil is
 // not reported.

@@ -80,7 +80,7 @@ func (r Registration) agentRegistration() *api.AgentServiceRegistration {
 		Address: r.Address,
 		Port:    r.Port,
 		Check: &api.AgentServiceCheck{
-			CheckID:                        "service:" + r.ID,
+			CheckID:                        r.CheckID(),
 			Name:                           "gRPC health " + hostPort,
 			GRPC:                           hostPort,
 			GRPCUseTLS:                     r.CheckTLS,
@@ -90,6 +90,9 @@ func (r Registration) agentRegistration() *api.AgentServiceRegistration {
 		},
 	}
 }
+
+// CheckID is the ID of the instance's health check.
+func (r Registration) CheckID() string { return "service:" + r.ID }
 
 // Registrar registers one service instance with the local Consul agent and
 // keeps it registered.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -99,3 +100,30 @@ type fakeService struct {
 }
 
 func (f fakeService) TrimSpace(context.Context, string) (string, error) { return f.out, f.err }
+
+func TestLoadMeter(t *testing.T) {
+	var m LoadMeter
+	block := make(chan struct{})
+	svc := m.Middleware()(blockingService{block})
+	done := make(chan struct{})
+	go func() { _, _ = svc.TrimSpace(context.Background(), "x"); close(done) }()
+	for {
+		if inflight, _, _ := m.Sample(); inflight == 1 {
+			break
+		}
+		runtime.Gosched()
+	}
+	close(block)
+	<-done
+	inflight, busy, finished := m.Sample()
+	if inflight != 0 || finished != 1 || busy <= 0 {
+		t.Errorf("after one call: in flight %d, busy %v, done %d", inflight, busy, finished)
+	}
+}
+
+type blockingService struct{ block chan struct{} }
+
+func (b blockingService) TrimSpace(context.Context, string) (string, error) {
+	<-b.block
+	return "", nil
+}

@@ -76,7 +76,7 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 	fs.BoolVar(&c.client.UseCache, "use-cache", false, "ask the local agent's cache (streaming-backed) instead of the servers")
 	fs.IntVar(&c.client.RetryMax, "retry-max", client.DefaultRetryMax, "most attempts per request, the first included (0: the default)")
 	fs.DurationVar(&c.client.RetryTimeout, "retry-timeout", client.DefaultRetryTimeout, "time limit per request, all attempts together (0: the default)")
-	fs.StringVar(&c.client.Balancer, "balancer", client.RoundRobin, `picks each attempt's instance: "round-robin" or "p2c" (latency and load aware)`)
+	fs.StringVar(&c.client.Balancer, "balancer", client.RoundRobin, `picks each attempt's instance: "round-robin", "p2c" (latency and load aware) or "least-loaded" (by the load instances report in Consul KV: trimsvc -load-report-interval)`)
 	fs.DurationVar(&c.client.HedgeAfter, "hedge-after", 0, "send a second attempt to another instance when the first has not answered after this long (0: off); only for idempotent calls, as TrimSpace is")
 	fs.IntVar(&c.n, "n", 1, "requests to send; above 1 prints a load summary")
 	fs.DurationVar(&c.duration, "duration", 0, "send requests for this long instead of -n of them, and print a load summary")

@@ -48,7 +48,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"-retry-timeout", "-1s", "x"}, "-retry-timeout -1s: must not be negative"},
 		{[]string{"-service-name", "", "x"}, "-service-name must not be empty"},
 		{[]string{"-n", "many", "x"}, "invalid value"},
-		{[]string{"-balancer", "random", "x"}, `-balancer "random": must be "round-robin" or "p2c"`},
+		{[]string{"-balancer", "random", "x"}, `-balancer "random": must be "round-robin", "p2c" or "least-loaded"`},
 		{[]string{"-hedge-after", "-1ms", "x"}, "-hedge-after -1ms: must not be negative"},
 		{[]string{"-rate", "-5", "x"}, "-rate must not be negative"},
 		{[]string{"-duration", "-1s", "x"}, "-duration must not be negative"},

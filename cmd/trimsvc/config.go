@@ -27,25 +27,26 @@ waits -drain and stops gracefully. Exit status: 0 after a clean shutdown,
 1 on a failure (a failed deregistration included), 2 for bad flags.`
 
 type config struct {
-	grpcAddr        string
-	httpAddr        string
-	advertiseAddr   string
-	consul          sd.ConsulConfig
-	tlsCertFile     string
-	tlsKeyFile      string
-	tlsClientCAFile string
-	serviceName     string
-	serviceID       string
-	tags            []string
-	checkInterval   time.Duration
-	deregisterAfter time.Duration
-	resyncInterval  time.Duration
-	registerTimeout time.Duration
-	drain           time.Duration
-	maxInputBytes   int
-	addrFile        string
-	register        bool
-	printDefinition bool
+	grpcAddr           string
+	httpAddr           string
+	advertiseAddr      string
+	consul             sd.ConsulConfig
+	tlsCertFile        string
+	tlsKeyFile         string
+	tlsClientCAFile    string
+	serviceName        string
+	serviceID          string
+	tags               []string
+	checkInterval      time.Duration
+	deregisterAfter    time.Duration
+	resyncInterval     time.Duration
+	registerTimeout    time.Duration
+	drain              time.Duration
+	maxInputBytes      int
+	addrFile           string
+	register           bool
+	printDefinition    bool
+	loadReportInterval time.Duration
 }
 
 func parseConfig(args []string, stdout io.Writer) (config, error) {
@@ -70,6 +71,7 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 	fs.DurationVar(&c.registerTimeout, "register-timeout", 30*time.Second, "how long to retry the first registration before giving up")
 	fs.DurationVar(&c.drain, "drain", 2*time.Second, "wait after deregistering, so callers stop picking this instance, before stopping")
 	fs.IntVar(&c.maxInputBytes, "max-input-bytes", trimsvc.DefaultMaxInputBytes, "largest input accepted, in bytes; larger gets InvalidArgument")
+	fs.DurationVar(&c.loadReportInterval, "load-report-interval", 0, `publish this instance's load to Consul KV (trimkit/load/<service-name>/<service-id>: {"load", "inflight", "rps", "ts", "addr", "interval_ms"}) this often, under a session that deletes it when the instance dies; 0: off (5s is a sound value: 200 KV writes a second per 1,000 instances)`)
 	fs.BoolVar(&c.register, "register", true, "register in Consul, keep registered and deregister on shutdown; false: the agent's configuration owns the registration (see -print-service-definition), and on SIGTERM the instance only goes NOT_SERVING, drains and stops, so that the agent's check takes it out")
 	fs.BoolVar(&c.printDefinition, "print-service-definition", false, "print the JSON service definition this instance would register (for an agent's -config-dir or `consul services register FILE`) and exit; needs a fixed port in -grpc-addr or -advertise-addr")
 	fs.StringVar(&c.addrFile, "addr-file", "", `once the listeners are bound, write where they are to this file as JSON ({"service_id", "grpc_addr", "advertised_addr", "http_addr"}), atomically; removed on exit (for scripts and tests)`)
@@ -97,6 +99,9 @@ func (c config) validate() error {
 	positive("deregister-after", c.deregisterAfter)
 	positive("resync-interval", c.resyncInterval)
 	positive("register-timeout", c.registerTimeout)
+	if c.loadReportInterval < 0 {
+		errs = append(errs, fmt.Errorf("-load-report-interval must not be negative, got %v", c.loadReportInterval))
+	}
 	if c.drain < 0 {
 		errs = append(errs, fmt.Errorf("-drain must not be negative, got %v", c.drain))
 	}

@@ -53,6 +53,7 @@ type instance struct {
 	http      *http.Server
 	registrar *sd.Registrar
 	certs     *transport.Certs // nil without -tls-cert-file
+	reporter  *sd.LoadReporter // nil without -load-report-interval
 	leaveErr  error            // of leaving Consul, set by live before it returns
 }
 
@@ -96,6 +97,10 @@ func build(cfg config, stderr io.Writer) (_ *instance, err error) {
 	if err != nil {
 		return nil, err
 	}
+	var meter trimsvc.LoadMeter
+	if cfg.loadReportInterval > 0 {
+		svc = meter.Middleware()(svc)
+	}
 	svc = trimsvc.LoggingMiddleware(in.logger)(svc)
 	svc = trimsvc.InstrumentingMiddleware(requests, duration, transport.CodeName)(svc)
 
@@ -124,9 +129,21 @@ func build(cfg config, stderr io.Writer) (_ *instance, err error) {
 	if err != nil {
 		return nil, err
 	}
-	in.registrar, err = sd.NewRegistrar(sd.NewClient(consul), where, cfg.registration(host, port), in.logger)
+	registration := cfg.registration(host, port)
+	in.registrar, err = sd.NewRegistrar(sd.NewClient(consul), where, registration, in.logger)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.loadReportInterval > 0 {
+		checkID := "" // the agent's own definition may name its check otherwise
+		if cfg.register {
+			checkID = registration.CheckID()
+		}
+		in.reporter, err = sd.NewLoadReporter(sd.NewLoadClient(consul), cfg.serviceName, registration.ID, in.addrs.Advertised, checkID,
+			cfg.loadReportInterval, meter.Sample, in.logger)
+		if err != nil {
+			return nil, err
+		}
 	}
 	return in, nil
 }
@@ -205,21 +222,35 @@ func (in *instance) live(ctx context.Context) (err error) {
 		<-served
 		return err
 	}
-	keepCtx, stopKeeping := context.WithCancel(ctx)
-	kept := make(chan error, 1)
+	// Background work while serving: keeping registered, reporting load.
+	// Each ends when bg does, or earlier on a failure no retry fixes (a
+	// revoked token), which ends the instance too.
+	var tasks []func(context.Context) error
 	if in.cfg.register {
-		go func() { kept <- in.registrar.KeepRegistered(keepCtx, in.cfg.resyncInterval) }()
-	} else {
-		kept <- nil
+		tasks = append(tasks, func(ctx context.Context) error { return in.registrar.KeepRegistered(ctx, in.cfg.resyncInterval) })
 	}
+	if in.reporter != nil {
+		tasks = append(tasks, in.reporter.Run)
+	}
+	bg, stopBackground := context.WithCancel(ctx)
+	ended := make(chan error, len(tasks))
+	for _, task := range tasks {
+		go func() { ended <- task(bg) }()
+	}
+	running := len(tasks)
 	select {
 	case <-ctx.Done():
 	case err = <-served:
 		served = nil
 		err = fmt.Errorf("gRPC server stopped: %w", err)
+	case err = <-ended:
+		running--
 	}
-	stopKeeping()
-	err = errors.Join(err, <-kept)
+	// The load report goes first (its key deleted), then the registration.
+	stopBackground()
+	for range running {
+		err = errors.Join(err, <-ended)
+	}
 
 	in.leaveErr = in.leave()
 	in.gracefulStop()

@@ -80,10 +80,13 @@ acl {
 // Tokens are least-privilege ACL tokens' secrets.
 type Tokens struct {
 	// Trimsvc may register, keep and deregister instances of the service
-	// (service:write on its name; a service's checks need nothing more).
+	// (service:write on its name; a service's checks need nothing more),
+	// and publish their load reports (key:write on the service's prefix
+	// under trimkit/load/, session:write).
 	Trimsvc string
 	// Client may find the service's instances (service:read on its name,
-	// node:read: the health endpoint filters out nodes a token cannot read).
+	// node:read: the health endpoint filters out nodes a token cannot read)
+	// and read their load reports (key:read on the prefix).
 	Client string
 }
 
@@ -137,12 +140,15 @@ service_prefix "" { policy = "read" }`)
 	if _, err := token(s.AgentToken, "local agents", agent); err != nil {
 		return Tokens{}, err
 	}
-	svc, err := policy(service+"-service", fmt.Sprintf(`service %q { policy = "write" }`, service))
+	svc, err := policy(service+"-service", fmt.Sprintf(`service %q { policy = "write" }
+key_prefix "trimkit/load/%s/" { policy = "write" }
+session_prefix "" { policy = "write" }`, service, service))
 	if err != nil {
 		return Tokens{}, err
 	}
 	caller, err := policy(service+"-caller", fmt.Sprintf(`service %q { policy = "read" }
-node_prefix "" { policy = "read" }`, service))
+node_prefix "" { policy = "read" }
+key_prefix "trimkit/load/%s/" { policy = "read" }`, service, service))
 	if err != nil {
 		return Tokens{}, err
 	}

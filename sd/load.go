@@ -1,0 +1,298 @@
+package sd
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
+	"github.com/hashicorp/consul/api"
+
+	"github.com/trimkit/trimkit/internal/ctxtime"
+)
+
+// LoadReport is what an instance publishes about its load, as JSON at
+// LoadKey(service, id).
+type LoadReport struct {
+	// Load is the mean number of calls in flight over the last interval
+	// (the time spent serving, divided by the interval): all callers' work
+	// at once, comparable across instances, and not fooled by a fast
+	// instance's high rps.
+	Load float64 `json:"load"`
+	// Inflight is the number of calls in flight when the report was made.
+	Inflight int64 `json:"inflight"`
+	// RPS is the calls finished per second over the last interval.
+	RPS float64 `json:"rps"`
+	// TS is when the report was made, unix seconds.
+	TS int64 `json:"ts"`
+	// Addr is the host:port callers dial, to match the report to them.
+	Addr string `json:"addr"`
+	// IntervalMS is how often reports come, for judging freshness.
+	IntervalMS int64 `json:"interval_ms"`
+}
+
+// LoadPrefix is where the reports of service's instances are.
+func LoadPrefix(service string) string { return "trimkit/load/" + service + "/" }
+
+// LoadKey is the KV key of instance id's report.
+func LoadKey(service, id string) string { return LoadPrefix(service) + id }
+
+// LoadClient is the part of Consul's HTTP API that load reports use: KV
+// and sessions. NewLoadClient adapts an *api.Client.
+type LoadClient interface {
+	CreateSession(ctx context.Context, s *api.SessionEntry) (string, error)
+	// RenewSession renews id; ErrSessionGone when it no longer exists.
+	RenewSession(ctx context.Context, id string) error
+	DestroySession(ctx context.Context, id string) error
+	// Acquire writes p under its session; false when another session holds
+	// the key.
+	Acquire(ctx context.Context, p *api.KVPair) (bool, error)
+	DeleteKey(ctx context.Context, key string) error
+	// List lists the keys under prefix, blocking as q asks.
+	List(ctx context.Context, prefix string, q *api.QueryOptions) (api.KVPairs, *api.QueryMeta, error)
+}
+
+// ErrSessionGone says a session was invalidated (its TTL ran out or a
+// check it is bound to failed).
+var ErrSessionGone = errors.New("consul session gone")
+
+// NewLoadClient adapts c to LoadClient.
+func NewLoadClient(c *api.Client) LoadClient {
+	if c == nil {
+		panic("sd: NewLoadClient needs a Consul API client")
+	}
+	return apiClient{c}
+}
+
+func (a apiClient) CreateSession(ctx context.Context, s *api.SessionEntry) (string, error) {
+	id, _, err := a.c.Session().Create(s, (&api.WriteOptions{}).WithContext(ctx))
+	return id, asPermission(err)
+}
+
+func (a apiClient) RenewSession(ctx context.Context, id string) error {
+	s, _, err := a.c.Session().Renew(id, (&api.WriteOptions{}).WithContext(ctx))
+	if err == nil && s == nil {
+		return ErrSessionGone
+	}
+	return asPermission(err)
+}
+
+func (a apiClient) DestroySession(ctx context.Context, id string) error {
+	_, err := a.c.Session().Destroy(id, (&api.WriteOptions{}).WithContext(ctx))
+	return asPermission(err)
+}
+
+func (a apiClient) Acquire(ctx context.Context, p *api.KVPair) (bool, error) {
+	ok, _, err := a.c.KV().Acquire(p, (&api.WriteOptions{}).WithContext(ctx))
+	return ok, asPermission(err)
+}
+
+func (a apiClient) DeleteKey(ctx context.Context, key string) error {
+	_, err := a.c.KV().Delete(key, (&api.WriteOptions{}).WithContext(ctx))
+	return asPermission(err)
+}
+
+func (a apiClient) List(ctx context.Context, prefix string, q *api.QueryOptions) (api.KVPairs, *api.QueryMeta, error) {
+	pairs, meta, err := a.c.KV().List(prefix, q.WithContext(ctx))
+	return pairs, meta, asPermission(err)
+}
+
+// LoadSample is what a LoadReporter reads from the instance: the calls in
+// flight now, and, since the instance started, the time spent serving and
+// the calls finished. trimsvc.LoadMeter gives it.
+type LoadSample func() (inflight int64, busy time.Duration, done int64)
+
+// LoadReporter publishes an instance's load every interval under a Consul
+// session with a TTL and the delete behaviour: the key of an instance that
+// dies goes away with its session, when the TTL runs out or, sooner, when
+// a check the session is bound to fails.
+type LoadReporter struct {
+	client   LoadClient
+	key      string
+	addr     string
+	interval time.Duration
+	ttl      time.Duration
+	checkID  string // the instance's check, "" for none
+	sample   LoadSample
+	logger   log.Logger
+}
+
+// LoadTTL is the session TTL for reports every interval: three intervals,
+// at least Consul's minimum of 10s.
+func LoadTTL(interval time.Duration) time.Duration { return max(10*time.Second, 3*interval) }
+
+// NewLoadReporter reports the load sample gives of instance id of service,
+// reached at addr, every interval. checkID, when not empty, is the
+// instance's health check: the session is bound to it, so that the report
+// goes as soon as the check fails.
+func NewLoadReporter(client LoadClient, service, id, addr, checkID string, interval time.Duration, sample LoadSample, logger log.Logger) (*LoadReporter, error) {
+	if client == nil || sample == nil || logger == nil {
+		panic("sd: NewLoadReporter needs a client, a sample and a logger")
+	}
+	if interval <= 0 {
+		return nil, fmt.Errorf("load report interval %v is not positive", interval)
+	}
+	return &LoadReporter{client: client, key: LoadKey(service, id), addr: addr, interval: interval, ttl: LoadTTL(interval),
+		checkID: checkID, sample: sample, logger: log.With(logger, "load_key", LoadKey(service, id))}, nil
+}
+
+// Run reports until ctx ends, then deletes the report and destroys the
+// session. A report that cannot be written is logged and tried again at
+// the next interval; a permanent failure (a missing ACL permission) is
+// returned.
+func (r *LoadReporter) Run(ctx context.Context) error {
+	var (
+		session               string
+		renewed               time.Time
+		lastBusy              time.Duration
+		lastDone              int64
+		lastAt                = time.Now()
+		_, startBusy, started = r.sample()
+	)
+	lastBusy, lastDone = startBusy, started
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := r.client.DeleteKey(ctx, r.key); err != nil {
+			_ = level.Warn(r.logger).Log("msg", "deleting the load report", "err", err)
+		}
+		if session != "" {
+			_ = r.client.DestroySession(ctx, session)
+		}
+	}()
+	for ctxtime.Sleep(ctx, r.interval) {
+		if session == "" || time.Since(renewed) >= r.ttl/2 {
+			var err error
+			if session, err = r.session(ctx, session); err != nil {
+				if Permanent(err) {
+					return fmt.Errorf("load reports: %w", err)
+				}
+				_ = level.Warn(r.logger).Log("msg", "no consul session for load reports; trying again", "err", err)
+				continue
+			}
+			renewed = time.Now()
+		}
+		now := time.Now()
+		inflight, busy, done := r.sample()
+		elapsed := now.Sub(lastAt).Seconds()
+		rep := LoadReport{
+			Load:       (busy - lastBusy).Seconds() / elapsed,
+			Inflight:   inflight,
+			RPS:        float64(done-lastDone) / elapsed,
+			TS:         now.Unix(),
+			Addr:       r.addr,
+			IntervalMS: r.interval.Milliseconds(),
+		}
+		lastAt, lastBusy, lastDone = now, busy, done
+		b, _ := json.Marshal(rep)
+		ok, err := r.client.Acquire(ctx, &api.KVPair{Key: r.key, Value: b, Session: session})
+		switch {
+		case err != nil && Permanent(err):
+			return fmt.Errorf("load reports: %w", err)
+		case err != nil:
+			// Most likely the session is gone ("invalid session"): check
+			// it, and make a new one, before the next report.
+			_ = level.Warn(r.logger).Log("msg", "writing the load report", "err", err)
+			renewed = time.Time{}
+		case !ok:
+			// Another session holds the key: a previous instance with this
+			// ID, whose session has not expired yet.
+			_ = level.Warn(r.logger).Log("msg", "the load report key is held by another session; trying again")
+		}
+	}
+	return nil
+}
+
+// session renews session, or creates one when there is none (or it is
+// gone).
+func (r *LoadReporter) session(ctx context.Context, session string) (string, error) {
+	if session != "" {
+		err := r.client.RenewSession(ctx, session)
+		if err == nil {
+			return session, nil
+		}
+		if !errors.Is(err, ErrSessionGone) {
+			return session, err
+		}
+	}
+	entry := &api.SessionEntry{Name: r.key, TTL: r.ttl.String(), Behavior: api.SessionBehaviorDelete, LockDelay: time.Nanosecond,
+		NodeChecks: []string{"serfHealth"}}
+	if r.checkID != "" {
+		entry.ServiceChecks = []api.ServiceCheck{{ID: r.checkID}}
+	}
+	return r.client.CreateSession(ctx, entry)
+}
+
+// LoadWatcher keeps the latest load reports of a service's instances, by
+// address, watching the reports' KV prefix with rate-limited blocking
+// queries.
+type LoadWatcher struct {
+	client  LoadClient
+	prefix  string
+	logger  log.Logger
+	reports atomic.Pointer[map[string]LoadReport]
+	cancel  context.CancelFunc
+	done    chan struct{}
+}
+
+// NewLoadWatcher watches the load reports of service until Stop.
+func NewLoadWatcher(client LoadClient, service string, logger log.Logger) *LoadWatcher {
+	if client == nil || logger == nil {
+		panic("sd: NewLoadWatcher needs a client and a logger")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &LoadWatcher{client: client, prefix: LoadPrefix(service), logger: logger, cancel: cancel, done: make(chan struct{})}
+	w.reports.Store(&map[string]LoadReport{})
+	go w.loop(ctx)
+	return w
+}
+
+// Report returns the latest report of the instance at addr.
+func (w *LoadWatcher) Report(addr string) (LoadReport, bool) {
+	r, ok := (*w.reports.Load())[addr]
+	return r, ok
+}
+
+// Stop stops the watch and waits for it.
+func (w *LoadWatcher) Stop() {
+	w.cancel()
+	<-w.done
+}
+
+func (w *LoadWatcher) loop(ctx context.Context) {
+	defer close(w.done)
+	limit := newLimiter(defaultQueryRate, defaultQueryBurst)
+	var index uint64
+	backoff := minQueryBackoff
+	for limit.wait(ctx) {
+		pairs, meta, err := w.client.List(ctx, w.prefix, &api.QueryOptions{WaitIndex: index, WaitTime: waitTime, AllowStale: true})
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			_ = level.Warn(w.logger).Log("msg", "watching load reports", "prefix", w.prefix, "err", err)
+			if !ctxtime.Sleep(ctx, jitter(backoff)) {
+				return
+			}
+			backoff = min(2*backoff, maxQueryBackoff)
+			continue
+		}
+		backoff = minQueryBackoff
+		index = nextIndex(index, meta.LastIndex)
+		reports := make(map[string]LoadReport, len(pairs))
+		for _, p := range pairs {
+			var r LoadReport
+			if err := json.Unmarshal(p.Value, &r); err != nil || r.Addr == "" {
+				_ = level.Warn(w.logger).Log("msg", "not a load report", "key", p.Key, "err", err)
+				continue
+			}
+			reports[strings.TrimSpace(r.Addr)] = r
+		}
+		w.reports.Store(&reports)
+	}
+}
