@@ -36,6 +36,9 @@ func run(files []string, w io.Writer) error {
 	}
 	overhead(w, results)
 	once(w, results, order)
+	if r, ok := results["BenchmarkLeastLoaded"]; ok {
+		leastLoaded(w, r)
+	}
 	if r, ok := results["BenchmarkGrayFailure"]; ok {
 		gray(w, r)
 	}
@@ -127,7 +130,7 @@ func overhead(w io.Writer, results map[string]result) {
 // once prints the single-run benchmarks' custom metrics.
 func once(w io.Writer, results map[string]result, order []string) {
 	for _, name := range order {
-		if strings.HasPrefix(name, "BenchmarkOverhead") || name == "BenchmarkGrayFailure" { // tables of their own
+		if strings.HasPrefix(name, "BenchmarkOverhead") || name == "BenchmarkGrayFailure" || name == "BenchmarkLeastLoaded" { // tables of their own
 			continue
 		}
 		r := results[name]

@@ -15,6 +15,7 @@ BenchmarkOverhead/seq/raw-3conn-2     	   100	    120000 ns/op	   10000 B/op	   
 BenchmarkOverhead/seq/raw-3conn-2     	   100	    110000 ns/op	   10000 B/op	     160 allocs/op
 BenchmarkOverhead/seq/trimkit-fixed-2 	   100	    115500 ns/op	   11000 B/op	     180 allocs/op
 BenchmarkDiscovery-2   	       1	8106760760 ns/op	        10.64 join_max_ms	         4.107 join_p50_ms
+BenchmarkLeastLoaded-2 	       1	1 ns/op	      1781 capacity_per_instance	0.3333 hammered/round-robin/first_share	25.04 hammered/round-robin/p99_ms	0.09865 hammered/least-loaded/first_share	25.76 hammered/round-robin/hammer_p99_ms
 `
 	path := filepath.Join(t.TempDir(), "bench.txt")
 	if err := os.WriteFile(path, []byte(out), 0o600); err != nil {
@@ -28,6 +29,9 @@ BenchmarkDiscovery-2   	       1	8106760760 ns/op	        10.64 join_max_ms	    
 		"seq   raw-3conn               110000    1.00x     1.00x        160       +0", // the median of three runs
 		"seq   trimkit-fixed           115500    1.05x     0.95x        180      +20",
 		"join_p50_ms                  4.11",
+		"hammered  round-robin      33.3",
+		"hammered  least-loaded      9.9",
+		"1781 calls/s capacity",
 	} {
 		if !strings.Contains(w.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, w.String())

@@ -1,0 +1,296 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"runtime"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-kit/kit/endpoint"
+	kitsd "github.com/go-kit/kit/sd"
+	"github.com/go-kit/log"
+	"github.com/hashicorp/consul/api"
+
+	"github.com/trimkit/trimkit/client"
+	"github.com/trimkit/trimkit/internal/loadgen"
+	"github.com/trimkit/trimkit/internal/testenv"
+	"github.com/trimkit/trimkit/sd"
+	"github.com/trimkit/trimkit/trimsvc"
+)
+
+// loadReportInterval is the interval the README recommends for
+// -load-report-interval, at which BenchmarkLoadReportWrites measures.
+const loadReportInterval = 5 * time.Second
+
+// countingLoadClient counts the HTTP requests a LoadReporter makes.
+type countingLoadClient struct {
+	sd.LoadClient
+	requests atomic.Int64
+}
+
+func (c *countingLoadClient) CreateSession(ctx context.Context, s *api.SessionEntry) (string, error) {
+	c.requests.Add(1)
+	return c.LoadClient.CreateSession(ctx, s)
+}
+
+func (c *countingLoadClient) RenewSession(ctx context.Context, id string) error {
+	c.requests.Add(1)
+	return c.LoadClient.RenewSession(ctx, id)
+}
+
+func (c *countingLoadClient) Acquire(ctx context.Context, p *api.KVPair) (bool, error) {
+	c.requests.Add(1)
+	return c.LoadClient.Acquire(ctx, p)
+}
+
+// raftApplied is the Raft index the agent (a server) has applied: every
+// write to Consul's state advances it by one.
+func raftApplied(b *testing.B, c *api.Client) uint64 {
+	b.Helper()
+	self, err := c.Agent().Self()
+	if err != nil {
+		b.Fatal(err)
+	}
+	raft, _ := self["Stats"]["raft"].(map[string]interface{})
+	s, _ := raft["applied_index"].(string)
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		b.Fatalf("raft applied_index %q: %v", s, err)
+	}
+	return n
+}
+
+// BenchmarkLoadReportWrites runs 100 LoadReporters (trimsvc
+// -load-report-interval 5s) against one Consul server for four intervals,
+// after a first interval to start, and reports what 1,000 instances would
+// cost: Raft writes per second (KV writes and session changes, each
+// replicated to every server), HTTP requests per second to the agents, and
+// the server's CPU. Run with -benchtime 1x.
+func BenchmarkLoadReportWrites(b *testing.B) {
+	const reporters = 100
+	agent := testenv.Consul(b)
+	c := agent.API()
+	lc := &countingLoadClient{LoadClient: sd.NewLoadClient(c)}
+	sample := func() (int64, time.Duration, int64) { return 1, 0, 0 }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, reporters)
+	for i := range reporters {
+		r, err := sd.NewLoadReporter(lc, "trimsvc", fmt.Sprintf("trimsvc-%d", i), fmt.Sprintf("127.0.0.1:%d", 20000+i), "",
+			loadReportInterval, sample, log.NewNopLogger())
+		if err != nil {
+			b.Fatal(err)
+		}
+		go func() { done <- r.Run(ctx) }()
+		time.Sleep(loadReportInterval / reporters) // spread over an interval, as instances start
+	}
+	time.Sleep(loadReportInterval) // every reporter has a session and has written once
+	// Four intervals: a whole number of reports (one an interval) and of
+	// renewals (one every other interval: the first tick past TTL/2).
+	window := 4 * loadReportInterval
+	index, requests, cpu := raftApplied(b, c), lc.requests.Load(), cpuOf(agent.Agent)
+	time.Sleep(window)
+	index, requests, cpu = raftApplied(b, c)-index, lc.requests.Load()-requests, cpuOf(agent.Agent)-cpu
+	cancel()
+	for range reporters {
+		if err := <-done; err != nil {
+			b.Error(err)
+		}
+	}
+	per1000 := 1000.0 / reporters / window.Seconds()
+	b.ReportMetric(float64(index)*per1000, "raft_writes_per_s_per_1000")
+	b.ReportMetric(float64(requests)*per1000, "http_requests_per_s_per_1000")
+	b.ReportMetric(ms(cpu)*per1000, "server_cpu_ms_per_s_per_1000")
+	b.ReportMetric(loadReportInterval.Seconds(), "interval_s")
+	b.ReportMetric(sd.LoadTTL(loadReportInterval).Seconds(), "session_ttl_s")
+}
+
+// limited is a trim service with a fixed capacity: concurrency calls at a
+// time, each taking serviceTime; the rest queue. Its queue is what another
+// caller's load fills.
+type limited struct {
+	slots       chan struct{}
+	serviceTime time.Duration
+	next        trimsvc.Service
+}
+
+func newLimited(concurrency int, serviceTime time.Duration, next trimsvc.Service) *limited {
+	return &limited{slots: make(chan struct{}, concurrency), serviceTime: serviceTime, next: next}
+}
+
+func (l *limited) TrimSpace(ctx context.Context, s string) (string, error) {
+	select {
+	case l.slots <- struct{}{}:
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+	defer func() { <-l.slots }()
+	time.Sleep(l.serviceTime)
+	return l.next.TrimSpace(ctx, s)
+}
+
+// The least-loaded comparison: three instances that serve 4 calls at a
+// time, 2ms each (a sleep: on a VM it takes longer, so their capacity is
+// measured), reporting load every second; another caller sends 85% of an
+// instance's capacity straight to the first, and the client under test 60%
+// of one instance's capacity to all three.
+const (
+	llConcurrency = 4
+	llServiceTime = 2 * time.Millisecond
+	llInterval    = time.Second
+	llClientShare = 0.6
+	llHammerShare = 0.6
+	llWarm        = 3 * time.Second
+	llRun         = 5 * time.Second
+)
+
+// llCapacity is the calls a second one instance serves: llConcurrency over
+// what a sleep of llServiceTime takes here.
+func llCapacity() float64 {
+	const n = 200
+	start := time.Now()
+	for range n {
+		time.Sleep(llServiceTime)
+	}
+	return llConcurrency / (time.Since(start).Seconds() / n)
+}
+
+// BenchmarkLeastLoaded compares round-robin, p2c and least-loaded when
+// another caller, which the client cannot see, loads one instance: three
+// in-process instances of fixed capacity with load reports in a real
+// Consul, a hammer sending 85% of one instance's capacity straight to it,
+// and the client's open-loop load on top; also with no hammer. Per
+// balancer it reports the hammered instance's share of the client's attempts,
+// the client's latency (from when each call was due) and the hammer's, for
+// the calls of the last 5s after 3s of warm-up (reports flowing). Run with
+// -benchtime 1x.
+func BenchmarkLeastLoaded(b *testing.B) {
+	agent := testenv.Consul(b)
+	c := agent.API()
+	capacity := llCapacity()
+	for _, hammer := range []bool{true, false} {
+		for _, balancer := range []string{client.RoundRobin, client.P2C, client.LeastLoaded} {
+			prefix := balancer + "/"
+			if hammer {
+				prefix = "hammered/" + prefix
+			} else {
+				prefix = "even/" + prefix
+			}
+			for unit, v := range leastLoadedRun(b, c, balancer, capacity, hammer) {
+				b.ReportMetric(v, prefix+unit)
+			}
+		}
+	}
+	b.ReportMetric(llClientShare*capacity, "client_rate")
+	b.ReportMetric(llHammerShare*capacity, "hammer_rate")
+	b.ReportMetric(capacity, "capacity_per_instance")
+}
+
+func leastLoadedRun(b *testing.B, c *api.Client, balancer string, capacity float64, hammer bool) map[string]float64 {
+	runtime.GC()
+	service := fmt.Sprintf("ll-%d", time.Now().UnixNano())
+	ctx, cancel := context.WithCancel(context.Background())
+	var (
+		addrs   []string
+		servers []*server
+		done    = make(chan error, 3)
+	)
+	for i := range 3 {
+		svc, err := trimsvc.New(trimsvc.DefaultMaxInputBytes)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var meter trimsvc.LoadMeter
+		s := startServer(b, fmt.Sprintf("trim-%d", i), 1, meter.Middleware()(newLimited(llConcurrency, llServiceTime, svc)))
+		servers = append(servers, s)
+		addrs = append(addrs, s.addrs[0])
+		r, err := sd.NewLoadReporter(sd.NewLoadClient(c), service, fmt.Sprintf("trim-%d", i), s.addrs[0], "", llInterval, meter.Sample, log.NewNopLogger())
+		if err != nil {
+			b.Fatal(err)
+		}
+		go func() { done <- r.Run(ctx) }()
+	}
+	defer func() {
+		cancel()
+		for range 3 {
+			if err := <-done; err != nil {
+				b.Error(err)
+			}
+		}
+		for _, s := range servers {
+			s.stop()
+		}
+	}()
+
+	al := &attemptLog{faulty: addrs[0]}
+	factory := func(instance string) (endpoint.Endpoint, io.Closer, error) {
+		e, c, err := client.Factory()(instance)
+		return al.wrap(instance, e), c, err
+	}
+	endpointer := client.NewEndpointer(kitsd.FixedInstancer(addrs), factory, log.NewNopLogger())
+	defer endpointer.Close()
+	var bal *client.Balancer
+	switch balancer {
+	case client.RoundRobin:
+		bal = client.NewRoundRobin(endpointer)
+	case client.P2C:
+		bal = client.NewP2C(endpointer)
+	case client.LeastLoaded:
+		w := sd.NewLoadWatcher(sd.NewLoadClient(c), service, log.NewNopLogger())
+		defer w.Stop()
+		bal = client.NewLeastLoaded(endpointer, w)
+	}
+	call, err := client.Retry(bal, client.CallConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
+
+	var hammerLoad *loadgen.Run
+	if hammer {
+		direct, closer, err := client.Factory()(addrs[0])
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer closer.Close()
+		hammerLoad = loadgen.Start(context.Background(), direct, benchInput, loadgen.Options{Rate: llHammerShare * capacity, Duration: llWarm + llRun})
+	}
+	load := loadgen.Start(context.Background(), call, benchInput, loadgen.Options{Rate: llClientShare * capacity, Duration: llWarm + llRun})
+	time.Sleep(llWarm)
+	measured := time.Now()
+	total, first := al.total.Load(), al.toFaulty.Load()
+	calls, _ := load.Wait()
+	total, first = al.total.Load()-total, al.toFaulty.Load()-first
+	out := summarizeAfter(calls, measured, "")
+	out["first_share"] = float64(first) / max(float64(total), 1)
+	out["attempts_call"] = float64(total) / max(out["calls"], 1)
+	if hammerLoad != nil {
+		hcalls, _ := hammerLoad.Wait()
+		for k, v := range summarizeAfter(hcalls, measured, "hammer_") {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// summarizeAfter sums up the calls due from since on, their metrics named
+// with prefix.
+func summarizeAfter(calls []loadgen.Call, since time.Time, prefix string) map[string]float64 {
+	var after []loadgen.Call
+	for _, c := range calls {
+		if !c.Start.Before(since) {
+			after = append(after, c)
+		}
+	}
+	s, _ := loadgen.Summarize(after, 0)
+	return map[string]float64{
+		prefix + "calls":    float64(s.Requests),
+		prefix + "failures": float64(s.Failures),
+		prefix + "p50_ms":   s.P50ms,
+		prefix + "p99_ms":   s.P99ms,
+		prefix + "p999_ms":  s.P999ms,
+		prefix + "max_ms":   s.MaxMs,
+	}
+}
