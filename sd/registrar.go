@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/go-kit/log"
@@ -35,6 +36,11 @@ type Registration struct {
 	// verifies the instance's certificate with its own CA and, with
 	// enable_agent_tls_for_checks, presents its own certificate.
 	CheckTLS bool
+	// CheckHTTPPath, when not empty, makes the health check an HTTP GET of
+	// http://Address:Port followed by the path (https with CheckTLS) that
+	// must answer 2xx, instead of the gRPC health check: for instances that
+	// serve HTTP.
+	CheckHTTPPath string
 	// DeregisterAfter is how long the check may stay critical before Consul
 	// removes the instance on its own (DeregisterCriticalServiceAfter). It
 	// cleans up after an instance that died without deregistering.
@@ -61,6 +67,9 @@ func (r Registration) validate() error {
 	if r.CheckTimeout < 0 {
 		errs = append(errs, fmt.Errorf("check timeout %v is negative", r.CheckTimeout))
 	}
+	if r.CheckHTTPPath != "" && !strings.HasPrefix(r.CheckHTTPPath, "/") {
+		errs = append(errs, fmt.Errorf("check HTTP path %q does not start with /", r.CheckHTTPPath))
+	}
 	if r.DeregisterAfter <= 0 {
 		errs = append(errs, fmt.Errorf("deregister-after %v is not positive", r.DeregisterAfter))
 	}
@@ -73,21 +82,31 @@ func (r Registration) agentRegistration() *api.AgentServiceRegistration {
 		timeout = min(r.CheckInterval, 2*time.Second)
 	}
 	hostPort := net.JoinHostPort(r.Address, strconv.Itoa(r.Port))
+	check := &api.AgentServiceCheck{
+		CheckID:                        r.CheckID(),
+		Interval:                       r.CheckInterval.String(),
+		Timeout:                        timeout.String(),
+		DeregisterCriticalServiceAfter: r.DeregisterAfter.String(),
+	}
+	if r.CheckHTTPPath != "" {
+		scheme := "http"
+		if r.CheckTLS {
+			scheme = "https"
+		}
+		check.HTTP = scheme + "://" + hostPort + r.CheckHTTPPath
+		check.Name = "HTTP " + check.HTTP
+	} else {
+		check.GRPC = hostPort
+		check.GRPCUseTLS = r.CheckTLS
+		check.Name = "gRPC health " + hostPort
+	}
 	return &api.AgentServiceRegistration{
 		ID:      r.ID,
 		Name:    r.Name,
 		Tags:    r.Tags,
 		Address: r.Address,
 		Port:    r.Port,
-		Check: &api.AgentServiceCheck{
-			CheckID:                        r.CheckID(),
-			Name:                           "gRPC health " + hostPort,
-			GRPC:                           hostPort,
-			GRPCUseTLS:                     r.CheckTLS,
-			Interval:                       r.CheckInterval.String(),
-			Timeout:                        timeout.String(),
-			DeregisterCriticalServiceAfter: r.DeregisterAfter.String(),
-		},
+		Check:   check,
 	}
 }
 
@@ -152,7 +171,7 @@ func (r *Registrar) Registered(ctx context.Context) (bool, error) {
 
 // Definition is the registration as a service definition in JSON, as an
 // agent's -config-dir and `consul services register FILE` take it: the
-// same ID, name, tags, address, port, gRPC check and
+// same ID, name, tags, address, port, check (gRPC or HTTP) and
 // DeregisterCriticalServiceAfter that Register sends, so that an operator
 // can let the agent own the registration instead (trimsvc -register=false).
 func (r Registration) Definition() ([]byte, error) {
@@ -163,8 +182,9 @@ func (r Registration) Definition() ([]byte, error) {
 	type check struct {
 		ID                             string `json:"id"`
 		Name                           string `json:"name"`
-		GRPC                           string `json:"grpc"`
-		GRPCUseTLS                     bool   `json:"grpc_use_tls"`
+		GRPC                           string `json:"grpc,omitempty"`
+		GRPCUseTLS                     *bool  `json:"grpc_use_tls,omitempty"`
+		HTTP                           string `json:"http,omitempty"`
 		Interval                       string `json:"interval"`
 		Timeout                        string `json:"timeout"`
 		DeregisterCriticalServiceAfter string `json:"deregister_critical_service_after"`
@@ -178,9 +198,13 @@ func (r Registration) Definition() ([]byte, error) {
 		Check   check    `json:"check"`
 	}
 	c := reg.Check
+	var useTLS *bool
+	if c.GRPC != "" {
+		useTLS = &c.GRPCUseTLS
+	}
 	def := struct {
 		Service service `json:"service"`
 	}{service{reg.ID, reg.Name, reg.Tags, reg.Address, reg.Port,
-		check{c.CheckID, c.Name, c.GRPC, c.GRPCUseTLS, c.Interval, c.Timeout, c.DeregisterCriticalServiceAfter}}}
+		check{c.CheckID, c.Name, c.GRPC, useTLS, c.HTTP, c.Interval, c.Timeout, c.DeregisterCriticalServiceAfter}}}
 	return json.MarshalIndent(def, "", "  ")
 }

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -32,6 +35,7 @@ func TestNewRegistrarValidates(t *testing.T) {
 		"port too large": func(r *sd.Registration) { r.Port = 70000 },
 		"no interval":    func(r *sd.Registration) { r.CheckInterval = 0 },
 		"no deregister":  func(r *sd.Registration) { r.DeregisterAfter = 0 },
+		"relative path":  func(r *sd.Registration) { r.CheckHTTPPath = "health" },
 	} {
 		reg := validRegistration()
 		mutate(&reg)
@@ -83,6 +87,43 @@ func TestRegisterDeregister(t *testing.T) {
 	}
 	if ok, err := r.Registered(ctx); ok || err != nil {
 		t.Errorf("Registered after Deregister: want false, have %v (%v)", ok, err)
+	}
+}
+
+func TestHTTPCheck(t *testing.T) {
+	agent := testenv.Consul(t)
+	c := agent.API()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/healthz" {
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	host, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	p, _ := strconv.Atoi(port)
+	reg := sd.Registration{ID: "manager-1", Name: "manager", Address: host, Port: p, CheckInterval: 200 * time.Millisecond,
+		CheckHTTPPath: "/healthz", DeregisterAfter: time.Minute}
+	r, err := sd.NewRegistrar(sd.NewClient(c), agent.HTTPAddr, reg, log.NewNopLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Register(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	agent.WaitPassing("manager", "manager-1")
+	checks, err := c.Agent().Checks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if chk := checks[reg.CheckID()]; chk == nil || chk.Type != "http" {
+		t.Errorf("check %s = %+v, want an http check", reg.CheckID(), chk)
+	}
+	def, err := reg.Definition()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `"http": "http://` + srv.Listener.Addr().String() + `/healthz"`; !strings.Contains(string(def), want) || strings.Contains(string(def), "grpc") {
+		t.Errorf("definition lacks %s, or names gRPC:\n%s", want, def)
 	}
 }
 

@@ -1,0 +1,276 @@
+// Command worker is the worker of the manager/worker example (see package
+// managerworker): a trim service that registers in Consul as "worker",
+// reports its load in Consul KV, and checks in with every "manager" it
+// finds. SIGTERM or SIGINT takes it out of Consul, drains and stops it.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	kitsd "github.com/go-kit/kit/sd"
+	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
+	"github.com/hashicorp/consul/api"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/trimkit/trimkit/examples/managerworker"
+	"github.com/trimkit/trimkit/pb"
+	"github.com/trimkit/trimkit/sd"
+	"github.com/trimkit/trimkit/transport"
+	"github.com/trimkit/trimkit/trimsvc"
+)
+
+type config struct {
+	consul       sd.ConsulConfig
+	addr         string
+	service      string
+	manager      string
+	work         time.Duration
+	slots        int
+	loadInterval time.Duration
+	drain        time.Duration
+}
+
+func main() {
+	var c config
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	fs.StringVar(&c.consul.Address, "consul-addr", "", "Consul agent HTTP address (default: CONSUL_HTTP_ADDR, else 127.0.0.1:8500)")
+	fs.StringVar(&c.consul.TokenFile, "consul-token-file", "", "file holding the Consul ACL token (default: CONSUL_HTTP_TOKEN_FILE)")
+	fs.StringVar(&c.addr, "addr", "127.0.0.1:0", "gRPC listen address (host:port; port 0 picks a free one); registered as is")
+	fs.StringVar(&c.service, "service", "worker", "the service name to register as")
+	fs.StringVar(&c.manager, "manager", "manager", "the service name of the managers to check in with")
+	fs.DurationVar(&c.work, "work", 2*time.Millisecond, "how long one job takes")
+	fs.IntVar(&c.slots, "slots", 4, "jobs worked on at once; the rest wait")
+	fs.DurationVar(&c.loadInterval, "load-report-interval", time.Second, "how often the load is reported in Consul KV")
+	fs.DurationVar(&c.drain, "drain", time.Second, "how long to go on serving after deregistering, for callers to notice")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: worker [flags]\n\nServes trim jobs, registered in Consul as -service with its load in KV,\nand checks in with every -manager it finds.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		os.Exit(2)
+	}
+	if c.slots < 1 || c.work < 0 || c.loadInterval <= 0 || c.drain < 0 {
+		fmt.Fprintln(os.Stderr, "worker: -slots must be at least 1, -load-report-interval positive, -work and -drain not negative")
+		os.Exit(2)
+	}
+	logger := log.With(log.NewLogfmtLogger(log.NewSyncWriter(os.Stderr)), "ts", log.DefaultTimestampUTC)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, c, logger); err != nil {
+		fmt.Fprintf(os.Stderr, "worker: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, c config, logger log.Logger) error {
+	consul, _, where, err := c.consul.NewAPIClient()
+	if err != nil {
+		return err
+	}
+	lis, err := net.Listen("tcp", c.addr)
+	if err != nil {
+		return fmt.Errorf("listen on -addr %s: %w", c.addr, err)
+	}
+	defer lis.Close()
+	host, portStr, _ := net.SplitHostPort(lis.Addr().String())
+	port, _ := strconv.Atoi(portStr)
+	addr := lis.Addr().String()
+	id := fmt.Sprintf("%s-%s-%d", c.service, host, port)
+	logger = log.With(logger, "id", id)
+
+	// The service: trim, at -slots jobs at a time of -work each, measured
+	// for the load reports.
+	svc, err := trimsvc.New(trimsvc.DefaultMaxInputBytes)
+	if err != nil {
+		return err
+	}
+	var meter trimsvc.LoadMeter
+	svc = meter.Middleware()(slowed{slots: make(chan struct{}, c.slots), work: c.work, next: svc})
+	server := grpc.NewServer()
+	pb.RegisterTrimServer(server, transport.NewGRPCServer(trimsvc.NewServerSet(svc), id, logger))
+	healthServer := health.NewServer()
+	healthpb.RegisterHealthServer(server, healthServer)
+	served := make(chan error, 1)
+	go func() { served <- server.Serve(lis) }()
+
+	reg := sd.Registration{ID: id, Name: c.service, Address: host, Port: port,
+		CheckInterval: time.Second, DeregisterAfter: time.Minute}
+	registrar, err := sd.NewRegistrar(sd.NewClient(consul), where, reg, logger)
+	if err != nil {
+		server.Stop()
+		return err
+	}
+	if err := registrar.RegisterWithRetry(ctx, 30*time.Second); err != nil {
+		server.Stop()
+		return err
+	}
+	reporter, err := sd.NewLoadReporter(sd.NewLoadClient(consul), c.service, id, addr, reg.CheckID(), c.loadInterval, meter.Sample, logger)
+	if err != nil {
+		server.Stop()
+		return err
+	}
+
+	// While serving: report load, keep registered, check in with managers.
+	bg, stopBackground := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	failed := make(chan error, 3)
+	for _, task := range []func(context.Context) error{
+		reporter.Run,
+		func(ctx context.Context) error { return registrar.KeepRegistered(ctx, 5*time.Second) },
+		func(ctx context.Context) error {
+			checkIn(ctx, consul, c.manager, managerworker.CheckIn{ID: id, Addr: addr}, logger)
+			return nil
+		},
+	} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := task(bg); err != nil {
+				failed <- err
+			}
+		}()
+	}
+	_ = level.Info(logger).Log("msg", "working", "addr", addr, "work", c.work, "slots", c.slots)
+	select {
+	case <-ctx.Done():
+		err = nil
+	case err = <-failed:
+	case err = <-served:
+		err = fmt.Errorf("gRPC server stopped: %w", err)
+	}
+
+	// Leave: the load report first (its key deleted), then the
+	// registration; serve through the drain, then stop gracefully.
+	stopBackground()
+	wg.Wait()
+	healthServer.Shutdown()
+	dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if derr := registrar.Deregister(dctx); derr != nil {
+		err = errors.Join(err, fmt.Errorf("deregister: %w", derr))
+	}
+	_ = level.Info(logger).Log("msg", "deregistered; draining", "drain", c.drain)
+	time.Sleep(c.drain)
+	server.GracefulStop()
+	_ = level.Info(logger).Log("msg", "stopped")
+	return err
+}
+
+// slowed makes each job take work, at most len(slots) at a time.
+type slowed struct {
+	slots chan struct{}
+	work  time.Duration
+	next  trimsvc.Service
+}
+
+func (s slowed) TrimSpace(ctx context.Context, in string) (string, error) {
+	select {
+	case s.slots <- struct{}{}:
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+	defer func() { <-s.slots }()
+	t := time.NewTimer(s.work)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+	return s.next.TrimSpace(ctx, in)
+}
+
+// checkIn waits until this worker's own check passes (it is ready for
+// work), then watches the manager service and checks in with each passing
+// manager it has not checked in with yet, until ctx ends.
+func checkIn(ctx context.Context, consul *api.Client, manager string, me managerworker.CheckIn, logger log.Logger) {
+	for {
+		status, _, err := consul.Agent().AgentHealthServiceByIDOpts(me.ID, (&api.QueryOptions{}).WithContext(ctx))
+		if err == nil && status == api.HealthPassing {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	managers := sd.NewInstancer(sd.NewClient(consul), logger, manager, nil, true)
+	defer managers.Stop()
+	events := make(chan kitsd.Event, 1)
+	managers.Register(events)
+	defer managers.Deregister(events)
+	checkedIn := map[string]bool{}
+	retry := time.NewTicker(time.Second)
+	defer retry.Stop()
+	var current []string
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev := <-events:
+			if ev.Err != nil {
+				continue // the Instancer logs it and keeps watching
+			}
+			current = ev.Instances
+		case <-retry.C: // check in again where it failed
+		}
+		present := map[string]bool{}
+		for _, m := range current {
+			present[m] = true
+			if checkedIn[m] {
+				continue
+			}
+			if err := post(ctx, m, me); err != nil {
+				_ = level.Warn(logger).Log("msg", "checking in with manager; trying again", "manager", m, "err", err)
+				continue
+			}
+			checkedIn[m] = true
+			_ = level.Info(logger).Log("msg", "checked in with manager", "manager", m)
+		}
+		for m := range checkedIn {
+			if !present[m] {
+				delete(checkedIn, m) // gone: check in again should it return
+			}
+		}
+	}
+}
+
+func post(ctx context.Context, manager string, me managerworker.CheckIn) error {
+	body, _ := json.Marshal(me)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+manager+managerworker.CheckInPath, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("manager answered %s", resp.Status)
+	}
+	return nil
+}
