@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"slices"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 	"github.com/trimkit/trimkit/client"
 	"github.com/trimkit/trimkit/internal/loadgen"
 	"github.com/trimkit/trimkit/internal/testenv"
+	"github.com/trimkit/trimkit/sd"
 	"github.com/trimkit/trimkit/trimsvc"
 )
 
@@ -58,11 +60,12 @@ func registerErr(c *api.Client, id, addr string, ttl bool) error {
 
 // BenchmarkDiscovery measures, against a real Consul, how long after an
 // instance's check turns passing the client's first request reaches it, and
-// how long after its deregistration requests still reach it: 10 trials
-// after a quiet spell (each trial's three changes, then a pause), and 10
-// while other instances of the same service join and leave 10 times a
-// second, changes the watch's rate limit (bursts of 4, then 4 queries a
-// second) batches. Run with -benchtime 1x.
+// how long after its deregistration requests still reach it: with blocking
+// queries, 10 trials after a quiet spell (each trial's three changes, then a
+// pause), and 10 while other instances of the same service join and leave
+// 10 times a second, changes the watch's rate limit (bursts of 4, then 4
+// queries a second) batches; and 10 trials through Consul's DNS interface
+// (-discovery dns), polled every second. Run with -benchtime 1x.
 func BenchmarkDiscovery(b *testing.B) {
 	const trials = 10
 	agent := testenv.Consul(b)
@@ -74,16 +77,27 @@ func BenchmarkDiscovery(b *testing.B) {
 		base = append(base, id)
 	}
 	agent.WaitPassing("trimsvc", base...)
-	cl, err := client.New(client.Config{ConsulAddr: agent.HTTPAddr})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cl.Close()
-	load := loadgen.Start(context.Background(), cl.Endpoint(), "x y", loadgen.Options{Callers: 2})
-
-	for _, phase := range []string{"quiet", "churn"} {
+	blocking := client.Config{ConsulAddr: agent.HTTPAddr}
+	dns := client.Config{Discovery: client.DiscoveryDNS, DNSAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(agent.DNSPort))}
+	for _, phase := range []struct {
+		name  string
+		cfg   client.Config
+		churn bool
+		// leaveWait is how long after a deregistration to look for the
+		// last request: past when the client can still call it.
+		leaveWait time.Duration
+	}{
+		{"quiet", blocking, false, 500 * time.Millisecond},
+		{"churn", blocking, true, 500 * time.Millisecond},
+		{"dns", dns, false, sd.DNSRefresh + 500*time.Millisecond},
+	} {
+		cl, err := client.New(phase.cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		load := loadgen.Start(context.Background(), cl.Endpoint(), "x y", loadgen.Options{Callers: 2})
 		stop := make(chan struct{})
-		if phase == "churn" {
+		if phase.churn {
 			// Instances behind a critical TTL check come and go: changes
 			// that wake the watch but never put an instance in the
 			// passing list.
@@ -91,20 +105,21 @@ func BenchmarkDiscovery(b *testing.B) {
 		}
 		var joins, leaves []time.Duration
 		for trial := range trials {
-			j, l := discoveryTrial(b, c, fmt.Sprintf("%s-%d", phase, trial))
+			j, l := discoveryTrial(b, c, fmt.Sprintf("%s-%d", phase.name, trial), phase.leaveWait)
 			joins, leaves = append(joins, j), append(leaves, l)
-			if phase == "quiet" {
+			if !phase.churn {
 				time.Sleep(time.Second) // the watch's rate limit refills
 			}
 		}
 		close(stop)
-		b.ReportMetric(ms(loadgen.Percentile(sorted(joins), 50)), phase+"/join_p50_ms")
-		b.ReportMetric(ms(slices.Max(joins)), phase+"/join_max_ms")
-		b.ReportMetric(ms(loadgen.Percentile(sorted(leaves), 50)), phase+"/leave_p50_ms")
-		b.ReportMetric(ms(slices.Max(leaves)), phase+"/leave_max_ms")
-	}
-	if s, errs := loadgen.Summarize(load.Stop()); s.Failures > 0 {
-		b.Errorf("%d calls failed during the trials: %v", s.Failures, errs)
+		if s, errs := loadgen.Summarize(load.Stop()); s.Failures > 0 {
+			b.Errorf("%s: %d calls failed during the trials: %v", phase.name, s.Failures, errs)
+		}
+		cl.Close()
+		b.ReportMetric(ms(loadgen.Percentile(sorted(joins), 50)), phase.name+"/join_p50_ms")
+		b.ReportMetric(ms(slices.Max(joins)), phase.name+"/join_max_ms")
+		b.ReportMetric(ms(loadgen.Percentile(sorted(leaves), 50)), phase.name+"/leave_p50_ms")
+		b.ReportMetric(ms(slices.Max(leaves)), phase.name+"/leave_max_ms")
 	}
 	b.ReportMetric(trials, "trials")
 }
@@ -112,7 +127,7 @@ func BenchmarkDiscovery(b *testing.B) {
 // discoveryTrial registers a new instance behind a critical TTL check, turns
 // it passing and returns how long until its first request, then
 // deregisters it and returns how long requests still reached it.
-func discoveryTrial(b *testing.B, c *api.Client, id string) (join, leave time.Duration) {
+func discoveryTrial(b *testing.B, c *api.Client, id string, leaveWait time.Duration) (join, leave time.Duration) {
 	svc, err := trimsvc.New(trimsvc.DefaultMaxInputBytes)
 	if err != nil {
 		b.Fatal(err)
@@ -135,12 +150,13 @@ func discoveryTrial(b *testing.B, c *api.Client, id string) (join, leave time.Du
 	}
 	join = time.Unix(0, rec.first.Load()).Sub(passAt)
 
-	time.Sleep(20 * time.Millisecond)
+	// Leave at a random moment after the join, not in step with a poll.
+	time.Sleep(20*time.Millisecond + rand.N(leaveWait/2))
 	leaveAt := time.Now()
 	if err := c.Agent().ServiceDeregister(id); err != nil {
 		b.Fatal(err)
 	}
-	time.Sleep(500 * time.Millisecond)
+	time.Sleep(leaveWait)
 	return join, max(0, time.Unix(0, rec.last.Load()).Sub(leaveAt))
 }
 
