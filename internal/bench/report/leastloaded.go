@@ -14,7 +14,7 @@ func leastLoaded(w io.Writer, r result) {
 		median(r["capacity_per_instance"]))
 	fmt.Fprintf(w, "the client sends %.0f calls/s (open loop) to all three; hammered: another caller sends %.0f calls/s straight to the first;\n",
 		median(r["client_rate"]), median(r["hammer_rate"]))
-	fmt.Fprintln(w, "figures over 5s after 3s of warm-up; latency from when each call was due")
+	fmt.Fprintf(w, "figures over 4s after 2s of warm-up, the median of %d runs; latency from when each call was due\n", len(r["client_rate"]))
 	fmt.Fprintf(w, "%-9s %-13s %7s %8s %8s %8s %8s %9s %12s %12s\n", "scenario", "balancer", "first%", "p50ms", "p99ms", "p99.9ms", "maxms", "failures", "other p99ms", "other p99.9")
 	for _, scenario := range []string{"hammered", "even"} {
 		for _, balancer := range []string{"round-robin", "p2c", "least-loaded"} {
