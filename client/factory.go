@@ -33,15 +33,22 @@ func Factory(opts ...grpc.DialOption) kitsd.Factory {
 
 // plaintextHint adds a likely cause to the failure a plaintext call gets
 // from an instance that speaks TLS: it closes the connection before
-// HTTP/2 begins, which gRPC reports as an unreadable server preface.
+// HTTP/2 begins, which gRPC reports as an unreadable server preface
+// ending in EOF or, when the close races the client's first write, in a
+// connection reset.
 func plaintextHint(e endpoint.Endpoint) endpoint.Endpoint {
 	return func(ctx context.Context, request interface{}) (interface{}, error) {
 		resp, err := e(ctx, request)
-		if err != nil && status.Code(err) == codes.Unavailable && strings.Contains(err.Error(), "error reading server preface: EOF") {
+		if err != nil && status.Code(err) == codes.Unavailable && closedBeforePreface(err.Error()) {
 			err = &hintError{err: err, hint: "the instance closed the connection before HTTP/2 began: does it require TLS? this client calls in plaintext (TLSCAFile, -tls-ca-file)"}
 		}
 		return resp, err
 	}
+}
+
+func closedBeforePreface(msg string) bool {
+	_, cause, ok := strings.Cut(msg, "error reading server preface: ")
+	return ok && (strings.HasPrefix(cause, "EOF") || strings.Contains(cause, "connection reset by peer"))
 }
 
 // hintError is err with a likely cause; it keeps err's status code.

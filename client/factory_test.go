@@ -1,0 +1,39 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// A TLS-only instance closes a plaintext connection before HTTP/2 starts;
+// depending on whether the close races the client's first write, gRPC
+// reports EOF or a connection reset. Both get the hint; other
+// Unavailable errors do not.
+func TestPlaintextHint(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		hint bool
+	}{
+		{status.Error(codes.Unavailable, `connection error: desc = "error reading server preface: EOF"`), true},
+		{status.Error(codes.Unavailable, `connection error: desc = "error reading server preface: connection reset by peer"`), true},
+		{status.Error(codes.Unavailable, `connection error: desc = "error reading server preface: read tcp 127.0.0.1:1->127.0.0.1:2: read: connection reset by peer"`), true},
+		{status.Error(codes.Unavailable, `connection error: desc = "transport: Error while dialing: dial tcp 127.0.0.1:2: connect: connection refused"`), false},
+		{status.Error(codes.Unavailable, `connection error: desc = "error reading server preface: http2: frame too large"`), false},
+		{status.Error(codes.Internal, `error reading server preface: EOF`), false},
+	} {
+		e := plaintextHint(func(context.Context, interface{}) (interface{}, error) { return nil, tc.err })
+		_, err := e(context.Background(), nil)
+		hinted := strings.Contains(err.Error(), "does it require TLS?")
+		if hinted != tc.hint {
+			t.Errorf("%v: hint %v, want %v", tc.err, hinted, tc.hint)
+		}
+		if !errors.Is(err, tc.err) || status.Code(err) != status.Code(tc.err) {
+			t.Errorf("%v: hinted error %v lost the original or its code", tc.err, err)
+		}
+	}
+}
