@@ -53,7 +53,7 @@ test: consul ## run every test, a real Consul agent included
 	go test -race -count=1 $(GO_TEST_FLAGS) ./...
 
 BENCH_COUNT ?= 3
-bench: consul ## benchmarks: call overhead vs raw gRPC, discovery, failover, scale, cluster, load reports, gray failure (about 13 minutes)
+bench: consul ## benchmarks: call overhead vs raw gRPC, discovery, failover, scale, cluster, load reports, gray failure (about 15 minutes)
 	@mkdir -p .bench
 	go test -run '^$$' -bench 'Overhead/' -benchmem -benchtime 5000x ./internal/bench | tee .bench/allocs.txt
 	go test -run '^$$' -bench 'OverheadInterleaved' -benchtime 1x -count $(BENCH_COUNT) ./internal/bench | tee .bench/overhead.txt

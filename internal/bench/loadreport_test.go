@@ -134,7 +134,7 @@ func (l *limited) TrimSpace(ctx context.Context, s string) (string, error) {
 
 // The least-loaded comparison: three instances that serve 4 calls at a
 // time, 2ms each (a sleep: on a VM it takes longer, so their capacity is
-// measured), reporting load every second; another caller sends 85% of an
+// measured), reporting load every second; another caller sends 60% of an
 // instance's capacity straight to the first, and the client under test 60%
 // of one instance's capacity to all three.
 const (
@@ -161,7 +161,7 @@ func llCapacity() float64 {
 // BenchmarkLeastLoaded compares round-robin, p2c and least-loaded when
 // another caller, which the client cannot see, loads one instance: three
 // in-process instances of fixed capacity with load reports in a real
-// Consul, a hammer sending 85% of one instance's capacity straight to it,
+// Consul, a hammer sending 60% of one instance's capacity straight to it,
 // and the client's open-loop load on top; also with no hammer. Per
 // balancer it reports the hammered instance's share of the client's attempts,
 // the client's latency (from when each call was due) and the hammer's, for
