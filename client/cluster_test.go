@@ -60,6 +60,15 @@ func (f *onCluster) ids() []string {
 	return ids
 }
 
+// newInstanceAnswers starts one more instance and returns how long after
+// its check passed the client got its first answer from it.
+func (f *onCluster) newInstanceAnswers(t *testing.T) time.Duration {
+	t.Helper()
+	joined := f.startInstance(t)
+	passingAt := testenv.WaitPassing(t, testenv.API(t, f.callAgent), "trimsvc", localconsul.Exactly(f.ids()...))
+	return firstAnswer(t, f.client.Endpoint(), joined.ID).Sub(passingAt).Round(time.Millisecond)
+}
+
 // firstAnswer calls e until instance id answers, and returns when.
 func firstAnswer(t *testing.T, e endpoint.Endpoint, id string) time.Time {
 	t.Helper()
@@ -99,15 +108,13 @@ func TestClusterLeaderKilled(t *testing.T) {
 	}
 	elected := time.Since(killedAt)
 
-	joined := f.startInstance(t)
-	passingAt := testenv.WaitPassing(t, testenv.API(t, f.callAgent), "trimsvc", localconsul.Exactly(f.ids()...))
-	seenAt := firstAnswer(t, f.client.Endpoint(), joined.ID)
+	answered := f.newInstanceAnswers(t)
 	calls, _ := load.Stop()
 	if want, have := 0, failures(t, calls); want != have {
 		t.Errorf("failures: want %d, have %d of %d", want, have, len(calls))
 	}
 	t.Logf("leader %s SIGKILLed; %s elected %v later; %d calls, 0 failed; an instance that joined after the election answered %v after its check passed",
-		leader.Name, next.Name, elected.Round(time.Millisecond), len(calls), seenAt.Sub(passingAt).Round(time.Millisecond))
+		leader.Name, next.Name, elected.Round(time.Millisecond), len(calls), answered)
 }
 
 func TestClusterQuorumLost(t *testing.T) {
@@ -152,11 +159,9 @@ func TestClusterQuorumLost(t *testing.T) {
 		t.Fatal(err)
 	}
 	back := time.Since(lostAt)
-	joined := f.startInstance(t)
-	passingAt := testenv.WaitPassing(t, testenv.API(t, f.callAgent), "trimsvc", localconsul.Exactly(f.ids()...))
-	seenAt := firstAnswer(t, f.client.Endpoint(), joined.ID)
+	answered := f.newInstanceAnswers(t)
 	t.Logf("%d calls during the outage, 0 failed; leader again %v after the loss; a new instance answered %v after its check passed",
-		len(calls), back.Round(time.Millisecond), seenAt.Sub(passingAt).Round(time.Millisecond))
+		len(calls), back.Round(time.Millisecond), answered)
 }
 
 func noLeader(t *testing.T, c *localconsul.Cluster) {
@@ -196,14 +201,12 @@ func TestClusterCallersAgentRestarted(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The client was not restarted: its watch finds the agent again.
-	joined := f.startInstance(t)
-	passingAt := testenv.WaitPassing(t, testenv.API(t, f.callAgent), "trimsvc", localconsul.Exactly(f.ids()...))
-	seenAt := firstAnswer(t, f.client.Endpoint(), joined.ID)
+	answered := f.newInstanceAnswers(t)
 	calls, _ := load.Stop()
 	if want, have := 0, failures(t, calls); want != have {
 		t.Errorf("failures: want %d, have %d of %d", want, have, len(calls))
 	}
-	t.Logf("caller's agent restarted under load: %d calls, 0 failed; a new instance answered %v after its check passed", len(calls), seenAt.Sub(passingAt).Round(time.Millisecond))
+	t.Logf("caller's agent restarted under load: %d calls, 0 failed; a new instance answered %v after its check passed", len(calls), answered)
 }
 
 func TestClusterServicesAgentRestarted(t *testing.T) {

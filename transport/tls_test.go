@@ -20,10 +20,11 @@ import (
 type testCA struct {
 	cert *x509.Certificate
 	key  *ecdsa.PrivateKey
-	pem  []byte
+	file string // the CA certificate, PEM
 }
 
-func newTestCA(t *testing.T) *testCA {
+// newTestCA makes a CA and writes its certificate to dir/name.pem.
+func newTestCA(t *testing.T, dir, name string) *testCA {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -36,7 +37,35 @@ func newTestCA(t *testing.T) *testCA {
 		t.Fatal(err)
 	}
 	cert, _ := x509.ParseCertificate(der)
-	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+	ca := &testCA{cert: cert, key: key, file: filepath.Join(dir, name+".pem")}
+	write(t, ca.file, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+	return ca
+}
+
+// serveTLS accepts connections with server's certificates until the test
+// ends, hands each one that completes its handshake to handshaken (if not
+// nil), closes it, and returns the address.
+func serveTLS(t *testing.T, server *Certs, handshaken func(*tls.Conn)) string {
+	t.Helper()
+	lis, err := tls.Listen("tcp", "127.0.0.1:0", ServerTLS(server))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lis.Close() })
+	go func() {
+		for {
+			conn, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			tc := conn.(*tls.Conn)
+			if tc.Handshake() == nil && handshaken != nil {
+				handshaken(tc)
+			}
+			conn.Close()
+		}
+	}()
+	return lis.Addr().String()
 }
 
 // leaf writes a certificate with serial for 127.0.0.1, good for serving and
@@ -92,9 +121,8 @@ func stale(c *Certs) {
 
 func TestCertsReloadWhenTheFilesChange(t *testing.T) {
 	dir := t.TempDir()
-	ca := newTestCA(t)
-	caFile := filepath.Join(dir, "ca.pem")
-	write(t, caFile, ca.pem)
+	ca := newTestCA(t, dir, "ca")
+	caFile := ca.file
 	certFile, keyFile := ca.leaf(t, dir, "server", 1)
 	c, err := LoadCerts(certFile, keyFile, caFile)
 	if err != nil {
@@ -125,35 +153,20 @@ func TestCertsReloadWhenTheFilesChange(t *testing.T) {
 
 func TestServerPresentsTheRotatedCertificate(t *testing.T) {
 	dir := t.TempDir()
-	ca := newTestCA(t)
-	caFile := filepath.Join(dir, "ca.pem")
-	write(t, caFile, ca.pem)
+	ca := newTestCA(t, dir, "ca")
+	caFile := ca.file
 	certFile, keyFile := ca.leaf(t, dir, "server", 1)
 	server, err := LoadCerts(certFile, keyFile, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	lis, err := tls.Listen("tcp", "127.0.0.1:0", ServerTLS(server))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lis.Close()
-	go func() {
-		for {
-			conn, err := lis.Accept()
-			if err != nil {
-				return
-			}
-			_ = conn.(*tls.Conn).Handshake()
-			conn.Close()
-		}
-	}()
+	addr := serveTLS(t, server, nil)
 	trust, err := LoadCerts("", "", caFile)
 	if err != nil {
 		t.Fatal(err)
 	}
 	presented := func() int64 {
-		conn, err := tls.Dial("tcp", lis.Addr().String(), ClientTLS(trust, ""))
+		conn, err := tls.Dial("tcp", addr, ClientTLS(trust, ""))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -169,14 +182,11 @@ func TestServerPresentsTheRotatedCertificate(t *testing.T) {
 		t.Errorf("after rotation the server presents serial %d, want %d", have, want)
 	}
 	// A client that trusts another CA refuses it.
-	other := newTestCA(t)
-	otherFile := filepath.Join(dir, "other.pem")
-	write(t, otherFile, other.pem)
-	distrust, err := LoadCerts("", "", otherFile)
+	distrust, err := LoadCerts("", "", newTestCA(t, dir, "other").file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if conn, err := tls.Dial("tcp", lis.Addr().String(), ClientTLS(distrust, "")); err == nil {
+	if conn, err := tls.Dial("tcp", addr, ClientTLS(distrust, "")); err == nil {
 		conn.Close()
 		t.Error("a client trusting another CA accepted the server")
 	}
@@ -184,40 +194,26 @@ func TestServerPresentsTheRotatedCertificate(t *testing.T) {
 
 func TestClientPresentsTheRotatedCertificate(t *testing.T) {
 	dir := t.TempDir()
-	ca := newTestCA(t)
-	caFile := filepath.Join(dir, "ca.pem")
-	write(t, caFile, ca.pem)
+	ca := newTestCA(t, dir, "ca")
+	caFile := ca.file
 	serverCert, serverKey := ca.leaf(t, dir, "server", 1)
 	server, err := LoadCerts(serverCert, serverKey, caFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	lis, err := tls.Listen("tcp", "127.0.0.1:0", ServerTLS(server))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lis.Close()
 	seen := make(chan int64, 4)
-	go func() {
-		for {
-			conn, err := lis.Accept()
-			if err != nil {
-				return
-			}
-			tc := conn.(*tls.Conn)
-			if tc.Handshake() == nil && len(tc.ConnectionState().PeerCertificates) > 0 {
-				seen <- tc.ConnectionState().PeerCertificates[0].SerialNumber.Int64()
-			}
-			conn.Close()
+	addr := serveTLS(t, server, func(tc *tls.Conn) {
+		if peers := tc.ConnectionState().PeerCertificates; len(peers) > 0 {
+			seen <- peers[0].SerialNumber.Int64()
 		}
-	}()
+	})
 	clientCert, clientKey := ca.leaf(t, dir, "client", 10)
 	client, err := LoadCerts(clientCert, clientKey, caFile)
 	if err != nil {
 		t.Fatal(err)
 	}
 	dial := func() int64 {
-		conn, err := tls.Dial("tcp", lis.Addr().String(), ClientTLS(client, ""))
+		conn, err := tls.Dial("tcp", addr, ClientTLS(client, ""))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -80,13 +80,7 @@ func TestTrimAndLoadSummary(t *testing.T) {
 
 	exec := func(args ...string) (string, int) {
 		t.Helper()
-		p := testenv.Start(t, bins.Client(t), args...)
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		code, err := p.Wait(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
+		p, code := runClient(t, args...)
 		return p.Stdout(), code
 	}
 

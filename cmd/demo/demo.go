@@ -85,13 +85,9 @@ func demo(ctx context.Context, cfg config, w io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
-	code, err := load.Wait(ctx)
+	s, code, err := summary(ctx, load)
 	if err != nil {
 		return err
-	}
-	var s loadgen.Summary
-	if err := json.Unmarshal([]byte(load.Stdout()), &s); err != nil {
-		return fmt.Errorf("client (exit %d) printed no summary: %w\n%s", code, err, load.Lines())
 	}
 	termCode, err := insts[0].Wait(ctx)
 	if err != nil {
@@ -161,13 +157,9 @@ func freeze(ctx context.Context, bins binPaths, agent *localconsul.Agent, surviv
 	if _, err := load.WaitLine(`msg="instance ejected" instance=`+frozen.Addr, 3*time.Second); err == nil {
 		ejection = fmt.Sprintf("ejected by the client %v later; consul's check then: %s", time.Since(stoppedAt).Round(time.Millisecond), checkStatus(agent, frozen.ID))
 	}
-	code, err := load.Wait(ctx)
+	s, code, err := summary(ctx, load)
 	if err != nil {
 		return err
-	}
-	var s loadgen.Summary
-	if err := json.Unmarshal([]byte(load.Stdout()), &s); err != nil {
-		return fmt.Errorf("client (exit %d) printed no summary: %w\n%s", code, err, load.Lines())
 	}
 	fmt.Fprintf(w, "per-instance distribution:\n")
 	for _, id := range sortedKeys(s.PerInstance) {
@@ -255,4 +247,18 @@ func waitPassing(ctx context.Context, agent *localconsul.Agent, n int) error {
 	defer cancel()
 	_, err = localconsul.WaitPassing(ctx, c, "trimsvc", localconsul.Count(n))
 	return err
+}
+
+// summary waits for the client to exit and returns the JSON summary it
+// printed, and its exit code.
+func summary(ctx context.Context, load *proc.Process) (loadgen.Summary, int, error) {
+	var s loadgen.Summary
+	code, err := load.Wait(ctx)
+	if err != nil {
+		return s, code, err
+	}
+	if err := json.Unmarshal([]byte(load.Stdout()), &s); err != nil {
+		return s, code, fmt.Errorf("client (exit %d) printed no summary: %w\n%s", code, err, load.Lines())
+	}
+	return s, code, nil
 }

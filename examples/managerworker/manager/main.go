@@ -8,18 +8,13 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"slices"
-	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/go-kit/log"
@@ -46,9 +41,8 @@ type config struct {
 
 func main() {
 	var c config
-	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
-	fs.StringVar(&c.consul.Address, "consul-addr", "", "Consul agent HTTP address (default: CONSUL_HTTP_ADDR, else 127.0.0.1:8500)")
-	fs.StringVar(&c.consul.TokenFile, "consul-token-file", "", "file holding the Consul ACL token (default: CONSUL_HTTP_TOKEN_FILE)")
+	fs := flag.NewFlagSet("manager", flag.ExitOnError)
+	managerworker.ConsulFlags(fs, &c.consul)
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:0", "HTTP listen address (host:port; port 0 picks a free one); registered as is")
 	fs.StringVar(&c.service, "service", "manager", "the service name to register as")
 	fs.StringVar(&c.workers, "worker-service", "worker", "the service name of the workers")
@@ -61,12 +55,7 @@ func main() {
 		fmt.Fprintf(fs.Output(), "usage: manager [flags]\n\nRegisters in Consul as -service, waits for -workers check-ins, and sends\n-rate jobs a second to the -worker-service instances, least-loaded first.\n\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(os.Args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(0)
-		}
-		os.Exit(2)
-	}
+	_ = fs.Parse(os.Args[1:]) // ExitOnError: 0 for -help, 2 for a bad flag
 	if err := (client.CallConfig{Balancer: c.balancer}).Validate(); err != nil {
 		fmt.Fprintf(os.Stderr, "manager: -balancer: %v\n", err)
 		os.Exit(2)
@@ -75,13 +64,9 @@ func main() {
 		fmt.Fprintln(os.Stderr, "manager: -workers and -jobs must not be negative, -rate and -print-every positive")
 		os.Exit(2)
 	}
-	logger := log.With(log.NewLogfmtLogger(log.NewSyncWriter(os.Stderr)), "ts", log.DefaultTimestampUTC)
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, c, os.Stdout, logger); err != nil {
-		fmt.Fprintf(os.Stderr, "manager: %v\n", err)
-		os.Exit(1)
-	}
+	managerworker.Main("manager", func(ctx context.Context, logger log.Logger) error {
+		return run(ctx, c, os.Stdout, logger)
+	})
 }
 
 // manager keeps the check-ins and the jobs each worker did.
@@ -95,17 +80,15 @@ type manager struct {
 	rejected  int               // jobs a worker refused
 }
 
-func run(ctx context.Context, c config, out io.Writer, logger log.Logger) error {
+func run(ctx context.Context, c config, out io.Writer, logger log.Logger) (err error) {
 	consul, _, where, err := c.consul.NewAPIClient()
 	if err != nil {
 		return err
 	}
-	lis, err := net.Listen("tcp", c.addr)
+	lis, err := managerworker.Listen(c.addr, c.service)
 	if err != nil {
-		return fmt.Errorf("listen on -addr %s: %w", c.addr, err)
+		return err
 	}
-	host, portStr, _ := net.SplitHostPort(lis.Addr().String())
-	port, _ := strconv.Atoi(portStr)
 	m := &manager{out: out, checkedIn: map[string]string{}, arrived: make(chan struct{}, 1), done: map[string]int{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
@@ -120,22 +103,13 @@ func run(ctx context.Context, c config, out io.Writer, logger log.Logger) error 
 		<-served
 	}()
 
-	reg := sd.Registration{ID: fmt.Sprintf("%s-%s-%d", c.service, host, port), Name: c.service, Address: host, Port: port,
+	reg := sd.Registration{ID: lis.ID, Name: c.service, Address: lis.Host, Port: lis.Port,
 		CheckInterval: time.Second, CheckHTTPPath: "/health", DeregisterAfter: time.Minute}
-	registrar, err := sd.NewRegistrar(sd.NewClient(consul), where, reg, logger)
+	registrar, err := managerworker.Register(ctx, sd.NewClient(consul), where, reg, logger)
 	if err != nil {
 		return err
 	}
-	if err := registrar.RegisterWithRetry(ctx, 30*time.Second); err != nil {
-		return err
-	}
-	defer func() {
-		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if derr := registrar.Deregister(dctx); derr != nil {
-			err = errors.Join(err, fmt.Errorf("deregister: %w", derr))
-		}
-	}()
+	defer func() { err = managerworker.Deregister(registrar, err) }()
 	_ = level.Info(logger).Log("msg", "registered; waiting for workers to check in", "addr", lis.Addr(), "workers", c.need)
 
 	workers, err := client.New(client.Config{

@@ -8,16 +8,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
-	"os/signal"
-	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	kitsd "github.com/go-kit/kit/sd"
@@ -48,9 +43,8 @@ type config struct {
 
 func main() {
 	var c config
-	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
-	fs.StringVar(&c.consul.Address, "consul-addr", "", "Consul agent HTTP address (default: CONSUL_HTTP_ADDR, else 127.0.0.1:8500)")
-	fs.StringVar(&c.consul.TokenFile, "consul-token-file", "", "file holding the Consul ACL token (default: CONSUL_HTTP_TOKEN_FILE)")
+	fs := flag.NewFlagSet("worker", flag.ExitOnError)
+	managerworker.ConsulFlags(fs, &c.consul)
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:0", "gRPC listen address (host:port; port 0 picks a free one); registered as is")
 	fs.StringVar(&c.service, "service", "worker", "the service name to register as")
 	fs.StringVar(&c.manager, "manager", "manager", "the service name of the managers to check in with")
@@ -62,23 +56,14 @@ func main() {
 		fmt.Fprintf(fs.Output(), "usage: worker [flags]\n\nServes trim jobs, registered in Consul as -service with its load in KV,\nand checks in with every -manager it finds.\n\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(os.Args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(0)
-		}
-		os.Exit(2)
-	}
+	_ = fs.Parse(os.Args[1:]) // ExitOnError: 0 for -help, 2 for a bad flag
 	if c.slots < 1 || c.work < 0 || c.loadInterval <= 0 || c.drain < 0 {
 		fmt.Fprintln(os.Stderr, "worker: -slots must be at least 1, -load-report-interval positive, -work and -drain not negative")
 		os.Exit(2)
 	}
-	logger := log.With(log.NewLogfmtLogger(log.NewSyncWriter(os.Stderr)), "ts", log.DefaultTimestampUTC)
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, c, logger); err != nil {
-		fmt.Fprintf(os.Stderr, "worker: %v\n", err)
-		os.Exit(1)
-	}
+	managerworker.Main("worker", func(ctx context.Context, logger log.Logger) error {
+		return run(ctx, c, logger)
+	})
 }
 
 func run(ctx context.Context, c config, logger log.Logger) error {
@@ -86,15 +71,12 @@ func run(ctx context.Context, c config, logger log.Logger) error {
 	if err != nil {
 		return err
 	}
-	lis, err := net.Listen("tcp", c.addr)
+	lis, err := managerworker.Listen(c.addr, c.service)
 	if err != nil {
-		return fmt.Errorf("listen on -addr %s: %w", c.addr, err)
+		return err
 	}
 	defer lis.Close()
-	host, portStr, _ := net.SplitHostPort(lis.Addr().String())
-	port, _ := strconv.Atoi(portStr)
-	addr := lis.Addr().String()
-	id := fmt.Sprintf("%s-%s-%d", c.service, host, port)
+	addr, id := lis.Addr().String(), lis.ID
 	logger = log.With(logger, "id", id)
 
 	// The service: trim, at -slots jobs at a time of -work each, measured
@@ -112,14 +94,10 @@ func run(ctx context.Context, c config, logger log.Logger) error {
 	served := make(chan error, 1)
 	go func() { served <- server.Serve(lis) }()
 
-	reg := sd.Registration{ID: id, Name: c.service, Address: host, Port: port,
+	reg := sd.Registration{ID: id, Name: c.service, Address: lis.Host, Port: lis.Port,
 		CheckInterval: time.Second, DeregisterAfter: time.Minute}
-	registrar, err := sd.NewRegistrar(sd.NewClient(consul), where, reg, logger)
+	registrar, err := managerworker.Register(ctx, sd.NewClient(consul), where, reg, logger)
 	if err != nil {
-		server.Stop()
-		return err
-	}
-	if err := registrar.RegisterWithRetry(ctx, 30*time.Second); err != nil {
 		server.Stop()
 		return err
 	}
@@ -163,11 +141,7 @@ func run(ctx context.Context, c config, logger log.Logger) error {
 	stopBackground()
 	wg.Wait()
 	healthServer.Shutdown()
-	dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if derr := registrar.Deregister(dctx); derr != nil {
-		err = errors.Join(err, fmt.Errorf("deregister: %w", derr))
-	}
+	err = managerworker.Deregister(registrar, err)
 	_ = level.Info(logger).Log("msg", "deregistered; draining", "drain", c.drain)
 	time.Sleep(c.drain)
 	server.GracefulStop()

@@ -1,0 +1,82 @@
+package managerworker
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/go-kit/log"
+
+	"github.com/trimkit/trimkit/sd"
+)
+
+// ConsulFlags adds the flags that say where Consul is, to fs.
+func ConsulFlags(fs *flag.FlagSet, c *sd.ConsulConfig) {
+	fs.StringVar(&c.Address, "consul-addr", "", "Consul agent HTTP address (default: CONSUL_HTTP_ADDR, else 127.0.0.1:8500)")
+	fs.StringVar(&c.TokenFile, "consul-token-file", "", "file holding the Consul ACL token (default: CONSUL_HTTP_TOKEN_FILE)")
+}
+
+// Main runs run with a logfmt logger on stderr and a context that ends on
+// SIGINT or SIGTERM; when run fails it prints the error after name and
+// exits 1.
+func Main(name string, run func(context.Context, log.Logger) error) {
+	logger := log.With(log.NewLogfmtLogger(log.NewSyncWriter(os.Stderr)), "ts", log.DefaultTimestampUTC)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := run(ctx, logger)
+	stop()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		os.Exit(1)
+	}
+}
+
+// Listener is a listener and the service ID its address gives.
+type Listener struct {
+	net.Listener
+	Host string
+	Port int
+	ID   string // service-host-port
+}
+
+// Listen listens on addr (port 0 picks a free one) for an instance of
+// service.
+func Listen(addr, service string) (*Listener, error) {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on -addr %s: %w", addr, err)
+	}
+	host, portStr, _ := net.SplitHostPort(lis.Addr().String())
+	port, _ := strconv.Atoi(portStr)
+	return &Listener{Listener: lis, Host: host, Port: port, ID: fmt.Sprintf("%s-%s-%d", service, host, port)}, nil
+}
+
+// Register registers reg with the agent of consul (where names it in
+// messages), retrying for up to 30s while the agent is unreachable.
+func Register(ctx context.Context, consul sd.Client, where string, reg sd.Registration, logger log.Logger) (*sd.Registrar, error) {
+	registrar, err := sd.NewRegistrar(consul, where, reg, logger)
+	if err != nil {
+		return nil, err
+	}
+	if err := registrar.RegisterWithRetry(ctx, 30*time.Second); err != nil {
+		return nil, err
+	}
+	return registrar, nil
+}
+
+// Deregister takes r's instance out of Consul, giving the agent 5s, and
+// joins a failure to err.
+func Deregister(r *sd.Registrar, err error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if derr := r.Deregister(ctx); derr != nil {
+		err = errors.Join(err, fmt.Errorf("deregister: %w", derr))
+	}
+	return err
+}
