@@ -351,16 +351,23 @@ func TestP2CScoresSurviveUpdatesAndNewInstancesAreTried(t *testing.T) {
 	inst.send(kitsd.Event{Instances: []string{"a", "b", "c"}})
 	call, _ := client.Retry(client.NewP2C(e), client.CallConfig{}, plain...)
 	callN(t, call, 100)
-	// d joins: a keeps its bad score, d is tried at once.
+	// d joins: a keeps its bad score, d is tried at once. A new instance
+	// costs nothing until it is called, so it wins the first pick it is a
+	// candidate in: each call's pair holds it with probability 1/2, so it
+	// is called within 20 calls but for a chance of 2^-20. Its share after
+	// that depends on its measured latency against b's and c's, which a
+	// pause of the test process can skew: logged, not asserted.
 	inst.send(kitsd.Event{Instances: []string{"a", "b", "c", "d"}})
 	f.reset()
-	callN(t, call, 100)
+	callN(t, call, 20)
+	if f.count("d") == 0 {
+		t.Errorf("the new instance got none of the first 20 calls after it joined: it was not tried")
+	}
+	callN(t, call, 80)
 	if have := f.count("a"); have > 10 {
 		t.Errorf("after an update the slow instance got %d of 100: its score was lost", have)
 	}
-	if have := f.count("d"); have < 20 {
-		t.Errorf("the new instance got %d of 100, want about a third", have)
-	}
+	t.Logf("of 100 calls after the update: a %d, b %d, c %d, d %d", f.count("a"), f.count("b"), f.count("c"), f.count("d"))
 }
 
 func TestHedgeAnswersForAHungInstance(t *testing.T) {
