@@ -103,6 +103,7 @@ func (e *Endpointer) probeAfter(ctx context.Context, n *node, d time.Duration) {
 		n.ejected = false
 		n.probation.Store(true)
 		n.readmittedAt = time.Now()
+		n.probeCancel() // releases ctx from e.ctx; it is done with
 		n.probeCancel = nil
 		e.publish()
 		e.mu.Unlock()
