@@ -425,6 +425,26 @@ func TestNoHedgeWhenTheFirstAnswersInTime(t *testing.T) {
 	}
 }
 
+// A hedge goes to another instance or not at all: with one instance a
+// second attempt would only double the load of the one that is slow.
+func TestNoHedgeToTheSameInstance(t *testing.T) {
+	f := newFakes(map[string]endpoint.Endpoint{"a": slow("a", 30*time.Millisecond)})
+	m, cs := newMetrics()
+	opts := append([]client.Option{client.WithMetrics(m)}, plain...)
+	e := client.NewEndpointer(kitsd.FixedInstancer{"a"}, f.factory, log.NewNopLogger(), opts...)
+	defer e.Close()
+	call, _ := client.Retry(client.NewRoundRobin(e), client.CallConfig{HedgeAfter: time.Millisecond, RetryTimeout: 10 * time.Second}, opts...)
+	if n := callN(t, call, 5); n != 0 {
+		t.Fatalf("%d failed", n)
+	}
+	if have := cs["hedges"].sum(); have != 0 {
+		t.Errorf("%v hedges with a single instance", have)
+	}
+	if want, have := 5, f.total(); want != have {
+		t.Errorf("attempts: want %d, have %d", want, have)
+	}
+}
+
 func TestRetryBudgetBoundsRetries(t *testing.T) {
 	f := newFakes(map[string]endpoint.Endpoint{"a": failing(codes.Unavailable), "b": failing(codes.Unavailable), "c": failing(codes.Unavailable)})
 	m, cs := newMetrics()

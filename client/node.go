@@ -9,9 +9,7 @@ import (
 	"time"
 
 	"github.com/go-kit/kit/endpoint"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
-	"google.golang.org/grpc/status"
 )
 
 const (
@@ -89,8 +87,11 @@ func (n *node) now() int64 { return int64(time.Since(n.owner.epoch)) }
 
 func (n *node) begin() int64 {
 	start := n.now()
-	n.inflight.Add(1)
+	// The sum first: a cost read in between sees a call's start without
+	// the call, never a call without its start (which would age it from
+	// the epoch).
 	n.startSum.Add(start)
+	n.inflight.Add(1)
 	return start
 }
 
@@ -123,8 +124,7 @@ func classify(ctx context.Context, err error) outcome {
 	if ctx.Err() != nil {
 		return abandoned
 	}
-	switch status.Code(err) {
-	case codes.Unavailable, codes.Canceled:
+	if connFailure(err) {
 		return failed
 	}
 	if errors.Is(err, context.DeadlineExceeded) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/go-kit/kit/endpoint"
@@ -77,9 +78,10 @@ type retry struct {
 
 // attempts is what one call has done so far.
 type attempts struct {
-	seq   uint64  // the balancer's number for the call
-	tried []*node // the nodes its attempts went to
-	made  int
+	seq     uint64  // the balancer's number for the call
+	tried   []*node // the nodes its attempts went to
+	made    int     // attempts, those that found no endpoint included
+	reached int     // attempts that went to an instance
 }
 
 func (r *retry) call(ctx context.Context, request interface{}) (interface{}, error) {
@@ -98,17 +100,18 @@ func (r *retry) call(ctx context.Context, request interface{}) (interface{}, err
 		a.seq = r.ours.next()
 	}
 	for {
-		if a.made > 0 && !errors.Is(last, lb.ErrNoEndpoints) {
-			// A retry that will reach an instance: it must fit the budget.
-			if !r.budget.retry() {
-				spent = true
-				add(r.metrics.BudgetExhausted)
-				break
-			}
-			add(r.metrics.Retries)
-		}
 		e, n, err := r.endpoint(a.seq, a.tried)
 		if err == nil {
+			if a.reached > 0 {
+				// A retry that will reach an instance: it must fit the budget.
+				if !r.budget.retry() {
+					spent = true
+					add(r.metrics.BudgetExhausted)
+					break
+				}
+				add(r.metrics.Retries)
+			}
+			a.reached++
 			if n != nil {
 				a.tried = append(a.tried, n)
 			}
@@ -184,15 +187,14 @@ func (r *retry) hedged(ctx context.Context, e endpoint.Endpoint, request interfa
 				return nil, a, res.err
 			}
 		case <-timer.C:
-			if inflight == 0 || a.made >= r.max {
-				continue
+			// The timer fires once, while the first attempt (the call's
+			// only one so far, of r.max > 1) is in flight.
+			e2, n, err := r.endpoint(a.seq, a.tried)
+			if err != nil || slices.Contains(a.tried, n) {
+				continue // no other instance to hedge to
 			}
 			if !r.budget.retry() {
 				add(r.metrics.BudgetExhausted)
-				continue
-			}
-			e2, n, err := r.endpoint(a.seq, a.tried)
-			if err != nil {
 				continue
 			}
 			if n != nil {
@@ -200,6 +202,7 @@ func (r *retry) hedged(ctx context.Context, e endpoint.Endpoint, request interfa
 			}
 			add(r.metrics.Hedges)
 			a.made++
+			a.reached++
 			inflight++
 			go run(hedgeCtx, e2, time.Until(deadline)/time.Duration(r.max-a.made+1), true)
 		}
@@ -263,6 +266,14 @@ func retryable(ctx context.Context, err error) bool {
 	case errors.Is(err, lb.ErrNoEndpoints), errors.As(err, &timeout):
 		return true
 	}
+	return connFailure(err)
+}
+
+// connFailure reports whether err says the instance could not be reached
+// or the connection closed under the call: Unavailable, or Canceled that
+// the caller did not cause (the callers check their contexts). Retry
+// retries it and ejection counts it against the instance.
+func connFailure(err error) bool {
 	switch status.Code(err) {
 	case codes.Unavailable, codes.Canceled:
 		return true
