@@ -54,7 +54,7 @@ func New(cfg Config, opts ...Option) (*Client, error) {
 		stops     []func()
 	)
 	var consul *api.Client
-	if cfg.Discovery != DiscoveryDNS || cfg.Balancer == LeastLoaded {
+	if cfg.Discovery != DiscoveryDNS || (cfg.Balancer == LeastLoaded && o.loads == nil) {
 		c, consulCfg, addr, err := cfg.consul().NewAPIClient()
 		if err != nil {
 			return nil, err
