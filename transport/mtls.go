@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -47,21 +48,27 @@ func ServerCreds(c *Certs) []grpc.ServerOption {
 	)
 }
 
-// ServerTLS is a server's TLS configuration: its certificate, and, when c
-// has a CA, a client certificate asked for. Used alone (not through
-// ServerCreds) it leaves verifying that certificate to its caller.
+// ServerTLS is a server's TLS configuration: its certificate (the current
+// one at each handshake), and, when c has a CA, a client certificate asked
+// for. Used alone (not through ServerCreds) it leaves verifying that
+// certificate to its caller. Certs without a certificate fail every
+// handshake.
 func ServerTLS(c *Certs) *tls.Config {
-	return &tls.Config{
+	cfg := &tls.Config{
 		MinVersion: tls.VersionTLS12,
-		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
-			cert, pool := c.current()
-			cfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{*cert}, NextProtos: []string{"h2"}}
-			if pool != nil {
-				cfg.ClientAuth = tls.RequestClientCert
+		NextProtos: []string{"h2"},
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			cert, _ := c.current()
+			if cert == nil {
+				return nil, errors.New("transport: no server certificate: serving TLS needs a certificate and key file")
 			}
-			return cfg, nil
+			return cert, nil
 		},
 	}
+	if c.caFile != "" {
+		cfg.ClientAuth = tls.RequestClientCert
+	}
+	return cfg
 }
 
 // clientVerifier verifies the client certificate of a call against the CA
@@ -89,12 +96,11 @@ func (v *clientVerifier) verify(ctx context.Context) error {
 	}
 	leaf := info.State.PeerCertificates[0]
 	_, pool := v.certs.current()
-	key := string(leaf.Signature)
 	v.mu.Lock()
 	if v.pool != pool || len(v.verdicts) > maxVerdicts {
 		v.pool, v.verdicts = pool, map[string]error{}
 	}
-	err, known := v.verdicts[key]
+	err, known := v.verdicts[string(leaf.Signature)] // no copy for a lookup
 	v.mu.Unlock()
 	if !known {
 		opts := x509.VerifyOptions{Roots: pool, Intermediates: x509.NewCertPool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
@@ -106,7 +112,7 @@ func (v *clientVerifier) verify(ctx context.Context) error {
 		}
 		v.mu.Lock()
 		if v.pool == pool {
-			v.verdicts[key] = err
+			v.verdicts[string(leaf.Signature)] = err
 		}
 		v.mu.Unlock()
 	}

@@ -28,7 +28,6 @@ type Certs struct {
 	pool    *x509.CertPool   // nil without caFile
 	seen    []byte           // the files' stat, to notice a change
 	checked time.Time
-	lastErr error
 }
 
 // LoadCerts reads the files; certFile and keyFile go together, caFile
@@ -51,32 +50,30 @@ func (c *Certs) Reload() error {
 	return c.load()
 }
 
-// load reads the files; c.mu is held.
+// load reads the files and takes them only when all of them load, so
+// that a failed rotation keeps the whole set loaded last; c.mu is held.
 func (c *Certs) load() error {
 	c.checked = time.Now()
 	c.seen = c.stat()
+	cert, pool := c.cert, c.pool
 	if c.certFile != "" {
-		cert, err := tls.LoadX509KeyPair(c.certFile, c.keyFile)
+		kp, err := tls.LoadX509KeyPair(c.certFile, c.keyFile)
 		if err != nil {
-			c.lastErr = fmt.Errorf("load TLS certificate %s and key %s: %w", c.certFile, c.keyFile, err)
-			return c.lastErr
+			return fmt.Errorf("load TLS certificate %s and key %s: %w", c.certFile, c.keyFile, err)
 		}
-		c.cert = &cert
+		cert = &kp
 	}
 	if c.caFile != "" {
 		pem, err := os.ReadFile(c.caFile)
 		if err != nil {
-			c.lastErr = fmt.Errorf("load TLS CA file: %w", err)
-			return c.lastErr
+			return fmt.Errorf("load TLS CA file: %w", err)
 		}
-		pool := x509.NewCertPool()
+		pool = x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			c.lastErr = fmt.Errorf("load TLS CA file %s: no certificate in it", c.caFile)
-			return c.lastErr
+			return fmt.Errorf("load TLS CA file %s: no certificate in it", c.caFile)
 		}
-		c.pool = pool
 	}
-	c.lastErr = nil
+	c.cert, c.pool = cert, pool
 	return nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -146,6 +147,16 @@ func TestCertsReloadWhenTheFilesChange(t *testing.T) {
 	if err := c.Reload(); err == nil {
 		t.Error("Reload of a broken file: want an error")
 	}
+	// A rotation whose certificate loads but whose CA file is broken keeps
+	// the whole set loaded last, not the new certificate with the old CA.
+	ca.leaf(t, dir, "server", 3)
+	write(t, caFile, []byte("not a CA"))
+	if err := c.Reload(); err == nil {
+		t.Error("Reload of a broken CA file: want an error")
+	}
+	if want, have := int64(2), serial(c); want != have {
+		t.Errorf("after a rotation with a broken CA: want serial %d kept, have %d", want, have)
+	}
 	if _, err := LoadCerts(certFile, "", ""); err == nil {
 		t.Error("a certificate without its key: want an error")
 	}
@@ -233,5 +244,20 @@ func TestClientPresentsTheRotatedCertificate(t *testing.T) {
 	stale(client)
 	if want, have := int64(11), dial(); want != have {
 		t.Errorf("after rotation the client presented serial %d, want %d", have, want)
+	}
+}
+
+// Certs with only a CA cannot serve: every handshake fails with a reason,
+// none panics.
+func TestServerWithoutACertificateRefusesHandshakes(t *testing.T) {
+	dir := t.TempDir()
+	ca := newTestCA(t, dir, "ca")
+	onlyCA, err := LoadCerts("", "", ca.file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = ServerTLS(onlyCA).GetCertificate(&tls.ClientHelloInfo{})
+	if err == nil || !strings.Contains(err.Error(), "no server certificate") {
+		t.Errorf("want an error saying there is no server certificate, have %v", err)
 	}
 }
