@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	kitsd "github.com/go-kit/kit/sd"
 	"github.com/go-kit/log"
 	"go.uber.org/goleak"
 
@@ -70,21 +69,38 @@ func TestDNSDiscovery(t *testing.T) {
 }
 
 // Stop waits for a lookup in flight (go-kit's dnssrv Stop does not): nothing
-// is left running.
+// is left running, and a second Stop is harmless. The DNS server never
+// answers, so a lookup is provably in flight when Stop runs.
 func TestDNSInstancerStopLeaksNothing(t *testing.T) {
-	agent := testenv.Consul(t)
-	leaks := goleak.IgnoreCurrent()
-	instancer, err := sd.NewDNSInstancer(net.JoinHostPort("127.0.0.1", strconv.Itoa(agent.DNSPort)), "trimsvc", nil, 10*time.Millisecond, log.NewNopLogger())
+	mute, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	events := make(chan kitsd.Event, 1)
-	instancer.Register(events)
-	<-events
-	time.Sleep(50 * time.Millisecond) // a few polls, one perhaps in flight
-	instancer.Deregister(events)
+	defer mute.Close()
+	leaks := goleak.IgnoreCurrent()
+	// The first lookup, in the constructor, runs out its time (2s).
+	instancer, err := sd.NewDNSInstancer(mute.LocalAddr().String(), "trimsvc", nil, 10*time.Millisecond, log.NewNopLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Drain the first lookup's queries, then wait for a poll's.
+	buf := make([]byte, 512)
+	for {
+		_ = mute.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		if _, _, err := mute.ReadFrom(buf); err != nil {
+			break
+		}
+	}
+	_ = mute.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, _, err := mute.ReadFrom(buf); err != nil {
+		t.Fatalf("no poll reached the DNS server: %v", err)
+	}
+	instancer.Stop()
 	instancer.Stop()
 	goleak.VerifyNone(t, leaks)
+	if err := instancer.Err(); err == nil {
+		t.Error("a lookup against a server that never answers: want an error")
+	}
 }
 
 func TestDNSDiscoveryThroughNew(t *testing.T) {

@@ -1,6 +1,7 @@
 package sd
 
 import (
+	"cmp"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -41,12 +42,14 @@ func (c ConsulConfig) Validate() error {
 	if (c.CertFile == "") != (c.KeyFile == "") {
 		errs = append(errs, errors.New("a consul client certificate needs both its certificate and its key file"))
 	}
-	for name, f := range map[string]string{"token file": c.TokenFile, "CA file": c.CAFile, "client certificate": c.CertFile, "client key": c.KeyFile} {
-		if f == "" {
+	for _, f := range []struct{ name, path string }{
+		{"token file", c.TokenFile}, {"CA file", c.CAFile}, {"client certificate", c.CertFile}, {"client key", c.KeyFile},
+	} {
+		if f.path == "" {
 			continue
 		}
-		if _, err := os.Stat(f); err != nil {
-			errs = append(errs, fmt.Errorf("consul %s: %w", name, err))
+		if _, err := os.Stat(f.path); err != nil {
+			errs = append(errs, fmt.Errorf("consul %s: %w", f.name, err))
 		}
 	}
 	return errors.Join(errs...)
@@ -70,12 +73,12 @@ func (c ConsulConfig) NewAPIClient() (*api.Client, *api.Config, string, error) {
 	if c.Token != "" || c.TokenFile != "" {
 		cfg.Token, cfg.TokenFile = c.Token, c.TokenFile
 	}
-	for dst, src := range map[*string]string{&cfg.TLSConfig.CAFile: c.CAFile, &cfg.TLSConfig.CertFile: c.CertFile,
-		&cfg.TLSConfig.KeyFile: c.KeyFile, &cfg.TLSConfig.Address: c.TLSServerName} {
-		if src != "" {
-			*dst = src
-		}
-	}
+	// Flags over the environment (CONSUL_CACERT and so on), field by field.
+	tc := &cfg.TLSConfig
+	tc.CAFile = cmp.Or(c.CAFile, tc.CAFile)
+	tc.CertFile = cmp.Or(c.CertFile, tc.CertFile)
+	tc.KeyFile = cmp.Or(c.KeyFile, tc.KeyFile)
+	tc.Address = cmp.Or(c.TLSServerName, tc.Address)
 	scheme, addr := cfg.Scheme, cfg.Address
 	if s, a, ok := strings.Cut(addr, "://"); ok {
 		scheme, addr = s, a

@@ -34,12 +34,15 @@ const (
 // <tag>.<name>.service.consul), each target resolved to an address through
 // the same DNS server. Consul answers with passing (and warning) instances
 // only. It implements go-kit's sd.Instancer; unlike dnssrv's, its Stop
-// waits for a lookup in flight.
+// waits for a lookup in flight, and may be called more than once.
 type DNSInstancer struct {
 	*dnssrv.Instancer
 	cancel  context.CancelFunc
-	wg      sync.WaitGroup
 	lastErr atomic.Pointer[error]
+
+	mu      sync.Mutex
+	stopped bool           // no lookup starts once set
+	lookups sync.WaitGroup // lookups in flight; added to under mu, before stopped
 }
 
 var _ kitsd.Instancer = (*DNSInstancer)(nil)
@@ -74,8 +77,16 @@ func NewDNSInstancer(dnsAddr, service string, tags []string, refresh time.Durati
 		return dialer.DialContext(ctx, network, dnsAddr)
 	}}
 	lookup := func(_, _, name string) (string, []*net.SRV, error) {
-		d.wg.Add(1)
-		defer d.wg.Done()
+		// dnssrv's goroutine may still take a tick after its Stop: a lookup
+		// starts only before Stop, so that Stop's Wait never races an Add.
+		d.mu.Lock()
+		if d.stopped {
+			d.mu.Unlock()
+			return "", nil, errDNSStopped
+		}
+		d.lookups.Add(1)
+		d.mu.Unlock()
+		defer d.lookups.Done()
 		cname, srvs, err := lookupSRV(ctx, r, name, dnsAddr)
 		d.lastErr.Store(&err)
 		return cname, srvs, err
@@ -92,11 +103,21 @@ func (d *DNSInstancer) Err() error {
 	return nil
 }
 
-// Stop stops the polling and waits for a lookup in flight.
+var errDNSStopped = errors.New("DNS instancer stopped")
+
+// Stop stops the polling, cancels a lookup in flight and waits for it. It
+// is safe to call more than once.
 func (d *DNSInstancer) Stop() {
-	d.Instancer.Stop()
+	d.mu.Lock()
+	if d.stopped {
+		d.mu.Unlock()
+		return
+	}
+	d.stopped = true
+	d.mu.Unlock()
 	d.cancel()
-	d.wg.Wait()
+	d.Instancer.Stop()
+	d.lookups.Wait()
 }
 
 // lookupSRV asks for name's SRV records and resolves each target through
@@ -116,15 +137,23 @@ func lookupSRV(ctx context.Context, r *net.Resolver, name, dnsAddr string) (stri
 	if err != nil {
 		return "", nil, fmt.Errorf("DNS SRV %s at %s: %w", name, dnsAddr, err)
 	}
+	// Instances on one host share a target (Consul's <hex-ip>.addr.<dc>.consul
+	// for a service with an address): one lookup a target.
+	resolved := map[string]string{}
 	for _, srv := range srvs {
 		if net.ParseIP(strings.TrimSuffix(srv.Target, ".")) != nil {
 			continue
 		}
-		addrs, err := r.LookupHost(ctx, srv.Target)
-		if err != nil || len(addrs) == 0 {
-			return "", nil, fmt.Errorf("DNS %s (target of %s) at %s: %v", srv.Target, name, dnsAddr, err)
+		addr, ok := resolved[srv.Target]
+		if !ok {
+			addrs, err := r.LookupHost(ctx, srv.Target)
+			if err != nil || len(addrs) == 0 {
+				return "", nil, fmt.Errorf("DNS %s (target of %s) at %s: %v", srv.Target, name, dnsAddr, err)
+			}
+			addr = addrs[0]
+			resolved[srv.Target] = addr
 		}
-		srv.Target = addrs[0]
+		srv.Target = addr
 	}
 	return cname, srvs, nil
 }

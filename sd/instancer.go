@@ -14,8 +14,6 @@ import (
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 	"github.com/hashicorp/consul/api"
-
-	"github.com/trimkit/trimkit/internal/ctxtime"
 )
 
 const (
@@ -126,29 +124,16 @@ func (s *Instancer) Stop() {
 
 func (s *Instancer) loop(ctx context.Context, index uint64) {
 	defer close(s.done)
-	backoff := minQueryBackoff
-	limit := newLimiter(s.opts.rate, s.opts.burst)
-	for {
-		if !limit.wait(ctx) {
-			return
+	watch(ctx, s.opts, index, func(ctx context.Context, index uint64) (uint64, error) {
+		instances, last, err := s.query(ctx, index)
+		if err == nil && ctx.Err() == nil {
+			s.update(instances, nil)
 		}
-		instances, next, err := s.query(ctx, index)
-		if ctx.Err() != nil {
-			return
-		}
-		if err != nil {
-			_ = level.Warn(s.logger).Log("msg", "consul query failed; keeping the last known instances", "err", err, "retry_in", backoff)
-			s.update(nil, err)
-			if !ctxtime.Sleep(ctx, jitter(backoff)) {
-				return
-			}
-			backoff = min(2*backoff, maxQueryBackoff)
-			continue
-		}
-		backoff = minQueryBackoff
-		index = nextIndex(index, next)
-		s.update(instances, nil)
-	}
+		return last, err
+	}, func(err error, retryIn time.Duration) {
+		_ = level.Warn(s.logger).Log("msg", "consul query failed; keeping the last known instances", "err", err, "retry_in", retryIn)
+		s.update(nil, err)
+	})
 }
 
 // update records a query's result and tells subscribers when something
@@ -203,7 +188,7 @@ func (s *Instancer) query(ctx context.Context, index uint64) ([]string, uint64, 
 		}
 	}
 	if err != nil {
-		return nil, index, s.explain(fmt.Errorf("query consul for %s: %w", s.service, err))
+		return nil, index, s.explain(ctx, fmt.Errorf("query consul for %s: %w", s.service, err))
 	}
 	if meta.ResultsFilteredByACLs && len(entries) == 0 {
 		return nil, index, &FilteredError{Service: s.service}
@@ -229,9 +214,15 @@ var ErrNoLeader = errors.New("consul has no leader (quorum lost?); only stale re
 
 // explain adds ErrNoLeader to a failed query's error when the servers have
 // no leader: a leader's read then fails only after the servers' hold
-// timeout (7s), as a bare timeout or a 500.
-func (s *Instancer) explain(err error) error {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+// timeout (7s), as a bare timeout or a 500. A query cancelled by Stop is
+// not explained: nobody waits for it. One that ran out its time (the first
+// query's 5s, shorter than the servers' hold) is: that is how a leader's
+// read fails without a leader.
+func (s *Instancer) explain(ctx context.Context, err error) error {
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 	defer cancel()
 	if leader, lerr := s.client.Leader(ctx); lerr == nil && leader == "" {
 		return fmt.Errorf("%w: %w", ErrNoLeader, err)

@@ -266,33 +266,26 @@ func (w *LoadWatcher) Stop() {
 
 func (w *LoadWatcher) loop(ctx context.Context) {
 	defer close(w.done)
-	limit := newLimiter(defaultQueryRate, defaultQueryBurst)
-	var index uint64
-	backoff := minQueryBackoff
-	for limit.wait(ctx) {
-		pairs, meta, err := w.client.List(ctx, w.prefix, &api.QueryOptions{WaitIndex: index, WaitTime: waitTime, AllowStale: true})
-		if ctx.Err() != nil {
-			return
-		}
-		if err != nil {
-			_ = level.Warn(w.logger).Log("msg", "watching load reports", "prefix", w.prefix, "err", err)
-			if !ctxtime.Sleep(ctx, jitter(backoff)) {
-				return
-			}
-			backoff = min(2*backoff, maxQueryBackoff)
+	watch(ctx, newWatchOptions(nil), 0, w.query, func(err error, retryIn time.Duration) {
+		_ = level.Warn(w.logger).Log("msg", "watching load reports", "prefix", w.prefix, "err", err, "retry_in", retryIn)
+	})
+}
+
+// query waits for the reports to change from index, and keeps them.
+func (w *LoadWatcher) query(ctx context.Context, index uint64) (uint64, error) {
+	pairs, meta, err := w.client.List(ctx, w.prefix, &api.QueryOptions{WaitIndex: index, WaitTime: waitTime, AllowStale: true})
+	if err != nil || ctx.Err() != nil {
+		return index, err
+	}
+	reports := make(map[string]LoadReport, len(pairs))
+	for _, p := range pairs {
+		var r LoadReport
+		if err := json.Unmarshal(p.Value, &r); err != nil || r.Addr == "" {
+			_ = level.Warn(w.logger).Log("msg", "not a load report", "key", p.Key, "err", err)
 			continue
 		}
-		backoff = minQueryBackoff
-		index = nextIndex(index, meta.LastIndex)
-		reports := make(map[string]LoadReport, len(pairs))
-		for _, p := range pairs {
-			var r LoadReport
-			if err := json.Unmarshal(p.Value, &r); err != nil || r.Addr == "" {
-				_ = level.Warn(w.logger).Log("msg", "not a load report", "key", p.Key, "err", err)
-				continue
-			}
-			reports[strings.TrimSpace(r.Addr)] = r
-		}
-		w.reports.Store(&reports)
+		reports[strings.TrimSpace(r.Addr)] = r
 	}
+	w.reports.Store(&reports)
+	return meta.LastIndex, nil
 }

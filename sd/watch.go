@@ -101,6 +101,33 @@ func (l *limiter) wait(ctx context.Context) bool {
 	return true
 }
 
+// watch runs a blocking-query watch until ctx ends: query blocks on index
+// and returns the index of its answer, which becomes the next one to block
+// on (nextIndex); a failure goes to failed, with the wait before the next
+// try. Queries are spaced by o's rate limit, failures by a backoff with
+// jitter, 50ms doubling to 5s. Nothing reaches failed once ctx has ended;
+// query sees ctx and must not act on an answer that came after it ended.
+func watch(ctx context.Context, o watchOptions, index uint64, query func(ctx context.Context, index uint64) (uint64, error), failed func(err error, retryIn time.Duration)) {
+	backoff := minQueryBackoff
+	limit := newLimiter(o.rate, o.burst)
+	for limit.wait(ctx) {
+		last, err := query(ctx, index)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			failed(err, backoff)
+			if !ctxtime.Sleep(ctx, jitter(backoff)) {
+				return
+			}
+			backoff = min(2*backoff, maxQueryBackoff)
+			continue
+		}
+		backoff = minQueryBackoff
+		index = nextIndex(index, last)
+	}
+}
+
 // jitter spreads d by ±20%, so that watches that failed together do not
 // retry together.
 func jitter(d time.Duration) time.Duration {
