@@ -8,6 +8,7 @@ import (
 
 	"github.com/go-kit/kit/endpoint"
 
+	"github.com/trimkit/trimkit/internal/ctxtime"
 	"github.com/trimkit/trimkit/transport"
 	"github.com/trimkit/trimkit/trimsvc"
 )
@@ -115,12 +116,7 @@ func (r *Run) openLoop(ctx context.Context, e endpoint.Endpoint, req trimsvc.Tri
 	defer calls.Wait()
 	for i := int64(0); o.N == 0 || i < int64(o.N); i++ {
 		due := r.start.Add(time.Duration(i) * interval)
-		if wait := time.Until(due); wait > 0 {
-			select {
-			case <-time.After(wait):
-			case <-ctx.Done():
-			}
-		}
+		_ = ctxtime.Sleep(ctx, time.Until(due)) // an ended ctx is checked next
 		if r.stop.Load() || ctx.Err() != nil || (!r.until.IsZero() && due.After(r.until)) {
 			return
 		}

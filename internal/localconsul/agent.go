@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -40,6 +41,10 @@ type Agent struct {
 	cmd              *exec.Cmd
 	exited           chan struct{}
 	started          bool // once: its ports are its own from then on
+
+	apiMu     sync.Mutex
+	apiClient *api.Client // for apiAddr; API's, reused
+	apiAddr   string
 }
 
 // Options for New.
@@ -50,8 +55,6 @@ type Options struct {
 	// Member, when set, makes the agent a member of a cluster rather than
 	// a dev agent.
 	Member *Member
-	// HCL is added to the agent's configuration as it is.
-	HCL string
 	// Security, when set, turns on TLS (HTTPS only) and default-deny ACLs.
 	Security *Security
 	// ConfigDir, when set, is passed as -config-dir: service definitions
@@ -153,7 +156,6 @@ performance { raft_multiplier = 1 }
 			fmt.Fprintf(&b, "bootstrap_expect = %d\n", m.BootstrapExpect)
 		}
 	}
-	b.WriteString(a.opts.HCL)
 	if err := os.WriteFile(a.config, []byte(b.String()), 0o600); err != nil {
 		return fmt.Errorf("write consul config: %w", err)
 	}

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/trimkit/trimkit/internal/ctxtime"
 )
 
 // URL is the agent's HTTP API address as a URL: https:// with Security.
@@ -18,15 +20,28 @@ func (a *Agent) URL() string {
 }
 
 // API returns a Consul API client for the agent; with Security, over TLS
-// with the CLI certificate and the management token.
+// with the CLI certificate and the management token. It is one client for
+// as long as the agent keeps its address: each new one would bring a
+// connection pool of its own, and every poll (Leader, WaitAlive) would
+// leave an idle connection open, up to Consul's limit per client address.
 func (a *Agent) API() (*api.Client, error) {
+	a.apiMu.Lock()
+	defer a.apiMu.Unlock()
+	if a.apiClient != nil && a.apiAddr == a.HTTPAddr {
+		return a.apiClient, nil
+	}
 	cfg := api.DefaultConfig()
 	cfg.Address = a.URL()
 	if sec := a.opts.Security; sec != nil {
 		cfg.Token = sec.ManagementToken
 		cfg.TLSConfig = api.TLSConfig{CAFile: sec.CA.CertFile, CertFile: sec.CLICertFile, KeyFile: sec.CLIKeyFile}
 	}
-	return api.NewClient(cfg)
+	c, err := api.NewClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	a.apiClient, a.apiAddr = c, a.HTTPAddr
+	return c, nil
 }
 
 // WaitPassing polls c's health API every 20ms until the sorted IDs of the
@@ -50,10 +65,8 @@ func WaitPassing(ctx context.Context, c *api.Client, service string, ok func(ids
 			}
 		}
 		lastErr = err
-		select {
-		case <-ctx.Done():
+		if !ctxtime.Sleep(ctx, 20*time.Millisecond) {
 			return ids, fmt.Errorf("passing instances of %s: have %v (last error %v): %w", service, ids, lastErr, ctx.Err())
-		case <-time.After(20 * time.Millisecond):
 		}
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/trimkit/trimkit/internal/ctxtime"
 )
 
 // Cluster is Consul as it runs in production, on loopback: servers doing
@@ -31,8 +33,6 @@ type ClusterOptions struct {
 	Clients int // default 2
 	// Detach starts the members in their own sessions (make cluster).
 	Detach bool
-	// HCL is added to every member's configuration.
-	HCL string
 	// Secure turns on TLS and default-deny ACLs (see Security); the
 	// cluster makes its CA and tokens under its directory.
 	Secure bool
@@ -59,7 +59,7 @@ func NewCluster(bin, dir string, o ClusterOptions) (*Cluster, error) {
 		if !server {
 			name = fmt.Sprintf("client-%d", i-o.Servers+1)
 		}
-		a, err := New(bin, filepath.Join(dir, name), Options{Detach: o.Detach, HCL: o.HCL, Security: c.Security, Member: &Member{
+		a, err := New(bin, filepath.Join(dir, name), Options{Detach: o.Detach, Security: c.Security, Member: &Member{
 			Name: name, Server: server, BootstrapExpect: o.Servers, Encrypt: c.Key,
 		}})
 		if err != nil {
@@ -108,9 +108,18 @@ func (c *Cluster) Members() []*Agent { return append(slices.Clone(c.Servers), c.
 func (c *Cluster) Start(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for _, a := range c.Members() {
+		serf := a.SerfLANAddr
 		if err := a.Start(time.Until(deadline)); err != nil {
 			_ = c.Stop()
 			return err
+		}
+		if a.SerfLANAddr != serf {
+			// It had to take new ports: the members still to start (and
+			// any restart) must join it there.
+			if err := c.joinServers(); err != nil {
+				_ = c.Stop()
+				return err
+			}
 		}
 	}
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
@@ -168,10 +177,8 @@ func (c *Cluster) WaitLeader(ctx context.Context, not *Agent) (*Agent, error) {
 		if err == nil && leader != nil && leader != not {
 			return leader, nil
 		}
-		select {
-		case <-ctx.Done():
+		if !ctxtime.Sleep(ctx, 50*time.Millisecond) {
 			return nil, fmt.Errorf("no new leader: %w (last: %v)", ctx.Err(), err)
-		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }
@@ -190,10 +197,8 @@ func (c *Cluster) WaitAlive(ctx context.Context) error {
 		if err == nil {
 			return nil
 		}
-		select {
-		case <-ctx.Done():
+		if !ctxtime.Sleep(ctx, 100*time.Millisecond) {
 			return fmt.Errorf("members not all alive: %w (last: %v)", ctx.Err(), err)
-		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }

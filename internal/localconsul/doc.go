@@ -1,4 +1,7 @@
-// Package localconsul runs a Consul dev agent on loopback for trimkit's demo
-// and tests: free ports, its own data directory, stopped by PID. Package
-// consultest wraps it for tests.
+// Package localconsul runs Consul on loopback for trimkit's demo, tests and
+// benchmarks: a dev agent (New, Start) or a cluster of servers and client
+// agents (NewCluster), optionally with TLS and default-deny ACLs
+// (Security), each member on free ports with its own data directory,
+// stopped by PID. It also holds the one wait for passing instances
+// (WaitPassing). Package testenv wraps it for tests.
 package localconsul

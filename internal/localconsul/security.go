@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/trimkit/trimkit/internal/ctxtime"
 )
 
 // Security is TLS and default-deny ACLs for local agents: a CA made with
@@ -102,10 +104,8 @@ func (s *Security) SetupACL(ctx context.Context, c *api.Client, service string) 
 		if err == nil {
 			return t, nil
 		}
-		select {
-		case <-ctx.Done():
+		if !ctxtime.Sleep(ctx, 100*time.Millisecond) {
 			return Tokens{}, fmt.Errorf("set up ACLs: %w (last: %v)", ctx.Err(), err)
-		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }
