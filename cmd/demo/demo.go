@@ -6,15 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"syscall"
 	"time"
 
 	"github.com/trimkit/trimkit/internal/loadgen"
 	"github.com/trimkit/trimkit/internal/localconsul"
 	"github.com/trimkit/trimkit/internal/proc"
+	"github.com/trimkit/trimkit/sd"
 )
 
 // When, after the load starts, the demo stops, kills and freezes an
@@ -95,7 +97,7 @@ func demo(ctx context.Context, cfg config, w io.Writer) (err error) {
 	}
 
 	fmt.Fprintf(w, "\nper-instance distribution:\n")
-	for _, id := range sortedKeys(s.PerInstance) {
+	for _, id := range slices.Sorted(maps.Keys(s.PerInstance)) {
 		note := ""
 		switch id {
 		case insts[0].ID:
@@ -162,7 +164,7 @@ func freeze(ctx context.Context, bins binPaths, agent *localconsul.Agent, surviv
 		return err
 	}
 	fmt.Fprintf(w, "per-instance distribution:\n")
-	for _, id := range sortedKeys(s.PerInstance) {
+	for _, id := range slices.Sorted(maps.Keys(s.PerInstance)) {
 		note := ""
 		if id == frozen.ID {
 			note = "  <- SIGSTOP: " + ejection
@@ -189,19 +191,10 @@ func checkStatus(agent *localconsul.Agent, id string) string {
 	if err != nil {
 		return err.Error()
 	}
-	if chk, ok := checks["service:"+id]; ok {
+	if chk, ok := checks[sd.Registration{ID: id}.CheckID()]; ok {
 		return chk.Status
 	}
 	return "no check"
-}
-
-func sortedKeys(m map[string]int) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // signalAt sends sig to in at when and reports whether load was still

@@ -94,14 +94,16 @@ func run(ctx context.Context, c config, logger log.Logger) error {
 	served := make(chan error, 1)
 	go func() { served <- server.Serve(lis) }()
 
+	// The reporter before the registration: a reporter that cannot be
+	// made must not leave the instance registered.
 	reg := sd.Registration{ID: id, Name: c.service, Address: lis.Host, Port: lis.Port,
 		CheckInterval: time.Second, DeregisterAfter: time.Minute}
-	registrar, err := managerworker.Register(ctx, sd.NewClient(consul), where, reg, logger)
+	reporter, err := sd.NewLoadReporter(sd.NewLoadClient(consul), c.service, id, addr, reg.CheckID(), c.loadInterval, meter.Sample, logger)
 	if err != nil {
 		server.Stop()
 		return err
 	}
-	reporter, err := sd.NewLoadReporter(sd.NewLoadClient(consul), c.service, id, addr, reg.CheckID(), c.loadInterval, meter.Sample, logger)
+	registrar, err := managerworker.Register(ctx, sd.NewClient(consul), where, reg, logger)
 	if err != nil {
 		server.Stop()
 		return err
