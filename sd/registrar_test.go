@@ -215,25 +215,40 @@ func TestKeepRegistered(t *testing.T) {
 }
 
 // KeepRegistered registers again what the agent lost, without a real agent
-// restart: the fake forgets the service.
+// restart: the fake forgets the service after its first registration, and
+// only a second registration brings it back.
 func TestKeepRegisteredRestoresWhatTheAgentLost(t *testing.T) {
 	f := newFakeConsul()
-	r, err := sd.NewRegistrar(f, "fake:8500", validRegistration(), log.NewNopLogger())
+	reg := validRegistration()
+	r, err := sd.NewRegistrar(f, "fake:8500", reg, log.NewNopLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go func() { _ = r.KeepRegistered(ctx, 10*time.Millisecond) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if ok, _ := r.Registered(ctx); ok {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("not registered within 10s")
-		}
-		time.Sleep(5 * time.Millisecond)
+	if err := r.Register(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Deregister(ctx, reg.ID); err != nil { // the agent lost it
+		t.Fatal(err)
+	}
+	if ok, _ := r.Registered(ctx); ok {
+		t.Fatal("registered after the agent lost it")
+	}
+	done := make(chan error, 1)
+	go func() { done <- r.KeepRegistered(ctx, 10*time.Millisecond) }()
+	waitFor(t, "registered again", func() bool {
+		ok, _ := r.Registered(ctx)
+		return ok
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("KeepRegistered: %v", err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if want, have := 2, f.registers; want != have {
+		t.Errorf("registrations: want %d (the first, and the one after the loss), have %d", want, have)
 	}
 }
 
