@@ -323,8 +323,11 @@ func TestP2CStopsPickingAHungInstanceBeforeItsCallsFail(t *testing.T) {
 	callN(t, call, 100) // estimates for all three
 	f.set("a", hung)
 	f.reset()
-	// 8 callers for 300 calls; attempts on a hang for their whole share
-	// (over 3s), so every one that a gets is still in flight at the end.
+	// 8 callers for 300 calls of 50ms each: an attempt on a is given up
+	// after its share of that (about 17ms), which then counts against a as
+	// a timeout too; the benchmark (BenchmarkGrayFailure, hung, p2c: last
+	// attempt 1ms after the fault, against a share of 167ms) is what shows
+	// the aging alone.
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Add(1)
