@@ -297,7 +297,7 @@ func slow(name string, d time.Duration) endpoint.Endpoint {
 }
 
 func TestP2CAvoidsASlowInstance(t *testing.T) {
-	f := newFakes(map[string]endpoint.Endpoint{"a": slow("a", 5*time.Millisecond), "b": ok("b"), "c": ok("c")})
+	f := newFakes(map[string]endpoint.Endpoint{"a": slow("a", 50*time.Millisecond), "b": ok("b"), "c": ok("c")})
 	e := client.NewEndpointer(kitsd.FixedInstancer{"a", "b", "c"}, f.factory, log.NewNopLogger(), plain...)
 	defer e.Close()
 	call, _ := client.Retry(client.NewP2C(e), client.CallConfig{}, plain...)
@@ -347,7 +347,7 @@ func TestP2CStopsPickingAHungInstanceBeforeItsCallsFail(t *testing.T) {
 }
 
 func TestP2CScoresSurviveUpdatesAndNewInstancesAreTried(t *testing.T) {
-	f := newFakes(map[string]endpoint.Endpoint{"a": slow("a", 5*time.Millisecond), "b": ok("b"), "c": ok("c"), "d": ok("d")})
+	f := newFakes(map[string]endpoint.Endpoint{"a": slow("a", 50*time.Millisecond), "b": ok("b"), "c": ok("c"), "d": ok("d")})
 	inst := &manualInstancer{}
 	e := client.NewEndpointer(inst, f.factory, log.NewNopLogger(), plain...)
 	defer e.Close()
