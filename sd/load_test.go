@@ -148,15 +148,22 @@ func nextWrite(t *testing.T, f *fakeKV) (api.KVPair, sd.LoadReport) {
 
 func TestLoadReporterReportsAndCleansUp(t *testing.T) {
 	f := newFakeKV()
+	// Busy all the time from the first sample on (Run takes it as it
+	// starts), with 5 calls done between samples: whenever the reporter
+	// samples, the load since its last sample is near 1 and rps above 0.
 	var (
-		mu   sync.Mutex
-		busy time.Duration
-		done int64
+		mu      sync.Mutex
+		start   time.Time
+		samples int64
 	)
 	sample := func() (int64, time.Duration, int64) {
 		mu.Lock()
 		defer mu.Unlock()
-		return 3, busy, done
+		samples++
+		if start.IsZero() {
+			start = time.Now()
+		}
+		return 3, time.Since(start), 5 * (samples - 1)
 	}
 	r, err := sd.NewLoadReporter(f, "trimsvc", "trimsvc-1", "127.0.0.1:9000", "service:trimsvc-1", 50*time.Millisecond, sample, log.NewNopLogger())
 	if err != nil {
@@ -178,12 +185,6 @@ func TestLoadReporterReportsAndCleansUp(t *testing.T) {
 		t.Errorf("session %+v: want delete behaviour, TTL 10s, bound to serfHealth and the service check", s)
 	}
 
-	// Busy for the whole of the next interval, with 5 calls done: a load
-	// near 1 and some rps.
-	mu.Lock()
-	busy += 50 * time.Millisecond
-	done += 5
-	mu.Unlock()
 	_, rep = nextWrite(t, f)
 	if rep.Load <= 0 || rep.Load > 1.5 || rep.RPS <= 0 {
 		t.Errorf("report after a busy interval = %+v: want load in (0, 1.5] and rps > 0", rep)
