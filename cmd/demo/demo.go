@@ -47,7 +47,7 @@ func demo(ctx context.Context, cfg config, w io.Writer) (err error) {
 	if err := agent.Start(30 * time.Second); err != nil {
 		return err
 	}
-	defer func() { err = errors.Join(err, agent.Stop()) }()
+	defer func() { err = errors.Join(err, agent.Close()) }()
 	fmt.Fprintf(w, "consul dev agent: UI %s/ui, DNS 127.0.0.1:%d\n", agent.URL(), agent.DNSPort)
 
 	var insts []*proc.Trimsvc

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,7 +39,8 @@ type Agent struct {
 	keyFile          string
 	cmd              *exec.Cmd
 	exited           chan struct{}
-	started          bool // once: its ports are its own from then on
+	started          bool       // once: its ports are its own from then on
+	ports            *portBlock // claimed until Close, down or not
 
 	apiMu     sync.Mutex
 	apiClient *api.Client // for apiAddr; API's, reused
@@ -99,17 +99,24 @@ func New(bin, dir string, opts Options) (*Agent, error) {
 		}
 	}
 	if err := a.pickPorts(); err != nil {
+		a.ports.Close()
 		return nil, err
 	}
 	return a, nil
 }
 
-// pickPorts chooses free ports and writes the agent's configuration.
+// pickPorts claims free ports, giving back any it had, and writes the
+// agent's configuration.
 func (a *Agent) pickPorts() error {
-	ports, err := FreePorts(6)
+	if err := a.ports.Close(); err != nil {
+		return fmt.Errorf("give back ports: %w", err)
+	}
+	block, err := claimPorts(6)
 	if err != nil {
 		return err
 	}
+	a.ports = block
+	ports := block.ports
 	a.HTTPAddr, a.DNSPort = fmt.Sprintf("127.0.0.1:%d", ports[0]), ports[1]
 	a.SerfLANAddr = fmt.Sprintf("127.0.0.1:%d", ports[3])
 	a.ServerAddr = fmt.Sprintf("127.0.0.1:%d", ports[5])
@@ -286,11 +293,19 @@ func (a *Agent) PID() int {
 }
 
 // Stop stops the agent (SIGTERM, then SIGKILL after 10s) and reaps it. It
-// is a no-op when the agent is not running.
+// is a no-op when the agent is not running. Its ports stay claimed (see
+// portBlock): it restarts on them.
 func (a *Agent) Stop() error { return a.stop(syscall.SIGTERM) }
 
-// Kill kills the agent (SIGKILL) and reaps it, as a crash would end it.
+// Kill kills the agent (SIGKILL) and reaps it, as a crash would end it. Its
+// ports stay claimed, as after Stop.
 func (a *Agent) Kill() error { return a.stop(syscall.SIGKILL) }
+
+// Close stops the agent and gives its ports back; it is not to be started
+// again.
+func (a *Agent) Close() error {
+	return errors.Join(a.Stop(), a.ports.Close())
+}
 
 func (a *Agent) stop(sig syscall.Signal) error {
 	if a.cmd == nil {
@@ -383,19 +398,4 @@ func (a *Agent) poll(timeout time.Duration, notYet string, ok func(context.Conte
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-}
-
-// FreePorts returns n distinct ports that were free on 127.0.0.1 a moment
-// ago.
-func FreePorts(n int) ([]int, error) {
-	ports := make([]int, 0, n)
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("find a free port: %w", err)
-		}
-		defer l.Close() // held until all are found, so they are distinct
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }

@@ -146,6 +146,16 @@ func (c *Cluster) Stop() error {
 	return errors.Join(errs...)
 }
 
+// Close stops every member and gives their ports back; the cluster is not
+// to be started again.
+func (c *Cluster) Close() error {
+	errs := []error{c.Stop()}
+	for _, a := range c.Members() {
+		errs = append(errs, a.Close())
+	}
+	return errors.Join(errs...)
+}
+
 // Leader returns the server that is leader now, as the running members see
 // it, or nil when there is none.
 func (c *Cluster) Leader(ctx context.Context) (*Agent, error) {

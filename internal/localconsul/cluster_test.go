@@ -18,7 +18,7 @@ func TestClusterFormsAndElectsAgain(t *testing.T) {
 	if err := c.Start(60 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	defer c.Stop()
+	defer c.Close()
 	t.Logf("3 servers and 2 clients formed in %v", time.Since(start).Round(time.Millisecond))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -26,7 +26,7 @@ func TestSecureAgentAndCluster(t *testing.T) {
 	if err := a.Start(30 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	defer a.Stop()
+	defer a.Close()
 	c, err := a.API()
 	if err != nil {
 		t.Fatal(err)
@@ -68,7 +68,7 @@ func TestSecureAgentAndCluster(t *testing.T) {
 	if err := cl.Start(60 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	defer cl.Stop()
+	defer cl.Close()
 	cc, err := cl.Servers[0].API()
 	if err != nil {
 		t.Fatal(err)

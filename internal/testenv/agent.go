@@ -34,7 +34,7 @@ func Adopt(t testing.TB, la *localconsul.Agent) *Agent {
 	t.Helper()
 	a := &Agent{Agent: la, t: t}
 	t.Cleanup(func() {
-		if err := a.Stop(); err != nil {
+		if err := a.Close(); err != nil {
 			t.Errorf("stop consul: %v", err)
 		}
 	})

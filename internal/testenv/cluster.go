@@ -26,7 +26,7 @@ func Cluster(t testing.TB) *localconsul.Cluster {
 				t.Logf("%s log:\n%s", a.Name, a.LogTail())
 			}
 		}
-		if err := c.Stop(); err != nil {
+		if err := c.Close(); err != nil {
 			t.Errorf("stop cluster: %v", err)
 		}
 	})

@@ -39,7 +39,7 @@ func SecureConsul(t testing.TB) *Secure {
 		if t.Failed() {
 			t.Logf("consul log:\n%s", la.LogTail())
 		}
-		if err := a.Stop(); err != nil {
+		if err := a.Close(); err != nil {
 			t.Errorf("stop consul: %v", err)
 		}
 	})
