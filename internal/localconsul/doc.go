@@ -2,6 +2,8 @@
 // benchmarks: a dev agent (New, Start) or a cluster of servers and client
 // agents (NewCluster), optionally with TLS and default-deny ACLs
 // (Security), each member on free ports with its own data directory,
-// stopped by PID. It also holds the one wait for passing instances
+// stopped by PID. An agent's ports are claimed below the kernel's
+// ephemeral range until Close, so that it restarts on them (see
+// portBlock). It also holds the one wait for passing instances
 // (WaitPassing). Package testenv wraps it for tests.
 package localconsul
