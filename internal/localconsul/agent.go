@@ -34,13 +34,14 @@ type Agent struct {
 
 	bin, dir, config string
 	opts             Options
-	portList         []int  // http, dns, grpc, serf_lan, serf_wan, server
 	certFile         string // its own, with Security
 	keyFile          string
 	cmd              *exec.Cmd
 	exited           chan struct{}
-	started          bool       // once: its ports are its own from then on
-	ports            *portBlock // claimed until Close, down or not
+	started          bool // once: its ports are its own from then on
+	// ports are http, dns, grpc, serf_lan, serf_wan and server, claimed
+	// until Close, whether the agent runs or not.
+	ports *portBlock
 
 	apiMu     sync.Mutex
 	apiClient *api.Client // for apiAddr; API's, reused
@@ -120,12 +121,11 @@ func (a *Agent) pickPorts() error {
 	a.HTTPAddr, a.DNSPort = fmt.Sprintf("127.0.0.1:%d", ports[0]), ports[1]
 	a.SerfLANAddr = fmt.Sprintf("127.0.0.1:%d", ports[3])
 	a.ServerAddr = fmt.Sprintf("127.0.0.1:%d", ports[5])
-	a.portList = ports
 	return a.writeConfig()
 }
 
 func (a *Agent) writeConfig() error {
-	ports := a.portList
+	ports := a.ports.ports
 	httpPorts := fmt.Sprintf("http = %d", ports[0])
 	if a.opts.Security != nil {
 		httpPorts = fmt.Sprintf("http = -1\n  https = %d", ports[0])
