@@ -12,13 +12,21 @@ import (
 )
 
 // secureSetup is a secure agent and two trimsvc instances registered with
-// their least-privilege token; with mTLS when tlsArgs say so.
-func secureSetup(t *testing.T, tlsArgs ...string) *testenv.Secure {
+// their least-privilege token, serving mutual TLS when mtls is set.
+func secureSetup(t *testing.T, mtls bool) *testenv.Secure {
 	t.Helper()
 	s := testenv.SecureConsul(t)
+	args := append(s.ConsulTLSFlags(), "-consul-token-file", s.TrimsvcTokenFile)
+	if mtls {
+		cert, key, err := s.Security.CA.Cert("client")
+		if err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "-tls-cert-file", cert, "-tls-key-file", key, "-tls-client-ca-file", s.Security.CA.CertFile)
+	}
 	var ids []string
 	for range 2 {
-		in := testenv.StartTrimsvc(t, bins.Trimsvc(t), s.URL(), append(append(s.ConsulTLSFlags(), "-consul-token-file", s.TrimsvcTokenFile), tlsArgs...)...)
+		in := testenv.StartTrimsvc(t, bins.Trimsvc(t), s.URL(), args...)
 		ids = append(ids, in.ID)
 	}
 	s.WaitPassing("trimsvc", ids...)
@@ -38,7 +46,7 @@ func runClient(t *testing.T, args ...string) (*proc.Process, int) {
 }
 
 func TestACLFilteredAnswerIsSaidPlainly(t *testing.T) {
-	s := secureSetup(t)
+	s := secureSetup(t, false)
 	for _, tc := range []struct {
 		name  string
 		token []string
@@ -74,18 +82,7 @@ func TestACLFilteredAnswerIsSaidPlainly(t *testing.T) {
 }
 
 func TestMutualTLSCalls(t *testing.T) {
-	s0 := testenv.SecureConsul(t)
-	cert, key, err := s0.Security.CA.Cert("client")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ids []string
-	for range 2 {
-		in := testenv.StartTrimsvc(t, bins.Trimsvc(t), s0.URL(), append(s0.ConsulTLSFlags(), "-consul-token-file", s0.TrimsvcTokenFile,
-			"-tls-cert-file", cert, "-tls-key-file", key, "-tls-client-ca-file", s0.Security.CA.CertFile)...)
-		ids = append(ids, in.ID)
-	}
-	s0.WaitPassing("trimsvc", ids...)
+	s0 := secureSetup(t, true)
 	base := append(s0.ConsulTLSFlags(), "-consul-token-file", s0.ClientTokenFile)
 	callerCert, callerKey, err := s0.Security.CA.Cert("cli")
 	if err != nil {
