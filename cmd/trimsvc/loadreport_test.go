@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"syscall"
 	"testing"
 	"time"
@@ -12,20 +13,17 @@ import (
 	"github.com/trimkit/trimkit/sd"
 )
 
-// waitKey polls key in c until present is what it is, and returns when.
-func waitKey(t *testing.T, c *api.Client, key string, present bool, within time.Duration) (*api.KVPair, time.Time) {
+// waitKey polls key in c until present is what it is, and returns the
+// pair and how long that took.
+func waitKey(t *testing.T, c *api.Client, key string, present bool, within time.Duration) (*api.KVPair, time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		pair, _, err := c.KV().Get(key, nil)
-		if err == nil && (pair != nil) == present {
-			return pair, time.Now()
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("key %s present %v not within %v (last %v, %v)", key, present, within, pair, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	var pair *api.KVPair
+	took := eventually(t, within, fmt.Sprintf("key %s present %v", key, present), func() (bool, error) {
+		var err error
+		pair, _, err = c.KV().Get(key, nil)
+		return err == nil && (pair != nil) == present, err
+	})
+	return pair, took
 }
 
 func TestLoadReportsLiveAndDieWithTheInstance(t *testing.T) {
@@ -78,7 +76,6 @@ func TestLoadReportsLiveAndDieWithTheInstance(t *testing.T) {
 	if err := in.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	killedAt := time.Now()
-	_, goneAt := waitKey(t, c, key, false, sd.LoadTTL(200*time.Millisecond))
-	t.Logf("report of a SIGKILLed instance gone %v later (session TTL %v)", goneAt.Sub(killedAt).Round(time.Millisecond), sd.LoadTTL(200*time.Millisecond))
+	_, gone := waitKey(t, c, key, false, sd.LoadTTL(200*time.Millisecond))
+	t.Logf("report of a SIGKILLed instance gone %v later (session TTL %v)", gone.Round(time.Millisecond), sd.LoadTTL(200*time.Millisecond))
 }
