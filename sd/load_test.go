@@ -194,13 +194,7 @@ func TestLoadReporterReportsAndCleansUp(t *testing.T) {
 	// write fails, and the reporter makes a new session at once rather
 	// than at its next renewal, 5s away.
 	f.invalidate()
-	deadline := time.Now().Add(2 * time.Second)
-	for !f.has(p.Key) {
-		if time.Now().After(deadline) {
-			t.Fatal("no report again after the session was invalidated")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitFor(t, 2*time.Second, "a report again after the session was invalidated", func() bool { return f.has(p.Key) })
 	f.mu.Lock()
 	created := f.created
 	f.mu.Unlock()
@@ -278,21 +272,23 @@ func TestLoadWatcher(t *testing.T) {
 
 	w := sd.NewLoadWatcher(f, "trimsvc", log.NewNopLogger())
 	defer w.Stop()
-	waitFor(t, "the report of a", func() bool { r, ok := w.Report("127.0.0.1:9000"); return ok && r.Load == 2.5 })
+	waitFor(t, 5*time.Second, "the report of a", func() bool { r, ok := w.Report("127.0.0.1:9000"); return ok && r.Load == 2.5 })
 	if _, ok := w.Report("127.0.0.1:9001"); ok {
 		t.Error("a report of another service was taken")
 	}
 
 	f.invalidate()
-	waitFor(t, "the report to go with its session", func() bool { _, ok := w.Report("127.0.0.1:9000"); return !ok })
+	waitFor(t, 5*time.Second, "the report to go with its session", func() bool { _, ok := w.Report("127.0.0.1:9000"); return !ok })
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
+// waitFor polls cond every 10ms until it holds, failing the test if it
+// does not within the given time.
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(within)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+			t.Fatalf("%s: not within %v", what, within)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
