@@ -103,11 +103,8 @@ func (v *clientVerifier) verify(ctx context.Context) error {
 	err, known := v.verdicts[string(leaf.Signature)] // no copy for a lookup
 	v.mu.Unlock()
 	if !known {
-		opts := x509.VerifyOptions{Roots: pool, Intermediates: x509.NewCertPool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-		for _, ic := range info.State.PeerCertificates[1:] {
-			opts.Intermediates.AddCert(ic)
-		}
-		if _, verr := leaf.Verify(opts); verr != nil {
+		opts := x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+		if verr := verifyChain(info.State.PeerCertificates, opts); verr != nil {
 			err = status.Error(codes.Unauthenticated, fmt.Sprintf("client certificate refused: %v", verr))
 		}
 		v.mu.Lock()

@@ -123,18 +123,25 @@ func ClientTLS(c *Certs, serverName string) *tls.Config {
 		cfg.InsecureSkipVerify = true
 		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
 			_, pool := c.current()
-			opts := x509.VerifyOptions{Roots: pool, DNSName: cs.ServerName, Intermediates: x509.NewCertPool()}
 			if len(cs.PeerCertificates) == 0 {
 				return errors.New("tls: the server presented no certificate")
 			}
-			for _, ic := range cs.PeerCertificates[1:] {
-				opts.Intermediates.AddCert(ic)
-			}
-			if _, err := cs.PeerCertificates[0].Verify(opts); err != nil {
+			if err := verifyChain(cs.PeerCertificates, x509.VerifyOptions{Roots: pool, DNSName: cs.ServerName}); err != nil {
 				return &tls.CertificateVerificationError{UnverifiedCertificates: cs.PeerCertificates, Err: err}
 			}
 			return nil
 		}
 	}
 	return cfg
+}
+
+// verifyChain verifies the leaf of a presented chain (leaf first, then the
+// intermediates it was sent with) as opts say; chain must not be empty.
+func verifyChain(chain []*x509.Certificate, opts x509.VerifyOptions) error {
+	opts.Intermediates = x509.NewCertPool()
+	for _, ic := range chain[1:] {
+		opts.Intermediates.AddCert(ic)
+	}
+	_, err := chain[0].Verify(opts)
+	return err
 }
