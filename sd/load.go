@@ -137,8 +137,9 @@ func NewLoadReporter(client LoadClient, service, id, addr, checkID string, inter
 	if interval <= 0 {
 		return nil, fmt.Errorf("load report interval %v is not positive", interval)
 	}
-	return &LoadReporter{client: client, key: LoadKey(service, id), addr: addr, interval: interval, ttl: LoadTTL(interval),
-		checkID: checkID, sample: sample, logger: log.With(logger, "load_key", LoadKey(service, id))}, nil
+	key := LoadKey(service, id)
+	return &LoadReporter{client: client, key: key, addr: addr, interval: interval, ttl: LoadTTL(interval),
+		checkID: checkID, sample: sample, logger: log.With(logger, "load_key", key)}, nil
 }
 
 // Run reports until ctx ends, then deletes the report and destroys the
@@ -149,12 +150,9 @@ func (r *LoadReporter) Run(ctx context.Context) error {
 	var (
 		session               string
 		renewed               time.Time
-		lastBusy              time.Duration
-		lastDone              int64
 		lastAt                = time.Now()
-		_, startBusy, started = r.sample()
+		_, lastBusy, lastDone = r.sample()
 	)
-	lastBusy, lastDone = startBusy, started
 	defer func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
