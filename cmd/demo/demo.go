@@ -97,16 +97,10 @@ func demo(ctx context.Context, cfg config, w io.Writer) (err error) {
 	}
 
 	fmt.Fprintf(w, "\nper-instance distribution:\n")
-	for _, id := range slices.Sorted(maps.Keys(s.PerInstance)) {
-		note := ""
-		switch id {
-		case insts[0].ID:
-			note = fmt.Sprintf("  <- SIGTERM: deregistered, drained, exit %d", termCode)
-		case insts[1].ID:
-			note = "  <- SIGKILL"
-		}
-		fmt.Fprintf(w, "  %-32s %7d%s\n", id, s.PerInstance[id], note)
-	}
+	printDistribution(w, s.PerInstance, map[string]string{
+		insts[0].ID: fmt.Sprintf("SIGTERM: deregistered, drained, exit %d", termCode),
+		insts[1].ID: "SIGKILL",
+	})
 	fmt.Fprintf(w, "requests %d, failures %d, %.0f req/s, latency p50 %.2fms p90 %.2fms p99 %.2fms\n",
 		s.Requests, s.Failures, s.RPS, s.P50ms, s.P90ms, s.P99ms)
 	for _, l := range load.Lines() {
@@ -164,13 +158,7 @@ func freeze(ctx context.Context, bins binPaths, agent *localconsul.Agent, surviv
 		return err
 	}
 	fmt.Fprintf(w, "per-instance distribution:\n")
-	for _, id := range slices.Sorted(maps.Keys(s.PerInstance)) {
-		note := ""
-		if id == frozen.ID {
-			note = "  <- SIGSTOP: " + ejection
-		}
-		fmt.Fprintf(w, "  %-32s %7d%s\n", id, s.PerInstance[id], note)
-	}
+	printDistribution(w, s.PerInstance, map[string]string{frozen.ID: "SIGSTOP: " + ejection})
 	fmt.Fprintf(w, "requests %d, failures %d, attempts %d, latency p50 %.2fms p99 %.2fms p99.9 %.2fms max %.2fms\n",
 		s.Requests, s.Failures, s.Attempts, s.P50ms, s.P99ms, s.P999ms, s.MaxMs)
 	if s.Failures > 0 || code != 0 {
@@ -178,6 +166,18 @@ func freeze(ctx context.Context, bins binPaths, agent *localconsul.Agent, surviv
 	}
 	fmt.Fprintln(w, "OK: no request failed while an instance was frozen; the client stopped sending to it long before consul's check could notice")
 	return nil
+}
+
+// printDistribution prints how many calls each instance answered, in
+// order of ID, with a note beside the instances that have one.
+func printDistribution(w io.Writer, perInstance map[string]int, notes map[string]string) {
+	for _, id := range slices.Sorted(maps.Keys(perInstance)) {
+		note := ""
+		if n, ok := notes[id]; ok {
+			note = "  <- " + n
+		}
+		fmt.Fprintf(w, "  %-32s %7d%s\n", id, perInstance[id], note)
+	}
 }
 
 // checkStatus is the status of service id's check in agent, or why it is
