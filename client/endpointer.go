@@ -193,7 +193,8 @@ func (e *Endpointer) publish() {
 	s := &snapshot{nodes: e.order, endpoints: make([]endpoint.Endpoint, len(e.order))}
 	for i, n := range e.order {
 		s.endpoints[i] = n.tracked
-		s.tiers[tierOf(n)] = append(s.tiers[tierOf(n)], n)
+		t := tierOf(n) // once: a watcher may change n's state meanwhile
+		s.tiers[t] = append(s.tiers[t], n)
 	}
 	e.current.Store(s)
 }
