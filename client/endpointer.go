@@ -48,11 +48,14 @@ type Endpointer struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // watches and probes
 
-	mu      sync.Mutex // guards what follows, and the nodes' ejection state
-	byInst  map[string]*node
-	order   []*node // in instance order
-	closing map[*time.Timer]io.Closer
-	closed  bool
+	mu     sync.Mutex // guards what follows, and the nodes' ejection state
+	byInst map[string]*node
+	order  []*node // in instance order
+	// endpoints are order's tracked endpoints, built when order changes
+	// (a snapshot shares it; it is never modified, only replaced).
+	endpoints []endpoint.Endpoint
+	closing   map[*time.Timer]io.Closer
+	closed    bool
 }
 
 // Tiers of a snapshot, in the order a balancer prefers them: it picks from
@@ -184,15 +187,18 @@ func (e *Endpointer) update(instances []string) {
 		}
 	}
 	e.byInst, e.order = next, order
+	e.endpoints = make([]endpoint.Endpoint, len(order))
+	for i, n := range order {
+		e.endpoints[i] = n.tracked
+	}
 	e.publish()
 }
 
 // publish replaces the snapshot with one built from the nodes' current
 // state. e.mu is held.
 func (e *Endpointer) publish() {
-	s := &snapshot{nodes: e.order, endpoints: make([]endpoint.Endpoint, len(e.order))}
-	for i, n := range e.order {
-		s.endpoints[i] = n.tracked
+	s := &snapshot{nodes: e.order, endpoints: e.endpoints}
+	for _, n := range e.order {
 		t := tierOf(n) // once: a watcher may change n's state meanwhile
 		s.tiers[t] = append(s.tiers[t], n)
 	}
@@ -312,7 +318,7 @@ func (e *Endpointer) Close() error {
 	}
 	clear(e.byInst)
 	clear(e.closing)
-	e.order = nil
+	e.order, e.endpoints = nil, nil
 	e.current.Store(&snapshot{})
 	e.mu.Unlock()
 	e.wg.Wait()
