@@ -66,11 +66,13 @@ type budget struct {
 	now   func() time.Time
 	start time.Time // slots count from here, on the monotonic clock
 
-	mu      sync.Mutex
-	slots   [budgetSlots]struct{ epoch, calls, retries int64 }
-	calls   int64 // in the window
-	retries int64 // in the window
+	mu    sync.Mutex
+	slots [budgetSlots]budgetSlot
 }
+
+// budgetSlot is what one slot of the window counted; epoch says which
+// slot of time since budget.start it is.
+type budgetSlot struct{ epoch, calls, retries int64 }
 
 func newBudget(cfg RetryBudget, now func() time.Time) *budget {
 	if cfg.Disabled {
@@ -79,21 +81,13 @@ func newBudget(cfg RetryBudget, now func() time.Time) *budget {
 	return &budget{cfg: cfg, slot: cfg.TTL / budgetSlots, now: now, start: now()}
 }
 
-// current returns the slot of now, after dropping the slots that left the
-// window. b.mu is held.
-func (b *budget) current() *struct{ epoch, calls, retries int64 } {
+// current returns the slot of now, emptied first if it last counted an
+// epoch that has left the window. b.mu is held.
+func (b *budget) current() *budgetSlot {
 	epoch := int64(b.now().Sub(b.start) / b.slot)
 	s := &b.slots[epoch%budgetSlots]
 	if s.epoch != epoch {
-		// Every slot older than the window: clear it.
-		for i := range b.slots {
-			if o := &b.slots[i]; o.epoch <= epoch-budgetSlots || o == s {
-				b.calls -= o.calls
-				b.retries -= o.retries
-				*o = struct{ epoch, calls, retries int64 }{epoch: o.epoch}
-			}
-		}
-		s.epoch = epoch
+		*s = budgetSlot{epoch: epoch}
 	}
 	return s
 }
@@ -105,7 +99,6 @@ func (b *budget) call() {
 	}
 	b.mu.Lock()
 	b.current().calls++
-	b.calls++
 	b.mu.Unlock()
 }
 
@@ -118,11 +111,17 @@ func (b *budget) retry() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	s := b.current()
-	allowed := b.cfg.Percent*float64(b.calls) + b.cfg.MinPerSecond*b.cfg.TTL.Seconds()
-	if float64(b.retries+1) > allowed {
+	var calls, retries int64 // in the window: the slots of its last budgetSlots epochs
+	for _, o := range b.slots {
+		if o.epoch > s.epoch-budgetSlots {
+			calls += o.calls
+			retries += o.retries
+		}
+	}
+	allowed := b.cfg.Percent*float64(calls) + b.cfg.MinPerSecond*b.cfg.TTL.Seconds()
+	if float64(retries+1) > allowed {
 		return false
 	}
 	s.retries++
-	b.retries++
 	return true
 }
