@@ -84,18 +84,20 @@ func NewLeastLoaded(e *Endpointer, w *sd.LoadWatcher) *Balancer {
 	return &Balancer{endpointer: e, p2c: true, loads: w}
 }
 
-// newBalancer is the balancer CallConfig.Balancer names.
-func newBalancer(name string, e *Endpointer, loads *sd.LoadWatcher) (*Balancer, error) {
+// balancerFor returns how to build the balancer CallConfig.Balancer names,
+// or why it cannot be built: checked before an Endpointer connects
+// anywhere.
+func balancerFor(name string, loads *sd.LoadWatcher) (func(*Endpointer) *Balancer, error) {
 	switch name {
 	case RoundRobin, "":
-		return NewRoundRobin(e), nil
+		return NewRoundRobin, nil
 	case P2C:
-		return NewP2C(e), nil
+		return NewP2C, nil
 	case LeastLoaded:
 		if loads == nil {
 			return nil, errors.New("the least-loaded balancer needs the load reports in Consul: build the client with New, or give NewFromInstancer WithLoadReports")
 		}
-		return NewLeastLoaded(e, loads), nil
+		return func(e *Endpointer) *Balancer { return NewLeastLoaded(e, loads) }, nil
 	}
 	return nil, fmt.Errorf("unknown balancer %q", name)
 }

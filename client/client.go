@@ -137,6 +137,10 @@ type discovery struct {
 // build builds the stack over instancer; cfg has its defaults and o is
 // valid.
 func build(instancer kitsd.Instancer, cfg CallConfig, o options, d discovery) (*Client, error) {
+	newBalancer, err := balancerFor(cfg.Balancer, o.loads)
+	if err != nil {
+		return nil, err
+	}
 	if cfg.TLSCAFile != "" {
 		certs, err := transport.LoadCerts(cfg.TLSCertFile, cfg.TLSKeyFile, cfg.TLSCAFile)
 		if err != nil {
@@ -156,12 +160,7 @@ func build(instancer kitsd.Instancer, cfg CallConfig, o options, d discovery) (*
 		}
 	}
 	endpointer := newEndpointer(instancer, factory, o)
-	balancer, err := newBalancer(cfg.Balancer, endpointer, o.loads)
-	if err != nil {
-		endpointer.Close()
-		return nil, err
-	}
-	call := newRetry(balancer, cfg, o)
+	call := newRetry(newBalancer(endpointer), cfg, o)
 	if d.explain != nil {
 		retry := call
 		call = func(ctx context.Context, request interface{}) (interface{}, error) {
