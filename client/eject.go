@@ -39,20 +39,16 @@ func (e *Endpointer) eject(n *node, o outcome) {
 	if e.closed || n.ejected || e.byInst[n.instance] != n {
 		return
 	}
-	ejected := 0
-	for _, other := range e.order {
-		if other.ejected {
-			ejected++
-		}
-	}
+	// Every change to a node's ejection is published under e.mu, so the
+	// snapshot counts them.
+	ejected := len(e.current.Load().tiers[tierEjected])
 	if limit := int(float64(len(e.order)) * e.ejection.MaxEjectedFraction); ejected >= limit {
 		return
 	}
 	if time.Since(n.readmittedAt) > e.ejection.MaxTime {
 		n.ejections = 0 // it behaved for long enough: start over
 	}
-	d := e.ejectionTime(n.ejections)
-	n.ejections++
+	d := e.nextEjection(n)
 	n.ejected = true
 	n.probation.Store(false)
 	n.failures.Store(0)
@@ -66,16 +62,18 @@ func (e *Endpointer) eject(n *node, o outcome) {
 	go e.probeAfter(ctx, n, d)
 }
 
-// ejectionTime is BaseTime, doubled for each ejection in a row before,
-// at most MaxTime.
-func (e *Endpointer) ejectionTime(before int) time.Duration {
+// nextEjection counts one more ejection of n in a row and returns how long
+// it lasts: BaseTime, doubled for each ejection in a row before, at most
+// MaxTime. e.mu is held.
+func (e *Endpointer) nextEjection(n *node) time.Duration {
 	d := e.ejection.BaseTime
-	for range before {
+	for range n.ejections {
 		if d >= e.ejection.MaxTime {
 			break
 		}
 		d *= 2
 	}
+	n.ejections++
 	return min(d, e.ejection.MaxTime)
 }
 
@@ -94,8 +92,7 @@ func (e *Endpointer) probeAfter(ctx context.Context, n *node, d time.Duration) {
 			return
 		}
 		if err != nil {
-			d = e.ejectionTime(n.ejections)
-			n.ejections++
+			d = e.nextEjection(n)
 			e.mu.Unlock()
 			_ = level.Info(e.logger).Log("msg", "ejected instance failed its probe", "instance", n.instance, "err", err, "next_probe_in", d)
 			continue

@@ -180,6 +180,8 @@ type Metrics struct {
 	BudgetExhausted metrics.Counter
 }
 
+// attempt counts an attempt. Not through add: its label slice escapes, so
+// add would allocate on every attempt even with no counter.
 func (m Metrics) attempt(instance string, o outcome) {
 	if m.Attempts != nil {
 		m.Attempts.With("instance", instance, "outcome", o.String()).Add(1)
