@@ -141,16 +141,15 @@ func build(instancer kitsd.Instancer, cfg CallConfig, o options, d discovery) (*
 	if err != nil {
 		return nil, err
 	}
+	var factory kitsd.Factory
 	if cfg.TLSCAFile != "" {
 		certs, err := transport.LoadCerts(cfg.TLSCertFile, cfg.TLSKeyFile, cfg.TLSCAFile)
 		if err != nil {
 			return nil, err
 		}
-		o.dialOptions = append(o.dialOptions, grpc.WithTransportCredentials(credentials.NewTLS(transport.ClientTLS(certs, cfg.TLSServerName))))
-	}
-	factory := Factory(o.dialOptions...)
-	if cfg.TLSCAFile == "" {
-		plain := factory
+		factory = Factory(append(o.dialOptions, grpc.WithTransportCredentials(credentials.NewTLS(transport.ClientTLS(certs, cfg.TLSServerName))))...)
+	} else {
+		plain := Factory(o.dialOptions...)
 		factory = func(instance string) (endpoint.Endpoint, io.Closer, error) {
 			e, closer, err := plain(instance)
 			if err != nil {
