@@ -94,14 +94,8 @@ func callN(t *testing.T, e endpoint.Endpoint, n int) (failures int) {
 func TestFailingInstanceIsEjected(t *testing.T) {
 	f := newFakes(map[string]endpoint.Endpoint{"a": failing(codes.Unavailable), "b": ok("b"), "c": ok("c")})
 	m, cs := newMetrics()
-	opts := []client.Option{client.WithRetryBudget(client.RetryBudget{Disabled: true}), client.WithMetrics(m),
-		client.WithEjection(client.Ejection{BaseTime: time.Hour})}
-	e := client.NewEndpointer(kitsd.FixedInstancer{"a", "b", "c"}, f.factory, log.NewNopLogger(), opts...)
-	defer e.Close()
-	call, err := client.Retry(client.NewRoundRobin(e), client.CallConfig{}, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
+	opts := []client.Option{client.WithMetrics(m), client.WithEjection(client.Ejection{BaseTime: time.Hour})}
+	call := fakeStack(t, f, []string{"a", "b", "c"}, client.CallConfig{}, opts...)
 	// Round robin reaches a on calls 1 and 4: two failures in a row.
 	if n := callN(t, call, 4); n != 0 {
 		t.Fatalf("%d calls failed", n)
@@ -139,11 +133,8 @@ func TestEjectionKeepsHalfTheInstances(t *testing.T) {
 			}
 			f := newFakes(byName)
 			m, cs := newMetrics()
-			opts := []client.Option{client.WithRetryBudget(client.RetryBudget{Disabled: true}), client.WithMetrics(m),
-				client.WithEjection(client.Ejection{BaseTime: time.Hour})}
-			e := client.NewEndpointer(kitsd.FixedInstancer(tc.instances), f.factory, log.NewNopLogger(), opts...)
-			defer e.Close()
-			call, _ := client.Retry(client.NewRoundRobin(e), client.CallConfig{}, opts...)
+			opts := []client.Option{client.WithMetrics(m), client.WithEjection(client.Ejection{BaseTime: time.Hour})}
+			call := fakeStack(t, f, tc.instances, client.CallConfig{}, opts...)
 			callN(t, call, 20)
 			if want, have := tc.wantEjected, cs["ejections"].sum(); want != have {
 				t.Errorf("ejections: want %v, have %v", want, have)
@@ -155,11 +146,8 @@ func TestEjectionKeepsHalfTheInstances(t *testing.T) {
 func TestEjectedInstanceReturnsOnProbation(t *testing.T) {
 	f := newFakes(map[string]endpoint.Endpoint{"a": failing(codes.Unavailable), "b": ok("b"), "c": ok("c")})
 	m, cs := newMetrics()
-	opts := []client.Option{client.WithRetryBudget(client.RetryBudget{Disabled: true}), client.WithMetrics(m),
-		client.WithEjection(client.Ejection{BaseTime: 20 * time.Millisecond, MaxTime: time.Hour})}
-	e := client.NewEndpointer(kitsd.FixedInstancer{"a", "b", "c"}, f.factory, log.NewNopLogger(), opts...)
-	defer e.Close()
-	call, _ := client.Retry(client.NewRoundRobin(e), client.CallConfig{}, opts...)
+	opts := []client.Option{client.WithMetrics(m), client.WithEjection(client.Ejection{BaseTime: 20 * time.Millisecond, MaxTime: time.Hour})}
+	call := fakeStack(t, f, []string{"a", "b", "c"}, client.CallConfig{}, opts...)
 	callN(t, call, 4)
 	if want, have := 1.0, cs["ejections"].get("instance", "a"); want != have {
 		t.Fatalf("ejections of a: want %v, have %v", want, have)
@@ -377,13 +365,9 @@ func TestHedgeAnswersForAHungInstance(t *testing.T) {
 	waited := make(chan time.Duration, 1)
 	f := newFakes(map[string]endpoint.Endpoint{"a": hanging(waited), "b": ok("b")})
 	m, cs := newMetrics()
-	opts := []client.Option{client.WithMetrics(m), client.WithEjection(client.Ejection{Disabled: true})}
-	e := client.NewEndpointer(kitsd.FixedInstancer{"a", "b"}, f.factory, log.NewNopLogger(), opts...)
-	defer e.Close()
-	call, err := client.Retry(client.NewRoundRobin(e), client.CallConfig{HedgeAfter: 20 * time.Millisecond, RetryTimeout: 10 * time.Second}, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The default retry budget, as a client has: a hedge is charged to it.
+	opts := []client.Option{client.WithMetrics(m), client.WithRetryBudget(client.RetryBudget{})}
+	call := fakeStack(t, f, []string{"a", "b"}, client.CallConfig{HedgeAfter: 20 * time.Millisecond, RetryTimeout: 10 * time.Second}, opts...)
 	start := time.Now()
 	resp, err := call(context.Background(), trimsvc.TrimRequest{S: "x"}) // round robin starts at a
 	took := time.Since(start)
@@ -413,10 +397,7 @@ func TestHedgeAnswersForAHungInstance(t *testing.T) {
 func TestNoHedgeWhenTheFirstAnswersInTime(t *testing.T) {
 	f := newFakes(map[string]endpoint.Endpoint{"a": ok("a"), "b": ok("b")})
 	m, cs := newMetrics()
-	opts := append([]client.Option{client.WithMetrics(m)}, plain...)
-	e := client.NewEndpointer(kitsd.FixedInstancer{"a", "b"}, f.factory, log.NewNopLogger(), opts...)
-	defer e.Close()
-	call, _ := client.Retry(client.NewRoundRobin(e), client.CallConfig{HedgeAfter: time.Second}, opts...)
+	call := fakeStack(t, f, []string{"a", "b"}, client.CallConfig{HedgeAfter: time.Second}, client.WithMetrics(m))
 	if n := callN(t, call, 50); n != 0 {
 		t.Fatalf("%d failed", n)
 	}
@@ -433,10 +414,7 @@ func TestNoHedgeWhenTheFirstAnswersInTime(t *testing.T) {
 func TestNoHedgeToTheSameInstance(t *testing.T) {
 	f := newFakes(map[string]endpoint.Endpoint{"a": slow("a", 30*time.Millisecond)})
 	m, cs := newMetrics()
-	opts := append([]client.Option{client.WithMetrics(m)}, plain...)
-	e := client.NewEndpointer(kitsd.FixedInstancer{"a"}, f.factory, log.NewNopLogger(), opts...)
-	defer e.Close()
-	call, _ := client.Retry(client.NewRoundRobin(e), client.CallConfig{HedgeAfter: time.Millisecond, RetryTimeout: 10 * time.Second}, opts...)
+	call := fakeStack(t, f, []string{"a"}, client.CallConfig{HedgeAfter: time.Millisecond, RetryTimeout: 10 * time.Second}, client.WithMetrics(m))
 	if n := callN(t, call, 5); n != 0 {
 		t.Fatalf("%d failed", n)
 	}
@@ -452,11 +430,9 @@ func TestRetryBudgetBoundsRetries(t *testing.T) {
 	f := newFakes(map[string]endpoint.Endpoint{"a": failing(codes.Unavailable), "b": failing(codes.Unavailable), "c": failing(codes.Unavailable)})
 	m, cs := newMetrics()
 	// 10% of calls, and a floor of 1 a second over 10s: 10 retries spare.
-	opts := []client.Option{client.WithMetrics(m), client.WithEjection(client.Ejection{Disabled: true}),
+	opts := []client.Option{client.WithMetrics(m),
 		client.WithRetryBudget(client.RetryBudget{Percent: 0.1, MinPerSecond: 1, TTL: 10 * time.Second})}
-	e := client.NewEndpointer(kitsd.FixedInstancer{"a", "b", "c"}, f.factory, log.NewNopLogger(), opts...)
-	defer e.Close()
-	call, _ := client.Retry(client.NewRoundRobin(e), client.CallConfig{}, opts...)
+	call := fakeStack(t, f, []string{"a", "b", "c"}, client.CallConfig{}, opts...)
 	callN(t, call, 100)
 	// 100 calls: 10% of them plus the floor's 10 retries, not 200.
 	if want, have := 120, f.total(); have > want {

@@ -116,12 +116,12 @@ var plain = []client.Option{client.WithEjection(client.Ejection{Disabled: true})
 
 // fakeStack builds Endpointer -> RoundRobin -> Retry over a FixedInstancer,
 // with the plain options and then opts.
-func fakeStack(t *testing.T, f *fakes, instances []string, max int, timeout time.Duration, opts ...client.Option) endpoint.Endpoint {
+func fakeStack(t *testing.T, f *fakes, instances []string, cfg client.CallConfig, opts ...client.Option) endpoint.Endpoint {
 	t.Helper()
 	opts = append(append([]client.Option{}, plain...), opts...)
 	e := client.NewEndpointer(kitsd.FixedInstancer(instances), f.factory, log.NewNopLogger(), opts...)
 	t.Cleanup(func() { e.Close() })
-	call, err := client.Retry(client.NewRoundRobin(e), client.CallConfig{RetryMax: max, RetryTimeout: timeout}, opts...)
+	call, err := client.Retry(client.NewRoundRobin(e), cfg, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +144,7 @@ func TestRetryAttempts(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFakes(tc.endpoints)
-			e := fakeStack(t, f, []string{"a", "b", "c"}, 3, time.Second)
+			e := fakeStack(t, f, []string{"a", "b", "c"}, client.CallConfig{RetryMax: 3, RetryTimeout: time.Second})
 			_, err := e(context.Background(), trimsvc.TrimRequest{S: "x"})
 			if want, have := tc.wantCode, status.Code(err); want != have {
 				t.Fatalf("want %v, have %v (%v)", want, have, err)
@@ -181,7 +181,7 @@ func TestRetryAttemptsGoToDistinctInstances(t *testing.T) {
 	// Whatever other callers do in between, a call's 3 attempts visit 3
 	// distinct instances, so one good instance out of 3 always answers.
 	f := newFakes(map[string]endpoint.Endpoint{"a": failing(codes.Unavailable), "b": failing(codes.Unavailable), "c": ok("c")})
-	e := fakeStack(t, f, []string{"a", "b", "c"}, 3, time.Second)
+	e := fakeStack(t, f, []string{"a", "b", "c"}, client.CallConfig{RetryMax: 3, RetryTimeout: time.Second})
 	var wg sync.WaitGroup
 	errs := make(chan error, 800)
 	for range 8 {
@@ -254,7 +254,7 @@ func TestRetryBusinessErrorIsNotRetried(t *testing.T) {
 		return transport.TrimResponse{TrimResponse: trimsvc.TrimResponse{Err: bizErr}}, nil
 	}
 	f := newFakes(map[string]endpoint.Endpoint{"a": biz, "b": biz})
-	svc := transport.Client{TrimSpaceEndpoint: fakeStack(t, f, []string{"a", "b"}, 3, time.Second)}
+	svc := transport.Client{TrimSpaceEndpoint: fakeStack(t, f, []string{"a", "b"}, client.CallConfig{RetryMax: 3, RetryTimeout: time.Second})}
 	_, err := svc.TrimSpace(context.Background(), "xx")
 	if !errors.Is(err, trimsvc.ErrInputTooLarge) {
 		t.Fatalf("want ErrInputTooLarge, have %v", err)
@@ -267,7 +267,7 @@ func TestRetryBusinessErrorIsNotRetried(t *testing.T) {
 func TestRetryPerAttemptShare(t *testing.T) {
 	waited := make(chan time.Duration, 3)
 	f := newFakes(map[string]endpoint.Endpoint{"a": hanging(waited), "b": ok("b")})
-	e := fakeStack(t, f, []string{"a", "b"}, 3, 300*time.Millisecond)
+	e := fakeStack(t, f, []string{"a", "b"}, client.CallConfig{RetryMax: 3, RetryTimeout: 300 * time.Millisecond})
 	resp, err := e(context.Background(), trimsvc.TrimRequest{S: "x"})
 	if err != nil {
 		t.Fatalf("the second attempt should answer: %v", err)
@@ -289,7 +289,7 @@ func TestRetryPerAttemptShare(t *testing.T) {
 func TestRetryAllHungReturnsDeadline(t *testing.T) {
 	waited := make(chan time.Duration, 3)
 	f := newFakes(map[string]endpoint.Endpoint{"a": hanging(waited)})
-	e := fakeStack(t, f, []string{"a"}, 3, 150*time.Millisecond)
+	e := fakeStack(t, f, []string{"a"}, client.CallConfig{RetryMax: 3, RetryTimeout: 150 * time.Millisecond})
 	_, err := e(context.Background(), trimsvc.TrimRequest{S: "x"})
 	if want, have := codes.DeadlineExceeded, status.Code(err); want != have {
 		t.Errorf("want %v, have %v (%v)", want, have, err)
@@ -305,7 +305,7 @@ func TestRetryAllHungReturnsDeadline(t *testing.T) {
 
 func TestRetryNoEndpoints(t *testing.T) {
 	f := newFakes(nil)
-	e := fakeStack(t, f, nil, 3, 200*time.Millisecond)
+	e := fakeStack(t, f, nil, client.CallConfig{RetryMax: 3, RetryTimeout: 200 * time.Millisecond})
 	_, err := e(context.Background(), trimsvc.TrimRequest{S: "x"})
 	if !errors.Is(err, lb.ErrNoEndpoints) {
 		t.Fatalf("want ErrNoEndpoints, have %v", err)
@@ -319,7 +319,7 @@ func TestRetryNoEndpoints(t *testing.T) {
 
 func TestRetryStopsWhenCallerCancels(t *testing.T) {
 	f := newFakes(map[string]endpoint.Endpoint{"a": failing(codes.Unavailable), "b": failing(codes.Unavailable)})
-	e := fakeStack(t, f, []string{"a", "b"}, 3, time.Second)
+	e := fakeStack(t, f, []string{"a", "b"}, client.CallConfig{RetryMax: 3, RetryTimeout: time.Second})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	_, err := e(ctx, trimsvc.TrimRequest{S: "x"})
