@@ -190,10 +190,11 @@ var errPortTaken = errors.New("a port was taken before consul could bind it")
 // agent until it has elected itself leader (with an empty data directory:
 // a dev agent keeps nothing across restarts), a cluster member until its
 // HTTP API answers (its data directory is kept, as a real agent's is). A
-// port is free when picked but nothing holds it for the agent, so another
-// process can take it first: on its first start the agent then gets new
-// ports and tries again, a few times. A restart keeps its ports (callers
-// know its address).
+// claimed block keeps out only processes that claim blocks too, and where
+// there is no room below the ephemeral range nothing is claimed, so another
+// process can take a port first: on its first start the agent then gets
+// new ports and tries again, a few times. A restart keeps its ports
+// (callers know its address).
 func (a *Agent) Start(timeout time.Duration) error {
 	for tries := 1; ; tries++ {
 		err := a.start(timeout)
