@@ -154,8 +154,11 @@ func BenchmarkClusterWatches(b *testing.B) {
 		{"stale", []sd.InstancerOption{sd.AllowStale(0)}},
 		{"cached", []sd.InstancerOption{sd.UseCache()}},
 	} {
-		var ws []*sd.Instancer
-		var seen sync.WaitGroup
+		var (
+			ws   []*sd.Instancer
+			chs  []chan kitsd.Event
+			seen sync.WaitGroup // the counting goroutines
+		)
 		counts := make([]int, watches)
 		for i := range watches {
 			cfg := api.DefaultConfig()
@@ -167,6 +170,7 @@ func BenchmarkClusterWatches(b *testing.B) {
 			w := sd.NewInstancer(sd.NewClient(cl), log.NewNopLogger(), "trimsvc", nil, true, mode.opts...)
 			ws = append(ws, w)
 			ch := make(chan kitsd.Event, 10)
+			chs = append(chs, ch)
 			w.Register(ch)
 			<-ch
 			seen.Add(1)
@@ -176,7 +180,6 @@ func BenchmarkClusterWatches(b *testing.B) {
 					counts[i]++
 				}
 			}()
-			defer func() { w.Deregister(ch); close(ch) }()
 		}
 		serversBefore, agentBefore, selfBefore := cpuOf(c.Servers...), cpuOf(c.Clients[1]), cpuTime()
 		stop := make(chan struct{})
@@ -185,9 +188,12 @@ func BenchmarkClusterWatches(b *testing.B) {
 		close(stop)
 		n := float64(max(changes(), 1))
 		servers, agent, self := cpuOf(c.Servers...)-serversBefore-serversIdle, cpuOf(c.Clients[1])-agentBefore-agentIdle, cpuTime()-selfBefore
-		for _, w := range ws {
+		for i, w := range ws {
 			w.Stop()
+			w.Deregister(chs[i])
+			close(chs[i])
 		}
+		seen.Wait() // counts are final
 		total := 0
 		for _, k := range counts {
 			total += k
