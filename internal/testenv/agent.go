@@ -29,11 +29,14 @@ func Consul(t testing.TB) *Agent {
 }
 
 // Adopt makes la, prepared by the test, its agent: started now, stopped
-// when the test ends.
+// when the test ends (on failure, with the end of its log).
 func Adopt(t testing.TB, la *localconsul.Agent) *Agent {
 	t.Helper()
 	a := &Agent{Agent: la, t: t}
 	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("consul log:\n%s", la.LogTail())
+		}
 		if err := a.Close(); err != nil {
 			t.Errorf("stop consul: %v", err)
 		}

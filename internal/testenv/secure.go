@@ -34,18 +34,7 @@ func SecureConsul(t testing.TB) *Secure {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &Agent{Agent: la, t: t}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("consul log:\n%s", la.LogTail())
-		}
-		if err := a.Close(); err != nil {
-			t.Errorf("stop consul: %v", err)
-		}
-	})
-	if err := la.Start(30 * time.Second); err != nil {
-		t.Fatal(err)
-	}
+	a := Adopt(t, la)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	tokens, err := sec.SetupACL(ctx, a.API(), "trimsvc")
