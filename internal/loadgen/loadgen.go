@@ -58,13 +58,12 @@ type Options struct {
 // Run is load in progress: the one loop behind cmd/client's load
 // generator, the tests' steady load and the benchmarks'.
 type Run struct {
-	stop      atomic.Bool
-	wg        sync.WaitGroup
-	start     time.Time
-	until     time.Time   // with Duration: no call starts after it
-	stopTimer *time.Timer // with Duration
-	done      atomic.Int64
-	failed    atomic.Int64
+	stop   atomic.Bool
+	wg     sync.WaitGroup
+	start  time.Time
+	until  time.Time // with Duration: no call starts after it
+	done   atomic.Int64
+	failed atomic.Int64
 
 	mu    sync.Mutex
 	calls []Call
@@ -78,10 +77,7 @@ func Start(ctx context.Context, e endpoint.Endpoint, text string, o Options) *Ru
 	r := &Run{start: time.Now()}
 	req := trimsvc.TrimRequest{S: text}
 	if o.Duration > 0 {
-		end := r.start.Add(o.Duration)
-		stop := time.AfterFunc(o.Duration, func() { r.stop.Store(true) })
-		r.until = end
-		r.stopTimer = stop
+		r.until = r.start.Add(o.Duration)
 	}
 	if o.Rate > 0 {
 		r.wg.Add(1)
@@ -94,14 +90,13 @@ func Start(ctx context.Context, e endpoint.Endpoint, text string, o Options) *Ru
 		go func() {
 			defer r.wg.Done()
 			var mine []Call
-			for !r.stop.Load() && ctx.Err() == nil && (o.N == 0 || sent.Add(1) <= int64(o.N)) {
+			for !r.stop.Load() && ctx.Err() == nil && (r.until.IsZero() || time.Now().Before(r.until)) &&
+				(o.N == 0 || sent.Add(1) <= int64(o.N)) {
 				c := Do(ctx, e, req)
 				r.count(c)
 				mine = append(mine, c)
 			}
-			r.mu.Lock()
-			r.calls = append(r.calls, mine...)
-			r.mu.Unlock()
+			r.record(mine...)
 		}()
 	}
 	return r
@@ -128,20 +123,27 @@ func (r *Run) openLoop(ctx context.Context, e endpoint.Endpoint, req trimsvc.Tri
 			c.Took += c.Start.Sub(due)
 			c.Start = due
 			r.count(c)
-			r.mu.Lock()
-			r.calls = append(r.calls, c)
-			r.mu.Unlock()
+			r.record(c)
 		}()
 	}
 }
 
+// count counts a call for Progress: atomics only, as it runs after every
+// call.
 func (r *Run) count(c Call) {
 	r.done.Add(1)
 	if c.Err != nil {
 		r.failed.Add(1)
 	}
+}
+
+// record adds calls, done by now, to the run: once per closed-loop caller,
+// once per open-loop call.
+func (r *Run) record(calls ...Call) {
+	now := time.Now()
 	r.mu.Lock()
-	if now := time.Now(); now.After(r.end) {
+	r.calls = append(r.calls, calls...)
+	if now.After(r.end) {
 		r.end = now
 	}
 	r.mu.Unlock()
@@ -155,9 +157,6 @@ func (r *Run) Progress() (done, failed int64) { return r.done.Load(), r.failed.L
 // run took.
 func (r *Run) Wait() ([]Call, time.Duration) {
 	r.wg.Wait()
-	if r.stopTimer != nil {
-		r.stopTimer.Stop()
-	}
 	return r.calls, r.end.Sub(r.start)
 }
 
