@@ -179,6 +179,27 @@ func (c *Cluster) Leader(ctx context.Context) (*Agent, error) {
 	return nil, fmt.Errorf("no running member answered: %v", lastErr)
 }
 
+// KillLeader kills the leader (SIGKILL, as a crash would), waits until
+// another server is elected, and returns both and how long the election
+// took from the kill.
+func (c *Cluster) KillLeader(ctx context.Context) (killed, next *Agent, took time.Duration, err error) {
+	killed, err = c.Leader(ctx)
+	if err != nil {
+		return nil, nil, 0, fmt.Errorf("find the leader: %w", err)
+	}
+	if killed == nil {
+		return nil, nil, 0, errors.New("no leader to kill")
+	}
+	killedAt := time.Now()
+	if err := killed.Kill(); err != nil {
+		return killed, nil, 0, err
+	}
+	if next, err = c.WaitLeader(ctx, killed); err != nil {
+		return killed, nil, 0, err
+	}
+	return killed, next, time.Since(killedAt), nil
+}
+
 // WaitLeader waits until there is a leader other than not (nil: any), and
 // returns it.
 func (c *Cluster) WaitLeader(ctx context.Context, not *Agent) (*Agent, error) {

@@ -22,19 +22,14 @@ func TestClusterFormsAndElectsAgain(t *testing.T) {
 	t.Logf("3 servers and 2 clients formed in %v", time.Since(start).Round(time.Millisecond))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	leader, err := c.Leader(ctx)
-	if err != nil || leader == nil {
-		t.Fatalf("leader: %v, %v", leader, err)
-	}
-	killedAt := time.Now()
-	if err := leader.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	next, err := c.WaitLeader(ctx, leader)
+	leader, next, took, err := c.KillLeader(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("new leader %s %v after SIGKILL of %s", next.Name, time.Since(killedAt).Round(time.Millisecond), leader.Name)
+	if next == leader || !next.Running() || leader.Running() {
+		t.Fatalf("killed %s (running %v), new leader %s (running %v)", leader.Name, leader.Running(), next.Name, next.Running())
+	}
+	t.Logf("new leader %s %v after SIGKILL of %s", next.Name, took.Round(time.Millisecond), leader.Name)
 	// The old leader comes back with its data and rejoins.
 	if err := leader.Start(30 * time.Second); err != nil {
 		t.Fatal(err)
