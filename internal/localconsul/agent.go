@@ -44,8 +44,7 @@ type Agent struct {
 	ports *portBlock
 
 	apiMu     sync.Mutex
-	apiClient *api.Client // for apiAddr; API's, reused
-	apiAddr   string
+	apiClient *api.Client // API's, reused until the ports change
 }
 
 // Options for New.
@@ -117,6 +116,9 @@ func (a *Agent) pickPorts() error {
 		return err
 	}
 	a.ports = block
+	a.apiMu.Lock()
+	a.apiClient = nil // for the old HTTP port
+	a.apiMu.Unlock()
 	ports := block.ports
 	a.HTTPAddr, a.DNSPort = fmt.Sprintf("127.0.0.1:%d", ports[0]), ports[1]
 	a.SerfLANAddr = fmt.Sprintf("127.0.0.1:%d", ports[3])

@@ -21,13 +21,13 @@ func (a *Agent) URL() string {
 
 // API returns a Consul API client for the agent; with Security, over TLS
 // with the CLI certificate and the management token. It is one client for
-// as long as the agent keeps its address: each new one would bring a
+// as long as the agent keeps its ports: each new one would bring a
 // connection pool of its own, and every poll (Leader, WaitAlive) would
 // leave an idle connection open, up to Consul's limit per client address.
 func (a *Agent) API() (*api.Client, error) {
 	a.apiMu.Lock()
 	defer a.apiMu.Unlock()
-	if a.apiClient != nil && a.apiAddr == a.HTTPAddr {
+	if a.apiClient != nil {
 		return a.apiClient, nil
 	}
 	cfg := api.DefaultConfig()
@@ -40,7 +40,7 @@ func (a *Agent) API() (*api.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.apiClient, a.apiAddr = c, a.HTTPAddr
+	a.apiClient = c
 	return c, nil
 }
 

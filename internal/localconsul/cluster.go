@@ -20,8 +20,6 @@ import (
 type Cluster struct {
 	Servers []*Agent
 	Clients []*Agent
-	// Key is the gossip encryption key.
-	Key string
 	// Security is the TLS and ACL setup when the cluster is secure, else
 	// nil.
 	Security *Security
@@ -47,7 +45,8 @@ func NewCluster(bin, dir string, o ClusterOptions) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("consul keygen: %w", err)
 	}
-	c := &Cluster{Key: strings.TrimSpace(string(out))}
+	key := strings.TrimSpace(string(out)) // gossip encryption
+	c := &Cluster{}
 	if o.Secure {
 		if c.Security, err = NewSecurity(bin, dir); err != nil {
 			return nil, err
@@ -60,7 +59,7 @@ func NewCluster(bin, dir string, o ClusterOptions) (*Cluster, error) {
 			name = fmt.Sprintf("client-%d", i-o.Servers+1)
 		}
 		a, err := New(bin, filepath.Join(dir, name), Options{Detach: o.Detach, Security: c.Security, Member: &Member{
-			Name: name, Server: server, BootstrapExpect: o.Servers, Encrypt: c.Key,
+			Name: name, Server: server, BootstrapExpect: o.Servers, Encrypt: key,
 		}})
 		if err != nil {
 			return nil, err
