@@ -23,7 +23,7 @@ import (
 // interval through c, until stop, cycling over n instances of its own:
 // passing at once, or, critical, behind a TTL check that never passes
 // (changes a watch wakes for, with nothing to call).
-func churner(b *testing.B, c *api.Client, prefix string, n int, interval time.Duration, critical bool, stop <-chan struct{}) (changes func() int) {
+func churner(c *api.Client, prefix string, n int, interval time.Duration, critical bool, stop <-chan struct{}) (changes func() int) {
 	var mu sync.Mutex
 	count := 0
 	go func() {
@@ -62,7 +62,7 @@ func BenchmarkClusterLeaderLoss(b *testing.B) {
 	c := testenv.Cluster(b)
 	svcAPI, callAPI := testenv.API(b, c.Clients[0]), testenv.API(b, c.Clients[1])
 	stop := make(chan struct{})
-	churner(b, svcAPI, "churn", 10, 100*time.Millisecond, false, stop)
+	churner(svcAPI, "churn", 10, 100*time.Millisecond, false, stop)
 	defer close(stop)
 
 	s := sd.NewInstancer(sd.NewClient(callAPI), log.NewNopLogger(), "trimsvc", nil, true, sd.AllowStale(0))
@@ -176,7 +176,7 @@ func BenchmarkClusterWatches(b *testing.B) {
 		}
 		serversBefore, agentBefore, selfBefore := cpuOf(c.Servers...), cpuOf(c.Clients[1]), cpuTime()
 		stop := make(chan struct{})
-		changes := churner(b, svcAPI, "churn-"+mode.name, 20, 250*time.Millisecond, false, stop)
+		changes := churner(svcAPI, "churn-"+mode.name, 20, 250*time.Millisecond, false, stop)
 		time.Sleep(run)
 		close(stop)
 		n := float64(max(changes(), 1))

@@ -101,7 +101,7 @@ func BenchmarkDiscovery(b *testing.B) {
 			// Instances behind a critical TTL check come and go: changes
 			// that wake the watch but never put an instance in the
 			// passing list.
-			churner(b, c, "bg", 10, 100*time.Millisecond, true, stop)
+			churner(c, "bg", 10, 100*time.Millisecond, true, stop)
 		}
 		var joins, leaves []time.Duration
 		for trial := range trials {

@@ -138,6 +138,17 @@ type attemptLog struct {
 	last     atomic.Int64 // unix ns of the last attempt to the faulty one
 }
 
+// factory is f with every endpoint it makes counted in a.
+func (a *attemptLog) factory(f kitsd.Factory) kitsd.Factory {
+	return func(instance string) (endpoint.Endpoint, io.Closer, error) {
+		e, c, err := f(instance)
+		if err != nil {
+			return nil, nil, err
+		}
+		return a.wrap(instance, e), c, nil
+	}
+}
+
 func (a *attemptLog) wrap(instance string, e endpoint.Endpoint) endpoint.Endpoint {
 	return func(ctx context.Context, req interface{}) (interface{}, error) {
 		a.total.Add(1)
@@ -160,11 +171,7 @@ type grayRow struct {
 // it, with a Factory that records attempts.
 func trimkitRow(cfg client.CallConfig, opts ...client.Option) func([]string, *attemptLog) (endpoint.Endpoint, func()) {
 	return func(addrs []string, al *attemptLog) (endpoint.Endpoint, func()) {
-		factory := func(instance string) (endpoint.Endpoint, io.Closer, error) {
-			e, c, err := client.Factory()(instance)
-			return al.wrap(instance, e), c, err
-		}
-		endpointer := client.NewEndpointer(kitsd.FixedInstancer(addrs), factory, log.NewNopLogger(), opts...)
+		endpointer := client.NewEndpointer(kitsd.FixedInstancer(addrs), al.factory(client.Factory()), log.NewNopLogger(), opts...)
 		balancer := client.NewRoundRobin(endpointer)
 		if cfg.Balancer == client.P2C {
 			balancer = client.NewP2C(endpointer)
@@ -181,11 +188,7 @@ func grayRows() []grayRow {
 	off := []client.Option{client.WithEjection(client.Ejection{Disabled: true}), client.WithRetryBudget(client.RetryBudget{Disabled: true})}
 	return []grayRow{
 		{"gokit-stock", func(addrs []string, al *attemptLog) (endpoint.Endpoint, func()) {
-			factory := func(instance string) (endpoint.Endpoint, io.Closer, error) {
-				e, c, err := gokitFactory(instance)
-				return al.wrap(instance, e), c, err
-			}
-			endpointer := kitsd.NewEndpointer(kitsd.FixedInstancer(addrs), factory, log.NewNopLogger())
+			endpointer := kitsd.NewEndpointer(kitsd.FixedInstancer(addrs), al.factory(gokitFactory), log.NewNopLogger())
 			return lb.Retry(3, 500*time.Millisecond, lb.NewRoundRobin(endpointer)), endpointer.Close
 		}},
 		{"rr", trimkitRow(client.CallConfig{}, off...)},
@@ -334,13 +337,7 @@ func grayRunOnce(b *testing.B, row grayRow, f fault, slowBy time.Duration) grayR
 		servers[0].set(f)
 	}
 	calls, _ := load.Wait()
-	var after []loadgen.Call
-	for _, c := range calls {
-		if !c.Start.Before(faultAt) {
-			after = append(after, c)
-		}
-	}
-	s, _ := loadgen.Summarize(after, 0)
+	s, _ := loadgen.Summarize(callsSince(calls, faultAt), 0)
 	r := grayResult{s: s, total: al.total.Load() - beforeTotal, toFaulty: al.toFaulty.Load() - beforeFaulty, stoppedAfter: -1}
 	if last := time.Unix(0, al.last.Load()); last.Before(faultAt.Add(run - time.Second)) {
 		r.stoppedAfter = ms(max(0, last.Sub(faultAt)))

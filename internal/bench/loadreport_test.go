@@ -3,14 +3,12 @@ package bench
 import (
 	"context"
 	"fmt"
-	"io"
 	"runtime"
 	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/go-kit/kit/endpoint"
 	kitsd "github.com/go-kit/kit/sd"
 	"github.com/go-kit/log"
 	"github.com/hashicorp/consul/api"
@@ -227,11 +225,7 @@ func leastLoadedRun(b *testing.B, c *api.Client, balancer string, capacity float
 	}()
 
 	al := &attemptLog{faulty: addrs[0]}
-	factory := func(instance string) (endpoint.Endpoint, io.Closer, error) {
-		e, c, err := client.Factory()(instance)
-		return al.wrap(instance, e), c, err
-	}
-	endpointer := client.NewEndpointer(kitsd.FixedInstancer(addrs), factory, log.NewNopLogger())
+	endpointer := client.NewEndpointer(kitsd.FixedInstancer(addrs), al.factory(client.Factory()), log.NewNopLogger())
 	defer endpointer.Close()
 	var bal *client.Balancer
 	switch balancer {
@@ -276,16 +270,21 @@ func leastLoadedRun(b *testing.B, c *api.Client, balancer string, capacity float
 	return out
 }
 
-// summarizeAfter sums up the calls due from since on, their metrics named
-// with prefix.
-func summarizeAfter(calls []loadgen.Call, since time.Time, prefix string) map[string]float64 {
+// callsSince are the calls due from since on.
+func callsSince(calls []loadgen.Call, since time.Time) []loadgen.Call {
 	var after []loadgen.Call
 	for _, c := range calls {
 		if !c.Start.Before(since) {
 			after = append(after, c)
 		}
 	}
-	s, _ := loadgen.Summarize(after, 0)
+	return after
+}
+
+// summarizeAfter sums up the calls due from since on, their metrics named
+// with prefix.
+func summarizeAfter(calls []loadgen.Call, since time.Time, prefix string) map[string]float64 {
+	s, _ := loadgen.Summarize(callsSince(calls, since), 0)
 	return map[string]float64{
 		prefix + "calls":    float64(s.Requests),
 		prefix + "failures": float64(s.Failures),
