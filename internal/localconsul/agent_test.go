@@ -3,6 +3,8 @@ package localconsul_test
 import (
 	"errors"
 	"net"
+	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -59,5 +61,27 @@ func TestKilledAgentRestartsOnItsPorts(t *testing.T) {
 	}
 	if a.HTTPAddr != addr {
 		t.Errorf("restarted on %s, want %s", a.HTTPAddr, addr)
+	}
+}
+
+// The tail of a log for an error message leaves out DEBUG lines: a test
+// polling a dev agent fills its log with them.
+func TestLogTailLeavesOutDebugLines(t *testing.T) {
+	a, err := localconsul.New(testenv.ConsulBinary(t), t.TempDir(), localconsul.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	var log strings.Builder
+	log.WriteString("[ERROR] agent.anti_entropy: failed to sync remote state\n")
+	for range 1000 {
+		log.WriteString("[DEBUG] agent.http: Request finished: method=GET url=/v1/health/service/trimsvc\n")
+	}
+	if err := os.WriteFile(a.LogPath, []byte(log.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tail := a.LogTail()
+	if strings.Contains(tail, "[DEBUG]") || !strings.Contains(tail, "failed to sync remote state") {
+		t.Errorf("tail:\n%s", tail)
 	}
 }

@@ -81,7 +81,8 @@ func (a *Agent) WaitPassing(service string, ids ...string) time.Time {
 // WaitPassing waits, at most 20s (a check every 5s first runs at a random
 // moment within it), until the passing instances of service,
 // as c sees them, satisfy ok, and returns when it saw them so. On failure it
-// logs the checks of c's agent.
+// logs the checks of c's agent and the service's checks in the catalog:
+// whether the agent's view reached the servers.
 func WaitPassing(t testing.TB, c *api.Client, service string, ok func([]string) bool) time.Time {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -91,7 +92,11 @@ func WaitPassing(t testing.TB, c *api.Client, service string, ok func([]string) 
 		for id, chk := range checks {
 			t.Logf("agent check %s: %s %q", id, chk.Status, chk.Output)
 		}
-		t.Fatalf("%v (checks err %v)", err, cerr)
+		catalog, _, herr := c.Health().Checks(service, nil)
+		for _, chk := range catalog {
+			t.Logf("catalog check %s on node %s: %s", chk.CheckID, chk.Node, chk.Status)
+		}
+		t.Fatalf("%v (agent checks err %v, %d catalog checks, err %v)", err, cerr, len(catalog), herr)
 	}
 	return time.Now()
 }
