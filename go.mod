@@ -2,6 +2,8 @@ module github.com/trimkit/trimkit
 
 go 1.26.8
 
+toolchain go1.26.10
+
 require (
 	github.com/go-kit/kit v0.13.0
 	github.com/go-kit/log v0.2.1
@@ -39,7 +41,7 @@ require (
 	github.com/prometheus/common v0.72.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
 	golang.org/x/exp v0.0.0-20260218203240-3dfff04db8fa // indirect
-	golang.org/x/net v0.60.0 // indirect
-	golang.org/x/sys v0.48.0 // indirect
-	golang.org/x/text v0.42.0 // indirect
+	golang.org/x/net v0.62.0 // indirect
+	golang.org/x/sys v0.49.0 // indirect
+	golang.org/x/text v0.43.0 // indirect
 )

@@ -140,6 +140,9 @@ func TestTrimAndLoadSummary(t *testing.T) {
 	}
 
 	out, code = exec("-n", "10", "x")
+	if code != 0 {
+		t.Errorf("text summary: exit %d", code)
+	}
 	for _, want := range []string{"requests:  10", "failures:  0", "attempts:  10", "p99.9", "max", ids[0], ids[1]} {
 		if !strings.Contains(out, want) {
 			t.Errorf("text summary lacks %q:\n%s", want, out)
