@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"time"
 )
@@ -25,9 +27,19 @@ type Certs struct {
 
 	mu      sync.Mutex
 	cert    *tls.Certificate // nil without certFile
-	pool    *x509.CertPool   // nil without caFile
+	ca      *caBundle        // nil without caFile
 	seen    []byte           // the files' stat, to notice a change
 	checked time.Time
+}
+
+// caBundle is one load of the CA file. It is never modified, only
+// replaced, so that what was verified against it can tell that it changed.
+type caBundle struct {
+	pool *x509.CertPool
+	// roots holds the DER of every certificate in pool: a chain verified
+	// against an earlier bundle is still trusted only if its root is here.
+	roots map[string]struct{}
+	certs []*x509.Certificate // pool's
 }
 
 // LoadCerts reads the files; certFile and keyFile go together, caFile
@@ -55,7 +67,7 @@ func (c *Certs) Reload() error {
 func (c *Certs) load() error {
 	c.checked = time.Now()
 	c.seen = c.stat()
-	cert, pool := c.cert, c.pool
+	cert, ca := c.cert, c.ca
 	if c.certFile != "" {
 		kp, err := tls.LoadX509KeyPair(c.certFile, c.keyFile)
 		if err != nil {
@@ -64,17 +76,43 @@ func (c *Certs) load() error {
 		cert = &kp
 	}
 	if c.caFile != "" {
-		pem, err := os.ReadFile(c.caFile)
+		b, err := loadCA(c.caFile)
 		if err != nil {
-			return fmt.Errorf("load TLS CA file: %w", err)
+			return err
 		}
-		pool = x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return fmt.Errorf("load TLS CA file %s: no certificate in it", c.caFile)
-		}
+		ca = b
 	}
-	c.cert, c.pool = cert, pool
+	c.cert, c.ca = cert, ca
 	return nil
+}
+
+// loadCA reads a PEM bundle of CA certificates.
+func loadCA(file string) (*caBundle, error) {
+	rest, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("load TLS CA file: %w", err)
+	}
+	b := &caBundle{pool: x509.NewCertPool(), roots: map[string]struct{}{}}
+	for len(rest) > 0 {
+		var block *pem.Block
+		if block, rest = pem.Decode(rest); block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("load TLS CA file %s: %w", file, err)
+		}
+		b.pool.AddCert(cert)
+		b.roots[string(cert.Raw)] = struct{}{}
+		b.certs = append(b.certs, cert)
+	}
+	if len(b.roots) == 0 {
+		return nil, fmt.Errorf("load TLS CA file %s: no certificate in it", file)
+	}
+	return b, nil
 }
 
 // stat sums up the files' sizes and modification times.
@@ -91,9 +129,9 @@ func (c *Certs) stat() []byte {
 	return b.Bytes()
 }
 
-// current returns the certificate and pool, reading the files again first
-// when they changed since they were last read.
-func (c *Certs) current() (*tls.Certificate, *x509.CertPool) {
+// current returns the certificate and CA bundle, reading the files again
+// first when they changed since they were last read.
+func (c *Certs) current() (*tls.Certificate, *caBundle) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if time.Since(c.checked) >= reloadCheck {
@@ -102,37 +140,69 @@ func (c *Certs) current() (*tls.Certificate, *x509.CertPool) {
 			_ = c.load() // on failure, keep what was loaded last
 		}
 	}
-	return c.cert, c.pool
+	return c.cert, c.ca
 }
 
-// ClientTLS is a client's TLS configuration: the server's certificate is
-// verified against c's CA (the system's roots without one) for serverName
-// (the address dialled when empty), and c's certificate, if any, is
-// presented. With a CA of c's own, the verification reads the current CA,
-// so that rotating it needs no restart either.
-func ClientTLS(c *Certs, serverName string) *tls.Config {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName}
+// ClientTLS is a client's TLS configuration for a connection to name, the
+// host dialled (a DNS name or an IP address) or the name its certificate
+// must hold: the server's certificate must verify against c's CA (the
+// system's roots without one), hold name (as an IP SAN for an IP, a DNS
+// SAN otherwise) and list the server-auth extended key usage; c's
+// certificate, if any, is presented. It reads c's current files at each
+// handshake, so that rotating them needs no restart. gRPC callers want
+// ClientCreds, which finds name from the address dialled.
+func ClientTLS(c *Certs, name string) *tls.Config {
+	cfg := &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		ServerName: name,
+		// Verified below, against the CA of the moment and for name, which
+		// Go's own check cannot do: it reads the roots once, and for an IP
+		// it sends no server name that VerifyConnection could read back.
+		InsecureSkipVerify: true,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			return verifyServer(c, name, cs.PeerCertificates)
+		},
+	}
 	if c.certFile != "" {
 		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 			cert, _ := c.current()
 			return cert, nil
 		}
 	}
-	if c.caFile != "" {
-		// Go's own verification, against the pool of the moment.
-		cfg.InsecureSkipVerify = true
-		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-			_, pool := c.current()
-			if len(cs.PeerCertificates) == 0 {
-				return errors.New("tls: the server presented no certificate")
-			}
-			if err := verifyChain(cs.PeerCertificates, x509.VerifyOptions{Roots: pool, DNSName: cs.ServerName}); err != nil {
-				return &tls.CertificateVerificationError{UnverifiedCertificates: cs.PeerCertificates, Err: err}
-			}
-			return nil
-		}
-	}
 	return cfg
+}
+
+// verifyServer verifies a server's presented chain for name.
+func verifyServer(c *Certs, name string, chain []*x509.Certificate) error {
+	if name == "" {
+		return errors.New("tls: no server name or address to verify the server's certificate for")
+	}
+	if len(chain) == 0 {
+		return errors.New("tls: the server presented no certificate")
+	}
+	var roots *x509.CertPool // nil: the system's
+	if _, ca := c.current(); ca != nil {
+		roots = ca.pool
+	}
+	err := verifyChain(chain, x509.VerifyOptions{Roots: roots, DNSName: name, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+	if err == nil {
+		err = requireUsage(chain[0], x509.ExtKeyUsageServerAuth)
+	}
+	if err != nil {
+		return &tls.CertificateVerificationError{UnverifiedCertificates: chain, Err: err}
+	}
+	return nil
+}
+
+// requireUsage says whether leaf lists usage among its extended key usages.
+// Go's verification accepts a certificate that lists none for any usage;
+// here a certificate is for serving, or for calling, only if it says so.
+func requireUsage(leaf *x509.Certificate, usage x509.ExtKeyUsage) error {
+	if slices.Contains(leaf.ExtKeyUsage, usage) {
+		return nil
+	}
+	name := map[x509.ExtKeyUsage]string{x509.ExtKeyUsageServerAuth: "server", x509.ExtKeyUsageClientAuth: "client"}[usage]
+	return fmt.Errorf("x509: certificate %q does not list the %s-auth extended key usage", leaf.Subject.CommonName, name)
 }
 
 // verifyChain verifies the leaf of a presented chain (leaf first, then the

@@ -177,7 +177,7 @@ func TestServerPresentsTheRotatedCertificate(t *testing.T) {
 		t.Fatal(err)
 	}
 	presented := func() int64 {
-		conn, err := tls.Dial("tcp", addr, ClientTLS(trust, ""))
+		conn, err := tls.Dial("tcp", addr, ClientTLS(trust, "127.0.0.1"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -197,7 +197,7 @@ func TestServerPresentsTheRotatedCertificate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if conn, err := tls.Dial("tcp", addr, ClientTLS(distrust, "")); err == nil {
+	if conn, err := tls.Dial("tcp", addr, ClientTLS(distrust, "127.0.0.1")); err == nil {
 		conn.Close()
 		t.Error("a client trusting another CA accepted the server")
 	}
@@ -224,7 +224,7 @@ func TestClientPresentsTheRotatedCertificate(t *testing.T) {
 		t.Fatal(err)
 	}
 	dial := func() int64 {
-		conn, err := tls.Dial("tcp", addr, ClientTLS(client, ""))
+		conn, err := tls.Dial("tcp", addr, ClientTLS(client, "127.0.0.1"))
 		if err != nil {
 			t.Fatal(err)
 		}
