@@ -131,6 +131,16 @@ func (c Config) Validate() error {
 	default:
 		errs = append(errs, &FieldError{"Discovery", fmt.Sprintf("%q", c.Discovery), fmt.Sprintf("must be %q or %q", DiscoveryConsul, DiscoveryDNS)})
 	}
+	if c.ServiceName != "" {
+		if err := sd.ValidServiceName(c.ServiceName); err != nil {
+			errs = append(errs, &FieldError{"ServiceName", fmt.Sprintf("%q", c.ServiceName), err.Error()})
+		}
+	}
+	for _, tag := range c.Tags {
+		if err := sd.ValidTag(tag); err != nil {
+			errs = append(errs, &FieldError{"Tags", fmt.Sprintf("%q", c.Tags), err.Error()})
+		}
+	}
 	if c.MaxStale < 0 {
 		errs = append(errs, &FieldError{"MaxStale", c.MaxStale, "must not be negative (0 means the default, 2s)"})
 	}

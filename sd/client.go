@@ -40,6 +40,9 @@ func NewClient(c *api.Client) Client {
 type apiClient struct{ c *api.Client }
 
 func (a apiClient) Service(ctx context.Context, service string, tags []string, passingOnly bool, q *api.QueryOptions) ([]*api.ServiceEntry, *api.QueryMeta, error) {
+	if err := pathSafe("service name", service); err != nil {
+		return nil, nil, err
+	}
 	if q == nil {
 		q = &api.QueryOptions{}
 	}
@@ -62,14 +65,23 @@ func (a apiClient) anonymousUnderACLs(ctx context.Context) bool {
 }
 
 func (a apiClient) Register(ctx context.Context, reg *api.AgentServiceRegistration) error {
+	if err := pathSafe("service ID", reg.ID); err != nil {
+		return err // it would be deregistered through a path
+	}
 	return asPermission(a.c.Agent().ServiceRegisterOpts(reg, api.ServiceRegisterOpts{}.WithContext(ctx)))
 }
 
 func (a apiClient) Deregister(ctx context.Context, id string) error {
+	if err := pathSafe("service ID", id); err != nil {
+		return err
+	}
 	return asPermission(a.c.Agent().ServiceDeregisterOpts(id, (&api.QueryOptions{}).WithContext(ctx)))
 }
 
 func (a apiClient) AgentService(ctx context.Context, id string) (*api.AgentService, error) {
+	if err := pathSafe("service ID", id); err != nil {
+		return nil, err
+	}
 	svc, _, err := a.c.Agent().Service(id, (&api.QueryOptions{}).WithContext(ctx))
 	return svc, asPermission(err)
 }

@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -23,6 +25,8 @@ type Registration struct {
 	Name string
 	// Tags are optional tags to filter on.
 	Tags []string
+	// Meta is optional metadata, key to value.
+	Meta map[string]string
 	// Address is the host (IP or name) callers and the health check dial.
 	Address string
 	// Port is the gRPC port callers and the health check dial.
@@ -36,6 +40,11 @@ type Registration struct {
 	// verifies the instance's certificate with its own CA and, with
 	// enable_agent_tls_for_checks, presents its own certificate.
 	CheckTLS bool
+	// CheckTLSSkipVerify makes the agent's TLS check skip verifying the
+	// instance's certificate: for an instance whose certificate comes from a
+	// CA of its service's own, which the agents do not trust. The check
+	// still needs the instance to answer over TLS.
+	CheckTLSSkipVerify bool
 	// CheckHTTPPath, when not empty, makes the health check an HTTP GET of
 	// http://Address:Port followed by the path (https with CheckTLS) that
 	// must answer 2xx, instead of the gRPC health check: for instances that
@@ -49,11 +58,24 @@ type Registration struct {
 
 func (r Registration) validate() error {
 	var errs []error
-	if r.ID == "" {
-		errs = append(errs, errors.New("service ID is empty"))
+	if err := ValidServiceID(r.ID); err != nil {
+		errs = append(errs, err)
 	}
-	if r.Name == "" {
-		errs = append(errs, errors.New("service name is empty"))
+	if err := ValidServiceName(r.Name); err != nil {
+		errs = append(errs, err)
+	}
+	for _, tag := range r.Tags {
+		if err := ValidTag(tag); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(r.Meta)) {
+		if err := ValidMetaKey(k); err != nil {
+			errs = append(errs, err)
+		}
+		if v := r.Meta[k]; len(v) > 512 {
+			errs = append(errs, fmt.Errorf("meta value of %q: %d bytes, over Consul's 512", k, len(v)))
+		}
 	}
 	if r.Address == "" {
 		errs = append(errs, errors.New("service address is empty"))
@@ -87,6 +109,7 @@ func (r Registration) agentRegistration() *api.AgentServiceRegistration {
 		Interval:                       r.CheckInterval.String(),
 		Timeout:                        timeout.String(),
 		DeregisterCriticalServiceAfter: r.DeregisterAfter.String(),
+		TLSSkipVerify:                  r.CheckTLSSkipVerify,
 	}
 	if r.CheckHTTPPath != "" {
 		scheme := "http"
@@ -104,6 +127,7 @@ func (r Registration) agentRegistration() *api.AgentServiceRegistration {
 		ID:      r.ID,
 		Name:    r.Name,
 		Tags:    r.Tags,
+		Meta:    r.Meta,
 		Address: r.Address,
 		Port:    r.Port,
 		Check:   check,
@@ -185,17 +209,19 @@ func (r Registration) Definition() ([]byte, error) {
 		GRPC                           string `json:"grpc,omitempty"`
 		GRPCUseTLS                     *bool  `json:"grpc_use_tls,omitempty"`
 		HTTP                           string `json:"http,omitempty"`
+		TLSSkipVerify                  bool   `json:"tls_skip_verify,omitempty"`
 		Interval                       string `json:"interval"`
 		Timeout                        string `json:"timeout"`
 		DeregisterCriticalServiceAfter string `json:"deregister_critical_service_after"`
 	}
 	type service struct {
-		ID      string   `json:"id"`
-		Name    string   `json:"name"`
-		Tags    []string `json:"tags,omitempty"`
-		Address string   `json:"address"`
-		Port    int      `json:"port"`
-		Check   check    `json:"check"`
+		ID      string            `json:"id"`
+		Name    string            `json:"name"`
+		Tags    []string          `json:"tags,omitempty"`
+		Meta    map[string]string `json:"meta,omitempty"`
+		Address string            `json:"address"`
+		Port    int               `json:"port"`
+		Check   check             `json:"check"`
 	}
 	c := reg.Check
 	var useTLS *bool
@@ -204,7 +230,7 @@ func (r Registration) Definition() ([]byte, error) {
 	}
 	def := struct {
 		Service service `json:"service"`
-	}{service{reg.ID, reg.Name, reg.Tags, reg.Address, reg.Port,
-		check{c.CheckID, c.Name, c.GRPC, useTLS, c.HTTP, c.Interval, c.Timeout, c.DeregisterCriticalServiceAfter}}}
+	}{service{reg.ID, reg.Name, reg.Tags, reg.Meta, reg.Address, reg.Port,
+		check{c.CheckID, c.Name, c.GRPC, useTLS, c.HTTP, c.TLSSkipVerify, c.Interval, c.Timeout, c.DeregisterCriticalServiceAfter}}}
 	return json.MarshalIndent(def, "", "  ")
 }

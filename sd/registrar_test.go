@@ -36,6 +36,11 @@ func TestNewRegistrarValidates(t *testing.T) {
 		"no interval":    func(r *sd.Registration) { r.CheckInterval = 0 },
 		"no deregister":  func(r *sd.Registration) { r.DeregisterAfter = 0 },
 		"relative path":  func(r *sd.Registration) { r.CheckHTTPPath = "health" },
+		"id with a path": func(r *sd.Registration) { r.ID = "x/../trimsvc-2" },
+		"id ..":          func(r *sd.Registration) { r.ID = ".." },
+		"name with /":    func(r *sd.Registration) { r.Name = "a/b" },
+		"tag with space": func(r *sd.Registration) { r.Tags = []string{"a b"} },
+		"meta key":       func(r *sd.Registration) { r.Meta = map[string]string{"consul-x": "1"} },
 	} {
 		reg := validRegistration()
 		mutate(&reg)
@@ -45,6 +50,66 @@ func TestNewRegistrarValidates(t *testing.T) {
 	}
 	if _, err := sd.NewRegistrar(f, "127.0.0.1:1", validRegistration(), log.NewNopLogger()); err != nil {
 		t.Errorf("valid registration: %v", err)
+	}
+}
+
+// An ID that would need escaping in a URL path never reaches one: the
+// Registrar refuses it, and so does the client underneath, so that
+// "x/../trimsvc-2" cannot deregister trimsvc-2.
+func TestPathUnsafeIDsNeverReachConsul(t *testing.T) {
+	agent := testenv.Consul(t)
+	c := agent.API()
+	sibling := validRegistration()
+	sibling.ID = "trimsvc-2"
+	r, err := sd.NewRegistrar(sd.NewClient(c), agent.HTTPAddr, sibling, log.NewNopLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := r.Register(ctx); err != nil {
+		t.Fatal(err)
+	}
+	client := sd.NewClient(c)
+	for _, id := range []string{"x/../trimsvc-2", "..", "trimsvc-2?x", "a%2Fb"} {
+		if err := client.Deregister(ctx, id); err == nil {
+			t.Errorf("Deregister(%q): want an error", id)
+		}
+		if _, err := client.AgentService(ctx, id); err == nil || strings.Contains(err.Error(), "404") {
+			t.Errorf("AgentService(%q): want it refused before Consul, have %v", id, err)
+		}
+		if err := client.Register(ctx, &api.AgentServiceRegistration{ID: id, Name: "trimsvc"}); err == nil {
+			t.Errorf("Register(%q): want an error", id)
+		}
+	}
+	if _, _, err := client.Service(ctx, "x/../y", nil, true, nil); err == nil {
+		t.Error(`Service("x/../y"): want an error`)
+	}
+	if ok, err := r.Registered(ctx); !ok || err != nil {
+		t.Errorf("the sibling: want it still registered, have %v (%v)", ok, err)
+	}
+}
+
+func TestValidNames(t *testing.T) {
+	for _, tc := range []struct {
+		check func(string) error
+		ok    []string
+		bad   []string
+	}{
+		{sd.ValidServiceName, []string{"trimsvc", "a", "orders-v2"}, []string{"", "a/b", "-a", "a-", "a_b", "a.b", strings.Repeat("a", 64)}},
+		{sd.ValidServiceID, []string{"trimsvc-127.0.0.1-8975", "trimsvc-::1-80", "x_y", "[::1]"}, []string{"", ".", "..", "x/../y", "a b", "a%2F", "a?b", "a#b", strings.Repeat("a", 257)}},
+		{sd.ValidTag, []string{"v1", "env=prod", "a/b"}, []string{"", "a b", "a,b", "a\tb"}},
+		{sd.ValidMetaKey, []string{"version", "a_b-c"}, []string{"", "consul-x", "a.b", "a b"}},
+	} {
+		for _, s := range tc.ok {
+			if err := tc.check(s); err != nil {
+				t.Errorf("%q: %v", s, err)
+			}
+		}
+		for _, s := range tc.bad {
+			if err := tc.check(s); err == nil {
+				t.Errorf("%q: want an error", s)
+			}
+		}
 	}
 }
 
