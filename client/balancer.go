@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync/atomic"
-	"time"
 
 	"github.com/go-kit/kit/endpoint"
 	"github.com/go-kit/kit/sd/lb"
@@ -75,8 +74,8 @@ func NewP2C(e *Endpointer) *Balancer {
 // picked at random, the one whose fresh report plus this client's own calls
 // in flight to it is lower. Two at random, not the least of all, so that
 // callers do not all herd onto one instance between reports. When either
-// report is missing or older than three reporting intervals, it falls back
-// to its own view, p2c's cost.
+// report is missing or stale (three reporting intervals after the watcher
+// received it), it falls back to its own view, p2c's cost.
 func NewLeastLoaded(e *Endpointer, w *sd.LoadWatcher) *Balancer {
 	if e == nil || w == nil {
 		panic("client: NewLeastLoaded needs an endpointer and a load watcher")
@@ -209,13 +208,8 @@ func (b *Balancer) better(a, c *node) *node {
 	return a
 }
 
-// fresh returns n's load report when it is no older than three reporting
-// intervals (and a second, the report's resolution).
+// fresh returns n's load report when the watcher holds a fresh one for it
+// (see sd.LoadWatcher for what fresh means, and what it trusts).
 func (b *Balancer) fresh(n *node) (sd.LoadReport, bool) {
-	r, ok := b.loads.Report(n.instance)
-	if !ok {
-		return r, false
-	}
-	age := time.Since(time.Unix(r.TS, 0))
-	return r, age <= 3*time.Duration(r.IntervalMS)*time.Millisecond+time.Second
+	return b.loads.Report(n.instance)
 }

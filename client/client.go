@@ -13,7 +13,6 @@ import (
 	"github.com/go-kit/kit/sd/lb"
 	"github.com/hashicorp/consul/api"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 
 	"github.com/trimkit/trimkit/sd"
 	"github.com/trimkit/trimkit/transport"
@@ -49,6 +48,7 @@ func New(cfg Config, opts ...Option) (*Client, error) {
 	}
 	var (
 		instancer kitsd.Instancer
+		catalog   sd.Catalog // for load reports: the Consul watch's, when there is one
 		where     string
 		lastErr   func() error
 		stops     []func()
@@ -72,7 +72,8 @@ func New(cfg Config, opts ...Option) (*Client, error) {
 		where = cmp.Or(cfg.DNSAddr, DefaultDNSAddr) + " (its DNS interface)"
 		instancer, lastErr = dns, dns.Err
 		stops = append(stops, dns.Stop)
-	} else {
+	}
+	if cfg.Discovery != DiscoveryDNS || (cfg.Balancer == LeastLoaded && o.loads == nil) {
 		var watch []sd.InstancerOption
 		if !cfg.DisallowStale {
 			watch = append(watch, sd.AllowStale(cfg.MaxStale))
@@ -81,11 +82,16 @@ func New(cfg Config, opts ...Option) (*Client, error) {
 			watch = append(watch, sd.UseCache())
 		}
 		watcher := sd.NewInstancer(sd.NewClient(consul), o.logger, cfg.ServiceName, cfg.Tags, true, watch...)
-		instancer, lastErr = watcher, func() error { return watcher.State().Err }
+		catalog = watcher
 		stops = append(stops, watcher.Stop)
+		if cfg.Discovery != DiscoveryDNS {
+			instancer, lastErr = watcher, func() error { return watcher.State().Err }
+		}
 	}
 	if cfg.Balancer == LeastLoaded && o.loads == nil {
-		o.loads = sd.NewLoadWatcher(sd.NewLoadClient(consul), cfg.ServiceName, o.logger)
+		// Reports are matched to instances through the catalog: with DNS
+		// discovery, a Consul watch of its own does that.
+		o.loads = sd.NewLoadWatcher(sd.NewLoadClient(consul), cfg.ServiceName, catalog, o.logger)
 		stops = append(stops, o.loads.Stop)
 	}
 	stop := func() {
@@ -147,7 +153,14 @@ func build(instancer kitsd.Instancer, cfg CallConfig, o options, d discovery) (*
 		if err != nil {
 			return nil, err
 		}
-		factory = Factory(append(o.dialOptions, grpc.WithTransportCredentials(credentials.NewTLS(transport.ClientTLS(certs, cfg.TLSServerName))))...)
+		secure := Factory(append(o.dialOptions, grpc.WithTransportCredentials(transport.ClientCreds(certs, cfg.TLSServerName)))...)
+		factory = func(instance string) (endpoint.Endpoint, io.Closer, error) {
+			e, closer, err := secure(instance)
+			if err != nil {
+				return nil, nil, err
+			}
+			return refusedHint(e, cfg.TLSCertFile), closer, nil
+		}
 	} else {
 		plain := Factory(o.dialOptions...)
 		factory = func(instance string) (endpoint.Endpoint, io.Closer, error) {

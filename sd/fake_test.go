@@ -2,6 +2,7 @@ package sd_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"sync"
 	"time"
@@ -61,9 +62,10 @@ func (f *fakeConsul) Service(ctx context.Context, _ string, _ []string, _ bool, 
 			return nil, nil, a.err
 		}
 		var entries []*api.ServiceEntry
-		for _, inst := range a.instances {
+		for i, inst := range a.instances {
 			host, port := splitHostPort(inst)
-			entries = append(entries, &api.ServiceEntry{Node: &api.Node{Address: "10.9.9.9"}, Service: &api.AgentService{Address: host, Port: port}})
+			entries = append(entries, &api.ServiceEntry{Node: &api.Node{Address: "10.9.9.9"},
+				Service: &api.AgentService{ID: fmt.Sprintf("%s#%d", inst, i), Address: host, Port: port}})
 		}
 		return entries, &api.QueryMeta{LastIndex: a.index, LastContact: a.lastContact, KnownLeader: !a.noLeader}, nil
 	case <-ctx.Done():

@@ -49,6 +49,7 @@ type Instancer struct {
 
 	mu    sync.Mutex
 	state kitsd.Event
+	ids   map[string]string // service ID by address, "" where several share it
 	subs  map[chan<- kitsd.Event]struct{}
 }
 
@@ -77,7 +78,7 @@ func NewInstancer(client Client, logger log.Logger, service string, tags []strin
 		subs:        map[chan<- kitsd.Event]struct{}{},
 	}
 	firstCtx, firstCancel := context.WithTimeout(ctx, firstQueryTimeout)
-	instances, last, err := s.query(firstCtx, 0)
+	instances, ids, last, err := s.query(firstCtx, 0)
 	firstCancel()
 	var index uint64
 	if err != nil {
@@ -85,6 +86,7 @@ func NewInstancer(client Client, logger log.Logger, service string, tags []strin
 		s.state = kitsd.Event{Err: err}
 	} else {
 		s.state = kitsd.Event{Instances: instances}
+		s.ids = ids
 		index = nextIndex(0, last)
 	}
 	go s.loop(ctx, index)
@@ -125,22 +127,25 @@ func (s *Instancer) Stop() {
 func (s *Instancer) loop(ctx context.Context, index uint64) {
 	defer close(s.done)
 	watch(ctx, s.opts, index, func(ctx context.Context, index uint64) (uint64, error) {
-		instances, last, err := s.query(ctx, index)
+		instances, ids, last, err := s.query(ctx, index)
 		if err == nil && ctx.Err() == nil {
-			s.update(instances, nil)
+			s.update(instances, ids, nil)
 		}
 		return last, err
 	}, func(err error, retryIn time.Duration) {
 		_ = level.Warn(s.logger).Log("msg", "consul query failed; keeping the last known instances", "err", err, "retry_in", retryIn)
-		s.update(nil, err)
+		s.update(nil, nil, err)
 	})
 }
 
 // update records a query's result and tells subscribers when something
 // changed. A failed query keeps the instances known last.
-func (s *Instancer) update(instances []string, err error) {
+func (s *Instancer) update(instances []string, ids map[string]string, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err == nil {
+		s.ids = ids
+	}
 	if err != nil {
 		if s.state.Err != nil {
 			s.state.Err = err
@@ -162,6 +167,15 @@ func (s *Instancer) copyState() kitsd.Event {
 	return kitsd.Event{Instances: slices.Clone(s.state.Instances), Err: s.state.Err}
 }
 
+// ServiceID implements Catalog: the service ID of the instance at addr in
+// the answer known last.
+func (s *Instancer) ServiceID(addr string) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	id := s.ids[addr]
+	return id, id != ""
+}
+
 // nextIndex is the index to block on after a query that waited on prev
 // answered with last, as Consul's blocking-query guidance says: an index
 // that went backwards (a restarted agent, a new leader's snapshot) starts
@@ -175,8 +189,8 @@ func nextIndex(prev, last uint64) uint64 {
 }
 
 // query asks the health API for the service's instances, blocking while
-// index is current.
-func (s *Instancer) query(ctx context.Context, index uint64) ([]string, uint64, error) {
+// index is current, and returns them with their service IDs by address.
+func (s *Instancer) query(ctx context.Context, index uint64) ([]string, map[string]string, uint64, error) {
 	q := &api.QueryOptions{WaitIndex: index, WaitTime: waitTime, AllowStale: s.opts.stale, UseCache: s.opts.cache}
 	entries, meta, err := s.client.Service(ctx, s.service, s.tags, s.passingOnly, q)
 	if err == nil && s.opts.stale && !s.opts.cache && meta.LastContact > s.opts.maxStale {
@@ -188,24 +202,31 @@ func (s *Instancer) query(ctx context.Context, index uint64) ([]string, uint64, 
 		}
 	}
 	if err != nil {
-		return nil, index, s.explain(ctx, fmt.Errorf("query consul for %s: %w", s.service, err))
+		return nil, nil, index, s.explain(ctx, fmt.Errorf("query consul for %s: %w", s.service, err))
 	}
 	if meta.ResultsFilteredByACLs && len(entries) == 0 {
-		return nil, index, &FilteredError{Service: s.service}
+		return nil, nil, index, &FilteredError{Service: s.service}
 	}
 	if meta.ResultsFilteredByACLs {
 		_ = level.Warn(s.logger).Log("msg", "consul filtered some instances out by ACLs (the token lacks node:read on their nodes?)", "visible", len(entries))
 	}
 	instances := make([]string, 0, len(entries))
+	ids := make(map[string]string, len(entries))
 	for _, e := range entries {
 		addr := e.Service.Address
 		if addr == "" {
 			addr = e.Node.Address
 		}
-		instances = append(instances, net.JoinHostPort(addr, strconv.Itoa(e.Service.Port)))
+		hostPort := net.JoinHostPort(addr, strconv.Itoa(e.Service.Port))
+		instances = append(instances, hostPort)
+		if _, dup := ids[hostPort]; dup {
+			ids[hostPort] = "" // two instances at one address: neither is known by it
+		} else {
+			ids[hostPort] = e.Service.ID
+		}
 	}
 	slices.Sort(instances)
-	return slices.Compact(instances), meta.LastIndex, nil
+	return slices.Compact(instances), ids, meta.LastIndex, nil
 }
 
 // ErrNoLeader says that the Consul servers have no leader (quorum lost):

@@ -236,3 +236,28 @@ func TestInstancerSaysWhenThereIsNoLeader(t *testing.T) {
 		t.Errorf("want ErrNoLeader, have %v", ev.Err)
 	}
 }
+
+// The Instancer knows each address's service ID, for load reports; an
+// address two instances share names neither.
+func TestInstancerServiceID(t *testing.T) {
+	f := newFakeConsul()
+	started := make(chan *sd.Instancer)
+	go func() { started <- sd.NewInstancer(f, log.NewNopLogger(), "trimsvc", nil, true) }()
+	f.serve(t, 0, answer{instances: []string{"10.0.0.1:80", "10.0.0.2:80", "10.0.0.2:80"}, index: 10})
+	s := <-started
+	defer s.Stop()
+	if id, ok := s.ServiceID("10.0.0.1:80"); !ok || id != "10.0.0.1:80#0" {
+		t.Errorf("10.0.0.1:80: want its ID, have %q %v", id, ok)
+	}
+	if id, ok := s.ServiceID("10.0.0.2:80"); ok {
+		t.Errorf("an address two instances share: want no ID, have %q", id)
+	}
+	if _, ok := s.ServiceID("10.0.0.3:80"); ok {
+		t.Error("an address the catalog does not list has an ID")
+	}
+	f.serve(t, 10, answer{instances: []string{"10.0.0.3:80"}, index: 11})
+	waitFor(t, 5*time.Second, "the new answer's IDs", func() bool { id, ok := s.ServiceID("10.0.0.3:80"); return ok && id == "10.0.0.3:80#0" })
+	if _, ok := s.ServiceID("10.0.0.1:80"); ok {
+		t.Error("an instance gone from the catalog still has an ID")
+	}
+}

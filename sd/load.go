@@ -226,34 +226,102 @@ func (r *LoadReporter) session(ctx context.Context, session string) (string, err
 	return r.client.CreateSession(ctx, entry)
 }
 
-// LoadWatcher keeps the latest load reports of a service's instances, by
-// address, watching the reports' KV prefix with rate-limited blocking
-// queries.
+// Bounds a LoadWatcher puts on what a report claims: it is written by the
+// instances, and an instance (or whoever holds its token) may lie.
+const (
+	// MaxLoadSkew is how far in the future a report's ts may be, by the
+	// caller's clock, before the report is refused: clocks differ by a
+	// little, a report from the far future is forged.
+	MaxLoadSkew = 5 * time.Second
+	// MaxLoadInterval caps the reporting interval a report claims, which
+	// says how long it stays fresh: a report cannot make itself fresh for
+	// ever.
+	MaxLoadInterval = time.Minute
+	// MaxLoad caps a report's load and in-flight count (a negative one is
+	// taken as 0): no report can claim to be so idle, or so busy, that it
+	// outweighs every other one's by orders of magnitude.
+	MaxLoad = 1e4
+)
+
+// Catalog maps an instance's address, as the Instancer reports it, to its
+// service ID in the catalog; *Instancer implements it.
+type Catalog interface {
+	// ServiceID returns the ID of the catalog's instance at addr; false
+	// when the catalog lists none there, or several.
+	ServiceID(addr string) (string, bool)
+}
+
+// CatalogMap is a fixed Catalog: service IDs by address, for instances
+// that a fixed list (go-kit's sd.FixedInstancer) names.
+type CatalogMap map[string]string
+
+// ServiceID implements Catalog.
+func (m CatalogMap) ServiceID(addr string) (string, bool) {
+	id, ok := m[addr]
+	return id, ok && id != ""
+}
+
+// LoadWatcher keeps the latest load reports of a service's instances,
+// watching the reports' KV prefix with rate-limited blocking queries.
+//
+// A report is trusted only as far as the catalog and the caller's own
+// clock allow: it belongs to the instance its key names (the service ID
+// after the prefix), never to the address in its body; it is used only for
+// an instance the catalog lists; it is fresh for three of its reporting
+// intervals (at most MaxLoadInterval) from when this watcher received it,
+// whatever the instance's clock says; a ts more than MaxLoadSkew ahead of
+// the caller's clock makes it void; and its load is clamped to [0,
+// MaxLoad].
 type LoadWatcher struct {
 	client  LoadClient
 	prefix  string
+	catalog Catalog
 	logger  log.Logger
-	reports atomic.Pointer[map[string]LoadReport]
+	now     func() time.Time
+	reports atomic.Pointer[map[string]receivedReport] // by service ID
 	cancel  context.CancelFunc
 	done    chan struct{}
 }
 
-// NewLoadWatcher watches the load reports of service until Stop.
-func NewLoadWatcher(client LoadClient, service string, logger log.Logger) *LoadWatcher {
-	if client == nil || logger == nil {
-		panic("sd: NewLoadWatcher needs a client and a logger")
+// receivedReport is a report as the watcher took it.
+type receivedReport struct {
+	LoadReport
+	modifyIndex uint64    // of its KV pair: a new write is a new report
+	received    time.Time // when this watcher first saw this write
+	freshFor    time.Duration
+}
+
+// NewLoadWatcher watches the load reports of service until Stop, for the
+// instances catalog lists.
+func NewLoadWatcher(client LoadClient, service string, catalog Catalog, logger log.Logger) *LoadWatcher {
+	return newLoadWatcher(client, service, catalog, logger, time.Now)
+}
+
+func newLoadWatcher(client LoadClient, service string, catalog Catalog, logger log.Logger, now func() time.Time) *LoadWatcher {
+	if client == nil || catalog == nil || logger == nil {
+		panic("sd: NewLoadWatcher needs a client, a catalog and a logger")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &LoadWatcher{client: client, prefix: LoadPrefix(service), logger: logger, cancel: cancel, done: make(chan struct{})}
-	w.reports.Store(&map[string]LoadReport{})
+	w := &LoadWatcher{client: client, prefix: LoadPrefix(service), catalog: catalog, logger: logger, now: now,
+		cancel: cancel, done: make(chan struct{})}
+	w.reports.Store(&map[string]receivedReport{})
 	go w.loop(ctx)
 	return w
 }
 
-// Report returns the latest report of the instance at addr.
+// Report returns the fresh report of the instance at addr: false when the
+// catalog lists no single instance there, or its report is missing or
+// stale.
 func (w *LoadWatcher) Report(addr string) (LoadReport, bool) {
-	r, ok := (*w.reports.Load())[addr]
-	return r, ok
+	id, ok := w.catalog.ServiceID(addr)
+	if !ok {
+		return LoadReport{}, false
+	}
+	r, ok := (*w.reports.Load())[id]
+	if !ok || w.now().Sub(r.received) > r.freshFor {
+		return LoadReport{}, false
+	}
+	return r.LoadReport, true
 }
 
 // Stop stops the watch and waits for it.
@@ -275,15 +343,46 @@ func (w *LoadWatcher) query(ctx context.Context, index uint64) (uint64, error) {
 	if err != nil || ctx.Err() != nil {
 		return index, err
 	}
-	reports := make(map[string]LoadReport, len(pairs))
+	now := w.now()
+	last := *w.reports.Load()
+	reports := make(map[string]receivedReport, len(pairs))
 	for _, p := range pairs {
-		var r LoadReport
-		if err := json.Unmarshal(p.Value, &r); err != nil || r.Addr == "" {
-			_ = level.Warn(w.logger).Log("msg", "not a load report", "key", p.Key, "err", err)
+		id := strings.TrimPrefix(p.Key, w.prefix)
+		if id == "" || strings.Contains(id, "/") {
+			_ = level.Warn(w.logger).Log("msg", "not a load report key", "key", p.Key)
 			continue
 		}
-		reports[strings.TrimSpace(r.Addr)] = r
+		if prev, ok := last[id]; ok && prev.modifyIndex == p.ModifyIndex {
+			reports[id] = prev // the same write: received when first seen
+			continue
+		}
+		r, err := takeReport(p.Value, now)
+		if err != nil {
+			_ = level.Warn(w.logger).Log("msg", "load report refused", "key", p.Key, "err", err)
+			continue
+		}
+		r.modifyIndex = p.ModifyIndex
+		reports[id] = r
 	}
 	w.reports.Store(&reports)
 	return meta.LastIndex, nil
+}
+
+// takeReport decodes a report received at now, refusing or clamping what
+// it claims beyond the bounds.
+func takeReport(b []byte, now time.Time) (receivedReport, error) {
+	var r LoadReport
+	if err := json.Unmarshal(b, &r); err != nil {
+		return receivedReport{}, err
+	}
+	if ts := time.Unix(r.TS, 0); ts.After(now.Add(MaxLoadSkew)) {
+		return receivedReport{}, fmt.Errorf("ts %d is %v ahead of this clock", r.TS, ts.Sub(now).Round(time.Second))
+	}
+	interval := time.Duration(r.IntervalMS) * time.Millisecond
+	if interval <= 0 {
+		return receivedReport{}, fmt.Errorf("interval_ms %d is not positive", r.IntervalMS)
+	}
+	r.Load = min(max(r.Load, 0), MaxLoad) // NaN cannot come from JSON
+	r.Inflight = min(max(r.Inflight, 0), int64(MaxLoad))
+	return receivedReport{LoadReport: r, received: now, freshFor: 3*min(interval, MaxLoadInterval) + time.Second}, nil
 }

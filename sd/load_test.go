@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -86,9 +87,10 @@ func (f *fakeKV) Acquire(_ context.Context, p *api.KVPair) (bool, error) {
 	if held := f.kv[p.Key]; held != nil && held.Session != p.Session {
 		return false, nil
 	}
-	cp := *p
-	f.kv[p.Key] = &cp
 	f.index++
+	cp := *p
+	cp.ModifyIndex = f.index
+	f.kv[p.Key] = &cp
 	f.writes <- cp
 	return true, nil
 }
@@ -256,21 +258,31 @@ func TestLoadTTL(t *testing.T) {
 	}
 }
 
-func TestLoadWatcher(t *testing.T) {
-	f := newFakeKV()
+// putter writes KV pairs into f under one session.
+func putter(t *testing.T, f *fakeKV) func(key string, v any) {
 	id, _ := f.CreateSession(context.Background(), &api.SessionEntry{})
-	put := func(key string, v []byte) {
-		if ok, err := f.Acquire(context.Background(), &api.KVPair{Key: key, Value: v, Session: id}); !ok || err != nil {
+	return func(key string, v any) {
+		t.Helper()
+		b, ok := v.([]byte)
+		if !ok {
+			b, _ = json.Marshal(v)
+		}
+		if ok, err := f.Acquire(context.Background(), &api.KVPair{Key: key, Value: b, Session: id}); !ok || err != nil {
 			t.Fatalf("put %s: %v %v", key, ok, err)
 		}
 	}
-	good, _ := json.Marshal(sd.LoadReport{Load: 2.5, Addr: "127.0.0.1:9000"})
-	put("trimkit/load/trimsvc/a", good)
-	put("trimkit/load/trimsvc/bad", []byte("not json"))
-	other, _ := json.Marshal(sd.LoadReport{Load: 9, Addr: "127.0.0.1:9001"})
-	put("trimkit/load/othersvc/b", other)
+}
 
-	w := sd.NewLoadWatcher(f, "trimsvc", log.NewNopLogger())
+func TestLoadWatcher(t *testing.T) {
+	f := newFakeKV()
+	put := putter(t, f)
+	now := time.Now().Unix()
+	put("trimkit/load/trimsvc/a", sd.LoadReport{Load: 2.5, Addr: "127.0.0.1:9000", TS: now, IntervalMS: 1000})
+	put("trimkit/load/trimsvc/bad", []byte("not json"))
+	put("trimkit/load/othersvc/b", sd.LoadReport{Load: 9, Addr: "127.0.0.1:9001", TS: now, IntervalMS: 1000})
+
+	catalog := sd.CatalogMap{"127.0.0.1:9000": "a", "127.0.0.1:9001": "b"}
+	w := sd.NewLoadWatcher(f, "trimsvc", catalog, log.NewNopLogger())
 	defer w.Stop()
 	waitFor(t, 5*time.Second, "the report of a", func() bool { r, ok := w.Report("127.0.0.1:9000"); return ok && r.Load == 2.5 })
 	if _, ok := w.Report("127.0.0.1:9001"); ok {
@@ -279,6 +291,78 @@ func TestLoadWatcher(t *testing.T) {
 
 	f.invalidate()
 	waitFor(t, 5*time.Second, "the report to go with its session", func() bool { _, ok := w.Report("127.0.0.1:9000"); return !ok })
+}
+
+// Reports are written by the instances, and a token that writes one may
+// write others: the watcher trusts a report only for the instance its key
+// names, as the catalog lists it, and only within bounds of its own.
+func TestLoadWatcherRefusesForgedReports(t *testing.T) {
+	f := newFakeKV()
+	put := putter(t, f)
+	var clock atomic.Pointer[time.Time]
+	start := time.Now()
+	clock.Store(&start)
+	advance := func(d time.Duration) { t := clock.Load().Add(d); clock.Store(&t) }
+	ts := start.Unix()
+	catalog := sd.CatalogMap{"127.0.0.1:9000": "a", "127.0.0.1:9001": "b", "127.0.0.1:9002": "c", "127.0.0.1:9003": "d", "127.0.0.1:9004": "e"}
+	// a ghost key, for no instance in the catalog, claiming a's address
+	put("trimkit/load/trimsvc/ghost", sd.LoadReport{Load: -1e300, TS: 99999999999, Addr: " 127.0.0.1:9000 ", IntervalMS: 1000})
+	// b's key, claiming c's address: it is b's report, whatever it says
+	put("trimkit/load/trimsvc/b", sd.LoadReport{Load: 7, TS: ts, Addr: "127.0.0.1:9002", IntervalMS: 1000})
+	// c's key with a load far out of range, and a clock an hour behind
+	put("trimkit/load/trimsvc/c", sd.LoadReport{Load: 1e300, Inflight: -5, TS: ts - 3600, Addr: "127.0.0.1:9002", IntervalMS: 1000})
+	// d's key from the far future
+	put("trimkit/load/trimsvc/d", sd.LoadReport{Load: 1, TS: 99999999999, Addr: "127.0.0.1:9003", IntervalMS: 1000})
+	// e's key, claiming to stay fresh for a year
+	put("trimkit/load/trimsvc/e", sd.LoadReport{Load: -3, TS: ts, Addr: "127.0.0.1:9004", IntervalMS: 365 * 24 * 3600 * 1000})
+
+	w := sd.NewLoadWatcherWithClock(f, "trimsvc", catalog, log.NewNopLogger(), func() time.Time { return *clock.Load() })
+	defer w.Stop()
+	waitFor(t, 5*time.Second, "the reports", func() bool { _, ok := w.Report("127.0.0.1:9004"); return ok })
+
+	if _, ok := w.Report("127.0.0.1:9000"); ok {
+		t.Error("a's address has a report: the ghost's")
+	}
+	if r, ok := w.Report("127.0.0.1:9001"); !ok || r.Load != 7 {
+		t.Errorf("b's report: want load 7 by its key, have %+v %v", r, ok)
+	}
+	r, ok := w.Report("127.0.0.1:9002")
+	if !ok {
+		t.Fatal("c's report, an hour behind by its own clock but just received: want it fresh")
+	}
+	if want, have := sd.MaxLoad, r.Load; want != have {
+		t.Errorf("c's load of 1e300: want it clamped to %v, have %v", want, have)
+	}
+	if r.Inflight != 0 {
+		t.Errorf("c's inflight of -5: want 0, have %d", r.Inflight)
+	}
+	if _, ok := w.Report("127.0.0.1:9003"); ok {
+		t.Error("d's report from the far future was taken")
+	}
+	if r, _ := w.Report("127.0.0.1:9004"); r.Load != 0 {
+		t.Errorf("e's load of -3: want 0, have %v", r.Load)
+	}
+	if _, ok := w.Report("127.0.0.1:9999"); ok {
+		t.Error("an address the catalog does not list has a report")
+	}
+
+	// Freshness is by when the watcher received a report: c's (1s
+	// interval) is stale 3s and a second later, e's a year's claim is
+	// capped.
+	advance(5 * time.Second)
+	if _, ok := w.Report("127.0.0.1:9002"); ok {
+		t.Error("c's report 5s after it was received, with a 1s interval: want it stale")
+	}
+	if _, ok := w.Report("127.0.0.1:9004"); !ok {
+		t.Error("e's report 5s after it was received: want it fresh")
+	}
+	advance(3*sd.MaxLoadInterval + time.Second)
+	if _, ok := w.Report("127.0.0.1:9004"); ok {
+		t.Error("e's report, claiming a year's interval, 3 minutes later: want it stale")
+	}
+	// A new write is a new report, received now.
+	put("trimkit/load/trimsvc/c", sd.LoadReport{Load: 3, TS: ts, IntervalMS: 1000})
+	waitFor(t, 5*time.Second, "c's new report", func() bool { r, ok := w.Report("127.0.0.1:9002"); return ok && r.Load == 3 })
 }
 
 // waitFor polls cond every 10ms until it holds, failing the test if it

@@ -234,7 +234,11 @@ func leastLoadedRun(b *testing.B, c *api.Client, balancer string, capacity float
 	case client.P2C:
 		bal = client.NewP2C(endpointer)
 	case client.LeastLoaded:
-		w := sd.NewLoadWatcher(sd.NewLoadClient(c), service, log.NewNopLogger())
+		catalog := sd.CatalogMap{}
+		for i, a := range addrs {
+			catalog[a] = fmt.Sprintf("trim-%d", i)
+		}
+		w := sd.NewLoadWatcher(sd.NewLoadClient(c), service, catalog, log.NewNopLogger())
 		defer w.Stop()
 		bal = client.NewLeastLoaded(endpointer, w)
 	}

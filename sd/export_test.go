@@ -1,0 +1,13 @@
+package sd
+
+import (
+	"time"
+
+	"github.com/go-kit/log"
+)
+
+// NewLoadWatcherWithClock is NewLoadWatcher judging freshness by now, for
+// tests.
+func NewLoadWatcherWithClock(client LoadClient, service string, catalog Catalog, logger log.Logger, now func() time.Time) *LoadWatcher {
+	return newLoadWatcher(client, service, catalog, logger, now)
+}
