@@ -36,7 +36,7 @@ func copyTo(t *testing.T, src, dst string) {
 // connection.
 func servedSerial(t *testing.T, addr string, trust *transport.Certs) string {
 	t.Helper()
-	conn, err := tls.Dial("tcp", addr, transport.ClientTLS(trust, ""))
+	conn, err := tls.Dial("tcp", addr, transport.ClientTLS(trust, "127.0.0.1"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,40 +52,40 @@ func servedSerial(t *testing.T, addr string, trust *transport.Certs) string {
 // the new certificates.
 func TestMutualTLSRotationUnderLoad(t *testing.T) {
 	s := testenv.SecureConsul(t)
-	ca := s.Security.CA
+	st := s.ServiceTLS(t)
 	dir := t.TempDir()
 	var insts []*proc.Trimsvc
 	files := func(name string) (string, string) {
 		return filepath.Join(dir, name+".pem"), filepath.Join(dir, name+"-key.pem")
 	}
 	issue := func(kind, name string) {
-		cert, key, err := ca.Cert(kind)
-		if err != nil {
-			t.Fatal(err)
+		is := st.Server(t, name)
+		if kind == "client" {
+			is = st.Client(t, name)
 		}
 		certFile, keyFile := files(name)
-		copyTo(t, cert, certFile)
-		copyTo(t, key, keyFile)
+		copyTo(t, is.CertFile, certFile)
+		copyTo(t, is.KeyFile, keyFile)
 	}
 	var ids []string
 	for _, name := range []string{"svc-0", "svc-1"} {
-		issue("client", name)
+		issue("server", name)
 		certFile, keyFile := files(name)
-		in := testenv.StartTrimsvc(t, bins.Trimsvc(t), s.URL(), append(s.ConsulTLSFlags(), "-consul-token-file", s.TrimsvcTokenFile,
-			"-tls-cert-file", certFile, "-tls-key-file", keyFile, "-tls-client-ca-file", ca.CertFile)...)
+		in := testenv.StartTrimsvc(t, bins.Trimsvc(t), s.URL(), append(append(s.ConsulTLSFlags(), "-consul-token-file", s.TrimsvcTokenFile),
+			st.InstanceArgs(certFile, keyFile)...)...)
 		insts = append(insts, in)
 		ids = append(ids, in.ID)
 	}
 	s.WaitPassing("trimsvc", ids...)
-	issue("cli", "caller")
+	issue("client", "caller")
 	callerCert, callerKey := files("caller")
 	c := newClient(t, client.Config{
 		ConsulAddr: s.URL(), ConsulTokenFile: s.ClientTokenFile,
-		ConsulCAFile: ca.CertFile, ConsulCertFile: s.Security.CLICertFile, ConsulKeyFile: s.Security.CLIKeyFile,
-		CallConfig: client.CallConfig{TLSCAFile: ca.CertFile, TLSCertFile: callerCert, TLSKeyFile: callerKey},
+		ConsulCAFile: s.Security.CA.CertFile, ConsulCertFile: s.Security.CLICertFile, ConsulKeyFile: s.Security.CLIKeyFile,
+		CallConfig: client.CallConfig{TLSCAFile: st.CA.File, TLSCertFile: callerCert, TLSKeyFile: callerKey},
 	})
 	waitInstances(t, c.Endpoint(), 2)
-	trust, err := transport.LoadCerts("", "", ca.CertFile)
+	trust, err := transport.LoadCerts("", "", st.CA.File)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,9 +93,9 @@ func TestMutualTLSRotationUnderLoad(t *testing.T) {
 
 	load := loadgen.Start(context.Background(), c.Endpoint(), "r o t a t e", loadgen.Options{Rate: 200})
 	time.Sleep(500 * time.Millisecond)
-	issue("client", "svc-0")
-	issue("client", "svc-1")
-	issue("cli", "caller")
+	issue("server", "svc-0")
+	issue("server", "svc-1")
+	issue("client", "caller")
 	if err := insts[1].Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
@@ -116,10 +116,10 @@ func TestMutualTLSRotationUnderLoad(t *testing.T) {
 	}
 	// A new instance, dialled after the rotation, takes the caller's new
 	// certificate.
-	issue("client", "svc-2")
+	issue("server", "svc-2")
 	certFile, keyFile := files("svc-2")
-	joined := testenv.StartTrimsvc(t, bins.Trimsvc(t), s.URL(), append(s.ConsulTLSFlags(), "-consul-token-file", s.TrimsvcTokenFile,
-		"-tls-cert-file", certFile, "-tls-key-file", keyFile, "-tls-client-ca-file", ca.CertFile)...)
+	joined := testenv.StartTrimsvc(t, bins.Trimsvc(t), s.URL(), append(append(s.ConsulTLSFlags(), "-consul-token-file", s.TrimsvcTokenFile),
+		st.InstanceArgs(certFile, keyFile)...)...)
 	s.WaitPassing("trimsvc", append(ids, joined.ID)...)
 	firstAnswer(t, c.Endpoint(), joined.ID)
 	calls, _ := load.Stop()

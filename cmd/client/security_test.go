@@ -13,16 +13,14 @@ import (
 
 // secureSetup is a secure agent and two trimsvc instances registered with
 // their least-privilege token, serving mutual TLS when mtls is set.
-func secureSetup(t *testing.T, mtls bool) *testenv.Secure {
+func secureSetup(t *testing.T, mtls bool) (*testenv.Secure, *testenv.ServiceTLS) {
 	t.Helper()
 	s := testenv.SecureConsul(t)
+	st := s.ServiceTLS(t)
 	args := append(s.ConsulTLSFlags(), "-consul-token-file", s.TrimsvcTokenFile)
 	if mtls {
-		cert, key, err := s.Security.CA.Cert("client")
-		if err != nil {
-			t.Fatal(err)
-		}
-		args = append(args, "-tls-cert-file", cert, "-tls-key-file", key, "-tls-client-ca-file", s.Security.CA.CertFile)
+		srv := st.Server(t, "instance")
+		args = append(args, st.InstanceArgs(srv.CertFile, srv.KeyFile)...)
 	}
 	var ids []string
 	for range 2 {
@@ -30,7 +28,7 @@ func secureSetup(t *testing.T, mtls bool) *testenv.Secure {
 		ids = append(ids, in.ID)
 	}
 	s.WaitPassing("trimsvc", ids...)
-	return s
+	return s, st
 }
 
 func runClient(t *testing.T, args ...string) (*proc.Process, int) {
@@ -46,7 +44,7 @@ func runClient(t *testing.T, args ...string) (*proc.Process, int) {
 }
 
 func TestACLFilteredAnswerIsSaidPlainly(t *testing.T) {
-	s := secureSetup(t, false)
+	s, _ := secureSetup(t, false)
 	for _, tc := range []struct {
 		name  string
 		token []string
@@ -82,13 +80,10 @@ func TestACLFilteredAnswerIsSaidPlainly(t *testing.T) {
 }
 
 func TestMutualTLSCalls(t *testing.T) {
-	s0 := secureSetup(t, true)
+	s0, st := secureSetup(t, true)
 	base := append(s0.ConsulTLSFlags(), "-consul-token-file", s0.ClientTokenFile)
-	callerCert, callerKey, err := s0.Security.CA.Cert("cli")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, code := runClient(t, append(base, "-tls-ca-file", s0.Security.CA.CertFile, "-tls-cert-file", callerCert, "-tls-key-file", callerKey, "-n", "20", "-json", "x")...)
+	caller := st.Client(t, "caller")
+	p, code := runClient(t, append(base, "-tls-ca-file", st.CA.File, "-tls-cert-file", caller.CertFile, "-tls-key-file", caller.KeyFile, "-n", "20", "-json", "x")...)
 	if code != 0 {
 		t.Fatalf("mutual TLS: exit %d\n%s", code, strings.Join(p.Lines(), "\n"))
 	}
@@ -98,7 +93,13 @@ func TestMutualTLSCalls(t *testing.T) {
 		want string
 	}{
 		{"plaintext", nil, "does it require TLS?"},
-		{"no client certificate", []string{"-tls-ca-file", s0.Security.CA.CertFile}, "no client certificate"},
+		{"no client certificate", []string{"-tls-ca-file", st.CA.File}, "refused this client in the TLS handshake (certificate required)"},
+		// Consul's CA is let in for health checks, and its CLI
+		// certificate lists no usage.
+		{"a Consul CLI certificate, not the service's", []string{"-tls-ca-file", st.CA.File, "-tls-cert-file", s0.Security.CLICertFile, "-tls-key-file", s0.Security.CLIKeyFile},
+			"refused this client in the TLS handshake (bad certificate)"},
+		{"trusting Consul's CA for the instances", []string{"-tls-ca-file", s0.Security.CA.CertFile, "-tls-cert-file", caller.CertFile, "-tls-key-file", caller.KeyFile},
+			"certificate signed by unknown authority"},
 	} {
 		p, code := runClient(t, append(append(base, tc.args...), "x")...)
 		if out := strings.Join(p.Lines(), "\n"); code != 1 || !strings.Contains(out, tc.want) {

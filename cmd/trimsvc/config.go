@@ -34,6 +34,8 @@ type config struct {
 	tlsCertFile        string
 	tlsKeyFile         string
 	tlsClientCAFile    string
+	tlsCheckCAFile     string
+	checkTLSSkipVerify bool
 	serviceName        string
 	serviceID          string
 	tags               []string
@@ -62,6 +64,8 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 	fs.StringVar(&c.tlsCertFile, "tls-cert-file", "", "serve gRPC over TLS with this certificate (PEM); it must hold the advertised address. Re-read when it changes on disk or on SIGHUP")
 	fs.StringVar(&c.tlsKeyFile, "tls-key-file", "", "the key of -tls-cert-file (PEM)")
 	fs.StringVar(&c.tlsClientCAFile, "tls-client-ca-file", "", "require client certificates signed by this CA (mutual TLS); Consul's check then presents the agent's certificate (enable_agent_tls_for_checks)")
+	fs.StringVar(&c.tlsCheckCAFile, "tls-check-ca-file", "", "also let in client certificates signed by this CA, the Consul agents', for grpc.health.v1 calls only: Consul's gRPC check over TLS presents the agent's certificate (enable_agent_tls_for_checks), while -tls-client-ca-file is your callers' own CA")
+	fs.BoolVar(&c.checkTLSSkipVerify, "check-tls-skip-verify", false, "Consul's gRPC check does not verify this instance's certificate: needed when -tls-cert-file is signed by a CA the agents do not trust (your service's own); the check still needs the instance to answer over TLS")
 	fs.StringVar(&c.serviceName, "service-name", "trimsvc", "service name to register")
 	fs.StringVar(&c.serviceID, "service-id", "", "service ID to register (default <name>-<host>-<port> of the advertised address)")
 	fs.StringVar(&tags, "tags", "", "comma-separated tags to register")
@@ -108,8 +112,28 @@ func (c config) validate() error {
 	if c.maxInputBytes <= 0 {
 		errs = append(errs, fmt.Errorf("-max-input-bytes must be positive, got %d", c.maxInputBytes))
 	}
-	if c.serviceName == "" {
-		errs = append(errs, errors.New("-service-name must not be empty"))
+	if err := sd.ValidServiceName(c.serviceName); err != nil {
+		errs = append(errs, fmt.Errorf("-service-name: %w", err))
+	}
+	if c.serviceID != "" {
+		if err := sd.ValidServiceID(c.serviceID); err != nil {
+			errs = append(errs, fmt.Errorf("-service-id: %w", err))
+		}
+	}
+	for _, tag := range c.tags {
+		if err := sd.ValidTag(tag); err != nil {
+			errs = append(errs, fmt.Errorf("-tags: %w", err))
+		}
+	}
+	if c.advertiseAddr != "" {
+		host := c.advertiseAddr
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		// The host goes into the default service ID.
+		if err := sd.ValidServiceID(host); err != nil {
+			errs = append(errs, fmt.Errorf("-advertise-addr %q: not a host name or address", c.advertiseAddr))
+		}
 	}
 	if c.consul.Address == "" {
 		errs = append(errs, errors.New("-consul-addr must not be empty"))
@@ -122,6 +146,12 @@ func (c config) validate() error {
 	}
 	if c.tlsClientCAFile != "" && c.tlsCertFile == "" {
 		errs = append(errs, errors.New("-tls-client-ca-file needs -tls-cert-file: mutual TLS is TLS first"))
+	}
+	if c.tlsCheckCAFile != "" && c.tlsClientCAFile == "" {
+		errs = append(errs, errors.New("-tls-check-ca-file needs -tls-client-ca-file: without client certificates required, every caller may check health"))
+	}
+	if c.checkTLSSkipVerify && c.tlsCertFile == "" {
+		errs = append(errs, errors.New("-check-tls-skip-verify needs -tls-cert-file: without TLS there is no certificate to verify"))
 	}
 	if _, _, err := net.SplitHostPort(c.grpcAddr); err != nil {
 		errs = append(errs, fmt.Errorf("-grpc-addr %q: %w", c.grpcAddr, err))
@@ -185,14 +215,15 @@ func (c config) serviceIDFor(host string, port int) string {
 // registration is what the instance registers for host and port.
 func (c config) registration(host string, port int) sd.Registration {
 	return sd.Registration{
-		ID:              c.serviceIDFor(host, port),
-		Name:            c.serviceName,
-		Tags:            c.tags,
-		Address:         host,
-		Port:            port,
-		CheckInterval:   c.checkInterval,
-		CheckTLS:        c.tlsCertFile != "",
-		DeregisterAfter: c.deregisterAfter,
+		ID:                 c.serviceIDFor(host, port),
+		Name:               c.serviceName,
+		Tags:               c.tags,
+		Address:            host,
+		Port:               port,
+		CheckInterval:      c.checkInterval,
+		CheckTLS:           c.tlsCertFile != "",
+		CheckTLSSkipVerify: c.checkTLSSkipVerify,
+		DeregisterAfter:    c.deregisterAfter,
 	}
 }
 

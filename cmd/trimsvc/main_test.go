@@ -82,6 +82,11 @@ func TestBadFlagsAreUsageErrors(t *testing.T) {
 		{"-grpc-addr", "nonsense"},
 		{"-drain", "soon"},
 		{"extra"},
+		{"-service-id", "x/../trimsvc-127.0.0.1-42409"},
+		{"-service-id", ".."},
+		{"-service-name", "a/b"},
+		{"-tags", "a b"},
+		{"-advertise-addr", "a/b:80"},
 	} {
 		var stdout, stderr bytes.Buffer
 		if err := run(context.Background(), args, &stdout, &stderr); !errors.Is(err, cli.ErrUsage) {

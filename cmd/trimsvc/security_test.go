@@ -144,14 +144,13 @@ func TestBadConsulTLSIsAClearErrorNeverPlaintext(t *testing.T) {
 
 func TestMutualTLSService(t *testing.T) {
 	s := testenv.SecureConsul(t)
-	cert, key, err := s.Security.CA.Cert("client") // serves, and holds 127.0.0.1
-	if err != nil {
-		t.Fatal(err)
-	}
-	in := startInstance(t, s.URL(), append(s.ConsulTLSFlags(), "-consul-token-file", s.TrimsvcTokenFile,
-		"-tls-cert-file", cert, "-tls-key-file", key, "-tls-client-ca-file", s.Security.CA.CertFile)...)
+	st := s.ServiceTLS(t)
+	srv := st.Server(t, "instance")
+	in := startInstance(t, s.URL(), append(append(s.ConsulTLSFlags(), "-consul-token-file", s.TrimsvcTokenFile),
+		st.InstanceArgs(srv.CertFile, srv.KeyFile)...)...)
 	// Consul's check runs over TLS, the agent presenting its own
-	// certificate, and passes.
+	// certificate (of Consul's CA, let in for health checks only), and
+	// passes.
 	s.WaitPassing("trimsvc", in.ID)
 
 	call := func(creds credentials.TransportCredentials) error {
@@ -165,31 +164,38 @@ func TestMutualTLSService(t *testing.T) {
 		_, err = pb.NewTrimClient(conn).TrimSpace(ctx, &pb.TrimRequest{S: "a b"})
 		return err
 	}
-	clientCert, clientKey, err := s.Security.CA.Cert("cli")
+	caller := st.Client(t, "caller")
+	good, err := transport.LoadCerts(caller.CertFile, caller.KeyFile, st.CA.File)
 	if err != nil {
 		t.Fatal(err)
 	}
-	good, err := transport.LoadCerts(clientCert, clientKey, s.Security.CA.CertFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := call(credentials.NewTLS(transport.ClientTLS(good, ""))); err != nil {
-		t.Fatalf("a client with a certificate from the CA: %v", err)
+	if err := call(transport.ClientCreds(good, "")); err != nil {
+		t.Fatalf("a client with a certificate from the service CA: %v", err)
 	}
 
 	other, err := localconsul.NewCA(testenv.ConsulBinary(t), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	otherCert, otherKey, err := other.Cert("cli")
+	otherCert, otherKey, err := other.Cert("client")
 	if err != nil {
 		t.Fatal(err)
 	}
-	stranger, err := transport.LoadCerts(otherCert, otherKey, s.Security.CA.CertFile)
+	stranger, err := transport.LoadCerts(otherCert, otherKey, st.CA.File)
 	if err != nil {
 		t.Fatal(err)
 	}
-	noCert, err := transport.LoadCerts("", "", s.Security.CA.CertFile)
+	noCert, err := transport.LoadCerts("", "", st.CA.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The Consul agents' own certificate: let in for health checks, not
+	// for the service.
+	agentCert, agentKey, err := s.Security.CA.Cert("client")
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent, err := transport.LoadCerts(agentCert, agentKey, st.CA.File)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,8 +205,9 @@ func TestMutualTLSService(t *testing.T) {
 		want  string // in the client's error
 	}{
 		{"plaintext", insecure.NewCredentials(), ""},
-		{"no client certificate", credentials.NewTLS(transport.ClientTLS(noCert, "")), "Unauthenticated desc = no client certificate"},
-		{"a certificate from another CA", credentials.NewTLS(transport.ClientTLS(stranger, "")), "client certificate refused: x509: certificate signed by unknown authority"},
+		{"no client certificate", transport.ClientCreds(noCert, ""), "tls: certificate required"},
+		{"a certificate from another CA", transport.ClientCreds(stranger, ""), "tls: unknown certificate authority"},
+		{"a Consul agent's certificate", transport.ClientCreds(agent, ""), "PermissionDenied desc = a certificate of the health-check CA may call grpc.health.v1 only"},
 		{"a server certificate it cannot verify", credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12}), "certificate signed by unknown authority"},
 	} {
 		err := call(tc.creds)

@@ -27,6 +27,7 @@ import (
 	"github.com/trimkit/trimkit/pb"
 	"github.com/trimkit/trimkit/sd"
 	"github.com/trimkit/trimkit/transport"
+	"github.com/trimkit/trimkit/transport/grpcserver"
 	"github.com/trimkit/trimkit/trimsvc"
 )
 
@@ -36,8 +37,9 @@ const (
 	gracefulStopTimeout = 5 * time.Second
 	// deregisterTimeout bounds the deregistration call on shutdown.
 	deregisterTimeout = 5 * time.Second
-	// defaultMaxRecvMsgSize is grpc-go's own receive limit.
-	defaultMaxRecvMsgSize = 4 << 20
+	// recvMargin is what a request may hold beyond its input: the
+	// protobuf framing of one string field takes at most 11 bytes.
+	recvMargin = 1 << 10
 )
 
 // instance is trimsvc built and ready to run: its listeners are bound, its
@@ -53,6 +55,7 @@ type instance struct {
 	http      *http.Server
 	registrar *sd.Registrar
 	certs     *transport.Certs // nil without -tls-cert-file
+	checkCA   *transport.Certs // nil without -tls-check-ca-file
 	reporter  *sd.LoadReporter // nil without -load-report-interval
 	leaveErr  error            // of leaving Consul, set by live before it returns
 }
@@ -104,12 +107,23 @@ func build(cfg config, stderr io.Writer) (_ *instance, err error) {
 	svc = trimsvc.LoggingMiddleware(in.logger)(svc)
 	svc = trimsvc.InstrumentingMiddleware(requests, duration, transport.CodeName)(svc)
 
-	serverOpts := []grpc.ServerOption{grpc.MaxRecvMsgSize(max(defaultMaxRecvMsgSize, cfg.maxInputBytes+64<<10))}
+	limits := grpcserver.Limits{MaxRecvMsgSize: cfg.maxInputBytes + recvMargin}
+	serverOpts := limits.ServerOptions()
+	in.lis = limits.Listener(in.lis)
 	if cfg.tlsCertFile != "" {
 		if in.certs, err = transport.LoadCerts(cfg.tlsCertFile, cfg.tlsKeyFile, cfg.tlsClientCAFile); err != nil {
 			return nil, err
 		}
-		serverOpts = append(serverOpts, transport.ServerCreds(in.certs)...)
+		var trust []transport.TrustOption
+		if cfg.tlsCheckCAFile != "" {
+			checkCA, err := transport.LoadCerts("", "", cfg.tlsCheckCAFile)
+			if err != nil {
+				return nil, err
+			}
+			in.checkCA = checkCA
+			trust = append(trust, transport.HealthCheckCA(checkCA))
+		}
+		serverOpts = append(serverOpts, transport.ServerCreds(in.certs, trust...)...)
 	}
 	in.grpc = grpc.NewServer(serverOpts...)
 	pb.RegisterTrimServer(in.grpc, transport.NewGRPCServer(trimsvc.NewServerSet(svc), id, in.logger))
@@ -271,7 +285,11 @@ func (in *instance) reloadOnSIGHUP(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-hup:
-			if err := in.certs.Reload(); err != nil {
+			err := in.certs.Reload()
+			if in.checkCA != nil {
+				err = errors.Join(err, in.checkCA.Reload())
+			}
+			if err != nil {
 				_ = level.Error(in.logger).Log("msg", "SIGHUP: TLS files not reloaded; serving with those loaded last", "err", err)
 			} else {
 				_ = level.Info(in.logger).Log("msg", "SIGHUP: TLS files reloaded")

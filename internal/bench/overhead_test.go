@@ -16,7 +16,6 @@ import (
 	kitgrpc "github.com/go-kit/kit/transport/grpc"
 	"github.com/go-kit/log"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/trimkit/trimkit/client"
@@ -140,7 +139,7 @@ func rawThreeConnMTLS(tb testing.TB, _ []string) caller {
 	}
 	var stubs []pb.TrimClient
 	for _, a := range m.servers {
-		conn, err := grpc.NewClient(a, grpc.WithTransportCredentials(credentials.NewTLS(transport.ClientTLS(certs, ""))))
+		conn, err := grpc.NewClient(a, grpc.WithTransportCredentials(transport.ClientCreds(certs, "")))
 		if err != nil {
 			tb.Fatal(err)
 		}

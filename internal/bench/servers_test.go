@@ -9,8 +9,7 @@ import (
 	"github.com/go-kit/log"
 	"google.golang.org/grpc"
 
-	"github.com/trimkit/trimkit/internal/localconsul"
-	"github.com/trimkit/trimkit/internal/testenv"
+	"github.com/trimkit/trimkit/internal/pki"
 	"github.com/trimkit/trimkit/pb"
 	"github.com/trimkit/trimkit/transport"
 	"github.com/trimkit/trimkit/trimsvc"
@@ -78,17 +77,20 @@ type mtls struct {
 // certificates from their CA.
 func startMTLSServers(tb testing.TB, n int) mtls {
 	tb.Helper()
-	ca, err := localconsul.NewCA(testenv.ConsulBinary(tb), tb.TempDir())
+	ca, err := pki.NewCA(tb.TempDir(), "ca")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	m := mtls{caFile: ca.CertFile}
-	if m.serverCert, m.serverKey, err = ca.Cert("client"); err != nil {
+	m := mtls{caFile: ca.File}
+	srv, err := ca.LoopbackServer("server")
+	if err != nil {
 		tb.Fatal(err)
 	}
-	if m.callerCert, m.callerKey, err = ca.Cert("cli"); err != nil {
+	caller, err := ca.Issue(pki.Leaf{Name: "caller", Usage: pki.Client})
+	if err != nil {
 		tb.Fatal(err)
 	}
+	m.serverCert, m.serverKey, m.callerCert, m.callerKey = srv.CertFile, srv.KeyFile, caller.CertFile, caller.KeyFile
 	certs, err := transport.LoadCerts(m.serverCert, m.serverKey, m.caFile)
 	if err != nil {
 		tb.Fatal(err)

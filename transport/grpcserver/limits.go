@@ -1,0 +1,191 @@
+package grpcserver
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+)
+
+// Limits bound what callers can cost a server. The zero value of each
+// field means its default (DefaultLimits'); see there for why each is what
+// it is.
+//
+// What they bound together: a request is read whole before any handler or
+// interceptor runs, so the memory requests take is at most
+// MaxCallsInFlight times MaxRecvMsgSize (and what the handlers make of
+// them), however many connections and streams callers open; calls over
+// MaxCallsInFlight are refused before their message is read.
+type Limits struct {
+	// MaxRecvMsgSize is the largest request message, in bytes: the
+	// service's own largest valid request plus a small margin for framing,
+	// not gRPC's 4 MiB default. Larger gets ResourceExhausted.
+	MaxRecvMsgSize int
+	// MaxConcurrentStreams bounds the calls in flight on one connection.
+	MaxConcurrentStreams uint32
+	// MaxCallsInFlight bounds the calls in flight across the server,
+	// health checks excepted: more get ResourceExhausted at once, before
+	// their request is read.
+	MaxCallsInFlight int
+	// MaxConnections bounds the connections open at once: a connection
+	// over it is closed as soon as it is accepted.
+	MaxConnections int
+	// MaxConnectionIdle closes (with GOAWAY) a connection that has had no
+	// call for this long.
+	MaxConnectionIdle time.Duration
+	// KeepaliveTime is how long a connection may be silent before the
+	// server pings it, and KeepaliveTimeout how long it waits for the
+	// answer before it closes the connection: a caller that vanished
+	// without closing (a crashed host) does not hold its connection.
+	KeepaliveTime, KeepaliveTimeout time.Duration
+	// MinPingInterval is the shortest interval between a client's
+	// keepalive pings the server tolerates; a client that pings more often
+	// is disconnected (gRPC's keepalive enforcement). Pings without a call
+	// in flight are refused.
+	MinPingInterval time.Duration
+	// HandshakeTimeout bounds a new connection's TLS handshake and HTTP/2
+	// setup: a caller that opens connections and says nothing does not hold
+	// them.
+	HandshakeTimeout time.Duration
+}
+
+// DefaultLimits are the limits a server gets unless told otherwise.
+var DefaultLimits = Limits{
+	// gRPC's own default; a service should lower it to its largest
+	// request (trimsvc: -max-input-bytes plus 1 KiB).
+	MaxRecvMsgSize: 4 << 20,
+	// HTTP/2's recommended minimum, and what most servers advertise.
+	MaxConcurrentStreams: 100,
+	// A server of a few cores keeps only so many calls busy at once; more
+	// only queue, holding their requests. 128 calls of 1 MiB are at most
+	// about 300 MB of requests and their copies.
+	MaxCallsInFlight: 128,
+	// Far above what a fleet of callers holds (one connection per caller
+	// per instance), far below a process's file descriptor limit.
+	MaxConnections: 1024,
+	// Idle connections cost memory on both sides; callers reconnect in a
+	// round trip when they need to.
+	MaxConnectionIdle: 5 * time.Minute,
+	KeepaliveTime:     time.Minute,
+	KeepaliveTimeout:  20 * time.Second,
+	// gRPC's enforcement default.
+	MinPingInterval:  5 * time.Minute,
+	HandshakeTimeout: 10 * time.Second,
+}
+
+// Validate returns every field out of range, joined.
+func (l Limits) Validate() error {
+	var errs []error
+	for field, v := range map[string]int64{
+		"Limits.MaxRecvMsgSize": int64(l.MaxRecvMsgSize), "Limits.MaxCallsInFlight": int64(l.MaxCallsInFlight),
+		"Limits.MaxConnections": int64(l.MaxConnections), "Limits.MaxConnectionIdle": int64(l.MaxConnectionIdle),
+		"Limits.KeepaliveTime": int64(l.KeepaliveTime), "Limits.KeepaliveTimeout": int64(l.KeepaliveTimeout),
+		"Limits.MinPingInterval": int64(l.MinPingInterval), "Limits.HandshakeTimeout": int64(l.HandshakeTimeout),
+	} {
+		if v < 0 {
+			errs = append(errs, fmt.Errorf("%s %d: must not be negative (0 means the default)", field, v))
+		}
+	}
+	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
+	return errors.Join(errs...)
+}
+
+// WithDefaults returns l with every zero field set to its default.
+func (l Limits) WithDefaults() Limits {
+	d := DefaultLimits
+	set := func(v *int, def int) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	setD := func(v *time.Duration, def time.Duration) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	set(&l.MaxRecvMsgSize, d.MaxRecvMsgSize)
+	set(&l.MaxCallsInFlight, d.MaxCallsInFlight)
+	set(&l.MaxConnections, d.MaxConnections)
+	if l.MaxConcurrentStreams == 0 {
+		l.MaxConcurrentStreams = d.MaxConcurrentStreams
+	}
+	setD(&l.MaxConnectionIdle, d.MaxConnectionIdle)
+	setD(&l.KeepaliveTime, d.KeepaliveTime)
+	setD(&l.KeepaliveTimeout, d.KeepaliveTimeout)
+	setD(&l.MinPingInterval, d.MinPingInterval)
+	setD(&l.HandshakeTimeout, d.HandshakeTimeout)
+	return l
+}
+
+// ServerOptions are the grpc.ServerOptions that apply l (with its
+// defaults), the calls-in-flight bound included. Give them to
+// grpc.NewServer before any interceptor of your own, and serve on
+// l.Listener(lis).
+func (l Limits) ServerOptions() []grpc.ServerOption {
+	opts, _ := l.serverOptions()
+	return opts
+}
+
+func (l Limits) serverOptions() ([]grpc.ServerOption, *admission) {
+	l = l.WithDefaults()
+	a := newAdmission(l.MaxCallsInFlight)
+	return []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(l.MaxRecvMsgSize),
+		grpc.MaxConcurrentStreams(l.MaxConcurrentStreams),
+		grpc.ConnectionTimeout(l.HandshakeTimeout),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			MaxConnectionIdle: l.MaxConnectionIdle,
+			Time:              l.KeepaliveTime,
+			Timeout:           l.KeepaliveTimeout,
+		}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: l.MinPingInterval}),
+		grpc.InTapHandle(a.tap),
+		grpc.ChainUnaryInterceptor(a.unary),
+		grpc.ChainStreamInterceptor(a.stream),
+	}, a
+}
+
+// Listener returns lis with l.MaxConnections applied: a connection over it
+// is closed as soon as it is accepted, so that the caller learns at once
+// (and tries another instance) rather than waiting in the backlog.
+func (l Limits) Listener(lis net.Listener) net.Listener {
+	return &limitListener{Listener: lis, slots: make(chan struct{}, l.WithDefaults().MaxConnections)}
+}
+
+type limitListener struct {
+	net.Listener
+	slots chan struct{} // one per open connection
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		select {
+		case l.slots <- struct{}{}:
+			return &limitConn{Conn: c, release: func() { <-l.slots }}, nil
+		default:
+			c.Close()
+		}
+	}
+}
+
+type limitConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *limitConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
+}
