@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/trimkit/trimkit/internal/proc"
 	"github.com/trimkit/trimkit/internal/testenv"
@@ -47,6 +48,30 @@ func TestDemoRun(t *testing.T) {
 		}
 	}
 
+}
+
+// callThroughClientEnv calls the cluster's instances as its printed
+// walkthrough says: with the variables of client.env (client agent 2, the
+// caller's token, the service CA and a client certificate of its own).
+func callThroughClientEnv(t *testing.T, bin, stateDir string) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(stateDir, "client.env"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		k, v, ok := strings.Cut(strings.TrimPrefix(line, "export "), "=")
+		if !ok {
+			t.Fatalf("client.env: %q", line)
+		}
+		t.Setenv(k, v)
+	}
+	p := testenv.Start(t, filepath.Join(bin, "client"), " a b ")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if code, err := p.Wait(ctx); err != nil || code != 0 || p.Stdout() != "ab\n" {
+		t.Errorf("a call over mutual TLS with client.env: exit %d (%v), %q\n%s", code, err, p.Stdout(), strings.Join(p.Lines(), "\n"))
+	}
 }
 
 // TestUpClusterDown leaves a dev agent, then a cluster, running with their
@@ -92,6 +117,9 @@ func TestUpClusterDown(t *testing.T) {
 				if !proc.Alive(pid) {
 					t.Errorf("pid %d not running after %s", pid, tc.cmd)
 				}
+			}
+			if tc.cmd == "cluster" {
+				callThroughClientEnv(t, bin, stateDir)
 			}
 
 			out.Reset()

@@ -14,6 +14,7 @@ import (
 
 	"github.com/trimkit/trimkit/internal/addrfile"
 	"github.com/trimkit/trimkit/internal/localconsul"
+	"github.com/trimkit/trimkit/internal/pki"
 	"github.com/trimkit/trimkit/internal/proc"
 )
 
@@ -42,8 +43,9 @@ func statePath(dir string) string { return filepath.Join(dir, "state.json") }
 type consulSetup struct {
 	agents              []*localconsul.Agent
 	svcAgent, callAgent *localconsul.Agent
-	instanceArgs        []string
-	clientEnv           string // a file of variables for callers, when secure
+	// instanceArgs are the flags of instance i (from 1), when secure.
+	instanceArgs func(i int) ([]string, error)
+	clientEnv    string // a file of variables for callers, when secure
 }
 
 // up leaves a local dev agent and cfg.instances trimsvc instances running.
@@ -76,9 +78,11 @@ func cluster(ctx context.Context, cfg config, w io.Writer) error {
 }
 
 // secure sets up the cluster's ACLs and writes what instances and callers
-// need: least-privilege token files, a certificate for the instances (mutual
-// TLS) and one for callers, and client.env with the variables that point
-// cmd/client (or the consul CLI) at client agent 2 with all of it.
+// need: least-privilege token files (one per instance, for its own load
+// report key), a CA of the service's own apart from Consul's, with a
+// server certificate per instance and a client certificate for callers
+// (mutual TLS), and client.env with the variables that point cmd/client
+// (or the consul CLI) at client agent 2 with all of it.
 func secure(ctx context.Context, dir string, c *localconsul.Cluster, setup consulSetup) (consulSetup, error) {
 	api, err := c.Servers[0].API()
 	if err != nil {
@@ -90,24 +94,44 @@ func secure(ctx context.Context, dir string, c *localconsul.Cluster, setup consu
 	if err != nil {
 		return setup, err
 	}
-	files := map[string]string{"trimsvc.token": tokens.Trimsvc, "client.token": tokens.Client, "management.token": c.Security.ManagementToken}
+	files := map[string]string{"client.token": tokens.Client, "management.token": c.Security.ManagementToken}
 	for name, token := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(token+"\n"), 0o600); err != nil {
 			return setup, err
 		}
 	}
 	sec := c.Security
-	svcCert, svcKey, err := sec.CA.Cert("client")
+	serviceCA, err := pki.NewCA(filepath.Join(dir, "service-ca"), "service-ca")
 	if err != nil {
 		return setup, err
 	}
-	callerCert, callerKey, err := sec.CA.Cert("cli")
+	caller, err := serviceCA.Issue(pki.Leaf{Name: "caller", Usage: pki.Client})
 	if err != nil {
 		return setup, err
 	}
-	setup.instanceArgs = []string{"-consul-ca-file", sec.CA.CertFile, "-consul-client-cert", sec.CLICertFile, "-consul-client-key", sec.CLIKeyFile,
-		"-consul-token-file", filepath.Join(dir, "trimsvc.token"),
-		"-tls-cert-file", svcCert, "-tls-key-file", svcKey, "-tls-client-ca-file", sec.CA.CertFile}
+	setup.instanceArgs = func(i int) ([]string, error) {
+		id := fmt.Sprintf("trimsvc-%d", i)
+		token, err := sec.InstanceToken(api, "trimsvc", id, setup.svcAgent.Name)
+		if err != nil {
+			return nil, err
+		}
+		tokenFile := filepath.Join(dir, id+".token")
+		if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+			return nil, err
+		}
+		cert, err := serviceCA.LoopbackServer(id)
+		if err != nil {
+			return nil, err
+		}
+		return []string{"-service-id", id,
+			"-consul-ca-file", sec.CA.CertFile, "-consul-client-cert", sec.CLICertFile, "-consul-client-key", sec.CLIKeyFile,
+			"-consul-token-file", tokenFile,
+			"-tls-cert-file", cert.CertFile, "-tls-key-file", cert.KeyFile, "-tls-client-ca-file", serviceCA.File,
+			// Consul's check presents the agent's certificate, of Consul's
+			// CA: let in for health checks only; and the agent cannot
+			// verify a certificate of the service's CA.
+			"-tls-check-ca-file", sec.CA.CertFile, "-check-tls-skip-verify"}, nil
+	}
 	setup.clientEnv = filepath.Join(dir, "client.env")
 	abs := func(p string) string { a, _ := filepath.Abs(p); return a }
 	env := fmt.Sprintf(`export CONSUL_HTTP_ADDR=%s
@@ -119,7 +143,7 @@ export TRIMCLIENT_TLS_CA_FILE=%s
 export TRIMCLIENT_TLS_CERT_FILE=%s
 export TRIMCLIENT_TLS_KEY_FILE=%s
 `, setup.callAgent.URL(), abs(sec.CA.CertFile), abs(sec.CLICertFile), abs(sec.CLIKeyFile), abs(filepath.Join(dir, "client.token")),
-		abs(sec.CA.CertFile), abs(callerCert), abs(callerKey))
+		abs(serviceCA.File), abs(caller.CertFile), abs(caller.KeyFile))
 	return setup, os.WriteFile(setup.clientEnv, []byte(env), 0o600)
 }
 
@@ -169,8 +193,14 @@ func leaveRunning(ctx context.Context, cfg config, w io.Writer, start func(consu
 	for i := range cfg.instances {
 		logPath := filepath.Join(cfg.state, fmt.Sprintf("trimsvc-%d.log", i+1))
 		addrPath := filepath.Join(cfg.state, fmt.Sprintf("trimsvc-%d.addr.json", i+1))
+		var extra []string
+		if setup.instanceArgs != nil {
+			if extra, err = setup.instanceArgs(i + 1); err != nil {
+				return err
+			}
+		}
 		p, err := proc.StartDetached(bins.trimsvc, logPath, append([]string{"-grpc-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0",
-			"-consul-addr", setup.svcAgent.URL(), "-check-interval", "1s", "-addr-file", addrPath}, setup.instanceArgs...)...)
+			"-consul-addr", setup.svcAgent.URL(), "-check-interval", "1s", "-addr-file", addrPath}, extra...)...)
 		if err != nil {
 			return err
 		}
@@ -213,16 +243,19 @@ func printCluster(w io.Writer, setup consulSetup, st state) {
 		}
 		fmt.Fprintf(w, "  %-9s pid %-7d %-24s server rpc %-16s log %s\n", a.Name, a.PID(), a.URL(), rpc, a.LogPath)
 	}
-	fmt.Fprintf(w, "instances, registered through %s over TLS with the trimsvc token, serving mutual TLS:\n", setup.svcAgent.Name)
+	fmt.Fprintf(w, "instances, registered through %s over TLS, each with a token of its own, serving mutual TLS with the service CA:\n", setup.svcAgent.Name)
 	printInstances(w, st)
 	dir := filepath.Dir(setup.clientEnv)
 	fmt.Fprintf(w, `files in %[3]s:
-  trimsvc.token     service:write on trimsvc: what the instances use (-consul-token-file)
+  trimsvc-N.token   instance N's token (-consul-token-file): service:write on trimsvc, key:write on its own
+                    load report key only, session:write on its node only
   client.token      service:read on trimsvc, node:read: what callers use (CONSUL_HTTP_TOKEN_FILE)
   management.token  the bootstrap token: for the UI and the consul CLI, not for services
   client.env        the variables for callers: client agent 2, its CA, a client certificate, client.token,
-                    and the certificate for calling the instances (TRIMCLIENT_TLS_*)
-  consul/ca/        the CA (consul tls ca create) and every certificate (consul tls cert create)
+                    and the service CA and client certificate for calling the instances (TRIMCLIENT_TLS_*)
+  consul/ca/        Consul's CA (consul tls ca create) and the agents' and CLI's certificates (consul tls cert create)
+  service-ca/       the service's own CA, apart from Consul's: each instance's server certificate (its
+                    address, server-auth usage) and the callers' client certificate (client-auth usage)
 UI: %[1]s/ui (log in with management.token)
 callers ask %[2]s; try:
   source %[4]s

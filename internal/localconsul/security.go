@@ -110,28 +110,56 @@ func (s *Security) SetupACL(ctx context.Context, c *api.Client, service string) 
 	}
 }
 
+// policy returns the ACL policy name, created with rules if it does not
+// exist yet.
+func policy(acl *api.ACL, name, rules string) (*api.ACLPolicy, error) {
+	existing, _, err := acl.PolicyReadByName(name, nil)
+	if err == nil && existing != nil {
+		return existing, nil
+	}
+	p, _, err := acl.PolicyCreate(&api.ACLPolicy{Name: name, Rules: rules}, nil)
+	return p, err
+}
+
+// token returns the secret of a token with policy p: secret, created if
+// it does not exist yet, or a new one when secret is "".
+func token(acl *api.ACL, secret, desc string, p *api.ACLPolicy) (string, error) {
+	if secret != "" {
+		if existing, _, err := acl.TokenReadSelf(&api.QueryOptions{Token: secret}); err == nil && existing != nil {
+			return secret, nil
+		}
+	}
+	tok, _, err := acl.TokenCreate(&api.ACLToken{SecretID: secret, Description: desc, Policies: []*api.ACLTokenPolicyLink{{ID: p.ID}}}, nil)
+	if err != nil {
+		return "", err
+	}
+	return tok.SecretID, nil
+}
+
+// InstanceToken creates, through c (holding the management token), a token
+// for one instance of service, whose ID is id, registered through the
+// agent of node: service:write on the service (Consul's rules go no finer
+// than a service's name), key:write on its own load report key alone, and
+// session:write on its node alone. With it an instance cannot write,
+// acquire or squat another instance's load report; it can still register
+// or deregister any instance of its service on its agent, and destroy
+// sessions on its node (the other instances' reports come back at their
+// next interval).
+func (s *Security) InstanceToken(c *api.Client, service, id, node string) (string, error) {
+	acl := c.ACL()
+	p, err := policy(acl, "instance-"+id, fmt.Sprintf(`service %q { policy = "write" }
+key "trimkit/load/%s/%s" { policy = "write" }
+session %q { policy = "write" }`, service, service, id, node))
+	if err != nil {
+		return "", err
+	}
+	return token(acl, "", "instance "+id+" of "+service, p)
+}
+
 func (s *Security) setupACL(c *api.Client, service string) (Tokens, error) {
 	acl := c.ACL()
-	policy := func(name, rules string) (*api.ACLPolicy, error) {
-		existing, _, err := acl.PolicyReadByName(name, nil)
-		if err == nil && existing != nil {
-			return existing, nil
-		}
-		p, _, err := acl.PolicyCreate(&api.ACLPolicy{Name: name, Rules: rules}, nil)
-		return p, err
-	}
-	token := func(secret, desc string, p *api.ACLPolicy) (string, error) {
-		if secret != "" {
-			if existing, _, err := acl.TokenReadSelf(&api.QueryOptions{Token: secret}); err == nil && existing != nil {
-				return secret, nil
-			}
-		}
-		tok, _, err := acl.TokenCreate(&api.ACLToken{SecretID: secret, Description: desc, Policies: []*api.ACLTokenPolicyLink{{ID: p.ID}}}, nil)
-		if err != nil {
-			return "", err
-		}
-		return tok.SecretID, nil
-	}
+	policy := func(name, rules string) (*api.ACLPolicy, error) { return policy(acl, name, rules) }
+	token := func(secret, desc string, p *api.ACLPolicy) (string, error) { return token(acl, secret, desc, p) }
 	agent, err := policy("agent", `node_prefix "" { policy = "write" }
 service_prefix "" { policy = "read" }`)
 	if err != nil {

@@ -53,6 +53,43 @@ func TestSecureAgentAndCluster(t *testing.T) {
 	if !errors.As(err, &se) || se.Code != http.StatusForbidden {
 		t.Errorf("caller registering: want 403, have %v", err)
 	}
+	// An instance's own token writes its own load report, and no other
+	// key: not a sibling's, not a ghost's.
+	instance := func(id string) *api.Client {
+		tok, err := sec.InstanceToken(c, "trimsvc", id, a.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := api.DefaultConfig()
+		cfg.Address, cfg.Token = a.URL(), tok
+		cfg.TLSConfig = api.TLSConfig{CAFile: sec.CA.CertFile, CertFile: sec.CLICertFile, KeyFile: sec.CLIKeyFile}
+		ic, err := api.NewClient(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ic
+	}
+	ia := instance("trimsvc-a")
+	session, _, err := ia.Session().Create(&api.SessionEntry{TTL: "10s", Behavior: api.SessionBehaviorDelete}, nil)
+	if err != nil {
+		t.Fatalf("an instance's session on its node: %v", err)
+	}
+	if ok, _, err := ia.KV().Acquire(&api.KVPair{Key: "trimkit/load/trimsvc/trimsvc-a", Value: []byte("{}"), Session: session}, nil); !ok || err != nil {
+		t.Errorf("an instance writing its own report: %v %v", ok, err)
+	}
+	for _, key := range []string{"trimkit/load/trimsvc/trimsvc-b", "trimkit/load/trimsvc/ghost"} {
+		_, _, err := ia.KV().Acquire(&api.KVPair{Key: key, Value: []byte(`{"load":1e300}`), Session: session}, nil)
+		if !errors.As(err, &se) || se.Code != http.StatusForbidden {
+			t.Errorf("an instance acquiring %s: want 403, have %v", key, err)
+		}
+		if _, err := ia.KV().Put(&api.KVPair{Key: key, Value: []byte(`{"load":1e300}`)}, nil); !errors.As(err, &se) || se.Code != http.StatusForbidden {
+			t.Errorf("an instance writing %s: want 403, have %v", key, err)
+		}
+	}
+	if _, _, err := ia.Session().CreateNoChecks(&api.SessionEntry{Node: "another-node", TTL: "10s"}, nil); !errors.As(err, &se) || se.Code != http.StatusForbidden {
+		t.Errorf("an instance creating a session on another node: want 403, have %v", err)
+	}
+
 	// Plain HTTP gets no API, only a 400.
 	if resp, err := http.Get("http://" + a.HTTPAddr + "/v1/status/leader"); err == nil {
 		resp.Body.Close()
