@@ -6,7 +6,9 @@ import (
 
 	"github.com/go-kit/log/level"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 
 	"github.com/trimkit/trimkit/internal/ctxtime"
 )
@@ -110,8 +112,13 @@ func (e *Endpointer) probeAfter(ctx context.Context, n *node, d time.Duration) {
 }
 
 // probe asks n's connection for its grpc.health.v1 status, so that no
-// caller's call is spent finding out whether it is back. Without a gRPC
-// connection to ask (a Factory of another kind), it trusts the time served.
+// caller's call is spent finding out whether it is back. An instance that
+// cannot be asked passes, on the time it served: one without a gRPC
+// connection (a Factory of another kind), one whose server has no health
+// service (Unimplemented), and one whose health service does not know the
+// service name (NotFound). Failing those would keep such an instance out
+// for good, probed every MaxTime; on probation, its next failure ejects
+// it again. Any other error, NOT_SERVING included, is a failed probe.
 func (e *Endpointer) probe(ctx context.Context, n *node) error {
 	conn, ok := n.closer.(grpc.ClientConnInterface)
 	if !ok {
@@ -120,7 +127,11 @@ func (e *Endpointer) probe(ctx context.Context, n *node) error {
 	ctx, cancel := context.WithTimeout(ctx, e.ejection.ProbeTimeout)
 	defer cancel()
 	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
-	if err != nil {
+	switch status.Code(err) {
+	case codes.OK:
+	case codes.Unimplemented, codes.NotFound:
+		return nil
+	default:
 		return err
 	}
 	if s := resp.GetStatus(); s != healthpb.HealthCheckResponse_SERVING {

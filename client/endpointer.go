@@ -42,6 +42,9 @@ type Endpointer struct {
 	events chan kitsd.Event
 	done   chan struct{}
 
+	closeOnce sync.Once
+	closeErr  error // Close's result, set once by closeOnce
+
 	current atomic.Pointer[snapshot]
 
 	ctx    context.Context // ends at Close: watches and probes
@@ -297,7 +300,14 @@ func (e *Endpointer) closeOne(inst string, c io.Closer) {
 // Close unsubscribes from the Instancer (it does not stop it: whoever made it
 // owns it), closes every connection, those in their grace period included,
 // and waits for the Endpointer's goroutines. Endpoints is empty afterwards.
+// It may be called any number of times, concurrently too: every call
+// returns the first one's result once that one is done.
 func (e *Endpointer) Close() error {
+	e.closeOnce.Do(func() { e.closeErr = e.close() })
+	return e.closeErr
+}
+
+func (e *Endpointer) close() error {
 	e.instancer.Deregister(e.events)
 	close(e.events)
 	<-e.done

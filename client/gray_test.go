@@ -488,49 +488,21 @@ func TestProbeAsksTheInstancesHealth(t *testing.T) {
 		}, closer, nil
 	}
 	m, cs := newMetrics()
-	msgs := make(chan string, 100)
-	logger := log.LoggerFunc(func(kv ...interface{}) error {
-		for i := 0; i+1 < len(kv); i += 2 {
-			if kv[i] == "msg" {
-				select {
-				case msgs <- fmt.Sprint(kv[i+1]):
-				default:
-				}
-			}
-		}
-		return nil
-	})
-	waitLog := func(msg string) {
-		t.Helper()
-		for {
-			select {
-			case m := <-msgs:
-				if m == msg {
-					return
-				}
-			case <-time.After(10 * time.Second):
-				t.Fatalf("no %q logged within 10s", msg)
-			}
-		}
-	}
-	opts := []client.Option{client.WithMetrics(m), client.WithRetryBudget(client.RetryBudget{Disabled: true}),
-		client.WithEjection(client.Ejection{BaseTime: 20 * time.Millisecond, MaxTime: 40 * time.Millisecond, MaxEjectedFraction: 1})}
-	e := client.NewEndpointer(kitsd.FixedInstancer{addr}, factory, logger, opts...)
-	defer e.Close()
+	logs := make(msgLog, 100)
+	e, call := fastEjectionStack(t, addr, factory, logs, client.WithMetrics(m))
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
-	call, _ := client.Retry(client.NewRoundRobin(e), client.CallConfig{RetryMax: 2}, opts...)
 	callN(t, call, 1) // two injected failures: ejected
 	if want, have := 1.0, cs["ejections"].sum(); want != have {
 		t.Fatalf("ejections: want %v, have %v", want, have)
 	}
 	// NOT_SERVING: probed and kept out, twice over.
-	waitLog("ejected instance failed its probe")
-	waitLog("ejected instance failed its probe")
+	logs.waitFor(t, "ejected instance failed its probe")
+	logs.waitFor(t, "ejected instance failed its probe")
 	if want, have := 1, client.EjectedCount(e); want != have {
 		t.Fatalf("ejected: want %d, have %d", want, have)
 	}
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	waitLog("instance readmitted on probation")
+	logs.waitFor(t, "instance readmitted on probation")
 	if want, have := 0, client.EjectedCount(e); want != have {
 		t.Errorf("ejected after readmission: want %d, have %d", want, have)
 	}

@@ -86,7 +86,12 @@ func newOptions(opts []Option) (options, error) {
 // with each ejection in a row up to MaxTime. When the
 // time is up the Endpointer probes it (a grpc.health.v1 check on its
 // connection, so that no caller's call is the probe) and readmits it on
-// probation: its next failure ejects it again at once. Never more than
+// probation: its next failure ejects it again at once. An instance that
+// cannot be probed is readmitted on probation when its time is up: one
+// without a gRPC connection, one whose server has no health service
+// (Unimplemented) or whose health service does not know the service name
+// (NotFound). Any other answer but SERVING fails the probe and keeps it
+// ejected, for longer each time, until one passes. Never more than
 // MaxEjectedFraction of the instances, rounded down, are ejected: a service
 // of one instance is never ejected, one of three loses at most one.
 // The zero value of each field means its default (DefaultEjection's).
@@ -126,9 +131,9 @@ func (e Ejection) validate() error {
 	if e.ConsecutiveFailures < 0 {
 		errs = append(errs, fmt.Errorf("Ejection.ConsecutiveFailures %d: must not be negative", e.ConsecutiveFailures))
 	}
-	for name, d := range map[string]time.Duration{"BaseTime": e.BaseTime, "MaxTime": e.MaxTime, "ProbeTimeout": e.ProbeTimeout} {
+	for name, d := range map[string]time.Duration{"Ejection.BaseTime": e.BaseTime, "Ejection.MaxTime": e.MaxTime, "Ejection.ProbeTimeout": e.ProbeTimeout} {
 		if d < 0 {
-			errs = append(errs, fmt.Errorf("Ejection.%s %v: must not be negative", name, d))
+			errs = append(errs, fmt.Errorf("%s %v: must not be negative", name, d))
 		}
 	}
 	if e.MaxEjectedFraction < 0 || e.MaxEjectedFraction > 1 {
