@@ -1,0 +1,66 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/go-kit/log"
+	"github.com/hashicorp/consul/api"
+
+	"github.com/trimkit/trimkit/client"
+	"github.com/trimkit/trimkit/sd"
+	"github.com/trimkit/trimkit/transport"
+	"github.com/trimkit/trimkit/trimsvc"
+)
+
+// The examples need a Consul agent and trimsvc instances: they have no
+// Output comment, so they are compiled but not run. README.md shows their
+// bodies (TestREADMEGoBlocksAreExamples keeps it so).
+
+func ExampleNew() {
+	ctx := context.Background()
+	c, err := client.New(client.Config{ConsulAddr: "127.0.0.1:8500", ServiceName: "trimsvc"})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer c.Close() // stops discovery, closes every connection
+
+	// c is a trimsvc.Service.
+	out, err := c.TrimSpace(ctx, " he llo ")
+	switch {
+	case errors.Is(err, trimsvc.ErrInputTooLarge):
+		fmt.Println("too large: one attempt, InvalidArgument")
+	case err != nil:
+		fmt.Println(err)
+	default:
+		fmt.Println(out) // hello
+	}
+}
+
+// The stack New builds, by hand: the same pieces go over any go-kit
+// sd.Instancer.
+func ExampleNewEndpointer() {
+	ctx := context.Background()
+	logger := log.NewLogfmtLogger(os.Stderr)
+	consulAPI, err := api.NewClient(&api.Config{Address: "127.0.0.1:8500"})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	instancer := sd.NewInstancer(sd.NewClient(consulAPI), logger, "trimsvc", nil, true)
+	defer instancer.Stop()
+	endpointer := client.NewEndpointer(instancer, client.Factory(), logger, client.WithCloseGrace(2*time.Second))
+	defer endpointer.Close()
+	call, err := client.Retry(client.NewRoundRobin(endpointer), client.CallConfig{RetryMax: 3})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	svc := transport.Client{TrimSpaceEndpoint: call} // a trimsvc.Service
+	out, err := svc.TrimSpace(ctx, " he llo ")
+	fmt.Println(out, err)
+}
