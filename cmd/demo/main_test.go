@@ -50,6 +50,19 @@ func TestDemoRun(t *testing.T) {
 
 }
 
+// logTails logs the end of every log file under dir, for a failed test.
+func logTails(t *testing.T, dir string) {
+	_ = filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".log") {
+			return nil
+		}
+		b, _ := os.ReadFile(path)
+		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		t.Logf("%s (last %d lines):\n%s", path, min(40, len(lines)), strings.Join(lines[max(0, len(lines)-40):], "\n"))
+		return nil
+	})
+}
+
 // callThroughClientEnv calls the cluster's instances as its printed
 // walkthrough says: with the variables of client.env (client agent 2, the
 // caller's token, the service CA and a client certificate of its own).
@@ -90,6 +103,11 @@ func TestUpClusterDown(t *testing.T) {
 			var out, errOut bytes.Buffer
 			stateDir := filepath.Join(t.TempDir(), "run")
 			t.Cleanup(func() { _ = down(config{state: stateDir}, &out) }) // also on failure
+			t.Cleanup(func() {                                            // before down, which removes them
+				if t.Failed() {
+					logTails(t, stateDir)
+				}
+			})
 			if err := run(context.Background(), []string{tc.cmd, "-bin", bin, "-state", stateDir}, &out, &errOut); err != nil {
 				t.Fatalf("demo %s: %v\n%s", tc.cmd, err, out.String())
 			}

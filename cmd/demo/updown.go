@@ -43,8 +43,8 @@ func statePath(dir string) string { return filepath.Join(dir, "state.json") }
 type consulSetup struct {
 	agents              []*localconsul.Agent
 	svcAgent, callAgent *localconsul.Agent
-	// instanceArgs are the flags of instance i (from 1), when secure.
-	instanceArgs func(i int) ([]string, error)
+	// instanceArgs are each instance's own flags, when secure.
+	instanceArgs [][]string
 	clientEnv    string // a file of variables for callers, when secure
 }
 
@@ -73,7 +73,7 @@ func cluster(ctx context.Context, cfg config, w io.Writer) error {
 		if err := c.Start(60 * time.Second); err != nil {
 			return setup, err
 		}
-		return secure(ctx, cfg.state, c, setup)
+		return secure(ctx, cfg, c, setup)
 	}, printCluster)
 }
 
@@ -83,7 +83,8 @@ func cluster(ctx context.Context, cfg config, w io.Writer) error {
 // server certificate per instance and a client certificate for callers
 // (mutual TLS), and client.env with the variables that point cmd/client
 // (or the consul CLI) at client agent 2 with all of it.
-func secure(ctx context.Context, dir string, c *localconsul.Cluster, setup consulSetup) (consulSetup, error) {
+func secure(ctx context.Context, cfg config, c *localconsul.Cluster, setup consulSetup) (consulSetup, error) {
+	dir := cfg.state
 	api, err := c.Servers[0].API()
 	if err != nil {
 		return setup, err
@@ -109,29 +110,38 @@ func secure(ctx context.Context, dir string, c *localconsul.Cluster, setup consu
 	if err != nil {
 		return setup, err
 	}
-	setup.instanceArgs = func(i int) ([]string, error) {
-		id := fmt.Sprintf("trimsvc-%d", i)
+	// Every instance's token and certificate, made before any instance
+	// starts, and known to every server before any is used.
+	args := make([][]string, cfg.instances)
+	secrets := []string{tokens.Client}
+	for i := range args {
+		id := fmt.Sprintf("trimsvc-%d", i+1)
 		token, err := sec.InstanceToken(api, "trimsvc", id, setup.svcAgent.Name)
 		if err != nil {
-			return nil, err
+			return setup, err
 		}
+		secrets = append(secrets, token)
 		tokenFile := filepath.Join(dir, id+".token")
 		if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
-			return nil, err
+			return setup, err
 		}
 		cert, err := serviceCA.LoopbackServer(id)
 		if err != nil {
-			return nil, err
+			return setup, err
 		}
-		return []string{"-service-id", id,
+		args[i] = []string{"-service-id", id,
 			"-consul-ca-file", sec.CA.CertFile, "-consul-client-cert", sec.CLICertFile, "-consul-client-key", sec.CLIKeyFile,
 			"-consul-token-file", tokenFile,
 			"-tls-cert-file", cert.CertFile, "-tls-key-file", cert.KeyFile, "-tls-client-ca-file", serviceCA.File,
 			// Consul's check presents the agent's certificate, of Consul's
 			// CA: let in for health checks only; and the agent cannot
 			// verify a certificate of the service's CA.
-			"-tls-check-ca-file", sec.CA.CertFile, "-check-tls-skip-verify"}, nil
+			"-tls-check-ca-file", sec.CA.CertFile, "-check-tls-skip-verify"}
 	}
+	if err := localconsul.WaitTokens(ctx, c.Servers, secrets...); err != nil {
+		return setup, err
+	}
+	setup.instanceArgs = args
 	setup.clientEnv = filepath.Join(dir, "client.env")
 	abs := func(p string) string { a, _ := filepath.Abs(p); return a }
 	env := fmt.Sprintf(`export CONSUL_HTTP_ADDR=%s
@@ -194,10 +204,8 @@ func leaveRunning(ctx context.Context, cfg config, w io.Writer, start func(consu
 		logPath := filepath.Join(cfg.state, fmt.Sprintf("trimsvc-%d.log", i+1))
 		addrPath := filepath.Join(cfg.state, fmt.Sprintf("trimsvc-%d.addr.json", i+1))
 		var extra []string
-		if setup.instanceArgs != nil {
-			if extra, err = setup.instanceArgs(i + 1); err != nil {
-				return err
-			}
+		if i < len(setup.instanceArgs) {
+			extra = setup.instanceArgs[i]
 		}
 		p, err := proc.StartDetached(bins.trimsvc, logPath, append([]string{"-grpc-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0",
 			"-consul-addr", setup.svcAgent.URL(), "-check-interval", "1s", "-addr-file", addrPath}, extra...)...)

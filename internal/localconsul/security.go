@@ -189,3 +189,31 @@ key_prefix "trimkit/load/%s/" { policy = "read" }`, service, service))
 	}
 	return t, nil
 }
+
+// WaitTokens waits, at most until ctx ends, until every one of servers
+// knows every token in secrets. A token is created on the leader and
+// reaches the other servers a moment later; an agent resolves a token by
+// asking any server, and one that has not applied it yet answers "ACL not
+// found", a 403 that a service takes as permanent. So a token is handed to
+// a service only once every server reads it back (a stale read: each
+// server answers from its own state).
+func WaitTokens(ctx context.Context, servers []*Agent, secrets ...string) error {
+	for _, s := range servers {
+		c, err := s.API()
+		if err != nil {
+			return err
+		}
+		for _, secret := range secrets {
+			for {
+				_, _, err := c.ACL().TokenReadSelf((&api.QueryOptions{Token: secret, AllowStale: true}).WithContext(ctx))
+				if err == nil {
+					break
+				}
+				if !ctxtime.Sleep(ctx, 50*time.Millisecond) {
+					return fmt.Errorf("token not known to %s: %w (last: %v)", s.Name, ctx.Err(), err)
+				}
+			}
+		}
+	}
+	return nil
+}
