@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	kitsd "github.com/go-kit/kit/sd"
@@ -47,9 +48,13 @@ type Instancer struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
+	// ids holds the service ID of each address of the answer known last,
+	// "" where several share it: read on every least-loaded pick, so
+	// without a lock.
+	ids atomic.Pointer[map[string]string]
+
 	mu    sync.Mutex
 	state kitsd.Event
-	ids   map[string]string // service ID by address, "" where several share it
 	subs  map[chan<- kitsd.Event]struct{}
 }
 
@@ -86,7 +91,7 @@ func NewInstancer(client Client, logger log.Logger, service string, tags []strin
 		s.state = kitsd.Event{Err: err}
 	} else {
 		s.state = kitsd.Event{Instances: instances}
-		s.ids = ids
+		s.ids.Store(&ids)
 		index = nextIndex(0, last)
 	}
 	go s.loop(ctx, index)
@@ -143,9 +148,6 @@ func (s *Instancer) loop(ctx context.Context, index uint64) {
 func (s *Instancer) update(instances []string, ids map[string]string, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err == nil {
-		s.ids = ids
-	}
 	if err != nil {
 		if s.state.Err != nil {
 			s.state.Err = err
@@ -153,6 +155,7 @@ func (s *Instancer) update(instances []string, ids map[string]string, err error)
 		}
 		s.state.Err = err
 	} else {
+		s.ids.Store(&ids) // IDs may change while the addresses stay
 		if s.state.Err == nil && slices.Equal(s.state.Instances, instances) {
 			return
 		}
@@ -170,9 +173,11 @@ func (s *Instancer) copyState() kitsd.Event {
 // ServiceID implements Catalog: the service ID of the instance at addr in
 // the answer known last.
 func (s *Instancer) ServiceID(addr string) (string, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	id := s.ids[addr]
+	ids := s.ids.Load()
+	if ids == nil {
+		return "", false
+	}
+	id := (*ids)[addr]
 	return id, id != ""
 }
 
