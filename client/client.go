@@ -54,7 +54,10 @@ func New(cfg Config, opts ...Option) (*Client, error) {
 		stops     []func()
 	)
 	var consul *api.Client
-	if cfg.Discovery != DiscoveryDNS || (cfg.Balancer == LeastLoaded && o.loads == nil) {
+	// A Consul watch: to find the instances, or, with DNS discovery, to
+	// match the load reports New watches to them.
+	watchConsul := cfg.Discovery != DiscoveryDNS || (cfg.Balancer == LeastLoaded && o.loads == nil)
+	if watchConsul {
 		c, consulCfg, addr, err := cfg.consul().NewAPIClient()
 		if err != nil {
 			return nil, err
@@ -73,7 +76,7 @@ func New(cfg Config, opts ...Option) (*Client, error) {
 		instancer, lastErr = dns, dns.Err
 		stops = append(stops, dns.Stop)
 	}
-	if cfg.Discovery != DiscoveryDNS || (cfg.Balancer == LeastLoaded && o.loads == nil) {
+	if watchConsul {
 		var watch []sd.InstancerOption
 		if !cfg.DisallowStale {
 			watch = append(watch, sd.AllowStale(cfg.MaxStale))

@@ -158,33 +158,31 @@ session %q { policy = "write" }`, service, service, id, node))
 
 func (s *Security) setupACL(c *api.Client, service string) (Tokens, error) {
 	acl := c.ACL()
-	policy := func(name, rules string) (*api.ACLPolicy, error) { return policy(acl, name, rules) }
-	token := func(secret, desc string, p *api.ACLPolicy) (string, error) { return token(acl, secret, desc, p) }
-	agent, err := policy("agent", `node_prefix "" { policy = "write" }
+	agent, err := policy(acl, "agent", `node_prefix "" { policy = "write" }
 service_prefix "" { policy = "read" }`)
 	if err != nil {
 		return Tokens{}, err
 	}
-	if _, err := token(s.AgentToken, "local agents", agent); err != nil {
+	if _, err := token(acl, s.AgentToken, "local agents", agent); err != nil {
 		return Tokens{}, err
 	}
-	svc, err := policy(service+"-service", fmt.Sprintf(`service %q { policy = "write" }
+	svc, err := policy(acl, service+"-service", fmt.Sprintf(`service %q { policy = "write" }
 key_prefix "trimkit/load/%s/" { policy = "write" }
 session_prefix "" { policy = "write" }`, service, service))
 	if err != nil {
 		return Tokens{}, err
 	}
-	caller, err := policy(service+"-caller", fmt.Sprintf(`service %q { policy = "read" }
+	caller, err := policy(acl, service+"-caller", fmt.Sprintf(`service %q { policy = "read" }
 node_prefix "" { policy = "read" }
 key_prefix "trimkit/load/%s/" { policy = "read" }`, service, service))
 	if err != nil {
 		return Tokens{}, err
 	}
 	var t Tokens
-	if t.Trimsvc, err = token("", service+" instances", svc); err != nil {
+	if t.Trimsvc, err = token(acl, "", service+" instances", svc); err != nil {
 		return Tokens{}, err
 	}
-	if t.Client, err = token("", service+" callers", caller); err != nil {
+	if t.Client, err = token(acl, "", service+" callers", caller); err != nil {
 		return Tokens{}, err
 	}
 	return t, nil

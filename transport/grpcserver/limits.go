@@ -1,6 +1,7 @@
 package grpcserver
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
@@ -99,27 +100,15 @@ func (l Limits) Validate() error {
 // WithDefaults returns l with every zero field set to its default.
 func (l Limits) WithDefaults() Limits {
 	d := DefaultLimits
-	set := func(v *int, def int) {
-		if *v == 0 {
-			*v = def
-		}
-	}
-	setD := func(v *time.Duration, def time.Duration) {
-		if *v == 0 {
-			*v = def
-		}
-	}
-	set(&l.MaxRecvMsgSize, d.MaxRecvMsgSize)
-	set(&l.MaxCallsInFlight, d.MaxCallsInFlight)
-	set(&l.MaxConnections, d.MaxConnections)
-	if l.MaxConcurrentStreams == 0 {
-		l.MaxConcurrentStreams = d.MaxConcurrentStreams
-	}
-	setD(&l.MaxConnectionIdle, d.MaxConnectionIdle)
-	setD(&l.KeepaliveTime, d.KeepaliveTime)
-	setD(&l.KeepaliveTimeout, d.KeepaliveTimeout)
-	setD(&l.MinPingInterval, d.MinPingInterval)
-	setD(&l.HandshakeTimeout, d.HandshakeTimeout)
+	l.MaxRecvMsgSize = cmp.Or(l.MaxRecvMsgSize, d.MaxRecvMsgSize)
+	l.MaxConcurrentStreams = cmp.Or(l.MaxConcurrentStreams, d.MaxConcurrentStreams)
+	l.MaxCallsInFlight = cmp.Or(l.MaxCallsInFlight, d.MaxCallsInFlight)
+	l.MaxConnections = cmp.Or(l.MaxConnections, d.MaxConnections)
+	l.MaxConnectionIdle = cmp.Or(l.MaxConnectionIdle, d.MaxConnectionIdle)
+	l.KeepaliveTime = cmp.Or(l.KeepaliveTime, d.KeepaliveTime)
+	l.KeepaliveTimeout = cmp.Or(l.KeepaliveTimeout, d.KeepaliveTimeout)
+	l.MinPingInterval = cmp.Or(l.MinPingInterval, d.MinPingInterval)
+	l.HandshakeTimeout = cmp.Or(l.HandshakeTimeout, d.HandshakeTimeout)
 	return l
 }
 
