@@ -69,12 +69,7 @@ func serveHealth(t *testing.T, opts ...grpc.ServerOption) (string, *countingHeal
 // trust.
 func dial(t *testing.T, addr string, trust *pki.CA, cert *tls.Certificate) *grpc.ClientConn {
 	t.Helper()
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: x509.NewCertPool()}
-	cfg.RootCAs.AddCert(trust.Cert)
-	if cert != nil {
-		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
-	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentialsFor(cfg)))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(trust.ClientConfig(cert))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,8 +83,6 @@ func check(conn *grpc.ClientConn) error {
 	_, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
 	return err
 }
-
-func tlsCert(is *pki.Issued, chain ...*x509.Certificate) *tls.Certificate { return is.TLS(chain...) }
 
 func forge(t *testing.T, victim *x509.Certificate) *tls.Certificate {
 	t.Helper()
@@ -129,7 +122,7 @@ func TestMutualTLSRefusesWhatDoesNotVerify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := check(dial(t, addr, ca, tlsCert(good))); err != nil {
+	if err := check(dial(t, addr, ca, good.TLS())); err != nil {
 		t.Fatalf("a client certificate from the CA: %v", err)
 	}
 	if want, have := int64(1), h.calls.Load(); want != have {
@@ -160,10 +153,10 @@ func TestMutualTLSRefusesWhatDoesNotVerify(t *testing.T) {
 		// After a legitimate call was accepted: the trusted certificate's
 		// signature on the attacker's own key.
 		{"forged signature", forge(t, good.Cert), "tls: unknown certificate authority"},
-		{"another CA", tlsCert(stranger), "tls: unknown certificate authority"},
+		{"another CA", stranger.TLS(), "tls: unknown certificate authority"},
 		{"no certificate", nil, "tls: certificate required"},
-		{"server-auth usage only", tlsCert(serverOnly), "tls: bad certificate"},
-		{"no extended key usage", tlsCert(noUsage), "tls: bad certificate"},
+		{"server-auth usage only", serverOnly.TLS(), "tls: bad certificate"},
+		{"no extended key usage", noUsage.TLS(), "tls: bad certificate"},
 	} {
 		refused(t, tc.name, dial(t, addr, ca, tc.cert), h, tc.want)
 	}
@@ -181,13 +174,13 @@ func TestMutualTLSRefusesACertificateThatExpiredAfterAcceptance(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn := dial(t, addr, ca, tlsCert(short))
+	conn := dial(t, addr, ca, short.TLS())
 	if err := check(conn); err != nil {
 		t.Fatalf("before it expires: %v", err)
 	}
 	time.Sleep(time.Until(short.Cert.NotAfter) + 10*time.Millisecond) // the point of the test: it expires
 	refused(t, "the accepted connection", conn, h, "outside its validity window")
-	refused(t, "a new connection", dial(t, addr, ca, tlsCert(short)), h, "tls: expired certificate")
+	refused(t, "a new connection", dial(t, addr, ca, short.TLS()), h, "tls: expired certificate")
 }
 
 // A certificate presented without its intermediate is refused; presented
@@ -206,8 +199,8 @@ func TestMutualTLSIntermediateOnSecondTry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	refused(t, "without its intermediate", dial(t, addr, root, tlsCert(leaf)), h, "tls: unknown certificate authority")
-	if err := check(dial(t, addr, root, tlsCert(leaf, inter.Cert))); err != nil {
+	refused(t, "without its intermediate", dial(t, addr, root, leaf.TLS()), h, "tls: unknown certificate authority")
+	if err := check(dial(t, addr, root, leaf.TLS(inter.Cert))); err != nil {
 		t.Errorf("with its intermediate: %v", err)
 	}
 }
@@ -237,7 +230,7 @@ func TestMutualTLSRotatedOutCA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn := dial(t, addr, ca, tlsCert(caller))
+	conn := dial(t, addr, ca, caller.TLS())
 	if err := check(conn); err != nil {
 		t.Fatal(err)
 	}
@@ -323,8 +316,6 @@ func TestClientRefusesAServerCertificateNotForTheInstance(t *testing.T) {
 	}
 }
 
-func credentialsFor(cfg *tls.Config) credentials.TransportCredentials { return credentials.NewTLS(cfg) }
-
 // A certificate of the health-check CA (the Consul agents') may call
 // grpc.health.v1 and nothing else; the service's callers' CA may call all.
 func TestHealthCheckCAMayOnlyCheckHealth(t *testing.T) {
@@ -370,7 +361,7 @@ func TestHealthCheckCAMayOnlyCheckHealth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn := dial(t, lis.Addr().String(), ca, tlsCert(agent))
+	conn := dial(t, lis.Addr().String(), ca, agent.TLS())
 	if err := check(conn); err != nil {
 		t.Errorf("the agent's health check: %v", err)
 	}
@@ -381,7 +372,7 @@ func TestHealthCheckCAMayOnlyCheckHealth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn = dial(t, lis.Addr().String(), ca, tlsCert(caller))
+	conn = dial(t, lis.Addr().String(), ca, caller.TLS())
 	if err := check(conn); err != nil {
 		t.Errorf("a caller's health check: %v", err)
 	}

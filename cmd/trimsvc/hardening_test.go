@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"os"
 	"strconv"
@@ -19,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/trimkit/trimkit/internal/pki"
+	"github.com/trimkit/trimkit/internal/proc"
 	"github.com/trimkit/trimkit/pb"
 )
 
@@ -104,11 +104,12 @@ func TestConcurrentMaximumSizeCallsCostBoundedMemory(t *testing.T) {
 	}
 }
 
-// A caller without a client certificate costs an mTLS instance no message
-// buffer: it is refused in the handshake, before any request is read.
-func TestUnauthenticatedCallersCostNoMessageBuffer(t *testing.T) {
-	dir := t.TempDir()
-	ca, err := pki.NewCA(dir, "ca")
+// mtlsInstance is a trimsvc, registering nowhere, that serves mutual TLS
+// with a certificate of ca and its HTTP debug server on: a caller needs a
+// certificate of ca too.
+func mtlsInstance(t *testing.T) (*proc.Trimsvc, *pki.CA) {
+	t.Helper()
+	ca, err := pki.NewCA(t.TempDir(), "ca")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,12 +117,16 @@ func TestUnauthenticatedCallersCostNoMessageBuffer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	in := startInstance(t, "127.0.0.1:1", "-register=false", "-http-addr", "127.0.0.1:0",
-		"-tls-cert-file", srv.CertFile, "-tls-key-file", srv.KeyFile, "-tls-client-ca-file", ca.File)
+	return startInstance(t, "127.0.0.1:1", "-register=false", "-http-addr", "127.0.0.1:0",
+		"-tls-cert-file", srv.CertFile, "-tls-key-file", srv.KeyFile, "-tls-client-ca-file", ca.File), ca
+}
+
+// A caller without a client certificate costs an mTLS instance no message
+// buffer: it is refused in the handshake, before any request is read.
+func TestUnauthenticatedCallersCostNoMessageBuffer(t *testing.T) {
+	in, ca := mtlsInstance(t)
 	before := peakRSS(t, in.PID())
-	roots := x509.NewCertPool()
-	roots.AddCert(ca.Cert)
-	ended := flood(t, in.Addr, 300, credentials.NewTLS(&tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}))
+	ended := flood(t, in.Addr, 300, credentials.NewTLS(ca.ClientConfig(nil)))
 	peak := peakRSS(t, in.PID())
 	t.Logf("300 concurrent 1 MiB calls without a client certificate: %v; peak RSS %d MB before, %d MB after", ended, before>>20, peak>>20)
 	if want, have := 300, ended[codes.Unavailable]; want != have {
@@ -144,24 +149,9 @@ func TestUnauthenticatedCallersCostNoMessageBuffer(t *testing.T) {
 // new one), another CA's, none, and certificates not for calling. Each is
 // refused, and no call reaches the service.
 func TestMutualTLSAttacksOnARealInstance(t *testing.T) {
-	ca, err := pki.NewCA(t.TempDir(), "ca")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := ca.LoopbackServer("server")
-	if err != nil {
-		t.Fatal(err)
-	}
-	in := startInstance(t, "127.0.0.1:1", "-register=false", "-http-addr", "127.0.0.1:0",
-		"-tls-cert-file", srv.CertFile, "-tls-key-file", srv.KeyFile, "-tls-client-ca-file", ca.File)
-	roots := x509.NewCertPool()
-	roots.AddCert(ca.Cert)
+	in, ca := mtlsInstance(t)
 	dial := func(cert *tls.Certificate) *grpc.ClientConn {
-		cfg := &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
-		if cert != nil {
-			cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
-		}
-		conn, err := grpc.NewClient(in.Addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+		conn, err := grpc.NewClient(in.Addr, grpc.WithTransportCredentials(credentials.NewTLS(ca.ClientConfig(cert))))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -211,6 +211,18 @@ func (is *Issued) TLS(chain ...*x509.Certificate) *tls.Certificate {
 	return c
 }
 
+// ClientConfig is a TLS configuration that trusts ca (a root) and
+// presents cert, nil for none, whatever the server asks: a caller, good or
+// not, in tests.
+func (ca *CA) ClientConfig(cert *tls.Certificate) *tls.Config {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: x509.NewCertPool()}
+	cfg.RootCAs.AddCert(ca.Cert)
+	if cert != nil {
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
+	}
+	return cfg
+}
+
 // write writes cert (signed by ca) and key as name's files.
 func (ca *CA) write(name string, cert *x509.Certificate, key crypto.Signer) (*Issued, error) {
 	kder, err := x509.MarshalPKCS8PrivateKey(key)
