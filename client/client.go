@@ -8,6 +8,8 @@ import (
 	"io"
 	"sync"
 
+	"github.com/trimkit/trimkit/internal/tlsfiles"
+
 	"github.com/go-kit/kit/endpoint"
 	kitsd "github.com/go-kit/kit/sd"
 	"github.com/go-kit/kit/sd/lb"
@@ -152,11 +154,11 @@ func build(instancer kitsd.Instancer, cfg CallConfig, o options, d discovery) (*
 	}
 	var factory kitsd.Factory
 	if cfg.TLSCAFile != "" {
-		certs, err := transport.LoadCerts(cfg.TLSCertFile, cfg.TLSKeyFile, cfg.TLSCAFile)
+		certs, err := tlsfiles.LoadCerts(cfg.TLSCertFile, cfg.TLSKeyFile, cfg.TLSCAFile)
 		if err != nil {
 			return nil, err
 		}
-		secure := Factory(append(o.dialOptions, grpc.WithTransportCredentials(transport.ClientCreds(certs, cfg.TLSServerName)))...)
+		secure := Factory(append(o.dialOptions, grpc.WithTransportCredentials(tlsfiles.ClientCreds(certs, cfg.TLSServerName)))...)
 		factory = func(instance string) (endpoint.Endpoint, io.Closer, error) {
 			e, closer, err := secure(instance)
 			if err != nil {

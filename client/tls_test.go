@@ -9,11 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trimkit/trimkit/internal/tlsfiles"
+
 	"github.com/trimkit/trimkit/client"
 	"github.com/trimkit/trimkit/internal/loadgen"
 	"github.com/trimkit/trimkit/internal/proc"
 	"github.com/trimkit/trimkit/internal/testenv"
-	"github.com/trimkit/trimkit/transport"
 )
 
 // copyTo copies src to dst atomically (a temporary file, then rename), as
@@ -34,9 +35,9 @@ func copyTo(t *testing.T, src, dst string) {
 
 // servedSerial is the serial of the certificate addr presents to a new
 // connection.
-func servedSerial(t *testing.T, addr string, trust *transport.Certs) string {
+func servedSerial(t *testing.T, addr string, trust *tlsfiles.Certs) string {
 	t.Helper()
-	conn, err := tls.Dial("tcp", addr, transport.ClientTLS(trust, "127.0.0.1"))
+	conn, err := tls.Dial("tcp", addr, tlsfiles.ClientTLS(trust, "127.0.0.1"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +86,7 @@ func TestMutualTLSRotationUnderLoad(t *testing.T) {
 		CallConfig: client.CallConfig{TLSCAFile: st.CA.File, TLSCertFile: callerCert, TLSKeyFile: callerKey},
 	})
 	waitInstances(t, c.Endpoint(), 2)
-	trust, err := transport.LoadCerts("", "", st.CA.File)
+	trust, err := tlsfiles.LoadCerts("", "", st.CA.File)
 	if err != nil {
 		t.Fatal(err)
 	}

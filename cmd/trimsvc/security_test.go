@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trimkit/trimkit/internal/tlsfiles"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -19,7 +21,6 @@ import (
 	"github.com/trimkit/trimkit/internal/proc"
 	"github.com/trimkit/trimkit/internal/testenv"
 	"github.com/trimkit/trimkit/pb"
-	"github.com/trimkit/trimkit/transport"
 )
 
 // stderrOf is the process's stderr so far, as one string.
@@ -165,11 +166,11 @@ func TestMutualTLSService(t *testing.T) {
 		return err
 	}
 	caller := st.Client(t, "caller")
-	good, err := transport.LoadCerts(caller.CertFile, caller.KeyFile, st.CA.File)
+	good, err := tlsfiles.LoadCerts(caller.CertFile, caller.KeyFile, st.CA.File)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := call(transport.ClientCreds(good, "")); err != nil {
+	if err := call(tlsfiles.ClientCreds(good, "")); err != nil {
 		t.Fatalf("a client with a certificate from the service CA: %v", err)
 	}
 
@@ -181,11 +182,11 @@ func TestMutualTLSService(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stranger, err := transport.LoadCerts(otherCert, otherKey, st.CA.File)
+	stranger, err := tlsfiles.LoadCerts(otherCert, otherKey, st.CA.File)
 	if err != nil {
 		t.Fatal(err)
 	}
-	noCert, err := transport.LoadCerts("", "", st.CA.File)
+	noCert, err := tlsfiles.LoadCerts("", "", st.CA.File)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +196,7 @@ func TestMutualTLSService(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	agent, err := transport.LoadCerts(agentCert, agentKey, st.CA.File)
+	agent, err := tlsfiles.LoadCerts(agentCert, agentKey, st.CA.File)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,9 +206,9 @@ func TestMutualTLSService(t *testing.T) {
 		want  string // in the client's error
 	}{
 		{"plaintext", insecure.NewCredentials(), ""},
-		{"no client certificate", transport.ClientCreds(noCert, ""), "tls: certificate required"},
-		{"a certificate from another CA", transport.ClientCreds(stranger, ""), "tls: unknown certificate authority"},
-		{"a Consul agent's certificate", transport.ClientCreds(agent, ""), "PermissionDenied desc = a certificate of the health-check CA may call grpc.health.v1 only"},
+		{"no client certificate", tlsfiles.ClientCreds(noCert, ""), "tls: certificate required"},
+		{"a certificate from another CA", tlsfiles.ClientCreds(stranger, ""), "tls: unknown certificate authority"},
+		{"a Consul agent's certificate", tlsfiles.ClientCreds(agent, ""), "PermissionDenied desc = a certificate of the health-check CA may call grpc.health.v1 only"},
 		{"a server certificate it cannot verify", credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12}), "certificate signed by unknown authority"},
 	} {
 		err := call(tc.creds)

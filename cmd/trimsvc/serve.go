@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/trimkit/trimkit/internal/tlsfiles"
+
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 	rungroup "github.com/oklog/run"
@@ -54,8 +56,8 @@ type instance struct {
 	httpLis   net.Listener // nil when -http-addr is off
 	http      *http.Server
 	registrar *sd.Registrar
-	certs     *transport.Certs // nil without -tls-cert-file
-	checkCA   *transport.Certs // nil without -tls-check-ca-file
+	certs     *tlsfiles.Certs  // nil without -tls-cert-file
+	checkCA   *tlsfiles.Certs  // nil without -tls-check-ca-file
 	reporter  *sd.LoadReporter // nil without -load-report-interval
 	leaveErr  error            // of leaving Consul, set by live before it returns
 }
@@ -111,19 +113,19 @@ func build(cfg config, stderr io.Writer) (_ *instance, err error) {
 	serverOpts := limits.ServerOptions()
 	in.lis = limits.Listener(in.lis)
 	if cfg.tlsCertFile != "" {
-		if in.certs, err = transport.LoadCerts(cfg.tlsCertFile, cfg.tlsKeyFile, cfg.tlsClientCAFile); err != nil {
+		if in.certs, err = tlsfiles.LoadCerts(cfg.tlsCertFile, cfg.tlsKeyFile, cfg.tlsClientCAFile); err != nil {
 			return nil, err
 		}
-		var trust []transport.TrustOption
+		var trust []tlsfiles.TrustOption
 		if cfg.tlsCheckCAFile != "" {
-			checkCA, err := transport.LoadCerts("", "", cfg.tlsCheckCAFile)
+			checkCA, err := tlsfiles.LoadCerts("", "", cfg.tlsCheckCAFile)
 			if err != nil {
 				return nil, err
 			}
 			in.checkCA = checkCA
-			trust = append(trust, transport.HealthCheckCA(checkCA))
+			trust = append(trust, tlsfiles.HealthCheckCA(checkCA))
 		}
-		serverOpts = append(serverOpts, transport.ServerCreds(in.certs, trust...)...)
+		serverOpts = append(serverOpts, tlsfiles.ServerCreds(in.certs, trust...)...)
 	}
 	in.grpc = grpc.NewServer(serverOpts...)
 	pb.RegisterTrimServer(in.grpc, transport.NewGRPCServer(trimsvc.NewServerSet(svc), id, in.logger))

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trimkit/trimkit/internal/tlsfiles"
+
 	"github.com/go-kit/kit/endpoint"
 	kitsd "github.com/go-kit/kit/sd"
 	"github.com/go-kit/kit/sd/lb"
@@ -133,13 +135,13 @@ func trimkitConsul(tb testing.TB, addrs []string) caller {
 // rawThreeConnMTLS is raw-3conn over mutual TLS, to servers of its own.
 func rawThreeConnMTLS(tb testing.TB, _ []string) caller {
 	m := startMTLSServers(tb, 3)
-	certs, err := transport.LoadCerts(m.callerCert, m.callerKey, m.caFile)
+	certs, err := tlsfiles.LoadCerts(m.callerCert, m.callerKey, m.caFile)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	var stubs []pb.TrimClient
 	for _, a := range m.servers {
-		conn, err := grpc.NewClient(a, grpc.WithTransportCredentials(transport.ClientCreds(certs, "")))
+		conn, err := grpc.NewClient(a, grpc.WithTransportCredentials(tlsfiles.ClientCreds(certs, "")))
 		if err != nil {
 			tb.Fatal(err)
 		}

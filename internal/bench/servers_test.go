@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/trimkit/trimkit/internal/tlsfiles"
+
 	"github.com/go-kit/log"
 	"google.golang.org/grpc"
 
@@ -91,12 +93,12 @@ func startMTLSServers(tb testing.TB, n int) mtls {
 		tb.Fatal(err)
 	}
 	m.serverCert, m.serverKey, m.callerCert, m.callerKey = srv.CertFile, srv.KeyFile, caller.CertFile, caller.KeyFile
-	certs, err := transport.LoadCerts(m.serverCert, m.serverKey, m.caFile)
+	certs, err := tlsfiles.LoadCerts(m.serverCert, m.serverKey, m.caFile)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	for i := range n {
-		m.servers = append(m.servers, startServer(tb, fmt.Sprintf("mtls-%d", i), 1, nil, transport.ServerCreds(certs)...).addrs[0])
+		m.servers = append(m.servers, startServer(tb, fmt.Sprintf("mtls-%d", i), 1, nil, tlsfiles.ServerCreds(certs)...).addrs[0])
 	}
 	return m
 }

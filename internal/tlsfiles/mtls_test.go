@@ -1,4 +1,4 @@
-package transport_test
+package tlsfiles_test
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/trimkit/trimkit/internal/tlsfiles"
 
 	"github.com/go-kit/log"
 	"google.golang.org/grpc"
@@ -44,11 +46,11 @@ func mtlsServer(t *testing.T, ca, clientCA *pki.CA) (string, *countingHealth) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	certs, err := transport.LoadCerts(srv.CertFile, srv.KeyFile, clientCA.File)
+	certs, err := tlsfiles.LoadCerts(srv.CertFile, srv.KeyFile, clientCA.File)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return serveHealth(t, transport.ServerCreds(certs)...)
+	return serveHealth(t, tlsfiles.ServerCreds(certs)...)
 }
 
 func serveHealth(t *testing.T, opts ...grpc.ServerOption) (string, *countingHealth) {
@@ -221,11 +223,11 @@ func TestMutualTLSRotatedOutCA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	certs, err := transport.LoadCerts(srv.CertFile, srv.KeyFile, clientCA.File)
+	certs, err := tlsfiles.LoadCerts(srv.CertFile, srv.KeyFile, clientCA.File)
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr, h := serveHealth(t, transport.ServerCreds(certs)...)
+	addr, h := serveHealth(t, tlsfiles.ServerCreds(certs)...)
 	caller, err := clientCA.Issue(pki.Leaf{Name: "caller", Usage: pki.Client})
 	if err != nil {
 		t.Fatal(err)
@@ -259,7 +261,7 @@ func TestClientRefusesAServerCertificateNotForTheInstance(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	trust, err := transport.LoadCerts("", "", ca.File)
+	trust, err := tlsfiles.LoadCerts("", "", ca.File)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,12 +286,12 @@ func TestClientRefusesAServerCertificateNotForTheInstance(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			certs, err := transport.LoadCerts(srv.CertFile, srv.KeyFile, "")
+			certs, err := tlsfiles.LoadCerts(srv.CertFile, srv.KeyFile, "")
 			if err != nil {
 				t.Fatal(err)
 			}
-			addr, h := serveHealth(t, transport.ServerCreds(certs)...)
-			conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(transport.ClientCreds(trust, tc.serverName)))
+			addr, h := serveHealth(t, tlsfiles.ServerCreds(certs)...)
+			conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(tlsfiles.ClientCreds(trust, tc.serverName)))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -331,11 +333,11 @@ func TestHealthCheckCAMayOnlyCheckHealth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	certs, err := transport.LoadCerts(srv.CertFile, srv.KeyFile, ca.File)
+	certs, err := tlsfiles.LoadCerts(srv.CertFile, srv.KeyFile, ca.File)
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkCA, err := transport.LoadCerts("", "", agents.File)
+	checkCA, err := tlsfiles.LoadCerts("", "", agents.File)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -343,7 +345,7 @@ func TestHealthCheckCAMayOnlyCheckHealth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := grpc.NewServer(transport.ServerCreds(certs, transport.HealthCheckCA(checkCA))...)
+	s := grpc.NewServer(tlsfiles.ServerCreds(certs, tlsfiles.HealthCheckCA(checkCA))...)
 	h := &countingHealth{}
 	healthpb.RegisterHealthServer(s, h)
 	svc, _ := trimsvc.New(16)

@@ -1,4 +1,4 @@
-package transport
+package tlsfiles
 
 import (
 	"bytes"
