@@ -7,6 +7,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -27,7 +29,7 @@ func TestHelpListsEveryFlagWithEnv(t *testing.T) {
 		t.Fatalf("want flag.ErrHelp, have %v", err)
 	}
 	for _, name := range []string{"consul-addr", "consul-token", "service-name", "tags", "retry-max", "retry-timeout", "n", "c", "json",
-		"balancer", "hedge-after", "rate", "duration", "allow-stale", "max-stale", "use-cache", "discovery", "dns-addr"} {
+		"balancer", "hedge-after", "rate", "duration", "read", "max-stale", "discovery", "dns-addr"} {
 		env := "TRIMCLIENT_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
 		if want := fmt.Sprintf("-%s  (env %s, default ", name, env); !strings.Contains(stdout.String(), want) {
 			t.Errorf("--help lacks %q", want)
@@ -155,5 +157,77 @@ func TestTrimAndLoadSummary(t *testing.T) {
 	}
 	if _, code := exec("-service-name", "absent", "-n", "5", "x"); code != 1 {
 		t.Errorf("load with failures: want exit 1, have %d", code)
+	}
+}
+
+// TestFlagAndEnvErrorsExit: what the process prints and its exit status,
+// for bad flags, bad environment variables, TLS files for a plain-HTTP
+// Consul, and --help.
+func TestFlagAndEnvErrorsExit(t *testing.T) {
+	for _, key := range []string{"CONSUL_HTTP_ADDR", "CONSUL_HTTP_SSL", "CONSUL_CACERT", "CONSUL_CLIENT_CERT", "CONSUL_CLIENT_KEY",
+		"CONSUL_TLS_SERVER_NAME", "TRIMCLIENT_CONSUL_ADDR", "TRIMCLIENT_CONSUL_CA_FILE"} {
+		t.Setenv(key, "")
+	}
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, []byte("unread"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const pointer = "Run 'client --help' for usage."
+	for _, tc := range []struct {
+		args   []string
+		env    string // KEY=value
+		stderr []string
+	}{
+		{args: []string{"-n", "abc", "x"},
+			stderr: []string{`client: invalid value "abc" for flag -n: parse error`, pointer}},
+		{args: []string{"-duration", "5", "x"},
+			stderr: []string{`client: invalid value "5" for flag -duration: parse error (a number with a unit, such as 5s or 1m30s)`, pointer}},
+		{args: []string{"-nonsense", "x"},
+			stderr: []string{"client: flag provided but not defined: -nonsense", pointer}},
+		{args: []string{"x"}, env: "TRIMCLIENT_DURATION=5",
+			stderr: []string{`client: environment TRIMCLIENT_DURATION="5": invalid duration for -duration (a number with a unit, such as 5s or 1m30s)`, pointer}},
+		{args: []string{"-consul-ca-file", ca, "x"},
+			stderr: []string{"client: consul TLS settings given (a CA file) but http://127.0.0.1:8500 is plain HTTP: TLS needs an https:// address (or CONSUL_HTTP_SSL=true)", pointer}},
+	} {
+		if key, value, ok := strings.Cut(tc.env, "="); ok {
+			t.Setenv(key, value)
+		}
+		p := testenv.Start(t, bins.Client(t), tc.args...)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		code, err := p.Wait(ctx)
+		cancel()
+		if err != nil || code != 2 {
+			t.Errorf("%q %s: want exit 2, have %d (%v)", tc.args, tc.env, code, err)
+		}
+		if have := p.Lines(); strings.Join(have, "\n") != strings.Join(tc.stderr, "\n") {
+			t.Errorf("%q %s: want stderr\n%s\nhave\n%s", tc.args, tc.env, strings.Join(tc.stderr, "\n"), strings.Join(have, "\n"))
+		}
+		if out := p.Stdout(); out != "" {
+			t.Errorf("%q %s: stdout has\n%s", tc.args, tc.env, out)
+		}
+		if key, _, ok := strings.Cut(tc.env, "="); ok {
+			t.Setenv(key, "")
+		}
+	}
+	// In the process, the TLS files for a plain-HTTP address are a usage
+	// error like the others.
+	err := run(context.Background(), []string{"-consul-addr", "http://127.0.0.1:8500", "-consul-ca-file", ca, "x"}, &bytes.Buffer{}, &bytes.Buffer{})
+	if !errors.Is(err, cli.ErrUsage) || !strings.Contains(err.Error(), "https://") {
+		t.Errorf("TLS files for http://: want a usage error saying https://, have %v", err)
+	}
+	for _, arg := range []string{"-h", "--help"} {
+		p := testenv.Start(t, bins.Client(t), arg)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		code, err := p.Wait(ctx)
+		cancel()
+		if err != nil || code != 0 {
+			t.Errorf("%s: want exit 0, have %d (%v)", arg, code, err)
+		}
+		if lines := p.Lines(); len(lines) != 0 {
+			t.Errorf("%s: stderr has %q", arg, lines)
+		}
+		if out := p.Stdout(); strings.Count(out, "usage: client") != 1 || !strings.Contains(out, "-consul-addr  (env TRIMCLIENT_CONSUL_ADDR, default \"\")") {
+			t.Errorf("%s: want the usage once on stdout, have\n%s", arg, out)
+		}
 	}
 }

@@ -1,8 +1,18 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"errors"
 	"net"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/trimkit/trimkit/internal/cli"
+	"github.com/trimkit/trimkit/internal/testenv"
 )
 
 func TestAdvertised(t *testing.T) {
@@ -48,5 +58,105 @@ func TestServiceID(t *testing.T) {
 	c.serviceID = "mine"
 	if want, have := "mine", c.serviceIDFor("10.0.0.1", 8975); want != have {
 		t.Errorf("want %s, have %s", want, have)
+	}
+}
+
+// clearConsulEnv unsets the Consul CLI's variables and trimsvc's own
+// -consul-* ones, for the test and the processes it starts.
+func clearConsulEnv(t *testing.T) {
+	for _, key := range []string{"CONSUL_HTTP_ADDR", "CONSUL_HTTP_SSL", "CONSUL_CACERT", "CONSUL_CLIENT_CERT", "CONSUL_CLIENT_KEY",
+		"CONSUL_TLS_SERVER_NAME", "CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE", "TRIMSVC_CONSUL_ADDR", "TRIMSVC_CONSUL_CA_FILE"} {
+		t.Setenv(key, "")
+	}
+}
+
+func TestConfigConsulAddrDefault(t *testing.T) {
+	clearConsulEnv(t)
+	c, err := parseConfig(nil, &bytes.Buffer{})
+	if err != nil || c.consul.Address != "127.0.0.1:8500" {
+		t.Errorf("no -consul-addr: want 127.0.0.1:8500, have %q (%v)", c.consul.Address, err)
+	}
+	t.Setenv("CONSUL_HTTP_ADDR", "consul.example:8500")
+	for _, args := range [][]string{nil, {"-consul-addr", ""}} {
+		c, err = parseConfig(args, &bytes.Buffer{})
+		if err != nil || c.consul.Address != "consul.example:8500" {
+			t.Errorf("%q: want CONSUL_HTTP_ADDR's consul.example:8500, have %q (%v)", args, c.consul.Address, err)
+		}
+	}
+}
+
+func TestConfigConsulTLSOverPlainHTTPIsAUsageError(t *testing.T) {
+	clearConsulEnv(t)
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, []byte("unread"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"-consul-ca-file", ca},
+		{"-consul-addr", "http://127.0.0.1:8500", "-consul-ca-file", ca},
+		{"-consul-addr", "127.0.0.1:8500", "-consul-tls-server-name", "consul"},
+	} {
+		err := run(context.Background(), args, &bytes.Buffer{}, &bytes.Buffer{})
+		if !errors.Is(err, cli.ErrUsage) || !strings.Contains(err.Error(), "plain HTTP") || !strings.Contains(err.Error(), "https://") {
+			t.Errorf("%q: want a usage error saying TLS needs an https:// address, have %v", args, err)
+		}
+	}
+}
+
+// TestFlagAndEnvErrorsExit: what the process prints and its exit status,
+// for bad flags, bad environment variables and --help.
+func TestFlagAndEnvErrorsExit(t *testing.T) {
+	clearConsulEnv(t)
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, []byte("unread"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const pointer = "Run 'trimsvc --help' for usage."
+	for _, tc := range []struct {
+		args   []string
+		env    string // KEY=value
+		stderr []string
+	}{
+		{args: []string{"-check-interval", "5"},
+			stderr: []string{`trimsvc: invalid value "5" for flag -check-interval: parse error (a number with a unit, such as 5s or 1m30s)`, pointer}},
+		{args: []string{"-max-input-bytes", "abc"},
+			stderr: []string{`trimsvc: invalid value "abc" for flag -max-input-bytes: parse error`, pointer}},
+		{args: []string{"-retry-max", "3"},
+			stderr: []string{"trimsvc: flag provided but not defined: -retry-max", pointer}},
+		{env: "TRIMSVC_CHECK_INTERVAL=5",
+			stderr: []string{`trimsvc: environment TRIMSVC_CHECK_INTERVAL="5": invalid duration for -check-interval (a number with a unit, such as 5s or 1m30s)`, pointer}},
+		{args: []string{"-check-interval", "-1s"},
+			stderr: []string{"trimsvc: -check-interval must be positive, got -1s", pointer}},
+		{args: []string{"-consul-ca-file", ca},
+			stderr: []string{"trimsvc: consul TLS settings given (a CA file) but http://127.0.0.1:8500 is plain HTTP: TLS needs an https:// address (or CONSUL_HTTP_SSL=true)", pointer}},
+	} {
+		if key, value, ok := strings.Cut(tc.env, "="); ok {
+			t.Setenv(key, value)
+		}
+		p := testenv.Start(t, bins.Trimsvc(t), tc.args...)
+		if code := waitExit(t, p, 10*time.Second); code != 2 {
+			t.Errorf("%q %s: want exit 2, have %d", tc.args, tc.env, code)
+		}
+		if have := p.Lines(); strings.Join(have, "\n") != strings.Join(tc.stderr, "\n") {
+			t.Errorf("%q %s: want stderr\n%s\nhave\n%s", tc.args, tc.env, strings.Join(tc.stderr, "\n"), strings.Join(have, "\n"))
+		}
+		if out := p.Stdout(); out != "" {
+			t.Errorf("%q %s: stdout has\n%s", tc.args, tc.env, out)
+		}
+		if key, _, ok := strings.Cut(tc.env, "="); ok {
+			t.Setenv(key, "")
+		}
+	}
+	for _, arg := range []string{"-h", "--help"} {
+		p := testenv.Start(t, bins.Trimsvc(t), arg)
+		if code := waitExit(t, p, 10*time.Second); code != 0 {
+			t.Errorf("%s: want exit 0, have %d", arg, code)
+		}
+		if lines := p.Lines(); len(lines) != 0 {
+			t.Errorf("%s: stderr has %q", arg, lines)
+		}
+		if out := p.Stdout(); strings.Count(out, "usage: trimsvc") != 1 || !strings.Contains(out, "-consul-addr  (env TRIMSVC_CONSUL_ADDR, default \"\")") {
+			t.Errorf("%s: want the usage once on stdout, have\n%s", arg, out)
+		}
 	}
 }
