@@ -30,14 +30,24 @@ type Client interface {
 }
 
 // NewClient adapts c to Client.
-func NewClient(c *api.Client) Client {
+func NewClient(c *api.Client) Client { return NewClientAt(c, "") }
+
+// NewClientAt adapts c, which talks to the agent at addr, to Client; an
+// Instancer over it names addr when it finds no instance.
+func NewClientAt(c *api.Client, addr string) Client {
 	if c == nil {
-		panic("sd: NewClient needs a Consul API client")
+		panic("sd: NewClientAt needs a Consul API client")
 	}
-	return apiClient{c}
+	return apiClient{c: c, addr: addr}
 }
 
-type apiClient struct{ c *api.Client }
+type apiClient struct {
+	c    *api.Client
+	addr string
+}
+
+// Address is the agent's address, "" when unknown.
+func (a apiClient) Address() string { return a.addr }
 
 func (a apiClient) Service(ctx context.Context, service string, tags []string, passingOnly bool, q *api.QueryOptions) ([]*api.ServiceEntry, *api.QueryMeta, error) {
 	if err := pathSafe("service name", service); err != nil {

@@ -33,8 +33,20 @@ type ConsulConfig struct {
 	TLSServerName             string
 }
 
-// Validate reports flags that contradict each other or name missing files.
+// DefaultConsulAddr is the agent a ConsulConfig with no Address reaches
+// when CONSUL_HTTP_ADDR is empty too.
+const DefaultConsulAddr = "127.0.0.1:8500"
+
+// Validate reports flags that contradict each other or name missing files,
+// and TLS settings (CA file, client certificate, TLS server name: fields or
+// the Consul CLI's environment) for a plain-HTTP address.
 func (c ConsulConfig) Validate() error {
+	_, _, plain := c.apiConfig()
+	return errors.Join(c.validateFields(), plain)
+}
+
+// validateFields is Validate without the look at the address.
+func (c ConsulConfig) validateFields() error {
 	var errs []error
 	if c.Token != "" && c.TokenFile != "" {
 		errs = append(errs, errors.New("a consul token and a token file both given: give one"))
@@ -57,13 +69,33 @@ func (c ConsulConfig) Validate() error {
 
 // NewAPIClient builds the Consul API client c describes, and returns with
 // it the agent's address as a URL, for messages (it never holds the token).
-// TLS files given for a plain-HTTP address are an error, never a silent
-// fallback to plaintext.
+// TLS files (or a TLS server name) given for a plain-HTTP address are an
+// error, never a silent fallback to plaintext.
 func (c ConsulConfig) NewAPIClient() (*api.Client, *api.Config, string, error) {
-	if err := c.Validate(); err != nil {
+	if err := c.validateFields(); err != nil {
 		return nil, nil, "", err
 	}
+	cfg, where, err := c.apiConfig()
+	if err != nil {
+		return nil, nil, where, err
+	}
+	client, err := api.NewClient(cfg)
+	if err != nil {
+		return nil, nil, where, fmt.Errorf("consul client for %s: %w", where, err)
+	}
+	return client, cfg, where, nil
+}
+
+// apiConfig is the Consul API configuration c describes over the Consul
+// CLI's environment, with the agent's address as a URL; an error for TLS
+// settings given for a plain-HTTP address.
+func (c ConsulConfig) apiConfig() (*api.Config, string, error) {
 	cfg := api.DefaultConfig()
+	if c.Address == "" && os.Getenv(api.HTTPAddrEnvName) == "" {
+		// The api package's own fallback is localhost, which may resolve
+		// to ::1 where the agent listens on 127.0.0.1 only.
+		cfg.Address = DefaultConsulAddr
+	}
 	if c.Address != "" {
 		cfg.Address = c.Address
 		if !strings.Contains(c.Address, "://") && os.Getenv(api.HTTPSSLEnvName) == "" {
@@ -84,15 +116,21 @@ func (c ConsulConfig) NewAPIClient() (*api.Client, *api.Config, string, error) {
 		scheme, addr = s, a
 	}
 	where := scheme + "://" + addr
-	tlsGiven := cfg.TLSConfig.CAFile != "" || cfg.TLSConfig.CertFile != ""
-	if tlsGiven && scheme != "https" {
-		return nil, nil, where, fmt.Errorf("consul TLS files given but %s is plain HTTP: use an https:// address (or CONSUL_HTTP_SSL=true)", where)
+	if scheme == "https" {
+		return cfg, where, nil
 	}
-	client, err := api.NewClient(cfg)
-	if err != nil {
-		return nil, nil, where, fmt.Errorf("consul client for %s: %w", where, err)
+	var given []string
+	for _, s := range []struct{ name, value string }{
+		{"a CA file", tc.CAFile}, {"a client certificate", tc.CertFile}, {"a TLS server name", tc.Address},
+	} {
+		if s.value != "" {
+			given = append(given, s.name)
+		}
 	}
-	return client, cfg, where, nil
+	if len(given) > 0 {
+		return cfg, where, fmt.Errorf("consul TLS settings given (%s) but %s is plain HTTP: TLS needs an https:// address (or CONSUL_HTTP_SSL=true)", strings.Join(given, ", "), where)
+	}
+	return cfg, where, nil
 }
 
 // PermissionError is a 403 from Consul: the token lacks a permission. No

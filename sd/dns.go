@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,6 +13,7 @@ import (
 
 	kitsd "github.com/go-kit/kit/sd"
 	"github.com/go-kit/kit/sd/dnssrv"
+	"github.com/go-kit/kit/sd/lb"
 	"github.com/go-kit/log"
 )
 
@@ -40,6 +42,9 @@ type DNSInstancer struct {
 	cancel  context.CancelFunc
 	lastErr atomic.Pointer[error]
 
+	service, dnsAddr string
+	tags             []string
+
 	mu      sync.Mutex
 	stopped bool           // no lookup starts once set
 	lookups sync.WaitGroup // lookups in flight; added to under mu, before stopped
@@ -52,7 +57,10 @@ var _ kitsd.Instancer = (*DNSInstancer)(nil)
 // DefaultDNSAddr), every refresh (0 for DNSRefresh).
 func NewDNSInstancer(dnsAddr, service string, tags []string, refresh time.Duration, logger log.Logger) (*DNSInstancer, error) {
 	if logger == nil {
-		panic("sd: NewDNSInstancer needs a logger")
+		return nil, errors.New("sd: NewDNSInstancer needs a logger")
+	}
+	if err := ValidServiceName(service); err != nil {
+		return nil, err
 	}
 	if len(tags) > 1 {
 		return nil, fmt.Errorf("consul DNS names take one tag, not %d: %q", len(tags), tags)
@@ -71,7 +79,7 @@ func NewDNSInstancer(dnsAddr, service string, tags []string, refresh time.Durati
 		name = tags[0] + "." + name
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	d := &DNSInstancer{cancel: cancel}
+	d := &DNSInstancer{cancel: cancel, service: service, tags: slices.Clone(tags), dnsAddr: dnsAddr}
 	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
 		var dialer net.Dialer
 		return dialer.DialContext(ctx, network, dnsAddr)
@@ -156,4 +164,11 @@ func lookupSRV(ctx context.Context, r *net.Resolver, name, dnsAddr string) (stri
 		srv.Target = addr
 	}
 	return cname, srvs, nil
+}
+
+// NoInstances explains a call that found no instance: a
+// *NoInstancesError naming the service, its tag, the DNS server and the
+// last lookup's error. It wraps lb.ErrNoEndpoints.
+func (d *DNSInstancer) NoInstances() error {
+	return &NoInstancesError{Service: d.service, Tags: d.tags, Where: "consul's DNS interface at " + d.dnsAddr, Discovery: d.Err(), Err: lb.ErrNoEndpoints}
 }

@@ -10,7 +10,11 @@
 // DeregisterCriticalServiceAfter), KeepRegistered while it runs, so that an
 // agent that restarted and forgot it learns it again, and Deregister before
 // it stops. Unlike go-kit's sd/consul Registrar, every method returns its
-// error instead of only logging it.
+// error instead of only logging it. A Registration needs only a name, an
+// address and a port: its ID and check timings have defaults. Advertise
+// finds the address to register for a listener. A program does not call
+// the Registrar's methods itself: grpcserver.Instance runs them, in order,
+// around its server.
 //
 // Both talk to Consul through Client, the few calls they make, so that
 // their logic can be tested against a fake; NewClient adapts the Consul API

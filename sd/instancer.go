@@ -1,6 +1,7 @@
 package sd
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	kitsd "github.com/go-kit/kit/sd"
+	"github.com/go-kit/kit/sd/lb"
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 	"github.com/hashicorp/consul/api"
@@ -65,10 +67,25 @@ var _ kitsd.Instancer = (*Instancer)(nil)
 // query before it returns, waiting at most 5s, and keeps watching until
 // Stop. The watch never loops hot: its queries are rate limited (QueryRate)
 // and a failed one is retried after a backoff with jitter, 50ms doubling to
-// 5s. By default it reads from the leader; see AllowStale and UseCache.
-func NewInstancer(client Client, logger log.Logger, service string, tags []string, passingOnly bool, opts ...InstancerOption) *Instancer {
+// 5s. By default any server answers (stale reads); see WithRead. It
+// returns an error for a nil client or logger or a name or tag Consul
+// cannot hold, and never for Consul being unreachable: the watch goes on
+// trying, and State says why it has nothing.
+func NewInstancer(client Client, logger log.Logger, service string, tags []string, passingOnly bool, opts ...InstancerOption) (*Instancer, error) {
 	if client == nil || logger == nil {
-		panic("sd: NewInstancer needs a Consul client and a logger")
+		return nil, errors.New("sd: NewInstancer needs a Consul client and a logger")
+	}
+	if err := ValidServiceName(service); err != nil {
+		return nil, err
+	}
+	for _, tag := range tags {
+		if err := ValidTag(tag); err != nil {
+			return nil, err
+		}
+	}
+	o := newWatchOptions(opts)
+	if err := o.read.Validate(); err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Instancer{
@@ -77,7 +94,7 @@ func NewInstancer(client Client, logger log.Logger, service string, tags []strin
 		tags:        slices.Clone(tags),
 		passingOnly: passingOnly,
 		logger:      log.With(logger, "service", service, "tags", fmt.Sprint(tags)),
-		opts:        newWatchOptions(opts),
+		opts:        o,
 		cancel:      cancel,
 		done:        make(chan struct{}),
 		subs:        map[chan<- kitsd.Event]struct{}{},
@@ -95,7 +112,18 @@ func NewInstancer(client Client, logger log.Logger, service string, tags []strin
 		index = nextIndex(0, last)
 	}
 	go s.loop(ctx, index)
-	return s
+	return s, nil
+}
+
+// NoInstances explains a call that found no instance: a
+// *NoInstancesError naming the service, its tags, the Consul agent and the
+// last query's error. It wraps lb.ErrNoEndpoints.
+func (s *Instancer) NoInstances() error {
+	where := "consul"
+	if a, ok := s.client.(interface{ Address() string }); ok && a.Address() != "" {
+		where = "consul at " + a.Address()
+	}
+	return &NoInstancesError{Service: s.service, Tags: s.tags, Where: where, Discovery: s.State().Err, Err: lb.ErrNoEndpoints}
 }
 
 // State returns the instances known last and the error of the last query,
@@ -196,9 +224,10 @@ func nextIndex(prev, last uint64) uint64 {
 // query asks the health API for the service's instances, blocking while
 // index is current, and returns them with their service IDs by address.
 func (s *Instancer) query(ctx context.Context, index uint64) ([]string, map[string]string, uint64, error) {
-	q := &api.QueryOptions{WaitIndex: index, WaitTime: waitTime, AllowStale: s.opts.stale, UseCache: s.opts.cache}
+	stale, cache := s.opts.read.Mode != ReadLeader, s.opts.read.Mode == ReadCache
+	q := &api.QueryOptions{WaitIndex: index, WaitTime: waitTime, AllowStale: stale, UseCache: cache}
 	entries, meta, err := s.client.Service(ctx, s.service, s.tags, s.passingOnly, q)
-	if err == nil && s.opts.stale && !s.opts.cache && meta.LastContact > s.opts.maxStale {
+	if err == nil && s.opts.read.Mode == ReadStale && meta.LastContact > cmp.Or(s.opts.read.MaxStale, DefaultMaxStale) {
 		if meta.KnownLeader {
 			// Too far behind while there is a leader: ask the leader, now.
 			entries, meta, err = s.client.Service(ctx, s.service, s.tags, s.passingOnly, &api.QueryOptions{})
@@ -235,7 +264,7 @@ func (s *Instancer) query(ctx context.Context, index uint64) ([]string, map[stri
 }
 
 // ErrNoLeader says that the Consul servers have no leader (quorum lost):
-// only stale reads (AllowStale) or the agent's cache (UseCache) can answer.
+// only stale reads (ReadStale) or the agent's cache (ReadCache) can answer.
 var ErrNoLeader = errors.New("consul has no leader (quorum lost?); only stale reads or the agent cache can answer")
 
 // explain adds ErrNoLeader to a failed query's error when the servers have

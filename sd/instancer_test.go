@@ -20,7 +20,10 @@ func TestInstancerFollowsConsul(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s := sd.NewInstancer(sd.NewClient(c), log.NewNopLogger(), "trimsvc", []string{"a"}, true)
+	s, err := sd.NewInstancer(sd.NewClient(c), log.NewNopLogger(), "trimsvc", []string{"a"}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer s.Stop()
 	if want, have := []string{"127.0.0.1:9999"}, s.State().Instances; len(have) != 1 || have[0] != want[0] {
 		t.Fatalf("first state: want %v, have %v", want, have)
@@ -58,7 +61,10 @@ func TestInstancerFollowsConsul(t *testing.T) {
 // Stop cancels a real blocking query, which could otherwise wait 5 minutes.
 func TestInstancerStopsRealBlockingQuery(t *testing.T) {
 	agent := testenv.Consul(t)
-	s := sd.NewInstancer(sd.NewClient(agent.API()), log.NewNopLogger(), "trimsvc", nil, true)
+	s, err := sd.NewInstancer(sd.NewClient(agent.API()), log.NewNopLogger(), "trimsvc", nil, true)
+	if err != nil {
+		t.Fatal(err)
+	}
 	stopped := make(chan struct{})
 	go func() { s.Stop(); close(stopped) }()
 	select {

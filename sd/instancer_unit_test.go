@@ -6,11 +6,16 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	kitsd "github.com/go-kit/kit/sd"
+	"github.com/go-kit/kit/sd/lb"
 	"github.com/go-kit/log"
+	"github.com/hashicorp/consul/api"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/trimkit/trimkit/sd"
 )
@@ -53,10 +58,20 @@ func nextEvent(t *testing.T, events <-chan kitsd.Event) kitsd.Event {
 	}
 }
 
+// newInstancer is sd.NewInstancer of trimsvc's passing instances through
+// f; it may run on a goroutine of its own (a failure is t.Error, and nil).
+func newInstancer(t *testing.T, f sd.Client, opts ...sd.InstancerOption) *sd.Instancer {
+	s, err := sd.NewInstancer(f, log.NewNopLogger(), "trimsvc", nil, true, opts...)
+	if err != nil {
+		t.Errorf("NewInstancer: %v", err)
+	}
+	return s
+}
+
 func TestInstancerIndexHandling(t *testing.T) {
 	f := newFakeConsul()
 	started := make(chan *sd.Instancer)
-	go func() { started <- sd.NewInstancer(f, log.NewNopLogger(), "trimsvc", nil, true) }()
+	go func() { started <- newInstancer(t, f) }()
 	f.serve(t, 0, answer{instances: []string{"10.0.0.1:80"}, index: 10})
 	s := <-started
 	defer s.Stop()
@@ -108,7 +123,7 @@ func TestInstancerIndexHandling(t *testing.T) {
 func TestInstancerStopCancelsBlockingQuery(t *testing.T) {
 	f := newFakeConsul()
 	started := make(chan *sd.Instancer)
-	go func() { started <- sd.NewInstancer(f, log.NewNopLogger(), "trimsvc", nil, true) }()
+	go func() { started <- newInstancer(t, f) }()
 	f.serve(t, 0, answer{index: 3})
 	s := <-started
 	// The watch is now blocked in a query that only its context ends.
@@ -129,7 +144,7 @@ func TestInstancerStopCancelsBlockingQuery(t *testing.T) {
 func TestInstancerFirstQueryFails(t *testing.T) {
 	f := newFakeConsul()
 	started := make(chan *sd.Instancer)
-	go func() { started <- sd.NewInstancer(f, log.NewNopLogger(), "trimsvc", nil, true) }()
+	go func() { started <- newInstancer(t, f) }()
 	f.serve(t, 0, answer{err: errors.New("connection refused")})
 	s := <-started
 	defer s.Stop()
@@ -161,7 +176,7 @@ func (f *fakeConsul) next(t *testing.T) query {
 func startInstancer(t *testing.T, f *fakeConsul, opts ...sd.InstancerOption) *sd.Instancer {
 	t.Helper()
 	started := make(chan *sd.Instancer)
-	go func() { started <- sd.NewInstancer(f, log.NewNopLogger(), "trimsvc", nil, true, opts...) }()
+	go func() { started <- newInstancer(t, f, opts...) }()
 	f.serve(t, 0, answer{instances: []string{"10.0.0.1:80"}, index: 1})
 	s := <-started
 	t.Cleanup(s.Stop)
@@ -185,7 +200,7 @@ func TestInstancerRateLimitsChurn(t *testing.T) {
 
 func TestInstancerStaleAnswersTooFarBehindAskTheLeader(t *testing.T) {
 	f := newFakeConsul()
-	s := startInstancer(t, f, sd.AllowStale(time.Second))
+	s := startInstancer(t, f, sd.WithRead(sd.Read{Mode: sd.ReadStale, MaxStale: time.Second}))
 	events := make(chan kitsd.Event, 1)
 	s.Register(events)
 	nextEvent(t, events)
@@ -213,11 +228,186 @@ func TestInstancerStaleAnswersTooFarBehindAskTheLeader(t *testing.T) {
 	}
 }
 
+// By default any server answers (stale reads), and an answer up to
+// DefaultMaxStale behind the leader is taken as it is.
+func TestInstancerReadsStaleByDefault(t *testing.T) {
+	f := newFakeConsul()
+	started := make(chan *sd.Instancer)
+	go func() { started <- newInstancer(t, f) }()
+	q := f.next(t)
+	if !q.stale || q.cached {
+		t.Errorf("first query: want a stale, uncached query by default, have %+v", q)
+	}
+	q.reply <- answer{instances: []string{"10.0.0.1:80"}, index: 1}
+	s := <-started
+	defer s.Stop()
+	events := make(chan kitsd.Event, 1)
+	s.Register(events)
+	nextEvent(t, events)
+	q = f.next(t)
+	if !q.stale || q.cached {
+		t.Fatalf("want a stale, uncached query by default, have %+v", q)
+	}
+	q.reply <- answer{instances: []string{"10.0.0.2:80"}, index: 2, lastContact: sd.DefaultMaxStale}
+	if ev := nextEvent(t, events); !slices.Equal(ev.Instances, []string{"10.0.0.2:80"}) {
+		t.Errorf("want the stale answer, DefaultMaxStale behind, have %+v", ev)
+	}
+	// Further behind than that: asked again, of the leader.
+	q = f.next(t)
+	q.reply <- answer{instances: []string{"10.0.0.9:80"}, index: 3, lastContact: sd.DefaultMaxStale + time.Second}
+	if q = f.next(t); q.stale || q.waitIndex != 0 {
+		t.Fatalf("re-ask: want a leader query that does not block, have %+v", q)
+	}
+	q.reply <- answer{instances: []string{"10.0.0.3:80"}, index: 4}
+	if ev := nextEvent(t, events); !slices.Equal(ev.Instances, []string{"10.0.0.3:80"}) {
+		t.Errorf("want the leader's answer, have %+v", ev)
+	}
+}
+
+func TestInstancerReadLeader(t *testing.T) {
+	f := newFakeConsul()
+	startInstancer(t, f, sd.WithRead(sd.Read{Mode: sd.ReadLeader}))
+	q := f.next(t)
+	if q.stale || q.cached {
+		t.Errorf("want a leader query, neither stale nor cached, have %+v", q)
+	}
+	// Far behind is not a leader's answer's problem: no second query.
+	q.reply <- answer{instances: []string{"10.0.0.2:80"}, index: 2, lastContact: time.Minute}
+	if q := f.next(t); q.waitIndex != 2 {
+		t.Errorf("want the next blocking query on index 2, have %+v", q)
+	}
+}
+
 func TestInstancerUseCache(t *testing.T) {
 	f := newFakeConsul()
-	startInstancer(t, f, sd.UseCache())
+	startInstancer(t, f, sd.WithRead(sd.Read{Mode: sd.ReadCache}))
 	if q := f.next(t); !q.cached {
 		t.Errorf("want a cached query, have %+v", q)
+	}
+}
+
+// NewInstancer refuses what cannot work, before it queries anything.
+func TestNewInstancerErrors(t *testing.T) {
+	f := newFakeConsul() // answers nothing: a query would block the test
+	logger := log.NewNopLogger()
+	for _, tc := range []struct {
+		name    string
+		client  sd.Client
+		logger  log.Logger
+		service string
+		tags    []string
+		opts    []sd.InstancerOption
+	}{
+		{"nil client", nil, logger, "trimsvc", nil, nil},
+		{"nil logger", f, nil, "trimsvc", nil, nil},
+		{"empty service name", f, logger, "", nil, nil},
+		{"service name with a slash", f, logger, "trim/svc", nil, nil},
+		{"tag with a comma", f, logger, "trimsvc", []string{"a,b"}, nil},
+		{"MaxStale with leader reads", f, logger, "trimsvc", nil, []sd.InstancerOption{sd.WithRead(sd.Read{Mode: sd.ReadLeader, MaxStale: time.Second})}},
+		{"negative MaxStale", f, logger, "trimsvc", nil, []sd.InstancerOption{sd.WithRead(sd.Read{MaxStale: -time.Second})}},
+		{"read mode out of range", f, logger, "trimsvc", nil, []sd.InstancerOption{sd.WithRead(sd.Read{Mode: sd.ReadMode(7)})}},
+	} {
+		s, err := sd.NewInstancer(tc.client, tc.logger, tc.service, tc.tags, true, tc.opts...)
+		if err == nil {
+			s.Stop()
+			t.Errorf("%s: want an error", tc.name)
+		}
+	}
+}
+
+// NoInstances says what was searched where, and what the last query said.
+func TestInstancerNoInstances(t *testing.T) {
+	f := newFakeConsul()
+	started := make(chan *sd.Instancer)
+	go func() {
+		s, err := sd.NewInstancer(f, log.NewNopLogger(), "trimsvc", []string{"blue"}, true)
+		if err != nil {
+			t.Errorf("NewInstancer: %v", err)
+		}
+		started <- s
+	}()
+	f.serve(t, 0, answer{index: 1})
+	s := <-started
+	defer s.Stop()
+	err := s.NoInstances()
+	var nie *sd.NoInstancesError
+	if !errors.As(err, &nie) {
+		t.Fatalf("want an *sd.NoInstancesError, have %T %v", err, err)
+	}
+	// The fake does not say where it is.
+	if nie.Service != "trimsvc" || !slices.Equal(nie.Tags, []string{"blue"}) || nie.Where != "consul" || nie.Discovery != nil {
+		t.Errorf("after a successful query: %+v", nie)
+	}
+	if want, have := `no passing instance of service "trimsvc" with tags ["blue"] in consul: no endpoints available`, err.Error(); want != have {
+		t.Errorf("message:\nwant %s\nhave %s", want, have)
+	}
+	if !errors.Is(err, lb.ErrNoEndpoints) {
+		t.Errorf("want errors.Is ErrNoEndpoints: %v", err)
+	}
+	if want, have := codes.Unavailable, status.Code(err); want != have {
+		t.Errorf("status: want %v, have %v", want, have)
+	}
+
+	// A failed query is the discovery error.
+	events := make(chan kitsd.Event, 1)
+	s.Register(events)
+	nextEvent(t, events)
+	f.serve(t, 1, answer{err: errors.New("connection refused")})
+	nextEvent(t, events)
+	if !errors.As(s.NoInstances(), &nie) || nie.Discovery == nil || !strings.Contains(nie.Discovery.Error(), "connection refused") {
+		t.Fatalf("after a failed query: want its error as Discovery, have %v", s.NoInstances())
+	}
+	if want, have := `(its last query failed: query consul for trimsvc: connection refused): no endpoints available`, s.NoInstances().Error(); !strings.HasSuffix(have, want) {
+		t.Errorf("message: want it to end %q, have %q", want, have)
+	}
+}
+
+// An Instancer over NewClientAt names the agent's address.
+func TestInstancerNoInstancesNamesTheAgent(t *testing.T) {
+	c, err := api.NewClient(&api.Config{Address: "127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Nothing listens there: the first query fails at once, and NoInstances
+	// says so.
+	s, err := sd.NewInstancer(sd.NewClientAt(c, "127.0.0.1:1"), log.NewNopLogger(), "trimsvc", nil, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	var nie *sd.NoInstancesError
+	if !errors.As(s.NoInstances(), &nie) || nie.Where != "consul at 127.0.0.1:1" || nie.Discovery == nil {
+		t.Errorf("want an *sd.NoInstancesError in consul at 127.0.0.1:1 with the query's error, have %v", s.NoInstances())
+	}
+	if have := s.NoInstances().Error(); !strings.HasPrefix(have, `no passing instance of service "trimsvc" in consul at 127.0.0.1:1 (its last query failed: `) {
+		t.Errorf("message: %s", have)
+	}
+}
+
+// When discovery failed for a reason that is not a missing service, the
+// message says that first.
+func TestNoInstancesErrorMessages(t *testing.T) {
+	for _, tc := range []struct {
+		err  *sd.NoInstancesError
+		want string
+	}{
+		{&sd.NoInstancesError{Service: "s", Where: "consul at a:1", Err: lb.ErrNoEndpoints},
+			`no passing instance of service "s" in consul at a:1: no endpoints available`},
+		{&sd.NoInstancesError{Service: "s", Tags: []string{"x", "y"}, Where: "consul at a:1", Discovery: errors.New("boom"), Err: lb.ErrNoEndpoints},
+			`no passing instance of service "s" with tags ["x" "y"] in consul at a:1 (its last query failed: boom): no endpoints available`},
+		{&sd.NoInstancesError{Service: "s", Where: "consul's DNS interface at a:53", Err: lb.ErrNoEndpoints},
+			`no passing instance of service "s" in consul's DNS interface at a:53: no endpoints available`},
+		{&sd.NoInstancesError{Service: "s", Tags: []string{"x"}, Where: "consul at a:1", Discovery: &sd.FilteredError{Service: "s"}, Err: lb.ErrNoEndpoints},
+			`consul at a:1: consul filtered the answer by ACLs: the token needs service:read on "s" and node:read on its nodes; so no instance of service "s" with tags ["x"] to call: no endpoints available`},
+		{&sd.NoInstancesError{Service: "s", Where: "consul at a:1", Discovery: fmt.Errorf("%w: x", sd.ErrNoLeader), Err: lb.ErrNoEndpoints},
+			`consul at a:1: ` + sd.ErrNoLeader.Error() + `: x; so no instance of service "s" to call: no endpoints available`},
+	} {
+		if have := tc.err.Error(); have != tc.want {
+			t.Errorf("\nwant %s\nhave %s", tc.want, have)
+		}
+		if !errors.Is(tc.err, lb.ErrNoEndpoints) || status.Code(tc.err) != codes.Unavailable {
+			t.Errorf("%v: want errors.Is ErrNoEndpoints and Unavailable", tc.err)
+		}
 	}
 }
 
@@ -242,7 +432,7 @@ func TestInstancerSaysWhenThereIsNoLeader(t *testing.T) {
 func TestInstancerServiceID(t *testing.T) {
 	f := newFakeConsul()
 	started := make(chan *sd.Instancer)
-	go func() { started <- sd.NewInstancer(f, log.NewNopLogger(), "trimsvc", nil, true) }()
+	go func() { started <- newInstancer(t, f) }()
 	f.serve(t, 0, answer{instances: []string{"10.0.0.1:80", "10.0.0.2:80", "10.0.0.2:80"}, index: 10})
 	s := <-started
 	defer s.Stop()

@@ -47,6 +47,11 @@ func (r *Registrar) RegisterWithRetry(ctx context.Context, timeout time.Duration
 // forgets every service). It returns nil when ctx is done; failures to reach
 // the agent are logged and tried again at the next tick, since the agent
 // may come back, but a permanent one (its token revoked, say) is returned.
+//
+// A round in flight when ctx ends may still register the instance; so the
+// caller stops KeepRegistered and waits for it to return before it calls
+// Deregister. grpcserver.Instance does exactly that: a program that runs
+// its instance with it calls neither.
 func (r *Registrar) KeepRegistered(ctx context.Context, interval time.Duration) error {
 	if interval <= 0 {
 		return fmt.Errorf("resync interval %v is not positive", interval)

@@ -66,7 +66,7 @@ func NewLoadClient(c *api.Client) LoadClient {
 	if c == nil {
 		panic("sd: NewLoadClient needs a Consul API client")
 	}
-	return apiClient{c}
+	return apiClient{c: c}
 }
 
 func (a apiClient) CreateSession(ctx context.Context, s *api.SessionEntry) (string, error) {

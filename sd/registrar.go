@@ -17,9 +17,23 @@ import (
 	"github.com/hashicorp/consul/api"
 )
 
-// Registration describes one service instance to register in Consul.
+// Defaults of a Registration's zero fields.
+const (
+	// DefaultCheckInterval is how often Consul checks an instance whose
+	// Registration leaves CheckInterval zero: Consul's own usual interval.
+	DefaultCheckInterval = 10 * time.Second
+	// DefaultDeregisterAfter is how long an instance's check may stay
+	// critical before Consul removes it, when DeregisterAfter is zero: the
+	// shortest Consul honours (its reaper rounds lower values up to it).
+	DefaultDeregisterAfter = time.Minute
+)
+
+// Registration describes one service instance to register in Consul. A
+// zero CheckInterval, DeregisterAfter or ID stands for its default (see
+// each field); a negative duration is an error.
 type Registration struct {
-	// ID identifies the instance; it must be unique on the agent.
+	// ID identifies the instance; it must be unique on the agent. Empty
+	// means DefaultServiceID(Name, Address, Port).
 	ID string
 	// Name is the service name callers look up.
 	Name string
@@ -31,7 +45,14 @@ type Registration struct {
 	Address string
 	// Port is the gRPC port callers and the health check dial.
 	Port int
-	// CheckInterval is how often Consul runs the gRPC health check.
+	// HealthService is the grpc.health.v1 service name Consul's gRPC check
+	// asks about: the check's target becomes "Address:Port/HealthService",
+	// Consul's form for it. Empty (the default) asks about "", the whole
+	// server's status. grpcserver.Instance keeps the status of this name
+	// with that of "".
+	HealthService string
+	// CheckInterval is how often Consul runs the health check. Zero means
+	// DefaultCheckInterval; Consul runs checks at most once a second.
 	CheckInterval time.Duration
 	// CheckTimeout bounds one health check. Zero means the smaller of
 	// CheckInterval and 2s.
@@ -48,15 +69,41 @@ type Registration struct {
 	// CheckHTTPPath, when not empty, makes the health check an HTTP GET of
 	// http://Address:Port followed by the path (https with CheckTLS) that
 	// must answer 2xx, instead of the gRPC health check: for instances that
-	// serve HTTP.
+	// serve HTTP. It cannot go with HealthService.
 	CheckHTTPPath string
 	// DeregisterAfter is how long the check may stay critical before Consul
 	// removes the instance on its own (DeregisterCriticalServiceAfter). It
-	// cleans up after an instance that died without deregistering.
+	// cleans up after an instance that died without deregistering. Zero
+	// means DefaultDeregisterAfter.
 	DeregisterAfter time.Duration
 }
 
+// DefaultServiceID is the ID of an instance of service name reached at
+// host and port whose Registration names none: "<name>-<host>-<port>",
+// unique on an agent as long as one instance listens on each address.
+func DefaultServiceID(name, host string, port int) string {
+	return fmt.Sprintf("%s-%s-%d", name, host, port)
+}
+
+// WithDefaults returns r with its zero ID, CheckInterval and
+// DeregisterAfter set to their defaults. Register, Definition and CheckID
+// use it; a Registrar's Registration returns it.
+func (r Registration) WithDefaults() Registration {
+	if r.ID == "" {
+		r.ID = DefaultServiceID(r.Name, r.Address, r.Port)
+	}
+	if r.CheckInterval == 0 {
+		r.CheckInterval = DefaultCheckInterval
+	}
+	if r.DeregisterAfter == 0 {
+		r.DeregisterAfter = DefaultDeregisterAfter
+	}
+	return r
+}
+
+// validate checks r with its defaults (see WithDefaults).
 func (r Registration) validate() error {
+	r = r.WithDefaults()
 	var errs []error
 	if err := ValidServiceID(r.ID); err != nil {
 		errs = append(errs, err)
@@ -83,8 +130,8 @@ func (r Registration) validate() error {
 	if r.Port <= 0 || r.Port > 65535 {
 		errs = append(errs, fmt.Errorf("service port %d is not in 1-65535", r.Port))
 	}
-	if r.CheckInterval <= 0 {
-		errs = append(errs, fmt.Errorf("check interval %v is not positive", r.CheckInterval))
+	if r.CheckInterval < 0 {
+		errs = append(errs, fmt.Errorf("check interval %v is negative", r.CheckInterval))
 	}
 	if r.CheckTimeout < 0 {
 		errs = append(errs, fmt.Errorf("check timeout %v is negative", r.CheckTimeout))
@@ -92,13 +139,18 @@ func (r Registration) validate() error {
 	if r.CheckHTTPPath != "" && !strings.HasPrefix(r.CheckHTTPPath, "/") {
 		errs = append(errs, fmt.Errorf("check HTTP path %q does not start with /", r.CheckHTTPPath))
 	}
-	if r.DeregisterAfter <= 0 {
-		errs = append(errs, fmt.Errorf("deregister-after %v is not positive", r.DeregisterAfter))
+	if r.CheckHTTPPath != "" && r.HealthService != "" {
+		errs = append(errs, fmt.Errorf("health service %q: an HTTP check (path %q) asks no gRPC health service", r.HealthService, r.CheckHTTPPath))
+	}
+	if r.DeregisterAfter < 0 {
+		errs = append(errs, fmt.Errorf("deregister-after %v is negative", r.DeregisterAfter))
 	}
 	return errors.Join(errs...)
 }
 
+// agentRegistration is r, with its defaults, as the agent takes it.
 func (r Registration) agentRegistration() *api.AgentServiceRegistration {
+	r = r.WithDefaults()
 	timeout := r.CheckTimeout
 	if timeout == 0 {
 		timeout = min(r.CheckInterval, 2*time.Second)
@@ -120,8 +172,11 @@ func (r Registration) agentRegistration() *api.AgentServiceRegistration {
 		check.Name = "HTTP " + check.HTTP
 	} else {
 		check.GRPC = hostPort
+		if r.HealthService != "" {
+			check.GRPC += "/" + r.HealthService
+		}
 		check.GRPCUseTLS = r.CheckTLS
-		check.Name = "gRPC health " + hostPort
+		check.Name = "gRPC health " + check.GRPC
 	}
 	return &api.AgentServiceRegistration{
 		ID:      r.ID,
@@ -134,8 +189,9 @@ func (r Registration) agentRegistration() *api.AgentServiceRegistration {
 	}
 }
 
-// CheckID is the ID of the instance's health check.
-func (r Registration) CheckID() string { return "service:" + r.ID }
+// CheckID is the ID of the instance's health check (with the default ID
+// when r names none).
+func (r Registration) CheckID() string { return "service:" + r.WithDefaults().ID }
 
 // Registrar registers one service instance with the local Consul agent and
 // keeps it registered.
@@ -146,21 +202,22 @@ type Registrar struct {
 	logger     log.Logger
 }
 
-// NewRegistrar returns a Registrar for reg on the agent that client talks to;
-// consulAddr is that agent's address, used in error messages. It validates
-// reg and makes no call yet. Its log lines carry what logger carries (the
-// caller's logger usually names the instance already).
+// NewRegistrar returns a Registrar for reg (with its defaults) on the agent
+// that client talks to; consulAddr is that agent's address, used in error
+// messages. It validates reg and makes no call yet. Its log lines carry
+// what logger carries (the caller's logger usually names the instance
+// already). A nil client or logger is an error.
 func NewRegistrar(client Client, consulAddr string, reg Registration, logger log.Logger) (*Registrar, error) {
 	if client == nil || logger == nil {
-		panic("sd: NewRegistrar needs a Consul client and a logger")
+		return nil, errors.New("sd: NewRegistrar needs a Consul client and a logger")
 	}
 	if err := reg.validate(); err != nil {
 		return nil, fmt.Errorf("invalid registration: %w", err)
 	}
-	return &Registrar{client: client, consulAddr: consulAddr, reg: reg, logger: logger}, nil
+	return &Registrar{client: client, consulAddr: consulAddr, reg: reg.WithDefaults(), logger: logger}, nil
 }
 
-// Registration returns what the Registrar registers.
+// Registration returns what the Registrar registers, defaults filled in.
 func (r *Registrar) Registration() Registration { return r.reg }
 
 // Register registers the instance once.
@@ -171,9 +228,20 @@ func (r *Registrar) Register(ctx context.Context) error {
 	return nil
 }
 
-// Deregister removes the instance from the agent.
+// Deregister removes the instance from the agent. An agent that does not
+// hold it (a registration that never reached it, or a restarted agent that
+// forgot it) has nothing to remove: that is not an error.
+//
+// A program that runs its instance with grpcserver.Instance does not call
+// it: the Instance owns the order (KeepRegistered stopped and waited for,
+// so that a resync cannot register a leaving instance again; NOT_SERVING;
+// Deregister; drain).
 func (r *Registrar) Deregister(ctx context.Context) error {
-	if err := r.client.Deregister(ctx, r.reg.ID); err != nil {
+	err := r.client.Deregister(ctx, r.reg.ID)
+	if status := (api.StatusError{}); errors.As(err, &status) && status.Code == http.StatusNotFound {
+		return nil
+	}
+	if err != nil {
 		return fmt.Errorf("deregister %s from consul at %s: %w", r.reg.ID, r.consulAddr, err)
 	}
 	return nil
@@ -196,7 +264,7 @@ func (r *Registrar) Registered(ctx context.Context) (bool, error) {
 // Definition is the registration as a service definition in JSON, as an
 // agent's -config-dir and `consul services register FILE` take it: the
 // same ID, name, tags, address, port, check (gRPC or HTTP) and
-// DeregisterCriticalServiceAfter that Register sends, so that an operator
+// DeregisterCriticalServiceAfter that Register sends, defaults included, so that an operator
 // can let the agent own the registration instead (trimsvc -register=false).
 func (r Registration) Definition() ([]byte, error) {
 	if err := r.validate(); err != nil {

@@ -3,6 +3,7 @@ package sd_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -28,19 +29,20 @@ func validRegistration() sd.Registration {
 func TestNewRegistrarValidates(t *testing.T) {
 	f := newFakeConsul()
 	for name, mutate := range map[string]func(*sd.Registration){
-		"no id":          func(r *sd.Registration) { r.ID = "" },
-		"no name":        func(r *sd.Registration) { r.Name = "" },
-		"no address":     func(r *sd.Registration) { r.Address = "" },
-		"port 0":         func(r *sd.Registration) { r.Port = 0 },
-		"port too large": func(r *sd.Registration) { r.Port = 70000 },
-		"no interval":    func(r *sd.Registration) { r.CheckInterval = 0 },
-		"no deregister":  func(r *sd.Registration) { r.DeregisterAfter = 0 },
-		"relative path":  func(r *sd.Registration) { r.CheckHTTPPath = "health" },
-		"id with a path": func(r *sd.Registration) { r.ID = "x/../trimsvc-2" },
-		"id ..":          func(r *sd.Registration) { r.ID = ".." },
-		"name with /":    func(r *sd.Registration) { r.Name = "a/b" },
-		"tag with space": func(r *sd.Registration) { r.Tags = []string{"a b"} },
-		"meta key":       func(r *sd.Registration) { r.Meta = map[string]string{"consul-x": "1"} },
+		"no name":         func(r *sd.Registration) { r.Name = "" },
+		"no address":      func(r *sd.Registration) { r.Address = "" },
+		"port 0":          func(r *sd.Registration) { r.Port = 0 },
+		"port too large":  func(r *sd.Registration) { r.Port = 70000 },
+		"neg. interval":   func(r *sd.Registration) { r.CheckInterval = -time.Second },
+		"neg. timeout":    func(r *sd.Registration) { r.CheckTimeout = -time.Second },
+		"neg. deregister": func(r *sd.Registration) { r.DeregisterAfter = -time.Minute },
+		"HTTP and gRPC":   func(r *sd.Registration) { r.CheckHTTPPath = "/healthz"; r.HealthService = "pb.Trim" },
+		"relative path":   func(r *sd.Registration) { r.CheckHTTPPath = "health" },
+		"id with a path":  func(r *sd.Registration) { r.ID = "x/../trimsvc-2" },
+		"id ..":           func(r *sd.Registration) { r.ID = ".." },
+		"name with /":     func(r *sd.Registration) { r.Name = "a/b" },
+		"tag with space":  func(r *sd.Registration) { r.Tags = []string{"a b"} },
+		"meta key":        func(r *sd.Registration) { r.Meta = map[string]string{"consul-x": "1"} },
 	} {
 		reg := validRegistration()
 		mutate(&reg)
@@ -50,6 +52,48 @@ func TestNewRegistrarValidates(t *testing.T) {
 	}
 	if _, err := sd.NewRegistrar(f, "127.0.0.1:1", validRegistration(), log.NewNopLogger()); err != nil {
 		t.Errorf("valid registration: %v", err)
+	}
+	// One convention across trimkit: errors, not panics.
+	if _, err := sd.NewRegistrar(nil, "127.0.0.1:1", validRegistration(), log.NewNopLogger()); err == nil {
+		t.Error("nil client: want an error")
+	}
+	if _, err := sd.NewRegistrar(f, "127.0.0.1:1", validRegistration(), nil); err == nil {
+		t.Error("nil logger: want an error")
+	}
+}
+
+// The zero ID, check interval and deregister-after are defaults, and the
+// Registrar, its Definition and CheckID all use them.
+func TestRegistrationDefaults(t *testing.T) {
+	reg := sd.Registration{Name: "trimsvc", Address: "10.0.0.1", Port: 8975}
+	if want, have := "trimsvc-10.0.0.1-8975", sd.DefaultServiceID("trimsvc", "10.0.0.1", 8975); want != have {
+		t.Errorf("DefaultServiceID: want %s, have %s", want, have)
+	}
+	r, err := sd.NewRegistrar(newFakeConsul(), "fake:8500", reg, log.NewNopLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := r.Registration()
+	want := sd.Registration{ID: "trimsvc-10.0.0.1-8975", Name: "trimsvc", Address: "10.0.0.1", Port: 8975,
+		CheckInterval: sd.DefaultCheckInterval, DeregisterAfter: sd.DefaultDeregisterAfter}
+	if want.ID != have.ID || want.CheckInterval != have.CheckInterval || want.DeregisterAfter != have.DeregisterAfter {
+		t.Errorf("want %+v, have %+v", want, have)
+	}
+	if want, have := "service:trimsvc-10.0.0.1-8975", reg.CheckID(); want != have {
+		t.Errorf("CheckID: want %s, have %s", want, have)
+	}
+	def, err := reg.Definition()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"id": "trimsvc-10.0.0.1-8975"`, `"interval": "10s"`, `"timeout": "2s"`, `"deregister_critical_service_after": "1m0s"`, `"grpc": "10.0.0.1:8975"`} {
+		if !strings.Contains(string(def), want) {
+			t.Errorf("definition lacks %s:\n%s", want, def)
+		}
+	}
+	reg.HealthService = "pb.Trim"
+	if def, err = reg.Definition(); err != nil || !strings.Contains(string(def), `"grpc": "10.0.0.1:8975/pb.Trim"`) {
+		t.Errorf("definition with a health service (%v):\n%s", err, def)
 	}
 }
 
@@ -152,6 +196,10 @@ func TestRegisterDeregister(t *testing.T) {
 	}
 	if ok, err := r.Registered(ctx); ok || err != nil {
 		t.Errorf("Registered after Deregister: want false, have %v (%v)", ok, err)
+	}
+	// Nothing left to remove is not an error (the agent answers 404).
+	if err := r.Deregister(ctx); err != nil {
+		t.Errorf("Deregister of an instance the agent does not hold: %v", err)
 	}
 }
 
@@ -321,4 +369,50 @@ type apiRegistration struct {
 
 func (r apiRegistration) toAPI() *api.AgentServiceRegistration {
 	return &api.AgentServiceRegistration{ID: r.id, Name: r.name, Tags: r.tags, Address: r.address, Port: r.port}
+}
+
+// What Register sends carries the defaults and the health service, to the
+// fake (which keeps the registration whole: the agent does not show a
+// check's target) and to a real agent.
+func TestRegisterSendsDefaults(t *testing.T) {
+	reg := sd.Registration{Name: "trimsvc", Address: "127.0.0.1", Port: 9999, HealthService: "pb.Trim"}
+	id := sd.DefaultServiceID("trimsvc", "127.0.0.1", 9999)
+	f := newFakeConsul()
+	r, err := sd.NewRegistrar(f, "fake:8500", reg, log.NewNopLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Register(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	sent := f.services[id]
+	if sent == nil {
+		t.Fatalf("nothing registered as %s: %v", id, f.services)
+	}
+	if want, have := "127.0.0.1:9999/pb.Trim 10s 2s 1m0s", fmt.Sprint(sent.Check.GRPC, " ", sent.Check.Interval, " ", sent.Check.Timeout, " ", sent.Check.DeregisterCriticalServiceAfter); want != have {
+		t.Errorf("check: want %s, have %s", want, have)
+	}
+
+	agent := testenv.Consul(t)
+	c := agent.API()
+	if r, err = sd.NewRegistrar(sd.NewClient(c), agent.HTTPAddr, reg, log.NewNopLogger()); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Register(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := r.Registered(context.Background()); !ok || err != nil {
+		t.Fatalf("registered as %s: %v (%v)", id, ok, err)
+	}
+	var checks map[string]struct{ Type, Name, Interval, Timeout string }
+	if _, err := c.Raw().Query("/v1/agent/checks", &checks, nil); err != nil {
+		t.Fatal(err)
+	}
+	chk, ok := checks[reg.CheckID()]
+	if !ok {
+		t.Fatalf("no check %s in %v", reg.CheckID(), checks)
+	}
+	if want, have := "grpc/gRPC health 127.0.0.1:9999/pb.Trim/10s/2s", strings.Join([]string{chk.Type, chk.Name, chk.Interval, chk.Timeout}, "/"); want != have {
+		t.Errorf("check: want %s, have %s", want, have)
+	}
 }

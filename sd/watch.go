@@ -2,6 +2,7 @@ package sd
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"time"
 
@@ -12,11 +13,9 @@ import (
 type InstancerOption func(*watchOptions)
 
 type watchOptions struct {
-	stale    bool
-	maxStale time.Duration
-	cache    bool
-	rate     float64 // queries a second, sustained
-	burst    int
+	read  Read
+	rate  float64 // queries a second, sustained
+	burst int
 }
 
 func newWatchOptions(opts []InstancerOption) watchOptions {
@@ -37,30 +36,81 @@ const (
 )
 
 // DefaultMaxStale is how far behind the leader a stale answer may be
-// before AllowStale asks the leader instead: consul-template's default.
+// before a ReadStale watch asks the leader instead: consul-template's default.
 const DefaultMaxStale = 2 * time.Second
 
-// AllowStale lets any server answer (the ?stale mode), not only the
-// leader: reads spread over the servers and go on while there is no leader
-// (quorum lost), when a leader-only query fails. An answer more than
-// maxStale behind the leader (X-Consul-LastContact) is asked again of the
-// leader while there is one; with no leader it is the only answer there
-// is, and is used. A maxStale of 0 means DefaultMaxStale.
-func AllowStale(maxStale time.Duration) InstancerOption {
-	return func(o *watchOptions) {
-		o.stale = true
-		o.maxStale = maxStale
-		if maxStale <= 0 {
-			o.maxStale = DefaultMaxStale
-		}
-	}
+// Read is how an Instancer reads the catalog. Its zero value reads stale
+// with DefaultMaxStale.
+type Read struct {
+	// Mode is who answers: ReadStale (the default), ReadLeader or
+	// ReadCache.
+	Mode ReadMode
+	// MaxStale bounds, with ReadStale, how far behind the leader an answer
+	// may be (X-Consul-LastContact) before it is asked again of the leader
+	// while there is one; with no leader it is the only answer there is,
+	// and is used. Default: DefaultMaxStale. Only ReadStale takes it.
+	MaxStale time.Duration
 }
 
-// UseCache asks the local agent's cache (the ?cached mode: for the health
-// endpoint, the agent's streaming backend where the servers offer it) rather
-// than the servers: the agent keeps one watch per service for all its
-// callers and answers from its cache while the servers are unreachable.
-func UseCache() InstancerOption { return func(o *watchOptions) { o.cache = true } }
+// ReadMode is who answers an Instancer's queries.
+type ReadMode int
+
+const (
+	// ReadStale lets any server answer (Consul's ?stale mode): reads
+	// spread over the servers and go on while there is no leader (quorum
+	// lost), when a leader-only query fails.
+	ReadStale ReadMode = iota
+	// ReadLeader asks the leader only (Consul's default mode): no answer
+	// while there is no leader.
+	ReadLeader
+	// ReadCache asks the local agent's cache (?cached: for the health
+	// endpoint, the agent's streaming backend where the servers offer it)
+	// rather than the servers: the agent keeps one watch per service for
+	// all its clients, and answers while the servers have no leader.
+	ReadCache
+)
+
+// String is the mode's name, as cmd/client's -read takes it.
+func (m ReadMode) String() string {
+	switch m {
+	case ReadStale:
+		return "stale"
+	case ReadLeader:
+		return "leader"
+	case ReadCache:
+		return "cache"
+	}
+	return fmt.Sprintf("ReadMode(%d)", int(m))
+}
+
+// ParseReadMode is the mode String names.
+func ParseReadMode(s string) (ReadMode, error) {
+	for _, m := range []ReadMode{ReadStale, ReadLeader, ReadCache} {
+		if s == m.String() {
+			return m, nil
+		}
+	}
+	return 0, fmt.Errorf("read mode %q: must be stale, leader or cache", s)
+}
+
+// Validate reports a mode out of range, a negative MaxStale, or a MaxStale
+// with a mode that does not take it.
+func (r Read) Validate() error {
+	if r.Mode < ReadStale || r.Mode > ReadCache {
+		return fmt.Errorf("read mode %d: must be ReadStale, ReadLeader or ReadCache", int(r.Mode))
+	}
+	if r.MaxStale < 0 {
+		return fmt.Errorf("MaxStale %v: must not be negative", r.MaxStale)
+	}
+	if r.MaxStale != 0 && r.Mode != ReadStale {
+		return fmt.Errorf("MaxStale %v: only stale reads take it, not %s", r.MaxStale, r.Mode)
+	}
+	return nil
+}
+
+// WithRead sets how the Instancer reads the catalog. Default: Read{}, stale
+// reads.
+func WithRead(r Read) InstancerOption { return func(o *watchOptions) { o.read = r } }
 
 // QueryRate limits the queries of a watch to rate a second sustained, with
 // bursts of burst. Default: 4 a second, bursts of 4.

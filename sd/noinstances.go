@@ -1,0 +1,58 @@
+package sd
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// NoInstancesError says that a call found no instance to try: which service
+// and tags were searched where, and what discovery last said. Instancer
+// and DNSInstancer make it (NoInstances), and the client stack returns it
+// for a call that found no instance. It unwraps to the call's error (and
+// so to lb.ErrNoEndpoints) and has the gRPC status Unavailable.
+type NoInstancesError struct {
+	Service   string
+	Tags      []string
+	Where     string // "consul at 127.0.0.1:8500", say
+	Discovery error  // the last query's error, nil if it succeeded
+	Err       error
+}
+
+func (e *NoInstancesError) Error() string {
+	var b strings.Builder
+	var (
+		filtered *FilteredError
+		denied   *PermissionError
+	)
+	if errors.As(e.Discovery, &filtered) || errors.As(e.Discovery, &denied) || errors.Is(e.Discovery, ErrNoLeader) {
+		// Not a missing service: say what is wrong first.
+		fmt.Fprintf(&b, "%s: %v; so no instance of service %q", e.Where, e.Discovery, e.Service)
+		if len(e.Tags) > 0 {
+			fmt.Fprintf(&b, " with tags %q", e.Tags)
+		}
+		fmt.Fprintf(&b, " to call: %v", e.Err)
+		return b.String()
+	}
+	fmt.Fprintf(&b, "no passing instance of service %q", e.Service)
+	if len(e.Tags) > 0 {
+		fmt.Fprintf(&b, " with tags %q", e.Tags)
+	}
+	fmt.Fprintf(&b, " in %s", e.Where)
+	if e.Discovery != nil {
+		fmt.Fprintf(&b, " (its last query failed: %v)", e.Discovery)
+	}
+	fmt.Fprintf(&b, ": %v", e.Err)
+	return b.String()
+}
+
+// Unwrap returns the call's error.
+func (e *NoInstancesError) Unwrap() error { return e.Err }
+
+// GRPCStatus reports Unavailable, as a caller of a gRPC service expects.
+func (e *NoInstancesError) GRPCStatus() *status.Status {
+	return status.New(codes.Unavailable, e.Error())
+}
