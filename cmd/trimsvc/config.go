@@ -135,9 +135,9 @@ func (c config) validate() error {
 			errs = append(errs, fmt.Errorf("-advertise-addr %q: not a host name or address", c.advertiseAddr))
 		}
 	}
-	if c.consul.Address == "" {
-		errs = append(errs, errors.New("-consul-addr must not be empty"))
-	}
+	// An empty -consul-addr stands for CONSUL_HTTP_ADDR, else 127.0.0.1:8500
+	// (cli.ConsulFlags); Validate also refuses TLS settings for a plain
+	// http:// address, a usage error rather than a failure to start.
 	if err := c.consul.Validate(); err != nil {
 		errs = append(errs, err)
 	}
@@ -164,52 +164,23 @@ func (c config) validate() error {
 	return errors.Join(errs...)
 }
 
-// advertised returns the host and port to register for a gRPC listener
-// bound to bound.
+// advertised returns the host and port to register for a gRPC listener on
+// -grpc-addr bound to bound's port: see sd.Advertise.
 func (c config) advertised(bound *net.TCPAddr) (string, int, error) {
-	port := bound.Port
-	host := c.advertiseAddr
-	if host != "" {
-		if h, p, err := net.SplitHostPort(host); err == nil {
-			n, err := strconv.Atoi(p)
-			if err != nil || n <= 0 || n > 65535 {
-				return "", 0, fmt.Errorf("-advertise-addr %q: bad port", c.advertiseAddr)
-			}
-			host, port = h, n
-		}
-		if host == "" {
-			return "", 0, fmt.Errorf("-advertise-addr %q: empty host", c.advertiseAddr)
-		}
-		return host, port, nil
-	}
 	listenHost, _, _ := net.SplitHostPort(c.grpcAddr)
-	if ip := net.ParseIP(listenHost); listenHost != "" && (ip == nil || !ip.IsUnspecified()) {
-		return listenHost, port, nil
-	}
-	return defaultAdvertiseIP(), port, nil
-}
-
-// defaultAdvertiseIP is the first non-loopback IPv4 address of an interface
-// that is up, else 127.0.0.1.
-func defaultAdvertiseIP() string {
-	addrs, err := net.InterfaceAddrs()
+	host, port, err := sd.Advertise(net.JoinHostPort(listenHost, strconv.Itoa(bound.Port)), c.advertiseAddr)
 	if err != nil {
-		return "127.0.0.1"
+		return "", 0, fmt.Errorf("-advertise-addr: %w", err)
 	}
-	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.To4() != nil && !n.IP.IsLinkLocalUnicast() {
-			return n.IP.String()
-		}
-	}
-	return "127.0.0.1"
+	return host, port, nil
 }
 
-// serviceID is -service-id, or <name>-<host>-<port>.
+// serviceIDFor is -service-id, or sd.DefaultServiceID: <name>-<host>-<port>.
 func (c config) serviceIDFor(host string, port int) string {
 	if c.serviceID != "" {
 		return c.serviceID
 	}
-	return fmt.Sprintf("%s-%s-%d", c.serviceName, host, port)
+	return sd.DefaultServiceID(c.serviceName, host, port)
 }
 
 // registration is what the instance registers for host and port.

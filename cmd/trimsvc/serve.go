@@ -13,8 +13,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/trimkit/trimkit/internal/tlsfiles"
-
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 	rungroup "github.com/oklog/run"
@@ -37,8 +35,6 @@ const (
 	// gracefulStopTimeout bounds GracefulStop; what is still running then is
 	// cut off by Stop.
 	gracefulStopTimeout = 5 * time.Second
-	// deregisterTimeout bounds the deregistration call on shutdown.
-	deregisterTimeout = 5 * time.Second
 	// recvMargin is what a request may hold beyond its input: the
 	// protobuf framing of one string field takes at most 11 bytes.
 	recvMargin = 1 << 10
@@ -51,15 +47,11 @@ type instance struct {
 	logger    log.Logger
 	addrs     addrfile.Addrs
 	lis       net.Listener
-	grpc      *grpc.Server
+	life      *grpcserver.Instance // the gRPC server's life, in and out of Consul
 	health    *health.Server
 	httpLis   net.Listener // nil when -http-addr is off
 	http      *http.Server
-	registrar *sd.Registrar
-	certs     *tlsfiles.Certs  // nil without -tls-cert-file
-	checkCA   *tlsfiles.Certs  // nil without -tls-check-ca-file
-	reporter  *sd.LoadReporter // nil without -load-report-interval
-	leaveErr  error            // of leaving Consul, set by live before it returns
+	reloadTLS func() error // nil without -tls-cert-file
 }
 
 func serve(ctx context.Context, cfg config, stderr io.Writer) error {
@@ -110,28 +102,21 @@ func build(cfg config, stderr io.Writer) (_ *instance, err error) {
 	svc = trimsvc.InstrumentingMiddleware(requests, duration, transport.CodeName)(svc)
 
 	limits := grpcserver.Limits{MaxRecvMsgSize: cfg.maxInputBytes + recvMargin}
-	serverOpts := limits.ServerOptions()
 	in.lis = limits.Listener(in.lis)
-	if cfg.tlsCertFile != "" {
-		if in.certs, err = tlsfiles.LoadCerts(cfg.tlsCertFile, cfg.tlsKeyFile, cfg.tlsClientCAFile); err != nil {
-			return nil, err
-		}
-		var trust []tlsfiles.TrustOption
-		if cfg.tlsCheckCAFile != "" {
-			checkCA, err := tlsfiles.LoadCerts("", "", cfg.tlsCheckCAFile)
-			if err != nil {
-				return nil, err
-			}
-			in.checkCA = checkCA
-			trust = append(trust, tlsfiles.HealthCheckCA(checkCA))
-		}
-		serverOpts = append(serverOpts, tlsfiles.ServerCreds(in.certs, trust...)...)
+	tlsOpts, reloadTLS, err := grpcserver.TLS{
+		CertFile: cfg.tlsCertFile, KeyFile: cfg.tlsKeyFile,
+		ClientCAFile: cfg.tlsClientCAFile, HealthCheckCAFile: cfg.tlsCheckCAFile,
+	}.ServerOptions()
+	if err != nil {
+		return nil, err
 	}
-	in.grpc = grpc.NewServer(serverOpts...)
-	pb.RegisterTrimServer(in.grpc, transport.NewGRPCServer(trimsvc.NewServerSet(svc), id, in.logger))
-	in.health = health.NewServer() // SERVING for "" from the start
-	healthpb.RegisterHealthServer(in.grpc, in.health)
-	reflection.Register(in.grpc)
+	if cfg.tlsCertFile != "" {
+		in.reloadTLS = reloadTLS
+	}
+	server := grpc.NewServer(append(limits.ServerOptions(), tlsOpts...)...)
+	pb.RegisterTrimServer(server, transport.NewGRPCServer(trimsvc.NewServerSet(svc), id, in.logger))
+	in.health = health.NewServer() // the life registers it on server
+	reflection.Register(server)
 
 	if cfg.httpAddr != "off" {
 		if in.httpLis, err = net.Listen("tcp", cfg.httpAddr); err != nil {
@@ -146,20 +131,35 @@ func build(cfg config, stderr io.Writer) (_ *instance, err error) {
 		return nil, err
 	}
 	registration := cfg.registration(host, port)
-	in.registrar, err = sd.NewRegistrar(sd.NewClient(consul), where, registration, in.logger)
+	registrar, err := sd.NewRegistrar(sd.NewClient(consul), where, registration, in.logger)
 	if err != nil {
 		return nil, err
+	}
+	in.life = &grpcserver.Instance{
+		Server:          server,
+		Listener:        in.lis,
+		Health:          in.health,
+		RegisterTimeout: cfg.registerTimeout,
+		ResyncInterval:  cfg.resyncInterval,
+		// -drain 0 means none: the smallest Drain there is.
+		Drain:       max(cfg.drain, time.Nanosecond),
+		StopTimeout: gracefulStopTimeout,
+		Logger:      in.logger,
+	}
+	if cfg.register {
+		in.life.Registrar = registrar
 	}
 	if cfg.loadReportInterval > 0 {
 		checkID := "" // the agent's own definition may name its check otherwise
 		if cfg.register {
 			checkID = registration.CheckID()
 		}
-		in.reporter, err = sd.NewLoadReporter(sd.NewLoadClient(consul), cfg.serviceName, registration.ID, in.addrs.Advertised, checkID,
+		reporter, err := sd.NewLoadReporter(sd.NewLoadClient(consul), cfg.serviceName, registration.ID, in.addrs.Advertised, checkID,
 			cfg.loadReportInterval, meter.Sample, in.logger)
 		if err != nil {
 			return nil, err
 		}
+		in.life.Background = append(in.life.Background, reporter.Run)
 	}
 	return in, nil
 }
@@ -173,7 +173,10 @@ func (in *instance) closeListeners() {
 }
 
 // run runs the instance until a signal or a failure, and returns nil after
-// a clean shutdown on SIGTERM or SIGINT.
+// a clean shutdown on SIGTERM or SIGINT. The order of the instance's life
+// (serve, register, keep registered, report load; NOT_SERVING, deregister,
+// drain, stop) is grpcserver.Instance's; a signal, or another actor
+// failing, cancels its context.
 func (in *instance) run(ctx context.Context) error {
 	if in.cfg.addrFile != "" {
 		if err := addrfile.Write(in.cfg.addrFile, in.addrs); err != nil {
@@ -181,10 +184,15 @@ func (in *instance) run(ctx context.Context) error {
 		}
 		defer os.Remove(in.cfg.addrFile)
 	}
-	var g rungroup.Group
-	{ // The instance's life in Consul and on gRPC, in one actor: see live.
+	var (
+		g rungroup.Group
+		// lifeErr is what ends the life, leaving Consul included: the
+		// signal, not the life, usually ends the group.
+		lifeErr error
+	)
+	{
 		ctx, cancel := context.WithCancel(ctx)
-		g.Add(func() error { return in.live(ctx) }, func(error) { cancel() })
+		g.Add(func() error { lifeErr = in.life.Run(ctx); return nil }, func(error) { cancel() })
 	}
 	if in.http != nil {
 		g.Add(func() error {
@@ -200,80 +208,18 @@ func (in *instance) run(ctx context.Context) error {
 		})
 	}
 	g.Add(rungroup.SignalHandler(ctx, syscall.SIGINT, syscall.SIGTERM))
-	if in.certs != nil {
+	if in.reloadTLS != nil {
 		ctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error { in.reloadOnSIGHUP(ctx); return nil }, func(error) { cancel() })
 	}
 
-	err := g.Run()
+	err := g.Run() // once every actor has returned: lifeErr is set
 	var sig *rungroup.SignalError
 	if errors.As(err, &sig) {
 		_ = level.Info(in.logger).Log("msg", "stopped", "signal", sig.Signal)
 		err = nil
 	}
-	return errors.Join(err, in.leaveErr)
-}
-
-// live is the instance's life, in the one order that loses no caller's
-// call: serve gRPC, and only then register in Consul (the listener is bound
-// and health is SERVING, so the first check passes); keep registered until
-// ctx ends (a signal, or another actor failing) or gRPC stops by itself;
-// then leave Consul (NOT_SERVING, deregister, drain, so that callers stop
-// picking this instance while it still answers), and only after that stop
-// gRPC gracefully, letting calls in flight finish. One function owns the
-// whole order, so no interrupt has to wait for another. It returns the error
-// that ended it; the error of leaving Consul goes to in.leaveErr, since a
-// signal, not this actor, is what usually ends the group.
-func (in *instance) live(ctx context.Context) (err error) {
-	served := make(chan error, 1)
-	go func() {
-		_ = level.Info(in.logger).Log("msg", "serving gRPC", "addr", in.lis.Addr(), "advertised", in.addrs.Advertised)
-		served <- in.grpc.Serve(in.lis)
-	}()
-	if !in.cfg.register {
-		_ = level.Info(in.logger).Log("msg", "not registering: the agent's configuration owns the registration (-register=false)")
-	} else if err := in.registrar.RegisterWithRetry(ctx, in.cfg.registerTimeout); err != nil {
-		in.health.Shutdown()
-		in.grpc.Stop()
-		<-served
-		return err
-	}
-	// Background work while serving: keeping registered, reporting load.
-	// Each ends when bg does, or earlier on a failure no retry fixes (a
-	// revoked token), which ends the instance too.
-	var tasks []func(context.Context) error
-	if in.cfg.register {
-		tasks = append(tasks, func(ctx context.Context) error { return in.registrar.KeepRegistered(ctx, in.cfg.resyncInterval) })
-	}
-	if in.reporter != nil {
-		tasks = append(tasks, in.reporter.Run)
-	}
-	bg, stopBackground := context.WithCancel(ctx)
-	ended := make(chan error, len(tasks))
-	for _, task := range tasks {
-		go func() { ended <- task(bg) }()
-	}
-	running := len(tasks)
-	select {
-	case <-ctx.Done():
-	case err = <-served:
-		served = nil
-		err = fmt.Errorf("gRPC server stopped: %w", err)
-	case err = <-ended:
-		running--
-	}
-	// The load report goes first (its key deleted), then the registration.
-	stopBackground()
-	for range running {
-		err = errors.Join(err, <-ended)
-	}
-
-	in.leaveErr = in.leave()
-	in.gracefulStop()
-	if served != nil {
-		err = errors.Join(err, <-served)
-	}
-	return err
+	return errors.Join(err, lifeErr)
 }
 
 // reloadOnSIGHUP reads the TLS files again on every SIGHUP (they are also
@@ -287,57 +233,12 @@ func (in *instance) reloadOnSIGHUP(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-hup:
-			err := in.certs.Reload()
-			if in.checkCA != nil {
-				err = errors.Join(err, in.checkCA.Reload())
-			}
-			if err != nil {
+			if err := in.reloadTLS(); err != nil {
 				_ = level.Error(in.logger).Log("msg", "SIGHUP: TLS files not reloaded; serving with those loaded last", "err", err)
 			} else {
 				_ = level.Info(in.logger).Log("msg", "SIGHUP: TLS files reloaded")
 			}
 		}
-	}
-}
-
-// leave takes the instance out of service: health NOT_SERVING (so Consul's
-// check and grpc health clients see it going), deregistration, then drain,
-// the time callers need to notice and stop picking this instance. With
-// -register=false the agent owns the registration: the instance stays
-// registered, and its check going critical takes it out of the passing
-// list within a check interval, which the drain should cover.
-func (in *instance) leave() error {
-	in.health.Shutdown()
-	if !in.cfg.register {
-		_ = level.Info(in.logger).Log("msg", "NOT_SERVING; the agent's check takes the instance out; draining", "drain", in.cfg.drain)
-		time.Sleep(in.cfg.drain)
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), deregisterTimeout)
-	defer cancel()
-	err := in.registrar.Deregister(ctx)
-	if err != nil {
-		_ = level.Error(in.logger).Log("msg", "deregistration failed", "err", err)
-	} else {
-		_ = level.Info(in.logger).Log("msg", "deregistered from consul; draining", "drain", in.cfg.drain)
-	}
-	time.Sleep(in.cfg.drain)
-	return err
-}
-
-// gracefulStop waits for in-flight calls, at most gracefulStopTimeout.
-func (in *instance) gracefulStop() {
-	done := make(chan struct{})
-	go func() {
-		in.grpc.GracefulStop()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(gracefulStopTimeout):
-		_ = level.Warn(in.logger).Log("msg", "graceful stop timed out; closing remaining connections", "timeout", gracefulStopTimeout)
-		in.grpc.Stop()
-		<-done
 	}
 }
 

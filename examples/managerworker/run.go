@@ -42,7 +42,7 @@ type Listener struct {
 	net.Listener
 	Host string
 	Port int
-	ID   string // service-host-port
+	ID   string // sd.DefaultServiceID: service-host-port
 }
 
 // Listen listens on addr (port 0 picks a free one) for an instance of
@@ -54,7 +54,7 @@ func Listen(addr, service string) (*Listener, error) {
 	}
 	host, portStr, _ := net.SplitHostPort(lis.Addr().String())
 	port, _ := strconv.Atoi(portStr)
-	return &Listener{Listener: lis, Host: host, Port: port, ID: fmt.Sprintf("%s-%s-%d", service, host, port)}, nil
+	return &Listener{Listener: lis, Host: host, Port: port, ID: sd.DefaultServiceID(service, host, port)}, nil
 }
 
 // Register registers reg with the agent of consul (where names it in

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"sync"
 	"time"
 
 	kitsd "github.com/go-kit/kit/sd"
@@ -20,13 +19,12 @@ import (
 	"github.com/go-kit/log/level"
 	"github.com/hashicorp/consul/api"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/trimkit/trimkit/examples/managerworker"
 	"github.com/trimkit/trimkit/pb"
 	"github.com/trimkit/trimkit/sd"
 	"github.com/trimkit/trimkit/transport"
+	"github.com/trimkit/trimkit/transport/grpcserver"
 	"github.com/trimkit/trimkit/trimsvc"
 )
 
@@ -89,64 +87,38 @@ func run(ctx context.Context, c config, logger log.Logger) error {
 	svc = meter.Middleware()(slowed{slots: make(chan struct{}, c.slots), work: c.work, next: svc})
 	server := grpc.NewServer()
 	pb.RegisterTrimServer(server, transport.NewGRPCServer(trimsvc.NewServerSet(svc), id, logger))
-	healthServer := health.NewServer()
-	healthpb.RegisterHealthServer(server, healthServer)
-	served := make(chan error, 1)
-	go func() { served <- server.Serve(lis) }()
 
-	// The reporter before the registration: a reporter that cannot be
-	// made must not leave the instance registered.
-	reg := sd.Registration{ID: id, Name: c.service, Address: lis.Host, Port: lis.Port,
-		CheckInterval: time.Second, DeregisterAfter: time.Minute}
+	// Registered as <service>-<host>-<port> (the default ID, lis.ID), with
+	// a fast check and the default deregister-after.
+	reg := sd.Registration{Name: c.service, Address: lis.Host, Port: lis.Port, CheckInterval: time.Second}
+	registrar, err := sd.NewRegistrar(sd.NewClient(consul), where, reg, logger)
+	if err != nil {
+		return err
+	}
 	reporter, err := sd.NewLoadReporter(sd.NewLoadClient(consul), c.service, id, addr, reg.CheckID(), c.loadInterval, meter.Sample, logger)
 	if err != nil {
-		server.Stop()
-		return err
-	}
-	registrar, err := managerworker.Register(ctx, sd.NewClient(consul), where, reg, logger)
-	if err != nil {
-		server.Stop()
 		return err
 	}
 
-	// While serving: report load, keep registered, check in with managers.
-	bg, stopBackground := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	failed := make(chan error, 3)
-	for _, task := range []func(context.Context) error{
-		reporter.Run,
-		func(ctx context.Context) error { return registrar.KeepRegistered(ctx, 5*time.Second) },
-		func(ctx context.Context) error {
-			checkIn(ctx, consul, c.manager, managerworker.CheckIn{ID: id, Addr: addr}, logger)
-			return nil
-		},
-	} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := task(bg); err != nil {
-				failed <- err
-			}
-		}()
-	}
+	// The instance's life: serve, register, and while registered report
+	// the load and check in with the managers; on SIGTERM the load report
+	// goes first, then the registration; it serves through the drain,
+	// then stops gracefully.
 	_ = level.Info(logger).Log("msg", "working", "addr", addr, "work", c.work, "slots", c.slots)
-	select {
-	case <-ctx.Done():
-		err = nil
-	case err = <-failed:
-	case err = <-served:
-		err = fmt.Errorf("gRPC server stopped: %w", err)
-	}
-
-	// Leave: the load report first (its key deleted), then the
-	// registration; serve through the drain, then stop gracefully.
-	stopBackground()
-	wg.Wait()
-	healthServer.Shutdown()
-	err = managerworker.Deregister(registrar, err)
-	_ = level.Info(logger).Log("msg", "deregistered; draining", "drain", c.drain)
-	time.Sleep(c.drain)
-	server.GracefulStop()
+	err = (&grpcserver.Instance{
+		Server:    server,
+		Listener:  lis,
+		Registrar: registrar,
+		Background: []func(context.Context) error{
+			reporter.Run,
+			func(ctx context.Context) error {
+				return checkIn(ctx, consul, c.manager, managerworker.CheckIn{ID: id, Addr: addr}, logger)
+			},
+		},
+		ResyncInterval: 5 * time.Second,
+		Drain:          max(c.drain, time.Nanosecond), // -drain 0: none
+		Logger:         logger,
+	}).Run(ctx)
 	_ = level.Info(logger).Log("msg", "stopped")
 	return err
 }
@@ -177,8 +149,9 @@ func (s slowed) TrimSpace(ctx context.Context, in string) (string, error) {
 
 // checkIn waits until this worker's own check passes (it is ready for
 // work), then watches the manager service and checks in with each passing
-// manager it has not checked in with yet, until ctx ends.
-func checkIn(ctx context.Context, consul *api.Client, manager string, me managerworker.CheckIn, logger log.Logger) {
+// manager it has not checked in with yet, until ctx ends. It fails only
+// for a manager service it cannot watch (a bad name).
+func checkIn(ctx context.Context, consul *api.Client, manager string, me managerworker.CheckIn, logger log.Logger) error {
 	for {
 		status, _, err := consul.Agent().AgentHealthServiceByIDOpts(me.ID, (&api.QueryOptions{}).WithContext(ctx))
 		if err == nil && status == api.HealthPassing {
@@ -186,11 +159,14 @@ func checkIn(ctx context.Context, consul *api.Client, manager string, me manager
 		}
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	managers := sd.NewInstancer(sd.NewClient(consul), logger, manager, nil, true)
+	managers, err := sd.NewInstancer(sd.NewClient(consul), logger, manager, nil, true)
+	if err != nil {
+		return fmt.Errorf("watch the managers: %w", err)
+	}
 	defer managers.Stop()
 	events := make(chan kitsd.Event, 1)
 	managers.Register(events)
@@ -202,7 +178,7 @@ func checkIn(ctx context.Context, consul *api.Client, manager string, me manager
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case ev := <-events:
 			if ev.Err != nil {
 				continue // the Instancer logs it and keeps watching

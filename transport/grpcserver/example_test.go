@@ -1,0 +1,106 @@
+package grpcserver_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/go-kit/log"
+	"github.com/hashicorp/consul/api"
+	"google.golang.org/grpc"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+
+	"github.com/trimkit/trimkit/sd"
+	"github.com/trimkit/trimkit/transport/grpcserver"
+)
+
+// testService stands for your service.
+type testService struct {
+	testgrpc.UnimplementedTestServiceServer
+}
+
+func (testService) EmptyCall(context.Context, *testgrpc.Empty) (*testgrpc.Empty, error) {
+	return &testgrpc.Empty{}, nil
+}
+
+// A server's whole main: bounded by Limits, registered in the local Consul
+// agent once it serves, and on SIGTERM out of Consul and drained before it
+// stops. grpc.health.v1, which Consul's check calls, is added by Run.
+func ExampleInstance_Run() {
+	logger := log.NewLogfmtLogger(log.NewSyncWriter(os.Stderr))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	lis, err := net.Listen("tcp", ":8080")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return
+	}
+	limits := grpcserver.Limits{MaxRecvMsgSize: 64 << 10} // the largest request, and a margin
+	server := grpc.NewServer(limits.ServerOptions()...)
+	testgrpc.RegisterTestServiceServer(server, testService{})
+
+	// What callers dial: the listener's host, or this host's address for a
+	// wildcard one.
+	host, port, err := sd.Advertise(lis.Addr().String(), "")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return
+	}
+	cfg := api.DefaultConfig() // CONSUL_HTTP_ADDR, else 127.0.0.1:8500
+	consul, err := api.NewClient(cfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return
+	}
+	// ID, check interval and deregister-after take their defaults.
+	registrar, err := sd.NewRegistrar(sd.NewClient(consul), cfg.Address,
+		sd.Registration{Name: "tester", Address: host, Port: port}, logger)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return
+	}
+
+	in := &grpcserver.Instance{
+		Server:    server,
+		Listener:  limits.Listener(lis),
+		Registrar: registrar,
+		Logger:    logger,
+	}
+	if err := in.Run(ctx); err != nil { // nil after a clean stop on a signal
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
+
+// A server with mutual TLS: callers need a certificate of their CA; Consul
+// agents, whose certificates come from another CA, may only check health.
+// The files are read again when they change, and on SIGHUP.
+func ExampleTLS() {
+	tlsOpts, reload, err := grpcserver.TLS{
+		CertFile:          "server.pem",
+		KeyFile:           "server-key.pem",
+		ClientCAFile:      "callers-ca.pem",
+		HealthCheckCAFile: "consul-agents-ca.pem",
+	}.ServerOptions()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return
+	}
+	server := grpc.NewServer(append(grpcserver.Limits{}.ServerOptions(), tlsOpts...)...)
+	testgrpc.RegisterTestServiceServer(server, testService{})
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		for range hup {
+			if err := reload(); err != nil {
+				fmt.Fprintln(os.Stderr, "TLS files not reloaded; serving with those loaded last:", err)
+			}
+		}
+	}()
+	// Serve it with an Instance, as in Instance.Run's example.
+}
