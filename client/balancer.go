@@ -1,8 +1,6 @@
 package client
 
 import (
-	"errors"
-	"fmt"
 	"math/rand/v2"
 	"slices"
 	"sync/atomic"
@@ -16,151 +14,175 @@ import (
 // Balancer names, as CallConfig.Balancer and cmd/client's -balancer take
 // them.
 const (
-	RoundRobin  = "round-robin"
-	P2C         = "p2c"
-	LeastLoaded = "least-loaded"
+	RoundRobinName  = "round-robin"
+	P2CName         = "p2c"
+	LeastLoadedName = "least-loaded"
 )
 
-// Balancer picks an instance of an Endpointer for each call. It implements
-// go-kit's lb.Balancer; Retry also asks it, for each retry of a call, for an
-// instance that the call has not tried yet, so that a retry does not land
-// on the instance that just failed while other calls use the balancer
-// concurrently.
-//
-// Whatever its policy, a Balancer picks among the instances in the best
-// state first: connection READY and not ejected, then connecting, then
-// failing, then ejected (see Endpointer). A pick reads a snapshot and a few
-// atomics: it takes no lock.
-type Balancer struct {
+// Balancer picks the instance of each attempt of a call; Retry asks it.
+// RoundRobin, P2C and LeastLoaded are this package's; a Balancer that wraps
+// one (to filter, log or steer its picks) keeps everything the instances
+// know, since that lives in the *Instance, not in the Balancer.
+type Balancer interface {
+	// Pick returns the instance for the next attempt of a call whose
+	// earlier attempts went to tried, in order (none for a first attempt):
+	// one not in tried while there is one, so that a retry does not land
+	// on the instance that just failed while other calls use the balancer
+	// concurrently. With no instance at all it returns an error that wraps
+	// lb.ErrNoEndpoints.
+	Pick(tried []*Instance) (*Instance, error)
+	// Done reports how an attempt on an instance Pick returned ended: err
+	// is nil when the instance answered. The instance has recorded it
+	// already (in flight, latency, ejection); Done is for a Balancer that
+	// keeps state of its own.
+	Done(inst *Instance, err error)
+}
+
+var (
+	_ Balancer    = (*RoundRobin)(nil)
+	_ Balancer    = (*P2C)(nil)
+	_ Balancer    = (*LeastLoaded)(nil)
+	_ lb.Balancer = (*RoundRobin)(nil)
+	_ lb.Balancer = (*P2C)(nil)
+	_ lb.Balancer = (*LeastLoaded)(nil)
+)
+
+// Whatever its policy, each of this package's balancers picks among the
+// instances in the best state first: connection READY and not ejected,
+// then connecting, then failing, then ejected (see Endpointer). A pick
+// reads a snapshot and a few atomics: it takes no lock. Each also
+// implements go-kit's lb.Balancer, for a first attempt.
+
+// RoundRobin balances over the instances of an Endpointer in turn: calls
+// start on successive instances, and each retry of a call moves on to the
+// next instance it has not tried.
+type RoundRobin struct {
 	endpointer *Endpointer
-	p2c        bool
-	loads      *sd.LoadWatcher // least-loaded only
 	counter    atomic.Uint64
 }
 
-var _ lb.Balancer = (*Balancer)(nil)
+// NewRoundRobin returns a RoundRobin over e.
+func NewRoundRobin(e *Endpointer) *RoundRobin { return &RoundRobin{endpointer: e} }
 
-// NewRoundRobin balances over the instances of e in turn: calls start on
-// successive instances, and each retry of a call moves on to the next
-// instance it has not tried.
-func NewRoundRobin(e *Endpointer) *Balancer {
-	if e == nil {
-		panic("client: NewRoundRobin needs an endpointer")
-	}
-	return &Balancer{endpointer: e}
+// Pick implements Balancer.
+func (b *RoundRobin) Pick(tried []*Instance) (*Instance, error) {
+	return pick(b.endpointer, tried, b.pickIn)
 }
 
-// NewP2C balances over the instances of e by the power of two choices: of
-// two instances picked at random, the one with the lower cost, its
-// peak-sensitive moving average of latency (or the mean age of its calls
-// in flight, when that is larger) times its calls in flight plus one, as
-// Finagle and linkerd do. A slow or stalling instance soon loses almost
-// every comparison, a hung one as soon as its calls in flight outlive its
-// usual latency; an estimate decays while nobody picks its instance, so
-// that a recovered instance is tried again within seconds. A new instance
-// costs nothing until it has a call in flight and then everything until it
-// answers (Finagle's rule): it is tried at once, one call at a time, neither
-// starved nor flooded. The estimates of instances that stay survive every
-// change of the instance list.
-func NewP2C(e *Endpointer) *Balancer {
-	if e == nil {
-		panic("client: NewP2C needs an endpointer")
-	}
-	return &Balancer{endpointer: e, p2c: true}
-}
-
-// NewLeastLoaded balances by the load the instances report in Consul KV
-// (trimsvc -load-report-interval; w watches the reports): of two instances
-// picked at random, the one whose fresh report plus this client's own calls
-// in flight to it is lower. Two at random, not the least of all, so that
-// callers do not all herd onto one instance between reports. When either
-// report is missing or stale (three reporting intervals after the watcher
-// received it), it falls back to its own view, p2c's cost.
-func NewLeastLoaded(e *Endpointer, w *sd.LoadWatcher) *Balancer {
-	if e == nil || w == nil {
-		panic("client: NewLeastLoaded needs an endpointer and a load watcher")
-	}
-	return &Balancer{endpointer: e, p2c: true, loads: w}
-}
-
-// balancerFor returns how to build the balancer CallConfig.Balancer names,
-// or why it cannot be built: checked before an Endpointer connects
-// anywhere.
-func balancerFor(name string, loads *sd.LoadWatcher) (func(*Endpointer) *Balancer, error) {
-	switch name {
-	case RoundRobin, "":
-		return NewRoundRobin, nil
-	case P2C:
-		return NewP2C, nil
-	case LeastLoaded:
-		if loads == nil {
-			return nil, errors.New("the least-loaded balancer needs the load reports in Consul: build the client with New, or give NewFromInstancer WithLoadReports")
-		}
-		return func(e *Endpointer) *Balancer { return NewLeastLoaded(e, loads) }, nil
-	}
-	return nil, fmt.Errorf("unknown balancer %q", name)
-}
+// Done implements Balancer; the instance has recorded the outcome.
+func (b *RoundRobin) Done(*Instance, error) {}
 
 // Endpoint implements lb.Balancer.
-func (b *Balancer) Endpoint() (endpoint.Endpoint, error) {
-	n, err := b.pick(b.next(), nil)
-	if err != nil {
-		return nil, err
-	}
-	return n.tracked, nil
-}
+func (b *RoundRobin) Endpoint() (endpoint.Endpoint, error) { return endpointOf(b.Pick(nil)) }
 
-// next numbers a new call.
-func (b *Balancer) next() uint64 { return b.counter.Add(1) - 1 }
-
-// pick returns the instance for the next attempt of call seq, which has
-// tried the nodes in tried: from the best tier that holds an instance it
-// has not tried, by the balancer's policy. When it has tried them all, it
-// goes round again (a single instance gets every attempt).
-func (b *Balancer) pick(seq uint64, tried []*node) (*node, error) {
-	s := b.endpointer.snapshot()
-	if len(s.nodes) == 0 {
-		return nil, lb.ErrNoEndpoints
-	}
-	for _, tier := range s.tiers {
-		if n := b.pickIn(tier, seq, tried); n != nil {
-			return n, nil
-		}
-	}
-	for _, tier := range s.tiers {
-		if n := b.pickIn(tier, seq, nil); n != nil {
-			return n, nil
-		}
-	}
-	return nil, lb.ErrNoEndpoints
-}
-
-// pickIn picks a node of tier that is not in tried, or returns nil.
-func (b *Balancer) pickIn(tier []*node, seq uint64, tried []*node) *node {
+func (b *RoundRobin) pickIn(tier []*Instance, tried []*Instance) *Instance {
 	n := uint64(len(tier))
-	if n == 0 {
-		return nil
-	}
-	if !b.p2c {
-		start := seq + uint64(len(tried))
-		for i := range n {
-			if nd := tier[(start+i)%n]; !slices.Contains(tried, nd) {
-				return nd
-			}
+	var start uint64
+	if len(tried) > 0 {
+		// After the instance tried last, when it is in this tier.
+		if i := slices.Index(tier, tried[len(tried)-1]); i >= 0 {
+			start = uint64(i) + 1
+		} else {
+			start = b.counter.Add(1) - 1
 		}
-		return nil
+	} else {
+		start = b.counter.Add(1) - 1
 	}
-	var a, c *node
+	for i := range n {
+		if nd := tier[(start+i)%n]; !slices.Contains(tried, nd) {
+			return nd
+		}
+	}
+	return nil
+}
+
+// P2C balances over the instances of an Endpointer by the power of two
+// choices: of two instances picked at random, the one with the lower
+// cost, its peak-sensitive moving average of latency (or the mean age of
+// its calls in flight, when that is larger) times its calls in flight plus
+// one, as Finagle and linkerd do. A slow or stalling instance soon loses
+// almost every comparison, a hung one as soon as its calls in flight
+// outlive its usual latency; an estimate decays while nobody picks its
+// instance, so that a recovered instance is tried again within seconds. A
+// new instance costs nothing until it has a call in flight and then
+// everything until it answers (Finagle's rule): it is tried at once, one
+// call at a time, neither starved nor flooded. The estimates of instances
+// that stay survive every change of the instance list.
+type P2C struct {
+	endpointer *Endpointer
+	// better is the better of two instances; P2C's compares costs.
+	better func(a, c *Instance) *Instance
+}
+
+// NewP2C returns a P2C over e.
+func NewP2C(e *Endpointer) *P2C { return &P2C{endpointer: e, better: cheaper} }
+
+// Pick implements Balancer.
+func (b *P2C) Pick(tried []*Instance) (*Instance, error) {
+	return pick(b.endpointer, tried, b.pickIn)
+}
+
+// Done implements Balancer; the instance has recorded the outcome.
+func (b *P2C) Done(*Instance, error) {}
+
+// Endpoint implements lb.Balancer.
+func (b *P2C) Endpoint() (endpoint.Endpoint, error) { return endpointOf(b.Pick(nil)) }
+
+// LeastLoaded is P2C with another cost: the load the instances report in
+// Consul KV (an sd.LoadReporter's; w watches the reports). Of two
+// instances picked at random, it takes the one whose fresh report plus
+// this client's own calls in flight to it is lower. Two at random, not the
+// least of all, so that callers do not all herd onto one instance between
+// reports. When either report is missing or stale (three reporting
+// intervals after the watcher received it), it compares P2C's costs.
+type LeastLoaded struct {
+	P2C
+	loads *sd.LoadWatcher
+}
+
+// NewLeastLoaded returns a LeastLoaded over e with the reports w watches.
+func NewLeastLoaded(e *Endpointer, w *sd.LoadWatcher) *LeastLoaded {
+	b := &LeastLoaded{loads: w}
+	b.P2C = P2C{endpointer: e, better: b.lessLoaded}
+	return b
+}
+
+// lessLoaded is the less loaded of two instances by their fresh load
+// reports, else the cheaper.
+func (b *LeastLoaded) lessLoaded(a, c *Instance) *Instance {
+	ra, okA := b.loads.Report(a.instance)
+	rc, okC := b.loads.Report(c.instance)
+	if okA && okC {
+		if rc.Load+float64(c.inflight.Load()) < ra.Load+float64(a.inflight.Load()) {
+			return c
+		}
+		return a
+	}
+	return cheaper(a, c)
+}
+
+// cheaper is the one of two instances with the lower p2c cost.
+func cheaper(a, c *Instance) *Instance {
+	now := a.now()
+	if c.cost(now) < a.cost(now) {
+		return c
+	}
+	return a
+}
+
+func (b *P2C) pickIn(tier []*Instance, tried []*Instance) *Instance {
+	n := uint64(len(tier))
 	if len(tried) == 0 && n >= 2 {
-		// A first attempt: two distinct nodes at random.
+		// A first attempt: two distinct instances at random.
 		i, j := rand.Uint64N(n), rand.Uint64N(n-1)
 		if j >= i {
 			j++
 		}
 		return b.better(tier[i], tier[j])
 	}
-	// Two distinct untried nodes at random; a few draws find them unless
-	// most of the tier has been tried, when a scan does.
+	// Two distinct untried instances at random; a few draws find them
+	// unless most of the tier has been tried, when a scan does.
+	var a, c *Instance
 	for range 4 {
 		if nd := tier[rand.Uint64N(n)]; nd != a && !slices.Contains(tried, nd) {
 			if a == nil {
@@ -188,28 +210,39 @@ func (b *Balancer) pickIn(tier []*node, seq uint64, tried []*node) *node {
 	return b.better(a, c)
 }
 
-// better is the better pick of two nodes: by their fresh load reports for
-// least-loaded, else by p2c's cost.
-func (b *Balancer) better(a, c *node) *node {
-	if b.loads != nil {
-		ra, okA := b.fresh(a)
-		rc, okC := b.fresh(c)
-		if okA && okC {
-			if rc.Load+float64(c.inflight.Load()) < ra.Load+float64(a.inflight.Load()) {
-				return c
+// pick returns the instance of e for the next attempt of a call that has
+// tried the instances in tried: from the best tier that holds an instance
+// it has not tried, by pickIn, which picks from a non-empty tier an
+// instance not in tried, or nil. When the call has tried them all, it goes
+// round again (a single instance gets every attempt).
+func pick(e *Endpointer, tried []*Instance, pickIn func(tier, tried []*Instance) *Instance) (*Instance, error) {
+	if e == nil {
+		return nil, lb.ErrNoEndpoints
+	}
+	s := e.snapshot()
+	if len(s.nodes) == 0 {
+		return nil, e.noInstances()
+	}
+	for _, tier := range s.tiers {
+		if len(tier) > 0 {
+			if n := pickIn(tier, tried); n != nil {
+				return n, nil
 			}
-			return a
 		}
 	}
-	now := a.now()
-	if c.cost(now) < a.cost(now) {
-		return c
+	for _, tier := range s.tiers {
+		if len(tier) > 0 {
+			if n := pickIn(tier, nil); n != nil {
+				return n, nil
+			}
+		}
 	}
-	return a
+	return nil, e.noInstances()
 }
 
-// fresh returns n's load report when the watcher holds a fresh one for it
-// (see sd.LoadWatcher for what fresh means, and what it trusts).
-func (b *Balancer) fresh(n *node) (sd.LoadReport, bool) {
-	return b.loads.Report(n.instance)
+func endpointOf(n *Instance, err error) (endpoint.Endpoint, error) {
+	if err != nil {
+		return nil, err
+	}
+	return n.tracked, nil
 }

@@ -9,25 +9,25 @@ import (
 
 // RetryBudget bounds retries and hedges to a fraction of calls, as
 // Finagle's RetryBudget does, so that a fleet in trouble is not sent
-// RetryMax times its load: over any TTL, retries and hedges may number at
-// most Percent of the calls made plus MinPerSecond for each second of TTL
+// MaxAttempts times its load: over any TTL, retries and hedges may number at
+// most Ratio (a fraction: 0.2 is 20%) of the calls made plus MinPerSecond for each second of TTL
 // (the floor lets a quiet client still retry). A call whose retry the
 // budget refuses returns its failure at once, saying so. The zero value of
 // each field means its default (DefaultRetryBudget's).
 type RetryBudget struct {
 	Disabled     bool
-	Percent      float64
+	Ratio        float64
 	MinPerSecond float64
 	TTL          time.Duration
 }
 
 // DefaultRetryBudget is Finagle's: 20% of calls plus 10 a second, over 10s.
-var DefaultRetryBudget = RetryBudget{Percent: 0.2, MinPerSecond: 10, TTL: 10 * time.Second}
+var DefaultRetryBudget = RetryBudget{Ratio: 0.2, MinPerSecond: 10, TTL: 10 * time.Second}
 
 func (b RetryBudget) validate() error {
 	var errs []error
-	if b.Percent < 0 {
-		errs = append(errs, fmt.Errorf("RetryBudget.Percent %v: must not be negative", b.Percent))
+	if b.Ratio < 0 {
+		errs = append(errs, fmt.Errorf("RetryBudget.Ratio %v: must not be negative", b.Ratio))
 	}
 	if b.MinPerSecond < 0 {
 		errs = append(errs, fmt.Errorf("RetryBudget.MinPerSecond %v: must not be negative", b.MinPerSecond))
@@ -40,8 +40,8 @@ func (b RetryBudget) validate() error {
 
 func (b RetryBudget) withDefaults() RetryBudget {
 	d := DefaultRetryBudget
-	if b.Percent == 0 {
-		b.Percent = d.Percent
+	if b.Ratio == 0 {
+		b.Ratio = d.Ratio
 	}
 	if b.MinPerSecond == 0 {
 		b.MinPerSecond = d.MinPerSecond
@@ -118,7 +118,7 @@ func (b *budget) retry() bool {
 			retries += o.retries
 		}
 	}
-	allowed := b.cfg.Percent*float64(calls) + b.cfg.MinPerSecond*b.cfg.TTL.Seconds()
+	allowed := b.cfg.Ratio*float64(calls) + b.cfg.MinPerSecond*b.cfg.TTL.Seconds()
 	if float64(retries+1) > allowed {
 		return false
 	}

@@ -20,7 +20,7 @@ func retries(b *budget, upTo int) (n int) {
 
 func TestBudgetFloorAndPercent(t *testing.T) {
 	c := newClock()
-	b := newBudget(RetryBudget{Percent: 0.2, MinPerSecond: 10, TTL: 10 * time.Second}, c.now)
+	b := newBudget(RetryBudget{Ratio: 0.2, MinPerSecond: 10, TTL: 10 * time.Second}, c.now)
 	// No calls yet: the floor, 10 a second over 10s.
 	if want, have := 100, retries(b, 1000); want != have {
 		t.Errorf("floor: want %d retries, have %d", want, have)
@@ -36,7 +36,7 @@ func TestBudgetFloorAndPercent(t *testing.T) {
 
 func TestBudgetWindowSlides(t *testing.T) {
 	c := newClock()
-	b := newBudget(RetryBudget{Percent: 0.5, MinPerSecond: 1, TTL: 10 * time.Second}, c.now)
+	b := newBudget(RetryBudget{Ratio: 0.5, MinPerSecond: 1, TTL: 10 * time.Second}, c.now)
 	for range 100 {
 		b.call()
 	}
@@ -65,7 +65,7 @@ func TestBudgetDisabledAllowsAll(t *testing.T) {
 }
 
 func TestRetryBudgetValidate(t *testing.T) {
-	for _, bad := range []RetryBudget{{Percent: -1}, {MinPerSecond: -1}, {TTL: time.Millisecond}, {TTL: time.Hour}} {
+	for _, bad := range []RetryBudget{{Ratio: -1}, {MinPerSecond: -1}, {TTL: time.Millisecond}, {TTL: time.Hour}} {
 		if bad.validate() == nil {
 			t.Errorf("%+v: want an error", bad)
 		}

@@ -2,27 +2,22 @@ package client
 
 import (
 	"cmp"
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"sync"
 
-	"github.com/trimkit/trimkit/internal/tlsfiles"
-
 	"github.com/go-kit/kit/endpoint"
 	kitsd "github.com/go-kit/kit/sd"
-	"github.com/go-kit/kit/sd/lb"
 	"github.com/hashicorp/consul/api"
 	"google.golang.org/grpc"
 
 	"github.com/trimkit/trimkit/sd"
-	"github.com/trimkit/trimkit/transport"
-	"github.com/trimkit/trimkit/trimsvc"
 )
 
-// Client calls the trim service on the instances discovery reports, with
-// retries. It implements trimsvc.Service. Close it when done.
+// Client calls a service on the instances discovery reports, through the
+// whole stack: an Endpointer with one gRPC connection per instance, a
+// Balancer and Retry. Close it when done.
 type Client struct {
 	call       endpoint.Endpoint
 	endpointer *Endpointer
@@ -32,18 +27,16 @@ type Client struct {
 	closeErr  error
 }
 
-var _ trimsvc.Service = (*Client)(nil)
-
 // New builds the whole stack over Consul: an sd.Instancer for the passing
-// instances of cfg.ServiceName with cfg.Tags (an sd.DNSInstancer with DNS
-// discovery), then what NewFromInstancer builds over it. Close stops the
-// Instancer too. A call that finds no
-// instance fails with a *NoInstancesError that says what was searched where.
-func New(cfg Config, opts ...Option) (*Client, error) {
+// instances of cfg.Service with cfg.Tags (an sd.DNSInstancer with DNS
+// discovery), then what NewFromInstancer builds over it, with endpoints
+// making each instance's endpoint from its connection. Close stops the
+// Instancer too. A call that finds no instance fails with an error that
+// says what was searched where (an *sd.NoInstancesError).
+func New(cfg Config, endpoints EndpointFunc, opts ...Option) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("client config: %w", err)
 	}
-	cfg = cfg.withDefaults()
 	o, err := newOptions(opts)
 	if err != nil {
 		return nil, fmt.Errorf("client options: %w", err)
@@ -51,16 +44,20 @@ func New(cfg Config, opts ...Option) (*Client, error) {
 	var (
 		instancer kitsd.Instancer
 		catalog   sd.Catalog // for load reports: the Consul watch's, when there is one
-		where     string
-		lastErr   func() error
 		stops     []func()
+		consul    *api.Client
+		where     string
 	)
-	var consul *api.Client
+	stop := func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
+	}
 	// A Consul watch: to find the instances, or, with DNS discovery, to
 	// match the load reports New watches to them.
-	watchConsul := cfg.Discovery != DiscoveryDNS || (cfg.Balancer == LeastLoaded && o.loads == nil)
+	watchConsul := cfg.Discovery != DiscoveryDNS || (cfg.Balancer == LeastLoadedName && o.loads == nil)
 	if watchConsul {
-		c, consulCfg, addr, err := cfg.consul().NewAPIClient()
+		c, consulCfg, addr, err := cfg.Consul.NewAPIClient()
 		if err != nil {
 			return nil, err
 		}
@@ -70,65 +67,50 @@ func New(cfg Config, opts ...Option) (*Client, error) {
 		stops = append(stops, consulCfg.Transport.CloseIdleConnections)
 	}
 	if cfg.Discovery == DiscoveryDNS {
-		dns, err := sd.NewDNSInstancer(cfg.DNSAddr, cfg.ServiceName, cfg.Tags, 0, o.logger)
+		dns, err := sd.NewDNSInstancer(cmp.Or(cfg.DNSAddr, DefaultDNSAddr), cfg.Service, cfg.Tags, 0, o.logger)
 		if err != nil {
+			stop()
 			return nil, err
 		}
-		where = cmp.Or(cfg.DNSAddr, DefaultDNSAddr) + " (its DNS interface)"
-		instancer, lastErr = dns, dns.Err
+		instancer = dns
 		stops = append(stops, dns.Stop)
 	}
 	if watchConsul {
-		var watch []sd.InstancerOption
-		if !cfg.DisallowStale {
-			watch = append(watch, sd.AllowStale(cfg.MaxStale))
+		watcher, err := sd.NewInstancer(sd.NewClientAt(consul, where), o.logger, cfg.Service, cfg.Tags, true, sd.WithRead(cfg.Read))
+		if err != nil {
+			stop()
+			return nil, err
 		}
-		if cfg.UseCache {
-			watch = append(watch, sd.UseCache())
-		}
-		watcher := sd.NewInstancer(sd.NewClient(consul), o.logger, cfg.ServiceName, cfg.Tags, true, watch...)
 		catalog = watcher
 		stops = append(stops, watcher.Stop)
 		if cfg.Discovery != DiscoveryDNS {
-			instancer, lastErr = watcher, func() error { return watcher.State().Err }
+			instancer = watcher
 		}
 	}
-	if cfg.Balancer == LeastLoaded && o.loads == nil {
+	if cfg.Balancer == LeastLoadedName && o.loads == nil {
 		// Reports are matched to instances through the catalog: with DNS
 		// discovery, a Consul watch of its own does that.
-		o.loads = sd.NewLoadWatcher(sd.NewLoadClient(consul), cfg.ServiceName, catalog, o.logger)
+		o.loads = sd.NewLoadWatcher(sd.NewLoadClient(consul), cfg.Service, catalog, o.logger)
 		stops = append(stops, o.loads.Stop)
 	}
-	stop := func() {
-		for i := len(stops) - 1; i >= 0; i-- {
-			stops[i]()
-		}
-	}
-	d := discovery{
-		stop: stop,
-		explain: func(err error) error {
-			return &NoInstancesError{
-				Service:    cfg.ServiceName,
-				Tags:       cfg.Tags,
-				ConsulAddr: where,
-				Discovery:  lastErr(),
-				Err:        err,
-			}
-		},
-	}
-	c, err := build(instancer, cfg.CallConfig, o, d)
+	c, err := build(instancer, cfg.CallConfig, endpoints, o)
 	if err != nil {
-		d.stop()
+		stop()
 		return nil, err
 	}
+	c.stop = stop
 	return c, nil
 }
 
 // NewFromInstancer builds the stack over any go-kit Instancer
 // (sd.FixedInstancer, a program's own discovery): an Endpointer with one
-// gRPC connection per instance (Factory), the balancer cfg names, and Retry
-// as cfg says. Close does not stop instancer: the caller owns it.
-func NewFromInstancer(instancer kitsd.Instancer, cfg CallConfig, opts ...Option) (*Client, error) {
+// gRPC connection per instance (Factory with endpoints), the balancer cfg
+// names, and Retry as cfg says. Close does not stop instancer: the caller
+// owns it.
+func NewFromInstancer(instancer kitsd.Instancer, cfg CallConfig, endpoints EndpointFunc, opts ...Option) (*Client, error) {
+	if instancer == nil {
+		return nil, errors.New("client: NewFromInstancer needs an instancer")
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("client config: %w", err)
 	}
@@ -136,70 +118,66 @@ func NewFromInstancer(instancer kitsd.Instancer, cfg CallConfig, opts ...Option)
 	if err != nil {
 		return nil, fmt.Errorf("client options: %w", err)
 	}
-	return build(instancer, cfg.withDefaults(), o, discovery{})
+	return build(instancer, cfg, endpoints, o)
 }
 
-// discovery is what New adds to the stack it builds over its Instancer.
-type discovery struct {
-	stop    func()                // stops the Instancer
-	explain func(err error) error // explains a call that found no endpoint
-}
-
-// build builds the stack over instancer; cfg has its defaults and o is
-// valid.
-func build(instancer kitsd.Instancer, cfg CallConfig, o options, d discovery) (*Client, error) {
+// build builds the stack over instancer; cfg and o are valid.
+func build(instancer kitsd.Instancer, cfg CallConfig, endpoints EndpointFunc, o options) (*Client, error) {
+	if endpoints == nil {
+		return nil, errors.New("client: an EndpointFunc is needed to call the instances")
+	}
+	eo, err := newEndpointerOptions(o.endpointer)
+	if err != nil {
+		return nil, fmt.Errorf("client options: %w", err)
+	}
+	if o.loads != nil && cfg.Balancer != LeastLoadedName {
+		return nil, fmt.Errorf("client options: WithLoadReports is for the least-loaded balancer, not %q", cmp.Or(cfg.Balancer, RoundRobinName))
+	}
 	newBalancer, err := balancerFor(cfg.Balancer, o.loads)
 	if err != nil {
 		return nil, err
 	}
-	var factory kitsd.Factory
-	if cfg.TLSCAFile != "" {
-		certs, err := tlsfiles.LoadCerts(cfg.TLSCertFile, cfg.TLSKeyFile, cfg.TLSCAFile)
+	creds, err := cfg.TLS.DialOption()
+	if err != nil {
+		return nil, err
+	}
+	base := Factory(endpoints, append([]grpc.DialOption{creds}, o.dialOptions...)...)
+	hint := plaintextHint
+	if cfg.TLS.CAFile != "" {
+		hint = func(e endpoint.Endpoint) endpoint.Endpoint { return refusedHint(e, cfg.TLS.CertFile) }
+	}
+	factory := func(instance string) (endpoint.Endpoint, io.Closer, error) {
+		e, closer, err := base(instance)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		secure := Factory(append(o.dialOptions, grpc.WithTransportCredentials(tlsfiles.ClientCreds(certs, cfg.TLSServerName)))...)
-		factory = func(instance string) (endpoint.Endpoint, io.Closer, error) {
-			e, closer, err := secure(instance)
-			if err != nil {
-				return nil, nil, err
-			}
-			return refusedHint(e, cfg.TLSCertFile), closer, nil
-		}
-	} else {
-		plain := Factory(o.dialOptions...)
-		factory = func(instance string) (endpoint.Endpoint, io.Closer, error) {
-			e, closer, err := plain(instance)
-			if err != nil {
-				return nil, nil, err
-			}
-			return plaintextHint(e), closer, nil
-		}
+		return hint(e), closer, nil
 	}
-	endpointer := newEndpointer(instancer, factory, o)
-	call := newRetry(newBalancer(endpointer), cfg, o)
-	if d.explain != nil {
-		retry := call
-		call = func(ctx context.Context, request interface{}) (interface{}, error) {
-			resp, err := retry(ctx, request)
-			if err != nil && errors.Is(err, lb.ErrNoEndpoints) {
-				err = d.explain(err)
-			}
-			return resp, err
-		}
-	}
-	return &Client{call: call, endpointer: endpointer, stop: d.stop}, nil
+	endpointer := newEndpointer(instancer, factory, o.logger, eo)
+	return &Client{call: newRetry(newBalancer(endpointer), cfg.Retry.withDefaults()), endpointer: endpointer}, nil
 }
 
-// Endpoint returns the client's TrimSpace endpoint: it takes a
-// trimsvc.TrimRequest and answers with a transport.TrimResponse, whose
-// Instance names the instance that answered.
+// balancerFor returns how to build the balancer CallConfig.Balancer names,
+// or why it cannot be built: checked before an Endpointer connects
+// anywhere.
+func balancerFor(name string, loads *sd.LoadWatcher) (func(*Endpointer) Balancer, error) {
+	switch name {
+	case RoundRobinName, "":
+		return func(e *Endpointer) Balancer { return NewRoundRobin(e) }, nil
+	case P2CName:
+		return func(e *Endpointer) Balancer { return NewP2C(e) }, nil
+	case LeastLoadedName:
+		if loads == nil {
+			return nil, errors.New("the least-loaded balancer needs the load reports in Consul: build the client with New, or give NewFromInstancer WithLoadReports")
+		}
+		return func(e *Endpointer) Balancer { return NewLeastLoaded(e, loads) }, nil
+	}
+	return nil, fmt.Errorf("unknown balancer %q", name)
+}
+
+// Endpoint returns the client's endpoint: it takes the requests the
+// EndpointFunc's endpoints take and answers as they do, through Retry.
 func (c *Client) Endpoint() endpoint.Endpoint { return c.call }
-
-// TrimSpace implements trimsvc.Service.
-func (c *Client) TrimSpace(ctx context.Context, s string) (string, error) {
-	return transport.Client{TrimSpaceEndpoint: c.call}.TrimSpace(ctx, s)
-}
 
 // Close stops discovery (a blocking Consul query in flight included) and
 // closes every connection. It is safe to call more than once.

@@ -25,7 +25,7 @@ type onCluster struct {
 	svcAgent  *localconsul.Agent
 	callAgent *localconsul.Agent
 	insts     []*proc.Trimsvc
-	client    *client.Client
+	client    *transport.TrimClient
 }
 
 func startOnCluster(t *testing.T, n int, cfg client.Config, args ...string) *onCluster {
@@ -38,7 +38,7 @@ func startOnCluster(t *testing.T, n int, cfg client.Config, args ...string) *onC
 		ids = append(ids, in.ID)
 	}
 	testenv.WaitPassing(t, testenv.API(t, f.callAgent), "trimsvc", localconsul.Exactly(ids...))
-	cfg.ConsulAddr = f.callAgent.HTTPAddr
+	cfg.Consul.Address = f.callAgent.HTTPAddr
 	f.client = newClient(t, cfg)
 	waitInstances(t, f.client.Endpoint(), n)
 	return f
@@ -129,7 +129,7 @@ func TestClusterQuorumLost(t *testing.T) {
 	if code := exitCode(t, p); code != 0 {
 		t.Errorf("a client started during the outage, stale reads: exit %d\n%s", code, strings.Join(p.Lines(), "\n"))
 	}
-	p = testenv.Start(t, bins.Client(t), "-consul-addr", f.callAgent.HTTPAddr, "-allow-stale=false", "x")
+	p = testenv.Start(t, bins.Client(t), "-consul-addr", f.callAgent.HTTPAddr, "-read", "leader", "x")
 	if code := exitCode(t, p); code != 1 || !strings.Contains(strings.Join(p.Lines(), "\n"), "has no leader") {
 		t.Errorf("leader reads only: want exit 1 saying %q, have exit %d:\n%s", "has no leader", code, strings.Join(p.Lines(), "\n"))
 	}

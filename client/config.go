@@ -6,6 +6,8 @@ import (
 	"net"
 	"time"
 
+	"github.com/go-kit/kit/sd/lb"
+
 	"github.com/trimkit/trimkit/sd"
 )
 
@@ -19,32 +21,19 @@ const (
 // Defaults of Config.
 const (
 	DefaultDNSAddr      = sd.DefaultDNSAddr
-	DefaultMaxStale     = sd.DefaultMaxStale
-	DefaultServiceName  = "trimsvc"
-	DefaultRetryMax     = 3
+	DefaultMaxAttempts  = 3
 	DefaultRetryTimeout = 500 * time.Millisecond
 )
 
-// Config is what New needs to find the service in Consul and to call it.
-// The zero value of each field means its default.
+// Config is what New needs to find a service in Consul and to call it.
+// The zero value of each field but Service means its default.
 type Config struct {
-	// ConsulAddr is the Consul agent's HTTP address. Default: the Consul api
-	// package's, CONSUL_HTTP_ADDR or else 127.0.0.1:8500.
-	ConsulAddr string
-	// ConsulToken is the ACL token. Default: CONSUL_HTTP_TOKEN.
-	ConsulToken string
-	// ConsulTokenFile is a file holding the ACL token, instead of
-	// ConsulToken. Default: CONSUL_HTTP_TOKEN_FILE.
-	ConsulTokenFile string
-	// ConsulCAFile verifies the agent's HTTPS certificate (ConsulAddr
-	// https://...); ConsulCertFile and ConsulKeyFile are the client
-	// certificate an agent with verify_incoming asks for;
-	// ConsulTLSServerName is the name its certificate must hold. Defaults:
-	// CONSUL_CACERT, CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY,
-	// CONSUL_TLS_SERVER_NAME.
-	ConsulCAFile, ConsulCertFile, ConsulKeyFile, ConsulTLSServerName string
-	// ServiceName is the Consul service to call. Default: "trimsvc".
-	ServiceName string
+	// Consul is where and how to reach the Consul agent (address, ACL
+	// token, TLS); its zero value is the Consul CLI's environment
+	// (CONSUL_HTTP_ADDR and the rest), else 127.0.0.1:8500.
+	Consul sd.ConsulConfig
+	// Service is the Consul service to call. Required.
+	Service string
 	// Tags keeps only the instances that carry every one of them (with
 	// DNS discovery, at most one).
 	Tags []string
@@ -55,56 +44,84 @@ type Config struct {
 	Discovery string
 	// DNSAddr is the DNS server of "dns" discovery. Default: 127.0.0.1:8600.
 	DNSAddr string
-	// DisallowStale makes every query a leader's read. By default any
-	// server may answer (Consul's stale mode), so reads spread over the
-	// servers and go on while there is no leader; an answer more than
-	// MaxStale behind the leader is asked again of the leader while there is
-	// one (see sd.AllowStale). The field is a negative because stale reads
-	// are the default and a bool's zero value is false.
-	DisallowStale bool
-	// MaxStale bounds how far behind the leader a stale answer may be.
-	// Default: 2s (sd.DefaultMaxStale, consul-template's).
-	MaxStale time.Duration
-	// UseCache asks the local agent's cache (streaming-backed for the
-	// health endpoint) instead of the servers; see sd.UseCache.
-	UseCache bool
+	// Read is how the Consul watch reads the catalog: by default any
+	// server may answer (stale reads, which go on while there is no
+	// leader); see sd.Read.
+	Read sd.Read
 
 	// CallConfig says how to call the instances found.
 	CallConfig
 }
 
-// CallConfig is how a client calls the instances it knows of, whatever found
-// them: New, NewFromInstancer and Retry take it. The zero value of each
+// CallConfig is how a client calls the instances it knows of, whatever
+// found them: New and NewFromInstancer take it. The zero value of each
 // field means its default.
 type CallConfig struct {
-	// Balancer picks the instance of each attempt: RoundRobin
-	// ("round-robin", the default, the go-kit shape), P2C ("p2c", the
+	// Balancer picks the instance of each attempt: RoundRobinName
+	// ("round-robin", the default, the go-kit shape), P2CName ("p2c", the
 	// power of two choices over latency and load; see NewP2C) or
-	// LeastLoaded ("least-loaded", by the load instances report in Consul
-	// KV; see NewLeastLoaded).
+	// LeastLoadedName ("least-loaded", by the load instances report in
+	// Consul KV; see NewLeastLoaded).
 	Balancer string
-	// RetryMax is the most attempts a call makes, the first included, a
-	// hedge included. Default: 3.
-	RetryMax int
-	// RetryTimeout bounds a call, all its attempts together. Default: 500ms.
-	RetryTimeout time.Duration
-	// TLSCAFile, when set, calls the instances over TLS, verifying their
-	// certificates against this CA for TLSServerName (default: the address
-	// dialled); TLSCertFile and TLSKeyFile are the client certificate for
-	// mutual TLS. All are read again when they change on disk. Default:
+	// TLS, when its CAFile is set, calls the instances over TLS. Default:
 	// plaintext.
-	TLSCAFile, TLSCertFile, TLSKeyFile, TLSServerName string
-	// HedgeAfter, when positive, sends one more attempt to another instance
-	// if the first has not answered after HedgeAfter; the first answer wins
-	// and the other attempt is cancelled. Hedges count against the retry
-	// budget. Only for calls that are safe to make twice (idempotent, as
-	// TrimSpace is). Default: 0, no hedging.
+	TLS TLS
+	// Retry is how a call's attempts are made.
+	Retry RetryConfig
+}
+
+// RetryConfig is how Retry makes the attempts of a call. The zero value of
+// each field means its default.
+type RetryConfig struct {
+	// MaxAttempts is the most attempts a call makes, the first included, a
+	// hedge included. Default: 3.
+	MaxAttempts int
+	// Timeout bounds a call, all its attempts together. Default: 500ms.
+	Timeout time.Duration
+	// HedgeAfter, when positive, sends one more attempt to another
+	// instance if the first has not answered after HedgeAfter; the first
+	// answer wins and the other attempt is cancelled. Hedges count against
+	// the retry budget. Only calls that Idempotent says are safe to send
+	// twice are hedged. Default: 0, no hedging.
 	HedgeAfter time.Duration
+	// Budget bounds retries and hedges to a fraction of calls. Default:
+	// DefaultRetryBudget.
+	Budget RetryBudget
+	// Retryable decides, after a failed attempt, whether the call tries
+	// again, in the shape of go-kit's lb.Callback: n is the number of
+	// attempts made, err the last one's error; keepTrying false ends the
+	// call with replacement, or err when replacement is nil. Retry asks it
+	// only while the caller's context is live and attempts and time are
+	// left. Default: DefaultRetryable.
+	Retryable lb.Callback
+	// Idempotent reports whether a request is safe to send twice: only
+	// such calls are hedged, and retried after an attempt that may have
+	// reached an instance. A call that is not is retried only when its
+	// failed attempt certainly did not leave this process (no instance to
+	// try, or the connection was not up to carry it: see Factory). A
+	// context from WithIdempotent overrides it for one call. Default: every
+	// request is idempotent.
+	Idempotent func(request any) bool
+	// Metrics are the counters Retry reports to.
+	Metrics RetryMetrics
+}
+
+// TLS is TLS to the instances, from PEM files that are read again when
+// they change on disk.
+type TLS struct {
+	// CAFile verifies the instances' certificates, for ServerName or else
+	// the address dialled (IP SANs for an IP). Setting it turns TLS on.
+	CAFile string
+	// CertFile and KeyFile are the client certificate, for instances that
+	// require mutual TLS.
+	CertFile, KeyFile string
+	// ServerName is the name the instances' certificates must hold.
+	ServerName string
 }
 
 // FieldError is a Config field whose value is out of range.
 type FieldError struct {
-	Field   string // as in the Config type, such as "RetryMax"
+	Field   string // as in the Config type, such as "Retry.MaxAttempts"
 	Value   any
 	Problem string
 }
@@ -131,20 +148,18 @@ func (c Config) Validate() error {
 	default:
 		errs = append(errs, &FieldError{"Discovery", fmt.Sprintf("%q", c.Discovery), fmt.Sprintf("must be %q or %q", DiscoveryConsul, DiscoveryDNS)})
 	}
-	if c.ServiceName != "" {
-		if err := sd.ValidServiceName(c.ServiceName); err != nil {
-			errs = append(errs, &FieldError{"ServiceName", fmt.Sprintf("%q", c.ServiceName), err.Error()})
-		}
+	if err := sd.ValidServiceName(c.Service); err != nil {
+		errs = append(errs, &FieldError{"Service", fmt.Sprintf("%q", c.Service), err.Error()})
 	}
 	for _, tag := range c.Tags {
 		if err := sd.ValidTag(tag); err != nil {
 			errs = append(errs, &FieldError{"Tags", fmt.Sprintf("%q", c.Tags), err.Error()})
 		}
 	}
-	if c.MaxStale < 0 {
-		errs = append(errs, &FieldError{"MaxStale", c.MaxStale, "must not be negative (0 means the default, 2s)"})
+	if err := c.Read.Validate(); err != nil {
+		errs = append(errs, &FieldError{"Read", fmt.Sprintf("%+v", c.Read), err.Error()})
 	}
-	if err := c.consul().Validate(); err != nil {
+	if err := c.Consul.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(append(errs, c.CallConfig.Validate())...)
@@ -155,54 +170,55 @@ func (c Config) Validate() error {
 func (c CallConfig) Validate() error {
 	var errs []error
 	switch c.Balancer {
-	case "", RoundRobin, P2C, LeastLoaded:
+	case "", RoundRobinName, P2CName, LeastLoadedName:
 	default:
-		errs = append(errs, &FieldError{"Balancer", fmt.Sprintf("%q", c.Balancer), fmt.Sprintf("must be %q, %q or %q", RoundRobin, P2C, LeastLoaded)})
+		errs = append(errs, &FieldError{"Balancer", fmt.Sprintf("%q", c.Balancer), fmt.Sprintf("must be %q, %q or %q", RoundRobinName, P2CName, LeastLoadedName)})
 	}
-	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
-		errs = append(errs, &FieldError{"TLSCertFile", c.TLSCertFile, "needs TLSKeyFile, and the other way round"})
+	return errors.Join(c.TLS.Validate(), c.Retry.Validate(), errors.Join(errs...))
+}
+
+// Validate returns nil when every field is in range, else every problem,
+// each a *FieldError, joined.
+func (t TLS) Validate() error {
+	var errs []error
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		errs = append(errs, &FieldError{"TLS.CertFile", t.CertFile, "needs TLS.KeyFile, and the other way round"})
 	}
-	if c.TLSCAFile == "" && (c.TLSCertFile != "" || c.TLSServerName != "") {
-		errs = append(errs, &FieldError{"TLSCAFile", "", "TLS to the instances needs a CA to verify them with"})
-	}
-	if c.HedgeAfter < 0 {
-		errs = append(errs, &FieldError{"HedgeAfter", c.HedgeAfter, "must not be negative (0 means no hedging)"})
-	}
-	if c.RetryMax < 0 {
-		errs = append(errs, &FieldError{"RetryMax", c.RetryMax, "must not be negative (0 means the default, 3)"})
-	}
-	if c.RetryTimeout < 0 {
-		errs = append(errs, &FieldError{"RetryTimeout", c.RetryTimeout, "must not be negative (0 means the default, 500ms)"})
+	if t.CAFile == "" && (t.CertFile != "" || t.ServerName != "") {
+		errs = append(errs, &FieldError{"TLS.CAFile", "", "TLS to the instances needs a CA to verify them with"})
 	}
 	return errors.Join(errs...)
 }
 
-func (c Config) withDefaults() Config {
-	if c.ServiceName == "" {
-		c.ServiceName = DefaultServiceName
+// Validate returns nil when every field is in range, else every problem,
+// each a *FieldError, joined.
+func (c RetryConfig) Validate() error {
+	var errs []error
+	if c.HedgeAfter < 0 {
+		errs = append(errs, &FieldError{"Retry.HedgeAfter", c.HedgeAfter, "must not be negative (0 means no hedging)"})
 	}
-	if c.MaxStale == 0 {
-		c.MaxStale = DefaultMaxStale
+	if c.MaxAttempts < 0 {
+		errs = append(errs, &FieldError{"Retry.MaxAttempts", c.MaxAttempts, "must not be negative (0 means the default, 3)"})
 	}
-	c.CallConfig = c.CallConfig.withDefaults()
-	return c
+	if c.Timeout < 0 {
+		errs = append(errs, &FieldError{"Retry.Timeout", c.Timeout, "must not be negative (0 means the default, 500ms)"})
+	}
+	if err := c.Budget.validate(); err != nil {
+		errs = append(errs, &FieldError{"Retry.Budget", fmt.Sprintf("%+v", c.Budget), err.Error()})
+	}
+	return errors.Join(errs...)
 }
 
-func (c CallConfig) withDefaults() CallConfig {
-	if c.Balancer == "" {
-		c.Balancer = RoundRobin
+func (c RetryConfig) withDefaults() RetryConfig {
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = DefaultMaxAttempts
 	}
-	if c.RetryMax == 0 {
-		c.RetryMax = DefaultRetryMax
+	if c.Timeout == 0 {
+		c.Timeout = DefaultRetryTimeout
 	}
-	if c.RetryTimeout == 0 {
-		c.RetryTimeout = DefaultRetryTimeout
+	if c.Retryable == nil {
+		c.Retryable = DefaultRetryable
 	}
+	c.Budget = c.Budget.withDefaults()
 	return c
-}
-
-// consul is where and how to reach Consul.
-func (c Config) consul() sd.ConsulConfig {
-	return sd.ConsulConfig{Address: c.ConsulAddr, Token: c.ConsulToken, TokenFile: c.ConsulTokenFile,
-		CAFile: c.ConsulCAFile, CertFile: c.ConsulCertFile, KeyFile: c.ConsulKeyFile, TLSServerName: c.ConsulTLSServerName}
 }

@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"errors"
 	"net"
 	"strconv"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-kit/kit/sd/lb"
 	"github.com/go-kit/log"
 	"go.uber.org/goleak"
 
@@ -16,6 +18,7 @@ import (
 	"github.com/trimkit/trimkit/internal/loadgen"
 	"github.com/trimkit/trimkit/internal/testenv"
 	"github.com/trimkit/trimkit/sd"
+	"github.com/trimkit/trimkit/transport"
 )
 
 // TestDNSDiscovery follows a service through the agent's DNS interface
@@ -29,8 +32,8 @@ func TestDNSDiscovery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	endpointer := client.NewEndpointer(instancer, client.Factory(), log.NewNopLogger())
-	call, err := client.Retry(client.NewRoundRobin(endpointer), client.CallConfig{})
+	endpointer := newEndpointer(t, instancer, client.Factory(transport.Endpoints), log.NewNopLogger())
+	call, err := client.Retry(client.NewRoundRobin(endpointer), client.RetryConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,14 +108,25 @@ func TestDNSInstancerStopLeaksNothing(t *testing.T) {
 
 func TestDNSDiscoveryThroughNew(t *testing.T) {
 	agent, _ := cluster(t, 2)
-	c := newClient(t, client.Config{Discovery: client.DiscoveryDNS, DNSAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(agent.DNSPort))})
+	dnsAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(agent.DNSPort))
+	c := newClient(t, client.Config{Discovery: client.DiscoveryDNS, DNSAddr: dnsAddr})
 	waitInstances(t, c.Endpoint(), 2)
 	// No instance: the error names the DNS server searched.
-	none := newClient(t, client.Config{Discovery: client.DiscoveryDNS, ServiceName: "absent", DNSAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(agent.DNSPort))})
-	if _, err := none.TrimSpace(context.Background(), "x"); err == nil || !strings.Contains(err.Error(), "its DNS interface") {
+	none := newClient(t, client.Config{Discovery: client.DiscoveryDNS, Service: "absent", DNSAddr: dnsAddr})
+	_, err := none.TrimSpace(context.Background(), "x")
+	if err == nil || !strings.Contains(err.Error(), "consul's DNS interface at "+dnsAddr) {
 		t.Errorf("want an error naming the DNS server, have %v", err)
 	}
-	if _, err := client.New(client.Config{Discovery: client.DiscoveryDNS, Tags: []string{"a", "b"}}); err == nil {
-		t.Error("two tags with DNS discovery: want an error")
+	var nie *sd.NoInstancesError
+	if !errors.As(err, &nie) || nie.Service != "absent" || nie.Where != "consul's DNS interface at "+dnsAddr {
+		t.Errorf("want an *sd.NoInstancesError for absent at the DNS server, have %#v", err)
+	}
+	if !errors.Is(err, lb.ErrNoEndpoints) {
+		t.Errorf("want errors.Is ErrNoEndpoints: %v", err)
+	}
+	_, err = transport.NewTrimClient(client.Config{Discovery: client.DiscoveryDNS, Tags: []string{"a", "b"}})
+	var fe *client.FieldError
+	if !errors.As(err, &fe) || fe.Field != "Tags" {
+		t.Errorf("two tags with DNS discovery: want a *FieldError for Tags, have %v", err)
 	}
 }

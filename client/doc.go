@@ -1,26 +1,33 @@
-// Package client is the importable trimsvc client: an sd.Instancer that
-// watches Consul, an Endpointer that keeps one gRPC connection per instance
-// (made by Factory), a Balancer (NewRoundRobin or NewP2C) and Retry, put
-// together by New into a *Client that implements trimsvc.Service.
+// Package client is a resilient client stack for any gRPC service whose
+// instances are found through Consul (or any go-kit sd.Instancer): an
+// Endpointer that keeps one gRPC connection per instance, a Balancer that
+// picks an instance for each attempt, and Retry, which makes the attempts
+// of a call within a time limit and a retry budget.
 //
-// The pieces are exported so that a program can build the same stack over
-// any go-kit sd.Instancer (sd.FixedInstancer in tests, its own discovery):
-// NewFromInstancer does it in one call, or compose NewEndpointer, Factory,
-// a Balancer and Retry yourself. Config says where to find the service and,
-// in its CallConfig, how to call it; Validate is its one check. Options set
-// the rest: logger, dial options, ejection, retry budget, metrics.
+// New builds the whole stack in one call from a Config (where the service
+// is in Consul, and how to call it) and an EndpointFunc, which turns one
+// connection into the endpoint callers call, typically over the service's
+// generated client. NewFromInstancer does the same over any Instancer.
+// The pieces are exported to be composed by hand or wrapped: an Instancer,
+// NewEndpointer with Factory, a Balancer (NewRoundRobin, NewP2C,
+// NewLeastLoaded, or one of your own that wraps them), and Retry.
 //
-// Failures that are worth another attempt on another instance are retried:
-// Unavailable, no endpoints, an attempt's own share of the time running
-// out, and a connection closed under a call because its instance left.
-// Business errors such as trimsvc.ErrInputTooLarge (InvalidArgument) return
-// after one attempt. The error a call returns keeps its gRPC status:
+// Failures that are worth another attempt on another instance are retried
+// (DefaultRetryable; RetryConfig.Retryable changes the rule): Unavailable,
+// no endpoints, an attempt's own share of the time running out, and a
+// connection closed under a call because its instance left. A call that
+// is not safe to send twice (RetryConfig.Idempotent, WithIdempotent) is
+// never hedged, and retried only when its attempt did not leave this
+// process. The error a call returns keeps its gRPC status:
 // status.FromError and errors.Is work on it.
 //
 // The stack is built for gray failure, the instance that is slow, stalls,
 // hangs, dies or is overloaded while Consul's check still passes: balancers
 // prefer instances whose connection is READY; instances that keep failing
-// are ejected (Ejection) and probed back with a health check; NewP2C weighs
-// latency and load; retries and hedges (CallConfig.HedgeAfter) fit a
-// RetryBudget; and Metrics report what happened.
+// are ejected (Ejection) and probed back with a health check; P2C weighs
+// latency and load; retries and hedges (RetryConfig.HedgeAfter) fit a
+// RetryBudget; and Metrics and RetryMetrics report what happened.
+//
+// The package knows nothing of any one service: the trim service's typed
+// client (transport.NewTrimClient) is built on it, as any service's can be.
 package client

@@ -16,7 +16,7 @@ import (
 // struck counts a failed attempt on n, of outcome o, and ejects n once it
 // has failed Ejection.ConsecutiveFailures times in a row, or once at all
 // while on probation. An attempt that ran out its whole share counts twice.
-func (e *Endpointer) struck(n *node, o outcome) {
+func (e *Endpointer) struck(n *Instance, o outcome) {
 	if e.ejection.Disabled {
 		return
 	}
@@ -35,7 +35,7 @@ func (e *Endpointer) struck(n *node, o outcome) {
 
 // eject takes n out of picking, unless it is out already, gone, or one more
 // ejection would pass MaxEjectedFraction; a probe brings it back.
-func (e *Endpointer) eject(n *node, o outcome) {
+func (e *Endpointer) eject(n *Instance, o outcome) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed || n.ejected || e.byInst[n.instance] != n {
@@ -67,7 +67,7 @@ func (e *Endpointer) eject(n *node, o outcome) {
 // nextEjection counts one more ejection of n in a row and returns how long
 // it lasts: BaseTime, doubled for each ejection in a row before, at most
 // MaxTime. e.mu is held.
-func (e *Endpointer) nextEjection(n *node) time.Duration {
+func (e *Endpointer) nextEjection(n *Instance) time.Duration {
 	d := e.ejection.BaseTime
 	for range n.ejections {
 		if d >= e.ejection.MaxTime {
@@ -81,7 +81,7 @@ func (e *Endpointer) nextEjection(n *node) time.Duration {
 
 // probeAfter waits out n's ejection, then probes it until it passes,
 // waiting longer after each failed probe, and readmits it on probation.
-func (e *Endpointer) probeAfter(ctx context.Context, n *node, d time.Duration) {
+func (e *Endpointer) probeAfter(ctx context.Context, n *Instance, d time.Duration) {
 	defer e.wg.Done()
 	for {
 		if !ctxtime.Sleep(ctx, d) {
@@ -119,14 +119,14 @@ func (e *Endpointer) probeAfter(ctx context.Context, n *node, d time.Duration) {
 // service name (NotFound). Failing those would keep such an instance out
 // for good, probed every MaxTime; on probation, its next failure ejects
 // it again. Any other error, NOT_SERVING included, is a failed probe.
-func (e *Endpointer) probe(ctx context.Context, n *node) error {
+func (e *Endpointer) probe(ctx context.Context, n *Instance) error {
 	conn, ok := n.closer.(grpc.ClientConnInterface)
 	if !ok {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, e.ejection.ProbeTimeout)
 	defer cancel()
-	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: e.ejection.HealthService})
 	switch status.Code(err) {
 	case codes.OK:
 	case codes.Unimplemented, codes.NotFound:

@@ -2,6 +2,8 @@ package client
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"slices"
 	"sync"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/go-kit/kit/endpoint"
 	kitsd "github.com/go-kit/kit/sd"
+	"github.com/go-kit/kit/sd/lb"
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 	"google.golang.org/grpc/connectivity"
@@ -46,14 +49,15 @@ type Endpointer struct {
 	closeErr  error // Close's result, set once by closeOnce
 
 	current atomic.Pointer[snapshot]
+	explain interface{ NoInstances() error } // the instancer, when it explains
 
 	ctx    context.Context // ends at Close: watches and probes
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // watches and probes
 
 	mu     sync.Mutex // guards what follows, and the nodes' ejection state
-	byInst map[string]*node
-	order  []*node // in instance order
+	byInst map[string]*Instance
+	order  []*Instance // in instance order
 	// endpoints are order's tracked endpoints, built when order changes
 	// (a snapshot shares it; it is never modified, only replaced).
 	endpoints []endpoint.Endpoint
@@ -77,35 +81,33 @@ const (
 // snapshot is the Endpointer's view at one moment; it is never modified,
 // only replaced.
 type snapshot struct {
-	nodes     []*node // in instance order
+	nodes     []*Instance // in instance order
 	endpoints []endpoint.Endpoint
-	tiers     [tiers][]*node
+	tiers     [tiers][]*Instance
 }
 
 var _ kitsd.Endpointer = (*Endpointer)(nil)
 
 // NewEndpointer subscribes to instancer and builds endpoints with factory;
 // the state the instancer sends on Register is applied before it returns.
-// Of the options it uses WithCloseGrace, WithEjection and WithMetrics; it
-// panics on an option out of range (New and NewFromInstancer return an
-// error for it instead).
-func NewEndpointer(instancer kitsd.Instancer, factory kitsd.Factory, logger log.Logger, opts ...Option) *Endpointer {
+// It returns an error for a nil argument or an option out of range.
+func NewEndpointer(instancer kitsd.Instancer, factory kitsd.Factory, logger log.Logger, opts ...EndpointerOption) (*Endpointer, error) {
 	if instancer == nil || factory == nil || logger == nil {
-		panic("client: NewEndpointer needs an instancer, a factory and a logger")
+		return nil, errors.New("client: NewEndpointer needs an instancer, a factory and a logger")
 	}
-	o, err := newOptions(append(opts, WithLogger(logger)))
+	o, err := newEndpointerOptions(opts)
 	if err != nil {
-		panic("client: NewEndpointer: " + err.Error())
+		return nil, fmt.Errorf("client: NewEndpointer: %w", err)
 	}
-	return newEndpointer(instancer, factory, o)
+	return newEndpointer(instancer, factory, logger, o), nil
 }
 
-func newEndpointer(instancer kitsd.Instancer, factory kitsd.Factory, o options) *Endpointer {
+func newEndpointer(instancer kitsd.Instancer, factory kitsd.Factory, logger log.Logger, o endpointerOptions) *Endpointer {
 	ctx, cancel := context.WithCancel(context.Background())
 	e := &Endpointer{
 		instancer: instancer,
 		factory:   factory,
-		logger:    o.logger,
+		logger:    logger,
 		grace:     o.grace,
 		ejection:  o.ejection,
 		metrics:   o.metrics,
@@ -114,9 +116,10 @@ func newEndpointer(instancer kitsd.Instancer, factory kitsd.Factory, o options) 
 		done:      make(chan struct{}),
 		ctx:       ctx,
 		cancel:    cancel,
-		byInst:    map[string]*node{},
+		byInst:    map[string]*Instance{},
 		closing:   map[*time.Timer]io.Closer{},
 	}
+	e.explain, _ = instancer.(interface{ NoInstances() error })
 	e.current.Store(&snapshot{})
 	// go-kit Instancers send their current state on Register; apply it
 	// before returning, so that a new Endpointer already has endpoints.
@@ -136,6 +139,18 @@ func (e *Endpointer) Endpoints() ([]endpoint.Endpoint, error) {
 }
 
 func (e *Endpointer) snapshot() *snapshot { return e.current.Load() }
+
+// noInstances is the error of a pick that finds no instance: the
+// Instancer's explanation when it has one (sd's say what they searched
+// where, and what went wrong), which wraps lb.ErrNoEndpoints.
+func (e *Endpointer) noInstances() error {
+	if e.explain != nil {
+		if err := e.explain.NoInstances(); err != nil {
+			return err
+		}
+	}
+	return lb.ErrNoEndpoints
+}
 
 func (e *Endpointer) receive() {
 	defer close(e.done)
@@ -159,8 +174,8 @@ func (e *Endpointer) update(instances []string) {
 		return
 	}
 	instances = slices.Compact(slices.Sorted(slices.Values(instances)))
-	next := make(map[string]*node, len(instances))
-	order := make([]*node, 0, len(instances))
+	next := make(map[string]*Instance, len(instances))
+	order := make([]*Instance, 0, len(instances))
 	for _, inst := range instances {
 		n, ok := e.byInst[inst]
 		if !ok {
@@ -209,7 +224,7 @@ func (e *Endpointer) publish() {
 }
 
 // tierOf is the tier of n. e.mu is held.
-func tierOf(n *node) int {
+func tierOf(n *Instance) int {
 	if n.ejected {
 		return tierEjected
 	}
@@ -252,7 +267,7 @@ type watchedConn interface {
 // dead instance is known as such (TRANSIENT_FAILURE) before a caller's
 // attempt finds out. A new connection is left to connect on its first call:
 // a service of a thousand instances is not dialled all at once.
-func (e *Endpointer) watch(n *node, c watchedConn) {
+func (e *Endpointer) watch(n *Instance, c watchedConn) {
 	defer e.wg.Done()
 	for {
 		s := c.GetState()

@@ -40,7 +40,10 @@ func TestEndpointerCloseIsIdempotent(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFakes(map[string]endpoint.Endpoint{"a": ok("a"), "b": ok("b")})
-			e := client.NewEndpointer(kitsd.FixedInstancer{"a", "b"}, f.factory, log.NewNopLogger())
+			e, err := client.NewEndpointer(kitsd.FixedInstancer{"a", "b"}, f.factory, log.NewNopLogger())
+			if err != nil {
+				t.Fatal(err)
+			}
 			for i, err := range tc.close(e) {
 				if err != nil {
 					t.Errorf("Close %d: %v", i+1, err)

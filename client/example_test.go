@@ -22,15 +22,17 @@ import (
 
 func ExampleNew() {
 	ctx := context.Background()
-	c, err := client.New(client.Config{ConsulAddr: "127.0.0.1:8500", ServiceName: "trimsvc"})
+	// transport.Endpoints makes the trim service's endpoint over each
+	// instance's connection; transport.NewTrimClient does all of this.
+	c, err := client.New(client.Config{Consul: sd.ConsulConfig{Address: "127.0.0.1:8500"}, Service: "trimsvc"}, transport.Endpoints)
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
 	defer c.Close() // stops discovery, closes every connection
 
-	// c is a trimsvc.Service.
-	out, err := c.TrimSpace(ctx, " he llo ")
+	svc := transport.Client{TrimSpaceEndpoint: c.Endpoint()} // a trimsvc.Service
+	out, err := svc.TrimSpace(ctx, " he llo ")
 	switch {
 	case errors.Is(err, trimsvc.ErrInputTooLarge):
 		fmt.Println("too large: one attempt, InvalidArgument")
@@ -51,11 +53,19 @@ func ExampleNewEndpointer() {
 		fmt.Println(err)
 		return
 	}
-	instancer := sd.NewInstancer(sd.NewClient(consulAPI), logger, "trimsvc", nil, true)
+	instancer, err := sd.NewInstancer(sd.NewClient(consulAPI), logger, "trimsvc", nil, true)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
 	defer instancer.Stop()
-	endpointer := client.NewEndpointer(instancer, client.Factory(), logger, client.WithCloseGrace(2*time.Second))
+	endpointer, err := client.NewEndpointer(instancer, client.Factory(transport.Endpoints), logger, client.WithCloseGrace(2*time.Second))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
 	defer endpointer.Close()
-	call, err := client.Retry(client.NewRoundRobin(endpointer), client.CallConfig{RetryMax: 3})
+	call, err := client.Retry(client.NewRoundRobin(endpointer), client.RetryConfig{MaxAttempts: 3})
 	if err != nil {
 		fmt.Println(err)
 		return

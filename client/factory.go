@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -11,24 +12,86 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
-	"github.com/trimkit/trimkit/transport"
+	"github.com/trimkit/trimkit/internal/tlsfiles"
 )
+
+// EndpointFunc turns one gRPC connection to an instance into the
+// endpoint callers call: typically a function that switches on the
+// request's type and calls the matching method of the service's generated
+// client over conn. It is called once per instance.
+type EndpointFunc func(conn *grpc.ClientConn) endpoint.Endpoint
 
 // Factory returns a go-kit sd.Factory that opens one gRPC connection
 // (grpc.NewClient, plaintext unless opts say otherwise) per instance
-// "host:port" and returns the TrimSpace endpoint over it; the io.Closer
-// closes the connection.
-func Factory(opts ...grpc.DialOption) kitsd.Factory {
-	opts = append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)
+// "host:port" and returns endpoints(conn); the io.Closer is the
+// *grpc.ClientConn, whose state the Endpointer follows (connection tiers,
+// ejection probes). The connection also tells Retry whether a failed
+// attempt may have reached its instance (a unary interceptor that asks
+// grpc for the call's peer only for calls that are not idempotent), which
+// a call that is not idempotent needs to be retried at all.
+func Factory(endpoints EndpointFunc, opts ...grpc.DialOption) kitsd.Factory {
+	opts = append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithChainUnaryInterceptor(trackSend),
+	}, opts...)
 	return func(instance string) (endpoint.Endpoint, io.Closer, error) {
+		if endpoints == nil {
+			return nil, nil, errors.New("client: Factory needs an EndpointFunc")
+		}
 		conn, err := grpc.NewClient(instance, opts...)
 		if err != nil {
 			return nil, nil, fmt.Errorf("grpc client for %s: %w", instance, err)
 		}
-		return transport.NewGRPCClient(conn).TrimSpaceEndpoint, conn, nil
+		e := endpoints(conn)
+		if e == nil {
+			conn.Close()
+			return nil, nil, fmt.Errorf("grpc client for %s: the EndpointFunc returned no endpoint", instance)
+		}
+		return e, conn, nil
 	}
+}
+
+// sendMark is how the interceptor of a Factory's connection tells Retry
+// whether an attempt that is not idempotent may have reached its
+// instance: grpc fills in the call's peer only once a transport stream was
+// made for it, that is once the request could have been written.
+type sendMark struct {
+	seen bool // the interceptor ran: the connection is a Factory's
+	peer peer.Peer
+}
+
+type sendMarkKey struct{}
+
+func (m *sendMark) mayHaveSent() bool { return !m.seen || m.peer.Addr != nil }
+
+func trackSend(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	if m, ok := ctx.Value(sendMarkKey{}).(*sendMark); ok {
+		m.seen = true
+		opts = append(opts, grpc.Peer(&m.peer))
+	}
+	return invoker(ctx, method, req, reply, cc, opts...)
+}
+
+// DialOption returns the transport credentials t calls for: TLS (mutual
+// with CertFile) from files that are read again when they change, each
+// connection verifying its instance for ServerName or the address it
+// dials. It reads the files now, so that a missing or bad one is an error
+// here, not a failed call later.
+func (t TLS) DialOption() (grpc.DialOption, error) {
+	if err := t.Validate(); err != nil {
+		return nil, err
+	}
+	if t.CAFile == "" {
+		return grpc.WithTransportCredentials(insecure.NewCredentials()), nil
+	}
+	certs, err := tlsfiles.LoadCerts(t.CertFile, t.KeyFile, t.CAFile)
+	if err != nil {
+		return nil, err
+	}
+	return grpc.WithTransportCredentials(tlsfiles.ClientCreds(certs, t.ServerName)), nil
 }
 
 // plaintextHint adds a likely cause to the failure a plaintext call gets
@@ -39,7 +102,7 @@ func Factory(opts ...grpc.DialOption) kitsd.Factory {
 func plaintextHint(e endpoint.Endpoint) endpoint.Endpoint {
 	return hinted(e, func(msg string) string {
 		if closedBeforePreface(msg) {
-			return "the instance closed the connection before HTTP/2 began: does it require TLS? this client calls in plaintext (TLSCAFile, -tls-ca-file)"
+			return "the instance closed the connection before HTTP/2 began: does it require TLS? this client calls in plaintext (TLS.CAFile, -tls-ca-file)"
 		}
 		return ""
 	})
@@ -56,7 +119,7 @@ func closedBeforePreface(msg string) bool {
 // reports it as an unreadable server preface. certFile is the client's
 // certificate, "" for none.
 func refusedHint(e endpoint.Endpoint, certFile string) endpoint.Endpoint {
-	presents := "this client presents none (TLSCertFile, -tls-cert-file)"
+	presents := "this client presents none (TLS.CertFile, -tls-cert-file)"
 	if certFile != "" {
 		presents = "this client presents " + certFile
 	}

@@ -64,9 +64,12 @@ func (c counter) sum() float64 {
 	return s
 }
 
-func newMetrics() (client.Metrics, map[string]counter) {
+// newMetrics returns the Endpointer's metrics and Retry's, over counters
+// by name.
+func newMetrics() (client.Metrics, client.RetryMetrics, map[string]counter) {
 	cs := map[string]counter{"attempts": newCounter(), "retries": newCounter(), "hedges": newCounter(), "ejections": newCounter(), "budget": newCounter()}
-	return client.Metrics{Attempts: cs["attempts"], Retries: cs["retries"], Hedges: cs["hedges"], Ejections: cs["ejections"], BudgetExhausted: cs["budget"]}, cs
+	return client.Metrics{Attempts: cs["attempts"], Ejections: cs["ejections"]},
+		client.RetryMetrics{Retries: cs["retries"], Hedges: cs["hedges"], BudgetExhausted: cs["budget"]}, cs
 }
 
 // eventually polls cond every millisecond, for at most 10s.
@@ -93,9 +96,9 @@ func callN(t *testing.T, e endpoint.Endpoint, n int) (failures int) {
 
 func TestFailingInstanceIsEjected(t *testing.T) {
 	f := newFakes(map[string]endpoint.Endpoint{"a": failing(codes.Unavailable), "b": ok("b"), "c": ok("c")})
-	m, cs := newMetrics()
-	opts := []client.Option{client.WithMetrics(m), client.WithEjection(client.Ejection{BaseTime: time.Hour})}
-	call := fakeStack(t, f, []string{"a", "b", "c"}, client.CallConfig{}, opts...)
+	m, _, cs := newMetrics()
+	opts := []client.EndpointerOption{client.WithMetrics(m), client.WithEjection(client.Ejection{BaseTime: time.Hour})}
+	call := fakeStack(t, f, []string{"a", "b", "c"}, client.RetryConfig{}, opts...)
 	// Round robin reaches a on calls 1 and 4: two failures in a row.
 	if n := callN(t, call, 4); n != 0 {
 		t.Fatalf("%d calls failed", n)
@@ -132,9 +135,9 @@ func TestEjectionKeepsHalfTheInstances(t *testing.T) {
 				byName[name] = failing(codes.Unavailable)
 			}
 			f := newFakes(byName)
-			m, cs := newMetrics()
-			opts := []client.Option{client.WithMetrics(m), client.WithEjection(client.Ejection{BaseTime: time.Hour})}
-			call := fakeStack(t, f, tc.instances, client.CallConfig{}, opts...)
+			m, _, cs := newMetrics()
+			opts := []client.EndpointerOption{client.WithMetrics(m), client.WithEjection(client.Ejection{BaseTime: time.Hour})}
+			call := fakeStack(t, f, tc.instances, client.RetryConfig{}, opts...)
 			callN(t, call, 20)
 			if want, have := tc.wantEjected, cs["ejections"].sum(); want != have {
 				t.Errorf("ejections: want %v, have %v", want, have)
@@ -145,9 +148,9 @@ func TestEjectionKeepsHalfTheInstances(t *testing.T) {
 
 func TestEjectedInstanceReturnsOnProbation(t *testing.T) {
 	f := newFakes(map[string]endpoint.Endpoint{"a": failing(codes.Unavailable), "b": ok("b"), "c": ok("c")})
-	m, cs := newMetrics()
-	opts := []client.Option{client.WithMetrics(m), client.WithEjection(client.Ejection{BaseTime: 20 * time.Millisecond, MaxTime: time.Hour})}
-	call := fakeStack(t, f, []string{"a", "b", "c"}, client.CallConfig{}, opts...)
+	m, _, cs := newMetrics()
+	opts := []client.EndpointerOption{client.WithMetrics(m), client.WithEjection(client.Ejection{BaseTime: 20 * time.Millisecond, MaxTime: time.Hour})}
+	call := fakeStack(t, f, []string{"a", "b", "c"}, client.RetryConfig{}, opts...)
 	callN(t, call, 4)
 	if want, have := 1.0, cs["ejections"].get("instance", "a"); want != have {
 		t.Fatalf("ejections of a: want %v, have %v", want, have)
@@ -231,10 +234,9 @@ func TestNoFirstAttemptOnAFailedConnection(t *testing.T) {
 		e, _, err := f.factory(instance)
 		return e, conns[instance], err
 	}
-	e := client.NewEndpointer(kitsd.FixedInstancer{"a", "b", "c"}, factory, log.NewNopLogger(), plain...)
-	defer e.Close()
+	e := newEndpointer(t, kitsd.FixedInstancer{"a", "b", "c"}, factory, log.NewNopLogger(), noEjection)
 	b := client.NewRoundRobin(e)
-	call, _ := client.Retry(b, client.CallConfig{}, plain...)
+	call, _ := client.Retry(b, client.RetryConfig{Budget: noBudget})
 
 	conns["a"].set(connectivity.TransientFailure)
 	eventually(t, "a out of the picks", func() bool {
@@ -286,9 +288,8 @@ func slow(name string, d time.Duration) endpoint.Endpoint {
 
 func TestP2CAvoidsASlowInstance(t *testing.T) {
 	f := newFakes(map[string]endpoint.Endpoint{"a": slow("a", 50*time.Millisecond), "b": ok("b"), "c": ok("c")})
-	e := client.NewEndpointer(kitsd.FixedInstancer{"a", "b", "c"}, f.factory, log.NewNopLogger(), plain...)
-	defer e.Close()
-	call, _ := client.Retry(client.NewP2C(e), client.CallConfig{}, plain...)
+	e := newEndpointer(t, kitsd.FixedInstancer{"a", "b", "c"}, f.factory, log.NewNopLogger(), noEjection)
+	call, _ := client.Retry(client.NewP2C(e), client.RetryConfig{Budget: noBudget})
 	callN(t, call, 300)
 	if have := f.count("a"); have > 30 {
 		t.Errorf("the slow instance got %d of 300 calls, want at most 10%%", have)
@@ -305,9 +306,8 @@ func TestP2CStopsPickingAHungInstanceBeforeItsCallsFail(t *testing.T) {
 		return nil, transport.FromStatus(status.FromContextError(ctx.Err()).Err())
 	}
 	f := newFakes(map[string]endpoint.Endpoint{"a": ok("a"), "b": ok("b"), "c": ok("c")})
-	e := client.NewEndpointer(kitsd.FixedInstancer{"a", "b", "c"}, f.factory, log.NewNopLogger(), plain...)
-	defer e.Close()
-	call, _ := client.Retry(client.NewP2C(e), client.CallConfig{RetryTimeout: 10 * time.Second}, plain...)
+	e := newEndpointer(t, kitsd.FixedInstancer{"a", "b", "c"}, f.factory, log.NewNopLogger(), noEjection)
+	call, _ := client.Retry(client.NewP2C(e), client.RetryConfig{Timeout: 10 * time.Second, Budget: noBudget})
 	callN(t, call, 100) // estimates for all three
 	f.set("a", hung)
 	f.reset()
@@ -337,10 +337,9 @@ func TestP2CStopsPickingAHungInstanceBeforeItsCallsFail(t *testing.T) {
 func TestP2CScoresSurviveUpdatesAndNewInstancesAreTried(t *testing.T) {
 	f := newFakes(map[string]endpoint.Endpoint{"a": slow("a", 50*time.Millisecond), "b": ok("b"), "c": ok("c"), "d": ok("d")})
 	inst := &manualInstancer{}
-	e := client.NewEndpointer(inst, f.factory, log.NewNopLogger(), plain...)
-	defer e.Close()
+	e := newEndpointer(t, inst, f.factory, log.NewNopLogger(), noEjection)
 	inst.send(kitsd.Event{Instances: []string{"a", "b", "c"}})
-	call, _ := client.Retry(client.NewP2C(e), client.CallConfig{}, plain...)
+	call, _ := client.Retry(client.NewP2C(e), client.RetryConfig{Budget: noBudget})
 	callN(t, call, 100)
 	// d joins: a keeps its bad score, d is tried at once. A new instance
 	// costs nothing until it is called, so it wins the first pick it is a
@@ -364,10 +363,10 @@ func TestP2CScoresSurviveUpdatesAndNewInstancesAreTried(t *testing.T) {
 func TestHedgeAnswersForAHungInstance(t *testing.T) {
 	waited := make(chan time.Duration, 1)
 	f := newFakes(map[string]endpoint.Endpoint{"a": hanging(waited), "b": ok("b")})
-	m, cs := newMetrics()
+	m, rm, cs := newMetrics()
 	// The default retry budget, as a client has: a hedge is charged to it.
-	opts := []client.Option{client.WithMetrics(m), client.WithRetryBudget(client.RetryBudget{})}
-	call := fakeStack(t, f, []string{"a", "b"}, client.CallConfig{HedgeAfter: 20 * time.Millisecond, RetryTimeout: 10 * time.Second}, opts...)
+	call := fakeStack(t, f, []string{"a", "b"}, client.RetryConfig{HedgeAfter: 20 * time.Millisecond, Timeout: 10 * time.Second,
+		Budget: client.DefaultRetryBudget, Metrics: rm}, client.WithMetrics(m))
 	start := time.Now()
 	resp, err := call(context.Background(), trimsvc.TrimRequest{S: "x"}) // round robin starts at a
 	took := time.Since(start)
@@ -396,8 +395,8 @@ func TestHedgeAnswersForAHungInstance(t *testing.T) {
 
 func TestNoHedgeWhenTheFirstAnswersInTime(t *testing.T) {
 	f := newFakes(map[string]endpoint.Endpoint{"a": ok("a"), "b": ok("b")})
-	m, cs := newMetrics()
-	call := fakeStack(t, f, []string{"a", "b"}, client.CallConfig{HedgeAfter: time.Second}, client.WithMetrics(m))
+	m, rm, cs := newMetrics()
+	call := fakeStack(t, f, []string{"a", "b"}, client.RetryConfig{HedgeAfter: time.Second, Metrics: rm}, client.WithMetrics(m))
 	if n := callN(t, call, 50); n != 0 {
 		t.Fatalf("%d failed", n)
 	}
@@ -413,8 +412,8 @@ func TestNoHedgeWhenTheFirstAnswersInTime(t *testing.T) {
 // second attempt would only double the load of the one that is slow.
 func TestNoHedgeToTheSameInstance(t *testing.T) {
 	f := newFakes(map[string]endpoint.Endpoint{"a": slow("a", 30*time.Millisecond)})
-	m, cs := newMetrics()
-	call := fakeStack(t, f, []string{"a"}, client.CallConfig{HedgeAfter: time.Millisecond, RetryTimeout: 10 * time.Second}, client.WithMetrics(m))
+	m, rm, cs := newMetrics()
+	call := fakeStack(t, f, []string{"a"}, client.RetryConfig{HedgeAfter: time.Millisecond, Timeout: 10 * time.Second, Metrics: rm}, client.WithMetrics(m))
 	if n := callN(t, call, 5); n != 0 {
 		t.Fatalf("%d failed", n)
 	}
@@ -428,11 +427,10 @@ func TestNoHedgeToTheSameInstance(t *testing.T) {
 
 func TestRetryBudgetBoundsRetries(t *testing.T) {
 	f := newFakes(map[string]endpoint.Endpoint{"a": failing(codes.Unavailable), "b": failing(codes.Unavailable), "c": failing(codes.Unavailable)})
-	m, cs := newMetrics()
+	m, rm, cs := newMetrics()
 	// 10% of calls, and a floor of 1 a second over 10s: 10 retries spare.
-	opts := []client.Option{client.WithMetrics(m),
-		client.WithRetryBudget(client.RetryBudget{Percent: 0.1, MinPerSecond: 1, TTL: 10 * time.Second})}
-	call := fakeStack(t, f, []string{"a", "b", "c"}, client.CallConfig{}, opts...)
+	call := fakeStack(t, f, []string{"a", "b", "c"}, client.RetryConfig{Metrics: rm,
+		Budget: client.RetryBudget{Ratio: 0.1, MinPerSecond: 1, TTL: 10 * time.Second}}, client.WithMetrics(m))
 	callN(t, call, 100)
 	// 100 calls: 10% of them plus the floor's 10 retries, not 200.
 	if want, have := 120, f.total(); have > want {
@@ -474,7 +472,7 @@ func TestProbeAsksTheInstancesHealth(t *testing.T) {
 	failNext <- struct{}{}
 	failNext <- struct{}{}
 	factory := func(instance string) (endpoint.Endpoint, io.Closer, error) {
-		e, closer, err := client.Factory()(instance)
+		e, closer, err := client.Factory(transport.Endpoints)(instance)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -487,7 +485,7 @@ func TestProbeAsksTheInstancesHealth(t *testing.T) {
 			}
 		}, closer, nil
 	}
-	m, cs := newMetrics()
+	m, _, cs := newMetrics()
 	logs := make(msgLog, 100)
 	e, call := fastEjectionStack(t, addr, factory, logs, client.WithMetrics(m))
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)

@@ -12,6 +12,8 @@ import (
 
 	"github.com/trimkit/trimkit/client"
 	"github.com/trimkit/trimkit/internal/loadgen"
+	"github.com/trimkit/trimkit/sd"
+	"github.com/trimkit/trimkit/transport"
 )
 
 // eventLog is a logger that keeps the time of each message it is given.
@@ -48,7 +50,7 @@ func grayFailure(t *testing.T, harm func(victimPID int), lasting time.Duration, 
 	t.Helper()
 	agent, insts := cluster(t, 3, "-check-interval", "5s")
 	events := &eventLog{seen: map[string][]time.Time{}}
-	c, err := client.New(client.Config{ConsulAddr: agent.HTTPAddr}, client.WithLogger(events))
+	c, err := transport.NewTrimClient(client.Config{Consul: sd.ConsulConfig{Address: agent.HTTPAddr}}, client.WithLogger(events))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +79,7 @@ func TestSIGSTOPUnderLoadNoFailuresAndNoSlowCallsAfterOneSecond(t *testing.T) {
 	if want, have := 0, failures(t, calls); want != have {
 		t.Errorf("failures: want %d, have %d of %d", want, have, len(calls))
 	}
-	share := client.DefaultRetryTimeout / client.DefaultRetryMax
+	share := client.DefaultRetryTimeout / client.DefaultMaxAttempts
 	slow := 0
 	for _, c := range calls {
 		if c.Start.After(stoppedAt.Add(time.Second)) && c.Took > share {

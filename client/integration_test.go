@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -52,9 +53,9 @@ func cluster(t *testing.T, n int, args ...string) (*testenv.Agent, []*proc.Trims
 	return agent, insts
 }
 
-func newClient(t *testing.T, cfg client.Config) *client.Client {
+func newClient(t *testing.T, cfg client.Config) *transport.TrimClient {
 	t.Helper()
-	c, err := client.New(cfg)
+	c, err := transport.NewTrimClient(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,11 +77,13 @@ type stack struct {
 
 func newStack(t *testing.T, agent *testenv.Agent) stack {
 	t.Helper()
-	instancer := sd.NewInstancer(sd.NewClient(agent.API()), log.NewNopLogger(), "trimsvc", nil, true)
+	instancer, err := sd.NewInstancer(sd.NewClient(agent.API()), log.NewNopLogger(), "trimsvc", nil, true)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(instancer.Stop)
-	endpointer := client.NewEndpointer(instancer, client.Factory(), log.NewNopLogger())
-	t.Cleanup(func() { endpointer.Close() })
-	call, err := client.Retry(client.NewRoundRobin(endpointer), client.CallConfig{})
+	endpointer := newEndpointer(t, instancer, client.Factory(transport.Endpoints), log.NewNopLogger())
+	call, err := client.Retry(client.NewRoundRobin(endpointer), client.RetryConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +140,7 @@ func failures(t *testing.T, calls []loadgen.Call) int {
 
 func TestRoundRobinOverThreeInstances(t *testing.T) {
 	agent, insts := cluster(t, 3)
-	c := newClient(t, client.Config{ConsulAddr: agent.HTTPAddr})
+	c := newClient(t, client.Config{Consul: sd.ConsulConfig{Address: agent.HTTPAddr}})
 	waitInstances(t, c.Endpoint(), 3)
 
 	per := map[string]int{}
@@ -184,7 +187,7 @@ func killAt(t *testing.T, e endpoint.Endpoint, at int64, victim *proc.Trimsvc) e
 
 func TestSIGKILLDuringLoadNoFailures(t *testing.T) {
 	agent, insts := cluster(t, 3)
-	c := newClient(t, client.Config{ConsulAddr: agent.HTTPAddr})
+	c := newClient(t, client.Config{Consul: sd.ConsulConfig{Address: agent.HTTPAddr}})
 	waitInstances(t, c.Endpoint(), 3)
 
 	calls, _ := loadgen.Start(context.Background(), killAt(t, c.Endpoint(), 300, insts[0]), "l o a d", loadgen.Options{Callers: 8, N: 2000}).Wait()
@@ -287,7 +290,7 @@ var invalidArgumentRE = regexp.MustCompile(`trimsvc_requests_total\{code="Invali
 
 func TestOversizeInputIsOneAttempt(t *testing.T) {
 	agent, insts := cluster(t, 3, "-http-addr", "127.0.0.1:0", "-max-input-bytes", "16")
-	c := newClient(t, client.Config{ConsulAddr: agent.HTTPAddr})
+	c := newClient(t, client.Config{Consul: sd.ConsulConfig{Address: agent.HTTPAddr}})
 	waitInstances(t, c.Endpoint(), 3)
 
 	_, err := c.TrimSpace(context.Background(), strings.Repeat("x", 17))
@@ -317,8 +320,8 @@ func TestOversizeInputIsOneAttempt(t *testing.T) {
 
 func TestNoInstancesNamesWhatWasSearched(t *testing.T) {
 	agent := testenv.Consul(t)
-	c := newClient(t, client.Config{ConsulAddr: agent.HTTPAddr, ServiceName: "absent", Tags: []string{"blue", "v2"},
-		CallConfig: client.CallConfig{RetryTimeout: 300 * time.Millisecond}})
+	c := newClient(t, client.Config{Consul: sd.ConsulConfig{Address: agent.HTTPAddr}, Service: "absent", Tags: []string{"blue", "v2"},
+		CallConfig: client.CallConfig{Retry: client.RetryConfig{Timeout: 300 * time.Millisecond}}})
 	_, err := c.TrimSpace(context.Background(), "x")
 	if err == nil {
 		t.Fatal("want error")
@@ -331,13 +334,18 @@ func TestNoInstancesNamesWhatWasSearched(t *testing.T) {
 	if !errors.Is(err, lb.ErrNoEndpoints) {
 		t.Errorf("want errors.Is ErrNoEndpoints: %v", err)
 	}
-	var nie *client.NoInstancesError
+	var nie *sd.NoInstancesError
 	if !errors.As(err, &nie) {
-		t.Errorf("want *NoInstancesError, have %T", err)
+		t.Errorf("want *sd.NoInstancesError, have %T", err)
+	} else {
+		if nie.Service != "absent" || !slices.Equal(nie.Tags, []string{"blue", "v2"}) ||
+			!strings.HasPrefix(nie.Where, "consul at ") || !strings.Contains(nie.Where, agent.HTTPAddr) || nie.Discovery != nil {
+			t.Errorf("NoInstancesError: want service absent, tags [blue v2], consul at %s, no discovery error; have %+v", agent.HTTPAddr, nie)
+		}
 	}
 	var re *client.RetryError
-	if !errors.As(err, &re) || re.Attempts != client.DefaultRetryMax {
-		t.Errorf("want %d attempts within the 300ms, have %#v", client.DefaultRetryMax, re)
+	if !errors.As(err, &re) || re.Attempts != client.DefaultMaxAttempts {
+		t.Errorf("want %d attempts within the 300ms, have %#v", client.DefaultMaxAttempts, re)
 	}
 	if want, have := codes.Unavailable, status.Code(err); want != have {
 		t.Errorf("want %v, have %v", want, have)
@@ -345,12 +353,29 @@ func TestNoInstancesNamesWhatWasSearched(t *testing.T) {
 }
 
 func TestConfigErrors(t *testing.T) {
-	for _, cfg := range []client.Config{{CallConfig: client.CallConfig{RetryMax: -1}}, {CallConfig: client.CallConfig{RetryTimeout: -time.Second}}} {
-		_, err := client.New(cfg)
+	for _, tc := range []struct {
+		cfg   client.Config
+		field string
+	}{
+		{client.Config{CallConfig: client.CallConfig{Retry: client.RetryConfig{MaxAttempts: -1}}}, "Retry.MaxAttempts"},
+		{client.Config{CallConfig: client.CallConfig{Retry: client.RetryConfig{Timeout: -time.Second}}}, "Retry.Timeout"},
+		{client.Config{CallConfig: client.CallConfig{Balancer: "random"}}, "Balancer"},
+		{client.Config{CallConfig: client.CallConfig{TLS: client.TLS{CertFile: "c.pem", KeyFile: "k.pem"}}}, "TLS.CAFile"},
+		{client.Config{Read: sd.Read{Mode: sd.ReadLeader, MaxStale: time.Second}}, "Read"},
+	} {
+		_, err := transport.NewTrimClient(tc.cfg)
 		var fe *client.FieldError
 		if !errors.As(err, &fe) {
-			t.Errorf("%+v: want a *FieldError, have %v", cfg, err)
+			t.Errorf("%+v: want a *FieldError, have %v", tc.cfg, err)
+		} else if fe.Field != tc.field {
+			t.Errorf("%+v: want a *FieldError for %s, have %v", tc.cfg, tc.field, err)
 		}
+	}
+	// client.New calls the service cfg names: it has no default.
+	_, err := client.New(client.Config{}, transport.Endpoints)
+	var fe *client.FieldError
+	if !errors.As(err, &fe) || fe.Field != "Service" {
+		t.Errorf("client.New without a Service: want a *FieldError for Service, have %v", err)
 	}
 }
 
@@ -358,7 +383,7 @@ func TestCloseLeaksNothing(t *testing.T) {
 	agent, _ := cluster(t, 2)
 	opts := []goleak.Option{goleak.IgnoreCurrent()}
 
-	c, err := client.New(client.Config{ConsulAddr: agent.HTTPAddr})
+	c, err := transport.NewTrimClient(client.Config{Consul: sd.ConsulConfig{Address: agent.HTTPAddr}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -379,7 +404,7 @@ func TestCloseLeaksNothingWhileConsulDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	opts := []goleak.Option{goleak.IgnoreCurrent()}
-	c, err := client.New(client.Config{ConsulAddr: agent.HTTPAddr})
+	c, err := transport.NewTrimClient(client.Config{Consul: sd.ConsulConfig{Address: agent.HTTPAddr}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,8 @@ import (
 	"github.com/trimkit/trimkit/client"
 	"github.com/trimkit/trimkit/internal/loadgen"
 	"github.com/trimkit/trimkit/internal/testenv"
+	"github.com/trimkit/trimkit/sd"
+	"github.com/trimkit/trimkit/transport"
 )
 
 // hammer calls the instances tagged "hammered" from another process (a
@@ -41,8 +43,8 @@ func TestLeastLoadedAvoidsAnInstanceOthersHammer(t *testing.T) {
 	agent, insts := cluster(t, 2, "-load-report-interval", "200ms")
 	hammered := testenv.StartTrimsvc(t, bins.Trimsvc(t), agent.HTTPAddr, "-load-report-interval", "200ms", "-tags", "hammered")
 	agent.WaitPassing("trimsvc", insts[0].ID, insts[1].ID, hammered.ID)
-	rr := newClient(t, client.Config{ConsulAddr: agent.HTTPAddr})
-	ll := newClient(t, client.Config{ConsulAddr: agent.HTTPAddr, CallConfig: client.CallConfig{Balancer: client.LeastLoaded}})
+	rr := newClient(t, client.Config{Consul: sd.ConsulConfig{Address: agent.HTTPAddr}})
+	ll := newClient(t, client.Config{Consul: sd.ConsulConfig{Address: agent.HTTPAddr}, CallConfig: client.CallConfig{Balancer: client.LeastLoadedName}})
 	waitInstances(t, rr.Endpoint(), 3)
 	waitInstances(t, ll.Endpoint(), 3)
 
@@ -64,7 +66,7 @@ func TestLeastLoadedAvoidsAnInstanceOthersHammer(t *testing.T) {
 }
 
 func TestLeastLoadedNeedsReports(t *testing.T) {
-	_, err := client.NewFromInstancer(kitsd.FixedInstancer{"127.0.0.1:1"}, client.CallConfig{Balancer: client.LeastLoaded})
+	_, err := client.NewFromInstancer(kitsd.FixedInstancer{"127.0.0.1:1"}, client.CallConfig{Balancer: client.LeastLoadedName}, transport.Endpoints)
 	if err == nil || !strings.Contains(err.Error(), "load reports") {
 		t.Errorf("least-loaded without load reports: want an error saying so, have %v", err)
 	}

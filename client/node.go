@@ -37,11 +37,13 @@ const (
 	failurePenalty = float64(100 * time.Millisecond)
 )
 
-// node is one instance the Endpointer holds, with what the balancers know
-// of it. A node lives as long as its instance stays in discovery, across
-// any number of updates, so its scores survive them. Everything a call
-// touches is atomic: no lock on the call path.
-type node struct {
+// Instance is one instance an Endpointer holds, with what the balancers
+// know of it: its connection's state, its attempts in flight, its latency,
+// whether it is ejected. It lives as long as its instance stays in
+// discovery, across any number of updates, so its scores survive them.
+// Calling its endpoint records how each attempt went, whichever Balancer
+// picked it. Everything a call touches is atomic: no lock on the call path.
+type Instance struct {
 	instance string
 	e        endpoint.Endpoint // the Factory's
 	closer   io.Closer
@@ -67,8 +69,18 @@ type node struct {
 	probeCancel  context.CancelFunc
 }
 
-func newNode(owner *Endpointer, instance string, e endpoint.Endpoint, closer io.Closer) *node {
-	n := &node{instance: instance, e: e, closer: closer, owner: owner}
+// Addr is the instance as discovery reported it: "host:port".
+func (n *Instance) Addr() string { return n.instance }
+
+// Endpoint is the instance's endpoint (the Factory's), recording each
+// attempt for the balancers and ejection.
+func (n *Instance) Endpoint() endpoint.Endpoint { return n.tracked }
+
+// InFlight is the number of attempts in flight on the instance.
+func (n *Instance) InFlight() int64 { return n.inflight.Load() }
+
+func newNode(owner *Endpointer, instance string, e endpoint.Endpoint, closer io.Closer) *Instance {
+	n := &Instance{instance: instance, e: e, closer: closer, owner: owner}
 	n.state.Store(int32(connectivity.Ready))
 	n.tracked = n.call
 	return n
@@ -76,16 +88,16 @@ func newNode(owner *Endpointer, instance string, e endpoint.Endpoint, closer io.
 
 // call is an attempt on the node: the Factory's endpoint, with the
 // bookkeeping the balancers and ejection need.
-func (n *node) call(ctx context.Context, request interface{}) (interface{}, error) {
+func (n *Instance) call(ctx context.Context, request interface{}) (interface{}, error) {
 	start := n.begin()
 	resp, err := n.e(ctx, request)
 	n.end(ctx, start, err)
 	return resp, err
 }
 
-func (n *node) now() int64 { return int64(time.Since(n.owner.epoch)) }
+func (n *Instance) now() int64 { return int64(time.Since(n.owner.epoch)) }
 
-func (n *node) begin() int64 {
+func (n *Instance) begin() int64 {
 	start := n.now()
 	// The sum first: a cost read in between sees a call's start without
 	// the call, never a call without its start (which would age it from
@@ -133,7 +145,7 @@ func classify(ctx context.Context, err error) outcome {
 	return answered
 }
 
-func (n *node) end(ctx context.Context, start int64, err error) {
+func (n *Instance) end(ctx context.Context, start int64, err error) {
 	now := n.now()
 	n.inflight.Add(-1)
 	n.startSum.Add(-start)
@@ -165,7 +177,7 @@ func (n *node) end(ctx context.Context, start int64, err error) {
 // observe folds a latency sample into the peak EWMA: a sample above the
 // estimate replaces it at once; one below pulls it down with a weight that
 // grows with the time since the last update.
-func (n *node) observe(rtt float64, now int64) {
+func (n *Instance) observe(rtt float64, now int64) {
 	for {
 		oldBits := n.ewma.Load()
 		old := math.Float64frombits(oldBits)
@@ -183,7 +195,7 @@ func (n *node) observe(rtt float64, now int64) {
 
 // estimate is the latency estimate at now, decayed for the time since it
 // was last updated, so a node nobody picks becomes worth trying again.
-func (n *node) estimate(now int64) float64 {
+func (n *Instance) estimate(now int64) float64 {
 	e := math.Float64frombits(n.ewma.Load())
 	if e == 0 {
 		return 0
@@ -195,7 +207,7 @@ func (n *node) estimate(now int64) float64 {
 // mean age of the attempts in flight when that is larger (so a node that
 // stopped answering loses picks before any of them fails), times the
 // attempts in flight plus one.
-func (n *node) cost(now int64) float64 {
+func (n *Instance) cost(now int64) float64 {
 	inflight := n.inflight.Load()
 	est := n.estimate(now)
 	if inflight > 0 {

@@ -6,17 +6,18 @@ import (
 	"time"
 
 	kitsd "github.com/go-kit/kit/sd"
+	"github.com/go-kit/log"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
-func testNode(t *testing.T) *node {
+func testNode(t *testing.T) *Instance {
 	t.Helper()
-	o, err := newOptions(nil)
+	o, err := newEndpointerOptions(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := newEndpointer(kitsd.FixedInstancer(nil), nil, o)
+	e := newEndpointer(kitsd.FixedInstancer(nil), nil, log.NewNopLogger(), o)
 	t.Cleanup(func() { e.Close() })
 	return newNode(e, "x", nil, nil)
 }

@@ -12,18 +12,14 @@ import (
 	"github.com/trimkit/trimkit/sd"
 )
 
-// Option changes an optional part of the client stack. New and
-// NewFromInstancer take every option; NewEndpointer and Retry take the
-// ones that concern them and ignore the others.
+// Option changes an optional part of what New and NewFromInstancer
+// build.
 type Option func(*options)
 
 type options struct {
 	logger      log.Logger
 	dialOptions []grpc.DialOption
-	grace       time.Duration
-	ejection    Ejection
-	budget      RetryBudget
-	metrics     Metrics
+	endpointer  []EndpointerOption
 	loads       *sd.LoadWatcher
 }
 
@@ -31,50 +27,75 @@ type options struct {
 // events. Default: none.
 func WithLogger(logger log.Logger) Option { return func(o *options) { o.logger = logger } }
 
-// WithDialOptions adds gRPC dial options to every connection (after
-// plaintext credentials, which they may override).
+// WithDialOptions adds gRPC dial options to every connection (after the
+// transport credentials CallConfig.TLS calls for, which they may
+// override).
 func WithDialOptions(opts ...grpc.DialOption) Option {
 	return func(o *options) { o.dialOptions = append(o.dialOptions, opts...) }
 }
 
-// WithCloseGrace sets how long the connection of an instance that left
-// discovery stays open for calls in flight on it. Default: 2s.
-func WithCloseGrace(d time.Duration) Option { return func(o *options) { o.grace = d } }
-
-// WithEjection sets how the Endpointer ejects instances that keep failing.
-// Default: DefaultEjection.
-func WithEjection(e Ejection) Option { return func(o *options) { o.ejection = e } }
-
-// WithRetryBudget sets the budget that bounds Retry's retries and hedges.
-// Default: DefaultRetryBudget.
-func WithRetryBudget(b RetryBudget) Option { return func(o *options) { o.budget = b } }
+// WithEndpointer sets the options of the Endpointer: close grace,
+// ejection, metrics.
+func WithEndpointer(opts ...EndpointerOption) Option {
+	return func(o *options) { o.endpointer = append(o.endpointer, opts...) }
+}
 
 // WithLoadReports gives the least-loaded balancer the load reports w
 // watches (New makes its own).
 func WithLoadReports(w *sd.LoadWatcher) Option { return func(o *options) { o.loads = w } }
 
-// WithMetrics sets the instruments the stack reports to; any left nil is
-// not reported.
-func WithMetrics(m Metrics) Option { return func(o *options) { o.metrics = m } }
-
 func newOptions(opts []Option) (options, error) {
-	o := options{logger: log.NewNopLogger(), grace: 2 * time.Second}
+	o := options{logger: log.NewNopLogger()}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.logger == nil {
+		return options{}, errors.New("WithLogger: nil logger")
+	}
+	return o, nil
+}
+
+// EndpointerOption changes an optional part of an Endpointer.
+type EndpointerOption func(*endpointerOptions)
+
+type endpointerOptions struct {
+	grace    time.Duration
+	ejection Ejection
+	metrics  Metrics
+}
+
+// WithCloseGrace sets how long the connection of an instance that left
+// discovery stays open for calls in flight on it. Default: 2s.
+func WithCloseGrace(d time.Duration) EndpointerOption {
+	return func(o *endpointerOptions) { o.grace = d }
+}
+
+// WithEjection sets how the Endpointer ejects instances that keep failing.
+// Default: DefaultEjection.
+func WithEjection(e Ejection) EndpointerOption {
+	return func(o *endpointerOptions) { o.ejection = e }
+}
+
+// WithMetrics sets the instruments the Endpointer and its instances report
+// to; any left nil is not reported.
+func WithMetrics(m Metrics) EndpointerOption {
+	return func(o *endpointerOptions) { o.metrics = m }
+}
+
+func newEndpointerOptions(opts []EndpointerOption) (endpointerOptions, error) {
+	o := endpointerOptions{grace: 2 * time.Second}
 	for _, opt := range opts {
 		opt(&o)
 	}
 	var errs []error
-	if o.logger == nil {
-		errs = append(errs, errors.New("WithLogger: nil logger"))
-	}
 	if o.grace < 0 {
 		errs = append(errs, fmt.Errorf("WithCloseGrace %v: must not be negative", o.grace))
 	}
-	errs = append(errs, o.ejection.validate(), o.budget.validate())
+	errs = append(errs, o.ejection.validate())
 	if err := errors.Join(errs...); err != nil {
-		return options{}, err
+		return endpointerOptions{}, err
 	}
 	o.ejection = o.ejection.withDefaults()
-	o.budget = o.budget.withDefaults()
 	return o, nil
 }
 
@@ -104,6 +125,10 @@ type Ejection struct {
 	// ProbeTimeout bounds the health check of an instance whose ejection
 	// is over.
 	ProbeTimeout time.Duration
+	// HealthService is the service name the probe's health check asks
+	// about; "" (the default) is the whole server, as for Consul's check
+	// unless sd.Registration.HealthService says otherwise.
+	HealthService string
 }
 
 // DefaultEjection is what the stack uses unless told otherwise. Two
@@ -165,7 +190,7 @@ func (e Ejection) withDefaults() Ejection {
 	return e
 }
 
-// Metrics are the instruments the client stack reports to, go-kit's
+// Metrics are the instruments an Endpointer reports to, go-kit's
 // interfaces so that a program can hang them on Prometheus or anything
 // else (the client itself imports no metrics backend).
 type Metrics struct {
@@ -175,12 +200,16 @@ type Metrics struct {
 	// closed), timeout (the attempt's share ran out), outpaced (a hedge
 	// answered first), abandoned (the caller gave up).
 	Attempts metrics.Counter
+	// Ejections counts ejections, by "instance".
+	Ejections metrics.Counter
+}
+
+// RetryMetrics are the instruments Retry reports to.
+type RetryMetrics struct {
 	// Retries counts attempts after a call's first, hedges excluded.
 	Retries metrics.Counter
 	// Hedges counts hedged attempts.
 	Hedges metrics.Counter
-	// Ejections counts ejections, by "instance".
-	Ejections metrics.Counter
 	// BudgetExhausted counts retries and hedges the retry budget refused.
 	BudgetExhausted metrics.Counter
 }

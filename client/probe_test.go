@@ -108,13 +108,11 @@ func (l msgLog) waitFor(t *testing.T, msg string) (before []string) {
 // fastEjectionStack is a round-robin stack over the one instance at addr
 // that ejects it for 20-40ms after two failures in a row, retries without
 // a budget, and logs to logger.
-func fastEjectionStack(t *testing.T, addr string, factory kitsd.Factory, logger log.Logger, opts ...client.Option) (*client.Endpointer, endpoint.Endpoint) {
+func fastEjectionStack(t *testing.T, addr string, factory kitsd.Factory, logger log.Logger, opts ...client.EndpointerOption) (*client.Endpointer, endpoint.Endpoint) {
 	t.Helper()
-	opts = append(opts, client.WithRetryBudget(client.RetryBudget{Disabled: true}),
-		client.WithEjection(client.Ejection{BaseTime: 20 * time.Millisecond, MaxTime: 40 * time.Millisecond, MaxEjectedFraction: 1}))
-	e := client.NewEndpointer(kitsd.FixedInstancer{addr}, factory, logger, opts...)
-	t.Cleanup(func() { e.Close() })
-	call, err := client.Retry(client.NewRoundRobin(e), client.CallConfig{RetryMax: 2}, opts...)
+	opts = append(opts, client.WithEjection(client.Ejection{BaseTime: 20 * time.Millisecond, MaxTime: 40 * time.Millisecond, MaxEjectedFraction: 1}))
+	e := newEndpointer(t, kitsd.FixedInstancer{addr}, factory, logger, opts...)
+	call, err := client.Retry(client.NewRoundRobin(e), client.RetryConfig{MaxAttempts: 2, Budget: noBudget})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,9 +134,9 @@ func TestUnprobeableInstanceReturnsOnProbation(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			addr, failing := serveFlaky(t, tc.health)
-			m, cs := newMetrics()
+			m, _, cs := newMetrics()
 			logs := make(msgLog, 100)
-			e, call := fastEjectionStack(t, addr, client.Factory(), logs, client.WithMetrics(m))
+			e, call := fastEjectionStack(t, addr, client.Factory(transport.Endpoints), logs, client.WithMetrics(m))
 
 			callN(t, call, 1) // two failures in a row: ejected
 			logs.waitFor(t, "instance ejected")
@@ -176,7 +174,7 @@ func TestUnprobeableInstanceReturnsOnProbation(t *testing.T) {
 func TestProbeErrorKeepsInstanceEjected(t *testing.T) {
 	addr, _ := serveFlaky(t, healthCode{code: codes.Unavailable})
 	logs := make(msgLog, 100)
-	e, call := fastEjectionStack(t, addr, client.Factory(), logs)
+	e, call := fastEjectionStack(t, addr, client.Factory(transport.Endpoints), logs)
 	callN(t, call, 1)
 	logs.waitFor(t, "instance ejected")
 	for range 2 {

@@ -20,68 +20,95 @@ import (
 // that discovery is about to report.
 const noEndpointsPause = 20 * time.Millisecond
 
-// Retry calls the endpoints of b, at most cfg.RetryMax attempts within
-// cfg.RetryTimeout overall. Each attempt gets an equal share of the time
-// left (the time left divided by the attempts left) and is cancelled when it
-// is used up, so one hung instance cannot use up the whole budget. Only
-// failures worth another attempt are retried: Unavailable, no endpoints, an
-// attempt's own share running out, and a connection closed under the call;
-// a business error in the response is a success here. Retries (and hedges,
-// with cfg.HedgeAfter) must fit the retry budget (WithRetryBudget): a call
-// whose retry it refuses returns its failure at once. When it gives up, the
-// error is a *RetryError that unwraps to the last attempt's error.
+// Retry calls instances b picks, at most cfg.MaxAttempts attempts within
+// cfg.Timeout overall. Each attempt gets an equal share of the time left
+// (the time left divided by the attempts left) and is cancelled when it is
+// used up, so one hung instance cannot use up the whole budget. After a
+// failed attempt, cfg.Retryable says whether to try again (by default
+// Unavailable, no endpoints, an attempt's own share running out, and a
+// connection closed under the call; a business error in the response is a
+// success here), and a call that is not idempotent (cfg.Idempotent,
+// WithIdempotent) tries again only when its attempt certainly did not
+// leave this process. Retries (and hedges, with cfg.HedgeAfter) must fit
+// the retry budget: a call whose retry it refuses returns its failure at
+// once. When it gives up, the error is a *RetryError that unwraps to the
+// last attempt's error.
 //
-// Over this package's Balancer, the attempts of a call go to distinct
-// instances; over any other go-kit lb.Balancer, each attempt takes whatever
-// b.Endpoint returns. Of the options it uses WithRetryBudget and
-// WithMetrics.
-//
-// Unlike go-kit's lb.Retry, attempts run on the caller's goroutine (a hedge
-// and the attempt it races are the exception) and the error unwraps, so
-// status.FromError and errors.Is see the last failure.
-func Retry(b lb.Balancer, cfg CallConfig, opts ...Option) (endpoint.Endpoint, error) {
+// The attempts of a call go to distinct instances while there are any
+// (Balancer.Pick). Unlike go-kit's lb.Retry, attempts run on the caller's
+// goroutine (a hedge and the attempt it races are the exception) and the
+// error unwraps, so status.FromError and errors.Is see the last failure.
+func Retry(b Balancer, cfg RetryConfig) (endpoint.Endpoint, error) {
 	if b == nil {
-		panic("client: Retry needs a balancer")
+		return nil, errors.New("client: Retry needs a balancer")
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("retry config: %w", err)
 	}
-	o, err := newOptions(opts)
-	if err != nil {
-		return nil, fmt.Errorf("retry options: %w", err)
-	}
-	return newRetry(b, cfg.withDefaults(), o), nil
+	return newRetry(b, cfg.withDefaults()), nil
 }
 
-func newRetry(b lb.Balancer, cfg CallConfig, o options) endpoint.Endpoint {
+func newRetry(b Balancer, cfg RetryConfig) endpoint.Endpoint {
 	r := &retry{
-		plain:      b,
-		max:        cfg.RetryMax,
-		timeout:    cfg.RetryTimeout,
+		b:          b,
+		max:        cfg.MaxAttempts,
+		timeout:    cfg.Timeout,
 		hedgeAfter: cfg.HedgeAfter,
-		budget:     newBudget(o.budget, time.Now),
-		metrics:    o.metrics,
+		retryable:  cfg.Retryable,
+		idempotent: cfg.Idempotent,
+		budget:     newBudget(cfg.Budget, time.Now),
+		metrics:    cfg.Metrics,
 	}
-	r.ours, _ = b.(*Balancer)
 	return r.call
 }
 
 type retry struct {
-	plain      lb.Balancer
-	ours       *Balancer // b when it is this package's, nil otherwise
+	b          Balancer
 	max        int
 	timeout    time.Duration
 	hedgeAfter time.Duration
-	budget     *budget // nil: no budget
-	metrics    Metrics
+	retryable  lb.Callback
+	idempotent func(request any) bool // nil: every request is
+	budget     *budget                // nil: no budget
+	metrics    RetryMetrics
+}
+
+// DefaultRetryable is Retry's rule unless RetryConfig.Retryable says
+// otherwise, in the shape of go-kit's lb.Callback: try again after no
+// instance was found (lb.ErrNoEndpoints), after an attempt's own share of
+// the time ran out, and after Unavailable or Canceled (a connection that
+// failed or closed under the call: Retry asks only while the caller's
+// context is live). Anything else is the instance's answer and ends the
+// call. n, the attempts made so far, does not matter to it.
+func DefaultRetryable(n int, err error) (keepTrying bool, replacement error) {
+	var timeout *attemptTimeoutError
+	switch {
+	case errors.Is(err, lb.ErrNoEndpoints), errors.As(err, &timeout):
+		return true, nil
+	}
+	return connFailure(err), nil
+}
+
+type idempotentKey struct{}
+
+// WithIdempotent returns a context under which Retry takes a call as safe
+// to send twice, or not, whatever RetryConfig.Idempotent says.
+func WithIdempotent(ctx context.Context, idempotent bool) context.Context {
+	return context.WithValue(ctx, idempotentKey{}, idempotent)
+}
+
+func (r *retry) isIdempotent(ctx context.Context, request any) bool {
+	if v, ok := ctx.Value(idempotentKey{}).(bool); ok {
+		return v
+	}
+	return r.idempotent == nil || r.idempotent(request)
 }
 
 // attempts is what one call has done so far.
 type attempts struct {
-	seq     uint64  // the balancer's number for the call
-	tried   []*node // the nodes its attempts went to
-	made    int     // attempts, those that found no endpoint included
-	reached int     // attempts that went to an instance
+	tried   []*Instance // the instances its attempts went to
+	made    int         // attempts, those that found no endpoint included
+	reached int         // attempts that went to an instance
 }
 
 func (r *retry) call(ctx context.Context, request interface{}) (interface{}, error) {
@@ -90,17 +117,16 @@ func (r *retry) call(ctx context.Context, request interface{}) (interface{}, err
 		deadline = d
 	}
 	r.budget.call()
+	idempotent := r.isIdempotent(ctx, request)
 	var (
-		triedBuf [4]*node
+		triedBuf [4]*Instance
 		a        = attempts{tried: triedBuf[:0]}
 		last     error
 		spent    bool
 	)
-	if r.ours != nil {
-		a.seq = r.ours.next()
-	}
 	for {
-		e, n, err := r.endpoint(a.seq, a.tried)
+		n, err := r.b.Pick(a.tried)
+		sent := false
 		if err == nil {
 			if a.reached > 0 {
 				// A retry that will reach an instance: it must fit the budget.
@@ -112,16 +138,14 @@ func (r *retry) call(ctx context.Context, request interface{}) (interface{}, err
 				add(r.metrics.Retries)
 			}
 			a.reached++
-			if n != nil {
-				a.tried = append(a.tried, n)
-			}
+			a.tried = append(a.tried, n)
 			share := time.Until(deadline) / time.Duration(r.max-a.made)
 			var resp interface{}
-			if a.made == 0 && r.hedgeAfter > 0 && r.hedgeAfter < share && r.max > 1 {
-				resp, a, err = r.hedged(ctx, e, request, share, deadline, a)
+			if idempotent && a.made == 0 && r.hedgeAfter > 0 && r.hedgeAfter < share && r.max > 1 {
+				resp, a, err = r.hedged(ctx, n, request, share, deadline, a)
 			} else {
 				a.made++
-				resp, err = attemptOnce(ctx, e, request, share)
+				resp, sent, err = r.attemptOnce(ctx, n, request, share, !idempotent)
 			}
 			if err == nil {
 				return resp, nil
@@ -130,7 +154,14 @@ func (r *retry) call(ctx context.Context, request interface{}) (interface{}, err
 			a.made++
 		}
 		last = err
-		if a.made >= r.max || !retryable(ctx, last) || !time.Now().Before(deadline) {
+		if a.made >= r.max || ctx.Err() != nil || !time.Now().Before(deadline) || (sent && !idempotent) {
+			break
+		}
+		keep, replacement := r.retryable(a.made, last)
+		if !keep {
+			if replacement != nil {
+				last = replacement
+			}
 			break
 		}
 		if errors.Is(last, lb.ErrNoEndpoints) {
@@ -143,23 +174,23 @@ func (r *retry) call(ctx context.Context, request interface{}) (interface{}, err
 	return nil, &RetryError{Attempts: a.made, Timeout: r.timeout, Last: last, BudgetSpent: spent}
 }
 
-// hedged makes a call's first attempt, on e, and, if it has not answered
+// hedged makes a call's first attempt, on n, and, if it has not answered
 // after r.hedgeAfter, one more on another instance, budget permitting. The
 // first answer wins and the other attempt is cancelled: the first attempt
 // as outpaced (its instance was slower than a hedge that started later,
 // which ejection counts against it), a hedge as merely abandoned. When both
 // fail it returns the later failure.
 // It takes the call's attempts so far and returns them updated (by value:
-// a pointer would move the call's buffer of tried nodes to the heap).
-func (r *retry) hedged(ctx context.Context, e endpoint.Endpoint, request interface{}, share time.Duration, deadline time.Time, a attempts) (interface{}, attempts, error) {
+// a pointer would move the call's buffer of tried instances to the heap).
+func (r *retry) hedged(ctx context.Context, n *Instance, request interface{}, share time.Duration, deadline time.Time, a attempts) (interface{}, attempts, error) {
 	type result struct {
 		resp  interface{}
 		err   error
 		hedge bool
 	}
 	results := make(chan result, 2) // never blocks a losing attempt
-	run := func(ctx context.Context, e endpoint.Endpoint, share time.Duration, hedge bool) {
-		resp, err := attemptOnce(ctx, e, request, share)
+	run := func(ctx context.Context, n *Instance, share time.Duration, hedge bool) {
+		resp, _, err := r.attemptOnce(ctx, n, request, share, false)
 		results <- result{resp, err, hedge}
 	}
 	firstCtx, cancelFirst := context.WithCancelCause(ctx)
@@ -167,7 +198,7 @@ func (r *retry) hedged(ctx context.Context, e endpoint.Endpoint, request interfa
 	hedgeCtx, cancelHedge := context.WithCancelCause(ctx)
 	defer cancelHedge(nil)
 	a.made++
-	go run(firstCtx, e, share, false)
+	go run(firstCtx, n, share, false)
 	inflight := 1
 	timer := time.NewTimer(r.hedgeAfter)
 	defer timer.Stop()
@@ -189,56 +220,52 @@ func (r *retry) hedged(ctx context.Context, e endpoint.Endpoint, request interfa
 		case <-timer.C:
 			// The timer fires once, while the first attempt (the call's
 			// only one so far, of r.max > 1) is in flight.
-			e2, n, err := r.endpoint(a.seq, a.tried)
-			if err != nil || slices.Contains(a.tried, n) {
+			n2, err := r.b.Pick(a.tried)
+			if err != nil || slices.Contains(a.tried, n2) {
 				continue // no other instance to hedge to
 			}
 			if !r.budget.retry() {
 				add(r.metrics.BudgetExhausted)
 				continue
 			}
-			if n != nil {
-				a.tried = append(a.tried, n)
-			}
+			a.tried = append(a.tried, n2)
 			add(r.metrics.Hedges)
 			a.made++
 			a.reached++
 			inflight++
-			go run(hedgeCtx, e2, time.Until(deadline)/time.Duration(r.max-a.made+1), true)
+			go run(hedgeCtx, n2, time.Until(deadline)/time.Duration(r.max-a.made+1), true)
 		}
 	}
 }
 
-// endpoint is the endpoint of the next attempt, and its node when the
-// balancer is this package's.
-func (r *retry) endpoint(seq uint64, tried []*node) (endpoint.Endpoint, *node, error) {
-	if r.ours == nil {
-		e, err := r.plain.Endpoint()
-		return e, nil, err
-	}
-	n, err := r.ours.pick(seq, tried)
-	if err != nil {
-		return nil, nil, err
-	}
-	return n.tracked, n, nil
-}
-
-// attemptOnce calls e, cancelling the call when share is used up.
-func attemptOnce(ctx context.Context, e endpoint.Endpoint, request interface{}, share time.Duration) (interface{}, error) {
+// attemptOnce calls n, cancelling the call when share is used up, and
+// tells the balancer how it ended. With track, it also finds out whether
+// the attempt may have left this process (sent): it did unless the
+// connection's interceptor (see Factory) saw it end before a transport
+// stream was made for it. Without track, or without that interceptor,
+// sent is true.
+func (r *retry) attemptOnce(ctx context.Context, n *Instance, request interface{}, share time.Duration, track bool) (resp interface{}, sent bool, err error) {
 	// The share is enforced by a timer that cancels the attempt, not by a
 	// context deadline: a deadline travels to the server as grpc-timeout and
 	// costs both sides a timer context, a measurable part of a loopback call
 	// (BENCHMARKS.md, raw-3conn-deadline). The caller's own deadline, if
 	// any, still travels.
 	actx, cancel := context.WithCancelCause(ctx)
+	callCtx := context.Context(actx)
+	var mark *sendMark
+	if track {
+		mark = &sendMark{}
+		callCtx = context.WithValue(actx, sendMarkKey{}, mark)
+	}
 	timer := time.AfterFunc(share, func() { cancel(errAttemptTimeout) })
-	resp, err := e(actx, request)
+	resp, err = n.call(callCtx, request)
 	timer.Stop()
 	cancel(nil)
 	if err != nil && errors.Is(context.Cause(actx), errAttemptTimeout) && ctx.Err() == nil {
 		err = &attemptTimeoutError{share: share, err: err}
 	}
-	return resp, err
+	r.b.Done(n, err)
+	return resp, mark == nil || mark.mayHaveSent(), err
 }
 
 // Causes of an attempt's cancellation, which tell the attempt's node how it
@@ -251,23 +278,6 @@ var (
 	// errHedgeUnneeded: the attempt the hedge raced answered first.
 	errHedgeUnneeded = errors.New("the hedged attempt answered first")
 )
-
-// retryable reports whether err, from an attempt made under ctx, is worth
-// another attempt on another instance: Unavailable, no endpoints, the
-// attempt's own share running out, or a connection closed under the call
-// (Canceled while the caller's ctx is live). Nothing is retried once ctx is
-// done.
-func retryable(ctx context.Context, err error) bool {
-	if ctx.Err() != nil {
-		return false
-	}
-	var timeout *attemptTimeoutError
-	switch {
-	case errors.Is(err, lb.ErrNoEndpoints), errors.As(err, &timeout):
-		return true
-	}
-	return connFailure(err)
-}
 
 // connFailure reports whether err says the instance could not be reached
 // or the connection closed under the call: Unavailable, or Canceled that

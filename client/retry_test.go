@@ -110,18 +110,36 @@ func hanging(waited chan<- time.Duration) endpoint.Endpoint {
 	}
 }
 
-// plain turns off what would change a test of Retry's own mechanics over a
-// few calls: ejection and the retry budget (each has tests of its own).
-var plain = []client.Option{client.WithEjection(client.Ejection{Disabled: true}), client.WithRetryBudget(client.RetryBudget{Disabled: true})}
+// noEjection and noBudget turn off what would change a test of Retry's own
+// mechanics over a few calls: ejection and the retry budget (each has tests
+// of its own). fakeStack applies both unless the test says otherwise.
+var (
+	noEjection = client.WithEjection(client.Ejection{Disabled: true})
+	noBudget   = client.RetryBudget{Disabled: true}
+)
+
+// newEndpointer is client.NewEndpointer, closed when the test ends.
+func newEndpointer(t testing.TB, instancer kitsd.Instancer, factory kitsd.Factory, logger log.Logger, opts ...client.EndpointerOption) *client.Endpointer {
+	t.Helper()
+	e, err := client.NewEndpointer(instancer, factory, logger, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return e
+}
 
 // fakeStack builds Endpointer -> RoundRobin -> Retry over a FixedInstancer,
-// with the plain options and then opts.
-func fakeStack(t *testing.T, f *fakes, instances []string, cfg client.CallConfig, opts ...client.Option) endpoint.Endpoint {
+// without ejection (unless opts say otherwise) and without a retry budget
+// (unless cfg.Budget is set).
+func fakeStack(t *testing.T, f *fakes, instances []string, cfg client.RetryConfig, opts ...client.EndpointerOption) endpoint.Endpoint {
 	t.Helper()
-	opts = append(append([]client.Option{}, plain...), opts...)
-	e := client.NewEndpointer(kitsd.FixedInstancer(instances), f.factory, log.NewNopLogger(), opts...)
-	t.Cleanup(func() { e.Close() })
-	call, err := client.Retry(client.NewRoundRobin(e), cfg, opts...)
+	opts = append([]client.EndpointerOption{noEjection}, opts...)
+	if cfg.Budget == (client.RetryBudget{}) {
+		cfg.Budget = noBudget
+	}
+	e := newEndpointer(t, kitsd.FixedInstancer(instances), f.factory, log.NewNopLogger(), opts...)
+	call, err := client.Retry(client.NewRoundRobin(e), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,14 +155,14 @@ func TestRetryAttempts(t *testing.T) {
 	}{
 		{"success at once", map[string]endpoint.Endpoint{"a": ok("a"), "b": ok("b"), "c": ok("c")}, []string{"a"}, codes.OK},
 		{"unavailable, then the next instance", map[string]endpoint.Endpoint{"a": failing(codes.Unavailable), "b": ok("b"), "c": failing(codes.Unavailable)}, []string{"a", "b"}, codes.OK},
-		{"all unavailable: RetryMax attempts", map[string]endpoint.Endpoint{"a": failing(codes.Unavailable), "b": failing(codes.Unavailable), "c": failing(codes.Unavailable)}, []string{"a", "b", "c"}, codes.Unavailable},
+		{"all unavailable: MaxAttempts attempts", map[string]endpoint.Endpoint{"a": failing(codes.Unavailable), "b": failing(codes.Unavailable), "c": failing(codes.Unavailable)}, []string{"a", "b", "c"}, codes.Unavailable},
 		{"connection closed under the call is retried", map[string]endpoint.Endpoint{"a": failing(codes.Canceled), "b": failing(codes.Canceled), "c": failing(codes.Canceled)}, []string{"a", "b", "c"}, codes.Canceled},
 		{"invalid argument: one attempt", map[string]endpoint.Endpoint{"a": failing(codes.InvalidArgument), "b": failing(codes.InvalidArgument), "c": failing(codes.InvalidArgument)}, []string{"a"}, codes.InvalidArgument},
 		{"internal: one attempt", map[string]endpoint.Endpoint{"a": failing(codes.Internal), "b": failing(codes.Internal), "c": failing(codes.Internal)}, []string{"a"}, codes.Internal},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFakes(tc.endpoints)
-			e := fakeStack(t, f, []string{"a", "b", "c"}, client.CallConfig{RetryMax: 3, RetryTimeout: time.Second})
+			e := fakeStack(t, f, []string{"a", "b", "c"}, client.RetryConfig{MaxAttempts: 3, Timeout: time.Second})
 			_, err := e(context.Background(), trimsvc.TrimRequest{S: "x"})
 			if want, have := tc.wantCode, status.Code(err); want != have {
 				t.Fatalf("want %v, have %v (%v)", want, have, err)
@@ -181,7 +199,7 @@ func TestRetryAttemptsGoToDistinctInstances(t *testing.T) {
 	// Whatever other callers do in between, a call's 3 attempts visit 3
 	// distinct instances, so one good instance out of 3 always answers.
 	f := newFakes(map[string]endpoint.Endpoint{"a": failing(codes.Unavailable), "b": failing(codes.Unavailable), "c": ok("c")})
-	e := fakeStack(t, f, []string{"a", "b", "c"}, client.CallConfig{RetryMax: 3, RetryTimeout: time.Second})
+	e := fakeStack(t, f, []string{"a", "b", "c"}, client.RetryConfig{MaxAttempts: 3, Timeout: time.Second})
 	var wg sync.WaitGroup
 	errs := make(chan error, 800)
 	for range 8 {
@@ -202,14 +220,20 @@ func TestRetryAttemptsGoToDistinctInstances(t *testing.T) {
 	}
 }
 
-// Over a balancer that is not this package's (go-kit's round robin), Retry
-// still makes its attempts and keeps the error's status; it cannot steer
-// them to distinct instances.
-func TestRetryOverPlainGoKitBalancer(t *testing.T) {
+// blind is a Balancer that is not this package's and ignores what a call
+// has tried: every pick is a first one, as go-kit's lb.RoundRobin's is.
+type blind struct{ client.Balancer }
+
+func (b blind) Pick([]*client.Instance) (*client.Instance, error) { return b.Balancer.Pick(nil) }
+
+// Over a balancer that is not this package's and ignores the instances a
+// call tried (Retry no longer takes a go-kit lb.Balancer: blind stands for
+// one), Retry still makes its attempts and keeps the error's status; it
+// cannot steer them to distinct instances.
+func TestRetryOverABalancerThatIgnoresTried(t *testing.T) {
 	f := newFakes(map[string]endpoint.Endpoint{"a": failing(codes.Unavailable), "b": failing(codes.Unavailable)})
-	endpointer := kitsd.NewEndpointer(kitsd.FixedInstancer{"a", "b"}, f.factory, log.NewNopLogger())
-	defer endpointer.Close()
-	call, err := client.Retry(lb.NewRoundRobin(endpointer), client.CallConfig{RetryMax: 4, RetryTimeout: time.Second})
+	endpointer := newEndpointer(t, kitsd.FixedInstancer{"a", "b"}, f.factory, log.NewNopLogger(), noEjection)
+	call, err := client.Retry(blind{client.NewRoundRobin(endpointer)}, client.RetryConfig{MaxAttempts: 4, Timeout: time.Second, Budget: noBudget})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,24 +251,49 @@ func TestRetryOverPlainGoKitBalancer(t *testing.T) {
 
 	// And a success comes back as it is.
 	f = newFakes(map[string]endpoint.Endpoint{"a": ok("a")})
-	endpointer = kitsd.NewEndpointer(kitsd.FixedInstancer{"a"}, f.factory, log.NewNopLogger())
-	defer endpointer.Close()
-	call, _ = client.Retry(lb.NewRoundRobin(endpointer), client.CallConfig{})
+	endpointer = newEndpointer(t, kitsd.FixedInstancer{"a"}, f.factory, log.NewNopLogger())
+	call, _ = client.Retry(blind{client.NewRoundRobin(endpointer)}, client.RetryConfig{})
 	resp, err := call(context.Background(), trimsvc.TrimRequest{S: "x"})
 	if err != nil || resp.(transport.TrimResponse).Instance != "a" {
 		t.Errorf("want a's answer, have %v, %v", resp, err)
 	}
 }
 
+// This package's balancers are go-kit lb.Balancers too: go-kit's lb.Retry
+// runs over them, with their tiers but without Retry's steering.
+func TestBalancersUnderGoKitRetry(t *testing.T) {
+	f := newFakes(map[string]endpoint.Endpoint{"a": failing(codes.Unavailable), "b": ok("b")})
+	endpointer := newEndpointer(t, kitsd.FixedInstancer{"a", "b"}, f.factory, log.NewNopLogger(), noEjection)
+	for name, b := range map[string]lb.Balancer{"round robin": client.NewRoundRobin(endpointer), "p2c": client.NewP2C(endpointer)} {
+		f.reset()
+		resp, err := lb.Retry(4, time.Second, b)(context.Background(), trimsvc.TrimRequest{S: "x"})
+		if err != nil || resp.(transport.TrimResponse).Instance != "b" {
+			t.Errorf("%s: want b's answer, have %v, %v (attempts %v)", name, resp, err, f.attempts())
+		}
+	}
+}
+
 func TestRetryConfigErrors(t *testing.T) {
-	e := client.NewEndpointer(kitsd.FixedInstancer(nil), newFakes(nil).factory, log.NewNopLogger())
-	defer e.Close()
-	for _, cfg := range []client.CallConfig{{RetryMax: -1}, {RetryTimeout: -time.Second}} {
-		_, err := client.Retry(client.NewRoundRobin(e), cfg)
+	e := newEndpointer(t, kitsd.FixedInstancer(nil), newFakes(nil).factory, log.NewNopLogger())
+	for _, tc := range []struct {
+		cfg   client.RetryConfig
+		field string
+	}{
+		{client.RetryConfig{MaxAttempts: -1}, "Retry.MaxAttempts"},
+		{client.RetryConfig{Timeout: -time.Second}, "Retry.Timeout"},
+		{client.RetryConfig{HedgeAfter: -time.Second}, "Retry.HedgeAfter"},
+		{client.RetryConfig{Budget: client.RetryBudget{Ratio: -1}}, "Retry.Budget"},
+	} {
+		_, err := client.Retry(client.NewRoundRobin(e), tc.cfg)
 		var fe *client.FieldError
 		if !errors.As(err, &fe) {
-			t.Errorf("%+v: want a *FieldError, have %v", cfg, err)
+			t.Errorf("%+v: want a *FieldError, have %v", tc.cfg, err)
+		} else if fe.Field != tc.field {
+			t.Errorf("%+v: want a *FieldError for %s, have %v", tc.cfg, tc.field, err)
 		}
+	}
+	if _, err := client.Retry(nil, client.RetryConfig{}); err == nil {
+		t.Error("no balancer: want an error")
 	}
 }
 
@@ -254,7 +303,7 @@ func TestRetryBusinessErrorIsNotRetried(t *testing.T) {
 		return transport.TrimResponse{TrimResponse: trimsvc.TrimResponse{Err: bizErr}}, nil
 	}
 	f := newFakes(map[string]endpoint.Endpoint{"a": biz, "b": biz})
-	svc := transport.Client{TrimSpaceEndpoint: fakeStack(t, f, []string{"a", "b"}, client.CallConfig{RetryMax: 3, RetryTimeout: time.Second})}
+	svc := transport.Client{TrimSpaceEndpoint: fakeStack(t, f, []string{"a", "b"}, client.RetryConfig{MaxAttempts: 3, Timeout: time.Second})}
 	_, err := svc.TrimSpace(context.Background(), "xx")
 	if !errors.Is(err, trimsvc.ErrInputTooLarge) {
 		t.Fatalf("want ErrInputTooLarge, have %v", err)
@@ -267,7 +316,7 @@ func TestRetryBusinessErrorIsNotRetried(t *testing.T) {
 func TestRetryPerAttemptShare(t *testing.T) {
 	waited := make(chan time.Duration, 3)
 	f := newFakes(map[string]endpoint.Endpoint{"a": hanging(waited), "b": ok("b")})
-	e := fakeStack(t, f, []string{"a", "b"}, client.CallConfig{RetryMax: 3, RetryTimeout: 300 * time.Millisecond})
+	e := fakeStack(t, f, []string{"a", "b"}, client.RetryConfig{MaxAttempts: 3, Timeout: 300 * time.Millisecond})
 	resp, err := e(context.Background(), trimsvc.TrimRequest{S: "x"})
 	if err != nil {
 		t.Fatalf("the second attempt should answer: %v", err)
@@ -289,7 +338,7 @@ func TestRetryPerAttemptShare(t *testing.T) {
 func TestRetryAllHungReturnsDeadline(t *testing.T) {
 	waited := make(chan time.Duration, 3)
 	f := newFakes(map[string]endpoint.Endpoint{"a": hanging(waited)})
-	e := fakeStack(t, f, []string{"a"}, client.CallConfig{RetryMax: 3, RetryTimeout: 150 * time.Millisecond})
+	e := fakeStack(t, f, []string{"a"}, client.RetryConfig{MaxAttempts: 3, Timeout: 150 * time.Millisecond})
 	_, err := e(context.Background(), trimsvc.TrimRequest{S: "x"})
 	if want, have := codes.DeadlineExceeded, status.Code(err); want != have {
 		t.Errorf("want %v, have %v (%v)", want, have, err)
@@ -305,7 +354,7 @@ func TestRetryAllHungReturnsDeadline(t *testing.T) {
 
 func TestRetryNoEndpoints(t *testing.T) {
 	f := newFakes(nil)
-	e := fakeStack(t, f, nil, client.CallConfig{RetryMax: 3, RetryTimeout: 200 * time.Millisecond})
+	e := fakeStack(t, f, nil, client.RetryConfig{MaxAttempts: 3, Timeout: 200 * time.Millisecond})
 	_, err := e(context.Background(), trimsvc.TrimRequest{S: "x"})
 	if !errors.Is(err, lb.ErrNoEndpoints) {
 		t.Fatalf("want ErrNoEndpoints, have %v", err)
@@ -319,7 +368,7 @@ func TestRetryNoEndpoints(t *testing.T) {
 
 func TestRetryStopsWhenCallerCancels(t *testing.T) {
 	f := newFakes(map[string]endpoint.Endpoint{"a": failing(codes.Unavailable), "b": failing(codes.Unavailable)})
-	e := fakeStack(t, f, []string{"a", "b"}, client.CallConfig{RetryMax: 3, RetryTimeout: time.Second})
+	e := fakeStack(t, f, []string{"a", "b"}, client.RetryConfig{MaxAttempts: 3, Timeout: time.Second})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	_, err := e(ctx, trimsvc.TrimRequest{S: "x"})
@@ -334,7 +383,10 @@ func TestRetryStopsWhenCallerCancels(t *testing.T) {
 func TestEndpointerClosesRemovedAndAll(t *testing.T) {
 	f := newFakes(map[string]endpoint.Endpoint{"a": ok("a"), "b": ok("b")})
 	inst := &manualInstancer{}
-	e := client.NewEndpointer(inst, f.factory, log.NewNopLogger(), client.WithCloseGrace(50*time.Millisecond))
+	e, err := client.NewEndpointer(inst, f.factory, log.NewNopLogger(), client.WithCloseGrace(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
 	inst.send(kitsd.Event{Instances: []string{"a", "b"}})
 	eps, _ := e.Endpoints()
 	if want, have := 2, len(eps); want != have {

@@ -15,6 +15,7 @@ import (
 	"github.com/trimkit/trimkit/internal/loadgen"
 	"github.com/trimkit/trimkit/internal/proc"
 	"github.com/trimkit/trimkit/internal/testenv"
+	"github.com/trimkit/trimkit/sd"
 )
 
 // copyTo copies src to dst atomically (a temporary file, then rename), as
@@ -81,9 +82,11 @@ func TestMutualTLSRotationUnderLoad(t *testing.T) {
 	issue("client", "caller")
 	callerCert, callerKey := files("caller")
 	c := newClient(t, client.Config{
-		ConsulAddr: s.URL(), ConsulTokenFile: s.ClientTokenFile,
-		ConsulCAFile: s.Security.CA.CertFile, ConsulCertFile: s.Security.CLICertFile, ConsulKeyFile: s.Security.CLIKeyFile,
-		CallConfig: client.CallConfig{TLSCAFile: st.CA.File, TLSCertFile: callerCert, TLSKeyFile: callerKey},
+		Consul: sd.ConsulConfig{
+			Address: s.URL(), TokenFile: s.ClientTokenFile,
+			CAFile: s.Security.CA.CertFile, CertFile: s.Security.CLICertFile, KeyFile: s.Security.CLIKeyFile,
+		},
+		CallConfig: client.CallConfig{TLS: client.TLS{CAFile: st.CA.File, CertFile: callerCert, KeyFile: callerKey}},
 	})
 	waitInstances(t, c.Endpoint(), 2)
 	trust, err := tlsfiles.LoadCerts("", "", st.CA.File)

@@ -1,14 +1,17 @@
 package transport
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"unicode/utf8"
 
 	"github.com/go-kit/kit/endpoint"
+	kitsd "github.com/go-kit/kit/sd"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/trimkit/trimkit/client"
 	"github.com/trimkit/trimkit/pb"
 	"github.com/trimkit/trimkit/trimsvc"
 )
@@ -90,4 +93,52 @@ func headerValue(md metadata.MD, key string) string {
 		return v[0]
 	}
 	return ""
+}
+
+// DefaultServiceName is the Consul service NewTrimClient calls unless
+// told otherwise.
+const DefaultServiceName = "trimsvc"
+
+// Endpoints is the trim service's client.EndpointFunc: the TrimSpace
+// endpoint over one connection (NewGRPCClient's).
+func Endpoints(conn *grpc.ClientConn) endpoint.Endpoint {
+	return NewGRPCClient(conn).TrimSpaceEndpoint
+}
+
+// TrimClient is the trim service found in Consul, balanced and retried:
+// the generic client stack (client.New) over Endpoints. It implements
+// trimsvc.Service; its Endpoint takes a trimsvc.TrimRequest and answers
+// with a TrimResponse, whose Instance names the instance that answered.
+// Close it when done.
+type TrimClient struct {
+	*client.Client
+}
+
+var _ trimsvc.Service = (*TrimClient)(nil)
+
+// NewTrimClient builds the client stack for the trim service: cfg.Service
+// defaults to "trimsvc".
+func NewTrimClient(cfg client.Config, opts ...client.Option) (*TrimClient, error) {
+	cfg.Service = cmp.Or(cfg.Service, DefaultServiceName)
+	c, err := client.New(cfg, Endpoints, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return &TrimClient{c}, nil
+}
+
+// NewTrimClientFromInstancer builds the client stack for the trim service
+// over any go-kit Instancer (sd.FixedInstancer, say); see
+// client.NewFromInstancer.
+func NewTrimClientFromInstancer(instancer kitsd.Instancer, cfg client.CallConfig, opts ...client.Option) (*TrimClient, error) {
+	c, err := client.NewFromInstancer(instancer, cfg, Endpoints, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return &TrimClient{c}, nil
+}
+
+// TrimSpace implements trimsvc.Service.
+func (c *TrimClient) TrimSpace(ctx context.Context, s string) (string, error) {
+	return Client{TrimSpaceEndpoint: c.Endpoint()}.TrimSpace(ctx, s)
 }

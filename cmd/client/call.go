@@ -13,6 +13,7 @@ import (
 
 	"github.com/trimkit/trimkit/client"
 	"github.com/trimkit/trimkit/internal/loadgen"
+	"github.com/trimkit/trimkit/transport"
 )
 
 func call(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
@@ -21,7 +22,7 @@ func call(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	logger := level.NewFilter(log.NewLogfmtLogger(log.NewSyncWriter(stderr)), level.AllowInfo())
 	logger = log.With(logger, "ts", log.DefaultTimestampUTC)
 	attempts := &loadgen.Counter{}
-	c, err := client.New(cfg.client, client.WithLogger(logger), client.WithMetrics(client.Metrics{Attempts: attempts}))
+	c, err := transport.NewTrimClient(cfg.client, client.WithLogger(logger), client.WithEndpointer(client.WithMetrics(client.Metrics{Attempts: attempts})))
 	if err != nil {
 		return err
 	}

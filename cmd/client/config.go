@@ -10,6 +10,7 @@ import (
 	"github.com/trimkit/trimkit/client"
 	"github.com/trimkit/trimkit/internal/cli"
 	"github.com/trimkit/trimkit/sd"
+	"github.com/trimkit/trimkit/transport"
 )
 
 const envPrefix = "TRIMCLIENT"
@@ -43,16 +44,17 @@ func (c config) load() bool { return c.n > 1 || c.duration > 0 }
 // flagOf names the flag that sets each client.Config field, so that the
 // client's own validation speaks in flags here.
 var flagOf = map[string]string{
-	"Discovery":    "-discovery",
-	"DNSAddr":      "-dns-addr",
-	"Tags":         "-tags",
-	"TLSCAFile":    "-tls-ca-file",
-	"TLSCertFile":  "-tls-cert-file",
-	"MaxStale":     "-max-stale",
-	"Balancer":     "-balancer",
-	"RetryMax":     "-retry-max",
-	"RetryTimeout": "-retry-timeout",
-	"HedgeAfter":   "-hedge-after",
+	"Discovery":         "-discovery",
+	"DNSAddr":           "-dns-addr",
+	"Service":           "-service-name",
+	"Tags":              "-tags",
+	"Read":              "-read",
+	"TLS.CAFile":        "-tls-ca-file",
+	"TLS.CertFile":      "-tls-cert-file",
+	"Balancer":          "-balancer",
+	"Retry.MaxAttempts": "-retry-max",
+	"Retry.Timeout":     "-retry-timeout",
+	"Retry.HedgeAfter":  "-hedge-after",
 }
 
 func parseConfig(args []string, stdout io.Writer) (config, error) {
@@ -61,23 +63,21 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 		c    config
 		tags string
 	)
-	var consul sd.ConsulConfig
-	cli.ConsulFlags(fs, &consul)
-	fs.StringVar(&c.client.TLSCAFile, "tls-ca-file", "", "call the instances over TLS, verifying their certificates against this CA (empty: plaintext)")
-	fs.StringVar(&c.client.TLSCertFile, "tls-cert-file", "", "client certificate for instances that require one (mutual TLS)")
-	fs.StringVar(&c.client.TLSKeyFile, "tls-key-file", "", "key of -tls-cert-file")
-	fs.StringVar(&c.client.TLSServerName, "tls-server-name", "", "name the instances' certificates must hold (empty: the address dialled)")
-	fs.StringVar(&c.client.ServiceName, "service-name", client.DefaultServiceName, "service to call")
+	cli.ConsulFlags(fs, &c.client.Consul)
+	fs.StringVar(&c.client.TLS.CAFile, "tls-ca-file", "", "call the instances over TLS, verifying their certificates against this CA (empty: plaintext)")
+	fs.StringVar(&c.client.TLS.CertFile, "tls-cert-file", "", "client certificate for instances that require one (mutual TLS)")
+	fs.StringVar(&c.client.TLS.KeyFile, "tls-key-file", "", "key of -tls-cert-file")
+	fs.StringVar(&c.client.TLS.ServerName, "tls-server-name", "", "name the instances' certificates must hold (empty: the address dialled)")
+	fs.StringVar(&c.client.Service, "service-name", transport.DefaultServiceName, "service to call")
 	fs.StringVar(&tags, "tags", "", "comma-separated tags an instance must all carry (one, with -discovery dns)")
 	fs.StringVar(&c.client.Discovery, "discovery", client.DiscoveryConsul, `how to find instances: "consul" (the HTTP API's blocking queries) or "dns" (SRV records from Consul's DNS interface, polled every second)`)
 	fs.StringVar(&c.client.DNSAddr, "dns-addr", client.DefaultDNSAddr, "Consul's DNS interface, for -discovery dns")
-	allowStale := fs.Bool("allow-stale", true, "let any Consul server answer, not only the leader (reads go on while there is no leader); false: leader reads only")
-	fs.DurationVar(&c.client.MaxStale, "max-stale", client.DefaultMaxStale, "with -allow-stale, ask the leader again when an answer is further behind it than this (0: the default)")
-	fs.BoolVar(&c.client.UseCache, "use-cache", false, "ask the local agent's cache (streaming-backed) instead of the servers")
-	fs.IntVar(&c.client.RetryMax, "retry-max", client.DefaultRetryMax, "most attempts per request, the first included (0: the default)")
-	fs.DurationVar(&c.client.RetryTimeout, "retry-timeout", client.DefaultRetryTimeout, "time limit per request, all attempts together (0: the default)")
-	fs.StringVar(&c.client.Balancer, "balancer", client.RoundRobin, `picks each attempt's instance: "round-robin", "p2c" (latency and load aware) or "least-loaded" (by the load instances report in Consul KV: trimsvc -load-report-interval)`)
-	fs.DurationVar(&c.client.HedgeAfter, "hedge-after", 0, "send a second attempt to another instance when the first has not answered after this long (0: off); only for idempotent calls, as TrimSpace is")
+	read := fs.String("read", sd.ReadStale.String(), `how discovery reads the catalog: "stale" (any Consul server answers; reads go on while there is no leader), "leader" (the leader only) or "cache" (the local agent's cache, streaming-backed)`)
+	fs.DurationVar(&c.client.Read.MaxStale, "max-stale", 0, "with -read stale, ask the leader again when an answer is further behind it than this (0: 2s)")
+	fs.IntVar(&c.client.Retry.MaxAttempts, "retry-max", client.DefaultMaxAttempts, "most attempts per request, the first included (0: the default)")
+	fs.DurationVar(&c.client.Retry.Timeout, "retry-timeout", client.DefaultRetryTimeout, "time limit per request, all attempts together (0: the default)")
+	fs.StringVar(&c.client.Balancer, "balancer", client.RoundRobinName, `picks each attempt's instance: "round-robin", "p2c" (latency and load aware) or "least-loaded" (by the load instances report in Consul KV: trimsvc -load-report-interval)`)
+	fs.DurationVar(&c.client.Retry.HedgeAfter, "hedge-after", 0, "send a second attempt to another instance when the first has not answered after this long (0: off); only for idempotent calls, as TrimSpace is")
 	fs.IntVar(&c.n, "n", 1, "requests to send; above 1 prints a load summary")
 	fs.DurationVar(&c.duration, "duration", 0, "send requests for this long instead of -n of them, and print a load summary")
 	fs.IntVar(&c.c, "c", 1, "concurrent callers, each calling back to back (without -rate)")
@@ -86,12 +86,13 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 	if err := cli.Parse(fs, args, envPrefix, synopsis, stdout); err != nil {
 		return config{}, err
 	}
-	c.client.ConsulAddr, c.client.ConsulToken, c.client.ConsulTokenFile = consul.Address, consul.Token, consul.TokenFile
-	c.client.ConsulCAFile, c.client.ConsulCertFile, c.client.ConsulKeyFile = consul.CAFile, consul.CertFile, consul.KeyFile
-	c.client.ConsulTLSServerName = consul.TLSServerName
 	c.client.Tags = cli.SplitList(tags)
-	c.client.DisallowStale = !*allowStale
 	var errs []error
+	if mode, err := sd.ParseReadMode(*read); err != nil {
+		errs = append(errs, fmt.Errorf("-read: %w", err))
+	} else {
+		c.client.Read.Mode = mode
+	}
 	switch fs.NArg() {
 	case 1:
 		c.text = fs.Arg(0)
@@ -115,7 +116,7 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 	if c.duration > 0 && given(fs, "n") {
 		errs = append(errs, errors.New("-n and -duration both given: a run is N requests or D long, not both"))
 	}
-	if c.client.ServiceName == "" {
+	if c.client.Service == "" {
 		errs = append(errs, errors.New("-service-name must not be empty"))
 	}
 	errs = append(errs, flagErrors(c.client.Validate()))

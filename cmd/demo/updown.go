@@ -277,7 +277,7 @@ callers ask %[2]s; try:
   kill <pid> <pid>
   go run ./cmd/client x
   # ... unless it insists on the leader
-  go run ./cmd/client -allow-stale=false x
+  go run ./cmd/client -read leader x
   # without a token, or without the instances' CA: refused, and told why
   CONSUL_HTTP_TOKEN_FILE= go run ./cmd/client x
   TRIMCLIENT_TLS_CA_FILE= TRIMCLIENT_TLS_CERT_FILE= TRIMCLIENT_TLS_KEY_FILE= go run ./cmd/client x

@@ -65,7 +65,10 @@ func BenchmarkClusterLeaderLoss(b *testing.B) {
 	churner(svcAPI, "churn", 10, 100*time.Millisecond, false, stop)
 	defer close(stop)
 
-	s := sd.NewInstancer(sd.NewClient(callAPI), log.NewNopLogger(), "trimsvc", nil, true, sd.AllowStale(0))
+	s, err := sd.NewInstancer(sd.NewClient(callAPI), log.NewNopLogger(), "trimsvc", nil, true, sd.WithRead(sd.Read{Mode: sd.ReadStale}))
+	if err != nil {
+		b.Fatal(err)
+	}
 	defer s.Stop()
 	events := make(chan kitsd.Event, 100)
 	s.Register(events)
@@ -143,9 +146,9 @@ func BenchmarkClusterWatches(b *testing.B) {
 		name string
 		opts []sd.InstancerOption
 	}{
-		{"leader", nil},
-		{"stale", []sd.InstancerOption{sd.AllowStale(0)}},
-		{"cached", []sd.InstancerOption{sd.UseCache()}},
+		{"leader", []sd.InstancerOption{sd.WithRead(sd.Read{Mode: sd.ReadLeader})}},
+		{"stale", []sd.InstancerOption{sd.WithRead(sd.Read{Mode: sd.ReadStale})}},
+		{"cached", []sd.InstancerOption{sd.WithRead(sd.Read{Mode: sd.ReadCache})}},
 	} {
 		var (
 			ws   []*sd.Instancer
@@ -160,7 +163,10 @@ func BenchmarkClusterWatches(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			w := sd.NewInstancer(sd.NewClient(cl), log.NewNopLogger(), "trimsvc", nil, true, mode.opts...)
+			w, err := sd.NewInstancer(sd.NewClient(cl), log.NewNopLogger(), "trimsvc", nil, true, mode.opts...)
+			if err != nil {
+				b.Fatal(err)
+			}
 			ws = append(ws, w)
 			ch := make(chan kitsd.Event, 10)
 			chs = append(chs, ch)

@@ -17,6 +17,7 @@ import (
 	"github.com/trimkit/trimkit/internal/loadgen"
 	"github.com/trimkit/trimkit/internal/testenv"
 	"github.com/trimkit/trimkit/sd"
+	"github.com/trimkit/trimkit/transport"
 	"github.com/trimkit/trimkit/trimsvc"
 )
 
@@ -77,7 +78,7 @@ func BenchmarkDiscovery(b *testing.B) {
 		base = append(base, id)
 	}
 	agent.WaitPassing("trimsvc", base...)
-	blocking := client.Config{ConsulAddr: agent.HTTPAddr}
+	blocking := client.Config{Consul: sd.ConsulConfig{Address: agent.HTTPAddr}}
 	dns := client.Config{Discovery: client.DiscoveryDNS, DNSAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(agent.DNSPort))}
 	for _, phase := range []struct {
 		name  string
@@ -91,7 +92,7 @@ func BenchmarkDiscovery(b *testing.B) {
 		{"churn", blocking, true, 500 * time.Millisecond},
 		{"dns", dns, false, sd.DNSRefresh + 500*time.Millisecond},
 	} {
-		cl, err := client.New(phase.cfg)
+		cl, err := transport.NewTrimClient(phase.cfg)
 		if err != nil {
 			b.Fatal(err)
 		}

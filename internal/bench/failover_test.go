@@ -16,6 +16,7 @@ import (
 	"github.com/trimkit/trimkit/internal/proc"
 	"github.com/trimkit/trimkit/internal/testenv"
 	"github.com/trimkit/trimkit/sd"
+	"github.com/trimkit/trimkit/transport"
 )
 
 // BenchmarkFailover puts 3 real trimsvc processes (check interval 1s) under
@@ -39,7 +40,7 @@ func BenchmarkFailover(b *testing.B) {
 	// attempt sent to the instance about to die.
 	var lastDeadAttempt atomic.Int64
 	factory := func(instance string) (endpoint.Endpoint, io.Closer, error) {
-		e, closer, err := client.Factory()(instance)
+		e, closer, err := client.Factory(transport.Endpoints)(instance)
 		if err != nil || instance != dead.Addr {
 			return e, closer, err
 		}
@@ -48,11 +49,17 @@ func BenchmarkFailover(b *testing.B) {
 			return e(ctx, req)
 		}, closer, nil
 	}
-	instancer := sd.NewInstancer(sd.NewClient(agent.API()), log.NewNopLogger(), "trimsvc", nil, true)
+	instancer, err := sd.NewInstancer(sd.NewClient(agent.API()), log.NewNopLogger(), "trimsvc", nil, true)
+	if err != nil {
+		b.Fatal(err)
+	}
 	defer instancer.Stop()
-	endpointer := client.NewEndpointer(instancer, factory, log.NewNopLogger())
+	endpointer, err := client.NewEndpointer(instancer, factory, log.NewNopLogger())
+	if err != nil {
+		b.Fatal(err)
+	}
 	defer endpointer.Close()
-	call, err := client.Retry(client.NewRoundRobin(endpointer), client.CallConfig{})
+	call, err := client.Retry(client.NewRoundRobin(endpointer), client.RetryConfig{})
 	if err != nil {
 		b.Fatal(err)
 	}

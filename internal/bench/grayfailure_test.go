@@ -169,14 +169,17 @@ type grayRow struct {
 
 // trimkitRow is trimkit's stack from its pieces, as NewFromInstancer builds
 // it, with a Factory that records attempts.
-func trimkitRow(cfg client.CallConfig, opts ...client.Option) func([]string, *attemptLog) (endpoint.Endpoint, func()) {
+func trimkitRow(cfg client.CallConfig, opts ...client.EndpointerOption) func([]string, *attemptLog) (endpoint.Endpoint, func()) {
 	return func(addrs []string, al *attemptLog) (endpoint.Endpoint, func()) {
-		endpointer := client.NewEndpointer(kitsd.FixedInstancer(addrs), al.factory(client.Factory()), log.NewNopLogger(), opts...)
-		balancer := client.NewRoundRobin(endpointer)
-		if cfg.Balancer == client.P2C {
+		endpointer, err := client.NewEndpointer(kitsd.FixedInstancer(addrs), al.factory(client.Factory(transport.Endpoints)), log.NewNopLogger(), opts...)
+		if err != nil {
+			panic(err)
+		}
+		var balancer client.Balancer = client.NewRoundRobin(endpointer)
+		if cfg.Balancer == client.P2CName {
 			balancer = client.NewP2C(endpointer)
 		}
-		call, err := client.Retry(balancer, cfg, opts...)
+		call, err := client.Retry(balancer, cfg.Retry)
 		if err != nil {
 			panic(err)
 		}
@@ -185,16 +188,17 @@ func trimkitRow(cfg client.CallConfig, opts ...client.Option) func([]string, *at
 }
 
 func grayRows() []grayRow {
-	off := []client.Option{client.WithEjection(client.Ejection{Disabled: true}), client.WithRetryBudget(client.RetryBudget{Disabled: true})}
+	noEjection := client.WithEjection(client.Ejection{Disabled: true})
+	noBudget := client.RetryBudget{Disabled: true}
 	return []grayRow{
 		{"gokit-stock", func(addrs []string, al *attemptLog) (endpoint.Endpoint, func()) {
 			endpointer := kitsd.NewEndpointer(kitsd.FixedInstancer(addrs), al.factory(gokitFactory), log.NewNopLogger())
 			return lb.Retry(3, 500*time.Millisecond, lb.NewRoundRobin(endpointer)), endpointer.Close
 		}},
-		{"rr", trimkitRow(client.CallConfig{}, off...)},
+		{"rr", trimkitRow(client.CallConfig{Retry: client.RetryConfig{Budget: noBudget}}, noEjection)},
 		{"rr+eject", trimkitRow(client.CallConfig{})},
-		{"p2c", trimkitRow(client.CallConfig{Balancer: client.P2C})},
-		{"rr+hedge", trimkitRow(client.CallConfig{HedgeAfter: hedgeFor})},
+		{"p2c", trimkitRow(client.CallConfig{Balancer: client.P2CName})},
+		{"rr+hedge", trimkitRow(client.CallConfig{Retry: client.RetryConfig{HedgeAfter: hedgeFor}})},
 	}
 }
 
@@ -225,7 +229,7 @@ func BenchmarkGrayFailure(b *testing.B) {
 	}
 	b.ReportMetric(ms(slowBy), "slow_adds_ms")
 	b.ReportMetric(ms(hedgeFor), "hedge_after_ms")
-	b.ReportMetric(ms(client.DefaultRetryTimeout/client.DefaultRetryMax), "attempt_share_ms")
+	b.ReportMetric(ms(client.DefaultRetryTimeout/client.DefaultMaxAttempts), "attempt_share_ms")
 }
 
 // healthyMedian is the median latency of a healthy round-robin stack under

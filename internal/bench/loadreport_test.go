@@ -17,6 +17,7 @@ import (
 	"github.com/trimkit/trimkit/internal/loadgen"
 	"github.com/trimkit/trimkit/internal/testenv"
 	"github.com/trimkit/trimkit/sd"
+	"github.com/trimkit/trimkit/transport"
 	"github.com/trimkit/trimkit/trimsvc"
 )
 
@@ -171,7 +172,7 @@ func BenchmarkLeastLoaded(b *testing.B) {
 	c := agent.API()
 	capacity := llCapacity()
 	for _, hammer := range []bool{true, false} {
-		for _, balancer := range []string{client.RoundRobin, client.P2C, client.LeastLoaded} {
+		for _, balancer := range []string{client.RoundRobinName, client.P2CName, client.LeastLoadedName} {
 			prefix := balancer + "/"
 			if hammer {
 				prefix = "hammered/" + prefix
@@ -225,15 +226,18 @@ func leastLoadedRun(b *testing.B, c *api.Client, balancer string, capacity float
 	}()
 
 	al := &attemptLog{faulty: addrs[0]}
-	endpointer := client.NewEndpointer(kitsd.FixedInstancer(addrs), al.factory(client.Factory()), log.NewNopLogger())
+	endpointer, err := client.NewEndpointer(kitsd.FixedInstancer(addrs), al.factory(client.Factory(transport.Endpoints)), log.NewNopLogger())
+	if err != nil {
+		b.Fatal(err)
+	}
 	defer endpointer.Close()
-	var bal *client.Balancer
+	var bal client.Balancer
 	switch balancer {
-	case client.RoundRobin:
+	case client.RoundRobinName:
 		bal = client.NewRoundRobin(endpointer)
-	case client.P2C:
+	case client.P2CName:
 		bal = client.NewP2C(endpointer)
-	case client.LeastLoaded:
+	case client.LeastLoadedName:
 		catalog := sd.CatalogMap{}
 		for i, a := range addrs {
 			catalog[a] = fmt.Sprintf("trim-%d", i)
@@ -242,14 +246,14 @@ func leastLoadedRun(b *testing.B, c *api.Client, balancer string, capacity float
 		defer w.Stop()
 		bal = client.NewLeastLoaded(endpointer, w)
 	}
-	call, err := client.Retry(bal, client.CallConfig{})
+	call, err := client.Retry(bal, client.RetryConfig{})
 	if err != nil {
 		b.Fatal(err)
 	}
 
 	var hammerLoad *loadgen.Run
 	if hammer {
-		direct, closer, err := client.Factory()(addrs[0])
+		direct, closer, err := client.Factory(transport.Endpoints)(addrs[0])
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -23,6 +23,7 @@ import (
 	"github.com/trimkit/trimkit/client"
 	"github.com/trimkit/trimkit/internal/testenv"
 	"github.com/trimkit/trimkit/pb"
+	"github.com/trimkit/trimkit/sd"
 	"github.com/trimkit/trimkit/transport"
 	"github.com/trimkit/trimkit/trimsvc"
 )
@@ -68,7 +69,7 @@ func rawThreeConn(tb testing.TB, addrs []string) caller {
 func rawThreeConnDeadline(tb testing.TB, addrs []string) caller {
 	call := rawThreeConn(tb, addrs)
 	return func(ctx context.Context) error {
-		ctx, cancel := context.WithTimeout(ctx, client.DefaultRetryTimeout/client.DefaultRetryMax)
+		ctx, cancel := context.WithTimeout(ctx, client.DefaultRetryTimeout/client.DefaultMaxAttempts)
 		defer cancel()
 		return call(ctx)
 	}
@@ -104,7 +105,7 @@ func decodeGRPCTrimResponse(_ context.Context, reply interface{}) (interface{}, 
 }
 
 func trimkitFixed(tb testing.TB, addrs []string) caller {
-	c, err := client.NewFromInstancer(kitsd.FixedInstancer(addrs), client.CallConfig{})
+	c, err := transport.NewTrimClientFromInstancer(kitsd.FixedInstancer(addrs), client.CallConfig{})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -124,7 +125,7 @@ func trimkitConsul(tb testing.TB, addrs []string) caller {
 		register(tb, c, id, a, false)
 	}
 	agent.WaitPassing("trimsvc", ids...)
-	cl, err := client.New(client.Config{ConsulAddr: agent.HTTPAddr})
+	cl, err := transport.NewTrimClient(client.Config{Consul: sd.ConsulConfig{Address: agent.HTTPAddr}})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -158,7 +159,7 @@ func rawThreeConnMTLS(tb testing.TB, _ []string) caller {
 // trimkitMTLS is trimkit-fixed over mutual TLS, to servers of its own.
 func trimkitMTLS(tb testing.TB, _ []string) caller {
 	m := startMTLSServers(tb, 3)
-	c, err := client.NewFromInstancer(kitsd.FixedInstancer(m.servers), client.CallConfig{TLSCAFile: m.caFile, TLSCertFile: m.callerCert, TLSKeyFile: m.callerKey})
+	c, err := transport.NewTrimClientFromInstancer(kitsd.FixedInstancer(m.servers), client.CallConfig{TLS: client.TLS{CAFile: m.caFile, CertFile: m.callerCert, KeyFile: m.callerKey}})
 	if err != nil {
 		tb.Fatal(err)
 	}

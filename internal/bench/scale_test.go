@@ -59,11 +59,17 @@ func BenchmarkScale(b *testing.B) {
 	var m0, m1 runtime.MemStats
 	runtime.ReadMemStats(&m0)
 	start := time.Now()
-	instancer := sd.NewInstancer(sd.NewClient(c), log.NewNopLogger(), "trimsvc", nil, true)
+	instancer, err := sd.NewInstancer(sd.NewClient(c), log.NewNopLogger(), "trimsvc", nil, true)
+	if err != nil {
+		b.Fatal(err)
+	}
 	defer instancer.Stop()
-	endpointer := client.NewEndpointer(instancer, client.Factory(), log.NewNopLogger())
+	endpointer, err := client.NewEndpointer(instancer, client.Factory(transport.Endpoints), log.NewNopLogger())
+	if err != nil {
+		b.Fatal(err)
+	}
 	defer endpointer.Close()
-	call, err := client.Retry(client.NewRoundRobin(endpointer), client.CallConfig{})
+	call, err := client.Retry(client.NewRoundRobin(endpointer), client.RetryConfig{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -46,7 +46,7 @@ func main() {
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:0", "HTTP listen address (host:port; port 0 picks a free one); registered as is")
 	fs.StringVar(&c.service, "service", "manager", "the service name to register as")
 	fs.StringVar(&c.workers, "worker-service", "worker", "the service name of the workers")
-	fs.StringVar(&c.balancer, "balancer", client.LeastLoaded, "how to pick a worker for each job: least-loaded, p2c or round-robin")
+	fs.StringVar(&c.balancer, "balancer", client.LeastLoadedName, "how to pick a worker for each job: least-loaded, p2c or round-robin")
 	fs.IntVar(&c.need, "workers", 1, "how many workers must check in before the jobs start")
 	fs.IntVar(&c.jobs, "jobs", 0, "jobs to send, then stop; 0: until SIGTERM")
 	fs.Float64Var(&c.rate, "rate", 200, "jobs a second")
@@ -112,11 +112,10 @@ func run(ctx context.Context, c config, out io.Writer, logger log.Logger) (err e
 	defer func() { err = managerworker.Deregister(registrar, err) }()
 	_ = level.Info(logger).Log("msg", "registered; waiting for workers to check in", "addr", lis.Addr(), "workers", c.need)
 
-	workers, err := client.New(client.Config{
-		ConsulAddr:      c.consul.Address,
-		ConsulTokenFile: c.consul.TokenFile,
-		ServiceName:     c.workers,
-		CallConfig:      client.CallConfig{Balancer: c.balancer},
+	workers, err := transport.NewTrimClient(client.Config{
+		Consul:     c.consul,
+		Service:    c.workers,
+		CallConfig: client.CallConfig{Balancer: c.balancer},
 	}, client.WithLogger(logger))
 	if err != nil {
 		return err

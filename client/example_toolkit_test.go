@@ -1,0 +1,202 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/go-kit/kit/endpoint"
+	kitsd "github.com/go-kit/kit/sd"
+	"github.com/go-kit/log"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/trimkit/trimkit/client"
+	"github.com/trimkit/trimkit/sd"
+)
+
+// healthEndpoints is the EndpointFunc of these examples: any service's
+// generated client works the same way; grpc.health.v1 is one every
+// trimkit instance serves.
+func healthEndpoints(conn *grpc.ClientConn) endpoint.Endpoint {
+	c := healthpb.NewHealthClient(conn)
+	return func(ctx context.Context, request any) (any, error) {
+		req, ok := request.(*healthpb.HealthCheckRequest)
+		if !ok {
+			return nil, fmt.Errorf("unexpected request %T", request)
+		}
+		return c.Check(ctx, req)
+	}
+}
+
+// The stack built by hand, piece by piece, over Consul: what New does in
+// one call. Each piece can be replaced: another go-kit Instancer, another
+// Factory, a Balancer of your own.
+func Example_handBuilt() {
+	logger := log.NewLogfmtLogger(os.Stderr)
+	// The zero ConsulConfig is the Consul CLI's environment:
+	// CONSUL_HTTP_ADDR, else 127.0.0.1:8500.
+	consul, _, addr, err := sd.ConsulConfig{}.NewAPIClient()
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	instancer, err := sd.NewInstancer(sd.NewClientAt(consul, addr), logger, "orders", nil, true)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer instancer.Stop()
+
+	endpointer, err := client.NewEndpointer(instancer, client.Factory(healthEndpoints), logger,
+		client.WithEjection(client.Ejection{ConsecutiveFailures: 3}))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer endpointer.Close()
+
+	call, err := client.Retry(client.NewP2C(endpointer), client.RetryConfig{MaxAttempts: 3, Timeout: time.Second})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	resp, err := call(context.Background(), &healthpb.HealthCheckRequest{})
+	if err != nil {
+		fmt.Println(err) // an *sd.NoInstancesError when Consul has no passing instance
+		return
+	}
+	fmt.Println(resp.(*healthpb.HealthCheckResponse).GetStatus())
+}
+
+// counting is a Balancer that wraps another and counts its picks by
+// instance: the wrapped balancer's policy, tiers and untried-first picks
+// all stay, because Retry asks the wrapper, and the instances record
+// their own outcomes.
+type counting struct {
+	client.Balancer
+	mu    sync.Mutex
+	picks map[string]int
+}
+
+func (c *counting) Pick(tried []*client.Instance) (*client.Instance, error) {
+	inst, err := c.Balancer.Pick(tried)
+	if err == nil {
+		c.mu.Lock()
+		c.picks[inst.Addr()]++
+		c.mu.Unlock()
+	}
+	return inst, err
+}
+
+// A Balancer of your own that wraps one of the package's: it sees each
+// pick, and Retry still moves a failed call on to an instance it has not
+// tried.
+func ExampleBalancer_wrapper() {
+	a, stopA := serveHealth(healthpb.HealthCheckResponse_SERVING)
+	defer stopA()
+	b, stopB := serveHealth(healthpb.HealthCheckResponse_SERVING)
+	defer stopB()
+
+	endpointer, err := client.NewEndpointer(kitsd.FixedInstancer{a, b}, client.Factory(healthEndpoints), log.NewNopLogger())
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer endpointer.Close()
+	balancer := &counting{Balancer: client.NewRoundRobin(endpointer), picks: map[string]int{}}
+	call, err := client.Retry(balancer, client.RetryConfig{})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	for range 10 {
+		if _, err := call(context.Background(), &healthpb.HealthCheckRequest{}); err != nil {
+			fmt.Println(err)
+			return
+		}
+	}
+	fmt.Println(balancer.picks[a], balancer.picks[b])
+	// Output: 5 5
+}
+
+// A retry policy of your own: retry ResourceExhausted too (an instance
+// shedding load refused the call before its handler ran), on top of the
+// default rule; and say which requests are not safe to send twice.
+func ExampleRetryConfig_policy() {
+	cfg := client.RetryConfig{
+		MaxAttempts: 3,
+		Retryable: func(n int, err error) (bool, error) {
+			if status.Code(err) == codes.ResourceExhausted {
+				return true, nil
+			}
+			return client.DefaultRetryable(n, err)
+		},
+		// Health checks are safe to repeat; a service's "create" would not be.
+		Idempotent: func(request any) bool {
+			_, check := request.(*healthpb.HealthCheckRequest)
+			return check
+		},
+	}
+	busy, stopBusy := serveHealth(healthpb.HealthCheckResponse_SERVING, codes.ResourceExhausted)
+	defer stopBusy()
+	ok, stopOK := serveHealth(healthpb.HealthCheckResponse_SERVING)
+	defer stopOK()
+	endpointer, err := client.NewEndpointer(kitsd.FixedInstancer{busy, ok}, client.Factory(healthEndpoints), log.NewNopLogger())
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer endpointer.Close()
+	call, err := client.Retry(client.NewRoundRobin(endpointer), cfg)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	failed := 0
+	for range 10 {
+		if _, err := call(context.Background(), &healthpb.HealthCheckRequest{}); err != nil {
+			failed++
+		}
+	}
+	// Under the same policy, one call that must not be sent twice.
+	_, err = call(client.WithIdempotent(context.Background(), false), &healthpb.HealthCheckRequest{})
+	var retryErr *client.RetryError
+	fmt.Println("failed:", failed, "attempts of a non-idempotent call:", attemptsOf(err, &retryErr))
+	// Output: failed: 0 attempts of a non-idempotent call: 1
+}
+
+func attemptsOf(err error, target **client.RetryError) int {
+	if errors.As(err, target) {
+		return (*target).Attempts
+	}
+	return 1 // it succeeded on its first attempt
+}
+
+// serveHealth serves grpc.health.v1 on a loopback port; with refuse, every
+// call fails with that code.
+func serveHealth(s healthpb.HealthCheckResponse_ServingStatus, refuse ...codes.Code) (addr string, stop func()) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	var opts []grpc.ServerOption
+	if len(refuse) > 0 {
+		opts = append(opts, grpc.UnaryInterceptor(func(context.Context, any, *grpc.UnaryServerInfo, grpc.UnaryHandler) (any, error) {
+			return nil, status.Error(refuse[0], "busy")
+		}))
+	}
+	srv := grpc.NewServer(opts...)
+	h := health.NewServer()
+	h.SetServingStatus("", s)
+	healthpb.RegisterHealthServer(srv, h)
+	go srv.Serve(lis)
+	return lis.Addr().String(), srv.Stop
+}
