@@ -31,11 +31,11 @@ consul: ## build bin/consul at the pinned version (skipped when already built)
 	fi
 	@bin/consul version
 
-proto: ## regenerate pb/ from pb/trim.proto (needs protoc: apt-get install protobuf-compiler)
+proto: ## regenerate pb/ and examples/orders/orderspb/ from their .proto files (needs protoc: apt-get install protobuf-compiler)
 	@command -v protoc >/dev/null || { echo "protoc not found: apt-get install protobuf-compiler" >&2; exit 1; }
 	go -C tools/protoc build -o ../../bin/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
 	go -C tools/protoc build -o ../../bin/protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc
-	go generate ./pb
+	go generate ./pb ./examples/orders/orderspb
 
 build: ## build bin/trimsvc, bin/client and bin/demo
 	go build -o bin/ ./cmd/...
