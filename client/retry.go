@@ -1,6 +1,7 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -123,6 +124,7 @@ func (r *retry) call(ctx context.Context, request interface{}) (interface{}, err
 		a        = attempts{tried: triedBuf[:0]}
 		last     error
 		spent    bool
+		unknown  bool // the last attempt may have reached its instance
 	)
 	for {
 		n, err := r.b.Pick(a.tried)
@@ -154,14 +156,20 @@ func (r *retry) call(ctx context.Context, request interface{}) (interface{}, err
 			a.made++
 		}
 		last = err
-		if a.made >= r.max || ctx.Err() != nil || !time.Now().Before(deadline) || (sent && !idempotent) {
+		if ctx.Err() != nil {
 			break
 		}
 		keep, replacement := r.retryable(a.made, last)
 		if !keep {
-			if replacement != nil {
-				last = replacement
-			}
+			// The policy's answer, not a give-up: the error (an
+			// instance's answer, say) is the call's as it is.
+			return nil, cmp.Or(replacement, last)
+		}
+		if sent && !idempotent {
+			unknown = true
+			break
+		}
+		if a.made >= r.max || !time.Now().Before(deadline) {
 			break
 		}
 		if errors.Is(last, lb.ErrNoEndpoints) {
@@ -171,7 +179,11 @@ func (r *retry) call(ctx context.Context, request interface{}) (interface{}, err
 			}
 		}
 	}
-	return nil, &RetryError{Attempts: a.made, Timeout: r.timeout, Last: last, BudgetSpent: spent}
+	var instance string
+	if len(a.tried) > 0 {
+		instance = a.tried[len(a.tried)-1].instance
+	}
+	return nil, &RetryError{Attempts: a.made, Timeout: r.timeout, Last: last, Instance: instance, BudgetSpent: spent, OutcomeUnknown: unknown}
 }
 
 // hedged makes a call's first attempt, on n, and, if it has not answered
@@ -291,17 +303,29 @@ func connFailure(err error) bool {
 	return false
 }
 
-// RetryError is what Retry returns when no attempt succeeded.
+// RetryError is what Retry returns when it gave up on a call it would
+// have tried again: attempts or time used up, the retry budget spent, the
+// caller's context done, or a call that is not idempotent whose attempt
+// may have reached its instance. An error the policy does not retry (an
+// instance's answer, such as NotFound) is returned as it is instead.
 type RetryError struct {
 	Attempts int
 	Timeout  time.Duration
-	Last     error // the last attempt's error
+	Last     error  // the last attempt's error
+	Instance string // the instance of the last attempt that reached one, "" if none did
 	// BudgetSpent says the retry budget refused the retry that would have
 	// come next.
 	BudgetSpent bool
+	// OutcomeUnknown says the call is not idempotent and its last attempt
+	// may have reached its instance before failing: the call may or may not
+	// have taken effect there, and was not sent again.
+	OutcomeUnknown bool
 }
 
 func (e *RetryError) Error() string {
+	if e.OutcomeUnknown {
+		return fmt.Sprintf("attempt %d failed after it may have reached %s, and the call is not idempotent (not sent again; its outcome is unknown): %v", e.Attempts, e.Instance, e.Last)
+	}
 	if e.BudgetSpent {
 		return fmt.Sprintf("%d attempt(s) failed and the retry budget is spent (no retry now), last: %v", e.Attempts, e.Last)
 	}

@@ -170,18 +170,31 @@ func TestRetryAttempts(t *testing.T) {
 			if want, have := tc.wantOrder, f.attempts(); !equal(want, have) {
 				t.Errorf("attempts: want %v, have %v", want, have)
 			}
-			if err != nil {
-				var re *client.RetryError
-				if !errors.As(err, &re) {
-					t.Fatalf("want *RetryError, have %T", err)
+			var re *client.RetryError
+			switch {
+			case err == nil:
+			case !retriedCode(tc.wantCode):
+				// The instance's answer ends the call as it is: no
+				// RetryError wraps it.
+				if errors.As(err, &re) {
+					t.Fatalf("want the instance's error as it is, have %v", err)
 				}
+			case !errors.As(err, &re):
+				t.Fatalf("want *RetryError, have %T", err)
+			default:
 				if want, have := f.total(), re.Attempts; want != have {
 					t.Errorf("RetryError.Attempts: want %d, have %d", want, have)
+				}
+				if want, have := tc.wantOrder[len(tc.wantOrder)-1], re.Instance; want != have {
+					t.Errorf("RetryError.Instance: want %q, have %q", want, have)
 				}
 			}
 		})
 	}
 }
+
+// retriedCode reports whether DefaultRetryable retries an error with code c.
+func retriedCode(c codes.Code) bool { return c == codes.Unavailable || c == codes.Canceled }
 
 func equal(a, b []string) bool {
 	if len(a) != len(b) {

@@ -126,7 +126,7 @@ type instance struct {
 
 // check validates in and returns it with its defaults; it registers the
 // health service on a *grpc.Server that lacks one.
-func (in *Instance) check() (*instance, error) {
+func (in Instance) check() (*instance, error) {
 	var errs []error
 	if in.Server == nil {
 		errs = append(errs, errors.New("no Server"))
@@ -147,7 +147,7 @@ func (in *Instance) check() (*instance, error) {
 			errs = append(errs, fmt.Errorf("task %d of Background is nil", i))
 		}
 	}
-	c := &instance{Instance: *in}
+	c := &instance{Instance: in}
 	if in.Registrar != nil {
 		reg := in.Registrar.Registration()
 		c.advertised = net.JoinHostPort(reg.Address, strconv.Itoa(reg.Port))

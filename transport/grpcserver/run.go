@@ -34,7 +34,7 @@ import (
 // error: the instance stays in Consul until its check has been critical
 // for the registration's DeregisterAfter). An invalid Instance is an
 // error, returned at once, its Listener closed.
-func (in *Instance) Run(ctx context.Context) error {
+func (in Instance) Run(ctx context.Context) error {
 	c, err := in.check()
 	if err != nil {
 		if in.Listener != nil {
