@@ -43,3 +43,20 @@ func TestImportsStayLean(t *testing.T) {
 		}
 	}
 }
+
+// TestGenericStack keeps client generic: what a program that imports it
+// builds holds nothing of the trim service, its protobuf or its gRPC
+// binding (DESIGN.md, "Packages").
+func TestGenericStack(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "github.com/trimkit/trimkit/client").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	for _, dep := range strings.Fields(string(out)) {
+		for _, banned := range []string{"pb", "trimsvc", "transport"} {
+			if p := "github.com/trimkit/trimkit/" + banned; dep == p || strings.HasPrefix(dep, p+"/") {
+				t.Errorf("client depends on %s", dep)
+			}
+		}
+	}
+}

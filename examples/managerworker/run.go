@@ -2,7 +2,6 @@ package managerworker
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -10,7 +9,6 @@ import (
 	"os/signal"
 	"strconv"
 	"syscall"
-	"time"
 
 	"github.com/go-kit/log"
 
@@ -55,28 +53,4 @@ func Listen(addr, service string) (*Listener, error) {
 	host, portStr, _ := net.SplitHostPort(lis.Addr().String())
 	port, _ := strconv.Atoi(portStr)
 	return &Listener{Listener: lis, Host: host, Port: port, ID: sd.DefaultServiceID(service, host, port)}, nil
-}
-
-// Register registers reg with the agent of consul (where names it in
-// messages), retrying for up to 30s while the agent is unreachable.
-func Register(ctx context.Context, consul sd.Client, where string, reg sd.Registration, logger log.Logger) (*sd.Registrar, error) {
-	registrar, err := sd.NewRegistrar(consul, where, reg, logger)
-	if err != nil {
-		return nil, err
-	}
-	if err := registrar.RegisterWithRetry(ctx, 30*time.Second); err != nil {
-		return nil, err
-	}
-	return registrar, nil
-}
-
-// Deregister takes r's instance out of Consul, giving the agent 5s, and
-// joins a failure to err.
-func Deregister(r *sd.Registrar, err error) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if derr := r.Deregister(ctx); derr != nil {
-		err = errors.Join(err, fmt.Errorf("deregister: %w", derr))
-	}
-	return err
 }

@@ -41,9 +41,12 @@ func Example_server() {
 		fmt.Println(err)
 		return
 	}
-	host, port, _ := sd.Advertise(lis.Addr().String(), "") // a listener's own address always parses
-	reg := sd.Registration{Name: "orders", Address: host, Port: port,
-		HealthService: orderspb.Orders_ServiceDesc.ServiceName}.WithDefaults() // ID: orders-host-port
+	// Where callers reach the listener; ID defaults to orders-host-port.
+	reg, err := sd.Registration{Name: "orders", HealthService: orderspb.Orders_ServiceDesc.ServiceName}.At(lis.Addr())
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
 	registrar, err := sd.NewRegistrar(sd.NewClient(consul), where, reg, logger)
 	if err != nil {
 		fmt.Println(err)

@@ -24,6 +24,7 @@ import (
 	"github.com/trimkit/trimkit/examples/managerworker"
 	"github.com/trimkit/trimkit/sd"
 	"github.com/trimkit/trimkit/transport"
+	"github.com/trimkit/trimkit/transport/grpcserver"
 	"github.com/trimkit/trimkit/trimsvc"
 )
 
@@ -80,7 +81,7 @@ type manager struct {
 	rejected  int               // jobs a worker refused
 }
 
-func run(ctx context.Context, c config, out io.Writer, logger log.Logger) (err error) {
+func run(ctx context.Context, c config, out io.Writer, logger log.Logger) error {
 	consul, _, where, err := c.consul.NewAPIClient()
 	if err != nil {
 		return err
@@ -94,41 +95,47 @@ func run(ctx context.Context, c config, out io.Writer, logger log.Logger) (err e
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("POST "+managerworker.CheckInPath, m.checkIn)
 	server := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	served := make(chan error, 1)
-	go func() { served <- server.Serve(lis) }()
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = server.Shutdown(sctx)
-		<-served
-	}()
-
 	reg := sd.Registration{ID: lis.ID, Name: c.service, Address: lis.Host, Port: lis.Port,
-		CheckInterval: time.Second, CheckHTTPPath: "/health", DeregisterAfter: time.Minute}
-	registrar, err := managerworker.Register(ctx, sd.NewClient(consul), where, reg, logger)
+		CheckInterval: time.Second, CheckHTTPPath: "/health"}
+	registrar, err := sd.NewRegistrar(sd.NewClient(consul), where, reg, logger)
 	if err != nil {
+		lis.Close()
 		return err
 	}
-	defer func() { err = managerworker.Deregister(registrar, err) }()
-	_ = level.Info(logger).Log("msg", "registered; waiting for workers to check in", "addr", lis.Addr(), "workers", c.need)
-
 	workers, err := transport.NewTrimClient(client.Config{
 		Consul:     c.consul,
 		Service:    c.workers,
 		CallConfig: client.CallConfig{Balancer: c.balancer},
 	}, client.WithLogger(logger))
 	if err != nil {
+		lis.Close()
 		return err
 	}
 	defer workers.Close()
 
-	if !m.waitCheckIns(ctx, c.need) {
-		return nil // stopped before any work
+	// The work runs while the manager is registered; when it is done, the
+	// manager leaves Consul and stops as on SIGTERM.
+	ctx, finished := context.WithCancel(ctx)
+	defer finished()
+	work := func(ctx context.Context) error {
+		defer finished()
+		_ = level.Info(logger).Log("msg", "registered; waiting for workers to check in", "addr", lis.Addr(), "workers", c.need)
+		if !m.waitCheckIns(ctx, c.need) {
+			return nil // stopped before any work
+		}
+		start := time.Now()
+		sent := m.send(ctx, workers.Endpoint(), c)
+		m.print(fmt.Sprintf("sent %d jobs in %v", sent, time.Since(start).Round(time.Millisecond)))
+		return nil
 	}
-	start := time.Now()
-	sent := m.send(ctx, workers.Endpoint(), c)
-	m.print(fmt.Sprintf("sent %d jobs in %v", sent, time.Since(start).Round(time.Millisecond)))
-	return nil
+	return grpcserver.Instance{
+		Server:     grpcserver.HTTPServer(server),
+		Listener:   lis,
+		Registrar:  registrar,
+		Background: []func(context.Context) error{work},
+		Drain:      time.Nanosecond, // no caller of the manager's own to drain
+		Logger:     logger,
+	}.Run(ctx)
 }
 
 func (m *manager) checkIn(w http.ResponseWriter, r *http.Request) {
