@@ -194,6 +194,8 @@ func overheadRows() []overheadRow {
 		{"trimkit-consul", trimkitConsul},
 		{"raw-3conn-mtls", rawThreeConnMTLS},
 		{"trimkit-mtls", trimkitMTLS},
+		{"raw-3conn-orders", rawThreeConnOrders},
+		{"generic-orders", genericFixedOrders},
 	}
 }
 

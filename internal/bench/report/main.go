@@ -87,7 +87,7 @@ func median(vs []float64) float64 {
 	return s[len(s)/2]
 }
 
-var rows = []string{"raw-1conn", "raw-3conn", "raw-3conn-deadline", "gokit-stock", "trimkit-fixed", "trimkit-consul", "raw-3conn-mtls", "trimkit-mtls"}
+var rows = []string{"raw-1conn", "raw-3conn", "raw-3conn-deadline", "gokit-stock", "trimkit-fixed", "trimkit-consul", "raw-3conn-mtls", "trimkit-mtls", "raw-3conn-orders", "generic-orders"}
 
 // overhead prints the call-overhead table. Times come from
 // BenchmarkOverheadInterleaved when present (robust to drift), else from
@@ -123,6 +123,9 @@ func overhead(w io.Writer, results map[string]result) {
 	for _, mode := range []string{"seq", "par"} {
 		if tls, plain := nsOf(mode, "trimkit-mtls"), nsOf(mode, "trimkit-fixed"); tls > 0 && plain > 0 {
 			fmt.Fprintf(w, "mutual TLS, %s: trimkit %.2fx its plaintext time per call, raw gRPC %.2fx\n", mode, tls/plain, nsOf(mode, "raw-3conn-mtls")/nsOf(mode, "raw-3conn"))
+		}
+		if generic, raw := nsOf(mode, "generic-orders"), nsOf(mode, "raw-3conn-orders"); generic > 0 && raw > 0 {
+			fmt.Fprintf(w, "generic stack over examples/orders (not trim), %s: %.2fx raw gRPC's time per call; trimkit-fixed over trim: %.2fx\n", mode, generic/raw, nsOf(mode, "trimkit-fixed")/nsOf(mode, "raw-3conn"))
 		}
 	}
 }
