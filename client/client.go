@@ -90,7 +90,12 @@ func New(cfg Config, endpoints EndpointFunc, opts ...Option) (*Client, error) {
 	if cfg.Balancer == LeastLoadedName && o.loads == nil {
 		// Reports are matched to instances through the catalog: with DNS
 		// discovery, a Consul watch of its own does that.
-		o.loads = sd.NewLoadWatcher(sd.NewLoadClient(consul), cfg.Service, catalog, o.logger)
+		loads, err := sd.NewLoadWatcher(sd.NewLoadClient(consul), cfg.Service, catalog, o.logger)
+		if err != nil {
+			stop()
+			return nil, err
+		}
+		o.loads = loads
 		stops = append(stops, o.loads.Stop)
 	}
 	c, err := build(instancer, cfg.CallConfig, endpoints, o)

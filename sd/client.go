@@ -34,11 +34,18 @@ func NewClient(c *api.Client) Client { return NewClientAt(c, "") }
 
 // NewClientAt adapts c, which talks to the agent at addr, to Client; an
 // Instancer over it names addr when it finds no instance.
+// A nil c makes a Client that every constructor taking one refuses.
 func NewClientAt(c *api.Client, addr string) Client {
-	if c == nil {
-		panic("sd: NewClientAt needs a Consul API client")
-	}
 	return apiClient{c: c, addr: addr}
+}
+
+// noClient reports whether c is nil, or an adapter of a nil *api.Client.
+func noClient(c any) bool {
+	if c == nil {
+		return true
+	}
+	a, ok := c.(apiClient)
+	return ok && a.c == nil
 }
 
 type apiClient struct {

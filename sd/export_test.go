@@ -9,5 +9,9 @@ import (
 // NewLoadWatcherWithClock is NewLoadWatcher judging freshness by now, for
 // tests.
 func NewLoadWatcherWithClock(client LoadClient, service string, catalog Catalog, logger log.Logger, now func() time.Time) *LoadWatcher {
-	return newLoadWatcher(client, service, catalog, logger, now)
+	w, err := newLoadWatcher(client, service, catalog, logger, now)
+	if err != nil {
+		panic(err) // a test's own mistake
+	}
+	return w
 }

@@ -72,7 +72,7 @@ var _ kitsd.Instancer = (*Instancer)(nil)
 // cannot hold, and never for Consul being unreachable: the watch goes on
 // trying, and State says why it has nothing.
 func NewInstancer(client Client, logger log.Logger, service string, tags []string, passingOnly bool, opts ...InstancerOption) (*Instancer, error) {
-	if client == nil || logger == nil {
+	if noClient(client) || logger == nil {
 		return nil, errors.New("sd: NewInstancer needs a Consul client and a logger")
 	}
 	if err := ValidServiceName(service); err != nil {

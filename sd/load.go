@@ -63,9 +63,6 @@ var ErrSessionGone = errors.New("consul session gone")
 
 // NewLoadClient adapts c to LoadClient.
 func NewLoadClient(c *api.Client) LoadClient {
-	if c == nil {
-		panic("sd: NewLoadClient needs a Consul API client")
-	}
 	return apiClient{c: c}
 }
 
@@ -131,8 +128,8 @@ func LoadTTL(interval time.Duration) time.Duration { return max(10*time.Second, 
 // instance's health check: the session is bound to it, so that the report
 // goes as soon as the check fails.
 func NewLoadReporter(client LoadClient, service, id, addr, checkID string, interval time.Duration, sample LoadSample, logger log.Logger) (*LoadReporter, error) {
-	if client == nil || sample == nil || logger == nil {
-		panic("sd: NewLoadReporter needs a client, a sample and a logger")
+	if noClient(client) || sample == nil || logger == nil {
+		return nil, errors.New("sd: NewLoadReporter needs a client, a sample and a logger")
 	}
 	if interval <= 0 {
 		return nil, fmt.Errorf("load report interval %v is not positive", interval)
@@ -293,20 +290,21 @@ type receivedReport struct {
 
 // NewLoadWatcher watches the load reports of service until Stop, for the
 // instances catalog lists.
-func NewLoadWatcher(client LoadClient, service string, catalog Catalog, logger log.Logger) *LoadWatcher {
+// It returns an error for a nil argument.
+func NewLoadWatcher(client LoadClient, service string, catalog Catalog, logger log.Logger) (*LoadWatcher, error) {
 	return newLoadWatcher(client, service, catalog, logger, time.Now)
 }
 
-func newLoadWatcher(client LoadClient, service string, catalog Catalog, logger log.Logger, now func() time.Time) *LoadWatcher {
-	if client == nil || catalog == nil || logger == nil {
-		panic("sd: NewLoadWatcher needs a client, a catalog and a logger")
+func newLoadWatcher(client LoadClient, service string, catalog Catalog, logger log.Logger, now func() time.Time) (*LoadWatcher, error) {
+	if noClient(client) || catalog == nil || logger == nil {
+		return nil, errors.New("sd: NewLoadWatcher needs a client, a catalog and a logger")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &LoadWatcher{client: client, prefix: LoadPrefix(service), catalog: catalog, logger: logger, now: now,
 		cancel: cancel, done: make(chan struct{})}
 	w.reports.Store(&map[string]receivedReport{})
 	go w.loop(ctx)
-	return w
+	return w, nil
 }
 
 // Report returns the fresh report of the instance at addr: false when the

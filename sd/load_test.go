@@ -282,7 +282,10 @@ func TestLoadWatcher(t *testing.T) {
 	put("trimkit/load/othersvc/b", sd.LoadReport{Load: 9, Addr: "127.0.0.1:9001", TS: now, IntervalMS: 1000})
 
 	catalog := sd.CatalogMap{"127.0.0.1:9000": "a", "127.0.0.1:9001": "b"}
-	w := sd.NewLoadWatcher(f, "trimsvc", catalog, log.NewNopLogger())
+	w, err := sd.NewLoadWatcher(f, "trimsvc", catalog, log.NewNopLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer w.Stop()
 	waitFor(t, 5*time.Second, "the report of a", func() bool { r, ok := w.Report("127.0.0.1:9000"); return ok && r.Load == 2.5 })
 	if _, ok := w.Report("127.0.0.1:9001"); ok {

@@ -208,7 +208,7 @@ type Registrar struct {
 // what logger carries (the caller's logger usually names the instance
 // already). A nil client or logger is an error.
 func NewRegistrar(client Client, consulAddr string, reg Registration, logger log.Logger) (*Registrar, error) {
-	if client == nil || logger == nil {
+	if noClient(client) || logger == nil {
 		return nil, errors.New("sd: NewRegistrar needs a Consul client and a logger")
 	}
 	if err := reg.validate(); err != nil {

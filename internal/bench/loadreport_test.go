@@ -242,7 +242,10 @@ func leastLoadedRun(b *testing.B, c *api.Client, balancer string, capacity float
 		for i, a := range addrs {
 			catalog[a] = fmt.Sprintf("trim-%d", i)
 		}
-		w := sd.NewLoadWatcher(sd.NewLoadClient(c), service, catalog, log.NewNopLogger())
+		w, err := sd.NewLoadWatcher(sd.NewLoadClient(c), service, catalog, log.NewNopLogger())
+		if err != nil {
+			b.Fatal(err)
+		}
 		defer w.Stop()
 		bal = client.NewLeastLoaded(endpointer, w)
 	}
