@@ -167,8 +167,8 @@ func TestNoCreateSentTwice(t *testing.T) {
 			failedOnTerm++
 		}
 		switch {
-		case !errors.As(res.err, &re) || re.Attempts != 1:
-			t.Errorf("CreateOrder %s failed after other than exactly one attempt: %v", id, res.err)
+		case !errors.As(res.err, &re) || re.Attempts != 1 || !re.OutcomeUnknown:
+			t.Errorf("CreateOrder %s failed other than after exactly one attempt whose outcome is unknown: %v", id, res.err)
 		case status.Code(res.err) != codes.Unavailable:
 			t.Errorf("CreateOrder %s failed with %v, want Unavailable (in flight on the killed instance): %v", id, status.Code(res.err), res.err)
 		case !reachedOne:
