@@ -173,61 +173,23 @@ func TestFlagAndEnvErrorsExit(t *testing.T) {
 		t.Fatal(err)
 	}
 	const pointer = "Run 'client --help' for usage."
-	for _, tc := range []struct {
-		args   []string
-		env    string // KEY=value
-		stderr []string
-	}{
-		{args: []string{"-n", "abc", "x"},
-			stderr: []string{`client: invalid value "abc" for flag -n: parse error`, pointer}},
-		{args: []string{"-duration", "5", "x"},
-			stderr: []string{`client: invalid value "5" for flag -duration: parse error (a number with a unit, such as 5s or 1m30s)`, pointer}},
-		{args: []string{"-nonsense", "x"},
-			stderr: []string{"client: flag provided but not defined: -nonsense", pointer}},
-		{args: []string{"x"}, env: "TRIMCLIENT_DURATION=5",
-			stderr: []string{`client: environment TRIMCLIENT_DURATION="5": invalid duration for -duration (a number with a unit, such as 5s or 1m30s)`, pointer}},
-		{args: []string{"-consul-ca-file", ca, "x"},
-			stderr: []string{"client: consul TLS settings given (a CA file) but http://127.0.0.1:8500 is plain HTTP: TLS needs an https:// address (or CONSUL_HTTP_SSL=true)", pointer}},
-	} {
-		if key, value, ok := strings.Cut(tc.env, "="); ok {
-			t.Setenv(key, value)
-		}
-		p := testenv.Start(t, bins.Client(t), tc.args...)
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		code, err := p.Wait(ctx)
-		cancel()
-		if err != nil || code != 2 {
-			t.Errorf("%q %s: want exit 2, have %d (%v)", tc.args, tc.env, code, err)
-		}
-		if have := p.Lines(); strings.Join(have, "\n") != strings.Join(tc.stderr, "\n") {
-			t.Errorf("%q %s: want stderr\n%s\nhave\n%s", tc.args, tc.env, strings.Join(tc.stderr, "\n"), strings.Join(have, "\n"))
-		}
-		if out := p.Stdout(); out != "" {
-			t.Errorf("%q %s: stdout has\n%s", tc.args, tc.env, out)
-		}
-		if key, _, ok := strings.Cut(tc.env, "="); ok {
-			t.Setenv(key, "")
-		}
-	}
+	testenv.CheckUsageErrors(t, bins.Client(t), []testenv.UsageError{
+		{Args: []string{"-n", "abc", "x"},
+			Stderr: []string{`client: invalid value "abc" for flag -n: parse error`, pointer}},
+		{Args: []string{"-duration", "5", "x"},
+			Stderr: []string{`client: invalid value "5" for flag -duration: parse error (a number with a unit, such as 5s or 1m30s)`, pointer}},
+		{Args: []string{"-nonsense", "x"},
+			Stderr: []string{"client: flag provided but not defined: -nonsense", pointer}},
+		{Args: []string{"x"}, Env: "TRIMCLIENT_DURATION=5",
+			Stderr: []string{`client: environment TRIMCLIENT_DURATION="5": invalid duration for -duration (a number with a unit, such as 5s or 1m30s)`, pointer}},
+		{Args: []string{"-consul-ca-file", ca, "x"},
+			Stderr: []string{"client: consul TLS settings given (a CA file) but http://127.0.0.1:8500 is plain HTTP: TLS needs an https:// address (or CONSUL_HTTP_SSL=true)", pointer}},
+	})
 	// In the process, the TLS files for a plain-HTTP address are a usage
 	// error like the others.
 	err := run(context.Background(), []string{"-consul-addr", "http://127.0.0.1:8500", "-consul-ca-file", ca, "x"}, &bytes.Buffer{}, &bytes.Buffer{})
 	if !errors.Is(err, cli.ErrUsage) || !strings.Contains(err.Error(), "https://") {
 		t.Errorf("TLS files for http://: want a usage error saying https://, have %v", err)
 	}
-	for _, arg := range []string{"-h", "--help"} {
-		p := testenv.Start(t, bins.Client(t), arg)
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		code, err := p.Wait(ctx)
-		cancel()
-		if err != nil || code != 0 {
-			t.Errorf("%s: want exit 0, have %d (%v)", arg, code, err)
-		}
-		if lines := p.Lines(); len(lines) != 0 {
-			t.Errorf("%s: stderr has %q", arg, lines)
-		}
-		if out := p.Stdout(); strings.Count(out, "usage: client") != 1 || !strings.Contains(out, "-consul-addr  (env TRIMCLIENT_CONSUL_ADDR, default \"\")") {
-			t.Errorf("%s: want the usage once on stdout, have\n%s", arg, out)
-		}
-	}
+	testenv.CheckHelp(t, bins.Client(t), "usage: client", `-consul-addr  (env TRIMCLIENT_CONSUL_ADDR, default "")`)
 }

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/trimkit/trimkit/internal/cli"
 	"github.com/trimkit/trimkit/internal/testenv"
@@ -112,51 +111,19 @@ func TestFlagAndEnvErrorsExit(t *testing.T) {
 		t.Fatal(err)
 	}
 	const pointer = "Run 'trimsvc --help' for usage."
-	for _, tc := range []struct {
-		args   []string
-		env    string // KEY=value
-		stderr []string
-	}{
-		{args: []string{"-check-interval", "5"},
-			stderr: []string{`trimsvc: invalid value "5" for flag -check-interval: parse error (a number with a unit, such as 5s or 1m30s)`, pointer}},
-		{args: []string{"-max-input-bytes", "abc"},
-			stderr: []string{`trimsvc: invalid value "abc" for flag -max-input-bytes: parse error`, pointer}},
-		{args: []string{"-retry-max", "3"},
-			stderr: []string{"trimsvc: flag provided but not defined: -retry-max", pointer}},
-		{env: "TRIMSVC_CHECK_INTERVAL=5",
-			stderr: []string{`trimsvc: environment TRIMSVC_CHECK_INTERVAL="5": invalid duration for -check-interval (a number with a unit, such as 5s or 1m30s)`, pointer}},
-		{args: []string{"-check-interval", "-1s"},
-			stderr: []string{"trimsvc: -check-interval must be positive, got -1s", pointer}},
-		{args: []string{"-consul-ca-file", ca},
-			stderr: []string{"trimsvc: consul TLS settings given (a CA file) but http://127.0.0.1:8500 is plain HTTP: TLS needs an https:// address (or CONSUL_HTTP_SSL=true)", pointer}},
-	} {
-		if key, value, ok := strings.Cut(tc.env, "="); ok {
-			t.Setenv(key, value)
-		}
-		p := testenv.Start(t, bins.Trimsvc(t), tc.args...)
-		if code := waitExit(t, p, 10*time.Second); code != 2 {
-			t.Errorf("%q %s: want exit 2, have %d", tc.args, tc.env, code)
-		}
-		if have := p.Lines(); strings.Join(have, "\n") != strings.Join(tc.stderr, "\n") {
-			t.Errorf("%q %s: want stderr\n%s\nhave\n%s", tc.args, tc.env, strings.Join(tc.stderr, "\n"), strings.Join(have, "\n"))
-		}
-		if out := p.Stdout(); out != "" {
-			t.Errorf("%q %s: stdout has\n%s", tc.args, tc.env, out)
-		}
-		if key, _, ok := strings.Cut(tc.env, "="); ok {
-			t.Setenv(key, "")
-		}
-	}
-	for _, arg := range []string{"-h", "--help"} {
-		p := testenv.Start(t, bins.Trimsvc(t), arg)
-		if code := waitExit(t, p, 10*time.Second); code != 0 {
-			t.Errorf("%s: want exit 0, have %d", arg, code)
-		}
-		if lines := p.Lines(); len(lines) != 0 {
-			t.Errorf("%s: stderr has %q", arg, lines)
-		}
-		if out := p.Stdout(); strings.Count(out, "usage: trimsvc") != 1 || !strings.Contains(out, "-consul-addr  (env TRIMSVC_CONSUL_ADDR, default \"\")") {
-			t.Errorf("%s: want the usage once on stdout, have\n%s", arg, out)
-		}
-	}
+	testenv.CheckUsageErrors(t, bins.Trimsvc(t), []testenv.UsageError{
+		{Args: []string{"-check-interval", "5"},
+			Stderr: []string{`trimsvc: invalid value "5" for flag -check-interval: parse error (a number with a unit, such as 5s or 1m30s)`, pointer}},
+		{Args: []string{"-max-input-bytes", "abc"},
+			Stderr: []string{`trimsvc: invalid value "abc" for flag -max-input-bytes: parse error`, pointer}},
+		{Args: []string{"-retry-max", "3"},
+			Stderr: []string{"trimsvc: flag provided but not defined: -retry-max", pointer}},
+		{Env: "TRIMSVC_CHECK_INTERVAL=5",
+			Stderr: []string{`trimsvc: environment TRIMSVC_CHECK_INTERVAL="5": invalid duration for -check-interval (a number with a unit, such as 5s or 1m30s)`, pointer}},
+		{Args: []string{"-check-interval", "-1s"},
+			Stderr: []string{"trimsvc: -check-interval must be positive, got -1s", pointer}},
+		{Args: []string{"-consul-ca-file", ca},
+			Stderr: []string{"trimsvc: consul TLS settings given (a CA file) but http://127.0.0.1:8500 is plain HTTP: TLS needs an https:// address (or CONSUL_HTTP_SSL=true)", pointer}},
+	})
+	testenv.CheckHelp(t, bins.Trimsvc(t), "usage: trimsvc", `-consul-addr  (env TRIMSVC_CONSUL_ADDR, default "")`)
 }

@@ -268,3 +268,47 @@ func WriteFile(path string, b []byte) error {
 	}
 	return os.Rename(tmp, path)
 }
+
+// Attack is a client certificate that a server requiring mutual TLS with
+// certificates of one CA must refuse, and the TLS alert it refuses it with
+// as the caller reads it. Cert nil is no certificate at all.
+type Attack struct {
+	Name  string
+	Cert  *tls.Certificate
+	Alert string
+}
+
+// Attacks returns every certificate attack the mutual TLS tests make on a
+// server that trusts ca, good being a legitimate client certificate of ca
+// that it has already accepted: good's signature over another key,
+// another CA's (made in dir), none, server auth only, and no extended key
+// usage. For tests.
+func Attacks(ca *CA, good *Issued, dir string) ([]Attack, error) {
+	forged, err := Forge(good.Cert)
+	if err != nil {
+		return nil, err
+	}
+	other, err := NewCA(dir, "other")
+	if err != nil {
+		return nil, err
+	}
+	stranger, err := other.Issue(Leaf{Name: "stranger", Usage: Client})
+	if err != nil {
+		return nil, err
+	}
+	serverOnly, err := ca.Issue(Leaf{Name: "server-only", Usage: Server})
+	if err != nil {
+		return nil, err
+	}
+	noUsage, err := ca.Issue(Leaf{Name: "no-usage", Usage: NoUsage})
+	if err != nil {
+		return nil, err
+	}
+	return []Attack{
+		{"forged signature", forged, "tls: unknown certificate authority"},
+		{"another CA", stranger.TLS(), "tls: unknown certificate authority"},
+		{"no certificate", nil, "tls: certificate required"},
+		{"server-auth usage only", serverOnly.TLS(), "tls: bad certificate"},
+		{"no extended key usage", noUsage.TLS(), "tls: bad certificate"},
+	}, nil
+}

@@ -3,7 +3,6 @@ package tlsfiles_test
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"net"
 	"os"
 	"strings"
@@ -86,15 +85,6 @@ func check(conn *grpc.ClientConn) error {
 	return err
 }
 
-func forge(t *testing.T, victim *x509.Certificate) *tls.Certificate {
-	t.Helper()
-	c, err := pki.Forge(victim)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
 // refused asserts that a call on conn fails, that the handler did not run,
 // and that the error says want.
 func refused(t *testing.T, name string, conn *grpc.ClientConn, h *countingHealth, want string) {
@@ -131,36 +121,13 @@ func TestMutualTLSRefusesWhatDoesNotVerify(t *testing.T) {
 		t.Fatalf("handler calls: want %d, have %d", want, have)
 	}
 
-	other, err := pki.NewCA(t.TempDir(), "other")
+	// After a legitimate call was accepted.
+	attacks, err := pki.Attacks(ca, good, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	stranger, err := other.Issue(pki.Leaf{Name: "stranger", Usage: pki.Client})
-	if err != nil {
-		t.Fatal(err)
-	}
-	serverOnly, err := ca.Issue(pki.Leaf{Name: "server-only", Usage: pki.Server})
-	if err != nil {
-		t.Fatal(err)
-	}
-	noUsage, err := ca.Issue(pki.Leaf{Name: "no-usage", Usage: pki.NoUsage})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, tc := range []struct {
-		name string
-		cert *tls.Certificate
-		want string
-	}{
-		// After a legitimate call was accepted: the trusted certificate's
-		// signature on the attacker's own key.
-		{"forged signature", forge(t, good.Cert), "tls: unknown certificate authority"},
-		{"another CA", stranger.TLS(), "tls: unknown certificate authority"},
-		{"no certificate", nil, "tls: certificate required"},
-		{"server-auth usage only", serverOnly.TLS(), "tls: bad certificate"},
-		{"no extended key usage", noUsage.TLS(), "tls: bad certificate"},
-	} {
-		refused(t, tc.name, dial(t, addr, ca, tc.cert), h, tc.want)
+	for _, a := range attacks {
+		refused(t, a.Name, dial(t, addr, ca, a.Cert), h, a.Alert)
 	}
 }
 
