@@ -77,15 +77,14 @@ func (b *RoundRobin) Endpoint() (endpoint.Endpoint, error) { return endpointOf(b
 
 func (b *RoundRobin) pickIn(tier []*Instance, tried []*Instance) *Instance {
 	n := uint64(len(tier))
-	var start uint64
+	// A retry starts after the instance tried last, when it is in this
+	// tier; anything else at the next instance in turn.
+	last := -1
 	if len(tried) > 0 {
-		// After the instance tried last, when it is in this tier.
-		if i := slices.Index(tier, tried[len(tried)-1]); i >= 0 {
-			start = uint64(i) + 1
-		} else {
-			start = b.counter.Add(1) - 1
-		}
-	} else {
+		last = slices.Index(tier, tried[len(tried)-1])
+	}
+	start := uint64(last) + 1
+	if last < 0 {
 		start = b.counter.Add(1) - 1
 	}
 	for i := range n {

@@ -67,7 +67,7 @@ func New(cfg Config, endpoints EndpointFunc, opts ...Option) (*Client, error) {
 		stops = append(stops, consulCfg.Transport.CloseIdleConnections)
 	}
 	if cfg.Discovery == DiscoveryDNS {
-		dns, err := sd.NewDNSInstancer(cmp.Or(cfg.DNSAddr, DefaultDNSAddr), cfg.Service, cfg.Tags, 0, o.logger)
+		dns, err := sd.NewDNSInstancer(cfg.DNSAddr, cfg.Service, cfg.Tags, 0, o.logger)
 		if err != nil {
 			stop()
 			return nil, err

@@ -159,8 +159,10 @@ func (in Instance) check() (*instance, error) {
 		}
 	}
 	s, isGRPC := in.Server.(*grpc.Server)
-	if isGRPC && in.Health == nil {
-		if _, has := s.GetServiceInfo()[healthpb.Health_ServiceDesc.ServiceName]; has {
+	hasHealth := false
+	if isGRPC {
+		_, hasHealth = s.GetServiceInfo()[healthpb.Health_ServiceDesc.ServiceName]
+		if hasHealth && in.Health == nil {
 			errs = append(errs, errors.New("the Server has a grpc.health.v1 service of its own: give its *health.Server as Health"))
 		}
 	}
@@ -184,13 +186,11 @@ func (in Instance) check() (*instance, error) {
 	case httpServer:
 		c.proto = "HTTP"
 	}
-	if isGRPC {
-		if _, has := s.GetServiceInfo()[healthpb.Health_ServiceDesc.ServiceName]; !has {
-			if c.Health == nil {
-				c.Health = health.NewServer()
-			}
-			healthpb.RegisterHealthServer(s, c.Health)
+	if isGRPC && !hasHealth {
+		if c.Health == nil {
+			c.Health = health.NewServer()
 		}
+		healthpb.RegisterHealthServer(s, c.Health)
 	}
 	return c, nil
 }
