@@ -205,10 +205,21 @@ func TestClusterServicesAgentRestarted(t *testing.T) {
 	f := startOnCluster(t, 2, client.Config{})
 	const resyncPlusCheck = 2 * time.Second
 	api := testenv.API(t, f.callAgent)
+	// Callers under load: the agent that holds every instance leaves the
+	// cluster gracefully when stopped, and the catalog lists none of them
+	// until it is back and synced. They are alive on the connections the
+	// client holds, so fail-static keeps serving every call.
+	load := loadgen.Start(context.Background(), f.client.Endpoint(), "s e r v i c e s", loadgen.Options{Rate: 200})
 	for _, wipe := range []bool{false, true} {
+		// An agent stopped within a second or two of starting has its
+		// first syncs in flight, and one that lands after its leave lists
+		// the instances again (on a node that left, until the leader
+		// reconciles it a minute later): let them finish.
+		time.Sleep(2 * time.Second)
 		if err := f.svcAgent.Stop(); err != nil {
 			t.Fatal(err)
 		}
+		testenv.WaitPassing(t, api, "trimsvc", localconsul.Exactly())
 		if wipe {
 			if err := f.svcAgent.WipeData(); err != nil {
 				t.Fatal(err)
@@ -226,4 +237,9 @@ func TestClusterServicesAgentRestarted(t *testing.T) {
 			t.Errorf("data wiped %v: passing again after %v, want about %v", wipe, took, resyncPlusCheck)
 		}
 	}
+	calls, _ := load.Stop()
+	if want, have := 0, failures(t, calls); want != have {
+		t.Errorf("failures while the instances' agent restarted twice: want %d, have %d of %d", want, have, len(calls))
+	}
+	t.Logf("instances' agent restarted twice under load: %d calls, %d failed", len(calls), failures(t, calls))
 }

@@ -15,9 +15,10 @@ import (
 
 // struck counts a failed attempt on n, of outcome o, and ejects n once it
 // has failed Ejection.ConsecutiveFailures times in a row, or once at all
-// while on probation. An attempt that ran out its whole share counts twice.
+// while on probation; a held instance (see FailStatic) is let go at once. An attempt that ran out its whole share counts twice.
 func (e *Endpointer) struck(n *Instance, o outcome) {
-	if e.ejection.Disabled {
+	if n.held.Load() {
+		e.failedHeld(n)
 		return
 	}
 	threshold := int32(e.ejection.ConsecutiveFailures)
@@ -28,7 +29,9 @@ func (e *Endpointer) struck(n *Instance, o outcome) {
 	if o == timedOut {
 		strikes = 2
 	}
-	if n.failures.Add(strikes) >= threshold {
+	// Counted with ejection disabled too: fail-static holds only an
+	// instance whose last attempt did not fail.
+	if n.failures.Add(strikes) >= threshold && !e.ejection.Disabled {
 		e.eject(n, o)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -34,13 +35,14 @@ import (
 // and whether it is ejected (see Ejection). An instance keeps all of that
 // for as long as it stays in discovery, across updates.
 type Endpointer struct {
-	instancer kitsd.Instancer
-	factory   kitsd.Factory
-	logger    log.Logger
-	grace     time.Duration
-	ejection  Ejection
-	metrics   Metrics
-	epoch     time.Time // node times are nanoseconds since
+	instancer  kitsd.Instancer
+	factory    kitsd.Factory
+	logger     log.Logger
+	grace      time.Duration
+	ejection   Ejection
+	failStatic FailStatic
+	metrics    Metrics
+	epoch      time.Time // node times are nanoseconds since
 
 	events chan kitsd.Event
 	done   chan struct{}
@@ -57,12 +59,19 @@ type Endpointer struct {
 
 	mu     sync.Mutex // guards what follows, and the nodes' ejection state
 	byInst map[string]*Instance
-	order  []*Instance // in instance order
-	// endpoints are order's tracked endpoints, built when order changes
-	// (a snapshot shares it; it is never modified, only replaced).
+	order  []*Instance // listed, in instance order
+	// nodes are order and then the held instances, endpoints their tracked
+	// endpoints, built when either changes (a snapshot shares them; they
+	// are never modified, only replaced).
+	nodes     []*Instance
 	endpoints []endpoint.Endpoint
 	closing   map[*time.Timer]io.Closer
 	closed    bool
+	// held are instances discovery removed en masse that the Endpointer
+	// keeps while they show they are alive (see FailStatic); heldTimer
+	// runs while it holds any.
+	held      map[string]*Instance
+	heldTimer *time.Timer
 }
 
 // Tiers of a snapshot, in the order a balancer prefers them: it picks from
@@ -73,6 +82,7 @@ type Endpointer struct {
 const (
 	tierReady      = iota // connection READY (or unknown, or new and not yet dialled), not ejected
 	tierConnecting        // CONNECTING, or IDLE after it lost READY: usable, once connected
+	tierHeld              // removed from discovery en masse, alive on its connection (see FailStatic)
 	tierFailing           // TRANSIENT_FAILURE or SHUTDOWN
 	tierEjected
 	tiers
@@ -81,7 +91,7 @@ const (
 // snapshot is the Endpointer's view at one moment; it is never modified,
 // only replaced.
 type snapshot struct {
-	nodes     []*Instance // in instance order
+	nodes     []*Instance // listed in instance order, then held ones
 	endpoints []endpoint.Endpoint
 	tiers     [tiers][]*Instance
 }
@@ -105,19 +115,21 @@ func NewEndpointer(instancer kitsd.Instancer, factory kitsd.Factory, logger log.
 func newEndpointer(instancer kitsd.Instancer, factory kitsd.Factory, logger log.Logger, o endpointerOptions) *Endpointer {
 	ctx, cancel := context.WithCancel(context.Background())
 	e := &Endpointer{
-		instancer: instancer,
-		factory:   factory,
-		logger:    logger,
-		grace:     o.grace,
-		ejection:  o.ejection,
-		metrics:   o.metrics,
-		epoch:     time.Now(),
-		events:    make(chan kitsd.Event, 1),
-		done:      make(chan struct{}),
-		ctx:       ctx,
-		cancel:    cancel,
-		byInst:    map[string]*Instance{},
-		closing:   map[*time.Timer]io.Closer{},
+		instancer:  instancer,
+		factory:    factory,
+		logger:     logger,
+		grace:      o.grace,
+		ejection:   o.ejection,
+		failStatic: o.failStatic,
+		metrics:    o.metrics,
+		epoch:      time.Now(),
+		events:     make(chan kitsd.Event, 1),
+		done:       make(chan struct{}),
+		ctx:        ctx,
+		cancel:     cancel,
+		byInst:     map[string]*Instance{},
+		closing:    map[*time.Timer]io.Closer{},
+		held:       map[string]*Instance{},
 	}
 	e.explain, _ = instancer.(interface{ NoInstances() error })
 	e.current.Store(&snapshot{})
@@ -176,8 +188,16 @@ func (e *Endpointer) update(instances []string) {
 	instances = slices.Compact(slices.Sorted(slices.Values(instances)))
 	next := make(map[string]*Instance, len(instances))
 	order := make([]*Instance, 0, len(instances))
+	relisted := false
 	for _, inst := range instances {
 		n, ok := e.byInst[inst]
+		if !ok {
+			if n, ok = e.held[inst]; ok {
+				delete(e.held, inst)
+				n.held.Store(false)
+				relisted = true
+			}
+		}
 		if !ok {
 			ep, closer, err := e.factory(inst)
 			if err != nil {
@@ -194,33 +214,66 @@ func (e *Endpointer) update(instances []string) {
 		next[inst] = n
 		order = append(order, n)
 	}
-	for inst, n := range e.byInst {
-		if _, ok := next[inst]; !ok {
-			if n.probeCancel != nil {
-				n.probeCancel()
-			}
-			if n.closer != nil {
-				e.closeLater(inst, n.closer)
-			}
+	var removed []*Instance
+	for _, n := range e.order {
+		if _, ok := next[n.instance]; !ok {
+			removed = append(removed, n)
 		}
 	}
+	for _, n := range e.hold(removed, len(e.order)) {
+		e.letGo(n)
+	}
 	e.byInst, e.order = next, order
-	e.endpoints = make([]endpoint.Endpoint, len(order))
-	for i, n := range order {
-		e.endpoints[i] = n.tracked
+	if relisted {
+		e.heldChanged("listed again")
+	} else {
+		e.membersChanged()
 	}
 	e.publish()
 }
 
+// letGo closes the connection of n, which left, after the grace period.
+// e.mu is held.
+func (e *Endpointer) letGo(n *Instance) {
+	if n.probeCancel != nil {
+		n.probeCancel()
+		n.probeCancel = nil
+	}
+	if n.closer != nil {
+		e.closeLater(n.instance, n.closer)
+	}
+}
+
 // publish replaces the snapshot with one built from the nodes' current
-// state. e.mu is held.
+// state, after letting go of held instances that no longer show they are
+// alive. e.mu is held.
 func (e *Endpointer) publish() {
-	s := &snapshot{nodes: e.order, endpoints: e.endpoints}
-	for _, n := range e.order {
-		t := tierOf(n) // once: a watcher may change n's state meanwhile
+	e.pruneHeld()
+	s := &snapshot{nodes: e.nodes, endpoints: e.endpoints}
+	for _, n := range e.nodes {
+		t := tierHeld
+		if !n.held.Load() {
+			t = tierOf(n) // once: a watcher may change n's state meanwhile
+		}
 		s.tiers[t] = append(s.tiers[t], n)
 	}
 	e.current.Store(s)
+}
+
+// membersChanged rebuilds nodes and endpoints after the listed or held
+// instances changed. e.mu is held.
+func (e *Endpointer) membersChanged() {
+	e.nodes = e.order
+	if len(e.held) > 0 {
+		e.nodes = slices.Clone(e.order)
+		for _, inst := range slices.Sorted(maps.Keys(e.held)) {
+			e.nodes = append(e.nodes, e.held[inst])
+		}
+	}
+	e.endpoints = make([]endpoint.Endpoint, len(e.nodes))
+	for i, n := range e.nodes {
+		e.endpoints[i] = n.tracked
+	}
 }
 
 // tierOf is the tier of n. e.mu is held.
@@ -330,10 +383,16 @@ func (e *Endpointer) close() error {
 	e.mu.Lock()
 	e.closed = true
 	e.cancel()
-	for inst, n := range e.byInst {
-		if n.closer != nil {
-			e.closeOne(inst, n.closer)
+	for _, m := range []map[string]*Instance{e.byInst, e.held} {
+		for inst, n := range m {
+			if n.closer != nil {
+				e.closeOne(inst, n.closer)
+			}
 		}
+	}
+	if e.heldTimer != nil {
+		e.heldTimer.Stop()
+		e.heldTimer = nil
 	}
 	// Whoever takes a connection out of closing closes it: here, or the
 	// timer's function if it got there first.
@@ -342,8 +401,9 @@ func (e *Endpointer) close() error {
 		e.closeOne("", c)
 	}
 	clear(e.byInst)
+	clear(e.held)
 	clear(e.closing)
-	e.order, e.endpoints = nil, nil
+	e.order, e.nodes, e.endpoints = nil, nil, nil
 	e.current.Store(&snapshot{})
 	e.mu.Unlock()
 	e.wg.Wait()

@@ -200,3 +200,23 @@ func serveHealth(s healthpb.HealthCheckResponse_ServingStatus, refuse ...codes.C
 	go srv.Serve(lis)
 	return lis.Addr().String(), srv.Stop
 }
+
+// Fail-static tuned: hold the instances alive on their connections when
+// one update of discovery removes more than a third of them, for at most a
+// minute. client.FailStatic{Disabled: true} obeys the catalog to the
+// letter instead.
+func ExampleWithFailStatic() {
+	c, err := client.New(client.Config{Service: "orders"}, healthEndpoints,
+		client.WithEndpointer(client.WithFailStatic(client.FailStatic{Fraction: 1.0 / 3, MaxAge: time.Minute})))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer c.Close()
+	resp, err := c.Endpoint()(context.Background(), &healthpb.HealthCheckRequest{})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(resp.(*healthpb.HealthCheckResponse).GetStatus())
+}

@@ -61,11 +61,13 @@ type Instance struct {
 
 	failures  atomic.Int32 // consecutive attempts that failed as ejection counts them
 	probation atomic.Bool  // readmitted after an ejection, not yet trusted
+	held      atomic.Bool  // removed from discovery en masse, held (see FailStatic)
 
 	// Ejection state; guarded by owner.mu.
 	ejected      bool
 	ejections    int       // in a row, for the growing ejection time
 	readmittedAt time.Time // when it last came back
+	heldUntil    time.Time // when it is let go, while held
 	probeCancel  context.CancelFunc
 }
 

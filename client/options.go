@@ -35,7 +35,7 @@ func WithDialOptions(opts ...grpc.DialOption) Option {
 }
 
 // WithEndpointer sets the options of the Endpointer: close grace,
-// ejection, metrics.
+// ejection, fail-static, metrics.
 func WithEndpointer(opts ...EndpointerOption) Option {
 	return func(o *options) { o.endpointer = append(o.endpointer, opts...) }
 }
@@ -59,9 +59,10 @@ func newOptions(opts []Option) (options, error) {
 type EndpointerOption func(*endpointerOptions)
 
 type endpointerOptions struct {
-	grace    time.Duration
-	ejection Ejection
-	metrics  Metrics
+	grace      time.Duration
+	ejection   Ejection
+	failStatic FailStatic
+	metrics    Metrics
 }
 
 // WithCloseGrace sets how long the connection of an instance that left
@@ -74,6 +75,12 @@ func WithCloseGrace(d time.Duration) EndpointerOption {
 // Default: DefaultEjection.
 func WithEjection(e Ejection) EndpointerOption {
 	return func(o *endpointerOptions) { o.ejection = e }
+}
+
+// WithFailStatic sets what the Endpointer does when discovery removes all
+// or most of its instances at once. Default: DefaultFailStatic.
+func WithFailStatic(f FailStatic) EndpointerOption {
+	return func(o *endpointerOptions) { o.failStatic = f }
 }
 
 // WithMetrics sets the instruments the Endpointer and its instances report
@@ -91,11 +98,12 @@ func newEndpointerOptions(opts []EndpointerOption) (endpointerOptions, error) {
 	if o.grace < 0 {
 		errs = append(errs, fmt.Errorf("WithCloseGrace %v: must not be negative", o.grace))
 	}
-	errs = append(errs, o.ejection.validate())
+	errs = append(errs, o.ejection.validate(), o.failStatic.validate())
 	if err := errors.Join(errs...); err != nil {
 		return endpointerOptions{}, err
 	}
 	o.ejection = o.ejection.withDefaults()
+	o.failStatic = o.failStatic.withDefaults()
 	return o, nil
 }
 
@@ -202,6 +210,11 @@ type Metrics struct {
 	Attempts metrics.Counter
 	// Ejections counts ejections, by "instance".
 	Ejections metrics.Counter
+	// FailStatic counts the times discovery removed instances en masse and
+	// the Endpointer began to hold some (see FailStatic).
+	FailStatic metrics.Counter
+	// Held is the number of instances held against discovery now.
+	Held metrics.Gauge
 }
 
 // RetryMetrics are the instruments Retry reports to.

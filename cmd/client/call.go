@@ -22,7 +22,8 @@ func call(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	logger := level.NewFilter(log.NewLogfmtLogger(log.NewSyncWriter(stderr)), level.AllowInfo())
 	logger = log.With(logger, "ts", log.DefaultTimestampUTC)
 	attempts := &loadgen.Counter{}
-	c, err := transport.NewTrimClient(cfg.client, client.WithLogger(logger), client.WithEndpointer(client.WithMetrics(client.Metrics{Attempts: attempts})))
+	c, err := transport.NewTrimClient(cfg.client, client.WithLogger(logger), client.WithEndpointer(
+		client.WithMetrics(client.Metrics{Attempts: attempts}), client.WithFailStatic(cfg.failStatic)))
 	if err != nil {
 		return err
 	}

@@ -36,6 +36,8 @@ type config struct {
 	duration time.Duration
 	json     bool
 	text     string
+	// failStatic is the Endpointer's fail-static rule.
+	failStatic client.FailStatic
 }
 
 // load reports whether the command is a load generator.
@@ -78,6 +80,7 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 	fs.DurationVar(&c.client.Retry.Timeout, "retry-timeout", client.DefaultRetryTimeout, "time limit per request, all attempts together (0: the default)")
 	fs.StringVar(&c.client.Balancer, "balancer", client.RoundRobinName, `picks each attempt's instance: "round-robin", "p2c" (latency and load aware) or "least-loaded" (by the load instances report in Consul KV: trimsvc -load-report-interval)`)
 	fs.DurationVar(&c.client.Retry.HedgeAfter, "hedge-after", 0, "send a second attempt to another instance when the first has not answered after this long (0: off); only for idempotent calls, as TrimSpace is")
+	failStatic := fs.Bool("fail-static", true, "when one update of discovery removes more than half of the instances (a Consul agent restarted), keep calling those still alive on their connections, below any listed, for up to 3m (false: obey the catalog to the letter)")
 	fs.IntVar(&c.n, "n", 1, "requests to send; above 1 prints a load summary")
 	fs.DurationVar(&c.duration, "duration", 0, "send requests for this long instead of -n of them, and print a load summary")
 	fs.IntVar(&c.c, "c", 1, "concurrent callers, each calling back to back (without -rate)")
@@ -87,6 +90,7 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 		return config{}, err
 	}
 	c.client.Tags = cli.SplitList(tags)
+	c.failStatic.Disabled = !*failStatic
 	var errs []error
 	if mode, err := sd.ParseReadMode(*read); err != nil {
 		errs = append(errs, fmt.Errorf("-read: %w", err))
