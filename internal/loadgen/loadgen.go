@@ -53,6 +53,11 @@ type Options struct {
 	// context ends.
 	N        int
 	Duration time.Duration
+	// SummaryOnly keeps no Call: the run sums them up as they end (Summary)
+	// in memory that does not grow with the run, and Wait and Stop return
+	// no calls. For long runs: a Call is 64 bytes, 11 MB for 10 minutes
+	// at 300 calls/s, more while its slice grows.
+	SummaryOnly bool
 }
 
 // Run is load in progress: the one loop behind cmd/client's load
@@ -65,8 +70,11 @@ type Run struct {
 	done   atomic.Int64
 	failed atomic.Int64
 
+	summaryOnly bool
+
 	mu    sync.Mutex
-	calls []Call
+	calls []Call // unless summaryOnly
+	sum   summarizer
 	end   time.Time
 }
 
@@ -74,7 +82,7 @@ type Run struct {
 // Stop, or ctx ends. Calls run under ctx: when it ends, the calls in flight
 // end with it.
 func Start(ctx context.Context, e endpoint.Endpoint, text string, o Options) *Run {
-	r := &Run{start: time.Now()}
+	r := &Run{start: time.Now(), summaryOnly: o.SummaryOnly}
 	req := trimsvc.TrimRequest{S: text}
 	if o.Duration > 0 {
 		r.until = r.start.Add(o.Duration)
@@ -94,7 +102,11 @@ func Start(ctx context.Context, e endpoint.Endpoint, text string, o Options) *Ru
 				(o.N == 0 || sent.Add(1) <= int64(o.N)) {
 				c := Do(ctx, e, req)
 				r.count(c)
-				mine = append(mine, c)
+				if r.summaryOnly {
+					r.record(c)
+				} else {
+					mine = append(mine, c)
+				}
 			}
 			r.record(mine...)
 		}()
@@ -142,7 +154,12 @@ func (r *Run) count(c Call) {
 func (r *Run) record(calls ...Call) {
 	now := time.Now()
 	r.mu.Lock()
-	r.calls = append(r.calls, calls...)
+	for _, c := range calls {
+		r.sum.add(c)
+	}
+	if !r.summaryOnly {
+		r.calls = append(r.calls, calls...)
+	}
 	if now.After(r.end) {
 		r.end = now
 	}
@@ -158,6 +175,16 @@ func (r *Run) Progress() (done, failed int64) { return r.done.Load(), r.failed.L
 func (r *Run) Wait() ([]Call, time.Duration) {
 	r.wg.Wait()
 	return r.calls, r.end.Sub(r.start)
+}
+
+// Summary sums up the run's calls so far, as Summarize does but with
+// percentiles read from a histogram (at most 1.6% above the exact ones),
+// and returns a few distinct failure messages. After Wait it covers the
+// whole run.
+func (r *Run) Summary() (Summary, []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.sum.summary(r.end.Sub(r.start))
 }
 
 // Stop ends the run: no call starts after it, and the calls in flight

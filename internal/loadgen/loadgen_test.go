@@ -97,3 +97,55 @@ func TestDurationEndsTheRun(t *testing.T) {
 		}
 	}
 }
+
+func TestSummaryOnlyMatchesSummarize(t *testing.T) {
+	var mu sync.Mutex
+	var n int
+	e := func(_ context.Context, req interface{}) (interface{}, error) {
+		mu.Lock()
+		n++
+		i := n
+		mu.Unlock()
+		time.Sleep(time.Duration(i%7) * 100 * time.Microsecond)
+		if i%10 == 0 {
+			return nil, errors.New("every tenth fails")
+		}
+		return transport.TrimResponse{Instance: []string{"a", "b"}[i%2]}, nil
+	}
+	full := Start(context.Background(), e, "x", Options{Callers: 4, N: 2000})
+	calls, elapsed := full.Wait()
+	want, wantErrs := Summarize(calls, elapsed)
+	have, haveErrs := full.Summary()
+	if have.Requests != want.Requests || have.Failures != want.Failures || have.PerInstance["a"] != want.PerInstance["a"] || have.PerInstance["b"] != want.PerInstance["b"] || !slices.Equal(haveErrs, wantErrs) {
+		t.Fatalf("summary: want %+v %v, have %+v %v", want, wantErrs, have, haveErrs)
+	}
+	for _, p := range [][2]float64{{want.P50ms, have.P50ms}, {want.P90ms, have.P90ms}, {want.P99ms, have.P99ms}, {want.P999ms, have.P999ms}} {
+		if p[1] < p[0] || p[1] > p[0]*1.016 {
+			t.Errorf("percentile: want %v (+1.6%%), have %v", p[0], p[1])
+		}
+	}
+	if have.MaxMs != want.MaxMs {
+		t.Errorf("max: want %v, have %v", want.MaxMs, have.MaxMs)
+	}
+	only := Start(context.Background(), e, "x", Options{Rate: 1000, N: 200, SummaryOnly: true})
+	if calls, _ := only.Wait(); len(calls) != 0 {
+		t.Errorf("SummaryOnly kept %d calls", len(calls))
+	}
+	if s, _ := only.Summary(); s.Requests != 200 {
+		t.Errorf("SummaryOnly: %d requests summed, want 200", s.Requests)
+	}
+}
+
+func TestHistogramBuckets(t *testing.T) {
+	prev := -1
+	for _, v := range []uint64{0, 1, 127, 128, 129, 255, 256, 1000, 1 << 20, 1<<20 + 12345, 1 << 40, 1<<63 - 1} {
+		i := histBucket(v)
+		if i < prev || i >= histBuckets {
+			t.Fatalf("%d: bucket %d after %d", v, i, prev)
+		}
+		prev = i
+		if u := histUpper(i); u < v || float64(u-v) > float64(v)/64 {
+			t.Errorf("%d: bucket %d upper %d", v, i, u)
+		}
+	}
+}
