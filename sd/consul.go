@@ -5,12 +5,15 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"regexp"
 	"strings"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/trimkit/trimkit/internal/tlsfiles"
 )
 
 // ConsulConfig is how to reach, trust and authenticate to a Consul agent:
@@ -22,13 +25,22 @@ import (
 type ConsulConfig struct {
 	// Address is host:port, or a URL: https://host:port speaks TLS.
 	Address string
-	// Token is the ACL token; TokenFile a file holding it (re-read by
-	// nothing: give a new file to a new process). At most one of them.
+	// Token is the ACL token; TokenFile a file holding it. At most one of
+	// them. The file (TokenFile, else CONSUL_HTTP_TOKEN_FILE) is read again
+	// when it changes, looked at on every request, and, whatever it looks
+	// like, before a 403 is taken for an answer: a rotation (the new token
+	// written to the file, then the old one deleted) needs no restart. A
+	// file that reads empty or cannot be read keeps the token read last.
+	// (Over a unix:// address, Consul's api package reads it once.)
 	Token     string
 	TokenFile string
 	// CAFile verifies the agent's certificate; CertFile and KeyFile are
 	// the client certificate an agent with verify_incoming asks for;
 	// TLSServerName is the name to verify the agent's certificate against.
+	// The three files are read again when they change (looked at, at most
+	// once a second, when a connection is made), as the gRPC side's are;
+	// with CONSUL_CAPATH or CONSUL_HTTP_SSL_VERIFY=false, Consul's api
+	// package reads them, once.
 	CAFile, CertFile, KeyFile string
 	TLSServerName             string
 }
@@ -70,7 +82,10 @@ func (c ConsulConfig) validateFields() error {
 // NewAPIClient builds the Consul API client c describes, and returns with
 // it the agent's address as a URL, for messages (it never holds the token).
 // TLS files (or a TLS server name) given for a plain-HTTP address are an
-// error, never a silent fallback to plaintext.
+// error, never a silent fallback to plaintext. The client reads its token
+// file and TLS files again when they change (see ConsulConfig); the
+// returned Config's Transport is the *http.Transport underneath, whose
+// idle connections the caller closes when done.
 func (c ConsulConfig) NewAPIClient() (*api.Client, *api.Config, string, error) {
 	if err := c.validateFields(); err != nil {
 		return nil, nil, "", err
@@ -78,6 +93,11 @@ func (c ConsulConfig) NewAPIClient() (*api.Client, *api.Config, string, error) {
 	cfg, where, err := c.apiConfig()
 	if err != nil {
 		return nil, nil, where, err
+	}
+	if !strings.HasPrefix(cfg.Address, "unix://") { // api.NewClient makes its own client for a socket
+		if err := c.rotating(cfg, strings.HasPrefix(where, "https://")); err != nil {
+			return nil, nil, where, fmt.Errorf("consul client for %s: %w", where, err)
+		}
 	}
 	client, err := api.NewClient(cfg)
 	if err != nil {
@@ -133,8 +153,73 @@ func (c ConsulConfig) apiConfig() (*api.Config, string, error) {
 	return cfg, where, nil
 }
 
-// PermissionError is a 403 from Consul: the token lacks a permission. No
-// retry can fix it.
+// rotating gives cfg an HTTP client that sends the token of the token
+// file as it is at each request (see tokenTransport), and, over TLS, reads
+// the CA and client certificate files again when they change
+// (tlsfiles.ClientTLS: the agent's certificate verified against the CA of
+// the moment, for its name, listing the server-auth usage).
+func (c ConsulConfig) rotating(cfg *api.Config, https bool) error {
+	transport := cfg.Transport // DefaultConfig's, pooled: one per client
+	if https {
+		tlsConf, err := agentTLS(cfg)
+		if err != nil {
+			return err
+		}
+		transport.TLSClientConfig = tlsConf
+	}
+	var rt http.RoundTripper = transport
+	path := c.TokenFile
+	if path == "" && c.Token == "" {
+		path = os.Getenv(api.HTTPTokenFileEnvName) // over CONSUL_HTTP_TOKEN, as the api package ranks them
+	}
+	if path != "" {
+		f, err := newTokenFile(path)
+		if err != nil {
+			return err
+		}
+		rt = &tokenTransport{next: transport, file: f}
+		// api.NewClient reads the file once too (and so reads no other
+		// from the environment); the transport sets the header on every
+		// request, over what the client sets.
+		cfg.Token, cfg.TokenFile = "", path
+	}
+	cfg.HttpClient = &http.Client{Transport: rt}
+	return nil
+}
+
+// agentTLS is the TLS configuration for calling the agent cfg describes.
+func agentTLS(cfg *api.Config) (*tls.Config, error) {
+	tc := cfg.TLSConfig
+	if tc.InsecureSkipVerify || tc.CAPath != "" || len(tc.CAPem) > 0 || len(tc.CertPEM) > 0 || len(tc.KeyPEM) > 0 {
+		return api.SetupTLSConfig(&tc) // what api.NewClient does: files read once
+	}
+	certs, err := tlsfiles.LoadCerts(tc.CertFile, tc.KeyFile, tc.CAFile)
+	if err != nil {
+		return nil, err
+	}
+	return tlsfiles.ClientTLS(certs, agentName(tc.Address, cfg.Address)), nil
+}
+
+// agentName is the name the agent's certificate must hold: the TLS server
+// name when given (its port dropped), else the host of the address.
+func agentName(serverName, address string) string {
+	name := serverName
+	if name == "" {
+		_, name, _ = strings.Cut(address, "://")
+		if name == "" {
+			name = address
+		}
+		name, _, _ = strings.Cut(name, "/") // a reverse proxy's path prefix
+	}
+	if host, _, err := net.SplitHostPort(name); err == nil {
+		return host
+	}
+	return strings.TrimSuffix(strings.TrimPrefix(name, "["), "]")
+}
+
+// PermissionError is a 403 from Consul: the token lacks a permission, or
+// is not known (deleted, or not yet replicated). Only another token can
+// fix it: see Permanent.
 type PermissionError struct {
 	// Permission is what the token lacks, as Consul names it, such as
 	// `'service:write' on "trimsvc"`; empty when Consul's answer did not
@@ -167,10 +252,15 @@ func asPermission(err error) error {
 	return pe
 }
 
-// Permanent reports whether err is one that no retry can fix: a missing
-// ACL permission, or TLS that does not verify (an unknown certificate
-// authority, a wrong name, a certificate the agent refuses, an agent that
-// does not speak TLS).
+// Permanent reports whether err is one that retrying alone cannot fix, only
+// a change of configuration: a missing ACL permission or an unknown token,
+// or TLS that does not verify (an unknown certificate authority, a wrong
+// name, a certificate the agent refuses or that expired, an agent that
+// does not speak TLS). RegisterWithRetry gives up on it at once, since at
+// start-up it is a misconfiguration. A serving instance never does:
+// Registrar.KeepRegistered and LoadReporter.Run go on trying, with the
+// token and TLS files read again as they change (a rotation, a renewed
+// certificate), and say loudly that they fail.
 func Permanent(err error) bool {
 	var (
 		pe     *PermissionError

@@ -18,5 +18,10 @@
 //
 // Both talk to Consul through Client, the few calls they make, so that
 // their logic can be tested against a fake; NewClient adapts the Consul API
-// client.
+// client, which ConsulConfig.NewAPIClient builds so that a rotated ACL
+// token file or TLS file is read again without a restart. A serving
+// instance never ends itself over Consul: KeepRegistered and
+// LoadReporter.Run retry whatever fails, say so loudly and count it
+// (WithFailureMetrics); only the first registration gives up at once on a
+// permanent error (Permanent).
 package sd

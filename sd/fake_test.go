@@ -40,6 +40,8 @@ type fakeConsul struct {
 	services     map[string]*api.AgentServiceRegistration
 	registerErrs []error
 	registers    int
+	serviceErrs  []error // failures of AgentService, one per call, while any remain
+	lookups      int     // AgentService calls
 	leader       string
 }
 
@@ -102,6 +104,12 @@ func (f *fakeConsul) Deregister(_ context.Context, id string) error {
 func (f *fakeConsul) AgentService(_ context.Context, id string) (*api.AgentService, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.lookups++
+	if len(f.serviceErrs) > 0 {
+		err := f.serviceErrs[0]
+		f.serviceErrs = f.serviceErrs[1:]
+		return nil, err
+	}
 	if _, ok := f.services[id]; !ok {
 		return nil, api.StatusError{Code: http.StatusNotFound, Body: "unknown service ID"}
 	}

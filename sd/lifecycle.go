@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 
 	"github.com/trimkit/trimkit/internal/ctxtime"
@@ -18,9 +19,10 @@ const (
 
 // RegisterWithRetry registers the instance, retrying with exponential backoff
 // while the agent cannot be reached or fails, for at most timeout. A
-// permanent failure (a missing ACL permission, TLS that does not verify:
-// see Permanent) is returned at once. The error it gives up with names the
-// Consul address and the last reason.
+// permanent failure (a missing ACL permission or an unknown token, once
+// the token file has been read again; TLS that does not verify: see
+// Permanent) is returned at once: at start-up it is a misconfiguration.
+// The error it gives up with names the Consul address and the last reason.
 func (r *Registrar) RegisterWithRetry(ctx context.Context, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -44,9 +46,20 @@ func (r *Registrar) RegisterWithRetry(ctx context.Context, timeout time.Duration
 
 // KeepRegistered checks every interval that the local agent still holds the
 // instance and registers it again when it does not (a restarted dev agent
-// forgets every service). It returns nil when ctx is done; failures to reach
-// the agent are logged and tried again at the next tick, since the agent
-// may come back, but a permanent one (its token revoked, say) is returned.
+// forgets every service), or when the ACL token changed since it was
+// registered (a rotated token file): the agent syncs a service and its
+// checks to the catalog with the token they were registered with, and once
+// the old token is deleted it could not tell the catalog of a failing
+// check, or a recovered one.
+//
+// It returns nil when ctx is done, and fails only for an interval that is
+// not positive. A serving instance never ends itself over Consul: a round
+// that fails (the agent unreachable, a 403 for a deleted token, TLS that
+// no longer verifies; see Permanent) is tried again after a backoff of
+// 100ms doubling up to interval, with the token and TLS files read again
+// when they change; the failure is logged at error level when it starts,
+// every minute while it goes on, and once it ends (at info level), and
+// counted in the metrics of WithFailureMetrics.
 //
 // A round in flight when ctx ends may still register the instance; so the
 // caller stops KeepRegistered and waits for it to return before it calls
@@ -56,35 +69,47 @@ func (r *Registrar) KeepRegistered(ctx context.Context, interval time.Duration) 
 	if interval <= 0 {
 		return fmt.Errorf("resync interval %v is not positive", interval)
 	}
-	ticker := time.NewTicker(interval)
-	defer ticker.Stop()
-	for {
-		select {
-		case <-ctx.Done():
+	t := newTrouble("keep the registration", log.With(r.logger, "consul", r.consulAddr), r.opts)
+	wait, backoff := interval, min(minBackoff, interval)
+	for ctxtime.Sleep(ctx, wait) {
+		err := r.resync(ctx, interval)
+		if ctx.Err() != nil {
 			return nil
-		case <-ticker.C:
 		}
-		if err := r.resync(ctx, interval); err != nil && ctx.Err() == nil {
-			if Permanent(err) {
-				return fmt.Errorf("keep registered: %w", err)
-			}
-			_ = level.Warn(r.logger).Log("msg", "resync failed", "err", err)
+		if err == nil {
+			t.ok()
+			wait, backoff = interval, min(minBackoff, interval)
+			continue
 		}
+		wait = jitter(backoff)
+		t.failed(err, wait)
+		backoff = min(2*backoff, interval)
 	}
+	return nil
 }
 
-// resync registers the instance again if the agent lost it. One round is
-// bounded by interval so that a hung agent cannot stall the loop.
+// resync registers the instance again if the agent lost it, or if the
+// token changed since it was registered. One round is bounded by interval
+// so that a hung agent cannot stall the loop.
 func (r *Registrar) resync(ctx context.Context, interval time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, interval)
 	defer cancel()
-	ok, err := r.Registered(ctx)
-	if err != nil || ok {
+	lookup, used := withTokenUsed(ctx)
+	ok, err := r.Registered(lookup)
+	if err != nil {
 		return err
+	}
+	rotated := ok && used.get() != "" && used.get() != r.registeredWith()
+	if ok && !rotated {
+		return nil
 	}
 	if err := r.Register(ctx); err != nil {
 		return err
 	}
-	_ = level.Info(r.logger).Log("msg", "registered again: the agent had lost the service", "consul", r.consulAddr)
+	if rotated {
+		_ = level.Info(r.logger).Log("msg", "registered again with the new ACL token, for the agent to sync the service with it", "consul", r.consulAddr)
+	} else {
+		_ = level.Info(r.logger).Log("msg", "registered again: the agent had lost the service", "consul", r.consulAddr)
+	}
 	return nil
 }

@@ -117,6 +117,7 @@ type LoadReporter struct {
 	checkID  string // the instance's check, "" for none
 	sample   LoadSample
 	logger   log.Logger
+	opts     loopOptions
 }
 
 // LoadTTL is the session TTL for reports every interval: three intervals,
@@ -126,8 +127,8 @@ func LoadTTL(interval time.Duration) time.Duration { return max(10*time.Second, 
 // NewLoadReporter reports the load sample gives of instance id of service,
 // reached at addr, every interval. checkID, when not empty, is the
 // instance's health check: the session is bound to it, so that the report
-// goes as soon as the check fails.
-func NewLoadReporter(client LoadClient, service, id, addr, checkID string, interval time.Duration, sample LoadSample, logger log.Logger) (*LoadReporter, error) {
+// goes as soon as the check fails. opts say how Run reports its failures.
+func NewLoadReporter(client LoadClient, service, id, addr, checkID string, interval time.Duration, sample LoadSample, logger log.Logger, opts ...LoopOption) (*LoadReporter, error) {
 	if noClient(client) || sample == nil || logger == nil {
 		return nil, errors.New("sd: NewLoadReporter needs a client, a sample and a logger")
 	}
@@ -136,14 +137,18 @@ func NewLoadReporter(client LoadClient, service, id, addr, checkID string, inter
 	}
 	key := LoadKey(service, id)
 	return &LoadReporter{client: client, key: key, addr: addr, interval: interval, ttl: LoadTTL(interval),
-		checkID: checkID, sample: sample, logger: log.With(logger, "load_key", key)}, nil
+		checkID: checkID, sample: sample, logger: log.With(logger, "load_key", key), opts: newLoopOptions(opts)}, nil
 }
 
 // Run reports until ctx ends, then deletes the report and destroys the
-// session. A report that cannot be written is logged and tried again at
-// the next interval; a permanent failure (a missing ACL permission) is
-// returned.
+// session; it returns nil. A report that cannot be written, whatever the
+// reason (Consul unreachable, a 403, TLS refused: a serving instance never
+// ends itself over Consul), is tried again at the next interval, with the
+// token and TLS files read again when they change; the failure is logged
+// at error level when it starts, every minute while it goes on, and once
+// it ends, and counted in the metrics of WithFailureMetrics.
 func (r *LoadReporter) Run(ctx context.Context) error {
+	t := newTrouble("publish the load report", r.logger, r.opts)
 	var (
 		session               string
 		renewed               time.Time
@@ -164,10 +169,16 @@ func (r *LoadReporter) Run(ctx context.Context) error {
 		if session == "" || time.Since(renewed) >= r.ttl/2 {
 			var err error
 			if session, err = r.session(ctx, session); err != nil {
-				if Permanent(err) {
-					return fmt.Errorf("load reports: %w", err)
+				switch {
+				case ctx.Err() != nil:
+				case strings.Contains(err.Error(), "is in critical state"):
+					// The session is bound to the instance's check, which
+					// starts critical: Consul answered, nothing is wrong.
+					t.ok()
+					_ = level.Warn(r.logger).Log("msg", "no load report while the instance's check is critical; trying again", "err", err)
+				default:
+					t.failed(fmt.Errorf("no consul session for load reports: %w", err), r.interval)
 				}
-				_ = level.Warn(r.logger).Log("msg", "no consul session for load reports; trying again", "err", err)
 				continue
 			}
 			renewed = time.Now()
@@ -187,17 +198,19 @@ func (r *LoadReporter) Run(ctx context.Context) error {
 		b, _ := json.Marshal(rep)
 		ok, err := r.client.Acquire(ctx, &api.KVPair{Key: r.key, Value: b, Session: session})
 		switch {
-		case err != nil && Permanent(err):
-			return fmt.Errorf("load reports: %w", err)
+		case err != nil && ctx.Err() != nil:
 		case err != nil:
-			// Most likely the session is gone ("invalid session"): check
-			// it, and make a new one, before the next report.
-			_ = level.Warn(r.logger).Log("msg", "writing the load report", "err", err)
+			// Maybe the session is gone ("invalid session"): check it, and
+			// make a new one, before the next report.
+			t.failed(fmt.Errorf("writing the load report: %w", err), r.interval)
 			renewed = time.Time{}
 		case !ok:
 			// Another session holds the key: a previous instance with this
-			// ID, whose session has not expired yet.
+			// ID, whose session has not expired yet. Consul answered.
+			t.ok()
 			_ = level.Warn(r.logger).Log("msg", "the load report key is held by another session; trying again")
+		default:
+			t.ok()
 		}
 	}
 	return nil

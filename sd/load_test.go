@@ -218,31 +218,6 @@ func TestLoadReporterReportsAndCleansUp(t *testing.T) {
 	}
 }
 
-func TestLoadReporterPermanentError(t *testing.T) {
-	f := newFakeKV()
-	f.acquireErr = &sd.PermissionError{Permission: `'key:write' on "trimkit/load/trimsvc/a"`}
-	r, err := sd.NewLoadReporter(f, "trimsvc", "a", "127.0.0.1:1", "", 10*time.Millisecond,
-		func() (int64, time.Duration, int64) { return 0, 0, 0 }, log.NewNopLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	err = r.Run(ctx)
-	var pe *sd.PermissionError
-	if !errors.As(err, &pe) || ctx.Err() != nil {
-		t.Fatalf("Run = %v, want the permission error at once", err)
-	}
-	if !strings.Contains(err.Error(), "key:write") {
-		t.Errorf("error %q does not name the permission", err)
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if len(f.sessions) != 0 {
-		t.Errorf("sessions left after a permanent failure: %v", f.sessions)
-	}
-}
-
 func TestNewLoadReporterBadInterval(t *testing.T) {
 	_, err := sd.NewLoadReporter(newFakeKV(), "s", "i", "a:1", "", 0, func() (int64, time.Duration, int64) { return 0, 0, 0 }, log.NewNopLogger())
 	if err == nil {

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-kit/log"
@@ -196,25 +197,33 @@ func (r Registration) CheckID() string { return "service:" + r.WithDefaults().ID
 // Registrar registers one service instance with the local Consul agent and
 // keeps it registered.
 type Registrar struct {
+	// Immutable once made.
 	client     Client
 	consulAddr string
 	reg        Registration
 	logger     log.Logger
+	opts       loopOptions
+
+	// mu guards registered, the fingerprint of the token of the last
+	// registration ("" when unknown: a fixed token, or a fake client).
+	mu         sync.Mutex
+	registered string
 }
 
 // NewRegistrar returns a Registrar for reg (with its defaults) on the agent
 // that client talks to; consulAddr is that agent's address, used in error
 // messages. It validates reg and makes no call yet. Its log lines carry
 // what logger carries (the caller's logger usually names the instance
-// already). A nil client or logger is an error.
-func NewRegistrar(client Client, consulAddr string, reg Registration, logger log.Logger) (*Registrar, error) {
+// already); opts say how KeepRegistered reports its failures. A nil client
+// or logger is an error.
+func NewRegistrar(client Client, consulAddr string, reg Registration, logger log.Logger, opts ...LoopOption) (*Registrar, error) {
 	if noClient(client) || logger == nil {
 		return nil, errors.New("sd: NewRegistrar needs a Consul client and a logger")
 	}
 	if err := reg.validate(); err != nil {
 		return nil, fmt.Errorf("invalid registration: %w", err)
 	}
-	return &Registrar{client: client, consulAddr: consulAddr, reg: reg.WithDefaults(), logger: logger}, nil
+	return &Registrar{client: client, consulAddr: consulAddr, reg: reg.WithDefaults(), logger: logger, opts: newLoopOptions(opts)}, nil
 }
 
 // Registration returns what the Registrar registers, defaults filled in.
@@ -222,15 +231,29 @@ func (r *Registrar) Registration() Registration { return r.reg }
 
 // Register registers the instance once.
 func (r *Registrar) Register(ctx context.Context) error {
+	ctx, used := withTokenUsed(ctx)
 	if err := r.client.Register(ctx, r.reg.agentRegistration()); err != nil {
 		return fmt.Errorf("register %s with consul at %s: %w", r.reg.ID, r.consulAddr, err)
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.registered = used.get()
 	return nil
+}
+
+// registeredWith is the fingerprint of the token the last registration was
+// made with, "" when unknown.
+func (r *Registrar) registeredWith() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.registered
 }
 
 // Deregister removes the instance from the agent. An agent that does not
 // hold it (a registration that never reached it, or a restarted agent that
-// forgot it) has nothing to remove: that is not an error.
+// forgot it) has nothing to remove: that is not an error. A 403 is an
+// answer only once the token file has been read again (a rotation that
+// deleted the token the instance started with).
 //
 // A program that runs its instance with grpcserver.Instance does not call
 // it: the Instance owns the order (KeepRegistered stopped and waited for,

@@ -86,7 +86,7 @@ func build(cfg config, stderr io.Writer) (_ *instance, err error) {
 	in.logger = log.With(logger, "service_id", id)
 	in.addrs = addrfile.Addrs{ServiceID: id, GRPC: in.lis.Addr().String(), Advertised: net.JoinHostPort(host, strconv.Itoa(port))}
 
-	reg, requests, duration, err := newMetrics()
+	reg, instr, err := newMetrics()
 	if err != nil {
 		return nil, err
 	}
@@ -99,7 +99,7 @@ func build(cfg config, stderr io.Writer) (_ *instance, err error) {
 		svc = meter.Middleware()(svc)
 	}
 	svc = trimsvc.LoggingMiddleware(in.logger)(svc)
-	svc = trimsvc.InstrumentingMiddleware(requests, duration, transport.CodeName)(svc)
+	svc = trimsvc.InstrumentingMiddleware(instr.requests, instr.duration, transport.CodeName)(svc)
 
 	limits := grpcserver.Limits{MaxRecvMsgSize: cfg.maxInputBytes + recvMargin}
 	in.lis = limits.Listener(in.lis)
@@ -131,7 +131,7 @@ func build(cfg config, stderr io.Writer) (_ *instance, err error) {
 		return nil, err
 	}
 	registration := cfg.registration(host, port)
-	registrar, err := sd.NewRegistrar(sd.NewClient(consul), where, registration, in.logger)
+	registrar, err := sd.NewRegistrar(sd.NewClient(consul), where, registration, in.logger, instr.loop("registration"))
 	if err != nil {
 		return nil, err
 	}
@@ -155,7 +155,7 @@ func build(cfg config, stderr io.Writer) (_ *instance, err error) {
 			checkID = registration.CheckID()
 		}
 		reporter, err := sd.NewLoadReporter(sd.NewLoadClient(consul), cfg.serviceName, registration.ID, in.addrs.Advertised, checkID,
-			cfg.loadReportInterval, meter.Sample, in.logger)
+			cfg.loadReportInterval, meter.Sample, in.logger, instr.loop("load_report"))
 		if err != nil {
 			return nil, err
 		}

@@ -1,7 +1,6 @@
 package tlsfiles
 
 import (
-	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -28,7 +27,7 @@ type Certs struct {
 	mu      sync.Mutex
 	cert    *tls.Certificate // nil without certFile
 	ca      *caBundle        // nil without caFile
-	seen    []byte           // the files' stat, to notice a change
+	seen    string           // the files' Stamp, to notice a change
 	checked time.Time
 }
 
@@ -66,7 +65,7 @@ func (c *Certs) Reload() error {
 // that a failed rotation keeps the whole set loaded last; c.mu is held.
 func (c *Certs) load() error {
 	c.checked = time.Now()
-	c.seen = c.stat()
+	c.seen = Stamp(c.certFile, c.keyFile, c.caFile)
 	cert, ca := c.cert, c.ca
 	if c.certFile != "" {
 		kp, err := tls.LoadX509KeyPair(c.certFile, c.keyFile)
@@ -115,20 +114,6 @@ func loadCA(file string) (*caBundle, error) {
 	return b, nil
 }
 
-// stat sums up the files' sizes and modification times.
-func (c *Certs) stat() []byte {
-	var b bytes.Buffer
-	for _, f := range []string{c.certFile, c.keyFile, c.caFile} {
-		if f == "" {
-			continue
-		}
-		if info, err := os.Stat(f); err == nil {
-			fmt.Fprintf(&b, "%d %d;", info.Size(), info.ModTime().UnixNano())
-		}
-	}
-	return b.Bytes()
-}
-
 // current returns the certificate and CA bundle, reading the files again
 // first when they changed since they were last read.
 func (c *Certs) current() (*tls.Certificate, *caBundle) {
@@ -136,7 +121,7 @@ func (c *Certs) current() (*tls.Certificate, *caBundle) {
 	defer c.mu.Unlock()
 	if time.Since(c.checked) >= reloadCheck {
 		c.checked = time.Now()
-		if !bytes.Equal(c.stat(), c.seen) {
+		if Stamp(c.certFile, c.keyFile, c.caFile) != c.seen {
 			_ = c.load() // on failure, keep what was loaded last
 		}
 	}

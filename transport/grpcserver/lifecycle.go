@@ -100,7 +100,8 @@ type Instance struct {
 	RegisterTimeout time.Duration
 	// ResyncInterval is how often the instance makes sure the agent still
 	// holds its registration (sd.Registrar.KeepRegistered): 10s by
-	// default.
+	// default. A failed round is retried sooner, with a backoff up to
+	// ResyncInterval; it never ends the instance.
 	ResyncInterval time.Duration
 	// Drain is how long the instance goes on serving after it has left
 	// Consul, for callers to notice and stop picking it: 2s by default.

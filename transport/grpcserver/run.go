@@ -18,8 +18,12 @@ import (
 //
 //  1. serve, with health NOT_SERVING;
 //  2. wait for Ready, then health SERVING;
-//  3. register in Consul (retried for RegisterTimeout), then keep
-//     registered (every ResyncInterval) and run Background;
+//  3. register in Consul (retried for RegisterTimeout; a 403 or TLS that
+//     does not verify fails at once), then keep registered (every
+//     ResyncInterval) and run Background; once in service, nothing Consul
+//     answers ends the instance (sd.Registrar.KeepRegistered retries every
+//     failure, a revoked token or a refused certificate included, and
+//     says so);
 //  4. on the way out, stop those and wait for them (so that a resync
 //     cannot register a leaving instance again), health NOT_SERVING,
 //     deregister (bounded, 5s), drain;
