@@ -17,7 +17,7 @@ export GONOSUMDB := github.com/hashicorp/consul
 export GOTOOLCHAIN := go1.26.10
 GO_TEST_FLAGS ?=
 
-.PHONY: help consul proto build test lint vulncheck demo up cluster down bench
+.PHONY: help consul proto build test lint vulncheck demo up cluster down chaos bench
 
 help: ## list the targets
 	@awk -F ':.*## ' '/^[a-z-]+:.*## / { printf "  make %-9s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -51,6 +51,14 @@ cluster: consul build ## leave 3 consul servers, 2 client agents and 3 instances
 
 down: ## stop what `make up` or `make cluster` started, by recorded PIDs
 	@if [[ -x bin/demo ]]; then bin/demo down; else go run ./cmd/demo down; fi
+
+# The chaos soak: how long it injects faults, the load's calls/s, and the
+# seed of its faults (empty: a new one, printed, to replay a run).
+DURATION ?= 3m
+RATE ?= 300
+SEED ?=
+chaos: consul build ## chaos soak on the cluster: load through client agent 2, one fault at a time (DURATION, RATE, SEED)
+	bin/demo chaos -duration $(DURATION) -rate $(RATE) $(if $(SEED),-seed $(SEED))
 
 test: consul ## run every test, a real Consul agent included
 	go vet ./...

@@ -1,10 +1,12 @@
 // Command demo shows trimkit at work on this machine: a local Consul dev
 // agent, three trimsvc instances and load from cmd/client, with one instance
 // stopped (SIGTERM) and another killed (SIGKILL) during the load, then one
-// frozen (SIGSTOP). `demo up`
-// leaves a local Consul and three instances running to poke at; `demo
-// down` stops exactly what `up` started. Run it through `make demo`,
-// `make up` and `make down`, which build the binaries it runs.
+// frozen (SIGSTOP). `demo up` leaves a local Consul and three instances
+// running to poke at, `demo cluster` a secure Consul cluster; `demo kill`,
+// `stop` and `restart` act on one member of either, and `demo down` stops
+// exactly what was started. `demo chaos` is a chaos soak against the
+// cluster. Run it through `make demo`, `make up`, `make cluster`, `make
+// down` and `make chaos`, which build the binaries it runs.
 package main
 
 import (
@@ -14,8 +16,10 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"syscall"
+	"time"
 
 	"github.com/trimkit/trimkit/internal/cli"
 )
@@ -28,7 +32,8 @@ func main() {
 }
 
 const synopsis = `
-usage: demo [run|up|down] [flags]
+usage: demo [run|up|cluster|down|status|chaos] [flags]
+       demo kill|stop|restart [flags] MEMBER...
 
   run   (default) start a local Consul and 3 trimsvc instances, send load
         through cmd/client, SIGTERM one instance and SIGKILL another during
@@ -40,39 +45,85 @@ usage: demo [run|up|down] [flags]
         PIDs and addresses go to -state.
   cluster
         start 3 Consul servers and 2 client agents on loopback (gossip
-        encrypted) and 3 instances registered through client agent 1, and
-        leave them running; print which agent callers should ask (client
-        agent 2) and what to try.
-  down  stop what up or cluster started, by the PIDs recorded in -state.`
+        encrypted, TLS, default-deny ACLs) and 3 instances registered
+        through client agent 1, and leave them running; print which agent
+        callers should ask (client agent 2) and a walkthrough. A failed
+        start stops what it started and keeps the logs in
+        -state/failed-TIME/.
+  down  stop what up, cluster or chaos started, by the PIDs recorded in
+        -state (SIGTERM, then SIGKILL after 10s, or after 2s when the
+        servers have no leader), and remove -state but for kept logs.
+  status
+        print every member of what is up: its PID, whether it runs, and
+        how the cluster sees it.
+  kill, stop, restart MEMBER...
+        SIGKILL, SIGTERM, or stop (SIGTERM) when running and start again,
+        each member named: server-N, client-N, trimsvc-N, or leader (the
+        server that leads now). A member starts again on its address,
+        ports and data directory; restart waits until a server is a voter
+        again, a client agent has rejoined, an instance passes its check.
+  chaos a chaos soak: start the cluster (in -state, default .run/chaos),
+        send open-loop load (-rate calls/s, p2c) through client agent 2
+        from this process, and for -duration inject one fault at a time,
+        from a shuffled deck of every kind, seeded (-seed): instance
+        SIGKILL, SIGTERM or SIGSTOP, a server's SIGKILL, the leader's, a
+        client agent restarted (client-1 holds every instance), an
+        instance's or the callers' ACL token rotated; each is recovered
+        before the next. Print each fault with the calls it cost and this
+        process's RSS, and a summary; stop everything it started. Exit
+        status 0 only when no call failed.`
+
+// memberCommands are the commands that take member names after their
+// flags.
+func memberCommands() []string { return []string{"kill", "stop", "restart"} }
 
 type config struct {
 	cmd        string
 	bin, state string
 	n, c       int
 	instances  int
+	args       []string // member names
+	// chaos
+	duration time.Duration
+	rate     float64
+	seed     uint64
 }
 
 func parseConfig(args []string, stdout io.Writer) (config, error) {
 	c := config{cmd: "run"}
-	if len(args) > 0 && slices.Contains([]string{"run", "up", "cluster", "down"}, args[0]) {
+	commands := append([]string{"run", "up", "cluster", "down", "status", "chaos"}, memberCommands()...)
+	if len(args) > 0 && slices.Contains(commands, args[0]) {
 		c.cmd, args = args[0], args[1:]
+	}
+	stateDir := ".run"
+	if c.cmd == "chaos" {
+		stateDir = filepath.Join(".run", "chaos")
 	}
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.StringVar(&c.bin, "bin", "bin", "directory holding consul, trimsvc and client")
-	fs.StringVar(&c.state, "state", ".run", "directory for up/down: logs, data and recorded PIDs")
+	fs.StringVar(&c.state, "state", stateDir, "directory for up, cluster, chaos and the commands after them: logs, data and recorded PIDs")
 	fs.IntVar(&c.n, "n", 60000, "requests the load sends (run)")
 	fs.IntVar(&c.c, "c", 8, "concurrent callers of the load (run)")
-	fs.IntVar(&c.instances, "instances", 3, "trimsvc instances to start (at least 3 for run)")
+	fs.IntVar(&c.instances, "instances", 3, "trimsvc instances to start (at least 3 for run and chaos)")
+	fs.DurationVar(&c.duration, "duration", 3*time.Minute, "how long the chaos soak injects faults (chaos)")
+	fs.Float64Var(&c.rate, "rate", 300, "calls per second of the chaos soak's open-loop load (chaos)")
+	fs.Uint64Var(&c.seed, "seed", 0, "the chaos soak's random seed, printed at its start to replay a run; 0 picks one (chaos)")
 	if err := cli.Parse(fs, args, "TRIMDEMO", synopsis, stdout); err != nil {
 		return config{}, err
 	}
+	c.args = fs.Args()
+	member := slices.Contains(memberCommands(), c.cmd)
 	switch {
-	case fs.NArg() > 0:
+	case fs.NArg() > 0 && !member:
 		return config{}, fmt.Errorf("%w: unexpected arguments %q", cli.ErrUsage, fs.Args())
+	case fs.NArg() == 0 && member:
+		return config{}, fmt.Errorf("%w: demo %s: name at least one member (server-N, client-N, trimsvc-N, leader)", cli.ErrUsage, c.cmd)
 	case c.n < 1 || c.c < 1:
 		return config{}, fmt.Errorf("%w: -n and -c must be at least 1", cli.ErrUsage)
-	case c.instances < 1 || (c.cmd == "run" && c.instances < 3):
-		return config{}, fmt.Errorf("%w: -instances must be at least 3 for run, 1 for up", cli.ErrUsage)
+	case c.instances < 1 || ((c.cmd == "run" || c.cmd == "chaos") && c.instances < 3):
+		return config{}, fmt.Errorf("%w: -instances must be at least 3 for run and chaos, 1 for up and cluster", cli.ErrUsage)
+	case c.rate <= 0 || c.duration <= 0:
+		return config{}, fmt.Errorf("%w: -rate and -duration must be positive", cli.ErrUsage)
 	}
 	return c, nil
 }
@@ -89,6 +140,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cluster(ctx, cfg, stdout)
 	case "down":
 		return down(cfg, stdout)
+	case "status", "kill", "stop", "restart":
+		return members(ctx, cfg, stdout)
+	case "chaos":
+		return chaos(ctx, cfg, stdout)
 	default:
 		return demo(ctx, cfg, stdout)
 	}

@@ -97,7 +97,8 @@ func TestUpClusterDown(t *testing.T) {
 		wantOutput []string
 	}{
 		{"up", 1 + 3, []string{"up: consul dev agent"}},
-		{"cluster", 5 + 3, []string{"server-1", "client-2", "callers ask client-2", "kill -9 <that pid>"}},
+		{"cluster", 5 + 3, []string{"server-1", "client-2", "callers ask client-2", "kill -state " + "STATE leader",
+			"restart -state STATE server-N", "--cert"}},
 	} {
 		t.Run(tc.cmd, func(t *testing.T) {
 			var out, errOut bytes.Buffer
@@ -112,6 +113,7 @@ func TestUpClusterDown(t *testing.T) {
 				t.Fatalf("demo %s: %v\n%s", tc.cmd, err, out.String())
 			}
 			for _, want := range tc.wantOutput {
+				want = strings.ReplaceAll(want, "STATE", stateDir)
 				if !strings.Contains(out.String(), want) {
 					t.Errorf("output lacks %q:\n%s", want, out.String())
 				}
@@ -136,11 +138,47 @@ func TestUpClusterDown(t *testing.T) {
 					t.Errorf("pid %d not running after %s", pid, tc.cmd)
 				}
 			}
+			member := func(args ...string) string {
+				t.Helper()
+				var out bytes.Buffer
+				if err := run(context.Background(), append([]string{args[0], "-state", stateDir}, args[1:]...), &out, &errOut); err != nil {
+					t.Fatalf("demo %v: %v\n%s", args, err, out.String())
+				}
+				t.Logf("demo %v:\n%s", args, out.String())
+				return out.String()
+			}
+			// An instance killed starts again on its address.
+			before := st.Instances[1]
+			member("kill", before.Name)
+			if proc.Alive(before.PID) {
+				t.Errorf("%s (pid %d) alive after kill", before.Name, before.PID)
+			}
+			member("restart", before.Name)
+			after := recorded(t, stateDir).Instances[1]
+			if after.PID == before.PID || after.Addr != before.Addr || !proc.Alive(after.PID) {
+				t.Errorf("restarted %s: pid %d (was %d), addr %s (was %s)", before.Name, after.PID, before.PID, after.Addr, before.Addr)
+			}
+			pids = append(pids, after.PID)
 			if tc.cmd == "cluster" {
 				callThroughClientEnv(t, bin, stateDir)
+				// A server that does not lead, killed, starts again on its
+				// ports and rejoins; the instances' agent restarts.
+				others := notLeading(t, stateDir)
+				member("kill", others[0])
+				member("restart", others[0], "client-1")
+				for _, p := range recorded(t, stateDir).Consul {
+					pids = append(pids, p.PID)
+				}
+				if want, have := 3, strings.Count(member("status"), "raft voter"); want != have {
+					t.Errorf("want %d voters, have %d", want, have)
+				}
+				// Quorum lost: the leader alone steps down. down is quick
+				// all the same.
+				member(append([]string{"kill"}, notLeading(t, stateDir)...)...)
+				waitNoLeader(t, stateDir)
 			}
-
 			out.Reset()
+			began := time.Now()
 			if err := run(context.Background(), []string{"down", "-state", stateDir}, &out, &errOut); err != nil {
 				t.Fatalf("demo down: %v\n%s", err, out.String())
 			}
@@ -152,9 +190,60 @@ func TestUpClusterDown(t *testing.T) {
 			if _, err := os.Stat(stateDir); !os.IsNotExist(err) {
 				t.Errorf("state dir left behind: %v", err)
 			}
-			if want := "stopped"; strings.Count(out.String(), want) != tc.processes {
+			t.Logf("down took %v:\n%s", time.Since(began).Round(time.Millisecond), out.String())
+			if want := tc.processes; strings.Count(out.String(), "down: ") < want {
 				t.Errorf("down output: %s", out.String())
 			}
 		})
+	}
+}
+
+func recorded(t *testing.T, dir string) state {
+	t.Helper()
+	b, err := os.ReadFile(statePath(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st state
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// notLeading are the names of the servers that do not lead.
+func notLeading(t *testing.T, dir string) []string {
+	t.Helper()
+	f, err := openFleet(config{state: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader, err := f.leader(context.Background())
+	if err != nil || leader == "" {
+		t.Fatalf("leader: %q, %v", leader, err)
+	}
+	var others []string
+	for _, s := range f.cluster.Servers {
+		if s.Name != leader {
+			others = append(others, s.Name)
+		}
+	}
+	return others
+}
+
+func waitNoLeader(t *testing.T, dir string) {
+	t.Helper()
+	f, err := openFleet(config{state: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		leader, err := f.leader(context.Background())
+		if err == nil && leader == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still a leader: %q, %v", leader, err)
+		}
 	}
 }

@@ -23,6 +23,8 @@ type Cluster struct {
 	// Security is the TLS and ACL setup when the cluster is secure, else
 	// nil.
 	Security *Security
+
+	dir string // where cluster.json is (see OpenCluster)
 }
 
 // ClusterOptions says what a Cluster is made of.
@@ -39,6 +41,12 @@ type ClusterOptions struct {
 // NewCluster prepares a cluster that runs bin, each member's data and log in
 // a directory of its own under dir. Start it with Start.
 func NewCluster(bin, dir string, o ClusterOptions) (*Cluster, error) {
+	// Absolute: the members' configurations name their data directories,
+	// and OpenCluster may run elsewhere.
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
 	o.Servers = cmp(o.Servers, 3)
 	o.Clients = cmp(o.Clients, 2)
 	out, err := exec.Command(bin, "keygen").Output()
@@ -46,7 +54,7 @@ func NewCluster(bin, dir string, o ClusterOptions) (*Cluster, error) {
 		return nil, fmt.Errorf("consul keygen: %w", err)
 	}
 	key := strings.TrimSpace(string(out)) // gossip encryption
-	c := &Cluster{}
+	c := &Cluster{dir: dir}
 	if o.Secure {
 		if c.Security, err = NewSecurity(bin, dir); err != nil {
 			return nil, err
@@ -83,7 +91,8 @@ func cmp(n, def int) int {
 	return n
 }
 
-// joinServers points every member's retry_join at the servers.
+// joinServers points every member's retry_join at the servers, and
+// records the members for OpenCluster.
 func (c *Cluster) joinServers() error {
 	for _, a := range c.Members() {
 		var join []string
@@ -96,40 +105,89 @@ func (c *Cluster) joinServers() error {
 			return err
 		}
 	}
-	return nil
+	return c.save()
 }
 
 // Members are the servers, then the clients.
 func (c *Cluster) Members() []*Agent { return append(slices.Clone(c.Servers), c.Clients...) }
 
-// Start starts every member and waits, at most timeout, until the servers
-// have elected a leader and every member is alive to the others.
-func (c *Cluster) Start(timeout time.Duration) error {
+// Start starts the cluster and waits, at most timeout, until every member
+// is alive to the others. The servers start first; once they have elected
+// a leader, a secure cluster creates the agents' token (chosen in advance
+// and named in every agent's configuration) and waits until every server
+// knows it, and only then do the client agents start. A client agent that
+// started earlier would try its token before it existed, fail its first
+// sync with the servers ("ACL not found") and then hold back every change,
+// its services' checks included, for 15 to 30 seconds.
+func (c *Cluster) Start(timeout time.Duration) (err error) {
 	deadline := time.Now().Add(timeout)
-	for _, a := range c.Members() {
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	defer func() {
+		if err != nil {
+			_ = c.Stop()
+		}
+	}()
+	if err := c.start(c.Servers, deadline); err != nil {
+		return err
+	}
+	if _, err := c.WaitLeader(ctx, nil); err != nil {
+		return err
+	}
+	if sec := c.Security; sec != nil {
+		if err := c.agentToken(ctx); err != nil {
+			return err
+		}
+	}
+	if err := c.start(c.Clients, deadline); err != nil {
+		return err
+	}
+	if sec := c.Security; sec != nil {
+		for _, a := range c.Clients {
+			if err := sec.useAgentToken(a); err != nil {
+				return err
+			}
+		}
+	}
+	return c.WaitAlive(ctx)
+}
+
+// start starts members one after the other.
+func (c *Cluster) start(members []*Agent, deadline time.Time) error {
+	for _, a := range members {
 		serf := a.SerfLANAddr
 		if err := a.Start(time.Until(deadline)); err != nil {
-			_ = c.Stop()
 			return err
 		}
 		if a.SerfLANAddr != serf {
 			// It had to take new ports: the members still to start (and
 			// any restart) must join it there.
 			if err := c.joinServers(); err != nil {
-				_ = c.Stop()
 				return err
 			}
 		}
 	}
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
-	defer cancel()
-	if _, err := c.WaitLeader(ctx, nil); err != nil {
-		_ = c.Stop()
+	return nil
+}
+
+// agentToken creates the agents' token, waits until every server knows
+// it, and sets it again on each server, whose first sync, made before the
+// token existed, failed.
+func (c *Cluster) agentToken(ctx context.Context) error {
+	api, err := c.Servers[0].API()
+	if err != nil {
 		return err
 	}
-	if err := c.WaitAlive(ctx); err != nil {
-		_ = c.Stop()
+	if err := c.Security.CreateAgentToken(ctx, api); err != nil {
 		return err
+	}
+	if err := WaitTokens(ctx, c.Servers, c.Security.AgentToken); err != nil {
+		return err
+	}
+	for _, s := range c.Servers {
+		if err := c.Security.useAgentToken(s); err != nil {
+			return err
+		}
 	}
 	return nil
 }

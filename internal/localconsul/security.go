@@ -22,7 +22,11 @@ type Security struct {
 	// ManagementToken is the bootstrap token: the helpers' API clients use
 	// it, never the tests' services and callers.
 	ManagementToken string
-	// AgentToken is the agents' own token (node:write); SetupACL creates it.
+	// AgentToken is the agents' own token (node:write), a secret chosen in
+	// advance so that it can go into every agent's configuration; a
+	// Cluster creates it once its servers have a leader, before any client
+	// agent starts (see Cluster.Start), and a secure dev agent once it has
+	// elected itself (see Agent.Start).
 	AgentToken string
 	// CLICertFile and CLIKeyFile are a certificate for calling agents'
 	// HTTPS API, which asks for one (verify_incoming).
@@ -93,9 +97,9 @@ type Tokens struct {
 }
 
 // SetupACL creates, through c (holding the management token), the agents'
-// token with node:write, and least-privilege tokens for trimsvc and its
-// callers for service. It retries while the ACL system is still
-// bootstrapping, at most until ctx ends.
+// token with node:write if it does not exist yet, and least-privilege
+// tokens for trimsvc and its callers for service. It retries while the ACL
+// system is still bootstrapping, at most until ctx ends.
 func (s *Security) SetupACL(ctx context.Context, c *api.Client, service string) (Tokens, error) {
 	var t Tokens
 	var err error
@@ -156,14 +160,52 @@ session %q { policy = "write" }`, service, service, id, node))
 	return token(acl, "", "instance "+id+" of "+service, p)
 }
 
-func (s *Security) setupACL(c *api.Client, service string) (Tokens, error) {
-	acl := c.ACL()
+// CreateAgentToken creates, through c (holding the management token), the
+// agents' token, AgentToken, if it does not exist yet. It retries while the
+// ACL system is still bootstrapping, at most until ctx ends.
+func (s *Security) CreateAgentToken(ctx context.Context, c *api.Client) error {
+	for {
+		err := s.agentToken(c.ACL())
+		if err == nil {
+			return nil
+		}
+		if !ctxtime.Sleep(ctx, 100*time.Millisecond) {
+			return fmt.Errorf("create the agents' token: %w (last: %v)", ctx.Err(), err)
+		}
+	}
+}
+
+func (s *Security) agentToken(acl *api.ACL) error {
 	agent, err := policy(acl, "agent", `node_prefix "" { policy = "write" }
 service_prefix "" { policy = "read" }`)
 	if err != nil {
-		return Tokens{}, err
+		return err
 	}
-	if _, err := token(acl, s.AgentToken, "local agents", agent); err != nil {
+	_, err = token(acl, s.AgentToken, "local agents", agent)
+	return err
+}
+
+// useAgentToken sets the agents' token on a running agent through its API,
+// as `consul acl set-agent-token agent` does. The token is the one its
+// configuration names; setting it again makes the agent sync its state
+// with the servers at once. An agent whose last full sync failed (its
+// token did not exist yet) otherwise holds back every change for 15 to 30
+// seconds, its retry interval: a service it registers meanwhile passes on
+// the agent and stays critical in the catalog.
+func (s *Security) useAgentToken(a *Agent) error {
+	c, err := a.API()
+	if err != nil {
+		return err
+	}
+	if _, err := c.Agent().UpdateAgentACLToken(s.AgentToken, nil); err != nil {
+		return fmt.Errorf("set the agent token of %s: %w", a.Name, err)
+	}
+	return nil
+}
+
+func (s *Security) setupACL(c *api.Client, service string) (Tokens, error) {
+	acl := c.ACL()
+	if err := s.agentToken(acl); err != nil {
 		return Tokens{}, err
 	}
 	svc, err := policy(acl, service+"-service", fmt.Sprintf(`service %q { policy = "write" }
@@ -186,6 +228,22 @@ key_prefix "trimkit/load/%s/" { policy = "read" }`, service, service))
 		return Tokens{}, err
 	}
 	return t, nil
+}
+
+// CloneToken creates, through c (holding the management token), a token
+// with the policies and description of the token whose secret is secret,
+// as rotating a token does: give the new one out, then delete the old
+// (by its accessor) once nothing uses it.
+func CloneToken(c *api.Client, secret string) (newSecret, oldAccessor string, err error) {
+	old, _, err := c.ACL().TokenReadSelf(&api.QueryOptions{Token: secret})
+	if err != nil {
+		return "", "", fmt.Errorf("read the token to rotate: %w", err)
+	}
+	tok, _, err := c.ACL().TokenCreate(&api.ACLToken{Description: old.Description, Policies: old.Policies, Roles: old.Roles, ServiceIdentities: old.ServiceIdentities, NodeIdentities: old.NodeIdentities}, nil)
+	if err != nil {
+		return "", "", fmt.Errorf("create the token's successor: %w", err)
+	}
+	return tok.SecretID, old.AccessorID, nil
 }
 
 // WaitTokens waits, at most until ctx ends, until every one of servers

@@ -106,6 +106,26 @@ func TestSecureAgentAndCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
+	// The agents' token existed before any client agent started: a
+	// service registered through client agent 1 right away passes in the
+	// catalog at once, not after Consul's retry of a failed sync (15-30s).
+	c1, err := cl.Clients[0].API()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c1.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: "web-1", Name: "web", Port: 1,
+		Check: &api.AgentServiceCheck{TTL: "1m", Status: api.HealthPassing}}); err != nil {
+		t.Fatal(err)
+	}
+	c2, err := cl.Clients[1].API()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer wcancel()
+	if _, err := localconsul.WaitPassing(wctx, c2, "web", localconsul.Exactly("web-1")); err != nil {
+		t.Errorf("a service of client agent 1 in the catalog: %v", err)
+	}
 	cc, err := cl.Servers[0].API()
 	if err != nil {
 		t.Fatal(err)

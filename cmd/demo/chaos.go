@@ -1,0 +1,243 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
+
+	"github.com/trimkit/trimkit/client"
+	"github.com/trimkit/trimkit/internal/ctxtime"
+	"github.com/trimkit/trimkit/sd"
+	"github.com/trimkit/trimkit/transport"
+)
+
+// How the soak waits: after the load starts, before the first fault; after
+// each fault has recovered, before its window closes (so that every call
+// it touched has ended: a call gives up after 500ms); and at most for a
+// fault to recover.
+const (
+	chaosWarmup  = 5 * time.Second
+	chaosSettle  = 2 * time.Second
+	chaosRecover = 90 * time.Second
+	// How long after a token rotation the soak waits before it looks for
+	// recovery: an instance that cannot live with the rotation finds out
+	// at its next resync with its agent (every 10s, trimsvc's default
+	// -resync-interval) and ends after its failed deregistration and its
+	// drain (2s); the callers' watch finds out at its next query.
+	instanceTokenWatch = 15 * time.Second
+	callerTokenWatch   = 5 * time.Second
+)
+
+// outcome is what one fault did and cost.
+type outcome struct {
+	fault
+	at        time.Duration // since the load started
+	target    string
+	what      string
+	recovered time.Duration // from the fault's start until healthy again
+	calls     int64
+	failed    int64
+	errs      map[string]int
+	rss       int64
+	// The client's failed Consul queries in the fault's window, and the
+	// last one's error.
+	discoveryFailures int64
+	discoveryRefusals int64 // Consul refused the client's token
+	discoveryErr      string
+}
+
+// chaos is the chaos soak (see the synopsis).
+func chaos(ctx context.Context, cfg config, w io.Writer) (err error) {
+	seed := cfg.seed
+	if seed == 0 {
+		seed = rand.Uint64() >> 1 // a flag's value, printable and passable back
+	}
+	fmt.Fprintf(w, "chaos: seed %d (replay: make chaos SEED=%d DURATION=%v RATE=%v), faults for %v, %v calls/s\n",
+		seed, seed, cfg.duration, cfg.rate, cfg.duration, cfg.rate)
+	began := time.Now()
+	f, _, err := startCluster(ctx, cfg, w)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "chaos: cluster up in %v (state, logs: %s):\n", time.Since(began).Round(100*time.Millisecond), f.dir)
+	for _, p := range append(slices.Clone(f.st.Consul), f.st.Instances...) {
+		fmt.Fprintf(w, "  %-10s pid %-7d %s\n", p.Name, p.PID, p.Addr)
+	}
+	var failedCalls int64
+	defer func() { err = errors.Join(err, f.teardown(w, err != nil || failedCalls > 0)) }()
+
+	s, err := newSoak(ctx, f, cfg, seed, w)
+	if err != nil {
+		return err
+	}
+	failedCalls, err = s.run(ctx)
+	return err
+}
+
+// soak is a chaos soak in progress.
+type soak struct {
+	f         *fleet
+	cfg       config
+	seed      uint64
+	w         io.Writer
+	client    *transport.TrimClient
+	load      *load
+	discovery *discoveryWatch
+	rss       rss
+	outcomes  []outcome
+}
+
+func newSoak(ctx context.Context, f *fleet, cfg config, seed uint64, w io.Writer) (*soak, error) {
+	logPath := filepath.Join(f.dir, "client.log")
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	// The file stays open until the process ends: the client logs until
+	// it is closed, which teardown does not wait for.
+	logger := level.NewFilter(log.NewLogfmtLogger(log.NewSyncWriter(logFile)), level.AllowInfo())
+	watch := &discoveryWatch{next: log.With(logger, "ts", log.DefaultTimestampUTC)}
+	cf := f.st.Caller
+	c, err := transport.NewTrimClient(client.Config{
+		Consul: sd.ConsulConfig{Address: cf.ConsulAddr, TokenFile: cf.TokenFile, CAFile: cf.ConsulCA, CertFile: cf.ConsulCert, KeyFile: cf.ConsulKey},
+		CallConfig: client.CallConfig{Balancer: client.P2CName,
+			TLS: client.TLS{CAFile: cf.TLSCA, CertFile: cf.TLSCert, KeyFile: cf.TLSKey}},
+	}, client.WithLogger(watch))
+	if err != nil {
+		return nil, fmt.Errorf("the load's client: %w", err)
+	}
+	// The first call waits until the client has found the instances.
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		if _, err = c.TrimSpace(wctx, "x"); err == nil {
+			break
+		}
+		if !ctxtime.Sleep(wctx, 100*time.Millisecond) {
+			c.Close()
+			return nil, fmt.Errorf("the load's client finds no instance: %w", err)
+		}
+	}
+	fmt.Fprintf(w, "chaos: load: %v calls/s, open loop, p2c, mutual TLS, from this process (pid %d) through %s (client-2); client log %s\n",
+		cfg.rate, os.Getpid(), cf.ConsulAddr, logPath)
+	return &soak{f: f, cfg: cfg, seed: seed, w: w, client: c, load: newLoad(c.Endpoint(), cfg.rate), discovery: watch}, nil
+}
+
+// run sends the load, injects faults for cfg.duration and prints each and
+// the summary; it returns the calls that failed.
+func (s *soak) run(ctx context.Context) (int64, error) {
+	defer s.client.Close()
+	rctx, stopRSS := context.WithCancel(ctx)
+	defer stopRSS()
+	s.rss.sample()
+	go s.rss.run(rctx)
+
+	s.load.start(ctx)
+	loadStart := time.Now()
+	err := s.faults(ctx, loadStart)
+	s.load.Stop()
+	took := time.Since(loadStart)
+	s.summary(took)
+	failed := s.load.failed.Load()
+	switch {
+	case err != nil:
+		return failed, err
+	case ctx.Err() != nil:
+		return failed, fmt.Errorf("interrupted: %w", ctx.Err())
+	case failed > 0:
+		return failed, fmt.Errorf("%d of %d calls failed (seed %d)", failed, s.load.calls.Load(), s.seed)
+	}
+	return 0, nil
+}
+
+// faults injects one fault at a time until cfg.duration has passed.
+func (s *soak) faults(ctx context.Context, loadStart time.Time) error {
+	if !ctxtime.Sleep(ctx, chaosWarmup) {
+		return nil
+	}
+	if n, errs := s.load.failures(-1); n > 0 {
+		fmt.Fprintf(s.w, "warm-up: %d calls failed\n", n)
+		printErrs(s.w, errs)
+	}
+	end := loadStart.Add(s.cfg.duration)
+	d := newDeck(s.seed, faultKinds())
+	for i := int64(0); time.Now().Before(end) && ctx.Err() == nil; i++ {
+		fl := d.next()
+		o := outcome{fault: fl, at: time.Since(loadStart)}
+		calls := s.load.calls.Load()
+		discoveryFailures, refusals, _, _ := s.discovery.state()
+		s.load.window.Store(i)
+		start := time.Now()
+		target, what, err := s.inject(ctx, fl)
+		o.target, o.what = target, what
+		if err != nil {
+			return fmt.Errorf("fault #%d %s %s: %w", i+1, fl.kind, target, err)
+		}
+		notes, err := s.recover(ctx)
+		o.recovered = time.Since(start)
+		if len(notes) > 0 {
+			o.what += "; " + strings.Join(notes, "; ")
+		}
+		if err != nil {
+			s.outcomes = append(s.outcomes, o)
+			s.printOutcome(i, o)
+			return fmt.Errorf("fault #%d %s %s: no recovery: %w", i+1, fl.kind, target, err)
+		}
+		next := max(time.Until(start.Add(fl.gap)), chaosSettle)
+		if !ctxtime.Sleep(ctx, next) {
+			return nil
+		}
+		o.calls = s.load.calls.Load() - calls
+		o.failed, o.errs = s.load.failures(i)
+		n, r, _, lastErr := s.discovery.state()
+		if o.discoveryFailures, o.discoveryRefusals = n-discoveryFailures, r-refusals; o.discoveryFailures > 0 {
+			o.discoveryErr = lastErr
+		}
+		o.rss = s.rss.sample()
+		s.outcomes = append(s.outcomes, o)
+		s.printOutcome(i, o)
+	}
+	return nil
+}
+
+// teardown stops everything the soak started, by PID (a frozen instance
+// thawed first), and removes its state; after a failed run it keeps the
+// logs and says where.
+func (f *fleet) teardown(w io.Writer, keep bool) error {
+	for i := range f.st.Instances {
+		_ = sendSignal(&f.st.Instances[i], syscall.SIGCONT)
+	}
+	grace := downGrace
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	if leader, err := f.leader(ctx); err == nil && leader == "" {
+		grace = downGraceNoLeader
+	}
+	cancel()
+	lines, err := f.stopAll(grace)
+	fmt.Fprintf(w, "chaos: stopped %d processes (%s)\n", len(lines), strings.Join(lines, "; "))
+	if err != nil {
+		return fmt.Errorf("%w (run `bin/demo down -state %s`)", err, f.dir)
+	}
+	if f.cluster != nil {
+		_ = f.cluster.Close() // its port blocks
+	}
+	if keep {
+		kept, err := keepLogs(f.dir, time.Now())
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "chaos: the logs are kept in %s\n", kept)
+	}
+	return removeState(f.dir)
+}

@@ -1,0 +1,184 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/trimkit/trimkit/internal/ctxtime"
+	"github.com/trimkit/trimkit/internal/localconsul"
+)
+
+// inject injects fl and undoes what it did (a killed member is started
+// again, a frozen instance thawed); recover then waits for the cluster to
+// be whole. It returns the member hit and what happened.
+func (s *soak) inject(ctx context.Context, fl fault) (target, what string, err error) {
+	f := s.f
+	instance := &f.st.Instances[fl.target%len(f.st.Instances)]
+	switch fl.kind {
+	case instanceKill, instanceTerm:
+		sig, wait := syscall.SIGKILL, 5*time.Second
+		if fl.kind == instanceTerm {
+			sig, wait = syscall.SIGTERM, 20*time.Second // it deregisters and drains
+		}
+		if err := sendSignal(instance, sig); err != nil {
+			return instance.Name, "", err
+		}
+		if err := waitGone(instance, wait); err != nil {
+			return instance.Name, "", err
+		}
+		note, err := f.start(ctx, instance.Name)
+		return instance.Name, joinNote(fmt.Sprintf("%s, started again on %s", signalName(sig), instance.Addr), note), err
+	case instanceStop:
+		if err := sendSignal(instance, syscall.SIGSTOP); err != nil {
+			return instance.Name, "", err
+		}
+		ctxtime.Sleep(ctx, fl.hold)
+		if err := sendSignal(instance, syscall.SIGCONT); err != nil {
+			return instance.Name, "", err
+		}
+		return instance.Name, fmt.Sprintf("SIGSTOP, SIGCONT %v later", fl.hold.Round(time.Millisecond)), nil
+	case serverKill, leaderKill:
+		return s.killServer(ctx, fl)
+	case client1Restart, client2Restart:
+		name := "client-1"
+		if fl.kind == client2Restart {
+			name = "client-2"
+		}
+		_, err := f.restart(ctx, name)
+		return name, "SIGTERM (it leaves the cluster), started again", err
+	case instanceToken:
+		return instance.Name, "new token written to its token file, old one deleted", s.rotate(ctx, tokenFileOf(instance), instanceTokenWatch)
+	case callerToken:
+		return "callers", "new token written to the callers' token file, old one deleted", s.rotate(ctx, f.st.Caller.TokenFile, callerTokenWatch)
+	}
+	return "", "", fmt.Errorf("unknown fault kind %q", fl.kind)
+}
+
+// killServer kills the leader, or a server that does not lead, and starts
+// it again fl.hold after (after a new leader, for the leader).
+func (s *soak) killServer(ctx context.Context, fl fault) (target, what string, err error) {
+	f := s.f
+	leader, err := f.leader(ctx)
+	if err != nil || leader == "" {
+		return "", "", fmt.Errorf("no leader before the fault: %q, %v", leader, err)
+	}
+	target = leader
+	if fl.kind == serverKill {
+		var others []string
+		for _, srv := range f.cluster.Servers {
+			if srv.Name != leader {
+				others = append(others, srv.Name)
+			}
+		}
+		target = others[fl.target%len(others)]
+	}
+	p, _, err := f.find(target)
+	if err != nil {
+		return target, "", err
+	}
+	killed := time.Now()
+	if err := kill(p); err != nil {
+		return target, "", err
+	}
+	what = "SIGKILL"
+	if fl.kind == leaderKill {
+		next, err := f.waitLeader(ctx, target, 30*time.Second)
+		if err != nil {
+			return target, what, err
+		}
+		what += fmt.Sprintf(", %s led after %v", next, time.Since(killed).Round(time.Millisecond))
+	}
+	ctxtime.Sleep(ctx, fl.hold)
+	if _, err := f.start(ctx, target); err != nil {
+		return target, what, err
+	}
+	return target, what + fmt.Sprintf(", started again %v after, a voter again %v after", fl.hold.Round(time.Millisecond), time.Since(killed).Round(time.Millisecond)), nil
+}
+
+// rotate rotates the token in file as operators do: a new token with the
+// same policies, known to every server, written to the file (a rename,
+// so that no reader sees half a file), then the old token deleted; then
+// it watches for watch. A process that reads the file only once is left
+// with a deleted token.
+func (s *soak) rotate(ctx context.Context, file string, watch time.Duration) error {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	c, err := s.f.consulAPI()
+	if err != nil {
+		return err
+	}
+	secret, oldAccessor, err := localconsul.CloneToken(c, strings.TrimSpace(string(b)))
+	if err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := localconsul.WaitTokens(wctx, s.f.cluster.Servers, secret); err != nil {
+		return err
+	}
+	tmp := file + ".new"
+	if err := os.WriteFile(tmp, []byte(secret+"\n"), 0o600); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, file); err != nil {
+		return err
+	}
+	if _, err := c.ACL().TokenDelete(oldAccessor, nil); err != nil {
+		return fmt.Errorf("delete the old token: %w", err)
+	}
+	ctxtime.Sleep(ctx, watch)
+	return nil
+}
+
+// tokenFileOf is an instance's -consul-token-file.
+func tokenFileOf(p *stateProc) string {
+	if i := slices.Index(p.Args, "-consul-token-file"); i >= 0 && i+1 < len(p.Args) {
+		return p.Args[i+1]
+	}
+	return ""
+}
+
+// recover waits until the fleet is healthy. A member found dead, one that
+// a fault ended by surprise (an instance whose token was deleted under
+// it), is started again, and said so.
+func (s *soak) recover(ctx context.Context) ([]string, error) {
+	f := s.f
+	ctx, cancel := context.WithTimeout(ctx, chaosRecover)
+	defer cancel()
+	var notes []string
+	for {
+		qctx, qcancel := context.WithTimeout(ctx, 2*time.Second)
+		err := f.healthy(qctx)
+		qcancel()
+		if err == nil {
+			return notes, nil
+		}
+		for _, name := range f.names() {
+			p, _, _ := f.find(name)
+			if alive(p) {
+				continue
+			}
+			notes = append(notes, fmt.Sprintf("%s (pid %d) had exited (%s): started again", name, p.PID, lastLine(p.Log)))
+			if _, err := f.start(ctx, name); err != nil {
+				return notes, err
+			}
+		}
+		if !ctxtime.Sleep(ctx, 100*time.Millisecond) {
+			return notes, fmt.Errorf("not healthy within %v: %w", chaosRecover, err)
+		}
+	}
+}
+
+func joinNote(what, note string) string {
+	if note == "" {
+		return what
+	}
+	return what + " (" + note + ")"
+}

@@ -1,0 +1,160 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-kit/kit/endpoint"
+
+	"github.com/trimkit/trimkit/internal/ctxtime"
+	"github.com/trimkit/trimkit/internal/loadgen"
+	"github.com/trimkit/trimkit/trimsvc"
+)
+
+// load is the chaos soak's open-loop load: calls at a fixed rate, each on
+// its own goroutine, counted by the fault in progress when each started.
+// It keeps counters only, not every call (as loadgen.Run does), so that
+// the process's RSS is the client's and not a record of the run.
+type load struct {
+	e    endpoint.Endpoint
+	rate float64
+
+	// window is the fault in progress: an index into the soak's faults,
+	// -1 before the first. Set by the soak, read by every call.
+	window atomic.Int64
+	calls  atomic.Int64 // started
+	failed atomic.Int64
+
+	mu       sync.Mutex // guards what follows, touched by failed calls only
+	failedBy map[int64]int64
+	errsBy   map[int64]map[string]int // each window's error messages, counted
+
+	stop chan struct{}
+	done sync.WaitGroup // the loop and every call in flight
+}
+
+func newLoad(e endpoint.Endpoint, rate float64) *load {
+	l := &load{e: e, rate: rate, failedBy: map[int64]int64{}, errsBy: map[int64]map[string]int{}, stop: make(chan struct{})}
+	l.window.Store(-1)
+	return l
+}
+
+// start starts the calls; Stop ends them.
+func (l *load) start(ctx context.Context) {
+	l.done.Add(1)
+	go l.loop(ctx)
+}
+
+func (l *load) loop(ctx context.Context) {
+	defer l.done.Done()
+	req := trimsvc.TrimRequest{S: "  chaos,\tsoak  "}
+	interval := time.Duration(float64(time.Second) / l.rate)
+	begin := time.Now()
+	for i := int64(0); ; i++ {
+		_ = ctxtime.Sleep(ctx, time.Until(begin.Add(time.Duration(i)*interval)))
+		select {
+		case <-l.stop:
+			return
+		default:
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		window := l.window.Load()
+		l.calls.Add(1)
+		l.done.Add(1)
+		go func() {
+			defer l.done.Done()
+			if c := loadgen.Do(ctx, l.e, req); c.Err != nil {
+				l.fail(window, c.Err)
+			}
+		}()
+	}
+}
+
+func (l *load) fail(window int64, err error) {
+	l.failed.Add(1)
+	msg := err.Error()
+	if len(msg) > 200 {
+		msg = msg[:200] + "..."
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.failedBy[window]++
+	if l.errsBy[window] == nil {
+		l.errsBy[window] = map[string]int{}
+	}
+	if len(l.errsBy[window]) < 5 || l.errsBy[window][msg] > 0 {
+		l.errsBy[window][msg]++
+	}
+}
+
+// failures returns the calls that failed in window and their errors.
+func (l *load) failures(window int64) (int64, map[string]int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	errs := map[string]int{}
+	for m, n := range l.errsBy[window] {
+		errs[m] = n
+	}
+	return l.failedBy[window], errs
+}
+
+// Stop stops calling and waits for the calls in flight.
+func (l *load) Stop() {
+	close(l.stop)
+	l.done.Wait()
+}
+
+// rss samples this process's resident set size (VmRSS) every second and
+// keeps the largest.
+type rss struct {
+	first, max atomic.Int64 // bytes
+}
+
+func (r *rss) sample() int64 {
+	n := vmRSS()
+	r.first.CompareAndSwap(0, n)
+	for {
+		m := r.max.Load()
+		if n <= m || r.max.CompareAndSwap(m, n) {
+			return n
+		}
+	}
+}
+
+// run samples until ctx ends.
+func (r *rss) run(ctx context.Context) {
+	for ctxtime.Sleep(ctx, time.Second) {
+		r.sample()
+	}
+}
+
+// vmRSS is VmRSS of /proc/self/status, in bytes; 0 when unknown.
+func vmRSS() int64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			fields := strings.Fields(rest) // "21032 kB"
+			if len(fields) > 0 {
+				kb, _ := strconv.ParseInt(fields[0], 10, 64)
+				return kb << 10
+			}
+		}
+	}
+	return 0
+}
+
+func mb(b int64) string { return fmt.Sprintf("%.1f MB", float64(b)/(1<<20)) }

@@ -1,0 +1,97 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/trimkit/trimkit/internal/proc"
+)
+
+// How long down gives each process after SIGTERM before SIGKILL: enough
+// to deregister and leave when the servers have a leader. Without one, an
+// instance's deregistration waits for a leader that does not come (the
+// agent holds the request about 7s) and a client agent's leave does not
+// complete either, so they are given a moment and killed.
+const (
+	downGrace         = 10 * time.Second
+	downGraceNoLeader = 2 * time.Second
+)
+
+// down stops what up, cluster or chaos started, by the PIDs recorded in
+// cfg.state, all of a kind at once, and removes the state but the logs
+// kept of failed runs.
+func down(cfg config, w io.Writer) error {
+	f, err := openFleet(cfg)
+	if errors.Is(err, errNotUp) {
+		fmt.Fprintf(w, "down: %v\n", err)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return f.down(w)
+}
+
+// down stops every process of f and removes its state directory, but the
+// logs kept of failed runs.
+func (f *fleet) down(w io.Writer) error {
+	grace := downGrace
+	if f.cluster != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		leader, err := f.leader(ctx)
+		cancel()
+		if err == nil && leader == "" {
+			grace = downGraceNoLeader
+			fmt.Fprintf(w, "down: the servers have no leader (quorum lost?): leaving and deregistering cannot complete, so SIGKILL after %v\n", grace)
+		}
+	}
+	lines, err := f.stopAll(grace)
+	for _, l := range lines {
+		fmt.Fprintf(w, "down: %s\n", l)
+	}
+	if err != nil {
+		return err
+	}
+	return removeState(f.dir)
+}
+
+// stopAll stops every process of the fleet, instances first (they
+// deregister through their agent), then the Consul agents, all of a kind
+// at once, each given grace after SIGTERM before SIGKILL, and says what
+// happened to each, in order.
+func (f *fleet) stopAll(grace time.Duration) ([]string, error) {
+	consul := slices.Clone(f.st.Consul)
+	slices.Reverse(consul) // client agents first in the lines printed
+	var lines []string
+	var errs []error
+	for _, group := range [][]stateProc{f.st.Instances, consul} {
+		out := make([]string, len(group))
+		groupErrs := make([]error, len(group))
+		var wg sync.WaitGroup
+		for i, p := range group {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				what, err := proc.StopPID(p.PID, p.Exe, grace)
+				if err != nil {
+					groupErrs[i] = fmt.Errorf("%s: %w", p.Name, err)
+					return
+				}
+				out[i] = fmt.Sprintf("%s pid %d: %s", p.Name, p.PID, what)
+			}()
+		}
+		wg.Wait()
+		for i := range group {
+			if out[i] != "" {
+				lines = append(lines, out[i])
+			}
+		}
+		errs = append(errs, groupErrs...)
+	}
+	return lines, errors.Join(errs...)
+}

@@ -1,0 +1,231 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/trimkit/trimkit/internal/localconsul"
+	"github.com/trimkit/trimkit/internal/proc"
+)
+
+// fleet is a setup that up, cluster or chaos started, as its state file
+// records it: what the member commands (status, kill, stop, restart), down
+// and chaos act on, each process by its recorded PID.
+type fleet struct {
+	dir     string // the state directory
+	st      state
+	bins    binPaths
+	cluster *localconsul.Cluster // nil for up's dev agent
+}
+
+// openFleet reads the state in dir and, for a cluster, opens it.
+func openFleet(cfg config) (*fleet, error) {
+	st, err := readState(cfg.state)
+	if err != nil {
+		return nil, err
+	}
+	f := &fleet{dir: cfg.state, st: st, bins: binPaths{consul: exeOf(st.Consul), trimsvc: exeOf(st.Instances)}}
+	if st.Cluster != "" {
+		if f.cluster, err = localconsul.OpenCluster(f.bins.consul, st.Cluster); err != nil {
+			return nil, err
+		}
+	}
+	return f, nil
+}
+
+// exeOf is the executable the processes ran, as recorded.
+func exeOf(ps []stateProc) string {
+	if len(ps) == 0 {
+		return ""
+	}
+	return ps[0].Exe
+}
+
+func (f *fleet) save() error { return writeState(f.dir, f.st) }
+
+// names are the members' names: the Consul agents, then the instances.
+func (f *fleet) names() []string {
+	var names []string
+	for _, p := range append(slices.Clone(f.st.Consul), f.st.Instances...) {
+		names = append(names, p.Name)
+	}
+	return names
+}
+
+// find returns the process named name (a Consul member's name, an
+// instance's name or service ID) and, for a cluster member, its agent.
+func (f *fleet) find(name string) (*stateProc, *localconsul.Agent, error) {
+	for i := range f.st.Consul {
+		if p := &f.st.Consul[i]; p.Name == name {
+			var a *localconsul.Agent
+			if f.cluster != nil {
+				a = f.cluster.Member(name)
+			}
+			return p, a, nil
+		}
+	}
+	for i := range f.st.Instances {
+		if p := &f.st.Instances[i]; p.Name == name || p.ID == name {
+			return p, nil, nil
+		}
+	}
+	return nil, nil, fmt.Errorf("no member named %q: the members are %s", name, strings.Join(f.names(), ", "))
+}
+
+// alive reports whether p's process runs (and is still p, not a reused
+// PID).
+func alive(p *stateProc) bool {
+	if p.PID <= 0 || !proc.Alive(p.PID) {
+		return false
+	}
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", p.PID))
+	return err == nil && exe == p.Exe
+}
+
+// sendSignal sends sig to p, when it runs.
+func sendSignal(p *stateProc, sig syscall.Signal) error {
+	if !alive(p) {
+		return fmt.Errorf("%s is not running", p.Name)
+	}
+	if err := syscall.Kill(p.PID, sig); err != nil {
+		return fmt.Errorf("signal %s (pid %d): %w", p.Name, p.PID, err)
+	}
+	return nil
+}
+
+// kill kills p (SIGKILL) and waits until it is gone.
+func kill(p *stateProc) error {
+	if err := sendSignal(p, syscall.SIGKILL); err != nil {
+		return err
+	}
+	return waitGone(p, 5*time.Second)
+}
+
+// stop stops p: SIGTERM, grace to exit, then SIGKILL. It says what it did.
+func stop(p *stateProc, grace time.Duration) (string, error) {
+	if !alive(p) {
+		return "already gone", nil
+	}
+	return proc.StopPID(p.PID, p.Exe, grace)
+}
+
+func waitGone(p *stateProc, timeout time.Duration) error {
+	for deadline := time.Now().Add(timeout); alive(p); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s (pid %d) still running %v after SIGKILL", p.Name, p.PID, timeout)
+		}
+	}
+	return nil
+}
+
+// start starts the member named name again, which must not be running: a
+// Consul member on its address, ports and data directory, waiting until
+// it has rejoined (a server: until it is a voter again, with a leader; a
+// client agent: until it sees a server and every running instance passes
+// again); an instance on its address, waiting until it passes its check.
+// It records the new PID.
+func (f *fleet) start(ctx context.Context, name string) (note string, err error) {
+	p, a, err := f.find(name)
+	if err != nil {
+		return "", err
+	}
+	if alive(p) {
+		return "", fmt.Errorf("%s is running (pid %d): stop it first, or restart it", name, p.PID)
+	}
+	defer func() {
+		if werr := f.save(); werr != nil {
+			err = errors.Join(err, werr)
+		}
+	}()
+	if slices.ContainsFunc(f.st.Instances, func(in stateProc) bool { return in.Name == p.Name }) {
+		note, err := startInstance(ctx, f.bins.trimsvc, f.dir, p)
+		if err != nil {
+			return note, err
+		}
+		return note, f.waitPassing(ctx, 20*time.Second, p.ID)
+	}
+	if a == nil {
+		return "", fmt.Errorf("%s: only a cluster's members start again (a dev agent forgets everything: make down, make up)", name)
+	}
+	// An agent this process started and someone killed is reaped a moment
+	// after it died.
+	for deadline := time.Now().Add(2 * time.Second); a.Running() && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := a.Start(30 * time.Second); err != nil {
+		return "", err
+	}
+	p.PID = a.PID()
+	if err := f.waitRejoined(ctx, a, 60*time.Second); err != nil || a.IsServer() {
+		return "", err
+	}
+	// A client agent that left the cluster (SIGTERM) took its services'
+	// registrations out of the catalog: back once they pass again.
+	var ids []string
+	for _, in := range f.st.Instances {
+		if alive(&in) {
+			ids = append(ids, in.ID)
+		}
+	}
+	return "", f.waitPassing(ctx, 30*time.Second, ids...)
+}
+
+// restart stops the member named name when it runs (SIGTERM, as an
+// operator's restart does: a client agent leaves the cluster) and starts
+// it again.
+func (f *fleet) restart(ctx context.Context, name string) (string, error) {
+	p, _, err := f.find(name)
+	if err != nil {
+		return "", err
+	}
+	if _, err := stop(p, 10*time.Second); err != nil {
+		return "", err
+	}
+	return f.start(ctx, name)
+}
+
+// consulAPI returns an API client for a running Consul agent: the callers'
+// agent when it runs, else any running member.
+func (f *fleet) consulAPI() (*api.Client, error) {
+	procs := slices.Clone(f.st.Consul)
+	slices.SortStableFunc(procs, func(a, b stateProc) int { // the callers' agent first
+		return boolToInt(f.isCallers(b)) - boolToInt(f.isCallers(a))
+	})
+	for i := range procs {
+		if !alive(&procs[i]) {
+			continue
+		}
+		return f.apiOf(&procs[i])
+	}
+	return nil, errors.New("no consul agent is running")
+}
+
+func boolToInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (f *fleet) isCallers(p stateProc) bool { return strings.HasSuffix(f.st.HTTPAddr, "//"+p.Addr) }
+
+// apiOf returns an API client for p, a Consul agent (with the management
+// token in a secure cluster).
+func (f *fleet) apiOf(p *stateProc) (*api.Client, error) {
+	if f.cluster != nil {
+		if a := f.cluster.Member(p.Name); a != nil {
+			return a.API()
+		}
+	}
+	cfg := api.DefaultConfig()
+	cfg.Address = p.Addr
+	return api.NewClient(cfg)
+}

@@ -1,0 +1,217 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/trimkit/trimkit/internal/ctxtime"
+	"github.com/trimkit/trimkit/internal/localconsul"
+)
+
+// leader returns the name of the server that leads now, "" when there is
+// none, as the first running agent that answers sees it.
+func (f *fleet) leader(ctx context.Context) (string, error) {
+	if f.cluster == nil {
+		return "", errors.New("a dev agent has no servers to lead")
+	}
+	var lastErr error = errors.New("no consul agent is running")
+	for i := range f.st.Consul {
+		p := &f.st.Consul[i]
+		a := f.cluster.Member(p.Name)
+		if a == nil || !alive(p) {
+			continue
+		}
+		qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		addr, err := a.Leader(qctx)
+		cancel()
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		for _, s := range f.cluster.Servers {
+			if addr != "" && s.ServerAddr == addr {
+				return s.Name, nil
+			}
+		}
+		return "", nil
+	}
+	return "", lastErr
+}
+
+// waitLeader waits until a server other than not leads, and returns it.
+func (f *fleet) waitLeader(ctx context.Context, not string, timeout time.Duration) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		leader, err := f.leader(ctx)
+		if err == nil && leader != "" && leader != not {
+			return leader, nil
+		}
+		if !ctxtime.Sleep(ctx, 50*time.Millisecond) {
+			return "", fmt.Errorf("no new leader within %v (last: %q, %v)", timeout, leader, err)
+		}
+	}
+}
+
+// waitRejoined waits until a, just started, is back: a server is a voter
+// again and there is a leader; a client agent sees a server alive.
+func (f *fleet) waitRejoined(ctx context.Context, a *localconsul.Agent, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	c, err := a.API()
+	if err != nil {
+		return err
+	}
+	for {
+		err := rejoined(ctx, c, a)
+		if err == nil {
+			return nil
+		}
+		if !ctxtime.Sleep(ctx, 100*time.Millisecond) {
+			return fmt.Errorf("%s not back within %v: %w", a.Name, timeout, err)
+		}
+	}
+}
+
+func rejoined(ctx context.Context, c *api.Client, a *localconsul.Agent) error {
+	q := (&api.QueryOptions{}).WithContext(ctx)
+	if !a.IsServer() {
+		members, err := c.Agent().Members(false)
+		if err != nil {
+			return err
+		}
+		for _, m := range members {
+			if m.Tags["role"] == "consul" && m.Status == serfAlive {
+				return nil
+			}
+		}
+		return errors.New("it sees no server alive")
+	}
+	raft, err := c.Operator().RaftGetConfiguration(q)
+	if err != nil {
+		return err
+	}
+	for _, s := range raft.Servers {
+		if s.Node == a.Name && s.Voter {
+			return nil
+		}
+	}
+	return errors.New("not a voter (yet)")
+}
+
+// serfAlive is serf's MemberStatus for an alive member.
+const serfAlive = 1
+
+// healthy returns nil when every member runs, the servers have a leader
+// and are all healthy voters (autopilot can lose one), every member is
+// alive to the callers' agent, and every instance passes its check in the
+// callers' agent's view; else what is not so.
+func (f *fleet) healthy(ctx context.Context) error {
+	var errs []error
+	for _, p := range append(slices.Clone(f.st.Consul), f.st.Instances...) {
+		if !alive(&p) {
+			errs = append(errs, fmt.Errorf("%s (pid %d) is not running", p.Name, p.PID))
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	c, err := f.consulAPI()
+	if err != nil {
+		return err
+	}
+	q := (&api.QueryOptions{}).WithContext(ctx)
+	if f.cluster != nil {
+		health, err := c.Operator().AutopilotServerHealth(q)
+		if err != nil {
+			return fmt.Errorf("autopilot: %w", err)
+		}
+		if !health.Healthy || health.FailureTolerance < 1 || len(health.Servers) != len(f.cluster.Servers) {
+			var servers []string
+			for _, s := range health.Servers {
+				servers = append(servers, fmt.Sprintf("%s(voter %t, healthy %t, leader %t)", s.Name, s.Voter, s.Healthy, s.Leader))
+			}
+			return fmt.Errorf("autopilot: healthy %t, failure tolerance %d, servers %s", health.Healthy, health.FailureTolerance, strings.Join(servers, " "))
+		}
+		members, err := c.Agent().Members(false)
+		if err != nil {
+			return err
+		}
+		status := map[string]int{}
+		for _, m := range members {
+			status[m.Name] = m.Status
+		}
+		for _, p := range f.st.Consul {
+			if status[p.Name] != serfAlive {
+				errs = append(errs, fmt.Errorf("%s is %s to the callers' agent", p.Name, serfStatus(status[p.Name])))
+			}
+		}
+	}
+	var ids []string
+	for _, in := range f.st.Instances {
+		ids = append(ids, in.ID)
+	}
+	if err := passing(ctx, c, ids...); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// waitPassing waits until the instances ids pass in the callers' agent's
+// view.
+func (f *fleet) waitPassing(ctx context.Context, timeout time.Duration, ids ...string) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		err := errors.New("no consul agent is running")
+		if c, cerr := f.consulAPI(); cerr == nil {
+			err = passing(ctx, c, ids...)
+		}
+		if err == nil {
+			return nil
+		}
+		if !ctxtime.Sleep(ctx, 50*time.Millisecond) {
+			return fmt.Errorf("within %v: %w", timeout, err)
+		}
+	}
+}
+
+// passing returns nil when every one of ids passes its check in c's view.
+func passing(ctx context.Context, c *api.Client, ids ...string) error {
+	entries, _, err := c.Health().Service("trimsvc", "", true, (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return err
+	}
+	var have []string
+	for _, e := range entries {
+		have = append(have, e.Service.ID)
+	}
+	for _, id := range ids {
+		if !slices.Contains(have, id) {
+			return fmt.Errorf("%s does not pass (passing: %v)", id, have)
+		}
+	}
+	return nil
+}
+
+func serfStatus(s int) string {
+	switch s {
+	case 0:
+		return "unknown"
+	case serfAlive:
+		return "alive"
+	case 2:
+		return "leaving"
+	case 3:
+		return "left"
+	case 4:
+		return "failed"
+	}
+	return fmt.Sprint(s)
+}

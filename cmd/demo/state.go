@@ -1,0 +1,161 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// state is what up, cluster and chaos record for the member commands
+// (status, kill, stop, restart) and for down.
+type state struct {
+	// Cluster is the cluster's directory (localconsul.OpenCluster); "" for
+	// up's dev agent.
+	Cluster   string      `json:"cluster,omitempty"`
+	Consul    []stateProc `json:"consul"`
+	HTTPAddr  string      `json:"consul_http_addr"` // the agent callers ask
+	DNSPort   int         `json:"consul_dns_port"`
+	Instances []stateProc `json:"instances"`
+	// Caller is what a caller of a secure cluster needs; nil for up.
+	Caller *callerFiles `json:"caller,omitempty"`
+}
+
+// stateProc is one process: a Consul agent or a trimsvc instance.
+type stateProc struct {
+	Name string `json:"name,omitempty"` // server-1, client-2, trimsvc-3
+	PID  int    `json:"pid"`
+	Exe  string `json:"exe"` // absolute path, checked before signalling
+	ID   string `json:"id,omitempty"`
+	Addr string `json:"addr,omitempty"` // an agent's HTTP address, an instance's advertised one
+	Log  string `json:"log"`
+	// An instance's listen addresses, where a restart binds again, and
+	// the rest of its flags.
+	GRPC string   `json:"grpc_addr,omitempty"`
+	HTTP string   `json:"http_addr,omitempty"`
+	Args []string `json:"args,omitempty"`
+}
+
+// callerFiles are what a caller of a secure cluster uses: the callers'
+// agent (client agent 2) with Consul's CA, a client certificate and the
+// callers' token, and the service's CA and a client certificate for
+// calling the instances (mutual TLS).
+type callerFiles struct {
+	ConsulAddr string `json:"consul_addr"`
+	ConsulCA   string `json:"consul_ca_file"`
+	ConsulCert string `json:"consul_client_cert"`
+	ConsulKey  string `json:"consul_client_key"`
+	TokenFile  string `json:"token_file"`
+	TLSCA      string `json:"tls_ca_file"`
+	TLSCert    string `json:"tls_cert_file"`
+	TLSKey     string `json:"tls_key_file"`
+}
+
+func statePath(dir string) string { return filepath.Join(dir, "state.json") }
+
+// errNotUp is readState's error when nothing is recorded.
+var errNotUp = errors.New("nothing is up")
+
+func readState(dir string) (state, error) {
+	var st state
+	b, err := os.ReadFile(statePath(dir))
+	if errors.Is(err, os.ErrNotExist) {
+		return st, fmt.Errorf("%w (no %s)", errNotUp, statePath(dir))
+	}
+	if err != nil {
+		return st, err
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return st, fmt.Errorf("read %s: %w", statePath(dir), err)
+	}
+	return st, nil
+}
+
+func writeState(dir string, st state) error {
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := statePath(dir) + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, statePath(dir))
+}
+
+// failedPrefix names the directories that keep the logs of a failed run;
+// down leaves them.
+const failedPrefix = "failed-"
+
+// keepLogs moves every log under dir, and a copy of its state file, to
+// dir/failed-TIME/, keeping their paths below dir, and returns that
+// directory.
+func keepLogs(dir string, now time.Time) (string, error) {
+	kept := filepath.Join(dir, failedPrefix+now.Format("20060102-150405"))
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && path != dir && (strings.HasPrefix(d.Name(), failedPrefix) || isSetup(path)) {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || (!strings.HasSuffix(path, ".log") && path != statePath(dir)) {
+			return nil
+		}
+		rel, err := filepath.Rel(dir, path)
+		if err != nil {
+			return err
+		}
+		to := filepath.Join(kept, rel)
+		if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
+			return err
+		}
+		if path == statePath(dir) {
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			return os.WriteFile(to, b, 0o644)
+		}
+		return os.Rename(path, to)
+	})
+	if err != nil {
+		return "", fmt.Errorf("keep the logs: %w", err)
+	}
+	return kept, nil
+}
+
+// isSetup reports whether dir holds a setup of its own that is still
+// recorded (chaos runs in .run/chaos).
+func isSetup(dir string) bool {
+	_, err := os.Stat(statePath(dir))
+	return err == nil
+}
+
+// removeState removes what dir holds but the logs kept of failed runs and
+// setups of their own still recorded in it, and dir itself when nothing is
+// left.
+func removeState(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	kept := 0
+	for _, e := range entries {
+		path := filepath.Join(dir, e.Name())
+		if e.IsDir() && (strings.HasPrefix(e.Name(), failedPrefix) || isSetup(path)) {
+			kept++
+			continue
+		}
+		errs = append(errs, os.RemoveAll(path))
+	}
+	if kept == 0 {
+		errs = append(errs, os.Remove(dir))
+	}
+	return errors.Join(errs...)
+}
