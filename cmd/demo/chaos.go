@@ -18,6 +18,7 @@ import (
 
 	"github.com/trimkit/trimkit/client"
 	"github.com/trimkit/trimkit/internal/ctxtime"
+	"github.com/trimkit/trimkit/internal/loadgen"
 	"github.com/trimkit/trimkit/sd"
 	"github.com/trimkit/trimkit/transport"
 )
@@ -55,6 +56,9 @@ type outcome struct {
 	discoveryFailures int64
 	discoveryRefusals int64 // Consul refused the client's token
 	discoveryErr      string
+	// The times the client held instances the catalog dropped en masse
+	// (fail-static), and the most it held at once.
+	failStatic, held int64
 }
 
 // chaos is the chaos soak (see the synopsis).
@@ -94,8 +98,11 @@ type soak struct {
 	client    *transport.TrimClient
 	load      *load
 	discovery *discoveryWatch
-	rss       rss
-	outcomes  []outcome
+	// failStatic and held are the client's fail-static metrics.
+	failStatic *loadgen.Counter
+	held       *heldGauge
+	rss        rss
+	outcomes   []outcome
 }
 
 func newSoak(ctx context.Context, f *fleet, cfg config, seed uint64, w io.Writer) (*soak, error) {
@@ -107,13 +114,14 @@ func newSoak(ctx context.Context, f *fleet, cfg config, seed uint64, w io.Writer
 	// The file stays open until the process ends: the client logs until
 	// it is closed, which teardown does not wait for.
 	logger := level.NewFilter(log.NewLogfmtLogger(log.NewSyncWriter(logFile)), level.AllowInfo())
+	failStatic, held := &loadgen.Counter{}, &heldGauge{}
 	watch := &discoveryWatch{next: log.With(logger, "ts", log.DefaultTimestampUTC)}
 	cf := f.st.Caller
 	c, err := transport.NewTrimClient(client.Config{
 		Consul: sd.ConsulConfig{Address: cf.ConsulAddr, TokenFile: cf.TokenFile, CAFile: cf.ConsulCA, CertFile: cf.ConsulCert, KeyFile: cf.ConsulKey},
 		CallConfig: client.CallConfig{Balancer: client.P2CName,
 			TLS: client.TLS{CAFile: cf.TLSCA, CertFile: cf.TLSCert, KeyFile: cf.TLSKey}},
-	}, client.WithLogger(watch))
+	}, client.WithLogger(watch), client.WithEndpointer(client.WithMetrics(client.Metrics{FailStatic: failStatic, Held: held})))
 	if err != nil {
 		return nil, fmt.Errorf("the load's client: %w", err)
 	}
@@ -131,7 +139,8 @@ func newSoak(ctx context.Context, f *fleet, cfg config, seed uint64, w io.Writer
 	}
 	fmt.Fprintf(w, "chaos: load: %v calls/s, open loop, p2c, mutual TLS, from this process (pid %d) through %s (client-2); client log %s\n",
 		cfg.rate, os.Getpid(), cf.ConsulAddr, logPath)
-	return &soak{f: f, cfg: cfg, seed: seed, w: w, client: c, load: newLoad(c.Endpoint(), cfg.rate), discovery: watch}, nil
+	return &soak{f: f, cfg: cfg, seed: seed, w: w, client: c, load: newLoad(c.Endpoint(), cfg.rate), discovery: watch,
+		failStatic: failStatic, held: held}, nil
 }
 
 // run sends the load, injects faults for cfg.duration and prints each and
@@ -177,6 +186,8 @@ func (s *soak) faults(ctx context.Context, loadStart time.Time) error {
 		o := outcome{fault: fl, at: time.Since(loadStart)}
 		calls := s.load.calls.Load()
 		discoveryFailures, refusals, _, _ := s.discovery.state()
+		failStatic := s.failStatic.Value()
+		s.held.takeMax()
 		s.load.window.Store(i)
 		start := time.Now()
 		target, what, err := s.inject(ctx, fl)
@@ -204,6 +215,7 @@ func (s *soak) faults(ctx context.Context, loadStart time.Time) error {
 		if o.discoveryFailures, o.discoveryRefusals = n-discoveryFailures, r-refusals; o.discoveryFailures > 0 {
 			o.discoveryErr = lastErr
 		}
+		o.failStatic, o.held = s.failStatic.Value()-failStatic, s.held.takeMax()
 		o.rss = s.rss.sample()
 		s.outcomes = append(s.outcomes, o)
 		s.printOutcome(i, o)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/go-kit/kit/endpoint"
+	"github.com/go-kit/kit/metrics"
 
 	"github.com/trimkit/trimkit/internal/ctxtime"
 	"github.com/trimkit/trimkit/internal/loadgen"
@@ -112,6 +113,30 @@ func (l *load) Stop() {
 	close(l.stop)
 	l.done.Wait()
 }
+
+// heldGauge is the client's Held gauge (instances held against
+// discovery, see client.FailStatic), keeping the largest value since it
+// was last taken.
+type heldGauge struct{ now, max atomic.Int64 }
+
+var _ metrics.Gauge = (*heldGauge)(nil)
+
+func (g *heldGauge) With(...string) metrics.Gauge { return g }
+func (g *heldGauge) Add(d float64)                { g.Set(float64(g.now.Load()) + d) }
+
+func (g *heldGauge) Set(v float64) {
+	n := int64(v)
+	g.now.Store(n)
+	for {
+		m := g.max.Load()
+		if n <= m || g.max.CompareAndSwap(m, n) {
+			return
+		}
+	}
+}
+
+// takeMax returns the largest value since the last takeMax.
+func (g *heldGauge) takeMax() int64 { return g.max.Swap(g.now.Load()) }
 
 // rss samples this process's resident set size (VmRSS) every second and
 // keeps the largest.

@@ -13,6 +13,9 @@ func (s *soak) printOutcome(i int64, o outcome) {
 	fmt.Fprintf(s.w, "[%6.1fs] #%-3d %-17s %-9s %s; healthy after %v; %d calls, %d failed; RSS %s\n",
 		o.at.Seconds(), i+1, o.kind, o.target, o.what, o.recovered.Round(100*time.Millisecond), o.calls, o.failed, mb(o.rss))
 	printErrs(s.w, o.errs)
+	if o.failStatic > 0 {
+		fmt.Fprintf(s.w, "           the catalog dropped most instances at once; the client held up to %d alive on their connections (fail-static)\n", o.held)
+	}
 	if o.discoveryFailures > 0 {
 		fmt.Fprintf(s.w, "           the client's consul queries failed %d times (%d refused its token), the last: %s\n",
 			o.discoveryFailures, o.discoveryRefusals, o.discoveryErr)
@@ -30,6 +33,7 @@ func (s *soak) summary(took time.Duration) {
 		count     int
 		failed    int64
 		discovery int64
+		static    int64
 		longest   time.Duration
 	}
 	rows := map[faultKind]*row{}
@@ -41,16 +45,17 @@ func (s *soak) summary(took time.Duration) {
 		r.count++
 		r.failed += o.failed
 		r.discovery += o.discoveryFailures
+		r.static += o.failStatic
 		r.longest = max(r.longest, o.recovered)
 	}
 	calls, failed := s.load.calls.Load(), s.load.failed.Load()
 	fmt.Fprintf(s.w, "\nchaos summary: %d faults in %v; %d calls, %d failed (%.3f%%)\n",
 		len(s.outcomes), took.Round(time.Second), calls, failed, 100*float64(failed)/float64(max(calls, 1)))
-	fmt.Fprintf(s.w, "  %-17s %5s %13s %17s %24s\n", "fault", "count", "failed calls", "longest recovery", "failed consul queries")
+	fmt.Fprintf(s.w, "  %-17s %5s %13s %17s %24s %12s\n", "fault", "count", "failed calls", "longest recovery", "failed consul queries", "fail-static")
 	var fewer []string
 	for _, k := range faultKinds() {
 		r := rows[k]
-		fmt.Fprintf(s.w, "  %-17s %5d %13d %17v %24d\n", k, r.count, r.failed, r.longest.Round(100*time.Millisecond), r.discovery)
+		fmt.Fprintf(s.w, "  %-17s %5d %13d %17v %24d %12d\n", k, r.count, r.failed, r.longest.Round(100*time.Millisecond), r.discovery, r.static)
 		if r.count < 2 {
 			fewer = append(fewer, string(k))
 		}
