@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/connectivity"
 
 	"github.com/trimkit/trimkit/client"
+	"github.com/trimkit/trimkit/internal/logbuf"
 	"github.com/trimkit/trimkit/transport"
 	"github.com/trimkit/trimkit/trimsvc"
 )
@@ -33,14 +34,14 @@ type staticRig struct {
 	call    endpoint.Endpoint
 	episode counter
 	held    *gauge
-	logs    *logBuffer
+	logs    *logbuf.Buffer
 }
 
 func newStaticRig(t *testing.T, names []string, opts ...client.EndpointerOption) *staticRig {
 	t.Helper()
 	byName := map[string]endpoint.Endpoint{}
 	r := &staticRig{conns: map[string]*fakeConn{}, inst: &manualInstancer{},
-		episode: newCounter(), held: &gauge{}, logs: &logBuffer{}}
+		episode: newCounter(), held: &gauge{}, logs: &logbuf.Buffer{}}
 	for _, n := range names {
 		byName[n] = ok(n)
 		r.conns[n] = newFakeConn()
@@ -117,23 +118,6 @@ func (g *gauge) value() float64               { g.mu.Lock(); defer g.mu.Unlock()
 
 func kitsdEvent(instances ...string) kitsd.Event { return kitsd.Event{Instances: instances} }
 
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) count(s string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Count(l.b.String(), s)
-}
-
 const (
 	goingStatic = "discovery removed most instances at once"
 	staticOver  = "holding no instance against discovery any more"
@@ -159,7 +143,7 @@ func TestFailStaticHoldsEveryInstanceWhenDiscoveryEmpties(t *testing.T) {
 	// Another empty answer (a second blocking query) changes nothing and
 	// logs nothing new.
 	r.inst.send(kitsdEvent())
-	if have := r.logs.count(goingStatic); have != 1 {
+	if have := len(r.logs.Lines(goingStatic)); have != 1 {
 		t.Errorf("going static logged %d times, want once", have)
 	}
 
@@ -169,7 +153,7 @@ func TestFailStaticHoldsEveryInstanceWhenDiscoveryEmpties(t *testing.T) {
 	if have := r.held.value(); have != 0 {
 		t.Errorf("held gauge after the catalog came back: %v", have)
 	}
-	if have := r.logs.count(staticOver); have != 1 {
+	if have := len(r.logs.Lines(staticOver)); have != 1 {
 		t.Errorf("end of fail-static logged %d times, want once", have)
 	}
 	select {
@@ -268,7 +252,7 @@ func TestFailStaticHoldsOnlyTheLive(t *testing.T) {
 	// c's connection breaks: nothing is left.
 	r.conns["c"].set(connectivity.TransientFailure)
 	eventually(t, "c let go when its connection broke", func() bool { return r.endpoints() == 0 })
-	if have := r.logs.count(staticOver); have != 1 {
+	if have := len(r.logs.Lines(staticOver)); have != 1 {
 		t.Errorf("end of fail-static logged %d times, want once", have)
 	}
 	// An attempt that fails on a held instance lets it go at once.
@@ -319,7 +303,7 @@ func TestFailStaticBoundExpires(t *testing.T) {
 	if len(closed) != 3 {
 		t.Errorf("closed %v, want a, b and c", closed)
 	}
-	if have := r.logs.count(staticOver); have != 1 {
+	if have := len(r.logs.Lines(staticOver)); have != 1 {
 		t.Errorf("end of fail-static logged %d times, want once", have)
 	}
 }

@@ -1,14 +1,12 @@
 package sd_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/url"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,43 +14,9 @@ import (
 	"github.com/go-kit/kit/metrics"
 	"github.com/go-kit/log"
 
+	"github.com/trimkit/trimkit/internal/logbuf"
 	"github.com/trimkit/trimkit/sd"
 )
-
-// logBuffer is a logger's output, safe to read while it logs.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// lines returns the lines that hold every one of subs.
-func (b *logBuffer) lines(subs ...string) []string {
-	var found []string
-	for _, line := range strings.Split(b.String(), "\n") {
-		all := line != ""
-		for _, s := range subs {
-			all = all && strings.Contains(line, s)
-		}
-		if all {
-			found = append(found, line)
-		}
-	}
-	return found
-}
-
-func (b *logBuffer) logger() log.Logger { return log.NewLogfmtLogger(b) }
 
 // gauge is a metrics.Gauge and metrics.Counter that keeps its value.
 type gauge struct {
@@ -94,8 +58,8 @@ func consulFailures() []error {
 func TestKeepRegisteredNeverEndsOverConsul(t *testing.T) {
 	f := newFakeConsul()
 	failures, failing := newMetrics()
-	var logs logBuffer
-	r, err := sd.NewRegistrar(f, "fake:8500", validRegistration(), logs.logger(), sd.WithFailureMetrics(failures, failing))
+	var logs logbuf.Buffer
+	r, err := sd.NewRegistrar(f, "fake:8500", validRegistration(), log.NewLogfmtLogger(&logs), sd.WithFailureMetrics(failures, failing))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +85,7 @@ func TestKeepRegisteredNeverEndsOverConsul(t *testing.T) {
 		defer f.mu.Unlock()
 		return f.lookups > len(errs)
 	})
-	waitFor(t, time.Second, "the recovery said", func() bool { return len(logs.lines("can keep the registration again")) == 1 })
+	waitFor(t, time.Second, "the recovery said", func() bool { return len(logs.Lines("can keep the registration again")) == 1 })
 	select {
 	case err := <-done:
 		t.Fatalf("KeepRegistered returned during the failures: %v", err)
@@ -133,10 +97,10 @@ func TestKeepRegisteredNeverEndsOverConsul(t *testing.T) {
 	if want, have := 0.0, failing.Value(); want != have {
 		t.Errorf("failing after the recovery: want %v, have %v", want, have)
 	}
-	if want, have := 1, len(logs.lines("level=error", "cannot keep the registration")); want != have {
+	if want, have := 1, len(logs.Lines("level=error", "cannot keep the registration")); want != have {
 		t.Errorf("error lines: want %d (when the failures start), have %d:\n%s", want, have, logs.String())
 	}
-	if want, have := 1, len(logs.lines("level=error", "hint=")); want != have {
+	if want, have := 1, len(logs.Lines("level=error", "hint=")); want != have {
 		t.Errorf("lines with a hint: want %d (the first failure is a TLS one), have %d:\n%s", want, have, logs.String())
 	}
 	cancel()
@@ -150,9 +114,9 @@ func TestLoadReporterNeverEndsOverConsul(t *testing.T) {
 	f := newFakeKV()
 	f.acquireErr = &sd.PermissionError{Permission: `'key:write' on "trimkit/load/trimsvc/a"`}
 	failures, failing := newMetrics()
-	var logs logBuffer
+	var logs logbuf.Buffer
 	r, err := sd.NewLoadReporter(f, "trimsvc", "a", "127.0.0.1:1", "", 10*time.Millisecond,
-		func() (int64, time.Duration, int64) { return 0, 0, 0 }, logs.logger(), sd.WithFailureMetrics(failures, failing))
+		func() (int64, time.Duration, int64) { return 0, 0, 0 }, log.NewLogfmtLogger(&logs), sd.WithFailureMetrics(failures, failing))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +128,7 @@ func TestLoadReporterNeverEndsOverConsul(t *testing.T) {
 	if want, have := 1.0, failing.Value(); want != have {
 		t.Errorf("failing: want %v, have %v", want, have)
 	}
-	if lines := logs.lines("level=error", "cannot publish the load report", "key:write"); len(lines) != 1 {
+	if lines := logs.Lines("level=error", "cannot publish the load report", "key:write"); len(lines) != 1 {
 		t.Errorf("want one error line naming the permission, have:\n%s", logs.String())
 	}
 	f.mu.Lock()

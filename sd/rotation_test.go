@@ -1,10 +1,9 @@
 package sd_test
 
 import (
-	"os"
+	"context"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -21,19 +20,8 @@ import (
 // file (atomically), then the old one deleted. It returns the new secret.
 func rotateToken(t *testing.T, s *testenv.Secure, file string) string {
 	t.Helper()
-	b, err := os.ReadFile(file)
+	secret, err := localconsul.RotateTokenFile(context.Background(), s.API(), nil, file)
 	if err != nil {
-		t.Fatal(err)
-	}
-	c := s.API()
-	secret, oldAccessor, err := localconsul.CloneToken(c, strings.TrimSpace(string(b)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := pki.WriteFile(file, []byte(secret+"\n")); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.ACL().TokenDelete(oldAccessor, nil); err != nil {
 		t.Fatal(err)
 	}
 	return secret

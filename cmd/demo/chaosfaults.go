@@ -3,9 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"slices"
-	"strings"
 	"syscall"
 	"time"
 
@@ -106,32 +104,14 @@ func (s *soak) killServer(ctx context.Context, fl fault) (target, what string, e
 // it watches for watch. A process that reads the file only once is left
 // with a deleted token.
 func (s *soak) rotate(ctx context.Context, file string, watch time.Duration) error {
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return err
-	}
 	c, err := s.f.consulAPI()
-	if err != nil {
-		return err
-	}
-	secret, oldAccessor, err := localconsul.CloneToken(c, strings.TrimSpace(string(b)))
 	if err != nil {
 		return err
 	}
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if err := localconsul.WaitTokens(wctx, s.f.cluster.Servers, secret); err != nil {
+	if _, err := localconsul.RotateTokenFile(wctx, c, s.f.cluster.Servers, file); err != nil {
 		return err
-	}
-	tmp := file + ".new"
-	if err := os.WriteFile(tmp, []byte(secret+"\n"), 0o600); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, file); err != nil {
-		return err
-	}
-	if _, err := c.ACL().TokenDelete(oldAccessor, nil); err != nil {
-		return fmt.Errorf("delete the old token: %w", err)
 	}
 	ctxtime.Sleep(ctx, watch)
 	return nil

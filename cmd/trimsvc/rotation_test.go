@@ -61,14 +61,8 @@ func TestTokenRotationNeverEndsTheInstance(t *testing.T) {
 	eventually(t, 5*time.Second, "the failure metrics at 0", failing("0", "0"))
 
 	// Rotation.
-	secret, oldAccessor, err := localconsul.CloneToken(c, s.Tokens.Trimsvc)
+	secret, err := localconsul.RotateTokenFile(context.Background(), c, nil, file)
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := pki.WriteFile(file, []byte(secret+"\n")); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.ACL().TokenDelete(oldAccessor, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := in.WaitLine("registered again with the new ACL token", 5*time.Second); err != nil {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -244,6 +246,37 @@ func CloneToken(c *api.Client, secret string) (newSecret, oldAccessor string, er
 		return "", "", fmt.Errorf("create the token's successor: %w", err)
 	}
 	return tok.SecretID, old.AccessorID, nil
+}
+
+// RotateTokenFile rotates the token in file as operators (or Vault Agent)
+// do, through c (holding the management token): a token with the same
+// policies is created (CloneToken), waited for until every one of servers
+// knows it (WaitTokens; none: not waited for), written to file whole (a
+// rename, so that no reader sees half of it), and then the old token is
+// deleted. It returns the new token's secret.
+func RotateTokenFile(ctx context.Context, c *api.Client, servers []*Agent, file string) (string, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", err
+	}
+	secret, oldAccessor, err := CloneToken(c, strings.TrimSpace(string(b)))
+	if err != nil {
+		return "", err
+	}
+	if err := WaitTokens(ctx, servers, secret); err != nil {
+		return "", err
+	}
+	tmp := file + ".new"
+	if err := os.WriteFile(tmp, []byte(secret+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	if err := os.Rename(tmp, file); err != nil {
+		return "", err
+	}
+	if _, err := c.ACL().TokenDelete(oldAccessor, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+		return "", fmt.Errorf("delete the old token: %w", err)
+	}
+	return secret, nil
 }
 
 // WaitTokens waits, at most until ctx ends, until every one of servers

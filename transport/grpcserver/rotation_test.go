@@ -1,10 +1,8 @@
 package grpcserver
 
 import (
-	"bytes"
 	"context"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,44 +14,11 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/trimkit/trimkit/internal/localconsul"
+	"github.com/trimkit/trimkit/internal/logbuf"
 	"github.com/trimkit/trimkit/internal/pki"
 	"github.com/trimkit/trimkit/internal/testenv"
 	"github.com/trimkit/trimkit/sd"
 )
-
-// syncBuffer is a logger's output, safe to read while it logs.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// has reports whether a line holds every one of subs.
-func (b *syncBuffer) has(subs ...string) bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for _, line := range strings.Split(b.buf.String(), "\n") {
-		all := line != ""
-		for _, s := range subs {
-			all = all && strings.Contains(line, s)
-		}
-		if all {
-			return true
-		}
-	}
-	return false
-}
 
 // value is a metrics.Gauge and, as counter, a metrics.Counter that keeps
 // its value.
@@ -92,7 +57,7 @@ func TestInstanceThroughTokenRotations(t *testing.T) {
 	t.Cleanup(cfg.Transport.CloseIdleConnections)
 	client := sd.NewClientAt(consul, where)
 	f := newFixture(t, s.Agent, client, sd.Registration{Name: "trimsvc"}, nil)
-	var logs syncBuffer
+	var logs logbuf.Buffer
 	logger := log.NewLogfmtLogger(&logs)
 	failures, failing := counter{&value{}}, &value{}
 	r, err := sd.NewRegistrar(client, where, f.in.Registrar.Registration(), logger, sd.WithFailureMetrics(failures, failing))
@@ -126,17 +91,11 @@ func TestInstanceThroughTokenRotations(t *testing.T) {
 		}
 		return tok
 	}
-	secret, oldAccessor, err := localconsul.CloneToken(c, s.Tokens.Trimsvc)
+	secret, err := localconsul.RotateTokenFile(context.Background(), c, nil, file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := pki.WriteFile(file, []byte(secret+"\n")); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.ACL().TokenDelete(oldAccessor, nil); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "registered again with the new token", func() bool { return logs.has("registered again with the new ACL token") })
+	eventually(t, "registered again with the new token", func() bool { return logs.Has("registered again with the new ACL token") })
 	// The agent syncs the check with the new token: its turns reach the
 	// catalog.
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
@@ -157,7 +116,7 @@ func TestInstanceThroughTokenRotations(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "the failure counted and shown", func() bool { return failures.Value() > 0 && failing.Value() == 1 })
-	if !logs.has("level=error", "cannot keep the registration", "ACL not found") {
+	if !logs.Has("level=error", "cannot keep the registration", "ACL not found") {
 		t.Errorf("no error line for the deleted token:\n%s", logs.String())
 	}
 	serves("without a valid token")
@@ -166,7 +125,7 @@ func TestInstanceThroughTokenRotations(t *testing.T) {
 	if err := pki.WriteFile(file, []byte(spare+"\n")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "recovered", func() bool { return failing.Value() == 0 && logs.has("can keep the registration again") })
+	eventually(t, "recovered", func() bool { return failing.Value() == 0 && logs.Has("can keep the registration again") })
 	serves("recovered")
 	s.WaitPassing("trimsvc", f.id)
 
