@@ -15,7 +15,8 @@ import (
 
 // struck counts a failed attempt on n, of outcome o, and ejects n once it
 // has failed Ejection.ConsecutiveFailures times in a row, or once at all
-// while on probation; a held instance (see FailStatic) is let go at once. An attempt that ran out its whole share counts twice.
+// while on probation; a held instance (see FailStatic) is let go at once.
+// An attempt that ran out its whole share counts twice.
 func (e *Endpointer) struck(n *Instance, o outcome) {
 	if n.held.Load() {
 		e.failedHeld(n)

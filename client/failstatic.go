@@ -98,7 +98,7 @@ func (e *Endpointer) hold(removed []*Instance, known int) []*Instance {
 		return removed
 	}
 	var gone []*Instance
-	held := 0
+	before := len(e.held)
 	for _, n := range removed {
 		if !holdable(n) {
 			gone = append(gone, n)
@@ -107,9 +107,8 @@ func (e *Endpointer) hold(removed []*Instance, known int) []*Instance {
 		n.held.Store(true)
 		n.heldUntil = time.Now().Add(e.failStatic.MaxAge)
 		e.held[n.instance] = n
-		held++
 	}
-	if held == 0 {
+	if len(e.held) == before {
 		return gone
 	}
 	if e.heldTimer == nil {
@@ -122,17 +121,17 @@ func (e *Endpointer) hold(removed []*Instance, known int) []*Instance {
 	return gone
 }
 
-// release lets the held instance n go, because of why: its connection
-// closes after the grace period. e.mu is held.
-func (e *Endpointer) release(n *Instance, why string) {
+// release lets the held instance n go: its connection closes after the
+// grace period. The caller then calls heldChanged. e.mu is held.
+func (e *Endpointer) release(n *Instance) {
 	delete(e.held, n.instance)
 	n.held.Store(false)
 	e.letGo(n)
-	e.heldChanged(why)
 }
 
-// heldChanged logs the end of holding when the last held instance left,
-// and updates the gauge. e.mu is held.
+// heldChanged rebuilds the members after held instances left, updates the
+// gauge, and logs the end of holding, because of why, when the last one
+// left. e.mu is held.
 func (e *Endpointer) heldChanged(why string) {
 	e.membersChanged()
 	e.setHeldGauge()
@@ -153,10 +152,15 @@ func (e *Endpointer) setHeldGauge() {
 // pruneHeld lets go of the held instances that no longer show they are
 // alive. e.mu is held.
 func (e *Endpointer) pruneHeld() {
+	pruned := false
 	for _, n := range e.held {
 		if !holdable(n) {
-			e.release(n, "connection not ready or attempt failed")
+			e.release(n)
+			pruned = true
 		}
+	}
+	if pruned {
+		e.heldChanged("connection not ready or attempt failed")
 	}
 }
 
@@ -172,14 +176,15 @@ func (e *Endpointer) expireHeld() {
 	var next time.Time
 	for _, n := range e.held {
 		if !now.Before(n.heldUntil) {
-			e.release(n, "held for "+e.failStatic.MaxAge.String())
+			e.release(n)
 		} else if next.IsZero() || n.heldUntil.Before(next) {
 			next = n.heldUntil
 		}
 	}
-	if e.heldTimer != nil && !next.IsZero() {
+	if !next.IsZero() {
 		e.heldTimer.Reset(next.Sub(now))
 	}
+	e.heldChanged("held for " + e.failStatic.MaxAge.String())
 	e.publish()
 }
 
@@ -190,6 +195,7 @@ func (e *Endpointer) failedHeld(n *Instance) {
 	if e.closed || e.held[n.instance] != n {
 		return
 	}
-	e.release(n, "an attempt failed")
+	e.release(n)
+	e.heldChanged("an attempt failed")
 	e.publish()
 }
