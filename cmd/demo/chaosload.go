@@ -1,12 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,6 +13,7 @@ import (
 
 	"github.com/trimkit/trimkit/internal/ctxtime"
 	"github.com/trimkit/trimkit/internal/loadgen"
+	"github.com/trimkit/trimkit/internal/proc"
 	"github.com/trimkit/trimkit/trimsvc"
 )
 
@@ -162,24 +160,10 @@ func (r *rss) run(ctx context.Context) {
 	}
 }
 
-// vmRSS is VmRSS of /proc/self/status, in bytes; 0 when unknown.
+// vmRSS is this process's resident set size, in bytes; 0 when unknown.
 func vmRSS() int64 {
-	f, err := os.Open("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			fields := strings.Fields(rest) // "21032 kB"
-			if len(fields) > 0 {
-				kb, _ := strconv.ParseInt(fields[0], 10, 64)
-				return kb << 10
-			}
-		}
-	}
-	return 0
+	n, _ := proc.Memory(os.Getpid(), "VmRSS")
+	return n
 }
 
 func mb(b int64) string { return fmt.Sprintf("%.1f MB", float64(b)/(1<<20)) }
