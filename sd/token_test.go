@@ -120,22 +120,30 @@ func writeToken(t *testing.T, file, token string, keepStamp bool) {
 	}
 }
 
+// tokenFileAgent is an agent stub that knows token, and a Consul API
+// client of it that reads its token from file, which holds token.
+func tokenFileAgent(t *testing.T, token string) (*agentStub, string, *api.Client, string) {
+	t.Helper()
+	stub := newAgentStub(token)
+	srv := httptest.NewServer(stub)
+	t.Cleanup(srv.Close)
+	file := filepath.Join(t.TempDir(), "token")
+	writeToken(t, file, token, false)
+	consul, cfg, where, err := sd.ConsulConfig{Address: srv.URL, TokenFile: file}.NewAPIClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cfg.Transport.CloseIdleConnections)
+	return stub, file, consul, where
+}
+
 // The token of a token file goes with every request as the file is then:
 // a rotation needs no restart, and a 403 is an answer only once the file
 // has been read again.
 func TestTokenFileIsReadAgain(t *testing.T) {
 	clearConsulEnv(t)
 	const a, b, c, d = "token-aaaa", "token-bbbb", "token-cccc", "token-dddd" // one size: only the time tells
-	stub := newAgentStub(a)
-	srv := httptest.NewServer(stub)
-	t.Cleanup(srv.Close)
-	file := filepath.Join(t.TempDir(), "token")
-	writeToken(t, file, a, false)
-	consul, cfg, where, err := sd.ConsulConfig{Address: srv.URL, TokenFile: file}.NewAPIClient()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cfg.Transport.CloseIdleConnections)
+	stub, file, consul, where := tokenFileAgent(t, a)
 	reg := validRegistration()
 	r, err := sd.NewRegistrar(sd.NewClientAt(consul, where), where, reg, log.NewNopLogger())
 	if err != nil {
@@ -202,16 +210,7 @@ func TestTokenFileIsReadAgain(t *testing.T) {
 func TestKeepRegisteredRegistersAgainWithARotatedToken(t *testing.T) {
 	clearConsulEnv(t)
 	const a, b = "token-aaaa", "token-bbbb"
-	stub := newAgentStub(a)
-	srv := httptest.NewServer(stub)
-	t.Cleanup(srv.Close)
-	file := filepath.Join(t.TempDir(), "token")
-	writeToken(t, file, a, false)
-	consul, cfg, where, err := sd.ConsulConfig{Address: srv.URL, TokenFile: file}.NewAPIClient()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cfg.Transport.CloseIdleConnections)
+	stub, file, consul, where := tokenFileAgent(t, a)
 	r, err := sd.NewRegistrar(sd.NewClientAt(consul, where), where, validRegistration(), log.NewNopLogger())
 	if err != nil {
 		t.Fatal(err)
