@@ -11,6 +11,7 @@ import (
 
 	"github.com/trimkit/trimkit/internal/cli"
 	"github.com/trimkit/trimkit/sd"
+	"github.com/trimkit/trimkit/transport/grpcserver"
 	"github.com/trimkit/trimkit/trimsvc"
 )
 
@@ -49,6 +50,7 @@ type config struct {
 	register           bool
 	printDefinition    bool
 	loadReportInterval time.Duration
+	concurrencyLimit   string
 }
 
 func parseConfig(args []string, stdout io.Writer) (config, error) {
@@ -76,6 +78,7 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 	fs.DurationVar(&c.drain, "drain", 2*time.Second, "wait after deregistering, so callers stop picking this instance, before stopping")
 	fs.IntVar(&c.maxInputBytes, "max-input-bytes", trimsvc.DefaultMaxInputBytes, "largest input accepted, in bytes; larger gets InvalidArgument")
 	fs.DurationVar(&c.loadReportInterval, "load-report-interval", 0, `publish this instance's load to Consul KV (trimkit/load/<service-name>/<service-id>: {"load", "inflight", "rps", "ts", "addr", "interval_ms"}) this often, under a session that deletes it when the instance dies; 0: off (5s is a sound value: 200 KV writes a second per 1,000 instances)`)
+	fs.StringVar(&c.concurrencyLimit, "concurrency-limit", "adaptive", "how many calls run at once; calls past it get ResourceExhausted at once, marked so that callers try another instance, and every answer carries this instance's load (ORCA, trailer endpoint-load-metrics-bin). adaptive: a limit that follows the service's latency (grpcserver.AdaptiveLimit); off: none, calls queue up to 128 in flight; N: a fixed limit. Health checks are never limited")
 	fs.BoolVar(&c.register, "register", true, "register in Consul, keep registered and deregister on shutdown; false: the agent's configuration owns the registration (see -print-service-definition), and on SIGTERM the instance only goes NOT_SERVING, drains and stops, so that the agent's check takes it out")
 	fs.BoolVar(&c.printDefinition, "print-service-definition", false, "print the JSON service definition this instance would register (for an agent's -config-dir or `consul services register FILE`) and exit; needs a fixed port in -grpc-addr or -advertise-addr")
 	fs.StringVar(&c.addrFile, "addr-file", "", `once the listeners are bound, write where they are to this file as JSON ({"service_id", "grpc_addr", "advertised_addr", "http_addr"}), atomically; removed on exit (for scripts and tests)`)
@@ -108,6 +111,9 @@ func (c config) validate() error {
 	}
 	if c.drain < 0 {
 		errs = append(errs, fmt.Errorf("-drain must not be negative, got %v", c.drain))
+	}
+	if _, err := c.concurrency(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.maxInputBytes <= 0 {
 		errs = append(errs, fmt.Errorf("-max-input-bytes must be positive, got %d", c.maxInputBytes))
@@ -211,4 +217,19 @@ func (c config) definition() ([]byte, error) {
 		return nil, fmt.Errorf("%w: -print-service-definition needs a fixed port: -grpc-addr %s binds a free one only when it runs", cli.ErrUsage, c.grpcAddr)
 	}
 	return c.registration(host, port).Definition()
+}
+
+// concurrency is the ConcurrencyLimit -concurrency-limit names.
+func (c config) concurrency() (grpcserver.ConcurrencyLimit, error) {
+	switch c.concurrencyLimit {
+	case "adaptive":
+		return nil, nil // Limits' default: an AdaptiveLimit up to MaxCallsInFlight
+	case "off":
+		return grpcserver.NoConcurrencyLimit(), nil
+	}
+	n, err := strconv.Atoi(c.concurrencyLimit)
+	if err != nil || n <= 0 {
+		return nil, fmt.Errorf("-concurrency-limit %q: want adaptive, off or a positive number of calls", c.concurrencyLimit)
+	}
+	return grpcserver.FixedLimit(n), nil
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -69,6 +71,20 @@ func clearConsulEnv(t *testing.T) {
 	}
 }
 
+func TestConcurrencyLimitFlag(t *testing.T) {
+	for arg, want := range map[string]string{"adaptive": "<nil>", "off": "no concurrency limit", "12": "fixed concurrency limit 12"} {
+		c := config{concurrencyLimit: arg}
+		l, err := c.concurrency()
+		got := fmt.Sprint(l)
+		if l != nil && l.Limit() != math.MaxInt {
+			got = fmt.Sprintf("%v %d", l, l.Limit())
+		}
+		if err != nil || got != want {
+			t.Errorf("-concurrency-limit %s: %s, %v; want %s", arg, got, err, want)
+		}
+	}
+}
+
 func TestConfigConsulAddrDefault(t *testing.T) {
 	clearConsulEnv(t)
 	c, err := parseConfig(nil, &bytes.Buffer{})
@@ -122,6 +138,10 @@ func TestFlagAndEnvErrorsExit(t *testing.T) {
 			Stderr: []string{`trimsvc: environment TRIMSVC_CHECK_INTERVAL="5": invalid duration for -check-interval (a number with a unit, such as 5s or 1m30s)`, pointer}},
 		{Args: []string{"-check-interval", "-1s"},
 			Stderr: []string{"trimsvc: -check-interval must be positive, got -1s", pointer}},
+		{Args: []string{"-concurrency-limit", "lots"},
+			Stderr: []string{`trimsvc: -concurrency-limit "lots": want adaptive, off or a positive number of calls`, pointer}},
+		{Env: "TRIMSVC_CONCURRENCY_LIMIT=-3",
+			Stderr: []string{`trimsvc: -concurrency-limit "-3": want adaptive, off or a positive number of calls`, pointer}},
 		{Args: []string{"-consul-ca-file", ca},
 			Stderr: []string{"trimsvc: consul TLS settings given (a CA file) but http://127.0.0.1:8500 is plain HTTP: TLS needs an https:// address (or CONSUL_HTTP_SSL=true)", pointer}},
 	})

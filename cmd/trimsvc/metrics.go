@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/trimkit/trimkit/sd"
+	"github.com/trimkit/trimkit/transport/grpcserver"
 )
 
 // instruments are what trimsvc's metrics are fed through.
@@ -21,6 +22,8 @@ type instruments struct {
 	// serving instance report their failures to.
 	consulFailures metrics.Counter
 	consulFailing  metrics.Gauge
+	// admission is what the gRPC server's admission reports to.
+	admission grpcserver.AdmissionMetrics
 }
 
 // loop returns the option that makes the Consul loop named loop report to
@@ -53,12 +56,24 @@ func newMetrics() (*prometheus.Registry, instruments, error) {
 		Name: "trimsvc_consul_failing",
 		Help: "1 while the attempts of the loop (registration, load_report) to reach Consul fail, the instance serving on; 0 otherwise.",
 	}, []string{"loop"})
+	shed := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "trimsvc_shed_total",
+		Help: "Calls refused at once (ResourceExhausted, marked OVERLOADED) because the calls in flight had reached the concurrency limit; callers retry them on another instance.",
+	})
+	limit := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "trimsvc_concurrency_limit",
+		Help: "The concurrency limit now: calls in flight past it are shed (-concurrency-limit).",
+	})
+	inflight := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "trimsvc_calls_in_flight",
+		Help: "Calls in flight now, health checks excepted.",
+	})
 	for _, loop := range []string{"registration", "load_report"} { // shown from the start, at 0
 		failures.WithLabelValues(loop)
 		failing.WithLabelValues(loop)
 	}
 	for _, c := range []prometheus.Collector{
-		requests, duration, failures, failing,
+		requests, duration, failures, failing, shed, limit, inflight,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
 		if err := reg.Register(c); err != nil {
@@ -68,5 +83,20 @@ func newMetrics() (*prometheus.Registry, instruments, error) {
 	return reg, instruments{
 		requests: kitprometheus.NewCounter(requests), duration: kitprometheus.NewHistogram(duration),
 		consulFailures: kitprometheus.NewCounter(failures), consulFailing: kitprometheus.NewGauge(failing),
+		admission: grpcserver.AdmissionMetrics{Shed: counter{shed}, Limit: gauge{limit}, InFlight: gauge{inflight}},
 	}, nil
 }
+
+// counter and gauge adapt an unlabelled Prometheus metric to go-kit's
+// interfaces without go-kit's label map per update: admission updates its
+// gauges on every call.
+type (
+	counter struct{ c prometheus.Counter }
+	gauge   struct{ g prometheus.Gauge }
+)
+
+func (c counter) With(...string) metrics.Counter { return c }
+func (c counter) Add(delta float64)              { c.c.Add(delta) }
+func (g gauge) With(...string) metrics.Gauge     { return g }
+func (g gauge) Set(value float64)                { g.g.Set(value) }
+func (g gauge) Add(delta float64)                { g.g.Add(delta) }

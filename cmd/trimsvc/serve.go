@@ -101,7 +101,11 @@ func build(cfg config, stderr io.Writer) (_ *instance, err error) {
 	svc = trimsvc.LoggingMiddleware(in.logger)(svc)
 	svc = trimsvc.InstrumentingMiddleware(instr.requests, instr.duration, transport.CodeName)(svc)
 
-	limits := grpcserver.Limits{MaxRecvMsgSize: cfg.maxInputBytes + recvMargin}
+	concurrency, err := cfg.concurrency()
+	if err != nil {
+		return nil, err
+	}
+	limits := grpcserver.Limits{MaxRecvMsgSize: cfg.maxInputBytes + recvMargin, Concurrency: concurrency, Metrics: instr.admission}
 	in.lis = limits.Listener(in.lis)
 	tlsOpts, reloadTLS, err := grpcserver.TLS{
 		CertFile: cfg.tlsCertFile, KeyFile: cfg.tlsKeyFile,

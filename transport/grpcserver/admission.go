@@ -5,11 +5,15 @@ import (
 	"fmt"
 	"strings"
 	"sync/atomic"
+	"time"
 
+	"github.com/go-kit/kit/metrics"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
+
+	"github.com/trimkit/trimkit/internal/overload"
 )
 
 // healthPrefix starts the full names of grpc.health.v1's methods, which
@@ -17,15 +21,51 @@ import (
 // health check must not fail for being busy.
 const healthPrefix = "/grpc.health.v1.Health/"
 
-// admission bounds the calls in flight: it admits or refuses a call in
-// gRPC's tap handle, when its headers arrive and before its request is
-// read, and lets it go when the call ends.
-type admission struct {
-	limit    int64
-	inflight atomic.Int64
+// AdmissionMetrics are the instruments a server's admission reports to,
+// go-kit's interfaces. A nil field is not reported.
+type AdmissionMetrics struct {
+	// Shed counts the calls refused at once because the concurrency limit
+	// (or MaxCallsInFlight) was reached.
+	Shed metrics.Counter
+	// Limit is the concurrency limit now (at most MaxCallsInFlight).
+	Limit metrics.Gauge
+	// InFlight is the calls in flight now, health checks excepted.
+	InFlight metrics.Gauge
 }
 
-func newAdmission(limit int) *admission { return &admission{limit: int64(limit)} }
+// admission bounds the calls in flight: it admits or sheds a call in
+// gRPC's tap handle, when its headers arrive and before its request is
+// read, and lets it go when the call ends. It tells the limit how each
+// admitted call went, and every answer carries the server's load in its
+// trailer (see internal/overload).
+type admission struct {
+	max      int64 // MaxCallsInFlight
+	limit    ConcurrencyLimit
+	inflight atomic.Int64
+	metrics  AdmissionMetrics
+	marker   overload.Marker
+	noLoad   bool // OmitLoad
+	// lastLimit is the limit the Limit gauge last got, so that it is set
+	// only when the limit moves.
+	lastLimit atomic.Int64
+}
+
+// newAdmission returns the admission of l, which has its defaults.
+func newAdmission(l Limits) *admission {
+	a := &admission{max: int64(l.MaxCallsInFlight), limit: l.Concurrency, metrics: l.Metrics, marker: overload.NewMarker(), noLoad: l.OmitLoad}
+	a.currentLimit()
+	return a
+}
+
+// currentLimit is the limit now: the ConcurrencyLimit's, within
+// MaxCallsInFlight.
+func (a *admission) currentLimit() int64 {
+	l := min(int64(a.limit.Limit()), a.max)
+	if a.metrics.Limit != nil && a.lastLimit.Swap(l) != l {
+		a.metrics.Limit.Set(float64(l))
+	}
+	return l
+}
 
 // ticket is an admitted call's place in flight. It is given back once: by
 // the call's first interceptor when the call ends, or, for a call that
@@ -37,6 +77,8 @@ func newAdmission(limit int) *admission { return &admission{limit: int64(limit)}
 type ticket struct {
 	context.Context
 	a        *admission
+	admitted time.Time
+	inflight int64 // when it was admitted, itself included
 	returned atomic.Bool
 	stop     func() bool // stops the context's AfterFunc
 }
@@ -50,7 +92,10 @@ func (t *ticket) Value(key any) any {
 
 func (t *ticket) giveBack() {
 	if t.returned.CompareAndSwap(false, true) {
-		t.a.inflight.Add(-1)
+		n := t.a.inflight.Add(-1)
+		if t.a.metrics.InFlight != nil {
+			t.a.metrics.InFlight.Set(float64(n))
+		}
 	}
 }
 
@@ -60,29 +105,84 @@ func (a *admission) tap(ctx context.Context, info *tap.Info) (context.Context, e
 	if strings.HasPrefix(info.FullMethodName, healthPrefix) {
 		return ctx, nil
 	}
-	if n := a.inflight.Add(1); n > a.limit {
+	limit := a.currentLimit()
+	n := a.inflight.Add(1)
+	if n > limit {
 		a.inflight.Add(-1)
-		return nil, status.Error(codes.ResourceExhausted, fmt.Sprintf("server busy: %d calls in flight, its limit; try another instance", a.limit))
+		if a.metrics.Shed != nil {
+			a.metrics.Shed.Add(1)
+		}
+		var which any = a.limit
+		if limit == a.max {
+			which = "MaxCallsInFlight"
+		}
+		return nil, a.marker.Shed(fmt.Sprintf("server busy: %d calls in flight, its limit (%v); try another instance", limit, which))
 	}
-	t := &ticket{Context: ctx, a: a}
+	if a.metrics.InFlight != nil {
+		a.metrics.InFlight.Set(float64(n))
+	}
+	t := &ticket{Context: ctx, a: a, admitted: time.Now(), inflight: n}
 	t.stop = context.AfterFunc(ctx, t.giveBack)
 	return t, nil
 }
 
-// done gives back the ticket of the call of ctx, if it has one.
-func done(ctx context.Context) {
-	if t, ok := ctx.Value(ticketKey{}).(*ticket); ok {
-		t.stop()
-		t.giveBack()
+// begin returns the ticket of the call of ctx, if it has one, or an error
+// when its caller has gone already: the handler then does no work for
+// nobody.
+func begin(ctx context.Context) (*ticket, error) {
+	t, _ := ctx.Value(ticketKey{}).(*ticket)
+	if err := ctx.Err(); err != nil {
+		return t, status.FromContextError(err).Err()
 	}
+	return t, nil
+}
+
+// end gives back t (nil: a health check, nothing to give back), tells the
+// limit how the call went when its caller waited for it, and returns the
+// load trailer of its answer.
+func (t *ticket) end(ctx context.Context) metadata.MD {
+	if t == nil {
+		return nil
+	}
+	t.stop()
+	if ctx.Err() == nil {
+		t.a.limit.Observe(time.Since(t.admitted), int(t.inflight))
+	}
+	t.giveBack()
+	if t.a.noLoad {
+		return nil
+	}
+	limit := t.a.currentLimit()
+	// The load other callers see now: the calls still in flight, this
+	// one no longer among them.
+	r := overload.Report{Utilization: float64(t.a.inflight.Load()) / float64(limit), Limit: float64(limit)}
+	var buf [48]byte
+	return metadata.MD{overload.Key: []string{string(overload.Append(buf[:0], r))}}
 }
 
 func (a *admission) unary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	defer done(ctx)
-	return handler(ctx, req)
+	t, err := begin(ctx)
+	if err != nil {
+		t.end(ctx)
+		return nil, err
+	}
+	resp, err := handler(ctx, req)
+	if md := t.end(ctx); md != nil {
+		_ = grpc.SetTrailer(ctx, md)
+	}
+	return resp, err
 }
 
 func (a *admission) stream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	defer done(ss.Context())
-	return handler(srv, ss)
+	ctx := ss.Context()
+	t, err := begin(ctx)
+	if err != nil {
+		t.end(ctx)
+		return err
+	}
+	err = handler(srv, ss)
+	if md := t.end(ctx); md != nil {
+		ss.SetTrailer(md)
+	}
+	return err
 }

@@ -54,6 +54,22 @@ type Limits struct {
 	// setup: a caller that opens connections and says nothing does not hold
 	// them.
 	HandshakeTimeout time.Duration
+	// Concurrency is how many calls the server runs at once, below
+	// MaxCallsInFlight: calls over it are shed, ResourceExhausted at once
+	// with a mark callers recognise (they try another instance), before
+	// their request is read. Nil means an AdaptiveLimit with
+	// DefaultAdaptive's settings and MaxCallsInFlight as its Max, made
+	// afresh by each ServerOptions; FixedLimit and NoConcurrencyLimit are
+	// the others. Health checks are never limited.
+	Concurrency ConcurrencyLimit
+	// OmitLoad, when true, leaves the load out of answers. By default
+	// every answer carries the server's load (calls in flight over the
+	// limit, and the limit) in its trailer, in gRPC's ORCA per-call format
+	// ("endpoint-load-metrics-bin"), for callers' balancers.
+	OmitLoad bool
+	// Metrics are the instruments admission reports to: calls shed, the
+	// limit, the calls in flight.
+	Metrics AdmissionMetrics
 }
 
 // DefaultLimits are the limits a server gets unless told otherwise.
@@ -97,7 +113,8 @@ func (l Limits) Validate() error {
 	return errors.Join(errs...)
 }
 
-// WithDefaults returns l with every zero field set to its default.
+// WithDefaults returns l with every zero field set to its default; a nil
+// Concurrency becomes a new AdaptiveLimit.
 func (l Limits) WithDefaults() Limits {
 	d := DefaultLimits
 	l.MaxRecvMsgSize = cmp.Or(l.MaxRecvMsgSize, d.MaxRecvMsgSize)
@@ -109,11 +126,19 @@ func (l Limits) WithDefaults() Limits {
 	l.KeepaliveTimeout = cmp.Or(l.KeepaliveTimeout, d.KeepaliveTimeout)
 	l.MinPingInterval = cmp.Or(l.MinPingInterval, d.MinPingInterval)
 	l.HandshakeTimeout = cmp.Or(l.HandshakeTimeout, d.HandshakeTimeout)
+	if l.Concurrency == nil {
+		cfg := DefaultAdaptive
+		cfg.Max = l.MaxCallsInFlight
+		cfg.Initial = min(cfg.Initial, cfg.Max)
+		cfg.Min = min(cfg.Min, cfg.Max)
+		l.Concurrency = newAdaptiveLimit(cfg, time.Now)
+	}
 	return l
 }
 
 // ServerOptions are the grpc.ServerOptions that apply l (with its
-// defaults), the calls-in-flight bound included. Give them to
+// defaults), the concurrency limit, the calls-in-flight bound and the load
+// in answers included. Give them to
 // grpc.NewServer before any interceptor of your own, and serve on
 // l.Listener(lis).
 func (l Limits) ServerOptions() []grpc.ServerOption {
@@ -123,7 +148,7 @@ func (l Limits) ServerOptions() []grpc.ServerOption {
 
 func (l Limits) serverOptions() ([]grpc.ServerOption, *admission) {
 	l = l.WithDefaults()
-	a := newAdmission(l.MaxCallsInFlight)
+	a := newAdmission(l)
 	return []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(l.MaxRecvMsgSize),
 		grpc.MaxConcurrentStreams(l.MaxConcurrentStreams),

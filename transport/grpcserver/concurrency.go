@@ -1,0 +1,256 @@
+package grpcserver
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ConcurrencyLimit decides how many calls a server runs at once; calls
+// over it are shed (ResourceExhausted at once, before their request is
+// read). Limits.Concurrency takes one. A server never runs more than
+// Limits.MaxCallsInFlight, whatever the limit says.
+type ConcurrencyLimit interface {
+	// Limit is how many calls may be in flight now: at least 1.
+	Limit() int
+	// Observe reports a call that ran to its end while its caller waited
+	// (not one the caller gave up on): how long it took, from its
+	// admission, and how many calls were in flight when it was admitted,
+	// itself included. It is called concurrently, once per such call.
+	Observe(latency time.Duration, inflight int)
+}
+
+// FixedLimit is a ConcurrencyLimit that does not move: n calls (at least
+// 1). For a service whose capacity is known and does not change.
+func FixedLimit(n int) ConcurrencyLimit { return fixedLimit(max(n, 1)) }
+
+// NoConcurrencyLimit is a ConcurrencyLimit that never sheds: only
+// Limits.MaxCallsInFlight bounds the calls in flight, as it bounds memory.
+// Calls past the service's capacity then queue in it.
+func NoConcurrencyLimit() ConcurrencyLimit { return fixedLimit(math.MaxInt) }
+
+type fixedLimit int
+
+func (f fixedLimit) Limit() int               { return int(f) }
+func (fixedLimit) Observe(time.Duration, int) {}
+func (f fixedLimit) String() string {
+	if f == math.MaxInt {
+		return "no concurrency limit"
+	}
+	return "fixed concurrency limit"
+}
+
+// AdaptiveConfig tunes an AdaptiveLimit. The zero value of each field
+// means its default (DefaultAdaptive's); see there for why each is what it
+// is.
+type AdaptiveConfig struct {
+	// Min and Max bound the limit; Initial is where it starts.
+	Min, Max, Initial int
+	// Tolerance is how much slower than the no-load latency calls may be
+	// before the limit comes down: 0.25 means a quarter slower. It
+	// absorbs the service's own latency noise; it is also the queue the
+	// limit keeps standing, as a share of the calls that run at once.
+	Tolerance float64
+	// Window is how long latencies are averaged over before the limit
+	// moves (it also waits for at least 10 calls).
+	Window time.Duration
+	// ProbeInterval is how often, at most, the no-load latency is measured
+	// again when the server has not seen it for that long: the limit
+	// halves, for a Window or a few, so that whatever queue stands drains.
+	ProbeInterval time.Duration
+}
+
+// DefaultAdaptive is the AdaptiveLimit a server gets unless told
+// otherwise.
+var DefaultAdaptive = AdaptiveConfig{
+	// Envoy's adaptive concurrency filter keeps at least 3: enough to
+	// measure latency and to serve while the limit probes.
+	Min: 4,
+	// Limits.MaxCallsInFlight's default: past it the server refuses
+	// calls anyway, to bound memory.
+	Max: 128,
+	// Netflix's concurrency-limits start at 20: a server admits a burst
+	// while it learns, and the first Window corrects it.
+	Initial: 20,
+	// Envoy's default buffer (25%): latency noise of a real service rarely
+	// moves a Window's mean by more.
+	Tolerance: 0.25,
+	// Enough calls to average at a few hundred calls a second, short
+	// enough to react to a surge within a few Windows.
+	Window: 100 * time.Millisecond,
+	// A Window at half the limit every 10s costs at most 1/200 of the
+	// throughput, and a service whose latency changed for good (a slower
+	// dependency) has its limit right again within 10s.
+	ProbeInterval: 10 * time.Second,
+}
+
+// minSamples is the fewest calls a Window averages.
+const minSamples = 10
+
+// Validate returns every field out of range, joined.
+func (c AdaptiveConfig) Validate() error {
+	var errs []error
+	if c.Min < 0 || c.Max < 0 || c.Initial < 0 {
+		errs = append(errs, fmt.Errorf("AdaptiveConfig Min %d, Max %d, Initial %d: must not be negative (0 means the default)", c.Min, c.Max, c.Initial))
+	}
+	if d := c.withDefaults(); d.Min > d.Max {
+		errs = append(errs, fmt.Errorf("AdaptiveConfig.Min %d is above Max %d", d.Min, d.Max))
+	}
+	if c.Tolerance < 0 || math.IsNaN(c.Tolerance) || c.Tolerance > 10 {
+		errs = append(errs, fmt.Errorf("AdaptiveConfig.Tolerance %v: must be within [0, 10] (0 means the default)", c.Tolerance))
+	}
+	if c.Window < 0 || c.ProbeInterval < 0 {
+		errs = append(errs, fmt.Errorf("AdaptiveConfig Window %v, ProbeInterval %v: must not be negative (0 means the default)", c.Window, c.ProbeInterval))
+	}
+	if d := c.withDefaults(); d.ProbeInterval < 10*d.Window {
+		errs = append(errs, fmt.Errorf("AdaptiveConfig.ProbeInterval %v: must be at least 10 Windows (%v)", d.ProbeInterval, 10*d.Window))
+	}
+	return errors.Join(errs...)
+}
+
+func (c AdaptiveConfig) withDefaults() AdaptiveConfig {
+	d := DefaultAdaptive
+	c.Min = cmp.Or(c.Min, d.Min)
+	c.Max = cmp.Or(c.Max, d.Max)
+	c.Initial = min(max(cmp.Or(c.Initial, d.Initial), c.Min), c.Max)
+	c.Tolerance = cmp.Or(c.Tolerance, d.Tolerance)
+	c.Window = cmp.Or(c.Window, d.Window)
+	c.ProbeInterval = cmp.Or(c.ProbeInterval, d.ProbeInterval)
+	return c
+}
+
+// AdaptiveLimit is a ConcurrencyLimit that follows the service's capacity
+// by its latency: the gradient of Envoy's adaptive concurrency filter and
+// Netflix's Gradient limit. Each Window it compares the mean latency of
+// the calls that ended with the service's no-load latency, and sets
+//
+//	limit = limit × min(2, noLoad × (1 + Tolerance) / mean)
+//
+// (halving at most per Window): calls queueing inside the service raise
+// their latency, and the limit falls to what the service runs without a
+// queue; latency at its no-load value lets the limit rise, but only while
+// the calls in flight use at least half of it, so that a quiet server does
+// not grow a limit it has never tried. A service whose bottleneck serves C
+// calls at once settles at about C × (1 + Tolerance).
+//
+// The no-load latency is the lowest Window mean seen. Under a surge that
+// keeps the limit full, every call waits a little, and no Window shows the
+// no-load latency any more; a limit that trusted an old one would never
+// notice a service that became slower for good, and one that took the
+// recent latencies would drift up with its own queue. So, as BBR's
+// ProbeRTT does, once ProbeInterval has passed (with 25% jitter) without a
+// Window near the no-load latency, the limit halves, Window after Window
+// while that lowers the latency, the queue drains, and the lowest mean of
+// the probe is the no-load latency from then on.
+//
+// Why latency and not Little's law over CPU (go-zero, kratos' BBR): those
+// shed only when the machine's CPU is busy, and a service's bottleneck is
+// often elsewhere (a pool, a lock, a dependency); a limit of the largest
+// throughput times the least latency also grows without bound under a
+// standing queue.
+type AdaptiveLimit struct {
+	cfg   AdaptiveConfig
+	now   func() time.Time
+	limit atomic.Int64
+
+	mu          sync.Mutex
+	start       time.Time // of the current Window
+	sum         time.Duration
+	n           int
+	maxInflight int
+	noLoad      time.Duration // the no-load latency; 0 until the first Window
+	seen        time.Time     // when a Window last showed the no-load latency
+	probeAfter  time.Duration // ProbeInterval with jitter, drawn per probe
+	probing     bool
+	beforeProbe int64         // the limit to go back to after a probe
+	probeMean   time.Duration // the mean of the probe's last Window
+}
+
+// NewAdaptiveLimit returns an AdaptiveLimit tuned by cfg.
+func NewAdaptiveLimit(cfg AdaptiveConfig) (*AdaptiveLimit, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return newAdaptiveLimit(cfg.withDefaults(), time.Now), nil
+}
+
+func newAdaptiveLimit(cfg AdaptiveConfig, now func() time.Time) *AdaptiveLimit {
+	a := &AdaptiveLimit{cfg: cfg, now: now, start: now()}
+	a.limit.Store(int64(cfg.Initial))
+	// The first probe comes sooner: a server that starts under a surge
+	// learns a no-load latency with a queue in it.
+	a.probeAfter = a.jittered() / 10
+	return a
+}
+
+func (a *AdaptiveLimit) jittered() time.Duration {
+	p := a.cfg.ProbeInterval
+	return p - p/4 + rand.N(p/2+1)
+}
+
+// Limit implements ConcurrencyLimit.
+func (a *AdaptiveLimit) Limit() int { return int(a.limit.Load()) }
+
+// String says what the limit is.
+func (a *AdaptiveLimit) String() string { return "adaptive concurrency limit" }
+
+// Observe implements ConcurrencyLimit.
+func (a *AdaptiveLimit) Observe(latency time.Duration, inflight int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.sum += latency
+	a.n++
+	a.maxInflight = max(a.maxInflight, inflight)
+	if now := a.now(); a.n >= minSamples && now.Sub(a.start) >= a.cfg.Window {
+		a.update(now)
+	}
+}
+
+// update ends a Window at now and moves the limit. a.mu is held.
+func (a *AdaptiveLimit) update(now time.Time) {
+	mean := a.sum / time.Duration(a.n)
+	used := a.maxInflight
+	a.start, a.sum, a.n, a.maxInflight = now, 0, 0, 0
+	limit := a.limit.Load()
+	switch {
+	case a.probing:
+		if float64(mean) < float64(a.probeMean)*(1-a.cfg.Tolerance/2) && limit > int64(a.cfg.Min) {
+			// Halving helped: a queue stood, and may stand still.
+			a.probeMean = mean
+			a.limit.Store(max(int64(a.cfg.Min), limit/2))
+			return
+		}
+		// The queue has drained: this is the no-load latency now, even
+		// if it is higher than the last one (the service got slower).
+		a.probing = false
+		a.noLoad, a.seen = min(mean, a.probeMean), now
+		a.probeAfter = a.jittered()
+		a.limit.Store(a.beforeProbe)
+		return
+	case a.noLoad == 0 || mean < a.noLoad:
+		a.noLoad = mean
+	}
+	if float64(mean) <= float64(a.noLoad)*(1+a.cfg.Tolerance/2) {
+		a.seen = now
+	}
+	if now.Sub(a.seen) > a.probeAfter {
+		a.probing = true
+		a.beforeProbe, a.probeMean = limit, mean
+		a.limit.Store(max(int64(a.cfg.Min), limit/2))
+		return
+	}
+	gradient := min(2, float64(a.noLoad)*(1+a.cfg.Tolerance)/float64(mean))
+	next := float64(limit) * max(gradient, 0.5)
+	if gradient >= 1 {
+		if 2*int64(used) < limit {
+			return // the limit is not what holds calls back: leave it
+		}
+		next = max(next, float64(limit+1))
+	}
+	a.limit.Store(min(max(int64(next), int64(a.cfg.Min)), int64(a.cfg.Max)))
+}

@@ -1,0 +1,183 @@
+package grpcserver
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// queue is a service whose bottleneck runs c calls at once, each in
+// service: with n calls in flight, each waits n/c services.
+type queue struct {
+	c       int
+	service time.Duration
+}
+
+func (q queue) latency(inflight int) time.Duration {
+	if inflight <= q.c {
+		return q.service
+	}
+	return time.Duration(float64(q.service) * float64(inflight) / float64(q.c))
+}
+
+// fakeClock is a clock the test moves.
+type fakeClock struct{ t time.Time }
+
+func (c *fakeClock) now() time.Time           { return c.t }
+func (c *fakeClock) advance(d time.Duration) { c.t = c.t.Add(d) }
+
+// drive runs windows of calls through a: each window, a full limit of
+// calls (or offered, when fewer) in flight on q, and returns the limits
+// after each window.
+func drive(a *AdaptiveLimit, clock *fakeClock, q queue, offered, windows int) []int {
+	var limits []int
+	for range windows {
+		inflight := min(a.Limit(), offered)
+		for range 20 {
+			a.Observe(q.latency(inflight), inflight)
+			clock.advance(a.cfg.Window / 20)
+		}
+		a.Observe(q.latency(inflight), inflight)
+		limits = append(limits, a.Limit())
+	}
+	return limits
+}
+
+func newTestLimit(cfg AdaptiveConfig) (*AdaptiveLimit, *fakeClock) {
+	clock := &fakeClock{t: time.Unix(0, 0)}
+	return newAdaptiveLimit(cfg.withDefaults(), clock.now), clock
+}
+
+func TestAdaptiveLimitFallsUnderQueueingToTheCapacity(t *testing.T) {
+	// Starts at 20 over a bottleneck of 8: calls queue, the limit falls.
+	a, clock := newTestLimit(AdaptiveConfig{})
+	q := queue{c: 8, service: 10 * time.Millisecond}
+	drive(a, clock, q, 1000, 1) // the first window: the no-load latency is the mean it saw
+	a.noLoad = q.service       // as a quiet start would have measured it
+	limits := drive(a, clock, q, 1000, 30)
+	last := limits[len(limits)-1]
+	// The limit settles at about c × (1 + Tolerance) = 10: calls queue a
+	// quarter of a service, not the 20 they started with.
+	if last < 8 || last > 11 {
+		t.Errorf("limit after 30 windows of overload = %d (history %v), want 8..11 (bottleneck 8, tolerance 25%%)", last, limits)
+	}
+}
+
+func TestAdaptiveLimitRisesWithHeadroom(t *testing.T) {
+	// A bottleneck of 60 and a start at 20: latency stays at its no-load
+	// value while the limit is full, so the limit rises to the capacity.
+	a, clock := newTestLimit(AdaptiveConfig{})
+	q := queue{c: 60, service: 10 * time.Millisecond}
+	limits := drive(a, clock, q, 1000, 30)
+	last := limits[len(limits)-1]
+	if last < 60 || last > 76 {
+		t.Errorf("limit = %d (history %v), want 60..76 (bottleneck 60)", last, limits)
+	}
+	for i := 1; i < len(limits) && limits[i-1] < 60; i++ {
+		if limits[i] <= limits[i-1] {
+			t.Fatalf("limit did not rise while below the capacity: %v", limits)
+		}
+	}
+}
+
+func TestAdaptiveLimitHoldsWhenNotUsed(t *testing.T) {
+	// Five calls in flight of a limit of 20, no queueing: a limit it has
+	// never tried is not grown.
+	a, clock := newTestLimit(AdaptiveConfig{})
+	limits := drive(a, clock, queue{c: 1000, service: time.Millisecond}, 5, 50)
+	if last := limits[len(limits)-1]; last != 20 {
+		t.Errorf("limit with 5 of 20 in use = %d (history %v), want 20 still", last, limits)
+	}
+}
+
+func TestAdaptiveLimitIsBounded(t *testing.T) {
+	a, clock := newTestLimit(AdaptiveConfig{Min: 3, Max: 40})
+	if limits := drive(a, clock, queue{c: 10000, service: time.Millisecond}, 100000, 100); limits[len(limits)-1] != 40 {
+		t.Errorf("limit with endless headroom = %v, want Max 40 at the end", limits)
+	}
+	// A bottleneck of one call at a time under endless load: at least Min
+	// stays, and the limit stays near it.
+	a, clock = newTestLimit(AdaptiveConfig{Min: 3, Max: 40})
+	limits := drive(a, clock, queue{c: 1, service: time.Millisecond}, 100000, 300)
+	for _, l := range limits {
+		if l < 3 || l > 40 {
+			t.Fatalf("limit %d outside [3, 40]: %v", l, limits)
+		}
+	}
+	if l := limits[len(limits)-1]; l > 5 {
+		t.Errorf("limit over a bottleneck of 1 = %d (history %v), want near Min 3", l, limits)
+	}
+}
+
+func TestAdaptiveLimitProbesTheNoLoadLatencyAgain(t *testing.T) {
+	// The service becomes twice as slow for good. The limit first falls
+	// (it takes the slowness for a queue), then a probe measures the new
+	// no-load latency and the limit comes back to the capacity.
+	a, clock := newTestLimit(AdaptiveConfig{})
+	drive(a, clock, queue{c: 40, service: 10 * time.Millisecond}, 1000, 20)
+	slow := queue{c: 40, service: 20 * time.Millisecond}
+	limits := drive(a, clock, slow, 1000, 5)
+	if limits[len(limits)-1] >= 40 {
+		t.Fatalf("limit right after the slowdown = %v, want it below 40 at first", limits)
+	}
+	// Past ProbeInterval (at most 12.5s with jitter) and a few windows.
+	limits = drive(a, clock, slow, 1000, 200)
+	if last := limits[len(limits)-1]; last < 40 || last > 52 {
+		t.Errorf("limit 20s after the slowdown = %d (history %v), want 40..52 again", last, limits)
+	}
+	if a.noLoad != slow.service {
+		t.Errorf("no-load latency after the probe = %v, want %v", a.noLoad, slow.service)
+	}
+}
+
+func TestAdaptiveLimitStandingQueueIsDrainedByProbes(t *testing.T) {
+	// Under a surge that never ends, the no-load latency stays what it was
+	// and the limit stays near the capacity, not drifting up with its
+	// own queue.
+	a, clock := newTestLimit(AdaptiveConfig{})
+	q := queue{c: 16, service: 10 * time.Millisecond}
+	drive(a, clock, q, 10, 3) // quiet: the no-load latency is seen
+	limits := drive(a, clock, q, 100000, 1000)
+	for _, l := range limits[len(limits)/2:] {
+		if l > 21 {
+			t.Fatalf("limit drifted to %d under a standing queue (bottleneck 16): %v", l, limits[len(limits)/2:])
+		}
+	}
+	if a.noLoad != q.service {
+		t.Errorf("no-load latency after 100s of surge = %v, want %v", a.noLoad, q.service)
+	}
+}
+
+func TestAdaptiveLimitStartedUnderASurgeFindsTheCapacity(t *testing.T) {
+	// The first windows see a queue (20 in flight, a bottleneck of 8) and
+	// take its latency for the no-load one; early probes correct it.
+	a, clock := newTestLimit(AdaptiveConfig{})
+	q := queue{c: 8, service: 10 * time.Millisecond}
+	limits := drive(a, clock, q, 100000, 300)
+	if last := limits[len(limits)-1]; last < 8 || last > 11 {
+		t.Errorf("limit 30s into a surge from the start = %d (history %v), want 8..11", last, limits)
+	}
+}
+
+func TestAdaptiveConfigValidate(t *testing.T) {
+	for _, c := range []struct {
+		cfg  AdaptiveConfig
+		want string
+	}{
+		{AdaptiveConfig{Min: -1}, "must not be negative"},
+		{AdaptiveConfig{Min: 50, Max: 10}, "Min 50 is above Max 10"},
+		{AdaptiveConfig{Tolerance: -0.1}, "Tolerance"},
+		{AdaptiveConfig{Window: time.Second, ProbeInterval: 5 * time.Second}, "at least 10 Windows"},
+	} {
+		if _, err := NewAdaptiveLimit(c.cfg); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("NewAdaptiveLimit(%+v) = %v, want an error saying %q", c.cfg, err, c.want)
+		}
+	}
+	a, err := NewAdaptiveLimit(AdaptiveConfig{Max: 10})
+	if err != nil || a.Limit() != 10 {
+		t.Errorf("NewAdaptiveLimit(Max 10) = %v, %v; want a limit starting at 10", a, err)
+	}
+	if FixedLimit(0).Limit() != 1 || FixedLimit(7).Limit() != 7 {
+		t.Error("FixedLimit: want at least 1, else n")
+	}
+}
