@@ -114,7 +114,7 @@ type P2C struct {
 }
 
 // NewP2C returns a P2C over e.
-func NewP2C(e *Endpointer) *P2C { return &P2C{endpointer: e, better: cheaper} }
+func NewP2C(e *Endpointer) *P2C { return &P2C{endpointer: e, better: lessLoadedOrCheaper} }
 
 // Pick implements Balancer.
 func (b *P2C) Pick(tried []*Instance) (*Instance, error) {
@@ -127,13 +127,15 @@ func (b *P2C) Done(*Instance, error) {}
 // Endpoint implements lb.Balancer.
 func (b *P2C) Endpoint() (endpoint.Endpoint, error) { return endpointOf(b.Pick(nil)) }
 
-// LeastLoaded is P2C with another cost: the load the instances report in
-// Consul KV (an sd.LoadReporter's; w watches the reports). Of two
-// instances picked at random, it takes the one whose fresh report plus
+// LeastLoaded is P2C with another source of load: the load the instances
+// report in Consul KV (an sd.LoadReporter's; w watches the reports). Of
+// two instances picked at random, it takes the one whose fresh report plus
 // this client's own calls in flight to it is lower. Two at random, not the
 // least of all, so that callers do not all herd onto one instance between
-// reports. When either report is missing or stale (three reporting
-// intervals after the watcher received it), it compares P2C's costs.
+// reports. When both instances' answers carried their load within the last
+// second it compares those as P2C does, since they are fresher; when
+// either KV report is missing or stale (three reporting intervals after
+// the watcher received it), it compares P2C's costs.
 type LeastLoaded struct {
 	P2C
 	loads *sd.LoadWatcher
@@ -149,6 +151,14 @@ func NewLeastLoaded(e *Endpointer, w *sd.LoadWatcher) *LeastLoaded {
 // lessLoaded is the less loaded of two instances by their fresh load
 // reports, else the cheaper.
 func (b *LeastLoaded) lessLoaded(a, c *Instance) *Instance {
+	// Loads in answers first when both are fresh: they are at most
+	// loadFresh old, a KV report up to three intervals.
+	now := a.now()
+	if _, ok := a.loadCost(now); ok {
+		if _, ok := c.loadCost(now); ok {
+			return lessLoadedOrCheaper(a, c)
+		}
+	}
 	ra, okA := b.loads.Report(a.instance)
 	rc, okC := b.loads.Report(c.instance)
 	if okA && okC {
@@ -156,6 +166,27 @@ func (b *LeastLoaded) lessLoaded(a, c *Instance) *Instance {
 			return c
 		}
 		return a
+	}
+	return cheaper(a, c)
+}
+
+// lessLoadedOrCheaper is the less loaded of two instances by the load
+// their answers report, when both reported it within loadFresh and
+// neither looks more than comparableLatency times slower than the other;
+// else the cheaper. Equal loads (two idle instances) go to a, the first
+// of two picked at random: latency does not break the tie, or the faster
+// of equal instances would take more than its share.
+func lessLoadedOrCheaper(a, c *Instance) *Instance {
+	now := a.now()
+	la, okA := a.loadCost(now)
+	lc, okC := c.loadCost(now)
+	if okA && okC {
+		if ea, ec := a.latency(now), c.latency(now); ea > 0 && ec > 0 && max(ea, ec) <= comparableLatency*min(ea, ec) {
+			if lc < la {
+				return c
+			}
+			return a
+		}
 	}
 	return cheaper(a, c)
 }

@@ -52,44 +52,20 @@ func (b RetryBudget) withDefaults() RetryBudget {
 	return b
 }
 
-// budgetSlots is how many slices the TTL window is counted in: an old
-// deposit leaves the window a slice at a time.
-const budgetSlots = 10
-
-// budget is a RetryBudget at work: calls and retries counted in slots of
-// TTL/budgetSlots, the oldest slot reused once it has left the window. A
-// mutex, not atomics: one short critical section per call, and exact
-// counts.
+// budget is a RetryBudget at work: calls and retries counted over the
+// TTL. A mutex, not atomics: one short critical section per call, and
+// exact counts.
 type budget struct {
-	cfg   RetryBudget
-	slot  time.Duration
-	now   func() time.Time
-	start time.Time // slots count from here, on the monotonic clock
-
-	mu    sync.Mutex
-	slots [budgetSlots]budgetSlot
+	cfg RetryBudget
+	mu  sync.Mutex
+	w   window // a: calls, b: retries
 }
-
-// budgetSlot is what one slot of the window counted; epoch says which
-// slot of time since budget.start it is.
-type budgetSlot struct{ epoch, calls, retries int64 }
 
 func newBudget(cfg RetryBudget, now func() time.Time) *budget {
 	if cfg.Disabled {
 		return nil
 	}
-	return &budget{cfg: cfg, slot: cfg.TTL / budgetSlots, now: now, start: now()}
-}
-
-// current returns the slot of now, emptied first if it last counted an
-// epoch that has left the window. b.mu is held.
-func (b *budget) current() *budgetSlot {
-	epoch := int64(b.now().Sub(b.start) / b.slot)
-	s := &b.slots[epoch%budgetSlots]
-	if s.epoch != epoch {
-		*s = budgetSlot{epoch: epoch}
-	}
-	return s
+	return &budget{cfg: cfg, w: newWindow(cfg.TTL, now)}
 }
 
 // call counts a call. A nil budget counts nothing.
@@ -98,7 +74,7 @@ func (b *budget) call() {
 		return
 	}
 	b.mu.Lock()
-	b.current().calls++
+	b.w.current().a++
 	b.mu.Unlock()
 }
 
@@ -110,18 +86,57 @@ func (b *budget) retry() bool {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	s := b.current()
-	var calls, retries int64 // in the window: the slots of its last budgetSlots epochs
-	for _, o := range b.slots {
-		if o.epoch > s.epoch-budgetSlots {
-			calls += o.calls
-			retries += o.retries
-		}
-	}
+	s := b.w.current()
+	calls, retries := b.w.sums()
 	allowed := b.cfg.Ratio*float64(calls) + b.cfg.MinPerSecond*b.cfg.TTL.Seconds()
 	if float64(retries+1) > allowed {
 		return false
 	}
-	s.retries++
+	s.b++
 	return true
+}
+
+// windowSlots is how many slices a window is counted in: an old count
+// leaves the window a slice at a time.
+const windowSlots = 10
+
+// window counts two things over a sliding span of time, in windowSlots
+// slots, the oldest reused once it has left the span. Its owner locks it.
+type window struct {
+	slot  time.Duration
+	now   func() time.Time
+	start time.Time // slots count from here, on the monotonic clock
+	slots [windowSlots]windowSlot
+}
+
+// windowSlot is what one slot counted; epoch says which slot of time
+// since window.start it is.
+type windowSlot struct{ epoch, a, b int64 }
+
+func newWindow(span time.Duration, now func() time.Time) window {
+	return window{slot: span / windowSlots, now: now, start: now()}
+}
+
+// current returns the slot of now, emptied first if it last counted an
+// epoch that has left the window.
+func (w *window) current() *windowSlot {
+	epoch := int64(w.now().Sub(w.start) / w.slot)
+	s := &w.slots[epoch%windowSlots]
+	if s.epoch != epoch {
+		*s = windowSlot{epoch: epoch}
+	}
+	return s
+}
+
+// sums returns the counts of the window: its last windowSlots epochs up
+// to now's.
+func (w *window) sums() (a, b int64) {
+	epoch := w.current().epoch
+	for _, o := range w.slots {
+		if o.epoch > epoch-windowSlots {
+			a += o.a
+			b += o.b
+		}
+	}
+	return a, b
 }

@@ -87,6 +87,9 @@ type RetryConfig struct {
 	// Budget bounds retries and hedges to a fraction of calls. Default:
 	// DefaultRetryBudget.
 	Budget RetryBudget
+	// Throttle makes the client refuse calls itself while the instances
+	// refuse them for overload. Default: DefaultThrottle (on).
+	Throttle Throttle
 	// Retryable decides, after a failed attempt, whether the call tries
 	// again, in the shape of go-kit's lb.Callback: n is the number of
 	// attempts made, err the last one's error; keepTrying false ends the
@@ -206,6 +209,9 @@ func (c RetryConfig) Validate() error {
 	if err := c.Budget.validate(); err != nil {
 		errs = append(errs, &FieldError{"Retry.Budget", fmt.Sprintf("%+v", c.Budget), err.Error()})
 	}
+	if err := c.Throttle.validate(); err != nil {
+		errs = append(errs, &FieldError{"Retry.Throttle", fmt.Sprintf("%+v", c.Throttle), err.Error()})
+	}
 	return errors.Join(errs...)
 }
 
@@ -220,5 +226,6 @@ func (c RetryConfig) withDefaults() RetryConfig {
 		c.Retryable = DefaultRetryable
 	}
 	c.Budget = c.Budget.withDefaults()
+	c.Throttle = c.Throttle.withDefaults()
 	return c
 }

@@ -4,3 +4,15 @@ package client
 func EjectedCount(e *Endpointer) int {
 	return len(e.snapshot().tiers[tierEjected])
 }
+
+// ReportedLoad is the load n's answers last reported, and whether one is
+// fresh, for tests.
+func ReportedLoad(n *Instance) (float64, bool) {
+	if _, ok := n.loadCost(n.now()); !ok {
+		return 0, false
+	}
+	return n.reportedLoad(), true
+}
+
+// Instances are the instances e holds, for tests.
+func Instances(e *Endpointer) []*Instance { return e.snapshot().nodes }

@@ -12,9 +12,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/trimkit/trimkit/internal/overload"
 	"github.com/trimkit/trimkit/internal/tlsfiles"
 )
 
@@ -31,11 +33,13 @@ type EndpointFunc func(conn *grpc.ClientConn) endpoint.Endpoint
 // ejection probes). The connection also tells Retry whether a failed
 // attempt may have reached its instance (a unary interceptor that asks
 // grpc for the call's peer only for calls that are not idempotent), which
-// a call that is not idempotent needs to be retried at all.
+// a call that is not idempotent needs to be retried at all. Another reads
+// the load each answer reports in its trailer (gRPC's ORCA format, as
+// grpcserver's admission writes it) for P2C and LeastLoaded.
 func Factory(endpoints EndpointFunc, opts ...grpc.DialOption) kitsd.Factory {
 	opts = append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithChainUnaryInterceptor(trackSend),
+		grpc.WithChainUnaryInterceptor(trackSend, trackLoad),
 	}, opts...)
 	return func(instance string) (endpoint.Endpoint, io.Closer, error) {
 		if endpoints == nil {
@@ -73,6 +77,21 @@ func trackSend(ctx context.Context, method string, req, reply any, cc *grpc.Clie
 		opts = append(opts, grpc.Peer(&m.peer))
 	}
 	return invoker(ctx, method, req, reply, cc, opts...)
+}
+
+// trackLoad gives the instance of an attempt (see Instance.call) the load
+// its answer reports in its trailer, when it reports one.
+func trackLoad(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	n, ok := ctx.Value(instanceKey{}).(*Instance)
+	if !ok {
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+	var trailer metadata.MD
+	err := invoker(ctx, method, req, reply, cc, append(opts, grpc.Trailer(&trailer))...)
+	if r, ok := overload.FromTrailer(trailer); ok {
+		n.reportLoad(r)
+	}
+	return err
 }
 
 // DialOption returns the transport credentials t calls for: TLS (mutual

@@ -10,6 +10,8 @@ import (
 
 	"github.com/go-kit/kit/endpoint"
 	"google.golang.org/grpc/connectivity"
+
+	"github.com/trimkit/trimkit/internal/overload"
 )
 
 const (
@@ -35,6 +37,16 @@ const (
 	// failure costs its caller another attempt, as a timeout does, so a
 	// node that fails fast must not look fast.
 	failurePenalty = float64(100 * time.Millisecond)
+	// loadFresh is how long the load an instance reported in an answer
+	// stands for its load now. At the rates where other callers' load
+	// matters, answers come every few milliseconds; past a second, a
+	// report says little and the balancer goes by latency alone.
+	loadFresh = time.Second
+	// comparableLatency is how much slower than another an instance may
+	// be, by its latency estimate, for the two to be compared by load: an
+	// instance much slower than its peer is in trouble (a gray failure)
+	// whatever its load says, and latency decides.
+	comparableLatency = 2
 )
 
 // Instance is one instance an Endpointer holds, with what the balancers
@@ -58,6 +70,13 @@ type Instance struct {
 
 	ewma  atomic.Uint64 // peak EWMA of latency, ns, as float64 bits; 0 until the first answer
 	stamp atomic.Int64  // when ewma was last updated, ns since owner.epoch
+
+	// The load the instance reported in its last answer (see
+	// internal/overload): utilization and limit as float64 bits, and when
+	// it came, ns since owner.epoch (0: never).
+	load      atomic.Uint64
+	loadLimit atomic.Uint64
+	loadStamp atomic.Int64
 
 	failures  atomic.Int32 // consecutive attempts that failed as ejection counts them
 	probation atomic.Bool  // readmitted after an ejection, not yet trusted
@@ -92,7 +111,9 @@ func newNode(owner *Endpointer, instance string, e endpoint.Endpoint, closer io.
 // bookkeeping the balancers and ejection need.
 func (n *Instance) call(ctx context.Context, request interface{}) (interface{}, error) {
 	start := n.begin()
-	resp, err := n.e(ctx, request)
+	// The connection's interceptor (see Factory) finds the instance here
+	// and gives it the load its answer reports.
+	resp, err := n.e(context.WithValue(ctx, instanceKey{}, n), request)
 	n.end(ctx, start, err)
 	return resp, err
 }
@@ -118,9 +139,10 @@ const (
 	timedOut                 // the attempt's share of the retry timeout ran out
 	outpaced                 // cancelled because a hedge to another instance answered first
 	abandoned                // the caller gave up; says nothing of the instance
+	shed                     // refused at once for overload (internal/overload): full, not broken
 )
 
-var outcomeNames = [...]string{answered: "answered", failed: "failed", timedOut: "timeout", outpaced: "outpaced", abandoned: "abandoned"}
+var outcomeNames = [...]string{answered: "answered", failed: "failed", timedOut: "timeout", outpaced: "outpaced", abandoned: "abandoned", shed: "shed"}
 
 func (o outcome) String() string { return outcomeNames[o] }
 
@@ -137,6 +159,9 @@ func classify(ctx context.Context, err error) outcome {
 	}
 	if ctx.Err() != nil {
 		return abandoned
+	}
+	if overload.IsShed(err) {
+		return shed
 	}
 	if connFailure(err) {
 		return failed
@@ -167,6 +192,12 @@ func (n *Instance) end(ctx context.Context, start int64, err error) {
 		// the estimate jumps to at least the time it cost.
 		n.observe(max(rtt, failurePenalty), now)
 		n.owner.struck(n, o)
+	case shed:
+		// Full: as costly as a failure for the balancers, which steer
+		// away until it reports room again, but no strike towards
+		// ejection and no word on its health either way.
+		n.observe(max(rtt, failurePenalty), now)
+		n.storeLoad(max(n.reportedLoad(), 1), math.Float64frombits(n.loadLimit.Load()), now)
 	case abandoned:
 		// A lower bound of the latency: it may only raise the estimate.
 		if rtt > n.estimate(now) {
@@ -174,6 +205,49 @@ func (n *Instance) end(ctx context.Context, start int64, err error) {
 		}
 	}
 	n.owner.metrics.attempt(n.instance, o)
+}
+
+// instanceKey is the context key under which an attempt carries its
+// *Instance to the connection's interceptor.
+type instanceKey struct{}
+
+// reportLoad records the load an answer of the instance reported.
+func (n *Instance) reportLoad(r overload.Report) { n.storeLoad(r.Utilization, r.Limit, n.now()) }
+
+func (n *Instance) storeLoad(utilization, limit float64, now int64) {
+	n.load.Store(math.Float64bits(utilization))
+	n.loadLimit.Store(math.Float64bits(limit))
+	n.loadStamp.Store(now)
+}
+
+func (n *Instance) reportedLoad() float64 { return math.Float64frombits(n.load.Load()) }
+
+// loadCost is the instance's load for the balancers: the utilization it
+// reported last, plus this client's attempts in flight to it as a share of
+// its limit (those that started since the report are not in it). ok is
+// false without a fresh report.
+func (n *Instance) loadCost(now int64) (cost float64, ok bool) {
+	stamp := n.loadStamp.Load()
+	if stamp == 0 || now-stamp > int64(loadFresh) {
+		return 0, false
+	}
+	cost = n.reportedLoad()
+	if limit := math.Float64frombits(n.loadLimit.Load()); limit >= 1 {
+		cost += float64(n.inflight.Load()) / limit
+	}
+	return cost, true
+}
+
+// latency is the latency estimate, or the mean age of the attempts in
+// flight when that is larger: how slow the instance looks now.
+func (n *Instance) latency(now int64) float64 {
+	est := n.estimate(now)
+	if inflight := n.inflight.Load(); inflight > 0 {
+		if age := float64(now - n.startSum.Load()/inflight); age > est {
+			est = age
+		}
+	}
+	return est
 }
 
 // observe folds a latency sample into the peak EWMA: a sample above the
@@ -211,14 +285,8 @@ func (n *Instance) estimate(now int64) float64 {
 // attempts in flight plus one.
 func (n *Instance) cost(now int64) float64 {
 	inflight := n.inflight.Load()
-	est := n.estimate(now)
-	if inflight > 0 {
-		if age := float64(now - n.startSum.Load()/inflight); age > est {
-			est = age
-		}
-	}
 	if math.Float64frombits(n.ewma.Load()) == 0 && inflight > 0 {
 		return coldPenalty + float64(inflight)
 	}
-	return est * float64(inflight+1)
+	return n.latency(now) * float64(inflight+1)
 }

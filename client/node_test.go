@@ -7,6 +7,7 @@ import (
 
 	kitsd "github.com/go-kit/kit/sd"
 	"github.com/go-kit/log"
+	"github.com/trimkit/trimkit/internal/overload"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -103,5 +104,69 @@ func TestClassify(t *testing.T) {
 		if have := classify(tc.ctx, tc.err); have != tc.want {
 			t.Errorf("%v / %v: want %v, have %v", context.Cause(tc.ctx), tc.err, tc.want, have)
 		}
+	}
+}
+
+func TestP2CComparesReportedLoadsOfComparableInstances(t *testing.T) {
+	a, c := testNode(t), testNode(t)
+	now := a.now()
+	ms := float64(time.Millisecond)
+	a.observe(1*ms, now)
+	c.observe(1.5*ms, now)
+	// No reports: latency decides.
+	if lessLoadedOrCheaper(a, c) != a || lessLoadedOrCheaper(c, a) != a {
+		t.Fatal("without reports: want the faster")
+	}
+	// Fresh reports: the less loaded, though slower.
+	a.storeLoad(0.8, 10, now)
+	c.storeLoad(0.2, 10, now)
+	if lessLoadedOrCheaper(a, c) != c || lessLoadedOrCheaper(c, a) != c {
+		t.Error("fresh reports 0.8 and 0.2: want the less loaded")
+	}
+	// This client's own attempts in flight count, over the limit: 0.2 +
+	// 7/10 is more than 0.8.
+	c.inflight.Store(7)
+	if lessLoadedOrCheaper(a, c) != a {
+		t.Error("0.2 plus 7 in flight of 10 against 0.8: want the other")
+	}
+	c.inflight.Store(0)
+	// Equal loads: the first of the two, not the faster.
+	c.storeLoad(0.8, 10, now)
+	if lessLoadedOrCheaper(c, a) != c || lessLoadedOrCheaper(a, c) != a {
+		t.Error("equal loads: want the first of the two (random), not the faster")
+	}
+	// Much slower (3x): latency decides whatever the loads.
+	c.storeLoad(0.1, 10, now)
+	c.observe(30*ms, now)
+	if lessLoadedOrCheaper(a, c) != a || lessLoadedOrCheaper(c, a) != a {
+		t.Error("an instance 30 times slower: want the faster, whatever its load")
+	}
+	// A stale report: latency decides.
+	b := testNode(t)
+	b.observe(1*ms, now)
+	b.storeLoad(0.9, 10, now-int64(2*loadFresh))
+	a.storeLoad(0.1, 10, now)
+	b.observe(0.5*ms, now) // faster, and its report is old
+	if lessLoadedOrCheaper(a, b) != b {
+		t.Error("a stale report: want latency to decide")
+	}
+}
+
+func TestShedCountsInTheCostNotTowardsEjection(t *testing.T) {
+	n := testNode(t)
+	ctx := context.Background()
+	start := n.begin()
+	n.end(ctx, start, overload.NewMarker().Shed("busy"))
+	if n.failures.Load() != 0 {
+		t.Errorf("a shed attempt counted %d failures towards ejection", n.failures.Load())
+	}
+	if n.reportedLoad() < 1 {
+		t.Errorf("load after a shed = %v, want full (1)", n.reportedLoad())
+	}
+	if est := n.estimate(n.now()); est < failurePenalty*0.99 {
+		t.Errorf("latency estimate after a shed = %v, want at least the failure penalty", time.Duration(est))
+	}
+	if classify(ctx, status.Error(codes.ResourceExhausted, "message too large")) != answered {
+		t.Error("ResourceExhausted without the shed mark: want answered")
 	}
 }

@@ -206,7 +206,8 @@ type Metrics struct {
 	// "instance" (host:port) and "outcome": answered (a response, or an
 	// error the instance answered with), failed (Unavailable, connection
 	// closed), timeout (the attempt's share ran out), outpaced (a hedge
-	// answered first), abandoned (the caller gave up).
+	// answered first), abandoned (the caller gave up), shed (refused at
+	// once for overload).
 	Attempts metrics.Counter
 	// Ejections counts ejections, by "instance".
 	Ejections metrics.Counter
@@ -225,6 +226,8 @@ type RetryMetrics struct {
 	Hedges metrics.Counter
 	// BudgetExhausted counts retries and hedges the retry budget refused.
 	BudgetExhausted metrics.Counter
+	// Throttled counts calls the client refused itself (Throttle).
+	Throttled metrics.Counter
 }
 
 // attempt counts an attempt. Not through add: its label slice escapes, so

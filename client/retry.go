@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/trimkit/trimkit/internal/ctxtime"
+	"github.com/trimkit/trimkit/internal/overload"
 )
 
 // noEndpointsPause is how long Retry waits before trying again when the
@@ -26,14 +27,16 @@ const noEndpointsPause = 20 * time.Millisecond
 // (the time left divided by the attempts left) and is cancelled when it is
 // used up, so one hung instance cannot use up the whole budget. After a
 // failed attempt, cfg.Retryable says whether to try again (by default
-// Unavailable, no endpoints, an attempt's own share running out, and a
-// connection closed under the call; a business error in the response is a
-// success here), and a call that is not idempotent (cfg.Idempotent,
-// WithIdempotent) tries again only when its attempt certainly did not
-// leave this process. Retries (and hedges, with cfg.HedgeAfter) must fit
-// the retry budget: a call whose retry it refuses returns its failure at
-// once. When it gives up, the error is a *RetryError that unwraps to the
-// last attempt's error.
+// Unavailable, no endpoints, an attempt's own share running out, a
+// connection closed under the call, and a call an instance shed for
+// overload; a business error in the response is a success here), and a
+// call that is not idempotent (cfg.Idempotent, WithIdempotent) tries again
+// only when its attempt certainly did not leave this process or was shed.
+// Retries (and hedges, with cfg.HedgeAfter) must fit the retry budget: a
+// call whose retry it refuses returns its failure at once. When it gives
+// up, the error is a *RetryError that unwraps to the last attempt's error.
+// While the instances shed calls, cfg.Throttle may refuse a call before
+// its first attempt: a *ThrottledError.
 //
 // The attempts of a call go to distinct instances while there are any
 // (Balancer.Pick). Unlike go-kit's lb.Retry, attempts run on the caller's
@@ -58,6 +61,7 @@ func newRetry(b Balancer, cfg RetryConfig) endpoint.Endpoint {
 		retryable:  cfg.Retryable,
 		idempotent: cfg.Idempotent,
 		budget:     newBudget(cfg.Budget, time.Now),
+		throttle:   newThrottle(cfg.Throttle, time.Now),
 		metrics:    cfg.Metrics,
 	}
 	return r.call
@@ -71,20 +75,23 @@ type retry struct {
 	retryable  lb.Callback
 	idempotent func(request any) bool // nil: every request is
 	budget     *budget                // nil: no budget
+	throttle   *throttle              // nil: no throttling
 	metrics    RetryMetrics
 }
 
 // DefaultRetryable is Retry's rule unless RetryConfig.Retryable says
 // otherwise, in the shape of go-kit's lb.Callback: try again after no
 // instance was found (lb.ErrNoEndpoints), after an attempt's own share of
-// the time ran out, and after Unavailable or Canceled (a connection that
-// failed or closed under the call: Retry asks only while the caller's
-// context is live). Anything else is the instance's answer and ends the
-// call. n, the attempts made so far, does not matter to it.
+// the time ran out, after an instance shed the call for overload (it did
+// no work: grpcserver's admission marks such refusals), and after
+// Unavailable or Canceled (a connection that failed or closed under the
+// call: Retry asks only while the caller's context is live). Anything else
+// is the instance's answer and ends the call. n, the attempts made so far,
+// does not matter to it.
 func DefaultRetryable(n int, err error) (keepTrying bool, replacement error) {
 	var timeout *attemptTimeoutError
 	switch {
-	case errors.Is(err, lb.ErrNoEndpoints), errors.As(err, &timeout):
+	case errors.Is(err, lb.ErrNoEndpoints), errors.As(err, &timeout), overload.IsShed(err):
 		return true, nil
 	}
 	return connFailure(err), nil
@@ -113,6 +120,17 @@ type attempts struct {
 }
 
 func (r *retry) call(ctx context.Context, request interface{}) (interface{}, error) {
+	if err := r.throttle.admit(); err != nil {
+		add(r.metrics.Throttled)
+		return nil, err
+	}
+	resp, err := r.attempts(ctx, request)
+	r.throttle.done(err)
+	return resp, err
+}
+
+// attempts makes the attempts of a call.
+func (r *retry) attempts(ctx context.Context, request interface{}) (interface{}, error) {
 	deadline := time.Now().Add(r.timeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
@@ -165,7 +183,7 @@ func (r *retry) call(ctx context.Context, request interface{}) (interface{}, err
 			// instance's answer, say) is the call's as it is.
 			return nil, cmp.Or(replacement, last)
 		}
-		if sent && !idempotent {
+		if sent && !idempotent && !overload.IsShed(last) {
 			unknown = true
 			break
 		}

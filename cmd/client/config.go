@@ -20,9 +20,9 @@ usage: client [flags] TEXT
 
 client finds the passing instances of a service in Consul and calls
 pb.Trim/TrimSpace on them through trimkit's client stack: the -balancer,
-ejection of instances that keep failing, retries within a budget, and
-hedging with -hedge-after. With -n 1 (the default) it prints TEXT trimmed.
-With -n above 1, or -duration, it is a load generator: -c callers back to
+ejection of instances that keep failing, retries within a budget (a call an
+instance sheds for overload goes to another), hedging with -hedge-after,
+and -throttle. With -n 1 (the default) it prints TEXT trimmed. With -n above 1, or -duration, it is a load generator: -c callers back to
 back, or with -rate an open loop at a fixed rate (latency counted from when
 each call was due, so a stalled instance cannot hide), and it prints a
 summary: requests, failures, attempts, req/s, p50/p90/p99/p99.9/max latency
@@ -81,6 +81,7 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 	fs.StringVar(&c.client.Balancer, "balancer", client.RoundRobinName, `picks each attempt's instance: "round-robin", "p2c" (latency and load aware) or "least-loaded" (by the load instances report in Consul KV: trimsvc -load-report-interval)`)
 	fs.DurationVar(&c.client.Retry.HedgeAfter, "hedge-after", 0, "send a second attempt to another instance when the first has not answered after this long (0: off); only for idempotent calls, as TrimSpace is")
 	failStatic := fs.Bool("fail-static", true, "when one update of discovery removes more than half of the instances (a Consul agent restarted), keep calling those still alive on their connections, below any listed, for up to 3m (false: obey the catalog to the letter)")
+	throttle := fs.Bool("throttle", true, "when the instances refuse calls for overload (all of them: a refused call is retried on another instance first), refuse some calls here before sending them, by the SRE book's adaptive throttling (K=2, over 1s), so that an overloaded fleet is not flooded; such calls fail with \"client throttled itself\" (false: send every call)")
 	fs.IntVar(&c.n, "n", 1, "requests to send; above 1 prints a load summary")
 	fs.DurationVar(&c.duration, "duration", 0, "send requests for this long instead of -n of them, and print a load summary")
 	fs.IntVar(&c.c, "c", 1, "concurrent callers, each calling back to back (without -rate)")
@@ -91,6 +92,7 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 	}
 	c.client.Tags = cli.SplitList(tags)
 	c.failStatic.Disabled = !*failStatic
+	c.client.Retry.Throttle.Disabled = !*throttle
 	var errs []error
 	if mode, err := sd.ParseReadMode(*read); err != nil {
 		errs = append(errs, fmt.Errorf("-read: %w", err))
