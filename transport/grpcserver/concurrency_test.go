@@ -23,7 +23,7 @@ func (q queue) latency(inflight int) time.Duration {
 // fakeClock is a clock the test moves.
 type fakeClock struct{ t time.Time }
 
-func (c *fakeClock) now() time.Time           { return c.t }
+func (c *fakeClock) now() time.Time          { return c.t }
 func (c *fakeClock) advance(d time.Duration) { c.t = c.t.Add(d) }
 
 // drive runs windows of calls through a: each window, a full limit of
@@ -53,7 +53,7 @@ func TestAdaptiveLimitFallsUnderQueueingToTheCapacity(t *testing.T) {
 	a, clock := newTestLimit(AdaptiveConfig{})
 	q := queue{c: 8, service: 10 * time.Millisecond}
 	drive(a, clock, q, 1000, 1) // the first window: the no-load latency is the mean it saw
-	a.noLoad = q.service       // as a quiet start would have measured it
+	a.noLoad = q.service        // as a quiet start would have measured it
 	limits := drive(a, clock, q, 1000, 30)
 	last := limits[len(limits)-1]
 	// The limit settles at about c × (1 + Tolerance) = 10: calls queue a
