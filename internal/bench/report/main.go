@@ -42,6 +42,12 @@ func run(files []string, w io.Writer) error {
 	if r, ok := results["BenchmarkGrayFailure"]; ok {
 		gray(w, r)
 	}
+	if r, ok := results["BenchmarkOverload"]; ok {
+		overload(w, r)
+	}
+	if r, ok := results["BenchmarkShares"]; ok {
+		shares(w, r)
+	}
 	return nil
 }
 
@@ -133,7 +139,7 @@ func overhead(w io.Writer, results map[string]result) {
 // once prints the single-run benchmarks' custom metrics.
 func once(w io.Writer, results map[string]result, order []string) {
 	for _, name := range order {
-		if strings.HasPrefix(name, "BenchmarkOverhead") || name == "BenchmarkGrayFailure" || name == "BenchmarkLeastLoaded" { // tables of their own
+		if strings.HasPrefix(name, "BenchmarkOverhead") || name == "BenchmarkGrayFailure" || name == "BenchmarkLeastLoaded" || name == "BenchmarkOverload" || name == "BenchmarkShares" { // tables of their own
 			continue
 		}
 		r := results[name]

@@ -1,0 +1,230 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"runtime/debug"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-kit/kit/endpoint"
+	kitsd "github.com/go-kit/kit/sd"
+	"github.com/go-kit/kit/sd/lb"
+	"github.com/go-kit/log"
+
+	"github.com/trimkit/trimkit/client"
+	"github.com/trimkit/trimkit/internal/loadgen"
+	"github.com/trimkit/trimkit/transport/grpcserver"
+	"github.com/trimkit/trimkit/trimsvc"
+)
+
+// The overload runs: three in-process servers whose bottleneck is the
+// service's own (olSlots calls at once, olService each), open-loop load at
+// multiples of their capacity, olWarm to reach a steady state, then olRun
+// measured.
+const (
+	olSlots   = 5
+	olService = 20 * time.Millisecond
+	olWarm    = 3 * time.Second
+	olRun     = 4 * time.Second
+)
+
+var olLoads = []float64{0.5, 1, 2, 4}
+
+// bottleneck is a trim service with a fixed capacity: slots calls at a
+// time, each taking service; the rest wait for a slot. Like a CPU, it does
+// not notice a caller that has gone: a call that waited works all the
+// same, and counts as wasted when its caller was gone by its end.
+type bottleneck struct {
+	slots   chan struct{}
+	service time.Duration
+	next    trimsvc.Service
+	served  atomic.Int64 // calls that got a slot and worked
+	wasted  atomic.Int64 // of those, calls whose caller had gone by their end
+}
+
+func newBottleneck(slots int, service time.Duration, next trimsvc.Service) *bottleneck {
+	return &bottleneck{slots: make(chan struct{}, slots), service: service, next: next}
+}
+
+func (b *bottleneck) TrimSpace(ctx context.Context, s string) (string, error) {
+	b.slots <- struct{}{}
+	time.Sleep(b.service)
+	<-b.slots
+	b.served.Add(1)
+	if ctx.Err() != nil {
+		b.wasted.Add(1)
+	}
+	return b.next.TrimSpace(ctx, s)
+}
+
+// olServer is how an overload row's servers admit calls.
+type olServer struct {
+	concurrency func() grpcserver.ConcurrencyLimit // nil: the default, adaptive
+	omitLoad    bool
+}
+
+// olRow is one of the compared stacks: its servers and its client.
+type olRow struct {
+	name   string
+	server olServer
+	build  func(addrs []string, al *attemptLog) (endpoint.Endpoint, func())
+}
+
+func olRows() []olRow {
+	noLimit := func() grpcserver.ConcurrencyLimit { return grpcserver.NoConcurrencyLimit() }
+	noThrottle := client.RetryConfig{Throttle: client.Throttle{Disabled: true}}
+	return []olRow{
+		// Today's servers (only MaxCallsInFlight) and client (p2c by
+		// latency; nothing to throttle on).
+		{"no-limiter", olServer{concurrency: noLimit, omitLoad: true}, trimkitRow(client.CallConfig{Balancer: client.P2CName, Retry: noThrottle})},
+		// The adaptive limit alone: no load in answers, no throttling;
+		// the client retries a shed call elsewhere.
+		{"limiter", olServer{omitLoad: true}, trimkitRow(client.CallConfig{Balancer: client.P2CName, Retry: noThrottle})},
+		// Everything, as defaults give it: the limit, the load in
+		// answers for p2c, client throttling.
+		{"limiter+load+throttle", olServer{}, trimkitRow(client.CallConfig{Balancer: client.P2CName})},
+		{"gokit-stock", olServer{}, func(addrs []string, al *attemptLog) (endpoint.Endpoint, func()) {
+			endpointer := kitsd.NewEndpointer(kitsd.FixedInstancer(addrs), al.factory(gokitFactory), log.NewNopLogger())
+			return lb.Retry(3, 500*time.Millisecond, lb.NewRoundRobin(endpointer)), endpointer.Close
+		}},
+	}
+}
+
+// BenchmarkOverload offers each row open-loop load at 0.5x, 1x, 2x and 4x
+// the capacity of three in-process servers whose bottleneck is the
+// service's (olSlots calls at once, olService each: capacity = 3 x olSlots
+// / olService, measured), and reports, over olRun after olWarm, goodput
+// (successful calls a second, and as a share of capacity), p50/p99/max of
+// successful calls (from when each was due), failures, attempts per call,
+// wasted work (calls the servers ran for callers who had gone, as a share
+// of the calls they ran) and the spread of calls over the instances
+// (max/mean). Then the full stack against one instance of half the
+// capacity: its share of the calls against its share of the capacity.
+// Run with -benchtime 1x.
+func BenchmarkOverload(b *testing.B) {
+	defer debug.SetGCPercent(debug.SetGCPercent(400))
+	capacity := 3 * olSlots * olSlotRate()
+	for _, row := range olRows() {
+		for _, load := range olLoads {
+			prefix := fmt.Sprintf("%s/%gx/", row.name, load)
+			for unit, v := range olCell(b, row, []int{olSlots, olSlots, olSlots}, load*capacity, capacity) {
+				b.ReportMetric(v, prefix+unit)
+			}
+		}
+	}
+	// One instance of half the capacity; the row of all defaults.
+	full := olRows()[2]
+	slots := []int{2 * olSlots, 2 * olSlots, olSlots}
+	unequal := 5 * olSlots * olSlotRate()
+	for _, load := range olLoads {
+		prefix := fmt.Sprintf("unequal/%gx/", load)
+		for unit, v := range olCell(b, full, slots, load*unequal, unequal) {
+			b.ReportMetric(v, prefix+unit)
+		}
+	}
+	b.ReportMetric(capacity, "capacity_per_s")
+	b.ReportMetric(unequal, "unequal_capacity_per_s")
+	b.ReportMetric(olSlots, "slots")
+	b.ReportMetric(ms(olService), "service_ms")
+}
+
+// olSlotRate is the calls a second one slot serves: one over what a
+// sleep of olService takes here (a little longer than asked on a VM).
+func olSlotRate() float64 {
+	const n = 50
+	start := time.Now()
+	for range n {
+		time.Sleep(olService)
+	}
+	return 1 / (time.Since(start).Seconds() / n)
+}
+
+func olCell(b *testing.B, row olRow, slots []int, rate, capacity float64) map[string]float64 {
+	runtime.GC()
+	var (
+		addrs   []string
+		servers []*server
+		necks   []*bottleneck
+	)
+	for i, n := range slots {
+		svc, err := trimsvc.New(trimsvc.DefaultMaxInputBytes)
+		if err != nil {
+			b.Fatal(err)
+		}
+		neck := newBottleneck(n, olService, svc)
+		limits := grpcserver.Limits{OmitLoad: row.server.omitLoad}
+		if row.server.concurrency != nil {
+			limits.Concurrency = row.server.concurrency()
+		}
+		s := startServer(b, fmt.Sprintf("trim-%d", i), 1, neck, limits.ServerOptions()...)
+		servers, necks = append(servers, s), append(necks, neck)
+		addrs = append(addrs, s.addrs[0])
+	}
+	al := &attemptLog{}
+	e, closeRow := row.build(addrs, al)
+	load := loadgen.Start(context.Background(), e, benchInput, loadgen.Options{Rate: rate, Duration: olWarm + olRun})
+	time.Sleep(olWarm)
+	measured := time.Now()
+	attempts := al.total.Load()
+	served, wasted := make([]int64, len(necks)), int64(0)
+	for i, n := range necks {
+		served[i] = n.served.Load()
+		wasted -= n.wasted.Load()
+	}
+	calls, _ := load.Wait()
+	attempts = al.total.Load() - attempts
+	var total int64
+	for i, n := range necks {
+		served[i] = n.served.Load() - served[i]
+		total += served[i]
+		wasted += n.wasted.Load()
+	}
+	closeRow()
+	for _, s := range servers {
+		s.stop()
+	}
+
+	calls = callsSince(calls, measured)
+	var ok []time.Duration
+	failures := 0
+	for _, c := range calls {
+		if c.Err != nil {
+			failures++
+			continue
+		}
+		ok = append(ok, c.Took)
+	}
+	slices.Sort(ok)
+	pct := func(p float64) float64 {
+		if len(ok) == 0 {
+			return 0
+		}
+		return ms(ok[min(len(ok)-1, int(p*float64(len(ok))))])
+	}
+	goodput := float64(len(ok)) / olRun.Seconds()
+	out := map[string]float64{
+		"offered_per_s":  rate,
+		"goodput_per_s":  goodput,
+		"goodput_share":  goodput / capacity,
+		"p50_ms":         pct(0.5),
+		"p99_ms":         pct(0.99),
+		"max_ms":         pct(1),
+		"failures":       float64(failures),
+		"calls":          float64(len(calls)),
+		"attempts_call":  float64(attempts) / max(float64(len(calls)), 1),
+		"wasted_share":   float64(wasted) / max(float64(total), 1),
+		"spread_max_avg": float64(slices.Max(served)) / max(float64(total)/float64(len(served)), 1),
+	}
+	// The last instance's share of the calls served, and of the capacity.
+	out["last_share"] = float64(served[len(served)-1]) / max(float64(total), 1)
+	var slotsTotal int
+	for _, n := range slots {
+		slotsTotal += n
+	}
+	out["last_capacity_share"] = float64(slots[len(slots)-1]) / float64(slotsTotal)
+	return out
+}
