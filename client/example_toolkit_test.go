@@ -127,9 +127,10 @@ func ExampleBalancer_wrapper() {
 	// Output: 5 5
 }
 
-// A retry policy of your own: retry ResourceExhausted too (an instance
-// shedding load refused the call before its handler ran), on top of the
-// default rule; and say which requests are not safe to send twice.
+// A retry policy of your own: retry every ResourceExhausted too, on top of
+// the default rule, which retries only the refusals marked as shed load
+// (a trimkit server's; another server's may mean the call did work); and
+// say which requests are not safe to send twice.
 func ExampleRetryConfig_policy() {
 	cfg := client.RetryConfig{
 		MaxAttempts: 3,
@@ -219,4 +220,24 @@ func ExampleWithFailStatic() {
 		return
 	}
 	fmt.Println(resp.(*healthpb.HealthCheckResponse).GetStatus())
+}
+
+// Client-side throttling tuned: while the instances shed calls for
+// overload, send about three calls per call they accept (K 3), counted
+// over the last 5s; calls over that fail at once, unsent, with a
+// *ThrottledError. client.Throttle{Disabled: true} sends every call.
+func ExampleThrottle() {
+	c, err := client.New(client.Config{Service: "orders", CallConfig: client.CallConfig{
+		Retry: client.RetryConfig{Throttle: client.Throttle{K: 3, Window: 5 * time.Second}},
+	}}, healthEndpoints)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer c.Close()
+	_, err = c.Endpoint()(context.Background(), &healthpb.HealthCheckRequest{})
+	var throttled *client.ThrottledError
+	if errors.As(err, &throttled) {
+		fmt.Println("not sent: the fleet refused", throttled.Requests-throttled.Accepts, "of the last", throttled.Requests, "calls")
+	}
 }

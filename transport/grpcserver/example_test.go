@@ -104,3 +104,33 @@ func ExampleTLS() {
 	}()
 	// Serve it with an Instance, as in Instance.Run's example.
 }
+
+// The adaptive concurrency limit tuned for a service that keeps many slow
+// calls in flight (each waits on a database, say): it may run up to 512 at
+// once, starts at 64, and sheds the rest at once, marked, so that callers
+// try another instance. Without Concurrency, Limits makes one with
+// DefaultAdaptive's settings.
+func ExampleNewAdaptiveLimit() {
+	limit, err := grpcserver.NewAdaptiveLimit(grpcserver.AdaptiveConfig{Min: 16, Max: 512, Initial: 64})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	limits := grpcserver.Limits{MaxCallsInFlight: 512, Concurrency: limit}
+	server := grpc.NewServer(limits.ServerOptions()...)
+	testgrpc.RegisterTestServiceServer(server, testService{})
+	// Serve it with an Instance, as in Instance.Run's example.
+	fmt.Println(limit, "starts at", limit.Limit())
+	// Output: adaptive concurrency limit starts at 64
+}
+
+// A fixed concurrency limit, for a service whose capacity is known (a pool
+// of 8 workers) or whose latency says nothing about its load; and the load
+// left out of its answers, for callers that cannot use it.
+func ExampleFixedLimit() {
+	limits := grpcserver.Limits{Concurrency: grpcserver.FixedLimit(8), OmitLoad: true}
+	server := grpc.NewServer(limits.ServerOptions()...)
+	testgrpc.RegisterTestServiceServer(server, testService{})
+	fmt.Println(limits.Concurrency, limits.Concurrency.Limit())
+	// Output: fixed concurrency limit 8
+}
