@@ -56,6 +56,11 @@ type AdaptiveConfig struct {
 	// absorbs the service's own latency noise; it is also the queue the
 	// limit keeps standing, as a share of the calls that run at once.
 	Tolerance float64
+	// MinTolerance is the least it tolerates, as time: a quarter of a
+	// fast service's latency (100µs) is less than the noise of the
+	// scheduler and the collector, and a queue of a millisecond costs no
+	// caller anything.
+	MinTolerance time.Duration
 	// Window is how long latencies are averaged over before the limit
 	// moves (it also waits for at least 10 calls).
 	Window time.Duration
@@ -80,6 +85,10 @@ var DefaultAdaptive = AdaptiveConfig{
 	// Envoy's default buffer (25%): latency noise of a real service rarely
 	// moves a Window's mean by more.
 	Tolerance: 0.25,
+	// A busy Go process delays goroutines by tens to hundreds of
+	// microseconds; a millisecond is well above that and far below any
+	// caller's deadline.
+	MinTolerance: time.Millisecond,
 	// Enough calls to average at a few hundred calls a second, short
 	// enough to react to a surge within a few Windows.
 	Window: 100 * time.Millisecond,
@@ -104,8 +113,8 @@ func (c AdaptiveConfig) Validate() error {
 	if c.Tolerance < 0 || math.IsNaN(c.Tolerance) || c.Tolerance > 10 {
 		errs = append(errs, fmt.Errorf("AdaptiveConfig.Tolerance %v: must be within [0, 10] (0 means the default)", c.Tolerance))
 	}
-	if c.Window < 0 || c.ProbeInterval < 0 {
-		errs = append(errs, fmt.Errorf("AdaptiveConfig Window %v, ProbeInterval %v: must not be negative (0 means the default)", c.Window, c.ProbeInterval))
+	if c.Window < 0 || c.ProbeInterval < 0 || c.MinTolerance < 0 {
+		errs = append(errs, fmt.Errorf("AdaptiveConfig Window %v, ProbeInterval %v, MinTolerance %v: must not be negative (0 means the default)", c.Window, c.ProbeInterval, c.MinTolerance))
 	}
 	if d := c.withDefaults(); d.ProbeInterval < 10*d.Window {
 		errs = append(errs, fmt.Errorf("AdaptiveConfig.ProbeInterval %v: must be at least 10 Windows (%v)", d.ProbeInterval, 10*d.Window))
@@ -119,6 +128,7 @@ func (c AdaptiveConfig) withDefaults() AdaptiveConfig {
 	c.Max = cmp.Or(c.Max, d.Max)
 	c.Initial = min(max(cmp.Or(c.Initial, d.Initial), c.Min), c.Max)
 	c.Tolerance = cmp.Or(c.Tolerance, d.Tolerance)
+	c.MinTolerance = cmp.Or(c.MinTolerance, d.MinTolerance)
 	c.Window = cmp.Or(c.Window, d.Window)
 	c.ProbeInterval = cmp.Or(c.ProbeInterval, d.ProbeInterval)
 	return c
@@ -129,14 +139,16 @@ func (c AdaptiveConfig) withDefaults() AdaptiveConfig {
 // Netflix's Gradient limit. Each Window it compares the mean latency of
 // the calls that ended with the service's no-load latency, and sets
 //
-//	limit = limit × min(2, noLoad × (1 + Tolerance) / mean)
+//	limit = limit × min(2, (noLoad + tolerance) / mean)
 //
-// (halving at most per Window): calls queueing inside the service raise
+// (halving at most per Window), where tolerance is noLoad × Tolerance, at
+// least MinTolerance: calls queueing inside the service raise
 // their latency, and the limit falls to what the service runs without a
 // queue; latency at its no-load value lets the limit rise, but only while
 // the calls in flight use at least half of it, so that a quiet server does
 // not grow a limit it has never tried. A service whose bottleneck serves C
-// calls at once settles at about C × (1 + Tolerance).
+// calls at once settles at about C × (1 + Tolerance) (for a service slower
+// than MinTolerance / Tolerance, 4ms by default).
 //
 // The no-load latency is the lowest Window mean seen. Under a surge that
 // keeps the limit full, every call waits a little, and no Window shows the
@@ -219,7 +231,7 @@ func (a *AdaptiveLimit) update(now time.Time) {
 	limit := a.limit.Load()
 	switch {
 	case a.probing:
-		if float64(mean) < float64(a.probeMean)*(1-a.cfg.Tolerance/2) && limit > int64(a.cfg.Min) {
+		if a.probeMean-mean > a.tolerance(a.probeMean)/2 && limit > int64(a.cfg.Min) {
 			// Halving helped: a queue stood, and may stand still.
 			a.probeMean = mean
 			a.limit.Store(max(int64(a.cfg.Min), limit/2))
@@ -235,7 +247,7 @@ func (a *AdaptiveLimit) update(now time.Time) {
 	case a.noLoad == 0 || mean < a.noLoad:
 		a.noLoad = mean
 	}
-	if float64(mean) <= float64(a.noLoad)*(1+a.cfg.Tolerance/2) {
+	if mean <= a.noLoad+a.tolerance(a.noLoad)/2 {
 		a.seen = now
 	}
 	if now.Sub(a.seen) > a.probeAfter {
@@ -244,7 +256,7 @@ func (a *AdaptiveLimit) update(now time.Time) {
 		a.limit.Store(max(int64(a.cfg.Min), limit/2))
 		return
 	}
-	gradient := min(2, float64(a.noLoad)*(1+a.cfg.Tolerance)/float64(mean))
+	gradient := min(2, float64(a.noLoad+a.tolerance(a.noLoad))/float64(mean))
 	next := float64(limit) * max(gradient, 0.5)
 	if gradient >= 1 {
 		if 2*int64(used) < limit {
@@ -253,4 +265,10 @@ func (a *AdaptiveLimit) update(now time.Time) {
 		next = max(next, float64(limit+1))
 	}
 	a.limit.Store(min(max(int64(next), int64(a.cfg.Min)), int64(a.cfg.Max)))
+}
+
+// tolerance is how much longer than latency calls may take before the
+// limit comes down.
+func (a *AdaptiveLimit) tolerance(latency time.Duration) time.Duration {
+	return max(time.Duration(float64(latency)*a.cfg.Tolerance), a.cfg.MinTolerance)
 }

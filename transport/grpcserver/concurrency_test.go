@@ -159,6 +159,34 @@ func TestAdaptiveLimitStartedUnderASurgeFindsTheCapacity(t *testing.T) {
 	}
 }
 
+func TestAdaptiveLimitIgnoresAFastServicesNoise(t *testing.T) {
+	// A 100µs service whose windows, from scheduling and GC, take 100µs
+	// to 600µs, a few calls in flight: six times the no-load latency, but
+	// half a millisecond, under MinTolerance. The limit does not fall.
+	a, clock := newTestLimit(AdaptiveConfig{})
+	for w := range 200 {
+		latency := 100*time.Microsecond + time.Duration(w%6)*100*time.Microsecond
+		for range 20 {
+			a.Observe(latency, 3)
+			clock.advance(a.cfg.Window / 20)
+		}
+		if a.Limit() < DefaultAdaptive.Initial/2 {
+			t.Fatalf("window %d (mean %v): limit %d, want it to hold about %d", w, latency, a.Limit(), DefaultAdaptive.Initial)
+		}
+	}
+	// Past MinTolerance it is queueing, and the limit falls (within 5
+	// windows: later, a probe would find 5ms the new no-load latency).
+	for range 5 {
+		for range 20 {
+			a.Observe(5*time.Millisecond, a.Limit())
+			clock.advance(a.cfg.Window / 20)
+		}
+	}
+	if a.Limit() != a.cfg.Min {
+		t.Errorf("calls at 50x the no-load latency: limit %d, want Min %d", a.Limit(), a.cfg.Min)
+	}
+}
+
 func TestAdaptiveConfigValidate(t *testing.T) {
 	for _, c := range []struct {
 		cfg  AdaptiveConfig
@@ -167,6 +195,7 @@ func TestAdaptiveConfigValidate(t *testing.T) {
 		{AdaptiveConfig{Min: -1}, "must not be negative"},
 		{AdaptiveConfig{Min: 50, Max: 10}, "Min 50 is above Max 10"},
 		{AdaptiveConfig{Tolerance: -0.1}, "Tolerance"},
+		{AdaptiveConfig{MinTolerance: -time.Millisecond}, "MinTolerance"},
 		{AdaptiveConfig{Window: time.Second, ProbeInterval: 5 * time.Second}, "at least 10 Windows"},
 	} {
 		if _, err := NewAdaptiveLimit(c.cfg); err == nil || !strings.Contains(err.Error(), c.want) {
