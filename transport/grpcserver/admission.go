@@ -45,6 +45,7 @@ type admission struct {
 	metrics  AdmissionMetrics
 	marker   overload.Marker
 	noLoad   bool // OmitLoad
+	busy     func() float64 // Utilization, or nil
 	// lastLimit is the limit the Limit gauge last got, so that it is set
 	// only when the limit moves.
 	lastLimit atomic.Int64
@@ -52,7 +53,7 @@ type admission struct {
 
 // newAdmission returns the admission of l, which has its defaults.
 func newAdmission(l Limits) *admission {
-	a := &admission{max: int64(l.MaxCallsInFlight), limit: l.Concurrency, metrics: l.Metrics, marker: overload.NewMarker(), noLoad: l.OmitLoad}
+	a := &admission{max: int64(l.MaxCallsInFlight), limit: l.Concurrency, metrics: l.Metrics, marker: overload.NewMarker(), noLoad: l.OmitLoad, busy: l.Utilization}
 	a.currentLimit()
 	return a
 }
@@ -155,7 +156,13 @@ func (t *ticket) end(ctx context.Context) metadata.MD {
 	limit := t.a.currentLimit()
 	// The load other callers see now: the calls still in flight, this
 	// one no longer among them.
-	r := overload.Report{Utilization: float64(t.a.inflight.Load()) / float64(limit), Limit: float64(limit)}
+	u := float64(t.a.inflight.Load()) / float64(limit)
+	if t.a.busy != nil {
+		if b := t.a.busy(); b > u { // false for NaN
+			u = min(b, 1)
+		}
+	}
+	r := overload.Report{Utilization: u, Limit: float64(limit)}
 	var buf [48]byte
 	return metadata.MD{overload.Key: []string{string(overload.Append(buf[:0], r))}}
 }

@@ -2,6 +2,7 @@ package grpcserver
 
 import (
 	"context"
+	"math"
 	"sync"
 	"testing"
 	"time"
@@ -123,5 +124,32 @@ func TestNoWorkForACallerThatHasGone(t *testing.T) {
 	}
 	if a.inflight.Load() != 0 || len(limit.calls()) != 0 {
 		t.Errorf("in flight %d, observed %v: want its place given back, and nothing observed", a.inflight.Load(), limit.calls())
+	}
+}
+
+func TestAnswersCarryTheServicesUtilizationWhenHigher(t *testing.T) {
+	for _, c := range []struct {
+		name        string
+		utilization float64
+		want        float64
+	}{
+		{"busier than its calls in flight say", 0.7, 0.7},
+		{"idler: in flight over the limit wins", 0, 0},
+		{"over 1 reads as full", 3, 1},
+		{"NaN is ignored", math.NaN(), 0},
+	} {
+		_, a := Limits{Concurrency: FixedLimit(4), Utilization: func() float64 { return c.utilization }}.serverOptions()
+		ctx, err := a.tap(context.Background(), &tap.Info{FullMethodName: "/test.Echo/Echo"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tk, err := begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, ok := overload.FromTrailer(tk.end(ctx))
+		if !ok || r.Utilization != c.want || r.Limit != 4 {
+			t.Errorf("%s: load %+v (%v), want utilization %v of limit 4", c.name, r, ok, c.want)
+		}
 	}
 }

@@ -67,6 +67,14 @@ type Limits struct {
 	// limit, and the limit) in its trailer, in gRPC's ORCA per-call format
 	// ("endpoint-load-metrics-bin"), for callers' balancers.
 	OmitLoad bool
+	// Utilization, when set, is the service's own measure of how busy its
+	// bottleneck is, from 0 (idle) to 1 (full): a worker pool's busy
+	// share, a CPU's. Answers then carry the larger of it and the calls in
+	// flight over the limit. Until calls queue the limit says little of
+	// the capacity (it has not been tried), so without it a smaller
+	// instance looks as loaded as its peers below their limits, and gets
+	// as many calls. Called once per answer: it must be cheap.
+	Utilization func() float64
 	// Metrics are the instruments admission reports to: calls shed, the
 	// limit, the calls in flight.
 	Metrics AdmissionMetrics
