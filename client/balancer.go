@@ -107,6 +107,16 @@ func (b *RoundRobin) pickIn(tier []*Instance, tried []*Instance) *Instance {
 // everything until it answers (Finagle's rule): it is tried at once, one
 // call at a time, neither starved nor flooded. The estimates of instances
 // that stay survive every change of the instance list.
+//
+// When both instances' answers carry their load (a grpcserver with its
+// defaults) and neither looks more than twice as slow as the other, the
+// load decides instead: the utilization each reported within the last
+// second (fading once the calls it counted have had time to end), plus
+// the attempts this client started to it since, over its limit. Other
+// callers' calls count then, before they show in latency, and equal
+// instances get equal shares: by latency alone the slightly faster of
+// equal instances takes far more than its share, and reaches its limit
+// first.
 type P2C struct {
 	endpointer *Endpointer
 	// better is the better of two instances; P2C's compares costs.

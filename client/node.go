@@ -77,6 +77,9 @@ type Instance struct {
 	load      atomic.Uint64
 	loadLimit atomic.Uint64
 	loadStamp atomic.Int64
+	// sinceLoad is this client's attempts in flight to it that started
+	// after its last report, which does not count them.
+	sinceLoad atomic.Int64
 
 	failures  atomic.Int32 // consecutive attempts that failed as ejection counts them
 	probation atomic.Bool  // readmitted after an ejection, not yet trusted
@@ -127,6 +130,7 @@ func (n *Instance) begin() int64 {
 	// the epoch).
 	n.startSum.Add(start)
 	n.inflight.Add(1)
+	n.sinceLoad.Add(1)
 	return start
 }
 
@@ -176,6 +180,9 @@ func (n *Instance) end(ctx context.Context, start int64, err error) {
 	now := n.now()
 	n.inflight.Add(-1)
 	n.startSum.Add(-start)
+	if start > n.loadStamp.Load() { // else the last report counted it
+		n.sinceLoad.Add(-1)
+	}
 	rtt := float64(now - start)
 	o := classify(ctx, err)
 	switch o {
@@ -214,26 +221,36 @@ type instanceKey struct{}
 // reportLoad records the load an answer of the instance reported.
 func (n *Instance) reportLoad(r overload.Report) { n.storeLoad(r.Utilization, r.Limit, n.now()) }
 
+// storeLoad records a load reported at now: it counts every attempt in
+// flight to the instance that started before.
 func (n *Instance) storeLoad(utilization, limit float64, now int64) {
 	n.load.Store(math.Float64bits(utilization))
 	n.loadLimit.Store(math.Float64bits(limit))
 	n.loadStamp.Store(now)
+	n.sinceLoad.Store(0)
 }
 
 func (n *Instance) reportedLoad() float64 { return math.Float64frombits(n.load.Load()) }
 
 // loadCost is the instance's load for the balancers: the utilization it
-// reported last, plus this client's attempts in flight to it as a share of
-// its limit (those that started since the report are not in it). ok is
-// false without a fresh report.
+// reported last, plus the attempts this client started to it since then,
+// as a share of its limit (those in flight then are in the report already:
+// counting them again would pull every instance towards the same calls in
+// flight, whatever its capacity). ok is false without a fresh report.
 func (n *Instance) loadCost(now int64) (cost float64, ok bool) {
 	stamp := n.loadStamp.Load()
 	if stamp == 0 || now-stamp > int64(loadFresh) {
 		return 0, false
 	}
 	cost = n.reportedLoad()
+	// The calls in flight it counted end in about one latency: a report
+	// older than that overstates the load, and would keep its instance
+	// from the calls that bring a new one.
+	if est := n.estimate(now); est > 0 && float64(now-stamp) > est {
+		cost *= math.Exp(-(float64(now-stamp) - est) / est)
+	}
 	if limit := math.Float64frombits(n.loadLimit.Load()); limit >= 1 {
-		cost += float64(n.inflight.Load()) / limit
+		cost += float64(max(n.sinceLoad.Load(), 0)) / limit
 	}
 	return cost, true
 }

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"math"
 	"testing"
 	"time"
 
@@ -123,13 +124,32 @@ func TestP2CComparesReportedLoadsOfComparableInstances(t *testing.T) {
 	if lessLoadedOrCheaper(a, c) != c || lessLoadedOrCheaper(c, a) != c {
 		t.Error("fresh reports 0.8 and 0.2: want the less loaded")
 	}
-	// This client's own attempts in flight count, over the limit: 0.2 +
-	// 7/10 is more than 0.8.
-	c.inflight.Store(7)
-	if lessLoadedOrCheaper(a, c) != a {
-		t.Error("0.2 plus 7 in flight of 10 against 0.8: want the other")
+	// This client's attempts started since the report count, over the
+	// limit: 0.2 + 7/10 is more than 0.8.
+	var starts []int64
+	for range 7 {
+		starts = append(starts, c.begin())
 	}
-	c.inflight.Store(0)
+	if lessLoadedOrCheaper(a, c) != a {
+		t.Error("0.2 plus 7 started since, of 10, against 0.8: want the other")
+	}
+	// A new report counts those in flight: they do not count again, nor
+	// when they end.
+	now = c.now()
+	c.storeLoad(0.2, 10, now)
+	if lessLoadedOrCheaper(a, c) != c {
+		t.Error("0.2 with this client's 7 in flight counted in it, against 0.8: want it")
+	}
+	for _, start := range starts {
+		c.end(context.Background(), start, nil)
+	}
+	if have := c.sinceLoad.Load(); have != 0 {
+		t.Errorf("attempts since the report, after the 7 it counted ended: %d, want 0", have)
+	}
+	c.begin()
+	if have := c.sinceLoad.Load(); have != 1 {
+		t.Errorf("attempts since the report, after one more started: %d, want 1", have)
+	}
 	// Equal loads: the first of the two, not the faster.
 	c.storeLoad(0.8, 10, now)
 	if lessLoadedOrCheaper(c, a) != c || lessLoadedOrCheaper(a, c) != a {
@@ -168,5 +188,23 @@ func TestShedCountsInTheCostNotTowardsEjection(t *testing.T) {
 	}
 	if classify(ctx, status.Error(codes.ResourceExhausted, "message too large")) != answered {
 		t.Error("ResourceExhausted without the shed mark: want answered")
+	}
+}
+
+func TestAReportFadesOnceItsCallsHaveHadTimeToEnd(t *testing.T) {
+	n := testNode(t)
+	now := n.now()
+	ms := float64(time.Millisecond)
+	n.observe(1*ms, now)
+	n.storeLoad(0.8, 10, now)
+	if cost, ok := n.loadCost(now); !ok || cost != 0.8 {
+		t.Fatalf("a fresh report of 0.8: cost %v (%v), want 0.8", cost, ok)
+	}
+	// Five latencies later the calls it counted have ended: it fades, or
+	// an instance that reported one call in flight would get no call, and
+	// so no new report, for as long as the report stays fresh.
+	later := now + int64(5*time.Millisecond)
+	if cost, ok := n.loadCost(later); !ok || cost > 0.8*math.Exp(-3.9) {
+		t.Errorf("a report 5 latencies old: cost %v (%v), want under %v", cost, ok, 0.8*math.Exp(-3.9))
 	}
 }
