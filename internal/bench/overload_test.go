@@ -3,9 +3,11 @@ package bench
 import (
 	"context"
 	"fmt"
+	"math"
 	"runtime"
 	"runtime/debug"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -44,15 +46,25 @@ type bottleneck struct {
 	next    trimsvc.Service
 	served  atomic.Int64 // calls that got a slot and worked
 	wasted  atomic.Int64 // of those, calls whose caller had gone by their end
+
+	mu   sync.Mutex
+	busy int       // slots in use
+	avg  float64   // busy / slots, averaged over the last olBusyTau or so
+	last time.Time // of avg
 }
 
+// olBusyTau is how far back a bottleneck's utilization looks.
+const olBusyTau = 200 * time.Millisecond
+
 func newBottleneck(slots int, service time.Duration, next trimsvc.Service) *bottleneck {
-	return &bottleneck{slots: make(chan struct{}, slots), service: service, next: next}
+	return &bottleneck{slots: make(chan struct{}, slots), service: service, next: next, last: time.Now()}
 }
 
 func (b *bottleneck) TrimSpace(ctx context.Context, s string) (string, error) {
 	b.slots <- struct{}{}
+	b.use(1)
 	time.Sleep(b.service)
+	b.use(-1)
 	<-b.slots
 	b.served.Add(1)
 	if ctx.Err() != nil {
@@ -61,10 +73,35 @@ func (b *bottleneck) TrimSpace(ctx context.Context, s string) (string, error) {
 	return b.next.TrimSpace(ctx, s)
 }
 
+// use adds d to the slots in use.
+func (b *bottleneck) use(d int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.decay(time.Now())
+	b.busy += d
+}
+
+// decay moves avg to now. b.mu is held.
+func (b *bottleneck) decay(now time.Time) {
+	w := 1 - math.Exp(-float64(now.Sub(b.last))/float64(olBusyTau))
+	b.avg += (float64(b.busy)/float64(cap(b.slots)) - b.avg) * w
+	b.last = now
+}
+
+// utilization is the share of its slots in use, lately: what a service
+// that knows its bottleneck gives grpcserver.Limits.Utilization.
+func (b *bottleneck) utilization() float64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.decay(time.Now())
+	return b.avg
+}
+
 // olServer is how an overload row's servers admit calls.
 type olServer struct {
 	concurrency func() grpcserver.ConcurrencyLimit // nil: the default, adaptive
 	omitLoad    bool
+	utilization bool // the bottleneck's utilization in the answers
 }
 
 // olRow is one of the compared stacks: its servers and its client.
@@ -87,6 +124,8 @@ func olRows() []olRow {
 		// Everything, as defaults give it: the limit, the load in
 		// answers for p2c, client throttling.
 		{"limiter+load+throttle", olServer{}, trimkitRow(client.CallConfig{Balancer: client.P2CName})},
+		// All defaults, and the service's own utilization in its answers.
+		{"+utilization", olServer{utilization: true}, trimkitRow(client.CallConfig{Balancer: client.P2CName})},
 		{"gokit-stock", olServer{}, func(addrs []string, al *attemptLog) (endpoint.Endpoint, func()) {
 			endpointer := kitsd.NewEndpointer(kitsd.FixedInstancer(addrs), al.factory(gokitFactory), log.NewNopLogger())
 			return lb.Retry(3, 500*time.Millisecond, lb.NewRoundRobin(endpointer)), endpointer.Close
@@ -109,6 +148,9 @@ func BenchmarkOverload(b *testing.B) {
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
 	capacity := 3 * olSlots * olSlotRate()
 	for _, row := range olRows() {
+		if row.server.utilization {
+			continue // for the unequal instances only
+		}
 		for _, load := range olLoads {
 			prefix := fmt.Sprintf("%s/%gx/", row.name, load)
 			for unit, v := range olCell(b, row, []int{olSlots, olSlots, olSlots}, load*capacity, capacity) {
@@ -116,14 +158,16 @@ func BenchmarkOverload(b *testing.B) {
 			}
 		}
 	}
-	// One instance of half the capacity; the row of all defaults.
-	full := olRows()[2]
+	// One instance of half the capacity: the limit alone, all defaults
+	// (the load in answers), and the service's utilization in answers.
 	slots := []int{2 * olSlots, 2 * olSlots, olSlots}
 	unequal := 5 * olSlots * olSlotRate()
-	for _, load := range olLoads {
-		prefix := fmt.Sprintf("unequal/%gx/", load)
-		for unit, v := range olCell(b, full, slots, load*unequal, unequal) {
-			b.ReportMetric(v, prefix+unit)
+	for _, row := range olRows()[1:4] {
+		for _, load := range olLoads {
+			prefix := fmt.Sprintf("unequal/%s/%gx/", row.name, load)
+			for unit, v := range olCell(b, row, slots, load*unequal, unequal) {
+				b.ReportMetric(v, prefix+unit)
+			}
 		}
 	}
 	b.ReportMetric(capacity, "capacity_per_s")
@@ -157,6 +201,9 @@ func olCell(b *testing.B, row olRow, slots []int, rate, capacity float64) map[st
 		}
 		neck := newBottleneck(n, olService, svc)
 		limits := grpcserver.Limits{OmitLoad: row.server.omitLoad}
+		if row.server.utilization {
+			limits.Utilization = neck.utilization
+		}
 		if row.server.concurrency != nil {
 			limits.Concurrency = row.server.concurrency()
 		}
