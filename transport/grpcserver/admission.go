@@ -44,7 +44,7 @@ type admission struct {
 	inflight atomic.Int64
 	metrics  AdmissionMetrics
 	marker   overload.Marker
-	noLoad   bool // OmitLoad
+	noLoad   bool           // OmitLoad
 	busy     func() float64 // Utilization, or nil
 	// lastLimit is the limit the Limit gauge last got, so that it is set
 	// only when the limit moves.
