@@ -163,11 +163,8 @@ func NewLeastLoaded(e *Endpointer, w *sd.LoadWatcher) *LeastLoaded {
 func (b *LeastLoaded) lessLoaded(a, c *Instance) *Instance {
 	// Loads in answers first when both are fresh: they are at most
 	// loadFresh old, a KV report up to three intervals.
-	now := a.now()
-	if _, ok := a.loadCost(now); ok {
-		if _, ok := c.loadCost(now); ok {
-			return lessLoadedOrCheaper(a, c)
-		}
+	if now := a.now(); a.freshLoad(now) && c.freshLoad(now) {
+		return lessLoadedOrCheaper(a, c)
 	}
 	ra, okA := b.loads.Report(a.instance)
 	rc, okC := b.loads.Report(c.instance)

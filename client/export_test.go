@@ -8,7 +8,7 @@ func EjectedCount(e *Endpointer) int {
 // ReportedLoad is the load n's answers last reported, and whether one is
 // fresh, for tests.
 func ReportedLoad(n *Instance) (float64, bool) {
-	if _, ok := n.loadCost(n.now()); !ok {
+	if !n.freshLoad(n.now()) {
 		return 0, false
 	}
 	return n.reportedLoad(), true

@@ -232,6 +232,11 @@ func (n *Instance) storeLoad(utilization, limit float64, now int64) {
 
 func (n *Instance) reportedLoad() float64 { return math.Float64frombits(n.load.Load()) }
 
+// freshLoad says whether the instance reported its load within loadFresh.
+func (n *Instance) freshLoad(now int64) bool { return fresh(n.loadStamp.Load(), now) }
+
+func fresh(stamp, now int64) bool { return stamp != 0 && now-stamp <= int64(loadFresh) }
+
 // loadCost is the instance's load for the balancers: the utilization it
 // reported last, plus the attempts this client started to it since then,
 // as a share of its limit (those in flight then are in the report already:
@@ -239,7 +244,7 @@ func (n *Instance) reportedLoad() float64 { return math.Float64frombits(n.load.L
 // flight, whatever its capacity). ok is false without a fresh report.
 func (n *Instance) loadCost(now int64) (cost float64, ok bool) {
 	stamp := n.loadStamp.Load()
-	if stamp == 0 || now-stamp > int64(loadFresh) {
+	if !fresh(stamp, now) {
 		return 0, false
 	}
 	cost = n.reportedLoad()

@@ -146,15 +146,19 @@ const (
 	llRun         = 4 * time.Second
 )
 
-// llCapacity is the calls a second one instance serves: llConcurrency over
-// what a sleep of llServiceTime takes here.
-func llCapacity() float64 {
-	const n = 200
+// llCapacity is the calls a second one instance serves: llConcurrency
+// slots of llServiceTime.
+func llCapacity() float64 { return llConcurrency * sleepRate(llServiceTime, 200) }
+
+// sleepRate is how many sleeps of d a second one goroutine makes here,
+// measured over n of them: a sleep takes a little longer than asked, more
+// so on a VM, and a service time made of sleeps serves at this rate.
+func sleepRate(d time.Duration, n int) float64 {
 	start := time.Now()
 	for range n {
-		time.Sleep(llServiceTime)
+		time.Sleep(d)
 	}
-	return llConcurrency / (time.Since(start).Seconds() / n)
+	return float64(n) / time.Since(start).Seconds()
 }
 
 // BenchmarkLeastLoaded compares round-robin, p2c and least-loaded when

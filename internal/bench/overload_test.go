@@ -176,16 +176,8 @@ func BenchmarkOverload(b *testing.B) {
 	b.ReportMetric(ms(olService), "service_ms")
 }
 
-// olSlotRate is the calls a second one slot serves: one over what a
-// sleep of olService takes here (a little longer than asked on a VM).
-func olSlotRate() float64 {
-	const n = 50
-	start := time.Now()
-	for range n {
-		time.Sleep(olService)
-	}
-	return 1 / (time.Since(start).Seconds() / n)
-}
+// olSlotRate is the calls a second one slot serves.
+func olSlotRate() float64 { return sleepRate(olService, 50) }
 
 func olCell(b *testing.B, row olRow, slots []int, rate, capacity float64) map[string]float64 {
 	runtime.GC()

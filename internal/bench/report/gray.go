@@ -45,15 +45,7 @@ func gray(w io.Writer, r result) {
 	fmt.Fprintln(w, "last-to-faulty: when the faulty instance got its last attempt, after the fault began")
 
 	fmt.Fprintln(w, "\nTargets:")
-	verdict := func(ok bool) string {
-		if ok {
-			return "met"
-		}
-		return "MISSED"
-	}
-	target := func(format string, ok bool, args ...any) {
-		fmt.Fprintf(w, "  %-100s %s\n", fmt.Sprintf(format, args...), verdict(ok))
-	}
+	target := func(format string, ok bool, args ...any) { printTarget(w, ok, format, args...) }
 	hedge := median(r["hedge_after_ms"])
 	share := median(r["attempt_share_ms"])
 	for _, f := range []string{"slow", "stall"} {
@@ -91,4 +83,13 @@ func fmtStop(v float64) string {
 		return "never"
 	}
 	return strings.TrimSpace(fmt.Sprintf("%.0fms", v))
+}
+
+// printTarget prints one target line and whether it was met.
+func printTarget(w io.Writer, ok bool, format string, args ...any) {
+	verdict := "MISSED"
+	if ok {
+		verdict = "met"
+	}
+	fmt.Fprintf(w, "  %-100s %s\n", fmt.Sprintf(format, args...), verdict)
 }

@@ -43,13 +43,7 @@ func overload(w io.Writer, r result) {
 	fmt.Fprintln(w, "(below capacity no instance queues and no limit is learned: by calls in flight over the limit the small one looks like")
 	fmt.Fprintln(w, "the others; with its own utilization in its answers, Limits.Utilization, it does not)")
 	fmt.Fprintln(w, "\nTargets:")
-	target := func(format string, ok bool, args ...any) {
-		v := "MISSED"
-		if ok {
-			v = "met"
-		}
-		fmt.Fprintf(w, "  %-100s %s\n", fmt.Sprintf(format, args...), v)
-	}
+	target := func(format string, ok bool, args ...any) { printTarget(w, ok, format, args...) }
 	const full = "limiter+load+throttle"
 	base := get(full, "0.5x", "p99_ms")
 	for _, load := range []string{"2x", "4x"} {
@@ -92,9 +86,6 @@ func shares(w io.Writer, r result) {
 			}
 		}
 	}
-	verdict := "MISSED"
-	if worst <= 1.2 {
-		verdict = "met"
-	}
-	fmt.Fprintf(w, "Target:\n  %-100s %s\n", fmt.Sprintf("p2c with the load in answers: max/mean %.2f at worst over every rate (<= 1.2)", worst), verdict)
+	fmt.Fprintln(w, "Target:")
+	printTarget(w, worst <= 1.2, "p2c with the load in answers: max/mean %.2f at worst over every rate (<= 1.2)", worst)
 }
