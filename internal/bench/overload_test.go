@@ -146,7 +146,8 @@ func olRows() []olRow {
 // Run with -benchtime 1x.
 func BenchmarkOverload(b *testing.B) {
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
-	capacity := 3 * olSlots * olSlotRate()
+	slotRate := olSlotRate()
+	capacity := 3 * olSlots * slotRate
 	for _, row := range olRows() {
 		if row.server.utilization {
 			continue // for the unequal instances only
@@ -161,7 +162,7 @@ func BenchmarkOverload(b *testing.B) {
 	// One instance of half the capacity: the limit alone, all defaults
 	// (the load in answers), and the service's utilization in answers.
 	slots := []int{2 * olSlots, 2 * olSlots, olSlots}
-	unequal := 5 * olSlots * olSlotRate()
+	unequal := 5 * olSlots * slotRate
 	for _, row := range olRows()[1:4] {
 		for _, load := range olLoads {
 			prefix := fmt.Sprintf("unequal/%s/%gx/", row.name, load)
@@ -238,20 +239,15 @@ func olCell(b *testing.B, row olRow, slots []int, rate, capacity float64) map[st
 		ok = append(ok, c.Took)
 	}
 	slices.Sort(ok)
-	pct := func(p float64) float64 {
-		if len(ok) == 0 {
-			return 0
-		}
-		return ms(ok[min(len(ok)-1, int(p*float64(len(ok))))])
-	}
+	pct := func(p float64) float64 { return ms(loadgen.Percentile(ok, p)) }
 	goodput := float64(len(ok)) / olRun.Seconds()
 	out := map[string]float64{
 		"offered_per_s":  rate,
 		"goodput_per_s":  goodput,
 		"goodput_share":  goodput / capacity,
-		"p50_ms":         pct(0.5),
-		"p99_ms":         pct(0.99),
-		"max_ms":         pct(1),
+		"p50_ms":         pct(50),
+		"p99_ms":         pct(99),
+		"max_ms":         pct(100),
 		"failures":       float64(failures),
 		"calls":          float64(len(calls)),
 		"attempts_call":  float64(attempts) / max(float64(len(calls)), 1),
