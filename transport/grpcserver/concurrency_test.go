@@ -43,6 +43,17 @@ func drive(a *AdaptiveLimit, clock *fakeClock, q queue, offered, windows int) []
 	return limits
 }
 
+// outOfProbe drives a on until a probe in progress, which halves the
+// limit for a few windows, is over (for at most 50 windows), and returns
+// the limits it went through.
+func outOfProbe(a *AdaptiveLimit, clock *fakeClock, q queue, offered int) []int {
+	var limits []int
+	for i := 0; a.probing && i < 50; i++ {
+		limits = append(limits, drive(a, clock, q, offered, 1)...)
+	}
+	return limits
+}
+
 func newTestLimit(cfg AdaptiveConfig) (*AdaptiveLimit, *fakeClock) {
 	clock := &fakeClock{t: time.Unix(0, 0)}
 	return newAdaptiveLimit(cfg.withDefaults(), clock.now), clock
@@ -120,8 +131,9 @@ func TestAdaptiveLimitProbesTheNoLoadLatencyAgain(t *testing.T) {
 	if limits[len(limits)-1] >= 40 {
 		t.Fatalf("limit right after the slowdown = %v, want it below 40 at first", limits)
 	}
-	// Past ProbeInterval (at most 12.5s with jitter) and a few windows.
-	limits = drive(a, clock, slow, 1000, 200)
+	// Past ProbeInterval (at most 12.5s with jitter) and a few windows,
+	// and out of any later probe (which halves the limit for a while).
+	limits = append(drive(a, clock, slow, 1000, 200), outOfProbe(a, clock, slow, 1000)...)
 	if last := limits[len(limits)-1]; last < 40 || last > 52 {
 		t.Errorf("limit 20s after the slowdown = %d (history %v), want 40..52 again", last, limits)
 	}
@@ -153,7 +165,7 @@ func TestAdaptiveLimitStartedUnderASurgeFindsTheCapacity(t *testing.T) {
 	// take its latency for the no-load one; early probes correct it.
 	a, clock := newTestLimit(AdaptiveConfig{})
 	q := queue{c: 8, service: 10 * time.Millisecond}
-	limits := drive(a, clock, q, 100000, 300)
+	limits := append(drive(a, clock, q, 100000, 300), outOfProbe(a, clock, q, 100000)...)
 	if last := limits[len(limits)-1]; last < 8 || last > 11 {
 		t.Errorf("limit 30s into a surge from the start = %d (history %v), want 8..11", last, limits)
 	}
