@@ -106,6 +106,18 @@ func (c ConsulConfig) NewAPIClient() (*api.Client, *api.Config, string, error) {
 	return client, cfg, where, nil
 }
 
+// NewClient makes the Client for the agent c describes, over the API client
+// NewAPIClient makes: its health queries decode only what an Entry holds,
+// as NewClientConfig's do, and an Instancer over it names the agent's
+// address when it finds no instance.
+func (c ConsulConfig) NewClient() (Client, error) {
+	api, cfg, where, err := c.NewAPIClient()
+	if err != nil {
+		return nil, err
+	}
+	return newFastClient(api, cfg, where), nil
+}
+
 // apiConfig is the Consul API configuration c describes over the Consul
 // CLI's environment, with the agent's address as a URL; an error for TLS
 // settings given for a plain-HTTP address.

@@ -51,7 +51,7 @@ func newFakeConsul() *fakeConsul {
 	return &fakeConsul{queries: make(chan query), services: map[string]*api.AgentServiceRegistration{}, leader: "10.0.0.100:8300"}
 }
 
-func (f *fakeConsul) Service(ctx context.Context, _ string, _ []string, _ bool, q *api.QueryOptions) ([]*api.ServiceEntry, *api.QueryMeta, error) {
+func (f *fakeConsul) Service(ctx context.Context, _ string, _ []string, _ bool, q *api.QueryOptions) ([]sd.Entry, *api.QueryMeta, error) {
 	reply := make(chan answer, 1)
 	select {
 	case f.queries <- query{waitIndex: q.WaitIndex, stale: q.AllowStale, cached: q.UseCache, reply: reply}:
@@ -63,11 +63,13 @@ func (f *fakeConsul) Service(ctx context.Context, _ string, _ []string, _ bool, 
 		if a.err != nil {
 			return nil, nil, a.err
 		}
-		var entries []*api.ServiceEntry
+		var entries []sd.Entry
 		for i, inst := range a.instances {
 			host, port := splitHostPort(inst)
-			entries = append(entries, &api.ServiceEntry{Node: &api.Node{Address: "10.9.9.9"},
-				Service: &api.AgentService{ID: fmt.Sprintf("%s#%d", inst, i), Address: host, Port: port}})
+			if host == "" {
+				host = "10.9.9.9" // the node's address, as decoding gives it
+			}
+			entries = append(entries, sd.Entry{ID: fmt.Sprintf("%s#%d", inst, i), Address: host, Port: port, Status: api.HealthPassing})
 		}
 		return entries, &api.QueryMeta{LastIndex: a.index, LastContact: a.lastContact, KnownLeader: !a.noLeader}, nil
 	case <-ctx.Done():

@@ -5,9 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -247,16 +245,12 @@ func (s *Instancer) query(ctx context.Context, index uint64) ([]string, map[stri
 	instances := make([]string, 0, len(entries))
 	ids := make(map[string]string, len(entries))
 	for _, e := range entries {
-		addr := e.Service.Address
-		if addr == "" {
-			addr = e.Node.Address
-		}
-		hostPort := net.JoinHostPort(addr, strconv.Itoa(e.Service.Port))
+		hostPort := e.HostPort()
 		instances = append(instances, hostPort)
 		if _, dup := ids[hostPort]; dup {
 			ids[hostPort] = "" // two instances at one address: neither is known by it
 		} else {
-			ids[hostPort] = e.Service.ID
+			ids[hostPort] = e.ID
 		}
 	}
 	slices.Sort(instances)
