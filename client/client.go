@@ -9,7 +9,6 @@ import (
 
 	"github.com/go-kit/kit/endpoint"
 	kitsd "github.com/go-kit/kit/sd"
-	"github.com/hashicorp/consul/api"
 	"google.golang.org/grpc"
 
 	"github.com/trimkit/trimkit/sd"
@@ -30,8 +29,10 @@ type Client struct {
 // New builds the whole stack over Consul: an sd.Instancer for the passing
 // instances of cfg.Service with cfg.Tags (an sd.DNSInstancer with DNS
 // discovery), then what NewFromInstancer builds over it, with endpoints
-// making each instance's endpoint from its connection. Close stops the
-// Instancer too. A call that finds no instance fails with an error that
+// making each instance's endpoint from its connection. The clients of a
+// process that watch the same service and tags through the same agent
+// share one Consul watch (see sd.Instancers and WithInstancers); Close lets
+// go of it, and the last Close stops it. A call that finds no instance fails with an error that
 // says what was searched where (an *sd.NoInstancesError).
 func New(cfg Config, endpoints EndpointFunc, opts ...Option) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
@@ -45,38 +46,25 @@ func New(cfg Config, endpoints EndpointFunc, opts ...Option) (*Client, error) {
 		instancer kitsd.Instancer
 		catalog   sd.Catalog // for load reports: the Consul watch's, when there is one
 		stops     []func()
-		consul    *api.Client
-		where     string
 	)
 	stop := func() {
 		for i := len(stops) - 1; i >= 0; i-- {
 			stops[i]()
 		}
 	}
-	// A Consul watch: to find the instances, or, with DNS discovery, to
-	// match the load reports New watches to them.
-	watchConsul := cfg.Discovery != DiscoveryDNS || (cfg.Balancer == LeastLoadedName && o.loads == nil)
-	if watchConsul {
-		c, consulCfg, addr, err := cfg.Consul.NewAPIClient()
-		if err != nil {
-			return nil, err
-		}
-		consul, where = c, addr
-		// DefaultConfig pools the API's connections in a transport of its
-		// own; nothing else would close them. Stops run last to first.
-		stops = append(stops, consulCfg.Transport.CloseIdleConnections)
-	}
 	if cfg.Discovery == DiscoveryDNS {
 		dns, err := sd.NewDNSInstancer(cfg.DNSAddr, cfg.Service, cfg.Tags, 0, o.logger)
 		if err != nil {
-			stop()
 			return nil, err
 		}
 		instancer = dns
 		stops = append(stops, dns.Stop)
 	}
-	if watchConsul {
-		watcher, err := sd.NewInstancer(sd.NewClientAt(consul, where), o.logger, cfg.Service, cfg.Tags, true, sd.WithRead(cfg.Read))
+	// A Consul watch, shared with the process's other clients of the
+	// service: to find the instances, or, with DNS discovery, to match the
+	// load reports New watches to them.
+	if cfg.Discovery != DiscoveryDNS || (cfg.Balancer == LeastLoadedName && o.loads == nil) {
+		watcher, err := o.instancers.Instancer(cfg.Consul, o.logger, cfg.Service, cfg.Tags, true, cfg.Read)
 		if err != nil {
 			stop()
 			return nil, err
@@ -90,6 +78,14 @@ func New(cfg Config, endpoints EndpointFunc, opts ...Option) (*Client, error) {
 	if cfg.Balancer == LeastLoadedName && o.loads == nil {
 		// Reports are matched to instances through the catalog: with DNS
 		// discovery, a Consul watch of its own does that.
+		consul, consulCfg, _, err := cfg.Consul.NewAPIClient()
+		if err != nil {
+			stop()
+			return nil, err
+		}
+		// DefaultConfig pools the API's connections in a transport of its
+		// own; nothing else would close them. Stops run last to first.
+		stops = append(stops, consulCfg.Transport.CloseIdleConnections)
 		loads, err := sd.NewLoadWatcher(sd.NewLoadClient(consul), cfg.Service, catalog, o.logger)
 		if err != nil {
 			stop()
@@ -131,7 +127,7 @@ func build(instancer kitsd.Instancer, cfg CallConfig, endpoints EndpointFunc, o 
 	if endpoints == nil {
 		return nil, errors.New("client: an EndpointFunc is needed to call the instances")
 	}
-	eo, err := newEndpointerOptions(o.endpointer)
+	eo, err := newEndpointerOptions(append([]EndpointerOption{WithSubset(cfg.Subset, cfg.SubsetCaller)}, o.endpointer...))
 	if err != nil {
 		return nil, fmt.Errorf("client options: %w", err)
 	}
@@ -183,6 +179,10 @@ func balancerFor(name string, loads *sd.LoadWatcher) (func(*Endpointer) Balancer
 // Endpoint returns the client's endpoint: it takes the requests the
 // EndpointFunc's endpoints take and answers as they do, through Retry.
 func (c *Client) Endpoint() endpoint.Endpoint { return c.call }
+
+// Endpointer is the Endpointer under the client: the instances it holds,
+// their connections and their state.
+func (c *Client) Endpointer() *Endpointer { return c.endpointer }
 
 // Close stops discovery (a blocking Consul query in flight included) and
 // closes every connection. It is safe to call more than once.

@@ -42,6 +42,7 @@ type Endpointer struct {
 	ejection   Ejection
 	failStatic FailStatic
 	metrics    Metrics
+	subset     subsetting
 	epoch      time.Time // node times are nanoseconds since
 
 	events chan kitsd.Event
@@ -72,6 +73,13 @@ type Endpointer struct {
 	// runs while it holds any.
 	held      map[string]*Instance
 	heldTimer *time.Timer
+	// With subsetting, ring is the order in which this caller takes the
+	// instances discovery lists (subsetOrder), members those it took last.
+	ring      []string
+	listed    map[string]struct{} // the ring's instances
+	members   []string
+	lastSwap  time.Time   // when the subset last swapped a member for its window's
+	swapTimer *time.Timer // picks the subset again, while it converges
 }
 
 // Tiers of a snapshot, in the order a balancer prefers them: it picks from
@@ -122,6 +130,7 @@ func newEndpointer(instancer kitsd.Instancer, factory kitsd.Factory, logger log.
 		ejection:   o.ejection,
 		failStatic: o.failStatic,
 		metrics:    o.metrics,
+		subset:     o.subset,
 		epoch:      time.Now(),
 		events:     make(chan kitsd.Event, 1),
 		done:       make(chan struct{}),
@@ -185,20 +194,165 @@ func (e *Endpointer) update(instances []string) {
 	if e.closed {
 		return
 	}
-	instances = slices.Compact(slices.Sorted(slices.Values(instances)))
-	next := make(map[string]*Instance, len(instances))
-	order := make([]*Instance, 0, len(instances))
-	relisted := false
-	for _, inst := range instances {
-		n, ok := e.byInst[inst]
-		if !ok {
-			if n, ok = e.held[inst]; ok {
-				delete(e.held, inst)
-				n.held.Store(false)
-				relisted = true
-			}
+	if !sortedSet(instances) { // sd's Instancers send them sorted
+		instances = slices.Compact(slices.Sorted(slices.Values(instances)))
+	}
+	if e.subset.size > 0 {
+		e.ring = subsetOrder(instances, e.subset.size, e.subset.caller)
+		e.listed = make(map[string]struct{}, len(instances))
+		for _, inst := range instances {
+			e.listed[inst] = struct{}{}
 		}
-		if !ok {
+		e.members = e.pick()
+		instances = e.members
+	}
+	e.apply(instances)
+}
+
+// subsetStep is how often a caller's subset may swap one of its members
+// for one of the subset subsetOrder gives it now: after instances joined
+// or left, the subsets converge on the even spread one instance at a
+// time, so that a rolling deploy of the fleet does not make every caller
+// reconnect at once.
+const subsetStep = time.Second
+
+// sortedSet reports whether s is sorted with no duplicate.
+func sortedSet(s []string) bool {
+	for i := 1; i < len(s); i++ {
+		if s[i-1] >= s[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// pick is the subset of the instances to connect to, in instance order.
+// The members of the last pick that discovery still lists stay: those of
+// the window (the first subset.size of the ring) all, the others while the
+// subset needs them (it is short of subset.size, or of minHealthy healthy
+// members); one of those others is let go for a window member at most
+// every subsetStep, and only once the member swapped in last has connected
+// (or failed to). Then, while
+// the subset is short, it takes the instances of the ring in order, the
+// window first. Healthy is reachable: an instance not yet connected
+// counts, an ejected one too, one whose connection failed since it was
+// last READY does not, even while it tries again. e.mu is held.
+func (e *Endpointer) pick() []string {
+	size, enough := e.subset.size, e.subset.minHealthy()
+	window := make(map[string]bool, size)
+	for _, inst := range e.ring[:min(size, len(e.ring))] {
+		window[inst] = true
+	}
+	var (
+		members                      []string
+		in                           = make(map[string]bool, size+4)
+		healthy, connected, inWindow int
+	)
+	add := func(inst string) {
+		in[inst] = true
+		members = append(members, inst)
+		if window[inst] {
+			inWindow++
+		}
+		n, known := e.byInst[inst]
+		if !known || reachable(n) {
+			healthy++
+		}
+		if known && isConnected(n) {
+			connected++
+		}
+	}
+	for _, inst := range e.members {
+		if _, listed := e.listed[inst]; listed && window[inst] {
+			add(inst)
+		}
+	}
+	short := func() bool { return len(members) < size || healthy < enough }
+	swap := time.Since(e.lastSwap) >= subsetStep
+	for _, inst := range e.members {
+		if n, known := e.byInst[inst]; known && !n.wasReady.Load() && !n.failing.Load() {
+			swap = false // make before break: not while a new member connects
+		}
+	}
+	for _, inst := range e.members {
+		if _, listed := e.listed[inst]; !listed || window[inst] || !short() {
+			continue // gone, kept above, or not needed any more
+		}
+		if swap && inWindow < len(window) {
+			swap = false
+			e.lastSwap = time.Now()
+			continue // for a window member, below
+		}
+		add(inst)
+	}
+	for _, inst := range e.ring {
+		if !short() {
+			break
+		}
+		if !in[inst] {
+			add(inst)
+		}
+	}
+	// A subset not yet on its window picks again after a step.
+	if inWindow < len(window) && e.swapTimer == nil && !e.closed {
+		e.swapTimer = time.AfterFunc(subsetStep, func() {
+			e.mu.Lock()
+			e.swapTimer = nil
+			e.mu.Unlock()
+			e.republish()
+		})
+	}
+	slices.Sort(members)
+	return members
+}
+
+// reachable reports whether n's connection has not failed since it was
+// last READY (a new connection counts). Ejection does not matter to it:
+// the others of a subset cover an ejected member, but growing the subset
+// for it would dial more instances exactly when calls are slow (a
+// starved caller gets its instances ejected), which feeds on itself.
+func reachable(n *Instance) bool {
+	s := connectivity.State(n.state.Load())
+	return !n.failing.Load() && s != connectivity.TransientFailure && s != connectivity.Shutdown
+}
+
+// isConnected reports whether n's connection is READY.
+func isConnected(n *Instance) bool {
+	return connectivity.State(n.state.Load()) == connectivity.Ready
+}
+
+// apply makes instances, sorted, the listed ones. e.mu is held.
+func (e *Endpointer) apply(instances []string) {
+	// instances and e.order are both in instance order: one walk over the
+	// two finds the instances that stayed, came and went, without a map
+	// of a thousand built anew for each update.
+	order := make([]*Instance, 0, len(instances))
+	var removed, dropped []*Instance
+	gone := func(n *Instance) {
+		delete(e.byInst, n.instance)
+		if _, listed := e.listed[n.instance]; listed {
+			dropped = append(dropped, n) // still listed, out of the subset
+		} else {
+			removed = append(removed, n)
+		}
+	}
+	relisted, old := false, e.order
+	for _, inst := range instances {
+		for len(old) > 0 && old[0].instance < inst {
+			gone(old[0])
+			old = old[1:]
+		}
+		if len(old) > 0 && old[0].instance == inst {
+			order = append(order, old[0])
+			old = old[1:]
+			continue
+		}
+		n, ok := e.held[inst]
+		if ok {
+			delete(e.held, inst)
+			n.held.Store(false)
+			relisted = true
+		} else {
 			ep, closer, err := e.factory(inst)
 			if err != nil {
 				_ = level.Error(e.logger).Log("msg", "factory failed; instance skipped", "instance", inst, "err", err)
@@ -209,21 +363,24 @@ func (e *Endpointer) update(instances []string) {
 				n.state.Store(int32(c.GetState()))
 				e.wg.Add(1)
 				go e.watch(n, c)
+				if e.subset.size > 0 {
+					// A subset is small: its members are dialled at once, as
+					// grpc-go's round_robin dials its addresses, so that
+					// the first calls find them connected.
+					c.Connect()
+				}
 			}
 		}
-		next[inst] = n
+		e.byInst[inst] = n
 		order = append(order, n)
 	}
-	var removed []*Instance
-	for _, n := range e.order {
-		if _, ok := next[n.instance]; !ok {
-			removed = append(removed, n)
-		}
+	for _, n := range old {
+		gone(n)
 	}
-	for _, n := range e.hold(removed, len(e.order)) {
+	for _, n := range append(dropped, e.hold(removed, len(e.order))...) {
 		e.letGo(n)
 	}
-	e.byInst, e.order = next, order
+	e.order = order
 	if relisted {
 		e.heldChanged("listed again")
 	} else {
@@ -246,8 +403,16 @@ func (e *Endpointer) letGo(n *Instance) {
 
 // publish replaces the snapshot with one built from the nodes' current
 // state, after letting go of held instances that no longer show they are
-// alive. e.mu is held.
+// alive; with subsetting, it first picks the subset again if the health
+// of its members changed it. e.mu is held.
 func (e *Endpointer) publish() {
+	if e.subset.size > 0 {
+		if members := e.pick(); !slices.Equal(members, e.members) {
+			e.members = members
+			e.apply(members) // which publishes
+			return
+		}
+	}
 	e.pruneHeld()
 	s := &snapshot{nodes: e.nodes, endpoints: e.endpoints}
 	for _, n := range e.nodes {
@@ -324,8 +489,12 @@ func (e *Endpointer) watch(n *Instance, c watchedConn) {
 	defer e.wg.Done()
 	for {
 		s := c.GetState()
-		if s == connectivity.Ready {
+		switch s {
+		case connectivity.Ready:
 			n.wasReady.Store(true)
+			n.failing.Store(false)
+		case connectivity.TransientFailure:
+			n.failing.Store(true)
 		}
 		if connectivity.State(n.state.Swap(int32(s))) != s {
 			e.republish()
@@ -394,6 +563,10 @@ func (e *Endpointer) close() error {
 		e.heldTimer.Stop()
 		e.heldTimer = nil
 	}
+	if e.swapTimer != nil {
+		e.swapTimer.Stop()
+		e.swapTimer = nil
+	}
 	// Whoever takes a connection out of closing closes it: here, or the
 	// timer's function if it got there first.
 	for t, c := range e.closing {
@@ -403,7 +576,7 @@ func (e *Endpointer) close() error {
 	clear(e.byInst)
 	clear(e.held)
 	clear(e.closing)
-	e.order, e.nodes, e.endpoints = nil, nil, nil
+	e.order, e.nodes, e.endpoints, e.ring, e.listed, e.members = nil, nil, nil, nil, nil, nil
 	e.current.Store(&snapshot{})
 	e.mu.Unlock()
 	e.wg.Wait()

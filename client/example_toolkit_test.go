@@ -1,11 +1,13 @@
 package client_test
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
@@ -43,12 +45,12 @@ func Example_handBuilt() {
 	logger := log.NewLogfmtLogger(os.Stderr)
 	// The zero ConsulConfig is the Consul CLI's environment:
 	// CONSUL_HTTP_ADDR, else 127.0.0.1:8500.
-	consul, _, addr, err := sd.ConsulConfig{}.NewAPIClient()
+	consul, err := sd.ConsulConfig{}.NewClient()
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	instancer, err := sd.NewInstancer(sd.NewClientAt(consul, addr), logger, "orders", nil, true)
+	instancer, err := sd.NewInstancer(consul, logger, "orders", nil, true)
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -240,4 +242,46 @@ func ExampleThrottle() {
 	if errors.As(err, &throttled) {
 		fmt.Println("not sent: the fleet refused", throttled.Requests-throttled.Accepts, "of the last", throttled.Requests, "calls")
 	}
+}
+
+// Subsetting: each caller of a large service connects to 20 of its
+// instances. Callers numbered 1, 2, 3, ... (here from REPLICA, a replica's
+// index) lay their subsets so that every instance has as many callers as
+// any other.
+func ExampleCallConfig_subset() {
+	replica, err := strconv.Atoi(cmp.Or(os.Getenv("REPLICA"), "1"))
+	if err != nil {
+		fmt.Println("REPLICA:", err)
+		return
+	}
+	c, err := client.New(client.Config{Service: "orders", CallConfig: client.CallConfig{
+		Subset: 20, SubsetCaller: replica,
+	}}, healthEndpoints)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer c.Close()
+	resp, err := c.Endpoint()(context.Background(), &healthpb.HealthCheckRequest{})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(resp.(*healthpb.HealthCheckResponse).GetStatus())
+}
+
+// An Endpointer of your own with a subset: at most 2 of the instances
+// (more while its members cannot be reached), this caller numbered 7.
+func ExampleWithSubset() {
+	logger := log.NewLogfmtLogger(os.Stderr)
+	instancer := kitsd.FixedInstancer{"10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080"}
+	endpointer, err := client.NewEndpointer(instancer, client.Factory(healthEndpoints), logger,
+		client.WithSubset(2, 7))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer endpointer.Close()
+	endpoints, _ := endpointer.Endpoints()
+	fmt.Println(len(endpoints), "of 3 instances")
 }

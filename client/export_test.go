@@ -16,3 +16,8 @@ func ReportedLoad(n *Instance) (float64, bool) {
 
 // Instances are the instances e holds, for tests.
 func Instances(e *Endpointer) []*Instance { return e.snapshot().nodes }
+
+// SubsetOrder is subsetOrder, for tests of subsetting.
+func SubsetOrder(instances []string, size int, caller uint64) []string {
+	return subsetOrder(instances, size, caller)
+}

@@ -414,3 +414,37 @@ func TestCloseLeaksNothingWhileConsulDown(t *testing.T) {
 	}
 	goleak.VerifyNone(t, opts...)
 }
+
+// TestClientsShareOneWatch checks that the clients of one service in a
+// process share one Consul watch, that a client of other tags has its own,
+// and that the last Close stops it, leaving nothing behind.
+func TestClientsShareOneWatch(t *testing.T) {
+	agent, _ := cluster(t, 2)
+	leaks := goleak.IgnoreCurrent()
+	pool := &sd.Instancers{}
+	cfg := client.Config{Consul: sd.ConsulConfig{Address: agent.HTTPAddr}}
+	var clients []*transport.TrimClient
+	for _, tags := range [][]string{nil, nil, {"other"}} {
+		cfg.Tags = tags
+		c, err := transport.NewTrimClient(cfg, client.WithInstancers(pool))
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients = append(clients, c)
+	}
+	if n := pool.Len(); n != 2 {
+		t.Fatalf("3 clients, two of them of the same service and tags: %d watches, want 2", n)
+	}
+	for _, c := range clients[:2] {
+		waitInstances(t, c.Endpoint(), 2)
+	}
+	for i, want := range []int{2, 1, 0} {
+		if err := clients[i].Close(); err != nil {
+			t.Fatal(err)
+		}
+		if n := pool.Len(); n != want {
+			t.Fatalf("after %d of 3 clients closed: %d watches, want %d", i+1, n, want)
+		}
+	}
+	goleak.VerifyNone(t, leaks)
+}

@@ -64,6 +64,7 @@ type Instance struct {
 
 	state    atomic.Int32 // connectivity.State of its connection; Ready when unknown
 	wasReady atomic.Bool  // its connection has been READY at least once
+	failing  atomic.Bool  // its connection failed since it was last READY
 
 	inflight atomic.Int64 // attempts in flight
 	startSum atomic.Int64 // sum of their start times, ns since owner.epoch

@@ -3,6 +3,7 @@ package client
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/go-kit/kit/metrics"
@@ -21,7 +22,12 @@ type options struct {
 	dialOptions []grpc.DialOption
 	endpointer  []EndpointerOption
 	loads       *sd.LoadWatcher
+	instancers  *sd.Instancers
 }
+
+// instancers is the process's shared Consul watches, for New's clients
+// that do not bring their own (WithInstancers).
+var instancers sd.Instancers
 
 // WithLogger sets the logger for discovery, connection and ejection
 // events. Default: none.
@@ -44,13 +50,20 @@ func WithEndpointer(opts ...EndpointerOption) Option {
 // watches (New makes its own).
 func WithLoadReports(w *sd.LoadWatcher) Option { return func(o *options) { o.loads = w } }
 
+// WithInstancers makes New share the Consul watches of p rather than the
+// process's: to keep a client's discovery apart from the others'.
+func WithInstancers(p *sd.Instancers) Option { return func(o *options) { o.instancers = p } }
+
 func newOptions(opts []Option) (options, error) {
-	o := options{logger: log.NewNopLogger()}
+	o := options{logger: log.NewNopLogger(), instancers: &instancers}
 	for _, opt := range opts {
 		opt(&o)
 	}
 	if o.logger == nil {
 		return options{}, errors.New("WithLogger: nil logger")
+	}
+	if o.instancers == nil {
+		return options{}, errors.New("WithInstancers: nil Instancers")
 	}
 	return o, nil
 }
@@ -63,7 +76,25 @@ type endpointerOptions struct {
 	ejection   Ejection
 	failStatic FailStatic
 	metrics    Metrics
+	subset     subsetting
+	// as WithSubset gives them
+	subsetSize, subsetCaller int
 }
+
+// subsetting is how an Endpointer picks its subset: size 0 takes every
+// instance.
+type subsetting struct {
+	size   int
+	caller uint64
+}
+
+// minHealthy is how many healthy members a subset needs before it stops
+// growing: three quarters of its size, so that an instance or two failing
+// are covered by the rest (each taking a little more of the load) and a
+// subset grows only when failures take away much of it. Growing at the
+// first failure would dial a new instance for every ejection, and under
+// load that feeds on itself: a new connection's first calls are slower.
+func (s subsetting) minHealthy() int { return max(1, s.size-s.size/4) }
 
 // WithCloseGrace sets how long the connection of an instance that left
 // discovery stays open for calls in flight on it. Default: 2s.
@@ -83,6 +114,21 @@ func WithFailStatic(f FailStatic) EndpointerOption {
 	return func(o *endpointerOptions) { o.failStatic = f }
 }
 
+// WithSubset makes the Endpointer connect to a subset of at most size of
+// the instances discovery lists, rather than to all of them: deterministic
+// subsetting (see CallConfig.Subset). caller is this caller's number among
+// the callers of the service, 1, 2, 3, …: callers numbered without gaps
+// hold subsets that spread them evenly over the instances. caller 0 draws
+// a number at random, which spreads them as unevenly as a random pick
+// does. An instance of the subset whose connection fails or that is
+// ejected is covered by the others, and the subset takes the next
+// instances in its order while fewer than three quarters of size of its
+// members are healthy.
+// size 0 (the default) connects to every instance.
+func WithSubset(size, caller int) EndpointerOption {
+	return func(o *endpointerOptions) { o.subsetSize, o.subsetCaller = size, caller }
+}
+
 // WithMetrics sets the instruments the Endpointer and its instances report
 // to; any left nil is not reported.
 func WithMetrics(m Metrics) EndpointerOption {
@@ -97,6 +143,13 @@ func newEndpointerOptions(opts []EndpointerOption) (endpointerOptions, error) {
 	var errs []error
 	if o.grace < 0 {
 		errs = append(errs, fmt.Errorf("WithCloseGrace %v: must not be negative", o.grace))
+	}
+	if o.subsetSize < 0 || o.subsetCaller < 0 {
+		errs = append(errs, fmt.Errorf("WithSubset(%d, %d): the size and the caller must not be negative (0: every instance; 0: a caller number drawn at random)", o.subsetSize, o.subsetCaller))
+	}
+	o.subset = subsetting{size: o.subsetSize, caller: uint64(o.subsetCaller - 1)}
+	if o.subsetCaller == 0 {
+		o.subset.caller = rand.Uint64()
 	}
 	errs = append(errs, o.ejection.validate(), o.failStatic.validate())
 	if err := errors.Join(errs...); err != nil {

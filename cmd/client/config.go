@@ -22,6 +22,7 @@ client finds the passing instances of a service in Consul and calls
 pb.Trim/TrimSpace on them through trimkit's client stack: the -balancer,
 ejection of instances that keep failing, retries within a budget (a call an
 instance sheds for overload goes to another), hedging with -hedge-after,
+connections to every instance or to a deterministic -subset,
 and -throttle. With -n 1 (the default) it prints TEXT trimmed. With -n above 1, or -duration, it is a load generator: -c callers back to
 back, or with -rate an open loop at a fixed rate (latency counted from when
 each call was due, so a stalled instance cannot hide), and it prints a
@@ -57,6 +58,8 @@ var flagOf = map[string]string{
 	"Retry.MaxAttempts": "-retry-max",
 	"Retry.Timeout":     "-retry-timeout",
 	"Retry.HedgeAfter":  "-hedge-after",
+	"Subset":            "-subset",
+	"SubsetCaller":      "-subset-caller",
 }
 
 func parseConfig(args []string, stdout io.Writer) (config, error) {
@@ -82,6 +85,8 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 	fs.DurationVar(&c.client.Retry.HedgeAfter, "hedge-after", 0, "send a second attempt to another instance when the first has not answered after this long (0: off); only for idempotent calls, as TrimSpace is")
 	failStatic := fs.Bool("fail-static", true, "when one update of discovery removes more than half of the instances (a Consul agent restarted), keep calling those still alive on their connections, below any listed, for up to 3m (false: obey the catalog to the letter)")
 	throttle := fs.Bool("throttle", true, "when the instances refuse calls for overload (all of them: a refused call is retried on another instance first), refuse some calls here before sending them, by the SRE book's adaptive throttling (K=2, over 1s), so that an overloaded fleet is not flooded; such calls fail with \"client throttled itself\" (false: send every call)")
+	fs.IntVar(&c.client.Subset, "subset", 0, "connect to a deterministic subset of at most this many instances rather than to all (0: all); for services with many instances and many callers, see docs/scale.md")
+	fs.IntVar(&c.client.SubsetCaller, "subset-caller", 0, "this caller's number among the service's callers, 1, 2, 3, ..., for -subset: numbered callers spread evenly over the instances (0: a number drawn at random)")
 	fs.IntVar(&c.n, "n", 1, "requests to send; above 1 prints a load summary")
 	fs.DurationVar(&c.duration, "duration", 0, "send requests for this long instead of -n of them, and print a load summary")
 	fs.IntVar(&c.c, "c", 1, "concurrent callers, each calling back to back (without -rate)")

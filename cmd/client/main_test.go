@@ -29,7 +29,7 @@ func TestHelpListsEveryFlagWithEnv(t *testing.T) {
 		t.Fatalf("want flag.ErrHelp, have %v", err)
 	}
 	for _, name := range []string{"consul-addr", "consul-token", "service-name", "tags", "retry-max", "retry-timeout", "n", "c", "json",
-		"balancer", "hedge-after", "rate", "duration", "read", "max-stale", "discovery", "dns-addr"} {
+		"balancer", "hedge-after", "rate", "duration", "read", "max-stale", "discovery", "dns-addr", "subset", "subset-caller", "throttle"} {
 		env := "TRIMCLIENT_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
 		if want := fmt.Sprintf("-%s  (env %s, default ", name, env); !strings.Contains(stdout.String(), want) {
 			t.Errorf("--help lacks %q", want)
@@ -55,6 +55,9 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"-rate", "-5", "x"}, "-rate must not be negative"},
 		{[]string{"-duration", "-1s", "x"}, "-duration must not be negative"},
 		{[]string{"-n", "5", "-duration", "1s", "x"}, "-n and -duration both given"},
+		{[]string{"-subset", "-3", "x"}, "-subset -3: must not be negative"},
+		{[]string{"-subset", "20", "-subset-caller", "-1", "x"}, "-subset-caller -1: must not be negative"},
+		{[]string{"-subset-caller", "4", "x"}, "-subset-caller 4: numbers a caller for Subset, which is 0"},
 	} {
 		var stdout, stderr bytes.Buffer
 		err := run(context.Background(), tc.args, &stdout, &stderr)
