@@ -71,16 +71,17 @@ test: consul ## run every test, a real Consul agent included
 	go test -race -count=1 -run '$(OVERLOAD_TEST)' $(GO_TEST_FLAGS) ./client
 
 BENCH_COUNT ?= 3
-bench: consul ## benchmarks: call overhead vs raw gRPC, discovery, failover, scale, cluster, load reports, gray failure, overload (about 20 minutes)
+bench: consul ## benchmarks: call overhead vs raw gRPC, discovery, failover, cluster, load reports, gray failure, overload, scale (about 30 minutes)
 	@mkdir -p .bench
 	go test -run '^$$' -bench 'Overhead/' -benchmem -benchtime 5000x ./internal/bench | tee .bench/allocs.txt
 	go test -run '^$$' -bench 'OverheadInterleaved' -benchtime 1x -count $(BENCH_COUNT) ./internal/bench | tee .bench/overhead.txt
-	go test -run '^$$' -bench 'Discovery|Failover|Scale|Cluster|LoadReport' -benchtime 1x -timeout 30m ./internal/bench | tee .bench/once.txt
+	go test -run '^$$' -bench 'Discovery|Failover|Cluster|LoadReport' -benchtime 1x -timeout 30m ./internal/bench | tee .bench/once.txt
 	go test -run '^$$' -bench 'LeastLoaded' -benchtime 1x -count 3 -timeout 30m ./internal/bench | tee .bench/leastloaded.txt
 	go test -run '^$$' -bench 'GrayFailure' -benchtime 1x -timeout 30m ./internal/bench | tee .bench/gray.txt
 	go test -run '^$$' -bench 'Overload|Shares' -benchtime 1x -timeout 30m ./internal/bench | tee .bench/overload.txt
+	go test -run '^$$' -bench 'Scale$$|ConsulRead' -benchtime 1x -timeout 30m ./internal/bench | tee .bench/scale.txt
 	@echo
-	@go run ./internal/bench/report .bench/allocs.txt .bench/overhead.txt .bench/once.txt .bench/leastloaded.txt .bench/gray.txt .bench/overload.txt | tee .bench/summary.txt
+	@go run ./internal/bench/report .bench/allocs.txt .bench/overhead.txt .bench/once.txt .bench/leastloaded.txt .bench/gray.txt .bench/overload.txt .bench/scale.txt | tee .bench/summary.txt
 
 lint: vulncheck ## check gofmt, go vet, staticcheck and govulncheck (pinned in tools/lint)
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \

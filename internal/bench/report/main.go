@@ -48,6 +48,12 @@ func run(files []string, w io.Writer) error {
 	if r, ok := results["BenchmarkShares"]; ok {
 		shares(w, r)
 	}
+	if r, ok := results["BenchmarkScale"]; ok {
+		scale(w, r)
+	}
+	if r, ok := results["BenchmarkConsulRead"]; ok {
+		consulReads(w, r)
+	}
 	return nil
 }
 
@@ -139,7 +145,8 @@ func overhead(w io.Writer, results map[string]result) {
 // once prints the single-run benchmarks' custom metrics.
 func once(w io.Writer, results map[string]result, order []string) {
 	for _, name := range order {
-		if strings.HasPrefix(name, "BenchmarkOverhead") || name == "BenchmarkGrayFailure" || name == "BenchmarkLeastLoaded" || name == "BenchmarkOverload" || name == "BenchmarkShares" { // tables of their own
+		if strings.HasPrefix(name, "BenchmarkOverhead") || name == "BenchmarkGrayFailure" || name == "BenchmarkLeastLoaded" || name == "BenchmarkOverload" || name == "BenchmarkShares" ||
+			name == "BenchmarkScale" || name == "BenchmarkConsulRead" { // tables of their own
 			continue
 		}
 		r := results[name]
