@@ -61,7 +61,9 @@ const (
 	// lost), when a leader-only query fails.
 	ReadStale ReadMode = iota
 	// ReadLeader asks the leader only (Consul's default mode): no answer
-	// while there is no leader.
+	// while there is no leader. A default agent (use_streaming_backend)
+	// answers the blocking queries after the first from its streaming
+	// view, whatever the mode: as fresh as the leader's, not read from it.
 	ReadLeader
 	// ReadCache asks the local agent's cache (?cached: for the health
 	// endpoint, the agent's streaming backend where the servers offer it)
