@@ -76,7 +76,7 @@ type Endpointer struct {
 	// With subsetting, ring is the order in which this caller takes the
 	// instances discovery lists (subsetOrder), members those it took last.
 	ring      []string
-	listed    map[string]struct{} // the ring's instances
+	listed    []string // the ring's instances, sorted
 	members   []string
 	lastSwap  time.Time   // when the subset last swapped a member for its window's
 	swapTimer *time.Timer // picks the subset again, while it converges
@@ -199,10 +199,7 @@ func (e *Endpointer) update(instances []string) {
 	}
 	if e.subset.size > 0 {
 		e.ring = subsetOrder(instances, e.subset.size, e.subset.caller)
-		e.listed = make(map[string]struct{}, len(instances))
-		for _, inst := range instances {
-			e.listed[inst] = struct{}{}
-		}
+		e.listed = slices.Clone(instances) // the event's slice is the instancer's
 		e.members = e.pick()
 		instances = e.members
 	}
@@ -226,6 +223,13 @@ func sortedSet(s []string) bool {
 	return true
 }
 
+// isListed reports whether discovery lists inst (with subsetting). e.mu
+// is held.
+func (e *Endpointer) isListed(inst string) bool {
+	_, ok := slices.BinarySearch(e.listed, inst)
+	return ok
+}
+
 // pick is the subset of the instances to connect to, in instance order.
 // The members of the last pick that discovery still lists stay: those of
 // the window (the first subset.size of the ring) all, the others while the
@@ -244,9 +248,9 @@ func (e *Endpointer) pick() []string {
 		window[inst] = true
 	}
 	var (
-		members                      []string
-		in                           = make(map[string]bool, size+4)
-		healthy, connected, inWindow int
+		members           []string
+		in                = make(map[string]bool, size+4)
+		healthy, inWindow int
 	)
 	add := func(inst string) {
 		in[inst] = true
@@ -254,16 +258,12 @@ func (e *Endpointer) pick() []string {
 		if window[inst] {
 			inWindow++
 		}
-		n, known := e.byInst[inst]
-		if !known || reachable(n) {
+		if n, known := e.byInst[inst]; !known || reachable(n) {
 			healthy++
-		}
-		if known && isConnected(n) {
-			connected++
 		}
 	}
 	for _, inst := range e.members {
-		if _, listed := e.listed[inst]; listed && window[inst] {
+		if window[inst] && e.isListed(inst) {
 			add(inst)
 		}
 	}
@@ -275,7 +275,7 @@ func (e *Endpointer) pick() []string {
 		}
 	}
 	for _, inst := range e.members {
-		if _, listed := e.listed[inst]; !listed || window[inst] || !short() {
+		if window[inst] || !short() || !e.isListed(inst) {
 			continue // gone, kept above, or not needed any more
 		}
 		if swap && inWindow < len(window) {
@@ -316,11 +316,6 @@ func reachable(n *Instance) bool {
 	return !n.failing.Load() && s != connectivity.TransientFailure && s != connectivity.Shutdown
 }
 
-// isConnected reports whether n's connection is READY.
-func isConnected(n *Instance) bool {
-	return connectivity.State(n.state.Load()) == connectivity.Ready
-}
-
 // apply makes instances, sorted, the listed ones. e.mu is held.
 func (e *Endpointer) apply(instances []string) {
 	// instances and e.order are both in instance order: one walk over the
@@ -330,7 +325,7 @@ func (e *Endpointer) apply(instances []string) {
 	var removed, dropped []*Instance
 	gone := func(n *Instance) {
 		delete(e.byInst, n.instance)
-		if _, listed := e.listed[n.instance]; listed {
+		if e.isListed(n.instance) {
 			dropped = append(dropped, n) // still listed, out of the subset
 		} else {
 			removed = append(removed, n)

@@ -77,15 +77,14 @@ type endpointerOptions struct {
 	failStatic FailStatic
 	metrics    Metrics
 	subset     subsetting
-	// as WithSubset gives them
-	subsetSize, subsetCaller int
 }
 
 // subsetting is how an Endpointer picks its subset: size 0 takes every
-// instance.
+// instance. number is the caller's, as WithSubset gives it (0: none);
+// caller its place on the ring, number-1 or one drawn at random.
 type subsetting struct {
-	size   int
-	caller uint64
+	size, number int
+	caller       uint64
 }
 
 // minHealthy is how many healthy members a subset needs before it stops
@@ -126,7 +125,7 @@ func WithFailStatic(f FailStatic) EndpointerOption {
 // members are healthy.
 // size 0 (the default) connects to every instance.
 func WithSubset(size, caller int) EndpointerOption {
-	return func(o *endpointerOptions) { o.subsetSize, o.subsetCaller = size, caller }
+	return func(o *endpointerOptions) { o.subset = subsetting{size: size, number: caller} }
 }
 
 // WithMetrics sets the instruments the Endpointer and its instances report
@@ -144,11 +143,11 @@ func newEndpointerOptions(opts []EndpointerOption) (endpointerOptions, error) {
 	if o.grace < 0 {
 		errs = append(errs, fmt.Errorf("WithCloseGrace %v: must not be negative", o.grace))
 	}
-	if o.subsetSize < 0 || o.subsetCaller < 0 {
-		errs = append(errs, fmt.Errorf("WithSubset(%d, %d): the size and the caller must not be negative (0: every instance; 0: a caller number drawn at random)", o.subsetSize, o.subsetCaller))
+	if o.subset.size < 0 || o.subset.number < 0 {
+		errs = append(errs, fmt.Errorf("WithSubset(%d, %d): the size and the caller must not be negative (0: every instance; 0: a caller number drawn at random)", o.subset.size, o.subset.number))
 	}
-	o.subset = subsetting{size: o.subsetSize, caller: uint64(o.subsetCaller - 1)}
-	if o.subsetCaller == 0 {
+	o.subset.caller = uint64(o.subset.number - 1)
+	if o.subset.number == 0 {
 		o.subset.caller = rand.Uint64()
 	}
 	errs = append(errs, o.ejection.validate(), o.failStatic.validate())
