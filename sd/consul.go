@@ -111,11 +111,18 @@ func (c ConsulConfig) NewAPIClient() (*api.Client, *api.Config, string, error) {
 // as NewClientConfig's do, and an Instancer over it names the agent's
 // address when it finds no instance.
 func (c ConsulConfig) NewClient() (Client, error) {
-	api, cfg, where, err := c.NewAPIClient()
+	client, _, err := c.newClient()
+	return client, err
+}
+
+// newClient is NewClient, with the API configuration (its Transport's idle
+// connections are the caller's to close).
+func (c ConsulConfig) newClient() (Client, *api.Config, error) {
+	client, cfg, where, err := c.NewAPIClient()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return newFastClient(api, cfg, where), nil
+	return newFastClient(client, cfg, where), cfg, nil
 }
 
 // apiConfig is the Consul API configuration c describes over the Consul

@@ -441,6 +441,11 @@ func (s *scanner) str() (string, error) {
 	if err != nil || !escaped {
 		return string(raw), err
 	}
+	return s.unescape(raw)
+}
+
+// unescape is raw, the string rawStr just read, with its escapes decoded.
+func (s *scanner) unescape(raw []byte) (string, error) {
 	var v string
 	if err := json.Unmarshal(s.data[s.i-len(raw)-2:s.i], &v); err != nil {
 		return "", s.errorf("string: %v", err)
@@ -500,52 +505,39 @@ func (s *scanner) strMap() (map[string]string, error) {
 // object reads an object, or null, calling field with each key (unescaped)
 // when the scanner is at its value; field must read or skip the value.
 func (s *scanner) object(field func(key []byte) error) error {
-	if s.null() {
-		return nil
-	}
-	if err := s.expect('{'); err != nil {
-		return err
-	}
-	if s.peek() == '}' {
-		s.i++
-		return nil
-	}
-	for {
+	return s.list('{', '}', func() error {
 		key, escaped, err := s.rawStr()
 		if err != nil {
 			return err
 		}
 		if escaped {
-			var k string
-			if err := json.Unmarshal(s.data[s.i-len(key)-2:s.i], &k); err != nil {
-				return s.errorf("key: %v", err)
+			k, err := s.unescape(key)
+			if err != nil {
+				return err
 			}
 			key = []byte(k)
 		}
 		if err := s.expect(':'); err != nil {
 			return err
 		}
-		if err := field(key); err != nil {
-			return err
-		}
-		if s.peek() == ',' {
-			s.i++
-			continue
-		}
-		return s.expect('}')
-	}
+		return field(key)
+	})
 }
 
 // array reads an array, or null, calling elem when the scanner is at each
 // element; elem must read or skip it.
-func (s *scanner) array(elem func() error) error {
+func (s *scanner) array(elem func() error) error { return s.list('[', ']', elem) }
+
+// list reads an object or an array, between open and end, or null,
+// calling elem at each member, which must read it.
+func (s *scanner) list(open, end byte, elem func() error) error {
 	if s.null() {
 		return nil
 	}
-	if err := s.expect('['); err != nil {
+	if err := s.expect(open); err != nil {
 		return err
 	}
-	if s.peek() == ']' {
+	if s.peek() == end {
 		s.i++
 		return nil
 	}
@@ -557,7 +549,7 @@ func (s *scanner) array(elem func() error) error {
 			s.i++
 			continue
 		}
-		return s.expect(']')
+		return s.expect(end)
 	}
 }
 

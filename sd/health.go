@@ -41,14 +41,18 @@ func newFastClient(c *api.Client, cfg *api.Config, addr string) Client {
 	if strings.HasPrefix(cfg.Address, "/") || cfg.HttpClient == nil {
 		return a // a unix socket: consul/api knows how to reach it
 	}
-	a.health = &healthReader{cfg: cfg, decoders: map[string]*entryDecoder{}}
+	a.health = &healthReader{cfg: cfg, uncompressed: loopback(cfg.Address), decoders: map[string]*entryDecoder{}}
 	return a
 }
 
-// healthReader reads the health API with an HTTP client of its own
-// making, and decodes its answers with one entryDecoder per query.
+// healthReader reads the health API over cfg's HTTP client, as consul/api
+// would, and decodes its answers with one entryDecoder per query.
 type healthReader struct {
 	cfg *api.Config
+	// uncompressed asks for answers without gzip: the agent is on loopback,
+	// where an answer of a thousand instances costs it and this process
+	// more to compress and inflate than to carry.
+	uncompressed bool
 
 	mu       sync.Mutex
 	decoders map[string]*entryDecoder // by query: service, tags, passing
@@ -125,9 +129,7 @@ func (h *healthReader) service(ctx context.Context, headers http.Header, service
 	if h.cfg.HttpAuth != nil {
 		req.SetBasicAuth(h.cfg.HttpAuth.Username, h.cfg.HttpAuth.Password)
 	}
-	if loopback(h.cfg.Address) {
-		// An answer of a thousand instances costs the agent and this
-		// process more to compress and inflate than to carry on loopback.
+	if h.uncompressed {
 		req.Header.Set("Accept-Encoding", "identity")
 	}
 	start := time.Now()

@@ -73,23 +73,21 @@ func (p *Instancers) Instancer(cfg ConsulConfig, logger log.Logger, service stri
 		w.refs++
 		p.mu.Unlock()
 		<-w.ready
-		if w.err != nil {
-			return nil, w.err
-		}
-		return &SharedInstancer{Instancer: w.inst, release: func() { p.release(key, w) }}, nil
-	}
-	w = &sharedWatch{ready: make(chan struct{}), refs: 1}
-	p.watches[key] = w
-	p.mu.Unlock()
-
-	w.inst, w.close, w.err = newWatch(cfg, logger, service, tags, passingOnly, read)
-	close(w.ready)
-	if w.err != nil {
-		p.mu.Lock()
-		if p.watches[key] == w {
-			delete(p.watches, key)
-		}
+	} else {
+		w = &sharedWatch{ready: make(chan struct{}), refs: 1}
+		p.watches[key] = w
 		p.mu.Unlock()
+		w.inst, w.close, w.err = newWatch(cfg, logger, service, tags, passingOnly, read)
+		close(w.ready)
+		if w.err != nil {
+			p.mu.Lock()
+			if p.watches[key] == w {
+				delete(p.watches, key)
+			}
+			p.mu.Unlock()
+		}
+	}
+	if w.err != nil {
 		return nil, w.err
 	}
 	return &SharedInstancer{Instancer: w.inst, release: func() { p.release(key, w) }}, nil
@@ -119,11 +117,11 @@ func (p *Instancers) Len() int {
 // newWatch starts the Instancer of a shared watch, with a Consul client of
 // its own, and returns what closes that client's idle connections.
 func newWatch(cfg ConsulConfig, logger log.Logger, service string, tags []string, passingOnly bool, read Read) (*Instancer, func(), error) {
-	c, apiCfg, where, err := cfg.NewAPIClient()
+	c, apiCfg, err := cfg.newClient()
 	if err != nil {
 		return nil, nil, err
 	}
-	inst, err := NewInstancer(newFastClient(c, apiCfg, where), logger, service, tags, passingOnly, WithRead(read))
+	inst, err := NewInstancer(c, logger, service, tags, passingOnly, WithRead(read))
 	if err != nil {
 		apiCfg.Transport.CloseIdleConnections()
 		return nil, nil, err
