@@ -85,7 +85,7 @@ func BenchmarkConsulRead(b *testing.B) {
 	)
 	start := time.Now()
 	bin := testenv.ConsulBinary(b)
-	c := consulCluster(b, bin, 1)
+	c := testenv.ClusterWith(b, localconsul.ClusterOptions{Clients: 1})
 	streaming := c.Clients[0]
 	rpc := noStreamingAgent(b, bin, c)
 	streamingAPI, rpcAPI := testenv.API(b, streaming), rpc.API()
@@ -99,25 +99,11 @@ func BenchmarkConsulRead(b *testing.B) {
 		}
 	}
 
-	var wg sync.WaitGroup
-	errs := make(chan error, instances)
-	sem := make(chan struct{}, 16)
-	for i := range instances {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			if err := registerErr(streamingAPI, fmt.Sprintf("read-%d", i), fmt.Sprintf("127.0.0.1:%d", 10000+i), false); err != nil {
-				errs <- err
-			}
-		}()
+	addrs := make([]string, instances)
+	for i := range addrs {
+		addrs[i] = fmt.Sprintf("127.0.0.1:%d", 10000+i)
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		b.Fatal(err)
-	}
+	registerAll(b, streamingAPI, "read", addrs, 0)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	for _, cl := range []*api.Client{streamingAPI, rpcAPI} {
@@ -623,31 +609,6 @@ func gzipCost(body []byte, n int) (time.Duration, error) {
 		}
 	}
 	return cpuTime() - start, nil
-}
-
-// consulCluster starts 3 Consul servers and clients client agents on
-// loopback, as testenv.Cluster does (which starts 2), stopped when the
-// benchmark ends.
-func consulCluster(b *testing.B, bin string, clients int) *localconsul.Cluster {
-	b.Helper()
-	c, err := localconsul.NewCluster(bin, b.TempDir(), localconsul.ClusterOptions{Clients: clients})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		if b.Failed() {
-			for _, a := range c.Members() {
-				b.Logf("%s log:\n%s", a.Name, a.LogTail())
-			}
-		}
-		if err := c.Close(); err != nil {
-			b.Errorf("stop cluster: %v", err)
-		}
-	})
-	if err := c.Start(60 * time.Second); err != nil {
-		b.Fatal(err)
-	}
-	return c
 }
 
 // noStreamingAgent starts one more client agent, client-rpc, in c, with

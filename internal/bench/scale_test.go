@@ -72,7 +72,7 @@ func BenchmarkScale(b *testing.B) {
 	agent := testenv.Consul(b)
 	c := agent.API()
 	fl := startFleet(b, scaleInstances+scaleInstances/10+scaleChanges)
-	registerAll(b, c, fl.addrs[:scaleInstances], 0)
+	registerAll(b, c, "scale", fl.addrs[:scaleInstances], 0)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if _, err := localconsul.WaitPassing(ctx, c, "trimsvc", localconsul.Count(scaleInstances)); err != nil {
@@ -402,9 +402,9 @@ func spreadOf(counts []int) float64 { return float64(slices.Max(counts)) / mean(
 
 func mean(counts []int) float64 { return float64(total(counts)) / float64(len(counts)) }
 
-// registerAll registers addrs as instances scale-<first>, scale-<first+1>,
-// and so on, 16 at a time.
-func registerAll(b testing.TB, c *api.Client, addrs []string, first int) {
+// registerAll registers addrs as instances <prefix>-<first>,
+// <prefix>-<first+1>, and so on, of trimsvc without checks, 16 at a time.
+func registerAll(b testing.TB, c *api.Client, prefix string, addrs []string, first int) {
 	var wg sync.WaitGroup
 	errs := make(chan error, len(addrs))
 	sem := make(chan struct{}, 16)
@@ -414,7 +414,7 @@ func registerAll(b testing.TB, c *api.Client, addrs []string, first int) {
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			if err := registerErr(c, fmt.Sprintf("scale-%d", first+i), addr, false); err != nil {
+			if err := registerErr(c, fmt.Sprintf("%s-%d", prefix, first+i), addr, false); err != nil {
 				errs <- err
 			}
 		}()

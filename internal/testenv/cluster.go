@@ -16,7 +16,14 @@ import (
 // binary.
 func Cluster(t testing.TB) *localconsul.Cluster {
 	t.Helper()
-	c, err := localconsul.NewCluster(ConsulBinary(t), t.TempDir(), localconsul.ClusterOptions{})
+	return ClusterWith(t, localconsul.ClusterOptions{})
+}
+
+// ClusterWith is Cluster as opts say (the number of client agents, and so
+// on).
+func ClusterWith(t testing.TB, opts localconsul.ClusterOptions) *localconsul.Cluster {
+	t.Helper()
+	c, err := localconsul.NewCluster(ConsulBinary(t), t.TempDir(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
