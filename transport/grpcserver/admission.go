@@ -31,6 +31,18 @@ type AdmissionMetrics struct {
 	Limit metrics.Gauge
 	// InFlight is the calls in flight now, health checks excepted.
 	InFlight metrics.Gauge
+
+	// ConnsRefused counts the connections closed as they were accepted:
+	// every place (MaxConnections) was held by an established connection.
+	ConnsRefused metrics.Counter
+	// ConnsEvicted counts the connections not yet established closed to
+	// make room for a newer one (MaxConnections, MaxPendingConnections).
+	ConnsEvicted metrics.Counter
+	// ConnsTimedOut counts the connections closed before they were
+	// established, with a label "stage": "first_byte" for those that sent
+	// nothing within FirstByteTimeout, "handshake" for those that had not
+	// finished within HandshakeTimeout.
+	ConnsTimedOut metrics.Counter
 }
 
 // admission bounds the calls in flight: it admits or sheds a call in

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/go-kit/log"
 	"github.com/hashicorp/consul/api"
@@ -133,4 +134,29 @@ func ExampleFixedLimit() {
 	testgrpc.RegisterTestServiceServer(server, testService{})
 	fmt.Println(limits.Concurrency, limits.Concurrency.Limit())
 	// Output: fixed concurrency limit 8
+}
+
+// The connection limits tuned for an instance that many callers reach
+// over slow links: room for 4,096 connections, of which at most 512 may be
+// still in their handshake (however many a caller without a certificate
+// opens), and 5s for a caller's first bytes. An established connection is
+// never closed for a newcomer. Serve on the returned listener.
+func ExampleLimits_Listener() {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	limits := grpcserver.Limits{MaxConnections: 4096, MaxPendingConnections: 512, FirstByteTimeout: 5 * time.Second}
+	if err := limits.Validate(); err != nil {
+		fmt.Println(err)
+		return
+	}
+	server := grpc.NewServer(limits.ServerOptions()...)
+	testgrpc.RegisterTestServiceServer(server, testService{})
+	limited := limits.Listener(lis)
+	defer limited.Close()
+	// Serve it with an Instance, as in Instance.Run's example.
+	fmt.Println(limits.WithDefaults().HandshakeTimeout)
+	// Output: 10s
 }

@@ -7,9 +7,9 @@ import (
 	"net"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
+	"github.com/go-kit/log"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 )
@@ -34,9 +34,26 @@ type Limits struct {
 	// health checks excepted: more get ResourceExhausted at once, before
 	// their request is read.
 	MaxCallsInFlight int
-	// MaxConnections bounds the connections open at once: a connection
-	// over it is closed as soon as it is accepted.
+	// MaxConnections bounds the connections open at once. When they are
+	// all open, a new connection takes the place of the oldest one not yet
+	// established (see MaxPendingConnections), or, when every one is
+	// established, is closed as soon as it is accepted. An established
+	// connection is never closed to make room.
 	MaxConnections int
+	// MaxPendingConnections bounds the connections not yet established:
+	// those whose TLS handshake (with the client's certificate verified,
+	// under mutual TLS) or HTTP/2 preface is not done. A caller needs no
+	// certificate to hold such connections, only sockets; over the bound,
+	// a new one takes the place of the one that has waited longest (at
+	// least 250ms) for its caller to say something, so that however many
+	// a caller holds, callers that go on with their handshake get in.
+	// Half of MaxConnections by default.
+	MaxPendingConnections int
+	// FirstByteTimeout closes a connection that has sent nothing (no TLS
+	// ClientHello, no HTTP/2 preface) for this long after it was accepted;
+	// a live caller speaks within a round trip. HandshakeTimeout still
+	// bounds a handshake that has started.
+	FirstByteTimeout time.Duration
 	// MaxConnectionIdle closes (with GOAWAY) a connection that has had no
 	// call for this long.
 	MaxConnectionIdle time.Duration
@@ -51,8 +68,8 @@ type Limits struct {
 	// in flight are refused.
 	MinPingInterval time.Duration
 	// HandshakeTimeout bounds a new connection's TLS handshake and HTTP/2
-	// setup: a caller that opens connections and says nothing does not hold
-	// them.
+	// setup, from its accept: a caller that starts a handshake and stalls
+	// does not hold its connection.
 	HandshakeTimeout time.Duration
 	// Concurrency is how many calls the server runs at once, below
 	// MaxCallsInFlight: calls over it are shed, ResourceExhausted at once
@@ -76,8 +93,13 @@ type Limits struct {
 	// as many calls. Called once per answer: it must be cheap.
 	Utilization func() float64
 	// Metrics are the instruments admission reports to: calls shed, the
-	// limit, the calls in flight.
+	// limit, the calls in flight; connections refused, evicted and timed
+	// out.
 	Metrics AdmissionMetrics
+	// Logger logs, at most once each per episode, when the connection
+	// limit starts to evict or refuse connections and when that is over.
+	// Nil means none.
+	Logger log.Logger
 }
 
 // DefaultLimits are the limits a server gets unless told otherwise.
@@ -94,6 +116,16 @@ var DefaultLimits = Limits{
 	// Far above what a fleet of callers holds (one connection per caller
 	// per instance), far below a process's file descriptor limit.
 	MaxConnections: 1024,
+	// MaxPendingConnections is left 0: half of MaxConnections, whatever
+	// that is, so that callers without a certificate never hold more
+	// than half the places, and a burst of legitimate reconnections
+	// (every caller after a network blip) still has hundreds.
+	//
+	// A caller's first bytes follow its connect within a round trip;
+	// 2s covers a slow network and a busy client, and a silent
+	// connection holds its place a fifth as long as HandshakeTimeout
+	// lets it.
+	FirstByteTimeout: 2 * time.Second,
 	// Idle connections cost memory on both sides; callers reconnect in a
 	// round trip when they need to.
 	MaxConnectionIdle: 5 * time.Minute,
@@ -110,12 +142,16 @@ func (l Limits) Validate() error {
 	for field, v := range map[string]int64{
 		"Limits.MaxRecvMsgSize": int64(l.MaxRecvMsgSize), "Limits.MaxCallsInFlight": int64(l.MaxCallsInFlight),
 		"Limits.MaxConnections": int64(l.MaxConnections), "Limits.MaxConnectionIdle": int64(l.MaxConnectionIdle),
+		"Limits.MaxPendingConnections": int64(l.MaxPendingConnections), "Limits.FirstByteTimeout": int64(l.FirstByteTimeout),
 		"Limits.KeepaliveTime": int64(l.KeepaliveTime), "Limits.KeepaliveTimeout": int64(l.KeepaliveTimeout),
 		"Limits.MinPingInterval": int64(l.MinPingInterval), "Limits.HandshakeTimeout": int64(l.HandshakeTimeout),
 	} {
 		if v < 0 {
 			errs = append(errs, fmt.Errorf("%s %d: must not be negative (0 means the default)", field, v))
 		}
+	}
+	if max := cmp.Or(l.MaxConnections, DefaultLimits.MaxConnections); l.MaxPendingConnections > max {
+		errs = append(errs, fmt.Errorf("Limits.MaxPendingConnections %d: must be at most MaxConnections (%d)", l.MaxPendingConnections, max))
 	}
 	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
 	return errors.Join(errs...)
@@ -129,6 +165,8 @@ func (l Limits) WithDefaults() Limits {
 	l.MaxConcurrentStreams = cmp.Or(l.MaxConcurrentStreams, d.MaxConcurrentStreams)
 	l.MaxCallsInFlight = cmp.Or(l.MaxCallsInFlight, d.MaxCallsInFlight)
 	l.MaxConnections = cmp.Or(l.MaxConnections, d.MaxConnections)
+	l.MaxPendingConnections = cmp.Or(l.MaxPendingConnections, d.MaxPendingConnections, max(l.MaxConnections/2, 1))
+	l.FirstByteTimeout = cmp.Or(l.FirstByteTimeout, d.FirstByteTimeout)
 	l.MaxConnectionIdle = cmp.Or(l.MaxConnectionIdle, d.MaxConnectionIdle)
 	l.KeepaliveTime = cmp.Or(l.KeepaliveTime, d.KeepaliveTime)
 	l.KeepaliveTimeout = cmp.Or(l.KeepaliveTimeout, d.KeepaliveTimeout)
@@ -173,41 +211,13 @@ func (l Limits) serverOptions() ([]grpc.ServerOption, *admission) {
 	}, a
 }
 
-// Listener returns lis with l.MaxConnections applied: a connection over it
-// is closed as soon as it is accepted, so that the caller learns at once
-// (and tries another instance) rather than waiting in the backlog.
+// Listener returns lis with l's connection bounds applied
+// (MaxConnections, MaxPendingConnections, FirstByteTimeout,
+// HandshakeTimeout), for a *grpc.Server to serve on: it learns from the
+// server when a connection is established. A connection refused is closed
+// as soon as it is accepted, so that its caller learns at once (and tries
+// another instance) rather than waiting in the backlog. Closing the
+// listener closes the connections not yet established.
 func (l Limits) Listener(lis net.Listener) net.Listener {
-	return &limitListener{Listener: lis, slots: make(chan struct{}, l.WithDefaults().MaxConnections)}
-}
-
-type limitListener struct {
-	net.Listener
-	slots chan struct{} // one per open connection
-}
-
-func (l *limitListener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		select {
-		case l.slots <- struct{}{}:
-			return &limitConn{Conn: c, release: func() { <-l.slots }}, nil
-		default:
-			c.Close()
-		}
-	}
-}
-
-type limitConn struct {
-	net.Conn
-	once    sync.Once
-	release func()
-}
-
-func (c *limitConn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(c.release)
-	return err
+	return newConnListener(lis, l.WithDefaults())
 }

@@ -2,9 +2,11 @@ package grpcserver
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -159,19 +161,14 @@ func TestRequestOverTheReceiveLimit(t *testing.T) {
 	}
 }
 
+// clientPreface is what an HTTP/2 client sends first: the preface and an
+// empty SETTINGS frame.
+const clientPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + "\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
 func TestConnectionsOverTheLimitAreClosedAtOnce(t *testing.T) {
 	_, _, addr := serve(t, Limits{MaxConnections: 2}, func(_ context.Context, in *wrapperspb.BytesValue) (*wrapperspb.BytesValue, error) {
 		return in, nil
 	})
-	var held []net.Conn
-	for range 2 {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		held = append(held, c)
-	}
 	// The server speaks first on an HTTP/2 connection (its SETTINGS): an
 	// accepted connection gets bytes, a refused one EOF.
 	first := func(c net.Conn) error {
@@ -179,27 +176,55 @@ func TestConnectionsOverTheLimitAreClosedAtOnce(t *testing.T) {
 		_, err := c.Read(make([]byte, 1))
 		return err
 	}
-	for _, c := range held {
+	// established dials a connection that says what a gRPC client says
+	// first, so that the server establishes it.
+	established := func() (net.Conn, error) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := io.WriteString(c, clientPreface); err != nil {
+			c.Close()
+			return nil, err
+		}
 		if err := first(c); err != nil {
+			c.Close()
+			return nil, err
+		}
+		return c, nil
+	}
+	var held []net.Conn
+	for range 2 {
+		c, err := established()
+		if err != nil {
 			t.Fatalf("a connection within the limit: %v", err)
 		}
+		defer c.Close()
+		held = append(held, c)
 	}
-	extra, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer extra.Close()
-	if err := first(extra); err != io.EOF {
-		t.Errorf("a connection over the limit: want EOF, have %v", err)
+	// Over the limit, with both places established: closed at once,
+	// whether it speaks or not.
+	for _, speaks := range []bool{false, true} {
+		extra, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer extra.Close()
+		if speaks {
+			_, _ = io.WriteString(extra, clientPreface)
+		}
+		if err := first(extra); err != io.EOF && !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("a connection over the limit (speaking first: %v): want EOF, have %v", speaks, err)
+		}
 	}
 	held[0].Close()
 	eventually(t, "a connection accepted once another closed", func() bool {
-		c, err := net.Dial("tcp", addr)
+		c, err := established()
 		if err != nil {
 			return false
 		}
-		defer c.Close()
-		return first(c) == nil
+		c.Close()
+		return true
 	})
 }
 
