@@ -51,6 +51,10 @@ type config struct {
 	printDefinition    bool
 	loadReportInterval time.Duration
 	concurrencyLimit   string
+	maxConns           int
+	maxPendingConns    int
+	firstByteTimeout   time.Duration
+	handshakeTimeout   time.Duration
 }
 
 func parseConfig(args []string, stdout io.Writer) (config, error) {
@@ -79,6 +83,11 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 	fs.IntVar(&c.maxInputBytes, "max-input-bytes", trimsvc.DefaultMaxInputBytes, "largest input accepted, in bytes; larger gets InvalidArgument")
 	fs.DurationVar(&c.loadReportInterval, "load-report-interval", 0, `publish this instance's load to Consul KV (trimkit/load/<service-name>/<service-id>: {"load", "inflight", "rps", "ts", "addr", "interval_ms"}) this often, under a session that deletes it when the instance dies; 0: off (5s is a sound value: 200 KV writes a second per 1,000 instances)`)
 	fs.StringVar(&c.concurrencyLimit, "concurrency-limit", "adaptive", "how many calls run at once; calls past it get ResourceExhausted at once, marked so that callers try another instance, and every answer carries this instance's load (ORCA, trailer endpoint-load-metrics-bin). adaptive: a limit that follows the service's latency (grpcserver.AdaptiveLimit); off: none, calls queue up to 128 in flight; N: a fixed limit. Health checks are never limited")
+	d := grpcserver.DefaultLimits
+	fs.IntVar(&c.maxConns, "max-connections", d.MaxConnections, "most connections open at once; when all are taken, a new one takes the place of a connection not yet established (TLS handshake or HTTP/2 preface not done) that waits for its caller, or is closed at once if every one is established: an established connection is never closed for a newcomer")
+	fs.IntVar(&c.maxPendingConns, "max-pending-connections", 0, "most connections not yet established at once (default half of -max-connections): a caller without a certificate can hold no more, however many sockets it opens")
+	fs.DurationVar(&c.firstByteTimeout, "first-byte-timeout", d.FirstByteTimeout, "close a connection that has sent nothing (no TLS ClientHello, no HTTP/2 preface) this long after it was accepted")
+	fs.DurationVar(&c.handshakeTimeout, "handshake-timeout", d.HandshakeTimeout, "close a connection not established (TLS handshake and HTTP/2 preface done) this long after it was accepted")
 	fs.BoolVar(&c.register, "register", true, "register in Consul, keep registered and deregister on shutdown; false: the agent's configuration owns the registration (see -print-service-definition), and on SIGTERM the instance only goes NOT_SERVING, drains and stops, so that the agent's check takes it out")
 	fs.BoolVar(&c.printDefinition, "print-service-definition", false, "print the JSON service definition this instance would register (for an agent's -config-dir or `consul services register FILE`) and exit; needs a fixed port in -grpc-addr or -advertise-addr")
 	fs.StringVar(&c.addrFile, "addr-file", "", `once the listeners are bound, write where they are to this file as JSON ({"service_id", "grpc_addr", "advertised_addr", "http_addr"}), atomically; removed on exit (for scripts and tests)`)
@@ -115,6 +124,14 @@ func (c config) validate() error {
 	if _, err := c.concurrency(); err != nil {
 		errs = append(errs, err)
 	}
+	if c.maxConns <= 0 {
+		errs = append(errs, fmt.Errorf("-max-connections must be positive, got %d", c.maxConns))
+	}
+	if c.maxPendingConns < 0 || c.maxPendingConns > c.maxConns {
+		errs = append(errs, fmt.Errorf("-max-pending-connections must be between 0 (half of -max-connections) and -max-connections (%d), got %d", c.maxConns, c.maxPendingConns))
+	}
+	positive("first-byte-timeout", c.firstByteTimeout)
+	positive("handshake-timeout", c.handshakeTimeout)
 	if c.maxInputBytes <= 0 {
 		errs = append(errs, fmt.Errorf("-max-input-bytes must be positive, got %d", c.maxInputBytes))
 	}

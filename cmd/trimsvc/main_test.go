@@ -62,7 +62,8 @@ func TestHelpListsEveryFlagWithEnv(t *testing.T) {
 	}
 	for _, name := range []string{"grpc-addr", "http-addr", "advertise-addr", "consul-addr", "consul-token",
 		"service-name", "service-id", "tags", "check-interval", "deregister-after", "resync-interval",
-		"register-timeout", "drain", "max-input-bytes", "addr-file"} {
+		"register-timeout", "drain", "max-input-bytes", "addr-file",
+		"max-connections", "max-pending-connections", "first-byte-timeout", "handshake-timeout"} {
 		env := "TRIMSVC_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
 		if want := fmt.Sprintf("-%s  (env %s, default ", name, env); !strings.Contains(stdout.String(), want) {
 			t.Errorf("--help lacks %q", want)
@@ -79,6 +80,11 @@ func TestBadFlagsAreUsageErrors(t *testing.T) {
 	for _, args := range [][]string{
 		{"-check-interval", "0s"},
 		{"-max-input-bytes", "-1"},
+		{"-max-connections", "0"},
+		{"-max-pending-connections", "-1"},
+		{"-max-connections", "10", "-max-pending-connections", "11"},
+		{"-first-byte-timeout", "0s"},
+		{"-handshake-timeout", "-1s"},
 		{"-grpc-addr", "nonsense"},
 		{"-drain", "soon"},
 		{"extra"},

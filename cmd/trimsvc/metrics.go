@@ -68,12 +68,27 @@ func newMetrics() (*prometheus.Registry, instruments, error) {
 		Name: "trimsvc_calls_in_flight",
 		Help: "Calls in flight now, health checks excepted.",
 	})
+	refused := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "trimsvc_connections_refused_total",
+		Help: "Connections closed as they were accepted: every place of the connection limit was held by an established connection.",
+	})
+	evicted := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "trimsvc_connections_evicted_total",
+		Help: "Connections not yet established (TLS handshake or HTTP/2 preface not done) closed to make room for a newer one.",
+	})
+	timedOut := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "trimsvc_connections_timed_out_total",
+		Help: "Connections closed before they were established: stage=first_byte sent nothing in time, stage=handshake did not finish in time.",
+	}, []string{"stage"})
 	for _, loop := range []string{"registration", "load_report"} { // shown from the start, at 0
 		failures.WithLabelValues(loop)
 		failing.WithLabelValues(loop)
 	}
+	for _, stage := range []string{"first_byte", "handshake"} {
+		timedOut.WithLabelValues(stage)
+	}
 	for _, c := range []prometheus.Collector{
-		requests, duration, failures, failing, shed, limit, inflight,
+		requests, duration, failures, failing, shed, limit, inflight, refused, evicted, timedOut,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
 		if err := reg.Register(c); err != nil {
@@ -83,7 +98,10 @@ func newMetrics() (*prometheus.Registry, instruments, error) {
 	return reg, instruments{
 		requests: kitprometheus.NewCounter(requests), duration: kitprometheus.NewHistogram(duration),
 		consulFailures: kitprometheus.NewCounter(failures), consulFailing: kitprometheus.NewGauge(failing),
-		admission: grpcserver.AdmissionMetrics{Shed: counter{shed}, Limit: gauge{limit}, InFlight: gauge{inflight}},
+		admission: grpcserver.AdmissionMetrics{
+			Shed: counter{shed}, Limit: gauge{limit}, InFlight: gauge{inflight},
+			ConnsRefused: counter{refused}, ConnsEvicted: counter{evicted}, ConnsTimedOut: kitprometheus.NewCounter(timedOut),
+		},
 	}, nil
 }
 

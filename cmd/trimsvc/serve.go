@@ -105,7 +105,12 @@ func build(cfg config, stderr io.Writer) (_ *instance, err error) {
 	if err != nil {
 		return nil, err
 	}
-	limits := grpcserver.Limits{MaxRecvMsgSize: cfg.maxInputBytes + recvMargin, Concurrency: concurrency, Metrics: instr.admission}
+	limits := grpcserver.Limits{
+		MaxRecvMsgSize: cfg.maxInputBytes + recvMargin, Concurrency: concurrency,
+		MaxConnections: cfg.maxConns, MaxPendingConnections: cfg.maxPendingConns,
+		FirstByteTimeout: cfg.firstByteTimeout, HandshakeTimeout: cfg.handshakeTimeout,
+		Metrics: instr.admission, Logger: in.logger,
+	}
 	in.lis = limits.Listener(in.lis)
 	tlsOpts, reloadTLS, err := grpcserver.TLS{
 		CertFile: cfg.tlsCertFile, KeyFile: cfg.tlsKeyFile,
