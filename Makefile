@@ -60,15 +60,17 @@ SEED ?=
 chaos: consul build ## chaos soak on the cluster: load through client agent 2, one fault at a time (DURATION, RATE, SEED)
 	bin/demo chaos -duration $(DURATION) -rate $(RATE) $(if $(SEED),-seed $(SEED))
 
-# The overload test overloads three instances on purpose: it runs alone,
-# after the rest, so that the other packages' tests neither starve it nor
-# are starved by it.
-OVERLOAD_TEST = ^TestOverloadedFleetStaysUpAndRecovers$$
+# Two tests saturate the machine on purpose: the overload test overloads
+# three instances, and the connection flood test floods one with twice its
+# connection limit. They run alone, one after the other, after the rest,
+# so that the other packages' tests neither starve them nor are starved by
+# them.
+ALONE_TESTS = ^(TestOverloadedFleetStaysUpAndRecovers|TestIdleConnectionFloodLocksNoCallerOut)$$
 
 test: consul ## run every test, a real Consul agent included
 	go vet ./...
-	go test -race -count=1 -skip '$(OVERLOAD_TEST)' $(GO_TEST_FLAGS) ./...
-	go test -race -count=1 -run '$(OVERLOAD_TEST)' $(GO_TEST_FLAGS) ./client
+	go test -race -count=1 -skip '$(ALONE_TESTS)' $(GO_TEST_FLAGS) ./...
+	go test -race -count=1 -p 1 -run '$(ALONE_TESTS)' $(GO_TEST_FLAGS) ./client ./cmd/trimsvc
 
 BENCH_COUNT ?= 3
 bench: consul ## benchmarks: call overhead vs raw gRPC, discovery, failover, cluster, load reports, gray failure, overload, scale (about 30 minutes)

@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
@@ -31,33 +32,51 @@ func peakRSS(t *testing.T, pid int) int64 {
 
 // flood makes n concurrent calls with the largest input trimsvc accepts
 // (1 MiB), each on a connection of its own, and returns how they ended, by
-// code.
-func flood(t *testing.T, addr string, n int, creds credentials.TransportCredentials) map[codes.Code]int {
+// code. With connected, every connection is made before the first call
+// starts: the calls then all start together, and a test process busy
+// making 400 of them does not keep a new connection silent for longer
+// than the server's FirstByteTimeout.
+func flood(t *testing.T, addr string, n int, creds credentials.TransportCredentials, connected bool) map[codes.Code]int {
 	t.Helper()
 	input := strings.Repeat("x", 1<<20)
 	var (
 		mu    sync.Mutex
 		codes = map[codes.Code]int{}
 		wg    sync.WaitGroup
+		ready sync.WaitGroup
+		start = make(chan struct{})
 	)
 	for range n {
 		wg.Add(1)
+		ready.Add(1)
 		go func() {
 			defer wg.Done()
 			conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 			if err != nil {
+				ready.Done()
 				t.Error(err)
 				return
 			}
 			defer conn.Close()
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
+			if connected {
+				for conn.Connect(); conn.GetState() != connectivity.Ready; {
+					if !conn.WaitForStateChange(ctx, conn.GetState()) {
+						break // the call below fails and says why
+					}
+				}
+			}
+			ready.Done()
+			<-start
 			_, err = pb.NewTrimClient(conn).TrimSpace(ctx, &pb.TrimRequest{S: input})
 			mu.Lock()
 			codes[status.Code(err)]++
 			mu.Unlock()
 		}()
 	}
+	ready.Wait()
+	close(start)
 	wg.Wait()
 	return codes
 }
@@ -77,7 +96,7 @@ const floodBound = 64<<20 + 3*128*3*(1<<20)/2
 func TestConcurrentMaximumSizeCallsCostBoundedMemory(t *testing.T) {
 	in := startInstance(t, "127.0.0.1:1", "-register=false")
 	before := peakRSS(t, in.PID())
-	ended := flood(t, in.Addr, 400, insecure.NewCredentials())
+	ended := flood(t, in.Addr, 400, insecure.NewCredentials(), true)
 	peak := peakRSS(t, in.PID())
 	t.Logf("400 concurrent 1 MiB calls: %v; peak RSS %d MB before, %d MB after (bound %d MB)", ended, before>>20, peak>>20, floodBound>>20)
 	if ended[codes.OK] == 0 {
@@ -115,7 +134,7 @@ func mtlsInstance(t *testing.T) (*proc.Trimsvc, *pki.CA) {
 func TestUnauthenticatedCallersCostNoMessageBuffer(t *testing.T) {
 	in, ca := mtlsInstance(t)
 	before := peakRSS(t, in.PID())
-	ended := flood(t, in.Addr, 300, credentials.NewTLS(ca.ClientConfig(nil)))
+	ended := flood(t, in.Addr, 300, credentials.NewTLS(ca.ClientConfig(nil)), false)
 	peak := peakRSS(t, in.PID())
 	t.Logf("300 concurrent 1 MiB calls without a client certificate: %v; peak RSS %d MB before, %d MB after", ended, before>>20, peak>>20)
 	if want, have := 300, ended[codes.Unavailable]; want != have {
