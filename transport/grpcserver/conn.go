@@ -11,11 +11,11 @@ type conn struct {
 	net.Conn
 	l        *connListener // immutable
 	accepted time.Time     // immutable
-	heard    atomic.Bool   // it has sent a byte; set under l.mu
 	settled  atomic.Bool   // no longer pending; set under l.mu
 
 	// Guarded by l.mu.
 	state      connState
+	heard      bool      // it has sent a byte
 	blocked    int       // Reads and Writes in progress
 	waitSince  time.Time // when it started to wait for its caller, if it does
 	list       *connList // waiting or turn while pending, else nil
@@ -39,10 +39,10 @@ func (l *connListener) block(c *conn, start, read bool) {
 	if c.state != pending {
 		return
 	}
-	if read && !c.heard.Load() {
+	if read && !c.heard {
 		// It has until HandshakeTimeout from its accept to be
 		// established.
-		c.heard.Store(true)
+		c.heard = true
 		c.timer.Reset(time.Until(c.accepted.Add(l.handshake)))
 	}
 	if start {

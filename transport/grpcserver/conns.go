@@ -28,10 +28,10 @@ import (
 // is never evicted.
 //
 // Which pending connection is evicted: the one that has waited longest for
-// its caller, once that is minCallerWait. A pending connection waits for its caller while the server
-// is blocked reading it (for a ClientHello, for the client's answer to the
-// server's handshake flight, for the preface) or writing to it, and it is
-// the server's turn otherwise (the connection not yet picked up, the
+// its caller, once that is minCallerWait. A pending connection waits for
+// its caller while the server is blocked reading it (for a ClientHello,
+// for the client's answer to the server's handshake flight, for the
+// preface) or writing to it, and it is the server's turn otherwise (the connection not yet picked up, the
 // server computing its answer, or the caller's answer received and not yet
 // read). A caller that stalls, at any step, waits from then on; a live one
 // answers within a round trip. So under a flood of stalled connections a
@@ -144,11 +144,8 @@ func (l *connListener) admit(nc net.Conn) (*conn, error) {
 				break
 			}
 			if l.waiting.n+l.turn.n == 0 { // every place established
-				start := l.underPressure(time.Now(), false)
 				l.mu.Unlock()
-				nc.Close()
-				l.refusedN()
-				l.logPressure(start)
+				l.shed(nc, false)
 				return nil, nil
 			}
 			v, wait := l.victim(time.Now())
@@ -166,20 +163,13 @@ func (l *connListener) admit(nc net.Conn) (*conn, error) {
 			wake.Stop()
 		}
 	}
-	now := time.Now()
-	c := &conn{Conn: nc, l: l, accepted: now}
+	c := &conn{Conn: nc, l: l, accepted: time.Now()}
 	l.open++
 	l.turn.pushBack(c)
 	c.timer = time.AfterFunc(l.firstByte, func() { l.expire(c) })
-	start := false
-	if victim != nil {
-		start = l.underPressure(now, true)
-	}
 	l.mu.Unlock()
 	if victim != nil {
-		victim.Conn.Close()
-		l.evictedN()
-		l.logPressure(start)
+		l.shed(victim.Conn, true)
 	}
 	return c, nil
 }
@@ -248,12 +238,11 @@ func (l *connListener) expire(c *conn) {
 		l.mu.Unlock()
 		return
 	}
-	heard := c.heard.Load()
-	if !heard && unread(c.Conn) {
+	if !c.heard && unread(c.Conn) {
 		// Its caller has spoken; the server, busy, has not read it yet.
-		heard = true
-		c.heard.Store(true)
+		c.heard = true
 	}
+	heard := c.heard
 	deadline := c.accepted.Add(l.firstByte)
 	if heard {
 		deadline = c.accepted.Add(l.handshake)

@@ -35,7 +35,7 @@ type Limits struct {
 	// their request is read.
 	MaxCallsInFlight int
 	// MaxConnections bounds the connections open at once. When they are
-	// all open, a new connection takes the place of the oldest one not yet
+	// all open, a new connection takes the place of one not yet
 	// established (see MaxPendingConnections), or, when every one is
 	// established, is closed as soon as it is accepted. An established
 	// connection is never closed to make room.
@@ -120,7 +120,7 @@ var DefaultLimits = Limits{
 	// that is, so that callers without a certificate never hold more
 	// than half the places, and a burst of legitimate reconnections
 	// (every caller after a network blip) still has hundreds.
-	//
+
 	// A caller's first bytes follow its connect within a round trip;
 	// 2s covers a slow network and a busy client, and a silent
 	// connection holds its place a fifth as long as HandshakeTimeout
@@ -150,8 +150,8 @@ func (l Limits) Validate() error {
 			errs = append(errs, fmt.Errorf("%s %d: must not be negative (0 means the default)", field, v))
 		}
 	}
-	if max := cmp.Or(l.MaxConnections, DefaultLimits.MaxConnections); l.MaxPendingConnections > max {
-		errs = append(errs, fmt.Errorf("Limits.MaxPendingConnections %d: must be at most MaxConnections (%d)", l.MaxPendingConnections, max))
+	if conns := cmp.Or(l.MaxConnections, DefaultLimits.MaxConnections); l.MaxPendingConnections > conns {
+		errs = append(errs, fmt.Errorf("Limits.MaxPendingConnections %d: must be at most MaxConnections (%d)", l.MaxPendingConnections, conns))
 	}
 	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
 	return errors.Join(errs...)

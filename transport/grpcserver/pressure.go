@@ -1,6 +1,7 @@
 package grpcserver
 
 import (
+	"net"
 	"time"
 
 	"github.com/go-kit/log/level"
@@ -18,29 +19,33 @@ type pressure struct {
 	timer            *time.Timer
 }
 
-// underPressure counts an eviction (or a refusal) at now into the episode
-// of pressure, and reports whether it starts one. The caller must hold
-// l.mu.
-func (l *connListener) underPressure(now time.Time, evicted bool) (start bool) {
-	p := l.pressure
+// shed closes nc, evicted or refused, counts it, and counts it into the
+// episode of pressure, which it logs when it starts one. The caller must
+// not hold l.mu.
+func (l *connListener) shed(nc net.Conn, evicted bool) {
+	nc.Close()
+	now := time.Now()
+	l.mu.Lock()
+	p, start := l.pressure, false
 	if p == nil && !l.closed {
 		p = &pressure{start: now}
 		p.timer = time.AfterFunc(l.quiet, l.quieten)
 		l.pressure, start = p, true
 	}
-	if p == nil {
-		return false
+	if p != nil {
+		p.last = now
+		if evicted {
+			p.evicted++
+		} else {
+			p.refused++
+		}
 	}
-	p.last = now
+	l.mu.Unlock()
 	if evicted {
-		p.evicted++
+		l.evictedN()
 	} else {
-		p.refused++
+		l.refusedN()
 	}
-	return start
-}
-
-func (l *connListener) logPressure(start bool) {
 	if start {
 		_ = level.Warn(l.logger).Log("msg", "at the connection limit: evicting the connections not yet established (TLS handshake or HTTP/2 preface not done) that have waited longest for their callers; refusing new ones while every place is established",
 			"max_connections", l.max, "max_pending_connections", l.maxPending)
