@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"math/rand/v2"
+	"net"
 	"runtime"
 	"runtime/debug"
 	"slices"
@@ -13,12 +15,16 @@ import (
 	"time"
 
 	"github.com/go-kit/kit/endpoint"
+	"github.com/go-kit/kit/metrics"
 	kitsd "github.com/go-kit/kit/sd"
 	"github.com/go-kit/kit/sd/lb"
 	"github.com/go-kit/log"
+	"google.golang.org/grpc"
 
 	"github.com/trimkit/trimkit/client"
 	"github.com/trimkit/trimkit/internal/loadgen"
+	"github.com/trimkit/trimkit/pb"
+	"github.com/trimkit/trimkit/transport"
 	"github.com/trimkit/trimkit/transport/grpcserver"
 	"github.com/trimkit/trimkit/trimsvc"
 )
@@ -262,4 +268,215 @@ func olCell(b *testing.B, row olRow, slots []int, rate, capacity float64) map[st
 	}
 	out["last_capacity_share"] = float64(slots[len(slots)-1]) / float64(slotsTotal)
 	return out
+}
+
+// The IO-bound run (issue #28): three instances of a service whose calls
+// wait ioService on IO (no CPU: the machine is never the bottleneck, and
+// more calls at once take no longer), ioCallers callers sending ioRate
+// calls a second between them, open loop, each through its own client
+// stack (round-robin, 3 attempts within ioRetryTimeout). ioTermAt into
+// the ioRun, one instance leaves as SIGTERM makes trimsvc leave
+// (grpcserver.Instance: NOT_SERVING, out of discovery, drained, stopped
+// gracefully), and the other two take its share: about 20 calls in flight
+// each before, 30 after.
+const (
+	ioService      = 300 * time.Millisecond
+	ioRate         = 200
+	ioCallers      = 100
+	ioRetryTimeout = 2 * time.Second
+	ioRun          = 10 * time.Second
+	ioTermAt       = 4 * time.Second
+)
+
+// ioWait is a trim service whose calls wait d, as on a database or
+// another service, before they answer.
+type ioWait struct {
+	d    time.Duration
+	next trimsvc.Service
+}
+
+func (s ioWait) TrimSpace(ctx context.Context, str string) (string, error) {
+	t := time.NewTimer(s.d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+	return s.next.TrimSpace(ctx, str)
+}
+
+// limitGauge is the Limit gauge of a server's admission: the limit now,
+// and the least it was since it was last reset.
+type limitGauge struct {
+	now, least atomic.Int64
+}
+
+func (g *limitGauge) With(...string) metrics.Gauge { return g }
+func (g *limitGauge) Add(d float64)                { g.Set(float64(g.now.Load()) + d) }
+func (g *limitGauge) Set(v float64) {
+	n := int64(v)
+	g.now.Store(n)
+	for {
+		l := g.least.Load()
+		if l != 0 && l <= n || g.least.CompareAndSwap(l, n) {
+			return
+		}
+	}
+}
+
+// resetLeast starts the least over from the limit now.
+func (g *limitGauge) resetLeast() { g.least.Store(g.now.Load()) }
+
+// listInstancer is a discovery whose list the run changes, as Consul's
+// changes when an instance deregisters.
+type listInstancer struct {
+	mu   sync.Mutex
+	list []string
+	chs  []chan<- kitsd.Event
+}
+
+func (l *listInstancer) Register(ch chan<- kitsd.Event) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.chs = append(l.chs, ch)
+	ch <- kitsd.Event{Instances: slices.Clone(l.list)}
+}
+
+func (l *listInstancer) Deregister(ch chan<- kitsd.Event) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.chs = slices.DeleteFunc(l.chs, func(c chan<- kitsd.Event) bool { return c == ch })
+}
+
+func (l *listInstancer) Stop() {}
+
+// set sends list to every watcher.
+func (l *listInstancer) set(list []string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.list = list
+	for _, ch := range l.chs {
+		ch <- kitsd.Event{Instances: slices.Clone(list)}
+	}
+}
+
+// ioInstance is one instance of the IO-bound run, served by a
+// grpcserver.Instance with the default Limits (the adaptive limit).
+type ioInstance struct {
+	addr  string
+	limit *limitGauge
+	shed  loadgen.Counter
+	leave context.CancelFunc // SIGTERM
+	ended chan error
+}
+
+func startIOInstance(b *testing.B, id string) *ioInstance {
+	svc, err := trimsvc.New(trimsvc.DefaultMaxInputBytes)
+	if err != nil {
+		b.Fatal(err)
+	}
+	in := &ioInstance{limit: &limitGauge{}, ended: make(chan error, 1)}
+	limits := grpcserver.Limits{Metrics: grpcserver.AdmissionMetrics{Limit: in.limit, Shed: &in.shed}}
+	s := grpc.NewServer(limits.ServerOptions()...)
+	pb.RegisterTrimServer(s, transport.NewGRPCServer(trimsvc.NewServerSet(ioWait{ioService, svc}), id, log.NewNopLogger()))
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	in.addr = lis.Addr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	in.leave = cancel
+	go func() { in.ended <- grpcserver.Instance{Server: s, Listener: limits.Listener(lis)}.Run(ctx) }()
+	return in
+}
+
+// BenchmarkOverloadIOBound is issue #28's case: three instances of an
+// IO-bound service (ioService a call) under ioRate calls a second from
+// ioCallers callers, about 20 calls in flight per instance; ioTermAt into
+// the run one instance leaves (SIGTERM: out of discovery, drained), and
+// the two left carry about 30 each, more than the adaptive limit's
+// Initial. No call may fail: a survivor's limit must follow the load
+// before the callers' retries give up. It reports the calls and failures,
+// p50/p99/p99.9/max (from when each call was due), attempts per call,
+// calls shed, and the survivors' limits: the least after the SIGTERM and
+// at the end. Run with -benchtime 1x.
+func BenchmarkOverloadIOBound(b *testing.B) {
+	runtime.GC()
+	var ins []*ioInstance
+	var addrs []string
+	for i := range 3 {
+		in := startIOInstance(b, fmt.Sprintf("io-%d", i))
+		ins, addrs = append(ins, in), append(addrs, in.addr)
+	}
+	defer func() {
+		for _, in := range ins {
+			in.leave()
+		}
+		for _, in := range ins {
+			if err := <-in.ended; err != nil {
+				b.Error(err)
+			}
+		}
+	}()
+	discovery := &listInstancer{list: addrs}
+	al := &attemptLog{}
+	var callers []endpoint.Endpoint
+	for range ioCallers {
+		endpointer, err := client.NewEndpointer(discovery, al.factory(client.Factory(transport.Endpoints)), log.NewNopLogger())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer endpointer.Close()
+		call, err := client.Retry(client.NewRoundRobin(endpointer), client.RetryConfig{Timeout: ioRetryTimeout})
+		if err != nil {
+			b.Fatal(err)
+		}
+		callers = append(callers, call)
+	}
+	// Each call comes from one of the callers, at random.
+	e := func(ctx context.Context, req any) (any, error) { return callers[rand.N(len(callers))](ctx, req) }
+
+	began := time.Now()
+	load := loadgen.Start(context.Background(), e, benchInput, loadgen.Options{Rate: ioRate, Duration: ioRun})
+	time.Sleep(ioTermAt)
+	gone, survivors := ins[0], ins[1:]
+	for _, in := range survivors {
+		in.limit.resetLeast()
+	}
+	b.Logf("SIGTERM %s; survivors' limits %d, %d", gone.addr, survivors[0].limit.now.Load(), survivors[1].limit.now.Load())
+	gone.leave()
+	discovery.set(addrs[1:])
+	calls, _ := load.Wait()
+
+	var ok []time.Duration
+	failures := 0
+	for _, c := range calls {
+		if c.Err != nil {
+			failures++
+			if failures <= 3 {
+				b.Logf("failure (due %v into the run): %v", c.Start.Sub(began).Round(time.Millisecond), c.Err)
+			}
+			continue
+		}
+		ok = append(ok, c.Took)
+	}
+	slices.Sort(ok)
+	pct := func(p float64) float64 { return ms(loadgen.Percentile(ok, p)) }
+	var shed int64
+	for _, in := range ins {
+		shed += in.shed.Value()
+	}
+	b.ReportMetric(float64(len(calls)), "calls")
+	b.ReportMetric(float64(failures), "failed")
+	b.ReportMetric(pct(50), "p50_ms")
+	b.ReportMetric(pct(99), "p99_ms")
+	b.ReportMetric(pct(99.9), "p99.9_ms")
+	b.ReportMetric(pct(100), "max_ms")
+	b.ReportMetric(float64(al.total.Load())/max(float64(len(calls)), 1), "attempts_call")
+	b.ReportMetric(float64(shed), "shed")
+	for i, in := range survivors {
+		b.ReportMetric(float64(in.limit.least.Load()), fmt.Sprintf("survivor%d_least_limit", i+1))
+		b.ReportMetric(float64(in.limit.now.Load()), fmt.Sprintf("survivor%d_end_limit", i+1))
+	}
 }

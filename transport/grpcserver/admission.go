@@ -53,6 +53,7 @@ type AdmissionMetrics struct {
 type admission struct {
 	max      int64 // MaxCallsInFlight
 	limit    ConcurrencyLimit
+	over     overLimit // limit, when it learns of calls over it; else nil
 	inflight atomic.Int64
 	metrics  AdmissionMetrics
 	marker   overload.Marker
@@ -66,8 +67,16 @@ type admission struct {
 // newAdmission returns the admission of l, which has its defaults.
 func newAdmission(l Limits) *admission {
 	a := &admission{max: int64(l.MaxCallsInFlight), limit: l.Concurrency, metrics: l.Metrics, marker: overload.NewMarker(), noLoad: l.OmitLoad, busy: l.Utilization}
+	a.over, _ = l.Concurrency.(overLimit)
 	a.currentLimit()
 	return a
+}
+
+// overLimit is a ConcurrencyLimit that learns of the calls over it
+// (AdaptiveLimit): admitOver, called for each before it is shed, reports
+// whether the limit grew to admit it.
+type overLimit interface {
+	admitOver() bool
 }
 
 // currentLimit is the limit now: the ConcurrencyLimit's, within
@@ -120,6 +129,9 @@ func (a *admission) tap(ctx context.Context, info *tap.Info) (context.Context, e
 	}
 	limit := a.currentLimit()
 	n := a.inflight.Add(1)
+	if n > limit && limit < a.max && a.over != nil && a.over.admitOver() {
+		limit = a.currentLimit()
+	}
 	if n > limit {
 		a.inflight.Add(-1)
 		if a.metrics.Shed != nil {

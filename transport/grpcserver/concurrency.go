@@ -62,11 +62,14 @@ type AdaptiveConfig struct {
 	// caller anything.
 	MinTolerance time.Duration
 	// Window is how long latencies are averaged over before the limit
-	// moves (it also waits for at least 10 calls).
+	// moves (it also waits for at least 10 calls). Calls over the limit
+	// raise it at most twice over per Window.
 	Window time.Duration
 	// ProbeInterval is how often, at most, the no-load latency is measured
 	// again when the server has not seen it for that long: the limit
 	// halves, for a Window or a few, so that whatever queue stands drains.
+	// It is also how long a service that queued has its limit grow by
+	// its latency alone, not by the calls over it.
 	ProbeInterval time.Duration
 }
 
@@ -80,7 +83,10 @@ var DefaultAdaptive = AdaptiveConfig{
 	// calls anyway, to bound memory.
 	Max: 128,
 	// Netflix's concurrency-limits start at 20: a server admits a burst
-	// while it learns, and the first Window corrects it.
+	// while it learns, and the first Window corrects it. Calls over it
+	// raise it until then (a slow service's first Window ends a latency
+	// after its first call), so it is no ceiling on a service that runs
+	// more.
 	Initial: 20,
 	// Envoy's default buffer (25%): latency noise of a real service rarely
 	// moves a Window's mean by more.
@@ -150,6 +156,26 @@ func (c AdaptiveConfig) withDefaults() AdaptiveConfig {
 // calls at once settles at about C × (1 + Tolerance) (for a service slower
 // than MinTolerance / Tolerance, 4ms by default).
 //
+// The limit also learns of the calls it is about to shed, which ended
+// calls cannot tell it in time: a call ends a latency after its admission
+// (300ms for a service that waits 300ms on a database), and until then
+// nothing says the limit is full, while every call over it is shed and,
+// when the service's other instances are as full, fails. So a call over
+// the limit raises it by one and is admitted, up to twice what the limit
+// was a Window before (and Max), while nothing says the service queues:
+// the last Window's latency was within the tolerance of the no-load
+// latency and did not rise with the calls in flight (by the least-squares
+// slope of latency over the calls in flight at admission, less its noise),
+// and no Window past the tolerance came in the last ProbeInterval; before
+// the first Window, while the calls that have ended took no longer for
+// more in flight, or none has ended yet. The limit of a service whose
+// latency does not rise with its calls in flight (one that waits on IO)
+// thus follows its demand as it rises (up to twofold a Window) and sheds
+// none of it; a service that has queued has shown that its own capacity
+// bounds it, and its limit grows by latency alone, as above; the first
+// calls to end of a server started under a surge show their queue, and
+// stop the growth.
+//
 // The no-load latency is the lowest Window mean seen. Under a surge that
 // keeps the limit full, every call waits a little, and no Window shows the
 // no-load latency any more; a limit that trusted an old one would never
@@ -158,7 +184,11 @@ func (c AdaptiveConfig) withDefaults() AdaptiveConfig {
 // ProbeRTT does, once ProbeInterval has passed (with 25% jitter) without a
 // Window near the no-load latency, the limit halves, Window after Window
 // while that lowers the latency, the queue drains, and the lowest mean of
-// the probe is the no-load latency from then on.
+// the probe is the no-load latency from then on. An IO-bound service
+// whose latency is steady keeps Windows near its no-load latency and is
+// not probed; one whose latency is noisy may be, and its limit then
+// halves for a Window, but as it stands at twice its calls in flight or
+// more (it rises while they use half of it), that sheds little.
 //
 // Why latency and not Little's law over CPU (go-zero, kratos' BBR): those
 // shed only when the machine's CPU is busy, and a service's bottleneck is
@@ -169,18 +199,32 @@ type AdaptiveLimit struct {
 	cfg   AdaptiveConfig
 	now   func() time.Time
 	limit atomic.Int64
+	// follow is whether a call over the limit raises it (admitOver):
+	// nothing says the service queues.
+	follow atomic.Bool
 
 	mu          sync.Mutex
 	start       time.Time // of the current Window
 	sum         time.Duration
 	n           int
 	maxInflight int
+	minInflight int
+	// Sums over the Window's calls of x, their calls in flight at
+	// admission, y, their latency in seconds, and x², y², xy: how latency
+	// rises with the calls in flight (a least-squares slope).
+	sx, sy, sxx, syy, sxy float64
+
 	noLoad      time.Duration // the no-load latency; 0 until the first Window
 	seen        time.Time     // when a Window last showed the no-load latency
+	queued      time.Time     // when a Window last showed latency past the tolerance
 	probeAfter  time.Duration // ProbeInterval with jitter, drawn per probe
 	probing     bool
 	beforeProbe int64         // the limit to go back to after a probe
 	probeMean   time.Duration // the mean of the probe's last Window
+	// Calls over the limit raise it to at most twice base, the limit at
+	// baseAt, which moves on a Window at a time.
+	base   int64
+	baseAt time.Time
 }
 
 // NewAdaptiveLimit returns an AdaptiveLimit tuned by cfg.
@@ -194,6 +238,7 @@ func NewAdaptiveLimit(cfg AdaptiveConfig) (*AdaptiveLimit, error) {
 func newAdaptiveLimit(cfg AdaptiveConfig, now func() time.Time) *AdaptiveLimit {
 	a := &AdaptiveLimit{cfg: cfg, now: now, start: now()}
 	a.limit.Store(int64(cfg.Initial))
+	a.follow.Store(true) // nothing measured: nothing says calls queue
 	// The first probe comes sooner: a server that starts under a surge
 	// learns a no-load latency with a queue in it.
 	a.probeAfter = a.jittered() / 10
@@ -217,23 +262,70 @@ func (a *AdaptiveLimit) Observe(latency time.Duration, inflight int) {
 	defer a.mu.Unlock()
 	a.sum += latency
 	a.n++
+	if a.n == 1 {
+		a.minInflight = inflight
+	}
 	a.maxInflight = max(a.maxInflight, inflight)
+	a.minInflight = min(a.minInflight, inflight)
+	x, y := float64(inflight), latency.Seconds()
+	a.sx, a.sy, a.sxx, a.syy, a.sxy = a.sx+x, a.sy+y, a.sxx+x*x, a.syy+y*y, a.sxy+x*y
+	if a.noLoad == 0 {
+		// Before the first Window, calls over the limit raise it while
+		// the calls that have ended took no longer for more in flight.
+		a.follow.Store(a.rise() <= a.tolerance(a.sum/time.Duration(a.n))/2)
+	}
 	if now := a.now(); a.n >= minSamples && now.Sub(a.start) >= a.cfg.Window {
 		a.update(now)
 	}
+}
+
+// admitOver is told of a call over the limit, before admission sheds
+// it. While the limit follows the demand (see AdaptiveLimit), it rises by
+// one, at most to twice what it was a Window ago and to Max, and
+// admitOver reports true: the call is admitted.
+func (a *AdaptiveLimit) admitOver() bool {
+	if !a.follow.Load() {
+		return false // the common case under overload: no lock
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.follow.Load() {
+		return false
+	}
+	limit := a.limit.Load()
+	if now := a.now(); now.Sub(a.baseAt) >= a.cfg.Window {
+		a.base, a.baseAt = limit, now
+	}
+	if limit >= min(2*a.base, int64(a.cfg.Max)) {
+		return false
+	}
+	a.limit.Store(limit + 1)
+	return true
 }
 
 // update ends a Window at now and moves the limit. a.mu is held.
 func (a *AdaptiveLimit) update(now time.Time) {
 	mean := a.sum / time.Duration(a.n)
 	used := a.maxInflight
+	rise := a.rise()
 	a.start, a.sum, a.n, a.maxInflight = now, 0, 0, 0
+	a.sx, a.sy, a.sxx, a.syy, a.sxy = 0, 0, 0, 0, 0
 	limit := a.limit.Load()
+	defer func() {
+		// Calls over the limit raise it while the latency is within the
+		// tolerance and did not rise with the calls in flight (the
+		// first Windows of a server started under a surge know no other
+		// latency than their queue's), and the service has not queued
+		// lately.
+		flat := !a.probing && mean <= a.noLoad+a.tolerance(a.noLoad) && rise <= a.tolerance(a.noLoad)/2
+		a.follow.Store(flat && (a.queued.IsZero() || now.Sub(a.queued) > a.cfg.ProbeInterval))
+	}()
 	switch {
 	case a.probing:
 		if a.probeMean-mean > a.tolerance(a.probeMean)/2 && limit > int64(a.cfg.Min) {
 			// Halving helped: a queue stood, and may stand still.
 			a.probeMean = mean
+			a.queued = now
 			a.limit.Store(max(int64(a.cfg.Min), limit/2))
 			return
 		}
@@ -263,8 +355,28 @@ func (a *AdaptiveLimit) update(now time.Time) {
 			return // the limit is not what holds calls back: leave it
 		}
 		next = max(next, float64(limit+1))
+	} else {
+		a.queued = now
 	}
 	a.limit.Store(min(max(int64(next), int64(a.cfg.Min)), int64(a.cfg.Max)))
+}
+
+// rise is how much longer the Window's calls took, from the fewest calls
+// in flight at their admission to the most, by the least-squares line
+// through them, less twice its standard error (the latency's own noise
+// makes a slope of a few calls): 0 when calls do not queue in the
+// service. a.mu is held.
+func (a *AdaptiveLimit) rise() time.Duration {
+	n := float64(a.n)
+	sxx := a.sxx - a.sx*a.sx/n
+	if n < 3 || sxx <= 0 {
+		return 0 // all admitted at the same count
+	}
+	sxy := a.sxy - a.sx*a.sy/n
+	slope := sxy / sxx // seconds a call
+	residual := max(a.syy-a.sy*a.sy/n-slope*sxy, 0)
+	low := slope - 2*math.Sqrt(residual/(n-2)/sxx)
+	return time.Duration(max(low, 0) * float64(a.maxInflight-a.minInflight) * float64(time.Second))
 }
 
 // tolerance is how much longer than latency calls may take before the

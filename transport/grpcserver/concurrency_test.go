@@ -1,6 +1,8 @@
 package grpcserver
 
 import (
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -196,6 +198,150 @@ func TestAdaptiveLimitIgnoresAFastServicesNoise(t *testing.T) {
 	}
 	if a.Limit() != a.cfg.Min {
 		t.Errorf("calls at 50x the no-load latency: limit %d, want Min %d", a.Limit(), a.cfg.Min)
+	}
+}
+
+// admitOver does what a server's admission does with a call over a's
+// limit before it sheds it: it asks a, which may grow to admit it.
+func admitOver(a *AdaptiveLimit) bool {
+	o, ok := any(a).(interface{ admitOver() bool })
+	return ok && o.admitOver()
+}
+
+// admissionSim is a server's admission in front of a service, on a fake
+// clock: open-loop calls, each admitted while the calls in flight are
+// within a's limit (or when a grows to admit it, as admission asks), else
+// shed; an admitted call ends latency(its in flight) later and a observes
+// it.
+type admissionSim struct {
+	a       *AdaptiveLimit
+	clock   *fakeClock
+	latency func(inflight int) time.Duration
+	rng     *rand.Rand
+	calls   []simCall // in flight, by their end
+	shed    []time.Duration
+	limits  []int // the limit at each arrival
+}
+
+type simCall struct {
+	end      time.Time
+	latency  time.Duration
+	inflight int
+}
+
+func newAdmissionSim(latency func(int) time.Duration) *admissionSim {
+	a, clock := newTestLimit(AdaptiveConfig{})
+	return &admissionSim{a: a, clock: clock, latency: latency, rng: rand.New(rand.NewPCG(28, 1))}
+}
+
+// run offers calls at rate a second for d, at random (a Poisson process,
+// as many independent callers make), and returns when each call it shed
+// arrived, from the start of the run.
+func (s *admissionSim) run(rate float64, d time.Duration) []time.Duration {
+	start := s.clock.t
+	end := start.Add(d)
+	s.shed = nil
+	next := start.Add(time.Duration(s.rng.ExpFloat64() / rate * float64(time.Second)))
+	for {
+		for len(s.calls) > 0 && !s.calls[0].end.After(next) && s.calls[0].end.Before(end) {
+			c := s.calls[0]
+			s.calls = s.calls[1:]
+			s.clock.t = c.end
+			s.a.Observe(c.latency, c.inflight)
+		}
+		if !next.Before(end) {
+			break
+		}
+		s.clock.t = next
+		n := len(s.calls) + 1
+		limit := s.a.Limit()
+		if n > limit && admitOver(s.a) {
+			limit = s.a.Limit()
+		}
+		s.limits = append(s.limits, limit)
+		if n > limit {
+			s.shed = append(s.shed, next.Sub(start))
+		} else {
+			lat := s.latency(n)
+			c := simCall{end: next.Add(lat), latency: lat, inflight: n}
+			i, _ := slices.BinarySearchFunc(s.calls, c, func(x, y simCall) int { return x.end.Compare(y.end) })
+			s.calls = slices.Insert(s.calls, i, c)
+		}
+		next = next.Add(time.Duration(s.rng.ExpFloat64() / rate * float64(time.Second)))
+	}
+	s.clock.t = end
+	return s.shed
+}
+
+// ioBound is a service whose calls wait 300ms on IO however many run at
+// once, as in issue #28.
+func ioBound(int) time.Duration { return 300 * time.Millisecond }
+
+func TestAdaptiveLimitFollowsAnIOBoundServicesDemandFromTheStart(t *testing.T) {
+	// Issue #28: three instances of a 300ms IO-bound service under 200
+	// calls/s, about 20 in flight each, the limit's Initial: random
+	// arrivals put more than 20 in flight at times, and no call has ended
+	// to tell the limit anything for its first 300ms. Latency never
+	// rises: no call may be shed, as every instance is as full as this
+	// one and a caller's retries elsewhere are shed too.
+	s := newAdmissionSim(ioBound)
+	if shed := s.run(200.0/3, 4*time.Second); len(shed) > 0 {
+		t.Errorf("%d calls shed at ~20 in flight from the start (at %v), limit %d then; want none", len(shed), shed[:min(len(shed), 5)], s.a.Limit())
+	}
+	// One instance leaves: the two others carry 30 each.
+	if shed := s.run(100, 4*time.Second); len(shed) > 0 {
+		t.Errorf("%d calls shed once the share rose to ~30 in flight (at %v), limit %d; want none", len(shed), shed[:min(len(shed), 5)], s.a.Limit())
+	}
+}
+
+func TestAdaptiveLimitOfAQuietServerFollowsARise(t *testing.T) {
+	// Quiet for 5s (5 calls in flight): the limit stays at its Initial
+	// 20, never tried. Then the service's share rises to 30 in flight (a
+	// peer left): calls end 300ms after admission, so for 300ms no
+	// ended call says the limit is full; the calls over it must say so.
+	s := newAdmissionSim(ioBound)
+	if shed := s.run(5/0.3, 5*time.Second); len(shed) > 0 || s.a.Limit() != DefaultAdaptive.Initial {
+		t.Fatalf("quiet: %d shed, limit %d; want none shed and the limit still %d", len(shed), s.a.Limit(), DefaultAdaptive.Initial)
+	}
+	from := len(s.limits)
+	shed := s.run(100, 3*time.Second)
+	if len(shed) > 0 {
+		t.Errorf("%d calls shed after the rise to ~30 in flight (at %v); want none", len(shed), shed[:min(len(shed), 5)])
+	}
+	// The limit is at least 30 within 500ms (50 arrivals), and never
+	// below 30 from then on.
+	if low := slices.Min(s.limits[from+50:]); low < 30 {
+		t.Errorf("limit from 500ms after the rise: as low as %d; want 30 or more (history %v)", low, s.limits[from:from+80])
+	}
+}
+
+func TestAdaptiveLimitOfACPUBoundServiceStillFallsWhenItsCallsAreOver(t *testing.T) {
+	// The same admission in front of a service that runs 8 calls at once
+	// (10ms each; more queue), offered twice its capacity from its start:
+	// the calls over the limit must not hold it above what the service
+	// runs without a queue.
+	q := queue{c: 8, service: 10 * time.Millisecond}
+	s := newAdmissionSim(q.latency)
+	s.run(1600, 3*time.Second) // the early probes find the no-load latency
+	// Before a call has ended nothing says calls queue, and those over
+	// the limit raise it; the first calls to end, taking longer for more
+	// in flight, say they do.
+	if high := slices.Max(s.limits); high > 2*DefaultAdaptive.Initial {
+		t.Errorf("limit of a server started under a surge rose to %d; want at most %d", high, 2*DefaultAdaptive.Initial)
+	}
+	s.limits = s.limits[:0]
+	s.run(1600, 20*time.Second)
+	var over int
+	for _, l := range s.limits {
+		if l > 13 {
+			over++
+		}
+	}
+	if share := float64(over) / float64(len(s.limits)); share > 0.002 {
+		t.Errorf("limit above 13 (bottleneck 8) for %.2f%% of the calls under 2x its capacity; want at most 0.2%%", 100*share)
+	}
+	if low := slices.Min(s.limits); low < 4 {
+		t.Errorf("limit as low as %d, below Min", low)
 	}
 }
 
