@@ -73,6 +73,10 @@ type Endpointer struct {
 	// runs while it holds any.
 	held      map[string]*Instance
 	heldTimer *time.Timer
+	// recent are the instances discovery removed within the fail-static
+	// Window that were not held, peak the most listed within it.
+	recent map[string]leftRecently
+	peak   peakListed
 	// With subsetting, ring is the order in which this caller takes the
 	// instances discovery lists (subsetOrder), members those it took last.
 	ring      []string
@@ -139,6 +143,7 @@ func newEndpointer(instancer kitsd.Instancer, factory kitsd.Factory, logger log.
 		byInst:     map[string]*Instance{},
 		closing:    map[*time.Timer]io.Closer{},
 		held:       map[string]*Instance{},
+		recent:     map[string]leftRecently{},
 	}
 	e.explain, _ = instancer.(interface{ NoInstances() error })
 	e.current.Store(&snapshot{})
@@ -347,6 +352,9 @@ func (e *Endpointer) apply(instances []string) {
 			delete(e.held, inst)
 			n.held.Store(false)
 			relisted = true
+		} else if n = e.takeBack(inst); n != nil {
+			// Listed again within the Window: the same connection and
+			// scores, as if it had never left.
 		} else {
 			ep, closer, err := e.factory(inst)
 			if err != nil {
@@ -372,9 +380,10 @@ func (e *Endpointer) apply(instances []string) {
 	for _, n := range old {
 		gone(n)
 	}
-	for _, n := range append(dropped, e.hold(removed, len(e.order))...) {
+	for _, n := range dropped {
 		e.letGo(n)
 	}
+	e.removeSome(removed, len(e.order), len(order))
 	e.order = order
 	if relisted {
 		e.heldChanged("listed again")
@@ -386,14 +395,19 @@ func (e *Endpointer) apply(instances []string) {
 
 // letGo closes the connection of n, which left, after the grace period.
 // e.mu is held.
-func (e *Endpointer) letGo(n *Instance) {
+func (e *Endpointer) letGo(n *Instance) { e.letGoAfter(n, e.grace) }
+
+// letGoAfter closes the connection of n, which left, after d, and returns
+// the timer that will (nil when n has no connection). e.mu is held.
+func (e *Endpointer) letGoAfter(n *Instance, d time.Duration) *time.Timer {
 	if n.probeCancel != nil {
 		n.probeCancel()
 		n.probeCancel = nil
 	}
-	if n.closer != nil {
-		e.closeLater(n.instance, n.closer)
+	if n.closer == nil {
+		return nil
 	}
+	return e.closeLater(n.instance, n.closer, d)
 }
 
 // publish replaces the snapshot with one built from the nodes' current
@@ -508,19 +522,24 @@ func (e *Endpointer) watch(n *Instance, c watchedConn) {
 	}
 }
 
-// closeLater closes c after the grace period; e.mu is held.
-func (e *Endpointer) closeLater(inst string, c io.Closer) {
+// closeLater closes c, the connection of inst, after d, and returns the
+// timer that will; e.mu is held.
+func (e *Endpointer) closeLater(inst string, c io.Closer, d time.Duration) *time.Timer {
 	var t *time.Timer
-	t = time.AfterFunc(e.grace, func() {
+	t = time.AfterFunc(d, func() {
 		e.mu.Lock()
 		_, pending := e.closing[t]
 		delete(e.closing, t)
+		if r, ok := e.recent[inst]; ok && r.timer == t {
+			delete(e.recent, inst)
+		}
 		e.mu.Unlock()
 		if pending {
 			e.closeOne(inst, c)
 		}
 	})
 	e.closing[t] = c
+	return t
 }
 
 func (e *Endpointer) closeOne(inst string, c io.Closer) {
@@ -571,6 +590,7 @@ func (e *Endpointer) close() error {
 	clear(e.byInst)
 	clear(e.held)
 	clear(e.closing)
+	clear(e.recent)
 	e.order, e.nodes, e.endpoints, e.ring, e.listed, e.members = nil, nil, nil, nil, nil, nil
 	e.current.Store(&snapshot{})
 	e.mu.Unlock()

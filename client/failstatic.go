@@ -9,47 +9,60 @@ import (
 	"google.golang.org/grpc/connectivity"
 )
 
-// FailStatic is what an Endpointer does when one update of discovery
-// removes all of its instances, or most of them, at once: the catalog
-// emptied by a Consul agent that restarted (a client agent that leaves
-// gracefully takes every service on its node out of the catalog until it
-// is back), not a fleet that died between two updates. The Endpointer then
-// holds the removed instances it has evidence for, those whose connection
-// is READY, that are not ejected and whose last attempts succeeded, as a
-// tier below every listed instance, so that callers keep being served by
-// instances that are alive on connections they hold (Envoy's panic
-// threshold and kratos' refusal of an empty list do the same with less
-// evidence). A held instance leaves when discovery lists it again (back
-// in its tier, its scores intact), when its connection leaves READY (its
-// process died, or it drained and closed it), when one attempt on it fails,
-// or when MaxAge has passed since the update that removed it.
+// FailStatic is what an Endpointer does when discovery removes all of its
+// instances, or most of them, within a short time: the catalog emptied by
+// a Consul agent that restarted, not a fleet that died. A client agent
+// that leaves gracefully takes every service on its node out of the
+// catalog in one update; one that comes back, or restarts without
+// leaving, registers its services again one at a time, each failing its
+// health check until the check first runs, so the catalog drops them in
+// as many updates. Either way, once the instances listed have fallen
+// below 1-Fraction of the most listed within the last Window, the
+// Endpointer holds the instances removed within that Window that it has
+// evidence for, those whose connection is READY, that are not ejected and
+// whose last attempts succeeded, as a tier below every listed instance,
+// so that callers keep being served by instances that are alive on
+// connections they hold (Envoy's panic threshold and kratos' refusal of
+// an empty list do the same with less evidence). A held instance leaves
+// when discovery lists it again (back in its tier, its scores intact),
+// when its connection leaves READY (its process died, or it drained and
+// closed it), when one attempt on it fails, or when MaxAge has passed
+// since it was held.
 //
-// Instances removed a few at a time (a deregistration, a drain) leave at
-// once, as they always do, and an update that removes every instance when
-// none is alive on a connection still leaves the caller with the "no
-// passing instance" error at once: holding needs evidence.
+// Instances removed a few at a time while others stay (a deregistration,
+// a drain, a rolling deploy that replaces them) leave at once, as they
+// always do, and an update that removes every instance when none is alive
+// on a connection still leaves the caller with the "no passing instance"
+// error at once: holding needs evidence. The connection of an instance
+// that left stays open for the Window (or the close grace, if longer), so
+// that it can still be held, and taken back if discovery lists it again.
 //
 // The zero value of each field means its default (DefaultFailStatic's).
 type FailStatic struct {
 	// Disabled obeys discovery to the letter: every removed instance
 	// leaves at once.
 	Disabled bool
-	// Fraction: an update that removes more than this fraction of the
-	// instances listed before it, or all of them, removes them en masse.
+	// Fraction: an update that leaves fewer than 1-Fraction of the most
+	// instances listed within the Window, or none, removes them en masse.
 	// Within (0, 1]; 1 holds instances only when every one is removed.
 	Fraction float64
 	// MaxAge bounds how long an instance is held after the update that
 	// removed it.
 	MaxAge time.Duration
+	// Window is how far back removals count together: an agent's
+	// services come back one at a time within a second or two of it.
+	Window time.Duration
 }
 
-// DefaultFailStatic holds instances when an update removes more than half
-// of them (Envoy's default panic threshold), for at most three minutes:
+// DefaultFailStatic holds instances when fewer than half of them are left
+// listed (Envoy's default panic threshold), for at most three minutes:
 // longer than a Consul agent takes to restart and sync (seconds) or a
 // cluster to elect a leader, short enough that a service really taken down
 // in one step is let go of soon even by a caller whose connections to it
-// somehow stay up.
-var DefaultFailStatic = FailStatic{Fraction: 0.5, MaxAge: 3 * time.Minute}
+// somehow stay up. Removals within 5s count together: an agent
+// registers its services again milliseconds apart, and a caller's watch
+// may see each as an update of its own.
+var DefaultFailStatic = FailStatic{Fraction: 0.5, MaxAge: 3 * time.Minute, Window: 5 * time.Second}
 
 func (f FailStatic) validate() error {
 	var errs []error
@@ -58,6 +71,9 @@ func (f FailStatic) validate() error {
 	}
 	if f.MaxAge < 0 {
 		errs = append(errs, fmt.Errorf("FailStatic.MaxAge %v: must not be negative", f.MaxAge))
+	}
+	if f.Window < 0 {
+		errs = append(errs, fmt.Errorf("FailStatic.Window %v: must not be negative (0 means the default, %v)", f.Window, DefaultFailStatic.Window))
 	}
 	return errors.Join(errs...)
 }
@@ -69,16 +85,20 @@ func (f FailStatic) withDefaults() FailStatic {
 	if f.MaxAge == 0 {
 		f.MaxAge = DefaultFailStatic.MaxAge
 	}
+	if f.Window == 0 {
+		f.Window = DefaultFailStatic.Window
+	}
 	return f
 }
 
-// enMasse reports whether an update that removes removed of the known
-// instances listed before it removes them en masse.
-func (f FailStatic) enMasse(removed, known int) bool {
-	if f.Disabled || removed == 0 {
+// enMasse reports whether an update that leaves listed instances listed,
+// after peak were listed at most within the Window, removes them en
+// masse.
+func (f FailStatic) enMasse(listed, peak int) bool {
+	if f.Disabled || listed >= peak {
 		return false
 	}
-	return removed == known || float64(removed) > f.Fraction*float64(known)
+	return listed == 0 || float64(listed) < (1-f.Fraction)*float64(peak)
 }
 
 // holdable reports whether n shows it is alive: its connection READY (or
@@ -91,12 +111,9 @@ func holdable(n *Instance) bool {
 }
 
 // hold keeps the removed instances that are alive as a tier below the
-// listed ones, when they were removed en masse, and returns the others.
-// The caller rebuilds the members. e.mu is held.
-func (e *Endpointer) hold(removed []*Instance, known int) []*Instance {
-	if !e.failStatic.enMasse(len(removed), known) {
-		return removed
-	}
+// listed ones, and returns the others. The caller rebuilds the members.
+// e.mu is held.
+func (e *Endpointer) hold(removed []*Instance) []*Instance {
 	var gone []*Instance
 	before := len(e.held)
 	for _, n := range removed {
@@ -114,11 +131,74 @@ func (e *Endpointer) hold(removed []*Instance, known int) []*Instance {
 	if e.heldTimer == nil {
 		e.heldTimer = time.AfterFunc(e.failStatic.MaxAge, e.expireHeld)
 		add(e.metrics.FailStatic)
-		_ = level.Warn(e.logger).Log("msg", "discovery removed most instances at once; holding those alive on their connections until it lists them again",
-			"removed", len(removed), "of", known, "held", len(e.held), "for_at_most", e.failStatic.MaxAge)
+		_ = level.Warn(e.logger).Log("msg", "discovery removed most instances within a short time; holding those alive on their connections until it lists them again",
+			"listed", len(e.order), "of_recently", e.peak.n, "held", len(e.held), "for_at_most", e.failStatic.MaxAge)
 	}
 	e.setHeldGauge()
 	return gone
+}
+
+// peakListed is the most instances listed within the fail-static Window.
+type peakListed struct {
+	n  int
+	at time.Time // when n were last listed
+}
+
+// see updates the peak with listed, the instances listed until now.
+func (p *peakListed) see(listed int, now time.Time, window time.Duration) {
+	if listed >= p.n || now.Sub(p.at) > window {
+		p.n, p.at = listed, now
+	}
+}
+
+// leftRecently is an instance discovery removed within the Window and did
+// not hold: its connection stays open until its timer closes it, so that
+// it can still be held, or taken back if discovery lists it again.
+type leftRecently struct {
+	n     *Instance
+	timer *time.Timer // the closeLater timer of its connection
+}
+
+// takeBack takes the instance inst, which left recently, out of its
+// closing, and returns it; nil when it did not leave recently or its
+// connection is already closing. e.mu is held.
+func (e *Endpointer) takeBack(inst string) *Instance {
+	r, ok := e.recent[inst]
+	if !ok {
+		return nil
+	}
+	delete(e.recent, inst)
+	if r.timer == nil || !r.timer.Stop() {
+		return nil
+	}
+	delete(e.closing, r.timer)
+	return r.n
+}
+
+// removeSome lets the removed instances go, or holds those alive when the
+// update removed them en masse (see FailStatic), with those that left
+// recently. listedBefore is how many were listed before the update. e.mu
+// is held.
+func (e *Endpointer) removeSome(removed []*Instance, listedBefore, listed int) {
+	now := time.Now()
+	e.peak.see(listedBefore, now, e.failStatic.Window)
+	if len(removed) > 0 && e.failStatic.enMasse(listed, e.peak.n) {
+		for inst := range e.recent {
+			if n := e.takeBack(inst); n != nil {
+				removed = append(removed, n)
+			}
+		}
+		for _, n := range e.hold(removed) {
+			e.letGo(n)
+		}
+		return
+	}
+	linger := max(e.grace, e.failStatic.Window)
+	for _, n := range removed {
+		if t := e.letGoAfter(n, linger); t != nil && !e.failStatic.Disabled {
+			e.recent[n.instance] = leftRecently{n: n, timer: t}
+		}
+	}
 }
 
 // release lets the held instance n go: its connection closes after the

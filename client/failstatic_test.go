@@ -119,7 +119,7 @@ func (g *gauge) value() float64               { g.mu.Lock(); defer g.mu.Unlock()
 func kitsdEvent(instances ...string) kitsd.Event { return kitsd.Event{Instances: instances} }
 
 const (
-	goingStatic = "discovery removed most instances at once"
+	goingStatic = "discovery removed most instances"
 	staticOver  = "holding no instance against discovery any more"
 )
 
@@ -194,17 +194,22 @@ func TestFailStaticHeldAreATierBelowListed(t *testing.T) {
 }
 
 func TestFailStaticLetsAFewGoAtOnce(t *testing.T) {
-	r := newStaticRig(t, []string{"a", "b", "c", "d"})
+	const window = 50 * time.Millisecond
+	r := newStaticRig(t, []string{"a", "b", "c", "d"}, client.WithFailStatic(client.FailStatic{Window: window}))
 	r.warm(t)
 	r.inst.send(kitsdEvent("b", "c", "d")) // a deregistered: 1 of 4
-	if have := <-r.f.closed; have != "a" {
-		t.Errorf("closed %s, want a", have)
-	}
 	if by := r.answeredBy(t, 30); by["a"] != 0 {
 		t.Errorf("a, removed alone, still got %d calls", by["a"])
 	}
-	r.inst.send(kitsdEvent("c", "d")) // b: 1 of 3
-	r.inst.send(kitsdEvent("d"))      // c: 1 of 2, not more than half
+	if have := <-r.f.closed; have != "a" {
+		t.Errorf("closed %s, want a", have)
+	}
+	// A rolling deploy takes them down one at a time, each a while after
+	// the last: b, 1 of 3, and c, 1 of 2, not more than half.
+	for _, left := range [][]string{{"c", "d"}, {"d"}} {
+		time.Sleep(2 * window)
+		r.inst.send(kitsdEvent(left...))
+	}
 	if have := r.endpoints(); have != 1 {
 		t.Errorf("Endpoints: %d, want d alone", have)
 	}
@@ -212,6 +217,7 @@ func TestFailStaticLetsAFewGoAtOnce(t *testing.T) {
 		t.Errorf("fail-static counter: %v, want 0", have)
 	}
 	// The last one leaving is all of them: held, while it is alive.
+	time.Sleep(2 * window)
 	r.inst.send(kitsdEvent())
 	if have := r.held.value(); have != 1 {
 		t.Errorf("held gauge: %v, want 1 (d)", have)
@@ -221,6 +227,73 @@ func TestFailStaticLetsAFewGoAtOnce(t *testing.T) {
 	eventually(t, "d let go when its connection closed", func() bool { return r.endpoints() == 0 })
 	if _, err := r.call(context.Background(), trimsvc.TrimRequest{}); !errors.Is(err, lb.ErrNoEndpoints) {
 		t.Errorf("a call with nothing listed or held: %v, want no endpoints", err)
+	}
+}
+
+// A Consul agent that restarts registers its services again one at a
+// time, each critical until its check first runs: the catalog drops them
+// in as many updates, milliseconds apart. Together they are en masse.
+func TestFailStaticCountsRemovalsWithinTheWindow(t *testing.T) {
+	r := newStaticRig(t, []string{"a", "b", "c"})
+	r.warm(t)
+	r.inst.send(kitsdEvent("b", "c")) // a: 1 of 3, let go
+	if by := r.answeredBy(t, 20); by["a"] != 0 {
+		t.Errorf("a, removed alone, still got %d calls", by["a"])
+	}
+	r.inst.send(kitsdEvent("c")) // b too: 2 of 3 within the window
+	if have := r.held.value(); have != 2 {
+		t.Fatalf("held gauge: %v, want 2 (a and b, removed one at a time)", have)
+	}
+	if have := r.episode.sum(); have != 1 {
+		t.Errorf("fail-static counter: %v, want 1", have)
+	}
+	// c, the one listed, is killed: its calls go to a and b.
+	r.f.set("c", failing(codes.Unavailable))
+	if failed := callN(t, r.call, 30); failed != 0 {
+		t.Errorf("%d of 30 calls failed with a and b alive and held", failed)
+	}
+	r.inst.send(kitsdEvent()) // c is dropped too; its attempts failed
+	if have := r.held.value(); have != 2 {
+		t.Errorf("held gauge after the catalog emptied: %v, want 2", have)
+	}
+	// The agent's checks pass again: a and b on the same connections,
+	// nothing closed but c's.
+	r.inst.send(kitsdEvent("a", "b", "c"))
+	if by := r.answeredBy(t, 30); by["a"] == 0 || by["b"] == 0 {
+		t.Errorf("after the catalog came back: %v, want a and b among them", by)
+	}
+	if have := r.held.value(); have != 0 {
+		t.Errorf("held gauge after the catalog came back: %v", have)
+	}
+	for {
+		select {
+		case c := <-r.f.closed:
+			if c != "c" {
+				t.Errorf("connection of %s closed", c)
+			}
+			continue
+		default:
+		}
+		break
+	}
+}
+
+// An instance discovery lists again soon after it left keeps its
+// connection.
+func TestFailStaticTakesBackAnInstanceListedAgain(t *testing.T) {
+	const window = 100 * time.Millisecond
+	r := newStaticRig(t, []string{"a", "b", "c"}, client.WithFailStatic(client.FailStatic{Window: window}))
+	r.warm(t)
+	r.inst.send(kitsdEvent("b", "c")) // a's check failed once
+	r.inst.send(kitsdEvent("a", "b", "c"))
+	time.Sleep(3 * window)
+	select {
+	case c := <-r.f.closed:
+		t.Errorf("connection of %s closed; a, listed again within the window, keeps its connection", c)
+	default:
+	}
+	if by := r.answeredBy(t, 30); len(by) != 3 {
+		t.Errorf("calls went to %v, want all three", by)
 	}
 }
 
@@ -309,7 +382,7 @@ func TestFailStaticBoundExpires(t *testing.T) {
 }
 
 func TestFailStaticValidation(t *testing.T) {
-	for _, f := range []client.FailStatic{{Fraction: -0.1}, {Fraction: 1.5}, {MaxAge: -time.Second}} {
+	for _, f := range []client.FailStatic{{Fraction: -0.1}, {Fraction: 1.5}, {MaxAge: -time.Second}, {Window: -time.Second}} {
 		_, err := client.NewEndpointer(&manualInstancer{}, newFakes(nil).factory, log.NewNopLogger(), client.WithFailStatic(f))
 		if err == nil || !strings.Contains(err.Error(), "FailStatic") {
 			t.Errorf("%+v: have %v, want an error naming FailStatic", f, err)
