@@ -17,6 +17,8 @@ import (
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 	"google.golang.org/grpc/connectivity"
+
+	"github.com/trimkit/trimkit/sd"
 )
 
 // Endpointer turns the instances of an Instancer into endpoints through a
@@ -47,6 +49,7 @@ type Endpointer struct {
 
 	events chan kitsd.Event
 	done   chan struct{}
+	hinted bool // a log line said what to do about an unreachable agent; only handle uses it
 
 	closeOnce sync.Once
 	closeErr  error // Close's result, set once by closeOnce
@@ -187,7 +190,14 @@ func (e *Endpointer) receive() {
 
 func (e *Endpointer) handle(ev kitsd.Event) {
 	if ev.Err != nil {
-		_ = level.Warn(e.logger).Log("msg", "discovery failed; keeping the endpoints known last", "endpoints", len(e.snapshot().nodes), "err", ev.Err)
+		if n := len(e.snapshot().nodes); n > 0 {
+			_ = level.Warn(e.logger).Log("msg", "discovery failed; keeping the endpoints known last", "endpoints", n, "err", ev.Err)
+		} else if sd.IsUnreachable(ev.Err) && !e.hinted {
+			e.hinted = true
+			_ = level.Warn(e.logger).Log("msg", "discovery failed and no instance is known: calls fail until it succeeds", "err", ev.Err, "hint", sd.UnreachableHint)
+		} else {
+			_ = level.Warn(e.logger).Log("msg", "discovery failed and no instance is known: calls fail until it succeeds", "err", ev.Err)
+		}
 		return
 	}
 	e.update(ev.Instances)

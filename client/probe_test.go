@@ -150,11 +150,14 @@ func TestUnprobeableInstanceReturnsOnProbation(t *testing.T) {
 				t.Errorf("ejected after readmission: want %d, have %d", want, have)
 			}
 
-			// On probation, one failure ejects it again.
+			// On probation, one failure ejects it again. (The call's retry,
+			// on the one instance there is, waits before going round
+			// again, and may meet it readmitted and eject it once more.)
 			callN(t, call, 1)
 			logs.waitFor(t, "instance ejected")
-			if want, have := 2.0, cs["ejections"].sum(); want != have {
-				t.Errorf("ejections after a failure on probation: want %v, have %v", want, have)
+			ejections := cs["ejections"].sum()
+			if ejections < 2 {
+				t.Errorf("ejections after a failure on probation: want at least 2, have %v", ejections)
 			}
 
 			failing.Store(false)
@@ -162,8 +165,8 @@ func TestUnprobeableInstanceReturnsOnProbation(t *testing.T) {
 			if n := callN(t, call, 5); n != 0 {
 				t.Errorf("%d of 5 calls failed after readmission", n)
 			}
-			if want, have := 2.0, cs["ejections"].sum(); want != have {
-				t.Errorf("ejections: want %v, have %v", want, have)
+			if have := cs["ejections"].sum(); have != ejections {
+				t.Errorf("ejections once it answers: want %v still, have %v", ejections, have)
 			}
 		})
 	}

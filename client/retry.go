@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-kit/kit/endpoint"
 	"github.com/go-kit/kit/sd/lb"
@@ -15,12 +17,19 @@ import (
 
 	"github.com/trimkit/trimkit/internal/ctxtime"
 	"github.com/trimkit/trimkit/internal/overload"
+	"github.com/trimkit/trimkit/sd"
 )
 
 // noEndpointsPause is how long Retry waits before trying again when the
 // balancer has no endpoint, so a burst of attempts does not miss an instance
 // that discovery is about to report.
 const noEndpointsPause = 20 * time.Millisecond
+
+// roundPause is the most Retry waits before an attempt on an instance the
+// call has tried already (every instance known has failed it): time for a
+// connection to an instance that restarted to dial again (a Factory's
+// first wait is 100ms).
+const roundPause = 250 * time.Millisecond
 
 // Retry calls instances b picks, at most cfg.MaxAttempts attempts within
 // cfg.Timeout overall. Each attempt gets an equal share of the time left
@@ -117,6 +126,17 @@ type attempts struct {
 	tried   []*Instance // the instances its attempts went to
 	made    int         // attempts, those that found no endpoint included
 	reached int         // attempts that went to an instance
+	// failed are the attempts that failed, in the order they ended: nil
+	// until one does, so that a call whose first attempt answers
+	// allocates nothing for them (the hot path: BenchmarkOverhead).
+	failed []attemptFailure
+}
+
+// attemptFailure is one failed attempt: its instance (nil when it found
+// none) and its error.
+type attemptFailure struct {
+	n   *Instance
+	err error
 }
 
 func (r *retry) call(ctx context.Context, request interface{}) (interface{}, error) {
@@ -131,7 +151,8 @@ func (r *retry) call(ctx context.Context, request interface{}) (interface{}, err
 
 // attempts makes the attempts of a call.
 func (r *retry) attempts(ctx context.Context, request interface{}) (interface{}, error) {
-	deadline := time.Now().Add(r.timeout)
+	start := time.Now()
+	deadline := start.Add(r.timeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
@@ -156,6 +177,17 @@ func (r *retry) attempts(ctx context.Context, request interface{}) (interface{},
 					break
 				}
 				add(r.metrics.Retries)
+				if slices.Contains(a.tried, n) {
+					// Round again: every instance known has failed this
+					// call, most likely at once (a connection refused).
+					// Spread the attempts left over the time left, so
+					// that an instance back within it (one restarted on
+					// its address, reconnecting) gets one.
+					pause := min(roundPause, time.Until(deadline)/time.Duration(r.max-a.made+1))
+					if !ctxtime.Sleep(ctx, pause) {
+						break
+					}
+				}
 			}
 			a.reached++
 			a.tried = append(a.tried, n)
@@ -166,12 +198,16 @@ func (r *retry) attempts(ctx context.Context, request interface{}) (interface{},
 			} else {
 				a.made++
 				resp, sent, err = r.attemptOnce(ctx, n, request, share, !idempotent)
+				if err != nil {
+					a.failed = append(a.failed, attemptFailure{n, err})
+				}
 			}
 			if err == nil {
 				return resp, nil
 			}
 		} else {
 			a.made++
+			a.failed = append(a.failed, attemptFailure{nil, err})
 		}
 		last = err
 		if ctx.Err() != nil {
@@ -197,11 +233,54 @@ func (r *retry) attempts(ctx context.Context, request interface{}) (interface{},
 			}
 		}
 	}
-	var instance string
+	return nil, r.giveUp(ctx, a, last, spent, unknown, start, deadline)
+}
+
+// giveUp is the error of a call that Retry gave up on after a's attempts,
+// the last of which failed with last.
+func (r *retry) giveUp(ctx context.Context, a attempts, last error, spent, unknown bool, start, deadline time.Time) *RetryError {
+	e := &RetryError{Attempts: a.made, Timeout: r.timeout, Last: last, BudgetSpent: spent, OutcomeUnknown: unknown,
+		Reached: a.reached, limit: deadline.Sub(start)}
 	if len(a.tried) > 0 {
-		instance = a.tried[len(a.tried)-1].instance
+		e.Instance = a.tried[len(a.tried)-1].instance
 	}
-	return nil, &RetryError{Attempts: a.made, Timeout: r.timeout, Last: last, Instance: instance, BudgetSpent: spent, OutcomeUnknown: unknown}
+	e.Failures = make([]AttemptFailure, len(a.failed))
+	for i, f := range a.failed {
+		e.Failures[i].Err = f.err
+		if f.n != nil {
+			e.Failures[i].Instance = f.n.instance
+		}
+	}
+	switch {
+	case errors.Is(ctx.Err(), context.Canceled):
+		e.Canceled = true
+	case errors.Is(ctx.Err(), context.DeadlineExceeded) || !time.Now().Before(deadline):
+		e.TimedOut = true
+	}
+	if a.reached == 0 {
+		e.Last = keepHint(last, a.failed)
+	}
+	return e
+}
+
+// keepHint gives last, the explanation of the last of a call's attempts
+// that found no instance, the hint an earlier attempt's explanation got:
+// sd's Instancer gives it once (to the first attempt of the first call
+// that finds no instance because Consul cannot be reached), and the call's
+// error is what its caller sees.
+func keepHint(last error, failed []attemptFailure) error {
+	nie, ok := last.(*sd.NoInstancesError)
+	if !ok || nie.Hint != "" {
+		return last
+	}
+	for _, f := range failed {
+		if earlier, ok := f.err.(*sd.NoInstancesError); ok && earlier.Hint != "" {
+			hinted := *nie
+			hinted.Hint = earlier.Hint
+			return &hinted
+		}
+	}
+	return last
 }
 
 // hedged makes a call's first attempt, on n, and, if it has not answered
@@ -209,19 +288,20 @@ func (r *retry) attempts(ctx context.Context, request interface{}) (interface{},
 // first answer wins and the other attempt is cancelled: the first attempt
 // as outpaced (its instance was slower than a hedge that started later,
 // which ejection counts against it), a hedge as merely abandoned. When both
-// fail it returns the later failure.
+// fail it returns the later failure. It records every failure in a.failed.
 // It takes the call's attempts so far and returns them updated (by value:
 // a pointer would move the call's buffer of tried instances to the heap).
 func (r *retry) hedged(ctx context.Context, n *Instance, request interface{}, share time.Duration, deadline time.Time, a attempts) (interface{}, attempts, error) {
 	type result struct {
 		resp  interface{}
 		err   error
+		n     *Instance
 		hedge bool
 	}
 	results := make(chan result, 2) // never blocks a losing attempt
 	run := func(ctx context.Context, n *Instance, share time.Duration, hedge bool) {
 		resp, _, err := r.attemptOnce(ctx, n, request, share, false)
-		results <- result{resp, err, hedge}
+		results <- result{resp, err, n, hedge}
 	}
 	firstCtx, cancelFirst := context.WithCancelCause(ctx)
 	defer cancelFirst(nil)
@@ -244,6 +324,7 @@ func (r *retry) hedged(ctx context.Context, n *Instance, request interface{}, sh
 				}
 				return res.resp, a, nil
 			}
+			a.failed = append(a.failed, attemptFailure{res.n, res.err})
 			if inflight == 0 {
 				return nil, a, res.err
 			}
@@ -326,11 +407,17 @@ func connFailure(err error) bool {
 // caller's context done, or a call that is not idempotent whose attempt
 // may have reached its instance. An error the policy does not retry (an
 // instance's answer, such as NotFound) is returned as it is instead.
+//
+// Its message says what happened, on one line: when no attempt found an
+// instance, that none was known, with discovery's explanation (Last);
+// otherwise how many attempts failed on which instances and how (each
+// distinct cause once), "within" the time limit only when that limit
+// ended the call.
 type RetryError struct {
 	Attempts int
-	Timeout  time.Duration
-	Last     error  // the last attempt's error
-	Instance string // the instance of the last attempt that reached one, "" if none did
+	Timeout  time.Duration // the configured limit, RetryConfig.Timeout
+	Last     error         // the last attempt's error
+	Instance string        // the instance of the last attempt that reached one, "" if none did
 	// BudgetSpent says the retry budget refused the retry that would have
 	// come next.
 	BudgetSpent bool
@@ -338,20 +425,179 @@ type RetryError struct {
 	// may have reached its instance before failing: the call may or may not
 	// have taken effect there, and was not sent again.
 	OutcomeUnknown bool
+	// Reached is how many attempts went to an instance. 0 means none found
+	// one: no instance was known, and Last (an *sd.NoInstancesError from
+	// sd's Instancers) says why.
+	Reached int
+	// TimedOut says the call's time limit ended it: Timeout, or the
+	// caller's deadline when that came first. Canceled says the caller
+	// cancelled it. Neither: its attempts were used up (Attempts), or
+	// BudgetSpent or OutcomeUnknown.
+	TimedOut, Canceled bool
+	// Failures are the failed attempts, in the order they ended, hedges
+	// included: the instance each went to ("" for an attempt that found
+	// none) and its error.
+	Failures []AttemptFailure
+
+	limit time.Duration // the call's time limit, Timeout or less; 0: Timeout
 }
+
+// AttemptFailure is one failed attempt of a call.
+type AttemptFailure struct {
+	Instance string // host:port, "" when the attempt found no instance
+	Err      error
+}
+
+// Bounds of RetryError's message.
+const (
+	maxCauseLen    = 240 // bytes of one cause
+	maxCauseGroups = 4   // distinct causes listed; more are counted
+)
 
 func (e *RetryError) Error() string {
 	if e.OutcomeUnknown {
 		return fmt.Sprintf("attempt %d failed after it may have reached %s, and the call is not idempotent (not sent again; its outcome is unknown): %v", e.Attempts, e.Instance, e.Last)
 	}
-	if e.BudgetSpent {
-		return fmt.Sprintf("%d attempt(s) failed and the retry budget is spent (no retry now), last: %v", e.Attempts, e.Last)
+	limit := e.Timeout
+	if e.limit > 0 {
+		limit = e.limit
 	}
-	return fmt.Sprintf("%d attempt(s) within %v failed, last: %v", e.Attempts, e.Timeout, e.Last)
+	if limit >= time.Millisecond {
+		limit = limit.Round(time.Millisecond)
+	}
+	n := plural(e.Attempts, "attempt")
+	if e.Reached == 0 && errors.Is(e.Last, lb.ErrNoEndpoints) {
+		switch {
+		case e.Canceled:
+			return fmt.Sprintf("no instance known before the caller cancelled the call (%s): %v", n, e.Last)
+		case e.TimedOut:
+			return fmt.Sprintf("no instance known within %v (%s): %v", limit, n, e.Last)
+		}
+		return fmt.Sprintf("no instance known (%s): %v", n, e.Last)
+	}
+	failures := e.Failures
+	if len(failures) == 0 && e.Last != nil { // a RetryError made by hand
+		failures = []AttemptFailure{{Instance: e.Instance, Err: e.Last}}
+	}
+	var what string
+	switch {
+	case e.BudgetSpent:
+		what = n + " failed and the retry budget is spent (no retry now)"
+	case e.Canceled:
+		what = "the caller cancelled the call after " + n
+	case e.TimedOut:
+		what = fmt.Sprintf("%s within %v failed", n, limit)
+	default:
+		what = n + " failed"
+	}
+	return what + ": " + describeFailures(failures)
 }
 
 // Unwrap returns the last attempt's error.
 func (e *RetryError) Unwrap() error { return e.Last }
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
+}
+
+// describeFailures lists failures by cause, in the order each cause first
+// came, each cause once with the instances that failed so:
+// "127.0.0.1:1 Unavailable (connection refused); 127.0.0.1:2, 127.0.0.1:3
+// ResourceExhausted (server busy: ...)".
+func describeFailures(failures []AttemptFailure) string {
+	type group struct {
+		cause  string
+		insts  []string
+		counts []int
+	}
+	var groups []*group
+	for _, f := range failures {
+		cause := causeOf(f.Instance, f.Err)
+		i := slices.IndexFunc(groups, func(g *group) bool { return g.cause == cause })
+		if i < 0 {
+			groups = append(groups, &group{cause: cause})
+			i = len(groups) - 1
+		}
+		g := groups[i]
+		if j := slices.Index(g.insts, f.Instance); j >= 0 {
+			g.counts[j]++
+		} else {
+			g.insts, g.counts = append(g.insts, f.Instance), append(g.counts, 1)
+		}
+	}
+	var b strings.Builder
+	for i, g := range groups {
+		if i == maxCauseGroups {
+			fmt.Fprintf(&b, "; and %s", plural(len(groups)-i, "other cause"))
+			break
+		}
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		for j, inst := range g.insts {
+			if j > 0 {
+				b.WriteString(", ")
+			}
+			if inst == "" {
+				inst = "no instance known"
+			}
+			b.WriteString(inst)
+			if g.counts[j] > 1 {
+				fmt.Fprintf(&b, " x%d", g.counts[j])
+			}
+		}
+		b.WriteString(" " + g.cause)
+	}
+	return b.String()
+}
+
+// causeOf says in short how an attempt on instance ("" for none) failed
+// with err: its gRPC code and message, without what gRPC's transport wraps
+// around a failed dial, such as "Unavailable (connection refused)".
+func causeOf(instance string, err error) string {
+	var timeout *attemptTimeoutError
+	if errors.As(err, &timeout) {
+		return fmt.Sprintf("DeadlineExceeded (no answer within its share of the time, %v)", timeout.share.Round(time.Millisecond))
+	}
+	if err == nil {
+		return "(no error)"
+	}
+	st, ok := status.FromError(err)
+	if !ok || instance == "" {
+		// Not a gRPC failure, or discovery's explanation of no instance.
+		return "(" + clip(err.Error()) + ")"
+	}
+	msg := st.Message()
+	if rest, ok := strings.CutPrefix(msg, `connection error: desc = "`); ok {
+		if i := strings.IndexByte(rest, '"'); i >= 0 {
+			rest = rest[:i] + rest[i+1:]
+		}
+		msg = rest
+	}
+	msg = strings.TrimPrefix(msg, "transport: Error while dialing: ")
+	if rest, ok := strings.CutPrefix(msg, "dial tcp "+instance+": "); ok {
+		msg = strings.TrimPrefix(rest, "connect: ")
+	}
+	if msg == "" {
+		return st.Code().String()
+	}
+	return st.Code().String() + " (" + clip(msg) + ")"
+}
+
+// clip cuts s to maxCauseLen bytes, on a rune boundary, marking the cut.
+func clip(s string) string {
+	if len(s) <= maxCauseLen {
+		return s
+	}
+	cut := maxCauseLen
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "..."
+}
 
 // attemptTimeoutError marks a failure caused by an attempt's own share of
 // the time running out. Its gRPC status is DeadlineExceeded, and it matches

@@ -43,6 +43,7 @@ type fakeConsul struct {
 	serviceErrs  []error // failures of AgentService, one per call, while any remain
 	lookups      int     // AgentService calls
 	leader       string
+	leaderErrs   []error // failures of Leader, one per call, while any remain
 }
 
 var _ sd.Client = (*fakeConsul)(nil)
@@ -80,6 +81,11 @@ func (f *fakeConsul) Service(ctx context.Context, _ string, _ []string, _ bool, 
 func (f *fakeConsul) Leader(context.Context) (string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if len(f.leaderErrs) > 0 {
+		err := f.leaderErrs[0]
+		f.leaderErrs = f.leaderErrs[1:]
+		return "", err
+	}
 	return f.leader, nil
 }
 

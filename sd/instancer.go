@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,6 +53,9 @@ type Instancer struct {
 	// "" where several share it: read on every least-loaded pick, so
 	// without a lock.
 	ids atomic.Pointer[map[string]string]
+
+	// hinted says a NoInstancesError gave UnreachableHint already.
+	hinted atomic.Bool
 
 	mu    sync.Mutex
 	state kitsd.Event
@@ -115,13 +119,19 @@ func NewInstancer(client Client, logger log.Logger, service string, tags []strin
 
 // NoInstances explains a call that found no instance: a
 // *NoInstancesError naming the service, its tags, the Consul agent and the
-// last query's error. It wraps lb.ErrNoEndpoints.
+// last query's error. It wraps lb.ErrNoEndpoints. The first one whose
+// query failed because the agent could not be reached (an
+// *UnreachableError) carries UnreachableHint; later ones do not.
 func (s *Instancer) NoInstances() error {
 	where := "consul"
 	if a, ok := s.client.(interface{ Address() string }); ok && a.Address() != "" {
 		where = "consul at " + a.Address()
 	}
-	return &NoInstancesError{Service: s.service, Tags: s.tags, Where: where, Discovery: s.State().Err, Err: lb.ErrNoEndpoints}
+	e := &NoInstancesError{Service: s.service, Tags: s.tags, Where: where, Discovery: s.State().Err, Err: lb.ErrNoEndpoints}
+	if IsUnreachable(e.Discovery) && !s.hinted.Load() && !s.hinted.Swap(true) {
+		e.Hint = UnreachableHint
+	}
+	return e
 }
 
 // State returns the instances known last and the error of the last query,
@@ -234,7 +244,12 @@ func (s *Instancer) query(ctx context.Context, index uint64) ([]string, map[stri
 		}
 	}
 	if err != nil {
-		return nil, nil, index, s.explain(ctx, fmt.Errorf("query consul for %s: %w", s.service, err))
+		err = fmt.Errorf("query consul for %s: %w", s.service, err)
+		if unreachable(err) && ctx.Err() == nil {
+			// Nothing answered: no leader to ask about either.
+			return nil, nil, index, &UnreachableError{Addr: agentAddr(s.client, err), Err: err}
+		}
+		return nil, nil, index, s.explain(ctx, err)
 	}
 	if meta.ResultsFilteredByACLs && len(entries) == 0 {
 		return nil, nil, index, &FilteredError{Service: s.service}
@@ -271,10 +286,18 @@ func (s *Instancer) explain(ctx context.Context, err error) error {
 	if errors.Is(ctx.Err(), context.Canceled) {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
-	if leader, lerr := s.client.Leader(ctx); lerr == nil && leader == "" {
-		return fmt.Errorf("%w: %w", ErrNoLeader, err)
+	// The agent forwards the question to a server; one that has just
+	// stopped fails it, and the agent asks another the next time.
+	for range 3 {
+		leader, lerr := s.client.Leader(ctx)
+		switch {
+		case lerr == nil && leader == "", lerr != nil && strings.Contains(lerr.Error(), "No cluster leader"):
+			return fmt.Errorf("%w: %w", ErrNoLeader, err)
+		case lerr == nil || ctx.Err() != nil:
+			return err
+		}
 	}
 	return err
 }

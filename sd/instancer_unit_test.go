@@ -1,6 +1,7 @@
 package sd_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -369,7 +370,7 @@ func TestInstancerNoInstancesNamesTheAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Nothing listens there: the first query fails at once, and NoInstances
-	// says so.
+	// says so, the agent first.
 	s, err := sd.NewInstancer(sd.NewClientAt(c, "127.0.0.1:1"), log.NewNopLogger(), "trimsvc", nil, true)
 	if err != nil {
 		t.Fatal(err)
@@ -379,7 +380,8 @@ func TestInstancerNoInstancesNamesTheAgent(t *testing.T) {
 	if !errors.As(s.NoInstances(), &nie) || nie.Where != "consul at 127.0.0.1:1" || nie.Discovery == nil {
 		t.Errorf("want an *sd.NoInstancesError in consul at 127.0.0.1:1 with the query's error, have %v", s.NoInstances())
 	}
-	if have := s.NoInstances().Error(); !strings.HasPrefix(have, `no passing instance of service "trimsvc" in consul at 127.0.0.1:1 (its last query failed: `) {
+	if have := s.NoInstances().Error(); !strings.HasPrefix(have, `Consul could not be reached at 127.0.0.1:1: dial tcp 127.0.0.1:1: `) ||
+		!strings.Contains(have, `so no instance of service "trimsvc" is known`) {
 		t.Errorf("message: %s", have)
 	}
 }
@@ -422,6 +424,26 @@ func TestInstancerSaysWhenThereIsNoLeader(t *testing.T) {
 	f.mu.Unlock()
 	q := f.next(t)
 	q.reply <- answer{err: errors.New("Unexpected response code: 500 (No cluster leader)")}
+	if ev := nextEvent(t, events); !errors.Is(ev.Err, sd.ErrNoLeader) {
+		t.Errorf("want ErrNoLeader, have %v", ev.Err)
+	}
+}
+
+// The agent forwards the question of the leader to a server, and one that
+// has just stopped fails it: the Instancer asks again, and the agent asks
+// another server.
+func TestInstancerAsksForTheLeaderAgain(t *testing.T) {
+	f := newFakeConsul()
+	s := startInstancer(t, f)
+	events := make(chan kitsd.Event, 1)
+	s.Register(events)
+	nextEvent(t, events)
+	f.mu.Lock()
+	f.leader = ""
+	f.leaderErrs = []error{errors.New("Unexpected response code: 500 (rpc error getting client: failed to get conn: dial tcp 127.0.0.1:8300: connect: connection refused)")}
+	f.mu.Unlock()
+	q := f.next(t)
+	q.reply <- answer{err: context.DeadlineExceeded}
 	if ev := nextEvent(t, events); !errors.Is(ev.Err, sd.ErrNoLeader) {
 		t.Errorf("want ErrNoLeader, have %v", ev.Err)
 	}

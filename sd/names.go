@@ -26,10 +26,10 @@ var (
 )
 
 // ValidServiceName returns an error unless name is a valid service name:
-// a DNS label (letters, digits and inner hyphens, at most 63).
+// a DNS label (letters, digits and inner hyphens, at most 63 characters).
 func ValidServiceName(name string) error {
 	if !nameRE.MatchString(name) {
-		return fmt.Errorf("service name %q: must be a DNS label: letters, digits and inner hyphens, at most 63", name)
+		return fmt.Errorf("service name %q: must be a DNS label: letters, digits and inner hyphens, at most 63 characters", name)
 	}
 	return nil
 }

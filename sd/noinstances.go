@@ -20,33 +20,53 @@ type NoInstancesError struct {
 	Where     string // "consul at 127.0.0.1:8500", say
 	Discovery error  // the last query's error, nil if it succeeded
 	Err       error
+	// Hint, when set, says what to do about it, after the rest: an
+	// Instancer sets UnreachableHint on the first error whose Discovery
+	// is an *UnreachableError.
+	Hint string
 }
 
 func (e *NoInstancesError) Error() string {
 	var b strings.Builder
+	e.write(&b)
+	if e.Hint != "" {
+		b.WriteString("; " + e.Hint)
+	}
+	return b.String()
+}
+
+func (e *NoInstancesError) write(b *strings.Builder) {
 	var (
 		filtered *FilteredError
 		denied   *PermissionError
 	)
+	if IsUnreachable(e.Discovery) {
+		// The agent, not the service, is missing: the error names it.
+		fmt.Fprintf(b, "%v; so no instance of service %q", e.Discovery, e.Service)
+		if len(e.Tags) > 0 {
+			fmt.Fprintf(b, " with tags %q", e.Tags)
+		}
+		fmt.Fprintf(b, " is known: %v", e.Err)
+		return
+	}
 	if errors.As(e.Discovery, &filtered) || errors.As(e.Discovery, &denied) || errors.Is(e.Discovery, ErrNoLeader) {
 		// Not a missing service: say what is wrong first.
-		fmt.Fprintf(&b, "%s: %v; so no instance of service %q", e.Where, e.Discovery, e.Service)
+		fmt.Fprintf(b, "%s: %v; so no instance of service %q", e.Where, e.Discovery, e.Service)
 		if len(e.Tags) > 0 {
-			fmt.Fprintf(&b, " with tags %q", e.Tags)
+			fmt.Fprintf(b, " with tags %q", e.Tags)
 		}
-		fmt.Fprintf(&b, " to call: %v", e.Err)
-		return b.String()
+		fmt.Fprintf(b, " to call: %v", e.Err)
+		return
 	}
-	fmt.Fprintf(&b, "no passing instance of service %q", e.Service)
+	fmt.Fprintf(b, "no passing instance of service %q", e.Service)
 	if len(e.Tags) > 0 {
-		fmt.Fprintf(&b, " with tags %q", e.Tags)
+		fmt.Fprintf(b, " with tags %q", e.Tags)
 	}
-	fmt.Fprintf(&b, " in %s", e.Where)
+	fmt.Fprintf(b, " in %s", e.Where)
 	if e.Discovery != nil {
-		fmt.Fprintf(&b, " (its last query failed: %v)", e.Discovery)
+		fmt.Fprintf(b, " (its last query failed: %v)", e.Discovery)
 	}
-	fmt.Fprintf(&b, ": %v", e.Err)
-	return b.String()
+	fmt.Fprintf(b, ": %v", e.Err)
 }
 
 // Unwrap returns the call's error.

@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
+	"sync/atomic"
 	"time"
 
+	"github.com/go-kit/kit/endpoint"
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 
@@ -16,20 +19,25 @@ import (
 	"github.com/trimkit/trimkit/transport"
 )
 
-func call(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
+func call(ctx, stop context.Context, cfg config, stdout, stderr io.Writer) error {
 	// Info: ejections and readmissions are what a user of this tool wants
 	// to see happen.
 	logger := level.NewFilter(log.NewLogfmtLogger(log.NewSyncWriter(stderr)), level.AllowInfo())
 	logger = log.With(logger, "ts", log.DefaultTimestampUTC)
+	quiet := &discoveryLog{next: logger}
 	attempts := &loadgen.Counter{}
-	c, err := transport.NewTrimClient(cfg.client, client.WithLogger(logger), client.WithEndpointer(
+	c, err := transport.NewTrimClient(cfg.client, client.WithLogger(quiet), client.WithEndpointer(
 		client.WithMetrics(client.Metrics{Attempts: attempts}), client.WithFailStatic(cfg.failStatic)))
 	if err != nil {
 		return err
 	}
 	defer c.Close()
+	quiet.endpointer.Store(c.Endpointer())
 
 	if !cfg.load() {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		defer context.AfterFunc(stop, cancel)()
 		out, err := c.TrimSpace(ctx, cfg.text)
 		if err != nil {
 			return err
@@ -37,14 +45,27 @@ func call(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		_, err = fmt.Fprintln(stdout, out)
 		return err
 	}
+	return load(ctx, stop, c.Endpoint(), attempts, cfg, stdout, stderr)
+}
 
+// load runs the load generator through e, whose attempts are counted in
+// attempts, and prints its summary. When stop ends, no call starts any
+// more, and the summary waits for the calls in flight (each bounded by
+// the retry timeout) to end by themselves; when ctx ends, they are
+// cancelled.
+func load(ctx, stop context.Context, e endpoint.Endpoint, attempts *loadgen.Counter, cfg config, stdout, stderr io.Writer) error {
+	stderr = log.NewSyncWriter(stderr) // the signals' line comes from another goroutine
 	// A summary only: every Call kept would grow the client by 64 bytes a
 	// call (11 MB for 10 minutes at 300/s) and its heap goal by twice that.
 	o := loadgen.Options{Callers: cfg.c, Rate: cfg.rate, Duration: cfg.duration, SummaryOnly: true}
 	if cfg.duration == 0 {
 		o.N = cfg.n
 	}
-	run := loadgen.Start(ctx, c.Endpoint(), cfg.text, o)
+	run := loadgen.Start(ctx, e, cfg.text, o)
+	defer context.AfterFunc(stop, func() {
+		fmt.Fprintln(stderr, "client: stopping: no new requests; waiting for those in flight to end (signal again to cancel them)")
+		run.StopStarting()
+	})()
 	if isTerminal(stderr) {
 		stop := progress(run, stderr)
 		defer stop()
@@ -62,13 +83,54 @@ func call(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	} else {
 		s.Print(stdout)
 	}
-	if s.Failures > 0 {
+	switch {
+	case stop.Err() != nil || ctx.Err() != nil:
+		return fmt.Errorf("interrupted after %d requests, %d failed", s.Requests, s.Failures)
+	case s.Failures > 0:
 		return fmt.Errorf("%d of %d requests failed", s.Failures, s.Requests)
 	}
-	if ctx.Err() != nil {
-		return fmt.Errorf("interrupted after %d requests", s.Requests)
-	}
 	return nil
+}
+
+// discoveryLog passes the client stack's log on, but holds back the lines
+// that say discovery failed while the client knows no instance: every call
+// then fails with an error that says the same, which this command prints,
+// so that the user reads it once rather than once a line. Once the client
+// knows instances such lines are the only sign that discovery fails (the
+// calls go on), and pass.
+type discoveryLog struct {
+	next       log.Logger
+	endpointer atomic.Pointer[client.Endpointer] // nil while the client is made
+}
+
+// Log implements log.Logger.
+func (d *discoveryLog) Log(keyvals ...any) error {
+	if discoveryFailed(keyvals) && !d.instancesKnown() {
+		return nil
+	}
+	return d.next.Log(keyvals...)
+}
+
+func (d *discoveryLog) instancesKnown() bool {
+	e := d.endpointer.Load()
+	if e == nil {
+		return false
+	}
+	endpoints, _ := e.Endpoints()
+	return len(endpoints) > 0
+}
+
+// discoveryFailed reports whether a log line says that discovery failed:
+// sd's Instancer's ("first consul query failed", "consul query failed;
+// ...") and the Endpointer's ("discovery failed ...").
+func discoveryFailed(keyvals []any) bool {
+	for i := 0; i+1 < len(keyvals); i += 2 {
+		if keyvals[i] == "msg" {
+			msg, _ := keyvals[i+1].(string)
+			return strings.Contains(msg, "consul query failed") || strings.HasPrefix(msg, "discovery failed")
+		}
+	}
+	return false
 }
 
 // progress writes a line about run every second, after the first two

@@ -22,13 +22,18 @@ client finds the passing instances of a service in Consul and calls
 pb.Trim/TrimSpace on them through trimkit's client stack: the -balancer,
 ejection of instances that keep failing, retries within a budget (a call an
 instance sheds for overload goes to another), hedging with -hedge-after,
-connections to every instance or to a deterministic -subset,
-and -throttle. With -n 1 (the default) it prints TEXT trimmed. With -n above 1, or -duration, it is a load generator: -c callers back to
-back, or with -rate an open loop at a fixed rate (latency counted from when
-each call was due, so a stalled instance cannot hide), and it prints a
-summary: requests, failures, attempts, req/s, p50/p90/p99/p99.9/max latency
-and the requests each instance answered (-json: one JSON object). Exit
-status: 0 when every request succeeded, 1 when any failed, 2 for bad flags.`
+connections to every instance or to a deterministic -subset, and
+-throttle. With -n 1 (the default) it prints TEXT trimmed. With -n above 1,
+or -duration, it is a load generator: -c callers back to back, or with
+-rate an open loop at a fixed rate (latency counted from when each call was
+due, so a stalled instance cannot hide), and it prints a summary:
+requests, failures, attempts, req/s, p50/p90/p99/p99.9/max latency, the
+requests each instance answered, and the seconds that had failures with
+the first and last failure's time (-json: one JSON object, with calls and
+failures for every second). SIGINT or SIGTERM ends a load run: no new
+requests, those in flight finish, then the summary; a second signal
+cancels them. Exit status: 0 when every request succeeded, 1 when any
+failed, 2 for bad flags.`
 
 type config struct {
 	client   client.Config

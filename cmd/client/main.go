@@ -6,25 +6,46 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/trimkit/trimkit/internal/cli"
+	"github.com/trimkit/trimkit/sd"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
+	// The first SIGINT or SIGTERM stops a load run (no new calls; those
+	// in flight finish, then the summary) or cancels a single call; the
+	// second cancels whatever is in flight.
+	ctx, cancel := context.WithCancel(context.Background())
+	stop, stopped := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		<-sigs
+		stopped()
+		<-sigs
+		cancel()
+	}()
+	err := run(ctx, stop, os.Args[1:], os.Stdout, os.Stderr)
+	signal.Stop(sigs)
 	cli.Exit("client", err)
 }
 
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// run runs the command with args. stop ends at the first signal, ctx at
+// the second.
+func run(ctx, stop context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg, err := parseConfig(args, stdout)
 	if err != nil {
 		return err
 	}
-	return call(ctx, cfg, stdout, stderr)
+	err = call(ctx, stop, cfg, stdout, stderr)
+	if sd.IsUnreachable(err) {
+		// sd's hint is for any program; this one is run from trimkit's tree.
+		err = fmt.Errorf("%w (`make up` starts a local one)", err)
+	}
+	return err
 }

@@ -25,7 +25,7 @@ func TestMain(m *testing.M) { bins.Main(m) }
 
 func TestHelpListsEveryFlagWithEnv(t *testing.T) {
 	var stdout, stderr bytes.Buffer
-	if err := run(context.Background(), []string{"-h"}, &stdout, &stderr); !errors.Is(err, flag.ErrHelp) {
+	if err := run(context.Background(), context.Background(), []string{"-h"}, &stdout, &stderr); !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("want flag.ErrHelp, have %v", err)
 	}
 	for _, name := range []string{"consul-addr", "consul-token", "service-name", "tags", "retry-max", "retry-timeout", "n", "c", "json",
@@ -60,7 +60,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"-subset-caller", "4", "x"}, "-subset-caller 4: numbers a caller for Subset, which is 0"},
 	} {
 		var stdout, stderr bytes.Buffer
-		err := run(context.Background(), tc.args, &stdout, &stderr)
+		err := run(context.Background(), context.Background(), tc.args, &stdout, &stderr)
 		if !errors.Is(err, cli.ErrUsage) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: want a usage error saying %q, have %v", tc.args, tc.want, err)
 		}
@@ -102,13 +102,17 @@ func TestTrimAndLoadSummary(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &raw); err != nil {
 		t.Fatalf("not one JSON object: %q: %v", out, err)
 	}
-	for _, key := range []string{"requests", "failures", "rps", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "attempts", "per_instance"} {
+	for _, key := range []string{"requests", "failures", "rps", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "attempts", "per_instance",
+		"start", "per_second", "first_failure", "last_failure"} {
 		if _, ok := raw[key]; !ok {
 			t.Errorf("summary lacks key %q", key)
 		}
 	}
-	if want, have := 10, len(raw); want != have {
+	if want, have := 14, len(raw); want != have {
 		t.Errorf("summary has %d keys, want exactly %d: %s", have, want, out)
+	}
+	if string(raw["first_failure"]) != "null" || string(raw["last_failure"]) != "null" {
+		t.Errorf("no failure: want null first and last failures, have %s", out)
 	}
 	var s loadgen.Summary
 	if err := json.Unmarshal([]byte(out), &s); err != nil {
@@ -116,6 +120,16 @@ func TestTrimAndLoadSummary(t *testing.T) {
 	}
 	if s.Requests != 200 || s.Failures != 0 || s.RPS <= 0 || s.P50ms <= 0 || s.P99ms < s.P50ms || s.P999ms < s.P99ms || s.MaxMs < s.P999ms || s.Attempts != 200 {
 		t.Errorf("summary %+v", s)
+	}
+	calls := 0
+	for i, sec := range s.PerSecond {
+		if sec.Second != i || sec.Failures != 0 {
+			t.Errorf("per_second[%d]: %+v", i, sec)
+		}
+		calls += sec.Calls
+	}
+	if start, err := time.Parse(time.RFC3339Nano, s.Start); err != nil || time.Since(start) > time.Minute || calls != 200 {
+		t.Errorf("start %q (%v) and per_second %+v: want a start just now and the 200 calls", s.Start, err, s.PerSecond)
 	}
 	// Every request counted for the instance that answered it. (Round robin
 	// is even once both connections are READY; while one still connects
@@ -158,8 +172,27 @@ func TestTrimAndLoadSummary(t *testing.T) {
 	if _, code := exec("-service-name", "absent", "x"); code != 1 {
 		t.Errorf("no instances: want exit 1, have %d", code)
 	}
-	if _, code := exec("-service-name", "absent", "-n", "5", "x"); code != 1 {
+	p, code := runClient(t, "-service-name", "absent", "-n", "5", "x")
+	if code != 1 {
 		t.Errorf("load with failures: want exit 1, have %d", code)
+	}
+	// Where the failures were, and what they said, once.
+	for _, want := range []string{"failures by second since the start, ", "  0s        5 of 5 calls failed", "first failure: ", "last failure:  "} {
+		if !strings.Contains(p.Stdout(), want) {
+			t.Errorf("load with failures: the summary lacks %q:\n%s", want, p.Stdout())
+		}
+	}
+	if lines := p.Lines(); len(lines) != 2 || !strings.HasPrefix(lines[0], `failure: no instance known (3 attempts): no passing instance of service "absent" in consul at `) {
+		t.Errorf("load with failures: stderr\n%s", strings.Join(lines, "\n"))
+	}
+	p, code = runClient(t, "-service-name", "absent", "-n", "5", "-json", "x")
+	s = loadgen.Summary{}
+	if err := json.Unmarshal([]byte(p.Stdout()), &s); err != nil || code != 1 {
+		t.Fatalf("exit %d, %v: %s", code, err, p.Stdout())
+	}
+	if len(s.PerSecond) != 1 || s.PerSecond[0] != (loadgen.Second{Second: 0, Calls: 5, Failures: 5}) || s.FirstFailure == nil || s.LastFailure == nil ||
+		s.FirstFailure.Seconds <= 0 || s.LastFailure.Seconds < s.FirstFailure.Seconds || s.LastFailure.Time < s.FirstFailure.Time {
+		t.Errorf("load with failures: per_second %+v, first %+v, last %+v", s.PerSecond, s.FirstFailure, s.LastFailure)
 	}
 }
 
@@ -190,7 +223,7 @@ func TestFlagAndEnvErrorsExit(t *testing.T) {
 	})
 	// In the process, the TLS files for a plain-HTTP address are a usage
 	// error like the others.
-	err := run(context.Background(), []string{"-consul-addr", "http://127.0.0.1:8500", "-consul-ca-file", ca, "x"}, &bytes.Buffer{}, &bytes.Buffer{})
+	err := run(context.Background(), context.Background(), []string{"-consul-addr", "http://127.0.0.1:8500", "-consul-ca-file", ca, "x"}, &bytes.Buffer{}, &bytes.Buffer{})
 	if !errors.Is(err, cli.ErrUsage) || !strings.Contains(err.Error(), "https://") {
 		t.Errorf("TLS files for http://: want a usage error saying https://, have %v", err)
 	}

@@ -73,7 +73,7 @@ func TestACLFilteredAnswerIsSaidPlainly(t *testing.T) {
 	// A token never shows in --help.
 	t.Setenv("CONSUL_HTTP_TOKEN", s.Tokens.Client)
 	var stdout, stderr bytes.Buffer
-	_ = run(context.Background(), []string{"-h"}, &stdout, &stderr)
+	_ = run(context.Background(), context.Background(), []string{"-h"}, &stdout, &stderr)
 	if strings.Contains(stdout.String(), s.Tokens.Client) {
 		t.Error("--help shows the token")
 	}

@@ -1,4 +1,6 @@
 // Package loadgen sends load through a trim endpoint and summarises it:
-// requests, failures, req/s, latency percentiles and the requests each
-// instance answered. cmd/client prints its Summary; cmd/demo reads it back.
+// requests, failures, req/s, latency percentiles, the requests each
+// instance answered, and when the failures happened (calls and failures
+// by second, the first and the last failure). cmd/client prints its
+// Summary; cmd/demo reads it back, and its chaos soak prints a Timeline.
 package loadgen

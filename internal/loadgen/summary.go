@@ -6,6 +6,7 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -27,6 +28,16 @@ type Summary struct {
 	// Attempts is every attempt the calls made, retries and hedges
 	// included; the caller fills it in from the client's metrics.
 	Attempts int `json:"attempts"`
+	// Start is when the run started, RFC 3339 in UTC with milliseconds
+	// (for Summarize, when its first call started).
+	Start string `json:"start"`
+	// PerSecond is every second of the run, from its start: the calls
+	// that ended in it, and those of them that failed.
+	PerSecond []Second `json:"per_second"`
+	// FirstFailure and LastFailure are when the first and the last failed
+	// call ended; null when none failed.
+	FirstFailure *Moment `json:"first_failure"`
+	LastFailure  *Moment `json:"last_failure"`
 }
 
 // Summarize sums up calls made over elapsed, and returns a few distinct
@@ -36,17 +47,26 @@ func Summarize(calls []Call, elapsed time.Duration) (Summary, []string) {
 	s := Summary{Requests: len(calls), PerInstance: map[string]int{}}
 	var errs []string
 	took := make([]time.Duration, 0, len(calls))
+	var start time.Time
+	for _, c := range calls {
+		if start.IsZero() || c.Start.Before(start) {
+			start = c.Start
+		}
+	}
+	tl := NewTimeline(start)
 	for _, c := range calls {
 		took = append(took, c.Took)
+		tl.Add(c.Start.Add(c.Took), c.Err != nil)
 		if c.Err == nil {
 			s.PerInstance[c.Instance]++
 			continue
 		}
 		s.Failures++
-		if msg := c.Err.Error(); len(errs) < maxErrorSamples && !slices.Contains(errs, msg) {
-			errs = append(errs, msg)
+		if len(errs) < maxErrorSamples { // as the summarizer does
+			errs = addSample(errs, c.Err.Error())
 		}
 	}
+	tl.fill(&s)
 	if elapsed > 0 {
 		s.RPS = float64(s.Requests) / elapsed.Seconds()
 	}
@@ -68,6 +88,28 @@ func (s Summary) Print(w io.Writer) {
 	for _, id := range ids {
 		fmt.Fprintf(w, "  %-40s %d\n", id, s.PerInstance[id])
 	}
+	PrintFailures(w, "", s.Start, s.PerSecond, s.FirstFailure, s.LastFailure)
+}
+
+// addSample adds msg to samples, a few distinct failure messages, unless
+// it is there already. A message that a kept one begins with, or that
+// begins with a kept one, is taken for the same failure said with more or
+// less after it (sd says what to do about an unreachable Consul once, at
+// the end of the first such failure's message): the longer is kept.
+func addSample(samples []string, msg string) []string {
+	for i, kept := range samples {
+		if strings.HasPrefix(kept, msg) {
+			return samples
+		}
+		if strings.HasPrefix(msg, kept) {
+			samples[i] = msg
+			return samples
+		}
+	}
+	if len(samples) < maxErrorSamples {
+		samples = append(samples, msg)
+	}
+	return samples
 }
 
 // Percentile is the nearest-rank percentile p (0 < p <= 100) of sorted: the

@@ -9,18 +9,21 @@ import (
 func ceil(f float64) float64 { return math.Ceil(f) }
 
 // summarizer sums calls up as they end, in memory that does not grow with
-// the run: counts, a latency histogram, the calls each instance answered,
-// a few distinct failures.
+// the calls: counts, a latency histogram, the calls each instance
+// answered, a few distinct failures, and the calls and failures of each
+// second (Timeline: 8 bytes a second of the run).
 type summarizer struct {
 	requests, failures int
 	took               histogram
 	perInstance        map[string]int
 	errs               []string
+	timeline           Timeline // its start set by the run
 }
 
 func (s *summarizer) add(c Call) {
 	s.requests++
 	s.took.add(c.Took)
+	s.timeline.Add(c.Start.Add(c.Took), c.Err != nil)
 	if c.Err == nil {
 		if s.perInstance == nil {
 			s.perInstance = map[string]int{}
@@ -29,10 +32,8 @@ func (s *summarizer) add(c Call) {
 		return
 	}
 	s.failures++
-	if len(s.errs) < maxErrorSamples {
-		if msg := c.Err.Error(); !slices.Contains(s.errs, msg) {
-			s.errs = append(s.errs, msg)
-		}
+	if len(s.errs) < maxErrorSamples { // a message costs something to make
+		s.errs = addSample(s.errs, c.Err.Error())
 	}
 }
 
@@ -47,5 +48,6 @@ func (s *summarizer) summary(elapsed time.Duration) (Summary, []string) {
 	h := &s.took
 	out.P50ms, out.P90ms, out.P99ms = ms(h.percentile(50)), ms(h.percentile(90)), ms(h.percentile(99))
 	out.P999ms, out.MaxMs = ms(h.percentile(99.9)), ms(h.percentile(100))
+	s.timeline.fill(&out)
 	return out, slices.Clone(s.errs)
 }
