@@ -17,7 +17,7 @@ export GONOSUMDB := github.com/hashicorp/consul
 export GOTOOLCHAIN := go1.26.10
 GO_TEST_FLAGS ?=
 
-.PHONY: help consul proto build test lint vulncheck demo up cluster down chaos bench
+.PHONY: help consul proto build test lint vulncheck demo up cluster down chaos walkthrough bench
 
 help: ## list the targets
 	@awk -F ':.*## ' '/^[a-z-]+:.*## / { printf "  make %-9s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -40,7 +40,7 @@ proto: ## regenerate pb/ and examples/orders/orderspb/ from their .proto files (
 build: ## build bin/trimsvc, bin/client and bin/demo
 	go build -o bin/ ./cmd/...
 
-demo: consul build ## the main job: local Consul, 3 instances, load, a SIGTERM and a SIGKILL
+demo: consul build ## the main job: local Consul, 3 instances, load, a SIGTERM and a SIGKILL, then a SIGSTOP (frozen, ejected by the client)
 	bin/demo run
 
 up: consul build ## leave a local Consul and 3 instances running (PIDs in .run/)
@@ -49,16 +49,22 @@ up: consul build ## leave a local Consul and 3 instances running (PIDs in .run/)
 cluster: consul build ## leave 3 consul servers, 2 client agents and 3 instances running (PIDs in .run/)
 	bin/demo cluster
 
-down: ## stop what `make up` or `make cluster` started, by recorded PIDs
+down: ## stop what `make up` or `make cluster` started, by recorded PIDs; their logs stay in .run/last/
 	@if [[ -x bin/demo ]]; then bin/demo down; else go run ./cmd/demo down; fi
 
-# The chaos soak: how long it injects faults, the load's calls/s, and the
-# seed of its faults (empty: a new one, printed, to replay a run).
+# The chaos soak: how long it injects faults, the load's calls/s, the
+# seed of its faults (empty: a new one, printed, to replay a run), and
+# their sequence (deck: every kind shuffled, compound ones included;
+# walkthrough: the walkthrough's steps in order).
 DURATION ?= 3m
 RATE ?= 300
 SEED ?=
-chaos: consul build ## chaos soak on the cluster: load through client agent 2, one fault at a time (DURATION, RATE, SEED)
-	bin/demo chaos -duration $(DURATION) -rate $(RATE) $(if $(SEED),-seed $(SEED))
+SEQUENCE ?= deck
+chaos: consul build ## chaos soak on the cluster: load through client agent 2, single and compound faults (DURATION, RATE, SEED, SEQUENCE)
+	bin/demo chaos -duration $(DURATION) -rate $(RATE) -sequence $(SEQUENCE) $(if $(SEED),-seed $(SEED))
+
+walkthrough: consul build ## run every step `make cluster` prints, in order, under load from cmd/client; fails if a call fails
+	bin/demo walkthrough
 
 # Two tests saturate the machine on purpose: the overload test overloads
 # three instances, and the connection flood test floods one with twice its

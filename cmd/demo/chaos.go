@@ -67,8 +67,15 @@ func chaos(ctx context.Context, cfg config, w io.Writer) (err error) {
 	if seed == 0 {
 		seed = rand.Uint64() >> 1 // a flag's value, printable and passable back
 	}
-	fmt.Fprintf(w, "chaos: seed %d (replay: make chaos SEED=%d DURATION=%v RATE=%v), faults for %v, %v calls/s\n",
-		seed, seed, cfg.duration, cfg.rate, cfg.duration, cfg.rate)
+	fmt.Fprintf(w, "chaos: seed %d (replay: make chaos SEED=%d DURATION=%v RATE=%v SEQUENCE=%s), faults for %v, %v calls/s\n",
+		seed, seed, cfg.duration, cfg.rate, cfg.sequence, cfg.duration, cfg.rate)
+	if cfg.sequence == sequenceWalkthrough {
+		fmt.Fprintf(w, "chaos: the faults are the walkthrough's steps, one after the other as printed (their commands log to %s), the cluster recovered after each round\n",
+			filepath.Join(cfg.state, "commands.log"))
+	} else {
+		fmt.Fprintf(w, "chaos: a shuffled deck of every kind: %d single faults, %d overlapping pairs (%s), and %d faults back to back with no recovery between\n",
+			len(singleKinds()), len(overlaps), overlapNames(), backToBackLen)
+	}
 	began := time.Now()
 	f, _, err := startCluster(ctx, cfg, w)
 	if err != nil {
@@ -79,7 +86,7 @@ func chaos(ctx context.Context, cfg config, w io.Writer) (err error) {
 		fmt.Fprintf(w, "  %-10s pid %-7d %s\n", p.Name, p.PID, p.Addr)
 	}
 	var failedCalls int64
-	defer func() { err = errors.Join(err, f.teardown(w, err != nil || failedCalls > 0)) }()
+	defer func() { err = errors.Join(err, f.teardown(w, "chaos", err != nil || failedCalls > 0)) }()
 
 	s, err := newSoak(ctx, f, cfg, seed, w)
 	if err != nil {
@@ -103,6 +110,10 @@ type soak struct {
 	held       *heldGauge
 	rss        rss
 	outcomes   []outcome
+	// cmdLog is where the walkthrough sequence's commands print;
+	// walkLeader is the leader its round names.
+	cmdLog     io.Writer
+	walkLeader string
 }
 
 func newSoak(ctx context.Context, f *fleet, cfg config, seed uint64, w io.Writer) (*soak, error) {
@@ -139,8 +150,13 @@ func newSoak(ctx context.Context, f *fleet, cfg config, seed uint64, w io.Writer
 	}
 	fmt.Fprintf(w, "chaos: load: %v calls/s, open loop, p2c, mutual TLS, from this process (pid %d) through %s (client-2); client log %s\n",
 		cfg.rate, os.Getpid(), cf.ConsulAddr, logPath)
+	cmdLog, err := os.OpenFile(filepath.Join(f.dir, "commands.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
 	return &soak{f: f, cfg: cfg, seed: seed, w: w, client: c, load: newLoad(c.Endpoint(), cfg.rate), discovery: watch,
-		failStatic: failStatic, held: held}, nil
+		failStatic: failStatic, held: held, cmdLog: cmdLog}, nil
 }
 
 // run sends the load, injects faults for cfg.duration and prints each and
@@ -158,6 +174,13 @@ func (s *soak) run(ctx context.Context) (int64, error) {
 	s.load.Stop()
 	took := time.Since(loadStart)
 	s.summary(took)
+	if s.cfg.json != "" {
+		if jerr := s.writeJSON(s.cfg.json, took); jerr != nil {
+			err = errors.Join(err, fmt.Errorf("-json: %w", jerr))
+		} else {
+			fmt.Fprintf(s.w, "report in JSON: %s\n", s.cfg.json)
+		}
+	}
 	failed := s.load.failed.Load()
 	switch {
 	case err != nil:
@@ -180,9 +203,12 @@ func (s *soak) faults(ctx context.Context, loadStart time.Time) error {
 		printErrs(s.w, errs)
 	}
 	end := loadStart.Add(s.cfg.duration)
-	d := newDeck(s.seed, faultKinds())
+	next := newDeck(s.seed, faultKinds()).next
+	if s.cfg.sequence == sequenceWalkthrough {
+		next = walkFaults()
+	}
 	for i := int64(0); time.Now().Before(end) && ctx.Err() == nil; i++ {
-		fl := d.next()
+		fl := next()
 		o := outcome{fault: fl, at: time.Since(loadStart)}
 		calls := s.load.calls.Load()
 		discoveryFailures, refusals, _, _ := s.discovery.state()
@@ -195,7 +221,10 @@ func (s *soak) faults(ctx context.Context, loadStart time.Time) error {
 		if err != nil {
 			return fmt.Errorf("fault #%d %s %s: %w", i+1, fl.kind, target, err)
 		}
-		notes, err := s.recover(ctx)
+		var notes []string
+		if !fl.noRecover {
+			notes, err = s.recover(ctx)
+		}
 		o.recovered = time.Since(start)
 		if len(notes) > 0 {
 			o.what += "; " + strings.Join(notes, "; ")
@@ -205,8 +234,7 @@ func (s *soak) faults(ctx context.Context, loadStart time.Time) error {
 			s.printOutcome(i, o)
 			return fmt.Errorf("fault #%d %s %s: no recovery: %w", i+1, fl.kind, target, err)
 		}
-		next := max(time.Until(start.Add(fl.gap)), chaosSettle)
-		if !ctxtime.Sleep(ctx, next) {
+		if !fl.noRecover && !ctxtime.Sleep(ctx, max(time.Until(start.Add(fl.gap)), chaosSettle)) {
 			return nil
 		}
 		o.calls = s.load.calls.Load() - calls
@@ -223,10 +251,10 @@ func (s *soak) faults(ctx context.Context, loadStart time.Time) error {
 	return nil
 }
 
-// teardown stops everything the soak started, by PID (a frozen instance
-// thawed first), and removes its state; after a failed run it keeps the
-// logs and says where.
-func (f *fleet) teardown(w io.Writer, keep bool) error {
+// teardown stops everything the soak (or the walkthrough, who) started, by
+// PID (a frozen instance thawed first), and removes its state; after a
+// failed run it keeps the logs and says where.
+func (f *fleet) teardown(w io.Writer, who string, keep bool) error {
 	for i := range f.st.Instances {
 		_ = sendSignal(&f.st.Instances[i], syscall.SIGCONT)
 	}
@@ -237,7 +265,7 @@ func (f *fleet) teardown(w io.Writer, keep bool) error {
 	}
 	cancel()
 	lines, err := f.stopAll(grace)
-	fmt.Fprintf(w, "chaos: stopped %d processes (%s)\n", len(lines), strings.Join(lines, "; "))
+	fmt.Fprintf(w, "%s: stopped %d processes (%s)\n", who, len(lines), strings.Join(lines, "; "))
 	if err != nil {
 		return fmt.Errorf("%w (run `bin/demo down -state %s`)", err, f.dir)
 	}
@@ -249,7 +277,7 @@ func (f *fleet) teardown(w io.Writer, keep bool) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(w, "chaos: the logs are kept in %s\n", kept)
+		fmt.Fprintf(w, "%s: the logs are kept in %s\n", who, kept)
 	}
 	return removeState(f.dir)
 }

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -20,13 +22,47 @@ const (
 	client2Restart faultKind = "client-2-restart"
 	instanceToken  faultKind = "instance-token"
 	callerToken    faultKind = "caller-token"
+
+	// Compound faults: two at once, the second starting while the first
+	// is under way, or several back to back with no recovery between.
+	serverAgent    faultKind = "server-sigkill+client-1-restart"
+	leaderInstance faultKind = "leader-sigkill+instance-sigkill"
+	instanceAgent  faultKind = "instance-sigkill+client-1-restart"
+	backToBack     faultKind = "back-to-back"
 )
 
-// faultKinds are every kind, in the order the summary lists them.
-func faultKinds() []faultKind {
+// singleKinds are the faults of one member each.
+func singleKinds() []faultKind {
 	return []faultKind{instanceKill, instanceTerm, instanceStop, serverKill, leaderKill,
 		client1Restart, client2Restart, instanceToken, callerToken}
 }
+
+// faultKinds are every kind, in the order the summary lists them.
+func faultKinds() []faultKind {
+	return append(singleKinds(), serverAgent, leaderInstance, instanceAgent, backToBack)
+}
+
+// overlaps are the compound kinds of two faults at once: the first, then
+// the second a lag later, while the first is under way.
+var overlaps = map[faultKind][2]faultKind{
+	serverAgent:    {serverKill, client1Restart},
+	leaderInstance: {leaderKill, instanceKill},
+	instanceAgent:  {instanceKill, client1Restart},
+}
+
+// overlapNames lists the overlapping pairs, in the order faultKinds does.
+func overlapNames() string {
+	var names []string
+	for _, k := range faultKinds() {
+		if pair, ok := overlaps[k]; ok {
+			names = append(names, fmt.Sprintf("%s while %s", pair[1], pair[0]))
+		}
+	}
+	return strings.Join(names, ", ")
+}
+
+// backToBackLen is how many faults a back-to-back fault injects.
+const backToBackLen = 3
 
 // fault is one fault as drawn: its kind and every random choice it may
 // need. Each fault draws the same values whatever its kind, so that a seed
@@ -41,12 +77,47 @@ type fault struct {
 	hold time.Duration
 	// gap is the least time from this fault's start to the next one's.
 	gap time.Duration
+	// parts are a compound fault's faults, lag how long after the first
+	// an overlapping second starts.
+	parts []fault
+	lag   time.Duration
+	// step is the walkthrough's step a fault of the walkthrough sequence
+	// runs (1-based), noRecover that the next starts at once.
+	step      int
+	noRecover bool
+}
+
+// Sequences of faults: a deck of every kind, shuffled, or the walkthrough.
+const (
+	sequenceDeck        = "deck"
+	sequenceWalkthrough = "walkthrough"
+)
+
+// walkFaults deals the walkthrough's steps, but its load, in order, round
+// after round: each step at once after the last, as a user types them,
+// and the cluster recovered after the last.
+func walkFaults() func() fault {
+	steps := walkSteps()
+	var runnable []int
+	for i, st := range steps {
+		if !slices.ContainsFunc(st.cmds, func(c walkCmd) bool { return c.load }) {
+			runnable = append(runnable, i+1)
+		}
+	}
+	i := 0
+	return func() fault {
+		step := runnable[i%len(runnable)]
+		i++
+		last := i%len(runnable) == 0
+		return fault{kind: faultKind(fmt.Sprintf("walkthrough-%d", step)), step: step, noRecover: !last, gap: minGap}
+	}
 }
 
 // Bounds of the drawn durations.
 const (
 	minHold, maxHold = time.Second, 4 * time.Second
 	minGap, maxGap   = 6 * time.Second, 10 * time.Second
+	maxLag           = time.Second
 )
 
 // deck deals faults: every kind once per round, in an order shuffled
@@ -68,10 +139,27 @@ func (d *deck) next() fault {
 		d.round = slices.Clone(d.kinds)
 		d.rng.Shuffle(len(d.round), func(i, j int) { d.round[i], d.round[j] = d.round[j], d.round[i] })
 	}
-	f := fault{kind: d.round[0]}
+	kind := d.round[0]
 	d.round = d.round[1:]
+	f := d.draw(kind)
+	if pair, ok := overlaps[kind]; ok {
+		f.parts = []fault{d.draw(pair[0]), d.draw(pair[1])}
+	}
+	if kind == backToBack {
+		singles := singleKinds()
+		for range backToBackLen {
+			f.parts = append(f.parts, d.draw(singles[d.rng.IntN(len(singles))]))
+		}
+	}
+	return f
+}
+
+// draw draws the choices of a fault of kind.
+func (d *deck) draw(kind faultKind) fault {
+	f := fault{kind: kind}
 	f.target = d.rng.IntN(1 << 20)
 	f.hold = minHold + time.Duration(d.rng.Int64N(int64(maxHold-minHold)))
 	f.gap = minGap + time.Duration(d.rng.Int64N(int64(maxGap-minGap)))
+	f.lag = time.Duration(d.rng.Int64N(int64(maxLag)))
 	return f
 }

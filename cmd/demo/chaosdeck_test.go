@@ -48,3 +48,40 @@ func TestDeckDealsEveryKindEachRound(t *testing.T) {
 		t.Errorf("20 rounds in %d orders: not shuffled each round", len(orders))
 	}
 }
+
+func TestDeckDealsCompoundFaults(t *testing.T) {
+	d := newDeck(3, faultKinds())
+	seen := map[faultKind]bool{}
+	for range 3 * len(faultKinds()) {
+		f := d.next()
+		seen[f.kind] = true
+		pair, overlapping := overlaps[f.kind]
+		switch {
+		case overlapping:
+			if len(f.parts) != 2 || f.parts[0].kind != pair[0] || f.parts[1].kind != pair[1] {
+				t.Errorf("%s: parts %+v, want %s then %s", f.kind, f.parts, pair[0], pair[1])
+			}
+			if f.lag < 0 || f.lag >= maxLag {
+				t.Errorf("%s: lag %v out of [0, %v)", f.kind, f.lag, maxLag)
+			}
+		case f.kind == backToBack:
+			if len(f.parts) != backToBackLen {
+				t.Errorf("back to back: %d parts, want %d", len(f.parts), backToBackLen)
+			}
+			for _, p := range f.parts {
+				if len(p.parts) > 0 {
+					t.Errorf("back to back: a compound part %s", p.kind)
+				}
+			}
+		default:
+			if len(f.parts) > 0 {
+				t.Errorf("%s: a single fault with parts %+v", f.kind, f.parts)
+			}
+		}
+	}
+	for _, k := range []faultKind{serverAgent, leaderInstance, instanceAgent, backToBack} {
+		if !seen[k] {
+			t.Errorf("%s never dealt in three rounds", k)
+		}
+	}
+}

@@ -2,8 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -15,6 +19,12 @@ import (
 // again, a frozen instance thawed); recover then waits for the cluster to
 // be whole. It returns the member hit and what happened.
 func (s *soak) inject(ctx context.Context, fl fault) (target, what string, err error) {
+	if len(fl.parts) > 0 {
+		return s.injectCompound(ctx, fl)
+	}
+	if fl.step > 0 {
+		return s.walkStep(ctx, fl.step)
+	}
 	f := s.f
 	instance := &f.st.Instances[fl.target%len(f.st.Instances)]
 	switch fl.kind {
@@ -55,6 +65,73 @@ func (s *soak) inject(ctx context.Context, fl fault) (target, what string, err e
 		return "callers", "new token written to the callers' token file, old one deleted", s.rotate(ctx, f.st.Caller.TokenFile, callerTokenWatch)
 	}
 	return "", "", fmt.Errorf("unknown fault kind %q", fl.kind)
+}
+
+// injectCompound injects the parts of a compound fault: two overlapping,
+// the second fl.lag after the first began, or one after the other, each as
+// soon as the one before was undone, with no wait for recovery.
+func (s *soak) injectCompound(ctx context.Context, fl fault) (target, what string, err error) {
+	targets := make([]string, len(fl.parts))
+	whats := make([]string, len(fl.parts))
+	errs := make([]error, len(fl.parts))
+	if fl.kind == backToBack {
+		for i, p := range fl.parts {
+			targets[i], whats[i], errs[i] = s.inject(ctx, p)
+			whats[i] = fmt.Sprintf("%s %s: %s", p.kind, targets[i], whats[i])
+			if errs[i] != nil {
+				break
+			}
+		}
+	} else {
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			targets[0], whats[0], errs[0] = s.inject(ctx, fl.parts[0])
+		}()
+		ctxtime.Sleep(ctx, fl.lag)
+		targets[1], whats[1], errs[1] = s.inject(ctx, fl.parts[1])
+		wg.Wait()
+		whats[0] = fmt.Sprintf("%s %s: %s", fl.parts[0].kind, targets[0], whats[0])
+		whats[1] = fmt.Sprintf("%v later, %s %s: %s", fl.lag.Round(time.Millisecond), fl.parts[1].kind, targets[1], whats[1])
+	}
+	return strings.Join(targets, "+"), strings.Join(whats, "; "), errors.Join(errs...)
+}
+
+// walkStep runs step n of the walkthrough, its commands as printed, each
+// checked as the walkthrough checks it. The commands record what they
+// restart in the state file; the soak reads it again after.
+func (s *soak) walkStep(ctx context.Context, n int) (target, what string, err error) {
+	f := s.f
+	if s.walkLeader == "" || n <= 2 {
+		// The leader a round names, as make cluster printed it: step 3
+		// kills it and step 4 starts the same server again.
+		leader, err := f.leader(ctx)
+		if err != nil || leader == "" {
+			return "", "", fmt.Errorf("no leader at the start of a round of the walkthrough: %q, %v", leader, err)
+		}
+		s.walkLeader = leader
+	}
+	env := filepath.Join(f.dir, "client.env")
+	r := &walkRun{dir: f.dir, env: env, vars: walkVars(f.dir, s.walkLeader), w: s.cmdLog}
+	step := walkSteps()[n-1]
+	var lines []string
+	for _, c := range step.cmds {
+		start := time.Now()
+		err = r.command(ctx, c)
+		lines = append(lines, fmt.Sprintf("%s (%v)", r.vars.Replace(c.line), time.Since(start).Round(10*time.Millisecond)))
+		if err != nil {
+			break
+		}
+	}
+	if st, rerr := readState(f.dir); rerr == nil {
+		f.mu.Lock()
+		f.st = st
+		f.mu.Unlock()
+	} else {
+		err = errors.Join(err, rerr)
+	}
+	return "", strings.Join(lines, "; "), err
 }
 
 // killServer kills the leader, or a server that does not lead, and starts

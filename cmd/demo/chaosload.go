@@ -20,7 +20,9 @@ import (
 // load is the chaos soak's open-loop load: calls at a fixed rate, each on
 // its own goroutine, counted by the fault in progress when each started.
 // It keeps counters only, not every call (as loadgen.Run does), so that
-// the process's RSS is the client's and not a record of the run.
+// the process's RSS is the client's and not a record of the run: the
+// calls and failures of each second (a loadgen.Timeline, 8 bytes a
+// second), and, for each fault, when its first and last failure happened.
 type load struct {
 	e    endpoint.Endpoint
 	rate float64
@@ -31,31 +33,37 @@ type load struct {
 	calls  atomic.Int64 // started
 	failed atomic.Int64
 
-	mu       sync.Mutex // guards what follows, touched by failed calls only
+	mu       sync.Mutex // guards what follows
+	timeline loadgen.Timeline
+	// Touched by failed calls only.
 	failedBy map[int64]int64
 	errsBy   map[int64]map[string]int // each window's error messages, counted
+	spanBy   map[int64]failSpan       // each window's first and last failure
 
 	stop chan struct{}
 	done sync.WaitGroup // the loop and every call in flight
 }
 
 func newLoad(e endpoint.Endpoint, rate float64) *load {
-	l := &load{e: e, rate: rate, failedBy: map[int64]int64{}, errsBy: map[int64]map[string]int{}, stop: make(chan struct{})}
+	l := &load{e: e, rate: rate, failedBy: map[int64]int64{}, errsBy: map[int64]map[string]int{}, spanBy: map[int64]failSpan{}, stop: make(chan struct{})}
 	l.window.Store(-1)
 	return l
 }
 
 // start starts the calls; Stop ends them.
 func (l *load) start(ctx context.Context) {
+	begin := time.Now()
+	l.mu.Lock()
+	l.timeline = loadgen.NewTimeline(begin)
+	l.mu.Unlock()
 	l.done.Add(1)
-	go l.loop(ctx)
+	go l.loop(ctx, begin)
 }
 
-func (l *load) loop(ctx context.Context) {
+func (l *load) loop(ctx context.Context, begin time.Time) {
 	defer l.done.Done()
 	req := trimsvc.TrimRequest{S: "  chaos,\tsoak  "}
 	interval := time.Duration(float64(time.Second) / l.rate)
-	begin := time.Now()
 	for i := int64(0); ; i++ {
 		_ = ctxtime.Sleep(ctx, time.Until(begin.Add(time.Duration(i)*interval)))
 		select {
@@ -71,14 +79,22 @@ func (l *load) loop(ctx context.Context) {
 		l.done.Add(1)
 		go func() {
 			defer l.done.Done()
-			if c := loadgen.Do(ctx, l.e, req); c.Err != nil {
-				l.fail(window, c.Err)
+			c := loadgen.Do(ctx, l.e, req)
+			end := c.Start.Add(c.Took)
+			l.mu.Lock()
+			l.timeline.Add(end, c.Err != nil)
+			l.mu.Unlock()
+			if c.Err != nil {
+				l.fail(window, end, c.Err)
 			}
 		}()
 	}
 }
 
-func (l *load) fail(window int64, err error) {
+// failSpan is when a window's first and last failed calls ended.
+type failSpan struct{ first, last time.Time }
+
+func (l *load) fail(window int64, end time.Time, err error) {
 	l.failed.Add(1)
 	msg := err.Error()
 	if len(msg) > 200 {
@@ -87,6 +103,14 @@ func (l *load) fail(window int64, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.failedBy[window]++
+	sp, ok := l.spanBy[window]
+	if !ok || end.Before(sp.first) {
+		sp.first = end
+	}
+	if end.After(sp.last) {
+		sp.last = end
+	}
+	l.spanBy[window] = sp
 	if l.errsBy[window] == nil {
 		l.errsBy[window] = map[string]int{}
 	}
@@ -104,6 +128,24 @@ func (l *load) failures(window int64) (int64, map[string]int) {
 		errs[m] = n
 	}
 	return l.failedBy[window], errs
+}
+
+// failedFromTo returns when window's first and last failures happened, in
+// seconds since the load started; ok is false when none did.
+func (l *load) failedFromTo(window int64) (first, last float64, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	sp, ok := l.spanBy[window]
+	start := l.timeline.Start()
+	return sp.first.Sub(start).Seconds(), sp.last.Sub(start).Seconds(), ok
+}
+
+// perSecond returns the load's start (RFC 3339, milliseconds), its calls
+// and failures by second, and its first and last failure (nil for none).
+func (l *load) perSecond() (start string, seconds []loadgen.Second, first, last *loadgen.Moment) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return loadgen.FormatTime(l.timeline.Start()), l.timeline.PerSecond(), l.timeline.FirstFailure(), l.timeline.LastFailure()
 }
 
 // Stop stops calling and waits for the calls in flight.

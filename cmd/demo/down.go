@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -23,8 +24,8 @@ const (
 )
 
 // down stops what up, cluster or chaos started, by the PIDs recorded in
-// cfg.state, all of a kind at once, and removes the state but the logs
-// kept of failed runs.
+// cfg.state, all of a kind at once, keeps their logs and the state file in
+// cfg.state/last/, and removes the rest of what they left there.
 func down(cfg config, w io.Writer) error {
 	f, err := openFleet(cfg)
 	if errors.Is(err, errNotUp) {
@@ -37,8 +38,9 @@ func down(cfg config, w io.Writer) error {
 	return f.down(w)
 }
 
-// down stops every process of f and removes its state directory, but the
-// logs kept of failed runs.
+// down stops every process of f, moves their logs and a copy of the state
+// file to f.dir/last/ (replacing an earlier down's) and says so, and
+// removes the rest of the setup (removeState).
 func (f *fleet) down(w io.Writer) error {
 	grace := downGrace
 	if f.cluster != nil {
@@ -57,6 +59,11 @@ func (f *fleet) down(w io.Writer) error {
 	if err != nil {
 		return err
 	}
+	last, err := keepLast(f.dir)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "down: logs of what was stopped: %s%c\n", last, filepath.Separator)
 	return removeState(f.dir)
 }
 

@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -20,7 +21,11 @@ import (
 // records it: what the member commands (status, kill, stop, restart), down
 // and chaos act on, each process by its recorded PID.
 type fleet struct {
-	dir     string // the state directory
+	dir string // the state directory
+	// mu guards writes to st and its saving: the chaos soak starts two
+	// members at once when it overlaps faults. Each writes its own member
+	// only.
+	mu      sync.Mutex
 	st      state
 	bins    binPaths
 	cluster *localconsul.Cluster // nil for up's dev agent
@@ -49,7 +54,11 @@ func exeOf(ps []stateProc) string {
 	return ps[0].Exe
 }
 
-func (f *fleet) save() error { return writeState(f.dir, f.st) }
+func (f *fleet) save() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return writeState(f.dir, f.st)
+}
 
 // names are the members' names: the Consul agents, then the instances.
 func (f *fleet) names() []string {
@@ -146,7 +155,11 @@ func (f *fleet) start(ctx context.Context, name string) (note string, err error)
 		}
 	}()
 	if slices.ContainsFunc(f.st.Instances, func(in stateProc) bool { return in.Name == p.Name }) {
-		note, err := startInstance(ctx, f.bins.trimsvc, f.dir, p)
+		q := *p
+		note, err := startInstance(ctx, f.bins.trimsvc, f.dir, &q)
+		f.mu.Lock()
+		*p = q
+		f.mu.Unlock()
 		if err != nil {
 			return note, err
 		}
@@ -163,17 +176,26 @@ func (f *fleet) start(ctx context.Context, name string) (note string, err error)
 	if err := a.Start(30 * time.Second); err != nil {
 		return "", err
 	}
+	f.mu.Lock()
 	p.PID = a.PID()
+	f.mu.Unlock()
 	if err := f.waitRejoined(ctx, a, 60*time.Second); err != nil || a.IsServer() {
 		return "", err
 	}
 	// A client agent that left the cluster (SIGTERM) took its services'
-	// registrations out of the catalog: back once they pass again.
+	// registrations out of the catalog, and one that comes back registers
+	// them again with their checks critical until they first run: back
+	// once they pass on the agent itself, then in the callers' view. (The
+	// catalog alone could still show what the agent synced before it
+	// stopped.)
 	var ids []string
 	for _, in := range f.st.Instances {
 		if alive(&in) {
 			ids = append(ids, in.ID)
 		}
+	}
+	if err := waitLocalPassing(ctx, a, 30*time.Second, ids...); err != nil {
+		return "", err
 	}
 	return "", f.waitPassing(ctx, 30*time.Second, ids...)
 }

@@ -182,6 +182,40 @@ func (f *fleet) waitPassing(ctx context.Context, timeout time.Duration, ids ...s
 	}
 }
 
+// waitLocalPassing waits until the checks of the services ids registered
+// with the agent a pass on a itself. Services registered elsewhere are
+// not waited for.
+func waitLocalPassing(ctx context.Context, a *localconsul.Agent, timeout time.Duration, ids ...string) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	c, err := a.API()
+	if err != nil {
+		return err
+	}
+	for {
+		err := localPassing(ctx, c, ids...)
+		if err == nil {
+			return nil
+		}
+		if !ctxtime.Sleep(ctx, 50*time.Millisecond) {
+			return fmt.Errorf("%s: within %v: %w", a.Name, timeout, err)
+		}
+	}
+}
+
+func localPassing(ctx context.Context, c *api.Client, ids ...string) error {
+	checks, err := c.Agent().ChecksWithFilterOpts("", (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return err
+	}
+	for _, ch := range checks {
+		if slices.Contains(ids, ch.ServiceID) && ch.Status != api.HealthPassing {
+			return fmt.Errorf("the check of %s is %s on its agent", ch.ServiceID, ch.Status)
+		}
+	}
+	return nil
+}
+
 // passing returns nil when every one of ids passes its check in c's view.
 func passing(ctx context.Context, c *api.Client, ids ...string) error {
 	entries, _, err := c.Health().Service("trimsvc", "", true, (&api.QueryOptions{}).WithContext(ctx))

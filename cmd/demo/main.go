@@ -32,7 +32,7 @@ func main() {
 }
 
 const synopsis = `
-usage: demo [run|up|cluster|down|status|chaos] [flags]
+usage: demo [run|up|cluster|down|status|chaos|walkthrough] [flags]
        demo kill|stop|restart [flags] MEMBER...
 
   run   (default) start a local Consul and 3 trimsvc instances, send load
@@ -52,7 +52,11 @@ usage: demo [run|up|cluster|down|status|chaos] [flags]
         -state/failed-TIME/.
   down  stop what up, cluster or chaos started, by the PIDs recorded in
         -state (SIGTERM, then SIGKILL after 10s, or after 2s when the
-        servers have no leader), and remove -state but for kept logs.
+        servers have no leader); move their logs and state.json to
+        -state/last/ (replacing the last down's) and remove the rest of
+        what they left (Consul's data, certificates, tokens); other
+        directories in -state (failed-TIME/ of failed starts, chaos/)
+        stay.
   status
         print every member of what is up: its PID, whether it runs, and
         how the cluster sees it.
@@ -64,14 +68,23 @@ usage: demo [run|up|cluster|down|status|chaos] [flags]
         again, a client agent has rejoined, an instance passes its check.
   chaos a chaos soak: start the cluster (in -state, default .run/chaos),
         send open-loop load (-rate calls/s, p2c) through client agent 2
-        from this process, and for -duration inject one fault at a time,
-        from a shuffled deck of every kind, seeded (-seed): instance
-        SIGKILL, SIGTERM or SIGSTOP, a server's SIGKILL, the leader's, a
-        client agent restarted (client-1 holds every instance), an
-        instance's or the callers' ACL token rotated; each is recovered
-        before the next. Print each fault with the calls it cost and this
-        process's RSS, and a summary; stop everything it started. Exit
-        status 0 only when no call failed.`
+        from this process, and for -duration inject faults. -sequence
+        deck (the default): a shuffled deck, seeded (-seed), of single
+        faults (instance SIGKILL, SIGTERM or SIGSTOP, a server's SIGKILL,
+        the leader's, a client agent restarted (client-1 holds every
+        instance), an instance's or the callers' ACL token rotated), each
+        recovered before the next, and compound ones (two overlapping, or
+        three back to back with no recovery between). -sequence
+        walkthrough: the walkthrough's steps, in order, round after round.
+        Print each fault with the calls it cost and this process's RSS,
+        and a summary; stop everything it started. Exit status 0 only
+        when no call failed.
+  walkthrough
+        start the cluster (in -state, default .run/walkthrough) and run
+        every command of the walkthrough cluster prints, in its order,
+        from the repository's root, with its first step's load in the
+        background; stop everything it started. Exit status 0 only when
+        every command did what the walkthrough says and no call failed.`
 
 // memberCommands are the commands that take member names after their
 // flags.
@@ -87,17 +100,19 @@ type config struct {
 	duration time.Duration
 	rate     float64
 	seed     uint64
+	sequence string
+	json     string
 }
 
 func parseConfig(args []string, stdout io.Writer) (config, error) {
 	c := config{cmd: "run"}
-	commands := append([]string{"run", "up", "cluster", "down", "status", "chaos"}, memberCommands()...)
+	commands := append([]string{"run", "up", "cluster", "down", "status", "chaos", "walkthrough"}, memberCommands()...)
 	if len(args) > 0 && slices.Contains(commands, args[0]) {
 		c.cmd, args = args[0], args[1:]
 	}
 	stateDir := ".run"
-	if c.cmd == "chaos" {
-		stateDir = filepath.Join(".run", "chaos")
+	if c.cmd == "chaos" || c.cmd == "walkthrough" {
+		stateDir = filepath.Join(".run", c.cmd)
 	}
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.StringVar(&c.bin, "bin", "bin", "directory holding consul, trimsvc and client")
@@ -108,6 +123,8 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 	fs.DurationVar(&c.duration, "duration", 3*time.Minute, "how long the chaos soak injects faults (chaos)")
 	fs.Float64Var(&c.rate, "rate", 300, "calls per second of the chaos soak's open-loop load (chaos)")
 	fs.Uint64Var(&c.seed, "seed", 0, "the chaos soak's random seed, printed at its start to replay a run; 0 picks one (chaos)")
+	fs.StringVar(&c.json, "json", "", "write the chaos soak's report to this file too, as JSON: every fault, and calls and failures by second (chaos)")
+	fs.StringVar(&c.sequence, "sequence", sequenceDeck, "the chaos soak's faults: deck (every kind, single, overlapping and back to back, shuffled) or walkthrough (the walkthrough's steps, in order, round after round) (chaos)")
 	if err := cli.Parse(fs, args, "TRIMDEMO", synopsis, stdout); err != nil {
 		return config{}, err
 	}
@@ -124,6 +141,8 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 		return config{}, fmt.Errorf("%w: -instances must be at least 3 for run and chaos, 1 for up and cluster", cli.ErrUsage)
 	case c.rate <= 0 || c.duration <= 0:
 		return config{}, fmt.Errorf("%w: -rate and -duration must be positive", cli.ErrUsage)
+	case c.sequence != sequenceDeck && c.sequence != sequenceWalkthrough:
+		return config{}, fmt.Errorf("%w: -sequence %q: want %s or %s", cli.ErrUsage, c.sequence, sequenceDeck, sequenceWalkthrough)
 	}
 	return c, nil
 }
@@ -144,6 +163,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return members(ctx, cfg, stdout)
 	case "chaos":
 		return chaos(ctx, cfg, stdout)
+	case "walkthrough":
+		return walkthrough(ctx, cfg, stdout)
 	default:
 		return demo(ctx, cfg, stdout)
 	}

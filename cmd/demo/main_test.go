@@ -97,8 +97,8 @@ func TestUpClusterDown(t *testing.T) {
 		wantOutput []string
 	}{
 		{"up", 1 + 3, []string{"up: consul dev agent"}},
-		{"cluster", 5 + 3, []string{"server-1", "client-2", "callers ask client-2", "kill -state " + "STATE leader",
-			"restart -state STATE server-N", "--cert"}},
+		{"cluster", 5 + 3, []string{"server-1", "client-2", "callers ask client-2", "kill -state STATE server-",
+			"restart -state STATE server-", "restart -state STATE client-1", "--cert"}},
 	} {
 		t.Run(tc.cmd, func(t *testing.T) {
 			var out, errOut bytes.Buffer
@@ -187,12 +187,42 @@ func TestUpClusterDown(t *testing.T) {
 					t.Errorf("pid %d still running after down", pid)
 				}
 			}
-			if _, err := os.Stat(stateDir); !os.IsNotExist(err) {
-				t.Errorf("state dir left behind: %v", err)
-			}
 			t.Logf("down took %v:\n%s", time.Since(began).Round(time.Millisecond), out.String())
 			if want := tc.processes; strings.Count(out.String(), "down: ") < want {
 				t.Errorf("down output: %s", out.String())
+			}
+			// Only the logs and the state of what was stopped are left.
+			last := filepath.Join(stateDir, lastDir)
+			if want := "logs of what was stopped: " + last + "/"; !strings.Contains(out.String(), want) {
+				t.Errorf("down output lacks %q:\n%s", want, out.String())
+			}
+			if entries, err := os.ReadDir(stateDir); err != nil || len(entries) != 1 || entries[0].Name() != lastDir {
+				t.Errorf("state dir holds %v (%v), want only %s", entries, err, lastDir)
+			}
+			kept := recorded(t, last)
+			for _, p := range append(kept.Consul, kept.Instances...) {
+				rel, err := filepath.Rel(stateDir, p.Log)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := os.Stat(filepath.Join(last, rel)); err != nil {
+					t.Errorf("%s's log not kept: %v", p.Name, err)
+				}
+			}
+			if tc.cmd != "up" {
+				return
+			}
+			// They confuse neither a new start nor the next down, which
+			// replaces them.
+			if err := run(context.Background(), []string{tc.cmd, "-bin", bin, "-state", stateDir}, &out, &errOut); err != nil {
+				t.Fatalf("demo %s after down: %v\n%s", tc.cmd, err, out.String())
+			}
+			again := recorded(t, stateDir)
+			if err := run(context.Background(), []string{"down", "-state", stateDir}, &out, &errOut); err != nil {
+				t.Fatalf("demo down: %v\n%s", err, out.String())
+			}
+			if want, have := again.Instances[0].PID, recorded(t, last).Instances[0].PID; want != have {
+				t.Errorf("last/ records pid %d for %s, want the second start's %d", have, again.Instances[0].Name, want)
 			}
 		})
 	}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"syscall"
+	"text/tabwriter"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -46,6 +47,9 @@ func (f *fleet) member(ctx context.Context, cmd, name string, w io.Writer) error
 			return errors.New("no server leads now (quorum lost?)")
 		}
 		name, wasLeader = leader, true
+	} else if cmd == "kill" && f.cluster != nil && f.cluster.Member(name) != nil && f.cluster.Member(name).IsServer() {
+		leader, _ := f.leader(ctx) // a kill goes on whatever the answer
+		wasLeader = leader == name
 	}
 	p, _, err := f.find(name)
 	if err != nil {
@@ -128,7 +132,10 @@ func (f *fleet) status(ctx context.Context, w io.Writer) error {
 			}
 		}
 	}
-	fmt.Fprintf(w, "%-10s %-8s %-8s %-25s %s\n", "member", "pid", "process", "address", "as the cluster sees it")
+	// Columns as wide as their widest cell, whatever the names, PIDs and
+	// addresses.
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", "member", "pid", "process", "address", "as the cluster sees it")
 	for _, p := range f.st.Consul {
 		seen := "serf " + orNone(serf[p.Name])
 		if _, a, _ := f.find(p.Name); a != nil && a.IsServer() {
@@ -137,10 +144,13 @@ func (f *fleet) status(ctx context.Context, w io.Writer) error {
 				seen += ", leader"
 			}
 		}
-		fmt.Fprintf(w, "%-10s %-8d %-8s %-25s %s\n", p.Name, p.PID, running(&p), p.Addr, seen)
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", p.Name, p.PID, running(&p), orNone(p.Addr), seen)
 	}
 	for _, p := range f.st.Instances {
-		fmt.Fprintf(w, "%-10s %-8d %-8s %-25s check %s\n", p.Name, p.PID, running(&p), p.Addr, orNone(checks[p.ID]))
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\tcheck %s\n", p.Name, p.PID, running(&p), orNone(p.Addr), orNone(checks[p.ID]))
+	}
+	if ferr := tw.Flush(); ferr != nil {
+		return errors.Join(err, ferr)
 	}
 	if f.cluster != nil && leader == "" {
 		fmt.Fprintln(w, "no server leads (quorum lost?)")

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -91,27 +92,65 @@ func writeState(dir string, st state) error {
 // down leaves them.
 const failedPrefix = "failed-"
 
-// keepLogs moves every log under dir, and a copy of its state file, to
-// dir/failed-TIME/, keeping their paths below dir, and returns that
-// directory.
+// lastDir is the directory, below the state directory, where down keeps
+// the logs and the state file of what it stopped, replacing those of the
+// down before.
+const lastDir = "last"
+
+// ownDirs are the directories up and cluster make in their state
+// directory: the dev agent's data (localconsul), a cluster's members and
+// Consul's CA (startCluster) and the service's CA (secure). Every other
+// directory there is not theirs, and keepLogs, keepLast and removeState
+// leave it alone: logs kept of failed runs (failed-TIME) and of the last
+// down (last), a setup of its own (chaos and walkthrough run in .run/chaos
+// and .run/walkthrough, and may be starting, their state not yet
+// recorded), or a user's.
+func ownDirs() []string { return []string{"data", "consul", "service-ca"} }
+
+// keepLogs moves the logs of the setup in dir, and a copy of its state
+// file, to dir/failed-TIME/, keeping their paths below dir, and returns
+// that directory.
 func keepLogs(dir string, now time.Time) (string, error) {
 	kept := filepath.Join(dir, failedPrefix+now.Format("20060102-150405"))
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() && path != dir && (strings.HasPrefix(d.Name(), failedPrefix) || isSetup(path)) {
-			return filepath.SkipDir
-		}
-		if d.IsDir() || (!strings.HasSuffix(path, ".log") && path != statePath(dir)) {
-			return nil
-		}
+	if err := moveLogs(dir, kept); err != nil {
+		return "", fmt.Errorf("keep the logs: %w", err)
+	}
+	return kept, nil
+}
+
+// keepLast moves the logs of the setup in dir, and a copy of its state
+// file, to dir/last/, keeping their paths below dir, after removing what
+// an earlier down left there; it returns that directory. The rest
+// (Consul's data directories, cluster.json, certificates, tokens) is
+// removeState's to remove: none of it is of use once its processes are
+// gone, and the tokens are secrets.
+func keepLast(dir string) (string, error) {
+	last := filepath.Join(dir, lastDir)
+	if err := os.RemoveAll(last); err != nil {
+		return "", fmt.Errorf("replace %s: %w", last, err)
+	}
+	if err := moveLogs(dir, last); err != nil {
+		return "", fmt.Errorf("keep the logs: %w", err)
+	}
+	return last, nil
+}
+
+// moveLogs moves every log of the setup in dir (in dir itself and in its
+// ownDirs) to to, keeping their paths below dir, and copies its state file
+// there; the state file stays until removeState, so that a failure on the
+// way leaves down something to act on.
+func moveLogs(dir, to string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	move := func(path string) error {
 		rel, err := filepath.Rel(dir, path)
 		if err != nil {
 			return err
 		}
-		to := filepath.Join(kept, rel)
-		if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
+		dst := filepath.Join(to, rel)
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 			return err
 		}
 		if path == statePath(dir) {
@@ -119,26 +158,36 @@ func keepLogs(dir string, now time.Time) (string, error) {
 			if err != nil {
 				return err
 			}
-			return os.WriteFile(to, b, 0o644)
+			return os.WriteFile(dst, b, 0o644)
 		}
-		return os.Rename(path, to)
-	})
-	if err != nil {
-		return "", fmt.Errorf("keep the logs: %w", err)
+		return os.Rename(path, dst)
 	}
-	return kept, nil
+	for _, e := range entries {
+		path := filepath.Join(dir, e.Name())
+		switch {
+		case !e.IsDir():
+			if strings.HasSuffix(path, ".log") || path == statePath(dir) {
+				if err := move(path); err != nil {
+					return err
+				}
+			}
+		case slices.Contains(ownDirs(), e.Name()):
+			err := filepath.WalkDir(path, func(path string, d fs.DirEntry, err error) error {
+				if err != nil || d.IsDir() || !strings.HasSuffix(path, ".log") {
+					return err
+				}
+				return move(path)
+			})
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
-// isSetup reports whether dir holds a setup of its own that is still
-// recorded (chaos runs in .run/chaos).
-func isSetup(dir string) bool {
-	_, err := os.Stat(statePath(dir))
-	return err == nil
-}
-
-// removeState removes what dir holds but the logs kept of failed runs and
-// setups of their own still recorded in it, and dir itself when nothing is
-// left.
+// removeState removes the setup in dir: every file in dir and its
+// ownDirs, and dir itself when nothing else is left in it.
 func removeState(dir string) error {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -147,12 +196,11 @@ func removeState(dir string) error {
 	var errs []error
 	kept := 0
 	for _, e := range entries {
-		path := filepath.Join(dir, e.Name())
-		if e.IsDir() && (strings.HasPrefix(e.Name(), failedPrefix) || isSetup(path)) {
+		if e.IsDir() && !slices.Contains(ownDirs(), e.Name()) {
 			kept++
 			continue
 		}
-		errs = append(errs, os.RemoveAll(path))
+		errs = append(errs, os.RemoveAll(filepath.Join(dir, e.Name())))
 	}
 	if kept == 0 {
 		errs = append(errs, os.Remove(dir))

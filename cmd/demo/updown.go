@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"text/tabwriter"
 	"time"
 
 	"github.com/trimkit/trimkit/internal/localconsul"
@@ -51,7 +52,13 @@ func cluster(ctx context.Context, cfg config, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	printCluster(w, setup, f)
+	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	leader, err := f.leader(lctx)
+	if err != nil || leader == "" {
+		leader = "server-1" // the walkthrough names a server; any will do
+	}
+	printCluster(w, setup, f, leader)
 	return nil
 }
 
@@ -263,16 +270,23 @@ func printUp(w io.Writer, setup consulSetup, st state) {
 	fmt.Fprintf(w, `try:
   go run ./cmd/client -consul-addr %[1]s "  hello  world  "
   go run ./cmd/client -consul-addr %[1]s -n 10000 -c 8 x
-  grpcurl -plaintext %[2]s list
-  dig @127.0.0.1 -p %[3]d trimsvc.service.consul SRV
   curl -s '%[1]s/v1/health/service/trimsvc?passing'
-  bin/demo restart trimsvc-1      # stops an instance (SIGTERM) and starts it again on its address
-then: make down
-`, st.HTTPAddr, st.Instances[0].Addr, st.DNSPort)
+`, st.HTTPAddr)
+	// The comments in a column of their own, whatever the addresses.
+	tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
+	fmt.Fprintf(tw, "  grpcurl -plaintext %s list\t# optional: needs grpcurl\n", st.Instances[0].Addr)
+	fmt.Fprintf(tw, "  dig @127.0.0.1 -p %d trimsvc.service.consul SRV\t# optional: needs dig (dnsutils)\n", st.DNSPort)
+	fmt.Fprintf(tw, "  bin/demo restart trimsvc-1\t# stops an instance (SIGTERM) and starts it again on its address\n")
+	_ = tw.Flush()
+	fmt.Fprintln(w, "then: make down   (keeps the logs of what it stops in .run/last/)")
 }
 
+// printInstances prints a line per instance, in columns as wide as their
+// widest cell.
 func printInstances(w io.Writer, st state) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for _, in := range st.Instances {
-		fmt.Fprintf(w, "  %-10s %-32s %s (pid %d, log %s)\n", in.Name, in.ID, in.Addr, in.PID, in.Log)
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t(pid %d, log %s)\n", in.Name, in.ID, in.Addr, in.PID, in.Log)
 	}
+	_ = tw.Flush() // as the lines around it, written to the terminal
 }
