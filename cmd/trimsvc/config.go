@@ -72,7 +72,7 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 	fs.StringVar(&c.tlsClientCAFile, "tls-client-ca-file", "", "require client certificates signed by this CA (mutual TLS); Consul's check then presents the agent's certificate (enable_agent_tls_for_checks)")
 	fs.StringVar(&c.tlsCheckCAFile, "tls-check-ca-file", "", "also let in client certificates signed by this CA, the Consul agents', for grpc.health.v1 calls only: Consul's gRPC check over TLS presents the agent's certificate (enable_agent_tls_for_checks), while -tls-client-ca-file is your callers' own CA")
 	fs.BoolVar(&c.checkTLSSkipVerify, "check-tls-skip-verify", false, "Consul's gRPC check does not verify this instance's certificate: needed when -tls-cert-file is signed by a CA the agents do not trust (your service's own); the check still needs the instance to answer over TLS")
-	fs.StringVar(&c.serviceName, "service-name", "trimsvc", "service name to register")
+	fs.StringVar(&c.serviceName, "service-name", "trimsvc", "service name to register: a DNS label (letters, digits and inner hyphens, at most 63 characters)")
 	fs.StringVar(&c.serviceID, "service-id", "", "service ID to register (default <name>-<host>-<port> of the advertised address)")
 	fs.StringVar(&tags, "tags", "", "comma-separated tags to register")
 	fs.DurationVar(&c.checkInterval, "check-interval", 5*time.Second, "interval of Consul's gRPC health check")

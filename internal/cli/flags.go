@@ -123,10 +123,11 @@ func EnvName(prefix, name string) string {
 	return prefix + "_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
 }
 
-// Usage writes the synopsis and every flag with its environment variable,
-// default and description.
+// Usage writes the synopsis, what `go run` does to the exit statuses it
+// lists (GoRunNote), and every flag with its environment variable, default
+// and description.
 func Usage(out io.Writer, fs *flag.FlagSet, prefix, synopsis string) {
-	fmt.Fprintf(out, "%s\n\nFlags (each also read from its environment variable):\n", strings.TrimSpace(synopsis))
+	fmt.Fprintf(out, "%s\n\n%s\n\nFlags (each also read from its environment variable):\n", strings.TrimSpace(synopsis), GoRunNote(fs.Name()))
 	fs.VisitAll(func(f *flag.Flag) {
 		def := f.DefValue
 		if def == "" {
@@ -135,6 +136,16 @@ func Usage(out io.Writer, fs *flag.FlagSet, prefix, synopsis string) {
 		fmt.Fprintf(out, "  -%s  (env %s, default %s)\n", f.Name, EnvName(prefix, f.Name), def)
 		fmt.Fprintf(out, "      %s\n", f.Usage)
 	})
+}
+
+// GoRunNote says, for the help of the command name, that `go run` hides
+// its exit statuses: go run prints the command's own ("exit status 2")
+// and exits 1 itself for any failure, so only a built binary, bin/name
+// after `make build`, exits 2 for a usage error.
+func GoRunNote(name string) string {
+	return "Under `go run` every failure exits 1 (go run prints the command's own\n" +
+		"status, such as \"exit status 2\", and exits 1 itself): build with\n" +
+		"`make build` and run bin/" + name + " for these exit statuses."
 }
 
 // SplitList splits a comma-separated flag value, dropping blanks around and

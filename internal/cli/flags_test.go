@@ -41,7 +41,8 @@ func TestParseEnvAndUsage(t *testing.T) {
 	if err := Parse(fs, []string{"-h"}, "TESTCMD", "usage: testcmd", &out); !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("want flag.ErrHelp, have %v", err)
 	}
-	for _, want := range []string{"usage: testcmd", "-some-flag  (env TESTCMD_SOME_FLAG, default def)", "a string flag", "TESTCMD_OTHER"} {
+	for _, want := range []string{"usage: testcmd", "-some-flag  (env TESTCMD_SOME_FLAG, default def)", "a string flag", "TESTCMD_OTHER",
+		"Under `go run` every failure exits 1", "run bin/testcmd for these exit statuses"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("usage lacks %q:\n%s", want, out.String())
 		}
