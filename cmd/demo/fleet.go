@@ -99,6 +99,18 @@ func alive(p *stateProc) bool {
 	return err == nil && exe == p.Exe
 }
 
+// gone reports whether p's process has ended (or its PID is another
+// program's now). A process on its way out has no executable to read any
+// more, but it is not gone until it is a zombie: alive is false for it
+// already.
+func gone(p *stateProc) bool {
+	if p.PID <= 0 || !proc.Alive(p.PID) {
+		return true
+	}
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", p.PID))
+	return err == nil && exe != p.Exe
+}
+
 // sendSignal sends sig to p, when it runs.
 func sendSignal(p *stateProc, sig syscall.Signal) error {
 	if !alive(p) {
@@ -127,7 +139,7 @@ func stop(p *stateProc, grace time.Duration) (string, error) {
 }
 
 func waitGone(p *stateProc, timeout time.Duration) error {
-	for deadline := time.Now().Add(timeout); alive(p); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(timeout); !gone(p); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%s (pid %d) still running %v after SIGKILL", p.Name, p.PID, timeout)
 		}
