@@ -413,39 +413,34 @@ func TestNoInstancesErrorMessages(t *testing.T) {
 	}
 }
 
+// A query that fails while the servers have no leader says so. The agent
+// forwards the question of the leader to a server, and one that has just
+// stopped fails it: the Instancer asks again, and the agent asks another.
 func TestInstancerSaysWhenThereIsNoLeader(t *testing.T) {
-	f := newFakeConsul()
-	s := startInstancer(t, f)
-	events := make(chan kitsd.Event, 1)
-	s.Register(events)
-	nextEvent(t, events)
-	f.mu.Lock()
-	f.leader = ""
-	f.mu.Unlock()
-	q := f.next(t)
-	q.reply <- answer{err: errors.New("Unexpected response code: 500 (No cluster leader)")}
-	if ev := nextEvent(t, events); !errors.Is(ev.Err, sd.ErrNoLeader) {
-		t.Errorf("want ErrNoLeader, have %v", ev.Err)
-	}
-}
-
-// The agent forwards the question of the leader to a server, and one that
-// has just stopped fails it: the Instancer asks again, and the agent asks
-// another server.
-func TestInstancerAsksForTheLeaderAgain(t *testing.T) {
-	f := newFakeConsul()
-	s := startInstancer(t, f)
-	events := make(chan kitsd.Event, 1)
-	s.Register(events)
-	nextEvent(t, events)
-	f.mu.Lock()
-	f.leader = ""
-	f.leaderErrs = []error{errors.New("Unexpected response code: 500 (rpc error getting client: failed to get conn: dial tcp 127.0.0.1:8300: connect: connection refused)")}
-	f.mu.Unlock()
-	q := f.next(t)
-	q.reply <- answer{err: context.DeadlineExceeded}
-	if ev := nextEvent(t, events); !errors.Is(ev.Err, sd.ErrNoLeader) {
-		t.Errorf("want ErrNoLeader, have %v", ev.Err)
+	for _, tc := range []struct {
+		name       string
+		queryErr   error
+		leaderErrs []error
+	}{
+		{"the leader question answered at once", errors.New("Unexpected response code: 500 (No cluster leader)"), nil},
+		{"the server asked first had just stopped", context.DeadlineExceeded,
+			[]error{errors.New("Unexpected response code: 500 (rpc error getting client: failed to get conn: dial tcp 127.0.0.1:8300: connect: connection refused)")}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFakeConsul()
+			s := startInstancer(t, f)
+			events := make(chan kitsd.Event, 1)
+			s.Register(events)
+			nextEvent(t, events)
+			f.mu.Lock()
+			f.leader, f.leaderErrs = "", tc.leaderErrs
+			f.mu.Unlock()
+			q := f.next(t)
+			q.reply <- answer{err: tc.queryErr}
+			if ev := nextEvent(t, events); !errors.Is(ev.Err, sd.ErrNoLeader) {
+				t.Errorf("want ErrNoLeader, have %v", ev.Err)
+			}
+		})
 	}
 }
 
