@@ -192,12 +192,14 @@ func (e *Endpointer) handle(ev kitsd.Event) {
 	if ev.Err != nil {
 		if n := len(e.snapshot().nodes); n > 0 {
 			_ = level.Warn(e.logger).Log("msg", "discovery failed; keeping the endpoints known last", "endpoints", n, "err", ev.Err)
-		} else if sd.IsUnreachable(ev.Err) && !e.hinted {
-			e.hinted = true
-			_ = level.Warn(e.logger).Log("msg", "discovery failed and no instance is known: calls fail until it succeeds", "err", ev.Err, "hint", sd.UnreachableHint)
-		} else {
-			_ = level.Warn(e.logger).Log("msg", "discovery failed and no instance is known: calls fail until it succeeds", "err", ev.Err)
+			return
 		}
+		kv := []any{"msg", "discovery failed and no instance is known: calls fail until it succeeds", "err", ev.Err}
+		if sd.IsUnreachable(ev.Err) && !e.hinted {
+			e.hinted = true
+			kv = append(kv, "hint", sd.UnreachableHint)
+		}
+		_ = level.Warn(e.logger).Log(kv...)
 		return
 	}
 	e.update(ev.Instances)

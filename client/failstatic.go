@@ -156,7 +156,7 @@ func (p *peakListed) see(listed int, now time.Time, window time.Duration) {
 // it can still be held, or taken back if discovery lists it again.
 type leftRecently struct {
 	n     *Instance
-	timer *time.Timer // the closeLater timer of its connection
+	timer *time.Timer // the closeLater timer of its connection, never nil
 }
 
 // takeBack takes the instance inst, which left recently, out of its
@@ -168,8 +168,8 @@ func (e *Endpointer) takeBack(inst string) *Instance {
 		return nil
 	}
 	delete(e.recent, inst)
-	if r.timer == nil || !r.timer.Stop() {
-		return nil
+	if !r.timer.Stop() {
+		return nil // its connection is closing
 	}
 	delete(e.closing, r.timer)
 	return r.n

@@ -100,7 +100,7 @@ func (s *soak) injectCompound(ctx context.Context, fl fault) (target, what strin
 
 // walkStep runs step n of the walkthrough, its commands as printed, each
 // checked as the walkthrough checks it. The commands record what they
-// restart in the state file; the soak reads it again after.
+// restart in the state file; the soak reads it again after (reload).
 func (s *soak) walkStep(ctx context.Context, n int) (target, what string, err error) {
 	f := s.f
 	if s.walkLeader == "" || n <= 2 {
@@ -117,21 +117,14 @@ func (s *soak) walkStep(ctx context.Context, n int) (target, what string, err er
 	step := walkSteps()[n-1]
 	var lines []string
 	for _, c := range step.cmds {
-		start := time.Now()
-		err = r.command(ctx, c)
-		lines = append(lines, fmt.Sprintf("%s (%v)", r.vars.Replace(c.line), time.Since(start).Round(10*time.Millisecond)))
+		var took time.Duration
+		took, err = r.command(ctx, c)
+		lines = append(lines, fmt.Sprintf("%s (%v)", r.vars.Replace(c.line), took))
 		if err != nil {
 			break
 		}
 	}
-	if st, rerr := readState(f.dir); rerr == nil {
-		f.mu.Lock()
-		f.st = st
-		f.mu.Unlock()
-	} else {
-		err = errors.Join(err, rerr)
-	}
-	return "", strings.Join(lines, "; "), err
+	return "", strings.Join(lines, "; "), errors.Join(err, f.reload())
 }
 
 // killServer kills the leader, or a server that does not lead, and starts

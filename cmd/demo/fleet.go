@@ -54,6 +54,19 @@ func exeOf(ps []stateProc) string {
 	return ps[0].Exe
 }
 
+// reload reads the state file again, after commands of other processes
+// (bin/demo restart) recorded the members they started in it.
+func (f *fleet) reload() error {
+	st, err := readState(f.dir)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	f.st = st
+	f.mu.Unlock()
+	return nil
+}
+
 func (f *fleet) save() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

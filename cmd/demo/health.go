@@ -44,39 +44,47 @@ func (f *fleet) leader(ctx context.Context) (string, error) {
 	return "", lastErr
 }
 
-// waitLeader waits until a server other than not leads, and returns it.
-func (f *fleet) waitLeader(ctx context.Context, not string, timeout time.Duration) (string, error) {
+// poll calls check every interval until it returns nil, and returns nil;
+// or, once timeout has passed (or ctx ended), check's last error.
+func poll(ctx context.Context, timeout, interval time.Duration, check func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	for {
-		leader, err := f.leader(ctx)
-		if err == nil && leader != "" && leader != not {
-			return leader, nil
-		}
-		if !ctxtime.Sleep(ctx, 50*time.Millisecond) {
-			return "", fmt.Errorf("no new leader within %v (last: %q, %v)", timeout, leader, err)
+		err := check(ctx)
+		if err == nil || !ctxtime.Sleep(ctx, interval) {
+			return err
 		}
 	}
+}
+
+// waitLeader waits until a server other than not leads, and returns it.
+func (f *fleet) waitLeader(ctx context.Context, not string, timeout time.Duration) (string, error) {
+	var leader string
+	err := poll(ctx, timeout, 50*time.Millisecond, func(ctx context.Context) error {
+		var err error
+		leader, err = f.leader(ctx)
+		if err == nil && (leader == "" || leader == not) {
+			err = fmt.Errorf("last: %q", leader)
+		}
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("no new leader within %v (%w)", timeout, err)
+	}
+	return leader, nil
 }
 
 // waitRejoined waits until a, just started, is back: a server is a voter
 // again and there is a leader; a client agent sees a server alive.
 func (f *fleet) waitRejoined(ctx context.Context, a *localconsul.Agent, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
 	c, err := a.API()
 	if err != nil {
 		return err
 	}
-	for {
-		err := rejoined(ctx, c, a)
-		if err == nil {
-			return nil
-		}
-		if !ctxtime.Sleep(ctx, 100*time.Millisecond) {
-			return fmt.Errorf("%s not back within %v: %w", a.Name, timeout, err)
-		}
+	if err := poll(ctx, timeout, 100*time.Millisecond, func(ctx context.Context) error { return rejoined(ctx, c, a) }); err != nil {
+		return fmt.Errorf("%s not back within %v: %w", a.Name, timeout, err)
 	}
+	return nil
 }
 
 func rejoined(ctx context.Context, c *api.Client, a *localconsul.Agent) error {
@@ -166,41 +174,31 @@ func (f *fleet) healthy(ctx context.Context) error {
 // waitPassing waits until the instances ids pass in the callers' agent's
 // view.
 func (f *fleet) waitPassing(ctx context.Context, timeout time.Duration, ids ...string) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	for {
-		err := errors.New("no consul agent is running")
-		if c, cerr := f.consulAPI(); cerr == nil {
-			err = passing(ctx, c, ids...)
+	err := poll(ctx, timeout, 50*time.Millisecond, func(ctx context.Context) error {
+		c, err := f.consulAPI()
+		if err != nil {
+			return errors.New("no consul agent is running")
 		}
-		if err == nil {
-			return nil
-		}
-		if !ctxtime.Sleep(ctx, 50*time.Millisecond) {
-			return fmt.Errorf("within %v: %w", timeout, err)
-		}
+		return passing(ctx, c, ids...)
+	})
+	if err != nil {
+		return fmt.Errorf("within %v: %w", timeout, err)
 	}
+	return nil
 }
 
 // waitLocalPassing waits until the checks of the services ids registered
 // with the agent a pass on a itself. Services registered elsewhere are
 // not waited for.
 func waitLocalPassing(ctx context.Context, a *localconsul.Agent, timeout time.Duration, ids ...string) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
 	c, err := a.API()
 	if err != nil {
 		return err
 	}
-	for {
-		err := localPassing(ctx, c, ids...)
-		if err == nil {
-			return nil
-		}
-		if !ctxtime.Sleep(ctx, 50*time.Millisecond) {
-			return fmt.Errorf("%s: within %v: %w", a.Name, timeout, err)
-		}
+	if err := poll(ctx, timeout, 50*time.Millisecond, func(ctx context.Context) error { return localPassing(ctx, c, ids...) }); err != nil {
+		return fmt.Errorf("%s: within %v: %w", a.Name, timeout, err)
 	}
+	return nil
 }
 
 func localPassing(ctx context.Context, c *api.Client, ids ...string) error {

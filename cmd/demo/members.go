@@ -47,7 +47,7 @@ func (f *fleet) member(ctx context.Context, cmd, name string, w io.Writer) error
 			return errors.New("no server leads now (quorum lost?)")
 		}
 		name, wasLeader = leader, true
-	} else if cmd == "kill" && f.cluster != nil && f.cluster.Member(name) != nil && f.cluster.Member(name).IsServer() {
+	} else if _, a, _ := f.find(name); cmd == "kill" && a != nil && a.IsServer() {
 		leader, _ := f.leader(ctx) // a kill goes on whatever the answer
 		wasLeader = leader == name
 	}

@@ -40,12 +40,7 @@ func walkthrough(ctx context.Context, cfg config, w io.Writer) (err error) {
 	defer func() {
 		// The steps restarted members in processes of their own, which
 		// recorded the new PIDs in the state file.
-		if st, rerr := readState(f.dir); rerr == nil {
-			f.st = st
-		} else {
-			err = errors.Join(err, rerr)
-		}
-		err = errors.Join(err, f.teardown(w, "walkthrough", failed))
+		err = errors.Join(err, f.reload(), f.teardown(w, "walkthrough", failed))
 	}()
 	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	leader, err := f.leader(lctx)
@@ -74,7 +69,7 @@ func (r *walkRun) run(ctx context.Context) error {
 	for i, s := range walkSteps() {
 		fmt.Fprintf(r.w, "# %d. %s\n", i+1, r.vars.Replace(s.say[0]))
 		for _, c := range s.cmds {
-			if err := r.command(ctx, c); err != nil {
+			if _, err := r.command(ctx, c); err != nil {
 				r.stopLoad()
 				return fmt.Errorf("step %d: %w", i+1, err)
 			}
@@ -87,28 +82,29 @@ func (r *walkRun) run(ctx context.Context) error {
 	return r.stopLoad()
 }
 
-// command runs one command of a step and checks what it did.
-func (r *walkRun) command(ctx context.Context, c walkCmd) error {
+// command runs one command of a step, checks what it did, and returns
+// how long it took.
+func (r *walkRun) command(ctx context.Context, c walkCmd) (took time.Duration, err error) {
 	line := r.vars.Replace(c.line)
 	if c.load {
-		return r.startLoad(line)
+		return 0, r.startLoad(line)
 	}
 	cmd := r.shell(ctx, line)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	start := time.Now()
-	err := cmd.Run()
-	took := time.Since(start).Round(10 * time.Millisecond)
+	err = cmd.Run()
+	took = time.Since(start).Round(10 * time.Millisecond)
 	var exit *exec.ExitError
 	switch {
 	case err != nil && !errors.As(err, &exit):
-		return fmt.Errorf("%s: %w", line, err)
+		return took, fmt.Errorf("%s: %w", line, err)
 	case c.fails == "" && err != nil:
-		return fmt.Errorf("%s: %v after %v:\n%s", line, err, took, out.String())
+		return took, fmt.Errorf("%s: %v after %v:\n%s", line, err, took, out.String())
 	case c.fails != "" && err == nil:
-		return fmt.Errorf("%s: succeeded after %v; the walkthrough says it is refused:\n%s", line, took, out.String())
+		return took, fmt.Errorf("%s: succeeded after %v; the walkthrough says it is refused:\n%s", line, took, out.String())
 	case c.fails != "" && !strings.Contains(out.String(), c.fails):
-		return fmt.Errorf("%s: refused after %v, but without saying %q:\n%s", line, took, c.fails, out.String())
+		return took, fmt.Errorf("%s: refused after %v, but without saying %q:\n%s", line, took, c.fails, out.String())
 	}
 	outcome := "ok"
 	if c.fails != "" {
@@ -121,9 +117,9 @@ func (r *walkRun) command(ctx context.Context, c walkCmd) error {
 		}
 	}
 	if err := r.loadRunning(); err != nil {
-		return fmt.Errorf("after %s: %w", line, err)
+		return took, fmt.Errorf("after %s: %w", line, err)
 	}
-	return nil
+	return took, nil
 }
 
 // shell is line run by bash after the walkthrough's `source client.env`,

@@ -106,8 +106,9 @@ const maxFailureLines = 20
 
 // PrintFailures writes, each line after indent, the seconds of a run
 // started at start (as Summary.Start) that had failures, and when the
-// first and last failure happened; nothing when nothing failed. When more than 20 seconds had failures, consecutive
-// ones share a line, so that an outage of minutes takes one.
+// first and last failure happened; nothing when nothing failed. When more
+// than 20 seconds had failures, consecutive ones share a line, so that an
+// outage of minutes takes one.
 func PrintFailures(w io.Writer, indent, start string, perSecond []Second, first, last *Moment) {
 	if first == nil {
 		return
