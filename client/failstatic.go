@@ -193,9 +193,15 @@ func (e *Endpointer) removeSome(removed []*Instance, listedBefore, listed int) {
 		}
 		return
 	}
+	if e.failStatic.Disabled {
+		for _, n := range removed {
+			e.letGo(n)
+		}
+		return
+	}
 	linger := max(e.grace, e.failStatic.Window)
 	for _, n := range removed {
-		if t := e.letGoAfter(n, linger); t != nil && !e.failStatic.Disabled {
+		if t := e.letGoAfter(n, linger); t != nil {
 			e.recent[n.instance] = leftRecently{n: n, timer: t}
 		}
 	}
