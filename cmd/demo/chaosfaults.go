@@ -195,6 +195,10 @@ func tokenFileOf(p *stateProc) string {
 	return ""
 }
 
+// slowRecovery is how long the cluster may take to be whole again after a
+// fault was undone before the soak says what held it up.
+const slowRecovery = 15 * time.Second
+
 // recover waits until the fleet is healthy. A member found dead, one that
 // a fault ended by surprise (an instance whose token was deleted under
 // it), is started again, and said so.
@@ -203,13 +207,19 @@ func (s *soak) recover(ctx context.Context) ([]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, chaosRecover)
 	defer cancel()
 	var notes []string
+	began := time.Now()
+	var lastErr error
 	for {
 		qctx, qcancel := context.WithTimeout(ctx, 2*time.Second)
 		err := f.healthy(qctx)
 		qcancel()
 		if err == nil {
+			if took := time.Since(began); took > slowRecovery {
+				notes = append(notes, fmt.Sprintf("whole again %v after the fault was undone; what held it up last: %v", took.Round(100*time.Millisecond), lastErr))
+			}
 			return notes, nil
 		}
+		lastErr = err
 		for _, name := range f.names() {
 			p, _, _ := f.find(name)
 			if alive(p) {
