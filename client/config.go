@@ -111,7 +111,9 @@ type RetryConfig struct {
 	// attempts made, err the last one's error; keepTrying false ends the
 	// call with replacement, or err when replacement is nil. Retry asks it
 	// only while the caller's context is live and attempts and time are
-	// left. Default: DefaultRetryable.
+	// left. Default: by the class of the attempt's failure (see Class and
+	// Ejection.Classify): another attempt after an InstanceFailure, a
+	// Shed, an attempt's share running out, or no instance found.
 	Retryable lb.Callback
 	// Idempotent reports whether a request is safe to send twice: only
 	// such calls are hedged, and retried after an attempt that may have
@@ -246,9 +248,6 @@ func (c RetryConfig) withDefaults() RetryConfig {
 	}
 	if c.Timeout == 0 {
 		c.Timeout = DefaultRetryTimeout
-	}
-	if c.Retryable == nil {
-		c.Retryable = DefaultRetryable
 	}
 	c.Budget = c.Budget.withDefaults()
 	c.Throttle = c.Throttle.withDefaults()

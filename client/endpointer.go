@@ -159,6 +159,10 @@ func newEndpointer(instancer kitsd.Instancer, factory kitsd.Factory, logger log.
 	default:
 	}
 	go e.receive()
+	if !e.ejection.Disabled {
+		e.wg.Add(1)
+		go e.sweep()
+	}
 	return e
 }
 

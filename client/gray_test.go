@@ -94,11 +94,24 @@ func callN(t *testing.T, e endpoint.Endpoint, n int) (failures int) {
 	return failures
 }
 
+// warm makes 30 calls, so that each of three instances has answered 10,
+// and starts counting attempts afresh: the peers of an instance that
+// fails then have shown that they do not.
+func warm(t *testing.T, f *fakes, call endpoint.Endpoint) {
+	t.Helper()
+	if n := callN(t, call, 30); n != 0 {
+		t.Fatalf("%d calls failed while warming up", n)
+	}
+	f.reset()
+}
+
 func TestFailingInstanceIsEjected(t *testing.T) {
-	f := newFakes(map[string]endpoint.Endpoint{"a": failing(codes.Unavailable), "b": ok("b"), "c": ok("c")})
+	f := newFakes(map[string]endpoint.Endpoint{"a": ok("a"), "b": ok("b"), "c": ok("c")})
 	m, _, cs := newMetrics()
 	opts := []client.EndpointerOption{client.WithMetrics(m), client.WithEjection(client.Ejection{BaseTime: time.Hour})}
 	call := fakeStack(t, f, []string{"a", "b", "c"}, client.RetryConfig{}, opts...)
+	warm(t, f, call)
+	f.set("a", failing(codes.Unavailable))
 	// Round robin reaches a on calls 1 and 4: two failures in a row.
 	if n := callN(t, call, 4); n != 0 {
 		t.Fatalf("%d calls failed", n)
@@ -120,25 +133,33 @@ func TestFailingInstanceIsEjected(t *testing.T) {
 
 func TestEjectionKeepsHalfTheInstances(t *testing.T) {
 	for _, tc := range []struct {
-		instances    []string
-		wantEjected  float64
-		wantFailures bool
+		instances, failing int
+		wantEjected        float64
 	}{
-		{[]string{"a"}, 0, true},
-		{[]string{"a", "b"}, 1, true},
-		{[]string{"a", "b", "c"}, 1, true},
-		{[]string{"a", "b", "c", "d"}, 2, true},
+		{1, 1, 0}, // the only instance is never ejected
+		{2, 1, 1},
+		{3, 1, 1},
+		// Two of three failing: the peers of each fail half the time, so
+		// it takes a longer streak (20 in a row); at most one is ejected.
+		{3, 2, 1},
+		{4, 2, 2},
 	} {
-		t.Run(fmt.Sprint(len(tc.instances)), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%d of %d failing", tc.failing, tc.instances), func(t *testing.T) {
 			byName := map[string]endpoint.Endpoint{}
-			for _, name := range tc.instances {
-				byName[name] = failing(codes.Unavailable)
+			var names []string
+			for i := range tc.instances {
+				name := string(rune('a' + i))
+				names = append(names, name)
+				byName[name] = ok(name)
+				if i < tc.failing {
+					byName[name] = failing(codes.Unavailable)
+				}
 			}
 			f := newFakes(byName)
 			m, _, cs := newMetrics()
 			opts := []client.EndpointerOption{client.WithMetrics(m), client.WithEjection(client.Ejection{BaseTime: time.Hour})}
-			call := fakeStack(t, f, tc.instances, client.RetryConfig{}, opts...)
-			callN(t, call, 20)
+			call := fakeStack(t, f, names, client.RetryConfig{MaxAttempts: 1}, opts...)
+			callN(t, call, 90)
 			if want, have := tc.wantEjected, cs["ejections"].sum(); want != have {
 				t.Errorf("ejections: want %v, have %v", want, have)
 			}
@@ -146,11 +167,46 @@ func TestEjectionKeepsHalfTheInstances(t *testing.T) {
 	}
 }
 
+// A failure on every instance (a dependency they all share) is the
+// service's, not an instance's: nothing is ejected, whatever the cap
+// allows, and each call fails with the instances' own error.
+func TestFailureOnEveryInstanceEjectsNothing(t *testing.T) {
+	for _, code := range []codes.Code{codes.Internal, codes.Unavailable} {
+		for n := 1; n <= 4; n++ {
+			t.Run(fmt.Sprintf("%v/%d", code, n), func(t *testing.T) {
+				byName := map[string]endpoint.Endpoint{}
+				var names []string
+				for i := range n {
+					name := string(rune('a' + i))
+					names = append(names, name)
+					byName[name] = failing(code)
+				}
+				m, _, cs := newMetrics()
+				opts := []client.EndpointerOption{client.WithMetrics(m), client.WithEjection(client.Ejection{BaseTime: time.Hour})}
+				// An attempt on each instance; going round again would only
+				// add Retry's pauses.
+				call := fakeStack(t, newFakes(byName), names, client.RetryConfig{MaxAttempts: n}, opts...)
+				for range 20 {
+					_, err := call(context.Background(), trimsvc.TrimRequest{S: "x"})
+					if status.Code(err) != code {
+						t.Fatalf("want the instances' %v, have %v", code, err)
+					}
+				}
+				if have := cs["ejections"].sum(); have != 0 {
+					t.Errorf("ejections: want none, have %v", have)
+				}
+			})
+		}
+	}
+}
+
 func TestEjectedInstanceReturnsOnProbation(t *testing.T) {
-	f := newFakes(map[string]endpoint.Endpoint{"a": failing(codes.Unavailable), "b": ok("b"), "c": ok("c")})
+	f := newFakes(map[string]endpoint.Endpoint{"a": ok("a"), "b": ok("b"), "c": ok("c")})
 	m, _, cs := newMetrics()
 	opts := []client.EndpointerOption{client.WithMetrics(m), client.WithEjection(client.Ejection{BaseTime: 20 * time.Millisecond, MaxTime: time.Hour})}
 	call := fakeStack(t, f, []string{"a", "b", "c"}, client.RetryConfig{}, opts...)
+	warm(t, f, call)
+	f.set("a", failing(codes.Unavailable))
 	callN(t, call, 4)
 	if want, have := 1.0, cs["ejections"].get("instance", "a"); want != have {
 		t.Fatalf("ejections of a: want %v, have %v", want, have)

@@ -16,21 +16,36 @@ import (
 	"github.com/trimkit/trimkit/transport"
 )
 
-// eventLog is a logger that keeps the time of each message it is given.
+// eventLog is a logger that keeps the time of each message it is given,
+// and the "after" of each (why an instance was ejected).
 type eventLog struct {
-	mu   sync.Mutex
-	seen map[string][]time.Time
+	mu     sync.Mutex
+	seen   map[string][]time.Time
+	afters []string
 }
 
 func (l *eventLog) Log(kv ...interface{}) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for i := 0; i+1 < len(kv); i += 2 {
-		if kv[i] == "msg" {
+		switch kv[i] {
+		case "msg":
 			l.seen[fmt.Sprint(kv[i+1])] = append(l.seen[fmt.Sprint(kv[i+1])], time.Now())
+		case "after":
+			l.afters = append(l.afters, fmt.Sprint(kv[i+1]))
 		}
 	}
 	return nil
+}
+
+// firstAfter is the first "after" logged, "" if none was.
+func (l *eventLog) firstAfter() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.afters) == 0 {
+		return ""
+	}
+	return l.afters[0]
 }
 
 func (l *eventLog) first(msg string) (time.Time, bool) {

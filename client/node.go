@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"errors"
 	"io"
 	"math"
 	"sync/atomic"
@@ -82,9 +81,20 @@ type Instance struct {
 	// after its last report, which does not count them.
 	sinceLoad atomic.Int64
 
-	failures  atomic.Int32 // consecutive attempts that failed as ejection counts them
-	probation atomic.Bool  // readmitted after an ejection, not yet trusted
-	held      atomic.Bool  // removed from discovery en masse, held (see FailStatic)
+	failures atomic.Int32 // consecutive attempts that failed as ejection counts them
+	// need is how many failures in a row it takes to eject the instance
+	// while its peers fail too (streakNeeded), 0 until a streak asks; the
+	// success-rate sweep clears it.
+	need atomic.Int32
+	// okTotal and failTotal count attempts that answered (an Answer
+	// included) and that failed as instance failures (timeouts included)
+	// since the instance was first listed; marks are their values at the
+	// last two sweeps (guarded by owner.mu): rates are over the window
+	// since the older (see window).
+	okTotal, failTotal atomic.Int64
+	marks              [2]tally
+	probation          atomic.Bool // readmitted after an ejection, not yet trusted
+	held               atomic.Bool // removed from discovery en masse, held (see FailStatic)
 
 	// Ejection state; guarded by owner.mu.
 	ejected      bool
@@ -111,15 +121,20 @@ func newNode(owner *Endpointer, instance string, e endpoint.Endpoint, closer io.
 	return n
 }
 
-// call is an attempt on the node: the Factory's endpoint, with the
-// bookkeeping the balancers and ejection need.
+// call is an attempt on the node, as callers of its endpoint make it.
 func (n *Instance) call(ctx context.Context, request interface{}) (interface{}, error) {
+	resp, err, _ := n.attempt(ctx, request)
+	return resp, err
+}
+
+// attempt is an attempt on the node: the Factory's endpoint, with the
+// bookkeeping the balancers and ejection need. It returns how it ended.
+func (n *Instance) attempt(ctx context.Context, request interface{}) (interface{}, error, outcome) {
 	start := n.begin()
 	// The connection's interceptor (see Factory) finds the instance here
 	// and gives it the load its answer reports.
 	resp, err := n.e(context.WithValue(ctx, instanceKey{}, n), request)
-	n.end(ctx, start, err)
-	return resp, err
+	return resp, err, n.end(ctx, start, err)
 }
 
 func (n *Instance) now() int64 { return int64(time.Since(n.owner.epoch)) }
@@ -139,8 +154,8 @@ func (n *Instance) begin() int64 {
 type outcome int
 
 const (
-	answered  outcome = iota // a response, or an error the instance answered with (business, Internal...)
-	failed                   // a failure Retry would retry: Unavailable, connection closed
+	answered  outcome = iota // a response, or an Answer (an error of the application's)
+	failed                   // an InstanceFailure: Internal, Unavailable, connection closed...
 	timedOut                 // the attempt's share of the retry timeout ran out
 	outpaced                 // cancelled because a hedge to another instance answered first
 	abandoned                // the caller gave up; says nothing of the instance
@@ -151,8 +166,13 @@ var outcomeNames = [...]string{answered: "answered", failed: "failed", timedOut:
 
 func (o outcome) String() string { return outcomeNames[o] }
 
-// classify tells how an attempt made under ctx ended with err.
-func classify(ctx context.Context, err error) outcome {
+// retryable says whether Retry, by the classification, tries another
+// instance after an attempt that ended so.
+func (o outcome) retryable() bool { return o == failed || o == timedOut || o == shed }
+
+// classify tells how an attempt made under ctx ended with err: by what
+// cancelled ctx, if anything did, else by class, the classification.
+func classify(ctx context.Context, err error, class func(error) Class) outcome {
 	if err == nil {
 		return answered
 	}
@@ -165,19 +185,16 @@ func classify(ctx context.Context, err error) outcome {
 	if ctx.Err() != nil {
 		return abandoned
 	}
-	if overload.IsShed(err) {
-		return shed
-	}
-	if connFailure(err) {
+	switch class(err) {
+	case InstanceFailure:
 		return failed
-	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		return timedOut
+	case Shed:
+		return shed
 	}
 	return answered
 }
 
-func (n *Instance) end(ctx context.Context, start int64, err error) {
+func (n *Instance) end(ctx context.Context, start int64, err error) outcome {
 	now := n.now()
 	n.inflight.Add(-1)
 	n.startSum.Add(-start)
@@ -185,9 +202,10 @@ func (n *Instance) end(ctx context.Context, start int64, err error) {
 		n.sinceLoad.Add(-1)
 	}
 	rtt := float64(now - start)
-	o := classify(ctx, err)
+	o := classify(ctx, err, n.owner.ejection.Classify)
 	switch o {
 	case answered:
+		n.okTotal.Add(1)
 		n.observe(rtt, now)
 		if n.failures.Load() != 0 { // a read, not a write, on the common path
 			n.failures.Store(0)
@@ -197,7 +215,11 @@ func (n *Instance) end(ctx context.Context, start int64, err error) {
 		}
 	case failed, timedOut, outpaced:
 		// As bad as a timeout for the caller, who needs another attempt:
-		// the estimate jumps to at least the time it cost.
+		// the estimate jumps to at least the time it cost, so an instance
+		// that fails fast does not look fast.
+		if o != outpaced {
+			n.failTotal.Add(1)
+		}
 		n.observe(max(rtt, failurePenalty), now)
 		n.owner.struck(n, o)
 	case shed:
@@ -213,6 +235,7 @@ func (n *Instance) end(ctx context.Context, start int64, err error) {
 		}
 	}
 	n.owner.metrics.attempt(n.instance, o)
+	return o
 }
 
 // instanceKey is the context key under which an attempt carries its

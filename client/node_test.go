@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"math"
 	"testing"
 	"time"
@@ -94,7 +95,12 @@ func TestClassify(t *testing.T) {
 	}{
 		{live, nil, answered},
 		{live, status.Error(codes.InvalidArgument, "x"), answered},
-		{live, status.Error(codes.Internal, "x"), answered},
+		{live, status.Error(codes.NotFound, "x"), answered},
+		{live, status.Error(codes.ResourceExhausted, "message too large"), answered},
+		{live, status.Error(codes.Internal, "x"), failed},
+		{live, status.Error(codes.DeadlineExceeded, "the instance's own deadline"), failed},
+		{live, errors.New("no gRPC status: Unknown"), failed},
+		{live, overload.NewMarker().Shed("busy"), shed},
 		{live, status.Error(codes.Unavailable, "x"), failed},
 		{live, status.Error(codes.Canceled, "closed under the call"), failed},
 		{cancelled(errAttemptTimeout), status.Error(codes.Canceled, "x"), timedOut},
@@ -102,7 +108,7 @@ func TestClassify(t *testing.T) {
 		{cancelled(errHedgeUnneeded), status.Error(codes.Canceled, "x"), abandoned},
 		{cancelled(context.Canceled), status.Error(codes.Canceled, "x"), abandoned},
 	} {
-		if have := classify(tc.ctx, tc.err); have != tc.want {
+		if have := classify(tc.ctx, tc.err, DefaultClassify); have != tc.want {
 			t.Errorf("%v / %v: want %v, have %v", context.Cause(tc.ctx), tc.err, tc.want, have)
 		}
 	}
@@ -185,9 +191,6 @@ func TestShedCountsInTheCostNotTowardsEjection(t *testing.T) {
 	}
 	if est := n.estimate(n.now()); est < failurePenalty*0.99 {
 		t.Errorf("latency estimate after a shed = %v, want at least the failure penalty", time.Duration(est))
-	}
-	if classify(ctx, status.Error(codes.ResourceExhausted, "message too large")) != answered {
-		t.Error("ResourceExhausted without the shed mark: want answered")
 	}
 }
 

@@ -159,15 +159,23 @@ func newEndpointerOptions(opts []EndpointerOption) (endpointerOptions, error) {
 	return o, nil
 }
 
-// Ejection is outlier ejection: an instance whose attempts fail
-// ConsecutiveFailures times in a row (failures Retry would retry:
-// Unavailable, a connection closed, an attempt's share running out, or an
-// attempt outpaced by a hedge to another instance; an attempt that ran out
-// its share counts twice) is taken out of picking for BaseTime, doubling
-// with each ejection in a row up to MaxTime. When the
-// time is up the Endpointer probes it (a grpc.health.v1 check on its
-// connection, so that no caller's call is the probe) and readmits it on
-// probation: its next failure ejects it again at once. An instance that
+// Ejection is outlier ejection: an instance that fails where its peers do
+// not is taken out of picking for BaseTime, doubling with each ejection in
+// a row up to MaxTime. Two rules find it:
+//
+//   - Consecutive failures: its attempts fail ConsecutiveFailures times in
+//     a row, as instance failures (see Classify; an attempt that ran out
+//     its share of the call's time counts twice, and one outpaced by a
+//     hedge to another instance counts too). While its peers fail as
+//     well, it takes a streak that their failure rate makes unlikely by
+//     chance (one in a million), and when every peer fails, none does:
+//     a failure they all share is the service's, not an instance's.
+//   - Success rate (SuccessRate): over the last Interval, its success rate
+//     sits well below its peers'.
+//
+// When the time is up the Endpointer probes it (a grpc.health.v1 check on
+// its connection, so that no caller's call is the probe) and readmits it
+// on probation: its next failure ejects it again at once. An instance that
 // cannot be probed is readmitted on probation when its time is up: one
 // without a gRPC connection, one whose server has no health service
 // (Unimplemented) or whose health service does not know the service name
@@ -189,6 +197,37 @@ type Ejection struct {
 	// about; "" (the default) is the whole server, as for Consul's check
 	// unless sd.Registration.HealthService says otherwise.
 	HealthService string
+	// Classify says what the error of a failed attempt says of its
+	// instance, for ejection, the balancers and Retry (unless
+	// RetryConfig.Retryable is set) alike; it holds with ejection
+	// Disabled too. It is asked only while the caller's context is live
+	// and the attempt has time left, and must be safe for concurrent use.
+	// Default: DefaultClassify.
+	Classify func(err error) Class
+	// SuccessRate is the success-rate rule.
+	SuccessRate SuccessRate
+}
+
+// SuccessRate is the success-rate rule of Ejection, after Envoy's outlier
+// detection: every half Interval, the instances that made MinRequests
+// attempts or more within the last Interval (an instance failure is a
+// failure, an Answer a success), if there are MinInstances of them or
+// more, are compared. An instance is ejected when its success rate is
+// below the mean of the others' by more than each of: StdevFactor
+// standard deviations of the others' rates, three standard errors of a
+// rate over its own attempts (so that chance does not eject it), and 5
+// percentage points (so that a few errors in hundreds of calls do not
+// cost a share of the capacity). The zero value of each field means its
+// default (DefaultEjection's).
+type SuccessRate struct {
+	Disabled bool
+	// Interval is the window rates are counted over. It is also the
+	// window of the peers' failure rate that the consecutive-failures
+	// rule weighs a streak against.
+	Interval     time.Duration
+	MinRequests  int
+	MinInstances int
+	StdevFactor  float64
 }
 
 // DefaultEjection is what the stack uses unless told otherwise. Two
@@ -203,12 +242,27 @@ type Ejection struct {
 // caller, finds out whether it is back; doubling to 30s so that an
 // instance that passes its health check but fails real calls costs little.
 // Half the instances at most, so that the rest can carry the load.
+//
+// The success rate over 1s where Envoy counts over 10s: a caller at a few
+// hundred calls a second has Envoy's 100 attempts per instance within it,
+// and an instance that fails half its calls is out within a second rather
+// than ten. Three instances where Envoy asks for five: with the others'
+// mean and deviation (Envoy's include the instance itself, which no
+// single outlier among fewer than six can then fall 1.9 deviations
+// below), two healthy peers are enough to show one that is not.
 var DefaultEjection = Ejection{
 	ConsecutiveFailures: 2,
 	BaseTime:            time.Second,
 	MaxTime:             30 * time.Second,
 	MaxEjectedFraction:  0.5,
 	ProbeTimeout:        500 * time.Millisecond,
+	Classify:            DefaultClassify,
+	SuccessRate: SuccessRate{
+		Interval:     time.Second,
+		MinRequests:  100,
+		MinInstances: 3,
+		StdevFactor:  1.9,
+	},
 }
 
 func (e Ejection) validate() error {
@@ -226,6 +280,19 @@ func (e Ejection) validate() error {
 	}
 	if e.BaseTime > 0 && e.MaxTime > 0 && e.MaxTime < e.BaseTime {
 		errs = append(errs, fmt.Errorf("Ejection.MaxTime %v: below BaseTime %v", e.MaxTime, e.BaseTime))
+	}
+	sr := e.SuccessRate
+	if sr.Interval != 0 && sr.Interval < 10*time.Millisecond {
+		errs = append(errs, fmt.Errorf("Ejection.SuccessRate.Interval %v: must be at least 10ms (0 means the default, 1s)", sr.Interval))
+	}
+	if sr.MinRequests < 0 {
+		errs = append(errs, fmt.Errorf("Ejection.SuccessRate.MinRequests %d: must not be negative (0 means the default, 100)", sr.MinRequests))
+	}
+	if sr.MinInstances < 0 || sr.MinInstances == 1 {
+		errs = append(errs, fmt.Errorf("Ejection.SuccessRate.MinInstances %d: must be at least 2, an instance and a peer to compare it with (0 means the default, 3)", sr.MinInstances))
+	}
+	if sr.StdevFactor < 0 {
+		errs = append(errs, fmt.Errorf("Ejection.SuccessRate.StdevFactor %v: must not be negative (0 means the default, 1.9)", sr.StdevFactor))
 	}
 	return errors.Join(errs...)
 }
@@ -247,6 +314,22 @@ func (e Ejection) withDefaults() Ejection {
 	if e.ProbeTimeout == 0 {
 		e.ProbeTimeout = d.ProbeTimeout
 	}
+	if e.Classify == nil {
+		e.Classify = DefaultClassify
+	}
+	sr, dsr := &e.SuccessRate, d.SuccessRate
+	if sr.Interval == 0 {
+		sr.Interval = dsr.Interval
+	}
+	if sr.MinRequests == 0 {
+		sr.MinRequests = dsr.MinRequests
+	}
+	if sr.MinInstances == 0 {
+		sr.MinInstances = dsr.MinInstances
+	}
+	if sr.StdevFactor == 0 {
+		sr.StdevFactor = dsr.StdevFactor
+	}
 	return e
 }
 
@@ -256,10 +339,11 @@ func (e Ejection) withDefaults() Ejection {
 type Metrics struct {
 	// Attempts counts every attempt, first ones, retries and hedges, by
 	// "instance" (host:port) and "outcome": answered (a response, or an
-	// error the instance answered with), failed (Unavailable, connection
-	// closed), timeout (the attempt's share ran out), outpaced (a hedge
-	// answered first), abandoned (the caller gave up), shed (refused at
-	// once for overload).
+	// Answer: an error of the application's), failed (an
+	// InstanceFailure: Internal, Unavailable, connection closed...),
+	// timeout (the attempt's share ran out), outpaced (a hedge answered
+	// first), abandoned (the caller gave up), shed (refused at once for
+	// overload).
 	Attempts metrics.Counter
 	// Ejections counts ejections, by "instance".
 	Ejections metrics.Counter

@@ -16,7 +16,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/trimkit/trimkit/internal/ctxtime"
-	"github.com/trimkit/trimkit/internal/overload"
 	"github.com/trimkit/trimkit/sd"
 )
 
@@ -35,10 +34,10 @@ const roundPause = 250 * time.Millisecond
 // cfg.Timeout overall. Each attempt gets an equal share of the time left
 // (the time left divided by the attempts left) and is cancelled when it is
 // used up, so one hung instance cannot use up the whole budget. After a
-// failed attempt, cfg.Retryable says whether to try again (by default
-// Unavailable, no endpoints, an attempt's own share running out, a
-// connection closed under the call, and a call an instance shed for
-// overload; a business error in the response is a success here), and a
+// failed attempt, the attempt's class says whether to try again (see
+// Class: after an InstanceFailure, a Shed, an attempt's own share running
+// out, or no instance found; not after an Answer, an error of the
+// application's), or cfg.Retryable when it is set, and a
 // call that is not idempotent (cfg.Idempotent, WithIdempotent) tries again
 // only when its attempt certainly did not leave this process or was shed.
 // Retries (and hedges, with cfg.HedgeAfter) must fit the retry budget: a
@@ -88,22 +87,21 @@ type retry struct {
 	metrics    RetryMetrics
 }
 
-// DefaultRetryable is Retry's rule unless RetryConfig.Retryable says
-// otherwise, in the shape of go-kit's lb.Callback: try again after no
+// DefaultRetryable is Retry's rule under the default classification
+// (DefaultClassify), in the shape of go-kit's lb.Callback, for a program
+// that wraps it in a RetryConfig.Retryable of its own: try again after no
 // instance was found (lb.ErrNoEndpoints), after an attempt's own share of
-// the time ran out, after an instance shed the call for overload (it did
-// no work: grpcserver's admission marks such refusals), and after
-// Unavailable or Canceled (a connection that failed or closed under the
-// call: Retry asks only while the caller's context is live). Anything else
+// the time ran out, and after an InstanceFailure or Shed. Anything else
 // is the instance's answer and ends the call. n, the attempts made so far,
-// does not matter to it.
+// does not matter to it. (With Retryable unset, Retry goes by the class
+// the attempt's Endpointer gave it, Ejection.Classify's, which is this
+// rule for the default classification.)
 func DefaultRetryable(n int, err error) (keepTrying bool, replacement error) {
 	var timeout *attemptTimeoutError
-	switch {
-	case errors.Is(err, lb.ErrNoEndpoints), errors.As(err, &timeout), overload.IsShed(err):
+	if errors.Is(err, lb.ErrNoEndpoints) || errors.As(err, &timeout) {
 		return true, nil
 	}
-	return connFailure(err), nil
+	return DefaultClassify(err) != Answer, nil
 }
 
 type idempotentKey struct{}
@@ -137,6 +135,7 @@ type attempts struct {
 type attemptFailure struct {
 	n   *Instance
 	err error
+	o   outcome // how the attempt ended, by its instance's classification
 }
 
 func (r *retry) call(ctx context.Context, request interface{}) (interface{}, error) {
@@ -197,9 +196,10 @@ func (r *retry) attempts(ctx context.Context, request interface{}) (interface{},
 				resp, a, err = r.hedged(ctx, n, request, share, deadline, a)
 			} else {
 				a.made++
-				resp, sent, err = r.attemptOnce(ctx, n, request, share, !idempotent)
+				var o outcome
+				resp, sent, o, err = r.attemptOnce(ctx, n, request, share, !idempotent)
 				if err != nil {
-					a.failed = append(a.failed, attemptFailure{n, err})
+					a.failed = append(a.failed, attemptFailure{n, err, o})
 				}
 			}
 			if err == nil {
@@ -207,19 +207,27 @@ func (r *retry) attempts(ctx context.Context, request interface{}) (interface{},
 			}
 		} else {
 			a.made++
-			a.failed = append(a.failed, attemptFailure{nil, err})
+			o := answered // a Balancer's error of its own ends the call
+			if errors.Is(err, lb.ErrNoEndpoints) {
+				o = failed // none known yet: worth another look
+			}
+			a.failed = append(a.failed, attemptFailure{nil, err, o})
 		}
 		last = err
 		if ctx.Err() != nil {
 			break
 		}
-		keep, replacement := r.retryable(a.made, last)
+		f := a.failed[len(a.failed)-1]
+		keep, replacement := f.o.retryable(), error(nil)
+		if r.retryable != nil {
+			keep, replacement = r.retryable(a.made, last)
+		}
 		if !keep {
 			// The policy's answer, not a give-up: the error (an
 			// instance's answer, say) is the call's as it is.
 			return nil, cmp.Or(replacement, last)
 		}
-		if sent && !idempotent && !overload.IsShed(last) {
+		if sent && !idempotent && f.o != shed {
 			unknown = true
 			break
 		}
@@ -297,11 +305,12 @@ func (r *retry) hedged(ctx context.Context, n *Instance, request interface{}, sh
 		err   error
 		n     *Instance
 		hedge bool
+		o     outcome
 	}
 	results := make(chan result, 2) // never blocks a losing attempt
 	run := func(ctx context.Context, n *Instance, share time.Duration, hedge bool) {
-		resp, _, err := r.attemptOnce(ctx, n, request, share, false)
-		results <- result{resp, err, n, hedge}
+		resp, _, o, err := r.attemptOnce(ctx, n, request, share, false)
+		results <- result{resp, err, n, hedge, o}
 	}
 	firstCtx, cancelFirst := context.WithCancelCause(ctx)
 	defer cancelFirst(nil)
@@ -324,7 +333,7 @@ func (r *retry) hedged(ctx context.Context, n *Instance, request interface{}, sh
 				}
 				return res.resp, a, nil
 			}
-			a.failed = append(a.failed, attemptFailure{res.n, res.err})
+			a.failed = append(a.failed, attemptFailure{res.n, res.err, res.o})
 			if inflight == 0 {
 				return nil, a, res.err
 			}
@@ -355,7 +364,7 @@ func (r *retry) hedged(ctx context.Context, n *Instance, request interface{}, sh
 // connection's interceptor (see Factory) saw it end before a transport
 // stream was made for it. Without track, or without that interceptor,
 // sent is true.
-func (r *retry) attemptOnce(ctx context.Context, n *Instance, request interface{}, share time.Duration, track bool) (resp interface{}, sent bool, err error) {
+func (r *retry) attemptOnce(ctx context.Context, n *Instance, request interface{}, share time.Duration, track bool) (resp interface{}, sent bool, o outcome, err error) {
 	// The share is enforced by a timer that cancels the attempt, not by a
 	// context deadline: a deadline travels to the server as grpc-timeout and
 	// costs both sides a timer context, a measurable part of a loopback call
@@ -369,14 +378,14 @@ func (r *retry) attemptOnce(ctx context.Context, n *Instance, request interface{
 		callCtx = context.WithValue(actx, sendMarkKey{}, mark)
 	}
 	timer := time.AfterFunc(share, func() { cancel(errAttemptTimeout) })
-	resp, err = n.call(callCtx, request)
+	resp, err, o = n.attempt(callCtx, request)
 	timer.Stop()
 	cancel(nil)
 	if err != nil && errors.Is(context.Cause(actx), errAttemptTimeout) && ctx.Err() == nil {
 		err = &attemptTimeoutError{share: share, err: err}
 	}
 	r.b.Done(n, err)
-	return resp, mark == nil || mark.mayHaveSent(), err
+	return resp, mark == nil || mark.mayHaveSent(), o, err
 }
 
 // Causes of an attempt's cancellation, which tell the attempt's node how it
@@ -389,18 +398,6 @@ var (
 	// errHedgeUnneeded: the attempt the hedge raced answered first.
 	errHedgeUnneeded = errors.New("the hedged attempt answered first")
 )
-
-// connFailure reports whether err says the instance could not be reached
-// or the connection closed under the call: Unavailable, or Canceled that
-// the caller did not cause (the callers check their contexts). Retry
-// retries it and ejection counts it against the instance.
-func connFailure(err error) bool {
-	switch status.Code(err) {
-	case codes.Unavailable, codes.Canceled:
-		return true
-	}
-	return false
-}
 
 // RetryError is what Retry returns when it gave up on a call it would
 // have tried again: attempts or time used up, the retry budget spent, the

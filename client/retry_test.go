@@ -158,7 +158,9 @@ func TestRetryAttempts(t *testing.T) {
 		{"all unavailable: MaxAttempts attempts", map[string]endpoint.Endpoint{"a": failing(codes.Unavailable), "b": failing(codes.Unavailable), "c": failing(codes.Unavailable)}, []string{"a", "b", "c"}, codes.Unavailable},
 		{"connection closed under the call is retried", map[string]endpoint.Endpoint{"a": failing(codes.Canceled), "b": failing(codes.Canceled), "c": failing(codes.Canceled)}, []string{"a", "b", "c"}, codes.Canceled},
 		{"invalid argument: one attempt", map[string]endpoint.Endpoint{"a": failing(codes.InvalidArgument), "b": failing(codes.InvalidArgument), "c": failing(codes.InvalidArgument)}, []string{"a"}, codes.InvalidArgument},
-		{"internal: one attempt", map[string]endpoint.Endpoint{"a": failing(codes.Internal), "b": failing(codes.Internal), "c": failing(codes.Internal)}, []string{"a"}, codes.Internal},
+		{"internal: the next instance", map[string]endpoint.Endpoint{"a": failing(codes.Internal), "b": ok("b"), "c": ok("c")}, []string{"a", "b"}, codes.OK},
+		{"all internal: MaxAttempts attempts", map[string]endpoint.Endpoint{"a": failing(codes.Internal), "b": failing(codes.Internal), "c": failing(codes.Internal)}, []string{"a", "b", "c"}, codes.Internal},
+		{"not found: one attempt", map[string]endpoint.Endpoint{"a": failing(codes.NotFound), "b": ok("b"), "c": ok("c")}, []string{"a"}, codes.NotFound},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFakes(tc.endpoints)
@@ -193,8 +195,15 @@ func TestRetryAttempts(t *testing.T) {
 	}
 }
 
-// retriedCode reports whether DefaultRetryable retries an error with code c.
-func retriedCode(c codes.Code) bool { return c == codes.Unavailable || c == codes.Canceled }
+// retriedCode reports whether the default classification retries an
+// error with code c.
+func retriedCode(c codes.Code) bool {
+	switch c {
+	case codes.Unavailable, codes.Canceled, codes.Internal, codes.Unknown, codes.DataLoss, codes.DeadlineExceeded:
+		return true
+	}
+	return false
+}
 
 func equal(a, b []string) bool {
 	if len(a) != len(b) {

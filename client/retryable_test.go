@@ -11,11 +11,13 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/trimkit/trimkit/internal/overload"
 	"github.com/trimkit/trimkit/sd"
 )
 
 // DefaultRetryable retries each kind of failure another instance may not
-// have, and nothing an instance answered.
+// have (an instance failure, a shed call), and nothing an instance
+// answered.
 func TestDefaultRetryable(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -31,14 +33,21 @@ func TestDefaultRetryable(t *testing.T) {
 		{"unavailable, with a hint", &hintError{err: status.Error(codes.Unavailable, "error reading server preface: EOF"), hint: "TLS?"}, true},
 		{"unavailable, wrapped", fmt.Errorf("call: %w", status.Error(codes.Unavailable, "x")), true},
 		{"connection closed under the call", status.Error(codes.Canceled, "grpc: the client connection is closing"), true},
+		{"internal", status.Error(codes.Internal, "x"), true},
+		{"unknown", status.Error(codes.Unknown, "x"), true},
+		{"data loss", status.Error(codes.DataLoss, "x"), true},
+		{"a deadline the instance ran into", status.Error(codes.DeadlineExceeded, "x"), true},
+		{"a context deadline of the endpoint's own", context.DeadlineExceeded, true},
+		{"a plain error: Unknown", errors.New("x"), true},
+		{"shed for overload", overload.NewMarker().Shed("busy"), true},
 
 		{"invalid argument", status.Error(codes.InvalidArgument, "x"), false},
-		{"internal", status.Error(codes.Internal, "x"), false},
-		{"resource exhausted", status.Error(codes.ResourceExhausted, "x"), false},
+		{"not found", status.Error(codes.NotFound, "x"), false},
+		{"failed precondition", status.Error(codes.FailedPrecondition, "x"), false},
+		{"permission denied", status.Error(codes.PermissionDenied, "x"), false},
+		{"aborted", status.Error(codes.Aborted, "x"), false},
+		{"resource exhausted, not shed", status.Error(codes.ResourceExhausted, "x"), false},
 		{"unimplemented", status.Error(codes.Unimplemented, "x"), false},
-		{"the caller's deadline", status.Error(codes.DeadlineExceeded, "x"), false},
-		{"context deadline", context.DeadlineExceeded, false},
-		{"a plain error", errors.New("x"), false},
 	} {
 		for _, n := range []int{1, 2, 10} {
 			keep, replacement := DefaultRetryable(n, tc.err)
@@ -49,14 +58,12 @@ func TestDefaultRetryable(t *testing.T) {
 	}
 }
 
-// RetryConfig's defaults: DefaultRetryable among them.
+// RetryConfig's defaults. Retryable stays nil: Retry then goes by each
+// attempt's class, the Endpointer's classification.
 func TestRetryConfigWithDefaults(t *testing.T) {
 	c := RetryConfig{}.withDefaults()
-	if c.MaxAttempts != DefaultMaxAttempts || c.Timeout != DefaultRetryTimeout || c.Retryable == nil || c.Budget != DefaultRetryBudget {
+	if c.MaxAttempts != DefaultMaxAttempts || c.Timeout != DefaultRetryTimeout || c.Retryable != nil || c.Budget != DefaultRetryBudget {
 		t.Errorf("defaults: %+v", c)
-	}
-	if keep, _ := c.Retryable(1, status.Error(codes.Unavailable, "x")); !keep {
-		t.Error("the default Retryable does not retry Unavailable")
 	}
 	mine := func(int, error) (bool, error) { return false, nil }
 	if c := (RetryConfig{Retryable: mine}).withDefaults(); c.Retryable == nil {

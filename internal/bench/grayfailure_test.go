@@ -19,9 +19,14 @@ import (
 	"github.com/go-kit/kit/sd/lb"
 	"github.com/go-kit/log"
 	"google.golang.org/grpc"
+	_ "google.golang.org/grpc/balancer/leastrequest" // least_request_experimental, for grpc-lr
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
 	"google.golang.org/grpc/status"
 
 	"github.com/trimkit/trimkit/client"
@@ -61,9 +66,11 @@ const (
 	hung             // never answers, health included; the connection stays open
 	dead             // the process is gone: connection refused
 	overloaded       // every instance answers Unavailable to half the calls
+	erroring         // answers every trim call with Internal at once (a black hole); health passes
+	flaky            // answers half the trim calls, at random, with Internal at once; health passes
 )
 
-var faultNames = []string{"healthy", "slow", "stall", "hung", "dead", "overloaded"}
+var faultNames = []string{"healthy", "slow", "stall", "hung", "dead", "overloaded", "erroring", "flaky"}
 
 // faultyServer is an in-process trim server with grpc.health.v1 whose
 // behaviour a fault changes.
@@ -125,6 +132,14 @@ func (s *faultyServer) intercept(ctx context.Context, req any, info *grpc.UnaryS
 		if trim && rand.IntN(2) == 0 {
 			return nil, status.Error(codes.Unavailable, "overloaded")
 		}
+	case erroring:
+		if trim {
+			return nil, status.Error(codes.Internal, "database pool broken")
+		}
+	case flaky:
+		if trim && rand.IntN(2) == 0 {
+			return nil, status.Error(codes.Internal, "database pool broken")
+		}
 	}
 	return handler(ctx, req)
 }
@@ -151,13 +166,63 @@ func (a *attemptLog) factory(f kitsd.Factory) kitsd.Factory {
 
 func (a *attemptLog) wrap(instance string, e endpoint.Endpoint) endpoint.Endpoint {
 	return func(ctx context.Context, req interface{}) (interface{}, error) {
-		a.total.Add(1)
-		if instance == a.faulty {
-			a.toFaulty.Add(1)
-			a.last.Store(time.Now().UnixNano())
-		}
+		a.count(instance)
 		return e(ctx, req)
 	}
+}
+
+func (a *attemptLog) count(instance string) {
+	a.total.Add(1)
+	if instance == a.faulty {
+		a.toFaulty.Add(1)
+		a.last.Store(time.Now().UnixNano())
+	}
+}
+
+// intercept counts, on a grpc.ClientConn, the call and the instance it
+// went to (the last attempt's, with grpc's own retries).
+func (a *attemptLog) intercept(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	var p peer.Peer
+	err := invoker(ctx, method, req, reply, cc, append(opts, grpc.Peer(&p))...)
+	if p.Addr != nil {
+		a.count(p.Addr.String())
+	}
+	return err
+}
+
+// leastRequestConfig is grpc-go's least_request balancer with a retry
+// policy for UNAVAILABLE, as a grpc-go program over a Consul resolver
+// would set it up.
+const leastRequestConfig = `{
+  "loadBalancingConfig": [{"least_request_experimental": {"choiceCount": 2}}],
+  "methodConfig": [{
+    "name": [{"service": "pb.Trim"}],
+    "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.01s", "maxBackoff": "0.1s", "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}
+  }]
+}`
+
+// grpcLeastRequest is one ClientConn over addrs with grpc-go's
+// least_request, each call bounded by the same 500ms as the other rows'.
+func grpcLeastRequest(addrs []string, al *attemptLog) (endpoint.Endpoint, func()) {
+	r := manual.NewBuilderWithScheme("bench")
+	var state resolver.State
+	for _, a := range addrs {
+		state.Addresses = append(state.Addresses, resolver.Address{Addr: a})
+	}
+	r.InitialState(state)
+	conn, err := grpc.NewClient(r.Scheme()+":///trim", grpc.WithResolvers(r),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultServiceConfig(leastRequestConfig),
+		grpc.WithUnaryInterceptor(al.intercept))
+	if err != nil {
+		panic(err)
+	}
+	e := transport.Endpoints(conn)
+	return func(ctx context.Context, req interface{}) (interface{}, error) {
+		ctx, cancel := context.WithTimeout(ctx, client.DefaultRetryTimeout)
+		defer cancel()
+		return e(ctx, req)
+	}, func() { conn.Close() }
 }
 
 // grayRow builds one of the compared stacks over addrs, recording attempts
@@ -195,6 +260,7 @@ func grayRows() []grayRow {
 			endpointer := kitsd.NewEndpointer(kitsd.FixedInstancer(addrs), al.factory(gokitFactory), log.NewNopLogger())
 			return lb.Retry(3, 500*time.Millisecond, lb.NewRoundRobin(endpointer)), endpointer.Close
 		}},
+		{"grpc-lr", grpcLeastRequest},
 		{"rr", trimkitRow(client.CallConfig{Retry: client.RetryConfig{Budget: noBudget}}, noEjection)},
 		{"rr+eject", trimkitRow(client.CallConfig{})},
 		{"p2c", trimkitRow(client.CallConfig{Balancer: client.P2CName})},

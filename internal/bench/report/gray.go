@@ -7,10 +7,11 @@ import (
 )
 
 var (
-	grayRows   = []string{"gokit-stock", "rr", "rr+eject", "p2c", "rr+hedge"}
-	grayFaults = []string{"healthy", "slow", "stall", "hung", "dead", "overloaded"}
+	grayRows   = []string{"gokit-stock", "grpc-lr", "rr", "rr+eject", "p2c", "rr+hedge"}
+	grayFaults = []string{"healthy", "slow", "stall", "hung", "dead", "overloaded", "erroring", "flaky"}
 	// trimkitRows are the rows that eject and budget; rr is the old
-	// behaviour (neither), gokit-stock go-kit's.
+	// behaviour (neither), gokit-stock go-kit's, grpc-lr grpc-go's
+	// least_request.
 	trimkitRows = []string{"rr+eject", "p2c", "rr+hedge"}
 )
 
@@ -19,6 +20,7 @@ var (
 func gray(w io.Writer, r result) {
 	get := func(row, fault, unit string) float64 { return median(r[row+"/"+fault+"/"+unit]) }
 	fmt.Fprintf(w, "\nGray failure: 3 in-process servers, one faulty (all three when overloaded); open loop at 1000 calls/s;\n")
+	fmt.Fprintf(w, "erroring answers every call with Internal at once, flaky half of them, while their health checks pass;\n")
 	fmt.Fprintf(w, "figures over the 2s after the fault began (10s for overloaded, one retry-budget TTL); latency from when each call was due;\n")
 	fmt.Fprintf(w, "each cell run 3 times on fresh servers (overloaded once): percentiles are the median run's, max and last-to-faulty the worst\n")
 	fmt.Fprintf(w, "slow adds %.2fms (10x the healthy median); stall: 20ms of every 40ms; rr+hedge hedges after %.1fms; an attempt share is %.1fms\n",
@@ -74,6 +76,18 @@ func gray(w io.Writer, r result) {
 	}
 	for _, row := range []string{"gokit-stock", "rr"} {
 		fmt.Fprintf(w, "  %-100s %s\n", fmt.Sprintf("(overloaded without a budget: %s %.2f attempts per call)", row, get(row, "overloaded", "attempts_call")), "")
+	}
+	for _, f := range []string{"erroring", "flaky"} {
+		for _, row := range trimkitRows {
+			n, calls := get(row, f, "failures"), get(row, f, "calls")
+			target("%s: %s failures %.0f <= 1%% of %.0f calls", n <= calls/100, f, row, n, calls)
+			fs := 100 * get(row, f, "faulty_share")
+			target("%s: %s faulty share %.1f%% <= 5%%", fs <= 5, f, row, fs)
+		}
+		for _, row := range []string{"gokit-stock", "grpc-lr", "rr"} {
+			fmt.Fprintf(w, "  %-100s %s\n", fmt.Sprintf("(%s: %s %.0f of %.0f calls failed, faulty share %.1f%%)", f, row,
+				get(row, f, "failures"), get(row, f, "calls"), 100*get(row, f, "faulty_share")), "")
+		}
 	}
 	fmt.Fprintln(w, "  healthy: the sequential overhead stays <= 1.05x raw-3conn: see trimkit-fixed in the call overhead table")
 }
