@@ -87,7 +87,8 @@ type Instance struct {
 	// success-rate sweep clears it.
 	need atomic.Int32
 	// okTotal and failTotal count attempts that answered (an Answer
-	// included) and that failed as instance failures (timeouts included)
+	// included) and that failed as ejection counts them (instance
+	// failures, timeouts, attempts outpaced by a hedge)
 	// since the instance was first listed; marks are their values at the
 	// last two sweeps (guarded by owner.mu): rates are over the window
 	// since the older (see window).
@@ -217,9 +218,7 @@ func (n *Instance) end(ctx context.Context, start int64, err error) outcome {
 		// As bad as a timeout for the caller, who needs another attempt:
 		// the estimate jumps to at least the time it cost, so an instance
 		// that fails fast does not look fast.
-		if o != outpaced {
-			n.failTotal.Add(1)
-		}
+		n.failTotal.Add(1)
 		n.observe(max(rtt, failurePenalty), now)
 		n.owner.struck(n, o)
 	case shed:

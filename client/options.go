@@ -210,8 +210,9 @@ type Ejection struct {
 
 // SuccessRate is the success-rate rule of Ejection, after Envoy's outlier
 // detection: every half Interval, the instances that made MinRequests
-// attempts or more within the last Interval (an instance failure is a
-// failure, an Answer a success), if there are MinInstances of them or
+// attempts or more within the last Interval (an instance failure, a
+// timeout or an attempt outpaced by a hedge is a failure, a response or an
+// Answer a success), if there are MinInstances of them or
 // more, are compared. An instance is ejected when its success rate is
 // below the mean of the others' by more than each of: StdevFactor
 // standard deviations of the others' rates, three standard errors of a

@@ -372,7 +372,7 @@ type grayResult struct {
 	stoppedAfter    float64 // ms; -1: it never stopped getting attempts
 }
 
-func grayRunOnce(b *testing.B, row grayRow, f fault, slowBy time.Duration) grayResult {
+func grayRunOnce(b testing.TB, row grayRow, f fault, slowBy time.Duration) grayResult {
 	runtime.GC()
 	var servers []*faultyServer
 	var addrs []string
