@@ -124,18 +124,18 @@ func newNode(owner *Endpointer, instance string, e endpoint.Endpoint, closer io.
 
 // call is an attempt on the node, as callers of its endpoint make it.
 func (n *Instance) call(ctx context.Context, request interface{}) (interface{}, error) {
-	resp, err, _ := n.attempt(ctx, request)
+	resp, _, err := n.attempt(ctx, request)
 	return resp, err
 }
 
 // attempt is an attempt on the node: the Factory's endpoint, with the
 // bookkeeping the balancers and ejection need. It returns how it ended.
-func (n *Instance) attempt(ctx context.Context, request interface{}) (interface{}, error, outcome) {
+func (n *Instance) attempt(ctx context.Context, request interface{}) (interface{}, outcome, error) {
 	start := n.begin()
 	// The connection's interceptor (see Factory) finds the instance here
 	// and gives it the load its answer reports.
 	resp, err := n.e(context.WithValue(ctx, instanceKey{}, n), request)
-	return resp, err, n.end(ctx, start, err)
+	return resp, n.end(ctx, start, err), err
 }
 
 func (n *Instance) now() int64 { return int64(time.Since(n.owner.epoch)) }

@@ -378,7 +378,7 @@ func (r *retry) attemptOnce(ctx context.Context, n *Instance, request interface{
 		callCtx = context.WithValue(actx, sendMarkKey{}, mark)
 	}
 	timer := time.AfterFunc(share, func() { cancel(errAttemptTimeout) })
-	resp, err, o = n.attempt(callCtx, request)
+	resp, o, err = n.attempt(callCtx, request)
 	timer.Stop()
 	cancel(nil)
 	if err != nil && errors.Is(context.Cause(actx), errAttemptTimeout) && ctx.Err() == nil {
