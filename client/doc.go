@@ -12,19 +12,25 @@
 // NewEndpointer with Factory, a Balancer (NewRoundRobin, NewP2C,
 // NewLeastLoaded, or one of your own that wraps them), and Retry.
 //
-// Failures that are worth another attempt on another instance are retried
-// (DefaultRetryable; RetryConfig.Retryable changes the rule): Unavailable,
-// no endpoints, an attempt's own share of the time running out, and a
-// connection closed under a call because its instance left. A call that
-// is not safe to send twice (RetryConfig.Idempotent, WithIdempotent) is
-// never hedged, and retried only when its attempt did not leave this
-// process. The error a call returns keeps its gRPC status:
-// status.FromError and errors.Is work on it.
+// One classification of failed attempts (Class, set by Ejection.Classify;
+// DefaultClassify by default) serves ejection, the balancers and Retry:
+// an instance failure (Internal, Unknown, DataLoss, Unavailable, a
+// DeadlineExceeded the instance returned, a connection closed under the
+// call, an attempt's own share of the time running out) is retried on
+// another instance and counts against its instance; an answer (NotFound,
+// InvalidArgument and the other codes of the application's) ends the call
+// as a success would for the instance; a call shed for overload is
+// retried and costs its instance load, not health. A call that is not
+// safe to send twice (RetryConfig.Idempotent, WithIdempotent) is never
+// hedged, and retried only when its attempt did not leave this process.
+// The error a call returns keeps its gRPC status: status.FromError and
+// errors.Is work on it.
 //
 // The stack is built for gray failure, the instance that is slow, stalls,
-// hangs, dies or is overloaded while Consul's check still passes: balancers
-// prefer instances whose connection is READY; instances that keep failing
-// are ejected (Ejection) and probed back with a health check; P2C weighs
+// hangs, dies, fails every call or is overloaded while Consul's check
+// still passes: balancers prefer instances whose connection is READY;
+// instances that fail where their peers do not, in a row or by success
+// rate, are ejected (Ejection) and probed back with a health check; P2C weighs
 // latency and load; retries and hedges (RetryConfig.HedgeAfter) fit a
 // RetryBudget; and Metrics and RetryMetrics report what happened.
 //

@@ -285,3 +285,41 @@ func ExampleWithSubset() {
 	endpoints, _ := endpointer.Endpoints()
 	fmt.Println(len(endpoints), "of 3 instances")
 }
+
+// A classification of one's own: in this service an instance answers
+// NotFound when its cache lost its data, which is the instance's failure,
+// not the caller's; everything else as by default. Ejection, the balancers
+// and Retry all go by it: the NotFound is retried on another instance and
+// counts against the one that answered it.
+func ExampleEjection_classify() {
+	classify := func(err error) client.Class {
+		if status.Code(err) == codes.NotFound {
+			return client.InstanceFailure
+		}
+		return client.DefaultClassify(err)
+	}
+	lost, stopLost := serveHealth(healthpb.HealthCheckResponse_SERVING, codes.NotFound)
+	defer stopLost()
+	ok, stopOK := serveHealth(healthpb.HealthCheckResponse_SERVING)
+	defer stopOK()
+	endpointer, err := client.NewEndpointer(kitsd.FixedInstancer{lost, ok}, client.Factory(healthEndpoints), log.NewNopLogger(),
+		client.WithEjection(client.Ejection{Classify: classify}))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer endpointer.Close()
+	call, err := client.Retry(client.NewRoundRobin(endpointer), client.RetryConfig{})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	failed := 0
+	for range 10 {
+		if _, err := call(context.Background(), &healthpb.HealthCheckRequest{}); err != nil {
+			failed++
+		}
+	}
+	fmt.Println("failed:", failed)
+	// Output: failed: 0
+}
