@@ -1,8 +1,6 @@
 package client
 
 import (
-	"context"
-	"errors"
 	"strconv"
 
 	"google.golang.org/grpc/codes"
@@ -79,8 +77,5 @@ func code(err error) codes.Code {
 	if s, ok := status.FromError(err); ok {
 		return s.Code()
 	}
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-		return status.FromContextError(err).Code()
-	}
-	return codes.Unknown
+	return status.FromContextError(err).Code() // Unknown for any other error
 }

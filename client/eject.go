@@ -65,9 +65,10 @@ func (e *Endpointer) ejectStreak(n *Instance, o outcome, f int32) {
 // than its peers: 0 while they do not fail, more the more often they fail
 // (a streak as unlikely as chanceStreak at their failure rate), and never
 // when they all fail (the service's failure, not n's: a dependency they
-// share). With no peer to compare with, 0. Over fewer than minPeerAttempts attempts of theirs, their rate
-// is Laplace's estimate, one failure more in two attempts more, so that a
-// few answers in the first moments do not vouch for them. e.mu is held.
+// share). With no peer to compare with, 0. Over fewer than
+// minPeerAttempts attempts of theirs, their rate is Laplace's estimate,
+// one failure more in two attempts more, so that a few answers in the
+// first moments do not vouch for them. e.mu is held.
 func (e *Endpointer) streakNeeded(n *Instance) int32 {
 	var peers tally
 	some := false

@@ -88,10 +88,10 @@ type Instance struct {
 	need atomic.Int32
 	// okTotal and failTotal count attempts that answered (an Answer
 	// included) and that failed as ejection counts them (instance
-	// failures, timeouts, attempts outpaced by a hedge)
-	// since the instance was first listed; marks are their values at the
-	// last two sweeps (guarded by owner.mu): rates are over the window
-	// since the older (see window).
+	// failures, timeouts, attempts outpaced by a hedge) since the
+	// instance was first listed; marks are their values at the last two
+	// sweeps (guarded by owner.mu): rates are over the window since the
+	// older (see window).
 	okTotal, failTotal atomic.Int64
 	marks              [2]tally
 	probation          atomic.Bool // readmitted after an ejection, not yet trusted
