@@ -20,9 +20,15 @@ import (
 )
 
 func call(ctx, stop context.Context, cfg config, stdout, stderr io.Writer) error {
+	// One writer for the client's log, the progress line and the signals'
+	// line, each from a goroutine of its own: their lines do not mix.
+	// Whether it is a terminal is asked of stderr itself, not of the
+	// wrapper.
+	tty := isTerminal(stderr)
+	stderr = log.NewSyncWriter(stderr)
 	// Info: ejections and readmissions are what a user of this tool wants
 	// to see happen.
-	logger := level.NewFilter(log.NewLogfmtLogger(log.NewSyncWriter(stderr)), level.AllowInfo())
+	logger := level.NewFilter(log.NewLogfmtLogger(stderr), level.AllowInfo())
 	logger = log.With(logger, "ts", log.DefaultTimestampUTC)
 	quiet := &discoveryLog{next: logger}
 	attempts := &loadgen.Counter{}
@@ -45,16 +51,16 @@ func call(ctx, stop context.Context, cfg config, stdout, stderr io.Writer) error
 		_, err = fmt.Fprintln(stdout, out)
 		return err
 	}
-	return load(ctx, stop, c.Endpoint(), attempts, cfg, stdout, stderr)
+	return load(ctx, stop, c.Endpoint(), attempts, cfg, stdout, stderr, tty)
 }
 
 // load runs the load generator through e, whose attempts are counted in
-// attempts, and prints its summary. When stop ends, no call starts any
-// more, and the summary waits for the calls in flight (each bounded by
-// the retry timeout) to end by themselves; when ctx ends, they are
-// cancelled.
-func load(ctx, stop context.Context, e endpoint.Endpoint, attempts *loadgen.Counter, cfg config, stdout, stderr io.Writer) error {
-	stderr = log.NewSyncWriter(stderr) // the signals' line comes from another goroutine
+// attempts, and prints its summary, with a progress line on stderr once a
+// second when tty says it is a terminal. stderr must be safe for
+// concurrent use. When stop ends, no call starts any more, and the
+// summary waits for the calls in flight (each bounded by the retry
+// timeout) to end by themselves; when ctx ends, they are cancelled.
+func load(ctx, stop context.Context, e endpoint.Endpoint, attempts *loadgen.Counter, cfg config, stdout, stderr io.Writer, tty bool) error {
 	// A summary only: every Call kept would grow the client by 64 bytes a
 	// call (11 MB for 10 minutes at 300/s) and its heap goal by twice that.
 	o := loadgen.Options{Callers: cfg.c, Rate: cfg.rate, Duration: cfg.duration, SummaryOnly: true}
@@ -66,7 +72,7 @@ func load(ctx, stop context.Context, e endpoint.Endpoint, attempts *loadgen.Coun
 		fmt.Fprintln(stderr, "client: stopping: no new requests; waiting for those in flight to end (signal again to cancel them)")
 		run.StopStarting()
 	})()
-	if isTerminal(stderr) {
+	if tty {
 		stop := progress(run, stderr)
 		defer stop()
 	}

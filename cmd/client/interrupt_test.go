@@ -164,7 +164,7 @@ func TestLoadStopsStartingCalls(t *testing.T) {
 		stop, stopped := context.WithCancel(context.Background())
 		time.AfterFunc(100*time.Millisecond, stopped)
 		var stdout, stderr bytes.Buffer
-		err := load(context.Background(), stop, slowCall(300*time.Millisecond, &started), &loadgen.Counter{}, cfg, &stdout, &stderr)
+		err := load(context.Background(), stop, slowCall(300*time.Millisecond, &started), &loadgen.Counter{}, cfg, &stdout, log.NewSyncWriter(&stderr), false)
 		var s loadgen.Summary
 		if jerr := json.Unmarshal(stdout.Bytes(), &s); jerr != nil {
 			t.Fatalf("%+v: %v: %q", cfg, jerr, stdout.String())
@@ -181,7 +181,7 @@ func TestLoadStopsStartingCalls(t *testing.T) {
 	time.AfterFunc(100*time.Millisecond, func() { stopped(); time.AfterFunc(50*time.Millisecond, cancel) })
 	var stdout, stderr bytes.Buffer
 	begin := time.Now()
-	err := load(ctx, stop, slowCall(time.Minute, &started), &loadgen.Counter{}, config{c: 2, n: 100, json: true, text: "x"}, &stdout, &stderr)
+	err := load(ctx, stop, slowCall(time.Minute, &started), &loadgen.Counter{}, config{c: 2, n: 100, json: true, text: "x"}, &stdout, log.NewSyncWriter(&stderr), false)
 	var s loadgen.Summary
 	if jerr := json.Unmarshal(stdout.Bytes(), &s); jerr != nil {
 		t.Fatal(jerr)
@@ -197,12 +197,7 @@ func TestLoadStopsStartingCalls(t *testing.T) {
 // With no Consul listening, the command says what failed once: one line,
 // with the hint, not the discovery's log lines too.
 func TestNoConsulSaidOnce(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := testenv.ClosedAddr(t)
 	for _, tc := range []struct {
 		args  []string
 		lines int // on stderr
