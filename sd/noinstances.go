@@ -40,22 +40,19 @@ func (e *NoInstancesError) write(b *strings.Builder) {
 		filtered *FilteredError
 		denied   *PermissionError
 	)
-	if IsUnreachable(e.Discovery) {
-		// The agent, not the service, is missing: the error names it.
-		fmt.Fprintf(b, "%v; so no instance of service %q", e.Discovery, e.Service)
+	unreachable := IsUnreachable(e.Discovery)
+	if unreachable || errors.As(e.Discovery, &filtered) || errors.As(e.Discovery, &denied) || errors.Is(e.Discovery, ErrNoLeader) {
+		// Not a missing service: say what is wrong first. When the agent
+		// is missing, its error names it.
+		what, known := fmt.Sprintf("%s: %v", e.Where, e.Discovery), "to call"
+		if unreachable {
+			what, known = e.Discovery.Error(), "is known"
+		}
+		fmt.Fprintf(b, "%s; so no instance of service %q", what, e.Service)
 		if len(e.Tags) > 0 {
 			fmt.Fprintf(b, " with tags %q", e.Tags)
 		}
-		fmt.Fprintf(b, " is known: %v", e.Err)
-		return
-	}
-	if errors.As(e.Discovery, &filtered) || errors.As(e.Discovery, &denied) || errors.Is(e.Discovery, ErrNoLeader) {
-		// Not a missing service: say what is wrong first.
-		fmt.Fprintf(b, "%s: %v; so no instance of service %q", e.Where, e.Discovery, e.Service)
-		if len(e.Tags) > 0 {
-			fmt.Fprintf(b, " with tags %q", e.Tags)
-		}
-		fmt.Fprintf(b, " to call: %v", e.Err)
+		fmt.Fprintf(b, " %s: %v", known, e.Err)
 		return
 	}
 	fmt.Fprintf(b, "no passing instance of service %q", e.Service)

@@ -63,14 +63,13 @@ type Options struct {
 // Run is load in progress: the one loop behind cmd/client's load
 // generator, the tests' steady load and the benchmarks'.
 type Run struct {
-	stop     atomic.Bool
-	stopOnce sync.Once
-	stopped  chan struct{} // closed with stop set: wakes the open loop
-	wg       sync.WaitGroup
-	start    time.Time
-	until    time.Time // with Duration: no call starts after it
-	done     atomic.Int64
-	failed   atomic.Int64
+	stop    atomic.Bool
+	stopped chan struct{} // closed by whoever set stop: wakes the open loop
+	wg      sync.WaitGroup
+	start   time.Time
+	until   time.Time // with Duration: no call starts after it
+	done    atomic.Int64
+	failed  atomic.Int64
 
 	summaryOnly bool
 
@@ -209,10 +208,9 @@ func (r *Run) Summary() (Summary, []string) {
 // and the calls in flight go on to their end (their context is not
 // cancelled), which Wait waits for. It may be called any number of times.
 func (r *Run) StopStarting() {
-	r.stopOnce.Do(func() {
-		r.stop.Store(true)
+	if r.stop.CompareAndSwap(false, true) {
 		close(r.stopped)
-	})
+	}
 }
 
 // Stop ends the run: no call starts after it, and the calls in flight
