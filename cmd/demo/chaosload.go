@@ -140,12 +140,12 @@ func (l *load) failedFromTo(window int64) (first, last float64, ok bool) {
 	return sp.first.Sub(start).Seconds(), sp.last.Sub(start).Seconds(), ok
 }
 
-// perSecond returns the load's start (RFC 3339, milliseconds), its calls
-// and failures by second, and its first and last failure (nil for none).
-func (l *load) perSecond() (start string, seconds []loadgen.Second, first, last *loadgen.Moment) {
+// failureTimes is the load's start, its calls and failures by second, and
+// its first and last failure (nil for none).
+func (l *load) failureTimes() loadgen.FailureTimes {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return loadgen.FormatTime(l.timeline.Start()), l.timeline.PerSecond(), l.timeline.FirstFailure(), l.timeline.LastFailure()
+	return l.timeline.FailureTimes()
 }
 
 // Stop stops calling and waits for the calls in flight.

@@ -89,8 +89,7 @@ func (s *soak) summary(took time.Duration) {
 	}
 	// Where the failures were: seconds since the load started, as the
 	// faults' [at] above.
-	start, seconds, first, last := s.load.perSecond()
-	loadgen.PrintFailures(s.w, "", start, seconds, first, last)
+	s.load.failureTimes().Print(s.w)
 	if n, refusals, at, lastErr := s.discovery.state(); n > 0 {
 		fmt.Fprintf(s.w, "the client's consul queries failed %d times, %d of them refusing its token; the last, %v before the end: %s\n",
 			n, refusals, time.Since(at).Round(time.Second), lastErr)
@@ -106,17 +105,14 @@ func (s *soak) summary(took time.Duration) {
 
 // chaosReport is the soak's report as -json writes it.
 type chaosReport struct {
-	Seed         uint64           `json:"seed"`
-	Sequence     string           `json:"sequence"`
-	Rate         float64          `json:"rate"`
-	Seconds      float64          `json:"seconds"`
-	Calls        int64            `json:"calls"`
-	Failures     int64            `json:"failures"`
-	Start        string           `json:"start"`
-	PerSecond    []loadgen.Second `json:"per_second"`
-	FirstFailure *loadgen.Moment  `json:"first_failure"`
-	LastFailure  *loadgen.Moment  `json:"last_failure"`
-	Faults       []faultReport    `json:"faults"`
+	Seed     uint64  `json:"seed"`
+	Sequence string  `json:"sequence"`
+	Rate     float64 `json:"rate"`
+	Seconds  float64 `json:"seconds"`
+	Calls    int64   `json:"calls"`
+	Failures int64   `json:"failures"`
+	loadgen.FailureTimes
+	Faults []faultReport `json:"faults"`
 }
 
 type faultReport struct {
@@ -136,7 +132,7 @@ type faultReport struct {
 func (s *soak) writeJSON(path string, took time.Duration) error {
 	r := chaosReport{Seed: s.seed, Sequence: s.cfg.sequence, Rate: s.cfg.rate, Seconds: took.Seconds(),
 		Calls: s.load.calls.Load(), Failures: s.load.failed.Load(), Faults: []faultReport{}}
-	r.Start, r.PerSecond, r.FirstFailure, r.LastFailure = s.load.perSecond()
+	r.FailureTimes = s.load.failureTimes()
 	for _, o := range s.outcomes {
 		r.Faults = append(r.Faults, faultReport{At: o.at.Seconds(), Kind: o.kind, Target: o.target, What: o.what,
 			Recovered: o.recovered.Seconds(), Calls: o.calls, Failed: o.failed, Errors: o.errs, FailStatic: o.failStatic, Held: o.held})

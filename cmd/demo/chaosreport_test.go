@@ -69,7 +69,8 @@ func TestChaosReportPlacesFailures(t *testing.T) {
 	if r.Failures != failed || len(r.PerSecond) == 0 || r.FirstFailure == nil || r.LastFailure == nil || len(r.Faults) != 1 || r.Faults[0].Failed != o.failed {
 		t.Errorf("JSON report: %+v, want %d failures placed and the one fault", r, failed)
 	}
-	start, seconds, first, last := l.perSecond()
+	ft := l.failureTimes()
+	start, seconds, first, last := ft.Start, ft.PerSecond, ft.FirstFailure, ft.LastFailure
 	total := 0
 	for _, sec := range seconds {
 		total += sec.Failures

@@ -28,8 +28,14 @@ type Summary struct {
 	// Attempts is every attempt the calls made, retries and hedges
 	// included; the caller fills it in from the client's metrics.
 	Attempts int `json:"attempts"`
-	// Start is when the run started, RFC 3339 in UTC with milliseconds
-	// (for Summarize, when its first call started).
+	// FailureTimes is when the calls failed (for Summarize, its Start is
+	// when the first call started).
+	FailureTimes
+}
+
+// FailureTimes is when the calls of a run failed, second by second.
+type FailureTimes struct {
+	// Start is when the run started, RFC 3339 in UTC with milliseconds.
 	Start string `json:"start"`
 	// PerSecond is every second of the run, from its start: the calls
 	// that ended in it, and those of them that failed.
@@ -66,7 +72,7 @@ func Summarize(calls []Call, elapsed time.Duration) (Summary, []string) {
 			errs = addSample(errs, c.Err.Error())
 		}
 	}
-	tl.fill(&s)
+	s.FailureTimes = tl.FailureTimes()
 	if elapsed > 0 {
 		s.RPS = float64(s.Requests) / elapsed.Seconds()
 	}
@@ -88,7 +94,7 @@ func (s Summary) Print(w io.Writer) {
 	for _, id := range ids {
 		fmt.Fprintf(w, "  %-40s %d\n", id, s.PerInstance[id])
 	}
-	PrintFailures(w, "", s.Start, s.PerSecond, s.FirstFailure, s.LastFailure)
+	s.FailureTimes.Print(w)
 }
 
 // addSample adds msg to samples, a few distinct failure messages, unless

@@ -48,6 +48,6 @@ func (s *summarizer) summary(elapsed time.Duration) (Summary, []string) {
 	h := &s.took
 	out.P50ms, out.P90ms, out.P99ms = ms(h.percentile(50)), ms(h.percentile(90)), ms(h.percentile(99))
 	out.P999ms, out.MaxMs = ms(h.percentile(99.9)), ms(h.percentile(100))
-	s.timeline.fill(&out)
+	out.FailureTimes = s.timeline.FailureTimes()
 	return out, slices.Clone(s.errs)
 }

@@ -91,38 +91,39 @@ func (t *Timeline) moment(at time.Time) *Moment {
 	return &Moment{Time: FormatTime(at), Seconds: at.Sub(t.start).Seconds()}
 }
 
-// fill sets s's timeline fields.
-func (t *Timeline) fill(s *Summary) {
+// FailureTimes is the run's start, its seconds and its first and last
+// failure (Start is "" until a call was added).
+func (t *Timeline) FailureTimes() FailureTimes {
+	f := FailureTimes{PerSecond: t.PerSecond(), FirstFailure: t.FirstFailure(), LastFailure: t.LastFailure()}
 	if !t.start.IsZero() {
-		s.Start = FormatTime(t.start)
+		f.Start = FormatTime(t.start)
 	}
-	s.PerSecond = t.PerSecond()
-	s.FirstFailure, s.LastFailure = t.FirstFailure(), t.LastFailure()
+	return f
 }
 
-// maxFailureLines is how many lines PrintFailures writes, at most, before
-// it joins consecutive seconds into one line.
+// maxFailureLines is how many lines Print writes, at most, before it
+// joins consecutive seconds into one line.
 const maxFailureLines = 20
 
-// PrintFailures writes, each line after indent, the seconds of a run
-// started at start (as Summary.Start) that had failures, and when the
-// first and last failure happened; nothing when nothing failed. When more
-// than 20 seconds had failures, consecutive ones share a line, so that an
-// outage of minutes takes one.
-func PrintFailures(w io.Writer, indent, start string, perSecond []Second, first, last *Moment) {
+// Print writes the seconds that had failures, and when the first and last
+// failure happened; nothing when nothing failed. When more than 20
+// seconds had failures, consecutive ones share a line, so that an outage
+// of minutes takes one.
+func (f FailureTimes) Print(w io.Writer) {
+	first, last := f.FirstFailure, f.LastFailure
 	if first == nil {
 		return
 	}
 	type span struct{ from, to, calls, failures int }
 	var spans []span
 	failing := 0
-	for _, s := range perSecond {
+	for _, s := range f.PerSecond {
 		if s.Failures > 0 {
 			failing++
 		}
 	}
 	join := failing > maxFailureLines
-	for _, s := range perSecond {
+	for _, s := range f.PerSecond {
 		if s.Failures == 0 {
 			continue
 		}
@@ -134,14 +135,14 @@ func PrintFailures(w io.Writer, indent, start string, perSecond []Second, first,
 		}
 		spans = append(spans, span{s.Second, s.Second, s.Calls, s.Failures})
 	}
-	fmt.Fprintf(w, "%sfailures by second since the start, %s (seconds without failures not listed):\n", indent, start)
+	fmt.Fprintf(w, "failures by second since the start, %s (seconds without failures not listed):\n", f.Start)
 	for _, sp := range spans {
 		when := fmt.Sprintf("%ds", sp.from)
 		if sp.to > sp.from {
 			when = fmt.Sprintf("%d-%ds", sp.from, sp.to)
 		}
-		fmt.Fprintf(w, "%s  %-9s %d of %d calls failed\n", indent, when, sp.failures, sp.calls)
+		fmt.Fprintf(w, "  %-9s %d of %d calls failed\n", when, sp.failures, sp.calls)
 	}
-	fmt.Fprintf(w, "%sfirst failure: %s (%.3fs after the start)\n", indent, first.Time, first.Seconds)
-	fmt.Fprintf(w, "%slast failure:  %s (%.3fs after the start)\n", indent, last.Time, last.Seconds)
+	fmt.Fprintf(w, "first failure: %s (%.3fs after the start)\n", first.Time, first.Seconds)
+	fmt.Fprintf(w, "last failure:  %s (%.3fs after the start)\n", last.Time, last.Seconds)
 }

@@ -70,7 +70,7 @@ func TestSummaryJSONTimeline(t *testing.T) {
 
 func TestPrintFailures(t *testing.T) {
 	var buf bytes.Buffer
-	PrintFailures(&buf, "", "", []Second{{0, 10, 0}}, nil, nil)
+	FailureTimes{PerSecond: []Second{{0, 10, 0}}}.Print(&buf)
 	if buf.Len() != 0 {
 		t.Errorf("no failure: printed %q", buf.String())
 	}
@@ -80,12 +80,12 @@ func TestPrintFailures(t *testing.T) {
 		series[i] = Second{i, 300, 0}
 	}
 	series[12].Failures, series[14].Failures = 7, 1
-	PrintFailures(&buf, "  ", "2026-03-01T12:00:00.000Z", series, first, last)
-	want := `  failures by second since the start, 2026-03-01T12:00:00.000Z (seconds without failures not listed):
-    12s       7 of 300 calls failed
-    14s       1 of 300 calls failed
-  first failure: 2026-03-01T12:00:12.345Z (12.345s after the start)
-  last failure:  2026-03-01T12:00:14.001Z (14.001s after the start)
+	FailureTimes{"2026-03-01T12:00:00.000Z", series, first, last}.Print(&buf)
+	want := `failures by second since the start, 2026-03-01T12:00:00.000Z (seconds without failures not listed):
+  12s       7 of 300 calls failed
+  14s       1 of 300 calls failed
+first failure: 2026-03-01T12:00:12.345Z (12.345s after the start)
+last failure:  2026-03-01T12:00:14.001Z (14.001s after the start)
 `
 	if have := buf.String(); have != want {
 		t.Errorf("want\n%s\nhave\n%s", want, have)
@@ -97,7 +97,7 @@ func TestPrintFailures(t *testing.T) {
 	}
 	series[100].Failures = 2
 	buf.Reset()
-	PrintFailures(&buf, "", "s", series, first, last)
+	FailureTimes{"s", series, first, last}.Print(&buf)
 	for _, want := range []string{"\n  12s       7 of 300 calls failed\n", "\n  14s       1 of 300 calls failed\n",
 		"\n  30-89s    18000 of 18000 calls failed\n", "\n  100s      2 of 300 calls failed\n"} {
 		if !strings.Contains(buf.String(), want) {
