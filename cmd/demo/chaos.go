@@ -110,10 +110,10 @@ type soak struct {
 	held       *heldGauge
 	rss        rss
 	outcomes   []outcome
-	// cmdLog is where the walkthrough sequence's commands print;
-	// walkLeader is the leader its round names.
-	cmdLog     io.Writer
-	walkLeader string
+	// walk runs the walkthrough sequence's steps, its commands printing
+	// to commands.log; nil for the deck. Its vars name the leader of the
+	// round, nil until the first step.
+	walk *walkRun
 }
 
 func newSoak(ctx context.Context, f *fleet, cfg config, seed uint64, w io.Writer) (*soak, error) {
@@ -150,13 +150,18 @@ func newSoak(ctx context.Context, f *fleet, cfg config, seed uint64, w io.Writer
 	}
 	fmt.Fprintf(w, "chaos: load: %v calls/s, open loop, p2c, mutual TLS, from this process (pid %d) through %s (client-2); client log %s\n",
 		cfg.rate, os.Getpid(), cf.ConsulAddr, logPath)
-	cmdLog, err := os.OpenFile(filepath.Join(f.dir, "commands.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		c.Close()
-		return nil, err
+	s := &soak{f: f, cfg: cfg, seed: seed, w: w, client: c, load: newLoad(c.Endpoint(), cfg.rate), discovery: watch,
+		failStatic: failStatic, held: held}
+	if cfg.sequence == sequenceWalkthrough {
+		// The file stays open until the process ends, as the client's log.
+		cmdLog, err := os.OpenFile(filepath.Join(f.dir, "commands.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		s.walk = &walkRun{dir: f.dir, env: filepath.Join(f.dir, "client.env"), w: cmdLog}
 	}
-	return &soak{f: f, cfg: cfg, seed: seed, w: w, client: c, load: newLoad(c.Endpoint(), cfg.rate), discovery: watch,
-		failStatic: failStatic, held: held, cmdLog: cmdLog}, nil
+	return s, nil
 }
 
 // run sends the load, injects faults for cfg.duration and prints each and

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -103,28 +102,17 @@ func (s *soak) injectCompound(ctx context.Context, fl fault) (target, what strin
 // restart in the state file; the soak reads it again after (reload).
 func (s *soak) walkStep(ctx context.Context, n int) (target, what string, err error) {
 	f := s.f
-	if s.walkLeader == "" || n <= 2 {
+	if s.walk.vars == nil || n <= 2 {
 		// The leader a round names, as make cluster printed it: step 3
 		// kills it and step 4 starts the same server again.
 		leader, err := f.leader(ctx)
 		if err != nil || leader == "" {
 			return "", "", fmt.Errorf("no leader at the start of a round of the walkthrough: %q, %v", leader, err)
 		}
-		s.walkLeader = leader
+		s.walk.vars = walkVars(f.dir, leader)
 	}
-	env := filepath.Join(f.dir, "client.env")
-	r := &walkRun{dir: f.dir, env: env, vars: walkVars(f.dir, s.walkLeader), w: s.cmdLog}
-	step := walkSteps()[n-1]
-	var lines []string
-	for _, c := range step.cmds {
-		var took time.Duration
-		took, err = r.command(ctx, c)
-		lines = append(lines, fmt.Sprintf("%s (%v)", r.vars.Replace(c.line), took))
-		if err != nil {
-			break
-		}
-	}
-	return "", strings.Join(lines, "; "), errors.Join(err, f.reload())
+	ran, err := s.walk.step(ctx, walkSteps()[n-1])
+	return "", strings.Join(ran, "; "), errors.Join(err, f.reload())
 }
 
 // killServer kills the leader, or a server that does not lead, and starts

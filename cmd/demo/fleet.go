@@ -105,11 +105,8 @@ func (f *fleet) find(name string) (*stateProc, *localconsul.Agent, error) {
 // alive reports whether p's process runs (and is still p, not a reused
 // PID).
 func alive(p *stateProc) bool {
-	if p.PID <= 0 || !proc.Alive(p.PID) {
-		return false
-	}
-	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", p.PID))
-	return err == nil && exe == p.Exe
+	exe, running := procExe(p)
+	return running && exe == p.Exe
 }
 
 // gone reports whether p's process has ended (or its PID is another
@@ -117,11 +114,18 @@ func alive(p *stateProc) bool {
 // more, but it is not gone until it is a zombie: alive is false for it
 // already.
 func gone(p *stateProc) bool {
+	exe, running := procExe(p)
+	return !running || exe != "" && exe != p.Exe
+}
+
+// procExe reports whether p's PID runs, and its executable ("" when it
+// cannot be read: a process on its way out).
+func procExe(p *stateProc) (exe string, running bool) {
 	if p.PID <= 0 || !proc.Alive(p.PID) {
-		return true
+		return "", false
 	}
-	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", p.PID))
-	return err == nil && exe != p.Exe
+	exe, _ = os.Readlink(fmt.Sprintf("/proc/%d/exe", p.PID))
+	return exe, true
 }
 
 // sendSignal sends sig to p, when it runs.

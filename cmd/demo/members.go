@@ -47,13 +47,14 @@ func (f *fleet) member(ctx context.Context, cmd, name string, w io.Writer) error
 			return errors.New("no server leads now (quorum lost?)")
 		}
 		name, wasLeader = leader, true
-	} else if _, a, _ := f.find(name); cmd == "kill" && a != nil && a.IsServer() {
-		leader, _ := f.leader(ctx) // a kill goes on whatever the answer
-		wasLeader = leader == name
 	}
-	p, _, err := f.find(name)
+	p, a, err := f.find(name)
 	if err != nil {
 		return err
+	}
+	if !wasLeader && cmd == "kill" && a != nil && a.IsServer() {
+		leader, _ := f.leader(ctx) // a kill goes on whatever the answer
+		wasLeader = leader == name
 	}
 	pid, began := p.PID, time.Now()
 	switch cmd {

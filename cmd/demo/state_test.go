@@ -18,15 +18,7 @@ func TestKeepLogsThenRemoveState(t *testing.T) {
 		"chaos/state.json":           `{}`, // a setup of its own, still up
 		"chaos/client.log":           "chaos",
 	}
-	for name, body := range files {
-		path := filepath.Join(dir, name)
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	writeFiles(t, dir, files)
 	kept, err := keepLogs(dir, time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC))
 	if err != nil {
 		t.Fatal(err)
@@ -37,7 +29,7 @@ func TestKeepLogsThenRemoveState(t *testing.T) {
 	if err := removeState(dir); err != nil {
 		t.Fatal(err)
 	}
-	for name, want := range map[string]bool{
+	exist(t, dir, map[string]bool{
 		"failed-20250102-030405/trimsvc-1.log":              true,
 		"failed-20250102-030405/consul/server-1/consul.log": true,
 		"failed-20250102-030405/state.json":                 true,
@@ -47,12 +39,7 @@ func TestKeepLogsThenRemoveState(t *testing.T) {
 		"trimsvc-1.log":                                     false,
 		"state.json":                                        false,
 		"consul":                                            false,
-	} {
-		_, err := os.Stat(filepath.Join(dir, name))
-		if have := err == nil; have != want {
-			t.Errorf("%s exists: %v, want %v", name, have, want)
-		}
-	}
+	})
 
 	// With nothing kept, the directory goes.
 	if err := os.RemoveAll(filepath.Join(dir, "chaos")); err != nil {

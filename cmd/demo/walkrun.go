@@ -68,11 +68,9 @@ type walkRun struct {
 func (r *walkRun) run(ctx context.Context) error {
 	for i, s := range walkSteps() {
 		fmt.Fprintf(r.w, "# %d. %s\n", i+1, r.vars.Replace(s.say[0]))
-		for _, c := range s.cmds {
-			if _, err := r.command(ctx, c); err != nil {
-				r.stopLoad()
-				return fmt.Errorf("step %d: %w", i+1, err)
-			}
+		if _, err := r.step(ctx, s); err != nil {
+			r.stopLoad()
+			return fmt.Errorf("step %d: %w", i+1, err)
 		}
 	}
 	if r.load == nil {
@@ -80,6 +78,19 @@ func (r *walkRun) run(ctx context.Context) error {
 	}
 	ctxtime.Sleep(ctx, walkSettle)
 	return r.stopLoad()
+}
+
+// step runs the commands of s in order, up to the first that fails, and
+// returns each command run, as run, with how long it took.
+func (r *walkRun) step(ctx context.Context, s walkStep) (ran []string, err error) {
+	for _, c := range s.cmds {
+		took, err := r.command(ctx, c)
+		ran = append(ran, fmt.Sprintf("%s (%v)", r.vars.Replace(c.line), took))
+		if err != nil {
+			return ran, err
+		}
+	}
+	return ran, nil
 }
 
 // command runs one command of a step, checks what it did, and returns
