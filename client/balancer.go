@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync/atomic"
+	"time"
 
 	"github.com/go-kit/kit/endpoint"
 	"github.com/go-kit/kit/sd/lb"
@@ -208,6 +209,42 @@ func cheaper(a, c *Instance) *Instance {
 }
 
 func (b *P2C) pickIn(tier []*Instance, tried []*Instance) *Instance {
+	return pickTwo(tier, tried, b.better)
+}
+
+// pickStream picks the instance of a stream (a ClientConn's, see NewConn)
+// for a stream whose opens went to tried: of two, the one with fewer
+// streams open (see fewerStreams).
+func (b *P2C) pickStream(tried []*Instance) (*Instance, error) {
+	return pick(b.endpointer, tried, func(tier, tried []*Instance) *Instance { return pickTwo(tier, tried, fewerStreams) })
+}
+
+// fewerStreams is the one of two instances with fewer streams and calls
+// open, unless one looks more than comparableLatency times and
+// streamSlack slower than the other: that one is in trouble, and the
+// cheaper wins. A stream's cost is its instance's share of the streams,
+// not a latency; by latency alone, the slightly faster of equal instances
+// would take most of them, and sub-millisecond latencies differ twofold
+// by chance.
+func fewerStreams(a, c *Instance) *Instance {
+	now := a.now()
+	ea, ec := a.latency(now), c.latency(now)
+	if hi, lo := max(ea, ec), min(ea, ec); hi > comparableLatency*lo && hi-lo > streamSlack {
+		return cheaper(a, c)
+	}
+	if c.streams.Load()+c.inflight.Load() < a.streams.Load()+a.inflight.Load() {
+		return c
+	}
+	return a
+}
+
+// streamSlack is how much slower, by latency, one instance must look than
+// another before latency rather than streams decides a stream's pick.
+const streamSlack = float64(10 * time.Millisecond)
+
+// pickTwo picks from a non-empty tier the better, by better, of two
+// instances the call has not tried, or the only one, or nil.
+func pickTwo(tier, tried []*Instance, better func(a, c *Instance) *Instance) *Instance {
 	n := uint64(len(tier))
 	if len(tried) == 0 && n >= 2 {
 		// A first attempt: two distinct instances at random.
@@ -215,7 +252,7 @@ func (b *P2C) pickIn(tier []*Instance, tried []*Instance) *Instance {
 		if j >= i {
 			j++
 		}
-		return b.better(tier[i], tier[j])
+		return better(tier[i], tier[j])
 	}
 	// Two distinct untried instances at random; a few draws find them
 	// unless most of the tier has been tried, when a scan does.
@@ -244,7 +281,7 @@ func (b *P2C) pickIn(tier []*Instance, tried []*Instance) *Instance {
 	if c == nil {
 		return a
 	}
-	return b.better(a, c)
+	return better(a, c)
 }
 
 // pick returns the instance of e for the next attempt of a call that has

@@ -1,7 +1,6 @@
 package client
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -42,12 +41,29 @@ func New(cfg Config, endpoints EndpointFunc, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client options: %w", err)
 	}
+	instancer, stop, err := discover(cfg, &o)
+	if err != nil {
+		return nil, err
+	}
+	c, err := build(instancer, cfg.CallConfig, endpoints, o)
+	if err != nil {
+		stop()
+		return nil, err
+	}
+	c.stop = stop
+	return c, nil
+}
+
+// discover starts what finds the instances of cfg (valid) for New and
+// NewConn: an Instancer, Consul's shared watch or DNS, and, for the
+// least-loaded balancer without WithLoadReports, a LoadWatcher it sets in
+// o. stop stops all of it.
+func discover(cfg Config, o *options) (instancer kitsd.Instancer, stop func(), err error) {
 	var (
-		instancer kitsd.Instancer
-		catalog   sd.Catalog // for load reports: the Consul watch's, when there is one
-		stops     []func()
+		catalog sd.Catalog // for load reports: the Consul watch's, when there is one
+		stops   []func()
 	)
-	stop := func() {
+	stop = func() {
 		for i := len(stops) - 1; i >= 0; i-- {
 			stops[i]()
 		}
@@ -55,7 +71,7 @@ func New(cfg Config, endpoints EndpointFunc, opts ...Option) (*Client, error) {
 	if cfg.Discovery == DiscoveryDNS {
 		dns, err := sd.NewDNSInstancer(cfg.DNSAddr, cfg.Service, cfg.Tags, 0, o.logger)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		instancer = dns
 		stops = append(stops, dns.Stop)
@@ -67,7 +83,7 @@ func New(cfg Config, endpoints EndpointFunc, opts ...Option) (*Client, error) {
 		watcher, err := o.instancers.Instancer(cfg.Consul, o.logger, cfg.Service, cfg.Tags, true, cfg.Read)
 		if err != nil {
 			stop()
-			return nil, err
+			return nil, nil, err
 		}
 		catalog = watcher
 		stops = append(stops, watcher.Stop)
@@ -81,7 +97,7 @@ func New(cfg Config, endpoints EndpointFunc, opts ...Option) (*Client, error) {
 		consul, consulCfg, _, err := cfg.Consul.NewAPIClient()
 		if err != nil {
 			stop()
-			return nil, err
+			return nil, nil, err
 		}
 		// DefaultConfig pools the API's connections in a transport of its
 		// own; nothing else would close them. Stops run last to first.
@@ -89,18 +105,12 @@ func New(cfg Config, endpoints EndpointFunc, opts ...Option) (*Client, error) {
 		loads, err := sd.NewLoadWatcher(sd.NewLoadClient(consul), cfg.Service, catalog, o.logger)
 		if err != nil {
 			stop()
-			return nil, err
+			return nil, nil, err
 		}
 		o.loads = loads
 		stops = append(stops, o.loads.Stop)
 	}
-	c, err := build(instancer, cfg.CallConfig, endpoints, o)
-	if err != nil {
-		stop()
-		return nil, err
-	}
-	c.stop = stop
-	return c, nil
+	return instancer, stop, nil
 }
 
 // NewFromInstancer builds the stack over any go-kit Instancer
@@ -127,22 +137,11 @@ func build(instancer kitsd.Instancer, cfg CallConfig, endpoints EndpointFunc, o 
 	if endpoints == nil {
 		return nil, errors.New("client: an EndpointFunc is needed to call the instances")
 	}
-	eo, err := newEndpointerOptions(append([]EndpointerOption{WithSubset(cfg.Subset, cfg.SubsetCaller)}, o.endpointer...))
-	if err != nil {
-		return nil, fmt.Errorf("client options: %w", err)
-	}
-	if o.loads != nil && cfg.Balancer != LeastLoadedName {
-		return nil, fmt.Errorf("client options: WithLoadReports is for the least-loaded balancer, not %q", cmp.Or(cfg.Balancer, RoundRobinName))
-	}
-	newBalancer, err := balancerFor(cfg.Balancer, o.loads)
+	p, err := callParts(cfg, &o, false)
 	if err != nil {
 		return nil, err
 	}
-	creds, err := cfg.TLS.DialOption()
-	if err != nil {
-		return nil, err
-	}
-	base := Factory(endpoints, append([]grpc.DialOption{creds}, o.dialOptions...)...)
+	base := Factory(endpoints, append([]grpc.DialOption{p.creds}, o.dialOptions...)...)
 	hint := plaintextHint
 	if cfg.TLS.CAFile != "" {
 		hint = func(e endpoint.Endpoint) endpoint.Endpoint { return refusedHint(e, cfg.TLS.CertFile) }
@@ -154,8 +153,8 @@ func build(instancer kitsd.Instancer, cfg CallConfig, endpoints EndpointFunc, o 
 		}
 		return hint(e), closer, nil
 	}
-	endpointer := newEndpointer(instancer, factory, o.logger, eo)
-	return &Client{call: newRetry(newBalancer(endpointer), cfg.Retry.withDefaults()), endpointer: endpointer}, nil
+	endpointer := newEndpointer(instancer, factory, o.logger, p.endpointer)
+	return &Client{call: newRetry(p.newBalancer(endpointer), p.retry, endpointAttempt).call, endpointer: endpointer}, nil
 }
 
 // balancerFor returns how to build the balancer CallConfig.Balancer names,

@@ -45,6 +45,7 @@ type Endpointer struct {
 	failStatic FailStatic
 	metrics    Metrics
 	subset     subsetting
+	published  func()    // see endpointerOptions
 	epoch      time.Time // node times are nanoseconds since
 
 	events chan kitsd.Event
@@ -138,6 +139,7 @@ func newEndpointer(instancer kitsd.Instancer, factory kitsd.Factory, logger log.
 		failStatic: o.failStatic,
 		metrics:    o.metrics,
 		subset:     o.subset,
+		published:  o.published,
 		epoch:      time.Now(),
 		events:     make(chan kitsd.Event, 1),
 		done:       make(chan struct{}),
@@ -448,6 +450,9 @@ func (e *Endpointer) publish() {
 		s.tiers[t] = append(s.tiers[t], n)
 	}
 	e.current.Store(s)
+	if e.published != nil {
+		e.published()
+	}
 }
 
 // membersChanged rebuilds nodes and endpoints after the listed or held

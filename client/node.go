@@ -67,6 +67,9 @@ type Instance struct {
 
 	inflight atomic.Int64 // attempts in flight
 	startSum atomic.Int64 // sum of their start times, ns since owner.epoch
+	// streams are the streaming calls open on it (a ClientConn's, see
+	// NewConn): they count towards its load, not towards its latency.
+	streams atomic.Int64
 
 	ewma  atomic.Uint64 // peak EWMA of latency, ns, as float64 bits; 0 until the first answer
 	stamp atomic.Int64  // when ewma was last updated, ns since owner.epoch
@@ -202,12 +205,30 @@ func (n *Instance) end(ctx context.Context, start int64, err error) outcome {
 	if start > n.loadStamp.Load() { // else the last report counted it
 		n.sinceLoad.Add(-1)
 	}
-	rtt := float64(now - start)
+	return n.settle(ctx, err, float64(now-start), now)
+}
+
+// beginStream counts a streaming call opened on the node.
+func (n *Instance) beginStream() { n.streams.Add(1) }
+
+// endStream records how a streaming call on the node ended: towards
+// ejection and the balancers as any attempt, but its life, however long,
+// is no latency sample.
+func (n *Instance) endStream(ctx context.Context, err error) outcome {
+	n.streams.Add(-1)
+	return n.settle(ctx, err, -1, n.now())
+}
+
+// settle records how an attempt made under ctx ended, with err, after rtt
+// (negative: a stream, whose life is no latency sample), and returns it.
+func (n *Instance) settle(ctx context.Context, err error, rtt float64, now int64) outcome {
 	o := classify(ctx, err, n.owner.ejection.Classify)
 	switch o {
 	case answered:
 		n.okTotal.Add(1)
-		n.observe(rtt, now)
+		if rtt >= 0 {
+			n.observe(rtt, now)
+		}
 		if n.failures.Load() != 0 { // a read, not a write, on the common path
 			n.failures.Store(0)
 		}
@@ -327,11 +348,16 @@ func (n *Instance) estimate(now int64) float64 {
 // cost is what the p2c balancer compares: the latency estimate, or the
 // mean age of the attempts in flight when that is larger (so a node that
 // stopped answering loses picks before any of them fails), times the
-// attempts in flight plus one.
+// attempts in flight and the streams open plus one. A node with no
+// estimate yet (one that only ever served streams) costs its attempts
+// and streams, so that streams spread evenly.
 func (n *Instance) cost(now int64) float64 {
-	inflight := n.inflight.Load()
-	if math.Float64frombits(n.ewma.Load()) == 0 && inflight > 0 {
-		return coldPenalty + float64(inflight)
+	inflight, streams := n.inflight.Load(), n.streams.Load()
+	if math.Float64frombits(n.ewma.Load()) == 0 {
+		if inflight > 0 {
+			return coldPenalty + float64(inflight+streams)
+		}
+		return float64(streams)
 	}
-	return n.latency(now) * float64(inflight+1)
+	return n.latency(now) * float64(inflight+streams+1)
 }

@@ -77,6 +77,10 @@ type endpointerOptions struct {
 	failStatic FailStatic
 	metrics    Metrics
 	subset     subsetting
+	// published, when set, is called (with the Endpointer's lock held)
+	// each time it publishes a new snapshot: a ClientConn's balancer
+	// passes it on to grpc (see NewConn).
+	published func()
 }
 
 // subsetting is how an Endpointer picks its subset: size 0 takes every

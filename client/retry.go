@@ -57,12 +57,13 @@ func Retry(b Balancer, cfg RetryConfig) (endpoint.Endpoint, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("retry config: %w", err)
 	}
-	return newRetry(b, cfg.withDefaults()), nil
+	return newRetry(b, cfg.withDefaults(), endpointAttempt).call, nil
 }
 
-func newRetry(b Balancer, cfg RetryConfig) endpoint.Endpoint {
-	r := &retry{
+func newRetry(b Balancer, cfg RetryConfig, try attempter) *retry {
+	return &retry{
 		b:          b,
+		try:        try,
 		max:        cfg.MaxAttempts,
 		timeout:    cfg.Timeout,
 		hedgeAfter: cfg.HedgeAfter,
@@ -72,11 +73,11 @@ func newRetry(b Balancer, cfg RetryConfig) endpoint.Endpoint {
 		throttle:   newThrottle(cfg.Throttle, time.Now),
 		metrics:    cfg.Metrics,
 	}
-	return r.call
 }
 
 type retry struct {
 	b          Balancer
+	try        attempter
 	max        int
 	timeout    time.Duration
 	hedgeAfter time.Duration
@@ -116,7 +117,33 @@ func (r *retry) isIdempotent(ctx context.Context, request any) bool {
 	if v, ok := ctx.Value(idempotentKey{}).(bool); ok {
 		return v
 	}
-	return r.idempotent == nil || r.idempotent(request)
+	if r.idempotent == nil {
+		return true
+	}
+	if c, ok := request.(*unaryCall); ok {
+		request = c.req
+	}
+	return r.idempotent(request)
+}
+
+// attempter makes an attempt of a call on the instance n: on the go-kit
+// face the instance's endpoint (endpointAttempt), on a ClientConn's the
+// call pinned to n (invokeAttempt). With track, it finds out whether the
+// attempt may have left this process (sent); without, sent is true. o is
+// how the attempt ended, as n recorded it.
+type attempter func(ctx context.Context, n *Instance, request any, track bool) (resp any, sent bool, o outcome, err error)
+
+// endpointAttempt calls n's endpoint; with track, the connection's
+// interceptor (see Factory) says whether the attempt ended before a
+// transport stream was made for it, when it was not sent.
+func endpointAttempt(ctx context.Context, n *Instance, request any, track bool) (resp any, sent bool, o outcome, err error) {
+	var mark *sendMark
+	if track {
+		mark = &sendMark{}
+		ctx = context.WithValue(ctx, sendMarkKey{}, mark)
+	}
+	resp, o, err = n.attempt(ctx, request)
+	return resp, mark == nil || mark.mayHaveSent(), o, err
 }
 
 // attempts is what one call has done so far.
@@ -371,21 +398,15 @@ func (r *retry) attemptOnce(ctx context.Context, n *Instance, request interface{
 	// (BENCHMARKS.md, raw-3conn-deadline). The caller's own deadline, if
 	// any, still travels.
 	actx, cancel := context.WithCancelCause(ctx)
-	callCtx := context.Context(actx)
-	var mark *sendMark
-	if track {
-		mark = &sendMark{}
-		callCtx = context.WithValue(actx, sendMarkKey{}, mark)
-	}
 	timer := time.AfterFunc(share, func() { cancel(errAttemptTimeout) })
-	resp, o, err = n.attempt(callCtx, request)
+	resp, sent, o, err = r.try(actx, n, request, track)
 	timer.Stop()
 	cancel(nil)
 	if err != nil && errors.Is(context.Cause(actx), errAttemptTimeout) && ctx.Err() == nil {
 		err = &attemptTimeoutError{share: share, err: err}
 	}
 	r.b.Done(n, err)
-	return resp, mark == nil || mark.mayHaveSent(), o, err
+	return resp, sent, o, err
 }
 
 // Causes of an attempt's cancellation, which tell the attempt's node how it

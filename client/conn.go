@@ -1,0 +1,564 @@
+package client
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	kitsd "github.com/go-kit/kit/sd"
+	"github.com/go-kit/kit/sd/lb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/attributes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/serviceconfig"
+
+	"github.com/trimkit/trimkit/internal/ctxtime"
+)
+
+// NewConn returns one *grpc.ClientConn for the service cfg names, for its
+// generated client (pb.NewXClient(conn)), unary and streaming calls alike:
+// the gRPC-native face of the stack New builds. Both faces share one core:
+// the same discovery (the process's shared Consul watch, or DNS), the
+// same Endpointer under grpc's balancer (connection tiers, ejection with
+// health probes, fail-static, subsetting, close after a grace period), the
+// same Balancer policies, and the same Retry for unary calls.
+//
+//   - Unary calls go through Retry (cfg.Retry): budget, throttle,
+//     idempotency, hedging, a share of the time per attempt, each retry on
+//     an instance the call has not tried.
+//   - A stream counts towards its instance's calls in flight while it is
+//     open, and its outcome towards ejection; its life is no latency
+//     sample. A stream whose open never reached an instance, or that the
+//     instance shed before answering (a trailers-only ResourceExhausted
+//     with the shed mark), opens again on another instance, its messages
+//     sent so far replayed (at most 32), budget permitting; once an answer
+//     has come, a failure is the caller's, as grpc has it.
+//   - The call's instance is grpc.Peer's, as with any ClientConn.
+//
+// The caller's dial options (WithDialOptions) come after trimkit's, so
+// their interceptors wrap a whole call, its retries included. Idleness is
+// off (grpc.WithIdleTimeout(0), whatever the options say): the Consul
+// watch and the instances' scores live as long as the ClientConn. Close
+// the ClientConn when done: it stops discovery and closes every
+// connection.
+func NewConn(cfg Config, opts ...Option) (*grpc.ClientConn, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("client config: %w", err)
+	}
+	o, err := newOptions(opts)
+	if err != nil {
+		return nil, fmt.Errorf("client options: %w", err)
+	}
+	instancer, stop, p, err := discoverParts(cfg, &o)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := dial(cfg.Service, instancer, stop, p, o)
+	if err != nil {
+		stop()
+		return nil, err
+	}
+	return conn, nil
+}
+
+// scheme is the target scheme of NewConn's ClientConns, whose resolver is
+// their own (grpc.WithResolvers).
+const scheme = "trimkit"
+
+// parts is what a CallConfig and the Options make of a client, whichever
+// face: the Endpointer's options, how to build the Balancer, the
+// transport credentials, Retry's config.
+type parts struct {
+	endpointer  endpointerOptions
+	newBalancer func(*Endpointer) Balancer
+	creds       grpc.DialOption
+	serverNames bool // verify each instance for its address (TLS without ServerName)
+	retry       RetryConfig
+}
+
+// callParts checks cfg and o and makes their parts. lateLoads says the
+// least-loaded balancer's load watcher comes later (discover's), so
+// newBalancer is left for then.
+func callParts(cfg CallConfig, o *options, lateLoads bool) (parts, error) {
+	eo, err := newEndpointerOptions(append([]EndpointerOption{WithSubset(cfg.Subset, cfg.SubsetCaller)}, o.endpointer...))
+	if err != nil {
+		return parts{}, fmt.Errorf("client options: %w", err)
+	}
+	if o.loads != nil && cfg.Balancer != LeastLoadedName {
+		return parts{}, fmt.Errorf("client options: WithLoadReports is for the least-loaded balancer, not %q", cmp.Or(cfg.Balancer, RoundRobinName))
+	}
+	p := parts{endpointer: eo, retry: cfg.Retry.withDefaults(), serverNames: cfg.TLS.CAFile != "" && cfg.TLS.ServerName == ""}
+	if !lateLoads || o.loads != nil {
+		if p.newBalancer, err = balancerFor(cfg.Balancer, o.loads); err != nil {
+			return parts{}, err
+		}
+	}
+	if p.creds, err = cfg.TLS.DialOption(); err != nil {
+		return parts{}, err
+	}
+	return p, nil
+}
+
+// dial makes the ClientConn of target scheme:///service over instancer,
+// which it owns from then on: the ClientConn's Close stops it (stop).
+func dial(service string, instancer kitsd.Instancer, stop func(), p parts, o options) (*grpc.ClientConn, error) {
+	policy := &connPolicy{logger: o.logger, endpointer: p.endpointer, newBalancer: p.newBalancer, serverNames: p.serverNames}
+	once := false
+	c := &connSetup{scheme: scheme, build: func(resolver.Target) (kitsd.Instancer, func(), *connPolicy, *retry, error) {
+		if once {
+			return nil, nil, nil, nil, errors.New("client: this ClientConn's discovery was stopped; make another with NewConn")
+		}
+		once = true
+		return instancer, stop, policy, newRetry(policy, p.retry, invokeAttempt), nil
+	}}
+	// The caller's options after the credentials, which they may replace;
+	// their interceptors before trimkit's, so that they see whole calls.
+	opts := append([]grpc.DialOption{p.creds}, o.dialOptions...)
+	opts = append(opts, c.dialOptions()...)
+	conn, err := grpc.NewClient(scheme+":///"+service, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	conn.Connect() // builds the resolver, which takes instancer over
+	if !c.built.Load() {
+		conn.Close()
+		return nil, errors.New("client: grpc did not build the ClientConn's resolver")
+	}
+	return conn, nil
+}
+
+// DialOptions returns what grpc.NewClient needs to call a service in
+// Consul with trimkit, by a target of the consul scheme (see
+// ConsulTarget): its resolver over the shared Consul watch (or DNS),
+// trimkit's balancer, and the interceptors that make unary calls through
+// Retry and reopen streams as NewConn's do. The target's query says what
+// Config would: tags, balancer, retries. opts are as for New (WithLogger,
+// WithEndpointer, WithInstancers...; WithDialOptions is not for here: give
+// those to grpc.NewClient). The options serve one ClientConn: call
+// DialOptions again for another.
+//
+// Give grpc.NewClient the transport credentials too: with TLS, the
+// instances are verified against the target's service name unless the
+// credentials name another; NewConn verifies each against its address.
+//
+//	conn, err := grpc.NewClient("consul:///orders?tag=v2&balancer=p2c",
+//		append(client.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+func DialOptions(opts ...Option) []grpc.DialOption {
+	c := &connSetup{scheme: ConsulScheme}
+	c.build = func(t resolver.Target) (kitsd.Instancer, func(), *connPolicy, *retry, error) {
+		cfg, err := ConsulTarget(t.URL)
+		if err != nil {
+			return nil, nil, nil, nil, err
+		}
+		o, err := newOptions(opts)
+		if err != nil {
+			return nil, nil, nil, nil, fmt.Errorf("client options: %w", err)
+		}
+		instancer, stop, p, err := discoverParts(cfg, &o)
+		if err != nil {
+			return nil, nil, nil, nil, err
+		}
+		policy := &connPolicy{logger: o.logger, endpointer: p.endpointer, newBalancer: p.newBalancer}
+		return instancer, stop, policy, newRetry(policy, p.retry, invokeAttempt), nil
+	}
+	return c.dialOptions()
+}
+
+// discoverParts checks cfg, which is valid, with o and starts its
+// discovery.
+func discoverParts(cfg Config, o *options) (kitsd.Instancer, func(), parts, error) {
+	p, err := callParts(cfg.CallConfig, o, cfg.Balancer == LeastLoadedName)
+	if err != nil {
+		return nil, nil, parts{}, err
+	}
+	instancer, stop, err := discover(cfg, o)
+	if err != nil {
+		return nil, nil, parts{}, err
+	}
+	if p.newBalancer == nil { // least-loaded: discover made the load watcher it needs
+		if p.newBalancer, err = balancerFor(cfg.Balancer, o.loads); err != nil {
+			stop()
+			return nil, nil, parts{}, err
+		}
+	}
+	return instancer, stop, p, nil
+}
+
+const serviceConfigJSON = `{"loadBalancingConfig":[{"` + BalancerName + `":{}}]}`
+
+// Balancer of a ClientConn's Retry: its grpc balancer's, once grpc has
+// built it.
+var _ Balancer = (*connPolicy)(nil)
+
+func (p *connPolicy) Pick(tried []*Instance) (*Instance, error) {
+	b := p.current.Load()
+	if b == nil {
+		return nil, lb.ErrNoEndpoints
+	}
+	return b.policy.Pick(tried)
+}
+
+func (p *connPolicy) Done(n *Instance, err error) {
+	if b := p.current.Load(); b != nil {
+		b.policy.Done(n, err)
+	}
+}
+
+// connSetup is one ClientConn's resolver builder and interceptors: its
+// resolver, built once, starts discovery and makes the Retry its
+// interceptors call through.
+type connSetup struct {
+	scheme string
+	// build starts the discovery of target and makes the policy of its
+	// balancer and its Retry; it is called once.
+	build func(target resolver.Target) (kitsd.Instancer, func(), *connPolicy, *retry, error)
+	built atomic.Bool
+	retry atomic.Pointer[retry]
+}
+
+// dialOptions are the ClientConn's: its resolver, trimkit's balancer, a
+// Factory's reconnection backoff, and the interceptors; idleness off, so
+// that discovery and the instances' scores live as long as it.
+func (c *connSetup) dialOptions() []grpc.DialOption {
+	registerBalancer()
+	return []grpc.DialOption{
+		grpc.WithResolvers(c),
+		grpc.WithDefaultServiceConfig(serviceConfigJSON),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: reconnectBackoff, MinConnectTimeout: 20 * time.Second}),
+		grpc.WithChainUnaryInterceptor(c.intercept),
+		grpc.WithChainStreamInterceptor(c.interceptStream),
+		grpc.WithIdleTimeout(0),
+	}
+}
+
+func (c *connSetup) Scheme() string { return c.scheme }
+
+func (c *connSetup) Build(t resolver.Target, cc resolver.ClientConn, _ resolver.BuildOptions) (resolver.Resolver, error) {
+	if !c.built.CompareAndSwap(false, true) {
+		return nil, errors.New("client: these dial options serve one ClientConn, which has them; call DialOptions again for another")
+	}
+	instancer, stop, policy, r, err := c.build(t)
+	if err != nil {
+		return nil, err
+	}
+	c.retry.Store(r)
+	return newInstancerResolver(cc, instancer, stop, policy), nil
+}
+
+// intercept makes a unary call through Retry, once the resolver is built.
+func (c *connSetup) intercept(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	if r := c.retry.Load(); r != nil {
+		_, err := r.call(ctx, &unaryCall{method: method, req: req, reply: reply, cc: cc, invoker: invoker, opts: opts})
+		return err
+	}
+	return invoker(ctx, method, req, reply, cc, opts...)
+}
+
+// interceptStream opens a stream, again on another instance when an open
+// does not reach one.
+func (c *connSetup) interceptStream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	r := c.retry.Load()
+	if r == nil {
+		return streamer(ctx, desc, cc, method, opts...)
+	}
+	s := &retryStream{r: r, st: &streamOpen{}, desc: desc, cc: cc, method: method, streamer: streamer, opts: opts}
+	s.ctx = context.WithValue(ctx, streamKey{}, s.st)
+	cs, err := s.open(nil)
+	if err != nil {
+		return nil, err
+	}
+	s.cs = cs
+	return s, nil
+}
+
+// instancerResolver passes an Instancer's instances to a ClientConn, with
+// the policy its balancer builds by (an attribute of the state), and its
+// errors, which keep the instances known last.
+type instancerResolver struct {
+	cc        resolver.ClientConn
+	instancer kitsd.Instancer
+	stop      func()
+	events    chan kitsd.Event
+	done      chan struct{}
+	attrs     *attributes.Attributes
+	sc        *serviceconfig.ParseResult
+}
+
+func newInstancerResolver(cc resolver.ClientConn, instancer kitsd.Instancer, stop func(), p *connPolicy) *instancerResolver {
+	r := &instancerResolver{
+		cc: cc, instancer: instancer, stop: stop,
+		events: make(chan kitsd.Event, 1),
+		done:   make(chan struct{}),
+		attrs:  attributes.New(policyKey{}, p),
+		sc:     cc.ParseServiceConfig(serviceConfigJSON),
+	}
+	instancer.Register(r.events)
+	go r.receive()
+	return r
+}
+
+func (r *instancerResolver) receive() {
+	defer close(r.done)
+	for ev := range r.events {
+		if ev.Err != nil {
+			r.cc.ReportError(ev.Err)
+			continue
+		}
+		addrs := make([]resolver.Address, len(ev.Instances))
+		for i, inst := range ev.Instances {
+			addrs[i] = resolver.Address{Addr: inst}
+		}
+		_ = r.cc.UpdateState(resolver.State{Addresses: addrs, Attributes: r.attrs, ServiceConfig: r.sc})
+	}
+}
+
+func (r *instancerResolver) ResolveNow(resolver.ResolveNowOptions) {}
+
+func (r *instancerResolver) Close() {
+	r.instancer.Deregister(r.events)
+	close(r.events)
+	<-r.done
+	if r.stop != nil {
+		r.stop()
+	}
+}
+
+// unaryCall is a unary call through a ClientConn's interceptor, the
+// request Retry passes to invokeAttempt.
+type unaryCall struct {
+	method     string
+	req, reply any
+	cc         *grpc.ClientConn
+	invoker    grpc.UnaryInvoker
+	opts       []grpc.CallOption
+}
+
+// nativeAttempt is one attempt of a unary call through a ClientConn: the
+// instance Retry picked for it, which the picker takes, and how it ended,
+// which the pick's Done (called before the invoker returns) fills in.
+type nativeAttempt struct {
+	n      *Instance
+	picked bool // the picker gave the call n's SubConn
+	sent   bool // bytes of the call left for the instance
+	o      outcome
+}
+
+type attemptKey struct{}
+
+// invokeAttempt is the attempter of a ClientConn: the call, pinned to n.
+// An attempt that never got n's SubConn (its connection failed, or the
+// attempt's time ran out while it connected) is recorded on n as an
+// attempt of the go-kit face on a failed connection would be; it was not
+// sent.
+func invokeAttempt(ctx context.Context, n *Instance, request any, _ bool) (any, bool, outcome, error) {
+	c := request.(*unaryCall)
+	at := &nativeAttempt{n: n}
+	start := n.now()
+	err := c.invoker(context.WithValue(ctx, attemptKey{}, at), c.method, c.req, c.reply, c.cc, c.opts...)
+	if !at.picked {
+		now := n.now()
+		return c.reply, false, n.settle(ctx, err, float64(now-start), now), err
+	}
+	return c.reply, at.sent, at.o, err
+}
+
+// streamOpen is what a ClientConn's picker knows of a stream that opens:
+// the instances its opens went to, and how the last one ended.
+type streamOpen struct {
+	mu    sync.Mutex
+	tried []*Instance
+	o     outcome
+	ended bool // the last open's stream has ended
+	sent  bool // and bytes of it had left for its instance
+}
+
+type streamKey struct{}
+
+func (s *streamOpen) triedSoFar() []*Instance {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.tried
+}
+
+func (s *streamOpen) picked(n *Instance) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.tried = append(s.tried, n)
+	s.ended, s.sent = false, false
+}
+
+func (s *streamOpen) done(o outcome, sent bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.o, s.ended, s.sent = o, true, sent
+}
+
+// unreached says whether the last open never reached an instance (no
+// pick, or nothing sent) or was shed there: then it may open again
+// elsewhere.
+func (s *streamOpen) unreached(picks int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.tried) == picks || !s.sent || (s.ended && s.o == shed)
+}
+
+// replayLimit is how many messages a stream keeps, until its first
+// answer, to send again should it open again on another instance.
+const replayLimit = 32
+
+// retryStream is a stream of a ClientConn that may open again on another
+// instance until its first answer.
+type retryStream struct {
+	r        *retry
+	st       *streamOpen
+	ctx      context.Context
+	desc     *grpc.StreamDesc
+	cc       *grpc.ClientConn
+	method   string
+	streamer grpc.Streamer
+	opts     []grpc.CallOption
+	opens    int
+
+	mu        sync.Mutex
+	cs        grpc.ClientStream
+	sent      []any // messages sent until the first answer
+	closed    bool  // CloseSend was called
+	committed bool  // an answer came (or too much was sent): no more opens
+}
+
+// open opens the stream, after last, the failure of the open before (nil
+// for the first), when that one may be tried again.
+func (s *retryStream) open(last error) (grpc.ClientStream, error) {
+	for {
+		if last != nil && !s.again() {
+			return nil, last
+		}
+		picks := len(s.st.triedSoFar())
+		cs, err := s.streamer(s.ctx, s.desc, s.cc, s.method, s.opts...)
+		s.opens++
+		if err == nil {
+			return cs, nil
+		}
+		if len(s.st.triedSoFar()) == picks {
+			// No instance found: a moment for discovery or a connection.
+			if !ctxtime.Sleep(s.ctx, noEndpointsPause) {
+				return nil, err
+			}
+		}
+		last = err
+	}
+}
+
+// again says whether the stream may open again after its last open
+// failed: attempts and budget left, and the open never reached an instance
+// or was shed there.
+func (s *retryStream) again() bool {
+	if s.opens >= s.r.max || s.ctx.Err() != nil || !s.st.unreached(s.opens-1) {
+		return false
+	}
+	if !s.r.budget.retry() {
+		add(s.r.metrics.BudgetExhausted)
+		return false
+	}
+	add(s.r.metrics.Retries)
+	return true
+}
+
+func (s *retryStream) current() grpc.ClientStream {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cs
+}
+
+func (s *retryStream) Header() (metadata.MD, error) { return s.current().Header() }
+func (s *retryStream) Trailer() metadata.MD         { return s.current().Trailer() }
+func (s *retryStream) Context() context.Context     { return s.current().Context() }
+
+func (s *retryStream) CloseSend() error {
+	s.mu.Lock()
+	s.closed = true
+	cs := s.cs
+	s.mu.Unlock()
+	return cs.CloseSend()
+}
+
+func (s *retryStream) SendMsg(m any) error {
+	s.mu.Lock()
+	cs, keep := s.cs, !s.committed
+	if keep {
+		s.sent = append(s.sent, m)
+		if len(s.sent) > replayLimit {
+			s.commitLocked()
+			keep = false
+		}
+	}
+	s.mu.Unlock()
+	err := cs.SendMsg(m)
+	if err == io.EOF && keep {
+		// The stream ended; RecvMsg tells how, and may open it again
+		// elsewhere with this message.
+		return nil
+	}
+	return err
+}
+
+func (s *retryStream) RecvMsg(m any) error {
+	for {
+		s.mu.Lock()
+		cs, committed := s.cs, s.committed
+		s.mu.Unlock()
+		err := cs.RecvMsg(m)
+		if committed {
+			return err
+		}
+		if err == nil || err == io.EOF {
+			s.commit()
+			return err
+		}
+		cs, err = s.open(err)
+		if err != nil {
+			s.commit()
+			return err
+		}
+		if err := s.replay(cs); err != nil {
+			s.commit()
+			return err
+		}
+	}
+}
+
+// replay makes cs the stream and sends it what the one before was sent.
+func (s *retryStream) replay(cs grpc.ClientStream) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cs = cs
+	for _, m := range s.sent {
+		if err := cs.SendMsg(m); err != nil {
+			if err == io.EOF {
+				return nil // RecvMsg tells how it ended
+			}
+			return err
+		}
+	}
+	if s.closed {
+		return cs.CloseSend()
+	}
+	return nil
+}
+
+func (s *retryStream) commit() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.commitLocked()
+}
+
+func (s *retryStream) commitLocked() {
+	s.committed = true
+	s.sent = nil
+}

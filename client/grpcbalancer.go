@@ -1,0 +1,401 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"sync/atomic"
+
+	"github.com/go-kit/kit/endpoint"
+	kitsd "github.com/go-kit/kit/sd"
+	"github.com/go-kit/log"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/balancer"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/status"
+
+	"github.com/trimkit/trimkit/internal/overload"
+)
+
+// BalancerName is the name trimkit's balancer has in grpc-go's registry,
+// for a service config's loadBalancingConfig. NewConn and Resolver
+// register it (once per process) and select it; a program that selects
+// it with a resolver of its own (grpc's dns, say) gets round robin with
+// the Endpointer's defaults: connection tiers, ejection, fail-static.
+const BalancerName = "trimkit"
+
+var registerBalancer = sync.OnceFunc(func() { balancer.Register(balancerBuilder{}) })
+
+// connPolicy is what a ClientConn's resolver tells its balancer (in the
+// resolver state's attributes): how to build the Endpointer and the
+// Balancer over it, as CallConfig and the Options say.
+type connPolicy struct {
+	logger      log.Logger
+	endpointer  endpointerOptions
+	newBalancer func(*Endpointer) Balancer
+	serverNames bool // verify each instance for its address
+	// current is the balancer grpc built last, for the ClientConn's
+	// Retry: nil until grpc builds it.
+	current atomic.Pointer[grpcBalancer]
+}
+
+type policyKey struct{}
+
+func defaultPolicy() *connPolicy {
+	eo, _ := newEndpointerOptions(nil) // the defaults are valid
+	return &connPolicy{logger: log.NewNopLogger(), endpointer: eo, newBalancer: func(e *Endpointer) Balancer { return NewRoundRobin(e) }}
+}
+
+type balancerBuilder struct{}
+
+func (balancerBuilder) Name() string { return BalancerName }
+
+func (balancerBuilder) Build(cc balancer.ClientConn, _ balancer.BuildOptions) balancer.Balancer {
+	return &grpcBalancer{cc: cc, published: make(chan struct{}, 1), done: make(chan struct{})}
+}
+
+// grpcBalancer is a ClientConn's balancer: an Endpointer whose Factory
+// makes a SubConn per instance, fed with the resolver's addresses, and a
+// Balancer over it. The picker reads the Endpointer's snapshot as the
+// go-kit face's Balancers do, and each pick's Done records the attempt or
+// stream on its instance: one core, two faces.
+type grpcBalancer struct {
+	cc         balancer.ClientConn
+	p          *connPolicy
+	instancer  *pushInstancer
+	endpointer *Endpointer
+	policy     Balancer
+	published  chan struct{} // the Endpointer published a snapshot
+	done       chan struct{} // closed by Close
+	passed     sync.WaitGroup
+}
+
+func (b *grpcBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
+	instances := addressesOf(s.ResolverState)
+	if b.endpointer != nil {
+		b.instancer.update(instances)
+		return nil
+	}
+	p, _ := s.ResolverState.Attributes.Value(policyKey{}).(*connPolicy)
+	if p == nil {
+		p = defaultPolicy()
+	}
+	b.p = p
+	b.instancer = &pushInstancer{}
+	b.instancer.update(instances)
+	eo := p.endpointer
+	eo.published = b.changed
+	b.endpointer = newEndpointer(b.instancer, b.newSubConn, p.logger, eo)
+	b.policy = p.newBalancer(b.endpointer)
+	p.current.Store(b)
+	b.passed.Add(1)
+	go b.pass()
+	b.changed()
+	return nil
+}
+
+// addressesOf are the instances of a resolver state, "host:port", one
+// per endpoint (the first address of each).
+func addressesOf(s resolver.State) []string {
+	var out []string
+	if len(s.Endpoints) > 0 {
+		for _, ep := range s.Endpoints {
+			if len(ep.Addresses) > 0 {
+				out = append(out, ep.Addresses[0].Addr)
+			}
+		}
+		return out
+	}
+	for _, a := range s.Addresses {
+		out = append(out, a.Addr)
+	}
+	return out
+}
+
+// ResolverError keeps the instances known last, as the Endpointer does
+// with an Instancer's error.
+func (b *grpcBalancer) ResolverError(err error) {
+	if b.instancer != nil {
+		b.instancer.fail(err)
+	}
+}
+
+func (b *grpcBalancer) UpdateSubConnState(balancer.SubConn, balancer.SubConnState) {}
+
+func (b *grpcBalancer) ExitIdle() {}
+
+func (b *grpcBalancer) Close() {
+	if b.p != nil {
+		b.p.current.CompareAndSwap(b, nil)
+	}
+	close(b.done)
+	if b.endpointer != nil {
+		_ = b.endpointer.Close()
+	}
+	b.passed.Wait()
+}
+
+// changed notes that the Endpointer published a snapshot (its lock held:
+// it must not call grpc).
+func (b *grpcBalancer) changed() {
+	select {
+	case b.published <- struct{}{}:
+	default:
+	}
+}
+
+// pass gives grpc a new picker and state after each snapshot, outside the
+// Endpointer's lock: picks that waited for an instance to connect try
+// again.
+func (b *grpcBalancer) pass() {
+	defer b.passed.Done()
+	for {
+		select {
+		case <-b.done:
+			return
+		case <-b.published:
+		}
+		b.cc.UpdateState(balancer.State{ConnectivityState: b.state(), Picker: &picker{b: b}})
+	}
+}
+
+// state is the ClientConn's state: READY while an instance is, else
+// CONNECTING while one is, else TRANSIENT_FAILURE.
+func (b *grpcBalancer) state() connectivity.State {
+	s := b.endpointer.snapshot()
+	connecting := false
+	for _, n := range s.nodes {
+		switch connectivity.State(n.state.Load()) {
+		case connectivity.Ready:
+			return connectivity.Ready
+		case connectivity.Connecting, connectivity.Idle:
+			connecting = true
+		}
+	}
+	if connecting {
+		return connectivity.Connecting
+	}
+	return connectivity.TransientFailure
+}
+
+// newSubConn is the Endpointer's Factory: a SubConn for the instance,
+// connecting at once, as grpc's own balancers' do.
+func (b *grpcBalancer) newSubConn(instance string) (endpoint.Endpoint, io.Closer, error) {
+	c := &subConn{changed: make(chan struct{}), state: connectivity.Idle}
+	addr := resolver.Address{Addr: instance}
+	if b.p.serverNames {
+		addr.ServerName = instance // TLS verifies the instance, as Factory's connections do
+	}
+	//lint:ignore SA1019 one address per SubConn, which is all the deprecation asks for.
+	sc, err := b.cc.NewSubConn([]resolver.Address{addr}, balancer.NewSubConnOptions{StateListener: c.listen})
+	if err != nil {
+		return nil, nil, err
+	}
+	c.sc = sc
+	sc.Connect()
+	return nativeOnly, c, nil
+}
+
+// nativeOnly is the endpoint of an instance of a ClientConn's
+// Endpointer: its calls go through the ClientConn.
+func nativeOnly(context.Context, any) (any, error) {
+	return nil, errors.New("client: an instance of a ClientConn (NewConn) is called through the ClientConn")
+}
+
+// subConn is a SubConn as the Endpointer follows a connection: its state,
+// its changes, Connect, and Close; and a grpc.ClientConnInterface on it
+// alone, for health probes.
+type subConn struct {
+	sc balancer.SubConn
+
+	mu      sync.Mutex
+	state   connectivity.State
+	lastErr error
+	changed chan struct{} // closed at the next change
+}
+
+func (c *subConn) listen(s balancer.SubConnState) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state == connectivity.Shutdown {
+		return
+	}
+	c.state = s.ConnectivityState
+	if s.ConnectionError != nil {
+		c.lastErr = s.ConnectionError
+	}
+	close(c.changed)
+	c.changed = make(chan struct{})
+}
+
+func (c *subConn) GetState() connectivity.State {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state
+}
+
+func (c *subConn) WaitForStateChange(ctx context.Context, s connectivity.State) bool {
+	c.mu.Lock()
+	if c.state != s {
+		c.mu.Unlock()
+		return true
+	}
+	ch := c.changed
+	c.mu.Unlock()
+	select {
+	case <-ch:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (c *subConn) Connect() { c.sc.Connect() }
+
+// Close shuts the SubConn down; calls in flight on it finish.
+func (c *subConn) Close() error {
+	c.sc.Shutdown()
+	c.listen(balancer.SubConnState{ConnectivityState: connectivity.Shutdown})
+	return nil
+}
+
+// failure is why a pick cannot use the SubConn now: its last connection
+// error, for a caller that does not wait for ready.
+func (c *subConn) failure(instance string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.lastErr != nil {
+		return status.Errorf(codes.Unavailable, "%s: %v", instance, c.lastErr)
+	}
+	return status.Errorf(codes.Unavailable, "%s: connection %v", instance, c.state)
+}
+
+// Invoke makes a unary call on this SubConn alone (a health probe): it
+// passes by no picker and no interceptor.
+func (c *subConn) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
+	p, release := c.sc.GetOrBuildProducer(ownConn{})
+	defer release()
+	return p.(grpc.ClientConnInterface).Invoke(ctx, method, args, reply, opts...)
+}
+
+// NewStream is not used: probes are unary.
+func (c *subConn) NewStream(context.Context, *grpc.StreamDesc, string, ...grpc.CallOption) (grpc.ClientStream, error) {
+	return nil, status.Error(codes.Unimplemented, "client: no streams on a probe's connection")
+}
+
+// ownConn builds, as a SubConn's producer, the grpc.ClientConnInterface
+// grpc hands producers: calls on that SubConn.
+type ownConn struct{}
+
+func (ownConn) Build(cc any) (balancer.Producer, func()) { return cc, func() {} }
+
+// picker picks for a ClientConn: the instance the call's Retry picked
+// (a unary call through NewConn's interceptor), else the Balancer's pick
+// among the instances the stream has not tried.
+type picker struct{ b *grpcBalancer }
+
+func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
+	ctx := info.Ctx
+	at, _ := ctx.Value(attemptKey{}).(*nativeAttempt)
+	st, _ := ctx.Value(streamKey{}).(*streamOpen)
+	var n *Instance
+	if at != nil {
+		n = at.n
+	} else {
+		var tried []*Instance
+		if st != nil {
+			tried = st.triedSoFar()
+		}
+		var err error
+		if sp, ok := p.b.policy.(streamPicker); ok && st != nil {
+			n, err = sp.pickStream(tried)
+		} else {
+			n, err = p.b.policy.Pick(tried)
+		}
+		if err != nil {
+			return balancer.PickResult{}, status.Error(codes.Unavailable, err.Error())
+		}
+	}
+	c, ok := n.closer.(*subConn)
+	if !ok { // an instance of another Endpointer: cannot be
+		return balancer.PickResult{}, status.Errorf(codes.Internal, "client: %s is not this ClientConn's", n.instance)
+	}
+	switch c.GetState() {
+	case connectivity.Ready:
+	case connectivity.Idle:
+		c.Connect()
+		return balancer.PickResult{}, balancer.ErrNoSubConnAvailable
+	case connectivity.Connecting:
+		return balancer.PickResult{}, balancer.ErrNoSubConnAvailable
+	default:
+		return balancer.PickResult{}, c.failure(n.instance)
+	}
+	if st != nil {
+		n.beginStream()
+		st.picked(n)
+		return balancer.PickResult{SubConn: c.sc, Done: func(di balancer.DoneInfo) {
+			st.done(n.endStream(ctx, di.Err), di.BytesSent)
+		}}, nil
+	}
+	start := n.begin()
+	return balancer.PickResult{SubConn: c.sc, Done: func(di balancer.DoneInfo) {
+		if r, ok := overload.FromTrailer(di.Trailer); ok {
+			n.reportLoad(r)
+		}
+		o := n.end(ctx, start, di.Err)
+		if at != nil {
+			at.o, at.picked, at.sent = o, true, di.BytesSent
+		}
+	}}, nil
+}
+
+// streamPicker is a Balancer that picks streams by a rule of their own
+// (P2C's, and so LeastLoaded's).
+type streamPicker interface {
+	pickStream(tried []*Instance) (*Instance, error)
+}
+
+// pushInstancer is a go-kit Instancer fed by a ClientConn's resolver, for
+// its balancer's Endpointer.
+type pushInstancer struct {
+	mu    sync.Mutex
+	state kitsd.Event
+	subs  []chan<- kitsd.Event
+}
+
+func (p *pushInstancer) update(instances []string) { p.send(kitsd.Event{Instances: instances}) }
+func (p *pushInstancer) fail(err error)            { p.send(kitsd.Event{Err: err}) }
+
+func (p *pushInstancer) send(ev kitsd.Event) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if ev.Err == nil {
+		p.state = ev
+	}
+	for _, ch := range p.subs {
+		ch <- ev
+	}
+}
+
+func (p *pushInstancer) Register(ch chan<- kitsd.Event) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.subs = append(p.subs, ch)
+	ch <- p.state
+}
+
+func (p *pushInstancer) Deregister(ch chan<- kitsd.Event) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, c := range p.subs {
+		if c == ch {
+			p.subs = append(p.subs[:i], p.subs[i+1:]...)
+			return
+		}
+	}
+}
+
+func (p *pushInstancer) Stop() {}
