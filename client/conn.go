@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,8 +16,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/attributes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/serviceconfig"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/trimkit/trimkit/internal/ctxtime"
 )
@@ -337,6 +340,51 @@ type unaryCall struct {
 	cc         *grpc.ClientConn
 	invoker    grpc.UnaryInvoker
 	opts       []grpc.CallOption
+}
+
+// forks says whether the call can be copied for a hedge: its reply is a
+// protocol buffer (not a codec of the program's).
+func (c *unaryCall) forks() bool {
+	_, ok := c.reply.(proto.Message)
+	return ok
+}
+
+// fork is a copy of the call for one of two attempts that run at once: a
+// reply of its own, and of its own the call options grpc writes into
+// (Peer, Header, Trailer).
+func (c *unaryCall) fork() any {
+	f := *c
+	f.reply = c.reply.(proto.Message).ProtoReflect().New().Interface()
+	f.opts = slices.Clone(c.opts)
+	for i, o := range f.opts {
+		switch o.(type) {
+		case grpc.PeerCallOption:
+			f.opts[i] = grpc.Peer(&peer.Peer{})
+		case grpc.HeaderCallOption:
+			f.opts[i] = grpc.Header(new(metadata.MD))
+		case grpc.TrailerCallOption:
+			f.opts[i] = grpc.Trailer(new(metadata.MD))
+		}
+	}
+	return &f
+}
+
+// won gives the call what the attempt that answered got.
+func (c *unaryCall) won(attempt any) any {
+	f := attempt.(*unaryCall)
+	proto.Reset(c.reply.(proto.Message))
+	proto.Merge(c.reply.(proto.Message), f.reply.(proto.Message))
+	for i, o := range c.opts {
+		switch o := o.(type) {
+		case grpc.PeerCallOption:
+			*o.PeerAddr = *f.opts[i].(grpc.PeerCallOption).PeerAddr
+		case grpc.HeaderCallOption:
+			*o.HeaderAddr = *f.opts[i].(grpc.HeaderCallOption).HeaderAddr
+		case grpc.TrailerCallOption:
+			*o.TrailerAddr = *f.opts[i].(grpc.TrailerCallOption).TrailerAddr
+		}
+	}
+	return c.reply
 }
 
 // nativeAttempt is one attempt of a unary call through a ClientConn: the

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-kit/kit/endpoint"
 	"github.com/go-kit/log"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
@@ -357,5 +358,67 @@ func TestConsulTargetParameters(t *testing.T) {
 	if cfg.Consul.Address != "10.0.0.1:8500" || !slices.Equal(cfg.Tags, []string{"a", "b"}) || cfg.Balancer != client.P2CName ||
 		cfg.Retry.Timeout != 2*time.Second || cfg.Retry.MaxAttempts != 4 {
 		t.Errorf("ConsulTarget(%s) = %+v", u, cfg)
+	}
+}
+
+// interopEndpoints is the go-kit face's EndpointFunc for the interop
+// service: a unary call, answered with the instance's address.
+func interopEndpoints(conn *grpc.ClientConn) endpoint.Endpoint {
+	tc := testgrpc.NewTestServiceClient(conn)
+	return func(ctx context.Context, _ any) (any, error) {
+		resp, err := tc.UnaryCall(ctx, &testgrpc.SimpleRequest{})
+		if err != nil {
+			return nil, err
+		}
+		return resp.GetHostname(), nil
+	}
+}
+
+// WithAnswered names the instance that answered a call of the go-kit
+// face, hedged or not, and of the native face; grpc.Peer agrees.
+func TestWithAnsweredOnBothFaces(t *testing.T) {
+	agent := testenv.Consul(t)
+	insts := startInterop(t, agent, "interop", 3)
+	insts[0].mode.Store(hangs) // hedges answer the calls it gets
+	call := client.CallConfig{Balancer: client.RoundRobinName, Retry: client.RetryConfig{HedgeAfter: 20 * time.Millisecond, Timeout: 2 * time.Second}}
+	cfg := client.Config{Consul: sd.ConsulConfig{Address: agent.HTTPAddr}, Service: "interop", CallConfig: call}
+	c, err := client.New(cfg, interopEndpoints)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := range 30 {
+		var addr string
+		resp, err := c.Endpoint()(client.WithAnswered(ctx(t), &addr), nil)
+		if err != nil {
+			t.Fatalf("go-kit face, call %d: %v", i, err)
+		}
+		if addr != resp.(string) || addr == insts[0].addr {
+			t.Fatalf("go-kit face, call %d: WithAnswered says %q, %q answered", i, addr, resp)
+		}
+	}
+
+	hedges := newCounter()
+	call.Retry.Metrics.Hedges = hedges
+	cfg.CallConfig = call
+	conn, err := client.NewConn(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	tc := testgrpc.NewTestServiceClient(conn)
+	for i := range 30 {
+		var addr string
+		var p peer.Peer
+		resp, err := tc.UnaryCall(client.WithAnswered(ctx(t), &addr), &testgrpc.SimpleRequest{}, grpc.Peer(&p))
+		if err != nil {
+			t.Fatalf("native face, call %d: %v", i, err)
+		}
+		if addr != resp.GetHostname() || p.Addr.String() != addr {
+			t.Fatalf("native face, call %d: WithAnswered says %q, grpc.Peer %v, %q answered", i, addr, p.Addr, resp.GetHostname())
+		}
+	}
+	if n := hedges.sum(); n < 5 {
+		t.Errorf("the native face hedged %v of 30 calls, a third of which went to a hung instance", n)
 	}
 }

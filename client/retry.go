@@ -107,6 +107,18 @@ func DefaultRetryable(n int, err error) (keepTrying bool, replacement error) {
 
 type idempotentKey struct{}
 
+type answeredKey struct{}
+
+// WithAnswered returns a context under which a call through Retry (a
+// Client's endpoint) that succeeds stores in *addr the instance that
+// answered it, "host:port"; a call that fails leaves *addr as it was. It
+// is the go-kit face's grpc.Peer (on a ClientConn, NewConn's, both answer).
+// One call per context at a time: concurrent calls would write *addr
+// together.
+func WithAnswered(ctx context.Context, addr *string) context.Context {
+	return context.WithValue(ctx, answeredKey{}, addr)
+}
+
 // WithIdempotent returns a context under which Retry takes a call as safe
 // to send twice, or not, whatever RetryConfig.Idempotent says.
 func WithIdempotent(ctx context.Context, idempotent bool) context.Context {
@@ -148,9 +160,10 @@ func endpointAttempt(ctx context.Context, n *Instance, request any, track bool) 
 
 // attempts is what one call has done so far.
 type attempts struct {
-	tried   []*Instance // the instances its attempts went to
-	made    int         // attempts, those that found no endpoint included
-	reached int         // attempts that went to an instance
+	tried    []*Instance // the instances its attempts went to
+	made     int         // attempts, those that found no endpoint included
+	reached  int         // attempts that went to an instance
+	answered *Instance   // the instance whose attempt answered, once one has
 	// failed are the attempts that failed, in the order they ended: nil
 	// until one does, so that a call whose first attempt answers
 	// allocates nothing for them (the hot path: BenchmarkOverhead).
@@ -219,7 +232,7 @@ func (r *retry) attempts(ctx context.Context, request interface{}) (interface{},
 			a.tried = append(a.tried, n)
 			share := time.Until(deadline) / time.Duration(r.max-a.made)
 			var resp interface{}
-			if idempotent && a.made == 0 && r.hedgeAfter > 0 && r.hedgeAfter < share && r.max > 1 {
+			if idempotent && a.made == 0 && r.hedgeAfter > 0 && r.hedgeAfter < share && r.max > 1 && hedgeable(request) {
 				resp, a, err = r.hedged(ctx, n, request, share, deadline, a)
 			} else {
 				a.made++
@@ -227,9 +240,14 @@ func (r *retry) attempts(ctx context.Context, request interface{}) (interface{},
 				resp, sent, o, err = r.attemptOnce(ctx, n, request, share, !idempotent)
 				if err != nil {
 					a.failed = append(a.failed, attemptFailure{n, err, o})
+				} else {
+					a.answered = n
 				}
 			}
 			if err == nil {
+				if at, ok := ctx.Value(answeredKey{}).(*string); ok {
+					*at = a.answered.instance
+				}
 				return resp, nil
 			}
 		} else {
@@ -318,6 +336,24 @@ func keepHint(last error, failed []attemptFailure) error {
 	return last
 }
 
+// forking is a request whose attempts write into what the caller gave
+// (a ClientConn's unary call: its reply and call options): each of two
+// attempts that run at once, a hedge and the attempt it races, needs a
+// copy of its own (fork), and the caller gets what the winner's holds
+// (won, which returns the response). One that cannot be copied is not
+// hedged (forks).
+type forking interface {
+	forks() bool
+	fork() any
+	won(attempt any) any
+}
+
+// hedgeable says whether request may have two attempts at once.
+func hedgeable(request any) bool {
+	f, ok := request.(forking)
+	return !ok || f.forks()
+}
+
 // hedged makes a call's first attempt, on n, and, if it has not answered
 // after r.hedgeAfter, one more on another instance, budget permitting. The
 // first answer wins and the other attempt is cancelled: the first attempt
@@ -333,11 +369,17 @@ func (r *retry) hedged(ctx context.Context, n *Instance, request interface{}, sh
 		n     *Instance
 		hedge bool
 		o     outcome
+		req   interface{} // the attempt's copy of request, when it forks
 	}
 	results := make(chan result, 2) // never blocks a losing attempt
+	f, forks := request.(forking)
 	run := func(ctx context.Context, n *Instance, share time.Duration, hedge bool) {
-		resp, _, o, err := r.attemptOnce(ctx, n, request, share, false)
-		results <- result{resp, err, n, hedge, o}
+		req := request
+		if forks {
+			req = f.fork()
+		}
+		resp, _, o, err := r.attemptOnce(ctx, n, req, share, false)
+		results <- result{resp, err, n, hedge, o, req}
 	}
 	firstCtx, cancelFirst := context.WithCancelCause(ctx)
 	defer cancelFirst(nil)
@@ -357,6 +399,10 @@ func (r *retry) hedged(ctx context.Context, n *Instance, request interface{}, sh
 					cancelFirst(errOutpaced)
 				} else {
 					cancelHedge(errHedgeUnneeded)
+				}
+				a.answered = res.n
+				if forks {
+					res.resp = f.won(res.req)
 				}
 				return res.resp, a, nil
 			}
