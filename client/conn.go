@@ -15,10 +15,12 @@ import (
 	"github.com/go-kit/kit/sd/lb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/attributes"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/serviceconfig"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/trimkit/trimkit/internal/ctxtime"
@@ -270,11 +272,13 @@ func (c *connSetup) interceptStream(ctx context.Context, desc *grpc.StreamDesc, 
 	if r == nil {
 		return streamer(ctx, desc, cc, method, opts...)
 	}
-	s := &retryStream{r: r, st: &streamOpen{}, desc: desc, cc: cc, method: method, streamer: streamer, opts: opts}
+	s := &retryStream{r: r, st: &streamOpen{}, desc: desc, cc: cc, method: method, streamer: streamer, opts: opts, caller: ctx}
+	ctx, s.st.cancel = context.WithCancelCause(ctx)
 	s.ctx = context.WithValue(ctx, streamKey{}, s.st)
 	cs, err := s.open(nil)
 	if err != nil {
-		return nil, err
+		s.st.cancel(nil)
+		return nil, s.why(err)
 	}
 	s.cs = cs
 	return s, nil
@@ -419,11 +423,12 @@ func invokeAttempt(ctx context.Context, n *Instance, request any, _ bool) (any, 
 // streamOpen is what a ClientConn's picker knows of a stream that opens:
 // the instances its opens went to, and how the last one ended.
 type streamOpen struct {
-	mu    sync.Mutex
-	tried []*Instance
-	o     outcome
-	ended bool // the last open's stream has ended
-	sent  bool // and bytes of it had left for its instance
+	cancel context.CancelCauseFunc // ends the stream (errLeft)
+	mu     sync.Mutex
+	tried  []*Instance
+	o      outcome
+	ended  bool // the last open's stream has ended
+	sent   bool // and bytes of it had left for its instance
 }
 
 type streamKey struct{}
@@ -465,7 +470,8 @@ const replayLimit = 32
 type retryStream struct {
 	r        *retry
 	st       *streamOpen
-	ctx      context.Context
+	caller   context.Context // the caller's
+	ctx      context.Context // the caller's, ended by st.cancel too
 	desc     *grpc.StreamDesc
 	cc       *grpc.ClientConn
 	method   string
@@ -557,11 +563,22 @@ func (s *retryStream) SendMsg(m any) error {
 }
 
 func (s *retryStream) RecvMsg(m any) error {
+	err := s.recv(m)
+	if err != nil || !s.desc.ServerStreams {
+		s.st.cancel(nil) // the stream is over: its context goes
+	}
+	return err
+}
+
+func (s *retryStream) recv(m any) error {
 	for {
 		s.mu.Lock()
 		cs, committed := s.cs, s.committed
 		s.mu.Unlock()
 		err := cs.RecvMsg(m)
+		if err != nil && err != io.EOF {
+			err = s.why(err)
+		}
 		if committed {
 			return err
 		}
@@ -572,13 +589,23 @@ func (s *retryStream) RecvMsg(m any) error {
 		cs, err = s.open(err)
 		if err != nil {
 			s.commit()
-			return err
+			return s.why(err)
 		}
 		if err := s.replay(cs); err != nil {
 			s.commit()
-			return err
+			return s.why(err)
 		}
 	}
+}
+
+// why is err, the failure of the stream, or, when the stream ended
+// because its instance left (errLeft) while its caller waits, Unavailable
+// saying so: the caller opens it again, elsewhere.
+func (s *retryStream) why(err error) error {
+	if s.caller.Err() == nil && errors.Is(context.Cause(s.ctx), errLeft) {
+		return status.Errorf(codes.Unavailable, "%v: %v", errLeft, err)
+	}
+	return err
 }
 
 // replay makes cs the stream and sends it what the one before was sent.

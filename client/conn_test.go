@@ -422,3 +422,40 @@ func TestWithAnsweredOnBothFaces(t *testing.T) {
 		t.Errorf("the native face hedged %v of 30 calls, a third of which went to a hung instance", n)
 	}
 }
+
+// A stream open on an instance that hangs ends, Unavailable, once the
+// instance has left discovery and its grace period is over, as the go-kit
+// face's calls on a closed connection do: its caller opens it elsewhere.
+func TestNewConnStreamEndsWhenItsInstanceLeaves(t *testing.T) {
+	agent := testenv.Consul(t)
+	insts := startInterop(t, agent, "interop", 2)
+	for _, s := range insts {
+		s.mode.Store(hangs)
+	}
+	conn := newConn(t, agent, "interop", client.CallConfig{}, client.WithEndpointer(client.WithCloseGrace(100*time.Millisecond)))
+	st, err := testgrpc.NewTestServiceClient(conn).StreamingOutputCall(ctx(t), &testgrpc.StreamingOutputCallRequest{}, grpc.Peer(&peer.Peer{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Which instance holds it: the one whose handler runs. Take both out of
+	// discovery; the stream ends within the grace period of its leaving.
+	time.Sleep(200 * time.Millisecond)
+	for i := range insts {
+		if err := agent.API().Agent().ServiceDeregister(fmt.Sprintf("interop-%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := st.Recv()
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "left discovery") {
+			t.Errorf("the stream ended with %v; want Unavailable, its instance having left discovery", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stream on an instance that left discovery is still open after 10s")
+	}
+}

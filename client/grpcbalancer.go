@@ -214,7 +214,33 @@ type subConn struct {
 	mu      sync.Mutex
 	state   connectivity.State
 	lastErr error
-	changed chan struct{} // closed at the next change
+	changed chan struct{}        // closed at the next change
+	streams map[*streamOpen]bool // open on it
+}
+
+// errLeft ends the streams still open on an instance when its connection
+// is closed, a grace period after it left discovery: as the go-kit face's
+// Close of its connection ends its calls. A frozen instance's streams
+// would otherwise wait for it for ever.
+var errLeft = errors.New("the instance left discovery and its connection was closed")
+
+func (c *subConn) addStream(st *streamOpen) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state == connectivity.Shutdown {
+		return false
+	}
+	if c.streams == nil {
+		c.streams = map[*streamOpen]bool{}
+	}
+	c.streams[st] = true
+	return true
+}
+
+func (c *subConn) removeStream(st *streamOpen) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.streams, st)
 }
 
 func (c *subConn) listen(s balancer.SubConnState) {
@@ -255,10 +281,18 @@ func (c *subConn) WaitForStateChange(ctx context.Context, s connectivity.State) 
 
 func (c *subConn) Connect() { c.sc.Connect() }
 
-// Close shuts the SubConn down; calls in flight on it finish.
+// Close shuts the SubConn down: unary calls in flight on it finish, the
+// streams still open end (errLeft).
 func (c *subConn) Close() error {
 	c.sc.Shutdown()
 	c.listen(balancer.SubConnState{ConnectivityState: connectivity.Shutdown})
+	c.mu.Lock()
+	streams := c.streams
+	c.streams = nil
+	c.mu.Unlock()
+	for st := range streams {
+		st.cancel(errLeft)
+	}
 	return nil
 }
 
@@ -334,9 +368,13 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 		return balancer.PickResult{}, c.failure(n.instance)
 	}
 	if st != nil {
+		if !c.addStream(st) {
+			return balancer.PickResult{}, c.failure(n.instance)
+		}
 		n.beginStream()
 		st.picked(n)
 		return balancer.PickResult{SubConn: c.sc, Done: func(di balancer.DoneInfo) {
+			c.removeStream(st)
 			st.done(n.endStream(ctx, di.Err), di.BytesSent)
 		}}, nil
 	}
