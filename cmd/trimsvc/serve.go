@@ -18,7 +18,6 @@ import (
 	rungroup "github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
@@ -122,7 +121,7 @@ func build(cfg config, stderr io.Writer) (_ *instance, err error) {
 	if cfg.tlsCertFile != "" {
 		in.reloadTLS = reloadTLS
 	}
-	server := grpc.NewServer(append(limits.ServerOptions(), tlsOpts...)...)
+	server := limits.NewServer(tlsOpts...)
 	pb.RegisterTrimServer(server, transport.NewGRPCServer(trimsvc.NewServerSet(svc), id, in.logger))
 	in.health = health.NewServer() // the life registers it on server
 	reflection.Register(server)

@@ -9,7 +9,6 @@ import (
 	"syscall"
 
 	"github.com/go-kit/log"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -53,7 +52,7 @@ func Example_server() {
 		return
 	}
 	svc, _ := orders.NewServer(reg.ID, "") // no ledger: nothing to open
-	server := grpc.NewServer(limits.ServerOptions()...)
+	server := limits.NewServer()           // a *grpc.Server that knows its streams
 	orderspb.RegisterOrdersServer(server, svc)
 
 	// Serve, register, and on SIGTERM: NOT_SERVING, deregister, drain, stop.

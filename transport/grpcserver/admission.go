@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -25,12 +26,18 @@ const healthPrefix = "/grpc.health.v1.Health/"
 // go-kit's interfaces. A nil field is not reported.
 type AdmissionMetrics struct {
 	// Shed counts the calls refused at once because the concurrency limit
-	// (or MaxCallsInFlight) was reached.
+	// (or MaxCallsInFlight) was reached, and the streaming calls refused
+	// because MaxStreams was.
 	Shed metrics.Counter
 	// Limit is the concurrency limit now (at most MaxCallsInFlight).
 	Limit metrics.Gauge
-	// InFlight is the calls in flight now, health checks excepted.
+	// InFlight is the calls in flight now, health checks and the
+	// streaming calls of a NewServer's server excepted.
 	InFlight metrics.Gauge
+	// Streams is the streaming calls open now, health checks excepted
+	// (a NewServer's server; a server built from ServerOptions alone
+	// counts them in InFlight).
+	Streams metrics.Gauge
 
 	// ConnsRefused counts the connections closed as they were accepted:
 	// every place (MaxConnections) was held by an established connection.
@@ -48,8 +55,9 @@ type AdmissionMetrics struct {
 // admission bounds the calls in flight: it admits or sheds a call in
 // gRPC's tap handle, when its headers arrive and before its request is
 // read, and lets it go when the call ends. It tells the limit how each
-// admitted call went, and every answer carries the server's load in its
-// trailer (see internal/overload).
+// admitted unary call went, and every answer carries the server's load in
+// its trailer (see internal/overload). Streaming calls are bounded apart,
+// when it knows them (see streams.go).
 type admission struct {
 	max      int64 // MaxCallsInFlight
 	limit    ConcurrencyLimit
@@ -62,12 +70,31 @@ type admission struct {
 	// lastLimit is the limit the Limit gauge last got, so that it is set
 	// only when the limit moves.
 	lastLimit atomic.Int64
+
+	// streaming returns the full names ("/package.Service/Method") of
+	// the server's streaming methods; nil for the admission of
+	// ServerOptions alone, which does not know its server and takes
+	// every call for a unary one.
+	streaming  func() map[string]bool
+	maxStreams int64 // MaxStreams
+	streams    atomic.Int64
+	// stopping ends when the server stops (stopStreams): every streaming
+	// call's context ends with it.
+	stopping    context.Context
+	stopStreams context.CancelFunc
+	// leaving is closed when the server begins to stop gracefully
+	// (Leaving): a stream that can end by itself ends then.
+	leaving chan struct{}
+	leave   func()
 }
 
 // newAdmission returns the admission of l, which has its defaults.
 func newAdmission(l Limits) *admission {
-	a := &admission{max: int64(l.MaxCallsInFlight), limit: l.Concurrency, metrics: l.Metrics, marker: overload.NewMarker(), noLoad: l.OmitLoad, busy: l.Utilization}
+	a := &admission{max: int64(l.MaxCallsInFlight), limit: l.Concurrency, metrics: l.Metrics, marker: overload.NewMarker(), noLoad: l.OmitLoad, busy: l.Utilization, maxStreams: int64(l.MaxStreams)}
 	a.over, _ = l.Concurrency.(overLimit)
+	a.stopping, a.stopStreams = context.WithCancel(context.Background())
+	a.leaving = make(chan struct{})
+	a.leave = sync.OnceFunc(func() { close(a.leaving) })
 	a.currentLimit()
 	return a
 }
@@ -89,10 +116,11 @@ func (a *admission) currentLimit() int64 {
 	return l
 }
 
-// ticket is an admitted call's place in flight. It is given back once: by
-// the call's first interceptor when the call ends, or, for a call that
-// never reaches an interceptor (an unknown method, a caller that reset the
-// stream before its request was whole), when its stream's context ends.
+// ticket is an admitted call's place in flight, or a streaming call's
+// among the streams. It is given back once: by the call's first
+// interceptor when the call ends, or, for a call that never reaches an
+// interceptor (an unknown method, a caller that reset the stream before
+// its request was whole), when its stream's context ends.
 //
 // It is also the call's context (one allocation, not two): its Value
 // answers ticketKey with itself.
@@ -102,6 +130,7 @@ type ticket struct {
 	admitted time.Time
 	inflight int64 // when it was admitted, itself included
 	returned atomic.Bool
+	stream   bool        // a place among the streams, not in flight
 	stop     func() bool // stops the context's AfterFunc
 }
 
@@ -114,6 +143,10 @@ func (t *ticket) Value(key any) any {
 
 func (t *ticket) giveBack() {
 	if t.returned.CompareAndSwap(false, true) {
+		if t.stream {
+			t.a.streamEnded()
+			return
+		}
 		n := t.a.inflight.Add(-1)
 		if t.a.metrics.InFlight != nil {
 			t.a.metrics.InFlight.Set(float64(n))
@@ -126,6 +159,9 @@ type ticketKey struct{}
 func (a *admission) tap(ctx context.Context, info *tap.Info) (context.Context, error) {
 	if strings.HasPrefix(info.FullMethodName, healthPrefix) {
 		return ctx, nil
+	}
+	if a.streaming != nil && a.streaming()[info.FullMethodName] {
+		return a.tapStream(ctx)
 	}
 	limit := a.currentLimit()
 	n := a.inflight.Add(1)
@@ -163,14 +199,16 @@ func begin(ctx context.Context) (*ticket, error) {
 }
 
 // end gives back t (nil: a health check, nothing to give back), tells the
-// limit how the call went when its caller waited for it, and returns the
-// load trailer of its answer.
-func (t *ticket) end(ctx context.Context) metadata.MD {
+// limit how the call went when it is a unary call (observe) and its caller
+// waited for it, and returns the load trailer of its answer. A streaming
+// call's life is no latency: however it was admitted, the limit never
+// hears of it.
+func (t *ticket) end(ctx context.Context, observe bool) metadata.MD {
 	if t == nil {
 		return nil
 	}
 	t.stop()
-	if ctx.Err() == nil {
+	if observe && ctx.Err() == nil {
 		t.a.limit.Observe(time.Since(t.admitted), int(t.inflight))
 	}
 	t.giveBack()
@@ -178,8 +216,9 @@ func (t *ticket) end(ctx context.Context) metadata.MD {
 		return nil
 	}
 	limit := t.a.currentLimit()
-	// The load other callers see now: the calls still in flight, this
-	// one no longer among them.
+	// The load other callers see now: the calls still in flight (not the
+	// streams a NewServer's server admits apart), this one no longer
+	// among them.
 	u := float64(t.a.inflight.Load()) / float64(limit)
 	if t.a.busy != nil {
 		if b := t.a.busy(); b > u { // false for NaN
@@ -194,11 +233,11 @@ func (t *ticket) end(ctx context.Context) metadata.MD {
 func (a *admission) unary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	t, err := begin(ctx)
 	if err != nil {
-		t.end(ctx)
+		t.end(ctx, true)
 		return nil, err
 	}
 	resp, err := handler(ctx, req)
-	if md := t.end(ctx); md != nil {
+	if md := t.end(ctx, true); md != nil {
 		_ = grpc.SetTrailer(ctx, md)
 	}
 	return resp, err
@@ -208,11 +247,11 @@ func (a *admission) stream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerIn
 	ctx := ss.Context()
 	t, err := begin(ctx)
 	if err != nil {
-		t.end(ctx)
+		t.end(ctx, false)
 		return err
 	}
-	err = handler(srv, ss)
-	if md := t.end(ctx); md != nil {
+	err = a.runStream(srv, ss, handler)
+	if md := t.end(ctx, false); md != nil {
 		ss.SetTrailer(md)
 	}
 	return err

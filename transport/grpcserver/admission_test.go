@@ -150,7 +150,7 @@ func TestAnswersCarryTheServicesUtilizationWhenHigher(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r, ok := overload.FromTrailer(tk.end(ctx))
+		r, ok := overload.FromTrailer(tk.end(ctx, true))
 		if !ok || r.Utilization != c.want || r.Limit != 4 {
 			t.Errorf("%s: load %+v (%v), want utilization %v of limit 4", c.name, r, ok, c.want)
 		}

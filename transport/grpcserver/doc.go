@@ -9,10 +9,11 @@
 //
 // Limits bound what callers can cost the server: the size of a request,
 // the streams per connection and in flight across the server, the
-// connections, idle ones and their keepalive pings, and the time a
-// handshake may take. Limits.ServerOptions gives the grpc.ServerOptions,
-// Limits.Listener the connection limit. TLS serves TLS or mutual TLS from
-// files that may be rotated on disk.
+// streaming calls open, the connections, idle ones and their keepalive
+// pings, and the time a handshake may take. Limits.NewServer makes the
+// server (Limits.ServerOptions gives its grpc.ServerOptions, for a server
+// without streaming calls), Limits.Listener the connection limit. TLS
+// serves TLS or mutual TLS from files that may be rotated on disk.
 //
 // It imports nothing of the trim service: any gRPC server can use it.
 package grpcserver

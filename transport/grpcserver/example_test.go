@@ -11,7 +11,6 @@ import (
 
 	"github.com/go-kit/log"
 	"github.com/hashicorp/consul/api"
-	"google.golang.org/grpc"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/trimkit/trimkit/sd"
@@ -41,7 +40,7 @@ func ExampleInstance_Run() {
 		return
 	}
 	limits := grpcserver.Limits{MaxRecvMsgSize: 64 << 10} // the largest request, and a margin
-	server := grpc.NewServer(limits.ServerOptions()...)
+	server := limits.NewServer()
 	testgrpc.RegisterTestServiceServer(server, testService{})
 
 	// What callers dial: the listener's host, or this host's address for a
@@ -91,7 +90,7 @@ func ExampleTLS() {
 		fmt.Fprintln(os.Stderr, err)
 		return
 	}
-	server := grpc.NewServer(append(grpcserver.Limits{}.ServerOptions(), tlsOpts...)...)
+	server := grpcserver.Limits{}.NewServer(tlsOpts...)
 	testgrpc.RegisterTestServiceServer(server, testService{})
 
 	hup := make(chan os.Signal, 1)
@@ -118,7 +117,7 @@ func ExampleNewAdaptiveLimit() {
 		return
 	}
 	limits := grpcserver.Limits{MaxCallsInFlight: 512, Concurrency: limit}
-	server := grpc.NewServer(limits.ServerOptions()...)
+	server := limits.NewServer()
 	testgrpc.RegisterTestServiceServer(server, testService{})
 	// Serve it with an Instance, as in Instance.Run's example.
 	fmt.Println(limit, "starts at", limit.Limit())
@@ -130,7 +129,7 @@ func ExampleNewAdaptiveLimit() {
 // left out of its answers, for callers that cannot use it.
 func ExampleFixedLimit() {
 	limits := grpcserver.Limits{Concurrency: grpcserver.FixedLimit(8), OmitLoad: true}
-	server := grpc.NewServer(limits.ServerOptions()...)
+	server := limits.NewServer()
 	testgrpc.RegisterTestServiceServer(server, testService{})
 	fmt.Println(limits.Concurrency, limits.Concurrency.Limit())
 	// Output: fixed concurrency limit 8
@@ -152,7 +151,7 @@ func ExampleLimits_Listener() {
 		fmt.Println(err)
 		return
 	}
-	server := grpc.NewServer(limits.ServerOptions()...)
+	server := limits.NewServer()
 	testgrpc.RegisterTestServiceServer(server, testService{})
 	limited := limits.Listener(lis)
 	defer limited.Close()

@@ -41,6 +41,18 @@ type Server interface {
 
 var _ Server = (*grpc.Server)(nil)
 
+// grpcServer returns the *grpc.Server that s is, or that it embeds (a
+// GRPCServer).
+func grpcServer(s Server) (*grpc.Server, bool) {
+	switch s := s.(type) {
+	case *grpc.Server:
+		return s, true
+	case *GRPCServer:
+		return s.Server, true
+	}
+	return nil, false
+}
+
 // HTTPServer adapts s to Server: GracefulStop is Shutdown, Stop is Close,
 // and Serve returns nil, not http.ErrServerClosed, after either.
 func HTTPServer(s *http.Server) Server { return httpServer{s} }
@@ -65,7 +77,8 @@ func (h httpServer) Stop()         { _ = h.s.Close() }
 //
 // An Instance is run once.
 type Instance struct {
-	// Server is what serves (required).
+	// Server is what serves (required): a *grpc.Server, a GRPCServer
+	// (Limits.NewServer) or an HTTPServer.
 	Server Server
 	// Listener is where it serves (required). Run closes it.
 	Listener net.Listener
@@ -74,8 +87,8 @@ type Instance struct {
 	// NOT_SERVING (which turns the agent's check critical) and drains.
 	Registrar *sd.Registrar
 	// Health is the grpc.health.v1 server whose statuses follow the
-	// instance. With a *grpc.Server that has no health service, Run
-	// registers it there (a new one when Health is nil); a *grpc.Server
+	// instance. With a *grpc.Server (or GRPCServer) that has no health
+	// service, Run registers it there (a new one when Health is nil); one
 	// that has one of its own needs it given here. With another Server,
 	// nil means no gRPC health.
 	Health *health.Server
@@ -110,7 +123,11 @@ type Instance struct {
 	// possible (tests), give 1ns.
 	Drain time.Duration
 	// StopTimeout bounds the graceful stop that lets calls in flight end;
-	// what still runs then is cut off (Server.Stop). 5s by default.
+	// what still runs then is cut off (Server.Stop). 5s by default. The
+	// streaming calls of a GRPCServer still open then are ended first:
+	// their contexts end, and they have up to 200ms more to answer
+	// Unavailable ("server stopping; reopen on another instance"), so
+	// that their callers open them again elsewhere.
 	StopTimeout time.Duration
 	// Logger logs the instance's steps. Nil means none.
 	Logger log.Logger
@@ -159,7 +176,7 @@ func (in Instance) check() (*instance, error) {
 			errs = append(errs, fmt.Errorf("HealthService %q differs from %q, the one Consul's check asks about", c.HealthService, reg.HealthService))
 		}
 	}
-	s, isGRPC := in.Server.(*grpc.Server)
+	s, isGRPC := grpcServer(in.Server)
 	hasHealth := false
 	if isGRPC {
 		_, hasHealth = s.GetServiceInfo()[healthpb.Health_ServiceDesc.ServiceName]
@@ -182,7 +199,7 @@ func (in Instance) check() (*instance, error) {
 		c.healthNames = append(c.healthNames, c.HealthService)
 	}
 	switch c.Server.(type) {
-	case *grpc.Server:
+	case *grpc.Server, *GRPCServer:
 		c.proto = "gRPC"
 	case httpServer:
 		c.proto = "HTTP"

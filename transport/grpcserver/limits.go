@@ -22,7 +22,10 @@ import (
 // interceptor runs, so the memory requests take is at most
 // MaxCallsInFlight times MaxRecvMsgSize (and what the handlers make of
 // them), however many connections and streams callers open; calls over
-// MaxCallsInFlight are refused before their message is read.
+// MaxCallsInFlight are refused before their message is read. A streaming
+// call reads its messages one at a time, as its handler asks: the servers
+// of NewServer, which bound streaming calls apart, add at most MaxStreams
+// times MaxRecvMsgSize.
 type Limits struct {
 	// MaxRecvMsgSize is the largest request message, in bytes: the
 	// service's own largest valid request plus a small margin for framing,
@@ -34,6 +37,16 @@ type Limits struct {
 	// health checks excepted: more get ResourceExhausted at once, before
 	// their request is read.
 	MaxCallsInFlight int
+	// MaxStreams bounds the streaming calls (where the client or the
+	// server streams) open across a NewServer's server, health checks
+	// excepted: a new one over it gets ResourceExhausted at once, marked
+	// as shed, so that its caller opens it on another instance. A
+	// stream's life is no latency and may last minutes: streaming calls
+	// neither feed nor count against the concurrency limit or
+	// MaxCallsInFlight, only this. (The admission of ServerOptions alone
+	// does not know the server's methods: it counts streaming calls in
+	// flight, and this does not apply.)
+	MaxStreams int
 	// MaxConnections bounds the connections open at once. When they are
 	// all open, a new connection takes the place of one not yet
 	// established (see MaxPendingConnections), or, when every one is
@@ -113,6 +126,14 @@ var DefaultLimits = Limits{
 	// only queue, holding their requests. 128 calls of 1 MiB are at most
 	// about 300 MB of requests and their copies.
 	MaxCallsInFlight: 128,
+	// A stream waiting for its next message holds no core, only a
+	// goroutine and its HTTP/2 state: one per connection the server
+	// keeps (MaxConnections), so that every caller may keep a stream
+	// open (a watch, a subscription). Each holds at most one request
+	// message while its handler reads it: a service that streams bounds
+	// their memory with its MaxRecvMsgSize (1024 messages of 64 KiB are
+	// 64 MiB), or lowers this.
+	MaxStreams: 1024,
 	// Far above what a fleet of callers holds (one connection per caller
 	// per instance), far below a process's file descriptor limit.
 	MaxConnections: 1024,
@@ -141,6 +162,7 @@ func (l Limits) Validate() error {
 	var errs []error
 	for field, v := range map[string]int64{
 		"Limits.MaxRecvMsgSize": int64(l.MaxRecvMsgSize), "Limits.MaxCallsInFlight": int64(l.MaxCallsInFlight),
+		"Limits.MaxStreams":     int64(l.MaxStreams),
 		"Limits.MaxConnections": int64(l.MaxConnections), "Limits.MaxConnectionIdle": int64(l.MaxConnectionIdle),
 		"Limits.MaxPendingConnections": int64(l.MaxPendingConnections), "Limits.FirstByteTimeout": int64(l.FirstByteTimeout),
 		"Limits.KeepaliveTime": int64(l.KeepaliveTime), "Limits.KeepaliveTimeout": int64(l.KeepaliveTimeout),
@@ -164,6 +186,7 @@ func (l Limits) WithDefaults() Limits {
 	l.MaxRecvMsgSize = cmp.Or(l.MaxRecvMsgSize, d.MaxRecvMsgSize)
 	l.MaxConcurrentStreams = cmp.Or(l.MaxConcurrentStreams, d.MaxConcurrentStreams)
 	l.MaxCallsInFlight = cmp.Or(l.MaxCallsInFlight, d.MaxCallsInFlight)
+	l.MaxStreams = cmp.Or(l.MaxStreams, d.MaxStreams)
 	l.MaxConnections = cmp.Or(l.MaxConnections, d.MaxConnections)
 	l.MaxPendingConnections = cmp.Or(l.MaxPendingConnections, d.MaxPendingConnections, max(l.MaxConnections/2, 1))
 	l.FirstByteTimeout = cmp.Or(l.FirstByteTimeout, d.FirstByteTimeout)
@@ -187,6 +210,13 @@ func (l Limits) WithDefaults() Limits {
 // in answers included. Give them to
 // grpc.NewServer before any interceptor of your own, and serve on
 // l.Listener(lis).
+//
+// Their admission does not know the server it is given to, so it cannot
+// tell a streaming call when it admits it: a streaming call holds a place
+// in flight, of the concurrency limit and MaxCallsInFlight, while it is
+// open (its life never feeds the limit), MaxStreams does not apply, and
+// an Instance cannot end the streams still open when it stops. A server
+// with streaming calls is made by NewServer.
 func (l Limits) ServerOptions() []grpc.ServerOption {
 	opts, _ := l.serverOptions()
 	return opts

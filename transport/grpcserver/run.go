@@ -27,7 +27,8 @@ import (
 //  4. on the way out, stop those and wait for them (so that a resync
 //     cannot register a leaving instance again), health NOT_SERVING,
 //     deregister (bounded, 5s), drain;
-//  5. stop gracefully, at most StopTimeout, then cut off what is left.
+//  5. stop gracefully, at most StopTimeout, then end the streaming calls
+//     still open (a GRPCServer's: Unavailable) and cut off what is left.
 //
 // Until it is in service (ready and registered) it has no caller to lose:
 // a failure, or ctx ending, stops the server at once.
@@ -217,9 +218,22 @@ func (c *instance) deregister() error {
 	return err
 }
 
+// streamsEndWait is how long the streaming calls still open when
+// StopTimeout is up have, once their contexts end, to answer before their
+// connections are closed: a handler that returns on its context's end
+// does within a millisecond, and a caller whose stream ends with its
+// answer, not with a broken connection, learns it is to open it again
+// elsewhere.
+const streamsEndWait = 200 * time.Millisecond
+
 // stop stops the server gracefully, waiting at most StopTimeout for the
-// calls in flight, then cuts off what is left.
+// calls in flight; then it ends a GRPCServer's streaming calls still open,
+// gives them streamsEndWait to answer, and cuts off what is left, without
+// waiting for handlers that go on regardless.
 func (c *instance) stop() {
+	if s, ok := c.Server.(*GRPCServer); ok {
+		s.a.leave() // streams that can end by themselves do (Leaving)
+	}
 	done := make(chan struct{})
 	go func() {
 		c.Server.GracefulStop()
@@ -229,9 +243,24 @@ func (c *instance) stop() {
 	defer t.Stop()
 	select {
 	case <-done:
+		return
 	case <-t.C:
-		_ = level.Warn(c.Logger).Log("msg", "graceful stop timed out; closing remaining connections", "timeout", c.StopTimeout)
-		c.Server.Stop()
-		<-done
 	}
+	if s, ok := c.Server.(*GRPCServer); ok {
+		_ = level.Warn(c.Logger).Log("msg", "graceful stop timed out; ending the streams still open, then cutting off what is left",
+			"timeout", c.StopTimeout, "streams", s.a.streams.Load())
+		s.a.stopStreams()
+		t.Reset(streamsEndWait)
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+	} else {
+		_ = level.Warn(c.Logger).Log("msg", "graceful stop timed out; closing remaining connections", "timeout", c.StopTimeout)
+	}
+	c.Server.Stop()
+	// Not <-done: a *grpc.Server's GracefulStop returns only once every
+	// handler has, and one that ignores its context's end may never.
+	// Stop has closed the connections; such a handler answers nobody.
 }
