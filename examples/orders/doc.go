@@ -6,6 +6,8 @@
 // freely and the second only when its attempt certainly never left the
 // caller, so no order is created twice. A CreateOrder that may have
 // reached an instance that then failed fails too: its outcome is unknown.
+// WatchOrders is a server-streaming method: each order the instance
+// creates, until the caller cancels or the instance leaves.
 //
 //   - server (examples/orders/server) is the quick start of a server:
 //     grpcserver.Limits on a grpc.Server and its listener, an
@@ -14,10 +16,14 @@
 //     leaves Consul, drains and stops without losing a call.
 //   - client (examples/orders/client) is the quick start of a caller:
 //     client.New with Endpoints (this service's client.EndpointFunc) and
-//     Idempotent (its RetryConfig.Idempotent).
+//     Idempotent (its RetryConfig.Idempotent); with -watch, one
+//     ClientConn of client.NewConn and the generated client, following
+//     new orders through Watch.
 //
 // This package holds what both share: Server, the service (an in-memory
-// store, one per instance), Endpoints and Idempotent.
+// store, one per instance), Endpoints, Idempotent, and Watch, which keeps
+// a WatchOrders stream open, on another instance when one leaves or
+// fails.
 //
 // `make up` leaves a Consul dev agent running (and three trimsvc
 // instances, which this example ignores) and prints the agent's address,
@@ -33,8 +39,11 @@
 //	kill %1 %2 # SIGTERM: each leaves Consul, drains, stops
 //	make down
 //
-// The test in this directory runs three servers against a real agent
-// under load, stops one with SIGTERM and kills another with SIGKILL, and
-// checks from the servers' ledgers (-ledger) that no CreateOrder was sent
-// twice.
+// The tests in this directory run servers against a real agent under
+// load. One stops a server with SIGTERM and kills another with SIGKILL,
+// and checks from the servers' ledgers (-ledger) that no CreateOrder was
+// sent twice. The other calls through one ClientConn with streams open
+// while servers get SIGTERM, SIGKILL and SIGSTOP: no GetOrder fails, and
+// only the streams on the killed or frozen instance do, each opened again
+// elsewhere.
 package orders

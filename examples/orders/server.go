@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/trimkit/trimkit/examples/orders/orderspb"
+	"github.com/trimkit/trimkit/transport/grpcserver"
 )
 
 // Server is the orders service of one instance: its orders live in memory,
@@ -23,9 +24,21 @@ type Server struct {
 	instance string
 	ledger   *os.File // nil without a ledger
 
-	mu     sync.Mutex
-	orders map[string]*orderspb.Order // guarded by mu; each never changes once stored
+	mu       sync.Mutex
+	orders   map[string]*orderspb.Order // guarded by mu; each never changes once stored
+	watchers map[*watcher]bool          // guarded by mu
 }
+
+// watcher is one WatchOrders stream: the orders it is yet to send.
+type watcher struct {
+	item   string
+	orders chan *orderspb.Order
+	behind chan struct{} // closed when orders was full: the stream ends
+}
+
+// watchBuffer is how many orders a watcher may be behind before its
+// stream ends (ResourceExhausted): an order is never dropped silently.
+const watchBuffer = 256
 
 var _ orderspb.OrdersServer = (*Server)(nil)
 
@@ -35,7 +48,7 @@ var _ orderspb.OrdersServer = (*Server)(nil)
 // if need be, before it answers: a record of every request that reached
 // the instance, which outlives it, even killed. Close the Server when done.
 func NewServer(instance, ledger string) (*Server, error) {
-	s := &Server{instance: instance, orders: map[string]*orderspb.Order{}}
+	s := &Server{instance: instance, orders: map[string]*orderspb.Order{}, watchers: map[*watcher]bool{}}
 	if ledger != "" {
 		f, err := os.OpenFile(ledger, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 		if err != nil {
@@ -91,6 +104,55 @@ func (s *Server) CreateOrder(_ context.Context, req *orderspb.CreateOrderRequest
 	o := &orderspb.Order{Id: rand.Text(), Item: req.GetItem(), Quantity: req.GetQuantity(), Instance: s.instance}
 	s.mu.Lock()
 	s.orders[o.GetId()] = o
+	for w := range s.watchers {
+		if w.item != "" && w.item != o.GetItem() {
+			continue
+		}
+		select {
+		case w.orders <- o:
+		default: // behind: its stream ends, and it leaves the set
+			close(w.behind)
+			delete(s.watchers, w)
+		}
+	}
 	s.mu.Unlock()
 	return o, nil
+}
+
+// WatchOrders sends the orders the instance creates from now on, until
+// the caller cancels or the server stops: when its instance begins to stop
+// (grpcserver.Leaving), the stream ends OK, so that its caller opens it
+// again on another instance. A caller more than watchBuffer orders behind
+// gets ResourceExhausted.
+func (s *Server) WatchOrders(req *orderspb.WatchOrdersRequest, stream orderspb.Orders_WatchOrdersServer) error {
+	ctx := stream.Context()
+	w := &watcher{item: req.GetItem(), orders: make(chan *orderspb.Order, watchBuffer), behind: make(chan struct{})}
+	s.mu.Lock()
+	s.watchers[w] = true
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.watchers, w)
+		s.mu.Unlock()
+	}()
+	// The header at once: the caller knows its stream is open here
+	// before the first order comes.
+	if err := stream.SendHeader(nil); err != nil {
+		return err
+	}
+	leaving := grpcserver.Leaving(ctx)
+	for {
+		select {
+		case o := <-w.orders:
+			if err := stream.Send(o); err != nil {
+				return err
+			}
+		case <-w.behind:
+			return status.Errorf(codes.ResourceExhausted, "the watch fell %d orders behind", watchBuffer)
+		case <-leaving:
+			return nil
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		}
+	}
 }

@@ -1,14 +1,20 @@
 // Command client calls the orders example's service (see package orders)
-// through trimkit's client stack: it creates orders and gets each back.
+// through trimkit's client stack: it creates orders and gets each back,
+// through the go-kit face (client.New, orders.Endpoints). With -watch, it
+// then follows new orders for a while through the gRPC-native face: one
+// ClientConn (client.NewConn) and the generated client's WatchOrders
+// stream, opened again on another instance whenever its instance leaves.
 package main
 
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/go-kit/log"
 	"google.golang.org/grpc/codes"
@@ -35,9 +41,11 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.StringVar(&cfg.Consul.Address, "consul-addr", "", "Consul agent address (default: CONSUL_HTTP_ADDR, else 127.0.0.1:8500)")
 	fs.StringVar(&cfg.Service, "service", "orders", "Consul service name to call")
 	n := fs.Int("n", 1, "orders to create and get back")
+	watch := fs.Duration("watch", 0, "then follow new orders for this long, over a WatchOrders stream (0: not)")
 	_ = fs.Parse(args) // ExitOnError
+	logger := log.NewLogfmtLogger(log.NewSyncWriter(os.Stderr))
 
-	c, err := client.New(cfg, orders.Endpoints, client.WithLogger(log.NewLogfmtLogger(log.NewSyncWriter(os.Stderr))))
+	c, err := client.New(cfg, orders.Endpoints, client.WithLogger(logger))
 	if err != nil {
 		return err
 	}
@@ -60,5 +68,33 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 			fmt.Fprintf(stdout, "  got it back from %s\n", resp.(*orderspb.Order).GetInstance())
 		}
 	}
+	if *watch > 0 {
+		return follow(ctx, cfg, *watch, stdout, logger)
+	}
 	return nil
+}
+
+// follow prints the orders the instances create for d, over one
+// ClientConn's WatchOrders streams.
+func follow(ctx context.Context, cfg client.Config, d time.Duration, stdout io.Writer, logger log.Logger) error {
+	conn, err := client.NewConn(cfg, client.WithLogger(logger))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	err = orders.Watch(ctx, conn, &orderspb.WatchOrdersRequest{}, func(o *orderspb.Order) {
+		fmt.Fprintf(stdout, "new order %s (%d %s) on %s\n", o.GetId(), o.GetQuantity(), o.GetItem(), o.GetInstance())
+	}, func(e orders.StreamEnd) {
+		why := "its instance left"
+		if e.Err != nil {
+			why = e.Err.Error()
+		}
+		fmt.Fprintf(stdout, "  the stream on %s ended after %d orders (%s); opening another\n", e.Instance, e.Orders, why)
+	})
+	if errors.Is(err, context.DeadlineExceeded) {
+		return nil
+	}
+	return err
 }

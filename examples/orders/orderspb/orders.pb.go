@@ -21,6 +21,52 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// WatchOrdersRequest says which orders to send.
+type WatchOrdersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// item keeps only the orders of that item; empty, every order.
+	Item          string `protobuf:"bytes,1,opt,name=item,proto3" json:"item,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchOrdersRequest) Reset() {
+	*x = WatchOrdersRequest{}
+	mi := &file_orders_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchOrdersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchOrdersRequest) ProtoMessage() {}
+
+func (x *WatchOrdersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_orders_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchOrdersRequest.ProtoReflect.Descriptor instead.
+func (*WatchOrdersRequest) Descriptor() ([]byte, []int) {
+	return file_orders_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *WatchOrdersRequest) GetItem() string {
+	if x != nil {
+		return x.Item
+	}
+	return ""
+}
+
 // GetOrderRequest names the order to get.
 type GetOrderRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -31,7 +77,7 @@ type GetOrderRequest struct {
 
 func (x *GetOrderRequest) Reset() {
 	*x = GetOrderRequest{}
-	mi := &file_orders_proto_msgTypes[0]
+	mi := &file_orders_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -43,7 +89,7 @@ func (x *GetOrderRequest) String() string {
 func (*GetOrderRequest) ProtoMessage() {}
 
 func (x *GetOrderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orders_proto_msgTypes[0]
+	mi := &file_orders_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -56,7 +102,7 @@ func (x *GetOrderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOrderRequest.ProtoReflect.Descriptor instead.
 func (*GetOrderRequest) Descriptor() ([]byte, []int) {
-	return file_orders_proto_rawDescGZIP(), []int{0}
+	return file_orders_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *GetOrderRequest) GetId() string {
@@ -81,7 +127,7 @@ type CreateOrderRequest struct {
 
 func (x *CreateOrderRequest) Reset() {
 	*x = CreateOrderRequest{}
-	mi := &file_orders_proto_msgTypes[1]
+	mi := &file_orders_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -93,7 +139,7 @@ func (x *CreateOrderRequest) String() string {
 func (*CreateOrderRequest) ProtoMessage() {}
 
 func (x *CreateOrderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_orders_proto_msgTypes[1]
+	mi := &file_orders_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -106,7 +152,7 @@ func (x *CreateOrderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateOrderRequest.ProtoReflect.Descriptor instead.
 func (*CreateOrderRequest) Descriptor() ([]byte, []int) {
-	return file_orders_proto_rawDescGZIP(), []int{1}
+	return file_orders_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *CreateOrderRequest) GetRequestId() string {
@@ -145,7 +191,7 @@ type Order struct {
 
 func (x *Order) Reset() {
 	*x = Order{}
-	mi := &file_orders_proto_msgTypes[2]
+	mi := &file_orders_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -157,7 +203,7 @@ func (x *Order) String() string {
 func (*Order) ProtoMessage() {}
 
 func (x *Order) ProtoReflect() protoreflect.Message {
-	mi := &file_orders_proto_msgTypes[2]
+	mi := &file_orders_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -170,7 +216,7 @@ func (x *Order) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Order.ProtoReflect.Descriptor instead.
 func (*Order) Descriptor() ([]byte, []int) {
-	return file_orders_proto_rawDescGZIP(), []int{2}
+	return file_orders_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Order) GetId() string {
@@ -205,7 +251,9 @@ var File_orders_proto protoreflect.FileDescriptor
 
 const file_orders_proto_rawDesc = "" +
 	"\n" +
-	"\forders.proto\x12\torders.v1\"!\n" +
+	"\forders.proto\x12\torders.v1\"(\n" +
+	"\x12WatchOrdersRequest\x12\x12\n" +
+	"\x04item\x18\x01 \x01(\tR\x04item\"!\n" +
 	"\x0fGetOrderRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"c\n" +
 	"\x12CreateOrderRequest\x12\x1d\n" +
@@ -217,10 +265,11 @@ const file_orders_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04item\x18\x02 \x01(\tR\x04item\x12\x1a\n" +
 	"\bquantity\x18\x03 \x01(\x05R\bquantity\x12\x1a\n" +
-	"\binstance\x18\x04 \x01(\tR\binstance2\x82\x01\n" +
+	"\binstance\x18\x04 \x01(\tR\binstance2\xc4\x01\n" +
 	"\x06Orders\x128\n" +
 	"\bGetOrder\x12\x1a.orders.v1.GetOrderRequest\x1a\x10.orders.v1.Order\x12>\n" +
-	"\vCreateOrder\x12\x1d.orders.v1.CreateOrderRequest\x1a\x10.orders.v1.OrderB5Z3github.com/trimkit/trimkit/examples/orders/orderspbb\x06proto3"
+	"\vCreateOrder\x12\x1d.orders.v1.CreateOrderRequest\x1a\x10.orders.v1.Order\x12@\n" +
+	"\vWatchOrders\x12\x1d.orders.v1.WatchOrdersRequest\x1a\x10.orders.v1.Order0\x01B5Z3github.com/trimkit/trimkit/examples/orders/orderspbb\x06proto3"
 
 var (
 	file_orders_proto_rawDescOnce sync.Once
@@ -234,19 +283,22 @@ func file_orders_proto_rawDescGZIP() []byte {
 	return file_orders_proto_rawDescData
 }
 
-var file_orders_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_orders_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_orders_proto_goTypes = []any{
-	(*GetOrderRequest)(nil),    // 0: orders.v1.GetOrderRequest
-	(*CreateOrderRequest)(nil), // 1: orders.v1.CreateOrderRequest
-	(*Order)(nil),              // 2: orders.v1.Order
+	(*WatchOrdersRequest)(nil), // 0: orders.v1.WatchOrdersRequest
+	(*GetOrderRequest)(nil),    // 1: orders.v1.GetOrderRequest
+	(*CreateOrderRequest)(nil), // 2: orders.v1.CreateOrderRequest
+	(*Order)(nil),              // 3: orders.v1.Order
 }
 var file_orders_proto_depIdxs = []int32{
-	0, // 0: orders.v1.Orders.GetOrder:input_type -> orders.v1.GetOrderRequest
-	1, // 1: orders.v1.Orders.CreateOrder:input_type -> orders.v1.CreateOrderRequest
-	2, // 2: orders.v1.Orders.GetOrder:output_type -> orders.v1.Order
-	2, // 3: orders.v1.Orders.CreateOrder:output_type -> orders.v1.Order
-	2, // [2:4] is the sub-list for method output_type
-	0, // [0:2] is the sub-list for method input_type
+	1, // 0: orders.v1.Orders.GetOrder:input_type -> orders.v1.GetOrderRequest
+	2, // 1: orders.v1.Orders.CreateOrder:input_type -> orders.v1.CreateOrderRequest
+	0, // 2: orders.v1.Orders.WatchOrders:input_type -> orders.v1.WatchOrdersRequest
+	3, // 3: orders.v1.Orders.GetOrder:output_type -> orders.v1.Order
+	3, // 4: orders.v1.Orders.CreateOrder:output_type -> orders.v1.Order
+	3, // 5: orders.v1.Orders.WatchOrders:output_type -> orders.v1.Order
+	3, // [3:6] is the sub-list for method output_type
+	0, // [0:3] is the sub-list for method input_type
 	0, // [0:0] is the sub-list for extension type_name
 	0, // [0:0] is the sub-list for extension extendee
 	0, // [0:0] is the sub-list for field type_name
@@ -263,7 +315,7 @@ func file_orders_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_orders_proto_rawDesc), len(file_orders_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

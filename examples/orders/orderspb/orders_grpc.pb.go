@@ -21,6 +21,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	Orders_GetOrder_FullMethodName    = "/orders.v1.Orders/GetOrder"
 	Orders_CreateOrder_FullMethodName = "/orders.v1.Orders/CreateOrder"
+	Orders_WatchOrders_FullMethodName = "/orders.v1.Orders/WatchOrders"
 )
 
 // OrdersClient is the client API for Orders service.
@@ -36,6 +37,11 @@ type OrdersClient interface {
 	// time it is called. It is not idempotent: sent twice, it creates two
 	// orders.
 	CreateOrder(ctx context.Context, in *CreateOrderRequest, opts ...grpc.CallOption) (*Order, error)
+	// WatchOrders sends each order the instance that serves the stream
+	// creates from then on, until the caller cancels or the instance leaves
+	// (the stream then ends, OK: open it again, on another instance). Each
+	// instance keeps its own orders, so a stream sees that instance's.
+	WatchOrders(ctx context.Context, in *WatchOrdersRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Order], error)
 }
 
 type ordersClient struct {
@@ -66,6 +72,25 @@ func (c *ordersClient) CreateOrder(ctx context.Context, in *CreateOrderRequest, 
 	return out, nil
 }
 
+func (c *ordersClient) WatchOrders(ctx context.Context, in *WatchOrdersRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Order], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Orders_ServiceDesc.Streams[0], Orders_WatchOrders_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchOrdersRequest, Order]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Orders_WatchOrdersClient = grpc.ServerStreamingClient[Order]
+
 // OrdersServer is the server API for Orders service.
 // All implementations must embed UnimplementedOrdersServer
 // for forward compatibility.
@@ -79,6 +104,11 @@ type OrdersServer interface {
 	// time it is called. It is not idempotent: sent twice, it creates two
 	// orders.
 	CreateOrder(context.Context, *CreateOrderRequest) (*Order, error)
+	// WatchOrders sends each order the instance that serves the stream
+	// creates from then on, until the caller cancels or the instance leaves
+	// (the stream then ends, OK: open it again, on another instance). Each
+	// instance keeps its own orders, so a stream sees that instance's.
+	WatchOrders(*WatchOrdersRequest, grpc.ServerStreamingServer[Order]) error
 	mustEmbedUnimplementedOrdersServer()
 }
 
@@ -94,6 +124,9 @@ func (UnimplementedOrdersServer) GetOrder(context.Context, *GetOrderRequest) (*O
 }
 func (UnimplementedOrdersServer) CreateOrder(context.Context, *CreateOrderRequest) (*Order, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateOrder not implemented")
+}
+func (UnimplementedOrdersServer) WatchOrders(*WatchOrdersRequest, grpc.ServerStreamingServer[Order]) error {
+	return status.Error(codes.Unimplemented, "method WatchOrders not implemented")
 }
 func (UnimplementedOrdersServer) mustEmbedUnimplementedOrdersServer() {}
 func (UnimplementedOrdersServer) testEmbeddedByValue()                {}
@@ -152,6 +185,17 @@ func _Orders_CreateOrder_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Orders_WatchOrders_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchOrdersRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(OrdersServer).WatchOrders(m, &grpc.GenericServerStream[WatchOrdersRequest, Order]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Orders_WatchOrdersServer = grpc.ServerStreamingServer[Order]
+
 // Orders_ServiceDesc is the grpc.ServiceDesc for Orders service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -168,6 +212,12 @@ var Orders_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Orders_CreateOrder_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchOrders",
+			Handler:       _Orders_WatchOrders_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "orders.proto",
 }

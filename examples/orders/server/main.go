@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/go-kit/log"
-	"google.golang.org/grpc"
 
 	"github.com/trimkit/trimkit/examples/orders"
 	"github.com/trimkit/trimkit/examples/orders/orderspb"
@@ -66,7 +65,7 @@ func run(ctx context.Context, addr string, consul sd.ConsulConfig, reg sd.Regist
 		return err
 	}
 	defer svc.Close()
-	server := grpc.NewServer(limits.ServerOptions()...)
+	server := limits.NewServer() // knows its streams: bounds them apart, ends them when it stops
 	orderspb.RegisterOrdersServer(server, svc)
 	return grpcserver.Instance{Server: server, Listener: lis, Registrar: registrar, Drain: drain, Logger: logger}.Run(ctx)
 }
