@@ -183,13 +183,14 @@ func (r *retry) call(ctx context.Context, request interface{}) (interface{}, err
 		add(r.metrics.Throttled)
 		return nil, err
 	}
-	resp, err := r.attempts(ctx, request)
-	r.throttle.done(err)
+	resp, shed, err := r.attempts(ctx, request)
+	r.throttle.done(shed)
 	return resp, err
 }
 
-// attempts makes the attempts of a call.
-func (r *retry) attempts(ctx context.Context, request interface{}) (interface{}, error) {
+// attempts makes the attempts of a call, and says whether the last was
+// shed (by its instance's classification, which the throttle goes by).
+func (r *retry) attempts(ctx context.Context, request interface{}) (interface{}, bool, error) {
 	start := time.Now()
 	deadline := start.Add(r.timeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
@@ -248,7 +249,7 @@ func (r *retry) attempts(ctx context.Context, request interface{}) (interface{},
 				if at, ok := ctx.Value(answeredKey{}).(*string); ok {
 					*at = a.answered.instance
 				}
-				return resp, nil
+				return resp, false, nil
 			}
 		} else {
 			a.made++
@@ -270,7 +271,7 @@ func (r *retry) attempts(ctx context.Context, request interface{}) (interface{},
 		if !keep {
 			// The policy's answer, not a give-up: the error (an
 			// instance's answer, say) is the call's as it is.
-			return nil, cmp.Or(replacement, last)
+			return nil, f.o == shed, cmp.Or(replacement, last)
 		}
 		if sent && !idempotent && f.o != shed {
 			unknown = true
@@ -286,7 +287,8 @@ func (r *retry) attempts(ctx context.Context, request interface{}) (interface{},
 			}
 		}
 	}
-	return nil, r.giveUp(ctx, a, last, spent, unknown, start, deadline)
+	lastShed := len(a.failed) > 0 && a.failed[len(a.failed)-1].o == shed
+	return nil, lastShed, r.giveUp(ctx, a, last, spent, unknown, start, deadline)
 }
 
 // giveUp is the error of a call that Retry gave up on after a's attempts,

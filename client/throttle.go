@@ -10,8 +10,6 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-
-	"github.com/trimkit/trimkit/internal/overload"
 )
 
 // Throttle is client-side adaptive throttling (Google's SRE book, chapter
@@ -130,17 +128,16 @@ func (t *throttle) probability() (p float64, requests, accepts int64) {
 	return max(0, (float64(requests)-t.k*float64(accepts))/float64(requests+1)), requests, accepts
 }
 
-// done counts a sent call that ended with err: a request, and an accept
-// unless err says the instances refused it for overload.
-func (t *throttle) done(err error) {
+// done counts a sent call that ended: a request, and an accept unless its
+// last attempt was shed (refused for overload, by the classification).
+func (t *throttle) done(shed bool) {
 	if t == nil {
 		return
 	}
-	accepted := !overload.IsShed(err)
 	t.mu.Lock()
 	s := t.w.current()
 	s.a++
-	if accepted {
+	if !shed {
 		s.b++
 	}
 	t.mu.Unlock()

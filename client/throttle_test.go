@@ -9,14 +9,11 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-
-	"github.com/trimkit/trimkit/internal/overload"
 )
 
 func TestThrottleProbabilityIsTheSREBooks(t *testing.T) {
 	c := newClock()
 	th := newThrottle(Throttle{K: 2, Window: time.Second}, c.now)
-	shed := overload.NewMarker().Shed("busy")
 	p := func() float64 {
 		th.mu.Lock()
 		defer th.mu.Unlock()
@@ -36,17 +33,17 @@ func TestThrottleProbabilityIsTheSREBooks(t *testing.T) {
 		t.Errorf("100 calls in flight, none ended: p = %v, want 0", p())
 	}
 	for range 20 {
-		th.done(nil)
+		th.done(false)
 	}
 	for range 30 {
-		th.done(shed)
+		th.done(true)
 	}
 	// 50 requests, 20 accepts: 50 - 2*20 = 10 over 51.
 	if want := 10.0 / 51; math.Abs(p()-want) > 1e-12 {
 		t.Errorf("50 requests, 20 accepted: p = %v, want %v", p(), want)
 	}
 	for range 70 {
-		th.done(shed)
+		th.done(true)
 	}
 	// 120 requests, 20 accepts: (120 - 40) / 121.
 	if want := 80.0 / 121; math.Abs(p()-want) > 1e-12 {
@@ -66,9 +63,8 @@ func TestThrottleProbabilityIsTheSREBooks(t *testing.T) {
 func TestThrottleRefusesAboutP(t *testing.T) {
 	c := newClock()
 	th := newThrottle(Throttle{K: 2, Window: time.Second}, c.now)
-	shed := overload.NewMarker().Shed("busy")
 	for range 1000 {
-		th.done(shed)
+		th.done(true)
 	}
 	// p = 1000/1001, and each refusal only raises it: nearly all refused,
 	// and each refusal says why.
@@ -89,10 +85,10 @@ func TestThrottleRefusesAboutP(t *testing.T) {
 	// K = 3 lets more through than K = 2 for the same history.
 	th3 := newThrottle(Throttle{K: 3, Window: time.Second}, c.now)
 	for range 60 {
-		th3.done(nil)
+		th3.done(false)
 	}
 	for range 140 {
-		th3.done(shed)
+		th3.done(true)
 	}
 	th3.mu.Lock()
 	p3, _, _ := th3.probability()
