@@ -391,33 +391,21 @@ func (c *unaryCall) won(attempt any) any {
 	return c.reply
 }
 
-// nativeAttempt is one attempt of a unary call through a ClientConn: the
-// instance Retry picked for it, which the picker takes, and how it ended,
-// which the pick's Done (called before the invoker returns) fills in.
-type nativeAttempt struct {
-	n      *Instance
-	picked bool // the picker gave the call n's SubConn
-	sent   bool // bytes of the call left for the instance
-	o      outcome
-}
-
-type attemptKey struct{}
-
 // invokeAttempt is the attempter of a ClientConn: the call, pinned to n.
 // An attempt that never got n's SubConn (its connection failed, or the
 // attempt's time ran out while it connected) is recorded on n as an
 // attempt of the go-kit face on a failed connection would be; it was not
 // sent.
-func invokeAttempt(ctx context.Context, n *Instance, request any, _ bool) (any, bool, outcome, error) {
+func invokeAttempt(ctx context.Context, n *Instance, request any) (any, bool, outcome, error) {
 	c := request.(*unaryCall)
-	at := &nativeAttempt{n: n}
+	at := &attemptRec{n: n}
 	start := n.now()
 	err := c.invoker(context.WithValue(ctx, attemptKey{}, at), c.method, c.req, c.reply, c.cc, c.opts...)
-	if !at.picked {
+	if !at.picked.Load() {
 		now := n.now()
 		return c.reply, false, n.settle(ctx, err, float64(now-start), now), err
 	}
-	return c.reply, at.sent, at.o, err
+	return c.reply, at.sent.Load(), at.o, err
 }
 
 // streamOpen is what a ClientConn's picker knows of a stream that opens:

@@ -14,11 +14,8 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
-	"github.com/trimkit/trimkit/internal/overload"
 	"github.com/trimkit/trimkit/internal/tlsfiles"
 )
 
@@ -32,12 +29,13 @@ type EndpointFunc func(conn *grpc.ClientConn) endpoint.Endpoint
 // (grpc.NewClient, plaintext unless opts say otherwise) per instance
 // "host:port" and returns endpoints(conn); the io.Closer is the
 // *grpc.ClientConn, whose state the Endpointer follows (connection tiers,
-// ejection probes). The connection also tells Retry whether a failed
-// attempt may have reached its instance (a unary interceptor that asks
-// grpc for the call's peer only for calls that are not idempotent), which
-// a call that is not idempotent needs to be retried at all. Another reads
-// the load each answer reports in its trailer (gRPC's ORCA format, as
-// grpcserver's admission writes it) for P2C and LeastLoaded.
+// ejection probes). The connection's balancer (trimkit's one-instance
+// balancer: pick_first's behaviour, over one SubConn) tells the attempt
+// that made each call how it ended, as a grpc balancer's PickResult.Done
+// does: whether any of it was sent, which a call that is not idempotent
+// needs to be retried at all, and the load the answer reports in its
+// trailer (gRPC's ORCA format, as grpcserver's admission writes it) for
+// P2C and LeastLoaded.
 //
 // The connection dials again after a failure sooner than grpc's default
 // (100ms, then 1.6 times longer each time, ±20%, at most 5s; grpc's
@@ -45,9 +43,10 @@ type EndpointFunc func(conn *grpc.ClientConn) endpoint.Endpoint
 // tens of milliseconds, and grpc's first wait of a second would fail every
 // call to it, fast, for that second.
 func Factory(endpoints EndpointFunc, opts ...grpc.DialOption) kitsd.Factory {
+	registerBalancer()
 	opts = append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithChainUnaryInterceptor(trackSend, trackLoad),
+		grpc.WithDefaultServiceConfig(instanceServiceConfigJSON),
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: reconnectBackoff, MinConnectTimeout: 20 * time.Second}),
 	}, opts...)
 	return func(instance string) (endpoint.Endpoint, io.Closer, error) {
@@ -74,42 +73,6 @@ func Factory(endpoints EndpointFunc, opts ...grpc.DialOption) kitsd.Factory {
 // dials meanwhile cost little. A grpc.WithConnectParams given to Factory
 // replaces it.
 var reconnectBackoff = backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second}
-
-// sendMark is how the interceptor of a Factory's connection tells Retry
-// whether an attempt that is not idempotent may have reached its
-// instance: grpc fills in the call's peer only once a transport stream was
-// made for it, that is once the request could have been written.
-type sendMark struct {
-	seen bool // the interceptor ran: the connection is a Factory's
-	peer peer.Peer
-}
-
-type sendMarkKey struct{}
-
-func (m *sendMark) mayHaveSent() bool { return !m.seen || m.peer.Addr != nil }
-
-func trackSend(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-	if m, ok := ctx.Value(sendMarkKey{}).(*sendMark); ok {
-		m.seen = true
-		opts = append(opts, grpc.Peer(&m.peer))
-	}
-	return invoker(ctx, method, req, reply, cc, opts...)
-}
-
-// trackLoad gives the instance of an attempt (see Instance.call) the load
-// its answer reports in its trailer, when it reports one.
-func trackLoad(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-	n, ok := ctx.Value(instanceKey{}).(*Instance)
-	if !ok {
-		return invoker(ctx, method, req, reply, cc, opts...)
-	}
-	var trailer metadata.MD
-	err := invoker(ctx, method, req, reply, cc, append(opts, grpc.Trailer(&trailer))...)
-	if r, ok := overload.FromTrailer(trailer); ok {
-		n.reportLoad(r)
-	}
-	return err
-}
 
 // DialOption returns the transport credentials t calls for: TLS (mutual
 // with CertFile) from files that are read again when they change, each

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"sync"
 	"sync/atomic"
@@ -27,7 +28,12 @@ import (
 // the Endpointer's defaults: connection tiers, ejection, fail-static.
 const BalancerName = "trimkit"
 
-var registerBalancer = sync.OnceFunc(func() { balancer.Register(balancerBuilder{}) })
+// registerBalancer registers trimkit's balancers with grpc-go, once:
+// NewConn's and DialOptions' (BalancerName), and a Factory connection's.
+var registerBalancer = sync.OnceFunc(func() {
+	balancer.Register(balancerBuilder{})
+	balancer.Register(instanceBuilder{})
+})
 
 // connPolicy is what a ClientConn's resolver tells its balancer (in the
 // resolver state's attributes): how to build the Endpointer and the
@@ -216,6 +222,8 @@ type subConn struct {
 	lastErr error
 	changed chan struct{}        // closed at the next change
 	streams map[*streamOpen]bool // open on it
+	// onChange, when set, is told each new state (an instanceBalancer's).
+	onChange func(connectivity.State, error)
 }
 
 // errLeft ends the streams still open on an instance when its connection
@@ -243,18 +251,35 @@ func (c *subConn) removeStream(st *streamOpen) {
 	delete(c.streams, st)
 }
 
+// listen follows the SubConn's state. A failure sticks, as pick_first's
+// does: after TRANSIENT_FAILURE, grpc lets the SubConn go IDLE once its
+// backoff is over, and it is connected again at once, its state still
+// TRANSIENT_FAILURE until it is READY.
 func (c *subConn) listen(s balancer.SubConnState) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.state == connectivity.Shutdown {
+		c.mu.Unlock()
 		return
 	}
-	c.state = s.ConnectivityState
+	next := s.ConnectivityState
+	if c.state == connectivity.TransientFailure && (next == connectivity.Idle || next == connectivity.Connecting) {
+		c.mu.Unlock()
+		if next == connectivity.Idle {
+			c.sc.Connect()
+		}
+		return
+	}
+	c.state = next
 	if s.ConnectionError != nil {
 		c.lastErr = s.ConnectionError
 	}
 	close(c.changed)
 	c.changed = make(chan struct{})
+	onChange, err := c.onChange, c.lastErr
+	c.mu.Unlock()
+	if onChange != nil {
+		onChange(next, err)
+	}
 }
 
 func (c *subConn) GetState() connectivity.State {
@@ -333,7 +358,7 @@ type picker struct{ b *grpcBalancer }
 
 func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	ctx := info.Ctx
-	at, _ := ctx.Value(attemptKey{}).(*nativeAttempt)
+	at, _ := ctx.Value(attemptKey{}).(*attemptRec)
 	st, _ := ctx.Value(streamKey{}).(*streamOpen)
 	var n *Instance
 	if at != nil {
@@ -380,14 +405,168 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	}
 	start := n.begin()
 	return balancer.PickResult{SubConn: c.sc, Done: func(di balancer.DoneInfo) {
-		if r, ok := overload.FromTrailer(di.Trailer); ok {
-			n.reportLoad(r)
-		}
+		reportLoad(n, di)
 		o := n.end(ctx, start, di.Err)
 		if at != nil {
-			at.o, at.picked, at.sent = o, true, di.BytesSent
+			at.o = o
+			at.ended(di)
 		}
 	}}, nil
+}
+
+// reportLoad gives n the load its answer reported in its trailer, if it
+// reported one.
+func reportLoad(n *Instance, di balancer.DoneInfo) {
+	if r, ok := overload.FromTrailer(di.Trailer); ok {
+		n.reportLoad(r)
+	}
+}
+
+// attemptRec is one attempt of a call on an instance, in the context of
+// its calls, for the picker that picks for them: on a ClientConn
+// (NewConn), the instance Retry picked, which the picker takes; on a
+// Factory's connection, the instance whose connection it is. A pick's
+// Done tells it how its call ended, as grpc's balancers learn it: whether
+// any of it was sent, and, on a ClientConn, the outcome the instance
+// recorded.
+type attemptRec struct {
+	n      *Instance
+	seen   atomic.Bool // a picker of the instance's saw the attempt
+	picked atomic.Bool // and gave one of its calls a SubConn
+	sent   atomic.Bool // and bytes of one of them left for the instance
+	o      outcome     // a ClientConn's: set by Done, before the invoker returns
+}
+
+type attemptKey struct{}
+
+// ended records how one of the attempt's calls ended.
+func (at *attemptRec) ended(di balancer.DoneInfo) {
+	at.picked.Store(true)
+	if di.BytesSent {
+		at.sent.Store(true)
+	}
+}
+
+// mayHaveSent says whether the attempt may have left this process: yes
+// unless a picker saw it and none of its calls sent a byte. An attempt no
+// picker saw went through an endpoint that was not a Factory's: it may
+// have.
+func (at *attemptRec) mayHaveSent() bool { return !at.seen.Load() || at.sent.Load() }
+
+// instanceBalancerName is the name of the balancer of a Factory's
+// connection, in grpc-go's registry.
+const instanceBalancerName = "trimkit_instance"
+
+const instanceServiceConfigJSON = `{"loadBalancingConfig":[{"` + instanceBalancerName + `":{}}]}`
+
+type instanceBuilder struct{}
+
+func (instanceBuilder) Name() string { return instanceBalancerName }
+
+func (instanceBuilder) Build(cc balancer.ClientConn, _ balancer.BuildOptions) balancer.Balancer {
+	return &instanceBalancer{cc: cc}
+}
+
+// instanceBalancer is the balancer of a Factory's connection, to one
+// instance: one SubConn, which it connects as soon as the connection
+// leaves idle, and picks whenever it is READY, as pick_first does (a
+// failure sticks until it connects again); its picks tell the attempt in
+// their call's context how the call ended (attemptRec).
+type instanceBalancer struct {
+	cc balancer.ClientConn
+	sc *subConn
+}
+
+func (b *instanceBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
+	if b.sc != nil {
+		return nil // one instance, one address: it does not move
+	}
+	var addrs []resolver.Address
+	for _, inst := range addressesOf(s.ResolverState) {
+		addrs = append(addrs, resolver.Address{Addr: inst})
+	}
+	if len(addrs) == 0 {
+		b.cc.UpdateState(balancer.State{ConnectivityState: connectivity.TransientFailure, Picker: errPicker{status.Error(codes.Unavailable, "client: the instance's address resolved to nothing")}})
+		return balancer.ErrBadResolverState
+	}
+	c := &subConn{changed: make(chan struct{}), state: connectivity.Idle, onChange: b.changed}
+	//lint:ignore SA1019 the addresses of one instance (a host name's), tried in turn as pick_first does.
+	sc, err := b.cc.NewSubConn(addrs, balancer.NewSubConnOptions{StateListener: c.listen})
+	if err != nil {
+		return err
+	}
+	c.sc, b.sc = sc, c
+	sc.Connect()
+	return nil
+}
+
+// changed passes the SubConn's new state on to grpc, with its picker.
+func (b *instanceBalancer) changed(s connectivity.State, err error) {
+	var p balancer.Picker
+	switch s {
+	case connectivity.Ready:
+		p = readyPicker{b.sc.sc}
+	case connectivity.TransientFailure:
+		p = errPicker{err}
+	case connectivity.Shutdown:
+		return
+	case connectivity.Idle: // the instance closed the connection: connect again when asked
+		p = idlePicker{b.sc}
+	default:
+		p = errPicker{balancer.ErrNoSubConnAvailable}
+	}
+	b.cc.UpdateState(balancer.State{ConnectivityState: s, Picker: p})
+}
+
+func (b *instanceBalancer) ResolverError(err error) {
+	if b.sc == nil {
+		b.cc.UpdateState(balancer.State{ConnectivityState: connectivity.TransientFailure, Picker: errPicker{fmt.Errorf("name resolver error: %w", err)}})
+	}
+}
+
+func (b *instanceBalancer) UpdateSubConnState(balancer.SubConn, balancer.SubConnState) {}
+
+func (b *instanceBalancer) ExitIdle() {
+	if b.sc != nil {
+		b.sc.Connect()
+	}
+}
+
+func (b *instanceBalancer) Close() {}
+
+// readyPicker picks a READY SubConn, telling the attempt of each call
+// (attemptRec), if it has one, how the call ended.
+type readyPicker struct{ sc balancer.SubConn }
+
+func (p readyPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
+	at, _ := info.Ctx.Value(attemptKey{}).(*attemptRec)
+	if at == nil {
+		return balancer.PickResult{SubConn: p.sc}, nil
+	}
+	at.seen.Store(true)
+	return balancer.PickResult{SubConn: p.sc, Done: func(di balancer.DoneInfo) {
+		reportLoad(at.n, di)
+		at.ended(di)
+	}}, nil
+}
+
+// idlePicker connects its SubConn and has the pick wait for it.
+type idlePicker struct{ sc *subConn }
+
+func (p idlePicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
+	p.sc.Connect()
+	return errPicker{balancer.ErrNoSubConnAvailable}.Pick(info)
+}
+
+// errPicker fails every pick with err (balancer.ErrNoSubConnAvailable:
+// waits for the next picker), telling the attempt it saw it.
+type errPicker struct{ err error }
+
+func (p errPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
+	if at, ok := info.Ctx.Value(attemptKey{}).(*attemptRec); ok {
+		at.seen.Store(true)
+	}
+	return balancer.PickResult{}, p.err
 }
 
 // streamPicker is a Balancer that picks streams by a rule of their own

@@ -127,18 +127,20 @@ func newNode(owner *Endpointer, instance string, e endpoint.Endpoint, closer io.
 
 // call is an attempt on the node, as callers of its endpoint make it.
 func (n *Instance) call(ctx context.Context, request interface{}) (interface{}, error) {
-	resp, _, err := n.attempt(ctx, request)
+	resp, _, _, err := n.attempt(ctx, request)
 	return resp, err
 }
 
 // attempt is an attempt on the node: the Factory's endpoint, with the
-// bookkeeping the balancers and ejection need. It returns how it ended.
-func (n *Instance) attempt(ctx context.Context, request interface{}) (interface{}, outcome, error) {
+// bookkeeping the balancers and ejection need. It returns how it ended,
+// and whether it may have been sent (see attemptRec.mayHaveSent).
+func (n *Instance) attempt(ctx context.Context, request interface{}) (interface{}, bool, outcome, error) {
 	start := n.begin()
-	// The connection's interceptor (see Factory) finds the instance here
-	// and gives it the load its answer reports.
-	resp, err := n.e(context.WithValue(ctx, instanceKey{}, n), request)
-	return resp, n.end(ctx, start, err), err
+	// The connection's picker (see Factory) finds the attempt here and
+	// tells it how each of its calls ended.
+	at := &attemptRec{n: n}
+	resp, err := n.e(context.WithValue(ctx, attemptKey{}, at), request)
+	return resp, at.mayHaveSent(), n.end(ctx, start, err), err
 }
 
 func (n *Instance) now() int64 { return int64(time.Since(n.owner.epoch)) }
@@ -257,10 +259,6 @@ func (n *Instance) settle(ctx context.Context, err error, rtt float64, now int64
 	n.owner.metrics.attempt(n.instance, o)
 	return o
 }
-
-// instanceKey is the context key under which an attempt carries its
-// *Instance to the connection's interceptor.
-type instanceKey struct{}
 
 // reportLoad records the load an answer of the instance reported.
 func (n *Instance) reportLoad(r overload.Report) { n.storeLoad(r.Utilization, r.Limit, n.now()) }

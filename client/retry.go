@@ -140,22 +140,15 @@ func (r *retry) isIdempotent(ctx context.Context, request any) bool {
 
 // attempter makes an attempt of a call on the instance n: on the go-kit
 // face the instance's endpoint (endpointAttempt), on a ClientConn's the
-// call pinned to n (invokeAttempt). With track, it finds out whether the
-// attempt may have left this process (sent); without, sent is true. o is
+// call pinned to n (invokeAttempt). sent says whether the attempt may have
+// left this process, as the picks of its calls tell it (attemptRec); o is
 // how the attempt ended, as n recorded it.
-type attempter func(ctx context.Context, n *Instance, request any, track bool) (resp any, sent bool, o outcome, err error)
+type attempter func(ctx context.Context, n *Instance, request any) (resp any, sent bool, o outcome, err error)
 
-// endpointAttempt calls n's endpoint; with track, the connection's
-// interceptor (see Factory) says whether the attempt ended before a
-// transport stream was made for it, when it was not sent.
-func endpointAttempt(ctx context.Context, n *Instance, request any, track bool) (resp any, sent bool, o outcome, err error) {
-	var mark *sendMark
-	if track {
-		mark = &sendMark{}
-		ctx = context.WithValue(ctx, sendMarkKey{}, mark)
-	}
-	resp, o, err = n.attempt(ctx, request)
-	return resp, mark == nil || mark.mayHaveSent(), o, err
+// endpointAttempt calls n's endpoint; the picks of a Factory's connection
+// say whether the attempt may have left this process.
+func endpointAttempt(ctx context.Context, n *Instance, request any) (any, bool, outcome, error) {
+	return n.attempt(ctx, request)
 }
 
 // attempts is what one call has done so far.
@@ -238,7 +231,7 @@ func (r *retry) attempts(ctx context.Context, request interface{}) (interface{},
 			} else {
 				a.made++
 				var o outcome
-				resp, sent, o, err = r.attemptOnce(ctx, n, request, share, !idempotent)
+				resp, sent, o, err = r.attemptOnce(ctx, n, request, share)
 				if err != nil {
 					a.failed = append(a.failed, attemptFailure{n, err, o})
 				} else {
@@ -380,7 +373,7 @@ func (r *retry) hedged(ctx context.Context, n *Instance, request interface{}, sh
 		if forks {
 			req = f.fork()
 		}
-		resp, _, o, err := r.attemptOnce(ctx, n, req, share, false)
+		resp, _, o, err := r.attemptOnce(ctx, n, req, share)
 		results <- result{resp, err, n, hedge, o, req}
 	}
 	firstCtx, cancelFirst := context.WithCancelCause(ctx)
@@ -434,12 +427,10 @@ func (r *retry) hedged(ctx context.Context, n *Instance, request interface{}, sh
 }
 
 // attemptOnce calls n, cancelling the call when share is used up, and
-// tells the balancer how it ended. With track, it also finds out whether
-// the attempt may have left this process (sent): it did unless the
-// connection's interceptor (see Factory) saw it end before a transport
-// stream was made for it. Without track, or without that interceptor,
-// sent is true.
-func (r *retry) attemptOnce(ctx context.Context, n *Instance, request interface{}, share time.Duration, track bool) (resp interface{}, sent bool, o outcome, err error) {
+// tells the balancer how it ended. sent says whether the attempt may have
+// left this process: it did unless the picks of its calls (a Factory's
+// connection's, a ClientConn's) saw none of it sent.
+func (r *retry) attemptOnce(ctx context.Context, n *Instance, request interface{}, share time.Duration) (resp interface{}, sent bool, o outcome, err error) {
 	// The share is enforced by a timer that cancels the attempt, not by a
 	// context deadline: a deadline travels to the server as grpc-timeout and
 	// costs both sides a timer context, a measurable part of a loopback call
@@ -447,7 +438,7 @@ func (r *retry) attemptOnce(ctx context.Context, n *Instance, request interface{
 	// any, still travels.
 	actx, cancel := context.WithCancelCause(ctx)
 	timer := time.AfterFunc(share, func() { cancel(errAttemptTimeout) })
-	resp, sent, o, err = r.try(actx, n, request, track)
+	resp, sent, o, err = r.try(actx, n, request)
 	timer.Stop()
 	cancel(nil)
 	if err != nil && errors.Is(context.Cause(actx), errAttemptTimeout) && ctx.Err() == nil {
