@@ -223,7 +223,7 @@ func (e *Endpointer) update(instances []string) {
 	if e.subset.size > 0 {
 		e.ring = subsetOrder(instances, e.subset.size, e.subset.caller)
 		e.listed = slices.Clone(instances) // the event's slice is the instancer's
-		e.members = e.pick()
+		e.members = e.takeSubset()
 		instances = e.members
 	}
 	e.apply(instances)
@@ -263,15 +263,17 @@ func (e *Endpointer) isListed(inst string) bool {
 // the subset is short, it takes the instances of the ring in order, the
 // window first. Healthy is reachable: an instance not yet connected
 // counts, an ejected one too, one whose connection failed since it was
-// last READY does not, even while it tries again. e.mu is held.
-func (e *Endpointer) pick() []string {
+// last READY does not, even while it tries again. It changes nothing:
+// swapped says it let a member go for a window member (takeSubset notes
+// when), converging that the subset is not yet on its window. e.mu is
+// held.
+func (e *Endpointer) pick() (members []string, swapped, converging bool) {
 	size, enough := e.subset.size, e.subset.minHealthy()
 	window := make(map[string]bool, size)
 	for _, inst := range e.ring[:min(size, len(e.ring))] {
 		window[inst] = true
 	}
 	var (
-		members           []string
 		in                = make(map[string]bool, size+4)
 		healthy, inWindow int
 	)
@@ -302,8 +304,7 @@ func (e *Endpointer) pick() []string {
 			continue // gone, kept above, or not needed any more
 		}
 		if swap && inWindow < len(window) {
-			swap = false
-			e.lastSwap = time.Now()
+			swap, swapped = false, true
 			continue // for a window member, below
 		}
 		add(inst)
@@ -316,8 +317,19 @@ func (e *Endpointer) pick() []string {
 			add(inst)
 		}
 	}
-	// A subset not yet on its window picks again after a step.
-	if inWindow < len(window) && e.swapTimer == nil && !e.closed {
+	slices.Sort(members)
+	return members, swapped, inWindow < len(window)
+}
+
+// takeSubset picks the subset (pick) and makes it so: it notes when a
+// member was swapped, and a subset not yet on its window picks again
+// after a step. e.mu is held.
+func (e *Endpointer) takeSubset() []string {
+	members, swapped, converging := e.pick()
+	if swapped {
+		e.lastSwap = time.Now()
+	}
+	if converging && e.swapTimer == nil && !e.closed {
 		e.swapTimer = time.AfterFunc(subsetStep, func() {
 			e.mu.Lock()
 			e.swapTimer = nil
@@ -325,7 +337,6 @@ func (e *Endpointer) pick() []string {
 			e.republish()
 		})
 	}
-	slices.Sort(members)
 	return members
 }
 
@@ -434,7 +445,7 @@ func (e *Endpointer) letGoAfter(n *Instance, d time.Duration) *time.Timer {
 // of its members changed it. e.mu is held.
 func (e *Endpointer) publish() {
 	if e.subset.size > 0 {
-		if members := e.pick(); !slices.Equal(members, e.members) {
+		if members := e.takeSubset(); !slices.Equal(members, e.members) {
 			e.members = members
 			e.apply(members) // which publishes
 			return
