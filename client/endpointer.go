@@ -44,7 +44,7 @@ type Endpointer struct {
 	ejection   Ejection
 	failStatic FailStatic
 	metrics    Metrics
-	subset     subsetting
+	subset     subsetter // with WithSubset; guarded by mu
 	published  func()    // see endpointerOptions
 	epoch      time.Time // node times are nanoseconds since
 
@@ -81,13 +81,6 @@ type Endpointer struct {
 	// Window that were not held, peak the most listed within it.
 	recent map[string]leftRecently
 	peak   peakListed
-	// With subsetting, ring is the order in which this caller takes the
-	// instances discovery lists (subsetOrder), members those it took last.
-	ring      []string
-	listed    []string // the ring's instances, sorted
-	members   []string
-	lastSwap  time.Time   // when the subset last swapped a member for its window's
-	swapTimer *time.Timer // picks the subset again, while it converges
 }
 
 // Tiers of a snapshot, in the order a balancer prefers them: it picks from
@@ -138,7 +131,7 @@ func newEndpointer(instancer kitsd.Instancer, factory kitsd.Factory, logger log.
 		ejection:   o.ejection,
 		failStatic: o.failStatic,
 		metrics:    o.metrics,
-		subset:     o.subset,
+		subset:     subsetter{subsetting: o.subset},
 		published:  o.published,
 		epoch:      time.Now(),
 		events:     make(chan kitsd.Event, 1),
@@ -221,20 +214,10 @@ func (e *Endpointer) update(instances []string) {
 		instances = slices.Compact(slices.Sorted(slices.Values(instances)))
 	}
 	if e.subset.size > 0 {
-		e.ring = subsetOrder(instances, e.subset.size, e.subset.caller)
-		e.listed = slices.Clone(instances) // the event's slice is the instancer's
-		e.members = e.takeSubset()
-		instances = e.members
+		instances = e.subset.update(instances, e.byInst, e.resubset)
 	}
 	e.apply(instances)
 }
-
-// subsetStep is how often a caller's subset may swap one of its members
-// for one of the subset subsetOrder gives it now: after instances joined
-// or left, the subsets converge on the even spread one instance at a
-// time, so that a rolling deploy of the fleet does not make every caller
-// reconnect at once.
-const subsetStep = time.Second
 
 // sortedSet reports whether s is sorted with no duplicate.
 func sortedSet(s []string) bool {
@@ -244,100 +227,6 @@ func sortedSet(s []string) bool {
 		}
 	}
 	return true
-}
-
-// isListed reports whether discovery lists inst (with subsetting). e.mu
-// is held.
-func (e *Endpointer) isListed(inst string) bool {
-	_, ok := slices.BinarySearch(e.listed, inst)
-	return ok
-}
-
-// pick is the subset of the instances to connect to, in instance order.
-// The members of the last pick that discovery still lists stay: those of
-// the window (the first subset.size of the ring) all, the others while the
-// subset needs them (it is short of subset.size, or of minHealthy healthy
-// members); one of those others is let go for a window member at most
-// every subsetStep, and only once the member swapped in last has connected
-// (or failed to). Then, while
-// the subset is short, it takes the instances of the ring in order, the
-// window first. Healthy is reachable: an instance not yet connected
-// counts, an ejected one too, one whose connection failed since it was
-// last READY does not, even while it tries again. It changes nothing:
-// swapped says it let a member go for a window member (takeSubset notes
-// when), converging that the subset is not yet on its window. e.mu is
-// held.
-func (e *Endpointer) pick() (members []string, swapped, converging bool) {
-	size, enough := e.subset.size, e.subset.minHealthy()
-	window := make(map[string]bool, size)
-	for _, inst := range e.ring[:min(size, len(e.ring))] {
-		window[inst] = true
-	}
-	var (
-		in                = make(map[string]bool, size+4)
-		healthy, inWindow int
-	)
-	add := func(inst string) {
-		in[inst] = true
-		members = append(members, inst)
-		if window[inst] {
-			inWindow++
-		}
-		if n, known := e.byInst[inst]; !known || reachable(n) {
-			healthy++
-		}
-	}
-	for _, inst := range e.members {
-		if window[inst] && e.isListed(inst) {
-			add(inst)
-		}
-	}
-	short := func() bool { return len(members) < size || healthy < enough }
-	swap := time.Since(e.lastSwap) >= subsetStep
-	for _, inst := range e.members {
-		if n, known := e.byInst[inst]; known && !n.wasReady.Load() && !n.failing.Load() {
-			swap = false // make before break: not while a new member connects
-		}
-	}
-	for _, inst := range e.members {
-		if window[inst] || !short() || !e.isListed(inst) {
-			continue // gone, kept above, or not needed any more
-		}
-		if swap && inWindow < len(window) {
-			swap, swapped = false, true
-			continue // for a window member, below
-		}
-		add(inst)
-	}
-	for _, inst := range e.ring {
-		if !short() {
-			break
-		}
-		if !in[inst] {
-			add(inst)
-		}
-	}
-	slices.Sort(members)
-	return members, swapped, inWindow < len(window)
-}
-
-// takeSubset picks the subset (pick) and makes it so: it notes when a
-// member was swapped, and a subset not yet on its window picks again
-// after a step. e.mu is held.
-func (e *Endpointer) takeSubset() []string {
-	members, swapped, converging := e.pick()
-	if swapped {
-		e.lastSwap = time.Now()
-	}
-	if converging && e.swapTimer == nil && !e.closed {
-		e.swapTimer = time.AfterFunc(subsetStep, func() {
-			e.mu.Lock()
-			e.swapTimer = nil
-			e.mu.Unlock()
-			e.republish()
-		})
-	}
-	return members
 }
 
 // reachable reports whether n's connection has not failed since it was
@@ -359,7 +248,7 @@ func (e *Endpointer) apply(instances []string) {
 	var removed, dropped []*Instance
 	gone := func(n *Instance) {
 		delete(e.byInst, n.instance)
-		if e.isListed(n.instance) {
+		if e.subset.isListed(n.instance) {
 			dropped = append(dropped, n) // still listed, out of the subset
 		} else {
 			removed = append(removed, n)
@@ -445,8 +334,7 @@ func (e *Endpointer) letGoAfter(n *Instance, d time.Duration) *time.Timer {
 // of its members changed it. e.mu is held.
 func (e *Endpointer) publish() {
 	if e.subset.size > 0 {
-		if members := e.takeSubset(); !slices.Equal(members, e.members) {
-			e.members = members
+		if members, changed := e.subset.again(e.byInst, e.resubset); changed {
 			e.apply(members) // which publishes
 			return
 		}
@@ -500,6 +388,17 @@ func tierOf(n *Instance) int {
 		return tierConnecting
 	default:
 		return tierFailing
+	}
+}
+
+// resubset picks the subset again, a step after a pick that left it short
+// of its window.
+func (e *Endpointer) resubset() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.subset.swapTimer = nil
+	if !e.closed {
+		e.publish()
 	}
 }
 
@@ -609,10 +508,7 @@ func (e *Endpointer) close() error {
 		e.heldTimer.Stop()
 		e.heldTimer = nil
 	}
-	if e.swapTimer != nil {
-		e.swapTimer.Stop()
-		e.swapTimer = nil
-	}
+	e.subset.stop()
 	// Whoever takes a connection out of closing closes it: here, or the
 	// timer's function if it got there first.
 	for t, c := range e.closing {
@@ -623,7 +519,7 @@ func (e *Endpointer) close() error {
 	clear(e.held)
 	clear(e.closing)
 	clear(e.recent)
-	e.order, e.nodes, e.endpoints, e.ring, e.listed, e.members = nil, nil, nil, nil, nil, nil
+	e.order, e.nodes, e.endpoints = nil, nil, nil
 	e.current.Store(&snapshot{})
 	e.mu.Unlock()
 	e.wg.Wait()
