@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"slices"
 	"sync"
@@ -31,6 +30,12 @@ import (
 // closes every connection and waits for its goroutines, and Endpoints is a
 // lock-free read of a snapshot.
 //
+// Its parts, each with its state and its file: membership and snapshots
+// (here), the subset (subsetter, subset.go), fail-static (holding,
+// failstatic.go), ejection and probes (eject.go), closing after the grace
+// period (graceCloser, grace.go, with a lock of its own). One update
+// changes the first three together, under one lock.
+//
 // It also knows how each instance is doing, for the balancers over it: the
 // state of its gRPC connection (when the Factory's io.Closer is a
 // *grpc.ClientConn, as Factory's is), its attempts in flight and latency,
@@ -41,10 +46,10 @@ type Endpointer struct {
 	factory    kitsd.Factory
 	logger     log.Logger
 	grace      time.Duration
+	closer     *graceCloser // closes the connections of instances that left, after grace
 	ejection   Ejection
 	failStatic FailStatic
 	metrics    Metrics
-	subset     subsetter // with WithSubset; guarded by mu
 	published  func()    // see endpointerOptions
 	epoch      time.Time // node times are nanoseconds since
 
@@ -70,17 +75,9 @@ type Endpointer struct {
 	// are never modified, only replaced).
 	nodes     []*Instance
 	endpoints []endpoint.Endpoint
-	closing   map[*time.Timer]io.Closer
 	closed    bool
-	// held are instances discovery removed en masse that the Endpointer
-	// keeps while they show they are alive (see FailStatic); heldTimer
-	// runs while it holds any.
-	held      map[string]*Instance
-	heldTimer *time.Timer
-	// recent are the instances discovery removed within the fail-static
-	// Window that were not held, peak the most listed within it.
-	recent map[string]leftRecently
-	peak   peakListed
+	subset    subsetter // the subset, with WithSubset (subset.go)
+	held      holding   // fail-static (failstatic.go)
 }
 
 // Tiers of a snapshot, in the order a balancer prefers them: it picks from
@@ -139,9 +136,8 @@ func newEndpointer(instancer kitsd.Instancer, factory kitsd.Factory, logger log.
 		ctx:        ctx,
 		cancel:     cancel,
 		byInst:     map[string]*Instance{},
-		closing:    map[*time.Timer]io.Closer{},
-		held:       map[string]*Instance{},
-		recent:     map[string]leftRecently{},
+		closer:     newGraceCloser(logger),
+		held:       holding{nodes: map[string]*Instance{}, recent: map[string]leftRecently{}},
 	}
 	e.explain, _ = instancer.(interface{ NoInstances() error })
 	e.current.Store(&snapshot{})
@@ -265,9 +261,9 @@ func (e *Endpointer) apply(instances []string) {
 			old = old[1:]
 			continue
 		}
-		n, ok := e.held[inst]
+		n, ok := e.held.nodes[inst]
 		if ok {
-			delete(e.held, inst)
+			delete(e.held.nodes, inst)
 			n.held.Store(false)
 			relisted = true
 		} else if n = e.takeBack(inst); n != nil {
@@ -313,11 +309,12 @@ func (e *Endpointer) apply(instances []string) {
 
 // letGo closes the connection of n, which left, after the grace period.
 // e.mu is held.
-func (e *Endpointer) letGo(n *Instance) { e.letGoAfter(n, e.grace) }
+func (e *Endpointer) letGo(n *Instance) { e.letGoAfter(n, e.grace, nil) }
 
-// letGoAfter closes the connection of n, which left, after d, and returns
-// the timer that will (nil when n has no connection). e.mu is held.
-func (e *Endpointer) letGoAfter(n *Instance, d time.Duration) *time.Timer {
+// letGoAfter closes the connection of n, which left, after d (calling
+// done first, if not nil), and returns the timer that will (nil when n has
+// no connection). e.mu is held.
+func (e *Endpointer) letGoAfter(n *Instance, d time.Duration, done func(*time.Timer)) *time.Timer {
 	if n.probeCancel != nil {
 		n.probeCancel()
 		n.probeCancel = nil
@@ -325,7 +322,7 @@ func (e *Endpointer) letGoAfter(n *Instance, d time.Duration) *time.Timer {
 	if n.closer == nil {
 		return nil
 	}
-	return e.closeLater(n.instance, n.closer, d)
+	return e.closer.after(n.instance, n.closer, d, done)
 }
 
 // publish replaces the snapshot with one built from the nodes' current
@@ -358,10 +355,10 @@ func (e *Endpointer) publish() {
 // instances changed. e.mu is held.
 func (e *Endpointer) membersChanged() {
 	e.nodes = e.order
-	if len(e.held) > 0 {
+	if len(e.held.nodes) > 0 {
 		e.nodes = slices.Clone(e.order)
-		for _, inst := range slices.Sorted(maps.Keys(e.held)) {
-			e.nodes = append(e.nodes, e.held[inst])
+		for _, inst := range slices.Sorted(maps.Keys(e.held.nodes)) {
+			e.nodes = append(e.nodes, e.held.nodes[inst])
 		}
 	}
 	e.endpoints = make([]endpoint.Endpoint, len(e.nodes))
@@ -453,32 +450,6 @@ func (e *Endpointer) watch(n *Instance, c watchedConn) {
 	}
 }
 
-// closeLater closes c, the connection of inst, after d, and returns the
-// timer that will; e.mu is held.
-func (e *Endpointer) closeLater(inst string, c io.Closer, d time.Duration) *time.Timer {
-	var t *time.Timer
-	t = time.AfterFunc(d, func() {
-		e.mu.Lock()
-		_, pending := e.closing[t]
-		delete(e.closing, t)
-		if r, ok := e.recent[inst]; ok && r.timer == t {
-			delete(e.recent, inst)
-		}
-		e.mu.Unlock()
-		if pending {
-			e.closeOne(inst, c)
-		}
-	})
-	e.closing[t] = c
-	return t
-}
-
-func (e *Endpointer) closeOne(inst string, c io.Closer) {
-	if err := c.Close(); err != nil {
-		_ = level.Warn(e.logger).Log("msg", "closing endpoint", "instance", inst, "err", err)
-	}
-}
-
 // Close unsubscribes from the Instancer (it does not stop it: whoever made it
 // owns it), closes every connection, those in their grace period included,
 // and waits for the Endpointer's goroutines. Endpoints is empty afterwards.
@@ -497,28 +468,22 @@ func (e *Endpointer) close() error {
 	e.mu.Lock()
 	e.closed = true
 	e.cancel()
-	for _, m := range []map[string]*Instance{e.byInst, e.held} {
+	for _, m := range []map[string]*Instance{e.byInst, e.held.nodes} {
 		for inst, n := range m {
 			if n.closer != nil {
-				e.closeOne(inst, n.closer)
+				e.closer.close(inst, n.closer)
 			}
 		}
 	}
-	if e.heldTimer != nil {
-		e.heldTimer.Stop()
-		e.heldTimer = nil
+	if e.held.timer != nil {
+		e.held.timer.Stop()
+		e.held.timer = nil
 	}
 	e.subset.stop()
-	// Whoever takes a connection out of closing closes it: here, or the
-	// timer's function if it got there first.
-	for t, c := range e.closing {
-		t.Stop()
-		e.closeOne("", c)
-	}
+	e.closer.closeAll()
 	clear(e.byInst)
-	clear(e.held)
-	clear(e.closing)
-	clear(e.recent)
+	clear(e.held.nodes)
+	clear(e.held.recent)
 	e.order, e.nodes, e.endpoints = nil, nil, nil
 	e.current.Store(&snapshot{})
 	e.mu.Unlock()

@@ -115,7 +115,7 @@ func holdable(n *Instance) bool {
 // e.mu is held.
 func (e *Endpointer) hold(removed []*Instance) []*Instance {
 	var gone []*Instance
-	before := len(e.held)
+	before := len(e.held.nodes)
 	for _, n := range removed {
 		if !holdable(n) {
 			gone = append(gone, n)
@@ -123,19 +123,32 @@ func (e *Endpointer) hold(removed []*Instance) []*Instance {
 		}
 		n.held.Store(true)
 		n.heldUntil = time.Now().Add(e.failStatic.MaxAge)
-		e.held[n.instance] = n
+		e.held.nodes[n.instance] = n
 	}
-	if len(e.held) == before {
+	if len(e.held.nodes) == before {
 		return gone
 	}
-	if e.heldTimer == nil {
-		e.heldTimer = time.AfterFunc(e.failStatic.MaxAge, e.expireHeld)
+	if e.held.timer == nil {
+		e.held.timer = time.AfterFunc(e.failStatic.MaxAge, e.expireHeld)
 		add(e.metrics.FailStatic)
 		_ = level.Warn(e.logger).Log("msg", "discovery removed most instances within a short time; holding those alive on their connections until it lists them again",
-			"listed", len(e.order), "of_recently", e.peak.n, "held", len(e.held), "for_at_most", e.failStatic.MaxAge)
+			"listed", len(e.order), "of_recently", e.held.peak.n, "held", len(e.held.nodes), "for_at_most", e.failStatic.MaxAge)
 	}
 	e.setHeldGauge()
 	return gone
+}
+
+// holding is an Endpointer's fail-static state (see FailStatic), guarded
+// by its lock: what this file's methods own.
+type holding struct {
+	// nodes are instances discovery removed en masse that the Endpointer
+	// keeps while they show they are alive; timer runs while it holds any.
+	nodes map[string]*Instance
+	timer *time.Timer
+	// recent are the instances discovery removed within the Window that
+	// were not held, peak the most listed within it.
+	recent map[string]leftRecently
+	peak   peakListed
 }
 
 // peakListed is the most instances listed within the fail-static Window.
@@ -163,15 +176,14 @@ type leftRecently struct {
 // closing, and returns it; nil when it did not leave recently or its
 // connection is already closing. e.mu is held.
 func (e *Endpointer) takeBack(inst string) *Instance {
-	r, ok := e.recent[inst]
+	r, ok := e.held.recent[inst]
 	if !ok {
 		return nil
 	}
-	delete(e.recent, inst)
-	if !r.timer.Stop() {
+	delete(e.held.recent, inst)
+	if !e.closer.cancel(r.timer) {
 		return nil // its connection is closing
 	}
-	delete(e.closing, r.timer)
 	return r.n
 }
 
@@ -181,9 +193,9 @@ func (e *Endpointer) takeBack(inst string) *Instance {
 // is held.
 func (e *Endpointer) removeSome(removed []*Instance, listedBefore, listed int) {
 	now := time.Now()
-	e.peak.see(listedBefore, now, e.failStatic.Window)
-	if len(removed) > 0 && e.failStatic.enMasse(listed, e.peak.n) {
-		for inst := range e.recent {
+	e.held.peak.see(listedBefore, now, e.failStatic.Window)
+	if len(removed) > 0 && e.failStatic.enMasse(listed, e.held.peak.n) {
+		for inst := range e.held.recent {
 			if n := e.takeBack(inst); n != nil {
 				removed = append(removed, n)
 			}
@@ -201,16 +213,29 @@ func (e *Endpointer) removeSome(removed []*Instance, listedBefore, listed int) {
 	}
 	linger := max(e.grace, e.failStatic.Window)
 	for _, n := range removed {
-		if t := e.letGoAfter(n, linger); t != nil {
-			e.recent[n.instance] = leftRecently{n: n, timer: t}
+		if t := e.lingerThenClose(n, linger); t != nil {
+			e.held.recent[n.instance] = leftRecently{n: n, timer: t}
 		}
 	}
+}
+
+// lingerThenClose lets n, which left, go after d, when its connection
+// closes and it is no longer recent; until then it can still be held, or
+// taken back. e.mu is held.
+func (e *Endpointer) lingerThenClose(n *Instance, d time.Duration) *time.Timer {
+	return e.letGoAfter(n, d, func(t *time.Timer) {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if r, ok := e.held.recent[n.instance]; ok && r.timer == t {
+			delete(e.held.recent, n.instance)
+		}
+	})
 }
 
 // release lets the held instance n go: its connection closes after the
 // grace period. The caller then calls heldChanged. e.mu is held.
 func (e *Endpointer) release(n *Instance) {
-	delete(e.held, n.instance)
+	delete(e.held.nodes, n.instance)
 	n.held.Store(false)
 	e.letGo(n)
 }
@@ -221,17 +246,17 @@ func (e *Endpointer) release(n *Instance) {
 func (e *Endpointer) heldChanged(why string) {
 	e.membersChanged()
 	e.setHeldGauge()
-	if len(e.held) > 0 || e.heldTimer == nil {
+	if len(e.held.nodes) > 0 || e.held.timer == nil {
 		return
 	}
-	e.heldTimer.Stop()
-	e.heldTimer = nil
+	e.held.timer.Stop()
+	e.held.timer = nil
 	_ = level.Info(e.logger).Log("msg", "holding no instance against discovery any more", "last_left_because", why, "listed", len(e.order))
 }
 
 func (e *Endpointer) setHeldGauge() {
 	if e.metrics.Held != nil {
-		e.metrics.Held.Set(float64(len(e.held)))
+		e.metrics.Held.Set(float64(len(e.held.nodes)))
 	}
 }
 
@@ -239,7 +264,7 @@ func (e *Endpointer) setHeldGauge() {
 // alive. e.mu is held.
 func (e *Endpointer) pruneHeld() {
 	pruned := false
-	for _, n := range e.held {
+	for _, n := range e.held.nodes {
 		if !holdable(n) {
 			e.release(n)
 			pruned = true
@@ -255,12 +280,12 @@ func (e *Endpointer) pruneHeld() {
 func (e *Endpointer) expireHeld() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.closed || e.heldTimer == nil {
+	if e.closed || e.held.timer == nil {
 		return
 	}
 	now := time.Now()
 	var next time.Time
-	for _, n := range e.held {
+	for _, n := range e.held.nodes {
 		if !now.Before(n.heldUntil) {
 			e.release(n)
 		} else if next.IsZero() || n.heldUntil.Before(next) {
@@ -268,7 +293,7 @@ func (e *Endpointer) expireHeld() {
 		}
 	}
 	if !next.IsZero() {
-		e.heldTimer.Reset(next.Sub(now))
+		e.held.timer.Reset(next.Sub(now))
 	}
 	e.heldChanged("held for " + e.failStatic.MaxAge.String())
 	e.publish()
@@ -278,7 +303,7 @@ func (e *Endpointer) expireHeld() {
 func (e *Endpointer) failedHeld(n *Instance) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.closed || e.held[n.instance] != n {
+	if e.closed || e.held.nodes[n.instance] != n {
 		return
 	}
 	e.release(n)
