@@ -91,23 +91,31 @@ func startBlackHoles(t *testing.T, agent *testenv.Agent, service string, n int) 
 		}
 		id := fmt.Sprintf("%s-%d", service, i)
 		pb.RegisterTrimServer(srv, transport.NewGRPCServer(trimsvc.NewServerSet(svc), id, log.NewNopLogger()))
-		healthpb.RegisterHealthServer(srv, health.NewServer())
-		go srv.Serve(lis)
-		t.Cleanup(srv.Stop)
-		reg, err := sd.NewRegistrar(sd.NewClient(agent.API()), agent.HTTPAddr, sd.Registration{
-			ID: id, Name: service, Address: "127.0.0.1", Port: lis.Addr().(*net.TCPAddr).Port, CheckInterval: time.Second,
-		}, log.NewNopLogger())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := reg.Register(ctx(t)); err != nil {
-			t.Fatal(err)
-		}
+		serveRegistered(t, agent, srv, lis, service, id)
 		hs = append(hs, b)
 		ids = append(ids, id)
 	}
 	agent.WaitPassing(service, ids...)
 	return hs
+}
+
+// serveRegistered serves srv, with a health service, on lis, and
+// registers it with agent as id of service, with a gRPC check every
+// second; the test's end stops it.
+func serveRegistered(t *testing.T, agent *testenv.Agent, srv *grpc.Server, lis net.Listener, service, id string) {
+	t.Helper()
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	reg, err := sd.NewRegistrar(sd.NewClient(agent.API()), agent.HTTPAddr, sd.Registration{
+		ID: id, Name: service, Address: "127.0.0.1", Port: lis.Addr().(*net.TCPAddr).Port, CheckInterval: time.Second,
+	}, log.NewNopLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.Register(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // An instance that fails calls at once while its health check passes (a

@@ -15,13 +15,10 @@ import (
 	"time"
 
 	"github.com/go-kit/kit/endpoint"
-	"github.com/go-kit/log"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
@@ -99,19 +96,8 @@ func startInterop(t *testing.T, agent *testenv.Agent, service string, n int) []*
 		}
 		s := &interop{addr: lis.Addr().String(), srv: grpc.NewServer(), marker: overload.NewMarker()}
 		testgrpc.RegisterTestServiceServer(s.srv, s)
-		healthpb.RegisterHealthServer(s.srv, health.NewServer())
-		go s.srv.Serve(lis)
-		t.Cleanup(s.srv.Stop)
 		id := fmt.Sprintf("%s-%d", service, i)
-		reg, err := sd.NewRegistrar(sd.NewClient(agent.API()), agent.HTTPAddr, sd.Registration{
-			ID: id, Name: service, Address: "127.0.0.1", Port: lis.Addr().(*net.TCPAddr).Port, CheckInterval: time.Second,
-		}, log.NewNopLogger())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := reg.Register(ctx(t)); err != nil {
-			t.Fatal(err)
-		}
+		serveRegistered(t, agent, s.srv, lis, service, id)
 		out = append(out, s)
 		ids = append(ids, id)
 	}

@@ -58,18 +58,9 @@ func TestNoCreateSentTwice(t *testing.T) {
 
 	servers := make([]server, 3)
 	for i := range servers {
-		s := &servers[i]
-		s.ledger = filepath.Join(dir, fmt.Sprintf("ledger-%d", i))
-		s.p = testenv.Start(t, bin, "-consul-addr", agent.HTTPAddr, "-ledger", s.ledger, "-drain", "1s", "-check-interval", "1s")
-		line, err := s.p.WaitLine("registered in consul", 15*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.id = field(t, line, "id")
-		if line, err = s.p.WaitLine("serving gRPC", 0); err != nil {
-			t.Fatal(err)
-		}
-		s.addr = field(t, line, "advertised")
+		ledger := filepath.Join(dir, fmt.Sprintf("ledger-%d", i))
+		servers[i] = *startServer(t, bin, agent.HTTPAddr, "-ledger", ledger)
+		servers[i].ledger = ledger
 	}
 	agent.WaitPassing("orders", servers[0].id, servers[1].id, servers[2].id)
 	term, kill := &servers[0], &servers[1]
@@ -232,6 +223,24 @@ type server struct {
 	id     string // its service ID
 	addr   string // where it serves, host:port
 	ledger string
+}
+
+// startServer starts the orders server bin against the agent at
+// consulAddr, draining for 1s and checked every second, with args, and
+// returns it once it is registered and serving.
+func startServer(t *testing.T, bin, consulAddr string, args ...string) *server {
+	t.Helper()
+	s := &server{p: testenv.Start(t, bin, append([]string{"-consul-addr", consulAddr, "-drain", "1s", "-check-interval", "1s"}, args...)...)}
+	line, err := s.p.WaitLine("registered in consul", 15*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.id = field(t, line, "id")
+	if line, err = s.p.WaitLine("serving gRPC", 0); err != nil {
+		t.Fatal(err)
+	}
+	s.addr = field(t, line, "advertised")
+	return s
 }
 
 // field is the value of key in a logfmt line.

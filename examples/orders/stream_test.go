@@ -55,19 +55,7 @@ const (
 func TestStreamsAndUnaryCallsThroughFaults(t *testing.T) {
 	agent := testenv.Consul(t)
 	bin := bins.Path(t, "github.com/trimkit/trimkit/examples/orders/server")
-	start := func() *server {
-		s := &server{p: testenv.Start(t, bin, "-consul-addr", agent.HTTPAddr, "-drain", "1s", "-check-interval", "1s")}
-		line, err := s.p.WaitLine("registered in consul", 15*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.id = field(t, line, "id")
-		if line, err = s.p.WaitLine("serving gRPC", 0); err != nil {
-			t.Fatal(err)
-		}
-		s.addr = field(t, line, "advertised")
-		return s
-	}
+	start := func() *server { return startServer(t, bin, agent.HTTPAddr) }
 	servers := []*server{start(), start(), start()}
 	agent.WaitPassing("orders", servers[0].id, servers[1].id, servers[2].id)
 	term, kill, frozen := servers[0], servers[1], servers[2]

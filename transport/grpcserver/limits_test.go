@@ -46,13 +46,21 @@ func echoDesc(handler func(ctx context.Context, in *wrapperspb.BytesValue) (*wra
 // connection to it and the server's admission.
 func serve(t *testing.T, l Limits, handler func(ctx context.Context, in *wrapperspb.BytesValue) (*wrapperspb.BytesValue, error)) (*grpc.ClientConn, *admission, string) {
 	t.Helper()
+	opts, a := l.serverOptions()
+	s := grpc.NewServer(opts...)
+	s.RegisterService(echoDesc(handler), nil)
+	conn, addr := serveAndDial(t, s, l)
+	return conn, a, addr
+}
+
+// serveAndDial registers health on s, serves it on a listener of l's, and
+// returns a connection to it and its address; the test's end stops both.
+func serveAndDial(t *testing.T, s *grpc.Server, l Limits) (*grpc.ClientConn, string) {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts, a := l.serverOptions()
-	s := grpc.NewServer(opts...)
-	s.RegisterService(echoDesc(handler), nil)
 	healthpb.RegisterHealthServer(s, health.NewServer())
 	go func() { _ = s.Serve(l.Listener(lis)) }()
 	t.Cleanup(s.Stop)
@@ -61,7 +69,7 @@ func serve(t *testing.T, l Limits, handler func(ctx context.Context, in *wrapper
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return conn, a, lis.Addr().String()
+	return conn, lis.Addr().String()
 }
 
 func echo(ctx context.Context, conn *grpc.ClientConn, b []byte) error {

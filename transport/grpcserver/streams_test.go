@@ -16,7 +16,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -49,20 +48,9 @@ func watchDesc(handler func(in *wrapperspb.BytesValue, stream grpc.ServerStream)
 // connection limits, and returns a connection to it.
 func serveOn(t *testing.T, s *grpc.Server, l Limits, watch func(*wrapperspb.BytesValue, grpc.ServerStream) error) *grpc.ClientConn {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	s.RegisterService(echoDesc(func(_ context.Context, in *wrapperspb.BytesValue) (*wrapperspb.BytesValue, error) { return in, nil }), nil)
 	s.RegisterService(watchDesc(watch), nil)
-	healthpb.RegisterHealthServer(s, health.NewServer())
-	go func() { _ = s.Serve(l.Listener(lis)) }()
-	t.Cleanup(s.Stop)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	conn, _ := serveAndDial(t, s, l)
 	return conn
 }
 
