@@ -34,6 +34,7 @@ const (
 	serving     = iota
 	hangs       // every call waits for its caller to give up
 	shedStreams // every stream is shed before it is answered
+	erroring    // every unary call fails, Internal, while its health passes
 )
 
 // interop is an instance of grpc-go's interop TestService, in-process and
@@ -45,15 +46,20 @@ type interop struct {
 	srv     *grpc.Server
 	mode    atomic.Int32
 	unary   atomic.Int64 // unary calls it answered
+	failed  atomic.Int64 // unary calls it failed
 	streams atomic.Int64 // streams open on it now
 	opened  atomic.Int64 // streams it ever opened
 	marker  overload.Marker
 }
 
 func (s *interop) UnaryCall(ctx context.Context, _ *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
-	if s.mode.Load() == hangs {
+	switch s.mode.Load() {
+	case hangs:
 		<-ctx.Done()
 		return nil, status.FromContextError(ctx.Err()).Err()
+	case erroring:
+		s.failed.Add(1)
+		return nil, status.Error(codes.Internal, "database pool broken")
 	}
 	s.unary.Add(1)
 	return &testgrpc.SimpleResponse{Hostname: s.addr}, nil
@@ -443,5 +449,41 @@ func TestNewConnStreamEndsWhenItsInstanceLeaves(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the stream on an instance that left discovery is still open after 10s")
+	}
+}
+
+// Ejection on the native face: an instance that fails every call while its
+// health check passes is ejected after two failures in a row and gets
+// almost none of the calls; once it serves again, a health probe on its
+// own SubConn readmits it after its ejection time, and calls return to it.
+func TestNewConnEjectsAndProbesBack(t *testing.T) {
+	agent := testenv.Consul(t)
+	insts := startInterop(t, agent, "interop", 3)
+	insts[0].mode.Store(erroring)
+	var ejections = newCounter()
+	conn := newConn(t, agent, "interop", client.CallConfig{Balancer: client.RoundRobinName},
+		client.WithEndpointer(client.WithEjection(client.Ejection{BaseTime: 300 * time.Millisecond}), client.WithMetrics(client.Metrics{Ejections: ejections})))
+	tc := testgrpc.NewTestServiceClient(conn)
+	for i := range 300 {
+		if _, err := tc.UnaryCall(ctx(t), &testgrpc.SimpleRequest{}); err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+	}
+	if n := insts[0].failed.Load(); n > 10 {
+		t.Errorf("the failing instance got %d of 300 calls; want it ejected after a few", n)
+	}
+	if ejections.sum() == 0 {
+		t.Error("no ejection counted")
+	}
+	insts[0].mode.Store(serving)
+	deadline := time.Now().Add(10 * time.Second)
+	for insts[0].unary.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the instance that serves again got no call within 10s: not readmitted")
+		}
+		if _, err := tc.UnaryCall(ctx(t), &testgrpc.SimpleRequest{}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
