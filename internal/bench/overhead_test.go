@@ -163,6 +163,13 @@ const roundRobinConfig = `{"loadBalancingConfig":[{"round_robin":{}}]}`
 // over the 3 addresses (grpc-go's manual resolver) with grpc-go's
 // round_robin, no interceptor.
 func rawOneConnRR(tb testing.TB, addrs []string) caller {
+	return stubCaller(pb.NewTrimClient(roundRobinConn(tb, addrs)))
+}
+
+// roundRobinConn is one plain grpc.ClientConn over addrs with grpc-go's
+// round_robin, closed when tb ends.
+func roundRobinConn(tb testing.TB, addrs []string) *grpc.ClientConn {
+	tb.Helper()
 	r := manual.NewBuilderWithScheme("bench")
 	var state resolver.State
 	for _, a := range addrs {
@@ -176,7 +183,7 @@ func rawOneConnRR(tb testing.TB, addrs []string) caller {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { conn.Close() })
-	return stubCaller(pb.NewTrimClient(conn))
+	return conn
 }
 
 // stubCaller calls TrimSpace on stub, as the raw rows do.

@@ -54,6 +54,9 @@ func run(files []string, w io.Writer) error {
 	if r, ok := results["BenchmarkConsulRead"]; ok {
 		consulReads(w, r)
 	}
+	if r, ok := results["BenchmarkStreams"]; ok {
+		streams(w, r)
+	}
 	return nil
 }
 
@@ -162,7 +165,7 @@ func overhead(w io.Writer, results map[string]result) {
 func once(w io.Writer, results map[string]result, order []string) {
 	for _, name := range order {
 		if strings.HasPrefix(name, "BenchmarkOverhead") || name == "BenchmarkGrayFailure" || name == "BenchmarkLeastLoaded" || name == "BenchmarkOverload" || name == "BenchmarkShares" ||
-			name == "BenchmarkScale" || name == "BenchmarkConsulRead" { // tables of their own
+			name == "BenchmarkScale" || name == "BenchmarkConsulRead" || name == "BenchmarkStreams" { // tables of their own
 			continue
 		}
 		r := results[name]
