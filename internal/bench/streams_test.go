@@ -159,8 +159,9 @@ type streamRow struct {
 //     50ms late and there are no unary calls (slow-first); the share of the
 //     streams it holds, a third for an even spread ("<case>/<row>-share",
 //     the median of 5 times), and with slow-unary the share of the unary
-//     calls it answered ("slow-unary/<row>-unary_share"). Each case has
-//     ClientConns of its own.
+//     calls it answered ("slow-unary/<row>-unary_share"). slow-unary-1by1
+//     is slow-unary with the streams opened one after another. Each case
+//     has ClientConns of its own.
 //
 // Run with -benchtime 1x.
 func BenchmarkStreams(b *testing.B) {
@@ -175,7 +176,7 @@ func BenchmarkStreams(b *testing.B) {
 	for _, row := range rows {
 		var spread []float64
 		for range streamReps {
-			n := openMany(b, row, servers)
+			n := openMany(b, row, servers, false)
 			spread = append(spread, float64(slices.Max(n))/(float64(streamsOpen)/float64(len(n))))
 		}
 		slices.Sort(spread)
@@ -185,7 +186,7 @@ func BenchmarkStreams(b *testing.B) {
 	closeRows()
 	// Each slow case on ClientConns of its own: what the instances' scores
 	// learnt in one case (or in the opens above) is not the next one's.
-	for _, slow := range []string{"slow-unary", "slow-first"} {
+	for _, slow := range []string{"slow-unary", "slow-unary-1by1", "slow-first"} {
 		rows, closeRows := streamRows(b, agent, servers)
 		for _, row := range rows {
 			var shares, unary []float64
@@ -197,7 +198,7 @@ func BenchmarkStreams(b *testing.B) {
 			slices.Sort(shares)
 			slices.Sort(unary)
 			b.ReportMetric(shares[len(shares)/2], slow+"/"+row.name+"-share")
-			if slow == "slow-unary" {
+			if slow != "slow-first" {
 				b.ReportMetric(unary[len(unary)/2], slow+"/"+row.name+"-unary_share")
 			}
 		}
@@ -287,24 +288,30 @@ func streamOpens(b *testing.B, rows []streamRow, mode string) map[string]float64
 	return out
 }
 
-// openMany opens streamsOpen long streams at once through row, waits
-// until each has its first message, and returns how many each server
-// holds; then it closes them and waits until the servers have let them
-// go.
-func openMany(b *testing.B, row streamRow, servers []*streamServer) []int64 {
-	ctx := context.Background()
+// openMany opens streamsOpen long streams through row, at once or one by
+// one, waits until each has its first message, and returns how many each
+// server holds; then it closes them and waits until the servers have let
+// them go.
+func openMany(b *testing.B, row streamRow, servers []*streamServer, oneByOne bool) []int64 {
 	cancels := make([]func(), streamsOpen)
+	open := func(i int) {
+		cancel, err := openStream(context.Background(), row.tc)
+		if err != nil {
+			b.Errorf("%s: %v", row.name, err)
+			return
+		}
+		cancels[i] = cancel
+	}
 	var wg sync.WaitGroup
 	for i := range streamsOpen {
+		if oneByOne {
+			open(i)
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cancel, err := openStream(ctx, row.tc)
-			if err != nil {
-				b.Errorf("%s: %v", row.name, err)
-				return
-			}
-			cancels[i] = cancel
+			open(i)
 		}()
 	}
 	wg.Wait()
@@ -330,13 +337,14 @@ func openMany(b *testing.B, row streamRow, servers []*streamServer) []int64 {
 }
 
 // slowShare makes servers[0] slow as slow says, opens streamsOpen streams
-// through row, and returns the share of them it holds. With slow-unary,
-// unary calls go through the same ClientConn for a second before and while
-// the streams open, and it returns the share of those it answered too.
+// through row (one by one with slow-unary-1by1, else at once), and returns
+// the share of them it holds. With slow-unary, unary calls go through the
+// same ClientConn for a second before and while the streams open, and it
+// returns the share of those it answered too.
 func slowShare(b *testing.B, row streamRow, servers []*streamServer, slow string) (share, unaryShare float64) {
 	slowest := servers[0]
 	switch slow {
-	case "slow-unary":
+	case "slow-unary", "slow-unary-1by1":
 		slowest.unaryDelay.Store(int64(streamSlowBy))
 		defer slowest.unaryDelay.Store(0)
 		before := unaryCounts(servers)
@@ -355,7 +363,7 @@ func slowShare(b *testing.B, row streamRow, servers []*streamServer, slow string
 		slowest.firstDelay.Store(int64(streamSlowBy))
 		defer slowest.firstDelay.Store(0)
 	}
-	n := openMany(b, row, servers)
+	n := openMany(b, row, servers, slow == "slow-unary-1by1")
 	var total int64
 	for _, v := range n {
 		total += v

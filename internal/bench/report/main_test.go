@@ -37,7 +37,7 @@ BenchmarkLeastLoaded-2 	       1	1 ns/op	      1781 capacity_per_instance	0.3333
 		"hammered  round-robin      33.3",
 		"hammered  least-loaded      9.9",
 		"1781 calls/s capacity",
-		"conn-p2c         3000           0      1.02 (1.06)         16.0% (0.0%)",
+		"conn-p2c         3000           0      1.02 (1.06)         16.0% (0.0%)          0.0% (0.0%)",
 		"even: conn-p2c streams on the busiest instance over the mean, worst of 5: 1.06 <= 1.15",
 	} {
 		if !strings.Contains(w.String(), want) {
