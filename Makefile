@@ -80,11 +80,11 @@ test: consul ## run every test, a real Consul agent included
 	go test -race -count=1 -p 1 -run '$(ALONE_TESTS)' $(GO_TEST_FLAGS) ./client ./cmd/trimsvc
 
 BENCH_COUNT ?= 3
-bench: consul ## benchmarks: call overhead vs raw gRPC, discovery, failover, cluster, load reports, gray failure, overload, scale (about 30 minutes)
+bench: consul ## benchmarks: call overhead vs raw gRPC, discovery, failover, cluster, load reports, streams, gray failure, overload, scale (about 30 minutes)
 	@mkdir -p .bench
 	go test -run '^$$' -bench 'Overhead/' -benchmem -benchtime 5000x ./internal/bench | tee .bench/allocs.txt
 	go test -run '^$$' -bench 'OverheadInterleaved' -benchtime 1x -count $(BENCH_COUNT) ./internal/bench | tee .bench/overhead.txt
-	go test -run '^$$' -bench 'Discovery|Failover|Cluster|LoadReport' -benchtime 1x -timeout 30m ./internal/bench | tee .bench/once.txt
+	go test -run '^$$' -bench 'Discovery|Failover|Cluster|LoadReport|Streams' -benchtime 1x -timeout 30m ./internal/bench | tee .bench/once.txt
 	go test -run '^$$' -bench 'LeastLoaded' -benchtime 1x -count 3 -timeout 30m ./internal/bench | tee .bench/leastloaded.txt
 	go test -run '^$$' -bench 'GrayFailure' -benchtime 1x -timeout 30m ./internal/bench | tee .bench/gray.txt
 	go test -run '^$$' -bench 'Overload|Shares' -benchtime 1x -timeout 30m ./internal/bench | tee .bench/overload.txt

@@ -44,6 +44,11 @@ func register(tb testing.TB, c *api.Client, id, addr string, ttl bool) {
 }
 
 func registerErr(c *api.Client, id, addr string, ttl bool) error {
+	return registerService(c, "trimsvc", id, addr, ttl)
+}
+
+// registerService is registerErr for an instance of service.
+func registerService(c *api.Client, service, id, addr string, ttl bool) error {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return err
@@ -52,7 +57,7 @@ func registerErr(c *api.Client, id, addr string, ttl bool) error {
 	if err != nil {
 		return err
 	}
-	reg := &api.AgentServiceRegistration{ID: id, Name: "trimsvc", Address: host, Port: p}
+	reg := &api.AgentServiceRegistration{ID: id, Name: service, Address: host, Port: p}
 	if ttl {
 		reg.Check = &api.AgentServiceCheck{CheckID: "ttl:" + id, TTL: "5m", Status: api.HealthCritical}
 	}

@@ -21,17 +21,21 @@ import (
 	"google.golang.org/grpc"
 	_ "google.golang.org/grpc/balancer/leastrequest" // least_request_experimental, for grpc-lr
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 
 	"github.com/trimkit/trimkit/client"
 	"github.com/trimkit/trimkit/internal/loadgen"
+	"github.com/trimkit/trimkit/internal/testenv"
 	"github.com/trimkit/trimkit/pb"
+	"github.com/trimkit/trimkit/sd"
 	"github.com/trimkit/trimkit/transport"
 	"github.com/trimkit/trimkit/trimsvc"
 )
@@ -268,7 +272,8 @@ func grayRows() []grayRow {
 	}
 }
 
-// BenchmarkGrayFailure runs every row against every fault: three fresh
+// BenchmarkGrayFailure runs every row (the native face's too, through a
+// Consul dev agent) against every fault: three fresh
 // in-process servers, open-loop load at 1000 calls a second, 0.5s healthy,
 // then the fault on one of them for 2s (on all three for 10s, overloaded),
 // three times over (overloaded once) with the median of the runs reported. Of the
@@ -285,7 +290,7 @@ func grayRows() []grayRow {
 func BenchmarkGrayFailure(b *testing.B) {
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
 	slowBy := 10 * healthyMedian(b)
-	for _, row := range grayRows() {
+	for _, row := range append(grayRows(), nativeGrayRows(b)...) {
 		for f := range fault(len(faultNames)) {
 			prefix := row.name + "/" + faultNames[f] + "/"
 			for unit, v := range grayCell(b, row, f, slowBy) {
@@ -414,3 +419,70 @@ func grayRunOnce(b testing.TB, row grayRow, f fault, slowBy time.Duration) grayR
 	}
 	return r
 }
+
+// nativeGrayRows are the gRPC-native face's rows: a ClientConn from
+// client.NewConn, round robin and p2c, each run's servers registered in a
+// Consul dev agent (no checks: passing at once, as the other rows' fixed
+// instances are) under a service of their own. Attempts are counted by a
+// stats handler, one per attempt that reached an instance's connection,
+// as grpc-lr counts the calls that did.
+func nativeGrayRows(b *testing.B) []grayRow {
+	agent := testenv.Consul(b)
+	c := agent.API()
+	var services int
+	conn := func(cfg client.CallConfig) func([]string, *attemptLog) (endpoint.Endpoint, func()) {
+		return func(addrs []string, al *attemptLog) (endpoint.Endpoint, func()) {
+			services++
+			service := fmt.Sprintf("gray-%d", services)
+			var ids []string
+			for i, a := range addrs {
+				id := fmt.Sprintf("%s-%d", service, i)
+				if err := registerService(c, service, id, a, false); err != nil {
+					b.Fatal(err)
+				}
+				ids = append(ids, id)
+			}
+			agent.WaitPassing(service, ids...)
+			conn, err := client.NewConn(client.Config{Consul: sd.ConsulConfig{Address: agent.HTTPAddr}, Service: service, CallConfig: cfg},
+				client.WithDialOptions(grpc.WithStatsHandler(attemptStats{al})))
+			if err != nil {
+				b.Fatal(err)
+			}
+			// Discovery answered and a connection up, as the fixed rows'
+			// are from the start.
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			for s := conn.GetState(); s != connectivity.Ready; s = conn.GetState() {
+				if !conn.WaitForStateChange(ctx, s) {
+					b.Fatalf("%s: ClientConn still %v", service, s)
+				}
+			}
+			return transport.Endpoints(conn), func() {
+				conn.Close()
+				for _, id := range ids {
+					_ = c.Agent().ServiceDeregister(id)
+				}
+			}
+		}
+	}
+	return []grayRow{
+		{"conn-rr", conn(client.CallConfig{})},
+		{"conn-p2c", conn(client.CallConfig{Balancer: client.P2CName})},
+	}
+}
+
+// attemptStats counts in an attemptLog every trim call that grpc starts
+// on an instance's connection: each of Retry's attempts, hedges included.
+type attemptStats struct{ al *attemptLog }
+
+func (s attemptStats) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
+
+func (s attemptStats) HandleRPC(_ context.Context, st stats.RPCStats) {
+	if h, ok := st.(*stats.OutHeader); ok && h.Client && h.FullMethod == pb.Trim_TrimSpace_FullMethodName && h.RemoteAddr != nil {
+		s.al.count(h.RemoteAddr.String())
+	}
+}
+
+func (s attemptStats) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
+
+func (s attemptStats) HandleConn(context.Context, stats.ConnStats) {}

@@ -19,6 +19,8 @@ import (
 	"github.com/go-kit/log"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
 
 	"github.com/trimkit/trimkit/client"
 	"github.com/trimkit/trimkit/internal/testenv"
@@ -114,6 +116,18 @@ func trimkitFixed(tb testing.TB, addrs []string) caller {
 }
 
 func trimkitConsul(tb testing.TB, addrs []string) caller {
+	agent := consulWith(tb, addrs)
+	cl, err := transport.NewTrimClient(client.Config{Consul: sd.ConsulConfig{Address: agent.HTTPAddr}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { cl.Close() })
+	return endpointCaller(cl.Endpoint())
+}
+
+// consulWith starts a Consul dev agent with addrs registered as instances
+// of trimsvc, and waits until it serves them.
+func consulWith(tb testing.TB, addrs []string) *testenv.Agent {
 	agent := testenv.Consul(tb)
 	c := agent.API()
 	var ids []string
@@ -125,12 +139,59 @@ func trimkitConsul(tb testing.TB, addrs []string) caller {
 		register(tb, c, id, a, false)
 	}
 	agent.WaitPassing("trimsvc", ids...)
-	cl, err := transport.NewTrimClient(client.Config{Consul: sd.ConsulConfig{Address: agent.HTTPAddr}})
+	return agent
+}
+
+// trimkitConn is the gRPC-native face: the generated client over the one
+// ClientConn client.NewConn makes, discovering the 3 instances through a
+// real Consul dev agent as trimkit-consul does; unary calls go through
+// Retry, as an interceptor.
+func trimkitConn(tb testing.TB, addrs []string) caller {
+	agent := consulWith(tb, addrs)
+	conn, err := client.NewConn(client.Config{Consul: sd.ConsulConfig{Address: agent.HTTPAddr}, Service: "trimsvc"})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { cl.Close() })
-	return endpointCaller(cl.Endpoint())
+	tb.Cleanup(func() { conn.Close() })
+	return stubCaller(pb.NewTrimClient(conn))
+}
+
+// roundRobinConfig is grpc-go's own round robin, as a service config.
+const roundRobinConfig = `{"loadBalancingConfig":[{"round_robin":{}}]}`
+
+// rawOneConnRR is the floor for trimkit-conn: one plain grpc.ClientConn
+// over the 3 addresses (grpc-go's manual resolver) with grpc-go's
+// round_robin, no interceptor.
+func rawOneConnRR(tb testing.TB, addrs []string) caller {
+	return stubCaller(pb.NewTrimClient(roundRobinConn(tb, addrs)))
+}
+
+// roundRobinConn is one plain grpc.ClientConn over addrs with grpc-go's
+// round_robin, closed when tb ends.
+func roundRobinConn(tb testing.TB, addrs []string) *grpc.ClientConn {
+	tb.Helper()
+	r := manual.NewBuilderWithScheme("bench")
+	var state resolver.State
+	for _, a := range addrs {
+		state.Addresses = append(state.Addresses, resolver.Address{Addr: a})
+	}
+	r.InitialState(state)
+	conn, err := grpc.NewClient(r.Scheme()+":///trim", grpc.WithResolvers(r),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultServiceConfig(roundRobinConfig))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// stubCaller calls TrimSpace on stub, as the raw rows do.
+func stubCaller(stub pb.TrimClient) caller {
+	return func(ctx context.Context) error {
+		_, err := stub.TrimSpace(ctx, &pb.TrimRequest{S: benchInput})
+		return err
+	}
 }
 
 // rawThreeConnMTLS is raw-3conn over mutual TLS, to servers of its own.
@@ -196,6 +257,8 @@ func overheadRows() []overheadRow {
 		{"trimkit-mtls", trimkitMTLS},
 		{"raw-3conn-orders", rawThreeConnOrders},
 		{"generic-orders", genericFixedOrders},
+		{"raw-1conn-rr", rawOneConnRR},
+		{"trimkit-conn", trimkitConn},
 	}
 }
 

@@ -7,12 +7,15 @@ import (
 )
 
 var (
-	grayRows   = []string{"gokit-stock", "grpc-lr", "rr", "rr+eject", "p2c", "rr+hedge"}
+	grayRows   = []string{"gokit-stock", "grpc-lr", "rr", "rr+eject", "p2c", "rr+hedge", "conn-rr", "conn-p2c"}
 	grayFaults = []string{"healthy", "slow", "stall", "hung", "dead", "overloaded", "erroring", "flaky"}
 	// trimkitRows are the rows that eject and budget; rr is the old
 	// behaviour (neither), gokit-stock go-kit's, grpc-lr grpc-go's
 	// least_request.
 	trimkitRows = []string{"rr+eject", "p2c", "rr+hedge"}
+	// connRows are the gRPC-native face's: client.NewConn's ClientConn,
+	// round robin and p2c, with the defaults (ejection, budget).
+	connRows = []string{"conn-rr", "conn-p2c"}
 )
 
 // gray prints the gray-failure table of BenchmarkGrayFailure and the
@@ -45,6 +48,8 @@ func gray(w io.Writer, r result) {
 		}
 	}
 	fmt.Fprintln(w, "last-to-faulty: when the faulty instance got its last attempt, after the fault began")
+	fmt.Fprintln(w, "conn-rr, conn-p2c: client.NewConn's ClientConn (the instances in a Consul dev agent); like grpc-lr's, their attempts")
+	fmt.Fprintln(w, "are counted when grpc sends them on a connection, so attempts that found the dead instance's connection refused are not")
 
 	fmt.Fprintln(w, "\nTargets:")
 	target := func(format string, ok bool, args ...any) { printTarget(w, ok, format, args...) }
@@ -90,6 +95,19 @@ func gray(w io.Writer, r result) {
 		}
 	}
 	fmt.Fprintln(w, "  healthy: the sequential overhead stays <= 1.05x raw-3conn: see trimkit-fixed in the call overhead table")
+
+	// The native face's targets: conn-p2c's for stall, both rows' for hung.
+	fmt.Fprintln(w, "Targets of the native face (client.NewConn):")
+	p99, base := get("conn-p2c", "stall", "p99_ms"), get("conn-p2c", "healthy", "p99_ms")
+	target("stall: conn-p2c p99 %.2fms <= 2x its healthy p99 (%.2fms)", p99 <= 2*base, p99, 2*base)
+	fs := 100 * get("conn-p2c", "stall", "faulty_share")
+	target("stall: conn-p2c faulty share %.1f%% <= 5%%", fs <= 5, fs)
+	for _, row := range connRows {
+		n := get(row, "hung", "failures")
+		target("hung: %s failures %.0f == 0", n == 0, row, n)
+		p999 := get(row, "hung", "p999_ms")
+		target("hung: %s p99.9 %.2fms <= 20ms", p999 <= 20, row, p999)
+	}
 }
 
 func fmtStop(v float64) string {

@@ -54,6 +54,9 @@ func run(files []string, w io.Writer) error {
 	if r, ok := results["BenchmarkConsulRead"]; ok {
 		consulReads(w, r)
 	}
+	if r, ok := results["BenchmarkStreams"]; ok {
+		streams(w, r)
+	}
 	return nil
 }
 
@@ -99,7 +102,7 @@ func median(vs []float64) float64 {
 	return s[len(s)/2]
 }
 
-var rows = []string{"raw-1conn", "raw-3conn", "raw-3conn-deadline", "gokit-stock", "trimkit-fixed", "trimkit-consul", "raw-3conn-mtls", "trimkit-mtls", "raw-3conn-orders", "generic-orders"}
+var rows = []string{"raw-1conn", "raw-3conn", "raw-3conn-deadline", "gokit-stock", "trimkit-fixed", "trimkit-consul", "raw-3conn-mtls", "trimkit-mtls", "raw-3conn-orders", "generic-orders", "raw-1conn-rr", "trimkit-conn"}
 
 // overhead prints the call-overhead table. Times come from
 // BenchmarkOverheadInterleaved when present (robust to drift), else from
@@ -140,13 +143,29 @@ func overhead(w io.Writer, results map[string]result) {
 			fmt.Fprintf(w, "generic stack over examples/orders (not trim), %s: %.2fx raw gRPC's time per call; trimkit-fixed over trim: %.2fx\n", mode, generic/raw, nsOf(mode, "trimkit-fixed")/nsOf(mode, "raw-3conn"))
 		}
 	}
+	// The native face against its own floor, one ClientConn with grpc-go's
+	// round_robin: the same generated client, the same connections.
+	native := false
+	for _, mode := range []string{"seq", "par"} {
+		conn, raw := nsOf(mode, "trimkit-conn"), nsOf(mode, "raw-1conn-rr")
+		if conn == 0 || raw == 0 {
+			continue
+		}
+		if !native {
+			fmt.Fprintln(w, "native face (client.NewConn) against one ClientConn with grpc-go's round_robin:")
+			native = true
+		}
+		allocs := median(results["BenchmarkOverhead/"+mode+"/trimkit-conn"]["allocs/op"]) - median(results["BenchmarkOverhead/"+mode+"/raw-1conn-rr"]["allocs/op"])
+		printTarget(w, conn <= 1.02*raw, "%s: trimkit-conn %.3fx raw-1conn-rr's time per call <= 1.02x", mode, conn/raw)
+		printTarget(w, allocs <= 5, "%s: trimkit-conn %+.0f allocations per call against raw-1conn-rr <= +5", mode, allocs)
+	}
 }
 
 // once prints the single-run benchmarks' custom metrics.
 func once(w io.Writer, results map[string]result, order []string) {
 	for _, name := range order {
 		if strings.HasPrefix(name, "BenchmarkOverhead") || name == "BenchmarkGrayFailure" || name == "BenchmarkLeastLoaded" || name == "BenchmarkOverload" || name == "BenchmarkShares" ||
-			name == "BenchmarkScale" || name == "BenchmarkConsulRead" { // tables of their own
+			name == "BenchmarkScale" || name == "BenchmarkConsulRead" || name == "BenchmarkStreams" { // tables of their own
 			continue
 		}
 		r := results[name]

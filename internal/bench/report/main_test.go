@@ -14,7 +14,10 @@ BenchmarkOverhead/seq/raw-3conn-2     	   100	    100000 ns/op	   10000 B/op	   
 BenchmarkOverhead/seq/raw-3conn-2     	   100	    120000 ns/op	   10000 B/op	     160 allocs/op
 BenchmarkOverhead/seq/raw-3conn-2     	   100	    110000 ns/op	   10000 B/op	     160 allocs/op
 BenchmarkOverhead/seq/trimkit-fixed-2 	   100	    115500 ns/op	   11000 B/op	     180 allocs/op
+BenchmarkOverhead/seq/raw-1conn-rr-2  	   100	    100000 ns/op	   10000 B/op	     166 allocs/op
+BenchmarkOverhead/seq/trimkit-conn-2  	   100	    110000 ns/op	   11000 B/op	     179 allocs/op
 BenchmarkDiscovery-2   	       1	8106760760 ns/op	        10.64 join_max_ms	         4.107 join_p50_ms
+BenchmarkStreams-2     	       1	1 ns/op	       1.02 even/conn-p2c-max/mean	1.06 even/conn-p2c-worst_max/mean	3000 seq/conn-p2c-opens/s	0.16 slow-unary/conn-p2c-share
 BenchmarkLeastLoaded-2 	       1	1 ns/op	      1781 capacity_per_instance	0.3333 hammered/round-robin/first_share	25.04 hammered/round-robin/p99_ms	0.09865 hammered/least-loaded/first_share	25.76 hammered/round-robin/hammer_p99_ms
 `
 	path := filepath.Join(t.TempDir(), "bench.txt")
@@ -28,10 +31,14 @@ BenchmarkLeastLoaded-2 	       1	1 ns/op	      1781 capacity_per_instance	0.3333
 	for _, want := range []string{
 		"seq   raw-3conn               110000    1.00x     1.00x        160       +0", // the median of three runs
 		"seq   trimkit-fixed           115500    1.05x     0.95x        180      +20",
+		"seq: trimkit-conn 1.100x raw-1conn-rr's time per call <= 1.02x",
+		"seq: trimkit-conn +13 allocations per call against raw-1conn-rr <= +5",
 		"join_p50_ms                  4.11",
 		"hammered  round-robin      33.3",
 		"hammered  least-loaded      9.9",
 		"1781 calls/s capacity",
+		"conn-p2c         3000           0      1.02 (1.06)         16.0% (0.0%)          0.0% (0.0%)",
+		"even: conn-p2c streams on the busiest instance over the mean, worst of 5: 1.06 <= 1.15",
 	} {
 		if !strings.Contains(w.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, w.String())
