@@ -221,16 +221,19 @@ func (b *P2C) pickStream(tried []*Instance) (*Instance, error) {
 
 // fewerStreams is the one of two instances with fewer streams and calls
 // open, unless one looks more than comparableLatency times and
-// streamSlack slower than the other: that one is in trouble, and the
-// cheaper wins. A stream's cost is its instance's share of the streams,
-// not a latency; by latency alone, the slightly faster of equal instances
-// would take most of them, and sub-millisecond latencies differ twofold
-// by chance.
+// streamSlack slower than the other (slowness): that one is in trouble,
+// and the other wins. A stream's cost is its instance's share of the
+// streams, not a latency; by latency alone, the slightly faster of equal
+// instances would take most of them, and sub-millisecond latencies differ
+// twofold by chance.
 func fewerStreams(a, c *Instance) *Instance {
 	now := a.now()
-	ea, ec := a.latency(now), c.latency(now)
-	if hi, lo := max(ea, ec), min(ea, ec); hi > comparableLatency*lo && hi-lo > streamSlack {
-		return cheaper(a, c)
+	sa, sc := a.slowness(now), c.slowness(now)
+	if hi, lo := max(sa, sc), min(sa, sc); hi > comparableLatency*lo && hi-lo > streamSlack {
+		if sc < sa {
+			return c
+		}
+		return a
 	}
 	if c.streams.Load()+c.inflight.Load() < a.streams.Load()+a.inflight.Load() {
 		return c

@@ -390,6 +390,9 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	case connectivity.Connecting:
 		return balancer.PickResult{}, balancer.ErrNoSubConnAvailable
 	default:
+		if at != nil {
+			at.picked.Store(false) // the call ends with this failure, not an earlier pick's
+		}
 		return balancer.PickResult{}, c.failure(n.instance)
 	}
 	if st != nil {
@@ -400,18 +403,34 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 		st.picked(n)
 		return balancer.PickResult{SubConn: c.sc, Done: func(di balancer.DoneInfo) {
 			c.removeStream(st)
-			st.done(n.endStream(ctx, di.Err), di.BytesSent)
+			st.done(n.endStream(ctx, doneErr(di)), di.BytesSent)
 		}}, nil
 	}
 	start := n.begin()
 	return balancer.PickResult{SubConn: c.sc, Done: func(di balancer.DoneInfo) {
 		reportLoad(n, di)
-		o := n.end(ctx, start, di.Err)
+		o := n.end(ctx, start, doneErr(di))
 		if at != nil {
 			at.o = o
 			at.ended(di)
 		}
 	}}, nil
+}
+
+// errUnprocessed is how a call ended that grpc tries again at once on
+// another pick, its stream having closed before the instance took it (a
+// connection closing under it): grpc's Done says no error, and no byte
+// came back.
+var errUnprocessed = status.Error(codes.Unavailable, "client: the connection closed before the instance took the call; grpc tries it again")
+
+// doneErr is the error a pick's call ended with: di.Err, or
+// errUnprocessed for a call that grpc finished without error or answer,
+// to try it again (an answer, even an empty one, brings bytes).
+func doneErr(di balancer.DoneInfo) error {
+	if di.Err == nil && !di.BytesReceived {
+		return errUnprocessed
+	}
+	return di.Err
 }
 
 // reportLoad gives n the load its answer reported in its trailer, if it

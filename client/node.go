@@ -304,14 +304,26 @@ func (n *Instance) loadCost(now int64) (cost float64, ok bool) {
 
 // latency is the latency estimate, or the mean age of the attempts in
 // flight when that is larger: how slow the instance looks now.
-func (n *Instance) latency(now int64) float64 {
-	est := n.estimate(now)
+func (n *Instance) latency(now int64) float64 { return n.orAge(n.estimate(now), now) }
+
+// orAge is est, or the mean age of the attempts in flight when that is
+// larger.
+func (n *Instance) orAge(est float64, now int64) float64 {
 	if inflight := n.inflight.Load(); inflight > 0 {
 		if age := float64(now - n.startSum.Load()/inflight); age > est {
 			est = age
 		}
 	}
 	return est
+}
+
+// slowness is how slow the instance looked when it last answered (its
+// latency estimate, not decayed), or the mean age of its attempts in
+// flight when that is larger: for streams, which must not go back to a
+// slow instance only because P2C, sending it no call, has not heard from
+// it for a while.
+func (n *Instance) slowness(now int64) float64 {
+	return n.orAge(math.Float64frombits(n.ewma.Load()), now)
 }
 
 // observe folds a latency sample into the peak EWMA: a sample above the

@@ -211,3 +211,27 @@ func TestAReportFadesOnceItsCallsHaveHadTimeToEnd(t *testing.T) {
 		t.Errorf("a report 5 latencies old: cost %v (%v), want under %v", cost, ok, 0.8*math.Exp(-3.9))
 	}
 }
+
+// A stream does not go to an instance that was slow when it last answered
+// only because, picked by no call since, its estimate has decayed; among
+// instances alike, the one with fewer streams open takes it.
+func TestFewerStreamsAvoidsAnInstanceSlowWhenLastHeard(t *testing.T) {
+	slow, fast := testNode(t), testNode(t)
+	ms := float64(time.Millisecond)
+	slow.observe(50*ms, slow.now()-int64(10*time.Second)) // ten seconds ago
+	fast.observe(1*ms, fast.now())
+	for range 5 {
+		fast.beginStream()
+	}
+	if slow.latency(slow.now()) > fast.latency(fast.now()) {
+		t.Fatal("the test wants the slow instance's estimate decayed below the fast one's")
+	}
+	if got := fewerStreams(slow, fast); got != fast {
+		t.Errorf("fewerStreams picked the instance that answered in 50ms when last heard, over one that answers in 1ms with 5 streams open")
+	}
+	alike := testNode(t)
+	alike.observe(1.2*ms, alike.now())
+	if got := fewerStreams(fast, alike); got != alike {
+		t.Errorf("fewerStreams picked the instance with 5 streams open over a like one with none")
+	}
+}
