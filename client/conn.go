@@ -398,9 +398,9 @@ func (c *unaryCall) won(attempt any) any {
 // sent.
 func invokeAttempt(ctx context.Context, n *Instance, request any) (any, bool, outcome, error) {
 	c := request.(*unaryCall)
-	at := &attemptRec{n: n}
+	at := &attemptRec{Context: ctx, n: n}
 	start := n.now()
-	err := c.invoker(context.WithValue(ctx, attemptKey{}, at), c.method, c.req, c.reply, c.cc, c.opts...)
+	err := c.invoker(at, c.method, c.req, c.reply, c.cc, c.opts...)
 	if !at.picked.Load() {
 		now := n.now()
 		return c.reply, false, n.settle(ctx, err, float64(now-start), now), err

@@ -448,7 +448,11 @@ func reportLoad(n *Instance, di balancer.DoneInfo) {
 // Done tells it how its call ended, as grpc's balancers learn it: whether
 // any of it was sent, and, on a ClientConn, the outcome the instance
 // recorded.
+//
+// It is also the context of the attempt's calls (one allocation, not
+// two): its Value answers attemptKey with itself.
 type attemptRec struct {
+	context.Context
 	n      *Instance
 	seen   atomic.Bool // a picker of the instance's saw the attempt
 	picked atomic.Bool // and gave one of its calls a SubConn
@@ -457,6 +461,13 @@ type attemptRec struct {
 }
 
 type attemptKey struct{}
+
+func (at *attemptRec) Value(key any) any {
+	if key == (attemptKey{}) {
+		return at
+	}
+	return at.Context.Value(key)
+}
 
 // ended records how one of the attempt's calls ended.
 func (at *attemptRec) ended(di balancer.DoneInfo) {

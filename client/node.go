@@ -138,8 +138,8 @@ func (n *Instance) attempt(ctx context.Context, request interface{}) (interface{
 	start := n.begin()
 	// The connection's picker (see Factory) finds the attempt here and
 	// tells it how each of its calls ended.
-	at := &attemptRec{n: n}
-	resp, err := n.e(context.WithValue(ctx, attemptKey{}, at), request)
+	at := &attemptRec{Context: ctx, n: n}
+	resp, err := n.e(at, request)
 	return resp, at.mayHaveSent(), n.end(ctx, start, err), err
 }
 
