@@ -22,12 +22,9 @@ import (
 	_ "google.golang.org/grpc/balancer/leastrequest" // least_request_experimental, for grpc-lr
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/peer"
-	"google.golang.org/grpc/resolver"
-	"google.golang.org/grpc/resolver/manual"
 	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 
@@ -208,16 +205,7 @@ const leastRequestConfig = `{
 // grpcLeastRequest is one ClientConn over addrs with grpc-go's
 // least_request, each call bounded by the same 500ms as the other rows'.
 func grpcLeastRequest(addrs []string, al *attemptLog) (endpoint.Endpoint, func()) {
-	r := manual.NewBuilderWithScheme("bench")
-	var state resolver.State
-	for _, a := range addrs {
-		state.Addresses = append(state.Addresses, resolver.Address{Addr: a})
-	}
-	r.InitialState(state)
-	conn, err := grpc.NewClient(r.Scheme()+":///trim", grpc.WithResolvers(r),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultServiceConfig(leastRequestConfig),
-		grpc.WithUnaryInterceptor(al.intercept))
+	conn, err := manualConn(addrs, leastRequestConfig, grpc.WithUnaryInterceptor(al.intercept))
 	if err != nil {
 		panic(err)
 	}

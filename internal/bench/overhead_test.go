@@ -170,20 +170,26 @@ func rawOneConnRR(tb testing.TB, addrs []string) caller {
 // round_robin, closed when tb ends.
 func roundRobinConn(tb testing.TB, addrs []string) *grpc.ClientConn {
 	tb.Helper()
+	conn, err := manualConn(addrs, roundRobinConfig)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// manualConn is one plain grpc.ClientConn over addrs (grpc's manual
+// resolver) with serviceConfig and opts, in plaintext.
+func manualConn(addrs []string, serviceConfig string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 	r := manual.NewBuilderWithScheme("bench")
 	var state resolver.State
 	for _, a := range addrs {
 		state.Addresses = append(state.Addresses, resolver.Address{Addr: a})
 	}
 	r.InitialState(state)
-	conn, err := grpc.NewClient(r.Scheme()+":///trim", grpc.WithResolvers(r),
+	return grpc.NewClient(r.Scheme()+":///trim", append([]grpc.DialOption{grpc.WithResolvers(r),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultServiceConfig(roundRobinConfig))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { conn.Close() })
-	return conn
+		grpc.WithDefaultServiceConfig(serviceConfig)}, opts...)...)
 }
 
 // stubCaller calls TrimSpace on stub, as the raw rows do.

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/trimkit/trimkit/client"
+	"github.com/trimkit/trimkit/internal/ctxtime"
 	"github.com/trimkit/trimkit/internal/testenv"
 	"github.com/trimkit/trimkit/sd"
 )
@@ -48,7 +49,7 @@ type streamServer struct {
 }
 
 func (s *streamServer) UnaryCall(ctx context.Context, _ *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
-	if !sleepCtx(ctx, time.Duration(s.unaryDelay.Load())) {
+	if !ctxtime.Sleep(ctx, time.Duration(s.unaryDelay.Load())) {
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}
 	s.unary.Add(1)
@@ -59,11 +60,11 @@ func (s *streamServer) StreamingOutputCall(req *testgrpc.StreamingOutputCallRequ
 	s.open.Add(1)
 	defer s.open.Add(-1)
 	ctx := stream.Context()
-	if !sleepCtx(ctx, time.Duration(s.firstDelay.Load())) {
+	if !ctxtime.Sleep(ctx, time.Duration(s.firstDelay.Load())) {
 		return ctx.Err()
 	}
 	for _, p := range req.GetResponseParameters() {
-		if !sleepCtx(ctx, time.Duration(p.GetIntervalUs())*time.Microsecond) {
+		if !ctxtime.Sleep(ctx, time.Duration(p.GetIntervalUs())*time.Microsecond) {
 			return ctx.Err()
 		}
 		if err := stream.Send(&testgrpc.StreamingOutputCallResponse{Payload: &testgrpc.Payload{Body: []byte(s.addr)}}); err != nil {
@@ -71,21 +72,6 @@ func (s *streamServer) StreamingOutputCall(req *testgrpc.StreamingOutputCallRequ
 		}
 	}
 	return nil
-}
-
-// sleepCtx sleeps for d unless ctx ends first, and says whether it slept.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 // startStreamServers starts n stream servers and registers them with
