@@ -13,6 +13,7 @@ import (
 
 	kitsd "github.com/go-kit/kit/sd"
 	"github.com/go-kit/kit/sd/lb"
+	"github.com/go-kit/log"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/attributes"
 	"google.golang.org/grpc/codes"
@@ -110,17 +111,21 @@ func callParts(cfg CallConfig, o *options, lateLoads bool) (parts, error) {
 	return p, nil
 }
 
+// conn makes what a ClientConn of p calls through: the policy its
+// balancer builds by, and the Retry of its interceptors over it.
+func (p parts) conn(logger log.Logger) (*connPolicy, *retry) {
+	policy := &connPolicy{logger: logger, endpointer: p.endpointer, newBalancer: p.newBalancer, serverNames: p.serverNames}
+	return policy, newRetry(policy, p.retry, invokeAttempt)
+}
+
 // dial makes the ClientConn of target scheme:///service over instancer,
 // which it owns from then on: the ClientConn's Close stops it (stop).
 func dial(service string, instancer kitsd.Instancer, stop func(), p parts, o options) (*grpc.ClientConn, error) {
-	policy := &connPolicy{logger: o.logger, endpointer: p.endpointer, newBalancer: p.newBalancer, serverNames: p.serverNames}
-	once := false
+	// connSetup.Build calls build once: the discovery started here is
+	// handed over once.
 	c := &connSetup{scheme: scheme, build: func(resolver.Target) (kitsd.Instancer, func(), *connPolicy, *retry, error) {
-		if once {
-			return nil, nil, nil, nil, errors.New("client: this ClientConn's discovery was stopped; make another with NewConn")
-		}
-		once = true
-		return instancer, stop, policy, newRetry(policy, p.retry, invokeAttempt), nil
+		policy, r := p.conn(o.logger)
+		return instancer, stop, policy, r, nil
 	}}
 	// The caller's options after the credentials, which they may replace;
 	// their interceptors before trimkit's, so that they see whole calls.
@@ -169,8 +174,8 @@ func DialOptions(opts ...Option) []grpc.DialOption {
 		if err != nil {
 			return nil, nil, nil, nil, err
 		}
-		policy := &connPolicy{logger: o.logger, endpointer: p.endpointer, newBalancer: p.newBalancer}
-		return instancer, stop, policy, newRetry(policy, p.retry, invokeAttempt), nil
+		policy, r := p.conn(o.logger)
+		return instancer, stop, policy, r, nil
 	}
 	return c.dialOptions()
 }
@@ -440,9 +445,9 @@ func (s *streamOpen) done(o outcome, sent bool) {
 	s.o, s.ended, s.sent = o, true, sent
 }
 
-// unreached says whether the last open never reached an instance (no
-// pick, or nothing sent) or was shed there: then it may open again
-// elsewhere.
+// unreached says whether the last open, which began after picks picks,
+// never reached an instance (no pick, or nothing sent) or was shed there:
+// then it may open again elsewhere.
 func (s *streamOpen) unreached(picks int) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -466,6 +471,7 @@ type retryStream struct {
 	streamer grpc.Streamer
 	opts     []grpc.CallOption
 	opens    int
+	picks    int // the picks the stream had made before its last open
 
 	mu        sync.Mutex
 	cs        grpc.ClientStream
@@ -481,13 +487,13 @@ func (s *retryStream) open(last error) (grpc.ClientStream, error) {
 		if last != nil && !s.again() {
 			return nil, last
 		}
-		picks := len(s.st.triedSoFar())
+		s.picks = len(s.st.triedSoFar())
 		cs, err := s.streamer(s.ctx, s.desc, s.cc, s.method, s.opts...)
 		s.opens++
 		if err == nil {
 			return cs, nil
 		}
-		if len(s.st.triedSoFar()) == picks {
+		if len(s.st.triedSoFar()) == s.picks {
 			// No instance found: a moment for discovery or a connection.
 			if !ctxtime.Sleep(s.ctx, noEndpointsPause) {
 				return nil, err
@@ -501,7 +507,7 @@ func (s *retryStream) open(last error) (grpc.ClientStream, error) {
 // failed: attempts and budget left, and the open never reached an instance
 // or was shed there.
 func (s *retryStream) again() bool {
-	if s.opens >= s.r.max || s.ctx.Err() != nil || !s.st.unreached(s.opens-1) {
+	if s.opens >= s.r.max || s.ctx.Err() != nil || !s.st.unreached(s.picks) {
 		return false
 	}
 	if !s.r.budget.retry() {

@@ -169,7 +169,7 @@ func (p *peakListed) see(listed int, now time.Time, window time.Duration) {
 // it can still be held, or taken back if discovery lists it again.
 type leftRecently struct {
 	n     *Instance
-	timer *time.Timer // the closeLater timer of its connection, never nil
+	timer *time.Timer // the graceCloser timer of its connection, never nil
 }
 
 // takeBack takes the instance inst, which left recently, out of its

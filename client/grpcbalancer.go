@@ -22,7 +22,7 @@ import (
 )
 
 // BalancerName is the name trimkit's balancer has in grpc-go's registry,
-// for a service config's loadBalancingConfig. NewConn and Resolver
+// for a service config's loadBalancingConfig. NewConn and DialOptions
 // register it (once per process) and select it; a program that selects
 // it with a resolver of its own (grpc's dns, say) gets round robin with
 // the Endpointer's defaults: connection tiers, ejection, fail-static.
@@ -190,19 +190,30 @@ func (b *grpcBalancer) state() connectivity.State {
 // newSubConn is the Endpointer's Factory: a SubConn for the instance,
 // connecting at once, as grpc's own balancers' do.
 func (b *grpcBalancer) newSubConn(instance string) (endpoint.Endpoint, io.Closer, error) {
-	c := &subConn{changed: make(chan struct{}), state: connectivity.Idle}
 	addr := resolver.Address{Addr: instance}
 	if b.p.serverNames {
 		addr.ServerName = instance // TLS verifies the instance, as Factory's connections do
 	}
-	//lint:ignore SA1019 one address per SubConn, which is all the deprecation asks for.
-	sc, err := b.cc.NewSubConn([]resolver.Address{addr}, balancer.NewSubConnOptions{StateListener: c.listen})
+	c, err := dialSubConn(b.cc, []resolver.Address{addr}, nil)
 	if err != nil {
 		return nil, nil, err
 	}
-	c.sc = sc
-	sc.Connect()
 	return nativeOnly, c, nil
+}
+
+// dialSubConn makes a SubConn of cc to one instance at addrs (one, or a
+// host name's, tried in turn as pick_first does), followed as a subConn
+// whose onChange (if not nil) is told each state, and connects it.
+func dialSubConn(cc balancer.ClientConn, addrs []resolver.Address, onChange func(connectivity.State, error)) (*subConn, error) {
+	c := &subConn{changed: make(chan struct{}), state: connectivity.Idle, onChange: onChange}
+	//lint:ignore SA1019 one instance per SubConn, which is what the deprecation asks for.
+	sc, err := cc.NewSubConn(addrs, balancer.NewSubConnOptions{StateListener: c.listen})
+	if err != nil {
+		return nil, err
+	}
+	c.sc = sc
+	sc.Connect() // states follow, through grpc's serializer: after a balancer's own update, when it called this
+	return c, nil
 }
 
 // nativeOnly is the endpoint of an instance of a ClientConn's
@@ -519,14 +530,11 @@ func (b *instanceBalancer) UpdateClientConnState(s balancer.ClientConnState) err
 		b.cc.UpdateState(balancer.State{ConnectivityState: connectivity.TransientFailure, Picker: errPicker{status.Error(codes.Unavailable, "client: the instance's address resolved to nothing")}})
 		return balancer.ErrBadResolverState
 	}
-	c := &subConn{changed: make(chan struct{}), state: connectivity.Idle, onChange: b.changed}
-	//lint:ignore SA1019 the addresses of one instance (a host name's), tried in turn as pick_first does.
-	sc, err := b.cc.NewSubConn(addrs, balancer.NewSubConnOptions{StateListener: c.listen})
+	c, err := dialSubConn(b.cc, addrs, b.changed)
 	if err != nil {
 		return err
 	}
-	c.sc, b.sc = sc, c
-	sc.Connect()
+	b.sc = c
 	return nil
 }
 

@@ -96,8 +96,8 @@ func (s *subsetter) update(instances []string, nodes map[string]*Instance, again
 
 // again picks the subset again, after the health of its members changed,
 // and says whether it changed.
-func (s *subsetter) again(nodes map[string]*Instance, retry func()) ([]string, bool) {
-	members := s.take(nodes, retry)
+func (s *subsetter) again(nodes map[string]*Instance, resubset func()) ([]string, bool) {
+	members := s.take(nodes, resubset)
 	if slices.Equal(members, s.members) {
 		return nil, false
 	}
