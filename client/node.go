@@ -73,6 +73,10 @@ type Instance struct {
 
 	ewma  atomic.Uint64 // peak EWMA of latency, ns, as float64 bits; 0 until the first answer
 	stamp atomic.Int64  // when ewma was last updated, ns since owner.epoch
+	// lastRTT is the latency of its last answer, ns; steady the lower of
+	// its last two (0 until it has answered twice): what streams go by
+	// (see slowness).
+	lastRTT, steady atomic.Int64
 
 	// The load the instance reported in its last answer (see
 	// internal/overload): utilization and limit as float64 bits, and when
@@ -317,19 +321,25 @@ func (n *Instance) orAge(est float64, now int64) float64 {
 	return est
 }
 
-// slowness is how slow the instance looked when it last answered (its
-// latency estimate, not decayed), or the mean age of its attempts in
-// flight when that is larger: for streams, which must not go back to a
-// slow instance only because P2C, sending it no call, has not heard from
-// it for a while.
+// slowness is how slow the instance's last two answers both were, or
+// the mean age of its attempts in flight when that is larger: what a
+// stream's pick goes by (see fewerStreams). It does not decay, so that a
+// stream does not go back to a slow instance only because P2C, sending
+// it no call, has not heard from it for a while; and it takes two slow
+// answers in a row, so that one late answer (a pause of the client's own,
+// a server's first call) does not keep streams off a healthy instance
+// that P2C then stops asking.
 func (n *Instance) slowness(now int64) float64 {
-	return n.orAge(math.Float64frombits(n.ewma.Load()), now)
+	return n.orAge(float64(n.steady.Load()), now)
 }
 
 // observe folds a latency sample into the peak EWMA: a sample above the
 // estimate replaces it at once; one below pulls it down with a weight that
 // grows with the time since the last update.
 func (n *Instance) observe(rtt float64, now int64) {
+	if prev := n.lastRTT.Swap(int64(rtt)); prev > 0 {
+		n.steady.Store(min(prev, int64(rtt)))
+	}
 	for {
 		oldBits := n.ewma.Load()
 		old := math.Float64frombits(oldBits)

@@ -218,7 +218,8 @@ func TestAReportFadesOnceItsCallsHaveHadTimeToEnd(t *testing.T) {
 func TestFewerStreamsAvoidsAnInstanceSlowWhenLastHeard(t *testing.T) {
 	slow, fast := testNode(t), testNode(t)
 	ms := float64(time.Millisecond)
-	slow.observe(50*ms, slow.now()-int64(10*time.Second)) // ten seconds ago
+	slow.observe(50*ms, slow.now()-int64(11*time.Second)) // ten seconds ago, twice
+	slow.observe(50*ms, slow.now()-int64(10*time.Second))
 	fast.observe(1*ms, fast.now())
 	for range 5 {
 		fast.beginStream()
@@ -233,5 +234,26 @@ func TestFewerStreamsAvoidsAnInstanceSlowWhenLastHeard(t *testing.T) {
 	alike.observe(1.2*ms, alike.now())
 	if got := fewerStreams(fast, alike); got != alike {
 		t.Errorf("fewerStreams picked the instance with 5 streams open over a like one with none")
+	}
+}
+
+// One late answer is not enough to keep streams off an instance: a
+// pause of the client's own or a server's first call can make any
+// instance answer late once, and P2C, which then stops asking it, would
+// never learn otherwise. Two in a row are.
+func TestFewerStreamsNeedsTwoSlowAnswers(t *testing.T) {
+	ms := float64(time.Millisecond)
+	once, fast := testNode(t), testNode(t)
+	once.observe(1*ms, once.now())
+	once.observe(30*ms, once.now())
+	fast.observe(1*ms, fast.now())
+	fast.observe(1*ms, fast.now())
+	fast.beginStream()
+	if got := fewerStreams(fast, once); got != once {
+		t.Errorf("fewerStreams kept a stream off an instance that answered late once, for one with a stream open")
+	}
+	once.observe(30*ms, once.now())
+	if got := fewerStreams(fast, once); got != fast {
+		t.Errorf("fewerStreams sent a stream to an instance whose last two answers took 30ms, over one that answers in 1ms")
 	}
 }
