@@ -349,6 +349,22 @@ type unaryCall struct {
 	cc         *grpc.ClientConn
 	invoker    grpc.UnaryInvoker
 	opts       []grpc.CallOption
+	// first is the record of the call's first attempt, allocated with the
+	// call (a call answered at once allocates one object for both); later
+	// attempts get records of their own. Attempts of one unaryCall never
+	// run at once: a hedge runs on a fork.
+	first     attemptRec
+	firstUsed bool
+}
+
+// record is a record for the call's next attempt, on n.
+func (c *unaryCall) record(ctx context.Context, n *Instance) *attemptRec {
+	if c.firstUsed {
+		return &attemptRec{Context: ctx, n: n}
+	}
+	c.firstUsed = true
+	c.first.Context, c.first.n = ctx, n
+	return &c.first
 }
 
 // forks says whether the call can be copied for a hedge: its reply is a
@@ -362,9 +378,9 @@ func (c *unaryCall) forks() bool {
 // reply of its own, and of its own the call options grpc writes into
 // (Peer, Header, Trailer).
 func (c *unaryCall) fork() any {
-	f := *c
-	f.reply = c.reply.(proto.Message).ProtoReflect().New().Interface()
-	f.opts = slices.Clone(c.opts)
+	f := &unaryCall{method: c.method, req: c.req, cc: c.cc, invoker: c.invoker,
+		reply: c.reply.(proto.Message).ProtoReflect().New().Interface(),
+		opts:  slices.Clone(c.opts)}
 	for i, o := range f.opts {
 		switch o.(type) {
 		case grpc.PeerCallOption:
@@ -375,7 +391,7 @@ func (c *unaryCall) fork() any {
 			f.opts[i] = grpc.Trailer(new(metadata.MD))
 		}
 	}
-	return &f
+	return f
 }
 
 // won gives the call what the attempt that answered got.
@@ -403,7 +419,7 @@ func (c *unaryCall) won(attempt any) any {
 // sent.
 func invokeAttempt(ctx context.Context, n *Instance, request any) (any, bool, outcome, error) {
 	c := request.(*unaryCall)
-	at := &attemptRec{Context: ctx, n: n}
+	at := c.record(ctx, n)
 	start := n.now()
 	err := c.invoker(at, c.method, c.req, c.reply, c.cc, c.opts...)
 	if !at.picked.Load() {

@@ -72,6 +72,7 @@ func newRetry(b Balancer, cfg RetryConfig, try attempter) *retry {
 		budget:     newBudget(cfg.Budget, time.Now),
 		throttle:   newThrottle(cfg.Throttle, time.Now),
 		metrics:    cfg.Metrics,
+		watchdog:   newWatchdog(),
 	}
 }
 
@@ -86,6 +87,7 @@ type retry struct {
 	budget     *budget                // nil: no budget
 	throttle   *throttle              // nil: no throttling
 	metrics    RetryMetrics
+	watchdog   *watchdog // ends attempts at the end of their share
 }
 
 // DefaultRetryable is Retry's rule under the default classification
@@ -153,14 +155,44 @@ func endpointAttempt(ctx context.Context, n *Instance, request any) (any, bool, 
 
 // attempts is what one call has done so far.
 type attempts struct {
-	tried    []*Instance // the instances its attempts went to
-	made     int         // attempts, those that found no endpoint included
-	reached  int         // attempts that went to an instance
-	answered *Instance   // the instance whose attempt answered, once one has
+	// first is the instance its first attempt went to; tried are all the
+	// instances its attempts went to, nil until a second attempt picks, so
+	// that a call answered at once allocates nothing for them (the array
+	// would escape through Balancer.Pick).
+	first    *Instance
+	tried    []*Instance
+	made     int       // attempts, those that found no endpoint included
+	reached  int       // attempts that went to an instance
+	answered *Instance // the instance whose attempt answered, once one has
 	// failed are the attempts that failed, in the order they ended: nil
 	// until one does, so that a call whose first attempt answers
 	// allocates nothing for them (the hot path: BenchmarkOverhead).
 	failed []attemptFailure
+}
+
+// triedSoFar is the instances the call's attempts went to, for a pick.
+func (a *attempts) triedSoFar() []*Instance {
+	if a.tried == nil && a.first != nil {
+		a.tried = append(make([]*Instance, 0, 4), a.first)
+	}
+	return a.tried
+}
+
+// add records that an attempt went to n.
+func (a *attempts) add(n *Instance) {
+	if a.first == nil {
+		a.first = n
+		return
+	}
+	a.tried = append(a.triedSoFar(), n)
+}
+
+// lastTried is the instance the last attempt went to, nil if none did.
+func (a *attempts) lastTried() *Instance {
+	if len(a.tried) > 0 {
+		return a.tried[len(a.tried)-1]
+	}
+	return a.first
 }
 
 // attemptFailure is one failed attempt: its instance (nil when it found
@@ -192,14 +224,13 @@ func (r *retry) attempts(ctx context.Context, request interface{}) (interface{},
 	r.budget.call()
 	idempotent := r.isIdempotent(ctx, request)
 	var (
-		triedBuf [4]*Instance
-		a        = attempts{tried: triedBuf[:0]}
-		last     error
-		spent    bool
-		unknown  bool // the last attempt may have reached its instance
+		a       attempts
+		last    error
+		spent   bool
+		unknown bool // the last attempt may have reached its instance
 	)
 	for {
-		n, err := r.b.Pick(a.tried)
+		n, err := r.b.Pick(a.triedSoFar())
 		sent := false
 		if err == nil {
 			if a.reached > 0 {
@@ -210,7 +241,7 @@ func (r *retry) attempts(ctx context.Context, request interface{}) (interface{},
 					break
 				}
 				add(r.metrics.Retries)
-				if slices.Contains(a.tried, n) {
+				if slices.Contains(a.triedSoFar(), n) {
 					// Round again: every instance known has failed this
 					// call, most likely at once (a connection refused).
 					// Spread the attempts left over the time left, so
@@ -223,7 +254,7 @@ func (r *retry) attempts(ctx context.Context, request interface{}) (interface{},
 				}
 			}
 			a.reached++
-			a.tried = append(a.tried, n)
+			a.add(n)
 			share := time.Until(deadline) / time.Duration(r.max-a.made)
 			var resp interface{}
 			if idempotent && a.made == 0 && r.hedgeAfter > 0 && r.hedgeAfter < share && r.max > 1 && hedgeable(request) {
@@ -289,8 +320,8 @@ func (r *retry) attempts(ctx context.Context, request interface{}) (interface{},
 func (r *retry) giveUp(ctx context.Context, a attempts, last error, spent, unknown bool, start, deadline time.Time) *RetryError {
 	e := &RetryError{Attempts: a.made, Timeout: r.timeout, Last: last, BudgetSpent: spent, OutcomeUnknown: unknown,
 		Reached: a.reached, limit: deadline.Sub(start)}
-	if len(a.tried) > 0 {
-		e.Instance = a.tried[len(a.tried)-1].instance
+	if n := a.lastTried(); n != nil {
+		e.Instance = n.instance
 	}
 	e.Failures = make([]AttemptFailure, len(a.failed))
 	for i, f := range a.failed {
@@ -355,8 +386,7 @@ func hedgeable(request any) bool {
 // as outpaced (its instance was slower than a hedge that started later,
 // which ejection counts against it), a hedge as merely abandoned. When both
 // fail it returns the later failure. It records every failure in a.failed.
-// It takes the call's attempts so far and returns them updated (by value:
-// a pointer would move the call's buffer of tried instances to the heap).
+// It takes the call's attempts so far and returns them updated.
 func (r *retry) hedged(ctx context.Context, n *Instance, request interface{}, share time.Duration, deadline time.Time, a attempts) (interface{}, attempts, error) {
 	type result struct {
 		resp  interface{}
@@ -408,15 +438,15 @@ func (r *retry) hedged(ctx context.Context, n *Instance, request interface{}, sh
 		case <-timer.C:
 			// The timer fires once, while the first attempt (the call's
 			// only one so far, of r.max > 1) is in flight.
-			n2, err := r.b.Pick(a.tried)
-			if err != nil || slices.Contains(a.tried, n2) {
+			n2, err := r.b.Pick(a.triedSoFar())
+			if err != nil || slices.Contains(a.triedSoFar(), n2) {
 				continue // no other instance to hedge to
 			}
 			if !r.budget.retry() {
 				add(r.metrics.BudgetExhausted)
 				continue
 			}
-			a.tried = append(a.tried, n2)
+			a.add(n2)
 			add(r.metrics.Hedges)
 			a.made++
 			a.reached++
@@ -431,15 +461,15 @@ func (r *retry) hedged(ctx context.Context, n *Instance, request interface{}, sh
 // left this process: it did unless the picks of its calls (a Factory's
 // connection's, a ClientConn's) saw none of it sent.
 func (r *retry) attemptOnce(ctx context.Context, n *Instance, request interface{}, share time.Duration) (resp interface{}, sent bool, o outcome, err error) {
-	// The share is enforced by a timer that cancels the attempt, not by a
-	// context deadline: a deadline travels to the server as grpc-timeout and
-	// costs both sides a timer context, a measurable part of a loopback call
-	// (BENCHMARKS.md, raw-3conn-deadline). The caller's own deadline, if
-	// any, still travels.
+	// The share is enforced by the watchdog, which cancels the attempt,
+	// not by a context deadline: a deadline travels to the server as
+	// grpc-timeout and costs both sides a timer context, a measurable part
+	// of a loopback call (BENCHMARKS.md, raw-3conn-deadline). The caller's
+	// own deadline, if any, still travels.
 	actx, cancel := context.WithCancelCause(ctx)
-	timer := time.AfterFunc(share, func() { cancel(errAttemptTimeout) })
+	slot := r.watchdog.watch(share, cancel)
 	resp, sent, o, err = r.try(actx, n, request)
-	timer.Stop()
+	r.watchdog.release(slot)
 	cancel(nil)
 	if err != nil && errors.Is(context.Cause(actx), errAttemptTimeout) && ctx.Err() == nil {
 		err = &attemptTimeoutError{share: share, err: err}
