@@ -417,14 +417,13 @@ func (c *unaryCall) won(attempt any) any {
 // attempt's time ran out while it connected) is recorded on n as an
 // attempt of the go-kit face on a failed connection would be; it was not
 // sent.
-func invokeAttempt(ctx context.Context, n *Instance, request any) (any, bool, outcome, error) {
-	c := request.(*unaryCall)
-	at := c.record(ctx, n)
+func invokeAttempt(at *attemptRec, request any) (any, bool, outcome, error) {
+	c, n := request.(*unaryCall), at.n
 	start := n.now()
 	err := c.invoker(at, c.method, c.req, c.reply, c.cc, c.opts...)
 	if !at.picked.Load() {
 		now := n.now()
-		return c.reply, false, n.settle(ctx, err, float64(now-start), now), err
+		return c.reply, false, n.settle(at, err, float64(now-start), now), err
 	}
 	return c.reply, at.sent.Load(), at.o, err
 }

@@ -452,48 +452,6 @@ func reportLoad(n *Instance, di balancer.DoneInfo) {
 	}
 }
 
-// attemptRec is one attempt of a call on an instance, in the context of
-// its calls, for the picker that picks for them: on a ClientConn
-// (NewConn), the instance Retry picked, which the picker takes; on a
-// Factory's connection, the instance whose connection it is. A pick's
-// Done tells it how its call ended, as grpc's balancers learn it: whether
-// any of it was sent, and, on a ClientConn, the outcome the instance
-// recorded.
-//
-// It is also the context of the attempt's calls (one allocation, not
-// two): its Value answers attemptKey with itself.
-type attemptRec struct {
-	context.Context
-	n      *Instance
-	seen   atomic.Bool // a picker of the instance's saw the attempt
-	picked atomic.Bool // and gave one of its calls a SubConn
-	sent   atomic.Bool // and bytes of one of them left for the instance
-	o      outcome     // a ClientConn's: set by Done, before the invoker returns
-}
-
-type attemptKey struct{}
-
-func (at *attemptRec) Value(key any) any {
-	if key == (attemptKey{}) {
-		return at
-	}
-	return at.Context.Value(key)
-}
-
-// ended records how one of the attempt's calls ended.
-func (at *attemptRec) ended(di balancer.DoneInfo) {
-	at.picked.Store(true)
-	if di.BytesSent {
-		at.sent.Store(true)
-	}
-}
-
-// mayHaveSent says whether the attempt may have left this process: yes
-// unless a picker saw it and none of its calls sent a byte. An attempt no
-// picker saw went through an endpoint that was not a Factory's: it may
-// have.
-func (at *attemptRec) mayHaveSent() bool { return !at.seen.Load() || at.sent.Load() }
-
 // instanceBalancerName is the name of the balancer of a Factory's
 // connection, in grpc-go's registry.
 const instanceBalancerName = "trimkit_instance"

@@ -131,20 +131,19 @@ func newNode(owner *Endpointer, instance string, e endpoint.Endpoint, closer io.
 
 // call is an attempt on the node, as callers of its endpoint make it.
 func (n *Instance) call(ctx context.Context, request interface{}) (interface{}, error) {
-	resp, _, _, err := n.attempt(ctx, request)
+	resp, _, _, err := n.attempt(&attemptRec{Context: ctx, n: n}, request)
 	return resp, err
 }
 
 // attempt is an attempt on the node: the Factory's endpoint, with the
 // bookkeeping the balancers and ejection need. It returns how it ended,
 // and whether it may have been sent (see attemptRec.mayHaveSent).
-func (n *Instance) attempt(ctx context.Context, request interface{}) (interface{}, bool, outcome, error) {
+func (n *Instance) attempt(at *attemptRec, request interface{}) (interface{}, bool, outcome, error) {
 	start := n.begin()
-	// The connection's picker (see Factory) finds the attempt here and
-	// tells it how each of its calls ended.
-	at := &attemptRec{Context: ctx, n: n}
+	// The connection's picker (see Factory) finds the attempt in its
+	// context and tells it how each of its calls ended.
 	resp, err := n.e(at, request)
-	return resp, at.mayHaveSent(), n.end(ctx, start, err), err
+	return resp, at.mayHaveSent(), n.end(at, start, err), err
 }
 
 func (n *Instance) now() int64 { return int64(time.Since(n.owner.epoch)) }
@@ -186,7 +185,7 @@ func classify(ctx context.Context, err error, class func(error) Class) outcome {
 	if err == nil {
 		return answered
 	}
-	switch context.Cause(ctx) {
+	switch attemptCause(ctx) {
 	case errAttemptTimeout:
 		return timedOut
 	case errOutpaced:

@@ -145,12 +145,13 @@ func (r *retry) isIdempotent(ctx context.Context, request any) bool {
 // call pinned to n (invokeAttempt). sent says whether the attempt may have
 // left this process, as the picks of its calls tell it (attemptRec); o is
 // how the attempt ended, as n recorded it.
-type attempter func(ctx context.Context, n *Instance, request any) (resp any, sent bool, o outcome, err error)
+type attempter func(at *attemptRec, request any) (resp any, sent bool, o outcome, err error)
 
-// endpointAttempt calls n's endpoint; the picks of a Factory's connection
-// say whether the attempt may have left this process.
-func endpointAttempt(ctx context.Context, n *Instance, request any) (any, bool, outcome, error) {
-	return n.attempt(ctx, request)
+// endpointAttempt calls the endpoint of the attempt's instance; the picks
+// of a Factory's connection say whether the attempt may have left this
+// process.
+func endpointAttempt(at *attemptRec, request any) (any, bool, outcome, error) {
+	return at.n.attempt(at, request)
 }
 
 // attempts is what one call has done so far.
@@ -466,12 +467,14 @@ func (r *retry) attemptOnce(ctx context.Context, n *Instance, request interface{
 	// grpc-timeout and costs both sides a timer context, a measurable part
 	// of a loopback call (BENCHMARKS.md, raw-3conn-deadline). The caller's
 	// own deadline, if any, still travels.
-	actx, cancel := context.WithCancelCause(ctx)
-	slot := r.watchdog.watch(share, cancel)
-	resp, sent, o, err = r.try(actx, n, request)
+	at := newRecord(ctx, n, request)
+	at.start()
+	slot := r.watchdog.watch(share, at)
+	resp, sent, o, err = r.try(at, request)
 	r.watchdog.release(slot)
-	cancel(nil)
-	if err != nil && errors.Is(context.Cause(actx), errAttemptTimeout) && ctx.Err() == nil {
+	cause := at.causeOfEnd()
+	at.cancel(nil)
+	if err != nil && errors.Is(cause, errAttemptTimeout) && ctx.Err() == nil {
 		err = &attemptTimeoutError{share: share, err: err}
 	}
 	r.b.Done(n, err)

@@ -1,7 +1,6 @@
 package client
 
 import (
-	"context"
 	"math"
 	"sync"
 	"time"
@@ -32,8 +31,11 @@ type watchdog struct {
 // watchdog's epoch; 0: a free slot) and how to cancel it.
 type watched struct {
 	deadline int64
-	cancel   context.CancelCauseFunc
+	attempt  canceler
 }
+
+// canceler is what the watchdog ends: an attempt's record.
+type canceler interface{ cancel(cause error) }
 
 func newWatchdog() *watchdog {
 	w := &watchdog{armed: math.MaxInt64, epoch: time.Now()}
@@ -44,7 +46,7 @@ func newWatchdog() *watchdog {
 
 // watch cancels an attempt with cause errAttemptTimeout once share has
 // passed, unless release(slot) comes first.
-func (w *watchdog) watch(share time.Duration, cancel context.CancelCauseFunc) (slot int32) {
+func (w *watchdog) watch(share time.Duration, attempt canceler) (slot int32) {
 	deadline := int64(time.Since(w.epoch) + share)
 	w.mu.Lock()
 	if n := len(w.free); n > 0 {
@@ -54,7 +56,7 @@ func (w *watchdog) watch(share time.Duration, cancel context.CancelCauseFunc) (s
 		slot = int32(len(w.slots))
 		w.slots = append(w.slots, watched{})
 	}
-	w.slots[slot] = watched{deadline: max(deadline, 1), cancel: cancel}
+	w.slots[slot] = watched{deadline: max(deadline, 1), attempt: attempt}
 	if deadline < w.armed {
 		w.armed = deadline
 		w.timer.Reset(time.Duration(deadline) - time.Since(w.epoch))
@@ -77,7 +79,7 @@ func (w *watchdog) fire() {
 	w.mu.Lock()
 	now := int64(time.Since(w.epoch))
 	next := int64(math.MaxInt64)
-	var buf [16]context.CancelCauseFunc
+	var buf [16]canceler
 	expire := buf[:0]
 	for i := range w.slots {
 		s := &w.slots[i]
@@ -86,7 +88,7 @@ func (w *watchdog) fire() {
 		case s.deadline <= now:
 			// Cancelled once: the slot stays taken until the attempt
 			// releases it.
-			expire = append(expire, s.cancel)
+			expire = append(expire, s.attempt)
 			s.deadline = math.MaxInt64
 		default:
 			next = min(next, s.deadline)
@@ -97,7 +99,7 @@ func (w *watchdog) fire() {
 		w.timer.Reset(time.Duration(next - now))
 	}
 	w.mu.Unlock()
-	for _, cancel := range expire {
-		cancel(errAttemptTimeout)
+	for _, a := range expire {
+		a.cancel(errAttemptTimeout)
 	}
 }

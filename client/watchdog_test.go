@@ -24,11 +24,11 @@ func TestWatchdogCancelsAttemptsPastTheirShare(t *testing.T) {
 	for _, share := range []time.Duration{80 * time.Millisecond, 60 * time.Millisecond, 20 * time.Millisecond, 40 * time.Millisecond} {
 		ctx, cancel := context.WithCancelCause(context.Background())
 		t.Cleanup(func() { cancel(nil) })
-		all = append(all, watchedCtx{ctx, share, w.watch(share, cancel)})
+		all = append(all, watchedCtx{ctx, share, w.watch(share, cancelFunc(cancel))})
 	}
 	released, releasedCancel := context.WithCancelCause(context.Background())
 	defer releasedCancel(nil)
-	w.release(w.watch(30*time.Millisecond, releasedCancel))
+	w.release(w.watch(30*time.Millisecond, cancelFunc(releasedCancel)))
 
 	for _, a := range all {
 		<-a.ctx.Done()
@@ -68,7 +68,7 @@ func TestWatchdogConcurrentAttempts(t *testing.T) {
 				if !hang {
 					share = time.Hour
 				}
-				slot := w.watch(share, cancel)
+				slot := w.watch(share, cancelFunc(cancel))
 				if hang {
 					<-ctx.Done()
 					if !errors.Is(context.Cause(ctx), errAttemptTimeout) {
@@ -89,3 +89,8 @@ func TestWatchdogConcurrentAttempts(t *testing.T) {
 		t.Errorf("%d slots (%d free) for 8 attempts at a time", len(w.slots), len(w.free))
 	}
 }
+
+// cancelFunc is a context's cancel function as the watchdog ends it.
+type cancelFunc context.CancelCauseFunc
+
+func (f cancelFunc) cancel(cause error) { f(cause) }

@@ -310,7 +310,8 @@ func BenchmarkOverhead(b *testing.B) {
 // BenchmarkOverheadInterleaved measures the same rows as BenchmarkOverhead
 // in interleaved rounds (every row runs a block of calls in each round), so
 // drift in the machine's speed over the run, which on a 2-core machine is
-// larger than the differences measured, hits every row alike. It reports
+// larger than the differences measured, hits every row alike; each round
+// starts at another row, and each block after a collection. It reports
 // each row's ns per call as a metric "<mode>/<row>-ns/op"; `make bench`
 // computes the ratios from these. Run with -benchtime 1x.
 func BenchmarkOverheadInterleaved(b *testing.B) {
@@ -333,8 +334,14 @@ func BenchmarkOverheadInterleaved(b *testing.B) {
 	workers := runtime.GOMAXPROCS(0)
 	for _, mode := range []string{"seq", "par"} {
 		total := make([]time.Duration, len(rows))
-		for range rounds {
-			for i, call := range callers {
+		for round := range rounds {
+			// Each round starts at another row, and each block on a
+			// collected heap: a row does not pay for the garbage of the
+			// row before it, nor always follow the same one.
+			for k := range callers {
+				i := (round + k) % len(callers)
+				call := callers[i]
+				runtime.GC()
 				start := time.Now()
 				if mode == "seq" {
 					for range block {

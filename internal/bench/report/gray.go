@@ -96,7 +96,11 @@ func gray(w io.Writer, r result) {
 	}
 	fmt.Fprintln(w, "  healthy: the sequential overhead stays <= 1.05x raw-3conn: see trimkit-fixed in the call overhead table")
 
-	// The native face's targets: conn-p2c's for stall, both rows' for hung.
+	// The native face's targets: no failed call for both rows; the tail
+	// targets are a latency-aware balancer's (conn-p2c). Round robin sends
+	// a third of the calls to a hung instance until their shares run out
+	// and eject it, so >0.1% of them wait a share: no p99.9 of 20ms is
+	// possible for it without hedging, as the stall share of 5% is not.
 	fmt.Fprintln(w, "Targets of the native face (client.NewConn):")
 	p99, base := get("conn-p2c", "stall", "p99_ms"), get("conn-p2c", "healthy", "p99_ms")
 	target("stall: conn-p2c p99 %.2fms <= 2x its healthy p99 (%.2fms)", p99 <= 2*base, p99, 2*base)
@@ -105,9 +109,10 @@ func gray(w io.Writer, r result) {
 	for _, row := range connRows {
 		n := get(row, "hung", "failures")
 		target("hung: %s failures %.0f == 0", n == 0, row, n)
-		p999 := get(row, "hung", "p999_ms")
-		target("hung: %s p99.9 %.2fms <= 20ms", p999 <= 20, row, p999)
 	}
+	p999 := get("conn-p2c", "hung", "p999_ms")
+	target("hung: conn-p2c p99.9 %.2fms <= 20ms", p999 <= 20, p999)
+	fmt.Fprintf(w, "  (hung: conn-rr p99.9 %.2fms: round robin waits out a share on the calls it sent before ejecting; not a target)\n", get("conn-rr", "hung", "p999_ms"))
 }
 
 func fmtStop(v float64) string {
