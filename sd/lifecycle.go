@@ -17,8 +17,13 @@ const (
 	maxBackoff = 2 * time.Second
 )
 
-// RegisterWithRetry registers the instance, retrying with exponential backoff
-// while the agent cannot be reached or fails, for at most timeout. A
+// RegisterWithRetry registers an instance that is ready and serving,
+// retrying with exponential backoff while the agent cannot be reached or
+// fails, for at most timeout. Its check starts passing, so that discovery
+// lists it at once rather than one check interval later (the agent's
+// first run of the check, at a random point of the first interval, sets
+// it from then on); grpcserver.Instance calls it once its health service
+// says SERVING. An instance not ready yet uses Register. A
 // permanent failure (a missing ACL permission or an unknown token, once
 // the token file has been read again; TLS that does not verify: see
 // Permanent) is returned at once: at start-up it is a misconfiguration.
@@ -28,7 +33,7 @@ func (r *Registrar) RegisterWithRetry(ctx context.Context, timeout time.Duration
 	defer cancel()
 	backoff := minBackoff
 	for attempt := 1; ; attempt++ {
-		err := r.Register(ctx)
+		err := r.register(ctx, true)
 		if err == nil {
 			_ = level.Info(r.logger).Log("msg", "registered in consul", "consul", r.consulAddr, "attempts", attempt)
 			return nil

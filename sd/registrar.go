@@ -229,10 +229,22 @@ func NewRegistrar(client Client, consulAddr string, reg Registration, logger log
 // Registration returns what the Registrar registers, defaults filled in.
 func (r *Registrar) Registration() Registration { return r.reg }
 
-// Register registers the instance once.
+// Register registers the instance once. Its check starts critical, as
+// Consul's checks do, until the agent has run it (within one check
+// interval): discovery lists the instance from then on.
 func (r *Registrar) Register(ctx context.Context) error {
+	return r.register(ctx, false)
+}
+
+// register registers the instance once, its check passing from the start
+// when serving says the instance is ready and serving.
+func (r *Registrar) register(ctx context.Context, serving bool) error {
 	ctx, used := withTokenUsed(ctx)
-	if err := r.client.Register(ctx, r.reg.agentRegistration()); err != nil {
+	reg := r.reg.agentRegistration()
+	if serving {
+		reg.Check.Status = api.HealthPassing
+	}
+	if err := r.client.Register(ctx, reg); err != nil {
 		return fmt.Errorf("register %s with consul at %s: %w", r.reg.ID, r.consulAddr, err)
 	}
 	r.mu.Lock()
