@@ -4,7 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -314,13 +318,33 @@ func BenchmarkOverhead(b *testing.B) {
 // starts at another row, and each block after a collection. It reports
 // each row's ns per call as a metric "<mode>/<row>-ns/op"; `make bench`
 // computes the ratios from these. Run with -benchtime 1x.
+//
+// TRIMKIT_OVERHEAD_ROWS (comma-separated row names) narrows it to those
+// rows, and TRIMKIT_OVERHEAD_ROUNDS sets the rounds (20): fewer rows in
+// more rounds measure a ratio more closely.
 func BenchmarkOverheadInterleaved(b *testing.B) {
-	const (
-		rounds = 20
-		block  = 1000
-	)
+	const block = 1000
+	rounds := 20
+	if v := os.Getenv("TRIMKIT_OVERHEAD_ROUNDS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			b.Fatalf("TRIMKIT_OVERHEAD_ROUNDS=%q: want a positive number", v)
+		}
+		rounds = n
+	}
 	addrs := startServers(b, 3)
 	rows := overheadRows()
+	if v := os.Getenv("TRIMKIT_OVERHEAD_ROWS"); v != "" {
+		var some []overheadRow
+		for _, name := range strings.Split(v, ",") {
+			i := slices.IndexFunc(rows, func(r overheadRow) bool { return r.name == name })
+			if i < 0 {
+				b.Fatalf("TRIMKIT_OVERHEAD_ROWS: no row %q", name)
+			}
+			some = append(some, rows[i])
+		}
+		rows = some
+	}
 	callers := make([]caller, len(rows))
 	ctx := context.Background()
 	for i, row := range rows {
