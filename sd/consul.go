@@ -288,5 +288,5 @@ func Permanent(err error) bool {
 		header tls.RecordHeaderError
 	)
 	return errors.As(err, &pe) || errors.As(err, &verify) || errors.As(err, &alert) || errors.As(err, &header) ||
-		strings.Contains(fmt.Sprint(err), "server gave HTTP response to HTTPS client")
+		errors.Is(err, http.ErrSchemeMismatch) // an agent that does not speak TLS
 }
