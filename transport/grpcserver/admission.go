@@ -31,12 +31,12 @@ type AdmissionMetrics struct {
 	Shed metrics.Counter
 	// Limit is the concurrency limit now (at most MaxCallsInFlight).
 	Limit metrics.Gauge
-	// InFlight is the calls in flight now, health checks and the
-	// streaming calls of a NewServer's server excepted.
+	// InFlight is the calls in flight now, health checks and open
+	// streaming calls excepted.
 	InFlight metrics.Gauge
 	// Streams is the streaming calls open now, health checks excepted
-	// (a NewServer's server; a server built from ServerOptions alone
-	// counts them in InFlight).
+	// (a server built from ServerOptions alone counts one from when its
+	// handler starts).
 	Streams metrics.Gauge
 
 	// ConnsRefused counts the connections closed as they were accepted:
@@ -73,8 +73,9 @@ type admission struct {
 
 	// streaming returns the full names ("/package.Service/Method") of
 	// the server's streaming methods; nil for the admission of
-	// ServerOptions alone, which does not know its server and takes
-	// every call for a unary one.
+	// ServerOptions alone, which does not know its server: its tap takes
+	// every call for a unary one, and its stream interceptor moves a
+	// streaming call among the streams.
 	streaming  func() map[string]bool
 	maxStreams int64 // MaxStreams
 	streams    atomic.Int64
@@ -249,6 +250,18 @@ func (a *admission) stream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerIn
 	if err != nil {
 		t.end(ctx, false)
 		return err
+	}
+	if t != nil && !t.stream {
+		// Admitted as a call in flight by a tap that could not tell it
+		// streams (a server from ServerOptions alone, which does not know
+		// its methods): it moves among the streams as its handler starts,
+		// so that open streams never hold places of the unary calls'
+		// limit.
+		t.stop()
+		t.giveBack()
+		if t, err = a.admitStream(ctx); err != nil {
+			return err
+		}
 	}
 	err = a.runStream(srv, ss, handler)
 	if md := t.end(ctx, false); md != nil {

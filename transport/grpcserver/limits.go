@@ -44,8 +44,8 @@ type Limits struct {
 	// stream's life is no latency and may last minutes: streaming calls
 	// neither feed nor count against the concurrency limit or
 	// MaxCallsInFlight, only this. (The admission of ServerOptions alone
-	// does not know the server's methods: it counts streaming calls in
-	// flight, and this does not apply.)
+	// does not know the server's methods: it counts a streaming call in
+	// flight until its handler starts, and then among these.)
 	MaxStreams int
 	// MaxConnections bounds the connections open at once. When they are
 	// all open, a new connection takes the place of one not yet
@@ -213,10 +213,10 @@ func (l Limits) WithDefaults() Limits {
 //
 // Their admission does not know the server it is given to, so it cannot
 // tell a streaming call when it admits it: a streaming call holds a place
-// in flight, of the concurrency limit and MaxCallsInFlight, while it is
-// open (its life never feeds the limit), MaxStreams does not apply, and
-// an Instance cannot end the streams still open when it stops. A server
-// with streaming calls is made by NewServer.
+// in flight, of the concurrency limit and MaxCallsInFlight, until its
+// handler starts, and then moves among the streams (MaxStreams); its life
+// never feeds the limit. An Instance cannot end the streams still open
+// when it stops. A server with streaming calls is best made by NewServer.
 func (l Limits) ServerOptions() []grpc.ServerOption {
 	opts, _ := l.serverOptions()
 	return opts

@@ -26,10 +26,10 @@ import (
 // the server's streaming methods from its GetServiceInfo at its first
 // call, once it serves, when no service can be registered any more.
 //
-// The admission of ServerOptions alone does not know its server: it takes
-// every call for a unary one, and a streaming call holds a place in
-// flight while it is open. Its interceptor still knows a streaming call,
-// so the limit never hears of one.
+// The admission of ServerOptions alone does not know its server: its tap
+// takes every call for a unary one. Its stream interceptor still knows a
+// streaming call: it moves the call among the streams as its handler
+// starts, and the limit never hears of one.
 //
 // An Instance stops a server gracefully: gRPC tells the callers to go
 // (GOAWAY) and waits for the calls open. A stream may not end by itself
@@ -54,10 +54,10 @@ var _ Server = (*GRPCServer)(nil)
 // NewServer returns a gRPC server bounded by l (with its defaults): the
 // grpc.Server of l.ServerOptions(), then of opts (interceptors of your
 // own, TLS). Unlike one built from ServerOptions alone, its admission
-// knows the server's streaming calls: they do not count against the
-// concurrency limit or MaxCallsInFlight, MaxStreams bounds them, and an
-// Instance ends those still open, Unavailable, when its StopTimeout is
-// up. Serve it on l.Listener(lis).
+// knows the server's streaming calls from the start: they never count
+// against the concurrency limit or MaxCallsInFlight (MaxStreams bounds
+// them), and an Instance ends those still open, Unavailable, when its
+// StopTimeout is up. Serve it on l.Listener(lis).
 func (l Limits) NewServer(opts ...grpc.ServerOption) *GRPCServer {
 	lopts, a := l.serverOptions()
 	s := grpc.NewServer(append(lopts, opts...)...)
@@ -81,6 +81,16 @@ func streamingMethods(s *grpc.Server) map[string]bool {
 
 // tapStream admits a streaming call among MaxStreams, or sheds it.
 func (a *admission) tapStream(ctx context.Context) (context.Context, error) {
+	t, err := a.admitStream(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// admitStream takes a place among the streams for the streaming call of
+// ctx, or sheds it.
+func (a *admission) admitStream(ctx context.Context) (*ticket, error) {
 	n := a.streams.Add(1)
 	if n > a.maxStreams {
 		a.streams.Add(-1)

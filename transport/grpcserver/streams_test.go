@@ -255,12 +255,29 @@ func TestLongStreamsBesideUnaryCallsShedNone(t *testing.T) {
 // Streams over MaxStreams are shed at once, marked; unary calls, whatever
 // the streams open, and health checks, streams or not, still pass.
 func TestStreamsOverMaxStreamsAreShed(t *testing.T) {
+	t.Run("NewServer", func(t *testing.T) {
+		testStreamsOverMaxStreamsAreShed(t, func(l Limits) (*grpc.Server, *admission) {
+			s := l.NewServer()
+			return s.Server, s.a
+		})
+	})
+	// A server from ServerOptions alone admits a stream in flight at
+	// first, then moves it among the streams.
+	t.Run("ServerOptions", func(t *testing.T) {
+		testStreamsOverMaxStreamsAreShed(t, func(l Limits) (*grpc.Server, *admission) {
+			opts, a := l.serverOptions()
+			return grpc.NewServer(opts...), a
+		})
+	})
+}
+
+func testStreamsOverMaxStreamsAreShed(t *testing.T, build func(Limits) (*grpc.Server, *admission)) {
 	release := make(chan struct{})
 	defer close(release) // a test that stops early lets its handlers go
 	shed, streams, inflight := generic.NewCounter("shed"), generic.NewGauge("streams"), generic.NewGauge("inflight")
 	l := Limits{MaxStreams: 2, MaxCallsInFlight: 1, Metrics: AdmissionMetrics{Shed: shed, Streams: streams, InFlight: inflight}}
-	s := l.NewServer()
-	conn := serveOn(t, s.Server, l, holdUntil(release))
+	srv, a := build(l)
+	conn := serveOn(t, srv, l, holdUntil(release))
 	ctx := context.Background()
 
 	ended := make(chan error, 2)
@@ -271,8 +288,8 @@ func TestStreamsOverMaxStreamsAreShed(t *testing.T) {
 		}
 		go func() { ended <- untilEnd(st) }()
 	}
-	if s.a.streams.Load() != 2 || streams.Value() != 2 || s.a.inflight.Load() != 0 {
-		t.Errorf("2 streams open: streams %d (gauge %v), in flight %d; want 2, 2, 0", s.a.streams.Load(), streams.Value(), s.a.inflight.Load())
+	if a.streams.Load() != 2 || streams.Value() != 2 || a.inflight.Load() != 0 {
+		t.Errorf("2 streams open: streams %d (gauge %v), in flight %d; want 2, 2, 0", a.streams.Load(), streams.Value(), a.inflight.Load())
 	}
 	_, err := openWatch(ctx, conn, "w")
 	if status.Code(err) != codes.ResourceExhausted || !overload.IsShed(err) || !strings.Contains(err.Error(), "MaxStreams") {
@@ -305,15 +322,16 @@ func TestStreamsOverMaxStreamsAreShed(t *testing.T) {
 	if err := <-ended; err != nil {
 		t.Errorf("a stream its handler ended: %v", err)
 	}
-	eventually(t, "the stream's place given back", func() bool { return s.a.streams.Load() == 1 && streams.Value() == 1 })
+	eventually(t, "the stream's place given back", func() bool { return a.streams.Load() == 1 && streams.Value() == 1 })
 	if _, err := openWatch(ctx, conn, "w"); err != nil {
 		t.Errorf("a stream once another ended: %v", err)
 	}
 }
 
-// However a server was built, a stream's life never reaches the limit;
-// the admission of ServerOptions alone, which does not know the server's
-// methods, counts it in flight while it is open.
+// However a server was built, a stream's life never reaches the limit,
+// and an open stream holds a place among the streams, none in flight: the
+// admission of ServerOptions alone, which does not know the server's
+// methods, moves it there when its handler starts.
 func TestStreamsNeverFeedTheLimit(t *testing.T) {
 	for _, c := range []struct {
 		name   string
@@ -327,7 +345,7 @@ func TestStreamsNeverFeedTheLimit(t *testing.T) {
 		{"ServerOptions", func(l Limits) (*grpc.Server, *admission) {
 			opts, a := l.serverOptions()
 			return grpc.NewServer(opts...), a
-		}, func(a *admission) (int64, int64) { return 0, 1 }},
+		}, func(a *admission) (int64, int64) { return 1, 0 }},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			release := make(chan struct{})
