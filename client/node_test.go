@@ -117,9 +117,12 @@ func TestClassify(t *testing.T) {
 func TestP2CComparesReportedLoadsOfComparableInstances(t *testing.T) {
 	a, c := testNode(t), testNode(t)
 	now := a.now()
-	ms := float64(time.Millisecond)
-	a.observe(1*ms, now)
-	c.observe(1.5*ms, now)
+	// Latencies of a tenth of a second: a pause of the test's (a starved
+	// CPU, -race) must not age the attempts in flight past twice an
+	// estimate, which would make latency decide.
+	u := float64(100 * time.Millisecond) // the unit of latency
+	a.observe(1*u, now)
+	c.observe(1.5*u, now)
 	// No reports: latency decides.
 	if lessLoadedOrCheaper(a, c) != a || lessLoadedOrCheaper(c, a) != a {
 		t.Fatal("without reports: want the faster")
@@ -156,23 +159,28 @@ func TestP2CComparesReportedLoadsOfComparableInstances(t *testing.T) {
 	if have := c.sinceLoad.Load(); have != 1 {
 		t.Errorf("attempts since the report, after one more started: %d, want 1", have)
 	}
-	// Equal loads: the first of the two, not the faster.
-	c.storeLoad(0.8, 10, now)
+	// Equal loads: the first of the two, not the faster. Both reports are
+	// stamped a second ahead, so that no time the test takes (a starved
+	// CPU, -race) fades one more than the other: a report older than its
+	// instance's latency estimate fades, and the two estimates differ.
+	ahead := a.now() + int64(time.Second)
+	a.storeLoad(0.8, 10, ahead)
+	c.storeLoad(0.8, 10, ahead)
 	if lessLoadedOrCheaper(c, a) != c || lessLoadedOrCheaper(a, c) != a {
 		t.Error("equal loads: want the first of the two (random), not the faster")
 	}
 	// Much slower (3x): latency decides whatever the loads.
 	c.storeLoad(0.1, 10, now)
-	c.observe(30*ms, now)
+	c.observe(30*u, now)
 	if lessLoadedOrCheaper(a, c) != a || lessLoadedOrCheaper(c, a) != a {
 		t.Error("an instance 30 times slower: want the faster, whatever its load")
 	}
 	// A stale report: latency decides.
 	b := testNode(t)
-	b.observe(1*ms, now)
+	b.observe(1*u, now)
 	b.storeLoad(0.9, 10, now-int64(2*loadFresh))
 	a.storeLoad(0.1, 10, now)
-	b.observe(0.5*ms, now) // faster, and its report is old
+	b.observe(0.5*u, now) // faster, and its report is old
 	if lessLoadedOrCheaper(a, b) != b {
 		t.Error("a stale report: want latency to decide")
 	}
