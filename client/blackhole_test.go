@@ -22,7 +22,7 @@ import (
 	"github.com/trimkit/trimkit/internal/testenv"
 	"github.com/trimkit/trimkit/pb"
 	"github.com/trimkit/trimkit/sd"
-	"github.com/trimkit/trimkit/transport"
+	"github.com/trimkit/trimkit/transport/trim"
 	"github.com/trimkit/trimkit/trimsvc"
 )
 
@@ -90,7 +90,7 @@ func startBlackHoles(t *testing.T, agent *testenv.Agent, service string, n int) 
 			t.Fatal(err)
 		}
 		id := fmt.Sprintf("%s-%d", service, i)
-		pb.RegisterTrimServer(srv, transport.NewGRPCServer(trimsvc.NewServerSet(svc), id, log.NewNopLogger()))
+		pb.RegisterTrimServer(srv, trim.NewGRPCServer(trimsvc.NewServerSet(svc), id, log.NewNopLogger()))
 		serveRegistered(t, agent, srv, lis, service, id)
 		hs = append(hs, b)
 		ids = append(ids, id)
@@ -150,7 +150,7 @@ func TestBlackHoleInstance(t *testing.T) {
 			insts := startBlackHoles(t, agent, service, blackHoles)
 			events := &eventLog{seen: map[string][]time.Time{}}
 			m, _, cs := newMetrics()
-			c, err := transport.NewTrimClient(client.Config{
+			c, err := trim.NewClient(client.Config{
 				Consul:     sd.ConsulConfig{Address: agent.HTTPAddr},
 				Service:    service,
 				CallConfig: client.CallConfig{Balancer: tc.balancer},

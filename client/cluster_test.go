@@ -13,7 +13,7 @@ import (
 	"github.com/trimkit/trimkit/internal/localconsul"
 	"github.com/trimkit/trimkit/internal/proc"
 	"github.com/trimkit/trimkit/internal/testenv"
-	"github.com/trimkit/trimkit/transport"
+	"github.com/trimkit/trimkit/transport/trim"
 	"github.com/trimkit/trimkit/trimsvc"
 )
 
@@ -25,7 +25,7 @@ type onCluster struct {
 	svcAgent  *localconsul.Agent
 	callAgent *localconsul.Agent
 	insts     []*proc.Trimsvc
-	client    *transport.TrimClient
+	client    *trim.Client
 }
 
 func startOnCluster(t *testing.T, n int, cfg client.Config, args ...string) *onCluster {
@@ -75,7 +75,7 @@ func firstAnswer(t *testing.T, e endpoint.Endpoint, id string) time.Time {
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		resp, err := e(context.Background(), trimsvc.TrimRequest{S: "x"})
-		if err == nil && resp.(transport.TrimResponse).Instance == id {
+		if err == nil && resp.(trim.TrimResponse).Instance == id {
 			return time.Now()
 		}
 		time.Sleep(time.Millisecond)

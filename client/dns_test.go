@@ -18,7 +18,7 @@ import (
 	"github.com/trimkit/trimkit/internal/loadgen"
 	"github.com/trimkit/trimkit/internal/testenv"
 	"github.com/trimkit/trimkit/sd"
-	"github.com/trimkit/trimkit/transport"
+	"github.com/trimkit/trimkit/transport/trim"
 )
 
 // TestDNSDiscovery follows a service through the agent's DNS interface
@@ -32,7 +32,7 @@ func TestDNSDiscovery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	endpointer := newEndpointer(t, instancer, client.Factory(transport.Endpoints), log.NewNopLogger())
+	endpointer := newEndpointer(t, instancer, client.Factory(trim.Endpoints), log.NewNopLogger())
 	call, err := client.Retry(client.NewRoundRobin(endpointer), client.RetryConfig{})
 	if err != nil {
 		t.Fatal(err)
@@ -124,7 +124,7 @@ func TestDNSDiscoveryThroughNew(t *testing.T) {
 	if !errors.Is(err, lb.ErrNoEndpoints) {
 		t.Errorf("want errors.Is ErrNoEndpoints: %v", err)
 	}
-	_, err = transport.NewTrimClient(client.Config{Discovery: client.DiscoveryDNS, Tags: []string{"a", "b"}})
+	_, err = trim.NewClient(client.Config{Discovery: client.DiscoveryDNS, Tags: []string{"a", "b"}})
 	var fe *client.FieldError
 	if !errors.As(err, &fe) || fe.Field != "Tags" {
 		t.Errorf("two tags with DNS discovery: want a *FieldError for Tags, have %v", err)

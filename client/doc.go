@@ -35,5 +35,5 @@
 // RetryBudget; and Metrics and RetryMetrics report what happened.
 //
 // The package knows nothing of any one service: the trim service's typed
-// client (transport.NewTrimClient) is built on it, as any service's can be.
+// client (trim.NewClient) is built on it, as any service's can be.
 package client

@@ -12,7 +12,7 @@ import (
 
 	"github.com/trimkit/trimkit/client"
 	"github.com/trimkit/trimkit/sd"
-	"github.com/trimkit/trimkit/transport"
+	"github.com/trimkit/trimkit/transport/trim"
 	"github.com/trimkit/trimkit/trimsvc"
 )
 
@@ -22,16 +22,16 @@ import (
 
 func ExampleNew() {
 	ctx := context.Background()
-	// transport.Endpoints makes the trim service's endpoint over each
-	// instance's connection; transport.NewTrimClient does all of this.
-	c, err := client.New(client.Config{Consul: sd.ConsulConfig{Address: "127.0.0.1:8500"}, Service: "trimsvc"}, transport.Endpoints)
+	// trim.Endpoints makes the trim service's endpoint over each
+	// instance's connection; trim.NewClient does all of this.
+	c, err := client.New(client.Config{Consul: sd.ConsulConfig{Address: "127.0.0.1:8500"}, Service: "trimsvc"}, trim.Endpoints)
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
 	defer c.Close() // stops discovery, closes every connection
 
-	svc := transport.Client{TrimSpaceEndpoint: c.Endpoint()} // a trimsvc.Service
+	svc := trim.Service{TrimSpaceEndpoint: c.Endpoint()} // a trimsvc.Service
 	out, err := svc.TrimSpace(ctx, " he llo ")
 	switch {
 	case errors.Is(err, trimsvc.ErrInputTooLarge):
@@ -59,7 +59,7 @@ func ExampleNewEndpointer() {
 		return
 	}
 	defer instancer.Stop()
-	endpointer, err := client.NewEndpointer(instancer, client.Factory(transport.Endpoints), logger, client.WithCloseGrace(2*time.Second))
+	endpointer, err := client.NewEndpointer(instancer, client.Factory(trim.Endpoints), logger, client.WithCloseGrace(2*time.Second))
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -70,7 +70,7 @@ func ExampleNewEndpointer() {
 		fmt.Println(err)
 		return
 	}
-	svc := transport.Client{TrimSpaceEndpoint: call} // a trimsvc.Service
+	svc := trim.Service{TrimSpaceEndpoint: call} // a trimsvc.Service
 	out, err := svc.TrimSpace(ctx, " he llo ")
 	fmt.Println(out, err)
 }

@@ -19,7 +19,7 @@ import (
 
 	"github.com/trimkit/trimkit/client"
 	"github.com/trimkit/trimkit/internal/logbuf"
-	"github.com/trimkit/trimkit/transport"
+	"github.com/trimkit/trimkit/transport/trim"
 	"github.com/trimkit/trimkit/trimsvc"
 )
 
@@ -89,7 +89,7 @@ func (r *staticRig) answeredBy(t *testing.T, n int) map[string]int {
 		if err != nil {
 			t.Fatalf("a call failed: %v", err)
 		}
-		by[resp.(transport.TrimResponse).Instance]++
+		by[resp.(trim.TrimResponse).Instance]++
 	}
 	return by
 }
@@ -306,7 +306,7 @@ func TestFailStaticHoldsOnlyTheLive(t *testing.T) {
 		for range 6 {
 			resp, err := r.call(context.Background(), trimsvc.TrimRequest{})
 			if err == nil {
-				by[resp.(transport.TrimResponse).Instance]++
+				by[resp.(trim.TrimResponse).Instance]++
 			}
 		}
 		return by["a"] == 0

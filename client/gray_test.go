@@ -25,7 +25,7 @@ import (
 
 	"github.com/trimkit/trimkit/client"
 	"github.com/trimkit/trimkit/pb"
-	"github.com/trimkit/trimkit/transport"
+	"github.com/trimkit/trimkit/transport/trim"
 	"github.com/trimkit/trimkit/trimsvc"
 )
 
@@ -299,7 +299,7 @@ func TestNoFirstAttemptOnAFailedConnection(t *testing.T) {
 		for range 6 {
 			if ep, _ := b.Endpoint(); ep != nil {
 				resp, _ := ep(context.Background(), trimsvc.TrimRequest{})
-				if resp.(transport.TrimResponse).Instance == "a" {
+				if resp.(trim.TrimResponse).Instance == "a" {
 					return false
 				}
 			}
@@ -337,7 +337,7 @@ func slow(name string, d time.Duration) endpoint.Endpoint {
 		case <-time.After(d):
 			return ok(name)(ctx, req)
 		case <-ctx.Done():
-			return nil, transport.FromStatus(status.FromContextError(ctx.Err()).Err())
+			return nil, trim.FromStatus(status.FromContextError(ctx.Err()).Err())
 		}
 	}
 }
@@ -359,7 +359,7 @@ func TestP2CAvoidsASlowInstance(t *testing.T) {
 func TestP2CStopsPickingAHungInstanceBeforeItsCallsFail(t *testing.T) {
 	hung := func(ctx context.Context, _ interface{}) (interface{}, error) {
 		<-ctx.Done()
-		return nil, transport.FromStatus(status.FromContextError(ctx.Err()).Err())
+		return nil, trim.FromStatus(status.FromContextError(ctx.Err()).Err())
 	}
 	f := newFakes(map[string]endpoint.Endpoint{"a": ok("a"), "b": ok("b"), "c": ok("c")})
 	e := newEndpointer(t, kitsd.FixedInstancer{"a", "b", "c"}, f.factory, log.NewNopLogger(), noEjection)
@@ -429,7 +429,7 @@ func TestHedgeAnswersForAHungInstance(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want, have := "b", resp.(transport.TrimResponse).Instance; want != have {
+	if want, have := "b", resp.(trim.TrimResponse).Instance; want != have {
 		t.Errorf("want the hedge's answer from %s, have %s's", want, have)
 	}
 	// The hung attempt was cancelled as soon as the hedge answered, long
@@ -517,7 +517,7 @@ func TestProbeAsksTheInstancesHealth(t *testing.T) {
 	}
 	srv := grpc.NewServer()
 	svc, _ := trimsvc.New(64)
-	pb.RegisterTrimServer(srv, transport.NewGRPCServer(trimsvc.NewServerSet(svc), "real", log.NewNopLogger()))
+	pb.RegisterTrimServer(srv, trim.NewGRPCServer(trimsvc.NewServerSet(svc), "real", log.NewNopLogger()))
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)
 	go srv.Serve(lis)
@@ -528,14 +528,14 @@ func TestProbeAsksTheInstancesHealth(t *testing.T) {
 	failNext <- struct{}{}
 	failNext <- struct{}{}
 	factory := func(instance string) (endpoint.Endpoint, io.Closer, error) {
-		e, closer, err := client.Factory(transport.Endpoints)(instance)
+		e, closer, err := client.Factory(trim.Endpoints)(instance)
 		if err != nil {
 			return nil, nil, err
 		}
 		return func(ctx context.Context, req interface{}) (interface{}, error) {
 			select {
 			case <-failNext:
-				return nil, transport.FromStatus(status.Error(codes.Unavailable, "injected"))
+				return nil, trim.FromStatus(status.Error(codes.Unavailable, "injected"))
 			default:
 				return e(ctx, req)
 			}

@@ -13,7 +13,7 @@ import (
 	"github.com/trimkit/trimkit/client"
 	"github.com/trimkit/trimkit/internal/loadgen"
 	"github.com/trimkit/trimkit/sd"
-	"github.com/trimkit/trimkit/transport"
+	"github.com/trimkit/trimkit/transport/trim"
 )
 
 // eventLog is a logger that keeps the time of each message it is given,
@@ -65,7 +65,7 @@ func grayFailure(t *testing.T, harm func(victimPID int), lasting time.Duration, 
 	t.Helper()
 	agent, insts := cluster(t, 3, "-check-interval", "5s")
 	events := &eventLog{seen: map[string][]time.Time{}}
-	c, err := transport.NewTrimClient(client.Config{Consul: sd.ConsulConfig{Address: agent.HTTPAddr}}, client.WithLogger(events))
+	c, err := trim.NewClient(client.Config{Consul: sd.ConsulConfig{Address: agent.HTTPAddr}}, client.WithLogger(events))
 	if err != nil {
 		t.Fatal(err)
 	}

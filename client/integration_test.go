@@ -28,7 +28,7 @@ import (
 	"github.com/trimkit/trimkit/internal/proc"
 	"github.com/trimkit/trimkit/internal/testenv"
 	"github.com/trimkit/trimkit/sd"
-	"github.com/trimkit/trimkit/transport"
+	"github.com/trimkit/trimkit/transport/trim"
 	"github.com/trimkit/trimkit/trimsvc"
 )
 
@@ -53,9 +53,9 @@ func cluster(t *testing.T, n int, args ...string) (*testenv.Agent, []*proc.Trims
 	return agent, insts
 }
 
-func newClient(t *testing.T, cfg client.Config) *transport.TrimClient {
+func newClient(t *testing.T, cfg client.Config) *trim.Client {
 	t.Helper()
-	c, err := transport.NewTrimClient(cfg)
+	c, err := trim.NewClient(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func newStack(t *testing.T, agent *testenv.Agent) stack {
 		t.Fatal(err)
 	}
 	t.Cleanup(instancer.Stop)
-	endpointer := newEndpointer(t, instancer, client.Factory(transport.Endpoints), log.NewNopLogger())
+	endpointer := newEndpointer(t, instancer, client.Factory(trim.Endpoints), log.NewNopLogger())
 	call, err := client.Retry(client.NewRoundRobin(endpointer), client.RetryConfig{})
 	if err != nil {
 		t.Fatal(err)
@@ -119,7 +119,7 @@ func waitInstances(t *testing.T, e endpoint.Endpoint, want int) {
 		}
 		resp, err := e(context.Background(), trimsvc.TrimRequest{S: "warm up"})
 		if err == nil {
-			seen[resp.(transport.TrimResponse).Instance] = true
+			seen[resp.(trim.TrimResponse).Instance] = true
 		}
 	}
 }
@@ -149,7 +149,7 @@ func TestRoundRobinOverThreeInstances(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r := resp.(transport.TrimResponse)
+		r := resp.(trim.TrimResponse)
 		if r.Err != nil || r.S != "ab" {
 			t.Fatalf("want ab, have %q (%v)", r.S, r.Err)
 		}
@@ -363,7 +363,7 @@ func TestConfigErrors(t *testing.T) {
 		{client.Config{CallConfig: client.CallConfig{TLS: client.TLS{CertFile: "c.pem", KeyFile: "k.pem"}}}, "TLS.CAFile"},
 		{client.Config{Read: sd.Read{Mode: sd.ReadLeader, MaxStale: time.Second}}, "Read"},
 	} {
-		_, err := transport.NewTrimClient(tc.cfg)
+		_, err := trim.NewClient(tc.cfg)
 		var fe *client.FieldError
 		if !errors.As(err, &fe) {
 			t.Errorf("%+v: want a *FieldError, have %v", tc.cfg, err)
@@ -372,7 +372,7 @@ func TestConfigErrors(t *testing.T) {
 		}
 	}
 	// client.New calls the service cfg names: it has no default.
-	_, err := client.New(client.Config{}, transport.Endpoints)
+	_, err := client.New(client.Config{}, trim.Endpoints)
 	var fe *client.FieldError
 	if !errors.As(err, &fe) || fe.Field != "Service" {
 		t.Errorf("client.New without a Service: want a *FieldError for Service, have %v", err)
@@ -383,7 +383,7 @@ func TestCloseLeaksNothing(t *testing.T) {
 	agent, _ := cluster(t, 2)
 	opts := []goleak.Option{goleak.IgnoreCurrent()}
 
-	c, err := transport.NewTrimClient(client.Config{Consul: sd.ConsulConfig{Address: agent.HTTPAddr}})
+	c, err := trim.NewClient(client.Config{Consul: sd.ConsulConfig{Address: agent.HTTPAddr}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -404,7 +404,7 @@ func TestCloseLeaksNothingWhileConsulDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	opts := []goleak.Option{goleak.IgnoreCurrent()}
-	c, err := transport.NewTrimClient(client.Config{Consul: sd.ConsulConfig{Address: agent.HTTPAddr}})
+	c, err := trim.NewClient(client.Config{Consul: sd.ConsulConfig{Address: agent.HTTPAddr}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -423,10 +423,10 @@ func TestClientsShareOneWatch(t *testing.T) {
 	leaks := goleak.IgnoreCurrent()
 	pool := &sd.Instancers{}
 	cfg := client.Config{Consul: sd.ConsulConfig{Address: agent.HTTPAddr}}
-	var clients []*transport.TrimClient
+	var clients []*trim.Client
 	for _, tags := range [][]string{nil, nil, {"other"}} {
 		cfg.Tags = tags
-		c, err := transport.NewTrimClient(cfg, client.WithInstancers(pool))
+		c, err := trim.NewClient(cfg, client.WithInstancers(pool))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -12,7 +12,7 @@ import (
 	"github.com/trimkit/trimkit/internal/loadgen"
 	"github.com/trimkit/trimkit/internal/testenv"
 	"github.com/trimkit/trimkit/sd"
-	"github.com/trimkit/trimkit/transport"
+	"github.com/trimkit/trimkit/transport/trim"
 )
 
 // hammer calls the instances tagged "hammered" from another process (a
@@ -66,7 +66,7 @@ func TestLeastLoadedAvoidsAnInstanceOthersHammer(t *testing.T) {
 }
 
 func TestLeastLoadedNeedsReports(t *testing.T) {
-	_, err := client.NewFromInstancer(kitsd.FixedInstancer{"127.0.0.1:1"}, client.CallConfig{Balancer: client.LeastLoadedName}, transport.Endpoints)
+	_, err := client.NewFromInstancer(kitsd.FixedInstancer{"127.0.0.1:1"}, client.CallConfig{Balancer: client.LeastLoadedName}, trim.Endpoints)
 	if err == nil || !strings.Contains(err.Error(), "load reports") {
 		t.Errorf("least-loaded without load reports: want an error saying so, have %v", err)
 	}

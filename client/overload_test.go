@@ -17,8 +17,8 @@ import (
 	"github.com/trimkit/trimkit/client"
 	"github.com/trimkit/trimkit/internal/overload"
 	"github.com/trimkit/trimkit/pb"
-	"github.com/trimkit/trimkit/transport"
 	"github.com/trimkit/trimkit/transport/grpcserver"
+	"github.com/trimkit/trimkit/transport/trim"
 	"github.com/trimkit/trimkit/trimsvc"
 )
 
@@ -26,7 +26,7 @@ import (
 func shedding() endpoint.Endpoint {
 	err := overload.NewMarker().Shed("server busy: 10 calls in flight, its limit (adaptive concurrency limit); try another instance")
 	return func(context.Context, interface{}) (interface{}, error) {
-		return nil, transport.FromStatus(err)
+		return nil, trim.FromStatus(err)
 	}
 }
 
@@ -137,10 +137,10 @@ func TestAnswersCarryTheLoadToTheInstance(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pb.RegisterTrimServer(s, transport.NewGRPCServer(trimsvc.NewServerSet(svc), "one", log.NewNopLogger()))
+	pb.RegisterTrimServer(s, trim.NewGRPCServer(trimsvc.NewServerSet(svc), "one", log.NewNopLogger()))
 	go func() { _ = s.Serve(lis) }()
 	defer s.Stop()
-	e := newEndpointer(t, kitsd.FixedInstancer{lis.Addr().String()}, client.Factory(transport.Endpoints), log.NewNopLogger())
+	e := newEndpointer(t, kitsd.FixedInstancer{lis.Addr().String()}, client.Factory(trim.Endpoints), log.NewNopLogger())
 	if _, ok := client.ReportedLoad(client.Instances(e)[0]); ok {
 		t.Fatal("a load before any answer")
 	}

@@ -22,7 +22,7 @@ import (
 	"github.com/trimkit/trimkit/client"
 	"github.com/trimkit/trimkit/pb"
 	"github.com/trimkit/trimkit/sd"
-	"github.com/trimkit/trimkit/transport"
+	"github.com/trimkit/trimkit/transport/trim"
 	"github.com/trimkit/trimkit/trimsvc"
 )
 
@@ -47,7 +47,7 @@ func idleLoadWatcher(t *testing.T) *sd.LoadWatcher {
 func TestWithLoadReportsNeedsTheLeastLoadedBalancer(t *testing.T) {
 	w := idleLoadWatcher(t)
 	for _, balancer := range []string{"", client.RoundRobinName, client.P2CName} {
-		c, err := client.NewFromInstancer(kitsd.FixedInstancer{"127.0.0.1:1"}, client.CallConfig{Balancer: balancer}, transport.Endpoints, client.WithLoadReports(w))
+		c, err := client.NewFromInstancer(kitsd.FixedInstancer{"127.0.0.1:1"}, client.CallConfig{Balancer: balancer}, trim.Endpoints, client.WithLoadReports(w))
 		if err == nil {
 			c.Close()
 			t.Errorf("NewFromInstancer, balancer %q with WithLoadReports: want an error", balancer)
@@ -58,14 +58,14 @@ func TestWithLoadReportsNeedsTheLeastLoadedBalancer(t *testing.T) {
 	// New says so too (its Consul watch, of an agent where nothing
 	// listens, is stopped again).
 	cfg := client.Config{Consul: sd.ConsulConfig{Address: "127.0.0.1:1"}, Service: "trimsvc", CallConfig: client.CallConfig{Balancer: client.P2CName}}
-	if c, err := client.New(cfg, transport.Endpoints, client.WithLoadReports(w)); err == nil {
+	if c, err := client.New(cfg, trim.Endpoints, client.WithLoadReports(w)); err == nil {
 		c.Close()
 		t.Error("New, p2c with WithLoadReports: want an error")
 	} else if !strings.Contains(err.Error(), "WithLoadReports") {
 		t.Errorf("New, p2c with WithLoadReports: want an error naming it, have %v", err)
 	}
 	// With the least-loaded balancer they are what it needs.
-	c, err := client.NewFromInstancer(kitsd.FixedInstancer{"127.0.0.1:1"}, client.CallConfig{Balancer: client.LeastLoadedName}, transport.Endpoints, client.WithLoadReports(w))
+	c, err := client.NewFromInstancer(kitsd.FixedInstancer{"127.0.0.1:1"}, client.CallConfig{Balancer: client.LeastLoadedName}, trim.Endpoints, client.WithLoadReports(w))
 	if err != nil {
 		t.Fatalf("least-loaded with WithLoadReports: %v", err)
 	}
@@ -146,7 +146,7 @@ func TestRetryableOfOnesOwn(t *testing.T) {
 	f = newFakes(byName())
 	call = fakeStack(t, f, []string{"a", "b", "c"}, client.RetryConfig{Retryable: exhaustedToo})
 	resp, err := call(context.Background(), trimsvc.TrimRequest{S: "x"})
-	if err != nil || resp.(transport.TrimResponse).Instance != "b" {
+	if err != nil || resp.(trim.TrimResponse).Instance != "b" {
 		t.Fatalf("want b's answer, have %v, %v", resp, err)
 	}
 	if want, have := []string{"a", "b"}, f.attempts(); !equal(want, have) {
@@ -199,7 +199,7 @@ func (s *countedTrim) TrimSpace(ctx context.Context, req *pb.TrimRequest) (*pb.T
 func serveCounted(t *testing.T, id string, n int, fail bool) (*countedTrim, []string) {
 	t.Helper()
 	svc, _ := trimsvc.New(64)
-	s := &countedTrim{TrimServer: transport.NewGRPCServer(trimsvc.NewServerSet(svc), id, log.NewNopLogger()), fail: fail}
+	s := &countedTrim{TrimServer: trim.NewGRPCServer(trimsvc.NewServerSet(svc), id, log.NewNopLogger()), fail: fail}
 	srv := grpc.NewServer()
 	pb.RegisterTrimServer(srv, s)
 	var addrs []string
@@ -221,7 +221,7 @@ func serveCounted(t *testing.T, id string, n int, fail bool) (*countedTrim, []st
 func TestNotIdempotentNotRetriedAfterReachingAnInstance(t *testing.T) {
 	srv, addrs := serveCounted(t, "unavailable", 2, true)
 	_, rm, cs := newMetrics()
-	c, err := transport.NewTrimClientFromInstancer(kitsd.FixedInstancer(addrs),
+	c, err := trim.NewClientFromInstancer(kitsd.FixedInstancer(addrs),
 		client.CallConfig{Retry: client.RetryConfig{Budget: noBudget, Metrics: rm, Idempotent: func(any) bool { return true }}},
 		client.WithEndpointer(noEjection))
 	if err != nil {
@@ -264,7 +264,7 @@ func TestNotIdempotentNotRetriedAfterReachingAnInstance(t *testing.T) {
 // WithIdempotent overrides it for one call.
 func TestIdempotentByRequest(t *testing.T) {
 	srv, addrs := serveCounted(t, "unavailable", 2, true)
-	c, err := transport.NewTrimClientFromInstancer(kitsd.FixedInstancer(addrs),
+	c, err := trim.NewClientFromInstancer(kitsd.FixedInstancer(addrs),
 		client.CallConfig{Retry: client.RetryConfig{Budget: noBudget, Idempotent: func(req any) bool {
 			return req.(trimsvc.TrimRequest).S != "not idempotent"
 		}}},
@@ -307,7 +307,7 @@ func TestNotIdempotentRetriedWhenItCouldNotConnect(t *testing.T) {
 	dead := lis.Addr().String()
 	lis.Close() // nothing listens there now
 	m, rm, cs := newMetrics()
-	c, err := transport.NewTrimClientFromInstancer(kitsd.FixedInstancer{dead, addrs[0]},
+	c, err := trim.NewClientFromInstancer(kitsd.FixedInstancer{dead, addrs[0]},
 		client.CallConfig{Retry: client.RetryConfig{Budget: noBudget, Metrics: rm, Timeout: 5 * time.Second}},
 		client.WithEndpointer(noEjection, client.WithMetrics(m)))
 	if err != nil {
@@ -395,7 +395,7 @@ func TestBalancerWrapperKeepsRetriesMoving(t *testing.T) {
 				p.tried, p.got, p.done = nil, nil, nil
 				p.mu.Unlock()
 				resp, err := call(context.Background(), trimsvc.TrimRequest{S: "x"})
-				if err != nil || resp.(transport.TrimResponse).Instance != "d" {
+				if err != nil || resp.(trim.TrimResponse).Instance != "d" {
 					t.Fatalf("4 attempts over 4 instances, one good: want d's answer, have %v, %v (attempts %v)", resp, err, f.attempts())
 				}
 				p.mu.Lock()

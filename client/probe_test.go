@@ -18,7 +18,7 @@ import (
 
 	"github.com/trimkit/trimkit/client"
 	"github.com/trimkit/trimkit/pb"
-	"github.com/trimkit/trimkit/transport"
+	"github.com/trimkit/trimkit/transport/trim"
 	"github.com/trimkit/trimkit/trimsvc"
 )
 
@@ -59,7 +59,7 @@ func serveFlaky(t *testing.T, health healthpb.HealthServer) (addr string, failin
 	svc, _ := trimsvc.New(64)
 	failing = &atomic.Bool{}
 	failing.Store(true)
-	pb.RegisterTrimServer(srv, flakyTrim{transport.NewGRPCServer(trimsvc.NewServerSet(svc), "flaky", log.NewNopLogger()), failing})
+	pb.RegisterTrimServer(srv, flakyTrim{trim.NewGRPCServer(trimsvc.NewServerSet(svc), "flaky", log.NewNopLogger()), failing})
 	if health != nil {
 		healthpb.RegisterHealthServer(srv, health)
 	}
@@ -136,7 +136,7 @@ func TestUnprobeableInstanceReturnsOnProbation(t *testing.T) {
 			addr, failing := serveFlaky(t, tc.health)
 			m, _, cs := newMetrics()
 			logs := make(msgLog, 100)
-			e, call := fastEjectionStack(t, addr, client.Factory(transport.Endpoints), logs, client.WithMetrics(m))
+			e, call := fastEjectionStack(t, addr, client.Factory(trim.Endpoints), logs, client.WithMetrics(m))
 
 			callN(t, call, 1) // two failures in a row: ejected
 			logs.waitFor(t, "instance ejected")
@@ -177,7 +177,7 @@ func TestUnprobeableInstanceReturnsOnProbation(t *testing.T) {
 func TestProbeErrorKeepsInstanceEjected(t *testing.T) {
 	addr, _ := serveFlaky(t, healthCode{code: codes.Unavailable})
 	logs := make(msgLog, 100)
-	e, call := fastEjectionStack(t, addr, client.Factory(transport.Endpoints), logs)
+	e, call := fastEjectionStack(t, addr, client.Factory(trim.Endpoints), logs)
 	callN(t, call, 1)
 	logs.waitFor(t, "instance ejected")
 	for range 2 {

@@ -14,7 +14,7 @@ import (
 	"github.com/trimkit/trimkit/internal/loadgen"
 	"github.com/trimkit/trimkit/internal/testenv"
 	"github.com/trimkit/trimkit/pb"
-	"github.com/trimkit/trimkit/transport"
+	"github.com/trimkit/trimkit/transport/trim"
 	"github.com/trimkit/trimkit/trimsvc"
 )
 
@@ -35,7 +35,7 @@ func serveOn(t *testing.T, addr string) (kill func()) {
 	}
 	svc, _ := trimsvc.New(64)
 	srv := grpc.NewServer()
-	pb.RegisterTrimServer(srv, transport.NewGRPCServer(trimsvc.NewServerSet(svc), lis.Addr().String(), log.NewNopLogger()))
+	pb.RegisterTrimServer(srv, trim.NewGRPCServer(trimsvc.NewServerSet(svc), lis.Addr().String(), log.NewNopLogger()))
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)
 	return srv.Stop
@@ -49,7 +49,7 @@ func serveOn(t *testing.T, addr string) (kill func()) {
 func TestInstanceRestartedOnItsAddress(t *testing.T) {
 	addr := testenv.ClosedAddr(t)
 	kill := serveOn(t, addr)
-	c, err := transport.NewTrimClientFromInstancer(kitsd.FixedInstancer{addr},
+	c, err := trim.NewClientFromInstancer(kitsd.FixedInstancer{addr},
 		client.CallConfig{Retry: client.RetryConfig{Budget: noBudget}}, client.WithEndpointer(noEjection))
 	if err != nil {
 		t.Fatal(err)

@@ -16,7 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/trimkit/trimkit/client"
-	"github.com/trimkit/trimkit/transport"
+	"github.com/trimkit/trimkit/transport/trim"
 	"github.com/trimkit/trimkit/trimsvc"
 )
 
@@ -90,13 +90,13 @@ func (c closerFunc) Close() error { return c() }
 
 func ok(name string) endpoint.Endpoint {
 	return func(context.Context, interface{}) (interface{}, error) {
-		return transport.TrimResponse{TrimResponse: trimsvc.TrimResponse{S: "ok"}, Instance: name}, nil
+		return trim.TrimResponse{TrimResponse: trimsvc.TrimResponse{S: "ok"}, Instance: name}, nil
 	}
 }
 
 func failing(code codes.Code) endpoint.Endpoint {
 	return func(context.Context, interface{}) (interface{}, error) {
-		return nil, transport.FromStatus(status.Error(code, code.String()))
+		return nil, trim.FromStatus(status.Error(code, code.String()))
 	}
 }
 
@@ -106,7 +106,7 @@ func hanging(waited chan<- time.Duration) endpoint.Endpoint {
 		start := time.Now()
 		<-ctx.Done()
 		waited <- time.Since(start)
-		return nil, transport.FromStatus(status.FromContextError(ctx.Err()).Err())
+		return nil, trim.FromStatus(status.FromContextError(ctx.Err()).Err())
 	}
 }
 
@@ -276,7 +276,7 @@ func TestRetryOverABalancerThatIgnoresTried(t *testing.T) {
 	endpointer = newEndpointer(t, kitsd.FixedInstancer{"a"}, f.factory, log.NewNopLogger())
 	call, _ = client.Retry(blind{client.NewRoundRobin(endpointer)}, client.RetryConfig{})
 	resp, err := call(context.Background(), trimsvc.TrimRequest{S: "x"})
-	if err != nil || resp.(transport.TrimResponse).Instance != "a" {
+	if err != nil || resp.(trim.TrimResponse).Instance != "a" {
 		t.Errorf("want a's answer, have %v, %v", resp, err)
 	}
 }
@@ -289,7 +289,7 @@ func TestBalancersUnderGoKitRetry(t *testing.T) {
 	for name, b := range map[string]lb.Balancer{"round robin": client.NewRoundRobin(endpointer), "p2c": client.NewP2C(endpointer)} {
 		f.reset()
 		resp, err := lb.Retry(4, time.Second, b)(context.Background(), trimsvc.TrimRequest{S: "x"})
-		if err != nil || resp.(transport.TrimResponse).Instance != "b" {
+		if err != nil || resp.(trim.TrimResponse).Instance != "b" {
 			t.Errorf("%s: want b's answer, have %v, %v (attempts %v)", name, resp, err, f.attempts())
 		}
 	}
@@ -320,12 +320,12 @@ func TestRetryConfigErrors(t *testing.T) {
 }
 
 func TestRetryBusinessErrorIsNotRetried(t *testing.T) {
-	bizErr := transport.FromStatus(transport.Status(&trimsvc.LimitError{Size: 2, Limit: 1}).Err())
+	bizErr := trim.FromStatus(trim.Status(&trimsvc.LimitError{Size: 2, Limit: 1}).Err())
 	biz := func(context.Context, interface{}) (interface{}, error) {
-		return transport.TrimResponse{TrimResponse: trimsvc.TrimResponse{Err: bizErr}}, nil
+		return trim.TrimResponse{TrimResponse: trimsvc.TrimResponse{Err: bizErr}}, nil
 	}
 	f := newFakes(map[string]endpoint.Endpoint{"a": biz, "b": biz})
-	svc := transport.Client{TrimSpaceEndpoint: fakeStack(t, f, []string{"a", "b"}, client.RetryConfig{MaxAttempts: 3, Timeout: time.Second})}
+	svc := trim.Service{TrimSpaceEndpoint: fakeStack(t, f, []string{"a", "b"}, client.RetryConfig{MaxAttempts: 3, Timeout: time.Second})}
 	_, err := svc.TrimSpace(context.Background(), "xx")
 	if !errors.Is(err, trimsvc.ErrInputTooLarge) {
 		t.Fatalf("want ErrInputTooLarge, have %v", err)
@@ -343,7 +343,7 @@ func TestRetryPerAttemptShare(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the second attempt should answer: %v", err)
 	}
-	if want, have := "b", resp.(transport.TrimResponse).Instance; want != have {
+	if want, have := "b", resp.(trim.TrimResponse).Instance; want != have {
 		t.Errorf("want %s, have %s", want, have)
 	}
 	// The hung attempt was cancelled at the end of its share, a third of

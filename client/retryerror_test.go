@@ -21,21 +21,21 @@ import (
 	"github.com/trimkit/trimkit/internal/overload"
 	"github.com/trimkit/trimkit/internal/testenv"
 	"github.com/trimkit/trimkit/sd"
-	"github.com/trimkit/trimkit/transport"
+	"github.com/trimkit/trimkit/transport/trim"
 	"github.com/trimkit/trimkit/trimsvc"
 )
 
 // refused fails as gRPC does when nothing listens at addr.
 func refused(addr string) endpoint.Endpoint {
 	return func(context.Context, interface{}) (interface{}, error) {
-		return nil, transport.FromStatus(status.Error(codes.Unavailable,
+		return nil, trim.FromStatus(status.Error(codes.Unavailable,
 			`connection error: desc = "transport: Error while dialing: dial tcp `+addr+`: connect: connection refused"`))
 	}
 }
 
 func failingWith(code codes.Code, msg string) endpoint.Endpoint {
 	return func(context.Context, interface{}) (interface{}, error) {
-		return nil, transport.FromStatus(status.Error(code, msg))
+		return nil, trim.FromStatus(status.Error(code, msg))
 	}
 }
 
@@ -310,7 +310,7 @@ func TestEndpointerSaysWhenNoInstanceIsKnown(t *testing.T) {
 func TestConsulUnreachableSaidOnce(t *testing.T) {
 	addr := testenv.ClosedAddr(t)
 	var logs logLines
-	c, err := transport.NewTrimClient(client.Config{Consul: sd.ConsulConfig{Address: addr}, Service: "trimsvc"}, client.WithLogger(&logs))
+	c, err := trim.NewClient(client.Config{Consul: sd.ConsulConfig{Address: addr}, Service: "trimsvc"}, client.WithLogger(&logs))
 	if err != nil {
 		t.Fatal(err)
 	}

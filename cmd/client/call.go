@@ -16,7 +16,7 @@ import (
 
 	"github.com/trimkit/trimkit/client"
 	"github.com/trimkit/trimkit/internal/loadgen"
-	"github.com/trimkit/trimkit/transport"
+	"github.com/trimkit/trimkit/transport/trim"
 )
 
 func call(ctx, stop context.Context, cfg config, stdout, stderr io.Writer) error {
@@ -32,7 +32,7 @@ func call(ctx, stop context.Context, cfg config, stdout, stderr io.Writer) error
 	logger = log.With(logger, "ts", log.DefaultTimestampUTC)
 	quiet := &discoveryLog{next: logger}
 	attempts := &loadgen.Counter{}
-	c, err := transport.NewTrimClient(cfg.client, client.WithLogger(quiet), client.WithEndpointer(
+	c, err := trim.NewClient(cfg.client, client.WithLogger(quiet), client.WithEndpointer(
 		client.WithMetrics(client.Metrics{Attempts: attempts}), client.WithFailStatic(cfg.failStatic)))
 	if err != nil {
 		return err

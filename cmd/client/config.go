@@ -10,7 +10,7 @@ import (
 	"github.com/trimkit/trimkit/client"
 	"github.com/trimkit/trimkit/internal/cli"
 	"github.com/trimkit/trimkit/sd"
-	"github.com/trimkit/trimkit/transport"
+	"github.com/trimkit/trimkit/transport/trim"
 )
 
 const envPrefix = "TRIMCLIENT"
@@ -78,7 +78,7 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 	fs.StringVar(&c.client.TLS.CertFile, "tls-cert-file", "", "client certificate for instances that require one (mutual TLS)")
 	fs.StringVar(&c.client.TLS.KeyFile, "tls-key-file", "", "key of -tls-cert-file")
 	fs.StringVar(&c.client.TLS.ServerName, "tls-server-name", "", "name the instances' certificates must hold (empty: the address dialled)")
-	fs.StringVar(&c.client.Service, "service-name", transport.DefaultServiceName, "service to call")
+	fs.StringVar(&c.client.Service, "service-name", trim.DefaultServiceName, "service to call")
 	fs.StringVar(&tags, "tags", "", "comma-separated tags an instance must all carry (one, with -discovery dns)")
 	fs.StringVar(&c.client.Discovery, "discovery", client.DiscoveryConsul, `how to find instances: "consul" (the HTTP API's blocking queries) or "dns" (SRV records from Consul's DNS interface, polled every second)`)
 	fs.StringVar(&c.client.DNSAddr, "dns-addr", client.DefaultDNSAddr, "Consul's DNS interface, for -discovery dns")

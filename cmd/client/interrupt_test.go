@@ -21,7 +21,7 @@ import (
 	"github.com/trimkit/trimkit/internal/testenv"
 	"github.com/trimkit/trimkit/pb"
 	"github.com/trimkit/trimkit/sd"
-	"github.com/trimkit/trimkit/transport"
+	"github.com/trimkit/trimkit/transport/trim"
 	"github.com/trimkit/trimkit/trimsvc"
 )
 
@@ -70,7 +70,7 @@ func startSlowInstance(t *testing.T, agent *testenv.Agent, service string, s *sl
 		t.Fatal(err)
 	}
 	server := grpc.NewServer()
-	pb.RegisterTrimServer(server, transport.NewGRPCServer(trimsvc.NewServerSet(s), service+"-1", log.NewNopLogger()))
+	pb.RegisterTrimServer(server, trim.NewGRPCServer(trimsvc.NewServerSet(s), service+"-1", log.NewNopLogger()))
 	go func() { _ = server.Serve(l) }()
 	t.Cleanup(server.Stop)
 	port := l.Addr().(*net.TCPAddr).Port
@@ -153,7 +153,7 @@ func TestLoadStopsStartingCalls(t *testing.T) {
 			inflight.Add(1)
 			select {
 			case <-time.After(d):
-				return transport.TrimResponse{Instance: "a"}, nil
+				return trim.TrimResponse{Instance: "a"}, nil
 			case <-ctx.Done():
 				return nil, ctx.Err()
 			}

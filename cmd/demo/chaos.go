@@ -20,7 +20,7 @@ import (
 	"github.com/trimkit/trimkit/internal/ctxtime"
 	"github.com/trimkit/trimkit/internal/loadgen"
 	"github.com/trimkit/trimkit/sd"
-	"github.com/trimkit/trimkit/transport"
+	"github.com/trimkit/trimkit/transport/trim"
 )
 
 // How the soak waits: after the load starts, before the first fault; after
@@ -102,7 +102,7 @@ type soak struct {
 	cfg       config
 	seed      uint64
 	w         io.Writer
-	client    *transport.TrimClient
+	client    *trim.Client
 	load      *load
 	discovery *discoveryWatch
 	// failStatic and held are the client's fail-static metrics.
@@ -128,7 +128,7 @@ func newSoak(ctx context.Context, f *fleet, cfg config, seed uint64, w io.Writer
 	failStatic, held := &loadgen.Counter{}, &heldGauge{}
 	watch := &discoveryWatch{next: log.With(logger, "ts", log.DefaultTimestampUTC)}
 	cf := f.st.Caller
-	c, err := transport.NewTrimClient(client.Config{
+	c, err := trim.NewClient(client.Config{
 		Consul: sd.ConsulConfig{Address: cf.ConsulAddr, TokenFile: cf.TokenFile, CAFile: cf.ConsulCA, CertFile: cf.ConsulCert, KeyFile: cf.ConsulKey},
 		CallConfig: client.CallConfig{Balancer: client.P2CName,
 			TLS: client.TLS{CAFile: cf.TLSCA, CertFile: cf.TLSCert, KeyFile: cf.TLSKey}},

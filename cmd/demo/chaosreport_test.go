@@ -15,7 +15,7 @@ import (
 
 	"github.com/go-kit/log"
 
-	"github.com/trimkit/trimkit/transport"
+	"github.com/trimkit/trimkit/transport/trim"
 )
 
 // The chaos report places the failures: each fault's first and last, and
@@ -27,7 +27,7 @@ func TestChaosReportPlacesFailures(t *testing.T) {
 		if n.Add(1)%4 == 0 {
 			return nil, errors.New("boom")
 		}
-		return transport.TrimResponse{Instance: "a"}, nil
+		return trim.TrimResponse{Instance: "a"}, nil
 	}
 	l := newLoad(e, 200)
 	l.window.Store(0)
@@ -81,7 +81,7 @@ func TestChaosReportPlacesFailures(t *testing.T) {
 
 	// Nothing failed: no failure lines.
 	l = newLoad(func(context.Context, interface{}) (interface{}, error) {
-		return transport.TrimResponse{Instance: "a"}, nil
+		return trim.TrimResponse{Instance: "a"}, nil
 	}, 200)
 	l.start(context.Background())
 	time.Sleep(50 * time.Millisecond)

@@ -25,8 +25,8 @@ import (
 	"github.com/trimkit/trimkit/internal/addrfile"
 	"github.com/trimkit/trimkit/pb"
 	"github.com/trimkit/trimkit/sd"
-	"github.com/trimkit/trimkit/transport"
 	"github.com/trimkit/trimkit/transport/grpcserver"
+	"github.com/trimkit/trimkit/transport/trim"
 	"github.com/trimkit/trimkit/trimsvc"
 )
 
@@ -98,7 +98,7 @@ func build(cfg config, stderr io.Writer) (_ *instance, err error) {
 		svc = meter.Middleware()(svc)
 	}
 	svc = trimsvc.LoggingMiddleware(in.logger)(svc)
-	svc = trimsvc.InstrumentingMiddleware(instr.requests, instr.duration, transport.CodeName)(svc)
+	svc = trimsvc.InstrumentingMiddleware(instr.requests, instr.duration, trim.CodeName)(svc)
 
 	concurrency, err := cfg.concurrency()
 	if err != nil {
@@ -122,7 +122,7 @@ func build(cfg config, stderr io.Writer) (_ *instance, err error) {
 		in.reloadTLS = reloadTLS
 	}
 	server := limits.NewServer(tlsOpts...)
-	pb.RegisterTrimServer(server, transport.NewGRPCServer(trimsvc.NewServerSet(svc), id, in.logger))
+	pb.RegisterTrimServer(server, trim.NewGRPCServer(trimsvc.NewServerSet(svc), id, in.logger))
 	in.health = health.NewServer() // the life registers it on server
 	reflection.Register(server)
 

@@ -17,7 +17,7 @@ import (
 	"github.com/trimkit/trimkit/internal/loadgen"
 	"github.com/trimkit/trimkit/internal/testenv"
 	"github.com/trimkit/trimkit/sd"
-	"github.com/trimkit/trimkit/transport"
+	"github.com/trimkit/trimkit/transport/trim"
 	"github.com/trimkit/trimkit/trimsvc"
 )
 
@@ -97,7 +97,7 @@ func BenchmarkDiscovery(b *testing.B) {
 		{"churn", blocking, true, 500 * time.Millisecond},
 		{"dns", dns, false, sd.DNSRefresh + 500*time.Millisecond},
 	} {
-		cl, err := transport.NewTrimClient(phase.cfg)
+		cl, err := trim.NewClient(phase.cfg)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -16,7 +16,7 @@ import (
 	"github.com/trimkit/trimkit/internal/proc"
 	"github.com/trimkit/trimkit/internal/testenv"
 	"github.com/trimkit/trimkit/sd"
-	"github.com/trimkit/trimkit/transport"
+	"github.com/trimkit/trimkit/transport/trim"
 )
 
 // BenchmarkFailover puts 3 real trimsvc processes (check interval 1s) under
@@ -40,7 +40,7 @@ func BenchmarkFailover(b *testing.B) {
 	// attempt sent to the instance about to die.
 	var lastDeadAttempt atomic.Int64
 	factory := func(instance string) (endpoint.Endpoint, io.Closer, error) {
-		e, closer, err := client.Factory(transport.Endpoints)(instance)
+		e, closer, err := client.Factory(trim.Endpoints)(instance)
 		if err != nil || instance != dead.Addr {
 			return e, closer, err
 		}

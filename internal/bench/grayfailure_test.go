@@ -33,7 +33,7 @@ import (
 	"github.com/trimkit/trimkit/internal/testenv"
 	"github.com/trimkit/trimkit/pb"
 	"github.com/trimkit/trimkit/sd"
-	"github.com/trimkit/trimkit/transport"
+	"github.com/trimkit/trimkit/transport/trim"
 	"github.com/trimkit/trimkit/trimsvc"
 )
 
@@ -92,7 +92,7 @@ func startFaulty(tb testing.TB, id string, slowBy time.Duration) *faultyServer {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	pb.RegisterTrimServer(s.grpc, transport.NewGRPCServer(trimsvc.NewServerSet(svc), id, log.NewNopLogger()))
+	pb.RegisterTrimServer(s.grpc, trim.NewGRPCServer(trimsvc.NewServerSet(svc), id, log.NewNopLogger()))
 	healthpb.RegisterHealthServer(s.grpc, health.NewServer())
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -116,10 +116,10 @@ func (s *faultyServer) set(f fault) {
 }
 
 func (s *faultyServer) intercept(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	trim := info.FullMethod == pb.Trim_TrimSpace_FullMethodName
+	isTrim := info.FullMethod == pb.Trim_TrimSpace_FullMethodName
 	switch fault(s.fault.Load()) {
 	case slow:
-		if trim {
+		if isTrim {
 			time.Sleep(s.slowBy)
 		}
 	case stall:
@@ -130,15 +130,15 @@ func (s *faultyServer) intercept(ctx context.Context, req any, info *grpc.UnaryS
 		<-ctx.Done()
 		return nil, status.FromContextError(ctx.Err()).Err()
 	case overloaded:
-		if trim && rand.IntN(2) == 0 {
+		if isTrim && rand.IntN(2) == 0 {
 			return nil, status.Error(codes.Unavailable, "overloaded")
 		}
 	case erroring:
-		if trim {
+		if isTrim {
 			return nil, status.Error(codes.Internal, "database pool broken")
 		}
 	case flaky:
-		if trim && rand.IntN(2) == 0 {
+		if isTrim && rand.IntN(2) == 0 {
 			return nil, status.Error(codes.Internal, "database pool broken")
 		}
 	}
@@ -209,7 +209,7 @@ func grpcLeastRequest(addrs []string, al *attemptLog) (endpoint.Endpoint, func()
 	if err != nil {
 		panic(err)
 	}
-	e := transport.Endpoints(conn)
+	e := trim.Endpoints(conn)
 	return func(ctx context.Context, req interface{}) (interface{}, error) {
 		ctx, cancel := context.WithTimeout(ctx, client.DefaultRetryTimeout)
 		defer cancel()
@@ -228,7 +228,7 @@ type grayRow struct {
 // it, with a Factory that records attempts.
 func trimkitRow(cfg client.CallConfig, opts ...client.EndpointerOption) func([]string, *attemptLog) (endpoint.Endpoint, func()) {
 	return func(addrs []string, al *attemptLog) (endpoint.Endpoint, func()) {
-		endpointer, err := client.NewEndpointer(kitsd.FixedInstancer(addrs), al.factory(client.Factory(transport.Endpoints)), log.NewNopLogger(), opts...)
+		endpointer, err := client.NewEndpointer(kitsd.FixedInstancer(addrs), al.factory(client.Factory(trim.Endpoints)), log.NewNopLogger(), opts...)
 		if err != nil {
 			panic(err)
 		}
@@ -445,7 +445,7 @@ func nativeGrayRows(b *testing.B) []grayRow {
 					b.Fatalf("%s: ClientConn still %v", service, s)
 				}
 			}
-			return transport.Endpoints(conn), func() {
+			return trim.Endpoints(conn), func() {
 				conn.Close()
 				for _, id := range ids {
 					_ = c.Agent().ServiceDeregister(id)

@@ -17,7 +17,7 @@ import (
 	"github.com/trimkit/trimkit/internal/loadgen"
 	"github.com/trimkit/trimkit/internal/testenv"
 	"github.com/trimkit/trimkit/sd"
-	"github.com/trimkit/trimkit/transport"
+	"github.com/trimkit/trimkit/transport/trim"
 	"github.com/trimkit/trimkit/trimsvc"
 )
 
@@ -230,7 +230,7 @@ func leastLoadedRun(b *testing.B, c *api.Client, balancer string, capacity float
 	}()
 
 	al := &attemptLog{faulty: addrs[0]}
-	endpointer, err := client.NewEndpointer(kitsd.FixedInstancer(addrs), al.factory(client.Factory(transport.Endpoints)), log.NewNopLogger())
+	endpointer, err := client.NewEndpointer(kitsd.FixedInstancer(addrs), al.factory(client.Factory(trim.Endpoints)), log.NewNopLogger())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -260,7 +260,7 @@ func leastLoadedRun(b *testing.B, c *api.Client, balancer string, capacity float
 
 	var hammerLoad *loadgen.Run
 	if hammer {
-		direct, closer, err := client.Factory(transport.Endpoints)(addrs[0])
+		direct, closer, err := client.Factory(trim.Endpoints)(addrs[0])
 		if err != nil {
 			b.Fatal(err)
 		}

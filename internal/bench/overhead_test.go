@@ -30,7 +30,7 @@ import (
 	"github.com/trimkit/trimkit/internal/testenv"
 	"github.com/trimkit/trimkit/pb"
 	"github.com/trimkit/trimkit/sd"
-	"github.com/trimkit/trimkit/transport"
+	"github.com/trimkit/trimkit/transport/trim"
 	"github.com/trimkit/trimkit/trimsvc"
 )
 
@@ -107,11 +107,11 @@ func encodeGRPCTrimRequest(_ context.Context, request interface{}) (interface{},
 }
 
 func decodeGRPCTrimResponse(_ context.Context, reply interface{}) (interface{}, error) {
-	return transport.TrimResponse{TrimResponse: trimsvc.TrimResponse{S: reply.(*pb.TrimResponse).GetS()}}, nil
+	return trim.TrimResponse{TrimResponse: trimsvc.TrimResponse{S: reply.(*pb.TrimResponse).GetS()}}, nil
 }
 
 func trimkitFixed(tb testing.TB, addrs []string) caller {
-	c, err := transport.NewTrimClientFromInstancer(kitsd.FixedInstancer(addrs), client.CallConfig{})
+	c, err := trim.NewClientFromInstancer(kitsd.FixedInstancer(addrs), client.CallConfig{})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -121,7 +121,7 @@ func trimkitFixed(tb testing.TB, addrs []string) caller {
 
 func trimkitConsul(tb testing.TB, addrs []string) caller {
 	agent := consulWith(tb, addrs)
-	cl, err := transport.NewTrimClient(client.Config{Consul: sd.ConsulConfig{Address: agent.HTTPAddr}})
+	cl, err := trim.NewClient(client.Config{Consul: sd.ConsulConfig{Address: agent.HTTPAddr}})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -230,7 +230,7 @@ func rawThreeConnMTLS(tb testing.TB, _ []string) caller {
 // trimkitMTLS is trimkit-fixed over mutual TLS, to servers of its own.
 func trimkitMTLS(tb testing.TB, _ []string) caller {
 	m := startMTLSServers(tb, 3)
-	c, err := transport.NewTrimClientFromInstancer(kitsd.FixedInstancer(m.servers), client.CallConfig{TLS: client.TLS{CAFile: m.caFile, CertFile: m.callerCert, KeyFile: m.callerKey}})
+	c, err := trim.NewClientFromInstancer(kitsd.FixedInstancer(m.servers), client.CallConfig{TLS: client.TLS{CAFile: m.caFile, CertFile: m.callerCert, KeyFile: m.callerKey}})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -245,7 +245,7 @@ func endpointCaller(e endpoint.Endpoint) caller {
 		if err != nil {
 			return err
 		}
-		return resp.(transport.TrimResponse).Err
+		return resp.(trim.TrimResponse).Err
 	}
 }
 

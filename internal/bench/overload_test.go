@@ -24,8 +24,8 @@ import (
 	"github.com/trimkit/trimkit/client"
 	"github.com/trimkit/trimkit/internal/loadgen"
 	"github.com/trimkit/trimkit/pb"
-	"github.com/trimkit/trimkit/transport"
 	"github.com/trimkit/trimkit/transport/grpcserver"
+	"github.com/trimkit/trimkit/transport/trim"
 	"github.com/trimkit/trimkit/trimsvc"
 )
 
@@ -379,7 +379,7 @@ func startIOInstance(b *testing.B, id string) *ioInstance {
 	in := &ioInstance{limit: &limitGauge{}, ended: make(chan error, 1)}
 	limits := grpcserver.Limits{Metrics: grpcserver.AdmissionMetrics{Limit: in.limit, Shed: &in.shed}}
 	s := grpc.NewServer(limits.ServerOptions()...)
-	pb.RegisterTrimServer(s, transport.NewGRPCServer(trimsvc.NewServerSet(ioWait{ioService, svc}), id, log.NewNopLogger()))
+	pb.RegisterTrimServer(s, trim.NewGRPCServer(trimsvc.NewServerSet(ioWait{ioService, svc}), id, log.NewNopLogger()))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -423,7 +423,7 @@ func BenchmarkOverloadIOBound(b *testing.B) {
 	al := &attemptLog{}
 	var callers []endpoint.Endpoint
 	for range ioCallers {
-		endpointer, err := client.NewEndpointer(discovery, al.factory(client.Factory(transport.Endpoints)), log.NewNopLogger())
+		endpointer, err := client.NewEndpointer(discovery, al.factory(client.Factory(trim.Endpoints)), log.NewNopLogger())
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -32,7 +32,7 @@ import (
 	"github.com/trimkit/trimkit/internal/testenv"
 	"github.com/trimkit/trimkit/pb"
 	"github.com/trimkit/trimkit/sd"
-	"github.com/trimkit/trimkit/transport"
+	"github.com/trimkit/trimkit/transport/trim"
 	"github.com/trimkit/trimkit/trimsvc"
 )
 
@@ -175,7 +175,7 @@ func newTrimkitCaller(b testing.TB, consul sd.ConsulConfig, subset, i int) scale
 	if subset > 0 {
 		cfg.SubsetCaller = i + 1
 	}
-	cl, err := client.New(cfg, transport.Endpoints)
+	cl, err := client.New(cfg, trim.Endpoints)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -193,7 +193,7 @@ func newBeforeCaller(b *testing.B, c *api.Client) scaleCaller {
 	if err != nil {
 		b.Fatal(err)
 	}
-	cl, err := client.NewFromInstancer(instancer, client.CallConfig{}, transport.Endpoints)
+	cl, err := client.NewFromInstancer(instancer, client.CallConfig{}, trim.Endpoints)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -455,7 +455,7 @@ func startFleet(tb testing.TB, n int) *scaleFleet {
 		}
 		return h(ctx, req)
 	}))
-	pb.RegisterTrimServer(fl.grpc, transport.NewGRPCServer(trimsvc.NewServerSet(svc), "scale", log.NewNopLogger()))
+	pb.RegisterTrimServer(fl.grpc, trim.NewGRPCServer(trimsvc.NewServerSet(svc), "scale", log.NewNopLogger()))
 	for range n {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {

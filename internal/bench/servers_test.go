@@ -13,7 +13,7 @@ import (
 
 	"github.com/trimkit/trimkit/internal/pki"
 	"github.com/trimkit/trimkit/pb"
-	"github.com/trimkit/trimkit/transport"
+	"github.com/trimkit/trimkit/transport/trim"
 	"github.com/trimkit/trimkit/trimsvc"
 )
 
@@ -35,7 +35,7 @@ func startServer(tb testing.TB, id string, n int, svc trimsvc.Service, opts ...g
 		}
 	}
 	s := &server{grpc: grpc.NewServer(opts...)}
-	pb.RegisterTrimServer(s.grpc, transport.NewGRPCServer(trimsvc.NewServerSet(svc), id, log.NewNopLogger()))
+	pb.RegisterTrimServer(s.grpc, trim.NewGRPCServer(trimsvc.NewServerSet(svc), id, log.NewNopLogger()))
 	for range n {
 		lis, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {

@@ -17,7 +17,7 @@ import (
 	"github.com/trimkit/trimkit/client"
 	"github.com/trimkit/trimkit/internal/loadgen"
 	"github.com/trimkit/trimkit/internal/testenv"
-	"github.com/trimkit/trimkit/transport"
+	"github.com/trimkit/trimkit/transport/trim"
 )
 
 // The shares runs: open-loop load at each of sharesRates on three real
@@ -81,7 +81,7 @@ func sharesRun1(b *testing.B, addrs []string, rate float64, opts []grpc.DialOpti
 		counts[a] = new(atomic.Int64)
 	}
 	factory := func(instance string) (endpoint.Endpoint, io.Closer, error) {
-		e, c, err := client.Factory(transport.Endpoints, opts...)(instance)
+		e, c, err := client.Factory(trim.Endpoints, opts...)(instance)
 		if err != nil {
 			return nil, nil, err
 		}

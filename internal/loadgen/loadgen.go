@@ -8,7 +8,7 @@ import (
 
 	"github.com/go-kit/kit/endpoint"
 
-	"github.com/trimkit/trimkit/transport"
+	"github.com/trimkit/trimkit/transport/trim"
 	"github.com/trimkit/trimkit/trimsvc"
 )
 
@@ -23,13 +23,13 @@ type Call struct {
 }
 
 // Do makes one TrimSpace call through e, a client endpoint answering with
-// transport.TrimResponse, and records it.
+// trim.TrimResponse, and records it.
 func Do(ctx context.Context, e endpoint.Endpoint, req trimsvc.TrimRequest) Call {
 	c := Call{Start: time.Now()}
 	resp, err := e(ctx, req)
 	c.Took = time.Since(c.Start)
 	if err == nil {
-		tr := resp.(transport.TrimResponse)
+		tr := resp.(trim.TrimResponse)
 		c.Instance, err = tr.Instance, tr.Err
 	}
 	c.Err = err

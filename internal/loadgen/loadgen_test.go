@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/trimkit/trimkit/transport"
+	"github.com/trimkit/trimkit/transport/trim"
 	"github.com/trimkit/trimkit/trimsvc"
 )
 
@@ -40,7 +40,7 @@ func TestRunCountsEveryCall(t *testing.T) {
 		if n%10 == 0 {
 			return nil, errors.New("every tenth fails")
 		}
-		return transport.TrimResponse{TrimResponse: trimsvc.TrimResponse{S: req.(trimsvc.TrimRequest).S}, Instance: "a"}, nil
+		return trim.TrimResponse{TrimResponse: trimsvc.TrimResponse{S: req.(trimsvc.TrimRequest).S}, Instance: "a"}, nil
 	}
 	calls, elapsed := Start(context.Background(), e, "x", Options{N: 100}).Wait()
 	s, errs := Summarize(calls, elapsed)
@@ -64,7 +64,7 @@ func TestOpenLoopKeepsItsRateAndCountsFromTheDueTime(t *testing.T) {
 		if first {
 			<-stall // the first call holds on; the loop does not wait for it
 		}
-		return transport.TrimResponse{Instance: "a"}, nil
+		return trim.TrimResponse{Instance: "a"}, nil
 	}
 	time.AfterFunc(200*time.Millisecond, func() { close(stall) })
 	calls, _ := Start(context.Background(), e, "x", Options{Rate: 200, N: 40}).Wait()
@@ -85,7 +85,7 @@ func TestOpenLoopKeepsItsRateAndCountsFromTheDueTime(t *testing.T) {
 
 func TestDurationEndsTheRun(t *testing.T) {
 	e := func(context.Context, interface{}) (interface{}, error) {
-		return transport.TrimResponse{Instance: "a"}, nil
+		return trim.TrimResponse{Instance: "a"}, nil
 	}
 	for _, o := range []Options{{Rate: 1000, Duration: 100 * time.Millisecond}, {Callers: 2, Duration: 100 * time.Millisecond}} {
 		calls, _ := Start(context.Background(), e, "x", o).Wait()
@@ -110,7 +110,7 @@ func TestSummaryOnlyMatchesSummarize(t *testing.T) {
 		if i%10 == 0 {
 			return nil, errors.New("every tenth fails")
 		}
-		return transport.TrimResponse{Instance: []string{"a", "b"}[i%2]}, nil
+		return trim.TrimResponse{Instance: []string{"a", "b"}[i%2]}, nil
 	}
 	full := Start(context.Background(), e, "x", Options{Callers: 4, N: 2000})
 	calls, elapsed := full.Wait()

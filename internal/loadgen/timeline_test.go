@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/trimkit/trimkit/transport"
+	"github.com/trimkit/trimkit/transport/trim"
 )
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -137,7 +137,7 @@ func TestStopStartingLetsCallsInFlightEnd(t *testing.T) {
 			started.Add(1)
 			select {
 			case <-time.After(200 * time.Millisecond):
-				return transport.TrimResponse{Instance: "a"}, nil
+				return trim.TrimResponse{Instance: "a"}, nil
 			case <-ctx.Done():
 				cancelled.Add(1)
 				return nil, ctx.Err()

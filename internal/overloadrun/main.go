@@ -19,7 +19,7 @@ import (
 	"github.com/trimkit/trimkit/client"
 	"github.com/trimkit/trimkit/internal/loadgen"
 	"github.com/trimkit/trimkit/sd"
-	"github.com/trimkit/trimkit/transport"
+	"github.com/trimkit/trimkit/transport/trim"
 )
 
 // Result is what overloadrun prints.
@@ -56,7 +56,7 @@ func main() {
 }
 
 func run(consul, service string, inputBytes int, factor float64, over, after time.Duration) (Result, error) {
-	c, err := transport.NewTrimClient(client.Config{Consul: sd.ConsulConfig{Address: consul}, Service: service})
+	c, err := trim.NewClient(client.Config{Consul: sd.ConsulConfig{Address: consul}, Service: service})
 	if err != nil {
 		return Result{}, err
 	}

@@ -21,7 +21,7 @@ import (
 
 	"github.com/trimkit/trimkit/internal/pki"
 	"github.com/trimkit/trimkit/pb"
-	"github.com/trimkit/trimkit/transport"
+	"github.com/trimkit/trimkit/transport/trim"
 	"github.com/trimkit/trimkit/trimsvc"
 )
 
@@ -317,11 +317,11 @@ func TestHealthCheckCAMayOnlyCheckHealth(t *testing.T) {
 	h := &countingHealth{}
 	healthpb.RegisterHealthServer(s, h)
 	svc, _ := trimsvc.New(16)
-	pb.RegisterTrimServer(s, transport.NewGRPCServer(trimsvc.NewServerSet(svc), "id", log.NewNopLogger()))
+	pb.RegisterTrimServer(s, trim.NewGRPCServer(trimsvc.NewServerSet(svc), "id", log.NewNopLogger()))
 	go func() { _ = s.Serve(lis) }()
 	t.Cleanup(s.Stop)
 
-	trim := func(conn *grpc.ClientConn) error {
+	call := func(conn *grpc.ClientConn) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_, err := pb.NewTrimClient(conn).TrimSpace(ctx, &pb.TrimRequest{S: "a b"})
@@ -335,7 +335,7 @@ func TestHealthCheckCAMayOnlyCheckHealth(t *testing.T) {
 	if err := check(conn); err != nil {
 		t.Errorf("the agent's health check: %v", err)
 	}
-	if err := trim(conn); status.Code(err) != codes.PermissionDenied {
+	if err := call(conn); status.Code(err) != codes.PermissionDenied {
 		t.Errorf("the agent's certificate calling the service: want PermissionDenied, have %v", err)
 	}
 	caller, err := ca.Issue(pki.Leaf{Name: "caller", Usage: pki.Client})
@@ -346,7 +346,7 @@ func TestHealthCheckCAMayOnlyCheckHealth(t *testing.T) {
 	if err := check(conn); err != nil {
 		t.Errorf("a caller's health check: %v", err)
 	}
-	if err := trim(conn); err != nil {
+	if err := call(conn); err != nil {
 		t.Errorf("a caller calling the service: %v", err)
 	}
 }

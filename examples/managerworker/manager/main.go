@@ -23,8 +23,8 @@ import (
 	"github.com/trimkit/trimkit/client"
 	"github.com/trimkit/trimkit/examples/managerworker"
 	"github.com/trimkit/trimkit/sd"
-	"github.com/trimkit/trimkit/transport"
 	"github.com/trimkit/trimkit/transport/grpcserver"
+	"github.com/trimkit/trimkit/transport/trim"
 	"github.com/trimkit/trimkit/trimsvc"
 )
 
@@ -102,7 +102,7 @@ func run(ctx context.Context, c config, out io.Writer, logger log.Logger) error 
 		lis.Close()
 		return err
 	}
-	workers, err := transport.NewTrimClient(client.Config{
+	workers, err := trim.NewClient(client.Config{
 		Consul:     c.consul,
 		Service:    c.workers,
 		CallConfig: client.CallConfig{Balancer: c.balancer},
@@ -213,7 +213,7 @@ func (m *manager) job(ctx context.Context, e func(context.Context, any) (any, er
 	for {
 		resp, err := e(ctx, req)
 		if err == nil {
-			m.finish(job, resp.(transport.TrimResponse))
+			m.finish(job, resp.(trim.TrimResponse))
 			return
 		}
 		m.mu.Lock()
@@ -228,7 +228,7 @@ func (m *manager) job(ctx context.Context, e func(context.Context, any) (any, er
 }
 
 // finish counts a job a worker answered.
-func (m *manager) finish(job int, tr transport.TrimResponse) {
+func (m *manager) finish(job int, tr trim.TrimResponse) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if tr.Err != nil { // the job itself is wrong: sending it again will not help

@@ -23,8 +23,8 @@ import (
 	"github.com/trimkit/trimkit/examples/managerworker"
 	"github.com/trimkit/trimkit/pb"
 	"github.com/trimkit/trimkit/sd"
-	"github.com/trimkit/trimkit/transport"
 	"github.com/trimkit/trimkit/transport/grpcserver"
+	"github.com/trimkit/trimkit/transport/trim"
 	"github.com/trimkit/trimkit/trimsvc"
 )
 
@@ -86,7 +86,7 @@ func run(ctx context.Context, c config, logger log.Logger) error {
 	var meter trimsvc.LoadMeter
 	svc = meter.Middleware()(slowed{slots: make(chan struct{}, c.slots), work: c.work, next: svc})
 	server := grpc.NewServer()
-	pb.RegisterTrimServer(server, transport.NewGRPCServer(trimsvc.NewServerSet(svc), id, logger))
+	pb.RegisterTrimServer(server, trim.NewGRPCServer(trimsvc.NewServerSet(svc), id, logger))
 
 	// Registered as <service>-<host>-<port> (the default ID, lis.ID), with
 	// a fast check and the default deregister-after.

@@ -1,4 +1,4 @@
-// Package transport binds the trim service to gRPC: NewGRPCServer serves
+// Package trim binds the trim service to gRPC: NewGRPCServer serves
 // its endpoints as a pb.TrimServer with go-kit's transport/grpc Server, and
 // NewGRPCClient turns a gRPC connection back into a TrimSpace endpoint (with
 // a direct Invoke rather than go-kit's transport/grpc Client; see
@@ -9,4 +9,4 @@
 // the client maps a status back, so errors.Is(err, trimsvc.ErrInputTooLarge)
 // holds on the caller's side while status.FromError still yields the
 // original status.
-package transport
+package trim

@@ -1,4 +1,4 @@
-package transport
+package trim
 
 import (
 	"cmp"
@@ -25,17 +25,17 @@ type TrimResponse struct {
 	Instance string
 }
 
-// Client is the client side of the trim service: a TrimSpace endpoint that
+// Service is the client side of the trim service: a TrimSpace endpoint that
 // answers with TrimResponse (one gRPC connection's, or a whole client
 // stack's), and the trimsvc.Service it makes.
-type Client struct {
+type Service struct {
 	TrimSpaceEndpoint endpoint.Endpoint
 }
 
-var _ trimsvc.Service = Client{}
+var _ trimsvc.Service = Service{}
 
 // TrimSpace implements trimsvc.Service by calling the endpoint.
-func (c Client) TrimSpace(ctx context.Context, in string) (string, error) {
+func (c Service) TrimSpace(ctx context.Context, in string) (string, error) {
 	resp, err := c.TrimSpaceEndpoint(ctx, trimsvc.TrimRequest{S: in})
 	if err != nil {
 		return "", err
@@ -54,8 +54,8 @@ func (c Client) TrimSpace(ctx context.Context, in string) (string, error) {
 // which costs allocations on the path every call of the stack takes
 // (metadata copies, context values, reflection; BENCHMARKS.md has the
 // measured figure); this endpoint does the same job with a direct Invoke.
-func NewGRPCClient(conn grpc.ClientConnInterface) Client {
-	return Client{TrimSpaceEndpoint: func(ctx context.Context, request interface{}) (interface{}, error) {
+func NewGRPCClient(conn grpc.ClientConnInterface) Service {
+	return Service{TrimSpaceEndpoint: func(ctx context.Context, request interface{}) (interface{}, error) {
 		req, ok := request.(trimsvc.TrimRequest)
 		if !ok {
 			return nil, fmt.Errorf("trim client: unexpected request type %T", request)
@@ -95,7 +95,7 @@ func headerValue(md metadata.MD, key string) string {
 	return ""
 }
 
-// DefaultServiceName is the Consul service NewTrimClient calls unless
+// DefaultServiceName is the Consul service NewClient calls unless
 // told otherwise.
 const DefaultServiceName = "trimsvc"
 
@@ -105,40 +105,40 @@ func Endpoints(conn *grpc.ClientConn) endpoint.Endpoint {
 	return NewGRPCClient(conn).TrimSpaceEndpoint
 }
 
-// TrimClient is the trim service found in Consul, balanced and retried:
+// Client is the trim service found in Consul, balanced and retried:
 // the generic client stack (client.New) over Endpoints. It implements
 // trimsvc.Service; its Endpoint takes a trimsvc.TrimRequest and answers
 // with a TrimResponse, whose Instance names the instance that answered.
 // Close it when done.
-type TrimClient struct {
+type Client struct {
 	*client.Client
 }
 
-var _ trimsvc.Service = (*TrimClient)(nil)
+var _ trimsvc.Service = (*Client)(nil)
 
-// NewTrimClient builds the client stack for the trim service: cfg.Service
+// NewClient builds the client stack for the trim service: cfg.Service
 // defaults to "trimsvc".
-func NewTrimClient(cfg client.Config, opts ...client.Option) (*TrimClient, error) {
+func NewClient(cfg client.Config, opts ...client.Option) (*Client, error) {
 	cfg.Service = cmp.Or(cfg.Service, DefaultServiceName)
 	c, err := client.New(cfg, Endpoints, opts...)
 	if err != nil {
 		return nil, err
 	}
-	return &TrimClient{c}, nil
+	return &Client{c}, nil
 }
 
-// NewTrimClientFromInstancer builds the client stack for the trim service
+// NewClientFromInstancer builds the client stack for the trim service
 // over any go-kit Instancer (sd.FixedInstancer, say); see
 // client.NewFromInstancer.
-func NewTrimClientFromInstancer(instancer kitsd.Instancer, cfg client.CallConfig, opts ...client.Option) (*TrimClient, error) {
+func NewClientFromInstancer(instancer kitsd.Instancer, cfg client.CallConfig, opts ...client.Option) (*Client, error) {
 	c, err := client.NewFromInstancer(instancer, cfg, Endpoints, opts...)
 	if err != nil {
 		return nil, err
 	}
-	return &TrimClient{c}, nil
+	return &Client{c}, nil
 }
 
 // TrimSpace implements trimsvc.Service.
-func (c *TrimClient) TrimSpace(ctx context.Context, s string) (string, error) {
-	return Client{TrimSpaceEndpoint: c.Endpoint()}.TrimSpace(ctx, s)
+func (c *Client) TrimSpace(ctx context.Context, s string) (string, error) {
+	return Service{TrimSpaceEndpoint: c.Endpoint()}.TrimSpace(ctx, s)
 }

@@ -1,4 +1,4 @@
-package transport_test
+package trim_test
 
 import (
 	"context"
@@ -15,7 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/trimkit/trimkit/pb"
-	"github.com/trimkit/trimkit/transport"
+	"github.com/trimkit/trimkit/transport/trim"
 	"github.com/trimkit/trimkit/trimsvc"
 )
 
@@ -32,7 +32,7 @@ func startServer(t *testing.T, id string, maxInput int, opts ...grpc.ServerOptio
 		t.Fatal(err)
 	}
 	s := grpc.NewServer(opts...)
-	pb.RegisterTrimServer(s, transport.NewGRPCServer(trimsvc.NewServerSet(svc), id, log.NewNopLogger()))
+	pb.RegisterTrimServer(s, trim.NewGRPCServer(trimsvc.NewServerSet(svc), id, log.NewNopLogger()))
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(lis) }()
 	t.Cleanup(func() {
@@ -51,14 +51,14 @@ func startServer(t *testing.T, id string, maxInput int, opts ...grpc.ServerOptio
 
 func TestRoundTrip(t *testing.T) {
 	conn := startServer(t, "trimsvc-test-1", 16)
-	set := transport.NewGRPCClient(conn)
+	set := trim.NewGRPCClient(conn)
 	ctx := context.Background()
 
 	resp, err := set.TrimSpaceEndpoint(ctx, trimsvc.TrimRequest{S: " a\tb\u3000c "})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := resp.(transport.TrimResponse)
+	r := resp.(trim.TrimResponse)
 	if want, have := "abc", r.S; want != have {
 		t.Errorf("want %q, have %q", want, have)
 	}
@@ -78,14 +78,14 @@ func TestRoundTrip(t *testing.T) {
 
 func TestInputTooLarge(t *testing.T) {
 	conn := startServer(t, "trimsvc-test-1", 16)
-	set := transport.NewGRPCClient(conn)
+	set := trim.NewGRPCClient(conn)
 
 	resp, err := set.TrimSpaceEndpoint(context.Background(), trimsvc.TrimRequest{S: strings.Repeat("x", 17)})
 	if err != nil {
 		t.Fatalf("a business error travels in the response, have endpoint error %v", err)
 	}
-	bizErr := resp.(transport.TrimResponse).Err
-	if want, have := "trimsvc-test-1", resp.(transport.TrimResponse).Instance; want != have {
+	bizErr := resp.(trim.TrimResponse).Err
+	if want, have := "trimsvc-test-1", resp.(trim.TrimResponse).Instance; want != have {
 		t.Errorf("instance of a business error: want %q, have %q", want, have)
 	}
 	if !errors.Is(bizErr, trimsvc.ErrInputTooLarge) {
@@ -112,14 +112,14 @@ func TestInputTooLarge(t *testing.T) {
 	if want, have := codes.InvalidArgument, status.Code(err); want != have {
 		t.Errorf("want %v, have %v", want, have)
 	}
-	if want, have := []string{"trimsvc-test-1"}, header.Get(transport.InstanceHeader); len(have) != 1 || have[0] != want[0] {
+	if want, have := []string{"trimsvc-test-1"}, header.Get(trim.InstanceHeader); len(have) != 1 || have[0] != want[0] {
 		t.Errorf("header on error: want %v, have %v", want, have)
 	}
 }
 
 func TestOverReceiveLimit(t *testing.T) {
 	conn := startServer(t, "trimsvc-test-1", 1<<20, grpc.MaxRecvMsgSize(1024))
-	_, err := transport.NewGRPCClient(conn).TrimSpace(context.Background(), strings.Repeat("x", 2048))
+	_, err := trim.NewGRPCClient(conn).TrimSpace(context.Background(), strings.Repeat("x", 2048))
 	if want, have := codes.ResourceExhausted, status.Code(err); want != have {
 		t.Errorf("want %v, have %v (%v)", want, have, err)
 	}
@@ -151,7 +151,7 @@ func TestInvalidUTF8(t *testing.T) {
 	}
 
 	// The server survived, and the client refuses before sending.
-	set := transport.NewGRPCClient(conn)
+	set := trim.NewGRPCClient(conn)
 	if _, err := set.TrimSpace(context.Background(), "ok"); err != nil {
 		t.Fatalf("after invalid request: %v", err)
 	}
@@ -176,11 +176,11 @@ func TestUnavailableIsEndpointError(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	_, err = transport.NewGRPCClient(conn).TrimSpaceEndpoint(context.Background(), trimsvc.TrimRequest{S: "x"})
+	_, err = trim.NewGRPCClient(conn).TrimSpaceEndpoint(context.Background(), trimsvc.TrimRequest{S: "x"})
 	if want, have := codes.Unavailable, status.Code(err); want != have {
 		t.Errorf("want %v, have %v (%v)", want, have, err)
 	}
-	var se *transport.StatusError
+	var se *trim.StatusError
 	if !errors.As(err, &se) {
 		t.Errorf("want *StatusError, have %T", err)
 	}
@@ -199,7 +199,7 @@ func TestCode(t *testing.T) {
 		{status.Error(codes.Unavailable, "x"), codes.Unavailable},
 		{errors.New("boom"), codes.Internal},
 	} {
-		if want, have := tc.want, transport.Code(tc.err); want != have {
+		if want, have := tc.want, trim.Code(tc.err); want != have {
 			t.Errorf("Code(%v): want %v, have %v", tc.err, want, have)
 		}
 	}
@@ -207,7 +207,7 @@ func TestCode(t *testing.T) {
 
 func TestServiceErrorsRoundTrip(t *testing.T) {
 	for _, err := range []error{trimsvc.ErrInputTooLarge, &trimsvc.LimitError{Size: 9, Limit: 8}, trimsvc.ErrInvalidUTF8} {
-		back := transport.FromStatus(transport.Status(err).Err())
+		back := trim.FromStatus(trim.Status(err).Err())
 		if !errors.Is(back, err) && !errors.Is(back, errors.Unwrap(err)) {
 			t.Errorf("%v: restored as %v", err, back)
 		}
@@ -216,12 +216,12 @@ func TestServiceErrorsRoundTrip(t *testing.T) {
 		}
 	}
 	var limit *trimsvc.LimitError
-	back := transport.FromStatus(transport.Status(&trimsvc.LimitError{Size: 9, Limit: 8}).Err())
+	back := trim.FromStatus(trim.Status(&trimsvc.LimitError{Size: 9, Limit: 8}).Err())
 	if !errors.As(back, &limit) || *limit != (trimsvc.LimitError{Size: 9, Limit: 8}) {
 		t.Errorf("LimitError not restored with its figures: %#v", back)
 	}
 	// A status that names no service error stays a plain StatusError.
-	back = transport.FromStatus(status.Error(codes.Unavailable, "down"))
+	back = trim.FromStatus(status.Error(codes.Unavailable, "down"))
 	if errors.Unwrap(back) != nil {
 		t.Errorf("Unavailable unwraps to %v, want nil", errors.Unwrap(back))
 	}
