@@ -24,7 +24,7 @@ type attemptRec struct {
 	// Context is the call's context, or, once started under a context
 	// that can end, a cancellable child of it.
 	context.Context
-	n      *Instance
+	n      *Node
 	seen   atomic.Bool // a picker of the instance's saw the attempt
 	picked atomic.Bool // and gave one of its calls a SubConn
 	sent   atomic.Bool // and bytes of one of them left for the instance
@@ -190,11 +190,11 @@ func (at *attemptRec) mayHaveSent() bool { return !at.seen.Load() || at.sent.Loa
 // recorder is a request that keeps the record of its first attempt
 // (unaryCall).
 type recorder interface {
-	record(ctx context.Context, n *Instance) *attemptRec
+	record(ctx context.Context, n *Node) *attemptRec
 }
 
 // newRecord is the record of an attempt of request on n under ctx.
-func newRecord(ctx context.Context, n *Instance, request any) *attemptRec {
+func newRecord(ctx context.Context, n *Node, request any) *attemptRec {
 	if r, ok := request.(recorder); ok {
 		return r.record(ctx, n)
 	}

@@ -23,7 +23,7 @@ const (
 // Balancer picks the instance of each attempt of a call; Retry asks it.
 // RoundRobin, P2C and LeastLoaded are this package's; a Balancer that wraps
 // one (to filter, log or steer its picks) keeps everything the instances
-// know, since that lives in the *Instance, not in the Balancer.
+// know, since that lives in the *Node, not in the Balancer.
 type Balancer interface {
 	// Pick returns the instance for the next attempt of a call whose
 	// earlier attempts went to tried, in order (none for a first attempt):
@@ -31,12 +31,12 @@ type Balancer interface {
 	// on the instance that just failed while other calls use the balancer
 	// concurrently. With no instance at all it returns an error that wraps
 	// lb.ErrNoEndpoints.
-	Pick(tried []*Instance) (*Instance, error)
+	Pick(tried []*Node) (*Node, error)
 	// Done reports how an attempt on an instance Pick returned ended: err
 	// is nil when the instance answered. The instance has recorded it
 	// already (in flight, latency, ejection); Done is for a Balancer that
 	// keeps state of its own.
-	Done(inst *Instance, err error)
+	Done(inst *Node, err error)
 }
 
 var (
@@ -66,17 +66,17 @@ type RoundRobin struct {
 func NewRoundRobin(e *Endpointer) *RoundRobin { return &RoundRobin{endpointer: e} }
 
 // Pick implements Balancer.
-func (b *RoundRobin) Pick(tried []*Instance) (*Instance, error) {
+func (b *RoundRobin) Pick(tried []*Node) (*Node, error) {
 	return pick(b.endpointer, tried, b.pickIn)
 }
 
 // Done implements Balancer; the instance has recorded the outcome.
-func (b *RoundRobin) Done(*Instance, error) {}
+func (b *RoundRobin) Done(*Node, error) {}
 
 // Endpoint implements lb.Balancer.
 func (b *RoundRobin) Endpoint() (endpoint.Endpoint, error) { return endpointOf(b.Pick(nil)) }
 
-func (b *RoundRobin) pickIn(tier []*Instance, tried []*Instance) *Instance {
+func (b *RoundRobin) pickIn(tier []*Node, tried []*Node) *Node {
 	n := uint64(len(tier))
 	// A retry starts after the instance tried last, when it is in this
 	// tier; anything else at the next instance in turn.
@@ -121,19 +121,19 @@ func (b *RoundRobin) pickIn(tier []*Instance, tried []*Instance) *Instance {
 type P2C struct {
 	endpointer *Endpointer
 	// better is the better of two instances; P2C's compares costs.
-	better func(a, c *Instance) *Instance
+	better func(a, c *Node) *Node
 }
 
 // NewP2C returns a P2C over e.
 func NewP2C(e *Endpointer) *P2C { return &P2C{endpointer: e, better: lessLoadedOrCheaper} }
 
 // Pick implements Balancer.
-func (b *P2C) Pick(tried []*Instance) (*Instance, error) {
+func (b *P2C) Pick(tried []*Node) (*Node, error) {
 	return pick(b.endpointer, tried, b.pickIn)
 }
 
 // Done implements Balancer; the instance has recorded the outcome.
-func (b *P2C) Done(*Instance, error) {}
+func (b *P2C) Done(*Node, error) {}
 
 // Endpoint implements lb.Balancer.
 func (b *P2C) Endpoint() (endpoint.Endpoint, error) { return endpointOf(b.Pick(nil)) }
@@ -161,7 +161,7 @@ func NewLeastLoaded(e *Endpointer, w *sd.LoadWatcher) *LeastLoaded {
 
 // lessLoaded is the less loaded of two instances by their fresh load
 // reports, else the cheaper.
-func (b *LeastLoaded) lessLoaded(a, c *Instance) *Instance {
+func (b *LeastLoaded) lessLoaded(a, c *Node) *Node {
 	// Loads in answers first when both are fresh: they are at most
 	// loadFresh old, a KV report up to three intervals.
 	if now := a.now(); a.freshLoad(now) && c.freshLoad(now) {
@@ -184,7 +184,7 @@ func (b *LeastLoaded) lessLoaded(a, c *Instance) *Instance {
 // else the cheaper. Equal loads (two idle instances) go to a, the first
 // of two picked at random: latency does not break the tie, or the faster
 // of equal instances would take more than its share.
-func lessLoadedOrCheaper(a, c *Instance) *Instance {
+func lessLoadedOrCheaper(a, c *Node) *Node {
 	now := a.now()
 	la, okA := a.loadCost(now)
 	lc, okC := c.loadCost(now)
@@ -200,7 +200,7 @@ func lessLoadedOrCheaper(a, c *Instance) *Instance {
 }
 
 // cheaper is the one of two instances with the lower p2c cost.
-func cheaper(a, c *Instance) *Instance {
+func cheaper(a, c *Node) *Node {
 	now := a.now()
 	if c.cost(now) < a.cost(now) {
 		return c
@@ -208,15 +208,15 @@ func cheaper(a, c *Instance) *Instance {
 	return a
 }
 
-func (b *P2C) pickIn(tier []*Instance, tried []*Instance) *Instance {
+func (b *P2C) pickIn(tier []*Node, tried []*Node) *Node {
 	return pickTwo(tier, tried, b.better)
 }
 
 // pickStream picks the instance of a stream (a ClientConn's, see NewConn)
 // for a stream whose opens went to tried: of two, the one with fewer
 // streams open (see fewerStreams).
-func (b *P2C) pickStream(tried []*Instance) (*Instance, error) {
-	return pick(b.endpointer, tried, func(tier, tried []*Instance) *Instance { return pickTwo(tier, tried, fewerStreams) })
+func (b *P2C) pickStream(tried []*Node) (*Node, error) {
+	return pick(b.endpointer, tried, func(tier, tried []*Node) *Node { return pickTwo(tier, tried, fewerStreams) })
 }
 
 // fewerStreams is the one of two instances with fewer streams and calls
@@ -226,7 +226,7 @@ func (b *P2C) pickStream(tried []*Instance) (*Instance, error) {
 // streams, not a latency; by latency alone, the slightly faster of equal
 // instances would take most of them, and sub-millisecond latencies differ
 // twofold by chance.
-func fewerStreams(a, c *Instance) *Instance {
+func fewerStreams(a, c *Node) *Node {
 	now := a.now()
 	sa, sc := a.slowness(now), c.slowness(now)
 	if hi, lo := max(sa, sc), min(sa, sc); hi > comparableLatency*lo && hi-lo > streamSlack {
@@ -247,7 +247,7 @@ const streamSlack = float64(10 * time.Millisecond)
 
 // pickTwo picks from a non-empty tier the better, by better, of two
 // instances the call has not tried, or the only one, or nil.
-func pickTwo(tier, tried []*Instance, better func(a, c *Instance) *Instance) *Instance {
+func pickTwo(tier, tried []*Node, better func(a, c *Node) *Node) *Node {
 	n := uint64(len(tier))
 	if len(tried) == 0 && n >= 2 {
 		// A first attempt: two distinct instances at random.
@@ -259,7 +259,7 @@ func pickTwo(tier, tried []*Instance, better func(a, c *Instance) *Instance) *In
 	}
 	// Two distinct untried instances at random; a few draws find them
 	// unless most of the tier has been tried, when a scan does.
-	var a, c *Instance
+	var a, c *Node
 	for range 4 {
 		if nd := tier[rand.Uint64N(n)]; nd != a && !slices.Contains(tried, nd) {
 			if a == nil {
@@ -292,7 +292,7 @@ func pickTwo(tier, tried []*Instance, better func(a, c *Instance) *Instance) *In
 // it has not tried, by pickIn, which picks from a non-empty tier an
 // instance not in tried, or nil. When the call has tried them all, it goes
 // round again (a single instance gets every attempt).
-func pick(e *Endpointer, tried []*Instance, pickIn func(tier, tried []*Instance) *Instance) (*Instance, error) {
+func pick(e *Endpointer, tried []*Node, pickIn func(tier, tried []*Node) *Node) (*Node, error) {
 	if e == nil {
 		return nil, lb.ErrNoEndpoints
 	}
@@ -317,7 +317,7 @@ func pick(e *Endpointer, tried []*Instance, pickIn func(tier, tried []*Instance)
 	return nil, e.noInstances()
 }
 
-func endpointOf(n *Instance, err error) (endpoint.Endpoint, error) {
+func endpointOf(n *Node, err error) (endpoint.Endpoint, error) {
 	if err != nil {
 		return nil, err
 	}

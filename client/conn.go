@@ -206,7 +206,7 @@ const serviceConfigJSON = `{"loadBalancingConfig":[{"` + BalancerName + `":{}}]}
 // built it.
 var _ Balancer = (*connPolicy)(nil)
 
-func (p *connPolicy) Pick(tried []*Instance) (*Instance, error) {
+func (p *connPolicy) Pick(tried []*Node) (*Node, error) {
 	b := p.current.Load()
 	if b == nil {
 		return nil, lb.ErrNoEndpoints
@@ -214,7 +214,7 @@ func (p *connPolicy) Pick(tried []*Instance) (*Instance, error) {
 	return b.policy.Pick(tried)
 }
 
-func (p *connPolicy) Done(n *Instance, err error) {
+func (p *connPolicy) Done(n *Node, err error) {
 	if b := p.current.Load(); b != nil {
 		b.policy.Done(n, err)
 	}
@@ -358,7 +358,7 @@ type unaryCall struct {
 }
 
 // record is a record for the call's next attempt, on n.
-func (c *unaryCall) record(ctx context.Context, n *Instance) *attemptRec {
+func (c *unaryCall) record(ctx context.Context, n *Node) *attemptRec {
 	if c.firstUsed {
 		return &attemptRec{Context: ctx, n: n}
 	}
@@ -433,7 +433,7 @@ func invokeAttempt(at *attemptRec, request any) (any, bool, outcome, error) {
 type streamOpen struct {
 	cancel context.CancelCauseFunc // ends the stream (errLeft)
 	mu     sync.Mutex
-	tried  []*Instance
+	tried  []*Node
 	o      outcome
 	ended  bool // the last open's stream has ended
 	sent   bool // and bytes of it had left for its instance
@@ -441,13 +441,13 @@ type streamOpen struct {
 
 type streamKey struct{}
 
-func (s *streamOpen) triedSoFar() []*Instance {
+func (s *streamOpen) triedSoFar() []*Node {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.tried
 }
 
-func (s *streamOpen) picked(n *Instance) {
+func (s *streamOpen) picked(n *Node) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.tried = append(s.tried, n)

@@ -22,7 +22,7 @@ import (
 // while on probation), unless its peers fail so often too that such a
 // streak says nothing (streakNeeded); a held instance (see FailStatic) is
 // let go at once. An attempt that ran out its whole share counts twice.
-func (e *Endpointer) struck(n *Instance, o outcome) {
+func (e *Endpointer) struck(n *Node, o outcome) {
 	if n.held.Load() {
 		e.failedHeld(n)
 		return
@@ -51,7 +51,7 @@ const chanceStreak = 1e-6
 // ejectStreak ejects n after a streak of f failures, unless its peers
 // fail so often that f in a row is likely by chance; then it waits for the
 // streak that is not.
-func (e *Endpointer) ejectStreak(n *Instance, o outcome, f int32) {
+func (e *Endpointer) ejectStreak(n *Node, o outcome, f int32) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if need := e.streakNeeded(n); f < need {
@@ -69,7 +69,7 @@ func (e *Endpointer) ejectStreak(n *Instance, o outcome, f int32) {
 // minPeerAttempts attempts of theirs, their rate is Laplace's estimate,
 // one failure more in two attempts more, so that a few answers in the
 // first moments do not vouch for them. e.mu is held.
-func (e *Endpointer) streakNeeded(n *Instance) int32 {
+func (e *Endpointer) streakNeeded(n *Node) int32 {
 	var peers tally
 	some := false
 	for _, p := range e.order {
@@ -101,7 +101,7 @@ const minPeerAttempts = 10
 // eject takes n out of picking, unless it is out already, gone, or one more
 // ejection would pass MaxEjectedFraction; a probe brings it back. why says
 // what it failed. e.mu is held.
-func (e *Endpointer) eject(n *Instance, why string) {
+func (e *Endpointer) eject(n *Node, why string) {
 	if e.closed || n.ejected || e.byInst[n.instance] != n {
 		return
 	}
@@ -139,11 +139,11 @@ func (t tally) total() int64       { return t.ok + t.fail }
 func (t tally) rate() float64 { return float64(t.ok) / float64(t.total()) }
 
 // count is n's tally since it was first listed.
-func (n *Instance) count() tally { return tally{n.okTotal.Load(), n.failTotal.Load()} }
+func (n *Node) count() tally { return tally{n.okTotal.Load(), n.failTotal.Load()} }
 
 // window is n's tally since the older of its marks: over the last one to
 // one and a half SuccessRate.Intervals. owner.mu is held.
-func (n *Instance) window() tally {
+func (n *Node) window() tally {
 	c := n.count()
 	return tally{c.ok - n.marks[0].ok, c.fail - n.marks[0].fail}
 }
@@ -192,7 +192,7 @@ const (
 func (e *Endpointer) ejectOutliers() {
 	sr := e.ejection.SuccessRate
 	type host struct {
-		n           *Instance
+		n           *Node
 		t           tally
 		rate, peers float64 // its success rate and the mean of its peers'
 	}
@@ -231,7 +231,7 @@ func (e *Endpointer) ejectOutliers() {
 // nextEjection counts one more ejection of n in a row and returns how long
 // it lasts: BaseTime, doubled for each ejection in a row before, at most
 // MaxTime. e.mu is held.
-func (e *Endpointer) nextEjection(n *Instance) time.Duration {
+func (e *Endpointer) nextEjection(n *Node) time.Duration {
 	d := e.ejection.BaseTime
 	for range n.ejections {
 		if d >= e.ejection.MaxTime {
@@ -245,7 +245,7 @@ func (e *Endpointer) nextEjection(n *Instance) time.Duration {
 
 // probeAfter waits out n's ejection, then probes it until it passes,
 // waiting longer after each failed probe, and readmits it on probation.
-func (e *Endpointer) probeAfter(ctx context.Context, n *Instance, d time.Duration) {
+func (e *Endpointer) probeAfter(ctx context.Context, n *Node, d time.Duration) {
 	defer e.wg.Done()
 	for {
 		if !ctxtime.Sleep(ctx, d) {
@@ -286,7 +286,7 @@ func (e *Endpointer) probeAfter(ctx context.Context, n *Instance, d time.Duratio
 // service name (NotFound). Failing those would keep such an instance out
 // for good, probed every MaxTime; on probation, its next failure ejects
 // it again. Any other error, NOT_SERVING included, is a failed probe.
-func (e *Endpointer) probe(ctx context.Context, n *Instance) error {
+func (e *Endpointer) probe(ctx context.Context, n *Node) error {
 	conn, ok := n.closer.(grpc.ClientConnInterface)
 	if !ok {
 		return nil

@@ -68,12 +68,12 @@ type Endpointer struct {
 	wg     sync.WaitGroup // watches and probes
 
 	mu     sync.Mutex // guards what follows, and the nodes' ejection state
-	byInst map[string]*Instance
-	order  []*Instance // listed, in instance order
+	byInst map[string]*Node
+	order  []*Node // listed, in instance order
 	// nodes are order and then the held instances, endpoints their tracked
 	// endpoints, built when either changes (a snapshot shares them; they
 	// are never modified, only replaced).
-	nodes     []*Instance
+	nodes     []*Node
 	endpoints []endpoint.Endpoint
 	closed    bool
 	subset    subsetter // the subset, with WithSubset (subset.go)
@@ -97,9 +97,9 @@ const (
 // snapshot is the Endpointer's view at one moment; it is never modified,
 // only replaced.
 type snapshot struct {
-	nodes     []*Instance // listed in instance order, then held ones
+	nodes     []*Node // listed in instance order, then held ones
 	endpoints []endpoint.Endpoint
-	tiers     [tiers][]*Instance
+	tiers     [tiers][]*Node
 }
 
 var _ kitsd.Endpointer = (*Endpointer)(nil)
@@ -135,9 +135,9 @@ func newEndpointer(instancer kitsd.Instancer, factory kitsd.Factory, logger log.
 		done:       make(chan struct{}),
 		ctx:        ctx,
 		cancel:     cancel,
-		byInst:     map[string]*Instance{},
+		byInst:     map[string]*Node{},
 		closer:     newGraceCloser(logger),
-		held:       holding{nodes: map[string]*Instance{}, recent: map[string]leftRecently{}},
+		held:       holding{nodes: map[string]*Node{}, recent: map[string]leftRecently{}},
 	}
 	e.explain, _ = instancer.(interface{ NoInstances() error })
 	e.current.Store(&snapshot{})
@@ -230,7 +230,7 @@ func sortedSet(s []string) bool {
 // the others of a subset cover an ejected member, but growing the subset
 // for it would dial more instances exactly when calls are slow (a
 // starved caller gets its instances ejected), which feeds on itself.
-func reachable(n *Instance) bool {
+func reachable(n *Node) bool {
 	s := connectivity.State(n.state.Load())
 	return !n.failing.Load() && s != connectivity.TransientFailure && s != connectivity.Shutdown
 }
@@ -240,9 +240,9 @@ func (e *Endpointer) apply(instances []string) {
 	// instances and e.order are both in instance order: one walk over the
 	// two finds the instances that stayed, came and went, without a map
 	// of a thousand built anew for each update.
-	order := make([]*Instance, 0, len(instances))
-	var removed, dropped []*Instance
-	gone := func(n *Instance) {
+	order := make([]*Node, 0, len(instances))
+	var removed, dropped []*Node
+	gone := func(n *Node) {
 		delete(e.byInst, n.instance)
 		if e.subset.isListed(n.instance) {
 			dropped = append(dropped, n) // still listed, out of the subset
@@ -309,12 +309,12 @@ func (e *Endpointer) apply(instances []string) {
 
 // letGo closes the connection of n, which left, after the grace period.
 // e.mu is held.
-func (e *Endpointer) letGo(n *Instance) { e.letGoAfter(n, e.grace, nil) }
+func (e *Endpointer) letGo(n *Node) { e.letGoAfter(n, e.grace, nil) }
 
 // letGoAfter closes the connection of n, which left, after d (calling
 // done first, if not nil), and returns the timer that will (nil when n has
 // no connection). e.mu is held.
-func (e *Endpointer) letGoAfter(n *Instance, d time.Duration, done func(*time.Timer)) *time.Timer {
+func (e *Endpointer) letGoAfter(n *Node, d time.Duration, done func(*time.Timer)) *time.Timer {
 	if n.probeCancel != nil {
 		n.probeCancel()
 		n.probeCancel = nil
@@ -368,7 +368,7 @@ func (e *Endpointer) membersChanged() {
 }
 
 // tierOf is the tier of n. e.mu is held.
-func tierOf(n *Instance) int {
+func tierOf(n *Node) int {
 	if n.ejected {
 		return tierEjected
 	}
@@ -422,7 +422,7 @@ type watchedConn interface {
 // dead instance is known as such (TRANSIENT_FAILURE) before a caller's
 // attempt finds out. A new connection is left to connect on its first call:
 // a service of a thousand instances is not dialled all at once.
-func (e *Endpointer) watch(n *Instance, c watchedConn) {
+func (e *Endpointer) watch(n *Node, c watchedConn) {
 	defer e.wg.Done()
 	for {
 		s := c.GetState()
@@ -468,7 +468,7 @@ func (e *Endpointer) close() error {
 	e.mu.Lock()
 	e.closed = true
 	e.cancel()
-	for _, m := range []map[string]*Instance{e.byInst, e.held.nodes} {
+	for _, m := range []map[string]*Node{e.byInst, e.held.nodes} {
 		for inst, n := range m {
 			if n.closer != nil {
 				e.closer.close(inst, n.closer)

@@ -88,7 +88,7 @@ type counting struct {
 	picks map[string]int
 }
 
-func (c *counting) Pick(tried []*client.Instance) (*client.Instance, error) {
+func (c *counting) Pick(tried []*client.Node) (*client.Node, error) {
 	inst, err := c.Balancer.Pick(tried)
 	if err == nil {
 		c.mu.Lock()

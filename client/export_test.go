@@ -7,7 +7,7 @@ func EjectedCount(e *Endpointer) int {
 
 // ReportedLoad is the load n's answers last reported, and whether one is
 // fresh, for tests.
-func ReportedLoad(n *Instance) (float64, bool) {
+func ReportedLoad(n *Node) (float64, bool) {
 	if !n.freshLoad(n.now()) {
 		return 0, false
 	}
@@ -15,7 +15,7 @@ func ReportedLoad(n *Instance) (float64, bool) {
 }
 
 // Instances are the instances e holds, for tests.
-func Instances(e *Endpointer) []*Instance { return e.snapshot().nodes }
+func Instances(e *Endpointer) []*Node { return e.snapshot().nodes }
 
 // SubsetOrder is subsetOrder, for tests of subsetting.
 func SubsetOrder(instances []string, size int, caller uint64) []string {

@@ -105,7 +105,7 @@ func (f FailStatic) enMasse(listed, peak int) bool {
 // of a kind the Endpointer cannot follow), it answered, and it is neither
 // ejected nor on probation, nor has an attempt failed since its last
 // answer. e.mu is held.
-func holdable(n *Instance) bool {
+func holdable(n *Node) bool {
 	return connectivity.State(n.state.Load()) == connectivity.Ready && n.ewma.Load() != 0 &&
 		!n.ejected && !n.probation.Load() && n.failures.Load() == 0
 }
@@ -113,8 +113,8 @@ func holdable(n *Instance) bool {
 // hold keeps the removed instances that are alive as a tier below the
 // listed ones, and returns the others. The caller rebuilds the members.
 // e.mu is held.
-func (e *Endpointer) hold(removed []*Instance) []*Instance {
-	var gone []*Instance
+func (e *Endpointer) hold(removed []*Node) []*Node {
+	var gone []*Node
 	before := len(e.held.nodes)
 	for _, n := range removed {
 		if !holdable(n) {
@@ -143,7 +143,7 @@ func (e *Endpointer) hold(removed []*Instance) []*Instance {
 type holding struct {
 	// nodes are instances discovery removed en masse that the Endpointer
 	// keeps while they show they are alive; timer runs while it holds any.
-	nodes map[string]*Instance
+	nodes map[string]*Node
 	timer *time.Timer
 	// recent are the instances discovery removed within the Window that
 	// were not held, peak the most listed within it.
@@ -168,14 +168,14 @@ func (p *peakListed) see(listed int, now time.Time, window time.Duration) {
 // not hold: its connection stays open until its timer closes it, so that
 // it can still be held, or taken back if discovery lists it again.
 type leftRecently struct {
-	n     *Instance
+	n     *Node
 	timer *time.Timer // the graceCloser timer of its connection, never nil
 }
 
 // takeBack takes the instance inst, which left recently, out of its
 // closing, and returns it; nil when it did not leave recently or its
 // connection is already closing. e.mu is held.
-func (e *Endpointer) takeBack(inst string) *Instance {
+func (e *Endpointer) takeBack(inst string) *Node {
 	r, ok := e.held.recent[inst]
 	if !ok {
 		return nil
@@ -191,7 +191,7 @@ func (e *Endpointer) takeBack(inst string) *Instance {
 // update removed them en masse (see FailStatic), with those that left
 // recently. listedBefore is how many were listed before the update. e.mu
 // is held.
-func (e *Endpointer) removeSome(removed []*Instance, listedBefore, listed int) {
+func (e *Endpointer) removeSome(removed []*Node, listedBefore, listed int) {
 	now := time.Now()
 	e.held.peak.see(listedBefore, now, e.failStatic.Window)
 	if len(removed) > 0 && e.failStatic.enMasse(listed, e.held.peak.n) {
@@ -222,7 +222,7 @@ func (e *Endpointer) removeSome(removed []*Instance, listedBefore, listed int) {
 // lingerThenClose lets n, which left, go after d, when its connection
 // closes and it is no longer recent; until then it can still be held, or
 // taken back. e.mu is held.
-func (e *Endpointer) lingerThenClose(n *Instance, d time.Duration) *time.Timer {
+func (e *Endpointer) lingerThenClose(n *Node, d time.Duration) *time.Timer {
 	return e.letGoAfter(n, d, func(t *time.Timer) {
 		e.mu.Lock()
 		defer e.mu.Unlock()
@@ -234,7 +234,7 @@ func (e *Endpointer) lingerThenClose(n *Instance, d time.Duration) *time.Timer {
 
 // release lets the held instance n go: its connection closes after the
 // grace period. The caller then calls heldChanged. e.mu is held.
-func (e *Endpointer) release(n *Instance) {
+func (e *Endpointer) release(n *Node) {
 	delete(e.held.nodes, n.instance)
 	n.held.Store(false)
 	e.letGo(n)
@@ -300,7 +300,7 @@ func (e *Endpointer) expireHeld() {
 }
 
 // failedHeld lets go of the held instance n, an attempt on which failed.
-func (e *Endpointer) failedHeld(n *Instance) {
+func (e *Endpointer) failedHeld(n *Node) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed || e.held.nodes[n.instance] != n {

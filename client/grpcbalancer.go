@@ -371,11 +371,11 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	ctx := info.Ctx
 	at, _ := ctx.Value(attemptKey{}).(*attemptRec)
 	st, _ := ctx.Value(streamKey{}).(*streamOpen)
-	var n *Instance
+	var n *Node
 	if at != nil {
 		n = at.n
 	} else {
-		var tried []*Instance
+		var tried []*Node
 		if st != nil {
 			tried = st.triedSoFar()
 		}
@@ -446,7 +446,7 @@ func doneErr(di balancer.DoneInfo) error {
 
 // reportLoad gives n the load its answer reported in its trailer, if it
 // reported one.
-func reportLoad(n *Instance, di balancer.DoneInfo) {
+func reportLoad(n *Node, di balancer.DoneInfo) {
 	if r, ok := overload.FromTrailer(di.Trailer); ok {
 		n.reportLoad(r)
 	}
@@ -568,7 +568,7 @@ func (p errPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 // streamPicker is a Balancer that picks streams by a rule of their own
 // (P2C's, and so LeastLoaded's).
 type streamPicker interface {
-	pickStream(tried []*Instance) (*Instance, error)
+	pickStream(tried []*Node) (*Node, error)
 }
 
 // pushInstancer is a go-kit Instancer fed by a ClientConn's resolver, for

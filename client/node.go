@@ -48,13 +48,13 @@ const (
 	comparableLatency = 2
 )
 
-// Instance is one instance an Endpointer holds, with what the balancers
+// Node is one instance an Endpointer holds, with what the balancers
 // know of it: its connection's state, its attempts in flight, its latency,
 // whether it is ejected. It lives as long as its instance stays in
 // discovery, across any number of updates, so its scores survive them.
 // Calling its endpoint records how each attempt went, whichever Balancer
 // picked it. Everything a call touches is atomic: no lock on the call path.
-type Instance struct {
+type Node struct {
 	instance string
 	e        endpoint.Endpoint // the Factory's
 	closer   io.Closer
@@ -113,24 +113,24 @@ type Instance struct {
 }
 
 // Addr is the instance as discovery reported it: "host:port".
-func (n *Instance) Addr() string { return n.instance }
+func (n *Node) Addr() string { return n.instance }
 
 // Endpoint is the instance's endpoint (the Factory's), recording each
 // attempt for the balancers and ejection.
-func (n *Instance) Endpoint() endpoint.Endpoint { return n.tracked }
+func (n *Node) Endpoint() endpoint.Endpoint { return n.tracked }
 
 // InFlight is the number of attempts in flight on the instance.
-func (n *Instance) InFlight() int64 { return n.inflight.Load() }
+func (n *Node) InFlight() int64 { return n.inflight.Load() }
 
-func newNode(owner *Endpointer, instance string, e endpoint.Endpoint, closer io.Closer) *Instance {
-	n := &Instance{instance: instance, e: e, closer: closer, owner: owner}
+func newNode(owner *Endpointer, instance string, e endpoint.Endpoint, closer io.Closer) *Node {
+	n := &Node{instance: instance, e: e, closer: closer, owner: owner}
 	n.state.Store(int32(connectivity.Ready))
 	n.tracked = n.call
 	return n
 }
 
 // call is an attempt on the node, as callers of its endpoint make it.
-func (n *Instance) call(ctx context.Context, request interface{}) (interface{}, error) {
+func (n *Node) call(ctx context.Context, request interface{}) (interface{}, error) {
 	resp, _, _, err := n.attempt(&attemptRec{Context: ctx, n: n}, request)
 	return resp, err
 }
@@ -138,7 +138,7 @@ func (n *Instance) call(ctx context.Context, request interface{}) (interface{}, 
 // attempt is an attempt on the node: the Factory's endpoint, with the
 // bookkeeping the balancers and ejection need. It returns how it ended,
 // and whether it may have been sent (see attemptRec.mayHaveSent).
-func (n *Instance) attempt(at *attemptRec, request interface{}) (interface{}, bool, outcome, error) {
+func (n *Node) attempt(at *attemptRec, request interface{}) (interface{}, bool, outcome, error) {
 	start := n.begin()
 	// The connection's picker (see Factory) finds the attempt in its
 	// context and tells it how each of its calls ended.
@@ -146,9 +146,9 @@ func (n *Instance) attempt(at *attemptRec, request interface{}) (interface{}, bo
 	return resp, at.mayHaveSent(), n.end(at, start, err), err
 }
 
-func (n *Instance) now() int64 { return int64(time.Since(n.owner.epoch)) }
+func (n *Node) now() int64 { return int64(time.Since(n.owner.epoch)) }
 
-func (n *Instance) begin() int64 {
+func (n *Node) begin() int64 {
 	start := n.now()
 	// The sum first: a cost read in between sees a call's start without
 	// the call, never a call without its start (which would age it from
@@ -203,7 +203,7 @@ func classify(ctx context.Context, err error, class func(error) Class) outcome {
 	return answered
 }
 
-func (n *Instance) end(ctx context.Context, start int64, err error) outcome {
+func (n *Node) end(ctx context.Context, start int64, err error) outcome {
 	now := n.now()
 	n.inflight.Add(-1)
 	n.startSum.Add(-start)
@@ -214,19 +214,19 @@ func (n *Instance) end(ctx context.Context, start int64, err error) outcome {
 }
 
 // beginStream counts a streaming call opened on the node.
-func (n *Instance) beginStream() { n.streams.Add(1) }
+func (n *Node) beginStream() { n.streams.Add(1) }
 
 // endStream records how a streaming call on the node ended: towards
 // ejection and the balancers as any attempt, but its life, however long,
 // is no latency sample.
-func (n *Instance) endStream(ctx context.Context, err error) outcome {
+func (n *Node) endStream(ctx context.Context, err error) outcome {
 	n.streams.Add(-1)
 	return n.settle(ctx, err, -1, n.now())
 }
 
 // settle records how an attempt made under ctx ended, with err, after rtt
 // (negative: a stream, whose life is no latency sample), and returns it.
-func (n *Instance) settle(ctx context.Context, err error, rtt float64, now int64) outcome {
+func (n *Node) settle(ctx context.Context, err error, rtt float64, now int64) outcome {
 	o := classify(ctx, err, n.owner.ejection.Classify)
 	switch o {
 	case answered:
@@ -264,21 +264,21 @@ func (n *Instance) settle(ctx context.Context, err error, rtt float64, now int64
 }
 
 // reportLoad records the load an answer of the instance reported.
-func (n *Instance) reportLoad(r overload.Report) { n.storeLoad(r.Utilization, r.Limit, n.now()) }
+func (n *Node) reportLoad(r overload.Report) { n.storeLoad(r.Utilization, r.Limit, n.now()) }
 
 // storeLoad records a load reported at now: it counts every attempt in
 // flight to the instance that started before.
-func (n *Instance) storeLoad(utilization, limit float64, now int64) {
+func (n *Node) storeLoad(utilization, limit float64, now int64) {
 	n.load.Store(math.Float64bits(utilization))
 	n.loadLimit.Store(math.Float64bits(limit))
 	n.loadStamp.Store(now)
 	n.sinceLoad.Store(0)
 }
 
-func (n *Instance) reportedLoad() float64 { return math.Float64frombits(n.load.Load()) }
+func (n *Node) reportedLoad() float64 { return math.Float64frombits(n.load.Load()) }
 
 // freshLoad says whether the instance reported its load within loadFresh.
-func (n *Instance) freshLoad(now int64) bool { return fresh(n.loadStamp.Load(), now) }
+func (n *Node) freshLoad(now int64) bool { return fresh(n.loadStamp.Load(), now) }
 
 func fresh(stamp, now int64) bool { return stamp != 0 && now-stamp <= int64(loadFresh) }
 
@@ -287,7 +287,7 @@ func fresh(stamp, now int64) bool { return stamp != 0 && now-stamp <= int64(load
 // as a share of its limit (those in flight then are in the report already:
 // counting them again would pull every instance towards the same calls in
 // flight, whatever its capacity). ok is false without a fresh report.
-func (n *Instance) loadCost(now int64) (cost float64, ok bool) {
+func (n *Node) loadCost(now int64) (cost float64, ok bool) {
 	stamp := n.loadStamp.Load()
 	if !fresh(stamp, now) {
 		return 0, false
@@ -307,11 +307,11 @@ func (n *Instance) loadCost(now int64) (cost float64, ok bool) {
 
 // latency is the latency estimate, or the mean age of the attempts in
 // flight when that is larger: how slow the instance looks now.
-func (n *Instance) latency(now int64) float64 { return n.orAge(n.estimate(now), now) }
+func (n *Node) latency(now int64) float64 { return n.orAge(n.estimate(now), now) }
 
 // orAge is est, or the mean age of the attempts in flight when that is
 // larger.
-func (n *Instance) orAge(est float64, now int64) float64 {
+func (n *Node) orAge(est float64, now int64) float64 {
 	if inflight := n.inflight.Load(); inflight > 0 {
 		if age := float64(now - n.startSum.Load()/inflight); age > est {
 			est = age
@@ -328,14 +328,14 @@ func (n *Instance) orAge(est float64, now int64) float64 {
 // answers in a row, so that one late answer (a pause of the client's own,
 // a server's first call) does not keep streams off a healthy instance
 // that P2C then stops asking.
-func (n *Instance) slowness(now int64) float64 {
+func (n *Node) slowness(now int64) float64 {
 	return n.orAge(float64(n.steady.Load()), now)
 }
 
 // observe folds a latency sample into the peak EWMA: a sample above the
 // estimate replaces it at once; one below pulls it down with a weight that
 // grows with the time since the last update.
-func (n *Instance) observe(rtt float64, now int64) {
+func (n *Node) observe(rtt float64, now int64) {
 	if prev := n.lastRTT.Swap(int64(rtt)); prev > 0 {
 		n.steady.Store(min(prev, int64(rtt)))
 	}
@@ -356,7 +356,7 @@ func (n *Instance) observe(rtt float64, now int64) {
 
 // estimate is the latency estimate at now, decayed for the time since it
 // was last updated, so a node nobody picks becomes worth trying again.
-func (n *Instance) estimate(now int64) float64 {
+func (n *Node) estimate(now int64) float64 {
 	e := math.Float64frombits(n.ewma.Load())
 	if e == 0 {
 		return 0
@@ -370,7 +370,7 @@ func (n *Instance) estimate(now int64) float64 {
 // attempts in flight and the streams open plus one. A node with no
 // estimate yet (one that only ever served streams) costs its attempts
 // and streams, so that streams spread evenly.
-func (n *Instance) cost(now int64) float64 {
+func (n *Node) cost(now int64) float64 {
 	inflight, streams := n.inflight.Load(), n.streams.Load()
 	if math.Float64frombits(n.ewma.Load()) == 0 {
 		if inflight > 0 {

@@ -14,7 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-func testNode(t *testing.T) *Instance {
+func testNode(t *testing.T) *Node {
 	t.Helper()
 	o, err := newEndpointerOptions(nil)
 	if err != nil {

@@ -125,7 +125,7 @@ func TestThrottleDisabledSendsEveryCall(t *testing.T) {
 
 // TestAnswersCarryTheLoadToTheInstance serves trim behind grpcserver's
 // limits and calls it through a client Factory: the load in each answer's
-// trailer reaches the *Instance the balancers compare.
+// trailer reaches the *Node the balancers compare.
 func TestAnswersCarryTheLoadToTheInstance(t *testing.T) {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

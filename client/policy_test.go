@@ -345,7 +345,7 @@ type picks struct {
 	done  []string
 }
 
-func instanceAddrs(insts []*client.Instance) []string {
+func instanceAddrs(insts []*client.Node) []string {
 	out := []string{}
 	for _, in := range insts {
 		out = append(out, in.Addr())
@@ -353,7 +353,7 @@ func instanceAddrs(insts []*client.Instance) []string {
 	return out
 }
 
-func (p *picks) Pick(tried []*client.Instance) (*client.Instance, error) {
+func (p *picks) Pick(tried []*client.Node) (*client.Node, error) {
 	inst, err := p.Balancer.Pick(tried)
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -364,7 +364,7 @@ func (p *picks) Pick(tried []*client.Instance) (*client.Instance, error) {
 	return inst, err
 }
 
-func (p *picks) Done(inst *client.Instance, err error) {
+func (p *picks) Done(inst *client.Node, err error) {
 	p.mu.Lock()
 	p.done = append(p.done, inst.Addr()+" "+status.Code(err).String())
 	p.mu.Unlock()

@@ -160,11 +160,11 @@ type attempts struct {
 	// instances its attempts went to, nil until a second attempt picks, so
 	// that a call answered at once allocates nothing for them (the array
 	// would escape through Balancer.Pick).
-	first    *Instance
-	tried    []*Instance
+	first    *Node
+	tried    []*Node
 	made     int       // attempts, those that found no endpoint included
 	reached  int       // attempts that went to an instance
-	answered *Instance // the instance whose attempt answered, once one has
+	answered *Node // the instance whose attempt answered, once one has
 	// failed are the attempts that failed, in the order they ended: nil
 	// until one does, so that a call whose first attempt answers
 	// allocates nothing for them (the hot path: BenchmarkOverhead).
@@ -172,15 +172,15 @@ type attempts struct {
 }
 
 // triedSoFar is the instances the call's attempts went to, for a pick.
-func (a *attempts) triedSoFar() []*Instance {
+func (a *attempts) triedSoFar() []*Node {
 	if a.tried == nil && a.first != nil {
-		a.tried = append(make([]*Instance, 0, 4), a.first)
+		a.tried = append(make([]*Node, 0, 4), a.first)
 	}
 	return a.tried
 }
 
 // add records that an attempt went to n.
-func (a *attempts) add(n *Instance) {
+func (a *attempts) add(n *Node) {
 	if a.first == nil {
 		a.first = n
 		return
@@ -189,7 +189,7 @@ func (a *attempts) add(n *Instance) {
 }
 
 // lastTried is the instance the last attempt went to, nil if none did.
-func (a *attempts) lastTried() *Instance {
+func (a *attempts) lastTried() *Node {
 	if len(a.tried) > 0 {
 		return a.tried[len(a.tried)-1]
 	}
@@ -199,7 +199,7 @@ func (a *attempts) lastTried() *Instance {
 // attemptFailure is one failed attempt: its instance (nil when it found
 // none) and its error.
 type attemptFailure struct {
-	n   *Instance
+	n   *Node
 	err error
 	o   outcome // how the attempt ended, by its instance's classification
 }
@@ -388,18 +388,18 @@ func hedgeable(request any) bool {
 // which ejection counts against it), a hedge as merely abandoned. When both
 // fail it returns the later failure. It records every failure in a.failed.
 // It takes the call's attempts so far and returns them updated.
-func (r *retry) hedged(ctx context.Context, n *Instance, request interface{}, share time.Duration, deadline time.Time, a attempts) (interface{}, attempts, error) {
+func (r *retry) hedged(ctx context.Context, n *Node, request interface{}, share time.Duration, deadline time.Time, a attempts) (interface{}, attempts, error) {
 	type result struct {
 		resp  interface{}
 		err   error
-		n     *Instance
+		n     *Node
 		hedge bool
 		o     outcome
 		req   interface{} // the attempt's copy of request, when it forks
 	}
 	results := make(chan result, 2) // never blocks a losing attempt
 	f, forks := request.(forking)
-	run := func(ctx context.Context, n *Instance, share time.Duration, hedge bool) {
+	run := func(ctx context.Context, n *Node, share time.Duration, hedge bool) {
 		req := request
 		if forks {
 			req = f.fork()
@@ -461,7 +461,7 @@ func (r *retry) hedged(ctx context.Context, n *Instance, request interface{}, sh
 // tells the balancer how it ended. sent says whether the attempt may have
 // left this process: it did unless the picks of its calls (a Factory's
 // connection's, a ClientConn's) saw none of it sent.
-func (r *retry) attemptOnce(ctx context.Context, n *Instance, request interface{}, share time.Duration) (resp interface{}, sent bool, o outcome, err error) {
+func (r *retry) attemptOnce(ctx context.Context, n *Node, request interface{}, share time.Duration) (resp interface{}, sent bool, o outcome, err error) {
 	// The share is enforced by the watchdog, which cancels the attempt,
 	// not by a context deadline: a deadline travels to the server as
 	// grpc-timeout and costs both sides a timer context, a measurable part

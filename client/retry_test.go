@@ -246,7 +246,7 @@ func TestRetryAttemptsGoToDistinctInstances(t *testing.T) {
 // has tried: every pick is a first one, as go-kit's lb.RoundRobin's is.
 type blind struct{ client.Balancer }
 
-func (b blind) Pick([]*client.Instance) (*client.Instance, error) { return b.Balancer.Pick(nil) }
+func (b blind) Pick([]*client.Node) (*client.Node, error) { return b.Balancer.Pick(nil) }
 
 // Over a balancer that is not this package's and ignores the instances a
 // call tried (Retry no longer takes a go-kit lb.Balancer: blind stands for

@@ -87,7 +87,7 @@ type subsetter struct {
 // members, picked with what nodes know of their health; again, called a
 // step later while the subset converges, must clear swapTimer and pick
 // again, under the Endpointer's lock.
-func (s *subsetter) update(instances []string, nodes map[string]*Instance, again func()) []string {
+func (s *subsetter) update(instances []string, nodes map[string]*Node, again func()) []string {
 	s.ring = subsetOrder(instances, s.size, s.caller)
 	s.listed = slices.Clone(instances) // the event's slice is the instancer's
 	s.members = s.take(nodes, again)
@@ -96,7 +96,7 @@ func (s *subsetter) update(instances []string, nodes map[string]*Instance, again
 
 // again picks the subset again, after the health of its members changed,
 // and says whether it changed.
-func (s *subsetter) again(nodes map[string]*Instance, resubset func()) ([]string, bool) {
+func (s *subsetter) again(nodes map[string]*Node, resubset func()) ([]string, bool) {
 	members := s.take(nodes, resubset)
 	if slices.Equal(members, s.members) {
 		return nil, false
@@ -124,7 +124,7 @@ func (s *subsetter) isListed(inst string) bool {
 // again. It changes nothing: swapped says it let a member go for a window
 // member (take notes when), converging that the subset is not yet on its
 // window.
-func (s *subsetter) pick(nodes map[string]*Instance) (members []string, swapped, converging bool) {
+func (s *subsetter) pick(nodes map[string]*Node) (members []string, swapped, converging bool) {
 	size, enough := s.size, s.minHealthy()
 	window := make(map[string]bool, size)
 	for _, inst := range s.ring[:min(size, len(s.ring))] {
@@ -181,7 +181,7 @@ func (s *subsetter) pick(nodes map[string]*Instance) (members []string, swapped,
 // take picks the subset (pick) and makes it so: it notes when a member
 // was swapped, and a subset not yet on its window has again called after
 // a step.
-func (s *subsetter) take(nodes map[string]*Instance, again func()) []string {
+func (s *subsetter) take(nodes map[string]*Node, again func()) []string {
 	members, swapped, converging := s.pick(nodes)
 	if swapped {
 		s.lastSwap = time.Now()
