@@ -37,20 +37,20 @@ proto: ## regenerate pb/ and examples/orders/orderspb/ from their .proto files (
 	go -C tools/protoc build -o ../../bin/protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc
 	go generate ./pb ./examples/orders/orderspb
 
-build: ## build bin/trimsvc, bin/client and bin/demo
+build: ## build bin/trimsvc, bin/client and bin/trimdev
 	go build -o bin/ ./cmd/...
 
 demo: consul build ## the main job: local Consul, 3 instances, load, a SIGTERM and a SIGKILL, then a SIGSTOP (frozen, ejected by the client)
-	bin/demo run
+	bin/trimdev run
 
 up: consul build ## leave a local Consul and 3 instances running (PIDs in .run/)
-	bin/demo up
+	bin/trimdev up
 
 cluster: consul build ## leave 3 consul servers, 2 client agents and 3 instances running (PIDs in .run/)
-	bin/demo cluster
+	bin/trimdev cluster
 
 down: ## stop what `make up` or `make cluster` started, by recorded PIDs; their logs stay in .run/last/
-	@if [[ -x bin/demo ]]; then bin/demo down; else go run ./cmd/demo down; fi
+	@if [[ -x bin/trimdev ]]; then bin/trimdev down; else go run ./cmd/trimdev down; fi
 
 # The chaos soak: how long it injects faults, the load's calls/s, the
 # seed of its faults (empty: a new one, printed, to replay a run), and
@@ -61,10 +61,10 @@ RATE ?= 300
 SEED ?=
 SEQUENCE ?= deck
 chaos: consul build ## chaos soak on the cluster: load through client agent 2, single and compound faults (DURATION, RATE, SEED, SEQUENCE)
-	bin/demo chaos -duration $(DURATION) -rate $(RATE) -sequence $(SEQUENCE) $(if $(SEED),-seed $(SEED))
+	bin/trimdev chaos -duration $(DURATION) -rate $(RATE) -sequence $(SEQUENCE) $(if $(SEED),-seed $(SEED))
 
 walkthrough: consul build ## run every step `make cluster` prints, in order, under load from cmd/client; fails if a call fails
-	bin/demo walkthrough
+	bin/trimdev walkthrough
 
 # Three tests load the machine on purpose: the overload test overloads
 # three instances, the connection flood test floods one with twice its

@@ -162,8 +162,8 @@ type attempts struct {
 	// would escape through Balancer.Pick).
 	first    *Node
 	tried    []*Node
-	made     int       // attempts, those that found no endpoint included
-	reached  int       // attempts that went to an instance
+	made     int   // attempts, those that found no endpoint included
+	reached  int   // attempts that went to an instance
 	answered *Node // the instance whose attempt answered, once one has
 	// failed are the attempts that failed, in the order they ended: nil
 	// until one does, so that a call whose first attempt answers

@@ -2,5 +2,5 @@
 // requests, failures, req/s, latency percentiles, the requests each
 // instance answered, and when the failures happened (calls and failures
 // by second, the first and the last failure). cmd/client prints its
-// Summary; cmd/demo reads it back, and its chaos soak prints a Timeline.
+// Summary; cmd/trimdev reads it back, and its chaos soak prints a Timeline.
 package loadgen

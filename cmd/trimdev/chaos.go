@@ -272,7 +272,7 @@ func (f *fleet) teardown(w io.Writer, who string, keep bool) error {
 	lines, err := f.stopAll(grace)
 	fmt.Fprintf(w, "%s: stopped %d processes (%s)\n", who, len(lines), strings.Join(lines, "; "))
 	if err != nil {
-		return fmt.Errorf("%w (run `bin/demo down -state %s`)", err, f.dir)
+		return fmt.Errorf("%w (run `bin/trimdev down -state %s`)", err, f.dir)
 	}
 	if f.cluster != nil {
 		_ = f.cluster.Close() // its port blocks

@@ -1,12 +1,15 @@
-// Command demo shows trimkit at work on this machine: a local Consul dev
-// agent, three trimsvc instances and load from cmd/client, with one instance
-// stopped (SIGTERM) and another killed (SIGKILL) during the load, then one
-// frozen (SIGSTOP). `demo up` leaves a local Consul and three instances
-// running to poke at, `demo cluster` a secure Consul cluster; `demo kill`,
-// `stop` and `restart` act on one member of either, and `demo down` stops
-// exactly what was started. `demo chaos` is a chaos soak against the
-// cluster. Run it through `make demo`, `make up`, `make cluster`, `make
-// down` and `make chaos`, which build the binaries it runs.
+// Command trimdev is trimkit's development cluster and chaos tool. `trimdev
+// run`, behind `make demo`, shows trimkit at work on this machine: a local
+// Consul dev agent, three trimsvc instances and load from cmd/client, with
+// one instance stopped (SIGTERM) and another killed (SIGKILL) during the
+// load, then one frozen (SIGSTOP). `trimdev up` leaves a local Consul and
+// three instances running to poke at, `trimdev cluster` a secure Consul
+// cluster; `trimdev kill`, `stop` and `restart` act on one member of
+// either, and `trimdev down` stops exactly what was started. `trimdev
+// chaos` is a chaos soak against the cluster, `trimdev walkthrough` the
+// cluster walkthrough's operations in a row. Run it through `make demo`,
+// `make up`, `make cluster`, `make down`, `make chaos` and `make
+// walkthrough`, which build the binaries it runs.
 package main
 
 import (
@@ -28,12 +31,12 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
-	cli.Exit("demo", err)
+	cli.Exit("trimdev", err)
 }
 
 const synopsis = `
-usage: demo [run|up|cluster|down|status|chaos|walkthrough] [flags]
-       demo kill|stop|restart [flags] MEMBER...
+usage: trimdev [run|up|cluster|down|status|chaos|walkthrough] [flags]
+       trimdev kill|stop|restart [flags] MEMBER...
 
   run   (default) start a local Consul and 3 trimsvc instances, send load
         through cmd/client, SIGTERM one instance and SIGKILL another during
@@ -114,7 +117,7 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 	if c.cmd == "chaos" || c.cmd == "walkthrough" {
 		stateDir = filepath.Join(".run", c.cmd)
 	}
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs := flag.NewFlagSet("trimdev", flag.ContinueOnError)
 	fs.StringVar(&c.bin, "bin", "bin", "directory holding consul, trimsvc and client")
 	fs.StringVar(&c.state, "state", stateDir, "directory for up, cluster, chaos and the commands after them: logs, data and recorded PIDs")
 	fs.IntVar(&c.n, "n", 60000, "requests the load sends (run)")

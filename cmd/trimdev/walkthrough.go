@@ -10,7 +10,7 @@ import (
 // walkStep is one step of the cluster walkthrough: what it shows, and the
 // commands a user types for it. The list (walkSteps) is the one source of
 // the walkthrough: `make cluster` prints it, docs/cluster.md shows it (a
-// test checks that the two agree), and `demo walkthrough` runs it,
+// test checks that the two agree), and `trimdev walkthrough` runs it,
 // command by command, under load.
 type walkStep struct {
 	say  []string // comment lines, the first numbered
@@ -23,7 +23,7 @@ type walkCmd struct {
 	line string
 	note string // a comment printed after the line
 	// load is the walkthrough's load: another terminal, for the whole
-	// walkthrough. demo walkthrough runs it in the background.
+	// walkthrough. trimdev walkthrough runs it in the background.
 	load bool
 	// fails, when set, is text the command's failure must show: it is
 	// refused, and says why.

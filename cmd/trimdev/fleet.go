@@ -55,7 +55,7 @@ func exeOf(ps []stateProc) string {
 }
 
 // reload reads the state file again, after commands of other processes
-// (bin/demo restart) recorded the members they started in it.
+// (bin/trimdev restart) recorded the members they started in it.
 func (f *fleet) reload() error {
 	st, err := readState(f.dir)
 	if err != nil {

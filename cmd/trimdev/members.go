@@ -26,7 +26,7 @@ func members(ctx context.Context, cfg config, w io.Writer) error {
 		return f.status(ctx, w)
 	}
 	if len(cfg.args) == 0 {
-		return fmt.Errorf("demo %s: name a member: %v, or leader", cfg.cmd, f.names())
+		return fmt.Errorf("trimdev %s: name a member: %v, or leader", cfg.cmd, f.names())
 	}
 	for _, name := range cfg.args {
 		if err := f.member(ctx, cfg.cmd, name, w); err != nil {
@@ -189,11 +189,11 @@ func signalName(sig syscall.Signal) string {
 	return sig.String()
 }
 
-// demoCommand is how to run demo's command sub on the state in dir: the
+// demoCommand is how to run trimdev's command sub on the state in dir: the
 // flag goes between the command and the member names.
 func demoCommand(dir, sub string) string {
 	if filepath.Clean(dir) == ".run" {
-		return "bin/demo " + sub
+		return "bin/trimdev " + sub
 	}
-	return "bin/demo " + sub + " -state " + dir
+	return "bin/trimdev " + sub + " -state " + dir
 }

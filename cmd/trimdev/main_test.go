@@ -39,12 +39,12 @@ func TestDemoRun(t *testing.T) {
 
 	var out, errOut bytes.Buffer
 	if err := run(context.Background(), []string{"run", "-bin", bin}, &out, &errOut); err != nil {
-		t.Fatalf("demo run: %v\n%s", err, out.String())
+		t.Fatalf("trimdev run: %v\n%s", err, out.String())
 	}
 	for _, want := range []string{"registered and passing in consul", "<- SIGTERM", "<- SIGKILL", "failures 0", "OK: no request failed",
 		"phase 2:", "<- SIGSTOP: ejected by the client", "OK: no request failed while an instance was frozen"} {
 		if !strings.Contains(out.String(), want) {
-			t.Errorf("demo output lacks %q:\n%s", want, out.String())
+			t.Errorf("trimdev output lacks %q:\n%s", want, out.String())
 		}
 	}
 
@@ -110,7 +110,7 @@ func TestUpClusterDown(t *testing.T) {
 				}
 			})
 			if err := run(context.Background(), []string{tc.cmd, "-bin", bin, "-state", stateDir}, &out, &errOut); err != nil {
-				t.Fatalf("demo %s: %v\n%s", tc.cmd, err, out.String())
+				t.Fatalf("trimdev %s: %v\n%s", tc.cmd, err, out.String())
 			}
 			for _, want := range tc.wantOutput {
 				want = strings.ReplaceAll(want, "STATE", stateDir)
@@ -142,9 +142,9 @@ func TestUpClusterDown(t *testing.T) {
 				t.Helper()
 				var out bytes.Buffer
 				if err := run(context.Background(), append([]string{args[0], "-state", stateDir}, args[1:]...), &out, &errOut); err != nil {
-					t.Fatalf("demo %v: %v\n%s", args, err, out.String())
+					t.Fatalf("trimdev %v: %v\n%s", args, err, out.String())
 				}
-				t.Logf("demo %v:\n%s", args, out.String())
+				t.Logf("trimdev %v:\n%s", args, out.String())
 				return out.String()
 			}
 			// An instance killed starts again on its address.
@@ -180,7 +180,7 @@ func TestUpClusterDown(t *testing.T) {
 			out.Reset()
 			began := time.Now()
 			if err := run(context.Background(), []string{"down", "-state", stateDir}, &out, &errOut); err != nil {
-				t.Fatalf("demo down: %v\n%s", err, out.String())
+				t.Fatalf("trimdev down: %v\n%s", err, out.String())
 			}
 			for _, pid := range pids {
 				if proc.Alive(pid) {
@@ -215,11 +215,11 @@ func TestUpClusterDown(t *testing.T) {
 			// They confuse neither a new start nor the next down, which
 			// replaces them.
 			if err := run(context.Background(), []string{tc.cmd, "-bin", bin, "-state", stateDir}, &out, &errOut); err != nil {
-				t.Fatalf("demo %s after down: %v\n%s", tc.cmd, err, out.String())
+				t.Fatalf("trimdev %s after down: %v\n%s", tc.cmd, err, out.String())
 			}
 			again := recorded(t, stateDir)
 			if err := run(context.Background(), []string{"down", "-state", stateDir}, &out, &errOut); err != nil {
-				t.Fatalf("demo down: %v\n%s", err, out.String())
+				t.Fatalf("trimdev down: %v\n%s", err, out.String())
 			}
 			if want, have := again.Instances[0].PID, recorded(t, last).Instances[0].PID; want != have {
 				t.Errorf("last/ records pid %d for %s, want the second start's %d", have, again.Instances[0].Name, want)

@@ -173,7 +173,7 @@ func abs(p string) string {
 // cfg.state/failed-TIME/.
 func leaveRunning(ctx context.Context, cfg config, w io.Writer, start func(consulBin string) (consulSetup, error)) (_ *fleet, _ consulSetup, err error) {
 	if _, err := os.Stat(statePath(cfg.state)); err == nil {
-		return nil, consulSetup{}, fmt.Errorf("%s exists: already up? run `make down` first (or `bin/demo down -state %s`)", statePath(cfg.state), cfg.state)
+		return nil, consulSetup{}, fmt.Errorf("%s exists: already up? run `make down` first (or `bin/trimdev down -state %s`)", statePath(cfg.state), cfg.state)
 	}
 	bins, err := binaries(cfg.bin)
 	if err != nil {
@@ -276,7 +276,7 @@ func printUp(w io.Writer, setup consulSetup, st state) {
 	tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
 	fmt.Fprintf(tw, "  grpcurl -plaintext %s list\t# optional: needs grpcurl\n", st.Instances[0].Addr)
 	fmt.Fprintf(tw, "  dig @127.0.0.1 -p %d trimsvc.service.consul SRV\t# optional: needs dig (dnsutils)\n", st.DNSPort)
-	fmt.Fprintf(tw, "  bin/demo restart trimsvc-1\t# stops an instance (SIGTERM) and starts it again on its address\n")
+	fmt.Fprintf(tw, "  bin/trimdev restart trimsvc-1\t# stops an instance (SIGTERM) and starts it again on its address\n")
 	_ = tw.Flush()
 	fmt.Fprintln(w, "then: make down   (keeps the logs of what it stops in .run/last/)")
 }

@@ -25,7 +25,7 @@ func spawn(bin, logPath string, args ...string) (int, <-chan struct{}, error) {
 		return 0, nil, err
 	}
 	defer f.Close()
-	fmt.Fprintf(f, "# demo: starting %s at %s\n", filepath.Base(bin), time.Now().Format(time.RFC3339))
+	fmt.Fprintf(f, "# trimdev: starting %s at %s\n", filepath.Base(bin), time.Now().Format(time.RFC3339))
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
