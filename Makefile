@@ -15,9 +15,13 @@ export GONOSUMDB := github.com/hashicorp/consul
 # standard-library vulnerabilities govulncheck finds in go1.26.8 (see
 # `make vulncheck`); the go command fetches it from the module proxy once.
 export GOTOOLCHAIN := go1.26.10
+# The oldest Go the module needs, its go.mod's go line: what an importer's
+# go.mod is raised to (the highest go line among its dependencies, here
+# github.com/hashicorp/consul/api's). `make lint` builds and vets with it.
+MIN_GO := go$(shell awk '$$1 == "go" { print $$2 }' go.mod)
 GO_TEST_FLAGS ?=
 
-.PHONY: help consul proto build test lint vulncheck demo up cluster down chaos walkthrough bench
+.PHONY: help consul proto build test lint mingo vulncheck demo up cluster down chaos walkthrough bench
 
 help: ## list the targets
 	@awk -F ':.*## ' '/^[a-z-]+:.*## / { printf "  make %-9s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -92,12 +96,16 @@ bench: consul ## benchmarks: call overhead vs raw gRPC, discovery, failover, clu
 	@echo
 	@go run ./internal/bench/report .bench/allocs.txt .bench/overhead.txt .bench/once.txt .bench/leastloaded.txt .bench/gray.txt .bench/overload.txt .bench/scale.txt | tee .bench/summary.txt
 
-lint: vulncheck ## check gofmt, go vet, staticcheck and govulncheck (pinned in tools/lint)
+lint: vulncheck mingo ## check gofmt, go vet, staticcheck and govulncheck (pinned in tools/lint), and build with the oldest Go go.mod allows
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
 	if [[ -n "$$unformatted" ]]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
 	go vet ./...
 	go -C tools/lint build -o ../../bin/staticcheck honnef.co/go/tools/cmd/staticcheck
 	bin/staticcheck ./...
+
+mingo: ## build and vet with the go line's Go ($(MIN_GO)), the oldest an importer may have
+	GOTOOLCHAIN=$(MIN_GO) go build ./...
+	GOTOOLCHAIN=$(MIN_GO) go vet ./...
 
 # govulncheck reads a copy of the Go vulnerability database that
 # tools/lint/vulndb builds, offline, from the pinned golang.org/x/vulndb module

@@ -1,6 +1,6 @@
 module github.com/trimkit/trimkit
 
-go 1.26.8
+go 1.26.7
 
 toolchain go1.26.10
 
