@@ -21,9 +21,9 @@ const (
 )
 
 // Balancer picks the instance of each attempt of a call; Retry asks it.
-// RoundRobin, P2C and LeastLoaded are this package's; a Balancer that wraps
-// one (to filter, log or steer its picks) keeps everything the instances
-// know, since that lives in the *Node, not in the Balancer.
+// NewRoundRobin, NewP2C and NewLeastLoaded make this package's; a Balancer
+// that wraps one (to filter, log or steer its picks) keeps everything the
+// instances know, since that lives in the *Node, not in the Balancer.
 type Balancer interface {
 	// Pick returns the instance for the next attempt of a call whose
 	// earlier attempts went to tried, in order (none for a first attempt):
@@ -40,43 +40,44 @@ type Balancer interface {
 }
 
 var (
-	_ Balancer    = (*RoundRobin)(nil)
-	_ Balancer    = (*P2C)(nil)
-	_ Balancer    = (*LeastLoaded)(nil)
-	_ lb.Balancer = (*RoundRobin)(nil)
-	_ lb.Balancer = (*P2C)(nil)
-	_ lb.Balancer = (*LeastLoaded)(nil)
+	_ Balancer    = (*roundRobin)(nil)
+	_ Balancer    = (*p2c)(nil)
+	_ Balancer    = (*leastLoaded)(nil)
+	_ lb.Balancer = (*roundRobin)(nil)
+	_ lb.Balancer = (*p2c)(nil)
+	_ lb.Balancer = (*leastLoaded)(nil)
 )
 
 // Whatever its policy, each of this package's balancers picks among the
 // instances in the best state first: connection READY and not ejected,
 // then connecting, then failing, then ejected (see Endpointer). A pick
 // reads a snapshot and a few atomics: it takes no lock. Each also
-// implements go-kit's lb.Balancer, for a first attempt.
+// implements go-kit's lb.Balancer (Endpoint), for a first attempt: assert
+// it, as in b.(lb.Balancer).
 
-// RoundRobin balances over the instances of an Endpointer in turn: calls
-// start on successive instances, and each retry of a call moves on to the
-// next instance it has not tried.
-type RoundRobin struct {
+// roundRobin is NewRoundRobin's Balancer.
+type roundRobin struct {
 	endpointer *Endpointer
 	counter    atomic.Uint64
 }
 
-// NewRoundRobin returns a RoundRobin over e.
-func NewRoundRobin(e *Endpointer) *RoundRobin { return &RoundRobin{endpointer: e} }
+// NewRoundRobin returns a Balancer that balances over the instances of e in
+// turn: calls start on successive instances, and each retry of a call moves
+// on to the next instance it has not tried.
+func NewRoundRobin(e *Endpointer) Balancer { return &roundRobin{endpointer: e} }
 
 // Pick implements Balancer.
-func (b *RoundRobin) Pick(tried []*Node) (*Node, error) {
+func (b *roundRobin) Pick(tried []*Node) (*Node, error) {
 	return pick(b.endpointer, tried, b.pickIn)
 }
 
 // Done implements Balancer; the instance has recorded the outcome.
-func (b *RoundRobin) Done(*Node, error) {}
+func (b *roundRobin) Done(*Node, error) {}
 
 // Endpoint implements lb.Balancer.
-func (b *RoundRobin) Endpoint() (endpoint.Endpoint, error) { return endpointOf(b.Pick(nil)) }
+func (b *roundRobin) Endpoint() (endpoint.Endpoint, error) { return endpointOf(b.Pick(nil)) }
 
-func (b *RoundRobin) pickIn(tier []*Node, tried []*Node) *Node {
+func (b *roundRobin) pickIn(tier []*Node, tried []*Node) *Node {
 	n := uint64(len(tier))
 	// A retry starts after the instance tried last, when it is in this
 	// tier; anything else at the next instance in turn.
@@ -96,12 +97,19 @@ func (b *RoundRobin) pickIn(tier []*Node, tried []*Node) *Node {
 	return nil
 }
 
-// P2C balances over the instances of an Endpointer by the power of two
-// choices: of two instances picked at random, the one with the lower
-// cost, its peak-sensitive moving average of latency (or the mean age of
-// its calls in flight, when that is larger) times its calls in flight plus
-// one, as Finagle and linkerd do. A slow or stalling instance soon loses
-// almost every comparison, a hung one as soon as its calls in flight
+// p2c is NewP2C's Balancer.
+type p2c struct {
+	endpointer *Endpointer
+	// better is the better of two instances; P2C's compares costs.
+	better func(a, c *Node) *Node
+}
+
+// NewP2C returns a Balancer that balances over the instances of e by the
+// power of two choices: of two instances picked at random, the one with the
+// lower cost, its peak-sensitive moving average of latency (or the mean age
+// of its calls in flight, when that is larger) times its calls in flight
+// plus one, as Finagle and linkerd do. A slow or stalling instance soon
+// loses almost every comparison, a hung one as soon as its calls in flight
 // outlive its usual latency; an estimate decays while nobody picks its
 // instance, so that a recovered instance is tried again within seconds. A
 // new instance costs nothing until it has a call in flight and then
@@ -118,50 +126,43 @@ func (b *RoundRobin) pickIn(tier []*Node, tried []*Node) *Node {
 // instances get equal shares: by latency alone the slightly faster of
 // equal instances takes far more than its share, and reaches its limit
 // first.
-type P2C struct {
-	endpointer *Endpointer
-	// better is the better of two instances; P2C's compares costs.
-	better func(a, c *Node) *Node
-}
-
-// NewP2C returns a P2C over e.
-func NewP2C(e *Endpointer) *P2C { return &P2C{endpointer: e, better: lessLoadedOrCheaper} }
+func NewP2C(e *Endpointer) Balancer { return &p2c{endpointer: e, better: lessLoadedOrCheaper} }
 
 // Pick implements Balancer.
-func (b *P2C) Pick(tried []*Node) (*Node, error) {
+func (b *p2c) Pick(tried []*Node) (*Node, error) {
 	return pick(b.endpointer, tried, b.pickIn)
 }
 
 // Done implements Balancer; the instance has recorded the outcome.
-func (b *P2C) Done(*Node, error) {}
+func (b *p2c) Done(*Node, error) {}
 
 // Endpoint implements lb.Balancer.
-func (b *P2C) Endpoint() (endpoint.Endpoint, error) { return endpointOf(b.Pick(nil)) }
+func (b *p2c) Endpoint() (endpoint.Endpoint, error) { return endpointOf(b.Pick(nil)) }
 
-// LeastLoaded is P2C with another source of load: the load the instances
-// report in Consul KV (an sd.LoadReporter's; w watches the reports). Of
-// two instances picked at random, it takes the one whose fresh report plus
-// this client's own calls in flight to it is lower. Two at random, not the
-// least of all, so that callers do not all herd onto one instance between
-// reports. When both instances' answers carried their load within the last
-// second it compares those as P2C does, since they are fresher; when
-// either KV report is missing or stale (three reporting intervals after
-// the watcher received it), it compares P2C's costs.
-type LeastLoaded struct {
-	P2C
+// leastLoaded is NewLeastLoaded's Balancer.
+type leastLoaded struct {
+	p2c
 	loads *sd.LoadWatcher
 }
 
-// NewLeastLoaded returns a LeastLoaded over e with the reports w watches.
-func NewLeastLoaded(e *Endpointer, w *sd.LoadWatcher) *LeastLoaded {
-	b := &LeastLoaded{loads: w}
-	b.P2C = P2C{endpointer: e, better: b.lessLoaded}
+// NewLeastLoaded returns a Balancer over e: P2C with another source of
+// load: the load the instances report in Consul KV (an sd.LoadReporter's; w
+// watches the reports). Of two instances picked at random, it takes the one
+// whose fresh report plus this client's own calls in flight to it is lower.
+// Two at random, not the least of all, so that callers do not all herd onto
+// one instance between reports. When both instances' answers carried their
+// load within the last second it compares those as P2C does, since they are
+// fresher; when either KV report is missing or stale (three reporting
+// intervals after the watcher received it), it compares P2C's costs.
+func NewLeastLoaded(e *Endpointer, w *sd.LoadWatcher) Balancer {
+	b := &leastLoaded{loads: w}
+	b.p2c = p2c{endpointer: e, better: b.lessLoaded}
 	return b
 }
 
 // lessLoaded is the less loaded of two instances by their fresh load
 // reports, else the cheaper.
-func (b *LeastLoaded) lessLoaded(a, c *Node) *Node {
+func (b *leastLoaded) lessLoaded(a, c *Node) *Node {
 	// Loads in answers first when both are fresh: they are at most
 	// loadFresh old, a KV report up to three intervals.
 	if now := a.now(); a.freshLoad(now) && c.freshLoad(now) {
@@ -208,14 +209,14 @@ func cheaper(a, c *Node) *Node {
 	return a
 }
 
-func (b *P2C) pickIn(tier []*Node, tried []*Node) *Node {
+func (b *p2c) pickIn(tier []*Node, tried []*Node) *Node {
 	return pickTwo(tier, tried, b.better)
 }
 
 // pickStream picks the instance of a stream (a ClientConn's, see NewConn)
 // for a stream whose opens went to tried: of two, the one with fewer
 // streams open (see fewerStreams).
-func (b *P2C) pickStream(tried []*Node) (*Node, error) {
+func (b *p2c) pickStream(tried []*Node) (*Node, error) {
 	return pick(b.endpointer, tried, func(tier, tried []*Node) *Node { return pickTwo(tier, tried, fewerStreams) })
 }
 

@@ -30,7 +30,7 @@ type staticRig struct {
 	conns   map[string]*fakeConn
 	inst    *manualInstancer
 	e       *client.Endpointer
-	b       *client.RoundRobin
+	b       client.Balancer
 	call    endpoint.Endpoint
 	episode counter
 	held    *gauge

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/go-kit/kit/sd/lb"
 	"io"
 	"net"
 	"slices"
@@ -297,7 +298,7 @@ func TestNoFirstAttemptOnAFailedConnection(t *testing.T) {
 	conns["a"].set(connectivity.TransientFailure)
 	eventually(t, "a out of the picks", func() bool {
 		for range 6 {
-			if ep, _ := b.Endpoint(); ep != nil {
+			if ep, _ := b.(lb.Balancer).Endpoint(); ep != nil {
 				resp, _ := ep(context.Background(), trimsvc.TrimRequest{})
 				if resp.(trim.TrimResponse).Instance == "a" {
 					return false

@@ -286,7 +286,11 @@ func TestRetryOverABalancerThatIgnoresTried(t *testing.T) {
 func TestBalancersUnderGoKitRetry(t *testing.T) {
 	f := newFakes(map[string]endpoint.Endpoint{"a": failing(codes.Unavailable), "b": ok("b")})
 	endpointer := newEndpointer(t, kitsd.FixedInstancer{"a", "b"}, f.factory, log.NewNopLogger(), noEjection)
-	for name, b := range map[string]lb.Balancer{"round robin": client.NewRoundRobin(endpointer), "p2c": client.NewP2C(endpointer)} {
+	for name, cb := range map[string]client.Balancer{"round robin": client.NewRoundRobin(endpointer), "p2c": client.NewP2C(endpointer)} {
+		b, ok := cb.(lb.Balancer)
+		if !ok {
+			t.Fatalf("%s: %T is no lb.Balancer", name, cb)
+		}
 		f.reset()
 		resp, err := lb.Retry(4, time.Second, b)(context.Background(), trimsvc.TrimRequest{S: "x"})
 		if err != nil || resp.(trim.TrimResponse).Instance != "b" {
