@@ -13,7 +13,8 @@ import (
 // most Ratio (a fraction: 0.2 is 20%) of the calls made plus MinPerSecond for each second of TTL
 // (the floor lets a quiet client still retry). A call whose retry the
 // budget refuses returns its failure at once, saying so. The zero value of
-// each field means its default (DefaultRetryBudget's).
+// each field means its default: Ratio 0.2, MinPerSecond 10, TTL 10s
+// (Finagle's).
 type RetryBudget struct {
 	Disabled     bool
 	Ratio        float64
@@ -21,8 +22,8 @@ type RetryBudget struct {
 	TTL          time.Duration
 }
 
-// DefaultRetryBudget is Finagle's: 20% of calls plus 10 a second, over 10s.
-var DefaultRetryBudget = RetryBudget{Ratio: 0.2, MinPerSecond: 10, TTL: 10 * time.Second}
+// defaultRetryBudget is Finagle's: 20% of calls plus 10 a second, over 10s.
+var defaultRetryBudget = RetryBudget{Ratio: 0.2, MinPerSecond: 10, TTL: 10 * time.Second}
 
 func (b RetryBudget) validate() error {
 	var errs []error
@@ -39,7 +40,7 @@ func (b RetryBudget) validate() error {
 }
 
 func (b RetryBudget) withDefaults() RetryBudget {
-	d := DefaultRetryBudget
+	d := defaultRetryBudget
 	if b.Ratio == 0 {
 		b.Ratio = d.Ratio
 	}

@@ -179,10 +179,6 @@ func balancerFor(name string, loads *sd.LoadWatcher) (func(*Endpointer) Balancer
 // EndpointFunc's endpoints take and answers as they do, through Retry.
 func (c *Client) Endpoint() endpoint.Endpoint { return c.call }
 
-// Endpointer is the Endpointer under the client: the instances it holds,
-// their connections and their state.
-func (c *Client) Endpointer() *Endpointer { return c.endpointer }
-
 // Close stops discovery (a blocking Consul query in flight included) and
 // closes every connection. It is safe to call more than once.
 func (c *Client) Close() error {

@@ -18,9 +18,8 @@ const (
 	DiscoveryDNS    = "dns"
 )
 
-// Defaults of Config.
+// Defaults of Config (DNSAddr's is sd.DefaultDNSAddr).
 const (
-	DefaultDNSAddr      = sd.DefaultDNSAddr
 	DefaultMaxAttempts  = 3
 	DefaultRetryTimeout = 500 * time.Millisecond
 )
@@ -101,10 +100,11 @@ type RetryConfig struct {
 	// twice are hedged. Default: 0, no hedging.
 	HedgeAfter time.Duration
 	// Budget bounds retries and hedges to a fraction of calls. Default:
-	// DefaultRetryBudget.
+	// RetryBudget's zero value: 20% of calls plus 10 a second, over 10s.
 	Budget RetryBudget
 	// Throttle makes the client refuse calls itself while the instances
-	// refuse them for overload. Default: DefaultThrottle (on).
+	// refuse them for overload. Default: Throttle's zero value
+	// (on).
 	Throttle Throttle
 	// Retryable decides, after a failed attempt, whether the call tries
 	// again, in the shape of go-kit's lb.Callback: n is the number of
@@ -204,12 +204,12 @@ func (c CallConfig) Validate() error {
 	if c.SubsetCaller > 0 && c.Subset == 0 {
 		errs = append(errs, &FieldError{"SubsetCaller", c.SubsetCaller, "numbers a caller for Subset, which is 0 (every instance)"})
 	}
-	return errors.Join(c.TLS.Validate(), c.Retry.Validate(), errors.Join(errs...))
+	return errors.Join(c.TLS.validate(), c.Retry.validate(), errors.Join(errs...))
 }
 
 // Validate returns nil when every field is in range, else every problem,
 // each a *FieldError, joined.
-func (t TLS) Validate() error {
+func (t TLS) validate() error {
 	var errs []error
 	if (t.CertFile == "") != (t.KeyFile == "") {
 		errs = append(errs, &FieldError{"TLS.CertFile", t.CertFile, "needs TLS.KeyFile, and the other way round"})
@@ -222,7 +222,7 @@ func (t TLS) Validate() error {
 
 // Validate returns nil when every field is in range, else every problem,
 // each a *FieldError, joined.
-func (c RetryConfig) Validate() error {
+func (c RetryConfig) validate() error {
 	var errs []error
 	if c.HedgeAfter < 0 {
 		errs = append(errs, &FieldError{"Retry.HedgeAfter", c.HedgeAfter, "must not be negative (0 means no hedging)"})

@@ -144,14 +144,33 @@ func dial(service string, instancer kitsd.Instancer, stop func(), p parts, o opt
 }
 
 // DialOptions returns what grpc.NewClient needs to call a service in
-// Consul with trimkit, by a target of the consul scheme (see
-// ConsulTarget): its resolver over the shared Consul watch (or DNS),
+// Consul with trimkit, by a target of the consul scheme (below): its
+// resolver over the shared Consul watch (or DNS),
 // trimkit's balancer, and the interceptors that make unary calls through
 // Retry and reopen streams as NewConn's do. The target's query says what
 // Config would: tags, balancer, retries. opts are as for New (WithLogger,
 // WithEndpointer, WithInstancers...; WithDialOptions is not for here: give
 // those to grpc.NewClient). The options serve one ClientConn: call
 // DialOptions again for another.
+//
+// A target:
+//
+//	consul://[AGENT]/SERVICE[?PARAM=VALUE&...]
+//
+// AGENT is the Consul agent's host:port; without it, the Consul CLI's
+// environment (CONSUL_HTTP_ADDR, its token and TLS variables), else
+// 127.0.0.1:8500. The parameters, each the Config field it names:
+//
+//	tag=T            Tags: instances that carry T (repeat for more)
+//	balancer=B       Balancer: round-robin (default), p2c, least-loaded
+//	discovery=D      Discovery: consul (default) or dns
+//	dns-addr=H:P     DNSAddr, for dns discovery
+//	subset=N         Subset; subset-caller=N, SubsetCaller
+//	timeout=D        Retry.Timeout, a Go duration (500ms)
+//	attempts=N       Retry.MaxAttempts
+//	hedge-after=D    Retry.HedgeAfter
+//
+// An unknown parameter, or a value out of range, is an error.
 //
 // Give grpc.NewClient the transport credentials too: with TLS, the
 // instances are verified against the target's service name unless the
@@ -160,9 +179,9 @@ func dial(service string, instancer kitsd.Instancer, stop func(), p parts, o opt
 //	conn, err := grpc.NewClient("consul:///orders?tag=v2&balancer=p2c",
 //		append(client.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 func DialOptions(opts ...Option) []grpc.DialOption {
-	c := &connSetup{scheme: ConsulScheme}
+	c := &connSetup{scheme: consulScheme}
 	c.build = func(t resolver.Target) (kitsd.Instancer, func(), *connPolicy, *retry, error) {
-		cfg, err := ConsulTarget(t.URL)
+		cfg, err := consulTarget(t.URL)
 		if err != nil {
 			return nil, nil, nil, nil, err
 		}
@@ -200,7 +219,7 @@ func discoverParts(cfg Config, o *options) (kitsd.Instancer, func(), parts, erro
 	return instancer, stop, p, nil
 }
 
-const serviceConfigJSON = `{"loadBalancingConfig":[{"` + BalancerName + `":{}}]}`
+const serviceConfigJSON = `{"loadBalancingConfig":[{"` + balancerName + `":{}}]}`
 
 // Balancer of a ClientConn's Retry: its grpc balancer's, once grpc has
 // built it.

@@ -346,6 +346,9 @@ func (e *Endpointer) publish() {
 		s.tiers[t] = append(s.tiers[t], n)
 	}
 	e.current.Store(s)
+	if e.metrics.Instances != nil {
+		e.metrics.Instances.Set(float64(len(s.nodes)))
+	}
 	if e.published != nil {
 		e.published()
 	}

@@ -21,3 +21,9 @@ func Instances(e *Endpointer) []*Node { return e.snapshot().nodes }
 func SubsetOrder(instances []string, size int, caller uint64) []string {
 	return subsetOrder(instances, size, caller)
 }
+
+// Defaults and parsers the tests of client_test read.
+var (
+	DefaultRetryBudget = defaultRetryBudget
+	ConsulTarget       = consulTarget
+)

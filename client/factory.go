@@ -80,7 +80,7 @@ var reconnectBackoff = backoff.Config{BaseDelay: 100 * time.Millisecond, Multipl
 // dials. It reads the files now, so that a missing or bad one is an error
 // here, not a failed call later.
 func (t TLS) DialOption() (grpc.DialOption, error) {
-	if err := t.Validate(); err != nil {
+	if err := t.validate(); err != nil {
 		return nil, err
 	}
 	if t.CAFile == "" {

@@ -37,7 +37,8 @@ import (
 // that left stays open for the Window (or the close grace, if longer), so
 // that it can still be held, and taken back if discovery lists it again.
 //
-// The zero value of each field means its default (DefaultFailStatic's).
+// The zero value of each field means its default: Fraction 0.5, MaxAge
+// 3m, Window 5s.
 type FailStatic struct {
 	// Disabled obeys discovery to the letter: every removed instance
 	// leaves at once.
@@ -54,7 +55,7 @@ type FailStatic struct {
 	Window time.Duration
 }
 
-// DefaultFailStatic holds instances when fewer than half of them are left
+// defaultFailStatic holds instances when fewer than half of them are left
 // listed (Envoy's default panic threshold), for at most three minutes:
 // longer than a Consul agent takes to restart and sync (seconds) or a
 // cluster to elect a leader, short enough that a service really taken down
@@ -62,7 +63,7 @@ type FailStatic struct {
 // somehow stay up. Removals within 5s count together: an agent
 // registers its services again milliseconds apart, and a caller's watch
 // may see each as an update of its own.
-var DefaultFailStatic = FailStatic{Fraction: 0.5, MaxAge: 3 * time.Minute, Window: 5 * time.Second}
+var defaultFailStatic = FailStatic{Fraction: 0.5, MaxAge: 3 * time.Minute, Window: 5 * time.Second}
 
 func (f FailStatic) validate() error {
 	var errs []error
@@ -73,20 +74,20 @@ func (f FailStatic) validate() error {
 		errs = append(errs, fmt.Errorf("FailStatic.MaxAge %v: must not be negative", f.MaxAge))
 	}
 	if f.Window < 0 {
-		errs = append(errs, fmt.Errorf("FailStatic.Window %v: must not be negative (0 means the default, %v)", f.Window, DefaultFailStatic.Window))
+		errs = append(errs, fmt.Errorf("FailStatic.Window %v: must not be negative (0 means the default, %v)", f.Window, defaultFailStatic.Window))
 	}
 	return errors.Join(errs...)
 }
 
 func (f FailStatic) withDefaults() FailStatic {
 	if f.Fraction == 0 {
-		f.Fraction = DefaultFailStatic.Fraction
+		f.Fraction = defaultFailStatic.Fraction
 	}
 	if f.MaxAge == 0 {
-		f.MaxAge = DefaultFailStatic.MaxAge
+		f.MaxAge = defaultFailStatic.MaxAge
 	}
 	if f.Window == 0 {
-		f.Window = DefaultFailStatic.Window
+		f.Window = defaultFailStatic.Window
 	}
 	return f
 }

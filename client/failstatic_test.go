@@ -34,14 +34,16 @@ type staticRig struct {
 	call    endpoint.Endpoint
 	episode counter
 	held    *gauge
-	logs    *logbuf.Buffer
+	// instances is the Endpointer's Metrics.Instances.
+	instances *gauge
+	logs      *logbuf.Buffer
 }
 
 func newStaticRig(t *testing.T, names []string, opts ...client.EndpointerOption) *staticRig {
 	t.Helper()
 	byName := map[string]endpoint.Endpoint{}
 	r := &staticRig{conns: map[string]*fakeConn{}, inst: &manualInstancer{},
-		episode: newCounter(), held: &gauge{}, logs: &logbuf.Buffer{}}
+		episode: newCounter(), held: &gauge{}, instances: &gauge{}, logs: &logbuf.Buffer{}}
 	for _, n := range names {
 		byName[n] = ok(n)
 		r.conns[n] = newFakeConn()
@@ -52,7 +54,7 @@ func newStaticRig(t *testing.T, names []string, opts ...client.EndpointerOption)
 		return e, reportedConn{r.conns[instance], closer}, err
 	}
 	opts = append([]client.EndpointerOption{noEjection, client.WithCloseGrace(0),
-		client.WithMetrics(client.Metrics{FailStatic: r.episode, Held: r.held})}, opts...)
+		client.WithMetrics(client.Metrics{FailStatic: r.episode, Held: r.held, Instances: r.instances})}, opts...)
 	r.e = newEndpointer(t, r.inst, factory, log.NewLogfmtLogger(r.logs), opts...)
 	r.inst.send(kitsdEvent(names...))
 	r.b = client.NewRoundRobin(r.e)
@@ -140,6 +142,9 @@ func TestFailStaticHoldsEveryInstanceWhenDiscoveryEmpties(t *testing.T) {
 	if have := r.held.value(); have != 3 {
 		t.Errorf("held gauge: have %v, want 3", have)
 	}
+	if have := r.instances.value(); have != 3 {
+		t.Errorf("instances gauge: have %v, want the 3 held", have)
+	}
 	// Another empty answer (a second blocking query) changes nothing and
 	// logs nothing new.
 	r.inst.send(kitsdEvent())
@@ -170,6 +175,23 @@ func TestFailStaticHoldsEveryInstanceWhenDiscoveryEmpties(t *testing.T) {
 	callN(t, r.call, 6)
 	if have := r.endpoints(); have != 3 {
 		t.Errorf("Endpoints after a listed instance failed: %d, want 3", have)
+	}
+}
+
+// Metrics.Instances follows the instances the Endpointer holds as
+// discovery changes them.
+func TestInstancesGauge(t *testing.T) {
+	r := newStaticRig(t, []string{"a", "b", "c"})
+	if have := r.instances.value(); have != 3 {
+		t.Errorf("instances gauge: have %v, want 3", have)
+	}
+	r.inst.send(kitsdEvent("a", "b")) // one left: not en masse, not held
+	if have := r.instances.value(); have != 2 {
+		t.Errorf("instances gauge after one left: have %v, want 2", have)
+	}
+	r.inst.send(kitsdEvent("a", "b", "c"))
+	if have := r.instances.value(); have != 3 {
+		t.Errorf("instances gauge after it came back: have %v, want 3", have)
 	}
 }
 

@@ -21,15 +21,15 @@ import (
 	"github.com/trimkit/trimkit/internal/overload"
 )
 
-// BalancerName is the name trimkit's balancer has in grpc-go's registry,
+// balancerName is the name trimkit's balancer has in grpc-go's registry,
 // for a service config's loadBalancingConfig. NewConn and DialOptions
 // register it (once per process) and select it; a program that selects
 // it with a resolver of its own (grpc's dns, say) gets round robin with
 // the Endpointer's defaults: connection tiers, ejection, fail-static.
-const BalancerName = "trimkit"
+const balancerName = "trimkit"
 
 // registerBalancer registers trimkit's balancers with grpc-go, once:
-// NewConn's and DialOptions' (BalancerName), and a Factory connection's.
+// NewConn's and DialOptions' (balancerName), and a Factory connection's.
 var registerBalancer = sync.OnceFunc(func() {
 	balancer.Register(balancerBuilder{})
 	balancer.Register(instanceBuilder{})
@@ -57,7 +57,7 @@ func defaultPolicy() *connPolicy {
 
 type balancerBuilder struct{}
 
-func (balancerBuilder) Name() string { return BalancerName }
+func (balancerBuilder) Name() string { return balancerName }
 
 func (balancerBuilder) Build(cc balancer.ClientConn, _ balancer.BuildOptions) balancer.Balancer {
 	return &grpcBalancer{cc: cc, published: make(chan struct{}, 1), done: make(chan struct{})}

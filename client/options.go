@@ -106,13 +106,13 @@ func WithCloseGrace(d time.Duration) EndpointerOption {
 }
 
 // WithEjection sets how the Endpointer ejects instances that keep failing.
-// Default: DefaultEjection.
+// Default: Ejection's zero value, its defaults.
 func WithEjection(e Ejection) EndpointerOption {
 	return func(o *endpointerOptions) { o.ejection = e }
 }
 
 // WithFailStatic sets what the Endpointer does when discovery removes all
-// or most of its instances at once. Default: DefaultFailStatic.
+// or most of its instances at once. Default: FailStatic's zero value.
 func WithFailStatic(f FailStatic) EndpointerOption {
 	return func(o *endpointerOptions) { o.failStatic = f }
 }
@@ -187,7 +187,10 @@ func newEndpointerOptions(opts []EndpointerOption) (endpointerOptions, error) {
 // ejected, for longer each time, until one passes. Never more than
 // MaxEjectedFraction of the instances, rounded down, are ejected: a service
 // of one instance is never ejected, one of three loses at most one.
-// The zero value of each field means its default (DefaultEjection's).
+// The zero value of each field means its default: ConsecutiveFailures 2,
+// BaseTime 1s, MaxTime 30s, MaxEjectedFraction 0.5, ProbeTimeout 500ms,
+// Classify DefaultClassify, and SuccessRate's (docs/gray-failure.md says
+// why).
 type Ejection struct {
 	Disabled            bool
 	ConsecutiveFailures int
@@ -223,7 +226,7 @@ type Ejection struct {
 // rate over its own attempts (so that chance does not eject it), and 5
 // percentage points (so that a few errors in hundreds of calls do not
 // cost a share of the capacity). The zero value of each field means its
-// default (DefaultEjection's).
+// default: Interval 1s, MinRequests 100, MinInstances 3, StdevFactor 1.9.
 type SuccessRate struct {
 	Disabled bool
 	// Interval is the window rates are counted over. It is also the
@@ -235,7 +238,7 @@ type SuccessRate struct {
 	StdevFactor  float64
 }
 
-// DefaultEjection is what the stack uses unless told otherwise. Two
+// defaultEjection is what the stack uses unless told otherwise. Two
 // failures in a row, because one can be a blip (a connection that closed
 // as its instance restarted) and Retry covers the caller anyway, while two
 // without a success between are a pattern. A timeout counts twice: it cost
@@ -255,7 +258,7 @@ type SuccessRate struct {
 // mean and deviation (Envoy's include the instance itself, which no
 // single outlier among fewer than six can then fall 1.9 deviations
 // below), two healthy peers are enough to show one that is not.
-var DefaultEjection = Ejection{
+var defaultEjection = Ejection{
 	ConsecutiveFailures: 2,
 	BaseTime:            time.Second,
 	MaxTime:             30 * time.Second,
@@ -303,7 +306,7 @@ func (e Ejection) validate() error {
 }
 
 func (e Ejection) withDefaults() Ejection {
-	d := DefaultEjection
+	d := defaultEjection
 	if e.ConsecutiveFailures == 0 {
 		e.ConsecutiveFailures = d.ConsecutiveFailures
 	}
@@ -357,6 +360,9 @@ type Metrics struct {
 	FailStatic metrics.Counter
 	// Held is the number of instances held against discovery now.
 	Held metrics.Gauge
+	// Instances is the number of instances the Endpointer holds now,
+	// held ones included: 0 while discovery has found none.
+	Instances metrics.Gauge
 }
 
 // RetryMetrics are the instruments Retry reports to.

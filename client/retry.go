@@ -54,7 +54,7 @@ func Retry(b Balancer, cfg RetryConfig) (endpoint.Endpoint, error) {
 	if b == nil {
 		return nil, errors.New("client: Retry needs a balancer")
 	}
-	if err := cfg.Validate(); err != nil {
+	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("retry config: %w", err)
 	}
 	return newRetry(b, cfg.withDefaults(), endpointAttempt).call, nil

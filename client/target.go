@@ -10,31 +10,14 @@ import (
 	"github.com/trimkit/trimkit/sd"
 )
 
-// ConsulScheme is the target scheme of DialOptions' ClientConns.
-const ConsulScheme = "consul"
+// consulScheme is the target scheme of DialOptions' ClientConns.
+const consulScheme = "consul"
 
-// ConsulTarget is the Config a consul target says, as DialOptions reads
-// it:
-//
-//	consul://[AGENT]/SERVICE[?PARAM=VALUE&...]
-//
-// AGENT is the Consul agent's host:port; without it, the Consul CLI's
-// environment (CONSUL_HTTP_ADDR, its token and TLS variables), else
-// 127.0.0.1:8500. The parameters, each the Config field it names:
-//
-//	tag=T            Tags: instances that carry T (repeat for more)
-//	balancer=B       Balancer: round-robin (default), p2c, least-loaded
-//	discovery=D      Discovery: consul (default) or dns
-//	dns-addr=H:P     DNSAddr, for dns discovery
-//	subset=N         Subset; subset-caller=N, SubsetCaller
-//	timeout=D        Retry.Timeout, a Go duration (500ms)
-//	attempts=N       Retry.MaxAttempts
-//	hedge-after=D    Retry.HedgeAfter
-//
-// An unknown parameter, or a value out of range, is an error.
-func ConsulTarget(u url.URL) (Config, error) {
-	if u.Scheme != ConsulScheme {
-		return Config{}, fmt.Errorf("target %q: scheme %q, want %q", u.String(), u.Scheme, ConsulScheme)
+// consulTarget is the Config a consul target says; DialOptions documents
+// the target.
+func consulTarget(u url.URL) (Config, error) {
+	if u.Scheme != consulScheme {
+		return Config{}, fmt.Errorf("target %q: scheme %q, want %q", u.String(), u.Scheme, consulScheme)
 	}
 	cfg := Config{Consul: sd.ConsulConfig{Address: u.Host}, Service: strings.TrimPrefix(u.Path, "/")}
 	bad := func(key, value string, err error) error {
@@ -63,7 +46,7 @@ func ConsulTarget(u url.URL) (Config, error) {
 			case "hedge-after":
 				cfg.Retry.HedgeAfter, err = time.ParseDuration(v)
 			default:
-				return Config{}, fmt.Errorf("target %q: unknown parameter %q (see client.ConsulTarget)", u.String(), key)
+				return Config{}, fmt.Errorf("target %q: unknown parameter %q (see client.DialOptions)", u.String(), key)
 			}
 			if err != nil {
 				return Config{}, bad(key, v, err)

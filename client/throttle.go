@@ -27,7 +27,7 @@ import (
 // fleet stays busy and the client learns at once when it has room again,
 // without flooding it with calls it will refuse. A throttled call fails at
 // once with a *ThrottledError (ResourceExhausted). The zero value of each
-// field means its default (DefaultThrottle's).
+// field means its default: K 2, Window 1s.
 type Throttle struct {
 	// Disabled turns throttling off: every call is sent.
 	Disabled bool
@@ -39,12 +39,12 @@ type Throttle struct {
 	Window time.Duration
 }
 
-// DefaultThrottle is K 2, the SRE book's, over 1s. The book counts over
+// defaultThrottle is K 2, the SRE book's, over 1s. The book counts over
 // two minutes, which keeps a client throttling for up to two minutes
 // after an overload has ended; over 1s, it stops within a second of the
 // fleet accepting calls again, and a second at hundreds of calls a second
 // still counts enough calls to be steady.
-var DefaultThrottle = Throttle{K: 2, Window: time.Second}
+var defaultThrottle = Throttle{K: 2, Window: time.Second}
 
 func (t Throttle) validate() error {
 	var errs []error
@@ -59,10 +59,10 @@ func (t Throttle) validate() error {
 
 func (t Throttle) withDefaults() Throttle {
 	if t.K == 0 {
-		t.K = DefaultThrottle.K
+		t.K = defaultThrottle.K
 	}
 	if t.Window == 0 {
-		t.Window = DefaultThrottle.Window
+		t.Window = defaultThrottle.Window
 	}
 	return t
 }

@@ -100,7 +100,7 @@ func TestThrottleRefusesAboutP(t *testing.T) {
 
 func TestThrottleValidate(t *testing.T) {
 	for _, bad := range []Throttle{{K: 0.5}, {K: -1}, {Window: time.Millisecond}, {Window: time.Hour}} {
-		if err := (RetryConfig{Throttle: bad}).Validate(); err == nil || !strings.Contains(err.Error(), "Retry.Throttle") {
+		if err := (RetryConfig{Throttle: bad}).validate(); err == nil || !strings.Contains(err.Error(), "Retry.Throttle") {
 			t.Errorf("Throttle %+v: %v, want an error naming Retry.Throttle", bad, err)
 		}
 	}

@@ -4,10 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/go-kit/kit/metrics/generic"
 	"io"
 	"os"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/go-kit/kit/endpoint"
@@ -30,15 +30,14 @@ func call(ctx, stop context.Context, cfg config, stdout, stderr io.Writer) error
 	// to see happen.
 	logger := level.NewFilter(log.NewLogfmtLogger(stderr), level.AllowInfo())
 	logger = log.With(logger, "ts", log.DefaultTimestampUTC)
-	quiet := &discoveryLog{next: logger}
+	quiet := &discoveryLog{next: logger, instances: generic.NewGauge("instances")}
 	attempts := &loadgen.Counter{}
 	c, err := trim.NewClient(cfg.client, client.WithLogger(quiet), client.WithEndpointer(
-		client.WithMetrics(client.Metrics{Attempts: attempts}), client.WithFailStatic(cfg.failStatic)))
+		client.WithMetrics(client.Metrics{Attempts: attempts, Instances: quiet.instances}), client.WithFailStatic(cfg.failStatic)))
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	quiet.endpointer.Store(c.Endpointer())
 
 	if !cfg.load() {
 		ctx, cancel := context.WithCancel(ctx)
@@ -105,8 +104,8 @@ func load(ctx, stop context.Context, e endpoint.Endpoint, attempts *loadgen.Coun
 // knows instances such lines are the only sign that discovery fails (the
 // calls go on), and pass.
 type discoveryLog struct {
-	next       log.Logger
-	endpointer atomic.Pointer[client.Endpointer] // nil while the client is made
+	next      log.Logger
+	instances *generic.Gauge // the instances the client holds
 }
 
 // Log implements log.Logger.
@@ -117,14 +116,7 @@ func (d *discoveryLog) Log(keyvals ...any) error {
 	return d.next.Log(keyvals...)
 }
 
-func (d *discoveryLog) instancesKnown() bool {
-	e := d.endpointer.Load()
-	if e == nil {
-		return false
-	}
-	endpoints, _ := e.Endpoints()
-	return len(endpoints) > 0
-}
+func (d *discoveryLog) instancesKnown() bool { return d.instances.Value() > 0 }
 
 // discoveryFailed reports whether a log line says that discovery failed:
 // sd's Instancer's ("first consul query failed", "consul query failed;

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"github.com/go-kit/kit/metrics/generic"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -175,12 +176,13 @@ func newTrimkitCaller(b testing.TB, consul sd.ConsulConfig, subset, i int) scale
 	if subset > 0 {
 		cfg.SubsetCaller = i + 1
 	}
-	cl, err := client.New(cfg, trim.Endpoints)
+	held := generic.NewGauge("instances")
+	cl, err := client.New(cfg, trim.Endpoints, client.WithEndpointer(client.WithMetrics(client.Metrics{Instances: held})))
 	if err != nil {
 		b.Fatal(err)
 	}
 	return scaleCaller{
-		endpoints: func() int { eps, _ := cl.Endpointer().Endpoints(); return len(eps) },
+		endpoints: func() int { return int(held.Value()) },
 		call:      cl.Endpoint(),
 		close:     func() { _ = cl.Close() },
 	}
@@ -193,12 +195,13 @@ func newBeforeCaller(b *testing.B, c *api.Client) scaleCaller {
 	if err != nil {
 		b.Fatal(err)
 	}
-	cl, err := client.NewFromInstancer(instancer, client.CallConfig{}, trim.Endpoints)
+	held := generic.NewGauge("instances")
+	cl, err := client.NewFromInstancer(instancer, client.CallConfig{}, trim.Endpoints, client.WithEndpointer(client.WithMetrics(client.Metrics{Instances: held})))
 	if err != nil {
 		b.Fatal(err)
 	}
 	return scaleCaller{
-		endpoints: func() int { eps, _ := cl.Endpointer().Endpoints(); return len(eps) },
+		endpoints: func() int { return int(held.Value()) },
 		call:      cl.Endpoint(),
 		close:     func() { _ = cl.Close(); instancer.Stop() },
 	}
