@@ -3,6 +3,7 @@ package client
 import (
 	"errors"
 	"fmt"
+	"github.com/trimkit/trimkit/internal/consulname"
 	"net"
 	"time"
 
@@ -169,11 +170,11 @@ func (c Config) Validate() error {
 	default:
 		errs = append(errs, &FieldError{"Discovery", fmt.Sprintf("%q", c.Discovery), fmt.Sprintf("must be %q or %q", DiscoveryConsul, DiscoveryDNS)})
 	}
-	if err := sd.ValidServiceName(c.Service); err != nil {
+	if err := consulname.ValidServiceName(c.Service); err != nil {
 		errs = append(errs, &FieldError{"Service", fmt.Sprintf("%q", c.Service), err.Error()})
 	}
 	for _, tag := range c.Tags {
-		if err := sd.ValidTag(tag); err != nil {
+		if err := consulname.ValidTag(tag); err != nil {
 			errs = append(errs, &FieldError{"Tags", fmt.Sprintf("%q", c.Tags), err.Error()})
 		}
 	}

@@ -190,7 +190,7 @@ func (e *Endpointer) handle(ev kitsd.Event) {
 			return
 		}
 		kv := []any{"msg", "discovery failed and no instance is known: calls fail until it succeeds", "err", ev.Err}
-		if sd.IsUnreachable(ev.Err) && !e.hinted {
+		if errors.As(ev.Err, new(*sd.UnreachableError)) && !e.hinted {
 			e.hinted = true
 			kv = append(kv, "hint", sd.UnreachableHint)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/trimkit/trimkit/internal/consulname"
 	"net"
 	"slices"
 	"strings"
@@ -59,7 +60,7 @@ func NewDNSInstancer(dnsAddr, service string, tags []string, refresh time.Durati
 	if logger == nil {
 		return nil, errors.New("sd: NewDNSInstancer needs a logger")
 	}
-	if err := ValidServiceName(service); err != nil {
+	if err := consulname.ValidServiceName(service); err != nil {
 		return nil, err
 	}
 	if len(tags) > 1 {

@@ -1,6 +1,7 @@
 package sd
 
 import (
+	"errors"
 	"time"
 
 	"github.com/go-kit/log"
@@ -14,4 +15,18 @@ func NewLoadWatcherWithClock(client LoadClient, service string, catalog Catalog,
 		panic(err) // a test's own mistake
 	}
 	return w
+}
+
+// Bounds and defaults the tests of sd_test read.
+const (
+	MaxLoadSkew     = maxLoadSkew
+	MaxLoadInterval = maxLoadInterval
+	MaxLoad         = maxLoad
+	DefaultMaxStale = defaultMaxStale
+)
+
+// IsUnreachable reports whether err is an *UnreachableError.
+func IsUnreachable(err error) bool {
+	var u *UnreachableError
+	return errors.As(err, &u)
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/trimkit/trimkit/internal/consulname"
 	"slices"
 	"strings"
 	"sync"
@@ -77,11 +78,11 @@ func NewInstancer(client Client, logger log.Logger, service string, tags []strin
 	if noClient(client) || logger == nil {
 		return nil, errors.New("sd: NewInstancer needs a Consul client and a logger")
 	}
-	if err := ValidServiceName(service); err != nil {
+	if err := consulname.ValidServiceName(service); err != nil {
 		return nil, err
 	}
 	for _, tag := range tags {
-		if err := ValidTag(tag); err != nil {
+		if err := consulname.ValidTag(tag); err != nil {
 			return nil, err
 		}
 	}
@@ -128,7 +129,7 @@ func (s *Instancer) NoInstances() error {
 		where = "consul at " + a.Address()
 	}
 	e := &NoInstancesError{Service: s.service, Tags: s.tags, Where: where, Discovery: s.State().Err, Err: lb.ErrNoEndpoints}
-	if IsUnreachable(e.Discovery) && !s.hinted.Load() && !s.hinted.Swap(true) {
+	if errors.As(e.Discovery, new(*UnreachableError)) && !s.hinted.Load() && !s.hinted.Swap(true) {
 		e.Hint = UnreachableHint
 	}
 	return e
@@ -235,7 +236,7 @@ func (s *Instancer) query(ctx context.Context, index uint64) ([]string, map[stri
 	stale, cache := s.opts.read.Mode != ReadLeader, s.opts.read.Mode == ReadCache
 	q := &api.QueryOptions{WaitIndex: index, WaitTime: waitTime, AllowStale: stale, UseCache: cache}
 	entries, meta, err := s.client.Service(ctx, s.service, s.tags, s.passingOnly, q)
-	if err == nil && s.opts.read.Mode == ReadStale && meta.LastContact > cmp.Or(s.opts.read.MaxStale, DefaultMaxStale) {
+	if err == nil && s.opts.read.Mode == ReadStale && meta.LastContact > cmp.Or(s.opts.read.MaxStale, defaultMaxStale) {
 		if meta.KnownLeader {
 			// Too far behind while there is a leader: ask the leader, now.
 			entries, meta, err = s.client.Service(ctx, s.service, s.tags, s.passingOnly, &api.QueryOptions{})

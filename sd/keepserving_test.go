@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/trimkit/trimkit/internal/consulname"
 	"net/url"
 	"sync"
 	"testing"
@@ -147,7 +148,7 @@ func TestLoadReporterNeverEndsOverConsul(t *testing.T) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if len(f.sessions) != 0 || f.kv[sd.LoadKey("trimsvc", "a")] != nil {
+	if len(f.sessions) != 0 || f.kv[consulname.LoadKey("trimsvc", "a")] != nil {
 		t.Errorf("report or sessions left after Run ended: %v", f.sessions)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/trimkit/trimkit/internal/consulname"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -17,7 +18,7 @@ import (
 )
 
 // LoadReport is what an instance publishes about its load, as JSON at
-// LoadKey(service, id).
+// consulname.LoadKey(service, id).
 type LoadReport struct {
 	// Load is the mean number of calls in flight over the last interval
 	// (the time spent serving, divided by the interval): all callers' work
@@ -35,12 +36,6 @@ type LoadReport struct {
 	// IntervalMS is how often reports come, for judging freshness.
 	IntervalMS int64 `json:"interval_ms"`
 }
-
-// LoadPrefix is where the reports of service's instances are.
-func LoadPrefix(service string) string { return "trimkit/load/" + service + "/" }
-
-// LoadKey is the KV key of instance id's report.
-func LoadKey(service, id string) string { return LoadPrefix(service) + id }
 
 // LoadClient is the part of Consul's HTTP API that load reports use: KV
 // and sessions. NewLoadClient adapts an *api.Client.
@@ -120,10 +115,6 @@ type LoadReporter struct {
 	opts     loopOptions
 }
 
-// LoadTTL is the session TTL for reports every interval: three intervals,
-// at least Consul's minimum of 10s.
-func LoadTTL(interval time.Duration) time.Duration { return max(10*time.Second, 3*interval) }
-
 // NewLoadReporter reports the load sample gives of instance id of service,
 // reached at addr, every interval. checkID, when not empty, is the
 // instance's health check: the session is bound to it, so that the report
@@ -135,8 +126,8 @@ func NewLoadReporter(client LoadClient, service, id, addr, checkID string, inter
 	if interval <= 0 {
 		return nil, fmt.Errorf("load report interval %v is not positive", interval)
 	}
-	key := LoadKey(service, id)
-	return &LoadReporter{client: client, key: key, addr: addr, interval: interval, ttl: LoadTTL(interval),
+	key := consulname.LoadKey(service, id)
+	return &LoadReporter{client: client, key: key, addr: addr, interval: interval, ttl: consulname.LoadTTL(interval),
 		checkID: checkID, sample: sample, logger: log.With(logger, "load_key", key), opts: newLoopOptions(opts)}, nil
 }
 
@@ -239,18 +230,18 @@ func (r *LoadReporter) session(ctx context.Context, session string) (string, err
 // Bounds a LoadWatcher puts on what a report claims: it is written by the
 // instances, and an instance (or whoever holds its token) may lie.
 const (
-	// MaxLoadSkew is how far in the future a report's ts may be, by the
+	// maxLoadSkew is how far in the future a report's ts may be, by the
 	// caller's clock, before the report is refused: clocks differ by a
 	// little, a report from the far future is forged.
-	MaxLoadSkew = 5 * time.Second
-	// MaxLoadInterval caps the reporting interval a report claims, which
+	maxLoadSkew = 5 * time.Second
+	// maxLoadInterval caps the reporting interval a report claims, which
 	// says how long it stays fresh: a report cannot make itself fresh for
 	// ever.
-	MaxLoadInterval = time.Minute
-	// MaxLoad caps a report's load and in-flight count (a negative one is
+	maxLoadInterval = time.Minute
+	// maxLoad caps a report's load and in-flight count (a negative one is
 	// taken as 0): no report can claim to be so idle, or so busy, that it
 	// outweighs every other one's by orders of magnitude.
-	MaxLoad = 1e4
+	maxLoad = 1e4
 )
 
 // Catalog maps an instance's address, as the Instancer reports it, to its
@@ -278,10 +269,10 @@ func (m CatalogMap) ServiceID(addr string) (string, bool) {
 // clock allow: it belongs to the instance its key names (the service ID
 // after the prefix), never to the address in its body; it is used only for
 // an instance the catalog lists; it is fresh for three of its reporting
-// intervals (at most MaxLoadInterval) from when this watcher received it,
-// whatever the instance's clock says; a ts more than MaxLoadSkew ahead of
-// the caller's clock makes it void; and its load is clamped to [0,
-// MaxLoad].
+// intervals (at most a minute) from when this watcher received it,
+// whatever the instance's clock says; a ts more than 5s ahead of the
+// caller's clock makes it void; and its load and in-flight count are
+// clamped to [0, 10000].
 type LoadWatcher struct {
 	client  LoadClient
 	prefix  string
@@ -313,7 +304,7 @@ func newLoadWatcher(client LoadClient, service string, catalog Catalog, logger l
 		return nil, errors.New("sd: NewLoadWatcher needs a client, a catalog and a logger")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &LoadWatcher{client: client, prefix: LoadPrefix(service), catalog: catalog, logger: logger, now: now,
+	w := &LoadWatcher{client: client, prefix: consulname.LoadPrefix(service), catalog: catalog, logger: logger, now: now,
 		cancel: cancel, done: make(chan struct{})}
 	w.reports.Store(&map[string]receivedReport{})
 	go w.loop(ctx)
@@ -386,14 +377,14 @@ func takeReport(b []byte, now time.Time) (receivedReport, error) {
 	if err := json.Unmarshal(b, &r); err != nil {
 		return receivedReport{}, err
 	}
-	if ts := time.Unix(r.TS, 0); ts.After(now.Add(MaxLoadSkew)) {
+	if ts := time.Unix(r.TS, 0); ts.After(now.Add(maxLoadSkew)) {
 		return receivedReport{}, fmt.Errorf("ts %d is %v ahead of this clock", r.TS, ts.Sub(now).Round(time.Second))
 	}
 	interval := time.Duration(r.IntervalMS) * time.Millisecond
 	if interval <= 0 {
 		return receivedReport{}, fmt.Errorf("interval_ms %d is not positive", r.IntervalMS)
 	}
-	r.Load = min(max(r.Load, 0), MaxLoad) // NaN cannot come from JSON
-	r.Inflight = min(max(r.Inflight, 0), int64(MaxLoad))
-	return receivedReport{LoadReport: r, received: now, freshFor: 3*min(interval, MaxLoadInterval) + time.Second}, nil
+	r.Load = min(max(r.Load, 0), maxLoad) // NaN cannot come from JSON
+	r.Inflight = min(max(r.Inflight, 0), int64(maxLoad))
+	return receivedReport{LoadReport: r, received: now, freshFor: 3*min(interval, maxLoadInterval) + time.Second}, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/trimkit/trimkit/internal/consulname"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -227,7 +228,7 @@ func TestNewLoadReporterBadInterval(t *testing.T) {
 
 func TestLoadTTL(t *testing.T) {
 	for in, want := range map[time.Duration]time.Duration{time.Second: 10 * time.Second, 5 * time.Second: 15 * time.Second} {
-		if got := sd.LoadTTL(in); got != want {
+		if got := consulname.LoadTTL(in); got != want {
 			t.Errorf("LoadTTL(%v) = %v, want %v", in, got, want)
 		}
 	}

@@ -2,66 +2,8 @@ package sd
 
 import (
 	"fmt"
-	"regexp"
 	"strings"
 )
-
-// What Consul's names and IDs may be. Consul's HTTP API puts service names
-// and IDs in URL paths, and the consul/api package puts them there as they
-// are: an ID such as "x/../y" would address another instance. Rather than
-// escape them (consul/api would escape the escapes), trimkit accepts only
-// names and IDs that need no escaping, and says so at once.
-var (
-	// A service name is a DNS label, so that Consul's DNS interface can
-	// find it (<name>.service.consul).
-	nameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
-	// A service ID may also hold the characters of an address (host:port,
-	// an IPv6 host) and underscores and dots, but is never "." or "..".
-	idRE = regexp.MustCompile(`^[A-Za-z0-9_.:\[\]-]{1,256}$`)
-	// A tag travels in a query string, which consul/api escapes: anything
-	// printable but spaces and commas (lists of tags are comma-separated).
-	tagRE = regexp.MustCompile(`^[[:graph:]]{1,255}$`)
-	// Consul's own rule for meta keys.
-	metaKeyRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
-)
-
-// ValidServiceName returns an error unless name is a valid service name:
-// a DNS label (letters, digits and inner hyphens, at most 63 characters).
-func ValidServiceName(name string) error {
-	if !nameRE.MatchString(name) {
-		return fmt.Errorf("service name %q: must be a DNS label: letters, digits and inner hyphens, at most 63 characters", name)
-	}
-	return nil
-}
-
-// ValidServiceID returns an error unless id is a valid service ID:
-// letters, digits, and . _ - : [ ], at most 256, and not "." or "..".
-func ValidServiceID(id string) error {
-	if !idRE.MatchString(id) || id == "." || id == ".." {
-		return fmt.Errorf(`service ID %q: must be letters, digits and . _ - : [ ] (at most 256), and not "." or ".."`, id)
-	}
-	return nil
-}
-
-// ValidTag returns an error unless tag is a valid tag: printable ASCII
-// without spaces or commas, at most 255. (To be found through Consul's DNS
-// interface, as <tag>.<name>.service.consul, it must also be a DNS label.)
-func ValidTag(tag string) error {
-	if !tagRE.MatchString(tag) || strings.Contains(tag, ",") {
-		return fmt.Errorf("tag %q: must be printable ASCII without spaces or commas (at most 255)", tag)
-	}
-	return nil
-}
-
-// ValidMetaKey returns an error unless key is a valid meta key, as Consul
-// has it: letters, digits, _ and -, at most 128, not starting with
-// "consul-" (reserved).
-func ValidMetaKey(key string) error {
-	if !metaKeyRE.MatchString(key) || strings.HasPrefix(key, "consul-") {
-		return fmt.Errorf("meta key %q: must be letters, digits, _ and - (at most 128), not starting with consul-", key)
-	}
-	return nil
-}
 
 // pathSafe refuses a name or ID that would need escaping in a URL path:
 // the last guard before consul/api puts it in one.

@@ -40,7 +40,7 @@ func (e *NoInstancesError) write(b *strings.Builder) {
 		filtered *FilteredError
 		denied   *PermissionError
 	)
-	unreachable := IsUnreachable(e.Discovery)
+	unreachable := errors.As(e.Discovery, new(*UnreachableError))
 	if unreachable || errors.As(e.Discovery, &filtered) || errors.As(e.Discovery, &denied) || errors.Is(e.Discovery, ErrNoLeader) {
 		// Not a missing service: say what is wrong first. When the agent
 		// is missing, its error names it.

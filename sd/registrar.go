@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/trimkit/trimkit/internal/consulname"
 	"maps"
 	"net"
 	"net/http"
@@ -106,19 +107,19 @@ func (r Registration) WithDefaults() Registration {
 func (r Registration) validate() error {
 	r = r.WithDefaults()
 	var errs []error
-	if err := ValidServiceID(r.ID); err != nil {
+	if err := consulname.ValidServiceID(r.ID); err != nil {
 		errs = append(errs, err)
 	}
-	if err := ValidServiceName(r.Name); err != nil {
+	if err := consulname.ValidServiceName(r.Name); err != nil {
 		errs = append(errs, err)
 	}
 	for _, tag := range r.Tags {
-		if err := ValidTag(tag); err != nil {
+		if err := consulname.ValidTag(tag); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(r.Meta)) {
-		if err := ValidMetaKey(k); err != nil {
+		if err := consulname.ValidMetaKey(k); err != nil {
 			errs = append(errs, err)
 		}
 		if v := r.Meta[k]; len(v) > 512 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/trimkit/trimkit/internal/consulname"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -139,10 +140,10 @@ func TestValidNames(t *testing.T) {
 		ok    []string
 		bad   []string
 	}{
-		{sd.ValidServiceName, []string{"trimsvc", "a", "orders-v2"}, []string{"", "a/b", "-a", "a-", "a_b", "a.b", strings.Repeat("a", 64)}},
-		{sd.ValidServiceID, []string{"trimsvc-127.0.0.1-8975", "trimsvc-::1-80", "x_y", "[::1]"}, []string{"", ".", "..", "x/../y", "a b", "a%2F", "a?b", "a#b", strings.Repeat("a", 257)}},
-		{sd.ValidTag, []string{"v1", "env=prod", "a/b"}, []string{"", "a b", "a,b", "a\tb"}},
-		{sd.ValidMetaKey, []string{"version", "a_b-c"}, []string{"", "consul-x", "a.b", "a b"}},
+		{consulname.ValidServiceName, []string{"trimsvc", "a", "orders-v2"}, []string{"", "a/b", "-a", "a-", "a_b", "a.b", strings.Repeat("a", 64)}},
+		{consulname.ValidServiceID, []string{"trimsvc-127.0.0.1-8975", "trimsvc-::1-80", "x_y", "[::1]"}, []string{"", ".", "..", "x/../y", "a b", "a%2F", "a?b", "a#b", strings.Repeat("a", 257)}},
+		{consulname.ValidTag, []string{"v1", "env=prod", "a/b"}, []string{"", "a b", "a,b", "a\tb"}},
+		{consulname.ValidMetaKey, []string{"version", "a_b-c"}, []string{"", "consul-x", "a.b", "a b"}},
 	} {
 		for _, s := range tc.ok {
 			if err := tc.check(s); err != nil {

@@ -30,13 +30,6 @@ func (e *UnreachableError) Error() string {
 // Unwrap returns the query's error.
 func (e *UnreachableError) Unwrap() error { return e.Err }
 
-// IsUnreachable reports whether err says that the Consul agent could not
-// be reached (an *UnreachableError).
-func IsUnreachable(err error) bool {
-	var u *UnreachableError
-	return errors.As(err, &u)
-}
-
 // unreachable reports whether err, a failed request to the agent, failed
 // to reach it at all: a dial that failed (refused, timed out, no route),
 // or a name that did not resolve. A connection that broke during a query

@@ -35,12 +35,12 @@ const (
 	defaultQueryBurst = 4
 )
 
-// DefaultMaxStale is how far behind the leader a stale answer may be
+// defaultMaxStale is how far behind the leader a stale answer may be
 // before a ReadStale watch asks the leader instead: consul-template's default.
-const DefaultMaxStale = 2 * time.Second
+const defaultMaxStale = 2 * time.Second
 
 // Read is how an Instancer reads the catalog. Its zero value reads stale
-// with DefaultMaxStale.
+// with a MaxStale of 2s.
 type Read struct {
 	// Mode is who answers: ReadStale (the default), ReadLeader or
 	// ReadCache.
@@ -48,7 +48,7 @@ type Read struct {
 	// MaxStale bounds, with ReadStale, how far behind the leader an answer
 	// may be (X-Consul-LastContact) before it is asked again of the leader
 	// while there is one; with no leader it is the only answer there is,
-	// and is used. Default: DefaultMaxStale. Only ReadStale takes it.
+	// and is used. Default: 2s, consul-template's. Only ReadStale takes it.
 	MaxStale time.Duration
 }
 

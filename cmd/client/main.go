@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -43,7 +44,7 @@ func run(ctx, stop context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	err = call(ctx, stop, cfg, stdout, stderr)
-	if sd.IsUnreachable(err) {
+	if errors.As(err, new(*sd.UnreachableError)) {
 		// sd's hint is for any program; this one is run from trimkit's tree.
 		err = fmt.Errorf("%w (`make up` starts a local one)", err)
 	}

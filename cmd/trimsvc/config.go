@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/trimkit/trimkit/internal/consulname"
 	"io"
 	"net"
 	"strconv"
@@ -135,16 +136,16 @@ func (c config) validate() error {
 	if c.maxInputBytes <= 0 {
 		errs = append(errs, fmt.Errorf("-max-input-bytes must be positive, got %d", c.maxInputBytes))
 	}
-	if err := sd.ValidServiceName(c.serviceName); err != nil {
+	if err := consulname.ValidServiceName(c.serviceName); err != nil {
 		errs = append(errs, fmt.Errorf("-service-name: %w", err))
 	}
 	if c.serviceID != "" {
-		if err := sd.ValidServiceID(c.serviceID); err != nil {
+		if err := consulname.ValidServiceID(c.serviceID); err != nil {
 			errs = append(errs, fmt.Errorf("-service-id: %w", err))
 		}
 	}
 	for _, tag := range c.tags {
-		if err := sd.ValidTag(tag); err != nil {
+		if err := consulname.ValidTag(tag); err != nil {
 			errs = append(errs, fmt.Errorf("-tags: %w", err))
 		}
 	}
@@ -154,7 +155,7 @@ func (c config) validate() error {
 			host = h
 		}
 		// The host goes into the default service ID.
-		if err := sd.ValidServiceID(host); err != nil {
+		if err := consulname.ValidServiceID(host); err != nil {
 			errs = append(errs, fmt.Errorf("-advertise-addr %q: not a host name or address", c.advertiseAddr))
 		}
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/trimkit/trimkit/internal/consulname"
 	"syscall"
 	"testing"
 	"time"
@@ -10,7 +11,6 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/trimkit/trimkit/internal/testenv"
-	"github.com/trimkit/trimkit/sd"
 )
 
 // waitKey polls key in c until present is what it is, and returns the
@@ -35,7 +35,7 @@ func TestLoadReportsLiveAndDieWithTheInstance(t *testing.T) {
 
 	in := startInstance(t, s.URL(), flags...)
 	s.WaitPassing("trimsvc", in.ID)
-	key := sd.LoadKey("trimsvc", in.ID)
+	key := consulname.LoadKey("trimsvc", in.ID)
 	pair, _ := waitKey(t, c, key, true, 10*time.Second)
 	var raw map[string]any
 	if err := json.Unmarshal(pair.Value, &raw); err != nil {
@@ -71,11 +71,11 @@ func TestLoadReportsLiveAndDieWithTheInstance(t *testing.T) {
 	// check (interval 1s, timeout 1s).
 	in = startInstance(t, s.URL(), flags...)
 	s.WaitPassing("trimsvc", in.ID)
-	key = sd.LoadKey("trimsvc", in.ID)
+	key = consulname.LoadKey("trimsvc", in.ID)
 	waitKey(t, c, key, true, 10*time.Second)
 	if err := in.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	_, gone := waitKey(t, c, key, false, sd.LoadTTL(200*time.Millisecond))
-	t.Logf("report of a SIGKILLed instance gone %v later (session TTL %v)", gone.Round(time.Millisecond), sd.LoadTTL(200*time.Millisecond))
+	_, gone := waitKey(t, c, key, false, consulname.LoadTTL(200*time.Millisecond))
+	t.Logf("report of a SIGKILLed instance gone %v later (session TTL %v)", gone.Round(time.Millisecond), consulname.LoadTTL(200*time.Millisecond))
 }

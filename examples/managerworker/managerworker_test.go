@@ -2,6 +2,7 @@ package managerworker_test
 
 import (
 	"context"
+	"github.com/trimkit/trimkit/internal/consulname"
 	"regexp"
 	"strconv"
 	"strings"
@@ -11,7 +12,6 @@ import (
 
 	"github.com/trimkit/trimkit/internal/proc"
 	"github.com/trimkit/trimkit/internal/testenv"
-	"github.com/trimkit/trimkit/sd"
 )
 
 var bins testenv.Binaries
@@ -93,7 +93,7 @@ func TestManagerAndWorkers(t *testing.T) {
 	if len(services) != 0 {
 		t.Errorf("services left registered: %v", services)
 	}
-	keys, _, err := c.KV().Keys(sd.LoadPrefix("worker"), "", nil)
+	keys, _, err := c.KV().Keys(consulname.LoadPrefix("worker"), "", nil)
 	if err != nil || len(keys) != 0 {
 		t.Errorf("load reports left: %v (%v)", keys, err)
 	}

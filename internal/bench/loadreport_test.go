@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"github.com/trimkit/trimkit/internal/consulname"
 	"runtime"
 	"strconv"
 	"sync/atomic"
@@ -104,7 +105,7 @@ func BenchmarkLoadReportWrites(b *testing.B) {
 	b.ReportMetric(float64(requests)*per1000, "http_requests_per_s_per_1000")
 	b.ReportMetric(ms(cpu)*per1000, "server_cpu_ms_per_s_per_1000")
 	b.ReportMetric(loadReportInterval.Seconds(), "interval_s")
-	b.ReportMetric(sd.LoadTTL(loadReportInterval).Seconds(), "session_ttl_s")
+	b.ReportMetric(consulname.LoadTTL(loadReportInterval).Seconds(), "session_ttl_s")
 }
 
 // limited is a trim service with a fixed capacity: concurrency calls at a
