@@ -410,8 +410,11 @@ func TestWithAnsweredOnBothFaces(t *testing.T) {
 			t.Fatalf("native face, call %d: WithAnswered says %q, grpc.Peer %v, %q answered", i, addr, p.Addr, resp.GetHostname())
 		}
 	}
-	if n := hedges.sum(); n < 5 {
-		t.Errorf("the native face hedged %v of 30 calls, a third of which went to a hung instance", n)
+	// Every call that went to the hung instance was hedged, and two of
+	// them came before its two strikes (hedged attempts that lost) ejected
+	// it; how many more depends on when its probe readmits it.
+	if n := hedges.sum(); n < 2 {
+		t.Errorf("the native face hedged %v of 30 calls, at least the two that ejected the hung instance", n)
 	}
 }
 

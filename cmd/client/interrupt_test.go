@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/go-kit/kit/metrics/generic"
 	"net"
 	"strconv"
 	"strings"
@@ -220,7 +221,7 @@ func TestNoConsulSaidOnce(t *testing.T) {
 // known, and lets everything else through.
 func TestDiscoveryLogHoldsBackWhileNothingIsKnown(t *testing.T) {
 	var buf bytes.Buffer
-	d := &discoveryLog{next: log.NewLogfmtLogger(&buf)}
+	d := &discoveryLog{next: log.NewLogfmtLogger(&buf), instances: generic.NewGauge("instances")}
 	for _, msg := range []string{"first consul query failed", "consul query failed; keeping the last known instances",
 		"discovery failed and no instance is known: calls fail until it succeeds"} {
 		_ = d.Log("level", "warn", "msg", msg, "err", errors.New("boom"))
@@ -228,5 +229,13 @@ func TestDiscoveryLogHoldsBackWhileNothingIsKnown(t *testing.T) {
 	_ = d.Log("level", "info", "msg", "instance ejected", "instance", "a")
 	if want, have := "level=info msg=\"instance ejected\" instance=a\n", buf.String(); want != have {
 		t.Errorf("want %q, have %q", want, have)
+	}
+	// Once the client holds instances, a failed query is the only sign
+	// that discovery fails: it passes.
+	buf.Reset()
+	d.instances.Set(2)
+	_ = d.Log("level", "warn", "msg", "consul query failed; keeping the last known instances")
+	if want, have := "level=warn msg=\"consul query failed; keeping the last known instances\"\n", buf.String(); want != have {
+		t.Errorf("with instances known: want %q, have %q", want, have)
 	}
 }
