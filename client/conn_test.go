@@ -472,7 +472,10 @@ func TestNewConnEjectsAndProbesBack(t *testing.T) {
 			t.Fatalf("call %d: %v", i, err)
 		}
 	}
-	if n := insts[0].failed.Load(); n > 10 {
+	// Without ejection it would get a third (100). With it, 8 or 9 alone
+	// and 11 under make test's load: how often its probe readmits it
+	// (its health passes) depends on how long the 300 calls take.
+	if n := insts[0].failed.Load(); n > 20 {
 		t.Errorf("the failing instance got %d of 300 calls; want it ejected after a few", n)
 	}
 	if ejections.sum() == 0 {
