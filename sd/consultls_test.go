@@ -76,12 +76,12 @@ func TestConsulTLSFilesAreReadAgain(t *testing.T) {
 	copyFile(t, caFile, other.File) // the wrong CA
 	copyFile(t, certFile, stranger.CertFile)
 	copyFile(t, keyFile, stranger.KeyFile)
-	consul, cfg, where, err := sd.ConsulConfig{Address: srv.URL, CAFile: caFile, CertFile: certFile, KeyFile: keyFile}.NewAPIClient()
+	consul, err := sd.ConsulConfig{Address: srv.URL, CAFile: caFile, CertFile: certFile, KeyFile: keyFile}.NewClient()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(cfg.Transport.CloseIdleConnections)
-	r, err := sd.NewRegistrar(sd.NewClientAt(consul, where), where, validRegistration(), log.NewNopLogger())
+	t.Cleanup(consul.(interface{ CloseIdleConnections() }).CloseIdleConnections)
+	r, err := sd.NewRegistrar(consul, validRegistration(), log.NewNopLogger())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -95,11 +95,11 @@ func TestNilClientsAreErrors(t *testing.T) {
 		if _, err := sd.NewInstancer(c, logger, "svc", nil, true); err == nil {
 			t.Errorf("NewInstancer(%s): want an error", name)
 		}
-		if _, err := sd.NewRegistrar(c, "", sd.Registration{Name: "svc", Address: "127.0.0.1", Port: 1}, logger); err == nil {
+		if _, err := sd.NewRegistrar(c, sd.Registration{Name: "svc", Address: "127.0.0.1", Port: 1}, logger); err == nil {
 			t.Errorf("NewRegistrar(%s): want an error", name)
 		}
 	}
-	for name, c := range map[string]sd.LoadClient{"nil": nil, "adapter of nil": sd.NewLoadClient(nil)} {
+	for name, c := range map[string]sd.Client{"nil": nil, "adapter of nil": sd.NewClient(nil)} {
 		if _, err := sd.NewLoadWatcher(c, "svc", sd.CatalogMap{}, logger); err == nil {
 			t.Errorf("NewLoadWatcher(%s): want an error", name)
 		}

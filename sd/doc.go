@@ -17,9 +17,10 @@
 // around its server.
 //
 // Both talk to Consul through Client, the few calls they make, so that
-// their logic can be tested against a fake; NewClient adapts the Consul API
-// client, which ConsulConfig.NewAPIClient builds so that a rotated ACL
-// token file or TLS file is read again without a restart. A serving
+// their logic can be tested against a fake. ConsulConfig.NewClient makes
+// the one Client they all take (a LoadReporter's and a LoadWatcher's too),
+// which reads a rotated ACL token file or TLS file again without a
+// restart; NewClient adapts a Consul API client of the program's own. A serving
 // instance never ends itself over Consul: KeepRegistered and
 // LoadReporter.Run retry whatever fails, say so loudly and count it
 // (WithFailureMetrics); only the first registration gives up at once on a

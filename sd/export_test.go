@@ -2,6 +2,7 @@ package sd
 
 import (
 	"errors"
+	"github.com/hashicorp/consul/api"
 	"time"
 
 	"github.com/go-kit/log"
@@ -9,7 +10,7 @@ import (
 
 // NewLoadWatcherWithClock is NewLoadWatcher judging freshness by now, for
 // tests.
-func NewLoadWatcherWithClock(client LoadClient, service string, catalog Catalog, logger log.Logger, now func() time.Time) *LoadWatcher {
+func NewLoadWatcherWithClock(client Client, service string, catalog Catalog, logger log.Logger, now func() time.Time) *LoadWatcher {
 	w, err := newLoadWatcher(client, service, catalog, logger, now)
 	if err != nil {
 		panic(err) // a test's own mistake
@@ -30,3 +31,13 @@ func IsUnreachable(err error) bool {
 	var u *UnreachableError
 	return errors.As(err, &u)
 }
+
+// NewAPIClient is newAPIClient, for the tests that look at the API client
+// and the address it reaches.
+func (c ConsulConfig) NewAPIClient() (*api.Client, *api.Config, string, error) {
+	return c.newAPIClient()
+}
+
+// ErrSessionGone is what a client's RenewSession says of a session that
+// no longer exists.
+var ErrSessionGone = errSessionGone

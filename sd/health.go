@@ -16,20 +16,6 @@ import (
 	"github.com/hashicorp/consul/api"
 )
 
-// NewClientConfig makes a Client from cfg as api.NewClient does (which
-// fills in cfg's defaults). Its Service reads Consul's health answer itself
-// and decodes only what an Entry holds, an entry that did not change since
-// the last answer not at all: at 1,000 instances a tenth of the CPU of
-// consul/api's decoding into its full structs, which NewClient's uses. It
-// names cfg's address when an Instancer over it finds no instance.
-func NewClientConfig(cfg *api.Config) (Client, error) {
-	c, err := api.NewClient(cfg)
-	if err != nil {
-		return nil, err
-	}
-	return newFastClient(c, cfg, ""), nil
-}
-
 // newFastClient is a Client over c that reads the health answers itself,
 // with cfg, the configuration c was made from (after api.NewClient filled
 // it in).
@@ -37,7 +23,7 @@ func newFastClient(c *api.Client, cfg *api.Config, addr string) Client {
 	if addr == "" {
 		addr = cfg.Scheme + "://" + cfg.Address
 	}
-	a := apiClient{c: c, addr: addr}
+	a := apiClient{c: c, addr: addr, transport: cfg.Transport}
 	if strings.HasPrefix(cfg.Address, "/") || cfg.HttpClient == nil {
 		return a // a unix socket: consul/api knows how to reach it
 	}

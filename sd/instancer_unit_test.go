@@ -14,7 +14,6 @@ import (
 	kitsd "github.com/go-kit/kit/sd"
 	"github.com/go-kit/kit/sd/lb"
 	"github.com/go-kit/log"
-	"github.com/hashicorp/consul/api"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -363,24 +362,25 @@ func TestInstancerNoInstances(t *testing.T) {
 	}
 }
 
-// An Instancer over NewClientAt names the agent's address.
+// An Instancer over ConsulConfig.NewClient's client names the agent's
+// address.
 func TestInstancerNoInstancesNamesTheAgent(t *testing.T) {
-	c, err := api.NewClient(&api.Config{Address: "127.0.0.1:1"})
+	c, err := sd.ConsulConfig{Address: "127.0.0.1:1"}.NewClient()
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Nothing listens there: the first query fails at once, and NoInstances
 	// says so, the agent first.
-	s, err := sd.NewInstancer(sd.NewClientAt(c, "127.0.0.1:1"), log.NewNopLogger(), "trimsvc", nil, true)
+	s, err := sd.NewInstancer(c, log.NewNopLogger(), "trimsvc", nil, true)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Stop()
 	var nie *sd.NoInstancesError
-	if !errors.As(s.NoInstances(), &nie) || nie.Where != "consul at 127.0.0.1:1" || nie.Discovery == nil {
-		t.Errorf("want an *sd.NoInstancesError in consul at 127.0.0.1:1 with the query's error, have %v", s.NoInstances())
+	if !errors.As(s.NoInstances(), &nie) || nie.Where != "consul at http://127.0.0.1:1" || nie.Discovery == nil {
+		t.Errorf("want an *sd.NoInstancesError in consul at http://127.0.0.1:1 with the query's error, have %v", s.NoInstances())
 	}
-	if have := s.NoInstances().Error(); !strings.HasPrefix(have, `Consul could not be reached at 127.0.0.1:1: dial tcp 127.0.0.1:1: `) ||
+	if have := s.NoInstances().Error(); !strings.HasPrefix(have, `Consul could not be reached at http://127.0.0.1:1: dial tcp 127.0.0.1:1: `) ||
 		!strings.Contains(have, `so no instance of service "trimsvc" is known`) {
 		t.Errorf("message: %s", have)
 	}

@@ -60,7 +60,7 @@ func TestKeepRegisteredNeverEndsOverConsul(t *testing.T) {
 	f := newFakeConsul()
 	failures, failing := newMetrics()
 	var logs logbuf.Buffer
-	r, err := sd.NewRegistrar(f, "fake:8500", validRegistration(), log.NewLogfmtLogger(&logs), sd.WithFailureMetrics(failures, failing))
+	r, err := sd.NewRegistrar(f, validRegistration(), log.NewLogfmtLogger(&logs), sd.WithFailureMetrics(failures, failing))
 	if err != nil {
 		t.Fatal(err)
 	}

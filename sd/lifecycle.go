@@ -35,7 +35,7 @@ func (r *Registrar) RegisterWithRetry(ctx context.Context, timeout time.Duration
 	for attempt := 1; ; attempt++ {
 		err := r.register(ctx, true)
 		if err == nil {
-			_ = level.Info(r.logger).Log("msg", "registered in consul", "consul", r.consulAddr, "attempts", attempt)
+			_ = level.Info(r.logger).Log("msg", "registered in consul", "consul", agentAddr(r.client, nil), "attempts", attempt)
 			return nil
 		}
 		if Permanent(err) {
@@ -43,7 +43,7 @@ func (r *Registrar) RegisterWithRetry(ctx context.Context, timeout time.Duration
 		}
 		_ = level.Warn(r.logger).Log("msg", "registration failed, retrying", "attempt", attempt, "backoff", backoff, "err", err)
 		if !ctxtime.Sleep(ctx, backoff) {
-			return fmt.Errorf("gave up registering with consul at %s after %d attempts in %v: %w", r.consulAddr, attempt, timeout, err)
+			return fmt.Errorf("gave up registering with consul at %s after %d attempts in %v: %w", agentAddr(r.client, err), attempt, timeout, err)
 		}
 		backoff = min(2*backoff, maxBackoff)
 	}
@@ -74,7 +74,7 @@ func (r *Registrar) KeepRegistered(ctx context.Context, interval time.Duration) 
 	if interval <= 0 {
 		return fmt.Errorf("resync interval %v is not positive", interval)
 	}
-	t := newTrouble("keep the registration", log.With(r.logger, "consul", r.consulAddr), r.opts)
+	t := newTrouble("keep the registration", log.With(r.logger, "consul", agentAddr(r.client, nil)), r.opts)
 	wait, backoff := interval, min(minBackoff, interval)
 	for ctxtime.Sleep(ctx, wait) {
 		err := r.resync(ctx, interval)
@@ -112,9 +112,9 @@ func (r *Registrar) resync(ctx context.Context, interval time.Duration) error {
 		return err
 	}
 	if rotated {
-		_ = level.Info(r.logger).Log("msg", "registered again with the new ACL token, for the agent to sync the service with it", "consul", r.consulAddr)
+		_ = level.Info(r.logger).Log("msg", "registered again with the new ACL token, for the agent to sync the service with it", "consul", agentAddr(r.client, nil))
 	} else {
-		_ = level.Info(r.logger).Log("msg", "registered again: the agent had lost the service", "consul", r.consulAddr)
+		_ = level.Info(r.logger).Log("msg", "registered again: the agent had lost the service", "consul", agentAddr(r.client, nil))
 	}
 	return nil
 }

@@ -37,11 +37,12 @@ type LoadReport struct {
 	IntervalMS int64 `json:"interval_ms"`
 }
 
-// LoadClient is the part of Consul's HTTP API that load reports use: KV
-// and sessions. NewLoadClient adapts an *api.Client.
-type LoadClient interface {
+// loadClient is the part of Consul's HTTP API that load reports use: KV
+// and sessions. The Clients of NewClient and ConsulConfig.NewClient have
+// it.
+type loadClient interface {
 	CreateSession(ctx context.Context, s *api.SessionEntry) (string, error)
-	// RenewSession renews id; ErrSessionGone when it no longer exists.
+	// RenewSession renews id; errSessionGone when it no longer exists.
 	RenewSession(ctx context.Context, id string) error
 	DestroySession(ctx context.Context, id string) error
 	// Acquire writes p under its session; false when another session holds
@@ -52,14 +53,9 @@ type LoadClient interface {
 	List(ctx context.Context, prefix string, q *api.QueryOptions) (api.KVPairs, *api.QueryMeta, error)
 }
 
-// ErrSessionGone says a session was invalidated (its TTL ran out or a
+// errSessionGone says a session was invalidated (its TTL ran out or a
 // check it is bound to failed).
-var ErrSessionGone = errors.New("consul session gone")
-
-// NewLoadClient adapts c to LoadClient.
-func NewLoadClient(c *api.Client) LoadClient {
-	return apiClient{c: c}
-}
+var errSessionGone = errors.New("consul session gone")
 
 func (a apiClient) CreateSession(ctx context.Context, s *api.SessionEntry) (string, error) {
 	id, _, err := a.c.Session().Create(s, (&api.WriteOptions{}).WithContext(ctx))
@@ -69,7 +65,7 @@ func (a apiClient) CreateSession(ctx context.Context, s *api.SessionEntry) (stri
 func (a apiClient) RenewSession(ctx context.Context, id string) error {
 	s, _, err := a.c.Session().Renew(id, (&api.WriteOptions{}).WithContext(ctx))
 	if err == nil && s == nil {
-		return ErrSessionGone
+		return errSessionGone
 	}
 	return asPermission(err)
 }
@@ -104,7 +100,7 @@ type LoadSample func() (inflight int64, busy time.Duration, done int64)
 // dies goes away with its session, when the TTL runs out or, sooner, when
 // a check the session is bound to fails.
 type LoadReporter struct {
-	client   LoadClient
+	client   loadClient
 	key      string
 	addr     string
 	interval time.Duration
@@ -119,15 +115,18 @@ type LoadReporter struct {
 // reached at addr, every interval. checkID, when not empty, is the
 // instance's health check: the session is bound to it, so that the report
 // goes as soon as the check fails. opts say how Run reports its failures.
-func NewLoadReporter(client LoadClient, service, id, addr, checkID string, interval time.Duration, sample LoadSample, logger log.Logger, opts ...LoopOption) (*LoadReporter, error) {
-	if noClient(client) || sample == nil || logger == nil {
-		return nil, errors.New("sd: NewLoadReporter needs a client, a sample and a logger")
+// client is ConsulConfig.NewClient's (or NewClient's): one that also reads
+// and writes KV and sessions.
+func NewLoadReporter(client Client, service, id, addr, checkID string, interval time.Duration, sample LoadSample, logger log.Logger, opts ...LoopOption) (*LoadReporter, error) {
+	lc, ok := client.(loadClient)
+	if noClient(client) || !ok || sample == nil || logger == nil {
+		return nil, errors.New("sd: NewLoadReporter needs a client of KV and sessions (ConsulConfig.NewClient's), a sample and a logger")
 	}
 	if interval <= 0 {
 		return nil, fmt.Errorf("load report interval %v is not positive", interval)
 	}
 	key := consulname.LoadKey(service, id)
-	return &LoadReporter{client: client, key: key, addr: addr, interval: interval, ttl: consulname.LoadTTL(interval),
+	return &LoadReporter{client: lc, key: key, addr: addr, interval: interval, ttl: consulname.LoadTTL(interval),
 		checkID: checkID, sample: sample, logger: log.With(logger, "load_key", key), opts: newLoopOptions(opts)}, nil
 }
 
@@ -215,7 +214,7 @@ func (r *LoadReporter) session(ctx context.Context, session string) (string, err
 		if err == nil {
 			return session, nil
 		}
-		if !errors.Is(err, ErrSessionGone) {
+		if !errors.Is(err, errSessionGone) {
 			return session, err
 		}
 	}
@@ -274,7 +273,7 @@ func (m CatalogMap) ServiceID(addr string) (string, bool) {
 // caller's clock makes it void; and its load and in-flight count are
 // clamped to [0, 10000].
 type LoadWatcher struct {
-	client  LoadClient
+	client  loadClient
 	prefix  string
 	catalog Catalog
 	logger  log.Logger
@@ -293,18 +292,20 @@ type receivedReport struct {
 }
 
 // NewLoadWatcher watches the load reports of service until Stop, for the
-// instances catalog lists.
-// It returns an error for a nil argument.
-func NewLoadWatcher(client LoadClient, service string, catalog Catalog, logger log.Logger) (*LoadWatcher, error) {
+// instances catalog lists, through client (ConsulConfig.NewClient's, or
+// NewClient's: one that also reads KV). It returns an error for a nil
+// argument.
+func NewLoadWatcher(client Client, service string, catalog Catalog, logger log.Logger) (*LoadWatcher, error) {
 	return newLoadWatcher(client, service, catalog, logger, time.Now)
 }
 
-func newLoadWatcher(client LoadClient, service string, catalog Catalog, logger log.Logger, now func() time.Time) (*LoadWatcher, error) {
-	if noClient(client) || catalog == nil || logger == nil {
-		return nil, errors.New("sd: NewLoadWatcher needs a client, a catalog and a logger")
+func newLoadWatcher(client Client, service string, catalog Catalog, logger log.Logger, now func() time.Time) (*LoadWatcher, error) {
+	lc, ok := client.(loadClient)
+	if noClient(client) || !ok || catalog == nil || logger == nil {
+		return nil, errors.New("sd: NewLoadWatcher needs a client of KV (ConsulConfig.NewClient's), a catalog and a logger")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &LoadWatcher{client: client, prefix: consulname.LoadPrefix(service), catalog: catalog, logger: logger, now: now,
+	w := &LoadWatcher{client: lc, prefix: consulname.LoadPrefix(service), catalog: catalog, logger: logger, now: now,
 		cancel: cancel, done: make(chan struct{})}
 	w.reports.Store(&map[string]receivedReport{})
 	go w.loop(ctx)

@@ -17,9 +17,11 @@ import (
 	"github.com/trimkit/trimkit/sd"
 )
 
-// fakeKV is an sd.LoadClient over a map, with sessions the test can
-// invalidate and errors it can inject.
+// fakeKV is the KV and sessions of an sd.Client over a map, with sessions
+// the test can invalidate and errors it can inject; the rest of the
+// Client is never called.
 type fakeKV struct {
+	sd.Client
 	mu         sync.Mutex
 	kv         map[string]*api.KVPair
 	sessions   map[string]*api.SessionEntry

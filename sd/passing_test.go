@@ -51,7 +51,7 @@ func TestRegisterWithRetryListsAServingInstanceAtOnce(t *testing.T) {
 	// A long interval: the agent's first run of the check comes at a
 	// random point of the first minute.
 	reg := func(id string) *sd.Registrar {
-		r, err := sd.NewRegistrar(sd.NewClient(c), agent.HTTPAddr, sd.Registration{ID: id, Name: "ready", Address: host, Port: p,
+		r, err := sd.NewRegistrar(sd.NewClient(c), sd.Registration{ID: id, Name: "ready", Address: host, Port: p,
 			CheckInterval: time.Minute, DeregisterAfter: time.Minute}, log.NewNopLogger())
 		if err != nil {
 			t.Fatal(err)
@@ -74,7 +74,7 @@ func TestRegisterWithRetryListsAServingInstanceAtOnce(t *testing.T) {
 	_, deadPort, _ := net.SplitHostPort(dead.Addr().String())
 	dead.Close()
 	dp, _ := strconv.Atoi(deadPort)
-	r, err := sd.NewRegistrar(sd.NewClient(c), agent.HTTPAddr, sd.Registration{ID: "notyet-1", Name: "ready", Address: host, Port: dp,
+	r, err := sd.NewRegistrar(sd.NewClient(c), sd.Registration{ID: "notyet-1", Name: "ready", Address: host, Port: dp,
 		CheckInterval: time.Minute, DeregisterAfter: time.Minute}, log.NewNopLogger())
 	if err != nil {
 		t.Fatal(err)

@@ -199,11 +199,10 @@ func (r Registration) CheckID() string { return "service:" + r.WithDefaults().ID
 // keeps it registered.
 type Registrar struct {
 	// Immutable once made.
-	client     Client
-	consulAddr string
-	reg        Registration
-	logger     log.Logger
-	opts       loopOptions
+	client Client
+	reg    Registration
+	logger log.Logger
+	opts   loopOptions
 
 	// mu guards registered, the fingerprint of the token of the last
 	// registration ("" when unknown: a fixed token, or a fake client).
@@ -212,19 +211,19 @@ type Registrar struct {
 }
 
 // NewRegistrar returns a Registrar for reg (with its defaults) on the agent
-// that client talks to; consulAddr is that agent's address, used in error
-// messages. It validates reg and makes no call yet. Its log lines carry
+// that client (ConsulConfig.NewClient's) talks to, whose address its errors
+// name. It validates reg and makes no call yet. Its log lines carry
 // what logger carries (the caller's logger usually names the instance
 // already); opts say how KeepRegistered reports its failures. A nil client
 // or logger is an error.
-func NewRegistrar(client Client, consulAddr string, reg Registration, logger log.Logger, opts ...LoopOption) (*Registrar, error) {
+func NewRegistrar(client Client, reg Registration, logger log.Logger, opts ...LoopOption) (*Registrar, error) {
 	if noClient(client) || logger == nil {
 		return nil, errors.New("sd: NewRegistrar needs a Consul client and a logger")
 	}
 	if err := reg.validate(); err != nil {
 		return nil, fmt.Errorf("invalid registration: %w", err)
 	}
-	return &Registrar{client: client, consulAddr: consulAddr, reg: reg.WithDefaults(), logger: logger, opts: newLoopOptions(opts)}, nil
+	return &Registrar{client: client, reg: reg.WithDefaults(), logger: logger, opts: newLoopOptions(opts)}, nil
 }
 
 // Registration returns what the Registrar registers, defaults filled in.
@@ -246,7 +245,7 @@ func (r *Registrar) register(ctx context.Context, serving bool) error {
 		reg.Check.Status = api.HealthPassing
 	}
 	if err := r.client.Register(ctx, reg); err != nil {
-		return fmt.Errorf("register %s with consul at %s: %w", r.reg.ID, r.consulAddr, err)
+		return fmt.Errorf("register %s with consul at %s: %w", r.reg.ID, agentAddr(r.client, err), err)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -278,7 +277,7 @@ func (r *Registrar) Deregister(ctx context.Context) error {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("deregister %s from consul at %s: %w", r.reg.ID, r.consulAddr, err)
+		return fmt.Errorf("deregister %s from consul at %s: %w", r.reg.ID, agentAddr(r.client, err), err)
 	}
 	return nil
 }
@@ -293,7 +292,7 @@ func (r *Registrar) Registered(ctx context.Context) (bool, error) {
 	case errors.As(err, &status) && status.Code == http.StatusNotFound:
 		return false, nil
 	default:
-		return false, fmt.Errorf("look up %s in consul at %s: %w", r.reg.ID, r.consulAddr, err)
+		return false, fmt.Errorf("look up %s in consul at %s: %w", r.reg.ID, agentAddr(r.client, err), err)
 	}
 }
 

@@ -47,18 +47,18 @@ func TestNewRegistrarValidates(t *testing.T) {
 	} {
 		reg := validRegistration()
 		mutate(&reg)
-		if _, err := sd.NewRegistrar(f, "127.0.0.1:1", reg, log.NewNopLogger()); err == nil {
+		if _, err := sd.NewRegistrar(f, reg, log.NewNopLogger()); err == nil {
 			t.Errorf("%s: want error, have nil", name)
 		}
 	}
-	if _, err := sd.NewRegistrar(f, "127.0.0.1:1", validRegistration(), log.NewNopLogger()); err != nil {
+	if _, err := sd.NewRegistrar(f, validRegistration(), log.NewNopLogger()); err != nil {
 		t.Errorf("valid registration: %v", err)
 	}
 	// One convention across trimkit: errors, not panics.
-	if _, err := sd.NewRegistrar(nil, "127.0.0.1:1", validRegistration(), log.NewNopLogger()); err == nil {
+	if _, err := sd.NewRegistrar(nil, validRegistration(), log.NewNopLogger()); err == nil {
 		t.Error("nil client: want an error")
 	}
-	if _, err := sd.NewRegistrar(f, "127.0.0.1:1", validRegistration(), nil); err == nil {
+	if _, err := sd.NewRegistrar(f, validRegistration(), nil); err == nil {
 		t.Error("nil logger: want an error")
 	}
 }
@@ -70,7 +70,7 @@ func TestRegistrationDefaults(t *testing.T) {
 	if want, have := "trimsvc-10.0.0.1-8975", sd.DefaultServiceID("trimsvc", "10.0.0.1", 8975); want != have {
 		t.Errorf("DefaultServiceID: want %s, have %s", want, have)
 	}
-	r, err := sd.NewRegistrar(newFakeConsul(), "fake:8500", reg, log.NewNopLogger())
+	r, err := sd.NewRegistrar(newFakeConsul(), reg, log.NewNopLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +106,7 @@ func TestPathUnsafeIDsNeverReachConsul(t *testing.T) {
 	c := agent.API()
 	sibling := validRegistration()
 	sibling.ID = "trimsvc-2"
-	r, err := sd.NewRegistrar(sd.NewClient(c), agent.HTTPAddr, sibling, log.NewNopLogger())
+	r, err := sd.NewRegistrar(sd.NewClient(c), sibling, log.NewNopLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +161,7 @@ func TestValidNames(t *testing.T) {
 func TestRegisterDeregister(t *testing.T) {
 	agent := testenv.Consul(t)
 	c := agent.API()
-	r, err := sd.NewRegistrar(sd.NewClient(c), agent.HTTPAddr, validRegistration(), log.NewNopLogger())
+	r, err := sd.NewRegistrar(sd.NewClient(c), validRegistration(), log.NewNopLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +217,7 @@ func TestHTTPCheck(t *testing.T) {
 	p, _ := strconv.Atoi(port)
 	reg := sd.Registration{ID: "manager-1", Name: "manager", Address: host, Port: p, CheckInterval: 200 * time.Millisecond,
 		CheckHTTPPath: "/healthz", DeregisterAfter: time.Minute}
-	r, err := sd.NewRegistrar(sd.NewClient(c), agent.HTTPAddr, reg, log.NewNopLogger())
+	r, err := sd.NewRegistrar(sd.NewClient(c), reg, log.NewNopLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,7 +254,7 @@ func TestRegisterWithRetryGivesUpNamingAddress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := sd.NewRegistrar(sd.NewClient(c), addr, validRegistration(), log.NewNopLogger())
+	r, err := sd.NewRegistrar(sd.NewClient(c), validRegistration(), log.NewNopLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +272,7 @@ func TestRegisterWithRetryGivesUpNamingAddress(t *testing.T) {
 func TestRegisterWithRetryRetriesUntilTheAgentAnswers(t *testing.T) {
 	f := newFakeConsul()
 	f.registerErrs = []error{errors.New("connection refused"), errors.New("connection refused")}
-	r, err := sd.NewRegistrar(f, "fake:8500", validRegistration(), log.NewNopLogger())
+	r, err := sd.NewRegistrar(f, validRegistration(), log.NewNopLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,7 +289,7 @@ func TestRegisterWithRetryRetriesUntilTheAgentAnswers(t *testing.T) {
 
 func TestKeepRegistered(t *testing.T) {
 	agent := testenv.Consul(t)
-	r, err := sd.NewRegistrar(sd.NewClient(agent.API()), agent.HTTPAddr, validRegistration(), log.NewNopLogger())
+	r, err := sd.NewRegistrar(sd.NewClient(agent.API()), validRegistration(), log.NewNopLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,7 +328,7 @@ func TestKeepRegistered(t *testing.T) {
 func TestKeepRegisteredRestoresWhatTheAgentLost(t *testing.T) {
 	f := newFakeConsul()
 	reg := validRegistration()
-	r, err := sd.NewRegistrar(f, "fake:8500", reg, log.NewNopLogger())
+	r, err := sd.NewRegistrar(f, reg, log.NewNopLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -379,7 +379,7 @@ func TestRegisterSendsDefaults(t *testing.T) {
 	reg := sd.Registration{Name: "trimsvc", Address: "127.0.0.1", Port: 9999, HealthService: "pb.Trim"}
 	id := sd.DefaultServiceID("trimsvc", "127.0.0.1", 9999)
 	f := newFakeConsul()
-	r, err := sd.NewRegistrar(f, "fake:8500", reg, log.NewNopLogger())
+	r, err := sd.NewRegistrar(f, reg, log.NewNopLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -396,7 +396,7 @@ func TestRegisterSendsDefaults(t *testing.T) {
 
 	agent := testenv.Consul(t)
 	c := agent.API()
-	if r, err = sd.NewRegistrar(sd.NewClient(c), agent.HTTPAddr, reg, log.NewNopLogger()); err != nil {
+	if r, err = sd.NewRegistrar(sd.NewClient(c), reg, log.NewNopLogger()); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.Register(context.Background()); err != nil {

@@ -40,13 +40,13 @@ func TestInstancerFollowsARotatedTokenFile(t *testing.T) {
 	if err := c.Agent().ServiceRegister(apiRegistration{"a", "trimsvc", nil, "127.0.0.1", 1001}.toAPI()); err != nil {
 		t.Fatal(err)
 	}
-	consul, cfg, where, err := sd.ConsulConfig{Address: s.URL(), TokenFile: file,
-		CAFile: s.Security.CA.CertFile, CertFile: s.Security.CLICertFile, KeyFile: s.Security.CLIKeyFile}.NewAPIClient()
+	consul, err := sd.ConsulConfig{Address: s.URL(), TokenFile: file,
+		CAFile: s.Security.CA.CertFile, CertFile: s.Security.CLICertFile, KeyFile: s.Security.CLIKeyFile}.NewClient()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(cfg.Transport.CloseIdleConnections)
-	in, err := sd.NewInstancer(sd.NewClientAt(consul, where), log.NewNopLogger(), "trimsvc", nil, true, sd.QueryRate(0, 1))
+	t.Cleanup(consul.(interface{ CloseIdleConnections() }).CloseIdleConnections)
+	in, err := sd.NewInstancer(consul, log.NewNopLogger(), "trimsvc", nil, true, sd.QueryRate(0, 1))
 	if err != nil {
 		t.Fatal(err)
 	}

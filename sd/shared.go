@@ -53,7 +53,7 @@ func (s *SharedInstancer) Stop() { s.once.Do(s.release) }
 // tag in tags (only passing ones when passingOnly), read as read says
 // through the agent cfg describes: the one already watching the same, if
 // there is one, else a new one (see NewInstancer; its Consul client is one
-// of NewClientConfig's). A shared watch logs to the logger of the call that
+// ConsulConfig.NewClient's). A shared watch logs to the logger of the call that
 // started it. Stop the returned Instancer when done with it.
 func (p *Instancers) Instancer(cfg ConsulConfig, logger log.Logger, service string, tags []string, passingOnly bool, read Read) (*SharedInstancer, error) {
 	if logger == nil {

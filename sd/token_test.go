@@ -120,21 +120,21 @@ func writeToken(t *testing.T, file, token string, keepStamp bool) {
 	}
 }
 
-// tokenFileAgent is an agent stub that knows token, and a Consul API
+// tokenFileAgent is an agent stub that knows token, and a Consul
 // client of it that reads its token from file, which holds token.
-func tokenFileAgent(t *testing.T, token string) (*agentStub, string, *api.Client, string) {
+func tokenFileAgent(t *testing.T, token string) (*agentStub, string, sd.Client) {
 	t.Helper()
 	stub := newAgentStub(token)
 	srv := httptest.NewServer(stub)
 	t.Cleanup(srv.Close)
 	file := filepath.Join(t.TempDir(), "token")
 	writeToken(t, file, token, false)
-	consul, cfg, where, err := sd.ConsulConfig{Address: srv.URL, TokenFile: file}.NewAPIClient()
+	consul, err := sd.ConsulConfig{Address: srv.URL, TokenFile: file}.NewClient()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(cfg.Transport.CloseIdleConnections)
-	return stub, file, consul, where
+	t.Cleanup(consul.(interface{ CloseIdleConnections() }).CloseIdleConnections)
+	return stub, file, consul
 }
 
 // The token of a token file goes with every request as the file is then:
@@ -143,9 +143,9 @@ func tokenFileAgent(t *testing.T, token string) (*agentStub, string, *api.Client
 func TestTokenFileIsReadAgain(t *testing.T) {
 	clearConsulEnv(t)
 	const a, b, c, d = "token-aaaa", "token-bbbb", "token-cccc", "token-dddd" // one size: only the time tells
-	stub, file, consul, where := tokenFileAgent(t, a)
+	stub, file, consul := tokenFileAgent(t, a)
 	reg := validRegistration()
-	r, err := sd.NewRegistrar(sd.NewClientAt(consul, where), where, reg, log.NewNopLogger())
+	r, err := sd.NewRegistrar(consul, reg, log.NewNopLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,8 +210,8 @@ func TestTokenFileIsReadAgain(t *testing.T) {
 func TestKeepRegisteredRegistersAgainWithARotatedToken(t *testing.T) {
 	clearConsulEnv(t)
 	const a, b = "token-aaaa", "token-bbbb"
-	stub, file, consul, where := tokenFileAgent(t, a)
-	r, err := sd.NewRegistrar(sd.NewClientAt(consul, where), where, validRegistration(), log.NewNopLogger())
+	stub, file, consul := tokenFileAgent(t, a)
+	r, err := sd.NewRegistrar(consul, validRegistration(), log.NewNopLogger())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -134,12 +134,12 @@ func build(cfg config, stderr io.Writer) (_ *instance, err error) {
 		in.http = &http.Server{Handler: debugMux(reg, in.health), ReadHeaderTimeout: 5 * time.Second}
 	}
 
-	consul, _, where, err := cfg.consul.NewAPIClient()
+	consul, err := cfg.consul.NewClient()
 	if err != nil {
 		return nil, err
 	}
 	registration := cfg.registration(host, port)
-	registrar, err := sd.NewRegistrar(sd.NewClient(consul), where, registration, in.logger, instr.loop("registration"))
+	registrar, err := sd.NewRegistrar(consul, registration, in.logger, instr.loop("registration"))
 	if err != nil {
 		return nil, err
 	}
@@ -162,7 +162,7 @@ func build(cfg config, stderr io.Writer) (_ *instance, err error) {
 		if cfg.register {
 			checkID = registration.CheckID()
 		}
-		reporter, err := sd.NewLoadReporter(sd.NewLoadClient(consul), cfg.serviceName, registration.ID, in.addrs.Advertised, checkID,
+		reporter, err := sd.NewLoadReporter(consul, cfg.serviceName, registration.ID, in.addrs.Advertised, checkID,
 			cfg.loadReportInterval, meter.Sample, in.logger, instr.loop("load_report"))
 		if err != nil {
 			return nil, err

@@ -29,7 +29,7 @@ func Example_server() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	logger := log.NewLogfmtLogger(os.Stderr)
-	consul, _, where, err := sd.ConsulConfig{}.NewAPIClient() // CONSUL_HTTP_ADDR, else 127.0.0.1:8500
+	consul, err := sd.ConsulConfig{}.NewClient() // CONSUL_HTTP_ADDR, else 127.0.0.1:8500
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -46,7 +46,7 @@ func Example_server() {
 		fmt.Println(err)
 		return
 	}
-	registrar, err := sd.NewRegistrar(sd.NewClient(consul), where, reg, logger)
+	registrar, err := sd.NewRegistrar(consul, reg, logger)
 	if err != nil {
 		fmt.Println(err)
 		return

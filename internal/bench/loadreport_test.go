@@ -28,23 +28,35 @@ const loadReportInterval = 5 * time.Second
 
 // countingLoadClient counts the HTTP requests a LoadReporter makes.
 type countingLoadClient struct {
-	sd.LoadClient
+	kvClient
 	requests atomic.Int64
+}
+
+// kvClient is an sd.Client that also reads and writes KV and sessions, as
+// sd.NewClient's does: what a LoadReporter asks of its client.
+type kvClient interface {
+	sd.Client
+	CreateSession(ctx context.Context, s *api.SessionEntry) (string, error)
+	RenewSession(ctx context.Context, id string) error
+	DestroySession(ctx context.Context, id string) error
+	Acquire(ctx context.Context, p *api.KVPair) (bool, error)
+	DeleteKey(ctx context.Context, key string) error
+	List(ctx context.Context, prefix string, q *api.QueryOptions) (api.KVPairs, *api.QueryMeta, error)
 }
 
 func (c *countingLoadClient) CreateSession(ctx context.Context, s *api.SessionEntry) (string, error) {
 	c.requests.Add(1)
-	return c.LoadClient.CreateSession(ctx, s)
+	return c.kvClient.CreateSession(ctx, s)
 }
 
 func (c *countingLoadClient) RenewSession(ctx context.Context, id string) error {
 	c.requests.Add(1)
-	return c.LoadClient.RenewSession(ctx, id)
+	return c.kvClient.RenewSession(ctx, id)
 }
 
 func (c *countingLoadClient) Acquire(ctx context.Context, p *api.KVPair) (bool, error) {
 	c.requests.Add(1)
-	return c.LoadClient.Acquire(ctx, p)
+	return c.kvClient.Acquire(ctx, p)
 }
 
 // raftApplied is the Raft index the agent (a server) has applied: every
@@ -74,7 +86,7 @@ func BenchmarkLoadReportWrites(b *testing.B) {
 	const reporters = 100
 	agent := testenv.Consul(b)
 	c := agent.API()
-	lc := &countingLoadClient{LoadClient: sd.NewLoadClient(c)}
+	lc := &countingLoadClient{kvClient: sd.NewClient(c).(kvClient)}
 	sample := func() (int64, time.Duration, int64) { return 1, 0, 0 }
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, reporters)
@@ -212,7 +224,7 @@ func leastLoadedRun(b *testing.B, c *api.Client, balancer string, capacity float
 		s := startServer(b, fmt.Sprintf("trim-%d", i), 1, meter.Middleware()(newLimited(llConcurrency, llServiceTime, svc)))
 		servers = append(servers, s)
 		addrs = append(addrs, s.addrs[0])
-		r, err := sd.NewLoadReporter(sd.NewLoadClient(c), service, fmt.Sprintf("trim-%d", i), s.addrs[0], "", llInterval, meter.Sample, log.NewNopLogger())
+		r, err := sd.NewLoadReporter(sd.NewClient(c), service, fmt.Sprintf("trim-%d", i), s.addrs[0], "", llInterval, meter.Sample, log.NewNopLogger())
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -247,7 +259,7 @@ func leastLoadedRun(b *testing.B, c *api.Client, balancer string, capacity float
 		for i, a := range addrs {
 			catalog[a] = fmt.Sprintf("trim-%d", i)
 		}
-		w, err := sd.NewLoadWatcher(sd.NewLoadClient(c), service, catalog, log.NewNopLogger())
+		w, err := sd.NewLoadWatcher(sd.NewClient(c), service, catalog, log.NewNopLogger())
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -204,7 +204,7 @@ func TestConsulAddrIsTheEffectiveOne(t *testing.T) {
 		name          string
 		env, flagEnv  string // CONSUL_HTTP_ADDR, TESTCMD_CONSUL_ADDR
 		args          []string
-		address, want string // in the config; where NewAPIClient says it asks
+		address, want string // in the config; where NewClient says it asks
 	}{
 		{"nothing", "", "", nil, "127.0.0.1:8500", "http://127.0.0.1:8500"},
 		{"empty flag", "", "", []string{"-consul-addr", ""}, "127.0.0.1:8500", "http://127.0.0.1:8500"},
@@ -225,9 +225,12 @@ func TestConsulAddrIsTheEffectiveOne(t *testing.T) {
 			if c.Address != tc.address {
 				t.Errorf("address: want %q, have %q", tc.address, c.Address)
 			}
-			_, _, where, err := c.NewAPIClient()
-			if err != nil || where != tc.want {
-				t.Errorf("NewAPIClient: want %s, have %s (%v)", tc.want, where, err)
+			cl, err := c.NewClient()
+			if err != nil {
+				t.Fatalf("NewClient: %v", err)
+			}
+			if where := cl.(interface{ Address() string }).Address(); where != tc.want {
+				t.Errorf("NewClient: want %s, have %s", tc.want, where)
 			}
 		})
 	}
@@ -269,9 +272,9 @@ func TestConsulTLSNeedsHTTPS(t *testing.T) {
 		case tc.wants != "" && (err == nil || !strings.Contains(err.Error(), tc.wants) || !strings.Contains(err.Error(), "needs an https:// address")):
 			t.Errorf("%q %v: want an error saying %q and that TLS needs an https:// address, have %v", tc.args, tc.env, tc.wants, err)
 		}
-		// NewAPIClient says the same, naming the address.
-		if _, _, where, err2 := c.NewAPIClient(); tc.wants != "" && (err2 == nil || err2.Error() != err.Error() || where == "") {
-			t.Errorf("%q %v: NewAPIClient: want %v at a named address, have %v at %q", tc.args, tc.env, err, err2, where)
+		// NewClient says the same.
+		if _, err2 := c.NewClient(); tc.wants != "" && (err2 == nil || err2.Error() != err.Error()) {
+			t.Errorf("%q %v: NewClient: want %v, have %v", tc.args, tc.env, err, err2)
 		}
 	}
 }

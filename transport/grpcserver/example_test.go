@@ -57,7 +57,7 @@ func ExampleInstance_Run() {
 		return
 	}
 	// ID, check interval and deregister-after take their defaults.
-	registrar, err := sd.NewRegistrar(sd.NewClient(consul), cfg.Address,
+	registrar, err := sd.NewRegistrar(sd.NewClient(consul),
 		sd.Registration{Name: "tester", Address: host, Port: port}, logger)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -51,7 +51,7 @@ func newFixture(t *testing.T, agent *testenv.Agent, client sd.Client, reg sd.Reg
 	if client == nil {
 		client = sd.NewClient(agent.API())
 	}
-	r, err := sd.NewRegistrar(client, agent.HTTPAddr, reg, log.NewNopLogger())
+	r, err := sd.NewRegistrar(client, reg, log.NewNopLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,12 +279,16 @@ func TestInstance(t *testing.T) {
 	// A deregistration that fails is Run's error.
 	t.Run("FailedDeregistration", func(t *testing.T) {
 		t.Parallel()
-		f := newFixture(t, agent, failingDeregister{sd.NewClient(c)}, sd.Registration{Name: "stuck"}, nil)
+		consul, err := sd.ConsulConfig{Address: agent.HTTPAddr}.NewClient()
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := newFixture(t, agent, failingDeregister{consul.(addressed)}, sd.Registration{Name: "stuck"}, nil)
 		t.Cleanup(func() { _ = c.Agent().ServiceDeregister(f.id) })
 		cancel, done := f.run(t)
 		eventually(t, "registered", func() bool { return registered(c, f.id) })
 		cancel()
-		err := wait(t, done)
+		err = wait(t, done)
 		if err == nil || !strings.Contains(err.Error(), "agent unreachable") || !strings.Contains(err.Error(), agent.HTTPAddr) {
 			t.Errorf("want the deregistration's error naming the agent, have %v", err)
 		}
@@ -324,7 +328,16 @@ func TestInstance(t *testing.T) {
 
 // failingDeregister is a Client whose agent never answers a
 // deregistration.
-type failingDeregister struct{ sd.Client }
+// failingDeregister is a Consul client whose deregistrations fail; it
+// keeps the address of the client it wraps (ConsulConfig.NewClient's names
+// its agent), as a wrapper should.
+type failingDeregister struct{ addressed }
+
+// addressed is an sd.Client that knows its agent's address.
+type addressed interface {
+	sd.Client
+	Address() string
+}
 
 func (failingDeregister) Deregister(context.Context, string) error {
 	return errors.New("agent unreachable")
@@ -333,7 +346,7 @@ func (failingDeregister) Deregister(context.Context, string) error {
 func TestInvalidInstance(t *testing.T) {
 	withHealth := grpc.NewServer()
 	healthpb.RegisterHealthServer(withHealth, health.NewServer())
-	r, err := sd.NewRegistrar(failingDeregister{}, "fake:8500",
+	r, err := sd.NewRegistrar(failingDeregister{},
 		sd.Registration{Name: "x", Address: "127.0.0.1", Port: 1, HealthService: "a"}, log.NewNopLogger())
 	if err != nil {
 		t.Fatal(err)

@@ -49,18 +49,17 @@ func TestInstanceThroughTokenRotations(t *testing.T) {
 	if err := pki.WriteFile(file, []byte(s.Tokens.Trimsvc+"\n")); err != nil {
 		t.Fatal(err)
 	}
-	consul, cfg, where, err := sd.ConsulConfig{Address: s.URL(), TokenFile: file,
-		CAFile: s.Security.CA.CertFile, CertFile: s.Security.CLICertFile, KeyFile: s.Security.CLIKeyFile}.NewAPIClient()
+	client, err := sd.ConsulConfig{Address: s.URL(), TokenFile: file,
+		CAFile: s.Security.CA.CertFile, CertFile: s.Security.CLICertFile, KeyFile: s.Security.CLIKeyFile}.NewClient()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(cfg.Transport.CloseIdleConnections)
-	client := sd.NewClientAt(consul, where)
+	t.Cleanup(client.(interface{ CloseIdleConnections() }).CloseIdleConnections)
 	f := newFixture(t, s.Agent, client, sd.Registration{Name: "trimsvc"}, nil)
 	var logs logbuf.Buffer
 	logger := log.NewLogfmtLogger(&logs)
 	failures, failing := counter{&value{}}, &value{}
-	r, err := sd.NewRegistrar(client, where, f.in.Registrar.Registration(), logger, sd.WithFailureMetrics(failures, failing))
+	r, err := sd.NewRegistrar(client, f.in.Registrar.Registration(), logger, sd.WithFailureMetrics(failures, failing))
 	if err != nil {
 		t.Fatal(err)
 	}

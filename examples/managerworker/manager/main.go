@@ -82,7 +82,7 @@ type manager struct {
 }
 
 func run(ctx context.Context, c config, out io.Writer, logger log.Logger) error {
-	consul, _, where, err := c.consul.NewAPIClient()
+	consul, err := c.consul.NewClient()
 	if err != nil {
 		return err
 	}
@@ -97,7 +97,7 @@ func run(ctx context.Context, c config, out io.Writer, logger log.Logger) error 
 	server := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	reg := sd.Registration{ID: lis.ID, Name: c.service, Address: lis.Host, Port: lis.Port,
 		CheckInterval: time.Second, CheckHTTPPath: "/health"}
-	registrar, err := sd.NewRegistrar(sd.NewClient(consul), where, reg, logger)
+	registrar, err := sd.NewRegistrar(consul, reg, logger)
 	if err != nil {
 		lis.Close()
 		return err

@@ -12,12 +12,12 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
 	"time"
 
 	kitsd "github.com/go-kit/kit/sd"
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
-	"github.com/hashicorp/consul/api"
 	"google.golang.org/grpc"
 
 	"github.com/trimkit/trimkit/examples/managerworker"
@@ -65,7 +65,7 @@ func main() {
 }
 
 func run(ctx context.Context, c config, logger log.Logger) error {
-	consul, _, where, err := c.consul.NewAPIClient()
+	consul, err := c.consul.NewClient()
 	if err != nil {
 		return err
 	}
@@ -91,11 +91,11 @@ func run(ctx context.Context, c config, logger log.Logger) error {
 	// Registered as <service>-<host>-<port> (the default ID, lis.ID), with
 	// a fast check and the default deregister-after.
 	reg := sd.Registration{Name: c.service, Address: lis.Host, Port: lis.Port, CheckInterval: time.Second}
-	registrar, err := sd.NewRegistrar(sd.NewClient(consul), where, reg, logger)
+	registrar, err := sd.NewRegistrar(consul, reg, logger)
 	if err != nil {
 		return err
 	}
-	reporter, err := sd.NewLoadReporter(sd.NewLoadClient(consul), c.service, id, addr, reg.CheckID(), c.loadInterval, meter.Sample, logger)
+	reporter, err := sd.NewLoadReporter(consul, c.service, id, addr, reg.CheckID(), c.loadInterval, meter.Sample, logger)
 	if err != nil {
 		return err
 	}
@@ -112,7 +112,7 @@ func run(ctx context.Context, c config, logger log.Logger) error {
 		Background: []func(context.Context) error{
 			reporter.Run,
 			func(ctx context.Context) error {
-				return checkIn(ctx, consul, c.manager, managerworker.CheckIn{ID: id, Addr: addr}, logger)
+				return checkIn(ctx, consul, c.service, c.manager, managerworker.CheckIn{ID: id, Addr: addr}, logger)
 			},
 		},
 		ResyncInterval: 5 * time.Second,
@@ -151,19 +151,15 @@ func (s slowed) TrimSpace(ctx context.Context, in string) (string, error) {
 // work), then watches the manager service and checks in with each passing
 // manager it has not checked in with yet, until ctx ends. It fails only
 // for a manager service it cannot watch (a bad name).
-func checkIn(ctx context.Context, consul *api.Client, manager string, me managerworker.CheckIn, logger log.Logger) error {
-	for {
-		status, _, err := consul.Agent().AgentHealthServiceByIDOpts(me.ID, (&api.QueryOptions{}).WithContext(ctx))
-		if err == nil && status == api.HealthPassing {
-			break
-		}
+func checkIn(ctx context.Context, consul sd.Client, service, manager string, me managerworker.CheckIn, logger log.Logger) error {
+	for !listedPassing(ctx, consul, service, me.ID) {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	managers, err := sd.NewInstancer(sd.NewClient(consul), logger, manager, nil, true)
+	managers, err := sd.NewInstancer(consul, logger, manager, nil, true)
 	if err != nil {
 		return fmt.Errorf("watch the managers: %w", err)
 	}
@@ -225,4 +221,11 @@ func post(ctx context.Context, manager string, me managerworker.CheckIn) error {
 		return fmt.Errorf("manager answered %s", resp.Status)
 	}
 	return nil
+}
+
+// listedPassing reports whether Consul lists instance id of service as
+// passing.
+func listedPassing(ctx context.Context, consul sd.Client, service, id string) bool {
+	entries, _, err := consul.Service(ctx, service, nil, true, nil)
+	return err == nil && slices.ContainsFunc(entries, func(e sd.Entry) bool { return e.ID == id })
 }

@@ -52,11 +52,11 @@ func run(ctx context.Context, addr string, consul sd.ConsulConfig, reg sd.Regist
 		return err
 	}
 	logger := log.With(log.NewLogfmtLogger(log.NewSyncWriter(os.Stderr)), "ts", log.DefaultTimestampUTC, "id", reg.ID)
-	apiClient, _, where, err := consul.NewAPIClient()
+	apiClient, err := consul.NewClient()
 	if err != nil {
 		return err
 	}
-	registrar, err := sd.NewRegistrar(sd.NewClient(apiClient), where, reg, logger)
+	registrar, err := sd.NewRegistrar(apiClient, reg, logger)
 	if err != nil {
 		return err
 	}
