@@ -34,7 +34,7 @@ func idleLoadWatcher(t *testing.T) *sd.LoadWatcher {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := sd.NewLoadWatcher(sd.NewClient(c), "trimsvc", sd.CatalogMap{}, log.NewNopLogger())
+	w, err := sd.NewLoadWatcher(sd.NewClient(c), "trimsvc", noCatalog{}, log.NewNopLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -419,3 +419,8 @@ func TestBalancerWrapperKeepsRetriesMoving(t *testing.T) {
 		})
 	}
 }
+
+// noCatalog is an sd.Catalog that lists no instance.
+type noCatalog struct{}
+
+func (noCatalog) ServiceID(string) (string, bool) { return "", false }

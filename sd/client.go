@@ -10,8 +10,8 @@ import (
 )
 
 // Client is the part of Consul's HTTP API that Instancer and Registrar use
-// (a 403 comes back from any of them as a *PermissionError),
-// as go-kit's sd/consul.Client is for its own: a seam, so that their logic
+// (a 403 comes back from any of them as an error Permanent knows), as
+// go-kit's sd/consul.Client is for its own: a seam, so that their logic
 // (index handling, retries) can be tested against a fake. NewClient adapts
 // an *api.Client.
 type Client interface {
@@ -88,7 +88,7 @@ func (a apiClient) Service(ctx context.Context, service string, tags []string, p
 	if err == nil && len(entries) == 0 && !meta.ResultsFilteredByACLs && a.anonymousUnderACLs(ctx) {
 		// Consul says it filtered an answer only to a real token; the
 		// anonymous one gets an empty answer and no word of it.
-		return nil, nil, &FilteredError{Service: service, Anonymous: true}
+		return nil, nil, &filteredError{Service: service, Anonymous: true}
 	}
 	return entries, meta, asPermission(err)
 }

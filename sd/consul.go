@@ -241,10 +241,10 @@ func agentName(serverName, address string) string {
 	return strings.TrimSuffix(strings.TrimPrefix(name, "["), "]")
 }
 
-// PermissionError is a 403 from Consul: the token lacks a permission, or
+// permissionError is a 403 from Consul: the token lacks a permission, or
 // is not known (deleted, or not yet replicated). Only another token can
 // fix it: see Permanent.
-type PermissionError struct {
+type permissionError struct {
 	// Permission is what the token lacks, as Consul names it, such as
 	// `'service:write' on "trimsvc"`; empty when Consul's answer did not
 	// say.
@@ -254,7 +254,7 @@ type PermissionError struct {
 	Answer string
 }
 
-func (e *PermissionError) Error() string {
+func (e *permissionError) Error() string {
 	if e.Permission == "" {
 		return "permission denied by consul ACLs: " + e.Answer
 	}
@@ -263,13 +263,13 @@ func (e *PermissionError) Error() string {
 
 var lacksRE = regexp.MustCompile(`lacks permission ('[^']+'(?: on "[^"]*")?)`)
 
-// asPermission turns a 403 into a *PermissionError.
+// asPermission turns a 403 into a *permissionError.
 func asPermission(err error) error {
 	var se api.StatusError
 	if !errors.As(err, &se) || se.Code != http.StatusForbidden {
 		return err
 	}
-	pe := &PermissionError{Answer: se.Body}
+	pe := &permissionError{Answer: se.Body}
 	if m := lacksRE.FindStringSubmatch(se.Body); m != nil {
 		pe.Permission = m[1]
 	}
@@ -287,7 +287,7 @@ func asPermission(err error) error {
 // certificate), and say loudly that they fail.
 func Permanent(err error) bool {
 	var (
-		pe     *PermissionError
+		pe     *permissionError
 		verify *tls.CertificateVerificationError
 		alert  tls.AlertError
 		header tls.RecordHeaderError

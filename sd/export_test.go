@@ -41,3 +41,20 @@ func (c ConsulConfig) NewAPIClient() (*api.Client, *api.Config, string, error) {
 // ErrSessionGone is what a client's RenewSession says of a session that
 // no longer exists.
 var ErrSessionGone = errSessionGone
+
+// Errors and options the tests of sd_test build.
+type (
+	FilteredError   = filteredError
+	PermissionError = permissionError
+)
+
+var QueryRate = queryRate
+
+// CatalogMap is a fixed Catalog: service IDs by address.
+type CatalogMap map[string]string
+
+// ServiceID implements Catalog.
+func (m CatalogMap) ServiceID(addr string) (string, bool) {
+	id, ok := m[addr]
+	return id, ok && id != ""
+}

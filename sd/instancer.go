@@ -68,9 +68,9 @@ var _ kitsd.Instancer = (*Instancer)(nil)
 // NewInstancer watches service (only instances carrying every tag in tags,
 // and only passing ones when passingOnly) through client. It makes the first
 // query before it returns, waiting at most 5s, and keeps watching until
-// Stop. The watch never loops hot: its queries are rate limited (QueryRate)
-// and a failed one is retried after a backoff with jitter, 50ms doubling to
-// 5s. By default any server answers (stale reads); see WithRead. It
+// Stop. The watch never loops hot: its queries are rate limited (4 a
+// second, in bursts of 4) and a failed one is retried after a backoff with
+// jitter, 50ms doubling to 5s. By default any server answers (stale reads); see WithRead. It
 // returns an error for a nil client or logger or a name or tag Consul
 // cannot hold, and never for Consul being unreachable: the watch goes on
 // trying, and State says why it has nothing.
@@ -233,10 +233,10 @@ func nextIndex(prev, last uint64) uint64 {
 // query asks the health API for the service's instances, blocking while
 // index is current, and returns them with their service IDs by address.
 func (s *Instancer) query(ctx context.Context, index uint64) ([]string, map[string]string, uint64, error) {
-	stale, cache := s.opts.read.Mode != ReadLeader, s.opts.read.Mode == ReadCache
+	stale, cache := s.opts.read.mode() != ReadLeader, s.opts.read.mode() == ReadCache
 	q := &api.QueryOptions{WaitIndex: index, WaitTime: waitTime, AllowStale: stale, UseCache: cache}
 	entries, meta, err := s.client.Service(ctx, s.service, s.tags, s.passingOnly, q)
-	if err == nil && s.opts.read.Mode == ReadStale && meta.LastContact > cmp.Or(s.opts.read.MaxStale, defaultMaxStale) {
+	if err == nil && s.opts.read.mode() == ReadStale && meta.LastContact > cmp.Or(s.opts.read.MaxStale, defaultMaxStale) {
 		if meta.KnownLeader {
 			// Too far behind while there is a leader: ask the leader, now.
 			entries, meta, err = s.client.Service(ctx, s.service, s.tags, s.passingOnly, &api.QueryOptions{})
@@ -253,7 +253,7 @@ func (s *Instancer) query(ctx context.Context, index uint64) ([]string, map[stri
 		return nil, nil, index, s.explain(ctx, err)
 	}
 	if meta.ResultsFilteredByACLs && len(entries) == 0 {
-		return nil, nil, index, &FilteredError{Service: s.service}
+		return nil, nil, index, &filteredError{Service: s.service}
 	}
 	if meta.ResultsFilteredByACLs {
 		_ = level.Warn(s.logger).Log("msg", "consul filtered some instances out by ACLs (the token lacks node:read on their nodes?)", "visible", len(entries))
@@ -303,10 +303,10 @@ func (s *Instancer) explain(ctx context.Context, err error) error {
 	return err
 }
 
-// FilteredError says that Consul's answer held nothing because its ACLs
+// filteredError says that Consul's answer held nothing because its ACLs
 // filtered every instance out (X-Consul-Results-Filtered-By-ACLs): the
 // token lacks service:read on the service, or node:read on the nodes.
-type FilteredError struct {
+type filteredError struct {
 	Service string
 	// Anonymous says no token was given: Consul enforces ACLs and the
 	// anonymous token may read nothing (Consul does not say it filtered an
@@ -314,7 +314,7 @@ type FilteredError struct {
 	Anonymous bool
 }
 
-func (e *FilteredError) Error() string {
+func (e *filteredError) Error() string {
 	msg := fmt.Sprintf("consul filtered the answer by ACLs: the token needs service:read on %q and node:read on its nodes", e.Service)
 	if e.Anonymous {
 		msg += " (no token was given: -consul-token-file, CONSUL_HTTP_TOKEN_FILE)"

@@ -251,16 +251,6 @@ type Catalog interface {
 	ServiceID(addr string) (string, bool)
 }
 
-// CatalogMap is a fixed Catalog: service IDs by address, for instances
-// that a fixed list (go-kit's sd.FixedInstancer) names.
-type CatalogMap map[string]string
-
-// ServiceID implements Catalog.
-func (m CatalogMap) ServiceID(addr string) (string, bool) {
-	id, ok := m[addr]
-	return id, ok && id != ""
-}
-
 // LoadWatcher keeps the latest load reports of a service's instances,
 // watching the reports' KV prefix with rate-limited blocking queries.
 //

@@ -37,8 +37,8 @@ func (e *NoInstancesError) Error() string {
 
 func (e *NoInstancesError) write(b *strings.Builder) {
 	var (
-		filtered *FilteredError
-		denied   *PermissionError
+		filtered *filteredError
+		denied   *permissionError
 	)
 	unreachable := errors.As(e.Discovery, new(*UnreachableError))
 	if unreachable || errors.As(e.Discovery, &filtered) || errors.As(e.Discovery, &denied) || errors.Is(e.Discovery, ErrNoLeader) {

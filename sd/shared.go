@@ -63,7 +63,7 @@ func (p *Instancers) Instancer(cfg ConsulConfig, logger log.Logger, service stri
 	if err != nil {
 		return nil, err
 	}
-	key := sharedKey{agent: agent, service: service, tags: strings.Join(tags, "\x00"), passingOnly: passingOnly, read: read}
+	key := sharedKey{agent: agent, service: service, tags: strings.Join(tags, "\x00"), passingOnly: passingOnly, read: Read{Mode: read.mode(), MaxStale: read.MaxStale}}
 	p.mu.Lock()
 	if p.watches == nil {
 		p.watches = map[sharedKey]*sharedWatch{}

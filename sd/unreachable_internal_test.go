@@ -30,7 +30,7 @@ func TestUnreachableErrors(t *testing.T) {
 		// The agent was there: not unreachable.
 		{&url.Error{Op: "Get", URL: "http://h:1/", Err: &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}}, false},
 		{api.StatusError{Code: 500, Body: "rpc error"}, false},
-		{&PermissionError{Answer: "ACL not found"}, false},
+		{&permissionError{Answer: "ACL not found"}, false},
 		{context.Canceled, false},
 		{errors.New("connection refused"), false}, // text alone says nothing
 	} {

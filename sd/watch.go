@@ -1,6 +1,7 @@
 package sd
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -52,60 +53,43 @@ type Read struct {
 	MaxStale time.Duration
 }
 
-// ReadMode is who answers an Instancer's queries.
-type ReadMode int
+// ReadMode is who answers an Instancer's queries, by the name cmd/client's
+// -read takes; "" is ReadStale.
+type ReadMode string
 
 const (
 	// ReadStale lets any server answer (Consul's ?stale mode): reads
 	// spread over the servers and go on while there is no leader (quorum
 	// lost), when a leader-only query fails.
-	ReadStale ReadMode = iota
+	ReadStale ReadMode = "stale"
 	// ReadLeader asks the leader only (Consul's default mode): no answer
 	// while there is no leader. A default agent (use_streaming_backend)
 	// answers the blocking queries after the first from its streaming
 	// view, whatever the mode: as fresh as the leader's, not read from it.
-	ReadLeader
+	ReadLeader ReadMode = "leader"
 	// ReadCache asks the local agent's cache (?cached: for the health
 	// endpoint, the agent's streaming backend where the servers offer it)
 	// rather than the servers: the agent keeps one watch per service for
 	// all its clients, and answers while the servers have no leader.
-	ReadCache
+	ReadCache ReadMode = "cache"
 )
 
-// String is the mode's name, as cmd/client's -read takes it.
-func (m ReadMode) String() string {
-	switch m {
-	case ReadStale:
-		return "stale"
-	case ReadLeader:
-		return "leader"
-	case ReadCache:
-		return "cache"
-	}
-	return fmt.Sprintf("ReadMode(%d)", int(m))
-}
-
-// ParseReadMode is the mode String names.
-func ParseReadMode(s string) (ReadMode, error) {
-	for _, m := range []ReadMode{ReadStale, ReadLeader, ReadCache} {
-		if s == m.String() {
-			return m, nil
-		}
-	}
-	return 0, fmt.Errorf("read mode %q: must be stale, leader or cache", s)
-}
+// mode is r's mode, its default filled in.
+func (r Read) mode() ReadMode { return cmp.Or(r.Mode, ReadStale) }
 
 // Validate reports a mode out of range, a negative MaxStale, or a MaxStale
 // with a mode that does not take it.
 func (r Read) Validate() error {
-	if r.Mode < ReadStale || r.Mode > ReadCache {
-		return fmt.Errorf("read mode %d: must be ReadStale, ReadLeader or ReadCache", int(r.Mode))
+	switch r.mode() {
+	case ReadStale, ReadLeader, ReadCache:
+	default:
+		return fmt.Errorf("read mode %q: must be stale, leader or cache", r.Mode)
 	}
 	if r.MaxStale < 0 {
 		return fmt.Errorf("MaxStale %v: must not be negative", r.MaxStale)
 	}
-	if r.MaxStale != 0 && r.Mode != ReadStale {
-		return fmt.Errorf("MaxStale %v: only stale reads take it, not %s", r.MaxStale, r.Mode)
+	if r.MaxStale != 0 && r.mode() != ReadStale {
+		return fmt.Errorf("MaxStale %v: only stale reads take it, not %s", r.MaxStale, r.mode())
 	}
 	return nil
 }
@@ -114,9 +98,9 @@ func (r Read) Validate() error {
 // reads.
 func WithRead(r Read) InstancerOption { return func(o *watchOptions) { o.read = r } }
 
-// QueryRate limits the queries of a watch to rate a second sustained, with
+// queryRate limits the queries of a watch to rate a second sustained, with
 // bursts of burst. Default: 4 a second, bursts of 4.
-func QueryRate(rate float64, burst int) InstancerOption {
+func queryRate(rate float64, burst int) InstancerOption {
 	return func(o *watchOptions) { o.rate, o.burst = rate, max(burst, 1) }
 }
 

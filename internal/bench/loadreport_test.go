@@ -255,7 +255,7 @@ func leastLoadedRun(b *testing.B, c *api.Client, balancer string, capacity float
 	case client.P2CName:
 		bal = client.NewP2C(endpointer)
 	case client.LeastLoadedName:
-		catalog := sd.CatalogMap{}
+		catalog := catalogMap{}
 		for i, a := range addrs {
 			catalog[a] = fmt.Sprintf("trim-%d", i)
 		}
@@ -321,4 +321,12 @@ func summarizeAfter(calls []loadgen.Call, since time.Time, prefix string) map[st
 		prefix + "p999_ms":  s.P999ms,
 		prefix + "max_ms":   s.MaxMs,
 	}
+}
+
+// catalogMap is a fixed sd.Catalog: service IDs by address.
+type catalogMap map[string]string
+
+func (m catalogMap) ServiceID(addr string) (string, bool) {
+	id, ok := m[addr]
+	return id, ok
 }
