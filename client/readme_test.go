@@ -13,9 +13,9 @@ import (
 
 // TestREADMEGoBlocksAreExamples keeps the README's Go honest: every ```go
 // block in README.md must be the body of an Example function (or a run of
-// whole lines of one) in the module's _test.go files, which the compiler
-// checks, so that a renamed function breaks the build or this test, not
-// the reader.
+// whole lines of one) in the module's _test.go files, or the whole of a
+// program under examples/, which the compiler checks, so that a renamed
+// function breaks the build or this test, not the reader.
 func TestREADMEGoBlocksAreExamples(t *testing.T) {
 	const root = ".."
 	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
@@ -27,8 +27,9 @@ func TestREADMEGoBlocksAreExamples(t *testing.T) {
 		t.Fatal("no ```go block in README.md: has the fence changed?")
 	}
 	bodies := exampleBodies(t, root)
+	programs := examplePrograms(t, filepath.Join(root, "examples"))
 	for _, b := range blocks {
-		if !containsBlock(bodies, b.text) {
+		if !containsBlock(bodies, b.text) && !programs[b.text] {
 			t.Errorf("README.md:%d: this ```go block is not the body of any Example function in a _test.go file (%d found); put it in one (client/example_test.go) and copy its body here:\n%s",
 				b.line, len(bodies), b.text)
 		}
@@ -144,4 +145,28 @@ func containsBlock(bodies []string, b string) bool {
 		}
 	}
 	return false
+}
+
+// examplePrograms returns the Go files of main packages under dir, whole
+// and dedented.
+func examplePrograms(t *testing.T, dir string) map[string]bool {
+	t.Helper()
+	programs := map[string]bool{}
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return err
+		}
+		src, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if strings.Contains(string(src), "\npackage main\n") {
+			programs[dedent(string(src))] = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return programs
 }
