@@ -153,8 +153,8 @@ func TestBlackHoleInstance(t *testing.T) {
 			c, err := trim.NewClient(client.Config{
 				Consul:     sd.ConsulConfig{Address: agent.HTTPAddr},
 				Service:    service,
-				CallConfig: client.CallConfig{Balancer: tc.balancer},
-			}, client.WithLogger(events), client.WithEndpointer(client.WithMetrics(m), client.WithEjection(tc.ejection)))
+				CallConfig: client.CallConfig{Balancer: tc.balancer, EndpointerConfig: endpointerConfig(withMetrics(m), withEjection(tc.ejection))},
+			}, client.WithLogger(events))
 			if err != nil {
 				t.Fatal(err)
 			}

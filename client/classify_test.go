@@ -69,7 +69,7 @@ var srOnly = client.Ejection{
 func TestSuccessRateEjectsAnOutlier(t *testing.T) {
 	f := newFakes(map[string]endpoint.Endpoint{"a": everyOther("a", codes.Internal), "b": ok("b"), "c": ok("c")})
 	m, _, cs := newMetrics()
-	call := fakeStack(t, f, []string{"a", "b", "c"}, client.RetryConfig{MaxAttempts: 1}, client.WithMetrics(m), client.WithEjection(srOnly))
+	call := fakeStack(t, f, []string{"a", "b", "c"}, client.RetryConfig{MaxAttempts: 1}, withMetrics(m), withEjection(srOnly))
 	calls, failed := callFor(call, time.Second)
 	if want, have := 1.0, cs["ejections"].get("instance", "a"); want != have {
 		t.Fatalf("ejections of a: want %v, have %v (%d of %d calls failed)", want, have, failed, calls)
@@ -99,7 +99,7 @@ func TestASharedErrorRateEjectsNothing(t *testing.T) {
 				"c": failingAtRate("c", codes.Internal, 0.3, 3),
 			})
 			m, _, cs := newMetrics()
-			call := fakeStack(t, f, []string{"a", "b", "c"}, client.RetryConfig{MaxAttempts: 1}, client.WithMetrics(m), client.WithEjection(ej.e))
+			call := fakeStack(t, f, []string{"a", "b", "c"}, client.RetryConfig{MaxAttempts: 1}, withMetrics(m), withEjection(ej.e))
 			calls, failed := callFor(call, time.Second)
 			if have := cs["ejections"].sum(); have != 0 {
 				t.Errorf("ejections: want none, have %v (%d of %d calls failed)", have, failed, calls)
@@ -166,7 +166,7 @@ func TestClassifyOverridden(t *testing.T) {
 	f := newFakes(map[string]endpoint.Endpoint{"a": failing(codes.NotFound), "b": ok("b"), "c": failing(codes.Internal)})
 	m, _, cs := newMetrics()
 	call := fakeStack(t, f, []string{"a", "b", "c"}, client.RetryConfig{},
-		client.WithMetrics(m), client.WithEjection(client.Ejection{BaseTime: time.Hour, Classify: notFoundIsBroken}))
+		withMetrics(m), withEjection(client.Ejection{BaseTime: time.Hour, Classify: notFoundIsBroken}))
 	var internal int
 	for range 30 {
 		_, err := call(context.Background(), trimsvc.TrimRequest{S: "x"})
@@ -200,7 +200,7 @@ func TestEjectionValidates(t *testing.T) {
 		{SuccessRate: client.SuccessRate{MinInstances: 1}},
 		{SuccessRate: client.SuccessRate{StdevFactor: -1}},
 	} {
-		if _, err := client.NewEndpointer(kitsd.FixedInstancer(nil), newFakes(nil).factory, log.NewNopLogger(), client.WithEjection(e)); err == nil {
+		if _, err := client.NewEndpointer(kitsd.FixedInstancer(nil), newFakes(nil).factory, log.NewNopLogger(), client.EndpointerConfig{Ejection: e}); err == nil {
 			t.Errorf("%+v: want an error", e.SuccessRate)
 		}
 	}

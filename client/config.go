@@ -68,22 +68,10 @@ type CallConfig struct {
 	TLS TLS
 	// Retry is how a call's attempts are made.
 	Retry RetryConfig
-	// Subset, when positive, connects to at most Subset instances rather
-	// than to every one: deterministic subsetting, so that when many
-	// callers each hold a subset, every instance has as many callers as any
-	// other. An instance of the subset that fails or is ejected is covered
-	// by the others, and the subset grows into the next instances of its
-	// order while fewer than three quarters of Subset of its members are
-	// healthy. Turn it on
-	// when callers × instances connections cost the instances too much
-	// (memory, health checks, keepalives: thousands of connections per
-	// instance); see docs/scale.md. Default: 0, every instance.
-	Subset int
-	// SubsetCaller is this caller's number among the callers of the
-	// service, 1, 2, 3, …, for Subset: callers numbered without gaps spread
-	// evenly over the instances. Default: 0, a number drawn at random,
-	// which spreads callers only as evenly as picking subsets at random.
-	SubsetCaller int
+	// EndpointerConfig is how the instances are kept: ejection,
+	// fail-static, close grace, subsetting, and the metrics of the whole
+	// stack (Retry's too: leave Retry.Metrics empty).
+	EndpointerConfig
 }
 
 // RetryConfig is how Retry makes the attempts of a call. The zero value of
@@ -124,8 +112,10 @@ type RetryConfig struct {
 	// context from WithIdempotent overrides it for one call. Default: every
 	// request is idempotent.
 	Idempotent func(request any) bool
-	// Metrics are the counters Retry reports to.
-	Metrics RetryMetrics
+	// Metrics are the counters Retry reports to (Retries, Hedges,
+	// BudgetExhausted, Throttled), for a Retry built by hand; in a
+	// CallConfig, give them in its Metrics.
+	Metrics Metrics
 }
 
 // TLS is TLS to the instances, from PEM files that are read again when
@@ -196,16 +186,10 @@ func (c CallConfig) Validate() error {
 	default:
 		errs = append(errs, &FieldError{"Balancer", fmt.Sprintf("%q", c.Balancer), fmt.Sprintf("must be %q, %q or %q", RoundRobinName, P2CName, LeastLoadedName)})
 	}
-	if c.Subset < 0 {
-		errs = append(errs, &FieldError{"Subset", c.Subset, "must not be negative (0 means every instance)"})
+	if !c.Metrics.isZero() && !c.Retry.Metrics.isZero() {
+		errs = append(errs, &FieldError{"Retry.Metrics", "set", "give the stack's metrics once, in Metrics (Retry's are among them)"})
 	}
-	if c.SubsetCaller < 0 {
-		errs = append(errs, &FieldError{"SubsetCaller", c.SubsetCaller, "must not be negative (0 means a number drawn at random)"})
-	}
-	if c.SubsetCaller > 0 && c.Subset == 0 {
-		errs = append(errs, &FieldError{"SubsetCaller", c.SubsetCaller, "numbers a caller for Subset, which is 0 (every instance)"})
-	}
-	return errors.Join(c.TLS.validate(), c.Retry.validate(), errors.Join(errs...))
+	return errors.Join(c.TLS.validate(), c.Retry.validate(), c.EndpointerConfig.validate(), errors.Join(errs...))
 }
 
 // Validate returns nil when every field is in range, else every problem,

@@ -92,14 +92,18 @@ type parts struct {
 // least-loaded balancer's load watcher comes later (discover's), so
 // newBalancer is left for then.
 func callParts(cfg CallConfig, o *options, lateLoads bool) (parts, error) {
-	eo, err := newEndpointerOptions(append([]EndpointerOption{WithSubset(cfg.Subset, cfg.SubsetCaller)}, o.endpointer...))
+	eo, err := cfg.EndpointerConfig.options()
 	if err != nil {
-		return parts{}, fmt.Errorf("client options: %w", err)
+		return parts{}, err
 	}
 	if o.loads != nil && cfg.Balancer != LeastLoadedName {
 		return parts{}, fmt.Errorf("client options: WithLoadReports is for the least-loaded balancer, not %q", cmp.Or(cfg.Balancer, RoundRobinName))
 	}
-	p := parts{endpointer: eo, retry: cfg.Retry.withDefaults(), serverNames: cfg.TLS.CAFile != "" && cfg.TLS.ServerName == ""}
+	retry := cfg.Retry
+	if retry.Metrics.isZero() {
+		retry.Metrics = cfg.Metrics // the stack's, given once
+	}
+	p := parts{endpointer: eo, retry: retry.withDefaults(), serverNames: cfg.TLS.CAFile != "" && cfg.TLS.ServerName == ""}
 	if !lateLoads || o.loads != nil {
 		if p.newBalancer, err = balancerFor(cfg.Balancer, o.loads); err != nil {
 			return parts{}, err
@@ -149,7 +153,7 @@ func dial(service string, instancer kitsd.Instancer, stop func(), p parts, o opt
 // trimkit's balancer, and the interceptors that make unary calls through
 // Retry and reopen streams as NewConn's do. The target's query says what
 // Config would: tags, balancer, retries. opts are as for New (WithLogger,
-// WithEndpointer, WithInstancers...; WithDialOptions is not for here: give
+// WithInstancers...; WithDialOptions is not for here: give
 // those to grpc.NewClient). The options serve one ClientConn: call
 // DialOptions again for another.
 //

@@ -427,7 +427,7 @@ func TestNewConnStreamEndsWhenItsInstanceLeaves(t *testing.T) {
 	for _, s := range insts {
 		s.mode.Store(hangs)
 	}
-	conn := newConn(t, agent, "interop", client.CallConfig{}, client.WithEndpointer(client.WithCloseGrace(100*time.Millisecond)))
+	conn := newConn(t, agent, "interop", client.CallConfig{EndpointerConfig: client.EndpointerConfig{CloseGrace: 100 * time.Millisecond}})
 	st, err := testgrpc.NewTestServiceClient(conn).StreamingOutputCall(ctx(t), &testgrpc.StreamingOutputCallRequest{}, grpc.Peer(&peer.Peer{}))
 	if err != nil {
 		t.Fatal(err)
@@ -464,8 +464,8 @@ func TestNewConnEjectsAndProbesBack(t *testing.T) {
 	insts := startInterop(t, agent, "interop", 3)
 	insts[0].mode.Store(erroring)
 	var ejections = newCounter()
-	conn := newConn(t, agent, "interop", client.CallConfig{Balancer: client.RoundRobinName},
-		client.WithEndpointer(client.WithEjection(client.Ejection{BaseTime: 300 * time.Millisecond}), client.WithMetrics(client.Metrics{Ejections: ejections})))
+	conn := newConn(t, agent, "interop", client.CallConfig{Balancer: client.RoundRobinName,
+		EndpointerConfig: client.EndpointerConfig{Ejection: client.Ejection{BaseTime: 300 * time.Millisecond}, Metrics: client.Metrics{Ejections: ejections}}})
 	tc := testgrpc.NewTestServiceClient(conn)
 	for i := range 300 {
 		if _, err := tc.UnaryCall(ctx(t), &testgrpc.SimpleRequest{}); err != nil {

@@ -32,7 +32,7 @@
 // instances that fail where their peers do not, in a row or by success
 // rate, are ejected (Ejection) and probed back with a health check; P2C weighs
 // latency and load; retries and hedges (RetryConfig.HedgeAfter) fit a
-// RetryBudget; and Metrics and RetryMetrics report what happened.
+// RetryBudget; and Metrics report what happened.
 //
 // The package knows nothing of any one service: the trim service's typed
 // client (trim.NewClient) is built on it, as any service's can be.

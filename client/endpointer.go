@@ -76,7 +76,7 @@ type Endpointer struct {
 	nodes     []*Node
 	endpoints []endpoint.Endpoint
 	closed    bool
-	subset    subsetter // the subset, with WithSubset (subset.go)
+	subset    subsetter // the subset, EndpointerConfig.Subset (subset.go)
 	held      holding   // fail-static (failstatic.go)
 }
 
@@ -106,12 +106,12 @@ var _ kitsd.Endpointer = (*Endpointer)(nil)
 
 // NewEndpointer subscribes to instancer and builds endpoints with factory;
 // the state the instancer sends on Register is applied before it returns.
-// It returns an error for a nil argument or an option out of range.
-func NewEndpointer(instancer kitsd.Instancer, factory kitsd.Factory, logger log.Logger, opts ...EndpointerOption) (*Endpointer, error) {
+// It returns an error for a nil argument or a cfg field out of range.
+func NewEndpointer(instancer kitsd.Instancer, factory kitsd.Factory, logger log.Logger, cfg EndpointerConfig) (*Endpointer, error) {
 	if instancer == nil || factory == nil || logger == nil {
 		return nil, errors.New("client: NewEndpointer needs an instancer, a factory and a logger")
 	}
-	o, err := newEndpointerOptions(opts)
+	o, err := cfg.options()
 	if err != nil {
 		return nil, fmt.Errorf("client: NewEndpointer: %w", err)
 	}

@@ -40,7 +40,7 @@ func TestEndpointerCloseIsIdempotent(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFakes(map[string]endpoint.Endpoint{"a": ok("a"), "b": ok("b")})
-			e, err := client.NewEndpointer(kitsd.FixedInstancer{"a", "b"}, f.factory, log.NewNopLogger())
+			e, err := client.NewEndpointer(kitsd.FixedInstancer{"a", "b"}, f.factory, log.NewNopLogger(), client.EndpointerConfig{})
 			if err != nil {
 				t.Fatal(err)
 			}

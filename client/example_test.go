@@ -59,7 +59,7 @@ func ExampleNewEndpointer() {
 		return
 	}
 	defer instancer.Stop()
-	endpointer, err := client.NewEndpointer(instancer, client.Factory(trim.Endpoints), logger, client.WithCloseGrace(2*time.Second))
+	endpointer, err := client.NewEndpointer(instancer, client.Factory(trim.Endpoints), logger, client.EndpointerConfig{CloseGrace: 2 * time.Second})
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -58,7 +58,7 @@ func Example_handBuilt() {
 	defer instancer.Stop()
 
 	endpointer, err := client.NewEndpointer(instancer, client.Factory(healthEndpoints), logger,
-		client.WithEjection(client.Ejection{ConsecutiveFailures: 3}))
+		client.EndpointerConfig{Ejection: client.Ejection{ConsecutiveFailures: 3}})
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -107,7 +107,7 @@ func ExampleBalancer_wrapper() {
 	b, stopB := serveHealth(healthpb.HealthCheckResponse_SERVING)
 	defer stopB()
 
-	endpointer, err := client.NewEndpointer(kitsd.FixedInstancer{a, b}, client.Factory(healthEndpoints), log.NewNopLogger())
+	endpointer, err := client.NewEndpointer(kitsd.FixedInstancer{a, b}, client.Factory(healthEndpoints), log.NewNopLogger(), client.EndpointerConfig{})
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -152,7 +152,7 @@ func ExampleRetryConfig_policy() {
 	defer stopBusy()
 	ok, stopOK := serveHealth(healthpb.HealthCheckResponse_SERVING)
 	defer stopOK()
-	endpointer, err := client.NewEndpointer(kitsd.FixedInstancer{busy, ok}, client.Factory(healthEndpoints), log.NewNopLogger())
+	endpointer, err := client.NewEndpointer(kitsd.FixedInstancer{busy, ok}, client.Factory(healthEndpoints), log.NewNopLogger(), client.EndpointerConfig{})
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -208,9 +208,10 @@ func serveHealth(s healthpb.HealthCheckResponse_ServingStatus, refuse ...codes.C
 // one update of discovery removes more than a third of them, for at most a
 // minute. client.FailStatic{Disabled: true} obeys the catalog to the
 // letter instead.
-func ExampleWithFailStatic() {
-	c, err := client.New(client.Config{Service: "orders"}, healthEndpoints,
-		client.WithEndpointer(client.WithFailStatic(client.FailStatic{Fraction: 1.0 / 3, MaxAge: time.Minute})))
+func ExampleFailStatic() {
+	c, err := client.New(client.Config{Service: "orders", CallConfig: client.CallConfig{
+		EndpointerConfig: client.EndpointerConfig{FailStatic: client.FailStatic{Fraction: 1.0 / 3, MaxAge: time.Minute}},
+	}}, healthEndpoints)
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -255,7 +256,7 @@ func ExampleCallConfig_subset() {
 		return
 	}
 	c, err := client.New(client.Config{Service: "orders", CallConfig: client.CallConfig{
-		Subset: 20, SubsetCaller: replica,
+		EndpointerConfig: client.EndpointerConfig{Subset: 20, SubsetCaller: replica},
 	}}, healthEndpoints)
 	if err != nil {
 		fmt.Println(err)
@@ -272,11 +273,11 @@ func ExampleCallConfig_subset() {
 
 // An Endpointer of your own with a subset: at most 2 of the instances
 // (more while its members cannot be reached), this caller numbered 7.
-func ExampleWithSubset() {
+func ExampleEndpointerConfig_subset() {
 	logger := log.NewLogfmtLogger(os.Stderr)
 	instancer := kitsd.FixedInstancer{"10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080"}
 	endpointer, err := client.NewEndpointer(instancer, client.Factory(healthEndpoints), logger,
-		client.WithSubset(2, 7))
+		client.EndpointerConfig{Subset: 2, SubsetCaller: 7})
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -303,7 +304,7 @@ func ExampleEjection_classify() {
 	ok, stopOK := serveHealth(healthpb.HealthCheckResponse_SERVING)
 	defer stopOK()
 	endpointer, err := client.NewEndpointer(kitsd.FixedInstancer{lost, ok}, client.Factory(healthEndpoints), log.NewNopLogger(),
-		client.WithEjection(client.Ejection{Classify: classify}))
+		client.EndpointerConfig{Ejection: client.Ejection{Classify: classify}})
 	if err != nil {
 		fmt.Println(err)
 		return

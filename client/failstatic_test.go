@@ -39,7 +39,7 @@ type staticRig struct {
 	logs      *logbuf.Buffer
 }
 
-func newStaticRig(t *testing.T, names []string, opts ...client.EndpointerOption) *staticRig {
+func newStaticRig(t *testing.T, names []string, opts ...epOpt) *staticRig {
 	t.Helper()
 	byName := map[string]endpoint.Endpoint{}
 	r := &staticRig{conns: map[string]*fakeConn{}, inst: &manualInstancer{},
@@ -53,8 +53,8 @@ func newStaticRig(t *testing.T, names []string, opts ...client.EndpointerOption)
 		e, closer, err := r.f.factory(instance)
 		return e, reportedConn{r.conns[instance], closer}, err
 	}
-	opts = append([]client.EndpointerOption{noEjection, client.WithCloseGrace(0),
-		client.WithMetrics(client.Metrics{FailStatic: r.episode, Held: r.held, Instances: r.instances})}, opts...)
+	opts = append([]epOpt{noEjection, withCloseGrace(time.Nanosecond),
+		withMetrics(client.Metrics{FailStatic: r.episode, Held: r.held, Instances: r.instances})}, opts...)
 	r.e = newEndpointer(t, r.inst, factory, log.NewLogfmtLogger(r.logs), opts...)
 	r.inst.send(kitsdEvent(names...))
 	r.b = client.NewRoundRobin(r.e)
@@ -217,7 +217,7 @@ func TestFailStaticHeldAreATierBelowListed(t *testing.T) {
 
 func TestFailStaticLetsAFewGoAtOnce(t *testing.T) {
 	const window = 50 * time.Millisecond
-	r := newStaticRig(t, []string{"a", "b", "c", "d"}, client.WithFailStatic(client.FailStatic{Window: window}))
+	r := newStaticRig(t, []string{"a", "b", "c", "d"}, withFailStatic(client.FailStatic{Window: window}))
 	r.warm(t)
 	r.inst.send(kitsdEvent("b", "c", "d")) // a deregistered: 1 of 4
 	if by := r.answeredBy(t, 30); by["a"] != 0 {
@@ -304,7 +304,7 @@ func TestFailStaticCountsRemovalsWithinTheWindow(t *testing.T) {
 // connection.
 func TestFailStaticTakesBackAnInstanceListedAgain(t *testing.T) {
 	const window = 100 * time.Millisecond
-	r := newStaticRig(t, []string{"a", "b", "c"}, client.WithFailStatic(client.FailStatic{Window: window}))
+	r := newStaticRig(t, []string{"a", "b", "c"}, withFailStatic(client.FailStatic{Window: window}))
 	r.warm(t)
 	r.inst.send(kitsdEvent("b", "c")) // a's check failed once
 	r.inst.send(kitsdEvent("a", "b", "c"))
@@ -375,7 +375,7 @@ func TestFailStaticNeedsEvidence(t *testing.T) {
 		t.Errorf("fail-static counter: %v, want 0", have)
 	}
 	// Disabled: the catalog obeyed to the letter.
-	off := newStaticRig(t, []string{"a", "b"}, client.WithFailStatic(client.FailStatic{Disabled: true}))
+	off := newStaticRig(t, []string{"a", "b"}, withFailStatic(client.FailStatic{Disabled: true}))
 	off.warm(t)
 	off.inst.send(kitsdEvent())
 	if _, err := off.call(context.Background(), trimsvc.TrimRequest{}); !errors.Is(err, lb.ErrNoEndpoints) {
@@ -384,7 +384,7 @@ func TestFailStaticNeedsEvidence(t *testing.T) {
 }
 
 func TestFailStaticBoundExpires(t *testing.T) {
-	r := newStaticRig(t, []string{"a", "b", "c"}, client.WithFailStatic(client.FailStatic{MaxAge: 200 * time.Millisecond}))
+	r := newStaticRig(t, []string{"a", "b", "c"}, withFailStatic(client.FailStatic{MaxAge: 200 * time.Millisecond}))
 	r.warm(t)
 	r.inst.send(kitsdEvent())
 	if have := r.endpoints(); have != 3 {
@@ -405,7 +405,7 @@ func TestFailStaticBoundExpires(t *testing.T) {
 
 func TestFailStaticValidation(t *testing.T) {
 	for _, f := range []client.FailStatic{{Fraction: -0.1}, {Fraction: 1.5}, {MaxAge: -time.Second}, {Window: -time.Second}} {
-		_, err := client.NewEndpointer(&manualInstancer{}, newFakes(nil).factory, log.NewNopLogger(), client.WithFailStatic(f))
+		_, err := client.NewEndpointer(&manualInstancer{}, newFakes(nil).factory, log.NewNopLogger(), client.EndpointerConfig{FailStatic: f})
 		if err == nil || !strings.Contains(err.Error(), "FailStatic") {
 			t.Errorf("%+v: have %v, want an error naming FailStatic", f, err)
 		}

@@ -67,10 +67,10 @@ func (c counter) sum() float64 {
 
 // newMetrics returns the Endpointer's metrics and Retry's, over counters
 // by name.
-func newMetrics() (client.Metrics, client.RetryMetrics, map[string]counter) {
+func newMetrics() (client.Metrics, client.Metrics, map[string]counter) {
 	cs := map[string]counter{"attempts": newCounter(), "retries": newCounter(), "hedges": newCounter(), "ejections": newCounter(), "budget": newCounter()}
 	return client.Metrics{Attempts: cs["attempts"], Ejections: cs["ejections"]},
-		client.RetryMetrics{Retries: cs["retries"], Hedges: cs["hedges"], BudgetExhausted: cs["budget"]}, cs
+		client.Metrics{Retries: cs["retries"], Hedges: cs["hedges"], BudgetExhausted: cs["budget"]}, cs
 }
 
 // eventually polls cond every millisecond, for at most 10s.
@@ -109,7 +109,7 @@ func warm(t *testing.T, f *fakes, call endpoint.Endpoint) {
 func TestFailingInstanceIsEjected(t *testing.T) {
 	f := newFakes(map[string]endpoint.Endpoint{"a": ok("a"), "b": ok("b"), "c": ok("c")})
 	m, _, cs := newMetrics()
-	opts := []client.EndpointerOption{client.WithMetrics(m), client.WithEjection(client.Ejection{BaseTime: time.Hour})}
+	opts := []epOpt{withMetrics(m), withEjection(client.Ejection{BaseTime: time.Hour})}
 	call := fakeStack(t, f, []string{"a", "b", "c"}, client.RetryConfig{}, opts...)
 	warm(t, f, call)
 	f.set("a", failing(codes.Unavailable))
@@ -158,7 +158,7 @@ func TestEjectionKeepsHalfTheInstances(t *testing.T) {
 			}
 			f := newFakes(byName)
 			m, _, cs := newMetrics()
-			opts := []client.EndpointerOption{client.WithMetrics(m), client.WithEjection(client.Ejection{BaseTime: time.Hour})}
+			opts := []epOpt{withMetrics(m), withEjection(client.Ejection{BaseTime: time.Hour})}
 			call := fakeStack(t, f, names, client.RetryConfig{MaxAttempts: 1}, opts...)
 			callN(t, call, 90)
 			if want, have := tc.wantEjected, cs["ejections"].sum(); want != have {
@@ -183,7 +183,7 @@ func TestFailureOnEveryInstanceEjectsNothing(t *testing.T) {
 					byName[name] = failing(code)
 				}
 				m, _, cs := newMetrics()
-				opts := []client.EndpointerOption{client.WithMetrics(m), client.WithEjection(client.Ejection{BaseTime: time.Hour})}
+				opts := []epOpt{withMetrics(m), withEjection(client.Ejection{BaseTime: time.Hour})}
 				// An attempt on each instance; going round again would only
 				// add Retry's pauses.
 				call := fakeStack(t, newFakes(byName), names, client.RetryConfig{MaxAttempts: n}, opts...)
@@ -204,7 +204,7 @@ func TestFailureOnEveryInstanceEjectsNothing(t *testing.T) {
 func TestEjectedInstanceReturnsOnProbation(t *testing.T) {
 	f := newFakes(map[string]endpoint.Endpoint{"a": ok("a"), "b": ok("b"), "c": ok("c")})
 	m, _, cs := newMetrics()
-	opts := []client.EndpointerOption{client.WithMetrics(m), client.WithEjection(client.Ejection{BaseTime: 20 * time.Millisecond, MaxTime: time.Hour})}
+	opts := []epOpt{withMetrics(m), withEjection(client.Ejection{BaseTime: 20 * time.Millisecond, MaxTime: time.Hour})}
 	call := fakeStack(t, f, []string{"a", "b", "c"}, client.RetryConfig{}, opts...)
 	warm(t, f, call)
 	f.set("a", failing(codes.Unavailable))
@@ -423,7 +423,7 @@ func TestHedgeAnswersForAHungInstance(t *testing.T) {
 	m, rm, cs := newMetrics()
 	// The default retry budget, as a client has: a hedge is charged to it.
 	call := fakeStack(t, f, []string{"a", "b"}, client.RetryConfig{HedgeAfter: 20 * time.Millisecond, Timeout: 10 * time.Second,
-		Budget: client.DefaultRetryBudget, Metrics: rm}, client.WithMetrics(m))
+		Budget: client.DefaultRetryBudget, Metrics: rm}, withMetrics(m))
 	start := time.Now()
 	resp, err := call(context.Background(), trimsvc.TrimRequest{S: "x"}) // round robin starts at a
 	took := time.Since(start)
@@ -453,7 +453,7 @@ func TestHedgeAnswersForAHungInstance(t *testing.T) {
 func TestNoHedgeWhenTheFirstAnswersInTime(t *testing.T) {
 	f := newFakes(map[string]endpoint.Endpoint{"a": ok("a"), "b": ok("b")})
 	m, rm, cs := newMetrics()
-	call := fakeStack(t, f, []string{"a", "b"}, client.RetryConfig{HedgeAfter: time.Second, Metrics: rm}, client.WithMetrics(m))
+	call := fakeStack(t, f, []string{"a", "b"}, client.RetryConfig{HedgeAfter: time.Second, Metrics: rm}, withMetrics(m))
 	if n := callN(t, call, 50); n != 0 {
 		t.Fatalf("%d failed", n)
 	}
@@ -470,7 +470,7 @@ func TestNoHedgeWhenTheFirstAnswersInTime(t *testing.T) {
 func TestNoHedgeToTheSameInstance(t *testing.T) {
 	f := newFakes(map[string]endpoint.Endpoint{"a": slow("a", 30*time.Millisecond)})
 	m, rm, cs := newMetrics()
-	call := fakeStack(t, f, []string{"a"}, client.RetryConfig{HedgeAfter: time.Millisecond, Timeout: 10 * time.Second, Metrics: rm}, client.WithMetrics(m))
+	call := fakeStack(t, f, []string{"a"}, client.RetryConfig{HedgeAfter: time.Millisecond, Timeout: 10 * time.Second, Metrics: rm}, withMetrics(m))
 	if n := callN(t, call, 5); n != 0 {
 		t.Fatalf("%d failed", n)
 	}
@@ -487,7 +487,7 @@ func TestRetryBudgetBoundsRetries(t *testing.T) {
 	m, rm, cs := newMetrics()
 	// 10% of calls, and a floor of 1 a second over 10s: 10 retries spare.
 	call := fakeStack(t, f, []string{"a", "b", "c"}, client.RetryConfig{Metrics: rm,
-		Budget: client.RetryBudget{Ratio: 0.1, MinPerSecond: 1, TTL: 10 * time.Second}}, client.WithMetrics(m))
+		Budget: client.RetryBudget{Ratio: 0.1, MinPerSecond: 1, TTL: 10 * time.Second}}, withMetrics(m))
 	callN(t, call, 100)
 	// 100 calls: 10% of them plus the floor's 10 retries, not 200.
 	if want, have := 120, f.total(); have > want {
@@ -544,7 +544,7 @@ func TestProbeAsksTheInstancesHealth(t *testing.T) {
 	}
 	m, _, cs := newMetrics()
 	logs := make(msgLog, 100)
-	e, call := fastEjectionStack(t, addr, factory, logs, client.WithMetrics(m))
+	e, call := fastEjectionStack(t, addr, factory, logs, withMetrics(m))
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	callN(t, call, 1) // two injected failures: ejected
 	if want, have := 1.0, cs["ejections"].sum(); want != have {

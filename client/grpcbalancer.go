@@ -51,7 +51,7 @@ type connPolicy struct {
 type policyKey struct{}
 
 func defaultPolicy() *connPolicy {
-	eo, _ := newEndpointerOptions(nil) // the defaults are valid
+	eo, _ := EndpointerConfig{}.options() // the defaults are valid
 	return &connPolicy{logger: log.NewNopLogger(), endpointer: eo, newBalancer: func(e *Endpointer) Balancer { return NewRoundRobin(e) }}
 }
 

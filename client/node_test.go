@@ -16,7 +16,7 @@ import (
 
 func testNode(t *testing.T) *Node {
 	t.Helper()
-	o, err := newEndpointerOptions(nil)
+	o, err := EndpointerConfig{}.options()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -20,7 +21,6 @@ type Option func(*options)
 type options struct {
 	logger      log.Logger
 	dialOptions []grpc.DialOption
-	endpointer  []EndpointerOption
 	loads       *sd.LoadWatcher
 	instancers  *sd.Instancers
 }
@@ -38,12 +38,6 @@ func WithLogger(logger log.Logger) Option { return func(o *options) { o.logger =
 // override).
 func WithDialOptions(opts ...grpc.DialOption) Option {
 	return func(o *options) { o.dialOptions = append(o.dialOptions, opts...) }
-}
-
-// WithEndpointer sets the options of the Endpointer: close grace,
-// ejection, fail-static, metrics.
-func WithEndpointer(opts ...EndpointerOption) Option {
-	return func(o *options) { o.endpointer = append(o.endpointer, opts...) }
 }
 
 // WithLoadReports gives the least-loaded balancer the load reports w
@@ -68,8 +62,40 @@ func newOptions(opts []Option) (options, error) {
 	return o, nil
 }
 
-// EndpointerOption changes an optional part of an Endpointer.
-type EndpointerOption func(*endpointerOptions)
+// EndpointerConfig is how an Endpointer keeps its instances: NewEndpointer
+// takes it, and CallConfig holds it for New, NewFromInstancer and NewConn.
+// The zero value of each field means its default.
+type EndpointerConfig struct {
+	// Ejection is how instances that keep failing are ejected. Default:
+	// Ejection's zero value, its defaults.
+	Ejection Ejection
+	// FailStatic is what happens when discovery removes all or most of
+	// the instances at once. Default: FailStatic's zero value, on.
+	FailStatic FailStatic
+	// CloseGrace is how long the connection of an instance that left
+	// discovery stays open for the calls in flight on it. Default: 2s; to
+	// close it as soon as can be, give 1ns.
+	CloseGrace time.Duration
+	// Subset, when positive, connects to at most Subset instances rather
+	// than to every one: deterministic subsetting, so that when many
+	// callers each hold a subset, every instance has as many callers as any
+	// other. An instance of the subset that fails or is ejected is covered
+	// by the others, and the subset grows into the next instances of its
+	// order while fewer than three quarters of Subset of its members are
+	// healthy. Turn it on when callers × instances connections cost the
+	// instances too much (memory, health checks, keepalives: thousands of
+	// connections per instance); see docs/scale.md. Default: 0, every
+	// instance.
+	Subset int
+	// SubsetCaller is this caller's number among the callers of the
+	// service, 1, 2, 3, …, for Subset: callers numbered without gaps spread
+	// evenly over the instances. Default: 0, a number drawn at random,
+	// which spreads callers only as evenly as picking subsets at random.
+	SubsetCaller int
+	// Metrics are the instruments the Endpointer and its instances report
+	// to (and, in a CallConfig, Retry too); any left nil is not reported.
+	Metrics Metrics
+}
 
 type endpointerOptions struct {
 	grace      time.Duration
@@ -84,7 +110,7 @@ type endpointerOptions struct {
 }
 
 // subsetting is how an Endpointer picks its subset: size 0 takes every
-// instance. number is the caller's, as WithSubset gives it (0: none);
+// instance. number is the caller's, EndpointerConfig.SubsetCaller (0: none);
 // caller its place on the ring, number-1 or one drawn at random.
 type subsetting struct {
 	size, number int
@@ -99,64 +125,35 @@ type subsetting struct {
 // load that feeds on itself: a new connection's first calls are slower.
 func (s subsetting) minHealthy() int { return max(1, s.size-s.size/4) }
 
-// WithCloseGrace sets how long the connection of an instance that left
-// discovery stays open for calls in flight on it. Default: 2s.
-func WithCloseGrace(d time.Duration) EndpointerOption {
-	return func(o *endpointerOptions) { o.grace = d }
-}
-
-// WithEjection sets how the Endpointer ejects instances that keep failing.
-// Default: Ejection's zero value, its defaults.
-func WithEjection(e Ejection) EndpointerOption {
-	return func(o *endpointerOptions) { o.ejection = e }
-}
-
-// WithFailStatic sets what the Endpointer does when discovery removes all
-// or most of its instances at once. Default: FailStatic's zero value.
-func WithFailStatic(f FailStatic) EndpointerOption {
-	return func(o *endpointerOptions) { o.failStatic = f }
-}
-
-// WithSubset makes the Endpointer connect to a subset of at most size of
-// the instances discovery lists, rather than to all of them: deterministic
-// subsetting (see CallConfig.Subset). caller is this caller's number among
-// the callers of the service, 1, 2, 3, …: callers numbered without gaps
-// hold subsets that spread them evenly over the instances. caller 0 draws
-// a number at random, which spreads them as unevenly as a random pick
-// does. An instance of the subset whose connection fails or that is
-// ejected is covered by the others, and the subset takes the next
-// instances in its order while fewer than three quarters of size of its
-// members are healthy.
-// size 0 (the default) connects to every instance.
-func WithSubset(size, caller int) EndpointerOption {
-	return func(o *endpointerOptions) { o.subset = subsetting{size: size, number: caller} }
-}
-
-// WithMetrics sets the instruments the Endpointer and its instances report
-// to; any left nil is not reported.
-func WithMetrics(m Metrics) EndpointerOption {
-	return func(o *endpointerOptions) { o.metrics = m }
-}
-
-func newEndpointerOptions(opts []EndpointerOption) (endpointerOptions, error) {
-	o := endpointerOptions{grace: 2 * time.Second}
-	for _, opt := range opts {
-		opt(&o)
-	}
+// validate returns nil when every field is in range, else every problem,
+// each a *FieldError, joined.
+func (c EndpointerConfig) validate() error {
 	var errs []error
-	if o.grace < 0 {
-		errs = append(errs, fmt.Errorf("WithCloseGrace %v: must not be negative", o.grace))
+	if c.CloseGrace < 0 {
+		errs = append(errs, &FieldError{"CloseGrace", c.CloseGrace, "must not be negative"})
 	}
-	if o.subset.size < 0 || o.subset.number < 0 {
-		errs = append(errs, fmt.Errorf("WithSubset(%d, %d): the size and the caller must not be negative (0: every instance; 0: a caller number drawn at random)", o.subset.size, o.subset.number))
+	if c.Subset < 0 {
+		errs = append(errs, &FieldError{"Subset", c.Subset, "must not be negative (0 means every instance)"})
 	}
+	if c.SubsetCaller < 0 {
+		errs = append(errs, &FieldError{"SubsetCaller", c.SubsetCaller, "must not be negative (0 means a number drawn at random)"})
+	}
+	if c.SubsetCaller > 0 && c.Subset == 0 {
+		errs = append(errs, &FieldError{"SubsetCaller", c.SubsetCaller, "numbers a caller for Subset, which is 0 (every instance)"})
+	}
+	return errors.Join(append(errs, c.Ejection.validate(), c.FailStatic.validate())...)
+}
+
+// options checks c and makes the Endpointer's options of it.
+func (c EndpointerConfig) options() (endpointerOptions, error) {
+	if err := c.validate(); err != nil {
+		return endpointerOptions{}, err
+	}
+	o := endpointerOptions{grace: cmp.Or(c.CloseGrace, 2*time.Second), ejection: c.Ejection, failStatic: c.FailStatic,
+		metrics: c.Metrics, subset: subsetting{size: c.Subset, number: c.SubsetCaller}}
 	o.subset.caller = uint64(o.subset.number - 1)
 	if o.subset.number == 0 {
 		o.subset.caller = rand.Uint64()
-	}
-	errs = append(errs, o.ejection.validate(), o.failStatic.validate())
-	if err := errors.Join(errs...); err != nil {
-		return endpointerOptions{}, err
 	}
 	o.ejection = o.ejection.withDefaults()
 	o.failStatic = o.failStatic.withDefaults()
@@ -341,9 +338,12 @@ func (e Ejection) withDefaults() Ejection {
 	return e
 }
 
-// Metrics are the instruments an Endpointer reports to, go-kit's
-// interfaces so that a program can hang them on Prometheus or anything
-// else (the client itself imports no metrics backend).
+// Metrics are the instruments of a client stack, go-kit's interfaces so
+// that a program can hang them on Prometheus or anything else (the client
+// itself imports no metrics backend): the Endpointer reports to the first
+// five (EndpointerConfig.Metrics), Retry to the last four
+// (RetryConfig.Metrics); a CallConfig's go to both. Any left nil is not
+// reported.
 type Metrics struct {
 	// Attempts counts every attempt, first ones, retries and hedges, by
 	// "instance" (host:port) and "outcome": answered (a response, or an
@@ -363,10 +363,6 @@ type Metrics struct {
 	// Instances is the number of instances the Endpointer holds now,
 	// held ones included: 0 while discovery has found none.
 	Instances metrics.Gauge
-}
-
-// RetryMetrics are the instruments Retry reports to.
-type RetryMetrics struct {
 	// Retries counts attempts after a call's first, hedges excluded.
 	Retries metrics.Counter
 	// Hedges counts hedged attempts.
@@ -375,6 +371,12 @@ type RetryMetrics struct {
 	BudgetExhausted metrics.Counter
 	// Throttled counts calls the client refused itself (Throttle).
 	Throttled metrics.Counter
+}
+
+// isZero says whether m has no instrument at all.
+func (m Metrics) isZero() bool {
+	return m.Attempts == nil && m.Ejections == nil && m.FailStatic == nil && m.Held == nil && m.Instances == nil &&
+		m.Retries == nil && m.Hedges == nil && m.BudgetExhausted == nil && m.Throttled == nil
 }
 
 // attempt counts an attempt. Not through add: its label slice escapes, so

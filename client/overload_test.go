@@ -34,7 +34,7 @@ func TestShedIsRetriedElsewhereAndNeverEjects(t *testing.T) {
 	f := newFakes(map[string]endpoint.Endpoint{"a": shedding(), "b": ok("b"), "c": ok("c")})
 	m, rm, cs := newMetrics()
 	// Ejection on, after 2 failures in a row: sheds are not failures.
-	opts := []client.EndpointerOption{client.WithMetrics(m), client.WithEjection(client.Ejection{ConsecutiveFailures: 2, BaseTime: time.Hour})}
+	opts := []epOpt{withMetrics(m), withEjection(client.Ejection{ConsecutiveFailures: 2, BaseTime: time.Hour})}
 	// Not idempotent either: a shed call did no work, so it may go again.
 	call := fakeStack(t, f, []string{"a", "b", "c"}, client.RetryConfig{Metrics: rm, Idempotent: func(any) bool { return false }}, opts...)
 	if n := callN(t, call, 30); n != 0 {

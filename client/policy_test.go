@@ -82,14 +82,14 @@ func TestNewEndpointerErrors(t *testing.T) {
 		instancer kitsd.Instancer
 		factory   kitsd.Factory
 		logger    log.Logger
-		opts      []client.EndpointerOption
+		opts      []epOpt
 	}{
 		{"nil instancer", nil, f.factory, logger, nil},
 		{"nil factory", kitsd.FixedInstancer{"a"}, nil, logger, nil},
 		{"nil logger", kitsd.FixedInstancer{"a"}, f.factory, nil, nil},
 		{"all nil", nil, nil, nil, nil},
-		{"negative close grace", kitsd.FixedInstancer{"a"}, f.factory, logger, []client.EndpointerOption{client.WithCloseGrace(-time.Second)}},
-		{"ejected fraction over 1", kitsd.FixedInstancer{"a"}, f.factory, logger, []client.EndpointerOption{client.WithEjection(client.Ejection{MaxEjectedFraction: 2})}},
+		{"negative close grace", kitsd.FixedInstancer{"a"}, f.factory, logger, []epOpt{withCloseGrace(-time.Second)}},
+		{"ejected fraction over 1", kitsd.FixedInstancer{"a"}, f.factory, logger, []epOpt{withEjection(client.Ejection{MaxEjectedFraction: 2})}},
 	} {
 		func() {
 			defer func() {
@@ -97,7 +97,7 @@ func TestNewEndpointerErrors(t *testing.T) {
 					t.Errorf("%s: panicked: %v", tc.name, p)
 				}
 			}()
-			e, err := client.NewEndpointer(tc.instancer, tc.factory, tc.logger, tc.opts...)
+			e, err := client.NewEndpointer(tc.instancer, tc.factory, tc.logger, endpointerConfig(tc.opts...))
 			if err == nil {
 				e.Close()
 				t.Errorf("%s: want an error", tc.name)
@@ -222,8 +222,8 @@ func TestNotIdempotentNotRetriedAfterReachingAnInstance(t *testing.T) {
 	srv, addrs := serveCounted(t, "unavailable", 2, true)
 	_, rm, cs := newMetrics()
 	c, err := trim.NewClientFromInstancer(kitsd.FixedInstancer(addrs),
-		client.CallConfig{Retry: client.RetryConfig{Budget: noBudget, Metrics: rm, Idempotent: func(any) bool { return true }}},
-		client.WithEndpointer(noEjection))
+		client.CallConfig{Retry: client.RetryConfig{Budget: noBudget, Metrics: rm, Idempotent: func(any) bool { return true }},
+			EndpointerConfig: endpointerConfig(noEjection)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,8 +267,7 @@ func TestIdempotentByRequest(t *testing.T) {
 	c, err := trim.NewClientFromInstancer(kitsd.FixedInstancer(addrs),
 		client.CallConfig{Retry: client.RetryConfig{Budget: noBudget, Idempotent: func(req any) bool {
 			return req.(trimsvc.TrimRequest).S != "not idempotent"
-		}}},
-		client.WithEndpointer(noEjection))
+		}}, EndpointerConfig: endpointerConfig(noEjection)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,9 +306,10 @@ func TestNotIdempotentRetriedWhenItCouldNotConnect(t *testing.T) {
 	dead := lis.Addr().String()
 	lis.Close() // nothing listens there now
 	m, rm, cs := newMetrics()
+	m.Retries, m.Hedges, m.BudgetExhausted = rm.Retries, rm.Hedges, rm.BudgetExhausted // the stack's, given once
 	c, err := trim.NewClientFromInstancer(kitsd.FixedInstancer{dead, addrs[0]},
-		client.CallConfig{Retry: client.RetryConfig{Budget: noBudget, Metrics: rm, Timeout: 5 * time.Second}},
-		client.WithEndpointer(noEjection, client.WithMetrics(m)))
+		client.CallConfig{Retry: client.RetryConfig{Budget: noBudget, Timeout: 5 * time.Second},
+			EndpointerConfig: endpointerConfig(noEjection, withMetrics(m))})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -108,9 +108,9 @@ func (l msgLog) waitFor(t *testing.T, msg string) (before []string) {
 // fastEjectionStack is a round-robin stack over the one instance at addr
 // that ejects it for 20-40ms after two failures in a row, retries without
 // a budget, and logs to logger.
-func fastEjectionStack(t *testing.T, addr string, factory kitsd.Factory, logger log.Logger, opts ...client.EndpointerOption) (*client.Endpointer, endpoint.Endpoint) {
+func fastEjectionStack(t *testing.T, addr string, factory kitsd.Factory, logger log.Logger, opts ...epOpt) (*client.Endpointer, endpoint.Endpoint) {
 	t.Helper()
-	opts = append(opts, client.WithEjection(client.Ejection{BaseTime: 20 * time.Millisecond, MaxTime: 40 * time.Millisecond, MaxEjectedFraction: 1}))
+	opts = append(opts, withEjection(client.Ejection{BaseTime: 20 * time.Millisecond, MaxTime: 40 * time.Millisecond, MaxEjectedFraction: 1}))
 	e := newEndpointer(t, kitsd.FixedInstancer{addr}, factory, logger, opts...)
 	call, err := client.Retry(client.NewRoundRobin(e), client.RetryConfig{MaxAttempts: 2, Budget: noBudget})
 	if err != nil {
@@ -136,7 +136,7 @@ func TestUnprobeableInstanceReturnsOnProbation(t *testing.T) {
 			addr, failing := serveFlaky(t, tc.health)
 			m, _, cs := newMetrics()
 			logs := make(msgLog, 100)
-			e, call := fastEjectionStack(t, addr, client.Factory(trim.Endpoints), logs, client.WithMetrics(m))
+			e, call := fastEjectionStack(t, addr, client.Factory(trim.Endpoints), logs, withMetrics(m))
 
 			callN(t, call, 1) // two failures in a row: ejected
 			logs.waitFor(t, "instance ejected")

@@ -50,7 +50,7 @@ func TestInstanceRestartedOnItsAddress(t *testing.T) {
 	addr := testenv.ClosedAddr(t)
 	kill := serveOn(t, addr)
 	c, err := trim.NewClientFromInstancer(kitsd.FixedInstancer{addr},
-		client.CallConfig{Retry: client.RetryConfig{Budget: noBudget}}, client.WithEndpointer(noEjection))
+		client.CallConfig{Retry: client.RetryConfig{Budget: noBudget}, EndpointerConfig: endpointerConfig(noEjection)})
 	if err != nil {
 		t.Fatal(err)
 	}

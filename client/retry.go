@@ -86,7 +86,7 @@ type retry struct {
 	idempotent func(request any) bool // nil: every request is
 	budget     *budget                // nil: no budget
 	throttle   *throttle              // nil: no throttling
-	metrics    RetryMetrics
+	metrics    Metrics
 	watchdog   *watchdog // ends attempts at the end of their share
 }
 

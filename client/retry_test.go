@@ -114,14 +114,40 @@ func hanging(waited chan<- time.Duration) endpoint.Endpoint {
 // mechanics over a few calls: ejection and the retry budget (each has tests
 // of its own). fakeStack applies both unless the test says otherwise.
 var (
-	noEjection = client.WithEjection(client.Ejection{Disabled: true})
+	noEjection = withEjection(client.Ejection{Disabled: true})
 	noBudget   = client.RetryBudget{Disabled: true}
 )
 
 // newEndpointer is client.NewEndpointer, closed when the test ends.
-func newEndpointer(t testing.TB, instancer kitsd.Instancer, factory kitsd.Factory, logger log.Logger, opts ...client.EndpointerOption) *client.Endpointer {
+// epOpt changes an EndpointerConfig, as the tests build theirs.
+type epOpt func(*client.EndpointerConfig)
+
+func withEjection(e client.Ejection) epOpt {
+	return func(c *client.EndpointerConfig) { c.Ejection = e }
+}
+func withFailStatic(f client.FailStatic) epOpt {
+	return func(c *client.EndpointerConfig) { c.FailStatic = f }
+}
+func withCloseGrace(d time.Duration) epOpt {
+	return func(c *client.EndpointerConfig) { c.CloseGrace = d }
+}
+func withSubset(size, caller int) epOpt {
+	return func(c *client.EndpointerConfig) { c.Subset, c.SubsetCaller = size, caller }
+}
+func withMetrics(m client.Metrics) epOpt { return func(c *client.EndpointerConfig) { c.Metrics = m } }
+
+// endpointerConfig is the EndpointerConfig opts make.
+func endpointerConfig(opts ...epOpt) client.EndpointerConfig {
+	var c client.EndpointerConfig
+	for _, o := range opts {
+		o(&c)
+	}
+	return c
+}
+
+func newEndpointer(t testing.TB, instancer kitsd.Instancer, factory kitsd.Factory, logger log.Logger, opts ...epOpt) *client.Endpointer {
 	t.Helper()
-	e, err := client.NewEndpointer(instancer, factory, logger, opts...)
+	e, err := client.NewEndpointer(instancer, factory, logger, endpointerConfig(opts...))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,9 +158,9 @@ func newEndpointer(t testing.TB, instancer kitsd.Instancer, factory kitsd.Factor
 // fakeStack builds Endpointer -> RoundRobin -> Retry over a FixedInstancer,
 // without ejection (unless opts say otherwise) and without a retry budget
 // (unless cfg.Budget is set).
-func fakeStack(t *testing.T, f *fakes, instances []string, cfg client.RetryConfig, opts ...client.EndpointerOption) endpoint.Endpoint {
+func fakeStack(t *testing.T, f *fakes, instances []string, cfg client.RetryConfig, opts ...epOpt) endpoint.Endpoint {
 	t.Helper()
-	opts = append([]client.EndpointerOption{noEjection}, opts...)
+	opts = append([]epOpt{noEjection}, opts...)
 	if cfg.Budget == (client.RetryBudget{}) {
 		cfg.Budget = noBudget
 	}
@@ -409,7 +435,7 @@ func TestRetryStopsWhenCallerCancels(t *testing.T) {
 func TestEndpointerClosesRemovedAndAll(t *testing.T) {
 	f := newFakes(map[string]endpoint.Endpoint{"a": ok("a"), "b": ok("b")})
 	inst := &manualInstancer{}
-	e, err := client.NewEndpointer(inst, f.factory, log.NewNopLogger(), client.WithCloseGrace(50*time.Millisecond))
+	e, err := client.NewEndpointer(inst, f.factory, log.NewNopLogger(), client.EndpointerConfig{CloseGrace: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -68,7 +68,7 @@ func ringHash(inst string) uint64 {
 // reconnect at once.
 const subsetStep = time.Second
 
-// subsetter is an Endpointer's subset (WithSubset): the order in which it
+// subsetter is an Endpointer's subset (EndpointerConfig.Subset): the order in which it
 // takes the instances discovery lists, the members it took last, and the
 // pace at which they converge on its window. Its Endpointer's lock guards
 // it, as the members it picks are the ones the Endpointer connects to in

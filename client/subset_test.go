@@ -151,7 +151,7 @@ func TestSubsetEveryInstanceBelowTheSize(t *testing.T) {
 // order join it, to leave again once the members are back.
 func TestSubsetEndpointer(t *testing.T) {
 	names := addrs(10)
-	r := newStaticRig(t, names, client.WithSubset(4, 2))
+	r := newStaticRig(t, names, withSubset(4, 2))
 	order := client.SubsetOrder(names, 4, 1)
 	want := slices.Sorted(slices.Values(order[:4]))
 	waitMembers(t, r.e, want)
@@ -228,7 +228,7 @@ func TestSubsetConvergesOneSwapAtATime(t *testing.T) {
 	}
 	names := addrs(40)
 	first := names[:10]
-	r := newStaticRig(t, names, client.WithSubset(4, 1))
+	r := newStaticRig(t, names, withSubset(4, 1))
 	go func() { // the fakes report each close, more than their channel holds
 		for {
 			select {

@@ -32,8 +32,9 @@ func call(ctx, stop context.Context, cfg config, stdout, stderr io.Writer) error
 	logger = log.With(logger, "ts", log.DefaultTimestampUTC)
 	quiet := &discoveryLog{next: logger, instances: generic.NewGauge("instances")}
 	attempts := &loadgen.Counter{}
-	c, err := trim.NewClient(cfg.client, client.WithLogger(quiet), client.WithEndpointer(
-		client.WithMetrics(client.Metrics{Attempts: attempts, Instances: quiet.instances}), client.WithFailStatic(cfg.failStatic)))
+	cfg.client.Metrics = client.Metrics{Attempts: attempts, Instances: quiet.instances}
+	cfg.client.FailStatic = cfg.failStatic
+	c, err := trim.NewClient(cfg.client, client.WithLogger(quiet))
 	if err != nil {
 		return err
 	}

@@ -131,8 +131,9 @@ func newSoak(ctx context.Context, f *fleet, cfg config, seed uint64, w io.Writer
 	c, err := trim.NewClient(client.Config{
 		Consul: sd.ConsulConfig{Address: cf.ConsulAddr, TokenFile: cf.TokenFile, CAFile: cf.ConsulCA, CertFile: cf.ConsulCert, KeyFile: cf.ConsulKey},
 		CallConfig: client.CallConfig{Balancer: client.P2CName,
-			TLS: client.TLS{CAFile: cf.TLSCA, CertFile: cf.TLSCert, KeyFile: cf.TLSKey}},
-	}, client.WithLogger(watch), client.WithEndpointer(client.WithMetrics(client.Metrics{FailStatic: failStatic, Held: held})))
+			TLS:              client.TLS{CAFile: cf.TLSCA, CertFile: cf.TLSCert, KeyFile: cf.TLSKey},
+			EndpointerConfig: client.EndpointerConfig{Metrics: client.Metrics{FailStatic: failStatic, Held: held}}},
+	}, client.WithLogger(watch))
 	if err != nil {
 		return nil, fmt.Errorf("the load's client: %w", err)
 	}

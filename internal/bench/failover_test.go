@@ -54,7 +54,7 @@ func BenchmarkFailover(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer instancer.Stop()
-	endpointer, err := client.NewEndpointer(instancer, factory, log.NewNopLogger())
+	endpointer, err := client.NewEndpointer(instancer, factory, log.NewNopLogger(), client.EndpointerConfig{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -226,9 +226,9 @@ type grayRow struct {
 
 // trimkitRow is trimkit's stack from its pieces, as NewFromInstancer builds
 // it, with a Factory that records attempts.
-func trimkitRow(cfg client.CallConfig, opts ...client.EndpointerOption) func([]string, *attemptLog) (endpoint.Endpoint, func()) {
+func trimkitRow(cfg client.CallConfig) func([]string, *attemptLog) (endpoint.Endpoint, func()) {
 	return func(addrs []string, al *attemptLog) (endpoint.Endpoint, func()) {
-		endpointer, err := client.NewEndpointer(kitsd.FixedInstancer(addrs), al.factory(client.Factory(trim.Endpoints)), log.NewNopLogger(), opts...)
+		endpointer, err := client.NewEndpointer(kitsd.FixedInstancer(addrs), al.factory(client.Factory(trim.Endpoints)), log.NewNopLogger(), cfg.EndpointerConfig)
 		if err != nil {
 			panic(err)
 		}
@@ -245,7 +245,7 @@ func trimkitRow(cfg client.CallConfig, opts ...client.EndpointerOption) func([]s
 }
 
 func grayRows() []grayRow {
-	noEjection := client.WithEjection(client.Ejection{Disabled: true})
+	noEjection := client.EndpointerConfig{Ejection: client.Ejection{Disabled: true}}
 	noBudget := client.RetryBudget{Disabled: true}
 	return []grayRow{
 		{"gokit-stock", func(addrs []string, al *attemptLog) (endpoint.Endpoint, func()) {
@@ -253,7 +253,7 @@ func grayRows() []grayRow {
 			return lb.Retry(3, 500*time.Millisecond, lb.NewRoundRobin(endpointer)), endpointer.Close
 		}},
 		{"grpc-lr", grpcLeastRequest},
-		{"rr", trimkitRow(client.CallConfig{Retry: client.RetryConfig{Budget: noBudget}}, noEjection)},
+		{"rr", trimkitRow(client.CallConfig{Retry: client.RetryConfig{Budget: noBudget}, EndpointerConfig: noEjection})},
 		{"rr+eject", trimkitRow(client.CallConfig{})},
 		{"p2c", trimkitRow(client.CallConfig{Balancer: client.P2CName})},
 		{"rr+hedge", trimkitRow(client.CallConfig{Retry: client.RetryConfig{HedgeAfter: hedgeFor}})},

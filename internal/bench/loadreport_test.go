@@ -243,7 +243,7 @@ func leastLoadedRun(b *testing.B, c *api.Client, balancer string, capacity float
 	}()
 
 	al := &attemptLog{faulty: addrs[0]}
-	endpointer, err := client.NewEndpointer(kitsd.FixedInstancer(addrs), al.factory(client.Factory(trim.Endpoints)), log.NewNopLogger())
+	endpointer, err := client.NewEndpointer(kitsd.FixedInstancer(addrs), al.factory(client.Factory(trim.Endpoints)), log.NewNopLogger(), client.EndpointerConfig{})
 	if err != nil {
 		b.Fatal(err)
 	}

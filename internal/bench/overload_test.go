@@ -423,7 +423,7 @@ func BenchmarkOverloadIOBound(b *testing.B) {
 	al := &attemptLog{}
 	var callers []endpoint.Endpoint
 	for range ioCallers {
-		endpointer, err := client.NewEndpointer(discovery, al.factory(client.Factory(trim.Endpoints)), log.NewNopLogger())
+		endpointer, err := client.NewEndpointer(discovery, al.factory(client.Factory(trim.Endpoints)), log.NewNopLogger(), client.EndpointerConfig{})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -172,12 +172,13 @@ func (c scaleCaller) held() int { return c.endpoints() }
 // instance), the i-th of its row; the row's callers share a watch.
 func newTrimkitCaller(b testing.TB, consul sd.ConsulConfig, subset, i int) scaleCaller {
 	cfg := client.Config{Consul: consul, Service: "trimsvc",
-		CallConfig: client.CallConfig{Subset: subset}}
+		CallConfig: client.CallConfig{EndpointerConfig: client.EndpointerConfig{Subset: subset}}}
 	if subset > 0 {
 		cfg.SubsetCaller = i + 1
 	}
 	held := generic.NewGauge("instances")
-	cl, err := client.New(cfg, trim.Endpoints, client.WithEndpointer(client.WithMetrics(client.Metrics{Instances: held})))
+	cfg.Metrics = client.Metrics{Instances: held}
+	cl, err := client.New(cfg, trim.Endpoints)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -196,7 +197,7 @@ func newBeforeCaller(b *testing.B, c *api.Client) scaleCaller {
 		b.Fatal(err)
 	}
 	held := generic.NewGauge("instances")
-	cl, err := client.NewFromInstancer(instancer, client.CallConfig{}, trim.Endpoints, client.WithEndpointer(client.WithMetrics(client.Metrics{Instances: held})))
+	cl, err := client.NewFromInstancer(instancer, client.CallConfig{EndpointerConfig: client.EndpointerConfig{Metrics: client.Metrics{Instances: held}}}, trim.Endpoints)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -93,7 +93,7 @@ func sharesRun1(b *testing.B, addrs []string, rate float64, opts []grpc.DialOpti
 			return e(ctx, req)
 		}, c, nil
 	}
-	endpointer, err := client.NewEndpointer(kitsd.FixedInstancer(addrs), factory, log.NewNopLogger())
+	endpointer, err := client.NewEndpointer(kitsd.FixedInstancer(addrs), factory, log.NewNopLogger(), client.EndpointerConfig{})
 	if err != nil {
 		b.Fatal(err)
 	}
