@@ -124,7 +124,7 @@ func NewFromInstancer(instancer kitsd.Instancer, cfg CallConfig, endpoints Endpo
 	if instancer == nil {
 		return nil, errors.New("client: NewFromInstancer needs an instancer")
 	}
-	if err := cfg.Validate(); err != nil {
+	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("client config: %w", err)
 	}
 	o, err := newOptions(opts)

@@ -174,12 +174,12 @@ func (c Config) Validate() error {
 	if err := c.Consul.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	return errors.Join(append(errs, c.CallConfig.Validate())...)
+	return errors.Join(append(errs, c.CallConfig.validate())...)
 }
 
-// Validate returns nil when every field is in range, else every problem,
+// validate returns nil when every field is in range, else every problem,
 // each a *FieldError, joined.
-func (c CallConfig) Validate() error {
+func (c CallConfig) validate() error {
 	var errs []error
 	switch c.Balancer {
 	case "", RoundRobinName, P2CName, LeastLoadedName:

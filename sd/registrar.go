@@ -35,7 +35,8 @@ const (
 // each field); a negative duration is an error.
 type Registration struct {
 	// ID identifies the instance; it must be unique on the agent. Empty
-	// means DefaultServiceID(Name, Address, Port).
+	// means "<Name>-<Address>-<Port>", unique on an agent as long as one
+	// instance listens on each address.
 	ID string
 	// Name is the service name callers look up.
 	Name string
@@ -80,10 +81,10 @@ type Registration struct {
 	DeregisterAfter time.Duration
 }
 
-// DefaultServiceID is the ID of an instance of service name reached at
+// defaultServiceID is the ID of an instance of service name reached at
 // host and port whose Registration names none: "<name>-<host>-<port>",
 // unique on an agent as long as one instance listens on each address.
-func DefaultServiceID(name, host string, port int) string {
+func defaultServiceID(name, host string, port int) string {
 	return fmt.Sprintf("%s-%s-%d", name, host, port)
 }
 
@@ -92,7 +93,7 @@ func DefaultServiceID(name, host string, port int) string {
 // use it; a Registrar's Registration returns it.
 func (r Registration) WithDefaults() Registration {
 	if r.ID == "" {
-		r.ID = DefaultServiceID(r.Name, r.Address, r.Port)
+		r.ID = defaultServiceID(r.Name, r.Address, r.Port)
 	}
 	if r.CheckInterval == 0 {
 		r.CheckInterval = DefaultCheckInterval

@@ -67,8 +67,8 @@ func TestNewRegistrarValidates(t *testing.T) {
 // Registrar, its Definition and CheckID all use them.
 func TestRegistrationDefaults(t *testing.T) {
 	reg := sd.Registration{Name: "trimsvc", Address: "10.0.0.1", Port: 8975}
-	if want, have := "trimsvc-10.0.0.1-8975", sd.DefaultServiceID("trimsvc", "10.0.0.1", 8975); want != have {
-		t.Errorf("DefaultServiceID: want %s, have %s", want, have)
+	if want, have := "trimsvc-10.0.0.1-8975", reg.WithDefaults().ID; want != have {
+		t.Errorf("default ID: want %s, have %s", want, have)
 	}
 	r, err := sd.NewRegistrar(newFakeConsul(), reg, log.NewNopLogger())
 	if err != nil {
@@ -377,7 +377,7 @@ func (r apiRegistration) toAPI() *api.AgentServiceRegistration {
 // check's target) and to a real agent.
 func TestRegisterSendsDefaults(t *testing.T) {
 	reg := sd.Registration{Name: "trimsvc", Address: "127.0.0.1", Port: 9999, HealthService: "pb.Trim"}
-	id := sd.DefaultServiceID("trimsvc", "127.0.0.1", 9999)
+	id := sd.Registration{Name: "trimsvc", Address: "127.0.0.1", Port: 9999}.WithDefaults().ID
 	f := newFakeConsul()
 	r, err := sd.NewRegistrar(f, reg, log.NewNopLogger())
 	if err != nil {

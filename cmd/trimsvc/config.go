@@ -199,12 +199,12 @@ func (c config) advertised(bound *net.TCPAddr) (string, int, error) {
 	return host, port, nil
 }
 
-// serviceIDFor is -service-id, or sd.DefaultServiceID: <name>-<host>-<port>.
+// serviceIDFor is -service-id, or the default ID: <name>-<host>-<port>.
 func (c config) serviceIDFor(host string, port int) string {
 	if c.serviceID != "" {
 		return c.serviceID
 	}
-	return sd.DefaultServiceID(c.serviceName, host, port)
+	return sd.Registration{Name: c.serviceName, Address: host, Port: port}.WithDefaults().ID
 }
 
 // registration is what the instance registers for host and port.

@@ -40,7 +40,7 @@ type Listener struct {
 	net.Listener
 	Host string
 	Port int
-	ID   string // sd.DefaultServiceID: service-host-port
+	ID   string // the default service ID: service-host-port
 }
 
 // Listen listens on addr (port 0 picks a free one) for an instance of
@@ -52,5 +52,5 @@ func Listen(addr, service string) (*Listener, error) {
 	}
 	host, portStr, _ := net.SplitHostPort(lis.Addr().String())
 	port, _ := strconv.Atoi(portStr)
-	return &Listener{Listener: lis, Host: host, Port: port, ID: sd.DefaultServiceID(service, host, port)}, nil
+	return &Listener{Listener: lis, Host: host, Port: port, ID: sd.Registration{Name: service, Address: host, Port: port}.WithDefaults().ID}, nil
 }

@@ -57,8 +57,10 @@ func main() {
 		fs.PrintDefaults()
 	}
 	_ = fs.Parse(os.Args[1:]) // ExitOnError: 0 for -help, 2 for a bad flag
-	if err := (client.CallConfig{Balancer: c.balancer}).Validate(); err != nil {
-		fmt.Fprintf(os.Stderr, "manager: -balancer: %v\n", err)
+	switch c.balancer {
+	case client.RoundRobinName, client.P2CName, client.LeastLoadedName:
+	default:
+		fmt.Fprintf(os.Stderr, "manager: -balancer %q: must be %s, %s or %s\n", c.balancer, client.RoundRobinName, client.P2CName, client.LeastLoadedName)
 		os.Exit(2)
 	}
 	if c.need < 0 || c.jobs < 0 || c.rate <= 0 || c.every <= 0 {
