@@ -107,6 +107,11 @@ func plaintextHint(e endpoint.Endpoint) endpoint.Endpoint {
 	})
 }
 
+// closedBeforePreface reports whether msg is grpc-go's word for a
+// connection its server closed before HTTP/2 began: "error reading server
+// preface: " then EOF or a connection reset. gRPC gives only the text (an
+// Unavailable status); cmd/client's TestMutualTLSCalls pins it to a real
+// plaintext call to a TLS-only instance.
 func closedBeforePreface(msg string) bool {
 	_, cause, ok := strings.Cut(msg, "error reading server preface: ")
 	return ok && (strings.HasPrefix(cause, "EOF") || strings.Contains(cause, "connection reset by peer"))
@@ -123,13 +128,23 @@ func refusedHint(e endpoint.Endpoint, certFile string) endpoint.Endpoint {
 		presents = "this client presents " + certFile
 	}
 	return hinted(e, func(msg string) string {
-		if _, alert, ok := strings.Cut(msg, "remote error: tls: "); ok {
-			alert, _, _ = strings.Cut(alert, `"`)
+		if alert, ok := tlsAlert(msg); ok {
 			return "the instance refused this client in the TLS handshake (" + alert + "): it requires a client certificate (mutual TLS) " +
 				"signed by its client CA, within its validity dates, listing the client-auth usage; " + presents
 		}
 		return ""
 	})
+}
+
+// tlsAlert is the alert in msg when msg carries crypto/tls's word for
+// one its peer sent ("remote error: tls: " then the alert, as
+// tls.AlertError has it), which gRPC passes on only as text in an
+// Unavailable status; cmd/client's TestMutualTLSCalls pins it to real
+// refusals by a mutual-TLS instance.
+func tlsAlert(msg string) (alert string, ok bool) {
+	_, alert, ok = strings.Cut(msg, "remote error: tls: ")
+	alert, _, _ = strings.Cut(alert, `"`)
+	return alert, ok
 }
 
 // hinted adds hint(msg) to the Unavailable failures of e whose message

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/trimkit/trimkit/internal/consulname"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -294,7 +295,7 @@ func (s *Instancer) explain(ctx context.Context, err error) error {
 	for range 3 {
 		leader, lerr := s.client.Leader(ctx)
 		switch {
-		case lerr == nil && leader == "", lerr != nil && strings.Contains(lerr.Error(), "No cluster leader"):
+		case lerr == nil && leader == "", noClusterLeader(lerr):
 			return fmt.Errorf("%w: %w", ErrNoLeader, err)
 		case lerr == nil || ctx.Err() != nil:
 			return err
@@ -320,4 +321,13 @@ func (e *filteredError) Error() string {
 		msg += " (no token was given: -consul-token-file, CONSUL_HTTP_TOKEN_FILE)"
 	}
 	return msg
+}
+
+// noClusterLeader reports whether err is a server's answer that it knows
+// no leader: a 500 whose body is "No cluster leader", which consul/api
+// gives as an api.StatusError. TestNoClusterLeaderIsConsulAPIs pins it to
+// consul/api's own error for that answer.
+func noClusterLeader(err error) bool {
+	var se api.StatusError
+	return errors.As(err, &se) && se.Code == http.StatusInternalServerError && strings.Contains(se.Body, "No cluster leader")
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/trimkit/trimkit/internal/consulname"
+	"net/http"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -161,7 +162,7 @@ func (r *LoadReporter) Run(ctx context.Context) error {
 			if session, err = r.session(ctx, session); err != nil {
 				switch {
 				case ctx.Err() != nil:
-				case strings.Contains(err.Error(), "is in critical state"):
+				case checkCritical(err):
 					// The session is bound to the instance's check, which
 					// starts critical: Consul answered, nothing is wrong.
 					t.ok()
@@ -378,4 +379,14 @@ func takeReport(b []byte, now time.Time) (receivedReport, error) {
 	r.Load = min(max(r.Load, 0), maxLoad) // NaN cannot come from JSON
 	r.Inflight = min(max(r.Inflight, 0), int64(maxLoad))
 	return receivedReport{LoadReport: r, received: now, freshFor: 3*min(interval, maxLoadInterval) + time.Second}, nil
+}
+
+// checkCritical reports whether err is Consul's refusal of a session bound
+// to a check that is critical: a 500 whose body says "Check '<id>' is in
+// critical state". consul/api gives it as an api.StatusError, its body
+// the only word of the cause. TestCheckCriticalIsConsuls pins it to a real
+// agent's answer.
+func checkCritical(err error) bool {
+	var se api.StatusError
+	return errors.As(err, &se) && se.Code == http.StatusInternalServerError && strings.Contains(se.Body, "is in critical state")
 }

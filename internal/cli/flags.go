@@ -56,7 +56,7 @@ func Parse(fs *flag.FlagSet, args []string, prefix, synopsis string, out io.Writ
 func fromEnv(fs *flag.FlagSet, prefix string, err error) error {
 	var bad *flag.Flag
 	fs.VisitAll(func(f *flag.Flag) {
-		if bad == nil && strings.Contains(err.Error(), fmt.Sprintf("from environment variable %q", EnvName(prefix, f.Name))) {
+		if bad == nil && fromEnvVar(err, EnvName(prefix, f.Name)) {
 			bad = f
 		}
 	})
@@ -87,7 +87,7 @@ func fromEnv(fs *flag.FlagSet, prefix string, err error) error {
 func withHint(fs *flag.FlagSet, err error) error {
 	var hint string
 	fs.VisitAll(func(f *flag.Flag) {
-		if hint == "" && strings.HasPrefix(err.Error(), "invalid value ") && strings.Contains(err.Error(), " for flag -"+f.Name+": ") {
+		if hint == "" && badFlagValue(err, f.Name) {
 			_, hint = kindOf(f)
 		}
 	})
@@ -244,3 +244,19 @@ func (a consulAddr) Set(s string) error {
 }
 
 func (a consulAddr) Get() any { return a.String() }
+
+// fromEnvVar reports whether err is ff's word for a value of the
+// environment variable key that did not parse: its error names the
+// variable as `from environment variable "KEY"` and has no type of its
+// own. TestBadEnvironmentNamesVariableAndValue pins it to ff's own error.
+func fromEnvVar(err error, key string) bool {
+	return strings.Contains(err.Error(), fmt.Sprintf("from environment variable %q", key))
+}
+
+// badFlagValue reports whether err is the flag package's word for a value
+// of flag -name that did not parse: `invalid value "V" for flag -name: `
+// and the cause, with no type of its own. TestBadFlagIsOneErrorAndAPointer
+// pins it to the flag package's own error.
+func badFlagValue(err error, name string) bool {
+	return strings.HasPrefix(err.Error(), "invalid value ") && strings.Contains(err.Error(), " for flag -"+name+": ")
+}
