@@ -34,15 +34,15 @@ type Entry struct {
 	// checks); "" when a check has a status Consul does not define.
 	Status string
 
-	hostPort string // Address and Port, joined
+	joined string // Address and Port, joined: hostPort
 }
 
-// HostPort is where to call the instance: Address and Port, joined.
-func (e Entry) HostPort() string {
-	if e.hostPort == "" {
+// hostPort is where to call the instance: Address and Port, joined.
+func (e Entry) hostPort() string {
+	if e.joined == "" {
 		return net.JoinHostPort(e.Address, strconv.Itoa(e.Port))
 	}
-	return e.hostPort
+	return e.joined
 }
 
 // aggregate folds the checks of an instance into one status as
@@ -349,7 +349,7 @@ func decodeEntry(raw []byte) (Entry, error) {
 		e.Address = nodeAddr
 	}
 	e.Status = checks.status()
-	e.hostPort = net.JoinHostPort(e.Address, strconv.Itoa(e.Port))
+	e.joined = net.JoinHostPort(e.Address, strconv.Itoa(e.Port))
 	return e, nil
 }
 

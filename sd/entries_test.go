@@ -51,10 +51,10 @@ func TestDecodeEntries(t *testing.T) {
 				t.Fatal(err)
 			}
 			for i := range have {
-				if want := joinHostPort(have[i].Address, have[i].Port); have[i].HostPort() != want {
-					t.Errorf("entry %d: HostPort %q, want %q", i, have[i].HostPort(), want)
+				if want := joinHostPort(have[i].Address, have[i].Port); have[i].hostPort() != want {
+					t.Errorf("entry %d: HostPort %q, want %q", i, have[i].hostPort(), want)
 				}
-				have[i].hostPort = ""
+				have[i].joined = ""
 			}
 			if !reflect.DeepEqual(have, tc.want) {
 				t.Errorf("have %+v\nwant %+v", have, tc.want)
@@ -107,7 +107,7 @@ func TestDecodeEntriesMatchesConsulAPI(t *testing.T) {
 	}
 	for i, e := range viaAPI {
 		want := entryOf(e)
-		want.hostPort = have[i].hostPort
+		want.joined = have[i].joined
 		if !reflect.DeepEqual(have[i], want) {
 			t.Errorf("entry %d:\nhave %+v\nwant %+v", i, have[i], want)
 		}

@@ -1,6 +1,7 @@
 package sd
 
 import (
+	"context"
 	"errors"
 	"github.com/hashicorp/consul/api"
 	"time"
@@ -58,3 +59,9 @@ func (m CatalogMap) ServiceID(addr string) (string, bool) {
 	id, ok := m[addr]
 	return id, ok && id != ""
 }
+
+// HostPort is where to call the instance: Address and Port, joined.
+func (e Entry) HostPort() string { return e.hostPort() }
+
+// Registered reports whether the local agent holds the instance.
+func (r *Registrar) Registered(ctx context.Context) (bool, error) { return r.isRegistered(ctx) }

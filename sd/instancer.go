@@ -262,7 +262,7 @@ func (s *Instancer) query(ctx context.Context, index uint64) ([]string, map[stri
 	instances := make([]string, 0, len(entries))
 	ids := make(map[string]string, len(entries))
 	for _, e := range entries {
-		hostPort := e.HostPort()
+		hostPort := e.hostPort()
 		instances = append(instances, hostPort)
 		if _, dup := ids[hostPort]; dup {
 			ids[hostPort] = "" // two instances at one address: neither is known by it

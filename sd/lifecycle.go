@@ -100,7 +100,7 @@ func (r *Registrar) resync(ctx context.Context, interval time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, interval)
 	defer cancel()
 	lookup, used := withTokenUsed(ctx)
-	ok, err := r.Registered(lookup)
+	ok, err := r.isRegistered(lookup)
 	if err != nil {
 		return err
 	}

@@ -283,8 +283,8 @@ func (r *Registrar) Deregister(ctx context.Context) error {
 	return nil
 }
 
-// Registered reports whether the local agent holds the instance.
-func (r *Registrar) Registered(ctx context.Context) (bool, error) {
+// isRegistered reports whether the local agent holds the instance.
+func (r *Registrar) isRegistered(ctx context.Context) (bool, error) {
 	_, err := r.client.AgentService(ctx, r.reg.ID)
 	var status api.StatusError
 	switch {
