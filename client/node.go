@@ -115,10 +115,6 @@ type Node struct {
 // Addr is the instance as discovery reported it: "host:port".
 func (n *Node) Addr() string { return n.instance }
 
-// Endpoint is the instance's endpoint (the Factory's), recording each
-// attempt for the balancers and ejection.
-func (n *Node) Endpoint() endpoint.Endpoint { return n.tracked }
-
 // InFlight is the number of attempts in flight on the instance.
 func (n *Node) InFlight() int64 { return n.inflight.Load() }
 

@@ -305,7 +305,7 @@ func TestNewInstancerErrors(t *testing.T) {
 		{"tag with a comma", f, logger, "trimsvc", []string{"a,b"}, nil},
 		{"MaxStale with leader reads", f, logger, "trimsvc", nil, []sd.InstancerOption{sd.WithRead(sd.Read{Mode: sd.ReadLeader, MaxStale: time.Second})}},
 		{"negative MaxStale", f, logger, "trimsvc", nil, []sd.InstancerOption{sd.WithRead(sd.Read{MaxStale: -time.Second})}},
-		{"read mode out of range", f, logger, "trimsvc", nil, []sd.InstancerOption{sd.WithRead(sd.Read{Mode: sd.ReadMode("fast")})}},
+		{"read mode out of range", f, logger, "trimsvc", nil, []sd.InstancerOption{sd.WithRead(sd.Read{Mode: "fast"})}},
 	} {
 		s, err := sd.NewInstancer(tc.client, tc.logger, tc.service, tc.tags, true, tc.opts...)
 		if err == nil {

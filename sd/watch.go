@@ -43,9 +43,9 @@ const defaultMaxStale = 2 * time.Second
 // Read is how an Instancer reads the catalog. Its zero value reads stale
 // with a MaxStale of 2s.
 type Read struct {
-	// Mode is who answers: ReadStale (the default), ReadLeader or
-	// ReadCache.
-	Mode ReadMode
+	// Mode is who answers: ReadStale ("stale", the default), ReadLeader
+	// ("leader") or ReadCache ("cache"), as cmd/client's -read names them.
+	Mode string
 	// MaxStale bounds, with ReadStale, how far behind the leader an answer
 	// may be (X-Consul-LastContact) before it is asked again of the leader
 	// while there is one; with no leader it is the only answer there is,
@@ -53,29 +53,26 @@ type Read struct {
 	MaxStale time.Duration
 }
 
-// ReadMode is who answers an Instancer's queries, by the name cmd/client's
-// -read takes; "" is ReadStale.
-type ReadMode string
-
+// Read modes, Read.Mode's values: who answers an Instancer's queries.
 const (
 	// ReadStale lets any server answer (Consul's ?stale mode): reads
 	// spread over the servers and go on while there is no leader (quorum
 	// lost), when a leader-only query fails.
-	ReadStale ReadMode = "stale"
+	ReadStale = "stale"
 	// ReadLeader asks the leader only (Consul's default mode): no answer
 	// while there is no leader. A default agent (use_streaming_backend)
 	// answers the blocking queries after the first from its streaming
 	// view, whatever the mode: as fresh as the leader's, not read from it.
-	ReadLeader ReadMode = "leader"
+	ReadLeader = "leader"
 	// ReadCache asks the local agent's cache (?cached: for the health
 	// endpoint, the agent's streaming backend where the servers offer it)
 	// rather than the servers: the agent keeps one watch per service for
 	// all its clients, and answers while the servers have no leader.
-	ReadCache ReadMode = "cache"
+	ReadCache = "cache"
 )
 
 // mode is r's mode, its default filled in.
-func (r Read) mode() ReadMode { return cmp.Or(r.Mode, ReadStale) }
+func (r Read) mode() string { return cmp.Or(r.Mode, ReadStale) }
 
 // Validate reports a mode out of range, a negative MaxStale, or a MaxStale
 // with a mode that does not take it.

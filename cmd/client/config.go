@@ -82,7 +82,7 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 	fs.StringVar(&tags, "tags", "", "comma-separated tags an instance must all carry (one, with -discovery dns)")
 	fs.StringVar(&c.client.Discovery, "discovery", client.DiscoveryConsul, `how to find instances: "consul" (the HTTP API's blocking queries) or "dns" (SRV records from Consul's DNS interface, polled every second)`)
 	fs.StringVar(&c.client.DNSAddr, "dns-addr", sd.DefaultDNSAddr, "Consul's DNS interface, for -discovery dns")
-	read := fs.String("read", string(sd.ReadStale), `how discovery reads the catalog: "stale" (any Consul server answers; reads go on while there is no leader), "leader" (the leader only) or "cache" (the local agent's cache, streaming-backed)`)
+	read := fs.String("read", sd.ReadStale, `how discovery reads the catalog: "stale" (any Consul server answers; reads go on while there is no leader), "leader" (the leader only) or "cache" (the local agent's cache, streaming-backed)`)
 	fs.DurationVar(&c.client.Read.MaxStale, "max-stale", 0, "with -read stale, ask the leader again when an answer is further behind it than this (0: 2s)")
 	fs.IntVar(&c.client.Retry.MaxAttempts, "retry-max", client.DefaultMaxAttempts, "most attempts per request, the first included (0: the default)")
 	fs.DurationVar(&c.client.Retry.Timeout, "retry-timeout", client.DefaultRetryTimeout, "time limit per request, all attempts together (0: the default)")
@@ -104,7 +104,7 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 	c.failStatic.Disabled = !*failStatic
 	c.client.Retry.Throttle.Disabled = !*throttle
 	var errs []error
-	switch m := sd.ReadMode(*read); m {
+	switch m := *read; m {
 	case sd.ReadStale, sd.ReadLeader, sd.ReadCache:
 		c.client.Read.Mode = m
 	default:
