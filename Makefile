@@ -21,7 +21,7 @@ export GOTOOLCHAIN := go1.26.10
 MIN_GO := go$(shell awk '$$1 == "go" { print $$2 }' go.mod)
 GO_TEST_FLAGS ?=
 
-.PHONY: help consul proto build test lint mingo vulncheck demo up cluster down chaos walkthrough bench
+.PHONY: help consul proto build test lint mingo vulncheck ghz demo up cluster down chaos walkthrough bench
 
 help: ## list the targets
 	@awk -F ':.*## ' '/^[a-z-]+:.*## / { printf "  make %-9s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -84,17 +84,18 @@ test: consul ## run every test, a real Consul agent included
 	go test -race -count=1 -p 1 -run '$(ALONE_TESTS)' $(GO_TEST_FLAGS) ./client ./cmd/trimsvc
 
 BENCH_COUNT ?= 3
-bench: consul ## benchmarks: call overhead vs raw gRPC, discovery, failover, cluster, load reports, streams, gray failure, overload, scale (about 30 minutes)
+bench: consul ghz ## benchmarks: call overhead vs raw gRPC, server throughput (ghz), discovery, failover, cluster, load reports, streams, gray failure, overload, scale (about 30 minutes)
 	@mkdir -p .bench
 	go test -run '^$$' -bench 'Overhead/' -benchmem -benchtime 5000x ./internal/bench | tee .bench/allocs.txt
 	go test -run '^$$' -bench 'OverheadInterleaved' -benchtime 1x -count $(BENCH_COUNT) ./internal/bench | tee .bench/overhead.txt
+	go test -run '^$$' -bench 'ServerThroughput' -benchtime 1x -timeout 10m ./internal/bench | tee .bench/server.txt
 	go test -run '^$$' -bench 'Discovery|Failover|Cluster|LoadReport|Streams' -benchtime 1x -timeout 30m ./internal/bench | tee .bench/once.txt
 	go test -run '^$$' -bench 'LeastLoaded' -benchtime 1x -count 3 -timeout 30m ./internal/bench | tee .bench/leastloaded.txt
 	go test -run '^$$' -bench 'GrayFailure' -benchtime 1x -timeout 30m ./internal/bench | tee .bench/gray.txt
 	go test -run '^$$' -bench 'Overload|Shares' -benchtime 1x -timeout 30m ./internal/bench | tee .bench/overload.txt
 	go test -run '^$$' -bench 'Scale$$|ConsulRead' -benchtime 1x -timeout 30m ./internal/bench | tee .bench/scale.txt
 	@echo
-	@go run ./internal/bench/report .bench/allocs.txt .bench/overhead.txt .bench/once.txt .bench/leastloaded.txt .bench/gray.txt .bench/overload.txt .bench/scale.txt | tee .bench/summary.txt
+	@go run ./internal/bench/report .bench/allocs.txt .bench/overhead.txt .bench/server.txt .bench/once.txt .bench/leastloaded.txt .bench/gray.txt .bench/overload.txt .bench/scale.txt | tee .bench/summary.txt
 
 lint: vulncheck mingo ## check gofmt, go vet, staticcheck and govulncheck (pinned in tools/lint), and build with the oldest Go go.mod allows
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
@@ -106,6 +107,9 @@ lint: vulncheck mingo ## check gofmt, go vet, staticcheck and govulncheck (pinne
 mingo: ## build and vet with the go line's Go ($(MIN_GO)), the oldest an importer may have
 	GOTOOLCHAIN=$(MIN_GO) go build ./...
 	GOTOOLCHAIN=$(MIN_GO) go vet ./...
+
+ghz: ## build bin/ghz, the gRPC load tool of make bench's server throughput step (pinned in tools/ghz)
+	go -C tools/ghz build -o ../../bin/ghz github.com/bojand/ghz/cmd/ghz
 
 # govulncheck reads a copy of the Go vulnerability database that
 # tools/lint/vulndb builds, offline, from the pinned golang.org/x/vulndb module

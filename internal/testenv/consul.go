@@ -47,3 +47,14 @@ func moduleRoot() (string, bool) {
 		dir = parent
 	}
 }
+
+// ModuleRoot is the module's root directory, where go.mod is; tb fails
+// when there is none above the working directory.
+func ModuleRoot(tb testing.TB) string {
+	tb.Helper()
+	dir, ok := moduleRoot()
+	if !ok {
+		tb.Fatal("no go.mod above the working directory")
+	}
+	return dir
+}

@@ -35,6 +35,9 @@ func run(files []string, w io.Writer) error {
 		return fmt.Errorf("no benchmark results in %v", files)
 	}
 	overhead(w, results)
+	if r, ok := results["BenchmarkServerThroughput"]; ok {
+		serverThroughput(w, r)
+	}
 	once(w, results, order)
 	if r, ok := results["BenchmarkLeastLoaded"]; ok {
 		leastLoaded(w, r)
@@ -170,7 +173,7 @@ func overhead(w io.Writer, results map[string]result) {
 func once(w io.Writer, results map[string]result, order []string) {
 	for _, name := range order {
 		if strings.HasPrefix(name, "BenchmarkOverhead") || name == "BenchmarkGrayFailure" || name == "BenchmarkLeastLoaded" || name == "BenchmarkOverload" || name == "BenchmarkShares" ||
-			name == "BenchmarkScale" || name == "BenchmarkConsulRead" || name == "BenchmarkStreams" { // tables of their own
+			name == "BenchmarkScale" || name == "BenchmarkConsulRead" || name == "BenchmarkStreams" || name == "BenchmarkServerThroughput" { // tables of their own
 			continue
 		}
 		r := results[name]
@@ -186,4 +189,21 @@ func once(w io.Writer, results map[string]result, order []string) {
 			fmt.Fprintf(w, "  %-22s %10.2f\n", u, median(r[u]))
 		}
 	}
+}
+
+// serverThroughput prints the server-side row: trimsvc with its default
+// Limits against a bare grpc-go server of the same proto, under ghz.
+func serverThroughput(w io.Writer, r result) {
+	fmt.Fprintf(w, "\nServer throughput under ghz (-c 8, 2 connections, 40,000 calls a run, interleaved rounds)\n")
+	fmt.Fprintf(w, "  trimsvc %.0f calls/s, bare grpc-go %.0f calls/s; each round:", median(r["trimsvc-calls/s"]), median(r["bare-calls/s"]))
+	for i := 1; ; i++ {
+		v, ok := r[fmt.Sprintf("round%d-trimsvc/bare", i)]
+		if !ok {
+			break
+		}
+		fmt.Fprintf(w, " %.2fx", median(v))
+	}
+	fmt.Fprintln(w)
+	ratio := median(r["trimsvc/bare"])
+	printTarget(w, ratio >= 0.95, "trimsvc with default Limits %.2fx a bare grpc-go server's calls/s >= 0.95x", ratio)
 }
