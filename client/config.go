@@ -205,7 +205,7 @@ func (t TLS) validate() error {
 	return errors.Join(errs...)
 }
 
-// Validate returns nil when every field is in range, else every problem,
+// validate returns nil when every field is in range, else every problem,
 // each a *FieldError, joined.
 func (c RetryConfig) validate() error {
 	var errs []error
