@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -316,8 +317,10 @@ func BenchmarkOverhead(b *testing.B) {
 // drift in the machine's speed over the run, which on a 2-core machine is
 // larger than the differences measured, hits every row alike; each round
 // starts at another row, and each block after a collection. It reports
-// each row's ns per call as a metric "<mode>/<row>-ns/op"; `make bench`
-// computes the ratios from these. Run with -benchtime 1x.
+// each row's wall time per call as a metric "<mode>/<row>-ns/op", from
+// which `make bench` computes the ratios, and the process's CPU time per
+// call (its in-process servers' included) as "<mode>/<row>-cpu-ns/op".
+// Run with -benchtime 1x.
 //
 // TRIMKIT_OVERHEAD_ROWS (comma-separated row names) narrows it to those
 // rows, and TRIMKIT_OVERHEAD_ROUNDS sets the rounds (20): fewer rows in
@@ -358,6 +361,7 @@ func BenchmarkOverheadInterleaved(b *testing.B) {
 	workers := runtime.GOMAXPROCS(0)
 	for _, mode := range []string{"seq", "par"} {
 		total := make([]time.Duration, len(rows))
+		cpu := make([]time.Duration, len(rows))
 		for round := range rounds {
 			// Each round starts at another row, and each block on a
 			// collected heap: a row does not pay for the garbage of the
@@ -366,6 +370,7 @@ func BenchmarkOverheadInterleaved(b *testing.B) {
 				i := (round + k) % len(callers)
 				call := callers[i]
 				runtime.GC()
+				cpuStart := processCPU(b)
 				start := time.Now()
 				if mode == "seq" {
 					for range block {
@@ -390,10 +395,23 @@ func BenchmarkOverheadInterleaved(b *testing.B) {
 					wg.Wait()
 				}
 				total[i] += time.Since(start)
+				cpu[i] += processCPU(b) - cpuStart
 			}
 		}
 		for i, row := range rows {
 			b.ReportMetric(float64(total[i].Nanoseconds())/float64(rounds*block), mode+"/"+row.name+"-ns/op")
+			b.ReportMetric(float64(cpu[i].Nanoseconds())/float64(rounds*block), mode+"/"+row.name+"-cpu-ns/op")
 		}
 	}
+}
+
+// processCPU is the CPU time the process has used, user and system, its
+// in-process servers' included: what a block of calls costs the machine,
+// which the wall clock of a shared 2-core machine measures less steadily.
+func processCPU(tb testing.TB) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		tb.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -159,6 +159,9 @@ func overhead(w io.Writer, results map[string]result) {
 			native = true
 		}
 		printTarget(w, conn <= 1.02*raw, "%s: trimkit-conn %.3fx raw-1conn-rr's time per call <= 1.02x", mode, conn/raw)
+		if c, r := median(inter[mode+"/trimkit-conn-cpu-ns/op"]), median(inter[mode+"/raw-1conn-rr-cpu-ns/op"]); c > 0 && r > 0 {
+			fmt.Fprintf(w, "  %s: and %.3fx its CPU time per call (the process's, servers included: steadier than the wall clock)\n", mode, c/r)
+		}
 		// Allocations come from the -benchmem run (BenchmarkOverhead), if
 		// it is among the files read.
 		connAllocs := median(results["BenchmarkOverhead/"+mode+"/trimkit-conn"]["allocs/op"])
