@@ -3,12 +3,12 @@ package client
 import (
 	"errors"
 	"fmt"
-	"github.com/trimkit/trimkit/internal/consulname"
 	"net"
 	"time"
 
 	"github.com/go-kit/kit/sd/lb"
 
+	"github.com/trimkit/trimkit/internal/consulname"
 	"github.com/trimkit/trimkit/sd"
 )
 

@@ -9,9 +9,10 @@ import (
 
 	kitsd "github.com/go-kit/kit/sd"
 	"github.com/go-kit/log"
-	"github.com/trimkit/trimkit/internal/overload"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/trimkit/trimkit/internal/overload"
 )
 
 func testNode(t *testing.T) *Node {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/trimkit/trimkit/internal/consulname"
 	"net"
 	"slices"
 	"strings"
@@ -16,6 +15,8 @@ import (
 	"github.com/go-kit/kit/sd/dnssrv"
 	"github.com/go-kit/kit/sd/lb"
 	"github.com/go-kit/log"
+
+	"github.com/trimkit/trimkit/internal/consulname"
 )
 
 // DNS discovery's defaults.

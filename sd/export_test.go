@@ -3,10 +3,10 @@ package sd
 import (
 	"context"
 	"errors"
-	"github.com/hashicorp/consul/api"
 	"time"
 
 	"github.com/go-kit/log"
+	"github.com/hashicorp/consul/api"
 )
 
 // NewLoadWatcherWithClock is NewLoadWatcher judging freshness by now, for

@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"github.com/trimkit/trimkit/internal/consulname"
 	"net/url"
 	"sync"
 	"testing"
@@ -15,6 +14,7 @@ import (
 	"github.com/go-kit/kit/metrics"
 	"github.com/go-kit/log"
 
+	"github.com/trimkit/trimkit/internal/consulname"
 	"github.com/trimkit/trimkit/internal/logbuf"
 	"github.com/trimkit/trimkit/sd"
 )

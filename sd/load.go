@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/trimkit/trimkit/internal/consulname"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -15,6 +14,7 @@ import (
 	"github.com/go-kit/log/level"
 	"github.com/hashicorp/consul/api"
 
+	"github.com/trimkit/trimkit/internal/consulname"
 	"github.com/trimkit/trimkit/internal/ctxtime"
 )
 

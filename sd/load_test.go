@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"github.com/trimkit/trimkit/internal/consulname"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,6 +13,7 @@ import (
 	"github.com/go-kit/log"
 	"github.com/hashicorp/consul/api"
 
+	"github.com/trimkit/trimkit/internal/consulname"
 	"github.com/trimkit/trimkit/sd"
 )
 

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/trimkit/trimkit/internal/consulname"
 	"maps"
 	"net"
 	"net/http"
@@ -17,6 +16,8 @@ import (
 
 	"github.com/go-kit/log"
 	"github.com/hashicorp/consul/api"
+
+	"github.com/trimkit/trimkit/internal/consulname"
 )
 
 // Defaults of a Registration's zero fields.

@@ -4,13 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/go-kit/kit/metrics/generic"
 	"io"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/go-kit/kit/endpoint"
+	"github.com/go-kit/kit/metrics/generic"
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 

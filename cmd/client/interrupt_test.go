@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"github.com/go-kit/kit/metrics/generic"
 	"net"
 	"strconv"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-kit/kit/metrics/generic"
 	"github.com/go-kit/log"
 	"github.com/hashicorp/consul/api"
 	"google.golang.org/grpc"

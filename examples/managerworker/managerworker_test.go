@@ -2,7 +2,6 @@ package managerworker_test
 
 import (
 	"context"
-	"github.com/trimkit/trimkit/internal/consulname"
 	"regexp"
 	"strconv"
 	"strings"
@@ -10,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trimkit/trimkit/internal/consulname"
 	"github.com/trimkit/trimkit/internal/proc"
 	"github.com/trimkit/trimkit/internal/testenv"
 )

@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"github.com/trimkit/trimkit/internal/consulname"
 	"runtime"
 	"strconv"
 	"sync/atomic"
@@ -15,6 +14,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/trimkit/trimkit/client"
+	"github.com/trimkit/trimkit/internal/consulname"
 	"github.com/trimkit/trimkit/internal/loadgen"
 	"github.com/trimkit/trimkit/internal/testenv"
 	"github.com/trimkit/trimkit/sd"

@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"github.com/go-kit/kit/metrics/generic"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -19,6 +18,7 @@ import (
 	"time"
 
 	"github.com/go-kit/kit/endpoint"
+	"github.com/go-kit/kit/metrics/generic"
 	kitsd "github.com/go-kit/kit/sd"
 	kitconsul "github.com/go-kit/kit/sd/consul"
 	"github.com/go-kit/kit/sd/lb"
