@@ -263,6 +263,14 @@ func (e *permissionError) Error() string {
 
 var lacksRE = regexp.MustCompile(`lacks permission ('[^']+'(?: on "[^"]*")?)`)
 
+// consulFailed reports whether err is consul/api's error for an answer of
+// the agent's that failed (a 500) saying text: the body is the only word
+// Consul gives of the cause.
+func consulFailed(err error, text string) bool {
+	var se api.StatusError
+	return errors.As(err, &se) && se.Code == http.StatusInternalServerError && strings.Contains(se.Body, text)
+}
+
 // asPermission turns a 403 into a *permissionError.
 func asPermission(err error) error {
 	var se api.StatusError

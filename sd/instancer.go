@@ -5,9 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -72,10 +70,11 @@ var _ kitsd.Instancer = (*Instancer)(nil)
 // query before it returns, waiting at most 5s, and keeps watching until
 // Stop. The watch never loops hot: its queries are rate limited (4 a
 // second, in bursts of 4) and a failed one is retried after a backoff with
-// jitter, 50ms doubling to 5s. By default any server answers (stale reads); see WithRead. It
-// returns an error for a nil client or logger or a name or tag Consul
-// cannot hold, and never for Consul being unreachable: the watch goes on
-// trying, and State says why it has nothing.
+// jitter, 50ms doubling to 5s. By default any server answers (stale
+// reads); see WithRead. It returns an error for a nil client or logger or
+// a name or tag Consul cannot hold, and never for Consul being
+// unreachable: the watch goes on trying, and State says why it has
+// nothing.
 func NewInstancer(client Client, logger log.Logger, service string, tags []string, passingOnly bool, opts ...InstancerOption) (*Instancer, error) {
 	if noClient(client) || logger == nil {
 		return nil, errors.New("sd: NewInstancer needs a Consul client and a logger")
@@ -328,7 +327,4 @@ func (e *filteredError) Error() string {
 // no leader: a 500 whose body is "No cluster leader", which consul/api
 // gives as an api.StatusError. TestNoClusterLeaderIsConsulAPIs pins it to
 // consul/api's own error for that answer.
-func noClusterLeader(err error) bool {
-	var se api.StatusError
-	return errors.As(err, &se) && se.Code == http.StatusInternalServerError && strings.Contains(se.Body, "No cluster leader")
-}
+func noClusterLeader(err error) bool { return consulFailed(err, "No cluster leader") }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -386,7 +385,4 @@ func takeReport(b []byte, now time.Time) (receivedReport, error) {
 // critical state". consul/api gives it as an api.StatusError, its body
 // the only word of the cause. TestCheckCriticalIsConsuls pins it to a real
 // agent's answer.
-func checkCritical(err error) bool {
-	var se api.StatusError
-	return errors.As(err, &se) && se.Code == http.StatusInternalServerError && strings.Contains(se.Body, "is in critical state")
-}
+func checkCritical(err error) bool { return consulFailed(err, "is in critical state") }
