@@ -21,7 +21,7 @@ export GOTOOLCHAIN := go1.26.10
 MIN_GO := go$(shell awk '$$1 == "go" { print $$2 }' go.mod)
 GO_TEST_FLAGS ?=
 
-.PHONY: help consul proto build test lint mingo vulncheck ghz demo up cluster down chaos walkthrough bench
+.PHONY: help consul proto build test lint mingo apisize vulncheck ghz demo up cluster down chaos walkthrough bench
 
 help: ## list the targets
 	@awk -F ':.*## ' '/^[a-z-]+:.*## / { printf "  make %-9s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -97,12 +97,23 @@ bench: consul ghz ## benchmarks: call overhead vs raw gRPC, server throughput (g
 	@echo
 	@go run ./internal/bench/report .bench/allocs.txt .bench/overhead.txt .bench/server.txt .bench/once.txt .bench/leastloaded.txt .bench/gray.txt .bench/overload.txt .bench/scale.txt | tee .bench/summary.txt
 
-lint: vulncheck mingo ## check gofmt, go vet, staticcheck and govulncheck (pinned in tools/lint), and build with the oldest Go go.mod allows
+lint: vulncheck mingo apisize ## check gofmt, go vet, staticcheck and govulncheck (pinned in tools/lint), build with the oldest Go go.mod allows, and bound the API
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
 	if [[ -n "$$unformatted" ]]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
 	go vet ./...
 	go -C tools/lint build -o ../../bin/staticcheck honnef.co/go/tools/cmd/staticcheck
 	bin/staticcheck ./...
+
+# apisize counts the exported names of client/... and sd/... as issue #31
+# does (funcs, types, consts, vars, methods; fields aside) and fails above
+# API_MAX: a new name has to replace one.
+API_MAX := 100
+apisize: ## count the exported names of client/... and sd/... (at most $(API_MAX))
+	@total=0; for p in $$(go list ./client/... ./sd/...); do \
+		n=$$(go doc -all $$p | grep -cE '^(func|type|const|var) |^    func '); \
+		echo "  $$p $$n"; total=$$((total + n)); \
+	done; echo "exported names: $$total (at most $(API_MAX))"; \
+	[[ $$total -le $(API_MAX) ]]
 
 mingo: ## build and vet with the go line's Go ($(MIN_GO)), the oldest an importer may have
 	GOTOOLCHAIN=$(MIN_GO) go build ./...

@@ -10,6 +10,7 @@ import (
 	kitsd "github.com/go-kit/kit/sd"
 	"google.golang.org/grpc"
 
+	"github.com/trimkit/trimkit/internal/dnssd"
 	"github.com/trimkit/trimkit/sd"
 )
 
@@ -26,8 +27,8 @@ type Client struct {
 }
 
 // New builds the whole stack over Consul: an sd.Instancer for the passing
-// instances of cfg.Service with cfg.Tags (an sd.DNSInstancer with DNS
-// discovery), then what NewFromInstancer builds over it, with endpoints
+// instances of cfg.Service with cfg.Tags (SRV records polled from
+// Consul's DNS interface with DNS discovery), then what NewFromInstancer builds over it, with endpoints
 // making each instance's endpoint from its connection. The clients of a
 // process that watch the same service and tags through the same agent
 // share one Consul watch (see sd.Instancers and WithInstancers); Close lets
@@ -56,8 +57,7 @@ func New(cfg Config, endpoints EndpointFunc, opts ...Option) (*Client, error) {
 
 // discover starts what finds the instances of cfg (valid) for New and
 // NewConn: an Instancer, Consul's shared watch or DNS, and, for the
-// least-loaded balancer without WithLoadReports, a LoadWatcher it sets in
-// o. stop stops all of it.
+// least-loaded balancer, a LoadWatcher it sets in o. stop stops all of it.
 func discover(cfg Config, o *options) (instancer kitsd.Instancer, stop func(), err error) {
 	var (
 		catalog sd.Catalog // for load reports: the Consul watch's, when there is one
@@ -69,7 +69,7 @@ func discover(cfg Config, o *options) (instancer kitsd.Instancer, stop func(), e
 		}
 	}
 	if cfg.Discovery == DiscoveryDNS {
-		dns, err := sd.NewDNSInstancer(cfg.DNSAddr, cfg.Service, cfg.Tags, 0, o.logger)
+		dns, err := dnssd.NewInstancer(cfg.DNSAddr, cfg.Service, cfg.Tags, 0, o.logger)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -79,7 +79,7 @@ func discover(cfg Config, o *options) (instancer kitsd.Instancer, stop func(), e
 	// A Consul watch, shared with the process's other clients of the
 	// service: to find the instances, or, with DNS discovery, to match the
 	// load reports New watches to them.
-	if cfg.Discovery != DiscoveryDNS || (cfg.Balancer == LeastLoadedName && o.loads == nil) {
+	if cfg.Discovery != DiscoveryDNS || cfg.Balancer == LeastLoadedName {
 		watcher, err := o.instancers.Instancer(cfg.Consul, o.logger, cfg.Service, cfg.Tags, true, cfg.Read)
 		if err != nil {
 			stop()
@@ -91,7 +91,7 @@ func discover(cfg Config, o *options) (instancer kitsd.Instancer, stop func(), e
 			instancer = watcher
 		}
 	}
-	if cfg.Balancer == LeastLoadedName && o.loads == nil {
+	if cfg.Balancer == LeastLoadedName {
 		// Reports are matched to instances through the catalog: with DNS
 		// discovery, a Consul watch of its own does that.
 		consul, err := cfg.Consul.NewClient()
@@ -170,7 +170,7 @@ func balancerFor(name string, loads *sd.LoadWatcher) (func(*Endpointer) Balancer
 		return func(e *Endpointer) Balancer { return NewP2C(e) }, nil
 	case LeastLoadedName:
 		if loads == nil {
-			return nil, errors.New("the least-loaded balancer needs the load reports in Consul: build the client with New, or give NewFromInstancer WithLoadReports")
+			return nil, errors.New("the least-loaded balancer needs the load reports in Consul: build the client with New or NewConn, or build the stack by hand with NewLeastLoaded over an sd.LoadWatcher")
 		}
 		return func(e *Endpointer) Balancer { return NewLeastLoaded(e, loads) }, nil
 	}

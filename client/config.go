@@ -9,6 +9,7 @@ import (
 	"github.com/go-kit/kit/sd/lb"
 
 	"github.com/trimkit/trimkit/internal/consulname"
+	"github.com/trimkit/trimkit/internal/defaults"
 	"github.com/trimkit/trimkit/sd"
 )
 
@@ -17,12 +18,6 @@ import (
 const (
 	DiscoveryConsul = "consul"
 	DiscoveryDNS    = "dns"
-)
-
-// Defaults of Config (DNSAddr's is sd.DefaultDNSAddr).
-const (
-	DefaultMaxAttempts  = 3
-	DefaultRetryTimeout = 500 * time.Millisecond
 )
 
 // Config is what New needs to find a service in Consul and to call it.
@@ -39,8 +34,9 @@ type Config struct {
 	Tags []string
 	// Discovery is how instances are found: "consul" (the default: the
 	// HTTP API's blocking queries, a change seen in milliseconds) or "dns"
-	// (Consul's DNS interface, SRV records polled every sd.DNSRefresh, for
-	// places where only DNS is allowed out; see sd.DNSInstancer).
+	// (Consul's DNS interface, for places where only DNS is allowed out:
+	// SRV records of <tag>.<service>.service.consul polled every second,
+	// each target resolved through the same server).
 	Discovery string
 	// DNSAddr is the DNS server of "dns" discovery. Default: 127.0.0.1:8600.
 	DNSAddr string
@@ -168,7 +164,7 @@ func (c Config) Validate() error {
 			errs = append(errs, &FieldError{"Tags", fmt.Sprintf("%q", c.Tags), err.Error()})
 		}
 	}
-	if err := c.Read.Validate(); err != nil {
+	if err := consulname.ValidRead(c.Read.Mode, c.Read.MaxStale); err != nil {
 		errs = append(errs, &FieldError{"Read", fmt.Sprintf("%+v", c.Read), err.Error()})
 	}
 	if err := c.Consul.Validate(); err != nil {
@@ -229,10 +225,10 @@ func (c RetryConfig) validate() error {
 
 func (c RetryConfig) withDefaults() RetryConfig {
 	if c.MaxAttempts == 0 {
-		c.MaxAttempts = DefaultMaxAttempts
+		c.MaxAttempts = defaults.MaxAttempts
 	}
 	if c.Timeout == 0 {
-		c.Timeout = DefaultRetryTimeout
+		c.Timeout = defaults.RetryTimeout
 	}
 	c.Budget = c.Budget.withDefaults()
 	c.Throttle = c.Throttle.withDefaults()

@@ -1,7 +1,6 @@
 package client
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -96,15 +95,12 @@ func callParts(cfg CallConfig, o *options, lateLoads bool) (parts, error) {
 	if err != nil {
 		return parts{}, err
 	}
-	if o.loads != nil && cfg.Balancer != LeastLoadedName {
-		return parts{}, fmt.Errorf("client options: WithLoadReports is for the least-loaded balancer, not %q", cmp.Or(cfg.Balancer, RoundRobinName))
-	}
 	retry := cfg.Retry
 	if retry.Metrics.isZero() {
 		retry.Metrics = cfg.Metrics // the stack's, given once
 	}
 	p := parts{endpointer: eo, retry: retry.withDefaults(), serverNames: cfg.TLS.CAFile != "" && cfg.TLS.ServerName == ""}
-	if !lateLoads || o.loads != nil {
+	if !lateLoads {
 		if p.newBalancer, err = balancerFor(cfg.Balancer, o.loads); err != nil {
 			return parts{}, err
 		}

@@ -17,6 +17,7 @@ import (
 	"github.com/go-kit/log/level"
 	"google.golang.org/grpc/connectivity"
 
+	"github.com/trimkit/trimkit/internal/consulname"
 	"github.com/trimkit/trimkit/sd"
 )
 
@@ -192,7 +193,7 @@ func (e *Endpointer) handle(ev kitsd.Event) {
 		kv := []any{"msg", "discovery failed and no instance is known: calls fail until it succeeds", "err", ev.Err}
 		if errors.As(ev.Err, new(*sd.UnreachableError)) && !e.hinted {
 			e.hinted = true
-			kv = append(kv, "hint", sd.UnreachableHint)
+			kv = append(kv, "hint", consulname.UnreachableHint)
 		}
 		_ = level.Warn(e.logger).Log(kv...)
 		return

@@ -11,6 +11,7 @@ import (
 	"github.com/go-kit/log"
 
 	"github.com/trimkit/trimkit/client"
+	"github.com/trimkit/trimkit/internal/defaults"
 	"github.com/trimkit/trimkit/internal/loadgen"
 	"github.com/trimkit/trimkit/sd"
 	"github.com/trimkit/trimkit/transport/trim"
@@ -94,7 +95,7 @@ func TestSIGSTOPUnderLoadNoFailuresAndNoSlowCallsAfterOneSecond(t *testing.T) {
 	if want, have := 0, failures(t, calls); want != have {
 		t.Errorf("failures: want %d, have %d of %d", want, have, len(calls))
 	}
-	share := client.DefaultRetryTimeout / client.DefaultMaxAttempts
+	share := defaults.RetryTimeout / defaults.MaxAttempts
 	slow := 0
 	for _, c := range calls {
 		if c.Start.After(stoppedAt.Add(time.Second)) && c.Took > share {

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"regexp"
 	"slices"
 	"strconv"
@@ -24,6 +27,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/trimkit/trimkit/client"
+	"github.com/trimkit/trimkit/internal/defaults"
 	"github.com/trimkit/trimkit/internal/loadgen"
 	"github.com/trimkit/trimkit/internal/proc"
 	"github.com/trimkit/trimkit/internal/testenv"
@@ -237,7 +241,10 @@ func TestConsulStoppedDuringLoadNoFailures(t *testing.T) {
 	if want, have := 3, len(per); want != have {
 		t.Errorf("with consul down: want the 3 known instances answering, have %v", per)
 	}
-	if st := s.instancer.State(); st.Err == nil {
+	seen := make(chan kitsd.Event, 1)
+	s.instancer.Register(seen) // the current state, at once
+	s.instancer.Deregister(seen)
+	if st := <-seen; st.Err == nil {
 		t.Errorf("Consul came back during the load? state %+v", st)
 	}
 }
@@ -344,8 +351,8 @@ func TestNoInstancesNamesWhatWasSearched(t *testing.T) {
 		}
 	}
 	var re *client.RetryError
-	if !errors.As(err, &re) || re.Attempts != client.DefaultMaxAttempts {
-		t.Errorf("want %d attempts within the 300ms, have %#v", client.DefaultMaxAttempts, re)
+	if !errors.As(err, &re) || re.Attempts != defaults.MaxAttempts {
+		t.Errorf("want %d attempts within the 300ms, have %#v", defaults.MaxAttempts, re)
 	}
 	if want, have := codes.Unavailable, status.Code(err); want != have {
 		t.Errorf("want %v, have %v", want, have)
@@ -421,8 +428,9 @@ func TestCloseLeaksNothingWhileConsulDown(t *testing.T) {
 func TestClientsShareOneWatch(t *testing.T) {
 	agent, _ := cluster(t, 2)
 	leaks := goleak.IgnoreCurrent()
+	watches := newWatchCounter(t, agent.HTTPAddr)
 	pool := &sd.Instancers{}
-	cfg := client.Config{Consul: sd.ConsulConfig{Address: agent.HTTPAddr}}
+	cfg := client.Config{Consul: sd.ConsulConfig{Address: watches.addr()}}
 	var clients []*trim.Client
 	for _, tags := range [][]string{nil, nil, {"other"}} {
 		cfg.Tags = tags
@@ -432,19 +440,58 @@ func TestClientsShareOneWatch(t *testing.T) {
 		}
 		clients = append(clients, c)
 	}
-	if n := pool.Len(); n != 2 {
+	if n := watches.settle(2); n != 2 {
 		t.Fatalf("3 clients, two of them of the same service and tags: %d watches, want 2", n)
 	}
 	for _, c := range clients[:2] {
 		waitInstances(t, c.Endpoint(), 2)
 	}
-	for i, want := range []int{2, 1, 0} {
+	for i, want := range []int64{2, 1, 0} {
 		if err := clients[i].Close(); err != nil {
 			t.Fatal(err)
 		}
-		if n := pool.Len(); n != want {
+		if n := watches.settle(want); n != want {
 			t.Fatalf("after %d of 3 clients closed: %d watches, want %d", i+1, n, want)
 		}
 	}
+	watches.srv.Close()
 	goleak.VerifyNone(t, leaks)
+}
+
+// watchCounter is a proxy in front of a Consul agent that counts the
+// blocking health queries in flight through it: one per watch, since a
+// watch keeps one open between changes.
+type watchCounter struct {
+	srv      *httptest.Server
+	inflight atomic.Int64
+}
+
+func newWatchCounter(t *testing.T, agentAddr string) *watchCounter {
+	t.Helper()
+	proxy := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: agentAddr})
+	w := &watchCounter{}
+	w.srv = httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/v1/health/service/") && r.URL.Query().Get("index") != "" {
+			w.inflight.Add(1)
+			defer w.inflight.Add(-1)
+		}
+		proxy.ServeHTTP(rw, r)
+	}))
+	t.Cleanup(w.srv.Close)
+	return w
+}
+
+func (w *watchCounter) addr() string { return w.srv.Listener.Addr().String() }
+
+// settle waits up to 10s for want blocking queries in flight, and returns
+// how many there are then.
+func (w *watchCounter) settle(want int64) int64 {
+	deadline := time.Now().Add(10 * time.Second)
+	for w.inflight.Load() != want && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	// A watch answered meanwhile reopens its query at once: look again
+	// after a moment, so that a count passing through want is not taken.
+	time.Sleep(100 * time.Millisecond)
+	return w.inflight.Load()
 }

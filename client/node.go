@@ -115,9 +115,6 @@ type Node struct {
 // Addr is the instance as discovery reported it: "host:port".
 func (n *Node) Addr() string { return n.instance }
 
-// InFlight is the number of attempts in flight on the instance.
-func (n *Node) InFlight() int64 { return n.inflight.Load() }
-
 func newNode(owner *Endpointer, instance string, e endpoint.Endpoint, closer io.Closer) *Node {
 	n := &Node{instance: instance, e: e, closer: closer, owner: owner}
 	n.state.Store(int32(connectivity.Ready))

@@ -21,7 +21,7 @@ type Option func(*options)
 type options struct {
 	logger      log.Logger
 	dialOptions []grpc.DialOption
-	loads       *sd.LoadWatcher
+	loads       *sd.LoadWatcher // discover's, for the least-loaded balancer
 	instancers  *sd.Instancers
 }
 
@@ -39,10 +39,6 @@ func WithLogger(logger log.Logger) Option { return func(o *options) { o.logger =
 func WithDialOptions(opts ...grpc.DialOption) Option {
 	return func(o *options) { o.dialOptions = append(o.dialOptions, opts...) }
 }
-
-// WithLoadReports gives the least-loaded balancer the load reports w
-// watches (New makes its own).
-func WithLoadReports(w *sd.LoadWatcher) Option { return func(o *options) { o.loads = w } }
 
 // WithInstancers makes New share the Consul watches of p rather than the
 // process's: to keep a client's discovery apart from the others'.

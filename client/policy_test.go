@@ -14,62 +14,31 @@ import (
 	"github.com/go-kit/kit/endpoint"
 	kitsd "github.com/go-kit/kit/sd"
 	"github.com/go-kit/log"
-	"github.com/hashicorp/consul/api"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/trimkit/trimkit/client"
+	"github.com/trimkit/trimkit/internal/defaults"
 	"github.com/trimkit/trimkit/pb"
-	"github.com/trimkit/trimkit/sd"
 	"github.com/trimkit/trimkit/transport/trim"
 	"github.com/trimkit/trimkit/trimsvc"
 )
 
-// A LoadWatcher (of an agent where nothing listens: nothing here reads
-// its reports), stopped when the test ends.
-func idleLoadWatcher(t *testing.T) *sd.LoadWatcher {
-	t.Helper()
-	c, err := api.NewClient(&api.Config{Address: "127.0.0.1:1"})
-	if err != nil {
-		t.Fatal(err)
+// NewFromInstancer has no Consul to watch load reports in: asked for the
+// least-loaded balancer, it says how to get one rather than balancing
+// without the reports.
+func TestNewFromInstancerLeastLoadedSaysHow(t *testing.T) {
+	c, err := client.NewFromInstancer(kitsd.FixedInstancer{"127.0.0.1:1"}, client.CallConfig{Balancer: client.LeastLoadedName}, trim.Endpoints)
+	if err == nil {
+		c.Close()
+		t.Fatal("least-loaded over a fixed Instancer: want an error")
 	}
-	w, err := sd.NewLoadWatcher(sd.NewClient(c), "trimsvc", noCatalog{}, log.NewNopLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(w.Stop)
-	return w
-}
-
-// Load reports are for the least-loaded balancer: given with another, they
-// are an error, not ignored.
-func TestWithLoadReportsNeedsTheLeastLoadedBalancer(t *testing.T) {
-	w := idleLoadWatcher(t)
-	for _, balancer := range []string{"", client.RoundRobinName, client.P2CName} {
-		c, err := client.NewFromInstancer(kitsd.FixedInstancer{"127.0.0.1:1"}, client.CallConfig{Balancer: balancer}, trim.Endpoints, client.WithLoadReports(w))
-		if err == nil {
-			c.Close()
-			t.Errorf("NewFromInstancer, balancer %q with WithLoadReports: want an error", balancer)
-		} else if !strings.Contains(err.Error(), "WithLoadReports") {
-			t.Errorf("NewFromInstancer, balancer %q with WithLoadReports: want an error naming it, have %v", balancer, err)
+	for _, want := range []string{"load reports", "New", "NewLeastLoaded"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
 		}
 	}
-	// New says so too (its Consul watch, of an agent where nothing
-	// listens, is stopped again).
-	cfg := client.Config{Consul: sd.ConsulConfig{Address: "127.0.0.1:1"}, Service: "trimsvc", CallConfig: client.CallConfig{Balancer: client.P2CName}}
-	if c, err := client.New(cfg, trim.Endpoints, client.WithLoadReports(w)); err == nil {
-		c.Close()
-		t.Error("New, p2c with WithLoadReports: want an error")
-	} else if !strings.Contains(err.Error(), "WithLoadReports") {
-		t.Errorf("New, p2c with WithLoadReports: want an error naming it, have %v", err)
-	}
-	// With the least-loaded balancer they are what it needs.
-	c, err := client.NewFromInstancer(kitsd.FixedInstancer{"127.0.0.1:1"}, client.CallConfig{Balancer: client.LeastLoadedName}, trim.Endpoints, client.WithLoadReports(w))
-	if err != nil {
-		t.Fatalf("least-loaded with WithLoadReports: %v", err)
-	}
-	c.Close()
 }
 
 // NewEndpointer returns an error, and does not panic, for a nil argument or
@@ -161,8 +130,8 @@ func TestRetryableOfOnesOwn(t *testing.T) {
 	call = fakeStack(t, f, []string{"a", "b", "c"}, client.RetryConfig{Retryable: exhaustedToo})
 	_, err = call(context.Background(), trimsvc.TrimRequest{S: "x"})
 	var re *client.RetryError
-	if !errors.As(err, &re) || re.Attempts != client.DefaultMaxAttempts || status.Code(err) != codes.ResourceExhausted {
-		t.Errorf("want a RetryError after %d attempts, ResourceExhausted, have %#v", client.DefaultMaxAttempts, err)
+	if !errors.As(err, &re) || re.Attempts != defaults.MaxAttempts || status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("want a RetryError after %d attempts, ResourceExhausted, have %#v", defaults.MaxAttempts, err)
 	}
 
 	// A replacement ends the call with it.
@@ -238,8 +207,8 @@ func TestNotIdempotentNotRetriedAfterReachingAnInstance(t *testing.T) {
 		wantCalls int64
 	}{
 		{"WithIdempotent(ctx, false)", client.WithIdempotent(context.Background(), false), 1},
-		{"WithIdempotent(ctx, true)", client.WithIdempotent(context.Background(), true), client.DefaultMaxAttempts},
-		{"RetryConfig.Idempotent", context.Background(), client.DefaultMaxAttempts},
+		{"WithIdempotent(ctx, true)", client.WithIdempotent(context.Background(), true), defaults.MaxAttempts},
+		{"RetryConfig.Idempotent", context.Background(), defaults.MaxAttempts},
 	} {
 		srv.calls.Store(0)
 		retries := cs["retries"].sum()
@@ -280,8 +249,8 @@ func TestIdempotentByRequest(t *testing.T) {
 		wantCalls int64
 	}{
 		{"by request", context.Background(), "not idempotent", 1},
-		{"by request", context.Background(), "idempotent", client.DefaultMaxAttempts},
-		{"WithIdempotent(ctx, true)", client.WithIdempotent(context.Background(), true), "not idempotent", client.DefaultMaxAttempts},
+		{"by request", context.Background(), "idempotent", defaults.MaxAttempts},
+		{"WithIdempotent(ctx, true)", client.WithIdempotent(context.Background(), true), "not idempotent", defaults.MaxAttempts},
 		{"WithIdempotent(ctx, false)", client.WithIdempotent(context.Background(), false), "idempotent", 1},
 	} {
 		srv.calls.Store(0)
@@ -419,8 +388,3 @@ func TestBalancerWrapperKeepsRetriesMoving(t *testing.T) {
 		})
 	}
 }
-
-// noCatalog is an sd.Catalog that lists no instance.
-type noCatalog struct{}
-
-func (noCatalog) ServiceID(string) (string, bool) { return "", false }

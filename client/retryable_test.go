@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/trimkit/trimkit/internal/defaults"
 	"github.com/trimkit/trimkit/internal/overload"
 	"github.com/trimkit/trimkit/sd"
 )
@@ -62,7 +63,7 @@ func TestDefaultRetryable(t *testing.T) {
 // attempt's class, the Endpointer's classification.
 func TestRetryConfigWithDefaults(t *testing.T) {
 	c := RetryConfig{}.withDefaults()
-	if c.MaxAttempts != DefaultMaxAttempts || c.Timeout != DefaultRetryTimeout || c.Retryable != nil || c.Budget != DefaultRetryBudget {
+	if c.MaxAttempts != defaults.MaxAttempts || c.Timeout != defaults.RetryTimeout || c.Retryable != nil || c.Budget != DefaultRetryBudget {
 		t.Errorf("defaults: %+v", c)
 	}
 	mine := func(int, error) (bool, error) { return false, nil }

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/trimkit/trimkit/client"
+	"github.com/trimkit/trimkit/internal/consulname"
 	"github.com/trimkit/trimkit/internal/overload"
 	"github.com/trimkit/trimkit/internal/testenv"
 	"github.com/trimkit/trimkit/sd"
@@ -191,7 +192,7 @@ func (i *explainingInstancer) NoInstances() error {
 	defer i.mu.Unlock()
 	e := &sd.NoInstancesError{Service: "trimsvc", Where: "consul at http://127.0.0.1:9", Discovery: i.err, Err: lb.ErrNoEndpoints}
 	if !i.hinted {
-		i.hinted, e.Hint = true, sd.UnreachableHint
+		i.hinted, e.Hint = true, consulname.UnreachableHint
 	}
 	return e
 }
@@ -209,8 +210,8 @@ func TestRetryErrorNoInstanceKnown(t *testing.T) {
 	want := "no instance known (3 attempts): Consul could not be reached at http://127.0.0.1:9: dial tcp 127.0.0.1:9: connect: connection refused; " +
 		`so no instance of service "trimsvc" is known: no endpoints available`
 	_, err = call(context.Background(), trimsvc.TrimRequest{S: "x"})
-	if have := err.Error(); have != want+"; "+sd.UnreachableHint {
-		t.Errorf("first call:\nwant %s; %s\nhave %s", want, sd.UnreachableHint, have)
+	if have := err.Error(); have != want+"; "+consulname.UnreachableHint {
+		t.Errorf("first call:\nwant %s; %s\nhave %s", want, consulname.UnreachableHint, have)
 	}
 	re := retryError(t, err)
 	if re.Reached != 0 || re.Attempts != 3 || len(re.Failures) != 3 || re.Failures[0].Instance != "" || re.TimedOut {
@@ -280,7 +281,7 @@ func TestEndpointerSaysWhenNoInstanceIsKnown(t *testing.T) {
 			t.Errorf("line %d: %v", i, m)
 		}
 	}
-	if lines[0]["hint"] != sd.UnreachableHint {
+	if lines[0]["hint"] != consulname.UnreachableHint {
 		t.Errorf("first line: want the hint, have %v", lines[0])
 	}
 	if _, ok := lines[1]["hint"]; ok {
@@ -317,7 +318,7 @@ func TestConsulUnreachableSaidOnce(t *testing.T) {
 	defer c.Close()
 	want := fmt.Sprintf("no instance known (3 attempts): Consul could not be reached at http://%s: dial tcp %s: connect: connection refused; "+
 		`so no instance of service "trimsvc" is known: no endpoints available`, addr, addr)
-	for i, hint := range []string{"; " + sd.UnreachableHint, "", ""} {
+	for i, hint := range []string{"; " + consulname.UnreachableHint, "", ""} {
 		_, err := c.TrimSpace(context.Background(), "x")
 		if err == nil || err.Error() != want+hint {
 			t.Errorf("call %d:\nwant %s%s\nhave %v", i+1, want, hint, err)
@@ -327,7 +328,7 @@ func TestConsulUnreachableSaidOnce(t *testing.T) {
 		}
 	}
 	lines := logs.with("discovery failed")
-	if len(lines) != 1 || lines[0]["hint"] != sd.UnreachableHint || !strings.HasPrefix(lines[0]["err"], "Consul could not be reached at http://"+addr+": ") {
+	if len(lines) != 1 || lines[0]["hint"] != consulname.UnreachableHint || !strings.HasPrefix(lines[0]["err"], "Consul could not be reached at http://"+addr+": ") {
 		t.Errorf("want one line from the Endpointer, with the hint, have %v", lines)
 	}
 }

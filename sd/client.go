@@ -10,7 +10,8 @@ import (
 )
 
 // Client is the part of Consul's HTTP API that Instancer and Registrar use
-// (a 403 comes back from any of them as an error Permanent knows), as
+// (a 403 comes back from any of them as an error Register knows not to
+// retry), as
 // go-kit's sd/consul.Client is for its own: a seam, so that their logic
 // (index handling, retries) can be tested against a fake. NewClient adapts
 // an *api.Client.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/trimkit/trimkit/internal/defaults"
 	"github.com/trimkit/trimkit/internal/tlsfiles"
 )
 
@@ -44,10 +45,6 @@ type ConsulConfig struct {
 	CAFile, CertFile, KeyFile string
 	TLSServerName             string
 }
-
-// DefaultConsulAddr is the agent a ConsulConfig with no Address reaches
-// when CONSUL_HTTP_ADDR is empty too.
-const DefaultConsulAddr = "127.0.0.1:8500"
 
 // Validate reports flags that contradict each other or name missing files,
 // and TLS settings (CA file, client certificate, TLS server name: fields or
@@ -138,7 +135,7 @@ func (c ConsulConfig) apiConfig() (*api.Config, string, error) {
 	if c.Address == "" && os.Getenv(api.HTTPAddrEnvName) == "" {
 		// The api package's own fallback is localhost, which may resolve
 		// to ::1 where the agent listens on 127.0.0.1 only.
-		cfg.Address = DefaultConsulAddr
+		cfg.Address = defaults.ConsulAddr
 	}
 	if c.Address != "" {
 		cfg.Address = c.Address
@@ -243,7 +240,7 @@ func agentName(serverName, address string) string {
 
 // permissionError is a 403 from Consul: the token lacks a permission, or
 // is not known (deleted, or not yet replicated). Only another token can
-// fix it: see Permanent.
+// fix it: see permanent.
 type permissionError struct {
 	// Permission is what the token lacks, as Consul names it, such as
 	// `'service:write' on "trimsvc"`; empty when Consul's answer did not
@@ -284,16 +281,16 @@ func asPermission(err error) error {
 	return pe
 }
 
-// Permanent reports whether err is one that retrying alone cannot fix, only
+// permanent reports whether err is one that retrying alone cannot fix, only
 // a change of configuration: a missing ACL permission or an unknown token,
 // or TLS that does not verify (an unknown certificate authority, a wrong
 // name, a certificate the agent refuses or that expired, an agent that
-// does not speak TLS). RegisterWithRetry gives up on it at once, since at
+// does not speak TLS). Register gives up on it at once, since at
 // start-up it is a misconfiguration. A serving instance never does:
 // Registrar.KeepRegistered and LoadReporter.Run go on trying, with the
 // token and TLS files read again as they change (a rotation, a renewed
 // certificate), and say loudly that they fail.
-func Permanent(err error) bool {
+func permanent(err error) bool {
 	var (
 		pe     *permissionError
 		verify *tls.CertificateVerificationError

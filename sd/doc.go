@@ -23,6 +23,7 @@
 // restart; NewClient adapts a Consul API client of the program's own. A serving
 // instance never ends itself over Consul: KeepRegistered and
 // LoadReporter.Run retry whatever fails, say so loudly and count it
-// (WithFailureMetrics); only the first registration gives up at once on a
-// permanent error (Permanent).
+// (WithFailureMetrics); only the first registration (Register) gives up at once on
+// an error that retrying cannot cure: a missing ACL permission, an unknown
+// token, TLS that does not verify.
 package sd

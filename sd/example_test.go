@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 
+	kitsd "github.com/go-kit/kit/sd"
 	"github.com/go-kit/log"
 
 	"github.com/trimkit/trimkit/sd"
@@ -29,7 +30,12 @@ func ExampleInstancers() {
 		return
 	}
 	defer b.Stop()
-	fmt.Println(watches.Len(), "watch;", len(a.State().Instances), "instances")
+	// a and b are one watch: each subscriber gets its current state at
+	// once, then every change.
+	events := make(chan kitsd.Event, 1)
+	b.Register(events)
+	defer b.Deregister(events)
+	fmt.Println(len((<-events).Instances), "instances")
 }
 
 // A Client whose health queries decode only what discovery uses: at a
@@ -46,5 +52,8 @@ func ExampleConsulConfig_NewClient() {
 		return
 	}
 	defer instancer.Stop()
-	fmt.Println(instancer.State().Instances)
+	events := make(chan kitsd.Event, 1)
+	instancer.Register(events)
+	defer instancer.Deregister(events)
+	fmt.Println((<-events).Instances)
 }

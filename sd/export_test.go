@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	kitsd "github.com/go-kit/kit/sd"
 	"github.com/go-kit/log"
 	"github.com/hashicorp/consul/api"
 )
@@ -25,7 +26,13 @@ const (
 	MaxLoadInterval = maxLoadInterval
 	MaxLoad         = maxLoad
 	DefaultMaxStale = defaultMaxStale
+
+	DefaultCheckInterval   = defaultCheckInterval
+	DefaultDeregisterAfter = defaultDeregisterAfter
 )
+
+// WithDefaults is withDefaults.
+func (r Registration) WithDefaults() Registration { return r.withDefaults() }
 
 // IsUnreachable reports whether err is an *UnreachableError.
 func IsUnreachable(err error) bool {
@@ -49,7 +56,42 @@ type (
 	PermissionError = permissionError
 )
 
-var QueryRate = queryRate
+// InstancerOption changes how NewInstancerWith's Instancer queries
+// Consul: what Instancers.Instancer sets, for the tests that use a fake
+// client.
+type InstancerOption func(*watchOptions)
+
+// WithRead sets how the Instancer reads the catalog.
+func WithRead(r Read) InstancerOption { return func(o *watchOptions) { o.read = r } }
+
+// QueryRate limits the Instancer's queries to rate a second, in bursts of
+// burst.
+func QueryRate(rate float64, burst int) InstancerOption {
+	return func(o *watchOptions) { o.rate, o.burst = rate, max(burst, 1) }
+}
+
+// NewInstancerWith is NewInstancer with opts.
+func NewInstancerWith(client Client, logger log.Logger, service string, tags []string, passingOnly bool, opts ...InstancerOption) (*Instancer, error) {
+	o := newWatchOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	w, err := newWatcher(client, logger, service, tags, passingOnly, o)
+	if err != nil {
+		return nil, err
+	}
+	return &Instancer{w: w, stop: w.stop}, nil
+}
+
+// State returns the instances known last and the error of the last query,
+// nil when it succeeded.
+func (s *Instancer) State() kitsd.Event { return s.w.current() }
+
+// Permanent is permanent: whether err is one retrying cannot cure.
+var Permanent = permanent
+
+// ErrNoLeader is what a query's error wraps when Consul has no leader.
+var ErrNoLeader = errNoLeader
 
 // CatalogMap is a fixed Catalog: service IDs by address.
 type CatalogMap map[string]string
@@ -65,3 +107,9 @@ func (e Entry) HostPort() string { return e.hostPort() }
 
 // Registered reports whether the local agent holds the instance.
 func (r *Registrar) Registered(ctx context.Context) (bool, error) { return r.isRegistered(ctx) }
+
+// Len is the number of watches running.
+func (p *Instancers) Len() int { return p.len() }
+
+// SameWatch reports whether a and b share one watch.
+func SameWatch(a, b *Instancer) bool { return a.w == b.w }

@@ -40,6 +40,14 @@ const (
 // instances known last stay in State and in the Event, so callers can keep
 // using them.
 type Instancer struct {
+	w    *watcher
+	stop func() // stops the watch, or lets go of a shared one
+	once sync.Once
+}
+
+// watcher is an Instancer's watch, which Instancers may share between
+// several Instancers.
+type watcher struct {
 	client      Client
 	service     string
 	tags        []string
@@ -55,7 +63,7 @@ type Instancer struct {
 	// without a lock.
 	ids atomic.Pointer[map[string]string]
 
-	// hinted says a NoInstancesError gave UnreachableHint already.
+	// hinted says a NoInstancesError gave consulname.UnreachableHint already.
 	hinted atomic.Bool
 
 	mu    sync.Mutex
@@ -70,12 +78,43 @@ var _ kitsd.Instancer = (*Instancer)(nil)
 // query before it returns, waiting at most 5s, and keeps watching until
 // Stop. The watch never loops hot: its queries are rate limited (4 a
 // second, in bursts of 4) and a failed one is retried after a backoff with
-// jitter, 50ms doubling to 5s. By default any server answers (stale
-// reads); see WithRead. It returns an error for a nil client or logger or
-// a name or tag Consul cannot hold, and never for Consul being
-// unreachable: the watch goes on trying, and State says why it has
-// nothing.
-func NewInstancer(client Client, logger log.Logger, service string, tags []string, passingOnly bool, opts ...InstancerOption) (*Instancer, error) {
+// jitter, 50ms doubling to 5s. Any server answers (stale reads; an
+// Instancers' Instancer reads as its Read says). It returns an error for a
+// nil client or logger or a name or tag Consul cannot hold, and never for
+// Consul being unreachable: the watch goes on trying, and its events' Err
+// (and NoInstances) say why it has nothing.
+func NewInstancer(client Client, logger log.Logger, service string, tags []string, passingOnly bool) (*Instancer, error) {
+	w, err := newWatcher(client, logger, service, tags, passingOnly, newWatchOptions())
+	if err != nil {
+		return nil, err
+	}
+	return &Instancer{w: w, stop: w.stop}, nil
+}
+
+// NoInstances explains a call that found no instance: a
+// *NoInstancesError naming the service, its tags, the Consul agent and the
+// last query's error. It wraps lb.ErrNoEndpoints. The first one whose
+// query failed because the agent could not be reached (an
+// *UnreachableError) carries a Hint of what to do; later ones do not.
+func (s *Instancer) NoInstances() error { return s.w.noInstances() }
+
+// Register implements sd.Instancer: ch gets the current state at once, then
+// every change until Deregister.
+func (s *Instancer) Register(ch chan<- kitsd.Event) { s.w.register(ch) }
+
+// Deregister implements sd.Instancer.
+func (s *Instancer) Deregister(ch chan<- kitsd.Event) { s.w.deregister(ch) }
+
+// Stop cancels the watch, the blocking query in flight included, and waits
+// for it to end. It is safe to call more than once.
+func (s *Instancer) Stop() { s.once.Do(s.stop) }
+
+// ServiceID implements Catalog: the service ID of the instance at addr in
+// the answer known last.
+func (s *Instancer) ServiceID(addr string) (string, bool) { return s.w.serviceID(addr) }
+
+// newWatcher starts a watch of service and makes its first query.
+func newWatcher(client Client, logger log.Logger, service string, tags []string, passingOnly bool, o watchOptions) (*watcher, error) {
 	if noClient(client) || logger == nil {
 		return nil, errors.New("sd: NewInstancer needs a Consul client and a logger")
 	}
@@ -87,12 +126,11 @@ func NewInstancer(client Client, logger log.Logger, service string, tags []strin
 			return nil, err
 		}
 	}
-	o := newWatchOptions(opts)
-	if err := o.read.Validate(); err != nil {
+	if err := o.read.validate(); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Instancer{
+	s := &watcher{
 		client:      client,
 		service:     service,
 		tags:        slices.Clone(tags),
@@ -119,55 +157,43 @@ func NewInstancer(client Client, logger log.Logger, service string, tags []strin
 	return s, nil
 }
 
-// NoInstances explains a call that found no instance: a
-// *NoInstancesError naming the service, its tags, the Consul agent and the
-// last query's error. It wraps lb.ErrNoEndpoints. The first one whose
-// query failed because the agent could not be reached (an
-// *UnreachableError) carries UnreachableHint; later ones do not.
-func (s *Instancer) NoInstances() error {
+func (s *watcher) noInstances() error {
 	where := "consul"
 	if a, ok := s.client.(interface{ Address() string }); ok && a.Address() != "" {
 		where = "consul at " + a.Address()
 	}
-	e := &NoInstancesError{Service: s.service, Tags: s.tags, Where: where, Discovery: s.State().Err, Err: lb.ErrNoEndpoints}
+	e := &NoInstancesError{Service: s.service, Tags: s.tags, Where: where, Discovery: s.current().Err, Err: lb.ErrNoEndpoints}
 	if errors.As(e.Discovery, new(*UnreachableError)) && !s.hinted.Load() && !s.hinted.Swap(true) {
-		e.Hint = UnreachableHint
+		e.Hint = consulname.UnreachableHint
 	}
 	return e
 }
 
-// State returns the instances known last and the error of the last query,
-// nil when it succeeded.
-func (s *Instancer) State() kitsd.Event {
+func (s *watcher) current() kitsd.Event {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.copyState()
 }
 
-// Register implements sd.Instancer: ch gets the current state at once, then
-// every change until Deregister.
-func (s *Instancer) Register(ch chan<- kitsd.Event) {
+func (s *watcher) register(ch chan<- kitsd.Event) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.subs[ch] = struct{}{}
 	ch <- s.copyState()
 }
 
-// Deregister implements sd.Instancer.
-func (s *Instancer) Deregister(ch chan<- kitsd.Event) {
+func (s *watcher) deregister(ch chan<- kitsd.Event) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.subs, ch)
 }
 
-// Stop cancels the watch, the blocking query in flight included, and waits
-// for it to end. It is safe to call more than once.
-func (s *Instancer) Stop() {
+func (s *watcher) stop() {
 	s.cancel()
 	<-s.done
 }
 
-func (s *Instancer) loop(ctx context.Context, index uint64) {
+func (s *watcher) loop(ctx context.Context, index uint64) {
 	defer close(s.done)
 	watch(ctx, s.opts, index, func(ctx context.Context, index uint64) (uint64, error) {
 		instances, ids, last, err := s.query(ctx, index)
@@ -183,7 +209,7 @@ func (s *Instancer) loop(ctx context.Context, index uint64) {
 
 // update records a query's result and tells subscribers when something
 // changed. A failed query keeps the instances known last.
-func (s *Instancer) update(instances []string, ids map[string]string, err error) {
+func (s *watcher) update(instances []string, ids map[string]string, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil {
@@ -204,13 +230,11 @@ func (s *Instancer) update(instances []string, ids map[string]string, err error)
 	}
 }
 
-func (s *Instancer) copyState() kitsd.Event {
+func (s *watcher) copyState() kitsd.Event {
 	return kitsd.Event{Instances: slices.Clone(s.state.Instances), Err: s.state.Err}
 }
 
-// ServiceID implements Catalog: the service ID of the instance at addr in
-// the answer known last.
-func (s *Instancer) ServiceID(addr string) (string, bool) {
+func (s *watcher) serviceID(addr string) (string, bool) {
 	ids := s.ids.Load()
 	if ids == nil {
 		return "", false
@@ -233,7 +257,7 @@ func nextIndex(prev, last uint64) uint64 {
 
 // query asks the health API for the service's instances, blocking while
 // index is current, and returns them with their service IDs by address.
-func (s *Instancer) query(ctx context.Context, index uint64) ([]string, map[string]string, uint64, error) {
+func (s *watcher) query(ctx context.Context, index uint64) ([]string, map[string]string, uint64, error) {
 	stale, cache := s.opts.read.mode() != ReadLeader, s.opts.read.mode() == ReadCache
 	q := &api.QueryOptions{WaitIndex: index, WaitTime: waitTime, AllowStale: stale, UseCache: cache}
 	entries, meta, err := s.client.Service(ctx, s.service, s.tags, s.passingOnly, q)
@@ -274,17 +298,17 @@ func (s *Instancer) query(ctx context.Context, index uint64) ([]string, map[stri
 	return slices.Compact(instances), ids, meta.LastIndex, nil
 }
 
-// ErrNoLeader says that the Consul servers have no leader (quorum lost):
+// errNoLeader says that the Consul servers have no leader (quorum lost):
 // only stale reads (ReadStale) or the agent's cache (ReadCache) can answer.
-var ErrNoLeader = errors.New("consul has no leader (quorum lost?); only stale reads or the agent cache can answer")
+var errNoLeader = errors.New("consul has no leader (quorum lost?); only stale reads or the agent cache can answer")
 
-// explain adds ErrNoLeader to a failed query's error when the servers have
+// explain adds errNoLeader to a failed query's error when the servers have
 // no leader: a leader's read then fails only after the servers' hold
 // timeout (7s), as a bare timeout or a 500. A query cancelled by Stop is
 // not explained: nobody waits for it. One that ran out its time (the first
 // query's 5s, shorter than the servers' hold) is: that is how a leader's
 // read fails without a leader.
-func (s *Instancer) explain(ctx context.Context, err error) error {
+func (s *watcher) explain(ctx context.Context, err error) error {
 	if errors.Is(ctx.Err(), context.Canceled) {
 		return err
 	}
@@ -296,7 +320,7 @@ func (s *Instancer) explain(ctx context.Context, err error) error {
 		leader, lerr := s.client.Leader(ctx)
 		switch {
 		case lerr == nil && leader == "", noClusterLeader(lerr):
-			return fmt.Errorf("%w: %w", ErrNoLeader, err)
+			return fmt.Errorf("%w: %w", errNoLeader, err)
 		case lerr == nil || ctx.Err() != nil:
 			return err
 		}

@@ -61,7 +61,7 @@ func nextEvent(t *testing.T, events <-chan kitsd.Event) kitsd.Event {
 // newInstancer is sd.NewInstancer of trimsvc's passing instances through
 // f; it may run on a goroutine of its own (a failure is t.Error, and nil).
 func newInstancer(t *testing.T, f sd.Client, opts ...sd.InstancerOption) *sd.Instancer {
-	s, err := sd.NewInstancer(f, log.NewNopLogger(), "trimsvc", nil, true, opts...)
+	s, err := sd.NewInstancerWith(f, log.NewNopLogger(), "trimsvc", nil, true, opts...)
 	if err != nil {
 		t.Errorf("NewInstancer: %v", err)
 	}
@@ -307,7 +307,7 @@ func TestNewInstancerErrors(t *testing.T) {
 		{"negative MaxStale", f, logger, "trimsvc", nil, []sd.InstancerOption{sd.WithRead(sd.Read{MaxStale: -time.Second})}},
 		{"read mode out of range", f, logger, "trimsvc", nil, []sd.InstancerOption{sd.WithRead(sd.Read{Mode: "fast"})}},
 	} {
-		s, err := sd.NewInstancer(tc.client, tc.logger, tc.service, tc.tags, true, tc.opts...)
+		s, err := sd.NewInstancerWith(tc.client, tc.logger, tc.service, tc.tags, true, tc.opts...)
 		if err == nil {
 			s.Stop()
 			t.Errorf("%s: want an error", tc.name)

@@ -72,7 +72,7 @@ func TestKeepRegisteredNeverEndsOverConsul(t *testing.T) {
 	errs := consulFailures()
 	for _, err := range errs[:3] {
 		if !sd.Permanent(err) {
-			t.Fatalf("%v: want it permanent (what RegisterWithRetry gives up on)", err)
+			t.Fatalf("%v: want it permanent (what Register gives up on)", err)
 		}
 	}
 	f.mu.Lock()

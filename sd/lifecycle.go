@@ -17,20 +17,19 @@ const (
 	maxBackoff = 2 * time.Second
 )
 
-// RegisterWithRetry registers an instance that is ready and serving,
-// retrying with exponential backoff while the agent cannot be reached or
-// fails, for at most timeout. Its check starts passing, so that discovery
-// lists it at once rather than one check interval later (the agent's
-// first run of the check, at a random point of the first interval, sets
-// it from then on); grpcserver.Instance calls it once its health service
-// says SERVING. An instance not ready yet uses Register. A
-// permanent failure (a missing ACL permission or an unknown token, once
-// the token file has been read again; TLS that does not verify: see
-// Permanent) is returned at once: at start-up it is a misconfiguration.
-// The error it gives up with names the Consul address and the last reason.
-func (r *Registrar) RegisterWithRetry(ctx context.Context, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
+// Register registers an instance that is ready and serving, retrying with
+// exponential backoff while the agent cannot be reached or fails, until
+// ctx ends: bound it with a deadline. Its check starts passing, so that
+// discovery lists it at once rather than one check interval later (the
+// agent's first run of the check, at a random point of the first
+// interval, sets it from then on); register only once the instance is
+// ready, as grpcserver.Instance does once its health service says
+// SERVING. A permanent failure (a missing ACL permission or an unknown
+// token, once the token file has been read again; TLS that does not
+// verify) is returned at once: at start-up it is a misconfiguration. The
+// error it gives up with names the Consul address and the last reason.
+func (r *Registrar) Register(ctx context.Context) error {
+	start := time.Now()
 	backoff := minBackoff
 	for attempt := 1; ; attempt++ {
 		err := r.register(ctx, true)
@@ -38,12 +37,12 @@ func (r *Registrar) RegisterWithRetry(ctx context.Context, timeout time.Duration
 			_ = level.Info(r.logger).Log("msg", "registered in consul", "consul", agentAddr(r.client, nil), "attempts", attempt)
 			return nil
 		}
-		if Permanent(err) {
+		if permanent(err) {
 			return err
 		}
 		_ = level.Warn(r.logger).Log("msg", "registration failed, retrying", "attempt", attempt, "backoff", backoff, "err", err)
 		if !ctxtime.Sleep(ctx, backoff) {
-			return fmt.Errorf("gave up registering with consul at %s after %d attempts in %v: %w", agentAddr(r.client, err), attempt, timeout, err)
+			return fmt.Errorf("gave up registering with consul at %s after %d attempts in %v: %w", agentAddr(r.client, err), attempt, time.Since(start).Round(time.Millisecond), err)
 		}
 		backoff = min(2*backoff, maxBackoff)
 	}
@@ -60,7 +59,7 @@ func (r *Registrar) RegisterWithRetry(ctx context.Context, timeout time.Duration
 // It returns nil when ctx is done, and fails only for an interval that is
 // not positive. A serving instance never ends itself over Consul: a round
 // that fails (the agent unreachable, a 403 for a deleted token, TLS that
-// no longer verifies; see Permanent) is tried again after a backoff of
+// no longer verifies) is tried again after a backoff of
 // 100ms doubling up to interval, with the token and TLS files read again
 // when they change; the failure is logged at error level when it starts,
 // every minute while it goes on, and once it ends (at info level), and
@@ -108,7 +107,7 @@ func (r *Registrar) resync(ctx context.Context, interval time.Duration) error {
 	if ok && !rotated {
 		return nil
 	}
-	if err := r.Register(ctx); err != nil {
+	if err := r.register(ctx, false); err != nil {
 		return err
 	}
 	if rotated {

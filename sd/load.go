@@ -90,11 +90,6 @@ func (a apiClient) List(ctx context.Context, prefix string, q *api.QueryOptions)
 	return pairs, meta, asPermission(err)
 }
 
-// LoadSample is what a LoadReporter reads from the instance: the calls in
-// flight now, and, since the instance started, the time spent serving and
-// the calls finished. trimsvc.LoadMeter gives it.
-type LoadSample func() (inflight int64, busy time.Duration, done int64)
-
 // LoadReporter publishes an instance's load every interval under a Consul
 // session with a TTL and the delete behaviour: the key of an instance that
 // dies goes away with its session, when the TTL runs out or, sooner, when
@@ -106,18 +101,20 @@ type LoadReporter struct {
 	interval time.Duration
 	ttl      time.Duration
 	checkID  string // the instance's check, "" for none
-	sample   LoadSample
+	sample   func() (inflight int64, busy time.Duration, done int64)
 	logger   log.Logger
 	opts     loopOptions
 }
 
 // NewLoadReporter reports the load sample gives of instance id of service,
-// reached at addr, every interval. checkID, when not empty, is the
+// reached at addr, every interval: the calls in flight now, and, since the
+// instance started, the time spent serving and the calls finished
+// (trimsvc.LoadMeter's Sample gives them). checkID, when not empty, is the
 // instance's health check: the session is bound to it, so that the report
 // goes as soon as the check fails. opts say how Run reports its failures.
 // client is ConsulConfig.NewClient's (or NewClient's): one that also reads
 // and writes KV and sessions.
-func NewLoadReporter(client Client, service, id, addr, checkID string, interval time.Duration, sample LoadSample, logger log.Logger, opts ...LoopOption) (*LoadReporter, error) {
+func NewLoadReporter(client Client, service, id, addr, checkID string, interval time.Duration, sample func() (inflight int64, busy time.Duration, done int64), logger log.Logger, opts ...LoopOption) (*LoadReporter, error) {
 	lc, ok := client.(loadClient)
 	if noClient(client) || !ok || sample == nil || logger == nil {
 		return nil, errors.New("sd: NewLoadReporter needs a client of KV and sessions (ConsulConfig.NewClient's), a sample and a logger")
@@ -325,7 +322,7 @@ func (w *LoadWatcher) Stop() {
 
 func (w *LoadWatcher) loop(ctx context.Context) {
 	defer close(w.done)
-	watch(ctx, newWatchOptions(nil), 0, w.query, func(err error, retryIn time.Duration) {
+	watch(ctx, newWatchOptions(), 0, w.query, func(err error, retryIn time.Duration) {
 		_ = level.Warn(w.logger).Log("msg", "watching load reports", "prefix", w.prefix, "err", err, "retry_in", retryIn)
 	})
 }

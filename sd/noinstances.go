@@ -11,7 +11,7 @@ import (
 
 // NoInstancesError says that a call found no instance to try: which service
 // and tags were searched where, and what discovery last said. Instancer
-// and DNSInstancer make it (NoInstances), and the client stack returns it
+// and the client's DNS discovery make it (NoInstances), and the client stack returns it
 // for a call that found no instance. It unwraps to the call's error (and
 // so to lb.ErrNoEndpoints) and has the gRPC status Unavailable.
 type NoInstancesError struct {
@@ -21,8 +21,8 @@ type NoInstancesError struct {
 	Discovery error  // the last query's error, nil if it succeeded
 	Err       error
 	// Hint, when set, says what to do about it, after the rest: an
-	// Instancer sets UnreachableHint on the first error whose Discovery
-	// is an *UnreachableError.
+	// Instancer sets one on the first error whose Discovery is an
+	// *UnreachableError.
 	Hint string
 }
 
@@ -41,7 +41,7 @@ func (e *NoInstancesError) write(b *strings.Builder) {
 		denied   *permissionError
 	)
 	unreachable := errors.As(e.Discovery, new(*UnreachableError))
-	if unreachable || errors.As(e.Discovery, &filtered) || errors.As(e.Discovery, &denied) || errors.Is(e.Discovery, ErrNoLeader) {
+	if unreachable || errors.As(e.Discovery, &filtered) || errors.As(e.Discovery, &denied) || errors.Is(e.Discovery, errNoLeader) {
 		// Not a missing service: say what is wrong first. When the agent
 		// is missing, its error names it.
 		what, known := fmt.Sprintf("%s: %v", e.Where, e.Discovery), "to call"

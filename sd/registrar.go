@@ -18,17 +18,18 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/trimkit/trimkit/internal/consulname"
+	"github.com/trimkit/trimkit/internal/netaddr"
 )
 
 // Defaults of a Registration's zero fields.
 const (
-	// DefaultCheckInterval is how often Consul checks an instance whose
+	// defaultCheckInterval is how often Consul checks an instance whose
 	// Registration leaves CheckInterval zero: Consul's own usual interval.
-	DefaultCheckInterval = 10 * time.Second
-	// DefaultDeregisterAfter is how long an instance's check may stay
+	defaultCheckInterval = 10 * time.Second
+	// defaultDeregisterAfter is how long an instance's check may stay
 	// critical before Consul removes it, when DeregisterAfter is zero: the
 	// shortest Consul honours (its reaper rounds lower values up to it).
-	DefaultDeregisterAfter = time.Minute
+	defaultDeregisterAfter = time.Minute
 )
 
 // Registration describes one service instance to register in Consul. A
@@ -56,7 +57,8 @@ type Registration struct {
 	// with that of "".
 	HealthService string
 	// CheckInterval is how often Consul runs the health check. Zero means
-	// DefaultCheckInterval; Consul runs checks at most once a second.
+	// 10s, Consul's usual interval; Consul runs checks at most once a
+	// second.
 	CheckInterval time.Duration
 	// CheckTimeout bounds one health check. Zero means the smaller of
 	// CheckInterval and 2s.
@@ -78,36 +80,30 @@ type Registration struct {
 	// DeregisterAfter is how long the check may stay critical before Consul
 	// removes the instance on its own (DeregisterCriticalServiceAfter). It
 	// cleans up after an instance that died without deregistering. Zero
-	// means DefaultDeregisterAfter.
+	// means 1m, the shortest Consul honours (its reaper rounds lower values
+	// up to it).
 	DeregisterAfter time.Duration
 }
 
-// defaultServiceID is the ID of an instance of service name reached at
-// host and port whose Registration names none: "<name>-<host>-<port>",
-// unique on an agent as long as one instance listens on each address.
-func defaultServiceID(name, host string, port int) string {
-	return fmt.Sprintf("%s-%s-%d", name, host, port)
-}
-
-// WithDefaults returns r with its zero ID, CheckInterval and
+// withDefaults returns r with its zero ID, CheckInterval and
 // DeregisterAfter set to their defaults. Register, Definition and CheckID
-// use it; a Registrar's Registration returns it.
-func (r Registration) WithDefaults() Registration {
+// use it; At and a Registrar's Registration return it.
+func (r Registration) withDefaults() Registration {
 	if r.ID == "" {
-		r.ID = defaultServiceID(r.Name, r.Address, r.Port)
+		r.ID = consulname.DefaultServiceID(r.Name, r.Address, r.Port)
 	}
 	if r.CheckInterval == 0 {
-		r.CheckInterval = DefaultCheckInterval
+		r.CheckInterval = defaultCheckInterval
 	}
 	if r.DeregisterAfter == 0 {
-		r.DeregisterAfter = DefaultDeregisterAfter
+		r.DeregisterAfter = defaultDeregisterAfter
 	}
 	return r
 }
 
-// validate checks r with its defaults (see WithDefaults).
+// validate checks r with its defaults (see withDefaults).
 func (r Registration) validate() error {
-	r = r.WithDefaults()
+	r = r.withDefaults()
 	var errs []error
 	if err := consulname.ValidServiceID(r.ID); err != nil {
 		errs = append(errs, err)
@@ -154,7 +150,7 @@ func (r Registration) validate() error {
 
 // agentRegistration is r, with its defaults, as the agent takes it.
 func (r Registration) agentRegistration() *api.AgentServiceRegistration {
-	r = r.WithDefaults()
+	r = r.withDefaults()
 	timeout := r.CheckTimeout
 	if timeout == 0 {
 		timeout = min(r.CheckInterval, 2*time.Second)
@@ -195,7 +191,7 @@ func (r Registration) agentRegistration() *api.AgentServiceRegistration {
 
 // CheckID is the ID of the instance's health check (with the default ID
 // when r names none).
-func (r Registration) CheckID() string { return "service:" + r.WithDefaults().ID }
+func (r Registration) CheckID() string { return "service:" + r.withDefaults().ID }
 
 // Registrar registers one service instance with the local Consul agent and
 // keeps it registered.
@@ -225,18 +221,11 @@ func NewRegistrar(client Client, reg Registration, logger log.Logger, opts ...Lo
 	if err := reg.validate(); err != nil {
 		return nil, fmt.Errorf("invalid registration: %w", err)
 	}
-	return &Registrar{client: client, reg: reg.WithDefaults(), logger: logger, opts: newLoopOptions(opts)}, nil
+	return &Registrar{client: client, reg: reg.withDefaults(), logger: logger, opts: newLoopOptions(opts)}, nil
 }
 
 // Registration returns what the Registrar registers, defaults filled in.
 func (r *Registrar) Registration() Registration { return r.reg }
-
-// Register registers the instance once. Its check starts critical, as
-// Consul's checks do, until the agent has run it (within one check
-// interval): discovery lists the instance from then on.
-func (r *Registrar) Register(ctx context.Context) error {
-	return r.register(ctx, false)
-}
 
 // register registers the instance once, its check passing from the start
 // when serving says the instance is ready and serving.
@@ -338,4 +327,21 @@ func (r Registration) Definition() ([]byte, error) {
 	}{service{reg.ID, reg.Name, reg.Tags, reg.Meta, reg.Address, reg.Port,
 		check{c.CheckID, c.Name, c.GRPC, useTLS, c.HTTP, c.TLSSkipVerify, c.Interval, c.Timeout, c.DeregisterCriticalServiceAfter}}}
 	return json.MarshalIndent(def, "", "  ")
+}
+
+// At returns r with the Address and Port callers reach a listener bound at
+// listen (a wildcard listener is advertised at the host's first IPv4
+// address that is neither loopback nor link-local, or 127.0.0.1), and with
+// its zero ID, CheckInterval and DeregisterAfter set to their defaults, so
+// that its ID is known.
+func (r Registration) At(listen net.Addr) (Registration, error) {
+	if listen == nil {
+		return Registration{}, errors.New("sd: Registration.At needs a listener's address")
+	}
+	host, port, err := netaddr.Advertise(listen.String(), "")
+	if err != nil {
+		return Registration{}, err
+	}
+	r.Address, r.Port = host, port
+	return r.withDefaults(), nil
 }

@@ -241,7 +241,7 @@ func TestHTTPCheck(t *testing.T) {
 	}
 }
 
-func TestRegisterWithRetryGivesUpNamingAddress(t *testing.T) {
+func TestRegisterGivesUpNamingAddress(t *testing.T) {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -258,7 +258,9 @@ func TestRegisterWithRetryGivesUpNamingAddress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = r.RegisterWithRetry(context.Background(), 500*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	err = r.Register(ctx)
 	if err == nil {
 		t.Fatal("want error, have nil")
 	}
@@ -269,14 +271,16 @@ func TestRegisterWithRetryGivesUpNamingAddress(t *testing.T) {
 	}
 }
 
-func TestRegisterWithRetryRetriesUntilTheAgentAnswers(t *testing.T) {
+func TestRegisterRetriesUntilTheAgentAnswers(t *testing.T) {
 	f := newFakeConsul()
 	f.registerErrs = []error{errors.New("connection refused"), errors.New("connection refused")}
 	r, err := sd.NewRegistrar(f, validRegistration(), log.NewNopLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := r.RegisterWithRetry(context.Background(), 30*time.Second); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := r.Register(ctx); err != nil {
 		t.Fatalf("registration after two failures: %v", err)
 	}
 	if want, have := 3, f.registers; want != have {

@@ -46,7 +46,7 @@ func TestInstancerFollowsARotatedTokenFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(consul.(interface{ CloseIdleConnections() }).CloseIdleConnections)
-	in, err := sd.NewInstancer(consul, log.NewNopLogger(), "trimsvc", nil, true, sd.QueryRate(0, 1))
+	in, err := sd.NewInstancerWith(consul, log.NewNopLogger(), "trimsvc", nil, true, sd.QueryRate(0, 1))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,24 +30,11 @@ type sharedKey struct {
 
 type sharedWatch struct {
 	ready chan struct{} // closed once instancer or err is set
-	inst  *Instancer
+	inst  *watcher
 	err   error
 	refs  int
 	close func() // the idle connections of the watch's Consul client
 }
-
-// SharedInstancer is an Instancer that Instancers shares: its Stop lets go
-// of it, and the watch stops with the last one.
-type SharedInstancer struct {
-	*Instancer
-	release func()
-	once    sync.Once
-}
-
-// Stop lets go of the Instancer; the last Stop of those sharing it stops
-// the watch, a blocking query in flight included, and waits for it. It is
-// safe to call more than once.
-func (s *SharedInstancer) Stop() { s.once.Do(s.release) }
 
 // Instancer returns an Instancer of the instances of service carrying every
 // tag in tags (only passing ones when passingOnly), read as read says
@@ -55,7 +42,7 @@ func (s *SharedInstancer) Stop() { s.once.Do(s.release) }
 // there is one, else a new one (see NewInstancer; its Consul client is one
 // ConsulConfig.NewClient's). A shared watch logs to the logger of the call that
 // started it. Stop the returned Instancer when done with it.
-func (p *Instancers) Instancer(cfg ConsulConfig, logger log.Logger, service string, tags []string, passingOnly bool, read Read) (*SharedInstancer, error) {
+func (p *Instancers) Instancer(cfg ConsulConfig, logger log.Logger, service string, tags []string, passingOnly bool, read Read) (*Instancer, error) {
 	if logger == nil {
 		return nil, errors.New("sd: Instancers.Instancer needs a logger")
 	}
@@ -90,7 +77,7 @@ func (p *Instancers) Instancer(cfg ConsulConfig, logger log.Logger, service stri
 	if w.err != nil {
 		return nil, w.err
 	}
-	return &SharedInstancer{Instancer: w.inst, release: func() { p.release(key, w) }}, nil
+	return &Instancer{w: w.inst, stop: func() { p.release(key, w) }}, nil
 }
 
 func (p *Instancers) release(key sharedKey, w *sharedWatch) {
@@ -102,13 +89,13 @@ func (p *Instancers) release(key sharedKey, w *sharedWatch) {
 	}
 	p.mu.Unlock()
 	if last {
-		w.inst.Stop()
+		w.inst.stop()
 		w.close()
 	}
 }
 
-// Len is the number of watches running.
-func (p *Instancers) Len() int {
+// len is the number of watches running.
+func (p *Instancers) len() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return len(p.watches)
@@ -116,12 +103,14 @@ func (p *Instancers) Len() int {
 
 // newWatch starts the Instancer of a shared watch, with a Consul client of
 // its own, and returns what closes that client's idle connections.
-func newWatch(cfg ConsulConfig, logger log.Logger, service string, tags []string, passingOnly bool, read Read) (*Instancer, func(), error) {
+func newWatch(cfg ConsulConfig, logger log.Logger, service string, tags []string, passingOnly bool, read Read) (*watcher, func(), error) {
 	c, apiCfg, err := cfg.newClient()
 	if err != nil {
 		return nil, nil, err
 	}
-	inst, err := NewInstancer(c, logger, service, tags, passingOnly, WithRead(read))
+	o := newWatchOptions()
+	o.read = read
+	inst, err := newWatcher(c, logger, service, tags, passingOnly, o)
 	if err != nil {
 		apiCfg.Transport.CloseIdleConnections()
 		return nil, nil, err

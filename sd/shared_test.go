@@ -23,7 +23,7 @@ func TestInstancersShareAWatch(t *testing.T) {
 	var pool sd.Instancers
 
 	// Concurrent first users of one watch make one.
-	shared := make([]*sd.SharedInstancer, 8)
+	shared := make([]*sd.Instancer, 8)
 	var wg sync.WaitGroup
 	for i := range shared {
 		wg.Go(func() {
@@ -40,7 +40,7 @@ func TestInstancersShareAWatch(t *testing.T) {
 		t.FailNow()
 	}
 	for _, s := range shared[1:] {
-		if s.Instancer != shared[0].Instancer {
+		if !sd.SameWatch(s, shared[0]) {
 			t.Fatal("the users of one service, tags and agent have Instancers of their own")
 		}
 	}
@@ -51,7 +51,7 @@ func TestInstancersShareAWatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if other.Instancer == shared[0].Instancer || pool.Len() != 2 {
+	if sd.SameWatch(other, shared[0]) || pool.Len() != 2 {
 		t.Fatalf("another read mode shares the watch (%d watches)", pool.Len())
 	}
 	// A configuration that cannot be used starts nothing.

@@ -63,7 +63,7 @@ func (t *trouble) failed(err error, retryIn time.Duration) {
 		t.opts.failures.Add(1)
 	}
 	kv := []any{"err", err, "retry_in", retryIn.Round(time.Millisecond)}
-	if Permanent(err) {
+	if permanent(err) {
 		kv = append(kv, "hint", "consul refuses the ACL token or the TLS certificates: put valid ones in their files (read again when they change); the instance keeps serving meanwhile")
 	}
 	switch {

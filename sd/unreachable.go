@@ -8,15 +8,9 @@ import (
 	"syscall"
 )
 
-// UnreachableHint says what to do about a Consul agent that cannot be
-// reached. An Instancer adds it to the first NoInstancesError it makes
-// for that reason (NoInstancesError.Hint), and an Endpointer to the first
-// log line that says so.
-const UnreachableHint = "is the agent running? set CONSUL_HTTP_ADDR (or the client's Consul address) to point at another"
-
 // UnreachableError says that a query could not reach the Consul agent at
 // all: its connection was refused, its name did not resolve, its dial
-// failed. An Instancer's query fails with it (State().Err, the Event's
+// failed. An Instancer's query fails with it (the Event's
 // Err, NoInstancesError.Discovery).
 type UnreachableError struct {
 	Addr string // the agent's address, a URL such as http://127.0.0.1:8500

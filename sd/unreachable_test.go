@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/trimkit/trimkit/internal/consulname"
 	"github.com/trimkit/trimkit/internal/testenv"
 	"github.com/trimkit/trimkit/sd"
 )
@@ -49,8 +50,8 @@ func TestInstancerConsulUnreachable(t *testing.T) {
 
 	first, second := s.NoInstances(), s.NoInstances()
 	want := wantErr + `; so no instance of service "trimsvc" with tags ["blue"] is known: no endpoints available`
-	if have := first.Error(); have != want+"; "+sd.UnreachableHint {
-		t.Errorf("first:\nwant %s; %s\nhave %s", want, sd.UnreachableHint, have)
+	if have := first.Error(); have != want+"; "+consulname.UnreachableHint {
+		t.Errorf("first:\nwant %s; %s\nhave %s", want, consulname.UnreachableHint, have)
 	}
 	if have := second.Error(); have != want {
 		t.Errorf("second, without the hint:\nwant %s\nhave %s", want, have)
@@ -61,8 +62,8 @@ func TestInstancerConsulUnreachable(t *testing.T) {
 			t.Errorf("%v: want errors.Is ErrNoEndpoints, Unavailable, and the UnreachableError as Discovery", err)
 		}
 	}
-	if !strings.Contains(sd.UnreachableHint, "CONSUL_HTTP_ADDR") {
-		t.Errorf("hint: %s", sd.UnreachableHint)
+	if !strings.Contains(consulname.UnreachableHint, "CONSUL_HTTP_ADDR") {
+		t.Errorf("hint: %s", consulname.UnreachableHint)
 	}
 }
 
@@ -105,8 +106,8 @@ func TestNoInstancesErrorUnreachableMessages(t *testing.T) {
 	}{
 		{&sd.NoInstancesError{Service: "s", Where: "consul at http://a:1", Discovery: ue, Err: lb.ErrNoEndpoints},
 			`Consul could not be reached at http://a:1: dial tcp: lookup a: no such host; so no instance of service "s" is known: no endpoints available`},
-		{&sd.NoInstancesError{Service: "s", Tags: []string{"x"}, Where: "consul at http://a:1", Discovery: ue, Err: lb.ErrNoEndpoints, Hint: sd.UnreachableHint},
-			`Consul could not be reached at http://a:1: dial tcp: lookup a: no such host; so no instance of service "s" with tags ["x"] is known: no endpoints available; ` + sd.UnreachableHint},
+		{&sd.NoInstancesError{Service: "s", Tags: []string{"x"}, Where: "consul at http://a:1", Discovery: ue, Err: lb.ErrNoEndpoints, Hint: consulname.UnreachableHint},
+			`Consul could not be reached at http://a:1: dial tcp: lookup a: no such host; so no instance of service "s" with tags ["x"] is known: no endpoints available; ` + consulname.UnreachableHint},
 		{&sd.NoInstancesError{Service: "s", Where: "consul at a:1", Err: lb.ErrNoEndpoints, Hint: "look here"},
 			`no passing instance of service "s" in consul at a:1: no endpoints available; look here`},
 	} {

@@ -3,15 +3,12 @@ package sd
 import (
 	"cmp"
 	"context"
-	"fmt"
 	"math/rand/v2"
 	"time"
 
+	"github.com/trimkit/trimkit/internal/consulname"
 	"github.com/trimkit/trimkit/internal/ctxtime"
 )
-
-// InstancerOption changes how an Instancer queries Consul.
-type InstancerOption func(*watchOptions)
 
 type watchOptions struct {
 	read  Read
@@ -19,12 +16,8 @@ type watchOptions struct {
 	burst int
 }
 
-func newWatchOptions(opts []InstancerOption) watchOptions {
-	o := watchOptions{rate: defaultQueryRate, burst: defaultQueryBurst}
-	for _, opt := range opts {
-		opt(&o)
-	}
-	return o
+func newWatchOptions() watchOptions {
+	return watchOptions{rate: defaultQueryRate, burst: defaultQueryBurst}
 }
 
 // Defaults of the query rate limit: a change after a quiet spell is
@@ -74,32 +67,9 @@ const (
 // mode is r's mode, its default filled in.
 func (r Read) mode() string { return cmp.Or(r.Mode, ReadStale) }
 
-// Validate reports a mode out of range, a negative MaxStale, or a MaxStale
+// validate reports a mode out of range, a negative MaxStale, or a MaxStale
 // with a mode that does not take it.
-func (r Read) Validate() error {
-	switch r.mode() {
-	case ReadStale, ReadLeader, ReadCache:
-	default:
-		return fmt.Errorf("read mode %q: must be stale, leader or cache", r.Mode)
-	}
-	if r.MaxStale < 0 {
-		return fmt.Errorf("MaxStale %v: must not be negative", r.MaxStale)
-	}
-	if r.MaxStale != 0 && r.mode() != ReadStale {
-		return fmt.Errorf("MaxStale %v: only stale reads take it, not %s", r.MaxStale, r.mode())
-	}
-	return nil
-}
-
-// WithRead sets how the Instancer reads the catalog. Default: Read{}, stale
-// reads.
-func WithRead(r Read) InstancerOption { return func(o *watchOptions) { o.read = r } }
-
-// queryRate limits the queries of a watch to rate a second sustained, with
-// bursts of burst. Default: 4 a second, bursts of 4.
-func queryRate(rate float64, burst int) InstancerOption {
-	return func(o *watchOptions) { o.rate, o.burst = rate, max(burst, 1) }
-}
+func (r Read) validate() error { return consulname.ValidRead(r.Mode, r.MaxStale) }
 
 // limiter spaces a watch's queries: a token bucket of burst tokens that
 // refills at rate a second.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/trimkit/trimkit/client"
 	"github.com/trimkit/trimkit/internal/cli"
+	"github.com/trimkit/trimkit/internal/defaults"
 	"github.com/trimkit/trimkit/sd"
 	"github.com/trimkit/trimkit/transport/trim"
 )
@@ -81,11 +82,11 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 	fs.StringVar(&c.client.Service, "service-name", trim.DefaultServiceName, "service to call")
 	fs.StringVar(&tags, "tags", "", "comma-separated tags an instance must all carry (one, with -discovery dns)")
 	fs.StringVar(&c.client.Discovery, "discovery", client.DiscoveryConsul, `how to find instances: "consul" (the HTTP API's blocking queries) or "dns" (SRV records from Consul's DNS interface, polled every second)`)
-	fs.StringVar(&c.client.DNSAddr, "dns-addr", sd.DefaultDNSAddr, "Consul's DNS interface, for -discovery dns")
+	fs.StringVar(&c.client.DNSAddr, "dns-addr", defaults.DNSAddr, "Consul's DNS interface, for -discovery dns")
 	read := fs.String("read", sd.ReadStale, `how discovery reads the catalog: "stale" (any Consul server answers; reads go on while there is no leader), "leader" (the leader only) or "cache" (the local agent's cache, streaming-backed)`)
 	fs.DurationVar(&c.client.Read.MaxStale, "max-stale", 0, "with -read stale, ask the leader again when an answer is further behind it than this (0: 2s)")
-	fs.IntVar(&c.client.Retry.MaxAttempts, "retry-max", client.DefaultMaxAttempts, "most attempts per request, the first included (0: the default)")
-	fs.DurationVar(&c.client.Retry.Timeout, "retry-timeout", client.DefaultRetryTimeout, "time limit per request, all attempts together (0: the default)")
+	fs.IntVar(&c.client.Retry.MaxAttempts, "retry-max", defaults.MaxAttempts, "most attempts per request, the first included (0: the default)")
+	fs.DurationVar(&c.client.Retry.Timeout, "retry-timeout", defaults.RetryTimeout, "time limit per request, all attempts together (0: the default)")
 	fs.StringVar(&c.client.Balancer, "balancer", client.RoundRobinName, `picks each attempt's instance: "round-robin", "p2c" (latency and load aware) or "least-loaded" (by the load instances report in Consul KV: trimsvc -load-report-interval)`)
 	fs.DurationVar(&c.client.Retry.HedgeAfter, "hedge-after", 0, "send a second attempt to another instance when the first has not answered after this long (0: off); only for idempotent calls, as TrimSpace is")
 	failStatic := fs.Bool("fail-static", true, "when one update of discovery removes more than half of the instances (a Consul agent restarted), keep calling those still alive on their connections, below any listed, for up to 3m (false: obey the catalog to the letter)")

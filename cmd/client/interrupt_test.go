@@ -18,10 +18,10 @@ import (
 	"github.com/hashicorp/consul/api"
 	"google.golang.org/grpc"
 
+	"github.com/trimkit/trimkit/internal/consulname"
 	"github.com/trimkit/trimkit/internal/loadgen"
 	"github.com/trimkit/trimkit/internal/testenv"
 	"github.com/trimkit/trimkit/pb"
-	"github.com/trimkit/trimkit/sd"
 	"github.com/trimkit/trimkit/transport/trim"
 	"github.com/trimkit/trimkit/trimsvc"
 )
@@ -211,7 +211,7 @@ func TestNoConsulSaidOnce(t *testing.T) {
 		lines := p.Lines()
 		stderr := strings.Join(lines, "\n")
 		if code != 1 || len(lines) != tc.lines || strings.Count(stderr, "Consul could not be reached at http://"+addr) != 1 ||
-			strings.Count(stderr, sd.UnreachableHint) != 1 || strings.Contains(stderr, "attempt(s)") {
+			strings.Count(stderr, consulname.UnreachableHint) != 1 || strings.Contains(stderr, "attempt(s)") {
 			t.Errorf("%q: want exit 1 and %d lines saying once that Consul could not be reached, with the hint; have exit %d:\n%s", tc.args, tc.lines, code, stderr)
 		}
 	}

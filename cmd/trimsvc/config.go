@@ -11,6 +11,7 @@ import (
 
 	"github.com/trimkit/trimkit/internal/cli"
 	"github.com/trimkit/trimkit/internal/consulname"
+	"github.com/trimkit/trimkit/internal/netaddr"
 	"github.com/trimkit/trimkit/sd"
 	"github.com/trimkit/trimkit/transport/grpcserver"
 	"github.com/trimkit/trimkit/trimsvc"
@@ -189,10 +190,10 @@ func (c config) validate() error {
 }
 
 // advertised returns the host and port to register for a gRPC listener on
-// -grpc-addr bound to bound's port: see sd.Advertise.
+// -grpc-addr bound to bound's port: see netaddr.Advertise.
 func (c config) advertised(bound *net.TCPAddr) (string, int, error) {
 	listenHost, _, _ := net.SplitHostPort(c.grpcAddr)
-	host, port, err := sd.Advertise(net.JoinHostPort(listenHost, strconv.Itoa(bound.Port)), c.advertiseAddr)
+	host, port, err := netaddr.Advertise(net.JoinHostPort(listenHost, strconv.Itoa(bound.Port)), c.advertiseAddr)
 	if err != nil {
 		return "", 0, fmt.Errorf("-advertise-addr: %w", err)
 	}
@@ -204,7 +205,7 @@ func (c config) serviceIDFor(host string, port int) string {
 	if c.serviceID != "" {
 		return c.serviceID
 	}
-	return sd.Registration{Name: c.serviceName, Address: host, Port: port}.WithDefaults().ID
+	return consulname.DefaultServiceID(c.serviceName, host, port)
 }
 
 // registration is what the instance registers for host and port.

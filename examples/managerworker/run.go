@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"strconv"
 	"syscall"
 
 	"github.com/go-kit/log"
@@ -50,7 +49,11 @@ func Listen(addr, service string) (*Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on -addr %s: %w", addr, err)
 	}
-	host, portStr, _ := net.SplitHostPort(lis.Addr().String())
-	port, _ := strconv.Atoi(portStr)
-	return &Listener{Listener: lis, Host: host, Port: port, ID: sd.Registration{Name: service, Address: host, Port: port}.WithDefaults().ID}, nil
+	// At gives the address callers reach and, with it, the default ID.
+	reg, err := sd.Registration{Name: service}.At(lis.Addr())
+	if err != nil {
+		lis.Close()
+		return nil, err
+	}
+	return &Listener{Listener: lis, Host: reg.Address, Port: reg.Port, ID: reg.ID}, nil
 }

@@ -60,12 +60,12 @@ func churner(c *api.Client, prefix string, n int, interval time.Duration, critic
 // -benchtime 1x.
 func BenchmarkClusterLeaderLoss(b *testing.B) {
 	c := testenv.Cluster(b)
-	svcAPI, callAPI := testenv.API(b, c.Clients[0]), testenv.API(b, c.Clients[1])
+	svcAPI := testenv.API(b, c.Clients[0])
 	stop := make(chan struct{})
 	churner(svcAPI, "churn", 10, 100*time.Millisecond, false, stop)
 	defer close(stop)
 
-	s, err := sd.NewInstancer(sd.NewClient(callAPI), log.NewNopLogger(), "trimsvc", nil, true, sd.WithRead(sd.Read{Mode: sd.ReadStale}))
+	s, err := new(sd.Instancers).Instancer(sd.ConsulConfig{Address: c.Clients[1].HTTPAddr}, log.NewNopLogger(), "trimsvc", nil, true, sd.Read{Mode: sd.ReadStale})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -144,11 +144,11 @@ func BenchmarkClusterWatches(b *testing.B) {
 	b.ReportMetric(ms(agentIdle)/run.Seconds(), "idle/agent_cpu_ms_per_s")
 	for _, mode := range []struct {
 		name string
-		opts []sd.InstancerOption
+		read sd.Read
 	}{
-		{"leader", []sd.InstancerOption{sd.WithRead(sd.Read{Mode: sd.ReadLeader})}},
-		{"stale", []sd.InstancerOption{sd.WithRead(sd.Read{Mode: sd.ReadStale})}},
-		{"cached", []sd.InstancerOption{sd.WithRead(sd.Read{Mode: sd.ReadCache})}},
+		{"leader", sd.Read{Mode: sd.ReadLeader}},
+		{"stale", sd.Read{Mode: sd.ReadStale}},
+		{"cached", sd.Read{Mode: sd.ReadCache}},
 	} {
 		var (
 			ws   []*sd.Instancer
@@ -157,13 +157,8 @@ func BenchmarkClusterWatches(b *testing.B) {
 		)
 		counts := make([]int, watches)
 		for i := range watches {
-			cfg := api.DefaultConfig()
-			cfg.Address = c.Clients[1].HTTPAddr
-			cl, err := api.NewClient(cfg)
-			if err != nil {
-				b.Fatal(err)
-			}
-			w, err := sd.NewInstancer(sd.NewClient(cl), log.NewNopLogger(), "trimsvc", nil, true, mode.opts...)
+			// A pool of its own: a watch of its own, through a client of its own.
+			w, err := new(sd.Instancers).Instancer(sd.ConsulConfig{Address: c.Clients[1].HTTPAddr}, log.NewNopLogger(), "trimsvc", nil, true, mode.read)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/trimkit/trimkit/client"
+	"github.com/trimkit/trimkit/internal/dnssd"
 	"github.com/trimkit/trimkit/internal/loadgen"
 	"github.com/trimkit/trimkit/internal/testenv"
 	"github.com/trimkit/trimkit/sd"
@@ -95,7 +96,7 @@ func BenchmarkDiscovery(b *testing.B) {
 	}{
 		{"quiet", blocking, false, 500 * time.Millisecond},
 		{"churn", blocking, true, 500 * time.Millisecond},
-		{"dns", dns, false, sd.DNSRefresh + 500*time.Millisecond},
+		{"dns", dns, false, dnssd.Refresh + 500*time.Millisecond},
 	} {
 		cl, err := trim.NewClient(phase.cfg)
 		if err != nil {

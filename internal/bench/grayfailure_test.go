@@ -29,6 +29,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/trimkit/trimkit/client"
+	"github.com/trimkit/trimkit/internal/defaults"
 	"github.com/trimkit/trimkit/internal/loadgen"
 	"github.com/trimkit/trimkit/internal/testenv"
 	"github.com/trimkit/trimkit/pb"
@@ -211,7 +212,7 @@ func grpcLeastRequest(addrs []string, al *attemptLog) (endpoint.Endpoint, func()
 	}
 	e := trim.Endpoints(conn)
 	return func(ctx context.Context, req interface{}) (interface{}, error) {
-		ctx, cancel := context.WithTimeout(ctx, client.DefaultRetryTimeout)
+		ctx, cancel := context.WithTimeout(ctx, defaults.RetryTimeout)
 		defer cancel()
 		return e(ctx, req)
 	}, func() { conn.Close() }
@@ -288,7 +289,7 @@ func BenchmarkGrayFailure(b *testing.B) {
 	}
 	b.ReportMetric(ms(slowBy), "slow_adds_ms")
 	b.ReportMetric(ms(hedgeFor), "hedge_after_ms")
-	b.ReportMetric(ms(client.DefaultRetryTimeout/client.DefaultMaxAttempts), "attempt_share_ms")
+	b.ReportMetric(ms(defaults.RetryTimeout/defaults.MaxAttempts), "attempt_share_ms")
 }
 
 // healthyMedian is the median latency of a healthy round-robin stack under

@@ -15,24 +15,23 @@ import (
 	"testing"
 	"time"
 
-	"github.com/trimkit/trimkit/internal/tlsfiles"
-
 	"github.com/go-kit/kit/endpoint"
 	kitsd "github.com/go-kit/kit/sd"
 	"github.com/go-kit/kit/sd/lb"
 	kitgrpc "github.com/go-kit/kit/transport/grpc"
 	"github.com/go-kit/log"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/resolver"
-	"google.golang.org/grpc/resolver/manual"
-
 	"github.com/trimkit/trimkit/client"
+	"github.com/trimkit/trimkit/internal/defaults"
 	"github.com/trimkit/trimkit/internal/testenv"
+	"github.com/trimkit/trimkit/internal/tlsfiles"
 	"github.com/trimkit/trimkit/pb"
 	"github.com/trimkit/trimkit/sd"
 	"github.com/trimkit/trimkit/transport/trim"
 	"github.com/trimkit/trimkit/trimsvc"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
 )
 
 const benchInput = "  hello,\ttrim kit  "
@@ -76,7 +75,7 @@ func rawThreeConn(tb testing.TB, addrs []string) caller {
 func rawThreeConnDeadline(tb testing.TB, addrs []string) caller {
 	call := rawThreeConn(tb, addrs)
 	return func(ctx context.Context) error {
-		ctx, cancel := context.WithTimeout(ctx, client.DefaultRetryTimeout/client.DefaultMaxAttempts)
+		ctx, cancel := context.WithTimeout(ctx, defaults.RetryTimeout/defaults.MaxAttempts)
 		defer cancel()
 		return call(ctx)
 	}

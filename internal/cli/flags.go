@@ -11,6 +11,7 @@ import (
 
 	"github.com/peterbourgon/ff/v3"
 
+	"github.com/trimkit/trimkit/internal/defaults"
 	"github.com/trimkit/trimkit/sd"
 )
 
@@ -196,10 +197,6 @@ func report(w io.Writer, name string, err error) int {
 	}
 }
 
-// DefaultConsulAddr is the Consul agent -consul-addr stands for when it and
-// CONSUL_HTTP_ADDR are empty.
-const DefaultConsulAddr = sd.DefaultConsulAddr
-
 // ConsulFlags defines the -consul-* flags both commands share, into c. An
 // empty flag leaves the Consul CLI's environment variable in charge, and
 // the help says which; a token is never shown as a default.
@@ -208,7 +205,7 @@ func ConsulFlags(fs *flag.FlagSet, c *sd.ConsulConfig) {
 	// out; c.Address holds the address it stands for, so that messages
 	// name the agent actually asked.
 	c.Address = ""
-	fs.Var(consulAddr{&c.Address}, "consul-addr", "Consul agent HTTP address, host:port, or https://host:port for TLS (empty: CONSUL_HTTP_ADDR, else "+DefaultConsulAddr+")")
+	fs.Var(consulAddr{&c.Address}, "consul-addr", "Consul agent HTTP address, host:port, or https://host:port for TLS (empty: CONSUL_HTTP_ADDR, else "+defaults.ConsulAddr+")")
 	c.Address = consulAddrOr("")
 	fs.StringVar(&c.Token, "consul-token", "", "Consul ACL token (empty: CONSUL_HTTP_TOKEN); prefer -consul-token-file, which keeps it out of the process list")
 	fs.StringVar(&c.TokenFile, "consul-token-file", "", "file holding the Consul ACL token (empty: CONSUL_HTTP_TOKEN_FILE)")
@@ -219,16 +216,16 @@ func ConsulFlags(fs *flag.FlagSet, c *sd.ConsulConfig) {
 }
 
 // consulAddrOr is addr, or when it is empty CONSUL_HTTP_ADDR, else
-// DefaultConsulAddr.
+// defaults.ConsulAddr.
 func consulAddrOr(addr string) string {
 	if addr != "" {
 		return addr
 	}
-	return EnvOr("CONSUL_HTTP_ADDR", DefaultConsulAddr)
+	return EnvOr("CONSUL_HTTP_ADDR", defaults.ConsulAddr)
 }
 
 // consulAddr is the value of -consul-addr: an empty one, given or not,
-// stands for CONSUL_HTTP_ADDR, else DefaultConsulAddr.
+// stands for CONSUL_HTTP_ADDR, else defaults.ConsulAddr.
 type consulAddr struct{ p *string }
 
 func (a consulAddr) String() string {

@@ -76,3 +76,44 @@ func LoadKey(service, id string) string { return LoadPrefix(service) + id }
 // LoadTTL is the session TTL of load reports every interval: three
 // intervals, at least Consul's minimum of 10s.
 func LoadTTL(interval time.Duration) time.Duration { return max(10*time.Second, 3*interval) }
+
+// UnreachableHint says what to do about a Consul agent that cannot be
+// reached. An sd.Instancer adds it to the first NoInstancesError it makes
+// for that reason (NoInstancesError.Hint), and a client's Endpointer to
+// the first log line that says so.
+const UnreachableHint = "is the agent running? set CONSUL_HTTP_ADDR (or the client's Consul address) to point at another"
+
+// DefaultServiceID is the ID of an instance of service name reached at
+// host and port whose registration names none: "<name>-<host>-<port>",
+// unique on an agent as long as one instance listens on each address.
+func DefaultServiceID(name, host string, port int) string {
+	return fmt.Sprintf("%s-%s-%d", name, host, port)
+}
+
+// Read modes: who answers a watch's queries (sd.Read.Mode's values).
+const (
+	ReadStale  = "stale"
+	ReadLeader = "leader"
+	ReadCache  = "cache"
+)
+
+// ValidRead reports a read mode out of range ("" is ReadStale), a
+// negative maxStale, or a maxStale with a mode that does not take it:
+// sd.Read's rules, which client.Config checks too.
+func ValidRead(mode string, maxStale time.Duration) error {
+	if mode == "" {
+		mode = ReadStale
+	}
+	switch mode {
+	case ReadStale, ReadLeader, ReadCache:
+	default:
+		return fmt.Errorf("read mode %q: must be stale, leader or cache", mode)
+	}
+	if maxStale < 0 {
+		return fmt.Errorf("MaxStale %v: must not be negative", maxStale)
+	}
+	if maxStale != 0 && mode != ReadStale {
+		return fmt.Errorf("MaxStale %v: only stale reads take it, not %s", maxStale, mode)
+	}
+	return nil
+}

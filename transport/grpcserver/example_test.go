@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/go-kit/log"
-	"github.com/hashicorp/consul/api"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/trimkit/trimkit/sd"
@@ -44,21 +43,19 @@ func ExampleInstance_Run() {
 	testgrpc.RegisterTestServiceServer(server, testService{})
 
 	// What callers dial: the listener's host, or this host's address for a
-	// wildcard one.
-	host, port, err := sd.Advertise(lis.Addr().String(), "")
+	// wildcard one. ID, check interval and deregister-after take their
+	// defaults.
+	reg, err := sd.Registration{Name: "tester"}.At(lis.Addr())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return
 	}
-	cfg := api.DefaultConfig() // CONSUL_HTTP_ADDR, else 127.0.0.1:8500
-	consul, err := api.NewClient(cfg)
+	consul, err := sd.ConsulConfig{}.NewClient() // CONSUL_HTTP_*, else 127.0.0.1:8500
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return
 	}
-	// ID, check interval and deregister-after take their defaults.
-	registrar, err := sd.NewRegistrar(sd.NewClient(consul),
-		sd.Registration{Name: "tester", Address: host, Port: port}, logger)
+	registrar, err := sd.NewRegistrar(consul, reg, logger)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return

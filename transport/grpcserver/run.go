@@ -156,7 +156,10 @@ func (c *instance) start(ctx context.Context, served chan error) (inService bool
 		_ = level.Info(c.Logger).Log("msg", "not registering: the agent's configuration owns the registration")
 		return ctx.Err() == nil, nil
 	}
-	if err := c.Registrar.RegisterWithRetry(ctx, c.RegisterTimeout); err != nil {
+	regCtx, cancel := context.WithTimeout(ctx, c.RegisterTimeout)
+	err = c.Registrar.Register(regCtx)
+	cancel()
+	if err != nil {
 		if ctx.Err() != nil {
 			err = nil // stopped while registering: not a failure
 		}

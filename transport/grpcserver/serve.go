@@ -26,7 +26,7 @@ import (
 //   - it registers as name, with the default ID (name-host-port) and a
 //     gRPC health check of the whole server, once it is SERVING, at the
 //     address callers reach (a wildcard addr is advertised at the host's
-//     address; see sd.Advertise), and keeps registered;
+//     first address; see sd.Registration.At), and keeps registered;
 //   - when ctx ends (cancel it on SIGTERM) it goes NOT_SERVING,
 //     deregisters, drains 2s and stops gracefully, losing no caller's call;
 //   - it logs its steps to stderr, in logfmt.

@@ -27,7 +27,7 @@ func main() {
 	flag.StringVar(&consul.Address, "consul-addr", "", "Consul agent address (empty: CONSUL_HTTP_ADDR, else 127.0.0.1:8500)")
 	reg := sd.Registration{HealthService: orderspb.Orders_ServiceDesc.ServiceName}
 	flag.StringVar(&reg.Name, "service", "orders", "Consul service name to register as")
-	flag.DurationVar(&reg.CheckInterval, "check-interval", sd.DefaultCheckInterval, "how often Consul checks the instance")
+	flag.DurationVar(&reg.CheckInterval, "check-interval", 10*time.Second, "how often Consul checks the instance")
 	ledger := flag.String("ledger", "", "file to append each CreateOrder's request_id to (empty: none)")
 	drain := flag.Duration("drain", 2*time.Second, "how long to go on serving after leaving Consul")
 	flag.Parse()

@@ -1,4 +1,4 @@
-package sd
+package dnssd
 
 import (
 	"context"
@@ -17,29 +17,28 @@ import (
 	"github.com/go-kit/log"
 
 	"github.com/trimkit/trimkit/internal/consulname"
+	"github.com/trimkit/trimkit/internal/defaults"
+	"github.com/trimkit/trimkit/sd"
 )
 
-// DNS discovery's defaults.
 const (
-	// DefaultDNSAddr is a local Consul agent's DNS interface.
-	DefaultDNSAddr = "127.0.0.1:8600"
-	// DNSRefresh is how often a DNSInstancer asks again. Consul's DNS
-	// answers carry a TTL of 0 by default and DNS cannot block, so polling
-	// is the only freshness there is: a change is seen within a second (a
+	// Refresh is how often an Instancer asks again. Consul's DNS answers
+	// carry a TTL of 0 by default and DNS cannot block, so polling is the
+	// only freshness there is: a change is seen within a second (a
 	// blocking query sees it in milliseconds).
-	DNSRefresh = time.Second
+	Refresh = time.Second
 	// dnsTimeout bounds one round of lookups.
 	dnsTimeout = 2 * time.Second
 )
 
-// DNSInstancer finds the instances of a service through a Consul agent's
+// Instancer finds the instances of a service through a Consul agent's
 // DNS interface, as callers that cannot use the HTTP API do: go-kit's
 // sd/dnssrv Instancer polling the SRV records of <name>.service.consul (or
 // <tag>.<name>.service.consul), each target resolved to an address through
 // the same DNS server. Consul answers with passing (and warning) instances
 // only. It implements go-kit's sd.Instancer; unlike dnssrv's, its Stop
 // waits for a lookup in flight, and may be called more than once.
-type DNSInstancer struct {
+type Instancer struct {
 	*dnssrv.Instancer
 	cancel  context.CancelFunc
 	lastErr atomic.Pointer[error]
@@ -52,14 +51,14 @@ type DNSInstancer struct {
 	lookups sync.WaitGroup // lookups in flight; added to under mu, before stopped
 }
 
-var _ kitsd.Instancer = (*DNSInstancer)(nil)
+var _ kitsd.Instancer = (*Instancer)(nil)
 
-// NewDNSInstancer watches service (with at most one tag: Consul's DNS
+// NewInstancer watches service (with at most one tag: Consul's DNS
 // names take one) through the DNS server at dnsAddr ("" for
-// DefaultDNSAddr), every refresh (0 for DNSRefresh).
-func NewDNSInstancer(dnsAddr, service string, tags []string, refresh time.Duration, logger log.Logger) (*DNSInstancer, error) {
+// defaults.DNSAddr), every refresh (0 for Refresh).
+func NewInstancer(dnsAddr, service string, tags []string, refresh time.Duration, logger log.Logger) (*Instancer, error) {
 	if logger == nil {
-		return nil, errors.New("sd: NewDNSInstancer needs a logger")
+		return nil, errors.New("dnssd: NewInstancer needs a logger")
 	}
 	if err := consulname.ValidServiceName(service); err != nil {
 		return nil, err
@@ -68,20 +67,20 @@ func NewDNSInstancer(dnsAddr, service string, tags []string, refresh time.Durati
 		return nil, fmt.Errorf("consul DNS names take one tag, not %d: %q", len(tags), tags)
 	}
 	if dnsAddr == "" {
-		dnsAddr = DefaultDNSAddr
+		dnsAddr = defaults.DNSAddr
 	}
 	if _, _, err := net.SplitHostPort(dnsAddr); err != nil {
 		return nil, fmt.Errorf("DNS address %q: %w", dnsAddr, err)
 	}
 	if refresh <= 0 {
-		refresh = DNSRefresh
+		refresh = Refresh
 	}
 	name := service + ".service.consul."
 	if len(tags) == 1 {
 		name = tags[0] + "." + name
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	d := &DNSInstancer{cancel: cancel, service: service, tags: slices.Clone(tags), dnsAddr: dnsAddr}
+	d := &Instancer{cancel: cancel, service: service, tags: slices.Clone(tags), dnsAddr: dnsAddr}
 	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
 		var dialer net.Dialer
 		return dialer.DialContext(ctx, network, dnsAddr)
@@ -106,7 +105,7 @@ func NewDNSInstancer(dnsAddr, service string, tags []string, refresh time.Durati
 }
 
 // Err is the last lookup's error, nil when it succeeded.
-func (d *DNSInstancer) Err() error {
+func (d *Instancer) Err() error {
 	if err := d.lastErr.Load(); err != nil {
 		return *err
 	}
@@ -117,7 +116,7 @@ var errDNSStopped = errors.New("DNS instancer stopped")
 
 // Stop stops the polling, cancels a lookup in flight and waits for it. It
 // is safe to call more than once.
-func (d *DNSInstancer) Stop() {
+func (d *Instancer) Stop() {
 	d.mu.Lock()
 	if d.stopped {
 		d.mu.Unlock()
@@ -171,6 +170,6 @@ func lookupSRV(ctx context.Context, r *net.Resolver, name, dnsAddr string) (stri
 // NoInstances explains a call that found no instance: a
 // *NoInstancesError naming the service, its tag, the DNS server and the
 // last lookup's error. It wraps lb.ErrNoEndpoints.
-func (d *DNSInstancer) NoInstances() error {
-	return &NoInstancesError{Service: d.service, Tags: d.tags, Where: "consul's DNS interface at " + d.dnsAddr, Discovery: d.Err(), Err: lb.ErrNoEndpoints}
+func (d *Instancer) NoInstances() error {
+	return &sd.NoInstancesError{Service: d.service, Tags: d.tags, Where: "consul's DNS interface at " + d.dnsAddr, Discovery: d.Err(), Err: lb.ErrNoEndpoints}
 }

@@ -1,4 +1,4 @@
-package sd_test
+package dnssd_test
 
 import (
 	"errors"
@@ -10,12 +10,13 @@ import (
 	"github.com/go-kit/kit/sd/lb"
 	"github.com/go-kit/log"
 
+	"github.com/trimkit/trimkit/internal/dnssd"
 	"github.com/trimkit/trimkit/sd"
 )
 
-// NewDNSInstancer refuses what cannot work with an error, never a panic,
+// NewInstancer refuses what cannot work with an error, never a panic,
 // before it looks anything up.
-func TestNewDNSInstancerErrors(t *testing.T) {
+func TestNewInstancerErrors(t *testing.T) {
 	logger := log.NewNopLogger()
 	for _, tc := range []struct {
 		name, dnsAddr, service string
@@ -30,7 +31,7 @@ func TestNewDNSInstancerErrors(t *testing.T) {
 		{"DNS address without a port", "127.0.0.1", "trimsvc", nil, logger, "DNS address"},
 	} {
 		var (
-			d   *sd.DNSInstancer
+			d   *dnssd.Instancer
 			err error
 		)
 		func() {
@@ -39,7 +40,7 @@ func TestNewDNSInstancerErrors(t *testing.T) {
 					t.Errorf("%s: panicked: %v", tc.name, p)
 				}
 			}()
-			d, err = sd.NewDNSInstancer(tc.dnsAddr, tc.service, tc.tags, time.Hour, tc.logger)
+			d, err = dnssd.NewInstancer(tc.dnsAddr, tc.service, tc.tags, time.Hour, tc.logger)
 		}()
 		if err == nil {
 			if d != nil {
@@ -64,7 +65,7 @@ func TestDNSInstancerNoInstances(t *testing.T) {
 	}
 	addr := pc.LocalAddr().String()
 	pc.Close()
-	d, err := sd.NewDNSInstancer(addr, "trimsvc", []string{"blue"}, time.Hour, log.NewNopLogger())
+	d, err := dnssd.NewInstancer(addr, "trimsvc", []string{"blue"}, time.Hour, log.NewNopLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,28 +84,5 @@ func TestDNSInstancerNoInstances(t *testing.T) {
 	want := `no passing instance of service "trimsvc" with tags ["blue"] in consul's DNS interface at ` + addr + ` (its last query failed: `
 	if have := err.Error(); !strings.HasPrefix(have, want) || !strings.HasSuffix(have, ": no endpoints available") {
 		t.Errorf("message:\nwant %s...: no endpoints available\nhave %s", want, have)
-	}
-}
-
-// TestNilClientsAreErrors: every constructor that takes a Consul client
-// refuses a nil one, or an adapter of a nil *api.Client, with an error
-// rather than a panic later.
-func TestNilClientsAreErrors(t *testing.T) {
-	logger := log.NewNopLogger()
-	for name, c := range map[string]sd.Client{"nil": nil, "adapter of nil": sd.NewClient(nil)} {
-		if _, err := sd.NewInstancer(c, logger, "svc", nil, true); err == nil {
-			t.Errorf("NewInstancer(%s): want an error", name)
-		}
-		if _, err := sd.NewRegistrar(c, sd.Registration{Name: "svc", Address: "127.0.0.1", Port: 1}, logger); err == nil {
-			t.Errorf("NewRegistrar(%s): want an error", name)
-		}
-	}
-	for name, c := range map[string]sd.Client{"nil": nil, "adapter of nil": sd.NewClient(nil)} {
-		if _, err := sd.NewLoadWatcher(c, "svc", sd.CatalogMap{}, logger); err == nil {
-			t.Errorf("NewLoadWatcher(%s): want an error", name)
-		}
-		if _, err := sd.NewLoadReporter(c, "svc", "id", "127.0.0.1:1", "", time.Second, func() (int64, time.Duration, int64) { return 0, 0, 0 }, logger); err == nil {
-			t.Errorf("NewLoadReporter(%s): want an error", name)
-		}
 	}
 }

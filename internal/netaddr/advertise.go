@@ -1,7 +1,6 @@
-package sd
+package netaddr
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -59,19 +58,4 @@ func defaultAdvertiseIP() string {
 		}
 	}
 	return "127.0.0.1"
-}
-
-// At returns r with the Address and Port callers reach a listener bound at
-// listen (see Advertise: a wildcard listener is advertised at the host's
-// address), and with its defaults (WithDefaults), so that its ID is known.
-func (r Registration) At(listen net.Addr) (Registration, error) {
-	if listen == nil {
-		return Registration{}, errors.New("sd: Registration.At needs a listener's address")
-	}
-	host, port, err := Advertise(listen.String(), "")
-	if err != nil {
-		return Registration{}, err
-	}
-	r.Address, r.Port = host, port
-	return r.WithDefaults(), nil
 }

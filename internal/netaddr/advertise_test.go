@@ -1,4 +1,4 @@
-package sd_test
+package netaddr_test
 
 import (
 	"net"
@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/trimkit/trimkit/sd"
+	"github.com/trimkit/trimkit/internal/netaddr"
 )
 
 func TestAdvertise(t *testing.T) {
@@ -31,7 +31,7 @@ func TestAdvertise(t *testing.T) {
 		{listen: "nonsense", wantErr: `listen address "nonsense"`},
 		{listen: "127.0.0.1:99999", wantErr: "bad port"},
 	} {
-		host, port, err := sd.Advertise(tc.listen, tc.advertise)
+		host, port, err := netaddr.Advertise(tc.listen, tc.advertise)
 		if tc.wantErr != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 				t.Errorf("%q, %q: want an error with %q, have %v", tc.listen, tc.advertise, tc.wantErr, err)
@@ -49,7 +49,7 @@ func TestAdvertise(t *testing.T) {
 	// A wildcard listener: some address of the host that callers elsewhere
 	// can dial (or 127.0.0.1 on a host without one).
 	for _, listen := range []string{":4321", "0.0.0.0:4321", "[::]:4321"} {
-		host, port, err := sd.Advertise(listen, "")
+		host, port, err := netaddr.Advertise(listen, "")
 		ip := net.ParseIP(host)
 		if err != nil || ip == nil || ip.IsUnspecified() || ip.To4() == nil || port != 4321 {
 			t.Errorf("%s: advertised %s:%d (%v), want a specific IPv4 address and port 4321", listen, host, port, err)
@@ -57,18 +57,5 @@ func TestAdvertise(t *testing.T) {
 		if ip != nil && ip.IsLoopback() && host != "127.0.0.1" {
 			t.Errorf("%s: advertised loopback %s other than 127.0.0.1", listen, host)
 		}
-	}
-}
-
-func TestRegistrationAt(t *testing.T) {
-	reg, err := sd.Registration{Name: "orders"}.At(&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 4321})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if reg.Address != "127.0.0.1" || reg.Port != 4321 || reg.ID != "orders-127.0.0.1-4321" || reg.CheckInterval != sd.DefaultCheckInterval {
-		t.Errorf("have %+v", reg)
-	}
-	if _, err := (sd.Registration{Name: "orders"}).At(nil); err == nil {
-		t.Error("At(nil): want an error")
 	}
 }

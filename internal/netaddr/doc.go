@@ -1,0 +1,3 @@
+// Package netaddr picks the address a server registers in Consul from the
+// one it listens on.
+package netaddr
