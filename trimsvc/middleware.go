@@ -2,6 +2,9 @@ package trimsvc
 
 import (
 	"context"
+	"maps"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-kit/kit/metrics"
@@ -12,37 +15,41 @@ import (
 // Middleware decorates a Service.
 type Middleware func(Service) Service
 
-// LoggingMiddleware logs every call: failures at info level, successes at
-// debug level, so a busy instance is quiet unless asked to be verbose.
+// LoggingMiddleware logs every failed call at info level. Successes are
+// not logged: InstrumentingMiddleware counts them, and a record per call
+// would cost every call its formatting (and a logger's timestamp and
+// caller) even where a level filter then drops it.
 func LoggingMiddleware(logger log.Logger) Middleware {
+	info := level.Info(logger)
 	return func(next Service) Service {
-		return loggingMiddleware{logger: logger, next: next}
+		return loggingMiddleware{info: info, next: next}
 	}
 }
 
 type loggingMiddleware struct {
-	logger log.Logger
-	next   Service
+	info log.Logger
+	next Service
 }
 
-func (mw loggingMiddleware) TrimSpace(ctx context.Context, s string) (out string, err error) {
-	defer func(begin time.Time) {
-		lvl := level.Debug
-		if err != nil {
-			lvl = level.Info
-		}
-		_ = lvl(mw.logger).Log("method", "TrimSpace", "in_bytes", len(s), "out_bytes", len(out), "err", err, "took", time.Since(begin))
-	}(time.Now())
-	return mw.next.TrimSpace(ctx, s)
+func (mw loggingMiddleware) TrimSpace(ctx context.Context, s string) (string, error) {
+	begin := time.Now()
+	out, err := mw.next.TrimSpace(ctx, s)
+	if err != nil {
+		_ = mw.info.Log("method", "TrimSpace", "in_bytes", len(s), "err", err, "took", time.Since(begin))
+	}
+	return out, err
 }
 
 // InstrumentingMiddleware counts calls and observes their duration in
 // seconds, labelled by method and by code, the name codeOf gives an error
 // (nil included). The transport owns that naming, so the labels match the
-// status codes callers see.
+// status codes callers see. It labels the metrics once per code (With),
+// and keeps what With returns for the calls that follow.
 func InstrumentingMiddleware(requests metrics.Counter, duration metrics.Histogram, codeOf func(error) string) Middleware {
 	return func(next Service) Service {
-		return instrumentingMiddleware{requests: requests, duration: duration, codeOf: codeOf, next: next}
+		mw := &instrumentingMiddleware{requests: requests, duration: duration, codeOf: codeOf, next: next}
+		mw.byCode.Store(&map[string]instruments{})
+		return mw
 	}
 }
 
@@ -51,13 +58,43 @@ type instrumentingMiddleware struct {
 	duration metrics.Histogram
 	codeOf   func(error) string
 	next     Service
+
+	// byCode holds the metrics labelled for each code seen so far: read
+	// without a lock, replaced (under mu) by a copy with a new code.
+	byCode atomic.Pointer[map[string]instruments]
+	mu     sync.Mutex
 }
 
-func (mw instrumentingMiddleware) TrimSpace(ctx context.Context, s string) (out string, err error) {
-	defer func(begin time.Time) {
-		lvs := []string{"method", "TrimSpace", "code", mw.codeOf(err)}
-		mw.requests.With(lvs...).Add(1)
-		mw.duration.With(lvs...).Observe(time.Since(begin).Seconds())
-	}(time.Now())
-	return mw.next.TrimSpace(ctx, s)
+// instruments are the metrics of one method and code.
+type instruments struct {
+	requests metrics.Counter
+	duration metrics.Histogram
+}
+
+func (mw *instrumentingMiddleware) TrimSpace(ctx context.Context, s string) (string, error) {
+	begin := time.Now()
+	out, err := mw.next.TrimSpace(ctx, s)
+	in := mw.labelled(mw.codeOf(err))
+	in.requests.Add(1)
+	in.duration.Observe(time.Since(begin).Seconds())
+	return out, err
+}
+
+// labelled returns the metrics labelled with TrimSpace and code.
+func (mw *instrumentingMiddleware) labelled(code string) instruments {
+	if in, ok := (*mw.byCode.Load())[code]; ok {
+		return in
+	}
+	mw.mu.Lock()
+	defer mw.mu.Unlock()
+	byCode := *mw.byCode.Load()
+	if in, ok := byCode[code]; ok {
+		return in
+	}
+	lvs := []string{"method", "TrimSpace", "code", code}
+	in := instruments{requests: mw.requests.With(lvs...), duration: mw.duration.With(lvs...)}
+	next := maps.Clone(byCode)
+	next[code] = in
+	mw.byCode.Store(&next)
+	return in
 }

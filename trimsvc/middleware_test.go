@@ -92,6 +92,14 @@ func TestLoggingMiddleware(t *testing.T) {
 			t.Errorf("log %q lacks %q", buf.String(), want)
 		}
 	}
+	// A success is counted by the metrics, not logged.
+	buf.Reset()
+	if _, err := LoggingMiddleware(log.NewLogfmtLogger(&buf))(fakeService{out: "abc"}).TrimSpace(context.Background(), " abc "); err != nil {
+		t.Fatal(err)
+	}
+	if buf.Len() != 0 {
+		t.Errorf("a success logged %q", buf.String())
+	}
 }
 
 type fakeService struct {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/go-kit/kit/metrics"
 	kitprometheus "github.com/go-kit/kit/metrics/prometheus"
@@ -96,7 +97,7 @@ func newMetrics() (*prometheus.Registry, instruments, error) {
 		}
 	}
 	return reg, instruments{
-		requests: kitprometheus.NewCounter(requests), duration: kitprometheus.NewHistogram(duration),
+		requests: counterVec{v: requests}, duration: histogramVec{v: duration},
 		consulFailures: kitprometheus.NewCounter(failures), consulFailing: kitprometheus.NewGauge(failing),
 		admission: grpcserver.AdmissionMetrics{
 			Shed: counter{shed}, Limit: gauge{limit}, InFlight: gauge{inflight},
@@ -118,3 +119,57 @@ func (c counter) Add(delta float64)              { c.c.Add(delta) }
 func (g gauge) With(...string) metrics.Gauge     { return g }
 func (g gauge) Set(value float64)                { g.g.Set(value) }
 func (g gauge) Add(delta float64)                { g.g.Add(delta) }
+
+// counterVec and histogramVec adapt a labelled Prometheus metric to
+// go-kit's interfaces: With resolves the child of the label values once it
+// has all of them, so that a caller that keeps what With returns (as
+// trimsvc.InstrumentingMiddleware does) updates it without go-kit's label
+// map and Prometheus' label hashing per update.
+type (
+	counterVec struct {
+		v   *prometheus.CounterVec
+		lvs []string
+	}
+	histogramVec struct {
+		v   *prometheus.HistogramVec
+		lvs []string
+	}
+	histogram struct{ o prometheus.Observer }
+)
+
+func (c counterVec) With(lvs ...string) metrics.Counter {
+	all := append(slices.Clip(c.lvs), lvs...)
+	if child, err := c.v.GetMetricWith(labels(all)); err == nil {
+		return counter{child}
+	}
+	return counterVec{v: c.v, lvs: all}
+}
+
+func (c counterVec) Add(delta float64) { c.v.With(labels(c.lvs)).Add(delta) }
+
+func (h histogramVec) With(lvs ...string) metrics.Histogram {
+	all := append(slices.Clip(h.lvs), lvs...)
+	if child, err := h.v.GetMetricWith(labels(all)); err == nil {
+		return histogram{child}
+	}
+	return histogramVec{v: h.v, lvs: all}
+}
+
+func (h histogramVec) Observe(value float64) { h.v.With(labels(h.lvs)).Observe(value) }
+
+func (h histogram) With(...string) metrics.Histogram { return h }
+func (h histogram) Observe(value float64)            { h.o.Observe(value) }
+
+// labels turns go-kit's label values, name then value, into Prometheus'
+// labels; a name without a value gets "unknown", as go-kit's adapter does.
+func labels(lvs []string) prometheus.Labels {
+	l := prometheus.Labels{}
+	for i := 0; i < len(lvs); i += 2 {
+		v := "unknown"
+		if i+1 < len(lvs) {
+			v = lvs[i+1]
+		}
+		l[lvs[i]] = v
+	}
+	return l
+}
