@@ -126,7 +126,10 @@ type p2c struct {
 // instances get equal shares: by latency alone the slightly faster of
 // equal instances takes far more than its share, and reaches its limit
 // first.
-func NewP2C(e *Endpointer) Balancer { return &p2c{endpointer: e, better: lessLoadedOrCheaper} }
+func NewP2C(e *Endpointer) Balancer {
+	e.readsLoad.Store(true)
+	return &p2c{endpointer: e, better: lessLoadedOrCheaper}
+}
 
 // Pick implements Balancer.
 func (b *p2c) Pick(tried []*Node) (*Node, error) {
@@ -155,6 +158,7 @@ type leastLoaded struct {
 // fresher; when either KV report is missing or stale (three reporting
 // intervals after the watcher received it), it compares P2C's costs.
 func NewLeastLoaded(e *Endpointer, w *sd.LoadWatcher) Balancer {
+	e.readsLoad.Store(true)
 	b := &leastLoaded{loads: w}
 	b.p2c = p2c{endpointer: e, better: b.lessLoaded}
 	return b

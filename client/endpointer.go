@@ -64,6 +64,10 @@ type Endpointer struct {
 	current atomic.Pointer[snapshot]
 	explain interface{ NoInstances() error } // the instancer, when it explains
 
+	// readsLoad says a balancer over it reads the load answers report
+	// (P2C, LeastLoaded): its calls ask the instances for it.
+	readsLoad atomic.Bool
+
 	ctx    context.Context // ends at Close: watches and probes
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // watches and probes

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/status"
 
@@ -412,13 +413,13 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 		}
 		n.beginStream()
 		st.picked(n)
-		return balancer.PickResult{SubConn: c.sc, Done: func(di balancer.DoneInfo) {
+		return balancer.PickResult{SubConn: c.sc, Metadata: askLoad(n), Done: func(di balancer.DoneInfo) {
 			c.removeStream(st)
 			st.done(n.endStream(ctx, doneErr(di)), di.BytesSent)
 		}}, nil
 	}
 	start := n.begin()
-	return balancer.PickResult{SubConn: c.sc, Done: func(di balancer.DoneInfo) {
+	return balancer.PickResult{SubConn: c.sc, Metadata: askLoad(n), Done: func(di balancer.DoneInfo) {
 		reportLoad(n, di)
 		o := n.end(ctx, start, doneErr(di))
 		if at != nil {
@@ -442,6 +443,17 @@ func doneErr(di balancer.DoneInfo) error {
 		return errUnprocessed
 	}
 	return di.Err
+}
+
+// askLoad is the metadata a call to n adds to ask for the load in the
+// answer's trailer: the request when a balancer over n's Endpointer reads
+// it, else nil, so that the calls of a balancer that reads no load cost
+// neither side a load report.
+func askLoad(n *Node) metadata.MD {
+	if n.owner.readsLoad.Load() {
+		return overload.Request
+	}
+	return nil
 }
 
 // reportLoad gives n the load its answer reported in its trailer, if it
@@ -540,7 +552,7 @@ func (p readyPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 		return balancer.PickResult{SubConn: p.sc}, nil
 	}
 	at.seen.Store(true)
-	return balancer.PickResult{SubConn: p.sc, Done: func(di balancer.DoneInfo) {
+	return balancer.PickResult{SubConn: p.sc, Metadata: askLoad(at.n), Done: func(di balancer.DoneInfo) {
 		reportLoad(at.n, di)
 		at.ended(di)
 	}}, nil

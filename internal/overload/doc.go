@@ -1,6 +1,7 @@
 // Package overload is what an instance tells its callers about its load,
-// and how they read it: the load it reports in the trailer of every answer,
-// and the mark of a call it shed.
+// and how they read it: the load it reports in the trailer of each answer
+// to a caller that asks for it (RequestKey), and the mark of a call it
+// shed.
 //
 // The load is gRPC's ORCA per-call format, an xds.data.orca.v3
 // OrcaLoadReport in the "endpoint-load-metrics-bin" trailer, as grpc-go's

@@ -2,6 +2,7 @@ package overload
 
 import (
 	"math"
+	"strings"
 
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -131,3 +132,28 @@ func FromTrailer(md metadata.MD) (Report, bool) {
 	}
 	return Parse([]byte(vs[len(vs)-1]))
 }
+
+// RequestKey is the request header by which a caller asks for the report,
+// with the value RequestBinary: ORCA's convention for HTTP backends
+// (endpoint-load-metrics-format), here asking for the binary trailer. An
+// instance reports its load only to the callers that ask, so that one
+// whose callers read no load (round robin, a tool) pays for no trailer.
+const (
+	RequestKey    = "endpoint-load-metrics-format"
+	RequestBinary = "BIN"
+)
+
+// Requested reports whether md, a call's request headers, asks for the
+// report.
+func Requested(md metadata.MD) bool {
+	for _, v := range md[RequestKey] {
+		if strings.EqualFold(v, RequestBinary) {
+			return true
+		}
+	}
+	return false
+}
+
+// Request is the header that asks for the report, for a client's picks
+// to add to their calls. It must not be modified.
+var Request = metadata.Pairs(RequestKey, RequestBinary)

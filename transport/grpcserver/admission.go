@@ -55,9 +55,10 @@ type AdmissionMetrics struct {
 // admission bounds the calls in flight: it admits or sheds a call in
 // gRPC's tap handle, when its headers arrive and before its request is
 // read, and lets it go when the call ends. It tells the limit how each
-// admitted unary call went, and every answer carries the server's load in
-// its trailer (see internal/overload). Streaming calls are bounded apart,
-// when it knows them (see streams.go).
+// admitted unary call went, and every answer to a caller that asks for it
+// (overload.RequestKey) carries the server's load in its trailer (see
+// internal/overload). Streaming calls are bounded apart, when it knows
+// them (see streams.go).
 type admission struct {
 	max      int64 // MaxCallsInFlight
 	limit    ConcurrencyLimit
@@ -132,6 +133,7 @@ type ticket struct {
 	inflight int64 // when it was admitted, itself included
 	returned atomic.Bool
 	stream   bool        // a place among the streams, not in flight
+	load     bool        // its caller asked for the load in the trailer
 	stop     func() bool // stops the context's AfterFunc
 }
 
@@ -162,7 +164,7 @@ func (a *admission) tap(ctx context.Context, info *tap.Info) (context.Context, e
 		return ctx, nil
 	}
 	if a.streaming != nil && a.streaming()[info.FullMethodName] {
-		return a.tapStream(ctx)
+		return a.tapStream(ctx, info)
 	}
 	limit := a.currentLimit()
 	n := a.inflight.Add(1)
@@ -183,7 +185,7 @@ func (a *admission) tap(ctx context.Context, info *tap.Info) (context.Context, e
 	if a.metrics.InFlight != nil {
 		a.metrics.InFlight.Set(float64(n))
 	}
-	t := &ticket{Context: ctx, a: a, admitted: time.Now(), inflight: n}
+	t := &ticket{Context: ctx, a: a, admitted: time.Now(), inflight: n, load: !a.noLoad && overload.Requested(info.Header)}
 	t.stop = context.AfterFunc(ctx, t.giveBack)
 	return t, nil
 }
@@ -213,7 +215,7 @@ func (t *ticket) end(ctx context.Context, observe bool) metadata.MD {
 		t.a.limit.Observe(time.Since(t.admitted), int(t.inflight))
 	}
 	t.giveBack()
-	if t.a.noLoad {
+	if !t.load {
 		return nil
 	}
 	limit := t.a.currentLimit()
@@ -259,9 +261,11 @@ func (a *admission) stream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerIn
 		// limit.
 		t.stop()
 		t.giveBack()
+		load := t.load
 		if t, err = a.admitStream(ctx); err != nil {
 			return err
 		}
+		t.load = load
 	}
 	err = a.runStream(srv, ss, handler)
 	if md := t.end(ctx, false); md != nil {

@@ -59,7 +59,8 @@ func TestShedCallsAreMarkedAndCountedAndAnswersCarryTheLoad(t *testing.T) {
 	for range 2 {
 		go func() {
 			var md metadata.MD
-			err := conn.Invoke(ctx, "/test.Echo/Echo", wrapperspb.Bytes(nil), new(wrapperspb.BytesValue), grpc.Trailer(&md))
+			asks := metadata.NewOutgoingContext(ctx, overload.Request) // as a load-aware balancer's calls do
+			err := conn.Invoke(asks, "/test.Echo/Echo", wrapperspb.Bytes(nil), new(wrapperspb.BytesValue), grpc.Trailer(&md))
 			answers <- answer{err, md}
 		}()
 	}
@@ -107,6 +108,35 @@ func TestShedCallsAreMarkedAndCountedAndAnswersCarryTheLoad(t *testing.T) {
 	}
 }
 
+// The load goes only to a caller that asks for it (as trimkit's
+// load-aware balancers do), and to none with OmitLoad: a caller that reads
+// no load costs the server no trailer.
+func TestLoadOnlyToCallersThatAsk(t *testing.T) {
+	echoed := func(ctx context.Context, in *wrapperspb.BytesValue) (*wrapperspb.BytesValue, error) { return in, nil }
+	for _, c := range []struct {
+		name      string
+		omit, ask bool
+		want      bool
+	}{
+		{"asked", false, true, true},
+		{"not asked", false, false, false},
+		{"asked, OmitLoad", true, true, false},
+	} {
+		conn, _, _ := serve(t, Limits{Concurrency: FixedLimit(4), OmitLoad: c.omit}, echoed)
+		ctx := context.Background()
+		if c.ask {
+			ctx = metadata.NewOutgoingContext(ctx, metadata.Pairs(overload.RequestKey, "bin")) // the value's case does not matter
+		}
+		var md metadata.MD
+		if err := conn.Invoke(ctx, "/test.Echo/Echo", wrapperspb.Bytes(nil), new(wrapperspb.BytesValue), grpc.Trailer(&md)); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if _, have := overload.FromTrailer(md); have != c.want {
+			t.Errorf("%s: load in the trailer %v, want %v (trailer %v)", c.name, have, c.want, md)
+		}
+	}
+}
+
 func TestNoWorkForACallerThatHasGone(t *testing.T) {
 	ran := make(chan struct{}, 1)
 	limit := &recordingLimit{ConcurrencyLimit: FixedLimit(10)}
@@ -142,7 +172,7 @@ func TestAnswersCarryTheServicesUtilizationWhenHigher(t *testing.T) {
 		{"NaN is ignored", math.NaN(), 0},
 	} {
 		_, a := Limits{Concurrency: FixedLimit(4), Utilization: func() float64 { return c.utilization }}.serverOptions()
-		ctx, err := a.tap(context.Background(), &tap.Info{FullMethodName: "/test.Echo/Echo"})
+		ctx, err := a.tap(context.Background(), &tap.Info{FullMethodName: "/test.Echo/Echo", Header: overload.Request})
 		if err != nil {
 			t.Fatal(err)
 		}

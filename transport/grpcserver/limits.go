@@ -93,9 +93,11 @@ type Limits struct {
 	// the others. Health checks are never limited.
 	Concurrency ConcurrencyLimit
 	// OmitLoad, when true, leaves the load out of answers. By default
-	// every answer carries the server's load (calls in flight over the
+	// every answer to a call that asks for it (request header
+	// "endpoint-load-metrics-format: BIN", as trimkit's load-aware
+	// balancers send) carries the server's load (calls in flight over the
 	// limit, and the limit) in its trailer, in gRPC's ORCA per-call format
-	// ("endpoint-load-metrics-bin"), for callers' balancers.
+	// ("endpoint-load-metrics-bin"); a call that does not ask gets none.
 	OmitLoad bool
 	// Utilization, when set, is the service's own measure of how busy its
 	// bottleneck is, from 0 (idle) to 1 (full): a worker pool's busy

@@ -9,6 +9,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
+
+	"github.com/trimkit/trimkit/internal/overload"
 )
 
 // Streaming calls: how a server's admission tells them from unary calls,
@@ -80,11 +83,12 @@ func streamingMethods(s *grpc.Server) map[string]bool {
 }
 
 // tapStream admits a streaming call among MaxStreams, or sheds it.
-func (a *admission) tapStream(ctx context.Context) (context.Context, error) {
+func (a *admission) tapStream(ctx context.Context, info *tap.Info) (context.Context, error) {
 	t, err := a.admitStream(ctx)
 	if err != nil {
 		return nil, err
 	}
+	t.load = !a.noLoad && overload.Requested(info.Header)
 	return t, nil
 }
 
