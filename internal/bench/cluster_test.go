@@ -206,17 +206,23 @@ func BenchmarkClusterWatches(b *testing.B) {
 func cpuOf(agents ...*localconsul.Agent) time.Duration {
 	var total time.Duration
 	for _, a := range agents {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", a.PID()))
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-		// utime and stime are fields 14 and 15 of stat, in clock ticks of
-		// 1/100s; fields here start at stat's third.
-		u, _ := strconv.ParseInt(fields[11], 10, 64)
-		st, _ := strconv.ParseInt(fields[12], 10, 64)
-		total += time.Duration(u+st) * 10 * time.Millisecond
+		total += pidCPU(a.PID())
 	}
 	return total
+}
+
+// pidCPU is the user and system CPU time process pid has used, 0 when it
+// cannot be read.
+func pidCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	// utime and stime are fields 14 and 15 of stat, in clock ticks of
+	// 1/100s; fields here start at stat's third.
+	u, _ := strconv.ParseInt(fields[11], 10, 64)
+	st, _ := strconv.ParseInt(fields[12], 10, 64)
+	return time.Duration(u+st) * 10 * time.Millisecond
 }
