@@ -3,8 +3,11 @@ package grpcserver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"runtime"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -476,5 +479,29 @@ func TestInstanceEndsOpenStreamsUnavailable(t *testing.T) {
 		done <- nil // for the deferred wait
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run did not return within 10s")
+	}
+}
+
+// StreamWorkers keeps that many goroutines to run calls on from
+// NewServer, and they end with the server; negative keeps none.
+func TestStreamWorkers(t *testing.T) {
+	// grpc's workers, wherever they are in their loop.
+	workers := func() int {
+		var b strings.Builder
+		_ = pprof.Lookup("goroutine").WriteTo(&b, 2) // one stack per goroutine
+		return strings.Count(b.String(), "grpc.(*Server).serverWorker(")
+	}
+	for _, c := range []struct {
+		workers, want int
+	}{{5, 5}, {-1, 0}} {
+		before := workers()
+		s := Limits{StreamWorkers: c.workers}.NewServer()
+		// A worker shows once it has run.
+		eventually(t, fmt.Sprintf("StreamWorkers %d: %d workers", c.workers, c.want), func() bool { return workers()-before == c.want })
+		s.Stop()
+		eventually(t, "the workers gone", func() bool { return workers() <= before })
+	}
+	if have, want := (Limits{}).WithDefaults().StreamWorkers, min(16*runtime.GOMAXPROCS(0), DefaultLimits.MaxCallsInFlight); have != want {
+		t.Errorf("default StreamWorkers %d, want %d", have, want)
 	}
 }
