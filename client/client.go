@@ -28,8 +28,9 @@ type Client struct {
 
 // New builds the whole stack over Consul: an sd.Instancer for the passing
 // instances of cfg.Service with cfg.Tags (SRV records polled from
-// Consul's DNS interface with DNS discovery), then what NewFromInstancer builds over it, with endpoints
-// making each instance's endpoint from its connection. The clients of a
+// Consul's DNS interface with DNS discovery), then what NewFromInstancer
+// builds over it, with endpoints making each instance's endpoint from its
+// connection. The clients of a
 // process that watch the same service and tags through the same agent
 // share one Consul watch (see sd.Instancers and WithInstancers); Close lets
 // go of it, and the last Close stops it. A call that finds no instance fails with an error that
@@ -42,11 +43,11 @@ func New(cfg Config, endpoints EndpointFunc, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client options: %w", err)
 	}
-	instancer, stop, err := discover(cfg, &o)
+	instancer, loads, stop, err := discover(cfg, &o)
 	if err != nil {
 		return nil, err
 	}
-	c, err := build(instancer, cfg.CallConfig, endpoints, o)
+	c, err := build(instancer, cfg.CallConfig, endpoints, o, loads)
 	if err != nil {
 		stop()
 		return nil, err
@@ -57,8 +58,9 @@ func New(cfg Config, endpoints EndpointFunc, opts ...Option) (*Client, error) {
 
 // discover starts what finds the instances of cfg (valid) for New and
 // NewConn: an Instancer, Consul's shared watch or DNS, and, for the
-// least-loaded balancer, a LoadWatcher it sets in o. stop stops all of it.
-func discover(cfg Config, o *options) (instancer kitsd.Instancer, stop func(), err error) {
+// least-loaded balancer, the LoadWatcher of its reports (else nil). stop
+// stops all of it.
+func discover(cfg Config, o *options) (instancer kitsd.Instancer, loads *sd.LoadWatcher, stop func(), err error) {
 	var (
 		catalog sd.Catalog // for load reports: the Consul watch's, when there is one
 		stops   []func()
@@ -71,7 +73,7 @@ func discover(cfg Config, o *options) (instancer kitsd.Instancer, stop func(), e
 	if cfg.Discovery == DiscoveryDNS {
 		dns, err := dnssd.NewInstancer(cfg.DNSAddr, cfg.Service, cfg.Tags, 0, o.logger)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		instancer = dns
 		stops = append(stops, dns.Stop)
@@ -83,7 +85,7 @@ func discover(cfg Config, o *options) (instancer kitsd.Instancer, stop func(), e
 		watcher, err := o.instancers.Instancer(cfg.Consul, o.logger, cfg.Service, cfg.Tags, true, cfg.Read)
 		if err != nil {
 			stop()
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		catalog = watcher
 		stops = append(stops, watcher.Stop)
@@ -97,22 +99,20 @@ func discover(cfg Config, o *options) (instancer kitsd.Instancer, stop func(), e
 		consul, err := cfg.Consul.NewClient()
 		if err != nil {
 			stop()
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		// The client pools its connections in a transport of its own;
 		// nothing else would close them. Stops run last to first.
 		if c, ok := consul.(interface{ CloseIdleConnections() }); ok {
 			stops = append(stops, c.CloseIdleConnections)
 		}
-		loads, err := sd.NewLoadWatcher(consul, cfg.Service, catalog, o.logger)
-		if err != nil {
+		if loads, err = sd.NewLoadWatcher(consul, cfg.Service, catalog, o.logger); err != nil {
 			stop()
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
-		o.loads = loads
-		stops = append(stops, o.loads.Stop)
+		stops = append(stops, loads.Stop)
 	}
-	return instancer, stop, nil
+	return instancer, loads, stop, nil
 }
 
 // NewFromInstancer builds the stack over any go-kit Instancer
@@ -131,16 +131,20 @@ func NewFromInstancer(instancer kitsd.Instancer, cfg CallConfig, endpoints Endpo
 	if err != nil {
 		return nil, fmt.Errorf("client options: %w", err)
 	}
-	return build(instancer, cfg, endpoints, o)
+	return build(instancer, cfg, endpoints, o, nil)
 }
 
-// build builds the stack over instancer; cfg and o are valid.
-func build(instancer kitsd.Instancer, cfg CallConfig, endpoints EndpointFunc, o options) (*Client, error) {
+// build builds the stack over instancer, with loads for the least-loaded
+// balancer (nil without Consul); cfg and o are valid.
+func build(instancer kitsd.Instancer, cfg CallConfig, endpoints EndpointFunc, o options, loads *sd.LoadWatcher) (*Client, error) {
 	if endpoints == nil {
 		return nil, errors.New("client: an EndpointFunc is needed to call the instances")
 	}
-	p, err := callParts(cfg, &o, false)
+	p, err := callParts(cfg)
 	if err != nil {
+		return nil, err
+	}
+	if p.newBalancer, err = balancerFor(cfg.Balancer, loads); err != nil {
 		return nil, err
 	}
 	base := Factory(endpoints, append([]grpc.DialOption{p.creds}, o.dialOptions...)...)

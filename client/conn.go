@@ -87,10 +87,10 @@ type parts struct {
 	retry       RetryConfig
 }
 
-// callParts checks cfg and o and makes their parts. lateLoads says the
-// least-loaded balancer's load watcher comes later (discover's), so
-// newBalancer is left for then.
-func callParts(cfg CallConfig, o *options, lateLoads bool) (parts, error) {
+// callParts checks cfg and makes its parts but the balancer, which needs
+// what discovery makes (balancerFor): cfg is checked, its TLS files read,
+// before discovery starts.
+func callParts(cfg CallConfig) (parts, error) {
 	eo, err := cfg.EndpointerConfig.options()
 	if err != nil {
 		return parts{}, err
@@ -100,11 +100,6 @@ func callParts(cfg CallConfig, o *options, lateLoads bool) (parts, error) {
 		retry.Metrics = cfg.Metrics // the stack's, given once
 	}
 	p := parts{endpointer: eo, retry: retry.withDefaults(), serverNames: cfg.TLS.CAFile != "" && cfg.TLS.ServerName == ""}
-	if !lateLoads {
-		if p.newBalancer, err = balancerFor(cfg.Balancer, o.loads); err != nil {
-			return parts{}, err
-		}
-	}
 	if p.creds, err = cfg.TLS.DialOption(); err != nil {
 		return parts{}, err
 	}
@@ -199,22 +194,20 @@ func DialOptions(opts ...Option) []grpc.DialOption {
 	return c.dialOptions()
 }
 
-// discoverParts checks cfg, which is valid, with o and starts its
-// discovery.
+// discoverParts starts the discovery of cfg, which is valid, with o, and
+// makes the parts of its calls.
 func discoverParts(cfg Config, o *options) (kitsd.Instancer, func(), parts, error) {
-	p, err := callParts(cfg.CallConfig, o, cfg.Balancer == LeastLoadedName)
+	p, err := callParts(cfg.CallConfig)
 	if err != nil {
 		return nil, nil, parts{}, err
 	}
-	instancer, stop, err := discover(cfg, o)
+	instancer, loads, stop, err := discover(cfg, o)
 	if err != nil {
 		return nil, nil, parts{}, err
 	}
-	if p.newBalancer == nil { // least-loaded: discover made the load watcher it needs
-		if p.newBalancer, err = balancerFor(cfg.Balancer, o.loads); err != nil {
-			stop()
-			return nil, nil, parts{}, err
-		}
+	if p.newBalancer, err = balancerFor(cfg.Balancer, loads); err != nil {
+		stop()
+		return nil, nil, parts{}, err
 	}
 	return instancer, stop, p, nil
 }

@@ -21,7 +21,6 @@ type Option func(*options)
 type options struct {
 	logger      log.Logger
 	dialOptions []grpc.DialOption
-	loads       *sd.LoadWatcher // discover's, for the least-loaded balancer
 	instancers  *sd.Instancers
 }
 
