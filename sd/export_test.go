@@ -76,11 +76,7 @@ func NewInstancerWith(client Client, logger log.Logger, service string, tags []s
 	for _, opt := range opts {
 		opt(&o)
 	}
-	w, err := newWatcher(client, logger, service, tags, passingOnly, o)
-	if err != nil {
-		return nil, err
-	}
-	return &Instancer{w: w, stop: w.stop}, nil
+	return newInstancer(client, logger, service, tags, passingOnly, o)
 }
 
 // State returns the instances known last and the error of the last query,

@@ -84,7 +84,12 @@ var _ kitsd.Instancer = (*Instancer)(nil)
 // Consul being unreachable: the watch goes on trying, and its events' Err
 // (and NoInstances) say why it has nothing.
 func NewInstancer(client Client, logger log.Logger, service string, tags []string, passingOnly bool) (*Instancer, error) {
-	w, err := newWatcher(client, logger, service, tags, passingOnly, newWatchOptions())
+	return newInstancer(client, logger, service, tags, passingOnly, newWatchOptions())
+}
+
+// newInstancer is NewInstancer with the watch's options o.
+func newInstancer(client Client, logger log.Logger, service string, tags []string, passingOnly bool, o watchOptions) (*Instancer, error) {
+	w, err := newWatcher(client, logger, service, tags, passingOnly, o)
 	if err != nil {
 		return nil, err
 	}
