@@ -163,8 +163,9 @@ func (a *admission) tap(ctx context.Context, info *tap.Info) (context.Context, e
 	if strings.HasPrefix(info.FullMethodName, healthPrefix) {
 		return ctx, nil
 	}
+	load := !a.noLoad && overload.Requested(info.Header)
 	if a.streaming != nil && a.streaming()[info.FullMethodName] {
-		return a.tapStream(ctx, info)
+		return a.tapStream(ctx, load)
 	}
 	limit := a.currentLimit()
 	n := a.inflight.Add(1)
@@ -185,7 +186,7 @@ func (a *admission) tap(ctx context.Context, info *tap.Info) (context.Context, e
 	if a.metrics.InFlight != nil {
 		a.metrics.InFlight.Set(float64(n))
 	}
-	t := &ticket{Context: ctx, a: a, admitted: time.Now(), inflight: n, load: !a.noLoad && overload.Requested(info.Header)}
+	t := &ticket{Context: ctx, a: a, admitted: time.Now(), inflight: n, load: load}
 	t.stop = context.AfterFunc(ctx, t.giveBack)
 	return t, nil
 }

@@ -9,9 +9,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/tap"
-
-	"github.com/trimkit/trimkit/internal/overload"
 )
 
 // Streaming calls: how a server's admission tells them from unary calls,
@@ -82,13 +79,14 @@ func streamingMethods(s *grpc.Server) map[string]bool {
 	return m
 }
 
-// tapStream admits a streaming call among MaxStreams, or sheds it.
-func (a *admission) tapStream(ctx context.Context, info *tap.Info) (context.Context, error) {
+// tapStream admits a streaming call among MaxStreams, or sheds it; load
+// says its caller asked for the load in the trailer.
+func (a *admission) tapStream(ctx context.Context, load bool) (context.Context, error) {
 	t, err := a.admitStream(ctx)
 	if err != nil {
 		return nil, err
 	}
-	t.load = !a.noLoad && overload.Requested(info.Header)
+	t.load = load
 	return t, nil
 }
 

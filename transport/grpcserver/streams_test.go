@@ -496,8 +496,12 @@ func TestStreamWorkers(t *testing.T) {
 	}{{5, 5}, {-1, 0}} {
 		before := workers()
 		s := Limits{StreamWorkers: c.workers}.NewServer()
-		// A worker shows once it has run.
+		// A worker shows once it has run: give none a moment to show.
 		eventually(t, fmt.Sprintf("StreamWorkers %d: %d workers", c.workers, c.want), func() bool { return workers()-before == c.want })
+		time.Sleep(50 * time.Millisecond)
+		if have := workers() - before; have != c.want {
+			t.Errorf("StreamWorkers %d: %d workers, want %d", c.workers, have, c.want)
+		}
 		s.Stop()
 		eventually(t, "the workers gone", func() bool { return workers() <= before })
 	}
