@@ -485,25 +485,26 @@ func TestInstanceEndsOpenStreamsUnavailable(t *testing.T) {
 // StreamWorkers keeps that many goroutines to run calls on from
 // NewServer, and they end with the server; negative keeps none.
 func TestStreamWorkers(t *testing.T) {
-	// grpc's workers, wherever they are in their loop.
-	workers := func() int {
+	// The workers of s, wherever they are in their loop: a goroutine's
+	// trace shows its method's receiver, s's *grpc.Server, so the workers
+	// of other tests' servers (32 each by default) do not count.
+	workers := func(s *GRPCServer) int {
 		var b strings.Builder
 		_ = pprof.Lookup("goroutine").WriteTo(&b, 2) // one stack per goroutine
-		return strings.Count(b.String(), "grpc.(*Server).serverWorker(")
+		return strings.Count(b.String(), fmt.Sprintf("grpc.(*Server).serverWorker(%p)", s.Server))
 	}
 	for _, c := range []struct {
 		workers, want int
 	}{{5, 5}, {-1, 0}} {
-		before := workers()
 		s := Limits{StreamWorkers: c.workers}.NewServer()
 		// A worker shows once it has run: give none a moment to show.
-		eventually(t, fmt.Sprintf("StreamWorkers %d: %d workers", c.workers, c.want), func() bool { return workers()-before == c.want })
+		eventually(t, fmt.Sprintf("StreamWorkers %d: %d workers", c.workers, c.want), func() bool { return workers(s) == c.want })
 		time.Sleep(50 * time.Millisecond)
-		if have := workers() - before; have != c.want {
+		if have := workers(s); have != c.want {
 			t.Errorf("StreamWorkers %d: %d workers, want %d", c.workers, have, c.want)
 		}
 		s.Stop()
-		eventually(t, "the workers gone", func() bool { return workers() <= before })
+		eventually(t, "the workers gone", func() bool { return workers(s) == 0 })
 	}
 	if have, want := (Limits{}).WithDefaults().StreamWorkers, min(16*runtime.GOMAXPROCS(0), DefaultLimits.MaxCallsInFlight); have != want {
 		t.Errorf("default StreamWorkers %d, want %d", have, want)
