@@ -3,6 +3,7 @@ package grpcserver
 import (
 	"context"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -88,6 +89,9 @@ type admission struct {
 	// (Leaving): a stream that can end by itself ends then.
 	leaving chan struct{}
 	leave   func()
+	// unclaimed holds the tickets tap gave out until an interceptor
+	// claims them (begin).
+	unclaimed unclaimed
 }
 
 // newAdmission returns the admission of l, which has its defaults.
@@ -97,6 +101,8 @@ func newAdmission(l Limits) *admission {
 	a.stopping, a.stopStreams = context.WithCancel(context.Background())
 	a.leaving = make(chan struct{})
 	a.leave = sync.OnceFunc(func() { close(a.leaving) })
+	a.unclaimed.timer = time.AfterFunc(time.Duration(math.MaxInt64), a.unclaimed.sweep) // armed by add
+	a.unclaimed.timer.Stop()
 	a.currentLimit()
 	return a
 }
@@ -122,7 +128,10 @@ func (a *admission) currentLimit() int64 {
 // among the streams. It is given back once: by the call's first
 // interceptor when the call ends, or, for a call that never reaches an
 // interceptor (an unknown method, a caller that reset the stream before
-// its request was whole), when its stream's context ends.
+// its request was whole), by the sweep of the unclaimed tickets soon
+// after its stream's context ends. A call whose caller gives up while
+// its handler runs keeps its place until the handler returns: the server
+// is still doing its work.
 //
 // It is also the call's context (one allocation, not two): its Value
 // answers ticketKey with itself.
@@ -132,9 +141,9 @@ type ticket struct {
 	admitted time.Time
 	inflight int64 // when it was admitted, itself included
 	returned atomic.Bool
-	stream   bool        // a place among the streams, not in flight
-	load     bool        // its caller asked for the load in the trailer
-	stop     func() bool // stops the context's AfterFunc
+	stream   bool  // a place among the streams, not in flight
+	load     bool  // its caller asked for the load in the trailer
+	slot     int32 // its place among the unclaimed tickets; -1: claimed
 }
 
 func (t *ticket) Value(key any) any {
@@ -187,15 +196,18 @@ func (a *admission) tap(ctx context.Context, info *tap.Info) (context.Context, e
 		a.metrics.InFlight.Set(float64(n))
 	}
 	t := &ticket{Context: ctx, a: a, admitted: time.Now(), inflight: n, load: load}
-	t.stop = context.AfterFunc(ctx, t.giveBack)
+	a.unclaimed.add(t)
 	return t, nil
 }
 
-// begin returns the ticket of the call of ctx, if it has one, or an error
-// when its caller has gone already: the handler then does no work for
-// nobody.
+// begin claims the ticket of the call of ctx, if it has one, and returns
+// it, or an error when its caller has gone already: the handler then
+// does no work for nobody.
 func begin(ctx context.Context) (*ticket, error) {
 	t, _ := ctx.Value(ticketKey{}).(*ticket)
+	if t != nil {
+		t.a.unclaimed.claim(t)
+	}
 	if err := ctx.Err(); err != nil {
 		return t, status.FromContextError(err).Err()
 	}
@@ -211,7 +223,6 @@ func (t *ticket) end(ctx context.Context, observe bool) metadata.MD {
 	if t == nil {
 		return nil
 	}
-	t.stop()
 	if observe && ctx.Err() == nil {
 		t.a.limit.Observe(time.Since(t.admitted), int(t.inflight))
 	}
@@ -260,7 +271,6 @@ func (a *admission) stream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerIn
 		// its methods): it moves among the streams as its handler starts,
 		// so that open streams never hold places of the unary calls'
 		// limit.
-		t.stop()
 		t.giveBack()
 		load := t.load
 		if t, err = a.admitStream(ctx); err != nil {

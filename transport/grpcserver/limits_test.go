@@ -157,6 +157,35 @@ func TestCallsThatNeverRunGiveTheirPlaceBack(t *testing.T) {
 	eventually(t, "every ticket given back", func() bool { return a.inflight.Load() == 0 })
 }
 
+// A call whose caller gives up while its handler runs keeps its place
+// until the handler returns: the server is still doing its work, and the
+// sweep of the unclaimed tickets must not give that place back.
+func TestAbandonedCallKeepsItsPlaceWhileItsHandlerRuns(t *testing.T) {
+	entered, release := make(chan struct{}, 2), make(chan struct{})
+	conn, a, _ := serve(t, Limits{MaxCallsInFlight: 1}, func(_ context.Context, in *wrapperspb.BytesValue) (*wrapperspb.BytesValue, error) {
+		entered <- struct{}{}
+		<-release // a handler that does not watch its context
+		return in, nil
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	errs := make(chan error, 1)
+	go func() { errs <- echo(ctx, conn, []byte("x")) }()
+	<-entered
+	cancel()
+	if want, have := codes.Canceled, status.Code(<-errs); want != have {
+		t.Fatalf("the abandoned call: want %v, have %v", want, have)
+	}
+	time.Sleep(5 * sweepEvery)
+	if n := a.inflight.Load(); n != 1 {
+		t.Errorf("in flight while the abandoned call's handler runs: want 1, have %d", n)
+	}
+	close(release)
+	eventually(t, "its place given back once its handler returned", func() bool { return a.inflight.Load() == 0 })
+	if err := echo(context.Background(), conn, []byte("x")); err != nil {
+		t.Errorf("a call after it: %v", err)
+	}
+}
+
 func TestRequestOverTheReceiveLimit(t *testing.T) {
 	conn, _, _ := serve(t, Limits{MaxRecvMsgSize: 1024}, func(_ context.Context, in *wrapperspb.BytesValue) (*wrapperspb.BytesValue, error) {
 		return in, nil

@@ -87,6 +87,7 @@ func (a *admission) tapStream(ctx context.Context, load bool) (context.Context, 
 		return nil, err
 	}
 	t.load = load
+	a.unclaimed.add(t)
 	return t, nil
 }
 
@@ -104,9 +105,7 @@ func (a *admission) admitStream(ctx context.Context) (*ticket, error) {
 	if a.metrics.Streams != nil {
 		a.metrics.Streams.Set(float64(n))
 	}
-	t := &ticket{Context: ctx, a: a, stream: true}
-	t.stop = context.AfterFunc(ctx, t.giveBack)
-	return t, nil
+	return &ticket{Context: ctx, a: a, stream: true, slot: -1}, nil
 }
 
 // streamEnded gives a stream's place back.
