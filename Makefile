@@ -87,6 +87,7 @@ BENCH_COUNT ?= 3
 bench: consul ghz ## benchmarks: call overhead vs raw gRPC, server throughput (ghz), discovery, failover, cluster, load reports, streams, gray failure, overload, scale (about 30 minutes)
 	@mkdir -p .bench
 	go test -run '^$$' -bench 'Overhead/' -benchmem -benchtime 5000x ./internal/bench | tee .bench/allocs.txt
+	go test -run '^$$' -bench 'CallPath' -benchmem -benchtime 1000000x -count 3 ./internal/bench | tee -a .bench/allocs.txt
 	go test -run '^$$' -bench 'OverheadInterleaved' -benchtime 1x -count $(BENCH_COUNT) ./internal/bench | tee .bench/overhead.txt
 	go test -run '^$$' -bench 'ServerThroughput' -benchtime 1x -timeout 10m ./internal/bench | tee .bench/server.txt
 	go test -run '^$$' -bench 'Discovery|Failover|Cluster|LoadReport|Streams' -benchtime 1x -timeout 30m ./internal/bench | tee .bench/once.txt

@@ -259,6 +259,9 @@ func overheadRows() []overheadRow {
 	return []overheadRow{
 		{"raw-1conn", rawOneConn},
 		{"raw-3conn", rawThreeConn},
+		// The same stack again, on connections of its own: how far apart
+		// two identical rows come out, the floor under every ratio.
+		{"raw-3conn-again", rawThreeConn},
 		{"raw-3conn-deadline", rawThreeConnDeadline},
 		{"gokit-stock", gokitStock},
 		{"trimkit-fixed", trimkitFixed},
@@ -413,4 +416,31 @@ func processCPU(tb testing.TB) time.Duration {
 		tb.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkCallPath is trimkit's own work per call, with no network: the
+// go-kit face's stack (Endpointer, RoundRobin, Retry) over 3 instances
+// whose endpoint returns at once. What it costs is the part of the
+// overhead rows' difference that trimkit's code spends itself; the rest
+// is what that work does to the calls around it (caches, scheduling).
+func BenchmarkCallPath(b *testing.B) {
+	answer := func(_ context.Context, request any) (any, error) { return request, nil }
+	factory := func(string) (endpoint.Endpoint, io.Closer, error) { return answer, nil, nil }
+	endpointer, err := client.NewEndpointer(kitsd.FixedInstancer{"10.0.0.1:8975", "10.0.0.2:8975", "10.0.0.3:8975"}, factory, log.NewNopLogger(), client.EndpointerConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { endpointer.Close() })
+	e, err := client.Retry(client.NewRoundRobin(endpointer), client.RetryConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	req := trimsvc.TrimRequest{S: benchInput}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := e(ctx, req); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

@@ -105,7 +105,7 @@ func median(vs []float64) float64 {
 	return s[len(s)/2]
 }
 
-var rows = []string{"raw-1conn", "raw-3conn", "raw-3conn-deadline", "gokit-stock", "trimkit-fixed", "trimkit-consul", "raw-3conn-mtls", "trimkit-mtls", "raw-3conn-orders", "generic-orders", "raw-1conn-rr", "trimkit-conn"}
+var rows = []string{"raw-1conn", "raw-3conn", "raw-3conn-again", "raw-3conn-deadline", "gokit-stock", "trimkit-fixed", "trimkit-consul", "raw-3conn-mtls", "trimkit-mtls", "raw-3conn-orders", "generic-orders", "raw-1conn-rr", "trimkit-conn"}
 
 // overhead prints the call-overhead table. Times come from
 // BenchmarkOverheadInterleaved when present (robust to drift), else from
@@ -138,6 +138,15 @@ func overhead(w io.Writer, results map[string]result) {
 		}
 	}
 	fmt.Fprintln(w, "ratio: time per call against raw-3conn (lower is better); thruput: calls/s against raw-3conn (higher is better)")
+	for _, mode := range []string{"seq", "par"} {
+		if again, raw := nsOf(mode, "raw-3conn-again"), nsOf(mode, "raw-3conn"); again > 0 && raw > 0 {
+			fmt.Fprintf(w, "noise floor, %s: raw-3conn-again, the same stack on connections of its own, %.3fx raw-3conn\n", mode, again/raw)
+		}
+	}
+	if r, ok := results["BenchmarkCallPath"]; ok {
+		fmt.Fprintf(w, "trimkit's own work per call, no network (CallPath: Retry, RoundRobin, Endpointer, an endpoint that returns at once): %.0f ns, %.0f allocs\n",
+			median(r["ns/op"]), median(r["allocs/op"]))
+	}
 	for _, mode := range []string{"seq", "par"} {
 		if tls, plain := nsOf(mode, "trimkit-mtls"), nsOf(mode, "trimkit-fixed"); tls > 0 && plain > 0 {
 			fmt.Fprintf(w, "mutual TLS, %s: trimkit %.2fx its plaintext time per call, raw gRPC %.2fx\n", mode, tls/plain, nsOf(mode, "raw-3conn-mtls")/nsOf(mode, "raw-3conn"))

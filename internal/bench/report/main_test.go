@@ -14,7 +14,11 @@ BenchmarkOverhead/seq/raw-3conn-2     	   100	    100000 ns/op	   10000 B/op	   
 BenchmarkOverhead/seq/raw-3conn-2     	   100	    120000 ns/op	   10000 B/op	     160 allocs/op
 BenchmarkOverhead/seq/raw-3conn-2     	   100	    110000 ns/op	   10000 B/op	     160 allocs/op
 BenchmarkOverhead/seq/trimkit-fixed-2 	   100	    115500 ns/op	   11000 B/op	     180 allocs/op
+BenchmarkOverhead/seq/raw-3conn-again-2 	   100	    112200 ns/op	   10000 B/op	     160 allocs/op
 BenchmarkOverhead/seq/raw-1conn-rr-2  	   100	    100000 ns/op	   10000 B/op	     166 allocs/op
+BenchmarkCallPath-2   	 1000000	       830.0 ns/op	     144 B/op	       1 allocs/op
+BenchmarkCallPath-2   	 1000000	       850.0 ns/op	     144 B/op	       1 allocs/op
+BenchmarkCallPath-2   	 1000000	       810.0 ns/op	     144 B/op	       1 allocs/op
 BenchmarkOverhead/seq/trimkit-conn-2  	   100	    110000 ns/op	   11000 B/op	     179 allocs/op
 BenchmarkOverheadInterleaved-2 	       1	1 ns/op	    100000 seq/raw-1conn-rr-ns/op	    110000 seq/trimkit-conn-ns/op	    100000 seq/raw-1conn-rr-cpu-ns/op	    103000 seq/trimkit-conn-cpu-ns/op
 BenchmarkServerThroughput-2   	       1	58813356193 ns/op	      4844 bare-calls/s	         0.8413 round1-trimsvc/bare	         0.8543 round2-trimsvc/bare	         0.9290 round3-trimsvc/bare	      4225 trimsvc-calls/s	         0.8723 trimsvc/bare	0.8543 median-trimsvc/bare	110.5 trimsvc-cpu-us/call	92.0 bare-cpu-us/call
@@ -35,6 +39,8 @@ BenchmarkLeastLoaded-2 	       1	1 ns/op	      1781 capacity_per_instance	0.3333
 		"seq   trimkit-fixed           115500    1.05x     0.95x        180      +20",
 		"seq: trimkit-conn 1.100x raw-1conn-rr's time per call <= 1.02x",
 		"seq: and 1.030x its CPU time per call",
+		"noise floor, seq: raw-3conn-again, the same stack on connections of its own, 1.020x raw-3conn",
+		"no network (CallPath: Retry, RoundRobin, Endpointer, an endpoint that returns at once): 830 ns, 1 allocs",
 		"seq: trimkit-conn +13 allocations per call against raw-1conn-rr <= +5",
 		"join_p50_ms                  4.11",
 		"trimsvc 4225 calls/s, bare grpc-go 4844 calls/s; each round: 0.84x 0.85x 0.93x",
