@@ -28,7 +28,10 @@ type attemptRec struct {
 	seen   atomic.Bool // a picker of the instance's saw the attempt
 	picked atomic.Bool // and gave one of its calls a SubConn
 	sent   atomic.Bool // and bytes of one of them left for the instance
-	o      outcome     // a ClientConn's: set by Done, before the invoker returns
+	// ejectedIt says that the attempt's failure ejected its instance
+	// (for its span: trimkit.ejected).
+	ejectedIt atomic.Bool
+	o         outcome // a ClientConn's: set by Done, before the invoker returns
 
 	// cancelChild cancels Context, when start made it a child.
 	cancelChild context.CancelCauseFunc

@@ -8,7 +8,6 @@ import (
 
 	"github.com/go-kit/kit/endpoint"
 	kitsd "github.com/go-kit/kit/sd"
-	"google.golang.org/grpc"
 
 	"github.com/trimkit/trimkit/internal/dnssd"
 	"github.com/trimkit/trimkit/sd"
@@ -147,7 +146,7 @@ func build(instancer kitsd.Instancer, cfg CallConfig, endpoints EndpointFunc, o 
 	if p.newBalancer, err = balancerFor(cfg.Balancer, loads); err != nil {
 		return nil, err
 	}
-	base := Factory(endpoints, append([]grpc.DialOption{p.creds}, o.dialOptions...)...)
+	base := Factory(endpoints, p.dialOptions(o)...)
 	hint := plaintextHint
 	if cfg.TLS.CAFile != "" {
 		hint = func(e endpoint.Endpoint) endpoint.Endpoint { return refusedHint(e, cfg.TLS.CertFile) }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/go-kit/kit/sd/lb"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/trimkit/trimkit/internal/consulname"
 	"github.com/trimkit/trimkit/internal/defaults"
@@ -112,6 +113,16 @@ type RetryConfig struct {
 	// BudgetExhausted, Throttled), for a Retry built by hand; in a
 	// CallConfig, give them in its Metrics.
 	Metrics Metrics
+	// TracerProvider, when set, traces every call: a span "trimkit.call"
+	// and a child span "trimkit.attempt" per attempt, with the instance,
+	// the attempt's number, whether it was a hedge, and how it ended
+	// (docs/tracing.md). New, NewFromInstancer and NewConn also add
+	// otelgrpc's client stats handler, so that each attempt's gRPC span
+	// sits under it and the instance's server span continues the trace; a
+	// Retry built by hand over a Factory gets that from
+	// grpc.WithStatsHandler(otelgrpc.NewClientHandler(...)) given to the
+	// Factory. Default: nil, no tracing, and no cost.
+	TracerProvider trace.TracerProvider
 }
 
 // TLS is TLS to the instances, from PEM files that are read again when

@@ -106,6 +106,17 @@ func callParts(cfg CallConfig) (parts, error) {
 	return p, nil
 }
 
+// dialOptions are the options of the stack's connections: its
+// credentials, otelgrpc's stats handler when it traces, then the caller's
+// (WithDialOptions).
+func (p parts) dialOptions(o options) []grpc.DialOption {
+	opts := []grpc.DialOption{p.creds}
+	if tp := p.retry.TracerProvider; tp != nil {
+		opts = append(opts, tracingDialOption(tp))
+	}
+	return append(opts, o.dialOptions...)
+}
+
 // conn makes what a ClientConn of p calls through: the policy its
 // balancer builds by, and the Retry of its interceptors over it.
 func (p parts) conn(logger log.Logger) (*connPolicy, *retry) {
@@ -124,7 +135,7 @@ func dial(service string, instancer kitsd.Instancer, stop func(), p parts, o opt
 	}}
 	// The caller's options after the credentials, which they may replace;
 	// their interceptors before trimkit's, so that they see whole calls.
-	opts := append([]grpc.DialOption{p.creds}, o.dialOptions...)
+	opts := p.dialOptions(o)
 	opts = append(opts, c.dialOptions()...)
 	conn, err := grpc.NewClient(scheme+":///"+service, opts...)
 	if err != nil {

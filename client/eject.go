@@ -22,10 +22,10 @@ import (
 // while on probation), unless its peers fail so often too that such a
 // streak says nothing (streakNeeded); a held instance (see FailStatic) is
 // let go at once. An attempt that ran out its whole share counts twice.
-func (e *Endpointer) struck(n *Node, o outcome) {
+func (e *Endpointer) struck(n *Node, o outcome) (ejected bool) {
 	if n.held.Load() {
 		e.failedHeld(n)
-		return
+		return false
 	}
 	threshold := int32(e.ejection.ConsecutiveFailures)
 	if n.probation.Load() {
@@ -38,8 +38,9 @@ func (e *Endpointer) struck(n *Node, o outcome) {
 	// Counted with ejection disabled too: fail-static holds only an
 	// instance whose last attempt did not fail.
 	if f := n.failures.Add(strikes); f >= threshold && f >= n.need.Load() && !e.ejection.Disabled {
-		e.ejectStreak(n, o, f)
+		return e.ejectStreak(n, o, f)
 	}
+	return false
 }
 
 // chanceStreak is how unlikely a streak of failures must be, at the rate
@@ -51,14 +52,14 @@ const chanceStreak = 1e-6
 // ejectStreak ejects n after a streak of f failures, unless its peers
 // fail so often that f in a row is likely by chance; then it waits for the
 // streak that is not.
-func (e *Endpointer) ejectStreak(n *Node, o outcome, f int32) {
+func (e *Endpointer) ejectStreak(n *Node, o outcome, f int32) (ejected bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if need := e.streakNeeded(n); f < need {
 		n.need.Store(need)
-		return
+		return false
 	}
-	e.eject(n, o.String())
+	return e.eject(n, o.String())
 }
 
 // streakNeeded is how many failures in a row it takes for n to look worse
@@ -100,16 +101,16 @@ const minPeerAttempts = 10
 
 // eject takes n out of picking, unless it is out already, gone, or one more
 // ejection would pass MaxEjectedFraction; a probe brings it back. why says
-// what it failed. e.mu is held.
-func (e *Endpointer) eject(n *Node, why string) {
+// what it failed, and it reports whether it ejected n. e.mu is held.
+func (e *Endpointer) eject(n *Node, why string) bool {
 	if e.closed || n.ejected || e.byInst[n.instance] != n {
-		return
+		return false
 	}
 	// Every change to a node's ejection is published under e.mu, so the
 	// snapshot counts them.
 	ejected := len(e.current.Load().tiers[tierEjected])
 	if limit := int(float64(len(e.order)) * e.ejection.MaxEjectedFraction); ejected >= limit {
-		return
+		return false
 	}
 	if time.Since(n.readmittedAt) > e.ejection.MaxTime {
 		n.ejections = 0 // it behaved for long enough: start over
@@ -127,6 +128,7 @@ func (e *Endpointer) eject(n *Node, why string) {
 	n.probeCancel = cancel
 	e.wg.Add(1)
 	go e.probeAfter(ctx, n, d)
+	return true
 }
 
 // tally counts attempts that answered and that failed.

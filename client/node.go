@@ -239,7 +239,9 @@ func (n *Node) settle(ctx context.Context, err error, rtt float64, now int64) ou
 		// that fails fast does not look fast.
 		n.failTotal.Add(1)
 		n.observe(max(rtt, failurePenalty), now)
-		n.owner.struck(n, o)
+		if n.owner.struck(n, o) {
+			markEjected(ctx)
+		}
 	case shed:
 		// Full: as costly as a failure for the balancers, which steer
 		// away until it reports room again, but no strike towards

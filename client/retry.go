@@ -12,6 +12,8 @@ import (
 
 	"github.com/go-kit/kit/endpoint"
 	"github.com/go-kit/kit/sd/lb"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -73,6 +75,7 @@ func newRetry(b Balancer, cfg RetryConfig, try attempter) *retry {
 		throttle:   newThrottle(cfg.Throttle, time.Now),
 		metrics:    cfg.Metrics,
 		watchdog:   newWatchdog(),
+		tracer:     newTracer(cfg.TracerProvider),
 	}
 }
 
@@ -87,7 +90,8 @@ type retry struct {
 	budget     *budget                // nil: no budget
 	throttle   *throttle              // nil: no throttling
 	metrics    Metrics
-	watchdog   *watchdog // ends attempts at the end of their share
+	watchdog   *watchdog    // ends attempts at the end of their share
+	tracer     trace.Tracer // nil: calls are not traced
 }
 
 // DefaultRetryable is Retry's rule under the default classification
@@ -188,6 +192,14 @@ func (a *attempts) add(n *Node) {
 	a.tried = append(a.triedSoFar(), n)
 }
 
+// lastOutcome is how the last failed attempt ended.
+func (a *attempts) lastOutcome() outcome {
+	if len(a.failed) == 0 {
+		return answered
+	}
+	return a.failed[len(a.failed)-1].o
+}
+
 // lastTried is the instance the last attempt went to, nil if none did.
 func (a *attempts) lastTried() *Node {
 	if len(a.tried) > 0 {
@@ -205,6 +217,25 @@ type attemptFailure struct {
 }
 
 func (r *retry) call(ctx context.Context, request interface{}) (interface{}, error) {
+	if r.tracer != nil {
+		return r.tracedCall(ctx, request)
+	}
+	return r.admitted(ctx, request)
+}
+
+// tracedCall is call in a span of its own.
+func (r *retry) tracedCall(ctx context.Context, request interface{}) (interface{}, error) {
+	ctx, span := r.tracer.Start(ctx, callSpan)
+	defer span.End()
+	resp, err := r.admitted(ctx, request)
+	if err != nil {
+		span.SetStatus(otelcodes.Error, err.Error())
+	}
+	return resp, err
+}
+
+// admitted makes the call's attempts if the throttle admits it.
+func (r *retry) admitted(ctx context.Context, request interface{}) (interface{}, error) {
 	if err := r.throttle.admit(); err != nil {
 		add(r.metrics.Throttled)
 		return nil, err
@@ -228,8 +259,15 @@ func (r *retry) attempts(ctx context.Context, request interface{}) (interface{},
 		a       attempts
 		last    error
 		spent   bool
-		unknown bool // the last attempt may have reached its instance
+		unknown bool       // the last attempt may have reached its instance
+		span    trace.Span // the last attempt's, until it is ended; nil: not traced
 	)
+	// A failed attempt's span ends once the call knows whether it goes on.
+	defer func() {
+		if span != nil {
+			endAttempt(span, failedOutcome(a.lastOutcome(), last, false), last)
+		}
+	}()
 	for {
 		n, err := r.b.Pick(a.triedSoFar())
 		sent := false
@@ -263,11 +301,17 @@ func (r *retry) attempts(ctx context.Context, request interface{}) (interface{},
 			} else {
 				a.made++
 				var o outcome
-				resp, sent, o, err = r.attemptOnce(ctx, n, request, share)
+				actx := ctx
+				if r.tracer != nil {
+					actx, span = r.startAttempt(ctx, n, a.made, false)
+				}
+				resp, sent, o, err = r.attemptOnce(actx, n, request, share)
 				if err != nil {
 					a.failed = append(a.failed, attemptFailure{n, err, o})
 				} else {
 					a.answered = n
+					endAttempt(span, spanOK, nil)
+					span = nil
 				}
 			}
 			if err == nil {
@@ -300,11 +344,15 @@ func (r *retry) attempts(ctx context.Context, request interface{}) (interface{},
 		}
 		if sent && !idempotent && f.o != shed {
 			unknown = true
+			endAttempt(span, spanOutcomeUnknown, last)
+			span = nil
 			break
 		}
 		if a.made >= r.max || !time.Now().Before(deadline) {
 			break
 		}
+		endAttempt(span, failedOutcome(f.o, last, true), last)
+		span = nil
 		if errors.Is(last, lb.ErrNoEndpoints) {
 			pause := min(noEndpointsPause, time.Until(deadline)/time.Duration(r.max-a.made+1))
 			if !ctxtime.Sleep(ctx, pause) {
@@ -399,12 +447,21 @@ func (r *retry) hedged(ctx context.Context, n *Node, request interface{}, share 
 	}
 	results := make(chan result, 2) // never blocks a losing attempt
 	f, forks := request.(forking)
-	run := func(ctx context.Context, n *Node, share time.Duration, hedge bool) {
+	run := func(ctx context.Context, n *Node, no int, share time.Duration, hedge bool) {
 		req := request
 		if forks {
 			req = f.fork()
 		}
+		var span trace.Span
+		if r.tracer != nil {
+			ctx, span = r.startAttempt(ctx, n, no, hedge)
+		}
 		resp, _, o, err := r.attemptOnce(ctx, n, req, share)
+		if err == nil {
+			endAttempt(span, spanOK, nil)
+		} else {
+			endAttempt(span, failedOutcome(o, err, false), err)
+		}
 		results <- result{resp, err, n, hedge, o, req}
 	}
 	firstCtx, cancelFirst := context.WithCancelCause(ctx)
@@ -412,7 +469,7 @@ func (r *retry) hedged(ctx context.Context, n *Node, request interface{}, share 
 	hedgeCtx, cancelHedge := context.WithCancelCause(ctx)
 	defer cancelHedge(nil)
 	a.made++
-	go run(firstCtx, n, share, false)
+	go run(firstCtx, n, a.made, share, false)
 	inflight := 1
 	timer := time.NewTimer(r.hedgeAfter)
 	defer timer.Stop()
@@ -452,7 +509,7 @@ func (r *retry) hedged(ctx context.Context, n *Node, request interface{}, share 
 			a.made++
 			a.reached++
 			inflight++
-			go run(hedgeCtx, n2, time.Until(deadline)/time.Duration(r.max-a.made+1), true)
+			go run(hedgeCtx, n2, a.made, time.Until(deadline)/time.Duration(r.max-a.made+1), true)
 		}
 	}
 }
@@ -472,6 +529,9 @@ func (r *retry) attemptOnce(ctx context.Context, n *Node, request interface{}, s
 	slot := r.watchdog.watch(share, at)
 	resp, sent, o, err = r.try(at, request)
 	r.watchdog.release(slot)
+	if at.ejectedIt.Load() {
+		trace.SpanFromContext(ctx).SetAttributes(attrEjected.Bool(true))
+	}
 	cause := at.causeOfEnd()
 	at.cancel(nil)
 	if err != nil && errors.Is(cause, errAttemptTimeout) && ctx.Err() == nil {
