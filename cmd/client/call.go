@@ -16,6 +16,7 @@ import (
 
 	"github.com/trimkit/trimkit/client"
 	"github.com/trimkit/trimkit/internal/loadgen"
+	"github.com/trimkit/trimkit/internal/otelenv"
 	"github.com/trimkit/trimkit/transport/trim"
 )
 
@@ -34,6 +35,22 @@ func call(ctx, stop context.Context, cfg config, stdout, stderr io.Writer) error
 	attempts := &loadgen.Counter{}
 	cfg.client.Metrics = client.Metrics{Attempts: attempts, Instances: quiet.instances}
 	cfg.client.FailStatic = cfg.failStatic
+	tracing, err := otelenv.FromEnv(ctx, os.Getenv, "client")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// After the client's Close (deferred below, so run first): its
+		// last spans have ended.
+		flush, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if terr := tracing.Shutdown(flush); terr != nil {
+			_ = level.Warn(logger).Log("msg", "tracing", "err", terr)
+		}
+	}()
+	if tracing.Provider != nil {
+		cfg.client.Retry.TracerProvider = tracing.Provider
+	}
 	c, err := trim.NewClient(cfg.client, client.WithLogger(quiet))
 	if err != nil {
 		return err

@@ -33,8 +33,10 @@ requests each instance answered, and the seconds that had failures with
 the first and last failure's time (-json: one JSON object, with calls and
 failures for every second). SIGINT or SIGTERM ends a load run: no new
 requests, those in flight finish, then the summary; a second signal
-cancels them. Exit status: 0 when every request succeeded, 1 when any
-failed, 2 for bad flags.`
+cancels them. OpenTelemetry traces of each call and attempt are on with
+OTEL_TRACES_EXPORTER=otlp or an OTEL_EXPORTER_OTLP_ENDPOINT, named by
+OTEL_SERVICE_NAME (default client). Exit status: 0 when every request
+succeeded, 1 when any failed, 2 for bad flags.`
 
 type config struct {
 	client   client.Config

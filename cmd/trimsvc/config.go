@@ -26,7 +26,10 @@ trimsvc serves the gRPC Trim service (pb.Trim/TrimSpace), with grpc.health.v1
 and server reflection. Once it listens and is SERVING it registers itself in
 Consul with a native gRPC health check, checks every -resync-interval that the
 agent still holds it, and on SIGTERM or SIGINT goes NOT_SERVING, deregisters,
-waits -drain and stops gracefully. Exit status: 0 after a clean shutdown,
+waits -drain and stops gracefully. OpenTelemetry traces of its calls
+(otelgrpc's server spans, continuing the callers' traces) are on with
+OTEL_TRACES_EXPORTER=otlp or an OTEL_EXPORTER_OTLP_ENDPOINT, named by
+OTEL_SERVICE_NAME (default trimsvc). Exit status: 0 after a clean shutdown,
 1 on a failure (a failed deregistration included), 2 for bad flags.`
 
 type config struct {

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/trimkit/trimkit/internal/addrfile"
+	"github.com/trimkit/trimkit/internal/otelenv"
 	"github.com/trimkit/trimkit/pb"
 	"github.com/trimkit/trimkit/sd"
 	"github.com/trimkit/trimkit/transport/grpcserver"
@@ -51,6 +52,7 @@ type instance struct {
 	httpLis   net.Listener // nil when -http-addr is off
 	http      *http.Server
 	reloadTLS func() error // nil without -tls-cert-file
+	tracing   otelenv.Tracing
 }
 
 func serve(ctx context.Context, cfg config, stderr io.Writer) error {
@@ -120,6 +122,12 @@ func build(cfg config, stderr io.Writer) (_ *instance, err error) {
 	}
 	if cfg.tlsCertFile != "" {
 		in.reloadTLS = reloadTLS
+	}
+	if in.tracing, err = otelenv.FromEnv(context.Background(), os.Getenv, "trimsvc"); err != nil {
+		return nil, err
+	}
+	if o := in.tracing.ServerOption(); o != nil {
+		tlsOpts = append(tlsOpts, o)
 	}
 	server := limits.NewServer(tlsOpts...)
 	pb.RegisterTrimServer(server, trim.NewGRPCServer(trimsvc.NewServerSet(svc), id, in.logger))
@@ -226,6 +234,11 @@ func (in *instance) run(ctx context.Context) error {
 	if errors.As(err, &sig) {
 		_ = level.Info(in.logger).Log("msg", "stopped", "signal", sig.Signal)
 		err = nil
+	}
+	flush, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if terr := in.tracing.Shutdown(flush); terr != nil {
+		_ = level.Warn(in.logger).Log("msg", "tracing", "err", terr)
 	}
 	return errors.Join(err, lifeErr)
 }

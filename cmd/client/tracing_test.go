@@ -1,0 +1,129 @@
+package main
+
+import (
+	"bytes"
+	"encoding/hex"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/trimkit/trimkit/internal/testenv"
+)
+
+// otlpSpan is a span an OTLP receiver got, with the service that sent it.
+type otlpSpan struct {
+	service       string
+	name          string
+	trace, parent string
+	id            string
+	kind          tracepb.Span_SpanKind
+}
+
+// otlpReceiver is an OTLP/HTTP trace receiver (POST /v1/traces,
+// protobuf) that keeps what it gets.
+type otlpReceiver struct {
+	*httptest.Server
+	mu    sync.Mutex
+	spans []otlpSpan
+}
+
+func newOTLPReceiver(t *testing.T) *otlpReceiver {
+	r := &otlpReceiver{}
+	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		body, err := io.ReadAll(req.Body)
+		var export coltracepb.ExportTraceServiceRequest
+		if err == nil {
+			err = proto.Unmarshal(body, &export)
+		}
+		if req.URL.Path != "/v1/traces" || err != nil {
+			http.Error(w, "want a protobuf ExportTraceServiceRequest at /v1/traces", http.StatusBadRequest)
+			return
+		}
+		r.mu.Lock()
+		for _, rs := range export.GetResourceSpans() {
+			service := ""
+			for _, kv := range rs.GetResource().GetAttributes() {
+				if kv.GetKey() == "service.name" {
+					service = kv.GetValue().GetStringValue()
+				}
+			}
+			for _, ss := range rs.GetScopeSpans() {
+				for _, s := range ss.GetSpans() {
+					r.spans = append(r.spans, otlpSpan{service: service, name: s.GetName(), kind: s.GetKind(),
+						trace: hex.EncodeToString(s.GetTraceId()), id: hex.EncodeToString(s.GetSpanId()), parent: hex.EncodeToString(s.GetParentSpanId())})
+				}
+			}
+		}
+		r.mu.Unlock()
+		out, _ := proto.Marshal(&coltracepb.ExportTraceServiceResponse{})
+		w.Header().Set("Content-Type", "application/x-protobuf")
+		_, _ = io.Copy(w, bytes.NewReader(out))
+	}))
+	t.Cleanup(r.Close)
+	return r
+}
+
+func (r *otlpReceiver) find(service, name string) []otlpSpan {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var found []otlpSpan
+	for _, s := range r.spans {
+		if s.service == service && s.name == name {
+			found = append(found, s)
+		}
+	}
+	return found
+}
+
+// With the standard OpenTelemetry environment, client and trimsvc export
+// one trace per call over OTLP: the client's call, its attempt and its
+// gRPC client span, and trimsvc's server span under that, in the same
+// trace. trimsvc does not trace the agent's health checks.
+func TestCallIsOneTraceAcrossClientAndInstance(t *testing.T) {
+	recv := newOTLPReceiver(t)
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", recv.URL) // the children inherit it
+	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "100")        // ms: trimsvc sends its spans soon
+	agent := testenv.Consul(t)
+	in := testenv.StartTrimsvc(t, bins.Trimsvc(t), agent.HTTPAddr)
+	agent.WaitPassing("trimsvc", in.ID)
+
+	p, code := runClient(t, "-consul-addr", agent.HTTPAddr, " traced ")
+	if code != 0 {
+		t.Fatalf("client: exit %d:\n%s", code, p.Stdout())
+	}
+	calls := recv.find("client", "trimkit.call")
+	attempts := recv.find("client", "trimkit.attempt")
+	grpcClient := recv.find("client", "pb.Trim/TrimSpace")
+	if len(calls) != 1 || len(attempts) != 1 || len(grpcClient) != 1 {
+		t.Fatalf("the client's spans: %d calls, %d attempts, %d gRPC client spans; want one each", len(calls), len(attempts), len(grpcClient))
+	}
+	if attempts[0].parent != calls[0].id || grpcClient[0].parent != attempts[0].id || grpcClient[0].kind != tracepb.Span_SPAN_KIND_CLIENT {
+		t.Errorf("the client's spans are not call > attempt > gRPC client: %+v %+v %+v", calls[0], attempts[0], grpcClient[0])
+	}
+	var server []otlpSpan
+	for deadline := time.Now().Add(10 * time.Second); len(server) == 0 && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		server = recv.find("trimsvc", "pb.Trim/TrimSpace")
+	}
+	if len(server) != 1 {
+		t.Fatalf("trimsvc's server spans: want 1, have %d", len(server))
+	}
+	if s := server[0]; s.trace != calls[0].trace || s.parent != grpcClient[0].id || s.kind != tracepb.Span_SPAN_KIND_SERVER {
+		t.Errorf("trimsvc's span %+v does not continue the client's trace under its gRPC span %+v", s, grpcClient[0])
+	}
+	// Its health checks (every second here) are not traced.
+	if err := in.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	<-in.Exited()
+	if hc := recv.find("trimsvc", "grpc.health.v1.Health/Check"); len(hc) != 0 {
+		t.Errorf("trimsvc traced %d health checks", len(hc))
+	}
+}
