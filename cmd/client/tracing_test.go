@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -25,6 +26,7 @@ type otlpSpan struct {
 	trace, parent string
 	id            string
 	kind          tracepb.Span_SpanKind
+	events        []string
 }
 
 // otlpReceiver is an OTLP/HTTP trace receiver (POST /v1/traces,
@@ -57,7 +59,11 @@ func newOTLPReceiver(t *testing.T) *otlpReceiver {
 			}
 			for _, ss := range rs.GetScopeSpans() {
 				for _, s := range ss.GetSpans() {
-					r.spans = append(r.spans, otlpSpan{service: service, name: s.GetName(), kind: s.GetKind(),
+					var events []string
+					for _, e := range s.GetEvents() {
+						events = append(events, e.GetName())
+					}
+					r.spans = append(r.spans, otlpSpan{service: service, name: s.GetName(), kind: s.GetKind(), events: events,
 						trace: hex.EncodeToString(s.GetTraceId()), id: hex.EncodeToString(s.GetSpanId()), parent: hex.EncodeToString(s.GetParentSpanId())})
 				}
 			}
@@ -86,7 +92,8 @@ func (r *otlpReceiver) find(service, name string) []otlpSpan {
 // With the standard OpenTelemetry environment, client and trimsvc export
 // one trace per call over OTLP: the client's call, its attempt and its
 // gRPC client span, and trimsvc's server span under that, in the same
-// trace. trimsvc does not trace the agent's health checks.
+// trace. trimsvc does not trace the agent's health checks, and its life
+// is a span whose events are its lifecycle.
 func TestCallIsOneTraceAcrossClientAndInstance(t *testing.T) {
 	recv := newOTLPReceiver(t)
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", recv.URL) // the children inherit it
@@ -125,5 +132,19 @@ func TestCallIsOneTraceAcrossClientAndInstance(t *testing.T) {
 	<-in.Exited()
 	if hc := recv.find("trimsvc", "grpc.health.v1.Health/Check"); len(hc) != 0 {
 		t.Errorf("trimsvc traced %d health checks", len(hc))
+	}
+	life := recv.find("trimsvc", "trimsvc.instance")
+	if len(life) != 1 {
+		t.Fatalf("trimsvc's life: want 1 span, have %d", len(life))
+	}
+	want := []string{"registered in consul", "NOT_SERVING; deregistering", "deregistered from consul; draining", "drained; stopping gracefully"}
+	var have []string
+	for _, e := range life[0].events {
+		if slices.Contains(want, e) {
+			have = append(have, e)
+		}
+	}
+	if !slices.Equal(have, want) {
+		t.Errorf("trimsvc's lifecycle events: want %q in order, have %q (all: %q)", want, have, life[0].events)
 	}
 }

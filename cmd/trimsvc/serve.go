@@ -18,6 +18,8 @@ import (
 	rungroup "github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
@@ -53,6 +55,7 @@ type instance struct {
 	http      *http.Server
 	reloadTLS func() error // nil without -tls-cert-file
 	tracing   otelenv.Tracing
+	lifeSpan  trace.Span // the instance's life; records nothing when tracing is off
 }
 
 func serve(ctx context.Context, cfg config, stderr io.Writer) error {
@@ -129,6 +132,10 @@ func build(cfg config, stderr io.Writer) (_ *instance, err error) {
 	if o := in.tracing.ServerOption(); o != nil {
 		tlsOpts = append(tlsOpts, o)
 	}
+	// The instance's life as a span, its lifecycle's log records as the
+	// span's events (a span that records nothing when tracing is off).
+	in.lifeSpan = in.tracing.Start("trimsvc.instance", attribute.String("trimsvc.service_id", id))
+	lifeLogger := otelenv.Logger(in.logger, in.lifeSpan)
 	server := limits.NewServer(tlsOpts...)
 	pb.RegisterTrimServer(server, trim.NewGRPCServer(trimsvc.NewServerSet(svc), id, in.logger))
 	in.health = health.NewServer() // the life registers it on server
@@ -147,7 +154,7 @@ func build(cfg config, stderr io.Writer) (_ *instance, err error) {
 		return nil, err
 	}
 	registration := cfg.registration(host, port)
-	registrar, err := sd.NewRegistrar(consul, registration, in.logger, instr.loop("registration"))
+	registrar, err := sd.NewRegistrar(consul, registration, lifeLogger, instr.loop("registration"))
 	if err != nil {
 		return nil, err
 	}
@@ -160,7 +167,7 @@ func build(cfg config, stderr io.Writer) (_ *instance, err error) {
 		// -drain 0 means none: the smallest Drain there is.
 		Drain:       max(cfg.drain, time.Nanosecond),
 		StopTimeout: gracefulStopTimeout,
-		Logger:      in.logger,
+		Logger:      lifeLogger,
 	}
 	if cfg.register {
 		in.life.Registrar = registrar
@@ -235,6 +242,7 @@ func (in *instance) run(ctx context.Context) error {
 		_ = level.Info(in.logger).Log("msg", "stopped", "signal", sig.Signal)
 		err = nil
 	}
+	in.lifeSpan.End()
 	flush, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if terr := in.tracing.Shutdown(flush); terr != nil {

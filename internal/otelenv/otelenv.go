@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 )
 
@@ -79,6 +80,17 @@ func (t Tracing) ServerOption() grpc.ServerOption {
 	}
 	return grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithTracerProvider(t.Provider),
 		otelgrpc.WithPropagators(propagation.TraceContext{}), otelgrpc.WithFilter(filters.Not(filters.HealthCheck()))))
+}
+
+// Start starts a root span named name with attrs, from a tracer named
+// for trimkit's commands; when tracing is off, a span that records
+// nothing.
+func (t Tracing) Start(name string, attrs ...attribute.KeyValue) trace.Span {
+	if t.Provider == nil {
+		return trace.SpanFromContext(context.Background())
+	}
+	_, span := t.Provider.Tracer("github.com/trimkit/trimkit/cmd").Start(context.Background(), name, trace.WithAttributes(attrs...))
+	return span
 }
 
 // Shutdown sends the spans still buffered, within ctx, and stops.

@@ -200,11 +200,15 @@ func (c *instance) leave(serving bool) error {
 	var err error
 	if c.Registrar == nil {
 		_ = level.Info(c.Logger).Log("msg", "NOT_SERVING; the agent's check takes the instance out; draining", "drain", c.Drain)
-	} else if err = c.deregister(); err == nil {
-		_ = level.Info(c.Logger).Log("msg", "deregistered from consul; draining", "drain", c.Drain)
+	} else {
+		_ = level.Info(c.Logger).Log("msg", "NOT_SERVING; deregistering")
+		if err = c.deregister(); err == nil {
+			_ = level.Info(c.Logger).Log("msg", "deregistered from consul; draining", "drain", c.Drain)
+		}
 	}
 	if serving {
 		time.Sleep(c.Drain)
+		_ = level.Info(c.Logger).Log("msg", "drained; stopping gracefully")
 	}
 	return err
 }
