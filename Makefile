@@ -21,7 +21,7 @@ export GOTOOLCHAIN := go1.26.10
 MIN_GO := go$(shell awk '$$1 == "go" { print $$2 }' go.mod)
 GO_TEST_FLAGS ?=
 
-.PHONY: help consul proto build test lint mingo apisize vulncheck ghz demo up cluster down chaos walkthrough bench
+.PHONY: help consul jaeger proto build test lint mingo apisize vulncheck ghz demo up cluster down chaos walkthrough bench
 
 help: ## list the targets
 	@awk -F ':.*## ' '/^[a-z-]+:.*## / { printf "  make %-9s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -78,7 +78,7 @@ walkthrough: consul build ## run every step `make cluster` prints, in order, und
 # neither starve them nor are starved by them.
 ALONE_TESTS = ^(TestOverloadedFleetStaysUpAndRecovers|TestIdleConnectionFloodLocksNoCallerOut|TestBlackHoleInstance)$$
 
-test: consul ## run every test, a real Consul agent included
+test: consul jaeger ## run every test, a real Consul agent and Jaeger included
 	go vet ./...
 	go test -race -count=1 -skip '$(ALONE_TESTS)' $(GO_TEST_FLAGS) ./...
 	go test -race -count=1 -p 1 -run '$(ALONE_TESTS)' $(GO_TEST_FLAGS) ./client ./cmd/trimsvc
@@ -119,6 +119,18 @@ apisize: ## count the exported names of client/... and sd/... (at most $(API_MAX
 mingo: ## build and vet with the go line's Go ($(MIN_GO)), the oldest an importer may have
 	GOTOOLCHAIN=$(MIN_GO) go build ./...
 	GOTOOLCHAIN=$(MIN_GO) go vet ./...
+
+# Jaeger (v2, an OpenTelemetry Collector with Jaeger's storage, query and
+# UI), built from the Go module proxy at the version pinned in tools/jaeger;
+# bin/.jaeger-version records what bin/jaeger was built from.
+JAEGER_VERSION := $(shell awk '$$1 == "github.com/jaegertracing/jaeger" && $$2 ~ /^v/ { print $$2 }' tools/jaeger/go.mod)
+jaeger: ## build bin/jaeger at the pinned version (skipped when already built)
+	@if [[ -x bin/jaeger ]] && [[ "$$(cat bin/.jaeger-version 2>/dev/null)" == "$(JAEGER_VERSION)" ]]; then \
+		echo "bin/jaeger is already $(JAEGER_VERSION)"; \
+	else \
+		echo "building bin/jaeger $(JAEGER_VERSION) from the Go module proxy (cold: several minutes)"; \
+		go -C tools/jaeger build -o ../../bin/jaeger github.com/jaegertracing/jaeger/cmd/jaeger && echo "$(JAEGER_VERSION)" > bin/.jaeger-version; \
+	fi
 
 ghz: ## build bin/ghz, the gRPC load tool of make bench's server throughput step (pinned in tools/ghz)
 	go -C tools/ghz build -o ../../bin/ghz github.com/bojand/ghz/cmd/ghz

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/hex"
 	"io"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/trimkit/trimkit/internal/localjaeger"
 	"github.com/trimkit/trimkit/internal/testenv"
 )
 
@@ -146,5 +148,50 @@ func TestCallIsOneTraceAcrossClientAndInstance(t *testing.T) {
 	}
 	if !slices.Equal(have, want) {
 		t.Errorf("trimsvc's lifecycle events: want %q in order, have %q (all: %q)", want, have, life[0].events)
+	}
+}
+
+// The same trace, exported over OTLP to a real Jaeger and read back
+// through its query API: the client's call, attempt and gRPC span, and
+// trimsvc's server span, in one trace, each the child of the one before.
+func TestTraceReadBackFromJaeger(t *testing.T) {
+	j := testenv.Jaeger(t)
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+j.OTLPHTTP)
+	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+	agent := testenv.Consul(t)
+	in := testenv.StartTrimsvc(t, bins.Trimsvc(t), agent.HTTPAddr)
+	agent.WaitPassing("trimsvc", in.ID)
+	p, code := runClient(t, "-consul-addr", agent.HTTPAddr, " to jaeger ")
+	if code != 0 {
+		t.Fatalf("client: exit %d:\n%s", code, p.Stdout())
+	}
+	var trace localjaeger.Trace
+	chain := []struct{ service, operation string }{
+		{"client", "trimkit.call"}, {"client", "trimkit.attempt"}, {"client", "pb.Trim/TrimSpace"}, {"trimsvc", "pb.Trim/TrimSpace"},
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		traces, err := j.Traces(ctx, "client", 20)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(traces) == 1 && len(traces[0].Spans) >= len(chain) {
+			trace = traces[0]
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Jaeger's traces of the client within 20s: %+v", traces)
+		}
+	}
+	parent := ""
+	for _, want := range chain {
+		i := slices.IndexFunc(trace.Spans, func(s localjaeger.Span) bool {
+			return s.Service == want.service && s.Operation == want.operation && s.Parent == parent
+		})
+		if i < 0 {
+			t.Fatalf("no %s span %q under %q in Jaeger's trace %+v", want.service, want.operation, parent, trace)
+		}
+		parent = trace.Spans[i].ID
 	}
 }

@@ -20,6 +20,9 @@ import (
 	"github.com/go-kit/kit/sd/lb"
 	kitgrpc "github.com/go-kit/kit/transport/grpc"
 	"github.com/go-kit/log"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
 	"github.com/trimkit/trimkit/client"
 	"github.com/trimkit/trimkit/internal/defaults"
 	"github.com/trimkit/trimkit/internal/testenv"
@@ -112,6 +115,20 @@ func decodeGRPCTrimResponse(_ context.Context, reply interface{}) (interface{}, 
 
 func trimkitFixed(tb testing.TB, addrs []string) caller {
 	c, err := trim.NewClientFromInstancer(kitsd.FixedInstancer(addrs), client.CallConfig{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { c.Close() })
+	return endpointCaller(c.Endpoint())
+}
+
+// trimkitTraced is trimkit-fixed with tracing on: an SDK TracerProvider
+// whose batches go nowhere, so that the row measures making the spans
+// (the call's, its attempt's, otelgrpc's client span) and not an export.
+func trimkitTraced(tb testing.TB, addrs []string) caller {
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(tracetest.NewNoopExporter()))
+	tb.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	c, err := trim.NewClientFromInstancer(kitsd.FixedInstancer(addrs), client.CallConfig{Retry: client.RetryConfig{TracerProvider: tp}})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -265,6 +282,7 @@ func overheadRows() []overheadRow {
 		{"raw-3conn-deadline", rawThreeConnDeadline},
 		{"gokit-stock", gokitStock},
 		{"trimkit-fixed", trimkitFixed},
+		{"trimkit-traced", trimkitTraced},
 		{"trimkit-consul", trimkitConsul},
 		{"raw-3conn-mtls", rawThreeConnMTLS},
 		{"trimkit-mtls", trimkitMTLS},

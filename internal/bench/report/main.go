@@ -105,7 +105,7 @@ func median(vs []float64) float64 {
 	return s[len(s)/2]
 }
 
-var rows = []string{"raw-1conn", "raw-3conn", "raw-3conn-again", "raw-3conn-deadline", "gokit-stock", "trimkit-fixed", "trimkit-consul", "raw-3conn-mtls", "trimkit-mtls", "raw-3conn-orders", "generic-orders", "raw-1conn-rr", "trimkit-conn"}
+var rows = []string{"raw-1conn", "raw-3conn", "raw-3conn-again", "raw-3conn-deadline", "gokit-stock", "trimkit-fixed", "trimkit-traced", "trimkit-consul", "raw-3conn-mtls", "trimkit-mtls", "raw-3conn-orders", "generic-orders", "raw-1conn-rr", "trimkit-conn"}
 
 // overhead prints the call-overhead table. Times come from
 // BenchmarkOverheadInterleaved when present (robust to drift), else from
@@ -141,6 +141,11 @@ func overhead(w io.Writer, results map[string]result) {
 	for _, mode := range []string{"seq", "par"} {
 		if again, raw := nsOf(mode, "raw-3conn-again"), nsOf(mode, "raw-3conn"); again > 0 && raw > 0 {
 			fmt.Fprintf(w, "noise floor, %s: raw-3conn-again, the same stack on connections of its own, %.3fx raw-3conn\n", mode, again/raw)
+		}
+	}
+	for _, mode := range []string{"seq", "par"} {
+		if traced, fixed := nsOf(mode, "trimkit-traced"), nsOf(mode, "trimkit-fixed"); traced > 0 && fixed > 0 {
+			fmt.Fprintf(w, "tracing on, %s: trimkit-traced %.3fx trimkit-fixed's time per call (off: no spans, one nil check)\n", mode, traced/fixed)
 		}
 	}
 	if r, ok := results["BenchmarkCallPath"]; ok {

@@ -15,6 +15,7 @@ BenchmarkOverhead/seq/raw-3conn-2     	   100	    120000 ns/op	   10000 B/op	   
 BenchmarkOverhead/seq/raw-3conn-2     	   100	    110000 ns/op	   10000 B/op	     160 allocs/op
 BenchmarkOverhead/seq/trimkit-fixed-2 	   100	    115500 ns/op	   11000 B/op	     180 allocs/op
 BenchmarkOverhead/seq/raw-3conn-again-2 	   100	    112200 ns/op	   10000 B/op	     160 allocs/op
+BenchmarkOverhead/seq/trimkit-traced-2 	   100	    127050 ns/op	   13000 B/op	     230 allocs/op
 BenchmarkOverhead/seq/raw-1conn-rr-2  	   100	    100000 ns/op	   10000 B/op	     166 allocs/op
 BenchmarkCallPath-2   	 1000000	       830.0 ns/op	     144 B/op	       1 allocs/op
 BenchmarkCallPath-2   	 1000000	       850.0 ns/op	     144 B/op	       1 allocs/op
@@ -39,6 +40,7 @@ BenchmarkLeastLoaded-2 	       1	1 ns/op	      1781 capacity_per_instance	0.3333
 		"seq   trimkit-fixed           115500    1.05x     0.95x        180      +20",
 		"seq: trimkit-conn 1.100x raw-1conn-rr's time per call <= 1.02x",
 		"seq: and 1.030x its CPU time per call",
+		"tracing on, seq: trimkit-traced 1.100x trimkit-fixed's time per call",
 		"noise floor, seq: raw-3conn-again, the same stack on connections of its own, 1.020x raw-3conn",
 		"no network (CallPath: Retry, RoundRobin, Endpointer, an endpoint that returns at once): 830 ns, 1 allocs",
 		"seq: trimkit-conn +13 allocations per call against raw-1conn-rr <= +5",
