@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/trimkit/trimkit/internal/localjaeger"
+	"github.com/trimkit/trimkit/internal/proc"
 	"github.com/trimkit/trimkit/internal/testenv"
 )
 
@@ -91,6 +92,22 @@ func (r *otlpReceiver) find(service, name string) []otlpSpan {
 	return found
 }
 
+// tracedCall starts a trimsvc and runs the client once, both exporting
+// their spans over OTLP/HTTP to endpoint, and returns the instance.
+func tracedCall(t *testing.T, endpoint string) *proc.Trimsvc {
+	t.Helper()
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint) // the children inherit it
+	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "100")        // ms: trimsvc sends its spans soon
+	agent := testenv.Consul(t)
+	in := testenv.StartTrimsvc(t, bins.Trimsvc(t), agent.HTTPAddr)
+	agent.WaitPassing("trimsvc", in.ID)
+	p, code := runClient(t, "-consul-addr", agent.HTTPAddr, " traced ")
+	if code != 0 {
+		t.Fatalf("client: exit %d:\n%s", code, p.Stdout())
+	}
+	return in
+}
+
 // With the standard OpenTelemetry environment, client and trimsvc export
 // one trace per call over OTLP: the client's call, its attempt and its
 // gRPC client span, and trimsvc's server span under that, in the same
@@ -98,16 +115,7 @@ func (r *otlpReceiver) find(service, name string) []otlpSpan {
 // is a span whose events are its lifecycle.
 func TestCallIsOneTraceAcrossClientAndInstance(t *testing.T) {
 	recv := newOTLPReceiver(t)
-	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", recv.URL) // the children inherit it
-	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "100")        // ms: trimsvc sends its spans soon
-	agent := testenv.Consul(t)
-	in := testenv.StartTrimsvc(t, bins.Trimsvc(t), agent.HTTPAddr)
-	agent.WaitPassing("trimsvc", in.ID)
-
-	p, code := runClient(t, "-consul-addr", agent.HTTPAddr, " traced ")
-	if code != 0 {
-		t.Fatalf("client: exit %d:\n%s", code, p.Stdout())
-	}
+	in := tracedCall(t, recv.URL)
 	calls := recv.find("client", "trimkit.call")
 	attempts := recv.find("client", "trimkit.attempt")
 	grpcClient := recv.find("client", "pb.Trim/TrimSpace")
@@ -156,15 +164,7 @@ func TestCallIsOneTraceAcrossClientAndInstance(t *testing.T) {
 // trimsvc's server span, in one trace, each the child of the one before.
 func TestTraceReadBackFromJaeger(t *testing.T) {
 	j := testenv.Jaeger(t)
-	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+j.OTLPHTTP)
-	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
-	agent := testenv.Consul(t)
-	in := testenv.StartTrimsvc(t, bins.Trimsvc(t), agent.HTTPAddr)
-	agent.WaitPassing("trimsvc", in.ID)
-	p, code := runClient(t, "-consul-addr", agent.HTTPAddr, " to jaeger ")
-	if code != 0 {
-		t.Fatalf("client: exit %d:\n%s", code, p.Stdout())
-	}
+	tracedCall(t, "http://"+j.OTLPHTTP)
 	var trace localjaeger.Trace
 	chain := []struct{ service, operation string }{
 		{"client", "trimkit.call"}, {"client", "trimkit.attempt"}, {"client", "pb.Trim/TrimSpace"}, {"trimsvc", "pb.Trim/TrimSpace"},
