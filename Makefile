@@ -47,11 +47,14 @@ build: ## build bin/trimsvc, bin/client and bin/trimdev
 demo: consul build ## the main job: local Consul, 3 instances, load, a SIGTERM and a SIGKILL, then a SIGSTOP (frozen, ejected by the client)
 	bin/trimdev run
 
-up: consul build ## leave a local Consul and 3 instances running (PIDs in .run/)
-	bin/trimdev up
+# TRACING=1 (make up, make cluster): Jaeger too, the instances' traces
+# sent to it, its UI's address printed.
+TRACING ?=
+up: consul build $(if $(TRACING),jaeger) ## leave a local Consul and 3 instances running (PIDs in .run/); TRACING=1: and Jaeger
+	bin/trimdev up $(if $(TRACING),-tracing)
 
-cluster: consul build ## leave 3 consul servers, 2 client agents and 3 instances running (PIDs in .run/)
-	bin/trimdev cluster
+cluster: consul build $(if $(TRACING),jaeger) ## leave 3 consul servers, 2 client agents and 3 instances running (PIDs in .run/); TRACING=1: and Jaeger
+	bin/trimdev cluster $(if $(TRACING),-tracing)
 
 down: ## stop what `make up` or `make cluster` started, by recorded PIDs; their logs stay in .run/last/
 	@if [[ -x bin/trimdev ]]; then bin/trimdev down; else go run ./cmd/trimdev down; fi

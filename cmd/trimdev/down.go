@@ -76,7 +76,12 @@ func (f *fleet) stopAll(grace time.Duration) ([]string, error) {
 	slices.Reverse(consul) // client agents first in the lines printed
 	var lines []string
 	var errs []error
-	for _, group := range [][]stateProc{f.st.Instances, consul} {
+	groups := [][]stateProc{f.st.Instances, consul}
+	if f.st.Jaeger != nil {
+		// After the instances, which send their last spans as they exit.
+		groups = slices.Insert(groups, 1, []stateProc{*f.st.Jaeger})
+	}
+	for _, group := range groups {
 		out := make([]string, len(group))
 		groupErrs := make([]error, len(group))
 		var wg sync.WaitGroup

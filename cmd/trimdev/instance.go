@@ -19,7 +19,7 @@ import (
 // its output appended to logPath (a restarted process's log follows its
 // previous run's), and returns its PID and a channel closed once it has
 // exited. While demo runs it reaps the process.
-func spawn(bin, logPath string, args ...string) (int, <-chan struct{}, error) {
+func spawn(bin, logPath string, env []string, args ...string) (int, <-chan struct{}, error) {
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return 0, nil, err
@@ -27,6 +27,9 @@ func spawn(bin, logPath string, args ...string) (int, <-chan struct{}, error) {
 	defer f.Close()
 	fmt.Fprintf(f, "# trimdev: starting %s at %s\n", filepath.Base(bin), time.Now().Format(time.RFC3339))
 	cmd := exec.Command(bin, args...)
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
@@ -73,7 +76,7 @@ func startInstanceOn(ctx context.Context, bin, dir string, p *stateProc, grpcAdd
 		logStart = info.Size()
 	}
 	args := append([]string{"-grpc-addr", grpcAddr, "-http-addr", httpAddr, "-addr-file", addrPath}, p.Args...)
-	pid, exited, err := spawn(bin, p.Log, args...)
+	pid, exited, err := spawn(bin, p.Log, p.Env, args...)
 	if err != nil {
 		return err
 	}

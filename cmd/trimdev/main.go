@@ -98,6 +98,7 @@ type config struct {
 	bin, state string
 	n, c       int
 	instances  int
+	tracing    bool     // up, cluster: Jaeger too, the instances' traces sent to it
 	args       []string // member names
 	// chaos
 	duration time.Duration
@@ -123,6 +124,7 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 	fs.IntVar(&c.n, "n", 60000, "requests the load sends (run)")
 	fs.IntVar(&c.c, "c", 8, "concurrent callers of the load (run)")
 	fs.IntVar(&c.instances, "instances", 3, "trimsvc instances to start (at least 3 for run and chaos)")
+	fs.BoolVar(&c.tracing, "tracing", false, "also start Jaeger (bin/jaeger, `make jaeger`), send the instances' traces to it and print its UI's address (up, cluster; make up TRACING=1)")
 	fs.DurationVar(&c.duration, "duration", 3*time.Minute, "how long the chaos soak injects faults (chaos)")
 	fs.Float64Var(&c.rate, "rate", 300, "calls per second of the chaos soak's open-loop load (chaos)")
 	fs.Uint64Var(&c.seed, "seed", 0, "the chaos soak's random seed, printed at its start to replay a run; 0 picks one (chaos)")

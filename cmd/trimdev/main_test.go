@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trimkit/trimkit/internal/localjaeger"
 	"github.com/trimkit/trimkit/internal/proc"
 	"github.com/trimkit/trimkit/internal/testenv"
 )
@@ -275,5 +276,69 @@ func waitNoLeader(t *testing.T, dir string) {
 		if time.Now().After(deadline) {
 			t.Fatalf("still a leader: %q, %v", leader, err)
 		}
+	}
+}
+
+// With -tracing, up also leaves Jaeger running, the instances send their
+// traces to it, a caller told where (as up prints) sends its own, and
+// down stops it after the instances.
+func TestUpWithTracing(t *testing.T) {
+	bin := binDir(t)
+	jaeger, err := filepath.Abs(testenv.JaegerBinary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(jaeger, filepath.Join(bin, "jaeger")); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	stateDir := filepath.Join(t.TempDir(), "run")
+	t.Cleanup(func() { _ = down(config{state: stateDir}, &out) })
+	if err := run(context.Background(), []string{"up", "-tracing", "-instances", "1", "-bin", bin, "-state", stateDir}, &out, &errOut); err != nil {
+		t.Fatalf("trimdev up -tracing: %v\n%s", err, out.String())
+	}
+	st := recorded(t, stateDir)
+	if st.Jaeger == nil || !proc.Alive(st.Jaeger.PID) {
+		t.Fatalf("no Jaeger running after up -tracing: %+v", st.Jaeger)
+	}
+	if want := "traces: Jaeger http://" + st.Jaeger.Addr + "/"; !strings.Contains(out.String(), want) {
+		t.Errorf("up's output lacks %q:\n%s", want, out.String())
+	}
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", st.OTLP)
+	client := testenv.Start(t, filepath.Join(bin, "client"), "-consul-addr", st.HTTPAddr, "x")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if code, err := client.Wait(ctx); err != nil || code != 0 {
+		t.Fatalf("a traced call: exit %d (%v)\n%s", code, err, strings.Join(client.Lines(), "\n"))
+	}
+	// The instance's and the caller's spans in one trace, in the
+	// Jaeger up started (j: the same query API, on its address).
+	j := &localjaeger.Jaeger{Query: st.Jaeger.Addr}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		traces, err := j.Traces(ctx, "trimsvc", 20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		services := map[string]bool{}
+		for _, tr := range traces {
+			for _, s := range tr.Spans {
+				services[s.Service] = true
+			}
+		}
+		if services["trimsvc"] && services["client"] {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Jaeger holds no trace of the call from both within 20s: %+v", traces)
+		}
+	}
+	if err := run(context.Background(), []string{"down", "-state", stateDir}, &out, &errOut); err != nil {
+		t.Fatalf("trimdev down: %v\n%s", err, out.String())
+	}
+	if proc.Alive(st.Jaeger.PID) {
+		t.Errorf("Jaeger (pid %d) still running after down", st.Jaeger.PID)
+	}
+	if _, err := os.Stat(filepath.Join(stateDir, lastDir, "jaeger.log")); err != nil {
+		t.Errorf("Jaeger's log not kept: %v", err)
 	}
 }

@@ -24,6 +24,10 @@ type state struct {
 	Instances []stateProc `json:"instances"`
 	// Caller is what a caller of a secure cluster needs; nil for up.
 	Caller *callerFiles `json:"caller,omitempty"`
+	// Jaeger, with -tracing: its process (Addr: its query service and
+	// UI) and where it receives spans, for callers' OTEL_EXPORTER_OTLP_ENDPOINT.
+	Jaeger *stateProc `json:"jaeger,omitempty"`
+	OTLP   string     `json:"otlp_endpoint,omitempty"`
 }
 
 // stateProc is one process: a Consul agent or a trimsvc instance.
@@ -39,6 +43,9 @@ type stateProc struct {
 	GRPC string   `json:"grpc_addr,omitempty"`
 	HTTP string   `json:"http_addr,omitempty"`
 	Args []string `json:"args,omitempty"`
+	// Env is what an instance's environment adds to trimdev's (the OTLP
+	// endpoint, with -tracing).
+	Env []string `json:"env,omitempty"`
 }
 
 // callerFiles are what a caller of a secure cluster uses: the callers'

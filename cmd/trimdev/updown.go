@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/trimkit/trimkit/internal/localconsul"
+	"github.com/trimkit/trimkit/internal/localjaeger"
 	"github.com/trimkit/trimkit/internal/pki"
 )
 
@@ -217,6 +218,12 @@ func leaveRunning(ctx context.Context, cfg config, w io.Writer, start func(consu
 		return f, setup, err
 	}
 	st.HTTPAddr, st.DNSPort, st.Caller = setup.callAgent.URL(), setup.callAgent.DNSPort, setup.caller
+	var env []string
+	if cfg.tracing {
+		if env, err = startJaeger(cfg, st); err != nil {
+			return f, setup, err
+		}
+	}
 	for i := range cfg.instances {
 		name := fmt.Sprintf("trimsvc-%d", i+1)
 		var extra []string
@@ -224,7 +231,7 @@ func leaveRunning(ctx context.Context, cfg config, w io.Writer, start func(consu
 			extra = setup.instanceArgs[i]
 		}
 		st.Instances = append(st.Instances, stateProc{Name: name, Exe: bins.trimsvc, Log: abs(filepath.Join(cfg.state, name+".log")),
-			Args: instanceArgs(setup.svcAgent.URL(), extra...)})
+			Args: instanceArgs(setup.svcAgent.URL(), extra...), Env: env})
 		if _, err := startInstance(ctx, bins.trimsvc, cfg.state, &st.Instances[i]); err != nil {
 			return f, setup, err
 		}
@@ -267,6 +274,7 @@ func (f *fleet) failed(w io.Writer) string {
 func printUp(w io.Writer, setup consulSetup, st state) {
 	fmt.Fprintf(w, "up: consul dev agent pid %d, UI %s/ui\n", st.Consul[0].PID, st.HTTPAddr)
 	printInstances(w, st)
+	printTracing(w, st)
 	fmt.Fprintf(w, `try:
   go run ./cmd/client -consul-addr %[1]s "  hello  world  "
   go run ./cmd/client -consul-addr %[1]s -n 10000 -c 8 x
@@ -279,6 +287,36 @@ func printUp(w io.Writer, setup consulSetup, st state) {
 	fmt.Fprintf(tw, "  bin/trimdev restart trimsvc-1\t# stops an instance (SIGTERM) and starts it again on its address\n")
 	_ = tw.Flush()
 	fmt.Fprintln(w, "then: make down   (keeps the logs of what it stops in .run/last/)")
+}
+
+// startJaeger starts Jaeger (cfg.bin/jaeger) for -tracing, detached,
+// records it in st, and returns the environment that sends an instance's
+// traces to it.
+func startJaeger(cfg config, st *state) ([]string, error) {
+	bin, err := filepath.Abs(filepath.Join(cfg.bin, "jaeger"))
+	if err == nil {
+		bin, err = filepath.EvalSymlinks(bin)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("-tracing needs %s: run `make jaeger` (%w)", filepath.Join(cfg.bin, "jaeger"), err)
+	}
+	j, err := localjaeger.Start(bin, cfg.state, true, time.Minute)
+	if err != nil {
+		return nil, err
+	}
+	st.Jaeger = &stateProc{Name: "jaeger", PID: j.Cmd.Process.Pid, Exe: bin, Addr: j.Query, Log: abs(filepath.Join(cfg.state, "jaeger.log"))}
+	st.OTLP = "http://" + j.OTLPHTTP
+	return []string{"OTEL_EXPORTER_OTLP_ENDPOINT=" + st.OTLP, "OTEL_BSP_SCHEDULE_DELAY=1000"}, nil
+}
+
+// printTracing says where the traces are, with -tracing.
+func printTracing(w io.Writer, st state) {
+	if st.Jaeger == nil {
+		return
+	}
+	fmt.Fprintf(w, "traces: Jaeger http://%s/ (pid %d, log %s): its query API, /api/traces?service=trimsvc (the UI's assets are not in Jaeger's Go module:\n", st.Jaeger.Addr, st.Jaeger.PID, st.Jaeger.Log)
+	fmt.Fprintf(w, "  its page is a placeholder); the instances send their traces there, and a caller's go there too with\n")
+	fmt.Fprintf(w, "  OTEL_EXPORTER_OTLP_ENDPOINT=%s go run ./cmd/client -consul-addr %s -n 100 x\n", st.OTLP, st.HTTPAddr)
 }
 
 // printInstances prints a line per instance, in columns as wide as their

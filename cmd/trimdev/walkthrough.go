@@ -118,6 +118,7 @@ func printCluster(w io.Writer, setup consulSetup, f *fleet, leader string) {
 	}
 	fmt.Fprintf(w, "instances, registered through %s over TLS, each with a token of its own, serving mutual TLS with the service CA:\n", setup.svcAgent.Name)
 	printInstances(w, st)
+	printTracing(w, st)
 	dir := filepath.Dir(setup.clientEnv)
 	downCmd := "make down"
 	if filepath.Clean(dir) != ".run" {

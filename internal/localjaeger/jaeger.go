@@ -29,6 +29,8 @@ type Jaeger struct {
 
 // config is Jaeger v2's configuration (an OpenTelemetry Collector's)
 // with only what trimkit uses: OTLP in, memory storage, query and UI.
+// Its query service does not trace itself (enable_tracing, on by
+// default, sends to localhost:4317 and waits 10s at exit to flush).
 const config = `service:
   extensions: [jaeger_storage, jaeger_query]
   pipelines:
@@ -43,6 +45,7 @@ const config = `service:
       level: warn
 extensions:
   jaeger_query:
+    enable_tracing: false
     storage:
       traces: memstore
     http:
