@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,16 +13,25 @@ import (
 // Without one the test fails when CI=true and is skipped otherwise.
 func ConsulBinary(t testing.TB) string {
 	t.Helper()
-	if p, err := exec.LookPath("consul"); err == nil {
+	return binary(t, "consul", "make consul")
+}
+
+// binary returns the path of the program name: the one on PATH, else
+// bin/NAME at the top of the module. Without one the test fails when
+// CI=true and is skipped otherwise, saying that target builds it (as
+// make test does).
+func binary(t testing.TB, name, target string) string {
+	t.Helper()
+	if p, err := exec.LookPath(name); err == nil {
 		return p
 	}
 	if root, ok := moduleRoot(); ok {
-		p := filepath.Join(root, "bin", "consul")
+		p := filepath.Join(root, "bin", name)
 		if info, err := os.Stat(p); err == nil && !info.IsDir() {
 			return p
 		}
 	}
-	msg := "no consul binary on PATH or in bin/: run `make consul` (or `make test`, which builds it)"
+	msg := fmt.Sprintf("no %s binary on PATH or in bin/: run `%s` (or `make test`, which builds it)", name, target)
 	if os.Getenv("CI") == "true" {
 		t.Fatal(msg)
 	}

@@ -1,9 +1,6 @@
 package testenv
 
 import (
-	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -15,21 +12,7 @@ import (
 // the test fails when CI=true and is skipped otherwise.
 func JaegerBinary(t testing.TB) string {
 	t.Helper()
-	if p, err := exec.LookPath("jaeger"); err == nil {
-		return p
-	}
-	if root, ok := moduleRoot(); ok {
-		p := filepath.Join(root, "bin", "jaeger")
-		if info, err := os.Stat(p); err == nil && !info.IsDir() {
-			return p
-		}
-	}
-	msg := "no jaeger binary on PATH or in bin/: run `make jaeger` (or `make test`, which builds it)"
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
+	return binary(t, "jaeger", "make jaeger")
 }
 
 // Jaeger starts a Jaeger (JaegerBinary) on free loopback ports for the
