@@ -19,9 +19,8 @@ const sweepEvery = 20 * time.Millisecond
 // (BENCHMARKS.md, "The server").
 type unclaimed struct {
 	mu    sync.Mutex
-	slots []*ticket
+	slots []*ticket // nil: free, its index in free
 	free  []int32
-	held  int // tickets in slots
 	timer *time.Timer
 	armed bool
 }
@@ -37,7 +36,6 @@ func (u *unclaimed) add(t *ticket) {
 		t.slot = int32(len(u.slots))
 		u.slots = append(u.slots, t)
 	}
-	u.held++
 	if !u.armed {
 		u.armed = true
 		u.timer.Reset(sweepEvery)
@@ -60,7 +58,6 @@ func (u *unclaimed) remove(t *ticket) {
 	u.slots[t.slot] = nil
 	u.free = append(u.free, t.slot)
 	t.slot = -1
-	u.held--
 }
 
 // sweep gives back the tickets whose stream has ended, and runs again
@@ -74,7 +71,7 @@ func (u *unclaimed) sweep() {
 			ended = append(ended, t)
 		}
 	}
-	u.armed = u.held > 0
+	u.armed = len(u.slots) > len(u.free) // tickets left
 	if u.armed {
 		u.timer.Reset(sweepEvery)
 	}
