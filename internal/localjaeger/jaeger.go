@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/trimkit/trimkit/internal/localconsul"
 )
 
 // Jaeger is a running Jaeger.
@@ -77,9 +79,16 @@ exporters:
 // in a process group of its own, to outlive its parent (make up); else it
 // gets SIGKILL when its parent dies.
 func Start(bin, dir string, detach bool, timeout time.Duration) (*Jaeger, error) {
-	ports, err := freePorts(4)
+	// Ports as the Consul agents get theirs: below the kernel's
+	// ephemeral range, where an outgoing connection cannot take one
+	// before Jaeger binds it.
+	nums, err := localconsul.FreePorts(4)
 	if err != nil {
 		return nil, err
+	}
+	var ports []string
+	for _, p := range nums {
+		ports = append(ports, net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
 	}
 	j := &Jaeger{Query: ports[0], OTLPGRPC: ports[2], OTLPHTTP: ports[3], exited: make(chan struct{})}
 	path := filepath.Join(dir, "jaeger.yaml")
@@ -143,24 +152,4 @@ func (j *Jaeger) Stop() {
 		_ = j.Cmd.Process.Kill()
 		<-j.exited
 	}
-}
-
-// freePorts are n free loopback ports, host:port.
-func freePorts(n int) ([]string, error) {
-	var addrs []string
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		addrs = append(addrs, net.JoinHostPort("127.0.0.1", strconv.Itoa(l.Addr().(*net.TCPAddr).Port)))
-	}
-	return addrs, nil
 }
