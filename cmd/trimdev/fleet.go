@@ -202,6 +202,11 @@ func (f *fleet) start(ctx context.Context, name string) (note string, err error)
 	for deadline := time.Now().Add(2 * time.Second); a.Running() && time.Now().Before(deadline); {
 		time.Sleep(10 * time.Millisecond)
 	}
+	if !a.IsServer() {
+		if err := f.waitLeaveDone(ctx, name, 20*time.Second); err != nil {
+			return "", err
+		}
+	}
 	if err := a.Start(30 * time.Second); err != nil {
 		return "", err
 	}

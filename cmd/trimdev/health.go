@@ -113,8 +113,11 @@ func rejoined(ctx context.Context, c *api.Client, a *localconsul.Agent) error {
 	return errors.New("not a voter (yet)")
 }
 
-// serfAlive is serf's MemberStatus for an alive member.
-const serfAlive = 1
+// serf's MemberStatus for an alive member and for one that left.
+const (
+	serfAlive = 1
+	serfLeft  = 3
+)
 
 // healthy returns nil when every member runs, the servers have a leader
 // and are all healthy voters (autopilot can lose one), every member is
@@ -187,6 +190,50 @@ func (f *fleet) waitPassing(ctx context.Context, timeout time.Duration, ids ...s
 	return nil
 }
 
+// waitLeaveDone makes sure, after the client agent name stopped, that the
+// catalog no longer lists a node that left. A client agent that left
+// (SIGTERM) is deregistered, node and services, by the leader's reconcile:
+// at once when the leader handles the leave's event, but at times only at
+// its next periodic reconcile, up to a minute later (seen in CI, and in 2
+// runs of 4 here). An agent that comes back before that compares its
+// services with a catalog that still lists them, finds them in sync, and
+// is deregistered under its feet: its services are then missing until its
+// next full anti-entropy sync, a minute or more later. So the node of an
+// agent that left is deregistered here, as the leader would. An agent that
+// failed (SIGKILL) stays in the catalog, and is left alone.
+func (f *fleet) waitLeaveDone(ctx context.Context, name string, timeout time.Duration) error {
+	err := poll(ctx, timeout, 50*time.Millisecond, func(ctx context.Context) error {
+		c, err := f.consulAPI()
+		if err != nil {
+			return nil // nobody left to ask; nothing to race with either
+		}
+		members, err := c.Agent().Members(false)
+		if err != nil {
+			return err
+		}
+		for _, m := range members {
+			if m.Name == name && m.Status != serfLeft {
+				return nil
+			}
+		}
+		node, _, err := c.Catalog().Node(name, (&api.QueryOptions{}).WithContext(ctx))
+		if err != nil {
+			return err
+		}
+		if node != nil {
+			if _, err := c.Catalog().Deregister(&api.CatalogDeregistration{Node: name}, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+				return fmt.Errorf("deregister %s, which left: %w", name, err)
+			}
+			return fmt.Errorf("%s left, and the catalog still lists it", name)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("within %v: %w", timeout, err)
+	}
+	return nil
+}
+
 // waitLocalPassing waits until the checks of the services ids registered
 // with the agent a pass on a itself. Services registered elsewhere are
 // not waited for.
@@ -240,7 +287,7 @@ func serfStatus(s int) string {
 		return "alive"
 	case 2:
 		return "leaving"
-	case 3:
+	case serfLeft:
 		return "left"
 	case 4:
 		return "failed"
