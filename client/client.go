@@ -46,7 +46,7 @@ func New(cfg Config, endpoints EndpointFunc, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := build(instancer, cfg.CallConfig, endpoints, o, loads)
+	c, err := build(instancer, cfg.Service, cfg.Tags, cfg.CallConfig, endpoints, o, loads)
 	if err != nil {
 		stop()
 		return nil, err
@@ -61,7 +61,7 @@ func New(cfg Config, endpoints EndpointFunc, opts ...Option) (*Client, error) {
 // stops all of it.
 func discover(cfg Config, o *options) (instancer kitsd.Instancer, loads *sd.LoadWatcher, stop func(), err error) {
 	var (
-		catalog sd.Catalog // for load reports: the Consul watch's, when there is one
+		catalog *sd.Instancer // for load reports: the Consul watch, when there is one
 		stops   []func()
 	)
 	stop = func() {
@@ -130,12 +130,13 @@ func NewFromInstancer(instancer kitsd.Instancer, cfg CallConfig, endpoints Endpo
 	if err != nil {
 		return nil, fmt.Errorf("client options: %w", err)
 	}
-	return build(instancer, cfg, endpoints, o, nil)
+	return build(instancer, "", nil, cfg, endpoints, o, nil)
 }
 
-// build builds the stack over instancer, with loads for the least-loaded
-// balancer (nil without Consul); cfg and o are valid.
-func build(instancer kitsd.Instancer, cfg CallConfig, endpoints EndpointFunc, o options, loads *sd.LoadWatcher) (*Client, error) {
+// build builds the stack over instancer, the discovery of service with
+// tags ("" and nil for an Instancer of the caller's), with loads for the
+// least-loaded balancer (nil without Consul); cfg and o are valid.
+func build(instancer kitsd.Instancer, service string, tags []string, cfg CallConfig, endpoints EndpointFunc, o options, loads *sd.LoadWatcher) (*Client, error) {
 	if endpoints == nil {
 		return nil, errors.New("client: an EndpointFunc is needed to call the instances")
 	}
@@ -158,6 +159,7 @@ func build(instancer kitsd.Instancer, cfg CallConfig, endpoints EndpointFunc, o 
 		}
 		return hint(e), closer, nil
 	}
+	p.endpointer.view.service, p.endpointer.view.tags, p.endpointer.view.watch = service, tags, instancer
 	endpointer := newEndpointer(instancer, factory, o.logger, p.endpointer)
 	return &Client{call: newRetry(p.newBalancer(endpointer), p.retry, endpointAttempt).call, endpointer: endpointer}, nil
 }

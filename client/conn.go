@@ -1,6 +1,7 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -99,6 +100,7 @@ func callParts(cfg CallConfig) (parts, error) {
 	if retry.Metrics.isZero() {
 		retry.Metrics = cfg.Metrics // the stack's, given once
 	}
+	eo.view = viewInfo{balancer: cmp.Or(cfg.Balancer, RoundRobinName), face: faceEndpoint}
 	p := parts{endpointer: eo, retry: retry.withDefaults(), serverNames: cfg.TLS.CAFile != "" && cfg.TLS.ServerName == ""}
 	if p.creds, err = cfg.TLS.DialOption(); err != nil {
 		return parts{}, err
@@ -220,6 +222,8 @@ func discoverParts(cfg Config, o *options) (kitsd.Instancer, func(), parts, erro
 		stop()
 		return nil, nil, parts{}, err
 	}
+	p.endpointer.view.service, p.endpointer.view.tags = cfg.Service, cfg.Tags
+	p.endpointer.view.face, p.endpointer.view.watch = faceConn, instancer
 	return instancer, stop, p, nil
 }
 

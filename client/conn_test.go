@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http/httptest"
 	"net"
 	"net/url"
 	"slices"
@@ -206,6 +207,18 @@ func testUnaryAndStreams(t *testing.T, balancer string) {
 	// at 1.2x (24 of 60).
 	if mean := float64(total) / 3; float64(most) > 1.3*mean {
 		t.Errorf("the busiest instance holds %d of %d streams; want at most 1.3 times the mean", most, total)
+	}
+	// The live page shows the ClientConn's view: its streams open on each
+	// instance, from the same Endpointer as the go-kit face's.
+	page := httptest.NewServer(client.Handler())
+	face, shown := pageClient(t, page, insts[0].addr)
+	page.Close()
+	var onPage int64
+	for _, in := range shown {
+		onPage += in.Streams
+	}
+	if face != "grpc.ClientConn" || onPage != streams {
+		t.Errorf("the page shows a %q client with %d streams open; want the grpc.ClientConn's %d", face, onPage, streams)
 	}
 	cancel()
 	time.Sleep(100 * time.Millisecond)

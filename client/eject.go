@@ -117,6 +117,7 @@ func (e *Endpointer) eject(n *Node, why string) bool {
 	}
 	d := e.nextEjection(n)
 	n.ejected = true
+	n.probeAt = time.Now().Add(d)
 	n.probation.Store(false)
 	n.failures.Store(0)
 	n.need.Store(0)
@@ -261,6 +262,7 @@ func (e *Endpointer) probeAfter(ctx context.Context, n *Node, d time.Duration) {
 		}
 		if err != nil {
 			d = e.nextEjection(n)
+			n.probeAt = time.Now().Add(d)
 			e.mu.Unlock()
 			_ = level.Info(e.logger).Log("msg", "ejected instance failed its probe", "instance", n.instance, "err", err, "next_probe_in", d)
 			continue

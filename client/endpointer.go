@@ -53,6 +53,8 @@ type Endpointer struct {
 	metrics    Metrics
 	published  func()    // see endpointerOptions
 	epoch      time.Time // node times are nanoseconds since
+	info       viewInfo  // what Handler's page says of it
+	history    history   // its instances' attempts per second, for the page
 
 	events chan kitsd.Event
 	done   chan struct{}
@@ -135,6 +137,7 @@ func newEndpointer(instancer kitsd.Instancer, factory kitsd.Factory, logger log.
 		metrics:    o.metrics,
 		subset:     subsetter{subsetting: o.subset},
 		published:  o.published,
+		info:       o.view,
 		epoch:      time.Now(),
 		events:     make(chan kitsd.Event, 1),
 		done:       make(chan struct{}),
@@ -155,6 +158,9 @@ func newEndpointer(instancer kitsd.Instancer, factory kitsd.Factory, logger log.
 	default:
 	}
 	go e.receive()
+	e.wg.Add(1)
+	go e.sampleEvery(time.Second)
+	views.add(e)
 	if !e.ejection.Disabled {
 		e.wg.Add(1)
 		go e.sweep()
@@ -469,6 +475,7 @@ func (e *Endpointer) Close() error {
 }
 
 func (e *Endpointer) close() error {
+	views.remove(e)
 	e.instancer.Deregister(e.events)
 	close(e.events)
 	<-e.done

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"time"
 
@@ -73,4 +74,15 @@ func ExampleNewEndpointer() {
 	svc := trim.Service{TrimSpaceEndpoint: call} // a trimsvc.Service
 	out, err := svc.TrimSpace(ctx, " he llo ")
 	fmt.Println(out, err)
+}
+
+// Handler serves the live page of what the process's clients see, beside
+// the program's other debug endpoints; `curl -H 'Accept: application/json'`
+// gets the same view as JSON.
+func ExampleHandler() {
+	mux := http.NewServeMux()
+	mux.Handle("/debug/trimkit", client.Handler())
+	srv := &http.Server{Addr: "127.0.0.1:8977", Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.ListenAndServe() }()
+	defer srv.Close()
 }

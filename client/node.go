@@ -109,6 +109,7 @@ type Node struct {
 	ejections    int       // in a row, for the growing ejection time
 	readmittedAt time.Time // when it last came back
 	heldUntil    time.Time // when it is let go, while held
+	probeAt      time.Time // when it is next probed, while ejected
 	probeCancel  context.CancelFunc
 }
 

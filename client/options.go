@@ -102,6 +102,8 @@ type endpointerOptions struct {
 	// each time it publishes a new snapshot: a ClientConn's balancer
 	// passes it on to grpc (see NewConn).
 	published func()
+	// view is what Handler's page says of the Endpointer.
+	view viewInfo
 }
 
 // subsetting is how an Endpointer picks its subset: size 0 takes every

@@ -12,7 +12,7 @@ import (
 
 // NewLoadWatcherWithClock is NewLoadWatcher judging freshness by now, for
 // tests.
-func NewLoadWatcherWithClock(client Client, service string, catalog Catalog, logger log.Logger, now func() time.Time) *LoadWatcher {
+func NewLoadWatcherWithClock(client Client, service string, catalog CatalogMap, logger log.Logger, now func() time.Time) *LoadWatcher {
 	w, err := newLoadWatcher(client, service, catalog, logger, now)
 	if err != nil {
 		panic(err) // a test's own mistake
@@ -89,11 +89,15 @@ var Permanent = permanent
 // ErrNoLeader is what a query's error wraps when Consul has no leader.
 var ErrNoLeader = errNoLeader
 
-// CatalogMap is a fixed Catalog: service IDs by address.
+// NewLoadWatcherOf is NewLoadWatcher over a fixed catalog, for tests.
+func NewLoadWatcherOf(client Client, service string, catalog CatalogMap, logger log.Logger) (*LoadWatcher, error) {
+	return newLoadWatcher(client, service, catalog, logger, time.Now)
+}
+
+// CatalogMap is a fixed catalog: service IDs by address.
 type CatalogMap map[string]string
 
-// ServiceID implements Catalog.
-func (m CatalogMap) ServiceID(addr string) (string, bool) {
+func (m CatalogMap) serviceID(addr string) (string, bool) {
 	id, ok := m[addr]
 	return id, ok && id != ""
 }
@@ -109,3 +113,6 @@ func (p *Instancers) Len() int { return p.len() }
 
 // SameWatch reports whether a and b share one watch.
 func SameWatch(a, b *Instancer) bool { return a.w == b.w }
+
+// ServiceIDOf is s's service ID of the instance at addr.
+func ServiceIDOf(s *Instancer, addr string) (string, bool) { return s.serviceID(addr) }

@@ -3,6 +3,7 @@ package sd
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -69,6 +70,16 @@ type watcher struct {
 	mu    sync.Mutex
 	state kitsd.Event
 	subs  map[chan<- kitsd.Event]struct{}
+	seen  watchSeen // for MarshalJSON
+}
+
+// watchSeen is what the watch's queries last said of themselves.
+type watchSeen struct {
+	index        uint64        // X-Consul-Index of the last answer
+	answered     time.Time     // when the last answer came; zero: none yet
+	behindLeader time.Duration // its X-Consul-LastContact
+	knownLeader  bool
+	errSince     time.Time // when queries began to fail, while they do
 }
 
 var _ kitsd.Instancer = (*Instancer)(nil)
@@ -114,9 +125,18 @@ func (s *Instancer) Deregister(ch chan<- kitsd.Event) { s.w.deregister(ch) }
 // for it to end. It is safe to call more than once.
 func (s *Instancer) Stop() { s.once.Do(s.stop) }
 
-// ServiceID implements Catalog: the service ID of the instance at addr in
-// the answer known last.
-func (s *Instancer) ServiceID(addr string) (string, bool) { return s.w.serviceID(addr) }
+// MarshalJSON is the watch's state, for a status page (client.Handler
+// shows it): the service and tags it watches, the Consul agent it asks,
+// the instances it knows, the index and time of its last answer and how
+// far behind the leader that answer was, and, while its queries fail, the
+// last error and since when. stale says the instances known may be out of
+// date: the queries fail, or the last answer came from a server further
+// behind the leader than Read.MaxStale allows (with no leader to ask).
+func (s *Instancer) MarshalJSON() ([]byte, error) { return s.w.marshalJSON() }
+
+// serviceID is the service ID of the instance at addr in the answer known
+// last (a LoadWatcher's catalog).
+func (s *Instancer) serviceID(addr string) (string, bool) { return s.w.serviceID(addr) }
 
 // newWatcher starts a watch of service and makes its first query.
 func newWatcher(client Client, logger log.Logger, service string, tags []string, passingOnly bool, o watchOptions) (*watcher, error) {
@@ -223,6 +243,7 @@ func (s *watcher) update(instances []string, ids map[string]string, err error) {
 			return // subscribers already know Consul is failing
 		}
 		s.state.Err = err
+		s.seen.errSince = time.Now()
 	} else {
 		s.ids.Store(&ids) // IDs may change while the addresses stay
 		if s.state.Err == nil && slices.Equal(s.state.Instances, instances) {
@@ -300,6 +321,9 @@ func (s *watcher) query(ctx context.Context, index uint64) ([]string, map[string
 		}
 	}
 	slices.Sort(instances)
+	s.mu.Lock()
+	s.seen.index, s.seen.answered, s.seen.behindLeader, s.seen.knownLeader = meta.LastIndex, time.Now(), meta.LastContact, meta.KnownLeader
+	s.mu.Unlock()
 	return slices.Compact(instances), ids, meta.LastIndex, nil
 }
 
@@ -357,3 +381,38 @@ func (e *filteredError) Error() string {
 // gives as an api.StatusError. TestNoClusterLeaderIsConsulAPIs pins it to
 // consul/api's own error for that answer.
 func noClusterLeader(err error) bool { return consulFailed(err, "No cluster leader") }
+
+func (s *watcher) marshalJSON() ([]byte, error) {
+	type watchJSON struct {
+		Service        string     `json:"service"`
+		Tags           []string   `json:"tags,omitempty"`
+		Consul         string     `json:"consul"`
+		Instances      []string   `json:"instances"`
+		LastIndex      uint64     `json:"last_index"`
+		LastAnswer     *time.Time `json:"last_answer,omitempty"`
+		BehindLeaderMS float64    `json:"behind_leader_ms"`
+		KnownLeader    bool       `json:"known_leader"`
+		Stale          bool       `json:"stale"`
+		Error          string     `json:"error,omitempty"`
+		ErrorSince     *time.Time `json:"error_since,omitempty"`
+	}
+	s.mu.Lock()
+	j := watchJSON{Service: s.service, Tags: s.tags, Consul: agentAddr(s.client, nil), Instances: slices.Clone(s.state.Instances),
+		LastIndex: s.seen.index, BehindLeaderMS: float64(s.seen.behindLeader) / 1e6, KnownLeader: s.seen.knownLeader}
+	if j.Instances == nil {
+		j.Instances = []string{}
+	}
+	if !s.seen.answered.IsZero() {
+		at := s.seen.answered
+		j.LastAnswer = &at
+	}
+	if err := s.state.Err; err != nil {
+		since := s.seen.errSince
+		j.Error, j.ErrorSince = err.Error(), &since
+	}
+	behind := s.seen.behindLeader
+	s.mu.Unlock()
+	j.Stale = j.Error != "" || j.LastAnswer == nil ||
+		(s.opts.read.mode() == ReadStale && !j.KnownLeader && behind > cmp.Or(s.opts.read.MaxStale, defaultMaxStale))
+	return json.Marshal(j)
+}

@@ -2,6 +2,7 @@ package sd_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -453,18 +454,63 @@ func TestInstancerServiceID(t *testing.T) {
 	f.serve(t, 0, answer{instances: []string{"10.0.0.1:80", "10.0.0.2:80", "10.0.0.2:80"}, index: 10})
 	s := <-started
 	defer s.Stop()
-	if id, ok := s.ServiceID("10.0.0.1:80"); !ok || id != "10.0.0.1:80#0" {
+	if id, ok := sd.ServiceIDOf(s, "10.0.0.1:80"); !ok || id != "10.0.0.1:80#0" {
 		t.Errorf("10.0.0.1:80: want its ID, have %q %v", id, ok)
 	}
-	if id, ok := s.ServiceID("10.0.0.2:80"); ok {
+	if id, ok := sd.ServiceIDOf(s, "10.0.0.2:80"); ok {
 		t.Errorf("an address two instances share: want no ID, have %q", id)
 	}
-	if _, ok := s.ServiceID("10.0.0.3:80"); ok {
+	if _, ok := sd.ServiceIDOf(s, "10.0.0.3:80"); ok {
 		t.Error("an address the catalog does not list has an ID")
 	}
 	f.serve(t, 10, answer{instances: []string{"10.0.0.3:80"}, index: 11})
-	waitFor(t, 5*time.Second, "the new answer's IDs", func() bool { id, ok := s.ServiceID("10.0.0.3:80"); return ok && id == "10.0.0.3:80#0" })
-	if _, ok := s.ServiceID("10.0.0.1:80"); ok {
+	waitFor(t, 5*time.Second, "the new answer's IDs", func() bool { id, ok := sd.ServiceIDOf(s, "10.0.0.3:80"); return ok && id == "10.0.0.3:80#0" })
+	if _, ok := sd.ServiceIDOf(s, "10.0.0.1:80"); ok {
 		t.Error("an instance gone from the catalog still has an ID")
+	}
+}
+
+// An Instancer's JSON is its watch's state, for a status page: the last
+// index and answer, fresh while its queries succeed; the error, and stale,
+// while they fail, with the instances known last kept.
+func TestInstancerJSONIsTheWatchState(t *testing.T) {
+	f := newFakeConsul()
+	started := make(chan *sd.Instancer)
+	go func() { started <- newInstancer(t, f) }()
+	f.serve(t, 0, answer{instances: []string{"10.0.0.1:80"}, index: 10, lastContact: 3 * time.Millisecond})
+	s := <-started
+	defer s.Stop()
+	type watchJSON struct {
+		Service        string     `json:"service"`
+		Instances      []string   `json:"instances"`
+		LastIndex      uint64     `json:"last_index"`
+		LastAnswer     *time.Time `json:"last_answer"`
+		BehindLeaderMS float64    `json:"behind_leader_ms"`
+		Stale          bool       `json:"stale"`
+		Error          string     `json:"error"`
+		ErrorSince     *time.Time `json:"error_since"`
+	}
+	read := func() watchJSON {
+		t.Helper()
+		b, err := json.Marshal(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var w watchJSON
+		if err := json.Unmarshal(b, &w); err != nil {
+			t.Fatalf("%v: %s", err, b)
+		}
+		return w
+	}
+	w := read()
+	if w.Service != "trimsvc" || !slices.Equal(w.Instances, []string{"10.0.0.1:80"}) || w.LastIndex != 10 || w.LastAnswer == nil ||
+		w.BehindLeaderMS != 3 || w.Stale || w.Error != "" {
+		t.Errorf("after an answer: %+v", w)
+	}
+	f.serve(t, 10, answer{err: errors.New("boom"), index: 10})
+	waitFor(t, 5*time.Second, "the failed query in the JSON", func() bool { return read().Error != "" })
+	w = read()
+	if !w.Stale || w.ErrorSince == nil || !strings.Contains(w.Error, "boom") || !slices.Equal(w.Instances, []string{"10.0.0.1:80"}) {
+		t.Errorf("after a failed query: %+v", w)
 	}
 }

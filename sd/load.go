@@ -240,12 +240,12 @@ const (
 	maxLoad = 1e4
 )
 
-// Catalog maps an instance's address, as the Instancer reports it, to its
-// service ID in the catalog; *Instancer implements it.
-type Catalog interface {
-	// ServiceID returns the ID of the catalog's instance at addr; false
+// catalog maps an instance's address, as the Instancer reports it, to its
+// service ID in the catalog; *Instancer is one.
+type catalog interface {
+	// serviceID returns the ID of the catalog's instance at addr; false
 	// when the catalog lists none there, or several.
-	ServiceID(addr string) (string, bool)
+	serviceID(addr string) (string, bool)
 }
 
 // LoadWatcher keeps the latest load reports of a service's instances,
@@ -262,7 +262,7 @@ type Catalog interface {
 type LoadWatcher struct {
 	client  loadClient
 	prefix  string
-	catalog Catalog
+	catalog catalog
 	logger  log.Logger
 	now     func() time.Time
 	reports atomic.Pointer[map[string]receivedReport] // by service ID
@@ -279,14 +279,18 @@ type receivedReport struct {
 }
 
 // NewLoadWatcher watches the load reports of service until Stop, for the
-// instances catalog lists, through client (ConsulConfig.NewClient's, or
+// instances instancer lists (its watch of service matches each report's
+// service ID to an address), through client (ConsulConfig.NewClient's, or
 // NewClient's: one that also reads KV). It returns an error for a nil
 // argument.
-func NewLoadWatcher(client Client, service string, catalog Catalog, logger log.Logger) (*LoadWatcher, error) {
-	return newLoadWatcher(client, service, catalog, logger, time.Now)
+func NewLoadWatcher(client Client, service string, instancer *Instancer, logger log.Logger) (*LoadWatcher, error) {
+	if instancer == nil {
+		return nil, errors.New("sd: NewLoadWatcher needs an Instancer")
+	}
+	return newLoadWatcher(client, service, instancer, logger, time.Now)
 }
 
-func newLoadWatcher(client Client, service string, catalog Catalog, logger log.Logger, now func() time.Time) (*LoadWatcher, error) {
+func newLoadWatcher(client Client, service string, catalog catalog, logger log.Logger, now func() time.Time) (*LoadWatcher, error) {
 	lc, ok := client.(loadClient)
 	if noClient(client) || !ok || catalog == nil || logger == nil {
 		return nil, errors.New("sd: NewLoadWatcher needs a client of KV (ConsulConfig.NewClient's), a catalog and a logger")
@@ -303,7 +307,7 @@ func newLoadWatcher(client Client, service string, catalog Catalog, logger log.L
 // catalog lists no single instance there, or its report is missing or
 // stale.
 func (w *LoadWatcher) Report(addr string) (LoadReport, bool) {
-	id, ok := w.catalog.ServiceID(addr)
+	id, ok := w.catalog.serviceID(addr)
 	if !ok {
 		return LoadReport{}, false
 	}

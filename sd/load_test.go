@@ -260,7 +260,7 @@ func TestLoadWatcher(t *testing.T) {
 	put("trimkit/load/othersvc/b", sd.LoadReport{Load: 9, Addr: "127.0.0.1:9001", TS: now, IntervalMS: 1000})
 
 	catalog := sd.CatalogMap{"127.0.0.1:9000": "a", "127.0.0.1:9001": "b"}
-	w, err := sd.NewLoadWatcher(f, "trimsvc", catalog, log.NewNopLogger())
+	w, err := sd.NewLoadWatcherOf(f, "trimsvc", catalog, log.NewNopLogger())
 	if err != nil {
 		t.Fatal(err)
 	}

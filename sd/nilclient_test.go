@@ -23,7 +23,7 @@ func TestNilClientsAreErrors(t *testing.T) {
 		}
 	}
 	for name, c := range map[string]sd.Client{"nil": nil, "adapter of nil": sd.NewClient(nil)} {
-		if _, err := sd.NewLoadWatcher(c, "svc", sd.CatalogMap{}, logger); err == nil {
+		if _, err := sd.NewLoadWatcherOf(c, "svc", sd.CatalogMap{}, logger); err == nil {
 			t.Errorf("NewLoadWatcher(%s): want an error", name)
 		}
 		if _, err := sd.NewLoadReporter(c, "svc", "id", "127.0.0.1:1", "", time.Second, func() (int64, time.Duration, int64) { return 0, 0, 0 }, logger); err == nil {

@@ -34,6 +34,19 @@ func call(ctx, stop context.Context, cfg config, stdout, stderr io.Writer) error
 	quiet := &discoveryLog{next: logger, instances: generic.NewGauge("instances")}
 	attempts := &loadgen.Counter{}
 	cfg.client.Metrics = client.Metrics{Attempts: attempts, Instances: quiet.instances}
+	if cfg.httpAddr != "off" {
+		reg, m, err := promMetrics()
+		if err != nil {
+			return err
+		}
+		cfg.client.Metrics = tee(m, cfg.client.Metrics)
+		srv, err := serveDebug(cfg.httpAddr, reg)
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+		_ = level.Info(logger).Log("msg", "serving /metrics and /debug/trimkit", "url", srv.URL())
+	}
 	cfg.client.FailStatic = cfg.failStatic
 	tracing, err := otelenv.FromEnv(ctx, os.Getenv, "client")
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"time"
 
 	"github.com/trimkit/trimkit/client"
@@ -45,6 +46,7 @@ type config struct {
 	duration time.Duration
 	json     bool
 	text     string
+	httpAddr string
 	// failStatic is the Endpointer's fail-static rule.
 	failStatic client.FailStatic
 }
@@ -100,6 +102,7 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 	fs.IntVar(&c.c, "c", 1, "concurrent callers, each calling back to back (without -rate)")
 	fs.Float64Var(&c.rate, "rate", 0, "calls per second, in an open loop that does not wait for earlier calls (0: the closed loop of -c callers)")
 	fs.BoolVar(&c.json, "json", false, "print the summary as one JSON object")
+	fs.StringVar(&c.httpAddr, "http-addr", "off", "HTTP address serving /metrics (Prometheus) and /debug/trimkit, the live page of what the client sees of each instance (JSON with Accept: application/json); off disables it")
 	if err := cli.Parse(fs, args, envPrefix, synopsis, stdout); err != nil {
 		return config{}, err
 	}
@@ -135,6 +138,11 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 	}
 	if c.duration > 0 && given(fs, "n") {
 		errs = append(errs, errors.New("-n and -duration both given: a run is N requests or D long, not both"))
+	}
+	if c.httpAddr != "off" {
+		if _, _, err := net.SplitHostPort(c.httpAddr); err != nil {
+			errs = append(errs, fmt.Errorf("-http-addr %q: %w", c.httpAddr, err))
+		}
 	}
 	if c.client.Service == "" {
 		errs = append(errs, errors.New("-service-name must not be empty"))
