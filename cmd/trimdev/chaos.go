@@ -85,10 +85,18 @@ func chaos(ctx context.Context, cfg config, w io.Writer) (err error) {
 	for _, p := range append(slices.Clone(f.st.Consul), f.st.Instances...) {
 		fmt.Fprintf(w, "  %-10s pid %-7d %s\n", p.Name, p.PID, p.Addr)
 	}
-	var failedCalls int64
-	defer func() { err = errors.Join(err, f.teardown(w, "chaos", err != nil || failedCalls > 0)) }()
+	var (
+		failedCalls int64
+		s           *soak
+	)
+	defer func() {
+		err = errors.Join(err, f.teardown(w, "chaos", err != nil || failedCalls > 0))
+		if s != nil && s.took > 0 { // after teardown, which removes the state it made
+			err = errors.Join(err, s.writeReport(cfg.state))
+		}
+	}()
 
-	s, err := newSoak(ctx, f, cfg, seed, w)
+	s, err = newSoak(ctx, f, cfg, seed, w)
 	if err != nil {
 		return err
 	}
@@ -110,6 +118,7 @@ type soak struct {
 	held       *heldGauge
 	rss        rss
 	outcomes   []outcome
+	took       time.Duration // the load's, once it stopped
 	// walk runs the walkthrough sequence's steps, its commands printing
 	// to commands.log; nil for the deck. Its vars name the leader of the
 	// round, nil until the first step.
@@ -179,6 +188,7 @@ func (s *soak) run(ctx context.Context) (int64, error) {
 	err := s.faults(ctx, loadStart)
 	s.load.Stop()
 	took := time.Since(loadStart)
+	s.took = took
 	s.summary(took)
 	if s.cfg.json != "" {
 		if jerr := s.writeJSON(s.cfg.json, took); jerr != nil {

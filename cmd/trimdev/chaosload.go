@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"math"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,6 +37,11 @@ type load struct {
 
 	mu       sync.Mutex // guards what follows
 	timeline loadgen.Timeline
+	// offered and latency are, by second since the start, the calls
+	// started and the latencies of those that ended (latencySecond, 512
+	// bytes a second), for the report's charts.
+	offered []uint32
+	latency []latencySecond
 	// Touched by failed calls only.
 	failedBy map[int64]int64
 	errsBy   map[int64]map[string]int // each window's error messages, counted
@@ -76,6 +83,13 @@ func (l *load) loop(ctx context.Context, begin time.Time) {
 		}
 		window := l.window.Load()
 		l.calls.Add(1)
+		l.mu.Lock()
+		sec := int(time.Since(begin) / time.Second)
+		for len(l.offered) <= sec {
+			l.offered = append(l.offered, 0)
+		}
+		l.offered[sec]++
+		l.mu.Unlock()
 		l.done.Add(1)
 		go func() {
 			defer l.done.Done()
@@ -83,6 +97,11 @@ func (l *load) loop(ctx context.Context, begin time.Time) {
 			end := c.Start.Add(c.Took)
 			l.mu.Lock()
 			l.timeline.Add(end, c.Err != nil)
+			sec := int(end.Sub(begin) / time.Second)
+			for len(l.latency) <= sec {
+				l.latency = append(l.latency, latencySecond{})
+			}
+			l.latency[sec].add(c.Took)
 			l.mu.Unlock()
 			if c.Err != nil {
 				l.fail(window, end, c.Err)
@@ -148,6 +167,55 @@ func (l *load) failureTimes() loadgen.FailureTimes {
 	return l.timeline.FailureTimes()
 }
 
+// latencySecond counts one second's latencies in log buckets, four to a
+// power of two of microseconds (each 19% wide), up to 2^32us: enough for
+// a chart's p99, in 512 bytes.
+type latencySecond [128]uint32
+
+func (s *latencySecond) add(d time.Duration) {
+	us := max(float64(d)/float64(time.Microsecond), 1)
+	s[min(int(4*math.Log2(us)), len(s)-1)]++
+}
+
+// percentile is the upper edge of the bucket that holds the nearest-rank
+// percentile p; 0 without calls.
+func (s *latencySecond) percentile(p float64) time.Duration {
+	var n uint64
+	for _, c := range s {
+		n += uint64(c)
+	}
+	if n == 0 {
+		return 0
+	}
+	rank := max(uint64(math.Ceil(float64(n)*p/100)), 1)
+	var seen uint64
+	for i, c := range s {
+		if seen += uint64(c); seen >= rank {
+			return time.Duration(math.Exp2(float64(i+1)/4) * float64(time.Microsecond))
+		}
+	}
+	return 0
+}
+
+// series is the load's seconds for the report: offered calls, calls that
+// answered and failed, and the p99 latency of those that ended, each
+// second.
+func (l *load) series() (start time.Time, offered, answered, failed, p99 []float64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	start = l.timeline.Start()
+	for _, c := range l.offered {
+		offered = append(offered, float64(c))
+	}
+	for _, s := range l.timeline.PerSecond() {
+		answered, failed = append(answered, float64(s.Calls-s.Failures)), append(failed, float64(s.Failures))
+	}
+	for i := range l.latency {
+		p99 = append(p99, float64(l.latency[i].percentile(99))/float64(time.Millisecond))
+	}
+	return start, offered, answered, failed, p99
+}
+
 // Stop stops calling and waits for the calls in flight.
 func (l *load) Stop() {
 	close(l.stop)
@@ -182,6 +250,15 @@ func (g *heldGauge) takeMax() int64 { return g.max.Swap(g.now.Load()) }
 // keeps the largest.
 type rss struct {
 	first, max atomic.Int64 // bytes
+
+	mu     sync.Mutex
+	start  time.Time
+	points []rssPoint // every sample run took
+}
+
+type rssPoint struct {
+	at    time.Duration // since start
+	bytes int64
 }
 
 func (r *rss) sample() int64 {
@@ -195,11 +272,24 @@ func (r *rss) sample() int64 {
 	}
 }
 
-// run samples until ctx ends.
+// run samples every second until ctx ends, keeping each sample.
 func (r *rss) run(ctx context.Context) {
+	r.mu.Lock()
+	r.start = time.Now()
+	r.mu.Unlock()
 	for ctxtime.Sleep(ctx, time.Second) {
-		r.sample()
+		n := r.sample()
+		r.mu.Lock()
+		r.points = append(r.points, rssPoint{time.Since(r.start), n})
+		r.mu.Unlock()
 	}
+}
+
+// series is run's samples, and when it started.
+func (r *rss) series() (time.Time, []rssPoint) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.start, slices.Clone(r.points)
 }
 
 // vmRSS is this process's resident set size, in bytes; 0 when unknown.

@@ -69,6 +69,33 @@ func TestChaosReportPlacesFailures(t *testing.T) {
 	if r.Failures != failed || len(r.PerSecond) == 0 || r.FirstFailure == nil || r.LastFailure == nil || len(r.Faults) != 1 || r.Faults[0].Failed != o.failed {
 		t.Errorf("JSON report: %+v, want %d failures placed and the one fault", r, failed)
 	}
+	// The HTML report: four charts over the run, the fault marked on each,
+	// and its row.
+	s.took = 1500 * time.Millisecond
+	s.outcomes[0].kind, s.outcomes[0].target, s.outcomes[0].at = "sigstop", "trimsvc-2", 100*time.Millisecond
+	s.rss.points = []rssPoint{{time.Second, 30 << 20}}
+	dir := t.TempDir()
+	if err := s.writeReport(dir); err != nil {
+		t.Fatal(err)
+	}
+	html, err := os.ReadFile(filepath.Join(dir, "report.html"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(html), "<svg"); n != 4 {
+		t.Errorf("%d charts, want calls, failures, p99 and RSS", n)
+	}
+	if n := strings.Count(string(html), "<title>#1 sigstop trimsvc-2</title>"); n != 4 {
+		t.Errorf("the fault is marked on %d charts, want 4", n)
+	}
+	for _, want := range []string{">offered<", ">failed<", ">p99<", ">RSS<", "<td>sigstop</td><td>trimsvc-2</td>", "calls failed."} {
+		if !strings.Contains(string(html), want) {
+			t.Errorf("the HTML report lacks %q", want)
+		}
+	}
+	if _, _, _, _, p99 := l.series(); len(p99) == 0 || p99[0] <= 0 {
+		t.Errorf("p99 by second: %v", p99)
+	}
 	ft := l.failureTimes()
 	start, seconds, first, last := ft.Start, ft.PerSecond, ft.FirstFailure, ft.LastFailure
 	total := 0

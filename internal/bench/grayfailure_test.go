@@ -279,14 +279,16 @@ func grayRows() []grayRow {
 func BenchmarkGrayFailure(b *testing.B) {
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
 	slowBy := 10 * healthyMedian(b)
+	charts := newLatencyCharts("gray", 100*time.Millisecond)
 	for _, row := range append(grayRows(), nativeGrayRows(b)...) {
 		for f := range fault(len(faultNames)) {
 			prefix := row.name + "/" + faultNames[f] + "/"
-			for unit, v := range grayCell(b, row, f, slowBy) {
+			for unit, v := range grayCell(b, row, f, slowBy, charts) {
 				b.ReportMetric(v, prefix+unit)
 			}
 		}
 	}
+	charts.write(b)
 	b.ReportMetric(ms(slowBy), "slow_adds_ms")
 	b.ReportMetric(ms(hedgeFor), "hedge_after_ms")
 	b.ReportMetric(ms(defaults.RetryTimeout/defaults.MaxAttempts), "attempt_share_ms")
@@ -316,14 +318,19 @@ func healthyMedian(b *testing.B) time.Duration {
 // the median of the runs' latency percentiles, the largest max and the
 // latest last attempt to the faulty instance (never, if it never stopped in
 // any run), and failures, share and attempts over all runs.
-func grayCell(b *testing.B, row grayRow, f fault, slowBy time.Duration) map[string]float64 {
+func grayCell(b *testing.B, row grayRow, f fault, slowBy time.Duration, charts *latencyCharts) map[string]float64 {
 	reps := grayReps
 	if f == overloaded {
 		reps = 1
 	}
 	var runs []grayResult
-	for range reps {
-		runs = append(runs, grayRunOnce(b, row, f, slowBy))
+	for i := range reps {
+		r := grayRunOnce(b, row, f, slowBy)
+		if i == 0 {
+			charts.add(faultNames[f], row.name, r.calls, r.faultAt)
+		}
+		r.calls = nil
+		runs = append(runs, r)
 	}
 	med := func(get func(grayResult) float64) float64 {
 		vs := make([]float64, 0, len(runs))
@@ -364,6 +371,10 @@ type grayResult struct {
 	s               loadgen.Summary
 	total, toFaulty int64
 	stoppedAfter    float64 // ms; -1: it never stopped getting attempts
+	// calls are all the run's, warm-up included, and faultAt when the
+	// fault began: for the charts.
+	calls   []loadgen.Call
+	faultAt time.Time
 }
 
 func grayRunOnce(b testing.TB, row grayRow, f fault, slowBy time.Duration) grayResult {
@@ -402,7 +413,8 @@ func grayRunOnce(b testing.TB, row grayRow, f fault, slowBy time.Duration) grayR
 	}
 	calls, _ := load.Wait()
 	s, _ := loadgen.Summarize(callsSince(calls, faultAt), 0)
-	r := grayResult{s: s, total: al.total.Load() - beforeTotal, toFaulty: al.toFaulty.Load() - beforeFaulty, stoppedAfter: -1}
+	r := grayResult{s: s, total: al.total.Load() - beforeTotal, toFaulty: al.toFaulty.Load() - beforeFaulty, stoppedAfter: -1,
+		calls: calls, faultAt: faultAt}
 	if last := time.Unix(0, al.last.Load()); last.Before(faultAt.Add(run - time.Second)) {
 		r.stoppedAfter = ms(max(0, last.Sub(faultAt)))
 	}

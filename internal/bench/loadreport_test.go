@@ -240,10 +240,18 @@ func leastLoadedRun(b *testing.B, c *api.Client, balancer string, capacity float
 	case client.P2CName:
 		bal = client.NewP2C(endpointer)
 	case client.LeastLoadedName:
-		catalog := catalogMap{}
+		// The reports name the instances by service ID: the catalog,
+		// through a watch of the service, says which address each is.
 		for i, a := range addrs {
-			catalog[a] = fmt.Sprintf("trim-%d", i)
+			if err := registerService(c, service, fmt.Sprintf("trim-%d", i), a, false); err != nil {
+				b.Fatal(err)
+			}
 		}
+		catalog, err := sd.NewInstancer(sd.NewClient(c), log.NewNopLogger(), service, nil, true)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer catalog.Stop()
 		w, err := sd.NewLoadWatcher(sd.NewClient(c), service, catalog, log.NewNopLogger())
 		if err != nil {
 			b.Fatal(err)
@@ -306,12 +314,4 @@ func summarizeAfter(calls []loadgen.Call, since time.Time, prefix string) map[st
 		prefix + "p999_ms":  s.P999ms,
 		prefix + "max_ms":   s.MaxMs,
 	}
-}
-
-// catalogMap is a fixed sd.Catalog: service IDs by address.
-type catalogMap map[string]string
-
-func (m catalogMap) ServiceID(addr string) (string, bool) {
-	id, ok := m[addr]
-	return id, ok
 }

@@ -154,13 +154,15 @@ func BenchmarkOverload(b *testing.B) {
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
 	slotRate := olSlotRate()
 	capacity := 3 * olSlots * slotRate
+	charts := newLatencyCharts("overload", 250*time.Millisecond)
+	defer charts.write(b)
 	for _, row := range olRows() {
 		if row.server.utilization {
 			continue // for the unequal instances only
 		}
 		for _, load := range olLoads {
 			prefix := fmt.Sprintf("%s/%gx/", row.name, load)
-			for unit, v := range olCell(b, row, []int{olSlots, olSlots, olSlots}, load*capacity, capacity) {
+			for unit, v := range olCell(b, row, []int{olSlots, olSlots, olSlots}, load*capacity, capacity, charts, fmt.Sprintf("%gx", load)) {
 				b.ReportMetric(v, prefix+unit)
 			}
 		}
@@ -172,7 +174,7 @@ func BenchmarkOverload(b *testing.B) {
 	for _, row := range olRows()[1:4] {
 		for _, load := range olLoads {
 			prefix := fmt.Sprintf("unequal/%s/%gx/", row.name, load)
-			for unit, v := range olCell(b, row, slots, load*unequal, unequal) {
+			for unit, v := range olCell(b, row, slots, load*unequal, unequal, charts, fmt.Sprintf("unequal-%gx", load)) {
 				b.ReportMetric(v, prefix+unit)
 			}
 		}
@@ -186,7 +188,7 @@ func BenchmarkOverload(b *testing.B) {
 // olSlotRate is the calls a second one slot serves.
 func olSlotRate() float64 { return sleepRate(olService, 50) }
 
-func olCell(b *testing.B, row olRow, slots []int, rate, capacity float64) map[string]float64 {
+func olCell(b *testing.B, row olRow, slots []int, rate, capacity float64, charts *latencyCharts, caseName string) map[string]float64 {
 	runtime.GC()
 	var (
 		addrs   []string
@@ -222,6 +224,7 @@ func olCell(b *testing.B, row olRow, slots []int, rate, capacity float64) map[st
 		wasted -= n.wasted.Load()
 	}
 	calls, _ := load.Wait()
+	charts.add(caseName, row.name, calls, measured)
 	attempts = al.total.Load() - attempts
 	var total int64
 	for i, n := range necks {

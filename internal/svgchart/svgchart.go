@@ -18,10 +18,13 @@ type Series struct {
 	Points []Point
 }
 
-// Mark is a labelled vertical line at X: a fault, an event.
+// Mark is a labelled vertical line at X: a fault, an event. Label is
+// drawn beside the line (keep it short: "#3"); Note, when set, is its
+// tooltip.
 type Mark struct {
 	X     float64
 	Label string
+	Note  string
 }
 
 // Chart is a line chart. Zero XMin and XMax take the data's range; zero
@@ -72,15 +75,19 @@ func (c Chart) Render(w io.Writer) error {
 		fmt.Fprintf(&b, `<text x="%d" y="%.1f" text-anchor="end">%s</text>`, ml-4, y(v)+4, num(v))
 		fmt.Fprintf(&b, `<path d="M%d %.1f H%.1f" stroke="#eee"/>`, ml, y(v), ml+pw)
 	}
-	for i := 0; i <= 4; i++ {
-		v := xmin + float64(i)/4*(xmax-xmin)
+	step := niceStep((xmax - xmin) / 6)
+	for v := math.Ceil(xmin/step) * step; v <= xmax+step/1e6; v += step {
 		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle">%s%s</text>`, x(v), mt+ph+14, num(v), esc(c.XLabel))
 	}
 	for i, m := range c.Marks {
 		if m.X < xmin || m.X > xmax {
 			continue
 		}
-		fmt.Fprintf(&b, `<g class="mark"><path d="M%.1f %d V%.1f" stroke="#999" stroke-dasharray="3,3"/>`, x(m.X), mt, mt+ph)
+		fmt.Fprintf(&b, `<g class="mark">`)
+		if m.Note != "" {
+			fmt.Fprintf(&b, `<title>%s</title>`, esc(m.Note))
+		}
+		fmt.Fprintf(&b, `<path d="M%.1f %d V%.1f" stroke="#999" stroke-dasharray="3,3"/>`, x(m.X), mt, mt+ph)
 		// Labels alternate between two rows so that close marks stay legible.
 		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" font-size="10" fill="#555">%s</text></g>`, x(m.X)+2, mt+ph+26-float64(i%2)*(ph+10), esc(m.Label))
 	}
@@ -166,6 +173,20 @@ func color(s Series, i int) string {
 		return esc(s.Color)
 	}
 	return palette[i%len(palette)]
+}
+
+// niceStep is the 1, 2 or 5 times a power of ten nearest above raw.
+func niceStep(raw float64) float64 {
+	if raw <= 0 || math.IsNaN(raw) || math.IsInf(raw, 0) {
+		return 1
+	}
+	p := math.Pow(10, math.Floor(math.Log10(raw)))
+	for _, m := range []float64{1, 2, 5, 10} {
+		if m*p >= raw {
+			return m * p
+		}
+	}
+	return 10 * p
 }
 
 // num is v for an axis: short.

@@ -15,14 +15,14 @@ func TestRenderIsWellFormedSVGWithItsDataAndMarks(t *testing.T) {
 			{Name: "offered", Points: []Point{{0, 100}, {1, 200}, {2, 150}}},
 			{Name: "failed", Color: "red", Points: []Point{{0, 0}, {1, 5}, {2, 0}}},
 		},
-		Marks: []Mark{{X: 1, Label: "SIGSTOP trimsvc-2"}, {X: 9, Label: "out of range"}},
+		Marks: []Mark{{X: 1, Label: "#1", Note: "SIGSTOP trimsvc-2"}, {X: 9, Label: "out of range"}},
 	}
 	if err := c.Render(&b); err != nil {
 		t.Fatal(err)
 	}
 	svg := b.String()
 	wellFormed(t, svg)
-	for _, want := range []string{"calls &lt;per&gt; second", "SIGSTOP trimsvc-2", `stroke="red"`, ">offered<", ">200<"} {
+	for _, want := range []string{"calls &lt;per&gt; second", "<title>SIGSTOP trimsvc-2</title>", ">#1<", `stroke="red"`, ">offered<", ">200<", ">0.5s<", ">2s<"} {
 		if !strings.Contains(svg, want) {
 			t.Errorf("chart lacks %q:\n%s", want, svg)
 		}
