@@ -90,7 +90,7 @@ func (s *soak) writeHTML(path string, took time.Duration) error {
 		return err
 	}
 	err = chaosPage.Execute(f, map[string]any{
-		"Title": fmt.Sprintf("chaos soak, seed %d: %d faults, %d calls, %d failed", s.seed, len(s.outcomes), calls, fails),
+		"Title":  fmt.Sprintf("chaos soak, seed %d: %d faults, %d calls, %d failed", s.seed, len(s.outcomes), calls, fails),
 		"Replay": fmt.Sprintf("make chaos SEED=%d DURATION=%v RATE=%v SEQUENCE=%s", s.seed, s.cfg.duration, s.cfg.rate, s.cfg.sequence),
 		"Charts": svgs, "Faults": rows, "Failed": fails,
 	})

@@ -73,7 +73,7 @@ func (c *latencyCharts) write(tb testing.TB) {
 	}
 	for _, name := range c.cases {
 		chart := svgchart.Chart{
-			Title: fmt.Sprintf("%s, %s: p99 latency of the calls started in each %v (a failed call counts as at least 1s)", c.section, name, c.window),
+			Title:  fmt.Sprintf("%s, %s: p99 latency of the calls started in each %v (a failed call counts as at least 1s)", c.section, name, c.window),
 			YLabel: "ms", XLabel: "s", Width: 900, Height: 300, Series: c.series[name],
 			Marks: []svgchart.Mark{{X: 0, Label: name}},
 		}
