@@ -9,6 +9,7 @@ import (
 	"github.com/go-kit/log"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/otel/propagation"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -44,4 +45,22 @@ func ExampleRetryConfig_tracing() {
 	// One trace: trimkit.call, then trimkit.attempt with the instance,
 	// the attempt's number and its outcome, then the gRPC client span.
 	_, _ = call(context.Background(), &healthpb.HealthCheckRequest{})
+}
+
+// Metrics through OpenTelemetry: a program without Prometheus gives the
+// stack its MeterProvider, and every instrument of Metrics reports as
+// trimkit.client.* with the same labels as attributes.
+func ExampleMetrics_openTelemetry() {
+	// Your program's MeterProvider, with its reader or exporter (OTLP, say).
+	mp := sdkmetric.NewMeterProvider()
+	defer mp.Shutdown(context.Background())
+
+	c, err := client.New(client.Config{Service: "orders", CallConfig: client.CallConfig{
+		EndpointerConfig: client.EndpointerConfig{Metrics: client.Metrics{MeterProvider: mp}},
+	}}, healthEndpoints)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer c.Close()
 }

@@ -9,8 +9,10 @@ import (
 
 	"github.com/go-kit/kit/metrics"
 	"github.com/go-kit/log"
+	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc"
 
+	"github.com/trimkit/trimkit/internal/otelkit"
 	"github.com/trimkit/trimkit/sd"
 )
 
@@ -147,7 +149,7 @@ func (c EndpointerConfig) options() (endpointerOptions, error) {
 		return endpointerOptions{}, err
 	}
 	o := endpointerOptions{grace: cmp.Or(c.CloseGrace, 2*time.Second), ejection: c.Ejection, failStatic: c.FailStatic,
-		metrics: c.Metrics, subset: subsetting{size: c.Subset, number: c.SubsetCaller}}
+		metrics: c.Metrics.resolved(), subset: subsetting{size: c.Subset, number: c.SubsetCaller}}
 	o.subset.caller = uint64(o.subset.number - 1)
 	if o.subset.number == 0 {
 		o.subset.caller = rand.Uint64()
@@ -368,12 +370,46 @@ type Metrics struct {
 	BudgetExhausted metrics.Counter
 	// Throttled counts calls the client refused itself (Throttle).
 	Throttled metrics.Counter
+
+	// MeterProvider, when set, reports every instrument above through
+	// OpenTelemetry too, as the instruments trimkit.client.attempts,
+	// .ejections, .fail_static, .held, .instances, .retries, .hedges,
+	// .retry_budget_exhausted and .throttled of the meter
+	// github.com/trimkit/trimkit/client, with the same labels as
+	// attributes: a program without Prometheus wires one provider. The
+	// go-kit instruments set beside it report as well.
+	MeterProvider metric.MeterProvider
 }
 
 // isZero says whether m has no instrument at all.
 func (m Metrics) isZero() bool {
 	return m.Attempts == nil && m.Ejections == nil && m.FailStatic == nil && m.Held == nil && m.Instances == nil &&
-		m.Retries == nil && m.Hedges == nil && m.BudgetExhausted == nil && m.Throttled == nil
+		m.Retries == nil && m.Hedges == nil && m.BudgetExhausted == nil && m.Throttled == nil && m.MeterProvider == nil
+}
+
+// resolved is m with its MeterProvider's instruments beside its own.
+func (m Metrics) resolved() Metrics {
+	if m.MeterProvider == nil {
+		return m
+	}
+	meter := m.MeterProvider.Meter("github.com/trimkit/trimkit/client")
+	c := func(mine metrics.Counter, name, unit, description string) metrics.Counter {
+		return otelkit.TeeCounter(mine, otelkit.Counter(meter, "trimkit.client."+name, description, unit))
+	}
+	g := func(mine metrics.Gauge, name, description string) metrics.Gauge {
+		return otelkit.TeeGauge(mine, otelkit.Gauge(meter, "trimkit.client."+name, description, "{instance}"))
+	}
+	m.Attempts = c(m.Attempts, "attempts", "{attempt}", "Attempts of calls, first ones, retries and hedges, by instance and outcome.")
+	m.Ejections = c(m.Ejections, "ejections", "{ejection}", "Instances taken out of picking for failing where their peers did not, by instance.")
+	m.FailStatic = c(m.FailStatic, "fail_static", "{event}", "Times discovery removed instances en masse and the client began to hold some.")
+	m.Held = g(m.Held, "held", "Instances held against discovery now (fail-static).")
+	m.Instances = g(m.Instances, "instances", "Instances the client holds now, held ones included.")
+	m.Retries = c(m.Retries, "retries", "{attempt}", "Attempts after a call's first, hedges excluded.")
+	m.Hedges = c(m.Hedges, "hedges", "{attempt}", "Hedged attempts.")
+	m.BudgetExhausted = c(m.BudgetExhausted, "retry_budget_exhausted", "{attempt}", "Retries and hedges the retry budget refused.")
+	m.Throttled = c(m.Throttled, "throttled", "{call}", "Calls the client refused itself.")
+	m.MeterProvider = nil // resolved once
+	return m
 }
 
 // attempt counts an attempt. Not through add: its label slice escapes, so

@@ -73,7 +73,7 @@ func newRetry(b Balancer, cfg RetryConfig, try attempter) *retry {
 		idempotent: cfg.Idempotent,
 		budget:     newBudget(cfg.Budget, time.Now),
 		throttle:   newThrottle(cfg.Throttle, time.Now),
-		metrics:    cfg.Metrics,
+		metrics:    cfg.Metrics.resolved(),
 		watchdog:   newWatchdog(),
 		tracer:     newTracer(cfg.TracerProvider),
 	}

@@ -10,11 +10,13 @@ import (
 	"time"
 
 	"github.com/go-kit/kit/metrics"
+	otelmetric "go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
 
+	"github.com/trimkit/trimkit/internal/otelkit"
 	"github.com/trimkit/trimkit/internal/overload"
 )
 
@@ -51,6 +53,38 @@ type AdmissionMetrics struct {
 	// nothing within FirstByteTimeout, "handshake" for those that had not
 	// finished within HandshakeTimeout.
 	ConnsTimedOut metrics.Counter
+
+	// MeterProvider, when set, reports every instrument above through
+	// OpenTelemetry too, as the instruments trimkit.server.shed,
+	// .concurrency_limit, .in_flight, .streams, .connections_refused,
+	// .connections_evicted and .connections_timed_out (attribute stage) of
+	// the meter github.com/trimkit/trimkit/transport/grpcserver: a program
+	// without Prometheus wires one provider. The go-kit instruments set
+	// beside it report as well.
+	MeterProvider otelmetric.MeterProvider
+}
+
+// resolved is m with its MeterProvider's instruments beside its own.
+func (m AdmissionMetrics) resolved() AdmissionMetrics {
+	if m.MeterProvider == nil {
+		return m
+	}
+	meter := m.MeterProvider.Meter("github.com/trimkit/trimkit/transport/grpcserver")
+	c := func(mine metrics.Counter, name, unit, description string) metrics.Counter {
+		return otelkit.TeeCounter(mine, otelkit.Counter(meter, "trimkit.server."+name, description, unit))
+	}
+	g := func(mine metrics.Gauge, name, unit, description string) metrics.Gauge {
+		return otelkit.TeeGauge(mine, otelkit.Gauge(meter, "trimkit.server."+name, description, unit))
+	}
+	m.Shed = c(m.Shed, "shed", "{call}", "Calls refused at once: the concurrency limit, MaxCallsInFlight or MaxStreams was reached.")
+	m.Limit = g(m.Limit, "concurrency_limit", "{call}", "The concurrency limit now.")
+	m.InFlight = g(m.InFlight, "in_flight", "{call}", "Calls in flight now, health checks and open streams excepted.")
+	m.Streams = g(m.Streams, "streams", "{stream}", "Streaming calls open now, health checks excepted.")
+	m.ConnsRefused = c(m.ConnsRefused, "connections_refused", "{connection}", "Connections closed as they were accepted: every place was held by an established connection.")
+	m.ConnsEvicted = c(m.ConnsEvicted, "connections_evicted", "{connection}", "Connections not yet established closed to make room for a newer one.")
+	m.ConnsTimedOut = c(m.ConnsTimedOut, "connections_timed_out", "{connection}", "Connections closed before they were established, by stage: first_byte or handshake.")
+	m.MeterProvider = nil // resolved once
+	return m
 }
 
 // admission bounds the calls in flight: it admits or sheds a call in
@@ -96,7 +130,7 @@ type admission struct {
 
 // newAdmission returns the admission of l, which has its defaults.
 func newAdmission(l Limits) *admission {
-	a := &admission{max: int64(l.MaxCallsInFlight), limit: l.Concurrency, metrics: l.Metrics, marker: overload.NewMarker(), noLoad: l.OmitLoad, busy: l.Utilization, maxStreams: int64(l.MaxStreams)}
+	a := &admission{max: int64(l.MaxCallsInFlight), limit: l.Concurrency, metrics: l.Metrics.resolved(), marker: overload.NewMarker(), noLoad: l.OmitLoad, busy: l.Utilization, maxStreams: int64(l.MaxStreams)}
 	a.over, _ = l.Concurrency.(overLimit)
 	a.stopping, a.stopStreams = context.WithCancel(context.Background())
 	a.leaving = make(chan struct{})

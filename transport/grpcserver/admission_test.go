@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/go-kit/kit/metrics/generic"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -44,7 +46,10 @@ func TestShedCallsAreMarkedAndCountedAndAnswersCarryTheLoad(t *testing.T) {
 	entered := make(chan struct{}, 8)
 	limit := &recordingLimit{ConcurrencyLimit: FixedLimit(2)}
 	shed, limitGauge, inflight := generic.NewCounter("shed"), generic.NewGauge("limit"), generic.NewGauge("inflight")
-	m := AdmissionMetrics{Shed: shed, Limit: limitGauge, InFlight: inflight}
+	reader := sdkmetric.NewManualReader() // and through OpenTelemetry, beside go-kit's
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	defer mp.Shutdown(context.Background())
+	m := AdmissionMetrics{Shed: shed, Limit: limitGauge, InFlight: inflight, MeterProvider: mp}
 	conn, _, _ := serve(t, Limits{Concurrency: limit, Metrics: m}, func(ctx context.Context, in *wrapperspb.BytesValue) (*wrapperspb.BytesValue, error) {
 		entered <- struct{}{}
 		<-release
@@ -102,6 +107,28 @@ func TestShedCallsAreMarkedAndCountedAndAnswersCarryTheLoad(t *testing.T) {
 		t.Errorf("observed calls (in flight at admission) = %v, want 1 and 2", got)
 	}
 	eventually(t, "the in-flight gauge back to 0", func() bool { return inflight.Value() == 0 })
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(ctx, &rm); err != nil {
+		t.Fatal(err)
+	}
+	otel := map[string]float64{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, md := range sm.Metrics {
+			switch d := md.Data.(type) {
+			case metricdata.Sum[float64]:
+				for _, p := range d.DataPoints {
+					otel[md.Name] += p.Value
+				}
+			case metricdata.Gauge[float64]:
+				for _, p := range d.DataPoints {
+					otel[md.Name] = p.Value
+				}
+			}
+		}
+	}
+	if otel["trimkit.server.shed"] != 1 || otel["trimkit.server.concurrency_limit"] != 2 || otel["trimkit.server.in_flight"] != 0 {
+		t.Errorf("through OpenTelemetry: %v; want 1 shed, a limit of 2, none in flight", otel)
+	}
 	// A message over MaxRecvMsgSize is ResourceExhausted too, not shed.
 	if err := echo(ctx, conn, make([]byte, 5<<20)); status.Code(err) != codes.ResourceExhausted || overload.IsShed(err) {
 		t.Errorf("a message too large: %v; want ResourceExhausted not marked as shed", err)

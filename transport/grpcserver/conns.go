@@ -90,7 +90,7 @@ func newConnListener(lis net.Listener, l Limits) *connListener {
 	if cl.logger == nil {
 		cl.logger = log.NewNopLogger()
 	}
-	m := l.Metrics
+	m := l.Metrics.resolved()
 	cl.refusedN, cl.evictedN = count(m.ConnsRefused), count(m.ConnsEvicted)
 	cl.firstByteN, cl.timeoutN = func() {}, func() {}
 	if m.ConnsTimedOut != nil {

@@ -1,0 +1,106 @@
+package otelkit
+
+import (
+	"context"
+	"sync"
+
+	"github.com/go-kit/kit/metrics"
+	"github.com/go-kit/kit/metrics/multi"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	otelmetric "go.opentelemetry.io/otel/metric"
+)
+
+// Counter returns a go-kit counter that adds to the OpenTelemetry counter
+// name of meter.
+func Counter(meter otelmetric.Meter, name, description, unit string) metrics.Counter {
+	c, err := meter.Float64Counter(name, otelmetric.WithDescription(description), otelmetric.WithUnit(unit))
+	if err != nil {
+		otel.Handle(err)
+	}
+	return counter{c: c}
+}
+
+type counter struct {
+	c     otelmetric.Float64Counter
+	attrs []attribute.KeyValue
+}
+
+func (c counter) With(labelValues ...string) metrics.Counter {
+	return counter{c: c.c, attrs: with(c.attrs, labelValues)}
+}
+
+func (c counter) Add(delta float64) {
+	c.c.Add(context.Background(), delta, otelmetric.WithAttributes(c.attrs...))
+}
+
+// Gauge returns a go-kit gauge that records to the OpenTelemetry gauge
+// name of meter.
+func Gauge(meter otelmetric.Meter, name, description, unit string) metrics.Gauge {
+	g, err := meter.Float64Gauge(name, otelmetric.WithDescription(description), otelmetric.WithUnit(unit))
+	if err != nil {
+		otel.Handle(err)
+	}
+	return gauge{g: g, values: &values{m: map[attribute.Distinct]float64{}}}
+}
+
+type gauge struct {
+	g      otelmetric.Float64Gauge
+	attrs  []attribute.KeyValue
+	values *values // shared by every With of one gauge
+}
+
+// values are a gauge's current values, by attribute set.
+type values struct {
+	mu sync.Mutex
+	m  map[attribute.Distinct]float64
+}
+
+func (g gauge) With(labelValues ...string) metrics.Gauge {
+	return gauge{g: g.g, attrs: with(g.attrs, labelValues), values: g.values}
+}
+
+func (g gauge) Set(value float64) { g.record(func(float64) float64 { return value }) }
+
+func (g gauge) Add(delta float64) { g.record(func(v float64) float64 { return v + delta }) }
+
+func (g gauge) record(next func(float64) float64) {
+	set := attribute.NewSet(g.attrs...)
+	g.values.mu.Lock()
+	v := next(g.values.m[set.Equivalent()])
+	g.values.m[set.Equivalent()] = v
+	// Recorded under the lock, so that the last value recorded is the
+	// last value set.
+	g.g.Record(context.Background(), v, otelmetric.WithAttributeSet(set))
+	g.values.mu.Unlock()
+}
+
+// with appends go-kit label values, name and value in turn, to attrs; an
+// odd one out gets the value "unknown", as go-kit's own adapters do.
+func with(attrs []attribute.KeyValue, labelValues []string) []attribute.KeyValue {
+	if len(labelValues)%2 != 0 {
+		labelValues = append(labelValues, "unknown")
+	}
+	out := make([]attribute.KeyValue, len(attrs), len(attrs)+len(labelValues)/2)
+	copy(out, attrs)
+	for i := 0; i < len(labelValues); i += 2 {
+		out = append(out, attribute.String(labelValues[i], labelValues[i+1]))
+	}
+	return out
+}
+
+// TeeCounter is c and o both; either may be nil.
+func TeeCounter(c, o metrics.Counter) metrics.Counter {
+	if c == nil {
+		return o
+	}
+	return multi.NewCounter(c, o)
+}
+
+// TeeGauge is g and o both; either may be nil.
+func TeeGauge(g, o metrics.Gauge) metrics.Gauge {
+	if g == nil {
+		return o
+	}
+	return multi.NewGauge(g, o)
+}
