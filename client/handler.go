@@ -83,7 +83,7 @@ type (
 	watchPage struct {
 		Consul, Answered, Error, ErrorSince string
 		Index                               uint64
-		Stale, KnownLeader                  bool
+		Stale                               bool
 		BehindLeaderMS                      float64
 	}
 	instancePage struct {
@@ -106,13 +106,12 @@ func pageData(v pageJSON) pageView {
 				LastIndex      uint64     `json:"last_index"`
 				LastAnswer     *time.Time `json:"last_answer"`
 				BehindLeaderMS float64    `json:"behind_leader_ms"`
-				KnownLeader    bool       `json:"known_leader"`
 				Stale          bool       `json:"stale"`
 				Error          string     `json:"error"`
 				ErrorSince     *time.Time `json:"error_since"`
 			}
 			if json.Unmarshal(c.Watch, &w) == nil {
-				cp.Watch = &watchPage{Consul: w.Consul, Index: w.LastIndex, Stale: w.Stale, KnownLeader: w.KnownLeader,
+				cp.Watch = &watchPage{Consul: w.Consul, Index: w.LastIndex, Stale: w.Stale,
 					BehindLeaderMS: w.BehindLeaderMS, Error: w.Error, Answered: "never"}
 				if w.LastAnswer != nil {
 					cp.Watch.Answered = ago(v.Time, *w.LastAnswer)
@@ -204,7 +203,7 @@ Charts: attempts per second (blue) and failures per second (red) over the last m
 {{range .Clients}}
 <section class="client" data-service="{{.Service}}">
 <h2>{{.Title}} <small>{{.Face}} · balancer {{.Balancer}}{{if .Tags}} · tags {{range .Tags}}{{.}} {{end}}{{end}}{{if .Subset}} · subset of {{.Subset.Size}}: {{.Subset.Members}} of {{.Subset.Listed}} listed{{end}}</small></h2>
-{{with .Watch}}<p class="watch{{if .Stale}} stale{{end}}">Consul watch at {{.Consul}}: index {{.Index}}, last answer {{.Answered}}{{if .BehindLeaderMS}}, {{ms .BehindLeaderMS}} behind the leader{{end}}{{if not .KnownLeader}}, no known leader{{end}};
+{{with .Watch}}<p class="watch{{if .Stale}} stale{{end}}">Consul watch at {{.Consul}}: index {{.Index}}, last answer {{.Answered}}{{if .BehindLeaderMS}}, {{ms .BehindLeaderMS}} behind the leader{{end}};
 {{if .Stale}}STALE{{else}}fresh{{end}}{{if .Error}}; failing since {{.ErrorSince}}: {{.Error}}{{end}}</p>{{end}}
 <table>
 <tr><th>instance</th><th>tier</th><th>connection</th><th>latency (peak EWMA)</th><th>in flight</th><th>streams</th><th>load</th><th>attempts/s, failures/s</th><th>now</th><th>attempts</th><th>failures</th></tr>

@@ -78,8 +78,7 @@ type watchSeen struct {
 	index        uint64        // X-Consul-Index of the last answer
 	answered     time.Time     // when the last answer came; zero: none yet
 	behindLeader time.Duration // its X-Consul-LastContact
-	knownLeader  bool
-	errSince     time.Time // when queries began to fail, while they do
+	errSince     time.Time     // when queries began to fail, while they do
 }
 
 var _ kitsd.Instancer = (*Instancer)(nil)
@@ -131,7 +130,8 @@ func (s *Instancer) Stop() { s.once.Do(s.stop) }
 // far behind the leader that answer was, and, while its queries fail, the
 // last error and since when. stale says the instances known may be out of
 // date: the queries fail, or the last answer came from a server further
-// behind the leader than Read.MaxStale allows (with no leader to ask).
+// behind the leader than Read.MaxStale allows (with no leader to ask
+// instead).
 func (s *Instancer) MarshalJSON() ([]byte, error) { return s.w.marshalJSON() }
 
 // serviceID is the service ID of the instance at addr in the answer known
@@ -322,7 +322,9 @@ func (s *watcher) query(ctx context.Context, index uint64) ([]string, map[string
 	}
 	slices.Sort(instances)
 	s.mu.Lock()
-	s.seen.index, s.seen.answered, s.seen.behindLeader, s.seen.knownLeader = meta.LastIndex, time.Now(), meta.LastContact, meta.KnownLeader
+	// Not KnownLeader: Consul answers a stale blocking query that waited
+	// with X-Consul-KnownLeader false, leader or not.
+	s.seen.index, s.seen.answered, s.seen.behindLeader = meta.LastIndex, time.Now(), meta.LastContact
 	s.mu.Unlock()
 	return slices.Compact(instances), ids, meta.LastIndex, nil
 }
@@ -391,14 +393,13 @@ func (s *watcher) marshalJSON() ([]byte, error) {
 		LastIndex      uint64     `json:"last_index"`
 		LastAnswer     *time.Time `json:"last_answer,omitempty"`
 		BehindLeaderMS float64    `json:"behind_leader_ms"`
-		KnownLeader    bool       `json:"known_leader"`
 		Stale          bool       `json:"stale"`
 		Error          string     `json:"error,omitempty"`
 		ErrorSince     *time.Time `json:"error_since,omitempty"`
 	}
 	s.mu.Lock()
 	j := watchJSON{Service: s.service, Tags: s.tags, Consul: agentAddr(s.client, nil), Instances: slices.Clone(s.state.Instances),
-		LastIndex: s.seen.index, BehindLeaderMS: float64(s.seen.behindLeader) / 1e6, KnownLeader: s.seen.knownLeader}
+		LastIndex: s.seen.index, BehindLeaderMS: float64(s.seen.behindLeader) / 1e6}
 	if j.Instances == nil {
 		j.Instances = []string{}
 	}
@@ -413,6 +414,6 @@ func (s *watcher) marshalJSON() ([]byte, error) {
 	behind := s.seen.behindLeader
 	s.mu.Unlock()
 	j.Stale = j.Error != "" || j.LastAnswer == nil ||
-		(s.opts.read.mode() == ReadStale && !j.KnownLeader && behind > cmp.Or(s.opts.read.MaxStale, defaultMaxStale))
+		(s.opts.read.mode() == ReadStale && behind > cmp.Or(s.opts.read.MaxStale, defaultMaxStale))
 	return json.Marshal(j)
 }

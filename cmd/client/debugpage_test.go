@@ -98,7 +98,7 @@ func TestDebugPageInChromiumShowsAFrozenInstanceEjected(t *testing.T) {
 		t.Fatalf("the frozen instance %s was readmitted: %v", frozen.Addr, tier())
 	}
 	shot := testenv.ArtifactPath(t, "debug-trimkit-frozen-instance.png")
-	testenv.Chromium(t, page, "--window-size=1500,700", "--screenshot="+shot)
+	testenv.Chromium(t, page, "--window-size=1150,340", "--screenshot="+shot)
 	if info, err := os.Stat(shot); err != nil || info.Size() < 10_000 {
 		t.Errorf("screenshot %s: %v, %v", shot, info, err)
 	}
