@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/trimkit/trimkit/internal/svgchart"
+	"github.com/trimkit/trimkit/internal/watchstate"
 )
 
 // Handler serves a live page of what this process's clients see of their
@@ -101,15 +102,7 @@ func pageData(v pageJSON) pageView {
 			cp.Title = "(an Instancer of the program's)"
 		}
 		if len(c.Watch) > 0 {
-			var w struct {
-				Consul         string     `json:"consul"`
-				LastIndex      uint64     `json:"last_index"`
-				LastAnswer     *time.Time `json:"last_answer"`
-				BehindLeaderMS float64    `json:"behind_leader_ms"`
-				Stale          bool       `json:"stale"`
-				Error          string     `json:"error"`
-				ErrorSince     *time.Time `json:"error_since"`
-			}
+			var w watchstate.State
 			if json.Unmarshal(c.Watch, &w) == nil {
 				cp.Watch = &watchPage{Consul: w.Consul, Index: w.LastIndex, Stale: w.Stale,
 					BehindLeaderMS: w.BehindLeaderMS, Error: w.Error, Answered: "never"}

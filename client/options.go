@@ -392,12 +392,10 @@ func (m Metrics) resolved() Metrics {
 	if m.MeterProvider == nil {
 		return m
 	}
-	meter := m.MeterProvider.Meter("github.com/trimkit/trimkit/client")
-	c := func(mine metrics.Counter, name, unit, description string) metrics.Counter {
-		return otelkit.TeeCounter(mine, otelkit.Counter(meter, "trimkit.client."+name, description, unit))
-	}
+	t := otelkit.NewTee(m.MeterProvider, "github.com/trimkit/trimkit/client", "trimkit.client.")
+	c := t.Counter
 	g := func(mine metrics.Gauge, name, description string) metrics.Gauge {
-		return otelkit.TeeGauge(mine, otelkit.Gauge(meter, "trimkit.client."+name, description, "{instance}"))
+		return t.Gauge(mine, name, "{instance}", description)
 	}
 	m.Attempts = c(m.Attempts, "attempts", "{attempt}", "Attempts of calls, first ones, retries and hedges, by instance and outcome.")
 	m.Ejections = c(m.Ejections, "ejections", "{ejection}", "Instances taken out of picking for failing where their peers did not, by instance.")

@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/trimkit/trimkit/internal/consulname"
+	"github.com/trimkit/trimkit/internal/watchstate"
 )
 
 const (
@@ -385,20 +386,8 @@ func (e *filteredError) Error() string {
 func noClusterLeader(err error) bool { return consulFailed(err, "No cluster leader") }
 
 func (s *watcher) marshalJSON() ([]byte, error) {
-	type watchJSON struct {
-		Service        string     `json:"service"`
-		Tags           []string   `json:"tags,omitempty"`
-		Consul         string     `json:"consul"`
-		Instances      []string   `json:"instances"`
-		LastIndex      uint64     `json:"last_index"`
-		LastAnswer     *time.Time `json:"last_answer,omitempty"`
-		BehindLeaderMS float64    `json:"behind_leader_ms"`
-		Stale          bool       `json:"stale"`
-		Error          string     `json:"error,omitempty"`
-		ErrorSince     *time.Time `json:"error_since,omitempty"`
-	}
 	s.mu.Lock()
-	j := watchJSON{Service: s.service, Tags: s.tags, Consul: agentAddr(s.client, nil), Instances: slices.Clone(s.state.Instances),
+	j := watchstate.State{Service: s.service, Tags: s.tags, Consul: agentAddr(s.client, nil), Instances: slices.Clone(s.state.Instances),
 		LastIndex: s.seen.index, BehindLeaderMS: float64(s.seen.behindLeader) / 1e6}
 	if j.Instances == nil {
 		j.Instances = []string{}

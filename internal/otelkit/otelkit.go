@@ -89,6 +89,29 @@ func with(attrs []attribute.KeyValue, labelValues []string) []attribute.KeyValue
 	return out
 }
 
+// Tee makes instruments of one meter that report beside a program's own
+// go-kit instruments.
+type Tee struct {
+	meter  otelmetric.Meter
+	prefix string
+}
+
+// NewTee returns a Tee of the meter scope of mp, naming its instruments
+// prefix followed by their names.
+func NewTee(mp otelmetric.MeterProvider, scope, prefix string) Tee {
+	return Tee{meter: mp.Meter(scope), prefix: prefix}
+}
+
+// Counter is mine (nil: none) and the counter name both.
+func (t Tee) Counter(mine metrics.Counter, name, unit, description string) metrics.Counter {
+	return TeeCounter(mine, Counter(t.meter, t.prefix+name, description, unit))
+}
+
+// Gauge is mine (nil: none) and the gauge name both.
+func (t Tee) Gauge(mine metrics.Gauge, name, unit, description string) metrics.Gauge {
+	return TeeGauge(mine, Gauge(t.meter, t.prefix+name, description, unit))
+}
+
 // TeeCounter is c and o both; either may be nil.
 func TeeCounter(c, o metrics.Counter) metrics.Counter {
 	if c == nil {

@@ -69,13 +69,8 @@ func (m AdmissionMetrics) resolved() AdmissionMetrics {
 	if m.MeterProvider == nil {
 		return m
 	}
-	meter := m.MeterProvider.Meter("github.com/trimkit/trimkit/transport/grpcserver")
-	c := func(mine metrics.Counter, name, unit, description string) metrics.Counter {
-		return otelkit.TeeCounter(mine, otelkit.Counter(meter, "trimkit.server."+name, description, unit))
-	}
-	g := func(mine metrics.Gauge, name, unit, description string) metrics.Gauge {
-		return otelkit.TeeGauge(mine, otelkit.Gauge(meter, "trimkit.server."+name, description, unit))
-	}
+	t := otelkit.NewTee(m.MeterProvider, "github.com/trimkit/trimkit/transport/grpcserver", "trimkit.server.")
+	c, g := t.Counter, t.Gauge
 	m.Shed = c(m.Shed, "shed", "{call}", "Calls refused at once: the concurrency limit, MaxCallsInFlight or MaxStreams was reached.")
 	m.Limit = g(m.Limit, "concurrency_limit", "{call}", "The concurrency limit now.")
 	m.InFlight = g(m.InFlight, "in_flight", "{call}", "Calls in flight now, health checks and open streams excepted.")
