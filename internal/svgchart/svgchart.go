@@ -40,10 +40,12 @@ type Chart struct {
 	Marks         []Mark
 }
 
-var palette = []string{"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"}
+// palette is Tableau's ten, told apart in print and by most eyes.
+var palette = []string{"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"}
 
-// margins of a chart with axes: left, right, top, bottom.
-const ml, mr, mt, mb = 56, 12, 22, 34
+// margins of a chart with axes: left, right, bottom; the top one is
+// mt, or mtLegend with a legend row under the title.
+const ml, mr, mt, mtLegend, mb = 56, 12, 22, 40, 34
 
 // Render writes c as an <svg> element.
 func (c Chart) Render(w io.Writer) error {
@@ -55,9 +57,13 @@ func (c Chart) Render(w io.Writer) error {
 		height = 200
 	}
 	xmin, xmax, ymax := c.bounds()
-	pw, ph := float64(width-ml-mr), float64(height-mt-mb)
+	top, legendY := float64(mt), 15 // a row more for a legend under a title
+	if c.Title != "" || c.YLabel != "" {
+		top, legendY = mtLegend, 31
+	}
+	pw, ph := float64(width-ml-mr), float64(height-mb)-top
 	x := func(v float64) float64 { return ml + (v-xmin)/(xmax-xmin)*pw }
-	y := func(v float64) float64 { return mt + ph - v/ymax*ph }
+	y := func(v float64) float64 { return top + ph - v/ymax*ph }
 
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="11">`, width, height, width, height)
@@ -70,14 +76,14 @@ func (c Chart) Render(w io.Writer) error {
 		fmt.Fprintf(&b, `<text x="4" y="14">%s</text>`, esc(c.YLabel))
 	}
 	// Axes, with ticks at 0, half and the top of y, and five along x.
-	fmt.Fprintf(&b, `<path d="M%d %d V%.1f H%.1f" fill="none" stroke="#888"/>`, ml, mt, mt+ph, ml+pw)
+	fmt.Fprintf(&b, `<path d="M%d %.0f V%.1f H%.1f" fill="none" stroke="#888"/>`, ml, top, top+ph, ml+pw)
 	for _, v := range []float64{0, ymax / 2, ymax} {
 		fmt.Fprintf(&b, `<text x="%d" y="%.1f" text-anchor="end">%s</text>`, ml-4, y(v)+4, num(v))
 		fmt.Fprintf(&b, `<path d="M%d %.1f H%.1f" stroke="#eee"/>`, ml, y(v), ml+pw)
 	}
 	step := niceStep((xmax - xmin) / 6)
 	for v := math.Ceil(xmin/step) * step; v <= xmax+step/1e6; v += step {
-		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle">%s%s</text>`, x(v), mt+ph+14, num(v), esc(c.XLabel))
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle">%s%s</text>`, x(v), top+ph+14, num(v), esc(c.XLabel))
 	}
 	for i, m := range c.Marks {
 		if m.X < xmin || m.X > xmax {
@@ -87,17 +93,16 @@ func (c Chart) Render(w io.Writer) error {
 		if m.Note != "" {
 			fmt.Fprintf(&b, `<title>%s</title>`, esc(m.Note))
 		}
-		fmt.Fprintf(&b, `<path d="M%.1f %d V%.1f" stroke="#999" stroke-dasharray="3,3"/>`, x(m.X), mt, mt+ph)
+		fmt.Fprintf(&b, `<path d="M%.1f %.0f V%.1f" stroke="#999" stroke-dasharray="3,3"/>`, x(m.X), top, top+ph)
 		// Labels alternate between two rows so that close marks stay legible.
-		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" font-size="10" fill="#555">%s</text></g>`, x(m.X)+2, mt+ph+26-float64(i%2)*(ph+10), esc(m.Label))
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" font-size="10" fill="#555">%s</text></g>`, x(m.X)+2, top+ph+26-float64(i%2)*(ph+10), esc(m.Label))
 	}
 	c.lines(&b, x, y)
-	// Legend.
-	lx := float64(width - mr)
-	for i := len(c.Series) - 1; i >= 0; i-- {
-		s := c.Series[i]
-		lx -= 7*float64(len(s.Name)) + 24
-		fmt.Fprintf(&b, `<rect x="%.1f" y="6" width="10" height="10" fill="%s"/><text x="%.1f" y="15">%s</text>`, lx, color(s, i), lx+13, esc(s.Name))
+	// Legend, from the left, on a row of its own.
+	lx := float64(ml)
+	for i, s := range c.Series {
+		fmt.Fprintf(&b, `<rect x="%.1f" y="%d" width="10" height="10" fill="%s"/><text x="%.1f" y="%d">%s</text>`, lx, legendY-9, color(s, i), lx+13, legendY, esc(s.Name))
+		lx += 7*float64(len(s.Name)) + 24
 	}
 	b.WriteString(`</svg>`)
 	_, err := io.WriteString(w, b.String())

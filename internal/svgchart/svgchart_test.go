@@ -30,8 +30,8 @@ func TestRenderIsWellFormedSVGWithItsDataAndMarks(t *testing.T) {
 	if strings.Contains(svg, "out of range") {
 		t.Error("a mark outside the x range was drawn")
 	}
-	// x runs from 56 to 628 pixels; y from 0 at 166 to 200 at 22.
-	if !strings.Contains(svg, `points="56.0,94.0 342.0,22.0 628.0,58.0"`) {
+	// x runs from 56 to 628 pixels; y from 0 at 166 to 200 at 40, under the title and legend.
+	if !strings.Contains(svg, `points="56.0,103.0 342.0,40.0 628.0,71.5"`) {
 		t.Errorf("offered's line is not where its data puts it:\n%s", svg)
 	}
 }
