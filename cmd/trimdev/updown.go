@@ -278,6 +278,8 @@ func printUp(w io.Writer, setup consulSetup, st state) {
 	fmt.Fprintf(w, `try:
   go run ./cmd/client -consul-addr %[1]s "  hello  world  "
   go run ./cmd/client -consul-addr %[1]s -n 10000 -c 8 x
+  go run ./cmd/client -consul-addr %[1]s -rate 50 -duration 10m -http-addr 127.0.0.1:8977 x
+      then open http://127.0.0.1:8977/debug/trimkit: what the caller sees of each instance, live
   curl -s '%[1]s/v1/health/service/trimsvc?passing'
 `, st.HTTPAddr)
 	// The comments in a column of their own, whatever the addresses.
@@ -285,7 +287,6 @@ func printUp(w io.Writer, setup consulSetup, st state) {
 	fmt.Fprintf(tw, "  grpcurl -plaintext %s list\t# optional: needs grpcurl\n", st.Instances[0].Addr)
 	fmt.Fprintf(tw, "  dig @127.0.0.1 -p %d trimsvc.service.consul SRV\t# optional: needs dig (dnsutils)\n", st.DNSPort)
 	fmt.Fprintf(tw, "  bin/trimdev restart trimsvc-1\t# stops an instance (SIGTERM) and starts it again on its address\n")
-	fmt.Fprintf(tw, "  go run ./cmd/client -consul-addr %s -rate 50 -duration 10m -http-addr 127.0.0.1:8977 x\t# and see http://127.0.0.1:8977/debug/trimkit\n", st.HTTPAddr)
 	_ = tw.Flush()
 	fmt.Fprintln(w, "then: make down   (keeps the logs of what it stops in .run/last/)")
 }
