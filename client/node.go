@@ -360,19 +360,27 @@ func (n *Node) estimate(now int64) float64 {
 	return e * math.Exp(-float64(now-n.stamp.Load())/float64(decayTime))
 }
 
-// cost is what the p2c balancer compares: the latency estimate, or the
-// mean age of the attempts in flight when that is larger (so a node that
-// stopped answering loses picks before any of them fails), times the
-// attempts in flight and the streams open plus one. A node with no
-// estimate yet (one that only ever served streams) costs its attempts
-// and streams, so that streams spread evenly.
+// cost is what the p2c balancer compares for a unary call: the latency
+// estimate, or the mean age of the attempts in flight when that is larger
+// (so a node that stopped answering loses picks before any of them
+// fails), times the attempts in flight plus one. A node with no estimate
+// yet costs nothing until an attempt is in flight, then coldPenalty.
+//
+// Open streams do not weigh on it: the server does not count them as
+// calls in flight either (its concurrency limit leaves them out), an idle
+// watch stream costs its instance nothing, and a busy one shows in the
+// latency and the load the instance reports. Counted as calls, they kept
+// the unary calls of a two-instance service off the instance with more
+// streams open, but for one or two a second as its estimate decayed
+// (examples/orders' fault test, in CI). Streams themselves are spread by
+// their own count (fewerStreams).
 func (n *Node) cost(now int64) float64 {
-	inflight, streams := n.inflight.Load(), n.streams.Load()
+	inflight := n.inflight.Load()
 	if math.Float64frombits(n.ewma.Load()) == 0 {
 		if inflight > 0 {
-			return coldPenalty + float64(inflight+streams)
+			return coldPenalty + float64(inflight)
 		}
-		return float64(streams)
+		return 0
 	}
-	return n.latency(now) * float64(inflight+streams+1)
+	return n.latency(now) * float64(inflight+1)
 }

@@ -73,6 +73,13 @@ func TestCostCountsCallsInFlightAndTheirAge(t *testing.T) {
 	if !(a.cost(ms) < b.cost(ms)) {
 		t.Errorf("calls in flight: a %v, b %v", a.cost(ms), b.cost(ms))
 	}
+	// Open streams do not: an idle stream costs its instance nothing.
+	without := a.cost(ms)
+	a.streams.Add(5)
+	if have := a.cost(ms); have != without {
+		t.Errorf("five streams open, no call in flight: cost %v, want %v as without them", have, without)
+	}
+	a.streams.Add(-5)
 	// Calls in flight much older than the estimate (a hung instance) make
 	// it cost more still, before any of them ends.
 	early := b.cost(2 * ms)
@@ -264,5 +271,24 @@ func TestFewerStreamsNeedsTwoSlowAnswers(t *testing.T) {
 	once.observe(30*ms, once.now())
 	if got := fewerStreams(fast, once); got != fast {
 		t.Errorf("fewerStreams sent a stream to an instance whose last two answers took 30ms, over one that answers in 1ms")
+	}
+}
+
+// Of two instances alike but for the streams open on them, unary calls go
+// to either: counted as calls in flight, the streams sent every unary call
+// to the instance with fewer (examples/orders' fault test).
+func TestStreamsDoNotStarveAnInstanceOfUnaryCalls(t *testing.T) {
+	ms := float64(time.Millisecond)
+	a, b := testNode(t), testNode(t)
+	a.observe(ms, 0)
+	b.observe(ms, 0)
+	a.streams.Add(7)
+	b.streams.Add(5)
+	picks := map[*Node]int{}
+	for range 1000 {
+		picks[pickTwo([]*Node{a, b}, nil, cheaper)]++
+	}
+	if picks[a] < 400 || picks[b] < 400 {
+		t.Errorf("unary picks: %d to the instance with 7 streams, %d to the one with 5; want about half each", picks[a], picks[b])
 	}
 }
