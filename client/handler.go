@@ -126,7 +126,7 @@ func pageData(v pageJSON) pageView {
 func tierWords(now time.Time, in instanceJSON) string {
 	var s string
 	switch {
-	case in.Tier == "not_in_subset":
+	case in.Tier == tierNotInSubset:
 		return "not in this caller's subset"
 	case in.Ejected && in.NextProbe != nil:
 		if d := in.NextProbe.Sub(now); d >= 50*time.Millisecond {

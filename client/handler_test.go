@@ -156,3 +156,28 @@ func sum(v []float64) (s float64) {
 	}
 	return s
 }
+
+// A subsetting client shows the listed instances outside its subset, as
+// not in it, beside its members.
+func TestHandlerShowsTheSubset(t *testing.T) {
+	instances := kitsd.FixedInstancer{"subset-a:1", "subset-b:1", "subset-c:1", "subset-d:1"}
+	f := newFakes(map[string]endpoint.Endpoint{"subset-a:1": ok("a"), "subset-b:1": ok("b"), "subset-c:1": ok("c"), "subset-d:1": ok("d")})
+	e, err := client.NewEndpointer(instances, f.factory, log.NewNopLogger(), endpointerConfig(withSubset(2, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	srv := httptest.NewServer(client.Handler())
+	defer srv.Close()
+	page := pageJSON(t, srv, "subset-a:1")
+	if page == nil {
+		t.Fatal("the page does not show the client")
+	}
+	tiers := map[string]int{}
+	for _, in := range page {
+		tiers[in.Tier]++
+	}
+	if len(page) != 4 || tiers["ready"] != 2 || tiers["not_in_subset"] != 2 {
+		t.Errorf("instances by tier: %v of %d; want 2 ready members and 2 not in the subset", tiers, len(page))
+	}
+}

@@ -2,6 +2,7 @@ package client
 
 import (
 	"encoding/json"
+	"maps"
 	"math"
 	"slices"
 	"sync"
@@ -17,37 +18,27 @@ import (
 var views viewRegistry
 
 type viewRegistry struct {
-	mu   sync.Mutex
-	next uint64
-	all  map[*Endpointer]uint64 // the order they joined in, for a stable page
+	mu  sync.Mutex
+	all []*Endpointer // in the order they joined, for a stable page
 }
 
 func (r *viewRegistry) add(e *Endpointer) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.all == nil {
-		r.all = map[*Endpointer]uint64{}
-	}
-	r.next++
-	r.all[e] = r.next
+	r.all = append(r.all, e)
 }
 
 func (r *viewRegistry) remove(e *Endpointer) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	delete(r.all, e)
+	r.all = slices.DeleteFunc(r.all, func(x *Endpointer) bool { return x == e })
 }
 
 // endpointers are the registered Endpointers in the order they joined.
 func (r *viewRegistry) endpointers() []*Endpointer {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make([]*Endpointer, 0, len(r.all))
-	for e := range r.all {
-		out = append(out, e)
-	}
-	slices.SortFunc(out, func(a, b *Endpointer) int { return int(r.all[a]) - int(r.all[b]) })
-	return out
+	return slices.Clone(r.all)
 }
 
 // viewInfo is what the page says of an Endpointer besides its instances;
@@ -82,6 +73,7 @@ type history struct {
 
 type series struct {
 	born     int64 // the tick of its first sample
+	seen     int64 // the tick of its last
 	last     tally
 	ok, fail [historyLen]uint32 // ring, by tick
 }
@@ -96,9 +88,7 @@ func (h *history) sample(nodes []*Node) {
 	}
 	h.ticks++
 	i := h.ticks % historyLen
-	seen := make(map[*Node]bool, len(nodes))
 	for _, n := range nodes {
-		seen[n] = true
 		c := n.count()
 		s := h.per[n]
 		if s == nil {
@@ -106,13 +96,9 @@ func (h *history) sample(nodes []*Node) {
 			h.per[n] = s
 		}
 		s.ok[i], s.fail[i] = clampU32(c.ok-s.last.ok), clampU32(c.fail-s.last.fail)
-		s.last = c
+		s.last, s.seen = c, h.ticks
 	}
-	for n := range h.per {
-		if !seen[n] {
-			delete(h.per, n)
-		}
-	}
+	maps.DeleteFunc(h.per, func(_ *Node, s *series) bool { return s.seen != h.ticks })
 }
 
 func clampU32(v int64) uint32 { return uint32(min(max(v, 0), math.MaxUint32)) }
@@ -214,7 +200,11 @@ type (
 
 var tierNames = [tiers]string{tierReady: "ready", tierConnecting: "connecting", tierHeld: "held", tierFailing: "failing", tierEjected: "ejected"}
 
-// viewOf is every registered Endpointer's view now.
+// tierNotInSubset is the tier of a listed instance outside the subset:
+// the Endpointer holds no node for it.
+const tierNotInSubset = "not_in_subset"
+
+// view is every registered Endpointer's view now.
 func (r *viewRegistry) view(now time.Time) pageJSON {
 	p := pageJSON{Time: now, Clients: []clientJSON{}}
 	for _, e := range r.endpointers() {
@@ -232,18 +222,16 @@ func (e *Endpointer) view(now time.Time) clientJSON {
 			c.Watch = b
 		}
 	}
-	snap := e.snapshot()
+	epoch := e.epoch
+	e.mu.Lock()
+	snap := e.snapshot() // published under e.mu: consistent with the nodes' ejection state
 	tierOf := map[*Node]int{}
 	for t, nodes := range snap.tiers {
 		for _, n := range nodes {
 			tierOf[n] = t
 		}
 	}
-	epoch := e.epoch
-	e.mu.Lock()
-	members := map[string]bool{}
 	for _, n := range snap.nodes {
-		members[n.instance] = true
 		in := instanceJSON{
 			Addr: n.instance, Tier: tierNames[tierOf[n]], Conn: connectivity.State(n.state.Load()).String(),
 			SubsetMember: true, Probation: n.probation.Load(), Ejected: n.ejected, Held: n.held.Load(),
@@ -268,8 +256,8 @@ func (e *Endpointer) view(now time.Time) clientJSON {
 	if e.subset.size > 0 {
 		c.Subset = &subsetJSON{Size: e.subset.size, Listed: len(e.subset.listed), Members: len(e.subset.members)}
 		for _, inst := range e.subset.listed {
-			if !members[inst] {
-				c.Instances = append(c.Instances, instanceJSON{Addr: inst, Tier: "not_in_subset"})
+			if _, member := slices.BinarySearch(e.subset.members, inst); !member {
+				c.Instances = append(c.Instances, instanceJSON{Addr: inst, Tier: tierNotInSubset})
 			}
 		}
 	}

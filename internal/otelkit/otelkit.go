@@ -11,16 +11,6 @@ import (
 	otelmetric "go.opentelemetry.io/otel/metric"
 )
 
-// Counter returns a go-kit counter that adds to the OpenTelemetry counter
-// name of meter.
-func Counter(meter otelmetric.Meter, name, description, unit string) metrics.Counter {
-	c, err := meter.Float64Counter(name, otelmetric.WithDescription(description), otelmetric.WithUnit(unit))
-	if err != nil {
-		otel.Handle(err)
-	}
-	return counter{c: c}
-}
-
 type counter struct {
 	c     otelmetric.Float64Counter
 	attrs []attribute.KeyValue
@@ -32,16 +22,6 @@ func (c counter) With(labelValues ...string) metrics.Counter {
 
 func (c counter) Add(delta float64) {
 	c.c.Add(context.Background(), delta, otelmetric.WithAttributes(c.attrs...))
-}
-
-// Gauge returns a go-kit gauge that records to the OpenTelemetry gauge
-// name of meter.
-func Gauge(meter otelmetric.Meter, name, description, unit string) metrics.Gauge {
-	g, err := meter.Float64Gauge(name, otelmetric.WithDescription(description), otelmetric.WithUnit(unit))
-	if err != nil {
-		otel.Handle(err)
-	}
-	return gauge{g: g, values: &values{m: map[attribute.Distinct]float64{}}}
 }
 
 type gauge struct {
@@ -102,28 +82,27 @@ func NewTee(mp otelmetric.MeterProvider, scope, prefix string) Tee {
 	return Tee{meter: mp.Meter(scope), prefix: prefix}
 }
 
-// Counter is mine (nil: none) and the counter name both.
+// Counter is mine (nil: none) and the OpenTelemetry counter name both.
 func (t Tee) Counter(mine metrics.Counter, name, unit, description string) metrics.Counter {
-	return TeeCounter(mine, Counter(t.meter, t.prefix+name, description, unit))
+	c, err := t.meter.Float64Counter(t.prefix+name, otelmetric.WithDescription(description), otelmetric.WithUnit(unit))
+	if err != nil {
+		otel.Handle(err)
+	}
+	if mine == nil {
+		return counter{c: c}
+	}
+	return multi.NewCounter(mine, counter{c: c})
 }
 
-// Gauge is mine (nil: none) and the gauge name both.
+// Gauge is mine (nil: none) and the OpenTelemetry gauge name both.
 func (t Tee) Gauge(mine metrics.Gauge, name, unit, description string) metrics.Gauge {
-	return TeeGauge(mine, Gauge(t.meter, t.prefix+name, description, unit))
-}
-
-// TeeCounter is c and o both; either may be nil.
-func TeeCounter(c, o metrics.Counter) metrics.Counter {
-	if c == nil {
-		return o
+	g, err := t.meter.Float64Gauge(t.prefix+name, otelmetric.WithDescription(description), otelmetric.WithUnit(unit))
+	if err != nil {
+		otel.Handle(err)
 	}
-	return multi.NewCounter(c, o)
-}
-
-// TeeGauge is g and o both; either may be nil.
-func TeeGauge(g, o metrics.Gauge) metrics.Gauge {
-	if g == nil {
-		return o
+	theirs := gauge{g: g, values: &values{m: map[attribute.Distinct]float64{}}}
+	if mine == nil {
+		return theirs
 	}
-	return multi.NewGauge(g, o)
+	return multi.NewGauge(mine, theirs)
 }
