@@ -53,8 +53,6 @@ type Endpointer struct {
 	metrics    Metrics
 	published  func()    // see endpointerOptions
 	epoch      time.Time // node times are nanoseconds since
-	info       viewInfo  // what Handler's page says of it
-	history    history   // its instances' attempts per second, for the page
 
 	events chan kitsd.Event
 	done   chan struct{}
@@ -85,6 +83,10 @@ type Endpointer struct {
 	closed    bool
 	subset    subsetter // the subset, EndpointerConfig.Subset (subset.go)
 	held      holding   // fail-static (failstatic.go)
+
+	// For Handler's page, last: nothing a call touches.
+	info    viewInfo // what the page says of it
+	history history  // its instances' attempts per second
 }
 
 // Tiers of a snapshot, in the order a balancer prefers them: it picks from
