@@ -305,6 +305,12 @@ func pick(e *Endpointer, tried []*Node, pickIn func(tier, tried []*Node) *Node) 
 	if len(s.nodes) == 0 {
 		return nil, e.noInstances()
 	}
+	if s.bands != nil {
+		if n := s.bands.pick(tried, pickIn); n != nil {
+			return n, nil
+		}
+		return nil, e.noInstances()
+	}
 	for _, tier := range s.tiers {
 		if len(tier) > 0 {
 			if n := pickIn(tier, tried); n != nil {

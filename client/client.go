@@ -1,6 +1,7 @@
 package client
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -77,10 +78,22 @@ func discover(cfg Config, o *options) (instancer kitsd.Instancer, loads *sd.Load
 		instancer = dns
 		stops = append(stops, dns.Stop)
 	}
+	if len(cfg.Datacenters) == 1 {
+		cfg.Consul.Datacenter = cfg.Datacenters[0]
+	}
+	if len(cfg.Datacenters) > 1 {
+		src, err := watchDatacenters(cfg, o)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		instancer, catalog = src, src.listed[0]
+		stops = append(stops, src.Stop)
+		o.bandNames, o.overprovisioning = cfg.Datacenters, cmp.Or(cfg.Overprovisioning, defaultOverprovisioning)
+	}
 	// A Consul watch, shared with the process's other clients of the
 	// service: to find the instances, or, with DNS discovery, to match the
 	// load reports New watches to them.
-	if cfg.Discovery != DiscoveryDNS || cfg.Balancer == LeastLoadedName {
+	if len(cfg.Datacenters) <= 1 && (cfg.Discovery != DiscoveryDNS || cfg.Balancer == LeastLoadedName) {
 		watcher, err := o.instancers.Instancer(cfg.Consul, o.logger, cfg.Service, cfg.Tags, true, cfg.Read)
 		if err != nil {
 			stop()
@@ -112,6 +125,35 @@ func discover(cfg Config, o *options) (instancer kitsd.Instancer, loads *sd.Load
 		stops = append(stops, loads.Stop)
 	}
 	return instancer, loads, stop, nil
+}
+
+// watchDatacenters starts the watches of cfg.Service in each of
+// cfg.Datacenters, two each (see dcSource), shared with the process's
+// other clients.
+func watchDatacenters(cfg Config, o *options) (*dcSource, error) {
+	var listed, all []*sd.Instancer
+	stop := func() {
+		for _, w := range append(listed, all...) {
+			w.Stop()
+		}
+	}
+	for _, dc := range cfg.Datacenters {
+		consul := cfg.Consul
+		consul.Datacenter = dc
+		for _, passing := range []bool{true, false} {
+			w, err := o.instancers.Instancer(consul, o.logger, cfg.Service, cfg.Tags, passing, cfg.Read)
+			if err != nil {
+				stop()
+				return nil, fmt.Errorf("watch %s in datacenter %s: %w", cfg.Service, dc, err)
+			}
+			if passing {
+				listed = append(listed, w)
+			} else {
+				all = append(all, w)
+			}
+		}
+	}
+	return newDCSource(cfg.Datacenters, listed, all), nil
 }
 
 // NewFromInstancer builds the stack over any go-kit Instancer
@@ -160,6 +202,7 @@ func build(instancer kitsd.Instancer, service string, tags []string, cfg CallCon
 		return hint(e), closer, nil
 	}
 	p.endpointer.view.service, p.endpointer.view.tags, p.endpointer.view.watch = service, tags, instancer
+	p.endpointer.bandNames, p.endpointer.overprovisioning = o.bandNames, o.overprovisioning
 	endpointer := newEndpointer(instancer, factory, o.logger, p.endpointer)
 	return &Client{call: newRetry(p.newBalancer(endpointer), p.retry, endpointAttempt).call, endpointer: endpointer}, nil
 }

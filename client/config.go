@@ -45,6 +45,25 @@ type Config struct {
 	// server may answer (stale reads, which go on while there is no
 	// leader); see sd.Read.
 	Read sd.Read
+	// Datacenters are the datacenters to call the service in, in order of
+	// preference (Consul's ?dc=, through the agent's WAN-federated
+	// servers). Empty: the agent's own, or Consul.Datacenter. One: that
+	// one. With more, each is watched on its own (its passing instances,
+	// and how many it has registered, passing or not) and is a priority
+	// band, as in Envoy: the first takes every call while at least
+	// 1/Overprovisioning of its instances are healthy (listed, connection
+	// not failed, not ejected); below that, the shortfall spills over to
+	// the next, in proportion, and every call once none is left. An
+	// instance that comes back to a band that was spilling takes its
+	// share again over 5s. A retry goes to another instance of the same
+	// band, then of the next. A datacenter whose watch fails keeps the
+	// instances it knew last (fail-static holds per datacenter), and does
+	// not disturb the others. Consul discovery only; no Subset. See
+	// docs/multi-dc.md.
+	Datacenters []string
+	// Overprovisioning is the factor of Datacenters' bands. Default: 1.4,
+	// Envoy's; at least 1.
+	Overprovisioning float64
 
 	// CallConfig says how to call the instances found.
 	CallConfig
@@ -174,6 +193,21 @@ func (c Config) Validate() error {
 		if err := consulname.ValidTag(tag); err != nil {
 			errs = append(errs, &FieldError{"Tags", fmt.Sprintf("%q", c.Tags), err.Error()})
 		}
+	}
+	if err := datacenterList(c.Datacenters); err != nil {
+		errs = append(errs, &FieldError{"Datacenters", fmt.Sprintf("%q", c.Datacenters), err.Error()})
+	}
+	if len(c.Datacenters) > maxBands {
+		errs = append(errs, &FieldError{"Datacenters", fmt.Sprintf("%q", c.Datacenters), fmt.Sprintf("at most %d", maxBands)})
+	}
+	if len(c.Datacenters) > 0 && c.Discovery == DiscoveryDNS {
+		errs = append(errs, &FieldError{"Datacenters", fmt.Sprintf("%q", c.Datacenters), "needs Consul discovery (the HTTP API), not DNS"})
+	}
+	if len(c.Datacenters) > 1 && c.Subset > 0 {
+		errs = append(errs, &FieldError{"Subset", c.Subset, "not with more than one datacenter (Datacenters)"})
+	}
+	if c.Overprovisioning != 0 && !(c.Overprovisioning >= 1 && c.Overprovisioning <= 100) {
+		errs = append(errs, &FieldError{"Overprovisioning", c.Overprovisioning, "must be within [1, 100] (0 means the default, 1.4)"})
 	}
 	if err := consulname.ValidRead(c.Read.Mode, c.Read.MaxStale); err != nil {
 		errs = append(errs, &FieldError{"Read", fmt.Sprintf("%+v", c.Read), err.Error()})

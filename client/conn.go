@@ -223,6 +223,7 @@ func discoverParts(cfg Config, o *options) (kitsd.Instancer, func(), parts, erro
 		return nil, nil, parts{}, err
 	}
 	p.endpointer.view.service, p.endpointer.view.tags = cfg.Service, cfg.Tags
+	p.endpointer.bandNames, p.endpointer.overprovisioning = o.bandNames, o.overprovisioning
 	p.endpointer.view.face, p.endpointer.view.watch = faceConn, instancer
 	return instancer, stop, p, nil
 }
@@ -327,6 +328,10 @@ type instancerResolver struct {
 	done      chan struct{}
 	attrs     *attributes.Attributes
 	sc        *serviceconfig.ParseResult
+	// With several datacenters: their source, and each band's state.
+	bandSrc    bandSource
+	bandEvents chan bandUpdate
+	bands      []bandUpdate
 }
 
 func newInstancerResolver(cc resolver.ClientConn, instancer kitsd.Instancer, stop func(), p *connPolicy) *instancerResolver {
@@ -337,13 +342,60 @@ func newInstancerResolver(cc resolver.ClientConn, instancer kitsd.Instancer, sto
 		attrs:  attributes.New(policyKey{}, p),
 		sc:     cc.ParseServiceConfig(serviceConfigJSON),
 	}
-	instancer.Register(r.events)
+	if src, ok := instancer.(bandSource); ok && len(p.endpointer.bandNames) > 1 {
+		r.bandSrc, r.bandEvents = src, make(chan bandUpdate, maxBands)
+		r.bands = make([]bandUpdate, src.registerBands(r.bandEvents))
+	} else {
+		instancer.Register(r.events)
+	}
 	go r.receive()
 	return r
 }
 
+// bandStates are the states of a banded source's bands, a resolver
+// state's attribute (bandsKey) for its balancer.
+type bandStates struct{ bands []bandUpdate }
+
+type bandsKey struct{}
+
+// receiveBands passes each band's state on, every band's instances as the
+// state's addresses and the bands' states as its attribute.
+func (r *instancerResolver) receiveBands() {
+	for u := range r.bandEvents {
+		r.bands[u.band] = u
+		// Drain what else came, to pass it on at once.
+		for more := true; more; {
+			select {
+			case u, ok := <-r.bandEvents:
+				if !ok {
+					more = false
+					break
+				}
+				r.bands[u.band] = u
+			default:
+				more = false
+			}
+		}
+		var all []string
+		for _, b := range r.bands {
+			all = append(all, b.instances...)
+		}
+		all = slices.Compact(slices.Sorted(slices.Values(all)))
+		addrs := make([]resolver.Address, len(all))
+		for i, inst := range all {
+			addrs[i] = resolver.Address{Addr: inst}
+		}
+		attrs := r.attrs.WithValue(bandsKey{}, &bandStates{bands: slices.Clone(r.bands)})
+		_ = r.cc.UpdateState(resolver.State{Addresses: addrs, Attributes: attrs, ServiceConfig: r.sc})
+	}
+}
+
 func (r *instancerResolver) receive() {
 	defer close(r.done)
+	if r.bandSrc != nil {
+		r.receiveBands()
+		return
+	}
 	for ev := range r.events {
 		if ev.Err != nil {
 			r.cc.ReportError(ev.Err)
@@ -360,8 +412,13 @@ func (r *instancerResolver) receive() {
 func (r *instancerResolver) ResolveNow(resolver.ResolveNowOptions) {}
 
 func (r *instancerResolver) Close() {
-	r.instancer.Deregister(r.events)
-	close(r.events)
+	if r.bandSrc != nil {
+		r.bandSrc.deregisterBands(r.bandEvents)
+		close(r.bandEvents)
+	} else {
+		r.instancer.Deregister(r.events)
+		close(r.events)
+	}
 	<-r.done
 	if r.stop != nil {
 		r.stop()

@@ -55,7 +55,11 @@ type Endpointer struct {
 	epoch      time.Time // node times are nanoseconds since
 
 	events chan kitsd.Event
-	done   chan struct{}
+	// With a banded source (several datacenters), its updates come here
+	// instead, and the instances of each band are kept apart.
+	bandSrc    bandSource
+	bandEvents chan bandUpdate
+	done       chan struct{}
 	hinted bool // a log line said what to do about an unreachable agent; only handle uses it
 
 	closeOnce sync.Once
@@ -83,6 +87,7 @@ type Endpointer struct {
 	closed    bool
 	subset    subsetter // the subset, EndpointerConfig.Subset (subset.go)
 	held      holding   // fail-static (failstatic.go)
+	bands     banding   // by datacenter (bands.go); one band without a bandSource
 
 	// For Handler's page, last: nothing a call touches.
 	info    viewInfo // what the page says of it
@@ -109,6 +114,7 @@ type snapshot struct {
 	nodes     []*Node // listed in instance order, then held ones
 	endpoints []endpoint.Endpoint
 	tiers     [tiers][]*Node
+	bands     *bandsSnap // nil with one band
 }
 
 var _ kitsd.Endpointer = (*Endpointer)(nil)
@@ -148,16 +154,32 @@ func newEndpointer(instancer kitsd.Instancer, factory kitsd.Factory, logger log.
 		byInst:     map[string]*Node{},
 		closer:     newGraceCloser(logger),
 		held:       holding{nodes: map[string]*Node{}, recent: map[string]leftRecently{}},
+		bands:      banding{over: o.overprovisioning},
 	}
 	e.explain, _ = instancer.(interface{ NoInstances() error })
 	e.current.Store(&snapshot{})
-	// go-kit Instancers send their current state on Register; apply it
-	// before returning, so that a new Endpointer already has endpoints.
-	instancer.Register(e.events)
-	select {
-	case ev := <-e.events:
-		e.handle(ev)
-	default:
+	// go-kit Instancers send their current state on Register, and banded
+	// sources each band's; apply it before returning, so that a new
+	// Endpointer already has endpoints.
+	if src, ok := instancer.(bandSource); ok && len(o.bandNames) > 1 {
+		e.bandSrc = src
+		e.bandEvents = make(chan bandUpdate, maxBands)
+		n := src.registerBands(e.bandEvents)
+		e.bands.init(n)
+		for range n {
+			e.handleBand(<-e.bandEvents)
+		}
+		e.mu.Lock()
+		e.bands.started = true
+		e.mu.Unlock()
+	} else {
+		e.bands.init(1)
+		instancer.Register(e.events)
+		select {
+		case ev := <-e.events:
+			e.handle(ev)
+		default:
+		}
 	}
 	go e.receive()
 	e.wg.Add(1)
@@ -191,6 +213,12 @@ func (e *Endpointer) noInstances() error {
 
 func (e *Endpointer) receive() {
 	defer close(e.done)
+	if e.bandSrc != nil {
+		for u := range e.bandEvents {
+			e.handleBand(u)
+		}
+		return
+	}
 	for ev := range e.events {
 		e.handle(ev)
 	}
@@ -289,6 +317,7 @@ func (e *Endpointer) apply(instances []string) {
 				continue
 			}
 			n = newNode(e, inst, ep, closer)
+			n.band = e.bands.bandOf[inst]
 			if c, ok := closer.(watchedConn); ok {
 				n.state.Store(int32(c.GetState()))
 				e.wg.Add(1)
@@ -310,7 +339,7 @@ func (e *Endpointer) apply(instances []string) {
 	for _, n := range dropped {
 		e.letGo(n)
 	}
-	e.removeSome(removed, len(e.order), len(order))
+	e.removeSome(removed, e.order, order)
 	e.order = order
 	if relisted {
 		e.heldChanged("listed again")
@@ -351,12 +380,22 @@ func (e *Endpointer) publish() {
 	}
 	e.pruneHeld()
 	s := &snapshot{nodes: e.nodes, endpoints: e.endpoints}
+	var bs *bandsSnap
+	if e.bandSrc != nil {
+		bs = e.bands.start()
+	}
 	for _, n := range e.nodes {
 		t := tierHeld
 		if !n.held.Load() {
 			t = tierOf(n) // once: a watcher may change n's state meanwhile
 		}
 		s.tiers[t] = append(s.tiers[t], n)
+		if bs != nil {
+			e.bands.add(bs, n, t)
+		}
+	}
+	if bs != nil {
+		s.bands = e.bands.finish(bs, e.rampAgain)
 	}
 	e.current.Store(s)
 	if e.metrics.Instances != nil {
@@ -478,8 +517,13 @@ func (e *Endpointer) Close() error {
 
 func (e *Endpointer) close() error {
 	views.remove(e)
-	e.instancer.Deregister(e.events)
-	close(e.events)
+	if e.bandSrc != nil {
+		e.bandSrc.deregisterBands(e.bandEvents)
+		close(e.bandEvents)
+	} else {
+		e.instancer.Deregister(e.events)
+		close(e.events)
+	}
 	<-e.done
 
 	e.mu.Lock()
@@ -497,6 +541,7 @@ func (e *Endpointer) close() error {
 		e.held.timer = nil
 	}
 	e.subset.stop()
+	e.bands.stop()
 	e.closer.closeAll()
 	clear(e.byInst)
 	clear(e.held.nodes)

@@ -114,7 +114,7 @@ func holdable(n *Node) bool {
 // hold keeps the removed instances that are alive as a tier below the
 // listed ones, and returns the others. The caller rebuilds the members.
 // e.mu is held.
-func (e *Endpointer) hold(removed []*Node) []*Node {
+func (e *Endpointer) hold(removed []*Node, peak int) []*Node {
 	var gone []*Node
 	before := len(e.held.nodes)
 	for _, n := range removed {
@@ -133,7 +133,7 @@ func (e *Endpointer) hold(removed []*Node) []*Node {
 		e.held.timer = time.AfterFunc(e.failStatic.MaxAge, e.expireHeld)
 		add(e.metrics.FailStatic)
 		_ = level.Warn(e.logger).Log("msg", "discovery removed most instances within a short time; holding those alive on their connections until it lists them again",
-			"listed", len(e.order), "of_recently", e.held.peak.n, "held", len(e.held.nodes), "for_at_most", e.failStatic.MaxAge)
+			"listed", len(e.order), "of_recently", peak, "held", len(e.held.nodes), "for_at_most", e.failStatic.MaxAge)
 	}
 	e.setHeldGauge()
 	return gone
@@ -149,7 +149,7 @@ type holding struct {
 	// recent are the instances discovery removed within the Window that
 	// were not held, peak the most listed within it.
 	recent map[string]leftRecently
-	peak   peakListed
+	peak   []peakListed // by band
 }
 
 // peakListed is the most instances listed within the fail-static Window.
@@ -190,18 +190,58 @@ func (e *Endpointer) takeBack(inst string) *Node {
 
 // removeSome lets the removed instances go, or holds those alive when the
 // update removed them en masse (see FailStatic), with those that left
-// recently. listedBefore is how many were listed before the update. e.mu
-// is held.
-func (e *Endpointer) removeSome(removed []*Node, listedBefore, listed int) {
+// recently; each band (datacenter) on its own. before and after are the
+// instances listed before and after the update. e.mu is held.
+func (e *Endpointer) removeSome(removed, before, after []*Node) {
+	if len(e.held.peak) != len(e.bands.listed) {
+		e.held.peak = make([]peakListed, len(e.bands.listed))
+	}
+	if len(e.held.peak) == 1 {
+		e.removeInBand(removed, len(before), len(after), 0)
+		return
+	}
+	for band := range e.held.peak {
+		in := func(n *Node) bool { return n.band == band }
+		e.removeInBand(filterNodes(removed, in), countNodes(before, in), countNodes(after, in), band)
+	}
+}
+
+func filterNodes(nodes []*Node, keep func(*Node) bool) []*Node {
+	var out []*Node
+	for _, n := range nodes {
+		if keep(n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func countNodes(nodes []*Node, count func(*Node) bool) int {
+	c := 0
+	for _, n := range nodes {
+		if count(n) {
+			c++
+		}
+	}
+	return c
+}
+
+// removeInBand is removeSome for the instances of one band, which listed
+// listedBefore instances before the update and listed after it.
+func (e *Endpointer) removeInBand(removed []*Node, listedBefore, listed, band int) {
 	now := time.Now()
-	e.held.peak.see(listedBefore, now, e.failStatic.Window)
-	if len(removed) > 0 && e.failStatic.enMasse(listed, e.held.peak.n) {
-		for inst := range e.held.recent {
+	peak := &e.held.peak[band]
+	peak.see(listedBefore, now, e.failStatic.Window)
+	if len(removed) > 0 && e.failStatic.enMasse(listed, peak.n) {
+		for inst, r := range e.held.recent {
+			if r.n.band != band {
+				continue
+			}
 			if n := e.takeBack(inst); n != nil {
 				removed = append(removed, n)
 			}
 		}
-		for _, n := range e.hold(removed) {
+		for _, n := range e.hold(removed, peak.n) {
 			e.letGo(n)
 		}
 		return

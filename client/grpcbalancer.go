@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -84,6 +85,9 @@ func (b *grpcBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
 	instances := addressesOf(s.ResolverState)
 	if b.endpointer != nil {
 		b.instancer.update(instances)
+		if bands, ok := s.ResolverState.Attributes.Value(bandsKey{}).(*bandStates); ok {
+			b.instancer.updateBands(bands)
+		}
 		return nil
 	}
 	p, _ := s.ResolverState.Attributes.Value(policyKey{}).(*connPolicy)
@@ -92,7 +96,16 @@ func (b *grpcBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
 	}
 	b.p = p
 	b.instancer = &pushInstancer{}
+	if n := len(p.endpointer.bandNames); n > 1 {
+		b.instancer.bands = make([]bandUpdate, n)
+		for i := range b.instancer.bands {
+			b.instancer.bands[i] = bandUpdate{band: i, registered: -1}
+		}
+	}
 	b.instancer.update(instances)
+	if bands, ok := s.ResolverState.Attributes.Value(bandsKey{}).(*bandStates); ok {
+		b.instancer.updateBands(bands)
+	}
 	eo := p.endpointer
 	eo.published = b.changed
 	b.endpointer = newEndpointer(b.instancer, b.newSubConn, p.logger, eo)
@@ -589,6 +602,41 @@ type pushInstancer struct {
 	mu    sync.Mutex
 	state kitsd.Event
 	subs  []chan<- kitsd.Event
+	// bands are the bands' states, with several datacenters (a bandSource
+	// then, for the Endpointer).
+	bands    []bandUpdate
+	bandSubs []chan<- bandUpdate
+}
+
+// updateBands passes each band's state on.
+func (p *pushInstancer) updateBands(bands *bandStates) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, u := range bands.bands {
+		if i >= len(p.bands) || p.bands[i].err == nil && u.err == nil && u.registered == p.bands[i].registered && slices.Equal(u.instances, p.bands[i].instances) {
+			continue
+		}
+		p.bands[i] = u
+		for _, ch := range p.bandSubs {
+			ch <- u
+		}
+	}
+}
+
+func (p *pushInstancer) registerBands(ch chan<- bandUpdate) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.bandSubs = append(p.bandSubs, ch)
+	for _, u := range p.bands {
+		ch <- u
+	}
+	return len(p.bands)
+}
+
+func (p *pushInstancer) deregisterBands(ch chan<- bandUpdate) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.bandSubs = slices.DeleteFunc(p.bandSubs, func(c chan<- bandUpdate) bool { return c == ch })
 }
 
 func (p *pushInstancer) update(instances []string) { p.send(kitsd.Event{Instances: instances}) }

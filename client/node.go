@@ -111,6 +111,14 @@ type Node struct {
 	heldUntil    time.Time // when it is let go, while held
 	probeAt      time.Time // when it is next probed, while ejected
 	probeCancel  context.CancelFunc
+
+	// band is its datacenter's place in Config.Datacenters (0 with one),
+	// set before it is first published and never changed.
+	band int
+	// Whether it counted as healthy in its band at the last snapshot, and
+	// since when it ramps back (see banding); guarded by owner.mu.
+	wasHealthy bool
+	rampFrom   time.Time
 }
 
 // Addr is the instance as discovery reported it: "host:port".

@@ -24,6 +24,10 @@ type options struct {
 	logger      log.Logger
 	dialOptions []grpc.DialOption
 	instancers  *sd.Instancers
+	// bandNames and overprovisioning are what discovery in several
+	// datacenters sets for the Endpointer (see endpointerOptions).
+	bandNames        []string
+	overprovisioning float64
 }
 
 // instancers is the process's shared Consul watches, for New's clients
@@ -106,6 +110,11 @@ type endpointerOptions struct {
 	published func()
 	// view is what Handler's page says of the Endpointer.
 	view viewInfo
+	// bandNames are the datacenters of a banded source, in order (see
+	// Config.Datacenters); with more than one, the Endpointer keeps its
+	// instances by band, and overprovisioning is the bands' factor.
+	bandNames        []string
+	overprovisioning float64
 }
 
 // subsetting is how an Endpointer picks its subset: size 0 takes every

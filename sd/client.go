@@ -51,6 +51,7 @@ func noClient(c any) bool {
 type apiClient struct {
 	c      *api.Client
 	addr   string
+	dc     string        // the datacenter its queries read; "": the agent's
 	health *healthReader // nil: through c
 	// transport is the pooled transport ConsulConfig.NewClient's client
 	// owns; nil for NewClient's, whose program owns its own.
@@ -68,6 +69,9 @@ func (a apiClient) CloseIdleConnections() {
 
 // Address is the agent's address, "" when unknown.
 func (a apiClient) Address() string { return a.addr }
+
+// Datacenter is the datacenter its queries read, "" for the agent's own.
+func (a apiClient) Datacenter() string { return a.dc }
 
 func (a apiClient) Service(ctx context.Context, service string, tags []string, passingOnly bool, q *api.QueryOptions) ([]Entry, *api.QueryMeta, error) {
 	if err := pathSafe("service name", service); err != nil {

@@ -44,6 +44,10 @@ type ConsulConfig struct {
 	// package reads them, once.
 	CAFile, CertFile, KeyFile string
 	TLSServerName             string
+	// Datacenter is the datacenter whose catalog the queries read (Consul's
+	// ?dc=): the agent's servers forward them over the WAN to that
+	// datacenter's servers. Default: the agent's own.
+	Datacenter string
 }
 
 // Validate reports flags that contradict each other or name missing files,
@@ -146,6 +150,7 @@ func (c ConsulConfig) apiConfig() (*api.Config, string, error) {
 	if c.Token != "" || c.TokenFile != "" {
 		cfg.Token, cfg.TokenFile = c.Token, c.TokenFile
 	}
+	cfg.Datacenter = c.Datacenter
 	// Flags over the environment (CONSUL_CACERT and so on), field by field.
 	tc := &cfg.TLSConfig
 	tc.CAFile = cmp.Or(c.CAFile, tc.CAFile)

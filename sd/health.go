@@ -23,7 +23,7 @@ func newFastClient(c *api.Client, cfg *api.Config, addr string) Client {
 	if addr == "" {
 		addr = cfg.Scheme + "://" + cfg.Address
 	}
-	a := apiClient{c: c, addr: addr, transport: cfg.Transport}
+	a := apiClient{c: c, addr: addr, dc: cfg.Datacenter, transport: cfg.Transport}
 	if strings.HasPrefix(cfg.Address, "/") || cfg.HttpClient == nil {
 		return a // a unix socket: consul/api knows how to reach it
 	}

@@ -188,6 +188,9 @@ func (s *watcher) noInstances() error {
 	if a, ok := s.client.(interface{ Address() string }); ok && a.Address() != "" {
 		where = "consul at " + a.Address()
 	}
+	if dc := datacenterOf(s.client); dc != "" {
+		where += ", datacenter " + dc
+	}
 	e := &NoInstancesError{Service: s.service, Tags: s.tags, Where: where, Discovery: s.current().Err, Err: lb.ErrNoEndpoints}
 	if errors.As(e.Discovery, new(*UnreachableError)) && !s.hinted.Load() && !s.hinted.Swap(true) {
 		e.Hint = consulname.UnreachableHint
@@ -379,6 +382,15 @@ func (e *filteredError) Error() string {
 	return msg
 }
 
+// datacenterOf is the datacenter client's queries read, "" for its
+// agent's own (or when it does not say).
+func datacenterOf(client Client) string {
+	if d, ok := client.(interface{ Datacenter() string }); ok {
+		return d.Datacenter()
+	}
+	return ""
+}
+
 // noClusterLeader reports whether err is a server's answer that it knows
 // no leader: a 500 whose body is "No cluster leader", which consul/api
 // gives as an api.StatusError. TestNoClusterLeaderIsConsulAPIs pins it to
@@ -387,7 +399,7 @@ func noClusterLeader(err error) bool { return consulFailed(err, "No cluster lead
 
 func (s *watcher) marshalJSON() ([]byte, error) {
 	s.mu.Lock()
-	j := watchstate.State{Service: s.service, Tags: s.tags, Consul: agentAddr(s.client, nil), Instances: slices.Clone(s.state.Instances),
+	j := watchstate.State{Service: s.service, Tags: s.tags, Consul: agentAddr(s.client, nil), Datacenter: datacenterOf(s.client), Instances: slices.Clone(s.state.Instances),
 		LastIndex: s.seen.index, BehindLeaderMS: float64(s.seen.behindLeader) / 1e6}
 	if j.Instances == nil {
 		j.Instances = []string{}

@@ -29,6 +29,8 @@ type Agent struct {
 	// ServerAddr is the server RPC address, host:port, as
 	// /v1/status/leader names a leader.
 	ServerAddr string
+	// SerfWANAddr is the WAN gossip address of a server, host:port.
+	SerfWANAddr string
 	// LogPath is the agent's log file.
 	LogPath string
 
@@ -60,6 +62,11 @@ type Options struct {
 	// ConfigDir, when set, is passed as -config-dir: service definitions
 	// in it are the agent's own.
 	ConfigDir string
+	// Datacenter names a dev agent's datacenter (default dc1), and
+	// JoinWAN the WAN gossip addresses (another dev agent's SerfWANAddr)
+	// it federates with: two dev agents are two datacenters.
+	Datacenter string
+	JoinWAN    []string
 }
 
 // Member is how an agent takes part in a cluster.
@@ -122,6 +129,7 @@ func (a *Agent) pickPorts() error {
 	ports := block.ports
 	a.HTTPAddr, a.DNSPort = fmt.Sprintf("127.0.0.1:%d", ports[0]), ports[1]
 	a.SerfLANAddr = fmt.Sprintf("127.0.0.1:%d", ports[3])
+	a.SerfWANAddr = fmt.Sprintf("127.0.0.1:%d", ports[4])
 	a.ServerAddr = fmt.Sprintf("127.0.0.1:%d", ports[5])
 	return a.writeConfig()
 }
@@ -151,6 +159,12 @@ ports {
 `, filepath.Join(a.dir, "data"), a.Name, httpPorts, ports[1], ports[2], ports[3], ports[4], ports[5])
 	if sec := a.opts.Security; sec != nil {
 		b.WriteString(sec.hcl(a.certFile, a.keyFile, a.opts.Member == nil || a.opts.Member.Server))
+	}
+	if a.opts.Datacenter != "" {
+		fmt.Fprintf(&b, "datacenter = %q\n", a.opts.Datacenter)
+	}
+	if len(a.opts.JoinWAN) > 0 {
+		fmt.Fprintf(&b, "retry_join_wan = [%s]\nretry_interval_wan = \"1s\"\n", quoted(a.opts.JoinWAN))
 	}
 	if m := a.opts.Member; m != nil {
 		fmt.Fprintf(&b, `server = %t

@@ -100,3 +100,35 @@ func WaitPassing(t testing.TB, c *api.Client, service string, ok func([]string) 
 	}
 	return time.Now()
 }
+
+// Datacenters starts one dev agent per name, each the single server of its
+// datacenter, WAN-federated with the first, and waits until the first
+// knows them all. Each is stopped when the test ends.
+func Datacenters(t testing.TB, names ...string) []*Agent {
+	t.Helper()
+	var agents []*Agent
+	for i, name := range names {
+		o := localconsul.Options{Datacenter: name}
+		if i > 0 {
+			o.JoinWAN = []string{agents[0].SerfWANAddr}
+		}
+		la, err := localconsul.New(ConsulBinary(t), t.TempDir(), o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		agents = append(agents, Adopt(t, la))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		known, err := agents[0].API().Catalog().Datacenters()
+		if err == nil && len(known) == len(names) {
+			return agents
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("datacenters %q not federated within 30s: the first knows %q (%v)", names, known, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}

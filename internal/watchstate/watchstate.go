@@ -9,6 +9,7 @@ type State struct {
 	Service        string     `json:"service"`
 	Tags           []string   `json:"tags,omitempty"`
 	Consul         string     `json:"consul"`
+	Datacenter     string     `json:"datacenter,omitempty"`
 	Instances      []string   `json:"instances"`
 	LastIndex      uint64     `json:"last_index"`
 	LastAnswer     *time.Time `json:"last_answer,omitempty"`

@@ -1,0 +1,235 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-kit/kit/endpoint"
+	kitsd "github.com/go-kit/kit/sd"
+	"github.com/go-kit/log"
+)
+
+func TestBandLoads(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		healthy []float64
+		total   []int
+		want    []float64
+	}{
+		{"all healthy", []float64{3, 3}, []int{3, 3}, []float64{1, 0}},
+		{"one of three down: 2/3 × 1.4 ≥ 1 would be 0.93", []float64{2, 3}, []int{3, 3}, []float64{2.0 / 3 * 1.4, 1 - 2.0/3*1.4}},
+		{"two of three down", []float64{1, 3}, []int{3, 3}, []float64{1.4 / 3, 1 - 1.4/3}},
+		{"none left", []float64{0, 3}, []int{3, 3}, []float64{0, 1}},
+		{"none left, the next weak too: all go where health is", []float64{0, 1}, []int{3, 3}, []float64{0, 1}},
+		{"both weak: by health", []float64{1, 1}, []int{3, 3}, []float64{0.5, 0.5}},
+		{"both weak, unequal", []float64{1, 2}, []int{5, 5}, []float64{1.0 / 3, 2.0 / 3}},
+		{"nothing healthy anywhere: the first", []float64{0, 0}, []int{3, 3}, []float64{1, 0}},
+		{"the first has none registered", []float64{0, 3}, []int{0, 3}, []float64{0, 1}},
+		{"three bands, cascading", []float64{1, 1, 3}, []int{3, 3, 3}, []float64{1.4 / 3, 1.4 / 3, 1 - 2.8/3}},
+		{"a ramping instance counts in part", []float64{1.5, 3}, []int{3, 3}, []float64{0.7, 0.3}},
+		{"at 1/1.4 exactly, no spill", []float64{5, 7}, []int{7, 7}, []float64{1, 0}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			load := make([]float64, len(c.healthy))
+			bandLoads(c.healthy, c.total, defaultOverprovisioning, load)
+			sum := 0.0
+			for i := range load {
+				sum += load[i]
+				if math.Abs(load[i]-c.want[i]) > 1e-9 {
+					t.Errorf("loads: want %.4f, have %.4f", c.want, load)
+					break
+				}
+			}
+			if math.Abs(sum-1) > 1e-9 {
+				t.Errorf("loads add up to %v, want 1", sum)
+			}
+		})
+	}
+}
+
+// bandRig is an Endpointer over a banded source of two bands, "a0".. in
+// band 0 and "b0".. in band 1, with fake endpoints that answer their
+// instance's name.
+type bandRig struct {
+	src *fakeBands
+	e   *Endpointer
+}
+
+type fakeBands struct {
+	mu    sync.Mutex
+	state []bandUpdate
+	subs  []chan<- bandUpdate
+}
+
+func (f *fakeBands) registerBands(ch chan<- bandUpdate) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.subs = append(f.subs, ch)
+	for _, u := range f.state {
+		ch <- u
+	}
+	return len(f.state)
+}
+
+func (f *fakeBands) deregisterBands(chan<- bandUpdate) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.subs = nil
+}
+
+func (f *fakeBands) Register(chan<- kitsd.Event)   {}
+func (f *fakeBands) Deregister(chan<- kitsd.Event) {}
+func (f *fakeBands) Stop()                         {}
+
+// send passes u on as the Endpointer's receive would, and returns once it
+// has applied it.
+func (r *bandRig) send(u bandUpdate) {
+	r.src.mu.Lock()
+	r.src.state[u.band] = u
+	r.src.mu.Unlock()
+	r.e.handleBand(u)
+}
+
+func names(prefix string, n int) []string {
+	var out []string
+	for i := range n {
+		out = append(out, fmt.Sprintf("%s%d", prefix, i))
+	}
+	return out
+}
+
+func newBandRig(t *testing.T, band0, band1 []string, registered0 int) *bandRig {
+	t.Helper()
+	src := &fakeBands{state: []bandUpdate{
+		{band: 0, instances: band0, registered: registered0},
+		{band: 1, instances: band1, registered: len(band1)},
+	}}
+	o, err := EndpointerConfig{Ejection: Ejection{Disabled: true}}.options()
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.bandNames, o.overprovisioning = []string{"dc1", "dc2"}, defaultOverprovisioning
+	factory := func(inst string) (endpoint.Endpoint, io.Closer, error) {
+		return func(context.Context, any) (any, error) { return inst, nil }, nil, nil
+	}
+	e := newEndpointer(src, factory, log.NewNopLogger(), o)
+	t.Cleanup(func() { e.Close() })
+	return &bandRig{src: src, e: e}
+}
+
+// shares picks n first attempts and returns the share of each band.
+func (r *bandRig) shares(t *testing.T, n int) [2]float64 {
+	t.Helper()
+	b := NewRoundRobin(r.e)
+	var count [2]int
+	for range n {
+		nd, err := b.Pick(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		count[nd.band]++
+	}
+	return [2]float64{float64(count[0]) / float64(n), float64(count[1]) / float64(n)}
+}
+
+func TestBandsSpillTheShortfall(t *testing.T) {
+	// dc1 has 3 registered, 1 listed (two crashed, critical): 1/3 × 1.4 =
+	// 0.47 of calls stay, 0.53 spill to dc2.
+	r := newBandRig(t, names("a", 1), names("b", 3), 3)
+	have := r.shares(t, 20000)
+	if want := 1 - 1.4/3; math.Abs(have[1]-want) > 0.02 {
+		t.Errorf("share spilled to dc2: want %.3f, have %.3f", want, have[1])
+	}
+	// All of dc1 back: none spills (after the ramp, shortened here).
+	r.e.mu.Lock()
+	r.e.bands.ramp = 50 * time.Millisecond
+	r.e.mu.Unlock()
+	r.send(bandUpdate{band: 0, instances: names("a", 3), registered: 3})
+	time.Sleep(50*time.Millisecond + 2*rampStep)
+	if have := r.shares(t, 5000); have[1] != 0 {
+		t.Errorf("dc1 whole again: want no spill, have %.3f to dc2", have[1])
+	}
+	// Healthy from the start: no spill and no ramp.
+	if have := newBandRig(t, names("a", 3), names("b", 3), 3).shares(t, 5000); have[1] != 0 {
+		t.Errorf("dc1 whole: want no spill, have %.3f to dc2", have[1])
+	}
+}
+
+func TestBandsRampCallsBack(t *testing.T) {
+	r := newBandRig(t, nil, names("b", 3), 3)
+	if have := r.shares(t, 2000); have[1] != 1 {
+		t.Fatalf("dc1 empty: want every call in dc2, have %.3f", have[1])
+	}
+	const ramp = time.Second
+	r.e.mu.Lock()
+	r.e.bands.ramp = ramp
+	r.e.mu.Unlock()
+	start := time.Now()
+	r.send(bandUpdate{band: 0, instances: names("a", 3), registered: 3})
+	var last float64
+	for time.Since(start) < ramp+4*rampStep {
+		local := r.e.snapshot().bands.load[0]
+		if local < last-1e-9 {
+			t.Fatalf("dc1's load fell from %.3f to %.3f while its instances came back", last, local)
+		}
+		if el := time.Since(start); el < ramp/4 && local > 0.5 {
+			t.Fatalf("dc1 took %.3f of calls %v after its instances came back: no ramp", local, el)
+		}
+		last = local
+		time.Sleep(rampStep)
+	}
+	if last != 1 {
+		t.Errorf("dc1's load %v after the ramp: want 1", last)
+	}
+}
+
+func TestBandsRetryInBandThenNext(t *testing.T) {
+	r := newBandRig(t, names("a", 2), names("b", 2), 2)
+	b := NewRoundRobin(r.e)
+	first, err := b.Pick(nil)
+	if err != nil || first.band != 0 {
+		t.Fatalf("first pick: want dc1, have band %d (%v)", first.band, err)
+	}
+	second, _ := b.Pick([]*Node{first})
+	if second.band != 0 || second == first {
+		t.Errorf("a retry: want the other dc1 instance, have %s", second.Addr())
+	}
+	third, _ := b.Pick([]*Node{first, second})
+	if third.band != 1 {
+		t.Errorf("dc1 tried out: want dc2, have %s", third.Addr())
+	}
+	fourth, _ := b.Pick([]*Node{first, second, third})
+	if fourth.band != 1 || fourth == third {
+		t.Errorf("then the other dc2 instance, have %s", fourth.Addr())
+	}
+}
+
+func TestBandsFailStaticAndWatchErrorsPerDatacenter(t *testing.T) {
+	r := newBandRig(t, names("a", 3), names("b", 3), 3)
+	for _, n := range r.e.snapshot().nodes {
+		if _, err := n.tracked(context.Background(), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// dc2's watch fails: its instances stay.
+	r.send(bandUpdate{band: 1, err: errors.New("no path to datacenter"), registered: 3})
+	if have := len(r.e.snapshot().nodes); have != 6 {
+		t.Fatalf("after dc2's watch failed: want 6 instances, have %d", have)
+	}
+	// dc2's list empties at once (3 of 6 overall, every one of dc2's):
+	// held, since they are alive.
+	r.send(bandUpdate{band: 1, registered: 0})
+	s := r.e.snapshot()
+	if have := len(s.bands.bands[1].tiers[tierHeld]); have != 3 {
+		t.Errorf("dc2 emptied en masse: want its 3 instances held, have %d (tiers %v)", have, s.bands.bands[1].tiers)
+	}
+	if have := s.bands.load[0]; have != 1 {
+		t.Errorf("dc1 untouched: want all calls there, have %.3f", have)
+	}
+}
