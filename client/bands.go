@@ -88,14 +88,22 @@ const usableTiers = tierHeld + 1
 
 // pick returns an instance for an attempt of a call that tried tried:
 // a first attempt in the band a draw by load gives, a retry in the band of
-// its last attempt; there, then in each band after it (and then those
+// its last attempt, or the next one once two instances of that band have
+// failed the call; there, then in each band after it (and then those
 // before), the best usable tier with an instance the call has not tried;
 // then the failing and ejected ones in the same order; then, every
 // instance tried, round again. pickIn picks from a non-empty tier.
 func (b *bandsSnap) pick(tried []*Node, pickIn func(tier, tried []*Node) *Node) *Node {
 	start := 0
 	if len(tried) > 0 {
+		// The band of the last attempt, unless two of its instances
+		// have failed the call already: the band is likely failing as a
+		// whole (its instances killed at once), and the next attempt
+		// is better spent on the next.
 		start = tried[len(tried)-1].band
+		if countNodes(tried, func(n *Node) bool { return n.band == start }) >= 2 {
+			start = (start + 1) % len(b.bands)
+		}
 	} else if r := rand.Float64(); len(b.upTo) > 1 {
 		for start < len(b.upTo)-1 && r >= b.upTo[start] {
 			start++
@@ -183,7 +191,7 @@ func (b *banding) start() *bandsSnap {
 }
 
 // add puts n, of tier t, in its band of bs, and counts it towards its
-// band's health: an instance ready or held counts, fully unless it ramps
+// band's health: an instance healthy counts, fully unless it ramps
 // (it became healthy while its band spilled calls over to others that
 // served them, within returnRamp; not among the first instances the
 // client learns of).
@@ -191,7 +199,9 @@ func (b *banding) add(bs *bandsSnap, n *Node, t int) {
 	band := n.band
 	bs.bands[band].tiers[t] = append(bs.bands[band].tiers[t], n)
 	b.count[band]++
-	if t != tierReady && t != tierHeld {
+	// Healthy: ready or held, or connecting for the first time (no
+	// failure seen: a new instance is dialled on its first call).
+	if t != tierReady && t != tierHeld && (t != tierConnecting || n.wasReady.Load()) {
 		n.wasHealthy, n.rampFrom = false, time.Time{}
 		return
 	}

@@ -190,7 +190,7 @@ func TestBandsRampCallsBack(t *testing.T) {
 }
 
 func TestBandsRetryInBandThenNext(t *testing.T) {
-	r := newBandRig(t, names("a", 2), names("b", 2), 2)
+	r := newBandRig(t, names("a", 3), names("b", 2), 3)
 	b := NewRoundRobin(r.e)
 	first, err := b.Pick(nil)
 	if err != nil || first.band != 0 {
@@ -202,7 +202,7 @@ func TestBandsRetryInBandThenNext(t *testing.T) {
 	}
 	third, _ := b.Pick([]*Node{first, second})
 	if third.band != 1 {
-		t.Errorf("dc1 tried out: want dc2, have %s", third.Addr())
+		t.Errorf("two dc1 instances tried: want dc2, have %s", third.Addr())
 	}
 	fourth, _ := b.Pick([]*Node{first, second, third})
 	if fourth.band != 1 || fourth == third {

@@ -1,0 +1,194 @@
+package client_test
+
+import (
+	"context"
+
+	"github.com/go-kit/kit/endpoint"
+	"github.com/trimkit/trimkit/transport/trim"
+	"math"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/trimkit/trimkit/client"
+	"github.com/trimkit/trimkit/internal/loadgen"
+	"github.com/trimkit/trimkit/internal/proc"
+	"github.com/trimkit/trimkit/internal/testenv"
+	"github.com/trimkit/trimkit/sd"
+)
+
+// twoDatacenters starts two WAN-federated datacenters, dc1 and dc2, a
+// single-server dev agent each, with n trimsvc instances registered in
+// each, and waits until they pass.
+func twoDatacenters(t *testing.T, n int) (agents []*testenv.Agent, insts [2][]*proc.Trimsvc) {
+	t.Helper()
+	agents = testenv.Datacenters(t, "dc1", "dc2")
+	for dc, a := range agents {
+		var ids []string
+		for range n {
+			inst := testenv.StartTrimsvc(t, bins.Trimsvc(t), a.HTTPAddr)
+			insts[dc] = append(insts[dc], inst)
+			ids = append(ids, inst.ID)
+		}
+		a.WaitPassing("trimsvc", ids...)
+	}
+	return agents, insts
+}
+
+// byDC says which datacenter each instance ID is in.
+func byDC(insts [2][]*proc.Trimsvc) map[string]int {
+	m := map[string]int{}
+	for dc, l := range insts {
+		for _, i := range l {
+			m[i.ID] = dc
+		}
+	}
+	return m
+}
+
+// window sums up the calls that started within [from, to): how many,
+// how many failed, and the share dc2 answered.
+func window(calls []loadgen.Call, dcOf map[string]int, from, to time.Time) (n, failed int, remote float64) {
+	r := 0
+	for _, c := range calls {
+		if c.Start.Before(from) || !c.Start.Before(to) {
+			continue
+		}
+		n++
+		switch {
+		case c.Err != nil:
+			failed++
+		case dcOf[c.Instance] == 1:
+			r++
+		}
+	}
+	if n > 0 {
+		remote = float64(r) / float64(n)
+	}
+	return n, failed, remote
+}
+
+// The service in two datacenters under 200 calls/s, through dc1's agent
+// with Datacenters dc1, dc2: every dc1 instance killed, then started
+// again, then two of three killed, then dc2's servers. No call fails;
+// calls move to dc2 and back, and spill in the share the band rule says.
+func TestDatacenterFailover(t *testing.T) {
+	agents, insts := twoDatacenters(t, 3)
+	dcOf := byDC(insts)
+	cfg := client.Config{Consul: sd.ConsulConfig{Address: agents[0].HTTPAddr}, Service: "trimsvc",
+		Datacenters: []string{"dc1", "dc2"}, CallConfig: client.CallConfig{Balancer: client.P2CName}}
+	// Both faces, 100 calls/s each: the go-kit endpoint and a ClientConn.
+	c := newClient(t, cfg)
+	conn, err := client.NewConn(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	faces := []struct {
+		name string
+		e    endpoint.Endpoint
+		run  *loadgen.Run
+	}{{name: "go-kit endpoint", e: c.Endpoint()}, {name: "grpc.ClientConn", e: trim.Endpoints(conn)}}
+	for i := range faces {
+		waitInstances(t, faces[i].e, 3)
+	}
+	for i := range faces {
+		faces[i].run = loadgen.Start(context.Background(), faces[i].e, "x", loadgen.Options{Rate: 100})
+	}
+	stopped := false
+	defer func() {
+		if !stopped {
+			for _, f := range faces {
+				f.run.Stop()
+			}
+		}
+	}()
+	time.Sleep(time.Second)
+
+	// Every dc1 instance killed.
+	killed := time.Now()
+	for _, inst := range insts[0] {
+		if err := inst.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(3 * time.Second)
+
+	// Started again on their addresses (so with their service IDs).
+	restarted := time.Now()
+	for i, inst := range insts[0] {
+		insts[0][i] = testenv.StartTrimsvc(t, bins.Trimsvc(t), agents[0].HTTPAddr, "-grpc-addr", inst.Addr)
+	}
+	time.Sleep(10 * time.Second)
+
+	// Two of three killed.
+	halved := time.Now()
+	for _, inst := range insts[0][:2] {
+		if err := inst.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(5 * time.Second)
+
+	// dc2's server killed: its watch fails.
+	remoteDown := time.Now()
+	if err := agents[1].Kill(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(4 * time.Second)
+	end := time.Now()
+	stopped = true
+	for _, f := range faces {
+		calls, _ := f.run.Stop()
+		t.Run(f.name, func(t *testing.T) { checkFailover(t, calls, dcOf, killed, restarted, halved, remoteDown, end) })
+	}
+}
+
+// checkFailover checks the calls of TestDatacenterFailover.
+func checkFailover(t *testing.T, calls []loadgen.Call, dcOf map[string]int, killed, restarted, halved, remoteDown, end time.Time) {
+	if n, failed, _ := window(calls, dcOf, time.Time{}, end); failed > 0 || n < 2000 {
+		t.Errorf("%d of %d calls failed, want none (and at least 2000 calls)", failed, n)
+		failures(t, calls)
+	}
+	if _, _, remote := window(calls, dcOf, time.Time{}, killed.Add(-50*time.Millisecond)); remote != 0 {
+		t.Errorf("before any fault: %.3f of calls answered in dc2, want none", remote)
+	}
+	firstRemote := time.Duration(-1)
+	for _, c := range calls {
+		if !c.Start.Before(killed) && c.Err == nil && dcOf[c.Instance] == 1 {
+			firstRemote = c.Start.Add(c.Took).Sub(killed)
+			break
+		}
+	}
+	t.Logf("every dc1 instance killed: first dc2 answer %v after", firstRemote)
+	if firstRemote < 0 {
+		t.Error("no call answered in dc2 after every dc1 instance was killed")
+	}
+	if _, _, remote := window(calls, dcOf, killed.Add(time.Second), restarted); remote != 1 {
+		t.Errorf("from 1s after every dc1 instance was killed: %.3f of calls answered in dc2, want all", remote)
+	}
+	// Back: the instances pass their first check within a second or so of
+	// starting, then ramp back over 5s.
+	back := time.Duration(-1)
+	for at := restarted; at.Before(halved); at = at.Add(250 * time.Millisecond) {
+		if n, _, remote := window(calls, dcOf, at, at.Add(time.Second)); n > 0 && remote == 0 {
+			back = at.Sub(restarted)
+			break
+		}
+	}
+	t.Logf("dc1 restarted: every call back in dc1 %v after", back)
+	if back < 0 || back > 9*time.Second {
+		t.Errorf("dc1 restarted: calls all back in dc1 after %v, want within 9s", back)
+	}
+	want := 1 - 1.4/3
+	_, _, spilled := window(calls, dcOf, halved.Add(1500*time.Millisecond), remoteDown)
+	t.Logf("two of three dc1 instances killed: %.3f of calls answered in dc2 (the rule: %.3f)", spilled, want)
+	if math.Abs(spilled-want) > 0.1 {
+		t.Errorf("two of three dc1 instances killed: %.3f of calls answered in dc2, want %.3f ± 0.1", spilled, want)
+	}
+	_, _, after := window(calls, dcOf, remoteDown, end)
+	t.Logf("dc2's server killed: %.3f of calls answered in dc2", after)
+	if math.Abs(after-want) > 0.1 {
+		t.Errorf("dc2's server killed: %.3f of calls answered in dc2, want as before, %.3f ± 0.1", after, want)
+	}
+}
