@@ -60,7 +60,7 @@ type Endpointer struct {
 	bandSrc    bandSource
 	bandEvents chan bandUpdate
 	done       chan struct{}
-	hinted bool // a log line said what to do about an unreachable agent; only handle uses it
+	hinted     bool // a log line said what to do about an unreachable agent; only handle uses it
 
 	closeOnce sync.Once
 	closeErr  error // Close's result, set once by closeOnce
