@@ -204,7 +204,7 @@ func (c Config) Validate() error {
 		errs = append(errs, &FieldError{"Datacenters", fmt.Sprintf("%q", c.Datacenters), "needs Consul discovery (the HTTP API), not DNS"})
 	}
 	if len(c.Datacenters) > 1 && c.Subset > 0 {
-		errs = append(errs, &FieldError{"Subset", c.Subset, "not with more than one datacenter (Datacenters)"})
+		errs = append(errs, &FieldError{"Subset", c.Subset, "not with more than one datacenter"})
 	}
 	if c.Overprovisioning != 0 && !(c.Overprovisioning >= 1 && c.Overprovisioning <= 100) {
 		errs = append(errs, &FieldError{"Overprovisioning", c.Overprovisioning, "must be within [1, 100] (0 means the default, 1.4)"})

@@ -170,6 +170,8 @@ func dial(service string, instancer kitsd.Instancer, stop func(), p parts, o opt
 // 127.0.0.1:8500. The parameters, each the Config field it names:
 //
 //	tag=T            Tags: instances that carry T (repeat for more)
+//	dc=D             Datacenters: D, then the next dc= in order (repeat)
+//	overprovisioning=F  Overprovisioning of the datacenters' bands
 //	balancer=B       Balancer: round-robin (default), p2c, least-loaded
 //	discovery=D      Discovery: consul (default) or dns
 //	dns-addr=H:P     DNSAddr, for dns discovery

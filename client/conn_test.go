@@ -346,6 +346,9 @@ func TestConsulTargetParameters(t *testing.T) {
 	}{
 		{"consul:///orders?tag=a&tag=b&balancer=p2c&timeout=2s&attempts=4&hedge-after=10ms&subset=3&subset-caller=2", ""},
 		{"consul://10.0.0.1:8500/orders?discovery=dns&dns-addr=127.0.0.1:8600&tag=a", ""},
+		{"consul:///orders?dc=dc1&dc=dc2&overprovisioning=2", ""},
+		{"consul:///orders?dc=dc1&dc=dc1", `datacenter "dc1" named twice`},
+		{"consul:///orders?dc=dc1&dc=dc2&overprovisioning=lots", "overprovisioning=lots"},
 		{"consul:///orders?balancer=fastest", `Balancer "fastest"`},
 		{"consul:///orders?timeout=soon", "timeout=soon"},
 		{"consul:///orders?wait=14s", `unknown parameter "wait"`},
@@ -371,6 +374,10 @@ func TestConsulTargetParameters(t *testing.T) {
 	cfg, _ := client.ConsulTarget(*u)
 	if cfg.Consul.Address != "10.0.0.1:8500" || !slices.Equal(cfg.Tags, []string{"a", "b"}) || cfg.Balancer != client.P2CName ||
 		cfg.Retry.Timeout != 2*time.Second || cfg.Retry.MaxAttempts != 4 {
+		t.Errorf("ConsulTarget(%s) = %+v", u, cfg)
+	}
+	u, _ = url.Parse("consul:///orders?dc=east&dc=west&overprovisioning=1.2")
+	if cfg, _ = client.ConsulTarget(*u); !slices.Equal(cfg.Datacenters, []string{"east", "west"}) || cfg.Overprovisioning != 1.2 {
 		t.Errorf("ConsulTarget(%s) = %+v", u, cfg)
 	}
 }

@@ -29,6 +29,10 @@ func consulTarget(u url.URL) (Config, error) {
 			switch key {
 			case "tag":
 				cfg.Tags = append(cfg.Tags, v)
+			case "dc":
+				cfg.Datacenters = append(cfg.Datacenters, v)
+			case "overprovisioning":
+				cfg.Overprovisioning, err = strconv.ParseFloat(v, 64)
 			case "balancer":
 				cfg.Balancer = v
 			case "discovery":

@@ -70,6 +70,8 @@ var flagOf = map[string]string{
 	"Retry.HedgeAfter":  "-hedge-after",
 	"Subset":            "-subset",
 	"SubsetCaller":      "-subset-caller",
+	"Datacenters":       "-datacenters",
+	"Overprovisioning":  "-overprovisioning",
 }
 
 func parseConfig(args []string, stdout io.Writer) (config, error) {
@@ -77,6 +79,7 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 	var (
 		c    config
 		tags string
+		dcs  string
 	)
 	cli.ConsulFlags(fs, &c.client.Consul)
 	fs.StringVar(&c.client.TLS.CAFile, "tls-ca-file", "", "call the instances over TLS, verifying their certificates against this CA (empty: plaintext)")
@@ -87,6 +90,8 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 	fs.StringVar(&tags, "tags", "", "comma-separated tags an instance must all carry (one, with -discovery dns)")
 	fs.StringVar(&c.client.Discovery, "discovery", client.DiscoveryConsul, `how to find instances: "consul" (the HTTP API's blocking queries) or "dns" (SRV records from Consul's DNS interface, polled every second)`)
 	fs.StringVar(&c.client.DNSAddr, "dns-addr", defaults.DNSAddr, "Consul's DNS interface, for -discovery dns")
+	fs.StringVar(&dcs, "datacenters", "", "comma-separated datacenters to call the service in, in order of preference (empty: the agent's own): the first takes every call while 1/-overprovisioning of its instances are healthy, the shortfall spills over to the next; see docs/multi-dc.md")
+	fs.Float64Var(&c.client.Overprovisioning, "overprovisioning", 1.4, "with several -datacenters, how much spare capacity a datacenter is taken to have: it keeps every call while at least 1/this of its instances are healthy (Envoy's overprovisioning factor)")
 	read := fs.String("read", sd.ReadStale, `how discovery reads the catalog: "stale" (any Consul server answers; reads go on while there is no leader), "leader" (the leader only) or "cache" (the local agent's cache, streaming-backed)`)
 	fs.DurationVar(&c.client.Read.MaxStale, "max-stale", 0, "with -read stale, ask the leader again when an answer is further behind it than this (0: 2s)")
 	fs.IntVar(&c.client.Retry.MaxAttempts, "retry-max", defaults.MaxAttempts, "most attempts per request, the first included (0: the default)")
@@ -107,6 +112,7 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 		return config{}, err
 	}
 	c.client.Tags = cli.SplitList(tags)
+	c.client.Datacenters = cli.SplitList(dcs)
 	c.failStatic.Disabled = !*failStatic
 	c.client.Retry.Throttle.Disabled = !*throttle
 	var errs []error

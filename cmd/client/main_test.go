@@ -220,6 +220,12 @@ func TestFlagAndEnvErrorsExit(t *testing.T) {
 			Stderr: []string{`client: environment TRIMCLIENT_DURATION="5": invalid duration for -duration (a number with a unit, such as 5s or 1m30s)`, pointer}},
 		{Args: []string{"-consul-ca-file", ca, "x"},
 			Stderr: []string{"client: consul TLS settings given (a CA file) but http://127.0.0.1:8500 is plain HTTP: TLS needs an https:// address (or CONSUL_HTTP_SSL=true)", pointer}},
+		{Args: []string{"-datacenters", "dc1,dc2,dc1", "x"},
+			Stderr: []string{`client: -datacenters ["dc1" "dc2" "dc1"]: datacenter "dc1" named twice`, pointer}},
+		{Args: []string{"-datacenters", "dc1,dc2", "-overprovisioning", "0.5", "x"},
+			Stderr: []string{`client: -overprovisioning 0.5: must be within [1, 100] (0 means the default, 1.4)`, pointer}},
+		{Args: []string{"-datacenters", "dc1,dc2", "-subset", "3", "x"},
+			Stderr: []string{`client: -subset 3: not with more than one datacenter`, pointer}},
 	})
 	// In the process, the TLS files for a plain-HTTP address are a usage
 	// error like the others.
