@@ -78,7 +78,10 @@ type bandsSnap struct {
 	// upTo[i] is the sum of the loads of bands 0 to i: a first attempt
 	// goes to the first band whose upTo exceeds a draw in [0, 1).
 	upTo []float64
-	load []float64 // each band's, for the page
+	// For the page: each band's load, healthy instances (a ramping one in
+	// part) and instances, healthy or not.
+	load, healthy []float64
+	total         []int
 }
 
 // usableTiers are the tiers a pick takes from in one band before it
@@ -137,7 +140,8 @@ const maxBands = 16
 // lists, how many instances each has, and, from the last snapshot, how
 // healthy each was.
 type banding struct {
-	over       float64 // the overprovisioning factor
+	over       float64  // the overprovisioning factor
+	names      []string // of the datacenters, in order
 	listed     [][]string
 	registered []int          // -1: unknown
 	bandOf     map[string]int // each listed instance's band
@@ -234,6 +238,7 @@ func (b *banding) finish(bs *bandsSnap, again func()) *bandsSnap {
 		}
 	}
 	bandLoads(b.healthy, total, b.over, bs.load)
+	bs.healthy, bs.total = slices.Clone(b.healthy), total
 	sum := 0.0
 	for i, l := range bs.load {
 		sum += l

@@ -154,7 +154,7 @@ func newEndpointer(instancer kitsd.Instancer, factory kitsd.Factory, logger log.
 		byInst:     map[string]*Node{},
 		closer:     newGraceCloser(logger),
 		held:       holding{nodes: map[string]*Node{}, recent: map[string]leftRecently{}},
-		bands:      banding{over: o.overprovisioning},
+		bands:      banding{over: o.overprovisioning, names: o.bandNames},
 	}
 	e.explain, _ = instancer.(interface{ NoInstances() error })
 	e.current.Store(&snapshot{})

@@ -79,7 +79,12 @@ type (
 		clientJSON
 		Title string
 		Watch *watchPage
+		DCs   []dcPage
 		Rows  []instancePage
+	}
+	dcPage struct {
+		datacenterJSON
+		Watch *watchPage
 	}
 	watchPage struct {
 		Consul, Answered, Error, ErrorSince string
@@ -101,23 +106,30 @@ func pageData(v pageJSON) pageView {
 		if cp.Title == "" {
 			cp.Title = "(an Instancer of the program's)"
 		}
-		if len(c.Watch) > 0 {
-			var w watchstate.State
-			if json.Unmarshal(c.Watch, &w) == nil {
-				cp.Watch = &watchPage{Consul: w.Consul, Index: w.LastIndex, Stale: w.Stale,
-					BehindLeaderMS: w.BehindLeaderMS, Error: w.Error, Answered: "never"}
-				if w.LastAnswer != nil {
-					cp.Watch.Answered = ago(v.Time, *w.LastAnswer)
-				}
-				if w.ErrorSince != nil {
-					cp.Watch.ErrorSince = ago(v.Time, *w.ErrorSince)
-				}
-			}
+		cp.Watch = watchOf(v.Time, c.Watch)
+		for _, d := range c.Datacenters {
+			cp.DCs = append(cp.DCs, dcPage{datacenterJSON: d, Watch: watchOf(v.Time, d.Watch)})
 		}
 		for _, in := range c.Instances {
 			cp.Rows = append(cp.Rows, instancePage{instanceJSON: in, State: tierWords(v.Time, in), Chart: chart(in, c.SecondsCharted)})
 		}
 		p.Clients = append(p.Clients, cp)
+	}
+	return p
+}
+
+// watchOf is the page's view of a watch's JSON, nil without one.
+func watchOf(now time.Time, raw json.RawMessage) *watchPage {
+	var w watchstate.State
+	if len(raw) == 0 || json.Unmarshal(raw, &w) != nil {
+		return nil
+	}
+	p := &watchPage{Consul: w.Consul, Index: w.LastIndex, Stale: w.Stale, BehindLeaderMS: w.BehindLeaderMS, Error: w.Error, Answered: "never"}
+	if w.LastAnswer != nil {
+		p.Answered = ago(now, *w.LastAnswer)
+	}
+	if w.ErrorSince != nil {
+		p.ErrorSince = ago(now, *w.ErrorSince)
 	}
 	return p
 }
@@ -169,7 +181,8 @@ func chart(in instanceJSON, seconds int) template.HTML {
 }
 
 var page = template.Must(template.New("page").Funcs(template.FuncMap{
-	"ms": func(v float64) string { return fmt.Sprintf("%.2f ms", v) },
+	"ms":  func(v float64) string { return fmt.Sprintf("%.2f ms", v) },
+	"pct": func(v float64) string { return fmt.Sprintf("%.0f%%", 100*v) },
 	"last": func(v []float64) string {
 		if len(v) == 0 {
 			return "-"
@@ -196,16 +209,19 @@ Charts: attempts per second (blue) and failures per second (red) over the last m
 {{range .Clients}}
 <section class="client" data-service="{{.Service}}">
 <h2>{{.Title}} <small>{{.Face}} · balancer {{.Balancer}}{{if .Tags}} · tags {{range .Tags}}{{.}} {{end}}{{end}}{{if .Subset}} · subset of {{.Subset.Size}}: {{.Subset.Members}} of {{.Subset.Listed}} listed{{end}}</small></h2>
-{{with .Watch}}<p class="watch{{if .Stale}} stale{{end}}">Consul watch at {{.Consul}}: index {{.Index}}, last answer {{.Answered}}{{if .BehindLeaderMS}}, {{ms .BehindLeaderMS}} behind the leader{{end}};
-{{if .Stale}}STALE{{else}}fresh{{end}}{{if .Error}}; failing since {{.ErrorSince}}: {{.Error}}{{end}}</p>{{end}}
-<table>
-<tr><th>instance</th><th>tier</th><th>connection</th><th>latency (peak EWMA)</th><th>in flight</th><th>streams</th><th>load</th><th>attempts/s, failures/s</th><th>now</th><th>attempts</th><th>failures</th></tr>
+{{with .Watch}}<p class="watch{{if .Stale}} stale{{end}}">{{template "watch" .}}</p>{{end}}
+{{range .DCs}}<p class="dc" data-dc="{{.Name}}"><b>datacenter {{.Name}}</b>: {{pct .Share}} of first attempts; {{printf "%.1f" .Healthy}} of {{.Instances}} instances healthy (health {{printf "%.2f" .Health}})
+{{with .Watch}}<br><span class="watch{{if .Stale}} stale{{end}}">{{template "watch" .}}</span>{{end}}</p>{{end}}
+{{$dcs := .DCs}}<table>
+<tr>{{if $dcs}}<th>datacenter</th>{{end}}<th>instance</th><th>tier</th><th>connection</th><th>latency (peak EWMA)</th><th>in flight</th><th>streams</th><th>load</th><th>attempts/s, failures/s</th><th>now</th><th>attempts</th><th>failures</th></tr>
 {{range .Rows}}<tr class="{{.Tier}}" data-addr="{{.Addr}}" data-tier="{{.Tier}}">
-<td>{{.Addr}}</td><td class="tier">{{.State}}</td><td>{{.Conn}}</td><td class="n">{{ms .LatencyMS}}</td><td class="n">{{.InFlight}}</td><td class="n">{{.Streams}}</td>
+{{if $dcs}}<td>{{.Datacenter}}</td>{{end}}<td>{{.Addr}}</td><td class="tier">{{.State}}</td><td>{{.Conn}}</td><td class="n">{{ms .LatencyMS}}</td><td class="n">{{.InFlight}}</td><td class="n">{{.Streams}}</td>
 <td class="n">{{with .Load}}{{printf "%.2f" .Utilization}}{{if .Limit}} of {{printf "%.0f" .Limit}}{{end}}{{else}}-{{end}}</td>
 <td>{{.Chart}}</td><td class="n">{{last .AttemptsPerSecond}} / {{last .FailuresPerSecond}}</td><td class="n">{{.Attempts}}</td><td class="n">{{.Failures}}</td></tr>
 {{end}}</table>
 </section>
 {{end}}
 </body></html>
+{{define "watch"}}Consul watch at {{.Consul}}: index {{.Index}}, last answer {{.Answered}}{{if .BehindLeaderMS}}, {{ms .BehindLeaderMS}} behind the leader{{end}};
+{{if .Stale}}STALE{{else}}fresh{{end}}{{if .Error}}; failing since {{.ErrorSince}}: {{.Error}}{{end}}{{end}}
 `))

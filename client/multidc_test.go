@@ -2,6 +2,9 @@ package client_test
 
 import (
 	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 
 	"github.com/go-kit/kit/endpoint"
 	"github.com/trimkit/trimkit/transport/trim"
@@ -136,6 +139,7 @@ func TestDatacenterFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(4 * time.Second)
+	checkDatacentersPage(t, insts[0][2].Addr)
 	end := time.Now()
 	stopped = true
 	for _, f := range faces {
@@ -190,5 +194,71 @@ func checkFailover(t *testing.T, calls []loadgen.Call, dcOf map[string]int, kill
 	t.Logf("dc2's server killed: %.3f of calls answered in dc2", after)
 	if math.Abs(after-want) > 0.1 {
 		t.Errorf("dc2's server killed: %.3f of calls answered in dc2, want as before, %.3f ± 0.1", after, want)
+	}
+}
+
+// checkDatacentersPage checks what Handler shows of the clients that hold
+// addr, a dc1 instance, when one of dc1's three instances is left and
+// dc2's servers are down: both datacenters, their shares, dc2's watch
+// failing, each instance's datacenter.
+func checkDatacentersPage(t *testing.T, addr string) {
+	t.Helper()
+	srv := httptest.NewServer(client.Handler())
+	defer srv.Close()
+	req, _ := http.NewRequest(http.MethodGet, srv.URL, nil)
+	req.Header.Set("Accept", "application/json")
+	req.Close = true
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var page struct {
+		Clients []struct {
+			Face        string `json:"face"`
+			Datacenters []struct {
+				Name      string  `json:"name"`
+				Share     float64 `json:"share"`
+				Instances int     `json:"instances"`
+				Watch     struct {
+					Datacenter string `json:"datacenter"`
+					Error      string `json:"error"`
+				} `json:"watch"`
+			} `json:"datacenters"`
+			Instances []struct {
+				Addr       string `json:"addr"`
+				Datacenter string `json:"datacenter"`
+			} `json:"instances"`
+		} `json:"clients"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&page); err != nil {
+		t.Fatal(err)
+	}
+	seen := 0
+	for _, c := range page.Clients {
+		dcOf := map[string]string{}
+		for _, in := range c.Instances {
+			dcOf[in.Addr] = in.Datacenter
+		}
+		if _, ok := dcOf[addr]; !ok {
+			continue
+		}
+		seen++
+		if dcOf[addr] != "dc1" {
+			t.Errorf("%s: instance %s in datacenter %q, want dc1", c.Face, addr, dcOf[addr])
+		}
+		if len(c.Datacenters) != 2 || c.Datacenters[0].Name != "dc1" || c.Datacenters[1].Name != "dc2" {
+			t.Errorf("%s: datacenters %+v, want dc1 and dc2", c.Face, c.Datacenters)
+			continue
+		}
+		if d := c.Datacenters[1]; math.Abs(d.Share-(1-1.4/3)) > 0.01 || d.Watch.Datacenter != "dc2" || d.Watch.Error == "" {
+			t.Errorf("%s: dc2 %+v, want a share of %.3f and its watch failing", c.Face, d, 1-1.4/3)
+		}
+		if d := c.Datacenters[0]; d.Instances != 3 || d.Watch.Error != "" {
+			t.Errorf("%s: dc1 %+v, want 3 instances and its watch fine", c.Face, d)
+		}
+	}
+	if seen != 2 {
+		t.Errorf("the page shows %d clients holding %s, want 2 (both faces)", seen, addr)
 	}
 }

@@ -155,10 +155,24 @@ type (
 		// last index, the last error, whether its answer is stale.
 		Watch  json.RawMessage `json:"watch,omitempty"`
 		Subset *subsetJSON     `json:"subset,omitempty"`
+		// Datacenters are its bands, with several (Config.Datacenters),
+		// in order: each with its share of first attempts, its health
+		// and its own watch (Watch is then empty).
+		Datacenters []datacenterJSON `json:"datacenters,omitempty"`
 		// SecondsCharted is how many seconds each instance's per-second
 		// rates cover at most.
 		SecondsCharted int            `json:"seconds_charted"`
 		Instances      []instanceJSON `json:"instances"`
+	}
+	datacenterJSON struct {
+		Name string `json:"name"`
+		// Share is its share of first attempts, Health min(1,
+		// overprovisioning × healthy/instances).
+		Share     float64         `json:"share"`
+		Health    float64         `json:"health"`
+		Healthy   float64         `json:"healthy"`
+		Instances int             `json:"instances"`
+		Watch     json.RawMessage `json:"watch,omitempty"`
 	}
 	subsetJSON struct {
 		Size    int `json:"size"`
@@ -166,7 +180,8 @@ type (
 		Members int `json:"members"`
 	}
 	instanceJSON struct {
-		Addr string `json:"addr"`
+		Addr       string `json:"addr"`
+		Datacenter string `json:"datacenter,omitempty"` // with several
 		// Tier is where the balancers take it from: ready, connecting,
 		// held (fail-static), failing, ejected, or not_in_subset.
 		Tier         string     `json:"tier"`
@@ -217,7 +232,12 @@ func (r *viewRegistry) view(now time.Time) pageJSON {
 func (e *Endpointer) view(now time.Time) clientJSON {
 	c := clientJSON{Service: e.info.service, Tags: e.info.tags, Face: e.info.face, Balancer: e.info.balancer,
 		SecondsCharted: historyLen - 1, Instances: []instanceJSON{}}
-	if m, ok := e.info.watch.(json.Marshaler); ok {
+	if src, ok := e.info.watch.(*dcSource); ok {
+		for _, w := range src.listed {
+			b, _ := w.MarshalJSON()
+			c.Datacenters = append(c.Datacenters, datacenterJSON{Watch: b})
+		}
+	} else if m, ok := e.info.watch.(json.Marshaler); ok {
 		if b, err := m.MarshalJSON(); err == nil {
 			c.Watch = b
 		}
@@ -251,7 +271,22 @@ func (e *Endpointer) view(now time.Time) clientJSON {
 		}
 		t := n.count()
 		in.Attempts, in.Failures = t.total(), t.fail
+		if bs := snap.bands; bs != nil && n.band < len(e.bands.names) {
+			in.Datacenter = e.bands.names[n.band]
+		}
 		c.Instances = append(c.Instances, in)
+	}
+	if bs := snap.bands; bs != nil {
+		for i, name := range e.bands.names {
+			if i >= len(c.Datacenters) {
+				c.Datacenters = append(c.Datacenters, datacenterJSON{})
+			}
+			d := &c.Datacenters[i]
+			d.Name, d.Share, d.Healthy, d.Instances = name, bs.load[i], bs.healthy[i], bs.total[i]
+			if bs.total[i] > 0 {
+				d.Health = min(1, e.bands.over*bs.healthy[i]/float64(bs.total[i]))
+			}
+		}
 	}
 	if e.subset.size > 0 {
 		c.Subset = &subsetJSON{Size: e.subset.size, Listed: len(e.subset.listed), Members: len(e.subset.members)}
