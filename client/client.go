@@ -2,6 +2,7 @@ package client
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -10,7 +11,7 @@ import (
 	"github.com/go-kit/kit/endpoint"
 	kitsd "github.com/go-kit/kit/sd"
 
-	"github.com/trimkit/trimkit/internal/dnssd"
+	"github.com/trimkit/trimkit/internal/pollsd"
 	"github.com/trimkit/trimkit/sd"
 )
 
@@ -70,13 +71,21 @@ func discover(cfg Config, o *options) (instancer kitsd.Instancer, loads *sd.Load
 			stops[i]()
 		}
 	}
-	if cfg.Discovery == DiscoveryDNS {
-		dns, err := dnssd.NewInstancer(cfg.DNSAddr, cfg.Service, cfg.Tags, 0, o.logger)
+	switch cfg.Discovery {
+	case DiscoveryDNS:
+		dns, err := pollsd.NewInstancer(cfg.DNSAddr, cfg.Service, cfg.Tags, 0, o.logger)
 		if err != nil {
 			return nil, nil, nil, err
 		}
 		instancer = dns
 		stops = append(stops, dns.Stop)
+	case DiscoveryQuery:
+		q, closeIdle, err := queryInstancer(cfg, o)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		instancer = q
+		stops = append(stops, closeIdle, q.Stop)
 	}
 	if len(cfg.Datacenters) == 1 {
 		cfg.Consul.Datacenter = cfg.Datacenters[0]
@@ -93,7 +102,8 @@ func discover(cfg Config, o *options) (instancer kitsd.Instancer, loads *sd.Load
 	// A Consul watch, shared with the process's other clients of the
 	// service: to find the instances, or, with DNS discovery, to match the
 	// load reports New watches to them.
-	if len(cfg.Datacenters) <= 1 && (cfg.Discovery != DiscoveryDNS || cfg.Balancer == LeastLoadedName) {
+	consulWatch := cfg.Discovery == "" || cfg.Discovery == DiscoveryConsul
+	if len(cfg.Datacenters) <= 1 && (consulWatch || cfg.Balancer == LeastLoadedName) {
 		watcher, err := o.instancers.Instancer(cfg.Consul, o.logger, cfg.Service, cfg.Tags, true, cfg.Read)
 		if err != nil {
 			stop()
@@ -101,7 +111,7 @@ func discover(cfg Config, o *options) (instancer kitsd.Instancer, loads *sd.Load
 		}
 		catalog = watcher
 		stops = append(stops, watcher.Stop)
-		if cfg.Discovery != DiscoveryDNS {
+		if consulWatch {
 			instancer = watcher
 		}
 	}
@@ -125,6 +135,36 @@ func discover(cfg Config, o *options) (instancer kitsd.Instancer, loads *sd.Load
 		stops = append(stops, loads.Stop)
 	}
 	return instancer, loads, stop, nil
+}
+
+// queryInstancer polls the prepared query cfg.Query (else the one named
+// like cfg.Service), through a Consul client of its own, whose idle
+// connections closeIdle closes.
+func queryInstancer(cfg Config, o *options) (q *pollsd.Instancer, closeIdle func(), err error) {
+	consul, err := cfg.Consul.NewClient()
+	if err != nil {
+		return nil, nil, err
+	}
+	closeIdle = func() {}
+	if c, ok := consul.(interface{ CloseIdleConnections() }); ok {
+		closeIdle = c.CloseIdleConnections
+	}
+	exec, ok := consul.(interface {
+		ExecuteQuery(ctx context.Context, name string) ([]string, string, int, error)
+	})
+	if !ok {
+		return nil, nil, errors.New("client: this Consul client cannot run prepared queries")
+	}
+	where := "consul"
+	if a, ok := consul.(interface{ Address() string }); ok {
+		where = "consul at " + a.Address()
+	}
+	q, err = pollsd.NewQueryInstancer(cmp.Or(cfg.Query, cfg.Service), cfg.Service, where, exec.ExecuteQuery, 0, o.logger)
+	if err != nil {
+		closeIdle()
+		return nil, nil, err
+	}
+	return q, closeIdle, nil
 }
 
 // watchDatacenters starts the watches of cfg.Service in each of

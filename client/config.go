@@ -19,6 +19,7 @@ import (
 const (
 	DiscoveryConsul = "consul"
 	DiscoveryDNS    = "dns"
+	DiscoveryQuery  = "query"
 )
 
 // Config is what New needs to find a service in Consul and to call it.
@@ -34,13 +35,21 @@ type Config struct {
 	// DNS discovery, at most one).
 	Tags []string
 	// Discovery is how instances are found: "consul" (the default: the
-	// HTTP API's blocking queries, a change seen in milliseconds) or "dns"
+	// HTTP API's blocking queries, a change seen in milliseconds), "dns"
 	// (Consul's DNS interface, for places where only DNS is allowed out:
 	// SRV records of <tag>.<service>.service.consul polled every second,
-	// each target resolved through the same server).
+	// each target resolved through the same server) or "query" (a prepared
+	// query, Query, run every second).
 	Discovery string
 	// DNSAddr is the DNS server of "dns" discovery. Default: 127.0.0.1:8600.
 	DNSAddr string
+	// Query is the prepared query of "query" discovery, its name or ID.
+	// Default: Service. The query says which instances, with which tags,
+	// and where to fail over to (Consul runs its Failover): for operators
+	// who steer failover in Consul already. A prepared query does not
+	// block: it is run every second, so a change is seen within a second
+	// (a blocking query sees it in milliseconds). See docs/multi-dc.md.
+	Query string
 	// Read is how the Consul watch reads the catalog: by default any
 	// server may answer (stale reads, which go on while there is no
 	// leader); see sd.Read.
@@ -183,8 +192,18 @@ func (c Config) Validate() error {
 				errs = append(errs, &FieldError{"DNSAddr", c.DNSAddr, err.Error()})
 			}
 		}
+	case DiscoveryQuery:
+		if len(c.Tags) > 0 {
+			errs = append(errs, &FieldError{"Tags", fmt.Sprintf("%q", c.Tags), "not with a prepared query (Discovery \"query\"): the query says which tags"})
+		}
+		if len(c.Datacenters) > 0 {
+			errs = append(errs, &FieldError{"Datacenters", fmt.Sprintf("%q", c.Datacenters), "not with a prepared query (Discovery \"query\"): the query says where to fail over to"})
+		}
 	default:
-		errs = append(errs, &FieldError{"Discovery", fmt.Sprintf("%q", c.Discovery), fmt.Sprintf("must be %q or %q", DiscoveryConsul, DiscoveryDNS)})
+		errs = append(errs, &FieldError{"Discovery", fmt.Sprintf("%q", c.Discovery), fmt.Sprintf("must be %q, %q or %q", DiscoveryConsul, DiscoveryDNS, DiscoveryQuery)})
+	}
+	if c.Query != "" && c.Discovery != DiscoveryQuery {
+		errs = append(errs, &FieldError{"Query", fmt.Sprintf("%q", c.Query), "needs Discovery \"query\""})
 	}
 	if err := consulname.ValidServiceName(c.Service); err != nil {
 		errs = append(errs, &FieldError{"Service", fmt.Sprintf("%q", c.Service), err.Error()})

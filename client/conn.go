@@ -173,7 +173,8 @@ func dial(service string, instancer kitsd.Instancer, stop func(), p parts, o opt
 //	dc=D             Datacenters: D, then the next dc= in order (repeat)
 //	overprovisioning=F  Overprovisioning of the datacenters' bands
 //	balancer=B       Balancer: round-robin (default), p2c, least-loaded
-//	discovery=D      Discovery: consul (default) or dns
+//	discovery=D      Discovery: consul (default), dns or query
+//	query=Q          Query, for query discovery
 //	dns-addr=H:P     DNSAddr, for dns discovery
 //	subset=N         Subset; subset-caller=N, SubsetCaller
 //	timeout=D        Retry.Timeout, a Go duration (500ms)

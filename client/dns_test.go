@@ -15,8 +15,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/trimkit/trimkit/client"
-	"github.com/trimkit/trimkit/internal/dnssd"
 	"github.com/trimkit/trimkit/internal/loadgen"
+	"github.com/trimkit/trimkit/internal/pollsd"
 	"github.com/trimkit/trimkit/internal/testenv"
 	"github.com/trimkit/trimkit/sd"
 	"github.com/trimkit/trimkit/transport/trim"
@@ -29,7 +29,7 @@ func TestDNSDiscovery(t *testing.T) {
 	agent, insts := cluster(t, 2, "-tags", "blue")
 	dnsAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(agent.DNSPort))
 
-	instancer, err := dnssd.NewInstancer(dnsAddr, "trimsvc", []string{"blue"}, 100*time.Millisecond, log.NewNopLogger())
+	instancer, err := pollsd.NewInstancer(dnsAddr, "trimsvc", []string{"blue"}, 100*time.Millisecond, log.NewNopLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +83,7 @@ func TestDNSInstancerStopLeaksNothing(t *testing.T) {
 	defer mute.Close()
 	leaks := goleak.IgnoreCurrent()
 	// The first lookup, in the constructor, runs out its time (2s).
-	instancer, err := dnssd.NewInstancer(mute.LocalAddr().String(), "trimsvc", nil, 10*time.Millisecond, log.NewNopLogger())
+	instancer, err := pollsd.NewInstancer(mute.LocalAddr().String(), "trimsvc", nil, 10*time.Millisecond, log.NewNopLogger())
 	if err != nil {
 		t.Fatal(err)
 	}

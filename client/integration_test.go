@@ -369,6 +369,15 @@ func TestConfigErrors(t *testing.T) {
 		{client.Config{CallConfig: client.CallConfig{Balancer: "random"}}, "Balancer"},
 		{client.Config{CallConfig: client.CallConfig{TLS: client.TLS{CertFile: "c.pem", KeyFile: "k.pem"}}}, "TLS.CAFile"},
 		{client.Config{Read: sd.Read{Mode: sd.ReadLeader, MaxStale: time.Second}}, "Read"},
+		{client.Config{Datacenters: []string{"dc1", "dc1"}}, "Datacenters"},
+		{client.Config{Datacenters: []string{"dc1", ""}}, "Datacenters"},
+		{client.Config{Datacenters: []string{"dc1", "dc?2"}}, "Datacenters"},
+		{client.Config{Datacenters: []string{"dc1"}, Discovery: client.DiscoveryDNS}, "Datacenters"},
+		{client.Config{Datacenters: []string{"dc1", "dc2"}, CallConfig: client.CallConfig{EndpointerConfig: client.EndpointerConfig{Subset: 3}}}, "Subset"},
+		{client.Config{Datacenters: []string{"dc1", "dc2"}, Overprovisioning: 0.9}, "Overprovisioning"},
+		{client.Config{Discovery: client.DiscoveryQuery, Tags: []string{"v2"}}, "Tags"},
+		{client.Config{Discovery: client.DiscoveryQuery, Datacenters: []string{"dc2"}}, "Datacenters"},
+		{client.Config{Query: "failover"}, "Query"},
 	} {
 		_, err := trim.NewClient(tc.cfg)
 		var fe *client.FieldError

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 
 	"github.com/go-kit/kit/endpoint"
+	"github.com/hashicorp/consul/api"
 	"github.com/trimkit/trimkit/transport/trim"
 	"math"
 	"syscall"
@@ -260,5 +261,47 @@ func checkDatacentersPage(t *testing.T, addr string) {
 	}
 	if seen != 2 {
 		t.Errorf("the page shows %d clients holding %s, want 2 (both faces)", seen, addr)
+	}
+}
+
+// Discovery "query" runs a prepared query that fails over to dc2, as
+// operators who steer failover in Consul write it: calls go to dc1 while
+// it has passing instances and to dc2 once it has none, as Consul says,
+// a poll (a second) and a health check after the fact.
+func TestPreparedQueryDiscovery(t *testing.T) {
+	agents, insts := twoDatacenters(t, 2)
+	dcOf := byDC(insts)
+	_, _, err := agents[0].API().PreparedQuery().Create(&api.PreparedQueryDefinition{Name: "trimsvc-anywhere",
+		Service: api.ServiceQuery{Service: "trimsvc", OnlyPassing: true, Failover: api.QueryFailoverOptions{Datacenters: []string{"dc2"}}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(t, client.Config{Consul: sd.ConsulConfig{Address: agents[0].HTTPAddr}, Service: "trimsvc",
+		Discovery: client.DiscoveryQuery, Query: "trimsvc-anywhere"})
+	waitInstances(t, c.Endpoint(), 2)
+	run := loadgen.Start(context.Background(), c.Endpoint(), "x", loadgen.Options{Rate: 100, Duration: 8 * time.Second})
+	time.Sleep(time.Second)
+	killed := time.Now()
+	for _, inst := range insts[0] {
+		if err := inst.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+	}
+	calls, _ := run.Wait()
+	if _, failed, remote := window(calls, dcOf, time.Time{}, killed.Add(-50*time.Millisecond)); remote != 0 || failed != 0 {
+		t.Errorf("before the kill: %.3f of calls answered in dc2 and %d failed, want none", remote, failed)
+	}
+	var firstRemote time.Duration
+	for _, c := range calls {
+		if c.Err == nil && dcOf[c.Instance] == 1 {
+			firstRemote = c.Start.Add(c.Took).Sub(killed)
+			break
+		}
+	}
+	n, failed, remote := window(calls, dcOf, killed.Add(5*time.Second), time.Now())
+	_, failedAtKill, _ := window(calls, dcOf, killed, killed.Add(5*time.Second))
+	t.Logf("every dc1 instance killed: first dc2 answer %v after; %d calls failed while the query still named dc1", firstRemote, failedAtKill)
+	if firstRemote <= 0 || remote != 1 || failed != 0 || n == 0 {
+		t.Errorf("from 5s after every dc1 instance was killed: %.3f of %d calls answered in dc2 (%d failed), want all in dc2", remote, n, failed)
 	}
 }

@@ -39,6 +39,8 @@ func consulTarget(u url.URL) (Config, error) {
 				cfg.Discovery = v
 			case "dns-addr":
 				cfg.DNSAddr = v
+			case "query":
+				cfg.Query = v
 			case "subset":
 				cfg.Subset, err = strconv.Atoi(v)
 			case "subset-caller":

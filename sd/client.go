@@ -4,7 +4,9 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
+	"slices"
 
 	"github.com/hashicorp/consul/api"
 )
@@ -72,6 +74,25 @@ func (a apiClient) Address() string { return a.addr }
 
 // Datacenter is the datacenter its queries read, "" for the agent's own.
 func (a apiClient) Datacenter() string { return a.dc }
+
+// ExecuteQuery runs the prepared query name (an ID or a name) and returns
+// its instances, host:port, sorted, each once; the datacenter that
+// answered, and how many datacenters the query failed over to (Consul's
+// Failovers). The client package's query discovery polls it.
+func (a apiClient) ExecuteQuery(ctx context.Context, name string) ([]string, string, int, error) {
+	if err := pathSafe("prepared query", name); err != nil {
+		return nil, "", 0, err
+	}
+	resp, _, err := a.c.PreparedQuery().Execute(name, (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, "", 0, fmt.Errorf("execute prepared query %q at %s: %w", name, a.addr, asPermission(err))
+	}
+	out := make([]string, 0, len(resp.Nodes))
+	for _, e := range resp.Nodes {
+		out = append(out, entryOf(&e).hostPort())
+	}
+	return slices.Compact(slices.Sorted(slices.Values(out))), resp.Datacenter, resp.Failovers, nil
+}
 
 func (a apiClient) Service(ctx context.Context, service string, tags []string, passingOnly bool, q *api.QueryOptions) ([]Entry, *api.QueryMeta, error) {
 	if err := pathSafe("service name", service); err != nil {

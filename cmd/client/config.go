@@ -59,6 +59,7 @@ func (c config) load() bool { return c.n > 1 || c.duration > 0 }
 var flagOf = map[string]string{
 	"Discovery":         "-discovery",
 	"DNSAddr":           "-dns-addr",
+	"Query":             "-query",
 	"Service":           "-service-name",
 	"Tags":              "-tags",
 	"Read":              "-read",
@@ -88,7 +89,8 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 	fs.StringVar(&c.client.TLS.ServerName, "tls-server-name", "", "name the instances' certificates must hold (empty: the address dialled)")
 	fs.StringVar(&c.client.Service, "service-name", trim.DefaultServiceName, "service to call")
 	fs.StringVar(&tags, "tags", "", "comma-separated tags an instance must all carry (one, with -discovery dns)")
-	fs.StringVar(&c.client.Discovery, "discovery", client.DiscoveryConsul, `how to find instances: "consul" (the HTTP API's blocking queries) or "dns" (SRV records from Consul's DNS interface, polled every second)`)
+	fs.StringVar(&c.client.Discovery, "discovery", client.DiscoveryConsul, `how to find instances: "consul" (the HTTP API's blocking queries), "dns" (SRV records from Consul's DNS interface, polled every second) or "query" (a prepared query, -query, run every second: its failover is Consul's)`)
+	fs.StringVar(&c.client.Query, "query", "", "the prepared query of -discovery query, its name or ID (empty: -service-name)")
 	fs.StringVar(&c.client.DNSAddr, "dns-addr", defaults.DNSAddr, "Consul's DNS interface, for -discovery dns")
 	fs.StringVar(&dcs, "datacenters", "", "comma-separated datacenters to call the service in, in order of preference (empty: the agent's own): the first takes every call while 1/-overprovisioning of its instances are healthy, the shortfall spills over to the next; see docs/multi-dc.md")
 	fs.Float64Var(&c.client.Overprovisioning, "overprovisioning", 1.4, "with several -datacenters, how much spare capacity a datacenter is taken to have: it keeps every call while at least 1/this of its instances are healthy (Envoy's overprovisioning factor)")

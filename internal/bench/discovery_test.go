@@ -14,8 +14,8 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/trimkit/trimkit/client"
-	"github.com/trimkit/trimkit/internal/dnssd"
 	"github.com/trimkit/trimkit/internal/loadgen"
+	"github.com/trimkit/trimkit/internal/pollsd"
 	"github.com/trimkit/trimkit/internal/testenv"
 	"github.com/trimkit/trimkit/sd"
 	"github.com/trimkit/trimkit/transport/trim"
@@ -96,7 +96,7 @@ func BenchmarkDiscovery(b *testing.B) {
 	}{
 		{"quiet", blocking, false, 500 * time.Millisecond},
 		{"churn", blocking, true, 500 * time.Millisecond},
-		{"dns", dns, false, dnssd.Refresh + 500*time.Millisecond},
+		{"dns", dns, false, pollsd.Refresh + 500*time.Millisecond},
 	} {
 		cl, err := trim.NewClient(phase.cfg)
 		if err != nil {

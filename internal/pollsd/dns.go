@@ -1,4 +1,4 @@
-package dnssd
+package pollsd
 
 import (
 	"context"
@@ -31,20 +31,17 @@ const (
 	dnsTimeout = 2 * time.Second
 )
 
-// Instancer finds the instances of a service through a Consul agent's
-// DNS interface, as callers that cannot use the HTTP API do: go-kit's
-// sd/dnssrv Instancer polling the SRV records of <name>.service.consul (or
-// <tag>.<name>.service.consul), each target resolved to an address through
-// the same DNS server. Consul answers with passing (and warning) instances
-// only. It implements go-kit's sd.Instancer; unlike dnssrv's, its Stop
-// waits for a lookup in flight, and may be called more than once.
+// Instancer polls for the instances of a service: it implements go-kit's
+// sd.Instancer as go-kit's sd/dnssrv Instancer does, over a lookup of this
+// package's (DNS SRV records, or a prepared query's answer); unlike
+// dnssrv's, its Stop waits for a lookup in flight, and may be called more
+// than once.
 type Instancer struct {
 	*dnssrv.Instancer
 	cancel  context.CancelFunc
 	lastErr atomic.Pointer[error]
-
-	service, dnsAddr string
-	tags             []string
+	// explain is NoInstances, given the last lookup's error.
+	explain func(lastErr error) error
 
 	mu      sync.Mutex
 	stopped bool           // no lookup starts once set
@@ -53,12 +50,42 @@ type Instancer struct {
 
 var _ kitsd.Instancer = (*Instancer)(nil)
 
+// newInstancer polls lookup for name every refresh (0 for Refresh).
+func newInstancer(name string, refresh time.Duration, logger log.Logger, lookup func(ctx context.Context, name string) ([]*net.SRV, error), explain func(error) error) *Instancer {
+	if refresh <= 0 {
+		refresh = Refresh
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	d := &Instancer{cancel: cancel, explain: explain}
+	poll := func(_, _, name string) (string, []*net.SRV, error) {
+		// dnssrv's goroutine may still take a tick after its Stop: a lookup
+		// starts only before Stop, so that Stop's Wait never races an Add.
+		d.mu.Lock()
+		if d.stopped {
+			d.mu.Unlock()
+			return "", nil, errStopped
+		}
+		d.lookups.Add(1)
+		d.mu.Unlock()
+		defer d.lookups.Done()
+		srvs, err := lookup(ctx, name)
+		d.lastErr.Store(&err)
+		return name, srvs, err
+	}
+	d.Instancer = dnssrv.NewInstancerDetailed(name, time.NewTicker(refresh), poll, logger)
+	return d
+}
+
 // NewInstancer watches service (with at most one tag: Consul's DNS
 // names take one) through the DNS server at dnsAddr ("" for
-// defaults.DNSAddr), every refresh (0 for Refresh).
+// defaults.DNSAddr), every refresh (0 for Refresh): the SRV records of
+// <name>.service.consul (or <tag>.<name>.service.consul), each target
+// resolved to an address through the same DNS server, as callers that
+// cannot use the HTTP API do. Consul answers with passing (and warning)
+// instances only.
 func NewInstancer(dnsAddr, service string, tags []string, refresh time.Duration, logger log.Logger) (*Instancer, error) {
 	if logger == nil {
-		return nil, errors.New("dnssd: NewInstancer needs a logger")
+		return nil, errors.New("pollsd: NewInstancer needs a logger")
 	}
 	if err := consulname.ValidServiceName(service); err != nil {
 		return nil, err
@@ -72,36 +99,20 @@ func NewInstancer(dnsAddr, service string, tags []string, refresh time.Duration,
 	if _, _, err := net.SplitHostPort(dnsAddr); err != nil {
 		return nil, fmt.Errorf("DNS address %q: %w", dnsAddr, err)
 	}
-	if refresh <= 0 {
-		refresh = Refresh
-	}
 	name := service + ".service.consul."
 	if len(tags) == 1 {
 		name = tags[0] + "." + name
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	d := &Instancer{cancel: cancel, service: service, tags: slices.Clone(tags), dnsAddr: dnsAddr}
 	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
 		var dialer net.Dialer
 		return dialer.DialContext(ctx, network, dnsAddr)
 	}}
-	lookup := func(_, _, name string) (string, []*net.SRV, error) {
-		// dnssrv's goroutine may still take a tick after its Stop: a lookup
-		// starts only before Stop, so that Stop's Wait never races an Add.
-		d.mu.Lock()
-		if d.stopped {
-			d.mu.Unlock()
-			return "", nil, errDNSStopped
-		}
-		d.lookups.Add(1)
-		d.mu.Unlock()
-		defer d.lookups.Done()
-		cname, srvs, err := lookupSRV(ctx, r, name, dnsAddr)
-		d.lastErr.Store(&err)
-		return cname, srvs, err
+	lookup := func(ctx context.Context, name string) ([]*net.SRV, error) { return lookupSRV(ctx, r, name, dnsAddr) }
+	tags = slices.Clone(tags)
+	explain := func(err error) error {
+		return &sd.NoInstancesError{Service: service, Tags: tags, Where: "consul's DNS interface at " + dnsAddr, Discovery: err, Err: lb.ErrNoEndpoints}
 	}
-	d.Instancer = dnssrv.NewInstancerDetailed(name, time.NewTicker(refresh), lookup, log.With(logger, "dns", dnsAddr))
-	return d, nil
+	return newInstancer(name, refresh, log.With(logger, "dns", dnsAddr), lookup, explain), nil
 }
 
 // Err is the last lookup's error, nil when it succeeded.
@@ -112,7 +123,7 @@ func (d *Instancer) Err() error {
 	return nil
 }
 
-var errDNSStopped = errors.New("DNS instancer stopped")
+var errStopped = errors.New("instancer stopped")
 
 // Stop stops the polling, cancels a lookup in flight and waits for it. It
 // is safe to call more than once.
@@ -129,22 +140,27 @@ func (d *Instancer) Stop() {
 	d.lookups.Wait()
 }
 
+// NoInstances explains a call that found no instance: a
+// *sd.NoInstancesError naming the service and where it was looked for,
+// and the last lookup's error. It wraps lb.ErrNoEndpoints.
+func (d *Instancer) NoInstances() error { return d.explain(d.Err()) }
+
 // lookupSRV asks for name's SRV records and resolves each target through
 // the same server. No such name is no instance, not an error: Consul
 // answers NXDOMAIN for a service without passing instances.
-func lookupSRV(ctx context.Context, r *net.Resolver, name, dnsAddr string) (string, []*net.SRV, error) {
+func lookupSRV(ctx context.Context, r *net.Resolver, name, dnsAddr string) ([]*net.SRV, error) {
 	if ctx.Err() != nil {
-		return "", nil, ctx.Err()
+		return nil, ctx.Err()
 	}
 	ctx, cancel := context.WithTimeout(ctx, dnsTimeout)
 	defer cancel()
-	cname, srvs, err := r.LookupSRV(ctx, "", "", name)
+	_, srvs, err := r.LookupSRV(ctx, "", "", name)
 	var dnsErr *net.DNSError
 	if errors.As(err, &dnsErr) && dnsErr.IsNotFound {
-		return cname, nil, nil
+		return nil, nil
 	}
 	if err != nil {
-		return "", nil, fmt.Errorf("DNS SRV %s at %s: %w", name, dnsAddr, err)
+		return nil, fmt.Errorf("DNS SRV %s at %s: %w", name, dnsAddr, err)
 	}
 	// Instances on one host share a target (Consul's <hex-ip>.addr.<dc>.consul
 	// for a service with an address): one lookup a target.
@@ -157,19 +173,12 @@ func lookupSRV(ctx context.Context, r *net.Resolver, name, dnsAddr string) (stri
 		if !ok {
 			addrs, err := r.LookupHost(ctx, srv.Target)
 			if err != nil || len(addrs) == 0 {
-				return "", nil, fmt.Errorf("DNS %s (target of %s) at %s: %v", srv.Target, name, dnsAddr, err)
+				return nil, fmt.Errorf("DNS %s (target of %s) at %s: %v", srv.Target, name, dnsAddr, err)
 			}
 			addr = addrs[0]
 			resolved[srv.Target] = addr
 		}
 		srv.Target = addr
 	}
-	return cname, srvs, nil
-}
-
-// NoInstances explains a call that found no instance: a
-// *NoInstancesError naming the service, its tag, the DNS server and the
-// last lookup's error. It wraps lb.ErrNoEndpoints.
-func (d *Instancer) NoInstances() error {
-	return &sd.NoInstancesError{Service: d.service, Tags: d.tags, Where: "consul's DNS interface at " + d.dnsAddr, Discovery: d.Err(), Err: lb.ErrNoEndpoints}
+	return srvs, nil
 }

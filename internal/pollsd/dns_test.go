@@ -1,4 +1,4 @@
-package dnssd_test
+package pollsd_test
 
 import (
 	"errors"
@@ -10,7 +10,7 @@ import (
 	"github.com/go-kit/kit/sd/lb"
 	"github.com/go-kit/log"
 
-	"github.com/trimkit/trimkit/internal/dnssd"
+	"github.com/trimkit/trimkit/internal/pollsd"
 	"github.com/trimkit/trimkit/sd"
 )
 
@@ -31,7 +31,7 @@ func TestNewInstancerErrors(t *testing.T) {
 		{"DNS address without a port", "127.0.0.1", "trimsvc", nil, logger, "DNS address"},
 	} {
 		var (
-			d   *dnssd.Instancer
+			d   *pollsd.Instancer
 			err error
 		)
 		func() {
@@ -40,7 +40,7 @@ func TestNewInstancerErrors(t *testing.T) {
 					t.Errorf("%s: panicked: %v", tc.name, p)
 				}
 			}()
-			d, err = dnssd.NewInstancer(tc.dnsAddr, tc.service, tc.tags, time.Hour, tc.logger)
+			d, err = pollsd.NewInstancer(tc.dnsAddr, tc.service, tc.tags, time.Hour, tc.logger)
 		}()
 		if err == nil {
 			if d != nil {
@@ -65,7 +65,7 @@ func TestDNSInstancerNoInstances(t *testing.T) {
 	}
 	addr := pc.LocalAddr().String()
 	pc.Close()
-	d, err := dnssd.NewInstancer(addr, "trimsvc", []string{"blue"}, time.Hour, log.NewNopLogger())
+	d, err := pollsd.NewInstancer(addr, "trimsvc", []string{"blue"}, time.Hour, log.NewNopLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
