@@ -103,8 +103,8 @@ func (b *bandsSnap) pick(tried []*Node, pickIn func(tier, tried []*Node) *Node) 
 		// have failed the call already: the band is likely failing as a
 		// whole (its instances killed at once), and the next attempt
 		// is better spent on the next.
-		start = tried[len(tried)-1].band
-		if countNodes(tried, func(n *Node) bool { return n.band == start }) >= 2 {
+		start = int(tried[len(tried)-1].band.Load())
+		if countNodes(tried, func(n *Node) bool { return int(n.band.Load()) == start }) >= 2 {
 			start = (start + 1) % len(b.bands)
 		}
 	} else if r := rand.Float64(); len(b.upTo) > 1 {
@@ -200,7 +200,7 @@ func (b *banding) start() *bandsSnap {
 // served them, within returnRamp; not among the first instances the
 // client learns of).
 func (b *banding) add(bs *bandsSnap, n *Node, t int) {
-	band := n.band
+	band := int(n.band.Load())
 	bs.bands[band].tiers[t] = append(bs.bands[band].tiers[t], n)
 	b.count[band]++
 	// Healthy: ready or held, or connecting for the first time (no
@@ -257,21 +257,47 @@ func (b *banding) stop() {
 	}
 }
 
-// handleBand applies the state of one band of a banded source.
+// handleBand applies an update of a banded source: the new states of
+// some of its bands, together.
 func (e *Endpointer) handleBand(u bandUpdate) {
-	if u.err != nil {
-		_ = level.Warn(e.logger).Log("msg", "discovery failed in one datacenter; keeping its instances known last", "band", u.band, "instances", len(u.instances), "err", u.err)
+	for _, st := range u {
+		if st.err != nil {
+			_ = level.Warn(e.logger).Log("msg", "discovery failed in one datacenter; keeping its instances known last", "datacenter", st.name, "instances", len(st.instances), "err", st.err)
+		}
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.closed || u.band >= len(e.bands.listed) {
+	if e.closed {
 		return
 	}
-	e.bands.registered[u.band] = u.registered
-	if u.err == nil || e.bands.listed[u.band] == nil {
-		e.bands.listed[u.band] = u.instances
+	b := &e.bands
+	moved := false
+	for _, st := range u {
+		if st.band < 0 || st.band >= len(b.listed) {
+			continue
+		}
+		if st.name != "" && st.name != b.names[st.band] {
+			// Another datacenter in this band now (a nearer one first): its
+			// fail-static peak starts again.
+			b.names[st.band], moved = st.name, true
+			if st.band < len(e.held.peak) {
+				e.held.peak[st.band] = peakListed{}
+			}
+		}
+		b.registered[st.band] = st.registered
+		if st.err == nil || b.listed[st.band] == nil {
+			b.listed[st.band] = st.instances
+		}
 	}
-	e.apply(e.bands.merge())
+	instances := b.merge()
+	if moved {
+		for inst, n := range e.byInst {
+			if band, ok := b.bandOf[inst]; ok {
+				n.band.Store(int32(band))
+			}
+		}
+	}
+	e.apply(instances)
 }
 
 // rampAgain publishes a snapshot again, for an instance that ramps.

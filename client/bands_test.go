@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -63,7 +64,7 @@ type bandRig struct {
 
 type fakeBands struct {
 	mu    sync.Mutex
-	state []bandUpdate
+	state []bandState
 	subs  []chan<- bandUpdate
 }
 
@@ -71,9 +72,7 @@ func (f *fakeBands) registerBands(ch chan<- bandUpdate) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.subs = append(f.subs, ch)
-	for _, u := range f.state {
-		ch <- u
-	}
+	ch <- slices.Clone(f.state)
 	return len(f.state)
 }
 
@@ -87,11 +86,13 @@ func (f *fakeBands) Register(chan<- kitsd.Event)   {}
 func (f *fakeBands) Deregister(chan<- kitsd.Event) {}
 func (f *fakeBands) Stop()                         {}
 
-// send passes u on as the Endpointer's receive would, and returns once it
-// has applied it.
-func (r *bandRig) send(u bandUpdate) {
+// send passes the states on as the Endpointer's receive would, together,
+// and returns once it has applied them.
+func (r *bandRig) send(u ...bandState) {
 	r.src.mu.Lock()
-	r.src.state[u.band] = u
+	for _, st := range u {
+		r.src.state[st.band] = st
+	}
 	r.src.mu.Unlock()
 	r.e.handleBand(u)
 }
@@ -106,7 +107,7 @@ func names(prefix string, n int) []string {
 
 func newBandRig(t *testing.T, band0, band1 []string, registered0 int) *bandRig {
 	t.Helper()
-	src := &fakeBands{state: []bandUpdate{
+	src := &fakeBands{state: []bandState{
 		{band: 0, instances: band0, registered: registered0},
 		{band: 1, instances: band1, registered: len(band1)},
 	}}
@@ -133,7 +134,7 @@ func (r *bandRig) shares(t *testing.T, n int) [2]float64 {
 		if err != nil {
 			t.Fatal(err)
 		}
-		count[nd.band]++
+		count[nd.band.Load()]++
 	}
 	return [2]float64{float64(count[0]) / float64(n), float64(count[1]) / float64(n)}
 }
@@ -150,7 +151,7 @@ func TestBandsSpillTheShortfall(t *testing.T) {
 	r.e.mu.Lock()
 	r.e.bands.ramp = 50 * time.Millisecond
 	r.e.mu.Unlock()
-	r.send(bandUpdate{band: 0, instances: names("a", 3), registered: 3})
+	r.send(bandState{band: 0, instances: names("a", 3), registered: 3})
 	time.Sleep(50*time.Millisecond + 2*rampStep)
 	if have := r.shares(t, 5000); have[1] != 0 {
 		t.Errorf("dc1 whole again: want no spill, have %.3f to dc2", have[1])
@@ -171,7 +172,7 @@ func TestBandsRampCallsBack(t *testing.T) {
 	r.e.bands.ramp = ramp
 	r.e.mu.Unlock()
 	start := time.Now()
-	r.send(bandUpdate{band: 0, instances: names("a", 3), registered: 3})
+	r.send(bandState{band: 0, instances: names("a", 3), registered: 3})
 	var last float64
 	for time.Since(start) < ramp+4*rampStep {
 		local := r.e.snapshot().bands.load[0]
@@ -193,19 +194,19 @@ func TestBandsRetryInBandThenNext(t *testing.T) {
 	r := newBandRig(t, names("a", 3), names("b", 2), 3)
 	b := NewRoundRobin(r.e)
 	first, err := b.Pick(nil)
-	if err != nil || first.band != 0 {
-		t.Fatalf("first pick: want dc1, have band %d (%v)", first.band, err)
+	if err != nil || first.band.Load() != 0 {
+		t.Fatalf("first pick: want dc1, have band %d (%v)", first.band.Load(), err)
 	}
 	second, _ := b.Pick([]*Node{first})
-	if second.band != 0 || second == first {
+	if second.band.Load() != 0 || second == first {
 		t.Errorf("a retry: want the other dc1 instance, have %s", second.Addr())
 	}
 	third, _ := b.Pick([]*Node{first, second})
-	if third.band != 1 {
+	if third.band.Load() != 1 {
 		t.Errorf("two dc1 instances tried: want dc2, have %s", third.Addr())
 	}
 	fourth, _ := b.Pick([]*Node{first, second, third})
-	if fourth.band != 1 || fourth == third {
+	if fourth.band.Load() != 1 || fourth == third {
 		t.Errorf("then the other dc2 instance, have %s", fourth.Addr())
 	}
 }
@@ -218,18 +219,78 @@ func TestBandsFailStaticAndWatchErrorsPerDatacenter(t *testing.T) {
 		}
 	}
 	// dc2's watch fails: its instances stay.
-	r.send(bandUpdate{band: 1, err: errors.New("no path to datacenter"), registered: 3})
+	r.send(bandState{band: 1, err: errors.New("no path to datacenter"), registered: 3})
 	if have := len(r.e.snapshot().nodes); have != 6 {
 		t.Fatalf("after dc2's watch failed: want 6 instances, have %d", have)
 	}
 	// dc2's list empties at once (3 of 6 overall, every one of dc2's):
 	// held, since they are alive.
-	r.send(bandUpdate{band: 1, registered: 0})
+	r.send(bandState{band: 1, registered: 0})
 	s := r.e.snapshot()
 	if have := len(s.bands.bands[1].tiers[tierHeld]); have != 3 {
 		t.Errorf("dc2 emptied en masse: want its 3 instances held, have %d (tiers %v)", have, s.bands.bands[1].tiers)
 	}
 	if have := s.bands.load[0]; have != 1 {
 		t.Errorf("dc1 untouched: want all calls there, have %.3f", have)
+	}
+}
+
+// Datacenters that change places (a nearer one first, with _nearest)
+// keep their instances, connections and scores: the bands swap, in one
+// update, and calls follow the new first.
+func TestBandsSwapPlaces(t *testing.T) {
+	r := newBandRig(t, names("a", 3), names("b", 3), 3)
+	before := map[string]*Node{}
+	for _, n := range r.e.snapshot().nodes {
+		before[n.Addr()] = n
+	}
+	r.send(bandState{band: 0, name: "dc2", instances: names("b", 3), registered: 3},
+		bandState{band: 1, name: "dc1", instances: names("a", 3), registered: 3})
+	s := r.e.snapshot()
+	if len(s.nodes) != 6 {
+		t.Fatalf("after the swap: %d instances, want 6", len(s.nodes))
+	}
+	for _, n := range s.nodes {
+		if before[n.Addr()] != n {
+			t.Errorf("%s: a new node after the swap, want the same", n.Addr())
+		}
+		if want := int32(0); n.Addr()[0] == 'a' {
+			if n.band.Load() != 1 {
+				t.Errorf("%s: band %d after the swap, want 1", n.Addr(), n.band.Load())
+			}
+		} else if n.band.Load() != want {
+			t.Errorf("%s: band %d after the swap, want 0", n.Addr(), n.band.Load())
+		}
+	}
+	if have := r.shares(t, 2000); have[0] != 1 {
+		t.Errorf("shares %v after the swap, want every call in band 0", have)
+	}
+	if r.e.bands.names[0] != "dc2" || r.e.bands.names[1] != "dc1" {
+		t.Errorf("band names %q after the swap, want dc2, dc1", r.e.bands.names)
+	}
+}
+
+func TestDCSourceReorder(t *testing.T) {
+	s := &dcSource{names: []string{"dc1", "dc2", "dc3"}, order: []int{0, 1, 2}, kit: &pushInstancer{},
+		state: []bandState{{band: 0, name: "dc1"}, {band: 1, name: "dc2"}, {band: 2, name: "dc3"}}}
+	ch := make(chan bandUpdate, 1)
+	s.subs = append(s.subs, ch)
+	if s.reorder([]string{"dc1", "dc2", "dc3"}) {
+		t.Error("the same order: want no reorder")
+	}
+	// dc2 nearest now; dc4 is not watched; dc3 is not named: last.
+	if !s.reorder([]string{"dc2", "dc4", "dc1"}) {
+		t.Fatal("a new order: want a reorder")
+	}
+	u := <-ch
+	var have []string
+	for i, st := range u {
+		if st.band != i {
+			t.Errorf("update %d is of band %d", i, st.band)
+		}
+		have = append(have, st.name)
+	}
+	if want := []string{"dc2", "dc1", "dc3"}; !slices.Equal(have, want) {
+		t.Errorf("bands %q after the reorder, want %q", have, want)
 	}
 }

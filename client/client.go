@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
+	"time"
 
 	"github.com/go-kit/kit/endpoint"
 	kitsd "github.com/go-kit/kit/sd"
+	"github.com/go-kit/log/level"
 
 	"github.com/trimkit/trimkit/internal/pollsd"
 	"github.com/trimkit/trimkit/sd"
@@ -87,23 +90,23 @@ func discover(cfg Config, o *options) (instancer kitsd.Instancer, loads *sd.Load
 		instancer = q
 		stops = append(stops, closeIdle, q.Stop)
 	}
-	if len(cfg.Datacenters) == 1 {
+	if len(cfg.Datacenters) == 1 && cfg.Datacenters[0] != nearestDCs {
 		cfg.Consul.Datacenter = cfg.Datacenters[0]
 	}
-	if len(cfg.Datacenters) > 1 {
+	if len(cfg.Datacenters) > 1 || slices.Equal(cfg.Datacenters, []string{nearestDCs}) {
 		src, err := watchDatacenters(cfg, o)
 		if err != nil {
 			return nil, nil, nil, err
 		}
 		instancer, catalog = src, src.listed[0]
 		stops = append(stops, src.Stop)
-		o.bandNames, o.overprovisioning = cfg.Datacenters, cmp.Or(cfg.Overprovisioning, defaultOverprovisioning)
+		o.bandNames, o.overprovisioning = src.names, cmp.Or(cfg.Overprovisioning, defaultOverprovisioning)
 	}
 	// A Consul watch, shared with the process's other clients of the
 	// service: to find the instances, or, with DNS discovery, to match the
 	// load reports New watches to them.
 	consulWatch := cfg.Discovery == "" || cfg.Discovery == DiscoveryConsul
-	if len(cfg.Datacenters) <= 1 && (consulWatch || cfg.Balancer == LeastLoadedName) {
+	if o.bandNames == nil && (consulWatch || cfg.Balancer == LeastLoadedName) {
 		watcher, err := o.instancers.Instancer(cfg.Consul, o.logger, cfg.Service, cfg.Tags, true, cfg.Read)
 		if err != nil {
 			stop()
@@ -171,13 +174,29 @@ func queryInstancer(cfg Config, o *options) (q *pollsd.Instancer, closeIdle func
 // cfg.Datacenters, two each (see dcSource), shared with the process's
 // other clients.
 func watchDatacenters(cfg Config, o *options) (*dcSource, error) {
+	names := cfg.Datacenters
+	var (
+		nearest   func(context.Context) ([]string, error)
+		closeIdle = func() {}
+	)
+	if slices.Equal(names, []string{nearestDCs}) {
+		var err error
+		if names, nearest, closeIdle, err = nearestDatacenters(cfg.Consul); err != nil {
+			return nil, err
+		}
+		if len(names) > maxBands {
+			_ = level.Warn(o.logger).Log("msg", "more datacenters than a client takes; the nearest only", "datacenters", len(names), "taken", maxBands)
+			names = names[:maxBands]
+		}
+	}
 	var listed, all []*sd.Instancer
 	stop := func() {
 		for _, w := range append(listed, all...) {
 			w.Stop()
 		}
+		closeIdle()
 	}
-	for _, dc := range cfg.Datacenters {
+	for _, dc := range names {
 		consul := cfg.Consul
 		consul.Datacenter = dc
 		for _, passing := range []bool{true, false} {
@@ -193,7 +212,44 @@ func watchDatacenters(cfg Config, o *options) (*dcSource, error) {
 			}
 		}
 	}
-	return newDCSource(cfg.Datacenters, listed, all), nil
+	src := newDCSource(names, listed, all)
+	src.closeIdle = closeIdle
+	if nearest != nil {
+		src.refreshOrder(nearest, o.logger)
+	}
+	return src, nil
+}
+
+// nearestDatacenters reads the datacenters the agent's servers know,
+// nearest first, and returns them with what reads them again.
+// nearestDatacenters reads the datacenters the agent's servers know,
+// nearest first, and returns them with what reads them again, through a
+// Consul client whose idle connections closeIdle closes.
+func nearestDatacenters(cfg sd.ConsulConfig) (names []string, again func(context.Context) ([]string, error), closeIdle func(), err error) {
+	consul, err := cfg.NewClient()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	closeIdle = func() {}
+	if c, ok := consul.(interface{ CloseIdleConnections() }); ok {
+		closeIdle = c.CloseIdleConnections
+	}
+	byDistance, ok := consul.(interface {
+		DatacentersByDistance(ctx context.Context) ([]string, error)
+	})
+	if !ok {
+		return nil, nil, nil, errors.New("client: this Consul client cannot list datacenters")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if names, err = byDistance.DatacentersByDistance(ctx); err == nil && len(names) == 0 {
+		err = errors.New("consul knows none")
+	}
+	if err != nil {
+		closeIdle()
+		return nil, nil, nil, fmt.Errorf("datacenters nearest first (%s): %w", nearestDCs, err)
+	}
+	return names, byDistance.DatacentersByDistance, closeIdle, nil
 }
 
 // NewFromInstancer builds the stack over any go-kit Instancer

@@ -67,8 +67,11 @@ type Config struct {
 	// share again over 5s. A retry goes to another instance of the same
 	// band, then of the next. A datacenter whose watch fails keeps the
 	// instances it knew last (fail-static holds per datacenter), and does
-	// not disturb the others. Consul discovery only; no Subset. See
-	// docs/multi-dc.md.
+	// not disturb the others. "_nearest", alone, stands for every
+	// datacenter the agent's servers know, nearest first by Consul's
+	// network coordinates (its /v1/catalog/datacenters order), read again
+	// every 30s: the bands change places when the order does. Consul
+	// discovery only; no Subset. See docs/multi-dc.md.
 	Datacenters []string
 	// Overprovisioning is the factor of Datacenters' bands. Default: 1.4,
 	// Envoy's; at least 1.

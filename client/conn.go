@@ -334,7 +334,7 @@ type instancerResolver struct {
 	// With several datacenters: their source, and each band's state.
 	bandSrc    bandSource
 	bandEvents chan bandUpdate
-	bands      []bandUpdate
+	bands      []bandState
 }
 
 func newInstancerResolver(cc resolver.ClientConn, instancer kitsd.Instancer, stop func(), p *connPolicy) *instancerResolver {
@@ -346,8 +346,8 @@ func newInstancerResolver(cc resolver.ClientConn, instancer kitsd.Instancer, sto
 		sc:     cc.ParseServiceConfig(serviceConfigJSON),
 	}
 	if src, ok := instancer.(bandSource); ok && len(p.endpointer.bandNames) > 1 {
-		r.bandSrc, r.bandEvents = src, make(chan bandUpdate, maxBands)
-		r.bands = make([]bandUpdate, src.registerBands(r.bandEvents))
+		r.bandSrc, r.bandEvents = src, make(chan bandUpdate, 1)
+		r.bands = make([]bandState, src.registerBands(r.bandEvents))
 	} else {
 		instancer.Register(r.events)
 	}
@@ -357,16 +357,23 @@ func newInstancerResolver(cc resolver.ClientConn, instancer kitsd.Instancer, sto
 
 // bandStates are the states of a banded source's bands, a resolver
 // state's attribute (bandsKey) for its balancer.
-type bandStates struct{ bands []bandUpdate }
+type bandStates struct{ bands []bandState }
 
 type bandsKey struct{}
 
 // receiveBands passes each band's state on, every band's instances as the
 // state's addresses and the bands' states as its attribute.
 func (r *instancerResolver) receiveBands() {
+	set := func(u bandUpdate) {
+		for _, st := range u {
+			if st.band >= 0 && st.band < len(r.bands) {
+				r.bands[st.band] = st
+			}
+		}
+	}
 	for u := range r.bandEvents {
-		r.bands[u.band] = u
-		// Drain what else came, to pass it on at once.
+		set(u)
+		// Take what else came, to pass it on at once.
 		for more := true; more; {
 			select {
 			case u, ok := <-r.bandEvents:
@@ -374,7 +381,7 @@ func (r *instancerResolver) receiveBands() {
 					more = false
 					break
 				}
-				r.bands[u.band] = u
+				set(u)
 			default:
 				more = false
 			}

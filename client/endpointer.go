@@ -163,12 +163,9 @@ func newEndpointer(instancer kitsd.Instancer, factory kitsd.Factory, logger log.
 	// Endpointer already has endpoints.
 	if src, ok := instancer.(bandSource); ok && len(o.bandNames) > 1 {
 		e.bandSrc = src
-		e.bandEvents = make(chan bandUpdate, maxBands)
-		n := src.registerBands(e.bandEvents)
-		e.bands.init(n)
-		for range n {
-			e.handleBand(<-e.bandEvents)
-		}
+		e.bandEvents = make(chan bandUpdate, 1)
+		e.bands.init(src.registerBands(e.bandEvents))
+		e.handleBand(<-e.bandEvents)
 		e.mu.Lock()
 		e.bands.started = true
 		e.mu.Unlock()
@@ -317,7 +314,7 @@ func (e *Endpointer) apply(instances []string) {
 				continue
 			}
 			n = newNode(e, inst, ep, closer)
-			n.band = e.bands.bandOf[inst]
+			n.band.Store(int32(e.bands.bandOf[inst]))
 			if c, ok := closer.(watchedConn); ok {
 				n.state.Store(int32(c.GetState()))
 				e.wg.Add(1)

@@ -201,7 +201,7 @@ func (e *Endpointer) removeSome(removed, before, after []*Node) {
 		return
 	}
 	for band := range e.held.peak {
-		in := func(n *Node) bool { return n.band == band }
+		in := func(n *Node) bool { return int(n.band.Load()) == band }
 		e.removeInBand(filterNodes(removed, in), countNodes(before, in), countNodes(after, in), band)
 	}
 }
@@ -234,7 +234,7 @@ func (e *Endpointer) removeInBand(removed []*Node, listedBefore, listed, band in
 	peak.see(listedBefore, now, e.failStatic.Window)
 	if len(removed) > 0 && e.failStatic.enMasse(listed, peak.n) {
 		for inst, r := range e.held.recent {
-			if r.n.band != band {
+			if int(r.n.band.Load()) != band {
 				continue
 			}
 			if n := e.takeBack(inst); n != nil {

@@ -97,9 +97,9 @@ func (b *grpcBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
 	b.p = p
 	b.instancer = &pushInstancer{}
 	if n := len(p.endpointer.bandNames); n > 1 {
-		b.instancer.bands = make([]bandUpdate, n)
+		b.instancer.bands = make([]bandState, n)
 		for i := range b.instancer.bands {
-			b.instancer.bands[i] = bandUpdate{band: i, registered: -1}
+			b.instancer.bands[i] = bandState{band: i, registered: -1}
 		}
 	}
 	b.instancer.update(instances)
@@ -604,19 +604,28 @@ type pushInstancer struct {
 	subs  []chan<- kitsd.Event
 	// bands are the bands' states, with several datacenters (a bandSource
 	// then, for the Endpointer).
-	bands    []bandUpdate
+	bands    []bandState
 	bandSubs []chan<- bandUpdate
 }
 
-// updateBands passes each band's state on.
+var _ bandSource = (*pushInstancer)(nil)
+
+// updateBands passes the bands that changed on, together.
 func (p *pushInstancer) updateBands(bands *bandStates) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for i, u := range bands.bands {
-		if i >= len(p.bands) || p.bands[i].err == nil && u.err == nil && u.registered == p.bands[i].registered && slices.Equal(u.instances, p.bands[i].instances) {
+	var u bandUpdate
+	for i, st := range bands.bands {
+		if i >= len(p.bands) {
+			break
+		}
+		if old := p.bands[i]; old.err == nil && st.err == nil && st.name == old.name && st.registered == old.registered && slices.Equal(st.instances, old.instances) {
 			continue
 		}
-		p.bands[i] = u
+		p.bands[i] = st
+		u = append(u, st)
+	}
+	if len(u) > 0 {
 		for _, ch := range p.bandSubs {
 			ch <- u
 		}
@@ -627,9 +636,7 @@ func (p *pushInstancer) registerBands(ch chan<- bandUpdate) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.bandSubs = append(p.bandSubs, ch)
-	for _, u := range p.bands {
-		ch <- u
-	}
+	ch <- slices.Clone(p.bands)
 	return len(p.bands)
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/trimkit/trimkit/internal/proc"
 	"github.com/trimkit/trimkit/internal/testenv"
 	"github.com/trimkit/trimkit/sd"
+	"github.com/trimkit/trimkit/trimsvc"
 )
 
 // twoDatacenters starts two WAN-federated datacenters, dc1 and dc2, a
@@ -303,5 +304,37 @@ func TestPreparedQueryDiscovery(t *testing.T) {
 	t.Logf("every dc1 instance killed: first dc2 answer %v after; %d calls failed while the query still named dc1", firstRemote, failedAtKill)
 	if firstRemote <= 0 || remote != 1 || failed != 0 || n == 0 {
 		t.Errorf("from 5s after every dc1 instance was killed: %.3f of %d calls answered in dc2 (%d failed), want all in dc2", remote, n, failed)
+	}
+}
+
+// Datacenters "_nearest" through dc2's agent: dc2 first, the nearest (its
+// own), then dc1; every call in dc2, and dc1 takes them once dc2's
+// instances are gone.
+func TestNearestDatacenterFirst(t *testing.T) {
+	agents, insts := twoDatacenters(t, 2)
+	dcOf := byDC(insts)
+	c := newClient(t, client.Config{Consul: sd.ConsulConfig{Address: agents[1].HTTPAddr}, Service: "trimsvc", Datacenters: []string{"_nearest"}})
+	for range 200 {
+		call := loadgen.Do(context.Background(), c.Endpoint(), trimsvc.TrimRequest{S: "x"})
+		if call.Err != nil {
+			t.Fatal(call.Err)
+		}
+		if dcOf[call.Instance] != 1 {
+			t.Fatalf("through dc2's agent with _nearest: an answer from %s in dc1, want dc2 first", call.Instance)
+		}
+	}
+	for _, inst := range insts[1] {
+		if err := inst.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 200 {
+		call := loadgen.Do(context.Background(), c.Endpoint(), trimsvc.TrimRequest{S: "x"})
+		if call.Err != nil {
+			t.Fatalf("dc2's instances killed: %v, want dc1 to answer", call.Err)
+		}
+		if dcOf[call.Instance] != 0 {
+			t.Fatalf("dc2's instances killed: an answer from %s, want dc1", call.Instance)
+		}
 	}
 }

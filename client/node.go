@@ -113,8 +113,9 @@ type Node struct {
 	probeCancel  context.CancelFunc
 
 	// band is its datacenter's place in Config.Datacenters (0 with one),
-	// set before it is first published and never changed.
-	band int
+	// set before it is first published; it changes only when datacenters
+	// change places (_nearest).
+	band atomic.Int32
 	// Whether it counted as healthy in its band at the last snapshot, and
 	// since when it ramps back (see banding); guarded by owner.mu.
 	wasHealthy bool

@@ -271,8 +271,8 @@ func (e *Endpointer) view(now time.Time) clientJSON {
 		}
 		t := n.count()
 		in.Attempts, in.Failures = t.total(), t.fail
-		if bs := snap.bands; bs != nil && n.band < len(e.bands.names) {
-			in.Datacenter = e.bands.names[n.band]
+		if band := int(n.band.Load()); snap.bands != nil && band < len(e.bands.names) {
+			in.Datacenter = e.bands.names[band]
 		}
 		c.Instances = append(c.Instances, in)
 	}

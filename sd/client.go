@@ -75,6 +75,19 @@ func (a apiClient) Address() string { return a.addr }
 // Datacenter is the datacenter its queries read, "" for the agent's own.
 func (a apiClient) Datacenter() string { return a.dc }
 
+// DatacentersByDistance lists the datacenters the agent's servers know,
+// nearest first: Consul sorts them by the median round trip time its
+// network coordinates estimate from its servers to each datacenter's (the
+// WAN coordinates /v1/coordinate/datacenters lists). The client package's
+// "_nearest" reads it.
+func (a apiClient) DatacentersByDistance(ctx context.Context) ([]string, error) {
+	var out []string
+	if _, err := a.c.Raw().Query("/v1/catalog/datacenters", &out, (&api.QueryOptions{}).WithContext(ctx)); err != nil {
+		return nil, fmt.Errorf("list datacenters at %s: %w", a.addr, asPermission(err))
+	}
+	return out, nil
+}
+
 // ExecuteQuery runs the prepared query name (an ID or a name) and returns
 // its instances, host:port, sorted, each once; the datacenter that
 // answered, and how many datacenters the query failed over to (Consul's
