@@ -60,6 +60,7 @@ func run(files []string, w io.Writer) error {
 	if r, ok := results["BenchmarkStreams"]; ok {
 		streams(w, r)
 	}
+	datacenters(w, results)
 	return nil
 }
 
@@ -190,7 +191,8 @@ func overhead(w io.Writer, results map[string]result) {
 func once(w io.Writer, results map[string]result, order []string) {
 	for _, name := range order {
 		if strings.HasPrefix(name, "BenchmarkOverhead") || name == "BenchmarkGrayFailure" || name == "BenchmarkLeastLoaded" || name == "BenchmarkOverload" || name == "BenchmarkShares" ||
-			name == "BenchmarkScale" || name == "BenchmarkConsulRead" || name == "BenchmarkStreams" || name == "BenchmarkServerThroughput" || name == "BenchmarkCallPath" { // tables of their own
+			name == "BenchmarkScale" || name == "BenchmarkConsulRead" || name == "BenchmarkStreams" || name == "BenchmarkServerThroughput" || name == "BenchmarkCallPath" ||
+			strings.HasPrefix(name, "BenchmarkDatacenterFailover") { // tables of their own
 			continue
 		}
 		r := results[name]
