@@ -271,7 +271,7 @@ func TestBandsSwapPlaces(t *testing.T) {
 }
 
 func TestDCSourceReorder(t *testing.T) {
-	s := &dcSource{names: []string{"dc1", "dc2", "dc3"}, order: []int{0, 1, 2}, kit: &pushInstancer{},
+	s := &dcSource{names: []string{"dc1", "dc2", "dc3"}, order: []int{0, 1, 2}, tiers: 1, kit: &pushInstancer{},
 		state: []bandState{{band: 0, name: "dc1"}, {band: 1, name: "dc2"}, {band: 2, name: "dc3"}}}
 	ch := make(chan bandUpdate, 1)
 	s.subs = append(s.subs, ch)
@@ -292,5 +292,32 @@ func TestDCSourceReorder(t *testing.T) {
 	}
 	if want := []string{"dc2", "dc1", "dc3"}; !slices.Equal(have, want) {
 		t.Errorf("bands %q after the reorder, want %q", have, want)
+	}
+}
+
+func TestLocalityTiers(t *testing.T) {
+	for _, c := range []struct {
+		near         locality
+		region, zone string
+		want         int
+		name         string
+	}{
+		{locality{}, "r1", "z1", 0, "dc1"},
+		{locality{zone: "z1"}, "r1", "z1", 0, "dc1 zone z1"},
+		{locality{zone: "z1"}, "r1", "z2", 1, "dc1 elsewhere"},
+		{locality{region: "r1", zone: "z1"}, "r1", "z1", 0, "dc1 zone z1"},
+		{locality{region: "r1", zone: "z1"}, "r1", "z2", 1, "dc1 region r1"},
+		{locality{region: "r1", zone: "z1"}, "r2", "z1", 2, "dc1 elsewhere"}, // a zone of the same name in another region
+		{locality{region: "r1", zone: "z1"}, "", "", 2, "dc1 elsewhere"},
+		{locality{region: "r1"}, "r1", "z9", 0, "dc1 region r1"},
+		{locality{region: "r1"}, "r2", "z9", 1, "dc1 elsewhere"},
+	} {
+		tier := c.near.tierOf(c.region, c.zone)
+		if tier != c.want {
+			t.Errorf("%+v: an instance in %s/%s in tier %d, want %d", c.near, c.region, c.zone, tier, c.want)
+		}
+		if name := c.near.name("dc1", tier); name != c.name {
+			t.Errorf("%+v: tier %d named %q, want %q", c.near, tier, name, c.name)
+		}
 	}
 }

@@ -90,17 +90,16 @@ func discover(cfg Config, o *options) (instancer kitsd.Instancer, loads *sd.Load
 		instancer = q
 		stops = append(stops, closeIdle, q.Stop)
 	}
-	if len(cfg.Datacenters) == 1 && cfg.Datacenters[0] != nearestDCs {
-		cfg.Consul.Datacenter = cfg.Datacenters[0]
-	}
-	if len(cfg.Datacenters) > 1 || slices.Equal(cfg.Datacenters, []string{nearestDCs}) {
+	if cfg.banded() {
 		src, err := watchDatacenters(cfg, o)
 		if err != nil {
 			return nil, nil, nil, err
 		}
 		instancer, catalog = src, src.listed[0]
 		stops = append(stops, src.Stop)
-		o.bandNames, o.overprovisioning = src.names, cmp.Or(cfg.Overprovisioning, defaultOverprovisioning)
+		o.bandNames, o.overprovisioning = src.bandNames(), cmp.Or(cfg.Overprovisioning, defaultOverprovisioning)
+	} else if len(cfg.Datacenters) == 1 {
+		cfg.Consul.Datacenter = cfg.Datacenters[0]
 	}
 	// A Consul watch, shared with the process's other clients of the
 	// service: to find the instances, or, with DNS discovery, to match the
@@ -170,11 +169,20 @@ func queryInstancer(cfg Config, o *options) (q *pollsd.Instancer, closeIdle func
 	return q, closeIdle, nil
 }
 
+// banded reports whether cfg (valid) calls for bands: several
+// datacenters, the nearest ones, or a locality.
+func (cfg Config) banded() bool {
+	return len(cfg.Datacenters) > 1 || slices.Equal(cfg.Datacenters, []string{nearestDCs}) || cfg.Region != "" || cfg.Zone != ""
+}
+
 // watchDatacenters starts the watches of cfg.Service in each of
 // cfg.Datacenters, two each (see dcSource), shared with the process's
 // other clients.
 func watchDatacenters(cfg Config, o *options) (*dcSource, error) {
 	names := cfg.Datacenters
+	if len(names) == 0 {
+		names = []string{""} // the agent's own
+	}
 	var (
 		nearest   func(context.Context) ([]string, error)
 		closeIdle = func() {}
@@ -212,7 +220,7 @@ func watchDatacenters(cfg Config, o *options) (*dcSource, error) {
 			}
 		}
 	}
-	src := newDCSource(names, listed, all)
+	src := newDCSource(names, listed, all, locality{region: cfg.Region, zone: cfg.Zone})
 	src.closeIdle = closeIdle
 	if nearest != nil {
 		src.refreshOrder(nearest, o.logger)

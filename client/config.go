@@ -76,6 +76,13 @@ type Config struct {
 	// Overprovisioning is the factor of Datacenters' bands. Default: 1.4,
 	// Envoy's; at least 1.
 	Overprovisioning float64
+	// Region and Zone are the caller's locality. With either, each
+	// datacenter's instances are bands by the locality they registered
+	// (sd.Registration's Region and Zone, Consul 1.17 and later): those in
+	// Zone first, then those in Region, then the rest, with the same
+	// spill rule as between datacenters (Datacenters). Consul discovery
+	// only. Default: none, every instance alike.
+	Region, Zone string
 
 	// CallConfig says how to call the instances found.
 	CallConfig
@@ -225,8 +232,11 @@ func (c Config) Validate() error {
 	if len(c.Datacenters) > 0 && c.Discovery == DiscoveryDNS {
 		errs = append(errs, &FieldError{"Datacenters", fmt.Sprintf("%q", c.Datacenters), "needs Consul discovery (the HTTP API), not DNS"})
 	}
-	if len(c.Datacenters) > 1 && c.Subset > 0 {
-		errs = append(errs, &FieldError{"Subset", c.Subset, "not with more than one datacenter"})
+	if (c.Region != "" || c.Zone != "") && c.Discovery != "" && c.Discovery != DiscoveryConsul {
+		errs = append(errs, &FieldError{"Zone", fmt.Sprintf("%q", c.Zone), "a locality needs Consul discovery (the HTTP API)"})
+	}
+	if c.banded() && c.Subset > 0 {
+		errs = append(errs, &FieldError{"Subset", c.Subset, "not with more than one datacenter, nor a locality"})
 	}
 	if c.Overprovisioning != 0 && !(c.Overprovisioning >= 1 && c.Overprovisioning <= 100) {
 		errs = append(errs, &FieldError{"Overprovisioning", c.Overprovisioning, "must be within [1, 100] (0 means the default, 1.4)"})
@@ -234,7 +244,7 @@ func (c Config) Validate() error {
 	if err := consulname.ValidRead(c.Read.Mode, c.Read.MaxStale); err != nil {
 		errs = append(errs, &FieldError{"Read", fmt.Sprintf("%+v", c.Read), err.Error()})
 	}
-	if err := c.Consul.Validate(); err != nil {
+	if err := validConsul(c.Consul); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(append(errs, c.CallConfig.validate())...)
@@ -300,4 +310,18 @@ func (c RetryConfig) withDefaults() RetryConfig {
 	c.Budget = c.Budget.withDefaults()
 	c.Throttle = c.Throttle.withDefaults()
 	return c
+}
+
+// validConsul reports what ConsulConfig.NewClient would refuse in c: flags
+// that contradict each other, missing or bad files, TLS settings for a
+// plain-HTTP address. The client it makes has no connection yet.
+func validConsul(c sd.ConsulConfig) error {
+	consul, err := c.NewClient()
+	if err != nil {
+		return err
+	}
+	if ci, ok := consul.(interface{ CloseIdleConnections() }); ok {
+		ci.CloseIdleConnections()
+	}
+	return nil
 }

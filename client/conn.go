@@ -172,6 +172,7 @@ func dial(service string, instancer kitsd.Instancer, stop func(), p parts, o opt
 //	tag=T            Tags: instances that carry T (repeat for more)
 //	dc=D             Datacenters: D, then the next dc= in order (repeat)
 //	overprovisioning=F  Overprovisioning of the datacenters' bands
+//	region=R, zone=Z Region, Zone: the caller's locality
 //	balancer=B       Balancer: round-robin (default), p2c, least-loaded
 //	discovery=D      Discovery: consul (default), dns or query
 //	query=Q          Query, for query discovery

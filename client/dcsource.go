@@ -43,20 +43,24 @@ type bandSource interface {
 	deregisterBands(ch chan<- bandUpdate)
 }
 
-// dcSource watches a service in several datacenters, one band each, in
-// order of preference: in each, two watches of the process's shared
-// ones, of its passing instances (where calls go) and of all its
-// instances, passing or not (how many the band has: a datacenter whose
+// dcSource watches a service in one or more datacenters, in order of
+// preference, each one band or, with a locality (Config's Region and
+// Zone), one band per locality tier: the caller's zone, its region's
+// other zones, the rest. In each datacenter, two watches of the process's
+// shared ones: of its passing instances (where calls go) and of all its
+// instances, passing or not (how many a band has: a datacenter whose
 // instances crashed and are critical is unhealthy, one whose instances
 // were deregistered is smaller). It is a go-kit Instancer too, of every
 // band's instances together, for code that wants one.
 type dcSource struct {
-	names       []string
+	names       []string // of the datacenters; "" for the agent's own
 	listed, all []*sd.Instancer
+	near        locality // the caller's
+	tiers       int      // locality tiers a datacenter has: near.tiers()
 
 	mu    sync.Mutex
-	state []bandState // by datacenter, in names' order
-	order []int       // the datacenter of each band
+	state []bandState // by datacenter and tier: state[dc*tiers+tier]
+	order []int       // the datacenters, nearest first (Datacenters' order)
 	subs  []chan<- bandUpdate
 	kit   *pushInstancer // the go-kit face of it, fed on every change
 
@@ -75,27 +79,82 @@ type feed struct {
 
 var _ bandSource = (*dcSource)(nil)
 
+// locality is a caller's place: with a Zone, instances in it are
+// preferred, then those of its Region (when given), then the rest.
+type locality struct{ region, zone string }
+
+// tiers is how many locality tiers a datacenter's instances fall in.
+func (l locality) tiers() int {
+	n := 1
+	if l.zone != "" {
+		n++
+	}
+	if l.region != "" {
+		n++
+	}
+	return n
+}
+
+// tierOf is the tier of an instance registered in region and zone: 0 is
+// the nearest. An instance without a locality is in the last.
+func (l locality) tierOf(region, zone string) int {
+	t := 0
+	if l.zone != "" {
+		if zone == l.zone && (l.region == "" || region == l.region) {
+			return t
+		}
+		t++
+	}
+	if l.region != "" && region == l.region {
+		return t
+	}
+	return l.tiers() - 1
+}
+
+// name is the name of tier t of datacenter dc, for the page and the logs.
+func (l locality) name(dc string, t int) string {
+	if dc == "" {
+		dc = "local"
+	}
+	if l.tiers() == 1 {
+		return dc
+	}
+	if l.zone != "" {
+		if t == 0 {
+			return dc + " zone " + l.zone
+		}
+		t--
+	}
+	if l.region != "" && t == 0 {
+		return dc + " region " + l.region
+	}
+	return dc + " elsewhere"
+}
+
 // newDCSource subscribes to the watches, listed[i] and all[i] of
 // datacenter names[i], which it owns from then on (Stop stops them), and
 // applies what they know before it returns.
-func newDCSource(names []string, listed, all []*sd.Instancer) *dcSource {
-	s := &dcSource{names: names, listed: listed, all: all, state: make([]bandState, len(names)), kit: &pushInstancer{}}
-	for b, name := range names {
-		s.state[b] = bandState{band: b, name: name, registered: -1}
-		s.order = append(s.order, b)
+func newDCSource(names []string, listed, all []*sd.Instancer, near locality) *dcSource {
+	k := near.tiers()
+	s := &dcSource{names: names, listed: listed, all: all, near: near, tiers: k, state: make([]bandState, len(names)*k), kit: &pushInstancer{}}
+	for dc, name := range names {
+		for t := range k {
+			s.state[dc*k+t] = bandState{band: dc*k + t, name: near.name(name, t), registered: -1}
+		}
+		s.order = append(s.order, dc)
 		for _, w := range []struct {
 			inst   *sd.Instancer
 			listed bool
-		}{{listed[b], true}, {all[b], false}} {
+		}{{listed[dc], true}, {all[dc], false}} {
 			f := feed{inst: w.inst, ch: make(chan kitsd.Event, 1)}
 			w.inst.Register(f.ch)
-			s.set(b, w.listed, <-f.ch) // sd's Instancers send their state on Register
+			s.set(dc, w.listed, <-f.ch) // sd's Instancers send their state on Register
 			s.feeds = append(s.feeds, f)
 			s.wg.Add(1)
 			go func() {
 				defer s.wg.Done()
 				for ev := range f.ch {
-					s.set(b, w.listed, ev)
+					s.set(dc, w.listed, ev)
 				}
 			}()
 		}
@@ -103,24 +162,68 @@ func newDCSource(names []string, listed, all []*sd.Instancer) *dcSource {
 	return s
 }
 
-// set applies an event of datacenter b's watch of its passing instances
-// (listed) or of all of them, and passes its band's new state on.
-func (s *dcSource) set(b int, listed bool, ev kitsd.Event) {
+// bandWatches are the watches of the bands' datacenters, in band order.
+func (s *dcSource) bandWatches() []*sd.Instancer {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := &s.state[b]
-	switch {
-	case listed:
-		// With Err, Instances are the ones known last: kept, as fail-static
-		// wants (a watch that fails is no empty list).
-		st.instances, st.err = ev.Instances, ev.Err
-	case ev.Err == nil:
-		st.registered = len(ev.Instances)
-	default:
-		return // the count known last stands
+	var out []*sd.Instancer
+	for _, dc := range s.order {
+		for range s.tiers {
+			out = append(out, s.listed[dc])
+		}
+	}
+	return out
+}
+
+// bandNames are the bands' names, in band order.
+func (s *dcSource) bandNames() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var names []string
+	for _, st := range s.bands() {
+		names = append(names, st.name)
+	}
+	return names
+}
+
+// set applies an event of datacenter dc's watch of its passing instances
+// (listed) or of all of them, and passes the new state of its bands on.
+func (s *dcSource) set(dc int, listed bool, ev kitsd.Event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !listed && ev.Err != nil {
+		return // the counts known last stand
+	}
+	// Each instance's tier, by the locality its entry in the watch's answer
+	// says.
+	w := s.all[dc]
+	if listed {
+		w = s.listed[dc]
+	}
+	split := make([][]string, s.tiers)
+	for _, inst := range ev.Instances {
+		t := s.tiers - 1
+		if s.tiers > 1 {
+			if e, ok := w.Entry(inst); ok {
+				t = s.near.tierOf(e.Region, e.Zone)
+			}
+		}
+		split[t] = append(split[t], inst)
+	}
+	u := make(bandUpdate, 0, s.tiers)
+	for t := range s.tiers {
+		st := &s.state[dc*s.tiers+t]
+		if listed {
+			// With Err, Instances are the ones known last: kept, as
+			// fail-static wants (a watch that fails is no empty list).
+			st.instances, st.err = split[t], ev.Err
+		} else {
+			st.registered = len(split[t])
+		}
+		u = append(u, *st)
 	}
 	for _, ch := range s.subs {
-		ch <- bandUpdate{*st}
+		ch <- u
 	}
 	s.kit.update(s.allInstances())
 }
@@ -145,9 +248,9 @@ func (s *dcSource) registerBands(ch chan<- bandUpdate) int {
 
 // bands is every band's state, in band order. s.mu is held.
 func (s *dcSource) bands() bandUpdate {
-	u := make(bandUpdate, len(s.order))
-	for band, dc := range s.order {
-		u[band] = s.state[dc]
+	u := make(bandUpdate, 0, len(s.state))
+	for _, dc := range s.order {
+		u = append(u, s.state[dc*s.tiers:(dc+1)*s.tiers]...)
 	}
 	return u
 }
@@ -253,8 +356,10 @@ func (s *dcSource) reorder(names []string) bool {
 		return false
 	}
 	s.order = order
-	for band, dc := range order {
-		s.state[dc].band = band
+	for rank, dc := range order {
+		for t := range s.tiers {
+			s.state[dc*s.tiers+t].band = rank*s.tiers + t
+		}
 	}
 	u := s.bands()
 	for _, ch := range s.subs {

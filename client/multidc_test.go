@@ -338,3 +338,58 @@ func TestNearestDatacenterFirst(t *testing.T) {
 		}
 	}
 }
+
+// A caller in zone a of region r1, the instances in zones a and b of it:
+// calls stay in zone a while enough of it is healthy, spill to zone b in
+// the share the band rule says, and move there, none failing, when zone a
+// is gone.
+func TestLocalityZonesFirst(t *testing.T) {
+	agent := testenv.Consul(t)
+	zoneOf := map[string]string{}
+	var zoneA []*proc.Trimsvc
+	var ids []string
+	for _, zone := range []string{"a", "a", "a", "b", "b", "b"} {
+		inst := testenv.StartTrimsvc(t, bins.Trimsvc(t), agent.HTTPAddr, "-locality-region", "r1", "-locality-zone", zone)
+		zoneOf[inst.ID] = zone
+		ids = append(ids, inst.ID)
+		if zone == "a" {
+			zoneA = append(zoneA, inst)
+		}
+	}
+	agent.WaitPassing("trimsvc", ids...)
+	c := newClient(t, client.Config{Consul: sd.ConsulConfig{Address: agent.HTTPAddr}, Service: "trimsvc", Region: "r1", Zone: "a"})
+	share := func(n int) (float64, int) {
+		b, failed := 0, 0
+		for range n {
+			call := loadgen.Do(context.Background(), c.Endpoint(), trimsvc.TrimRequest{S: "x"})
+			switch {
+			case call.Err != nil:
+				failed++
+			case zoneOf[call.Instance] == "b":
+				b++
+			}
+		}
+		return float64(b) / float64(n), failed
+	}
+	if b, failed := share(300); b != 0 || failed != 0 {
+		t.Fatalf("every instance healthy: %.3f of calls in zone b (%d failed), want none", b, failed)
+	}
+	for _, inst := range zoneA[:2] {
+		if err := inst.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // their connections known dead
+	b, failed := share(2000)
+	want := 1 - 1.4/3
+	t.Logf("two of zone a's three instances killed: %.3f of calls in zone b (the rule: %.3f), %d failed", b, want, failed)
+	if math.Abs(b-want) > 0.05 || failed != 0 {
+		t.Errorf("two of zone a's three instances killed: %.3f of calls in zone b, %d failed; want %.3f ± 0.05, none failed", b, failed, want)
+	}
+	if err := zoneA[2].Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if b, failed := share(300); b != 1 || failed != 0 {
+		t.Errorf("zone a gone: %.3f of calls in zone b, %d failed; want all, none failed", b, failed)
+	}
+}

@@ -31,6 +31,10 @@ func consulTarget(u url.URL) (Config, error) {
 				cfg.Tags = append(cfg.Tags, v)
 			case "dc":
 				cfg.Datacenters = append(cfg.Datacenters, v)
+			case "region":
+				cfg.Region = v
+			case "zone":
+				cfg.Zone = v
 			case "overprovisioning":
 				cfg.Overprovisioning, err = strconv.ParseFloat(v, 64)
 			case "balancer":

@@ -233,7 +233,7 @@ func (e *Endpointer) view(now time.Time) clientJSON {
 	c := clientJSON{Service: e.info.service, Tags: e.info.tags, Face: e.info.face, Balancer: e.info.balancer,
 		SecondsCharted: historyLen - 1, Instances: []instanceJSON{}}
 	if src, ok := e.info.watch.(*dcSource); ok {
-		for _, w := range src.listed {
+		for _, w := range src.bandWatches() {
 			b, _ := w.MarshalJSON()
 			c.Datacenters = append(c.Datacenters, datacenterJSON{Watch: b})
 		}

@@ -154,6 +154,9 @@ func entryOf(e *api.ServiceEntry) Entry {
 	if s := e.Service; s != nil {
 		out.ID, out.Service, out.Port, out.Tags, out.Meta = s.ID, s.Service, s.Port, s.Tags, s.Meta
 		out.Address = cmp.Or(s.Address, out.Address)
+		if l := s.Locality; l != nil {
+			out.Region, out.Zone = l.Region, l.Zone
+		}
 	}
 	out.Status = e.Checks.AggregatedStatus()
 	return out

@@ -50,15 +50,8 @@ type ConsulConfig struct {
 	Datacenter string
 }
 
-// Validate reports flags that contradict each other or name missing files,
-// and TLS settings (CA file, client certificate, TLS server name: fields or
-// the Consul CLI's environment) for a plain-HTTP address.
-func (c ConsulConfig) Validate() error {
-	_, _, plain := c.apiConfig()
-	return errors.Join(c.validateFields(), plain)
-}
-
-// validateFields is Validate without the look at the address.
+// validateFields reports fields that contradict each other or name
+// missing files.
 func (c ConsulConfig) validateFields() error {
 	var errs []error
 	if c.Token != "" && c.TokenFile != "" {

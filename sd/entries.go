@@ -28,6 +28,9 @@ type Entry struct {
 	Port    int
 	Tags    []string
 	Meta    map[string]string
+	// Region and Zone are the instance's locality, as it registered it
+	// (Consul 1.17 and later); "" when it did not.
+	Region, Zone string
 	// Status is the instance's checks and its node's folded into one, as
 	// api.HealthChecks.AggregatedStatus does: "maintenance", else the
 	// worst of "critical", "warning" and "passing" ("passing" without
@@ -316,6 +319,19 @@ func decodeEntry(raw []byte) (Entry, error) {
 					e.Tags, err = s.strs()
 				case "Meta":
 					e.Meta, err = s.strMap()
+				case "Locality":
+					err = s.object(func(key []byte) error {
+						var err error
+						switch string(key) {
+						case "Region":
+							e.Region, err = s.str()
+						case "Zone":
+							e.Zone, err = s.str()
+						default:
+							err = s.skip()
+						}
+						return err
+					})
 				default:
 					err = s.skip()
 				}

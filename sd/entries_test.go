@@ -36,6 +36,8 @@ func TestDecodeEntries(t *testing.T) {
 			{"Node": {"Node": "n1", "Address": "10.0.0.1"}, "Service": {"ID": "b", "Service": "trim", "Port": 2}, "Checks": [{"CheckID": "serfHealth", "Status": "passing"}]}]`,
 			[]Entry{{ID: "a", Service: "trim", Node: "n1", Address: "10.0.0.1", Port: 1, Status: "passing"},
 				{ID: "b", Service: "trim", Node: "n1", Address: "10.0.0.1", Port: 2, Status: "passing"}}},
+		{"locality", `[{"Service": {"ID": "l", "Address": "h", "Port": 4, "Locality": {"Region": "us-east-1", "Zone": "us-east-1a", "Other": 1}}}]`,
+			[]Entry{{ID: "l", Address: "h", Port: 4, Region: "us-east-1", Zone: "us-east-1a", Status: "passing"}}},
 		{"escapes", `[{"Service": {"ID": "a\"b\\c\u00e9\n", "Address": "::1", "Port": 3, "Meta": {"k\u0041": "v\/"}}}]`,
 			[]Entry{{ID: "a\"b\\c\u00e9\n", Address: "::1", Port: 3, Meta: map[string]string{"kA": "v/"}, Status: "passing"}}},
 		{"worst check wins", `[{"Checks": [{"Status": "passing"}, {"Status": "warning"}, {"Status": "passing"}]},
@@ -90,6 +92,7 @@ func TestDecodeEntriesMatchesConsulAPI(t *testing.T) {
 	answer[3].Checks = append(answer[3].Checks, &api.HealthCheck{CheckID: "web", Status: api.HealthWarning, ServiceID: answer[3].Service.ID})
 	answer[4].Service.Address = ""
 	answer[5].Checks = append(answer[5].Checks, &api.HealthCheck{CheckID: api.NodeMaint, Status: api.HealthCritical})
+	answer[6].Service.Locality = &api.Locality{Region: "r1", Zone: "z1"}
 	data, err := json.Marshal(answer)
 	if err != nil {
 		t.Fatal(err)

@@ -60,10 +60,10 @@ type watcher struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	// ids holds the service ID of each address of the answer known last,
-	// "" where several share it: read on every least-loaded pick, so
+	// ids holds the entry of each address of the answer known last, the
+	// zero Entry where several share it: read on every least-loaded pick, so
 	// without a lock.
-	ids atomic.Pointer[map[string]string]
+	ids atomic.Pointer[map[string]Entry]
 
 	// hinted says a NoInstancesError gave consulname.UnreachableHint already.
 	hinted atomic.Bool
@@ -134,6 +134,12 @@ func (s *Instancer) Stop() { s.once.Do(s.stop) }
 // behind the leader than Read.MaxStale allows (with no leader to ask
 // instead).
 func (s *Instancer) MarshalJSON() ([]byte, error) { return s.w.marshalJSON() }
+
+// Entry is the catalog entry of the instance at addr ("host:port") in the
+// answer known last: its service ID, node, tags, meta, locality. false
+// when the answer has no instance there, or several. Do not modify it, nor
+// its Tags or Meta.
+func (s *Instancer) Entry(addr string) (Entry, bool) { return s.w.entry(addr) }
 
 // serviceID is the service ID of the instance at addr in the answer known
 // last (a LoadWatcher's catalog).
@@ -238,7 +244,7 @@ func (s *watcher) loop(ctx context.Context, index uint64) {
 
 // update records a query's result and tells subscribers when something
 // changed. A failed query keeps the instances known last.
-func (s *watcher) update(instances []string, ids map[string]string, err error) {
+func (s *watcher) update(instances []string, ids map[string]Entry, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil {
@@ -269,8 +275,18 @@ func (s *watcher) serviceID(addr string) (string, bool) {
 	if ids == nil {
 		return "", false
 	}
-	id := (*ids)[addr]
+	id := (*ids)[addr].ID
 	return id, id != ""
+}
+
+// entry is the entry of the instance at addr in the answer known last.
+func (s *watcher) entry(addr string) (Entry, bool) {
+	ids := s.ids.Load()
+	if ids == nil {
+		return Entry{}, false
+	}
+	e := (*ids)[addr]
+	return e, e.ID != ""
 }
 
 // nextIndex is the index to block on after a query that waited on prev
@@ -287,7 +303,7 @@ func nextIndex(prev, last uint64) uint64 {
 
 // query asks the health API for the service's instances, blocking while
 // index is current, and returns them with their service IDs by address.
-func (s *watcher) query(ctx context.Context, index uint64) ([]string, map[string]string, uint64, error) {
+func (s *watcher) query(ctx context.Context, index uint64) ([]string, map[string]Entry, uint64, error) {
 	stale, cache := s.opts.read.mode() != ReadLeader, s.opts.read.mode() == ReadCache
 	q := &api.QueryOptions{WaitIndex: index, WaitTime: waitTime, AllowStale: stale, UseCache: cache}
 	entries, meta, err := s.client.Service(ctx, s.service, s.tags, s.passingOnly, q)
@@ -314,14 +330,14 @@ func (s *watcher) query(ctx context.Context, index uint64) ([]string, map[string
 		_ = level.Warn(s.logger).Log("msg", "consul filtered some instances out by ACLs (the token lacks node:read on their nodes?)", "visible", len(entries))
 	}
 	instances := make([]string, 0, len(entries))
-	ids := make(map[string]string, len(entries))
+	ids := make(map[string]Entry, len(entries))
 	for _, e := range entries {
 		hostPort := e.hostPort()
 		instances = append(instances, hostPort)
 		if _, dup := ids[hostPort]; dup {
-			ids[hostPort] = "" // two instances at one address: neither is known by it
+			ids[hostPort] = Entry{} // two instances at one address: neither is known by it
 		} else {
-			ids[hostPort] = e.ID
+			ids[hostPort] = e
 		}
 	}
 	slices.Sort(instances)

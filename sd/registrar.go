@@ -50,6 +50,10 @@ type Registration struct {
 	Address string
 	// Port is the gRPC port callers and the health check dial.
 	Port int
+	// Region and Zone are the instance's locality (Consul 1.17 and later):
+	// callers with a locality of their own (client.Config's Region and
+	// Zone) prefer instances in their zone, then their region. Empty: none.
+	Region, Zone string
 	// HealthService is the grpc.health.v1 service name Consul's gRPC check
 	// asks about: the check's target becomes "Address:Port/HealthService",
 	// Consul's form for it. Empty (the default) asks about "", the whole
@@ -178,7 +182,7 @@ func (r Registration) agentRegistration() *api.AgentServiceRegistration {
 		check.GRPCUseTLS = r.CheckTLS
 		check.Name = "gRPC health " + check.GRPC
 	}
-	return &api.AgentServiceRegistration{
+	reg := &api.AgentServiceRegistration{
 		ID:      r.ID,
 		Name:    r.Name,
 		Tags:    r.Tags,
@@ -187,6 +191,10 @@ func (r Registration) agentRegistration() *api.AgentServiceRegistration {
 		Port:    r.Port,
 		Check:   check,
 	}
+	if r.Region != "" || r.Zone != "" {
+		reg.Locality = &api.Locality{Region: r.Region, Zone: r.Zone}
+	}
+	return reg
 }
 
 // CheckID is the ID of the instance's health check (with the default ID
@@ -308,23 +316,32 @@ func (r Registration) Definition() ([]byte, error) {
 		Timeout                        string `json:"timeout"`
 		DeregisterCriticalServiceAfter string `json:"deregister_critical_service_after"`
 	}
+	type locality struct {
+		Region string `json:"region,omitempty"`
+		Zone   string `json:"zone,omitempty"`
+	}
 	type service struct {
-		ID      string            `json:"id"`
-		Name    string            `json:"name"`
-		Tags    []string          `json:"tags,omitempty"`
-		Meta    map[string]string `json:"meta,omitempty"`
-		Address string            `json:"address"`
-		Port    int               `json:"port"`
-		Check   check             `json:"check"`
+		ID       string            `json:"id"`
+		Name     string            `json:"name"`
+		Tags     []string          `json:"tags,omitempty"`
+		Meta     map[string]string `json:"meta,omitempty"`
+		Address  string            `json:"address"`
+		Port     int               `json:"port"`
+		Locality *locality         `json:"locality,omitempty"`
+		Check    check             `json:"check"`
 	}
 	c := reg.Check
 	var useTLS *bool
 	if c.GRPC != "" {
 		useTLS = &c.GRPCUseTLS
 	}
+	var loc *locality
+	if l := reg.Locality; l != nil {
+		loc = &locality{l.Region, l.Zone}
+	}
 	def := struct {
 		Service service `json:"service"`
-	}{service{reg.ID, reg.Name, reg.Tags, reg.Meta, reg.Address, reg.Port,
+	}{service{reg.ID, reg.Name, reg.Tags, reg.Meta, reg.Address, reg.Port, loc,
 		check{c.CheckID, c.Name, c.GRPC, useTLS, c.HTTP, c.TLSSkipVerify, c.Interval, c.Timeout, c.DeregisterCriticalServiceAfter}}}
 	return json.MarshalIndent(def, "", "  ")
 }

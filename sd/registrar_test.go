@@ -96,6 +96,13 @@ func TestRegistrationDefaults(t *testing.T) {
 	if def, err = reg.Definition(); err != nil || !strings.Contains(string(def), `"grpc": "10.0.0.1:8975/pb.Trim"`) {
 		t.Errorf("definition with a health service (%v):\n%s", err, def)
 	}
+	if strings.Contains(string(def), "locality") {
+		t.Errorf("definition without a locality has one:\n%s", def)
+	}
+	reg.Region, reg.Zone = "us-east-1", "us-east-1a"
+	if def, err = reg.Definition(); err != nil || !strings.Contains(string(def), `"zone": "us-east-1a"`) || !strings.Contains(string(def), `"region": "us-east-1"`) {
+		t.Errorf("definition with a locality (%v):\n%s", err, def)
+	}
 }
 
 // An ID that would need escaping in a URL path never reaches one: the

@@ -224,8 +224,10 @@ func TestFlagAndEnvErrorsExit(t *testing.T) {
 			Stderr: []string{`client: -datacenters ["dc1" "dc2" "dc1"]: datacenter "dc1" named twice`, pointer}},
 		{Args: []string{"-datacenters", "dc1,dc2", "-overprovisioning", "0.5", "x"},
 			Stderr: []string{`client: -overprovisioning 0.5: must be within [1, 100] (0 means the default, 1.4)`, pointer}},
+		{Args: []string{"-locality-zone", "a", "-discovery", "dns", "x"},
+			Stderr: []string{`client: -locality-zone "a": a locality needs Consul discovery (the HTTP API)`, pointer}},
 		{Args: []string{"-datacenters", "dc1,dc2", "-subset", "3", "x"},
-			Stderr: []string{`client: -subset 3: not with more than one datacenter`, pointer}},
+			Stderr: []string{`client: -subset 3: not with more than one datacenter, nor a locality`, pointer}},
 	})
 	// In the process, the TLS files for a plain-HTTP address are a usage
 	// error like the others.

@@ -45,6 +45,7 @@ type config struct {
 	serviceName        string
 	serviceID          string
 	tags               []string
+	region, zone       string
 	checkInterval      time.Duration
 	deregisterAfter    time.Duration
 	resyncInterval     time.Duration
@@ -80,6 +81,8 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 	fs.StringVar(&c.serviceName, "service-name", "trimsvc", "service name to register: a DNS label (letters, digits and inner hyphens, at most 63 characters)")
 	fs.StringVar(&c.serviceID, "service-id", "", "service ID to register (default <name>-<host>-<port> of the advertised address)")
 	fs.StringVar(&tags, "tags", "", "comma-separated tags to register")
+	fs.StringVar(&c.region, "locality-region", "", "the region to register this instance in (its Consul locality, Consul 1.17+): callers given the same -locality-region prefer it")
+	fs.StringVar(&c.zone, "locality-zone", "", "the zone to register this instance in (its Consul locality): callers given the same -locality-zone prefer it, then their region's other zones")
 	fs.DurationVar(&c.checkInterval, "check-interval", 5*time.Second, "interval of Consul's gRPC health check")
 	fs.DurationVar(&c.deregisterAfter, "deregister-after", time.Minute, "Consul removes the instance after its check has been critical this long")
 	fs.DurationVar(&c.resyncInterval, "resync-interval", 10*time.Second, "how often to make sure the local agent still holds the registration")
@@ -164,10 +167,13 @@ func (c config) validate() error {
 		}
 	}
 	// An empty -consul-addr stands for CONSUL_HTTP_ADDR, else 127.0.0.1:8500
-	// (cli.ConsulFlags); Validate also refuses TLS settings for a plain
-	// http:// address, a usage error rather than a failure to start.
-	if err := c.consul.Validate(); err != nil {
+	// (cli.ConsulFlags); NewClient also refuses TLS settings for a plain
+	// http:// address, a usage error rather than a failure to start. The
+	// client it makes has no connection yet.
+	if consul, err := c.consul.NewClient(); err != nil {
 		errs = append(errs, err)
+	} else if ci, ok := consul.(interface{ CloseIdleConnections() }); ok {
+		ci.CloseIdleConnections()
 	}
 	if (c.tlsCertFile == "") != (c.tlsKeyFile == "") {
 		errs = append(errs, errors.New("-tls-cert-file and -tls-key-file go together"))
@@ -217,6 +223,8 @@ func (c config) registration(host string, port int) sd.Registration {
 		ID:                 c.serviceIDFor(host, port),
 		Name:               c.serviceName,
 		Tags:               c.tags,
+		Region:             c.region,
+		Zone:               c.zone,
 		Address:            host,
 		Port:               port,
 		CheckInterval:      c.checkInterval,
