@@ -8,12 +8,14 @@ import (
 	"github.com/go-kit/log/level"
 )
 
-// Datacenters as priority bands, Envoy's priority levels: Config.Datacenters
-// lists them in order, the first is band 0. Each band's instances are
-// watched on their own and kept by the one Endpointer, whose snapshot
-// holds them by band; a first attempt draws its band by the bands' loads
-// (bandLoads), a retry stays in the band of its last attempt while an
-// instance there is untried, then moves on to the next.
+// Datacenters (and, within each, locality tiers) as priority bands,
+// Envoy's priority levels: Config.Datacenters lists them in order, the
+// first is band 0. A banded source (dcsource.go) watches each and sends
+// their states; the one Endpointer keeps every band's instances, and its
+// snapshot holds them by band. A first attempt draws its band by the
+// bands' loads (bandLoads); a retry stays in the band of its last attempt,
+// or moves on to the next once two of that band's instances have failed
+// the call.
 
 // defaultOverprovisioning is Envoy's overprovisioning factor: a band takes
 // all calls while 1/1.4 (71%) of its instances are healthy.
@@ -46,10 +48,7 @@ const rampStep = 250 * time.Millisecond
 func bandLoads(healthy []float64, total []int, over float64, load []float64) {
 	sum, left := 0.0, 1.0
 	for i := range load {
-		h := 0.0
-		if total[i] > 0 {
-			h = min(1, over*healthy[i]/float64(total[i]))
-		}
+		h := bandHealth(healthy[i], total[i], over)
 		sum += h
 		load[i] = min(h, left)
 		left -= load[i]
@@ -60,11 +59,17 @@ func bandLoads(healthy []float64, total []int, over float64, load []float64) {
 		load[0] = 1
 	case sum < 1:
 		for i := range load {
-			if total[i] > 0 {
-				load[i] = min(1, over*healthy[i]/float64(total[i])) / sum
-			}
+			load[i] = bandHealth(healthy[i], total[i], over) / sum
 		}
 	}
+}
+
+// bandHealth is min(1, over × healthy/total), 0 for an empty band.
+func bandHealth(healthy float64, total int, over float64) float64 {
+	if total <= 0 {
+		return 0
+	}
+	return min(1, over*healthy/float64(total))
 }
 
 // bandSnap is one band of a snapshot: its instances by tier.
@@ -232,10 +237,7 @@ func (b *banding) finish(bs *bandsSnap, again func()) *bandsSnap {
 	total := make([]int, len(b.listed))
 	for i := range total {
 		total[i] = max(b.registered[i], int(b.count[i]))
-		b.health[i] = 0
-		if total[i] > 0 {
-			b.health[i] = min(1, b.over*b.healthy[i]/float64(total[i]))
-		}
+		b.health[i] = bandHealth(b.healthy[i], total[i], b.over)
 	}
 	bandLoads(b.healthy, total, b.over, bs.load)
 	bs.healthy, bs.total = slices.Clone(b.healthy), total

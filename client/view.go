@@ -283,9 +283,7 @@ func (e *Endpointer) view(now time.Time) clientJSON {
 			}
 			d := &c.Datacenters[i]
 			d.Name, d.Share, d.Healthy, d.Instances = name, bs.load[i], bs.healthy[i], bs.total[i]
-			if bs.total[i] > 0 {
-				d.Health = min(1, e.bands.over*bs.healthy[i]/float64(bs.total[i]))
-			}
+			d.Health = bandHealth(bs.healthy[i], bs.total[i], e.bands.over)
 		}
 	}
 	if e.subset.size > 0 {
