@@ -53,10 +53,14 @@ TRACING ?=
 up: consul build $(if $(TRACING),jaeger) ## leave a local Consul and 3 instances running (PIDs in .run/); TRACING=1: and Jaeger
 	bin/trimdev up $(if $(TRACING),-tracing)
 
-cluster: consul build $(if $(TRACING),jaeger) ## leave 3 consul servers, 2 client agents and 3 instances running (PIDs in .run/); TRACING=1: and Jaeger
-	bin/trimdev cluster $(if $(TRACING),-tracing)
+# DCS=2 (make cluster, make chaos): two WAN-federated datacenters, dc1
+# and dc2, each with its servers, client agents and instances; callers
+# ask dc1's client agent 2 for both.
+DCS ?= 1
+cluster: consul build $(if $(TRACING),jaeger) ## leave 3 consul servers, 2 client agents and 3 instances running (PIDs in .run/); TRACING=1: and Jaeger; DCS=2: in two federated datacenters
+	bin/trimdev cluster $(if $(TRACING),-tracing)$(if $(filter-out 1,$(DCS)), -dcs $(DCS))
 
-down: ## stop what `make up` or `make cluster` started, by recorded PIDs; their logs stay in .run/last/
+down: ## stop what `make up` or `make cluster` started (both datacenters with DCS=2), by recorded PIDs; their logs stay in .run/last/
 	@if [[ -x bin/trimdev ]]; then bin/trimdev down; else go run ./cmd/trimdev down; fi
 
 # The chaos soak: how long it injects faults, the load's calls/s, the
@@ -67,8 +71,8 @@ DURATION ?= 3m
 RATE ?= 300
 SEED ?=
 SEQUENCE ?= deck
-chaos: consul build ## chaos soak on the cluster: load through client agent 2, single and compound faults (DURATION, RATE, SEED, SEQUENCE)
-	bin/trimdev chaos -duration $(DURATION) -rate $(RATE) -sequence $(SEQUENCE) $(if $(SEED),-seed $(SEED))
+chaos: consul build ## chaos soak on the cluster: load through client agent 2, single and compound faults (DURATION, RATE, SEED, SEQUENCE, DCS)
+	bin/trimdev chaos -duration $(DURATION) -rate $(RATE) -sequence $(SEQUENCE) $(if $(SEED),-seed $(SEED))$(if $(filter-out 1,$(DCS)), -dcs $(DCS))
 
 walkthrough: consul build ## run every step `make cluster` prints, in order, under load from cmd/client; fails if a call fails
 	bin/trimdev walkthrough
@@ -87,7 +91,7 @@ test: consul jaeger ## run every test, a real Consul agent and Jaeger included
 	go test -race -count=1 -p 1 -run '$(ALONE_TESTS)' $(GO_TEST_FLAGS) ./client ./cmd/trimsvc
 
 BENCH_COUNT ?= 3
-bench: consul ghz ## benchmarks: call overhead vs raw gRPC, server throughput (ghz), discovery, failover, cluster, load reports, streams, gray failure, overload, scale (about 30 minutes)
+bench: consul ghz ## benchmarks: call overhead vs raw gRPC, server throughput (ghz), discovery, failover (one datacenter and two), cluster, load reports, streams, gray failure, overload, scale (about 30 minutes)
 	@mkdir -p .bench
 	go test -run '^$$' -bench 'Overhead/' -benchmem -benchtime 5000x ./internal/bench | tee .bench/allocs.txt
 	go test -run '^$$' -bench 'CallPath' -benchmem -benchtime 1000000x -count 3 ./internal/bench | tee -a .bench/allocs.txt

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/go-kit/log"
@@ -67,14 +66,17 @@ func chaos(ctx context.Context, cfg config, w io.Writer) (err error) {
 	if seed == 0 {
 		seed = rand.Uint64() >> 1 // a flag's value, printable and passable back
 	}
-	fmt.Fprintf(w, "chaos: seed %d (replay: make chaos SEED=%d DURATION=%v RATE=%v SEQUENCE=%s), faults for %v, %v calls/s\n",
-		seed, seed, cfg.duration, cfg.rate, cfg.sequence, cfg.duration, cfg.rate)
+	fmt.Fprintf(w, "chaos: seed %d (replay: %s), faults for %v, %v calls/s\n", seed, replay(cfg, seed), cfg.duration, cfg.rate)
 	if cfg.sequence == sequenceWalkthrough {
 		fmt.Fprintf(w, "chaos: the faults are the walkthrough's steps, one after the other as printed (their commands log to %s), the cluster recovered after each round\n",
 			filepath.Join(cfg.state, "commands.log"))
 	} else {
 		fmt.Fprintf(w, "chaos: a shuffled deck of every kind: %d single faults, %d overlapping pairs (%s), and %d faults back to back with no recovery between\n",
-			len(singleKinds()), len(overlaps), overlapNames(), backToBackLen)
+			len(singlesOf(deckKinds(cfg.dcs))), len(overlaps), overlapNames(), backToBackLen)
+	}
+	if cfg.dcs > 1 {
+		fmt.Fprintf(w, "chaos: %d datacenters, WAN-federated; the faults of one member hit dc1's, where the calls go while it is whole; those of a datacenter (%s) hit a whole datacenter or the WAN\n",
+			cfg.dcs, strings.Join(kindNames(datacenterKinds()), ", "))
 	}
 	began := time.Now()
 	f, _, err := startCluster(ctx, cfg, w)
@@ -82,8 +84,12 @@ func chaos(ctx context.Context, cfg config, w io.Writer) (err error) {
 		return err
 	}
 	fmt.Fprintf(w, "chaos: cluster up in %v (state, logs: %s):\n", time.Since(began).Round(100*time.Millisecond), f.dir)
+	width := 10
+	for _, p := range f.processes() {
+		width = max(width, len(p.Name))
+	}
 	for _, p := range append(slices.Clone(f.st.Consul), f.st.Instances...) {
-		fmt.Fprintf(w, "  %-10s pid %-7d %s\n", p.Name, p.PID, p.Addr)
+		fmt.Fprintf(w, "  %-*s pid %-7d %s\n", width, p.Name, p.PID, p.Addr)
 	}
 	var (
 		failedCalls int64
@@ -102,6 +108,15 @@ func chaos(ctx context.Context, cfg config, w io.Writer) (err error) {
 	}
 	failedCalls, err = s.run(ctx)
 	return err
+}
+
+// replay is the command that runs the soak of cfg and seed again.
+func replay(cfg config, seed uint64) string {
+	cmd := fmt.Sprintf("make chaos SEED=%d DURATION=%v RATE=%v SEQUENCE=%s", seed, cfg.duration, cfg.rate, cfg.sequence)
+	if cfg.dcs > 1 {
+		cmd += fmt.Sprintf(" DCS=%d", cfg.dcs)
+	}
+	return cmd
 }
 
 // soak is a chaos soak in progress.
@@ -138,7 +153,8 @@ func newSoak(ctx context.Context, f *fleet, cfg config, seed uint64, w io.Writer
 	watch := &discoveryWatch{next: log.With(logger, "ts", log.DefaultTimestampUTC)}
 	cf := f.st.Caller
 	c, err := trim.NewClient(client.Config{
-		Consul: sd.ConsulConfig{Address: cf.ConsulAddr, TokenFile: cf.TokenFile, CAFile: cf.ConsulCA, CertFile: cf.ConsulCert, KeyFile: cf.ConsulKey},
+		Consul:      sd.ConsulConfig{Address: cf.ConsulAddr, TokenFile: cf.TokenFile, CAFile: cf.ConsulCA, CertFile: cf.ConsulCert, KeyFile: cf.ConsulKey},
+		Datacenters: cf.Datacenters,
 		CallConfig: client.CallConfig{Balancer: client.P2CName,
 			TLS:              client.TLS{CAFile: cf.TLSCA, CertFile: cf.TLSCert, KeyFile: cf.TLSKey},
 			EndpointerConfig: client.EndpointerConfig{Metrics: client.Metrics{FailStatic: failStatic, Held: held}}},
@@ -158,8 +174,12 @@ func newSoak(ctx context.Context, f *fleet, cfg config, seed uint64, w io.Writer
 			return nil, fmt.Errorf("the load's client finds no instance: %w", err)
 		}
 	}
-	fmt.Fprintf(w, "chaos: load: %v calls/s, open loop, p2c, mutual TLS, from this process (pid %d) through %s (client-2); client log %s\n",
-		cfg.rate, os.Getpid(), cf.ConsulAddr, logPath)
+	dcs := ""
+	if len(cf.Datacenters) > 0 {
+		dcs = fmt.Sprintf(" of %s, -datacenters %s", cf.Datacenters[0], strings.Join(cf.Datacenters, ","))
+	}
+	fmt.Fprintf(w, "chaos: load: %v calls/s, open loop, p2c, mutual TLS, from this process (pid %d) through %s (client-2%s); client log %s\n",
+		cfg.rate, os.Getpid(), cf.ConsulAddr, dcs, logPath)
 	s := &soak{f: f, cfg: cfg, seed: seed, w: w, client: c, load: newLoad(c.Endpoint(), cfg.rate), discovery: watch,
 		failStatic: failStatic, held: held}
 	if cfg.sequence == sequenceWalkthrough {
@@ -219,7 +239,7 @@ func (s *soak) faults(ctx context.Context, loadStart time.Time) error {
 		printErrs(s.w, errs)
 	}
 	end := loadStart.Add(s.cfg.duration)
-	next := newDeck(s.seed, faultKinds()).next
+	next := newDeck(s.seed, deckKinds(s.cfg.dcs)).next
 	if s.cfg.sequence == sequenceWalkthrough {
 		next = walkFaults()
 	}
@@ -271,23 +291,12 @@ func (s *soak) faults(ctx context.Context, loadStart time.Time) error {
 // PID (a frozen instance thawed first), and removes its state; after a
 // failed run it keeps the logs and says where.
 func (f *fleet) teardown(w io.Writer, who string, keep bool) error {
-	for i := range f.st.Instances {
-		_ = sendSignal(&f.st.Instances[i], syscall.SIGCONT)
-	}
-	grace := downGrace
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	if leader, err := f.leader(ctx); err == nil && leader == "" {
-		grace = downGraceNoLeader
-	}
-	cancel()
-	lines, err := f.stopAll(grace)
+	lines, err := f.stopAll(graceOutside(f.leaderless())) // a frozen member thawed first
 	fmt.Fprintf(w, "%s: stopped %d processes (%s)\n", who, len(lines), strings.Join(lines, "; "))
 	if err != nil {
 		return fmt.Errorf("%w (run `bin/trimdev down -state %s`)", err, f.dir)
 	}
-	if f.cluster != nil {
-		_ = f.cluster.Close() // its port blocks
-	}
+	f.closeClusters() // their port blocks
 	if keep {
 		kept, err := keepLogs(f.dir, time.Now())
 		if err != nil {

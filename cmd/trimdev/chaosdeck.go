@@ -23,6 +23,15 @@ const (
 	instanceToken  faultKind = "instance-token"
 	callerToken    faultKind = "caller-token"
 
+	// Faults of a datacenter, with two (-dcs 2): every instance of dc1
+	// killed (the load's calls fail over to dc2), every instance of dc2
+	// killed, dc2's servers killed, and the WAN link cut (dc2's servers
+	// frozen: dc1's servers reach no server of dc2).
+	dc1InstancesKill faultKind = "dc1-instances-sigkill"
+	dc2InstancesKill faultKind = "dc2-instances-sigkill"
+	dc2ServersKill   faultKind = "dc2-servers-sigkill"
+	wanCut           faultKind = "wan-cut"
+
 	// Compound faults: two at once, the second starting while the first
 	// is under way, or several back to back with no recovery between.
 	serverAgent    faultKind = "server-sigkill+client-1-restart"
@@ -37,9 +46,45 @@ func singleKinds() []faultKind {
 		client1Restart, client2Restart, instanceToken, callerToken}
 }
 
-// faultKinds are every kind, in the order the summary lists them.
-func faultKinds() []faultKind {
-	return append(singleKinds(), serverAgent, leaderInstance, instanceAgent, backToBack)
+// datacenterKinds are the faults of a whole datacenter, or of the link
+// between two, with two datacenters.
+func datacenterKinds() []faultKind {
+	return []faultKind{dc1InstancesKill, dc2InstancesKill, dc2ServersKill, wanCut}
+}
+
+// faultKinds are every kind of one datacenter, in the order the summary
+// lists them.
+func faultKinds() []faultKind { return deckKinds(1) }
+
+// deckKinds are every kind for dcs datacenters, in the order the summary
+// lists them: with two, the single faults (on dc1's members) and those of
+// a datacenter, then the compound ones.
+func deckKinds(dcs int) []faultKind {
+	kinds := singleKinds()
+	if dcs > 1 {
+		kinds = append(kinds, datacenterKinds()...)
+	}
+	return append(kinds, serverAgent, leaderInstance, instanceAgent, backToBack)
+}
+
+// singlesOf are the single faults among kinds: all but the compound ones.
+func singlesOf(kinds []faultKind) []faultKind {
+	var singles []faultKind
+	for _, k := range kinds {
+		if _, overlapping := overlaps[k]; !overlapping && k != backToBack {
+			singles = append(singles, k)
+		}
+	}
+	return singles
+}
+
+// kindNames are kinds as strings.
+func kindNames(kinds []faultKind) []string {
+	names := make([]string, len(kinds))
+	for i, k := range kinds {
+		names[i] = string(k)
+	}
+	return names
 }
 
 // overlaps are the compound kinds of two faults at once: the first, then
@@ -73,7 +118,8 @@ type fault struct {
 	// server (modulo the servers that do not lead then).
 	target int
 	// hold is how long an instance stays frozen, or a killed member down
-	// before it starts again.
+	// before it starts again (the WAN link stays cut wanCutFactor times
+	// as long).
 	hold time.Duration
 	// gap is the least time from this fault's start to the next one's.
 	gap time.Duration
@@ -120,17 +166,24 @@ const (
 	maxLag           = time.Second
 )
 
+// wanCutFactor is how many times its drawn hold the WAN link stays cut
+// (5s to 20s): long enough for dc1's calls into dc2 (the callers' watch of
+// dc2) to time out, the server RPC's 7s hold included, and for the WAN
+// gossip to suspect dc2's servers.
+const wanCutFactor = 5
+
 // deck deals faults: every kind once per round, in an order shuffled
 // afresh each round, so that every kind is hit about as often as any
 // other (each at least n times once n rounds are dealt).
 type deck struct {
-	rng   *rand.Rand
-	kinds []faultKind
-	round []faultKind // what is left of this round
+	rng     *rand.Rand
+	kinds   []faultKind
+	singles []faultKind // of kinds, what a back-to-back fault draws from
+	round   []faultKind // what is left of this round
 }
 
 func newDeck(seed uint64, kinds []faultKind) *deck {
-	return &deck{rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), kinds: kinds}
+	return &deck{rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), kinds: kinds, singles: singlesOf(kinds)}
 }
 
 // next deals the next fault.
@@ -146,9 +199,8 @@ func (d *deck) next() fault {
 		f.parts = []fault{d.draw(pair[0]), d.draw(pair[1])}
 	}
 	if kind == backToBack {
-		singles := singleKinds()
 		for range backToBackLen {
-			f.parts = append(f.parts, d.draw(singles[d.rng.IntN(len(singles))]))
+			f.parts = append(f.parts, d.draw(d.singles[d.rng.IntN(len(d.singles))]))
 		}
 	}
 	return f

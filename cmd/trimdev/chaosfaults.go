@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hashicorp/consul/api"
+
 	"github.com/trimkit/trimkit/internal/ctxtime"
 	"github.com/trimkit/trimkit/internal/localconsul"
 )
@@ -25,7 +27,11 @@ func (s *soak) inject(ctx context.Context, fl fault) (target, what string, err e
 		return s.walkStep(ctx, fl.step)
 	}
 	f := s.f
-	instance := &f.st.Instances[fl.target%len(f.st.Instances)]
+	// The faults of one member hit the primary datacenter's, where the
+	// load's calls go.
+	primary := f.datacenters()[0]
+	instances := inDatacenter(f.st.Instances, primary)
+	instance := instances[fl.target%len(instances)]
 	switch fl.kind {
 	case instanceKill, instanceTerm:
 		sig, wait := syscall.SIGKILL, 5*time.Second
@@ -59,9 +65,24 @@ func (s *soak) inject(ctx context.Context, fl fault) (target, what string, err e
 		_, err := f.restart(ctx, name)
 		return name, "SIGTERM (it leaves the cluster), started again", err
 	case instanceToken:
-		return instance.Name, "new token written to its token file, old one deleted", s.rotate(ctx, tokenFileOf(instance), instanceTokenWatch)
+		note, err := s.rotate(ctx, tokenFileOf(instance), f.clusterIn(primary).Servers, instanceTokenWatch)
+		return instance.Name, joinNote("new token written to its token file, old one deleted", note), err
 	case callerToken:
-		return "callers", "new token written to the callers' token file, old one deleted", s.rotate(ctx, f.st.Caller.TokenFile, callerTokenWatch)
+		// Every datacenter's servers must know the callers' new token:
+		// the callers' watch of a datacenter reaches its servers.
+		var servers []*localconsul.Agent
+		for _, c := range f.clusters() {
+			servers = append(servers, c.Servers...)
+		}
+		note, err := s.rotate(ctx, f.st.Caller.TokenFile, servers, callerTokenWatch)
+		return "callers", joinNote("new token written to the callers' token file, old one deleted", note), err
+	case dc1InstancesKill, dc2InstancesKill:
+		dc := strings.TrimSuffix(string(fl.kind), "-instances-sigkill")
+		return s.killInstances(ctx, dc, fl.hold)
+	case dc2ServersKill:
+		return s.killServers(ctx, "dc2", fl.hold)
+	case wanCut:
+		return s.cutWAN(ctx, "dc2", wanCutFactor*fl.hold)
 	}
 	return "", "", fmt.Errorf("unknown fault kind %q", fl.kind)
 }
@@ -143,7 +164,7 @@ func (s *soak) killServer(ctx context.Context, fl fault) (target, what string, e
 	}
 	what = "SIGKILL"
 	if fl.kind == leaderKill {
-		next, err := f.waitLeader(ctx, target, 30*time.Second)
+		next, err := f.waitLeader(ctx, f.datacenters()[0], target, 30*time.Second)
 		if err != nil {
 			return target, what, err
 		}
@@ -157,22 +178,170 @@ func (s *soak) killServer(ctx context.Context, fl fault) (target, what string, e
 }
 
 // rotate rotates the token in file as operators do: a new token with the
-// same policies, known to every server, written to the file (a rename,
-// so that no reader sees half a file), then the old token deleted; then
-// it watches for watch. A process that reads the file only once is left
-// with a deleted token.
-func (s *soak) rotate(ctx context.Context, file string, watch time.Duration) error {
+// same policies, known to every one of servers, written to the file (a
+// rename, so that no reader sees half a file), then the old token
+// deleted; then it watches for watch. A process that reads the file only
+// once is left with a deleted token. When the servers of another
+// datacenter are slow to replicate the new token, the note says how slow,
+// and how their ACL replication stood then.
+func (s *soak) rotate(ctx context.Context, file string, servers []*localconsul.Agent, watch time.Duration) (note string, err error) {
 	c, err := s.f.consulAPI()
 	if err != nil {
-		return err
+		return "", err
 	}
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	federated := len(s.f.federated) > 0
+	wait := tokenWait
+	if federated {
+		wait = replicationWait
+	}
+	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	if _, err := localconsul.RotateTokenFile(wctx, c, s.f.cluster.Servers, file); err != nil {
-		return err
+	began := time.Now()
+	status := make(chan string, 1)
+	slow := time.AfterFunc(slowReplication, func() { status <- s.f.replicationStatus(wctx) })
+	_, err = localconsul.RotateTokenFile(wctx, c, servers, file)
+	if !slow.Stop() && federated {
+		note = fmt.Sprintf("every server knew the new token %v after it was made; %v after, %s",
+			time.Since(began).Round(100*time.Millisecond), slowReplication, <-status)
+	}
+	if err != nil {
+		return note, err
 	}
 	ctxtime.Sleep(ctx, watch)
-	return nil
+	return note, nil
+}
+
+// How long a token rotation waits for every server to know the new token:
+// a moment in one datacenter (tokenWait). The servers of another know it
+// once they have replicated it, within a second or two as a rule; but once
+// in a 10-minute soak (a WAN cut, then dc1's servers killed one after the
+// other) dc2's servers went over 30s without it, no error logged: their
+// replication's blocking query to dc1 had not returned, it seems. Such a
+// query ends by Consul's default query time, 5 minutes, plus its jitter
+// and the RPC client timeout (60s): replicationWait.
+const (
+	tokenWait       = 10 * time.Second
+	replicationWait = 7 * time.Minute
+	slowReplication = 10 * time.Second
+)
+
+// replicationStatus says how the ACL replication of every datacenter but
+// the primary stands, as its leader reports it.
+func (f *fleet) replicationStatus(ctx context.Context) string {
+	var out []string
+	for _, dc := range f.datacenters()[1:] {
+		st, err := f.aclReplication(ctx, dc)
+		if err != nil {
+			out = append(out, fmt.Sprintf("%s's ACL replication: %v", dc, err))
+			continue
+		}
+		line := fmt.Sprintf("%s's ACL replication: running %t, token index %d, last success %v ago", dc, st.Running, st.ReplicatedTokenIndex,
+			time.Since(st.LastSuccess).Round(100*time.Millisecond))
+		if !st.LastError.IsZero() {
+			line += fmt.Sprintf(", last error %v ago (%s)", time.Since(st.LastError).Round(100*time.Millisecond), st.LastErrorMessage)
+		}
+		out = append(out, line)
+	}
+	return strings.Join(out, "; ")
+}
+
+// aclReplication is the ACL replication status of datacenter dc's leader.
+func (f *fleet) aclReplication(ctx context.Context, dc string) (*api.ACLReplicationStatus, error) {
+	leader, err := f.leaderIn(ctx, dc)
+	if err != nil || leader == "" {
+		return nil, fmt.Errorf("no leader (%v)", err)
+	}
+	c, err := f.agent(leader).API()
+	if err != nil {
+		return nil, err
+	}
+	st, _, err := c.ACL().Replication((&api.QueryOptions{}).WithContext(ctx))
+	return st, err
+}
+
+// killInstances kills every instance of datacenter dc (SIGKILL), and
+// starts them again on their addresses hold after.
+func (s *soak) killInstances(ctx context.Context, dc string, hold time.Duration) (target, what string, err error) {
+	instances := inDatacenter(s.f.st.Instances, dc)
+	var names []string
+	for _, in := range instances {
+		names = append(names, in.Name)
+		if err := sendSignal(in, syscall.SIGKILL); err != nil {
+			return dc, "", err
+		}
+	}
+	for _, in := range instances {
+		if err := waitGone(in, 5*time.Second); err != nil {
+			return dc, "", err
+		}
+	}
+	ctxtime.Sleep(ctx, hold)
+	notes, err := s.startAll(ctx, names)
+	return dc, joinNote(fmt.Sprintf("SIGKILL %s; started again on their addresses %v later", strings.Join(names, ", "), hold.Round(time.Millisecond)), notes), err
+}
+
+// killServers kills every server of datacenter dc (SIGKILL), and starts
+// them again hold after.
+func (s *soak) killServers(ctx context.Context, dc string, hold time.Duration) (target, what string, err error) {
+	var names []string
+	for _, srv := range s.f.clusterIn(dc).Servers {
+		names = append(names, srv.Name)
+		p, _, err := s.f.find(srv.Name)
+		if err != nil {
+			return dc, "", err
+		}
+		if err := kill(p); err != nil {
+			return dc, "", err
+		}
+	}
+	ctxtime.Sleep(ctx, hold)
+	notes, err := s.startAll(ctx, names)
+	return dc, joinNote(fmt.Sprintf("SIGKILL %s; started again %v later", strings.Join(names, ", "), hold.Round(time.Millisecond)), notes), err
+}
+
+// cutWAN cuts datacenter dc off the WAN: its servers frozen (SIGSTOP), so
+// that the other datacenters' servers reach none of them, gossip and RPC
+// alike, until SIGCONT, hold after.
+func (s *soak) cutWAN(ctx context.Context, dc string, hold time.Duration) (target, what string, err error) {
+	var frozen []*stateProc
+	var names []string
+	defer func() {
+		for _, p := range frozen {
+			err = errors.Join(err, sendSignal(p, syscall.SIGCONT))
+		}
+	}()
+	for _, srv := range s.f.clusterIn(dc).Servers {
+		p, _, err := s.f.find(srv.Name)
+		if err != nil {
+			return dc, "", err
+		}
+		if err := sendSignal(p, syscall.SIGSTOP); err != nil {
+			return dc, "", err
+		}
+		frozen, names = append(frozen, p), append(names, p.Name)
+	}
+	ctxtime.Sleep(ctx, hold)
+	return dc, fmt.Sprintf("SIGSTOP %s (the WAN link cut), SIGCONT %v later", strings.Join(names, ", "), hold.Round(time.Millisecond)), nil
+}
+
+// startAll starts the members named again, all at once, and returns what
+// each start noted.
+func (s *soak) startAll(ctx context.Context, names []string) (string, error) {
+	notes := make([]string, len(names))
+	errs := make([]error, len(names))
+	var wg sync.WaitGroup
+	for i, name := range names {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			notes[i], errs[i] = s.f.start(ctx, name)
+			if notes[i] != "" {
+				notes[i] = name + ": " + notes[i]
+			}
+		}()
+	}
+	wg.Wait()
+	return strings.Join(slices.DeleteFunc(notes, func(n string) bool { return n == "" }), "; "), errors.Join(errs...)
 }
 
 // tokenFileOf is an instance's -consul-token-file.

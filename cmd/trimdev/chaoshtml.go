@@ -90,11 +90,19 @@ func (s *soak) writeHTML(path string, took time.Duration) error {
 		return err
 	}
 	err = chaosPage.Execute(f, map[string]any{
-		"Title":  fmt.Sprintf("chaos soak, seed %d: %d faults, %d calls, %d failed", s.seed, len(s.outcomes), calls, fails),
-		"Replay": fmt.Sprintf("make chaos SEED=%d DURATION=%v RATE=%v SEQUENCE=%s", s.seed, s.cfg.duration, s.cfg.rate, s.cfg.sequence),
+		"Title":  fmt.Sprintf("chaos soak, seed %d%s: %d faults, %d calls, %d failed", s.seed, datacentersNote(s.cfg.dcs), len(s.outcomes), calls, fails),
+		"Replay": replay(s.cfg, s.seed),
 		"Charts": svgs, "Faults": rows, "Failed": fails,
 	})
 	return errors.Join(err, f.Close())
+}
+
+// datacentersNote says how many datacenters the soak ran on, when several.
+func datacentersNote(dcs int) string {
+	if dcs < 2 {
+		return ""
+	}
+	return fmt.Sprintf(", %d datacenters", dcs)
 }
 
 func maxOf(v []float64) float64 {

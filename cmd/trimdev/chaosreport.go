@@ -47,7 +47,7 @@ func (s *soak) summary(took time.Duration) {
 	// sequence as they came.
 	var kinds []faultKind
 	if s.cfg.sequence != sequenceWalkthrough {
-		kinds = faultKinds()
+		kinds = deckKinds(s.cfg.dcs)
 	}
 	rows := map[faultKind]*row{}
 	for _, k := range kinds {
@@ -109,8 +109,10 @@ type chaosReport struct {
 	Sequence string  `json:"sequence"`
 	Rate     float64 `json:"rate"`
 	Seconds  float64 `json:"seconds"`
-	Calls    int64   `json:"calls"`
-	Failures int64   `json:"failures"`
+	// Datacenters is how many, with several (-dcs 2).
+	Datacenters int   `json:"datacenters,omitempty"`
+	Calls       int64 `json:"calls"`
+	Failures    int64 `json:"failures"`
 	loadgen.FailureTimes
 	Faults []faultReport `json:"faults"`
 }
@@ -133,6 +135,9 @@ func (s *soak) writeJSON(path string, took time.Duration) error {
 	r := chaosReport{Seed: s.seed, Sequence: s.cfg.sequence, Rate: s.cfg.rate, Seconds: took.Seconds(),
 		Calls: s.load.calls.Load(), Failures: s.load.failed.Load(), Faults: []faultReport{}}
 	r.FailureTimes = s.load.failureTimes()
+	if s.cfg.dcs > 1 {
+		r.Datacenters = s.cfg.dcs
+	}
 	for _, o := range s.outcomes {
 		r.Faults = append(r.Faults, faultReport{At: o.at.Seconds(), Kind: o.kind, Target: o.target, What: o.what,
 			Recovered: o.recovered.Seconds(), Calls: o.calls, Failed: o.failed, Errors: o.errs, FailStatic: o.failStatic, Held: o.held})

@@ -7,7 +7,9 @@ import (
 	"io"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/trimkit/trimkit/internal/proc"
@@ -42,17 +44,16 @@ func down(cfg config, w io.Writer) error {
 // file to f.dir/last/ (replacing an earlier down's) and says so, and
 // removes the rest of the setup (removeState).
 func (f *fleet) down(w io.Writer) error {
-	grace := downGrace
-	if f.cluster != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		leader, err := f.leader(ctx)
-		cancel()
-		if err == nil && leader == "" {
-			grace = downGraceNoLeader
-			fmt.Fprintf(w, "down: the servers have no leader (quorum lost?): leaving and deregistering cannot complete, so SIGKILL after %v\n", grace)
+	dcs := f.leaderless()
+	if len(dcs) > 0 {
+		servers, whose := "the servers have", ""
+		if dcs[0] != "" {
+			servers = fmt.Sprintf("the servers of %s have", strings.Join(dcs, " and "))
+			whose = " in " + strings.Join(dcs, " and ")
 		}
+		fmt.Fprintf(w, "down: %s no leader (quorum lost?): leaving and deregistering cannot complete, so SIGKILL after %v%s\n", servers, downGraceNoLeader, whose)
 	}
-	lines, err := f.stopAll(grace)
+	lines, err := f.stopAll(graceOutside(dcs))
 	for _, l := range lines {
 		fmt.Fprintf(w, "down: %s\n", l)
 	}
@@ -67,11 +68,44 @@ func (f *fleet) down(w io.Writer) error {
 	return removeState(f.dir)
 }
 
+// leaderless are the datacenters whose servers answer that none of them
+// leads ("" for the only one); none for a dev agent.
+func (f *fleet) leaderless() []string {
+	if f.cluster == nil {
+		return nil
+	}
+	var dcs []string
+	for _, dc := range f.datacenters() {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		leader, err := f.leaderIn(ctx, dc)
+		cancel()
+		if err == nil && leader == "" {
+			dcs = append(dcs, dc)
+		}
+	}
+	return dcs
+}
+
+// graceOutside is how long down gives a process after SIGTERM: downGrace,
+// but downGraceNoLeader in the datacenters leaderless names.
+func graceOutside(leaderless []string) func(stateProc) time.Duration {
+	return func(p stateProc) time.Duration {
+		if slices.Contains(leaderless, p.Datacenter) {
+			return downGraceNoLeader
+		}
+		return downGrace
+	}
+}
+
 // stopAll stops every process of the fleet, instances first (they
 // deregister through their agent), then the Consul agents, all of a kind
-// at once, each given grace after SIGTERM before SIGKILL, and says what
-// happened to each, in order.
-func (f *fleet) stopAll(grace time.Duration) ([]string, error) {
+// at once, each given grace(it) after SIGTERM before SIGKILL, and says
+// what happened to each, in order. A process frozen (SIGSTOP, by the chaos
+// soak) is thawed first, so that it can act on SIGTERM.
+func (f *fleet) stopAll(grace func(stateProc) time.Duration) ([]string, error) {
+	for _, p := range f.processes() {
+		_ = sendSignal(p, syscall.SIGCONT)
+	}
 	consul := slices.Clone(f.st.Consul)
 	slices.Reverse(consul) // client agents first in the lines printed
 	var lines []string
@@ -89,7 +123,7 @@ func (f *fleet) stopAll(grace time.Duration) ([]string, error) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				what, err := proc.StopPID(p.PID, p.Exe, grace)
+				what, err := proc.StopPID(p.PID, p.Exe, grace(p))
 				if err != nil {
 					groupErrs[i] = fmt.Errorf("%s: %w", p.Name, err)
 					return

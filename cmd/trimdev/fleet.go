@@ -25,10 +25,14 @@ type fleet struct {
 	// mu guards writes to st and its saving: the chaos soak starts two
 	// members at once when it overlaps faults. Each writes its own member
 	// only.
-	mu      sync.Mutex
-	st      state
-	bins    binPaths
-	cluster *localconsul.Cluster // nil for up's dev agent
+	mu   sync.Mutex
+	st   state
+	bins binPaths
+	// cluster is nil for up's dev agent; with several datacenters, it is
+	// the primary's, and federated are the others', in the order of
+	// st.Datacenters.
+	cluster   *localconsul.Cluster
+	federated []*localconsul.Cluster
 }
 
 // openFleet reads the state in dir and, for a cluster, opens it.
@@ -43,7 +47,72 @@ func openFleet(cfg config) (*fleet, error) {
 			return nil, err
 		}
 	}
+	for _, dir := range st.Federated {
+		c, err := localconsul.OpenCluster(f.bins.consul, dir)
+		if err != nil {
+			return nil, err
+		}
+		f.federated = append(f.federated, c)
+	}
 	return f, nil
+}
+
+// clusters are the setup's clusters, the primary datacenter's first; none
+// for up's dev agent.
+func (f *fleet) clusters() []*localconsul.Cluster {
+	if f.cluster == nil {
+		return nil
+	}
+	return append([]*localconsul.Cluster{f.cluster}, f.federated...)
+}
+
+// datacenters are the setup's datacenters as its members record them: ""
+// alone with one, else their names, the primary first; clusters()[i] is
+// datacenters()[i]'s, for a cluster.
+func (f *fleet) datacenters() []string {
+	if len(f.st.Datacenters) == 0 {
+		return []string{""}
+	}
+	return f.st.Datacenters
+}
+
+// clusterIn is datacenter dc's cluster, as datacenters names it; nil for
+// up's dev agent.
+func (f *fleet) clusterIn(dc string) *localconsul.Cluster {
+	i := slices.Index(f.datacenters(), dc)
+	if cs := f.clusters(); i >= 0 && i < len(cs) {
+		return cs[i]
+	}
+	return nil
+}
+
+// agent is the cluster member named name, of any datacenter; nil for none.
+func (f *fleet) agent(name string) *localconsul.Agent {
+	for _, c := range f.clusters() {
+		if a := c.Member(name); a != nil {
+			return a
+		}
+	}
+	return nil
+}
+
+// inDatacenter are the processes of procs in datacenter dc.
+func inDatacenter(procs []stateProc, dc string) []*stateProc {
+	var in []*stateProc
+	for i := range procs {
+		if procs[i].Datacenter == dc {
+			in = append(in, &procs[i])
+		}
+	}
+	return in
+}
+
+// closeClusters gives back the port blocks that this process holds for
+// the clusters' members.
+func (f *fleet) closeClusters() {
+	for _, c := range f.clusters() {
+		_ = c.Close()
+	}
 }
 
 // exeOf is the executable the processes ran, as recorded.
@@ -73,6 +142,22 @@ func (f *fleet) save() error {
 	return writeState(f.dir, f.st)
 }
 
+// processes are every process of the fleet: the Consul agents, the
+// instances, and Jaeger with -tracing.
+func (f *fleet) processes() []*stateProc {
+	var ps []*stateProc
+	for i := range f.st.Consul {
+		ps = append(ps, &f.st.Consul[i])
+	}
+	for i := range f.st.Instances {
+		ps = append(ps, &f.st.Instances[i])
+	}
+	if f.st.Jaeger != nil {
+		ps = append(ps, f.st.Jaeger)
+	}
+	return ps
+}
+
 // names are the members' names: the Consul agents, then the instances.
 func (f *fleet) names() []string {
 	var names []string
@@ -87,11 +172,7 @@ func (f *fleet) names() []string {
 func (f *fleet) find(name string) (*stateProc, *localconsul.Agent, error) {
 	for i := range f.st.Consul {
 		if p := &f.st.Consul[i]; p.Name == name {
-			var a *localconsul.Agent
-			if f.cluster != nil {
-				a = f.cluster.Member(name)
-			}
-			return p, a, nil
+			return p, f.agent(name), nil
 		}
 	}
 	for i := range f.st.Instances {
@@ -203,7 +284,7 @@ func (f *fleet) start(ctx context.Context, name string) (note string, err error)
 		time.Sleep(10 * time.Millisecond)
 	}
 	if !a.IsServer() {
-		if err := f.waitLeaveDone(ctx, name, 20*time.Second); err != nil {
+		if err := f.waitLeaveDone(ctx, p.Datacenter, name, 20*time.Second); err != nil {
 			return "", err
 		}
 	}
@@ -213,6 +294,13 @@ func (f *fleet) start(ctx context.Context, name string) (note string, err error)
 	f.mu.Lock()
 	p.PID = a.PID()
 	f.mu.Unlock()
+	if a.IsServer() {
+		// A server alone, or with too few of its peers, cannot elect a
+		// leader: it is back once a quorum of them is.
+		if running, all := f.serversRunning(p.Datacenter); 2*running <= all {
+			return fmt.Sprintf("up; too few of its datacenter's servers run for a quorum (%d of %d): not waiting for a leader", running, all), nil
+		}
+	}
 	if err := f.waitRejoined(ctx, a, 60*time.Second); err != nil || a.IsServer() {
 		return "", err
 	}
@@ -234,6 +322,29 @@ func (f *fleet) start(ctx context.Context, name string) (note string, err error)
 	return "", f.waitPassing(ctx, 30*time.Second, ids...)
 }
 
+// serversRunning counts the servers of datacenter dc, and those of them
+// that run.
+func (f *fleet) serversRunning(dc string) (running, all int) {
+	c := f.clusterIn(dc)
+	if c == nil {
+		return 0, 0
+	}
+	for _, s := range c.Servers {
+		p, _, err := f.find(s.Name)
+		if err != nil {
+			continue
+		}
+		all++
+		f.mu.Lock()
+		q := *p
+		f.mu.Unlock()
+		if alive(&q) {
+			running++
+		}
+	}
+	return running, all
+}
+
 // restart stops the member named name when it runs (SIGTERM, as an
 // operator's restart does: a client agent leaves the cluster) and starts
 // it again.
@@ -249,14 +360,28 @@ func (f *fleet) restart(ctx context.Context, name string) (string, error) {
 }
 
 // consulAPI returns an API client for a running Consul agent: the callers'
-// agent when it runs, else any running member.
-func (f *fleet) consulAPI() (*api.Client, error) {
+// agent when it runs, else any running member, of the primary datacenter
+// first. With several datacenters, what it is asked about a datacenter
+// names the datacenter (api.QueryOptions.Datacenter): any agent answers
+// for any datacenter.
+func (f *fleet) consulAPI() (*api.Client, error) { return f.apiIn(nil) }
+
+// agentAPI returns an API client for a running Consul agent of datacenter
+// dc, the callers' agent first: for what an agent knows of its own
+// datacenter alone (its LAN members).
+func (f *fleet) agentAPI(dc string) (*api.Client, error) {
+	return f.apiIn(func(p stateProc) bool { return p.Datacenter == dc })
+}
+
+// apiIn returns an API client for a running Consul agent that in accepts
+// (nil: any), the callers' agent first.
+func (f *fleet) apiIn(in func(stateProc) bool) (*api.Client, error) {
 	procs := slices.Clone(f.st.Consul)
 	slices.SortStableFunc(procs, func(a, b stateProc) int { // the callers' agent first
 		return boolToInt(f.isCallers(b)) - boolToInt(f.isCallers(a))
 	})
 	for i := range procs {
-		if !alive(&procs[i]) {
+		if !alive(&procs[i]) || in != nil && !in(procs[i]) {
 			continue
 		}
 		return f.apiOf(&procs[i])
@@ -276,10 +401,8 @@ func (f *fleet) isCallers(p stateProc) bool { return strings.HasSuffix(f.st.HTTP
 // apiOf returns an API client for p, a Consul agent (with the management
 // token in a secure cluster).
 func (f *fleet) apiOf(p *stateProc) (*api.Client, error) {
-	if f.cluster != nil {
-		if a := f.cluster.Member(p.Name); a != nil {
-			return a.API()
-		}
+	if a := f.agent(p.Name); a != nil {
+		return a.API()
 	}
 	cfg := api.DefaultConfig()
 	cfg.Address = p.Addr

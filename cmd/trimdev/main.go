@@ -52,7 +52,11 @@ usage: trimdev [run|up|cluster|down|status|chaos|walkthrough] [flags]
         through client agent 1, and leave them running; print which agent
         callers should ask (client agent 2) and a walkthrough. A failed
         start stops what it started and keeps the logs in
-        -state/failed-TIME/.
+        -state/failed-TIME/. -dcs 2: two such datacenters, dc1 and dc2,
+        WAN-federated (dc1 the primary, whose ACLs dc2's servers
+        replicate), each with its own instances; dc1's members keep their
+        names, dc2's are dc2-server-N, dc2-client-N, dc2-trimsvc-N; callers
+        ask dc1's client agent 2 for both datacenters.
   down  stop what up, cluster or chaos started, by the PIDs recorded in
         -state (SIGTERM, then SIGKILL after 10s, or after 2s when the
         servers have no leader); move their logs and state.json to
@@ -66,9 +70,12 @@ usage: trimdev [run|up|cluster|down|status|chaos|walkthrough] [flags]
   kill, stop, restart MEMBER...
         SIGKILL, SIGTERM, or stop (SIGTERM) when running and start again,
         each member named: server-N, client-N, trimsvc-N, or leader (the
-        server that leads now). A member starts again on its address,
-        ports and data directory; restart waits until a server is a voter
-        again, a client agent has rejoined, an instance passes its check.
+        server that leads now); with -dcs 2, dc2's too: dc2-server-N,
+        dc2-client-N, dc2-trimsvc-N, dc2-leader. A member starts again on
+        its address, ports and data directory; restart waits until a
+        server is a voter again (or, while too few of its datacenter's
+        servers run for a quorum, until it is up), a client agent has
+        rejoined, an instance passes its check.
   chaos a chaos soak: start the cluster (in -state, default .run/chaos),
         send open-loop load (-rate calls/s, p2c) through client agent 2
         from this process, and for -duration inject faults. -sequence
@@ -79,9 +86,14 @@ usage: trimdev [run|up|cluster|down|status|chaos|walkthrough] [flags]
         recovered before the next, and compound ones (two overlapping, or
         three back to back with no recovery between). -sequence
         walkthrough: the walkthrough's steps, in order, round after round.
-        Print each fault with the calls it cost and this process's RSS,
-        and a summary; stop everything it started. Exit status 0 only
-        when no call failed.
+        -dcs 2: on two datacenters (see cluster), the load calling dc1
+        then dc2 (client.Config.Datacenters), dc1's members hit by the
+        faults above, and the deck adds every instance of dc1 killed
+        (SIGKILL, started again after a while), every instance of dc2
+        killed, dc2's servers killed, and the WAN link cut (dc2's servers
+        frozen with SIGSTOP, then SIGCONT). Print each fault with the
+        calls it cost and this process's RSS, and a summary; stop
+        everything it started. Exit status 0 only when no call failed.
   walkthrough
         start the cluster (in -state, default .run/walkthrough) and run
         every command of the walkthrough cluster prints, in its order,
@@ -98,6 +110,7 @@ type config struct {
 	bin, state string
 	n, c       int
 	instances  int
+	dcs        int      // cluster, chaos: datacenters, WAN-federated
 	tracing    bool     // up, cluster: Jaeger too, the instances' traces sent to it
 	args       []string // member names
 	// chaos
@@ -123,7 +136,8 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 	fs.StringVar(&c.state, "state", stateDir, "directory for up, cluster, chaos and the commands after them: logs, data and recorded PIDs")
 	fs.IntVar(&c.n, "n", 60000, "requests the load sends (run)")
 	fs.IntVar(&c.c, "c", 8, "concurrent callers of the load (run)")
-	fs.IntVar(&c.instances, "instances", 3, "trimsvc instances to start (at least 3 for run and chaos)")
+	fs.IntVar(&c.instances, "instances", 3, "trimsvc instances to start, in each datacenter (at least 3 for run and chaos)")
+	fs.IntVar(&c.dcs, "dcs", 1, "datacenters of the cluster: 1, or 2 WAN-federated, dc1 and dc2, each with its servers, client agents and instances (cluster, chaos; make cluster DCS=2)")
 	fs.BoolVar(&c.tracing, "tracing", false, "also start Jaeger (bin/jaeger, `make jaeger`), send the instances' traces to it and print its UI's address (up, cluster; make up TRACING=1)")
 	fs.DurationVar(&c.duration, "duration", 3*time.Minute, "how long the chaos soak injects faults (chaos)")
 	fs.Float64Var(&c.rate, "rate", 300, "calls per second of the chaos soak's open-loop load (chaos)")
@@ -148,6 +162,12 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 		return config{}, fmt.Errorf("%w: -rate and -duration must be positive", cli.ErrUsage)
 	case c.sequence != sequenceDeck && c.sequence != sequenceWalkthrough:
 		return config{}, fmt.Errorf("%w: -sequence %q: want %s or %s", cli.ErrUsage, c.sequence, sequenceDeck, sequenceWalkthrough)
+	case c.dcs != 1 && c.dcs != 2:
+		return config{}, fmt.Errorf("%w: -dcs %d: want 1 or 2", cli.ErrUsage, c.dcs)
+	case c.dcs > 1 && c.cmd != "cluster" && c.cmd != "chaos":
+		return config{}, fmt.Errorf("%w: -dcs %d: only cluster and chaos run several datacenters", cli.ErrUsage, c.dcs)
+	case c.dcs > 1 && c.sequence == sequenceWalkthrough:
+		return config{}, fmt.Errorf("%w: -sequence %s runs on one datacenter: its steps expect a caller of dc1 alone", cli.ErrUsage, sequenceWalkthrough)
 	}
 	return c, nil
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -16,7 +17,7 @@ import (
 
 // members runs the member commands on what up or cluster left running:
 // status, and kill, stop or restart of the members named in cfg.args
-// ("leader" names the server that leads now).
+// ("leader" names the server that leads now, "dc2-leader" dc2's).
 func members(ctx context.Context, cfg config, w io.Writer) error {
 	f, err := openFleet(cfg)
 	if err != nil {
@@ -26,7 +27,7 @@ func members(ctx context.Context, cfg config, w io.Writer) error {
 		return f.status(ctx, w)
 	}
 	if len(cfg.args) == 0 {
-		return fmt.Errorf("trimdev %s: name a member: %v, or leader", cfg.cmd, f.names())
+		return fmt.Errorf("trimdev %s: name a member: %v, or %s", cfg.cmd, f.names(), strings.Join(f.leaderNames(), ", "))
 	}
 	for _, name := range cfg.args {
 		if err := f.member(ctx, cfg.cmd, name, w); err != nil {
@@ -36,15 +37,26 @@ func members(ctx context.Context, cfg config, w io.Writer) error {
 	return nil
 }
 
+// leaderNames are the names that stand for the server that leads now:
+// leader, and with several datacenters dc2-leader for dc2's.
+func (f *fleet) leaderNames() []string {
+	names := []string{"leader"}
+	for _, dc := range f.datacenters()[1:] {
+		names = append(names, dc+"-leader")
+	}
+	return names
+}
+
 func (f *fleet) member(ctx context.Context, cmd, name string, w io.Writer) error {
 	wasLeader := false
-	if name == "leader" {
-		leader, err := f.leader(ctx)
+	if i := slices.Index(f.leaderNames(), name); i >= 0 {
+		dc := f.datacenters()[i]
+		leader, err := f.leaderIn(ctx, dc)
 		if err != nil {
 			return err
 		}
 		if leader == "" {
-			return errors.New("no server leads now (quorum lost?)")
+			return fmt.Errorf("no server%s leads now (quorum lost?)", inDC(dc))
 		}
 		name, wasLeader = leader, true
 	}
@@ -53,7 +65,7 @@ func (f *fleet) member(ctx context.Context, cmd, name string, w io.Writer) error
 		return err
 	}
 	if !wasLeader && cmd == "kill" && a != nil && a.IsServer() {
-		leader, _ := f.leader(ctx) // a kill goes on whatever the answer
+		leader, _ := f.leaderIn(ctx, p.Datacenter) // a kill goes on whatever the answer
 		wasLeader = leader == name
 	}
 	pid, began := p.PID, time.Now()
@@ -63,13 +75,18 @@ func (f *fleet) member(ctx context.Context, cmd, name string, w io.Writer) error
 			return err
 		}
 		fmt.Fprintf(w, "%s: %s pid %d killed (SIGKILL)\n", cmd, name, pid)
-		if wasLeader {
-			next, err := f.waitLeader(ctx, name, 30*time.Second)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(w, "%s: %s led; %s leads now, %v after the kill\n", cmd, name, next, time.Since(began).Round(time.Millisecond))
+		if !wasLeader {
+			break
 		}
+		if running, all := f.serversRunning(p.Datacenter); 2*running <= all {
+			fmt.Fprintf(w, "%s: %s led; too few servers run for a quorum (%d of %d): none leads until more start\n", cmd, name, running, all)
+			break
+		}
+		next, err := f.waitLeader(ctx, p.Datacenter, name, 30*time.Second)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "%s: %s led; %s leads now, %v after the kill\n", cmd, name, next, time.Since(began).Round(time.Millisecond))
 	case "stop":
 		what, err := stop(p, downGrace)
 		if err != nil {
@@ -90,6 +107,8 @@ func (f *fleet) member(ctx context.Context, cmd, name string, w io.Writer) error
 		}
 		back := "back"
 		switch _, a, _ := f.find(name); {
+		case a != nil && a.IsServer() && note != "":
+			back = "up,"
 		case a != nil && a.IsServer():
 			back = "back as a voter, with a leader,"
 		case a != nil:
@@ -102,34 +121,44 @@ func (f *fleet) member(ctx context.Context, cmd, name string, w io.Writer) error
 	return nil
 }
 
-// status prints every member: running or not, and as the cluster sees it.
+// status prints every member: running or not, and as the cluster sees it
+// (with several datacenters, as its datacenter sees it).
 func (f *fleet) status(ctx context.Context, w io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	serf, raft, checks := map[string]string{}, map[string]string{}, map[string]string{}
-	leader := ""
+	leaders := map[string]bool{}
+	var noLeader []string
 	c, err := f.consulAPI()
 	if err == nil {
-		q := (&api.QueryOptions{AllowStale: true}).WithContext(ctx)
-		if ms, err := c.Agent().Members(false); err == nil {
-			for _, m := range ms {
-				serf[m.Name] = serfStatus(m.Status)
-			}
-		}
-		if f.cluster != nil {
-			leader, _ = f.leader(ctx)
-			if cfg, err := c.Operator().RaftGetConfiguration(q); err == nil {
-				for _, s := range cfg.Servers {
-					raft[s.Node] = "nonvoter"
-					if s.Voter {
-						raft[s.Node] = "voter"
+		for _, dc := range f.datacenters() {
+			q := (&api.QueryOptions{AllowStale: true, Datacenter: dc}).WithContext(ctx)
+			if lan, err := f.agentAPI(dc); err == nil {
+				if ms, err := lan.Agent().Members(false); err == nil {
+					for _, m := range ms {
+						serf[m.Name] = serfStatus(m.Status)
 					}
 				}
 			}
-		}
-		if entries, _, err := c.Health().Service("trimsvc", "", false, q); err == nil {
-			for _, e := range entries {
-				checks[e.Service.ID] = e.Checks.AggregatedStatus()
+			if f.cluster != nil {
+				leader, _ := f.leaderIn(ctx, dc)
+				leaders[leader] = leader != ""
+				if leader == "" {
+					noLeader = append(noLeader, dc)
+				}
+				if cfg, err := c.Operator().RaftGetConfiguration(q); err == nil {
+					for _, s := range cfg.Servers {
+						raft[s.Node] = "nonvoter"
+						if s.Voter {
+							raft[s.Node] = "voter"
+						}
+					}
+				}
+			}
+			if entries, _, err := c.Health().Service("trimsvc", "", false, q); err == nil {
+				for _, e := range entries {
+					checks[e.Service.ID] = e.Checks.AggregatedStatus()
+				}
 			}
 		}
 	}
@@ -141,7 +170,7 @@ func (f *fleet) status(ctx context.Context, w io.Writer) error {
 		seen := "serf " + orNone(serf[p.Name])
 		if _, a, _ := f.find(p.Name); a != nil && a.IsServer() {
 			seen += ", raft " + orNone(raft[p.Name])
-			if p.Name == leader {
+			if leaders[p.Name] {
 				seen += ", leader"
 			}
 		}
@@ -153,8 +182,8 @@ func (f *fleet) status(ctx context.Context, w io.Writer) error {
 	if ferr := tw.Flush(); ferr != nil {
 		return errors.Join(err, ferr)
 	}
-	if f.cluster != nil && leader == "" {
-		fmt.Fprintln(w, "no server leads (quorum lost?)")
+	for _, dc := range noLeader {
+		fmt.Fprintf(w, "no server%s leads (quorum lost?)\n", inDC(dc))
 	}
 	if slices.ContainsFunc(append(slices.Clone(f.st.Consul), f.st.Instances...), func(p stateProc) bool { return !alive(&p) }) {
 		fmt.Fprintf(w, "start a member again with: %s NAME\n", demoCommand(f.dir, "restart"))

@@ -16,12 +16,16 @@ import (
 // (status, kill, stop, restart) and for down.
 type state struct {
 	// Cluster is the cluster's directory (localconsul.OpenCluster); "" for
-	// up's dev agent.
-	Cluster   string      `json:"cluster,omitempty"`
-	Consul    []stateProc `json:"consul"`
-	HTTPAddr  string      `json:"consul_http_addr"` // the agent callers ask
-	DNSPort   int         `json:"consul_dns_port"`
-	Instances []stateProc `json:"instances"`
+	// up's dev agent. With several datacenters (cluster -dcs 2), it is the
+	// primary's, Federated are the others', and Datacenters names them
+	// all, the primary first.
+	Cluster     string      `json:"cluster,omitempty"`
+	Federated   []string    `json:"federated,omitempty"`
+	Datacenters []string    `json:"datacenters,omitempty"`
+	Consul      []stateProc `json:"consul"`
+	HTTPAddr    string      `json:"consul_http_addr"` // the agent callers ask
+	DNSPort     int         `json:"consul_dns_port"`
+	Instances   []stateProc `json:"instances"`
 	// Caller is what a caller of a secure cluster needs; nil for up.
 	Caller *callerFiles `json:"caller,omitempty"`
 	// Jaeger, with -tracing: its process (Addr: its query service and
@@ -32,12 +36,15 @@ type state struct {
 
 // stateProc is one process: a Consul agent or a trimsvc instance.
 type stateProc struct {
-	Name string `json:"name,omitempty"` // server-1, client-2, trimsvc-3
-	PID  int    `json:"pid"`
-	Exe  string `json:"exe"` // absolute path, checked before signalling
-	ID   string `json:"id,omitempty"`
-	Addr string `json:"addr,omitempty"` // an agent's HTTP address, an instance's advertised one
-	Log  string `json:"log"`
+	Name string `json:"name,omitempty"` // server-1, client-2, trimsvc-3, dc2-server-1
+	// Datacenter is the datacenter of a member of several (cluster -dcs
+	// 2); "" with one.
+	Datacenter string `json:"datacenter,omitempty"`
+	PID        int    `json:"pid"`
+	Exe        string `json:"exe"` // absolute path, checked before signalling
+	ID         string `json:"id,omitempty"`
+	Addr       string `json:"addr,omitempty"` // an agent's HTTP address, an instance's advertised one
+	Log        string `json:"log"`
 	// An instance's listen addresses, where a restart binds again, and
 	// the rest of its flags.
 	GRPC string   `json:"grpc_addr,omitempty"`
@@ -61,6 +68,10 @@ type callerFiles struct {
 	TLSCA      string `json:"tls_ca_file"`
 	TLSCert    string `json:"tls_cert_file"`
 	TLSKey     string `json:"tls_key_file"`
+	// Datacenters are the datacenters to call, in order of preference
+	// (client.Config.Datacenters), with several; else nil, the agent's
+	// own.
+	Datacenters []string `json:"datacenters,omitempty"`
 }
 
 func statePath(dir string) string { return filepath.Join(dir, "state.json") }
@@ -106,13 +117,14 @@ const lastDir = "last"
 
 // ownDirs are the directories up and cluster make in their state
 // directory: the dev agent's data (localconsul), a cluster's members and
-// Consul's CA (startCluster) and the service's CA (secure). Every other
+// Consul's CA (startCluster), a second datacenter's members (cluster -dcs
+// 2) and the service's CA (secure). Every other
 // directory there is not theirs, and keepLogs, keepLast and removeState
 // leave it alone: logs kept of failed runs (failed-TIME) and of the last
 // down (last), a setup of its own (chaos and walkthrough run in .run/chaos
 // and .run/walkthrough, and may be starting, their state not yet
 // recorded), or a user's.
-func ownDirs() []string { return []string{"data", "consul", "service-ca"} }
+func ownDirs() []string { return []string{"data", "consul", "consul-dc2", "service-ca"} }
 
 // keepLogs moves the logs of the setup in dir, and a copy of its state
 // file, to dir/failed-TIME/, keeping their paths below dir, and returns

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -19,13 +20,49 @@ import (
 // instances register and where callers ask, and, when it is secure, the
 // flags instances need.
 type consulSetup struct {
-	agents              []*localconsul.Agent
-	cluster             *localconsul.Cluster // nil for a dev agent
+	agents []*localconsul.Agent
+	// cluster is nil for a dev agent; with several datacenters, it is
+	// the primary's, and federated are the others'.
+	cluster             *localconsul.Cluster
+	federated           []*localconsul.Cluster
 	svcAgent, callAgent *localconsul.Agent
-	// instanceArgs are each instance's own flags, when secure.
-	instanceArgs [][]string
-	caller       *callerFiles
-	clientEnv    string // a file of variables for callers, when secure
+	// instances are the instances to start, when secure: each in its
+	// datacenter, with its own flags. Else cfg.instances of them register
+	// through svcAgent.
+	instances []instanceSpec
+	caller    *callerFiles
+	clientEnv string // a file of variables for callers, when secure
+}
+
+// instanceSpec is an instance to start: its name (its service ID too),
+// its datacenter ("" with one), the agent it registers through, and its
+// own flags.
+type instanceSpec struct {
+	name, datacenter string
+	agent            *localconsul.Agent
+	args             []string
+}
+
+// datacenters are the names of the setup's datacenters, the primary
+// first, when it has several; else nil.
+func (s consulSetup) datacenters() []string {
+	if len(s.federated) == 0 {
+		return nil
+	}
+	var names []string
+	for _, c := range append([]*localconsul.Cluster{s.cluster}, s.federated...) {
+		names = append(names, c.Datacenter)
+	}
+	return names
+}
+
+// datacenterOf is the datacenter of a, one of the setup's agents, as the
+// state records it: "" with one datacenter.
+func (s consulSetup) datacenterOf(a *localconsul.Agent) string {
+	if len(s.federated) == 0 {
+		return ""
+	}
+	return a.Datacenter()
 }
 
 // up leaves a local dev agent and cfg.instances trimsvc instances running.
@@ -47,7 +84,8 @@ func up(ctx context.Context, cfg config, w io.Writer) error {
 // cluster leaves 3 Consul servers, 2 client agents and cfg.instances
 // trimsvc instances running, with TLS everywhere and default-deny ACLs;
 // the instances register through client agent 1, callers ask client agent
-// 2.
+// 2. With cfg.dcs 2, it does so in two WAN-federated datacenters, and
+// callers ask dc1's client agent 2 for both.
 func cluster(ctx context.Context, cfg config, w io.Writer) error {
 	f, setup, err := startCluster(ctx, cfg, w)
 	if err != nil {
@@ -66,15 +104,20 @@ func cluster(ctx context.Context, cfg config, w io.Writer) error {
 // startCluster starts what cluster leaves running.
 func startCluster(ctx context.Context, cfg config, w io.Writer) (*fleet, consulSetup, error) {
 	return leaveRunning(ctx, cfg, w, func(consulBin string) (consulSetup, error) {
-		c, err := localconsul.NewCluster(consulBin, filepath.Join(cfg.state, "consul"), localconsul.ClusterOptions{Detach: true, Secure: true})
+		dirs := []string{filepath.Join(cfg.state, "consul")}
+		for i := 2; i <= cfg.dcs; i++ {
+			dirs = append(dirs, filepath.Join(cfg.state, fmt.Sprintf("consul-dc%d", i)))
+		}
+		fed, err := localconsul.NewFederation(consulBin, dirs, localconsul.ClusterOptions{Detach: true, Secure: true})
 		if err != nil {
 			return consulSetup{}, err
 		}
-		setup := consulSetup{agents: c.Members(), cluster: c, svcAgent: c.Clients[0], callAgent: c.Clients[1]}
-		if err := c.Start(60 * time.Second); err != nil {
+		c := fed.Datacenters[0]
+		setup := consulSetup{agents: fed.Members(), cluster: c, federated: fed.Datacenters[1:], svcAgent: c.Clients[0], callAgent: c.Clients[1]}
+		if err := fed.Start(time.Duration(cfg.dcs) * 60 * time.Second); err != nil {
 			return setup, err
 		}
-		return secure(ctx, cfg, c, setup)
+		return secure(ctx, cfg, fed, setup)
 	})
 }
 
@@ -83,9 +126,14 @@ func startCluster(ctx context.Context, cfg config, w io.Writer) (*fleet, consulS
 // report key), a CA of the service's own apart from Consul's, with a
 // server certificate per instance and a client certificate for callers
 // (mutual TLS), and client.env with the variables that point cmd/client
-// (or the consul CLI) at client agent 2 with all of it.
-func secure(ctx context.Context, cfg config, c *localconsul.Cluster, setup consulSetup) (consulSetup, error) {
+// (or the consul CLI) at client agent 2 with all of it. With several
+// datacenters, the tokens are made in the primary, global, and known to
+// every datacenter's servers before any is used; each datacenter's
+// instances register through its client agent 1, and client.env names
+// the datacenters to call (TRIMCLIENT_DATACENTERS).
+func secure(ctx context.Context, cfg config, fed *localconsul.Federation, setup consulSetup) (consulSetup, error) {
 	dir := cfg.state
+	c := fed.Datacenters[0]
 	api, err := c.Servers[0].API()
 	if err != nil {
 		return setup, err
@@ -113,39 +161,43 @@ func secure(ctx context.Context, cfg config, c *localconsul.Cluster, setup consu
 	}
 	// Every instance's token and certificate, made before any instance
 	// starts, and known to every server before any is used.
-	args := make([][]string, cfg.instances)
 	secrets := []string{tokens.Client}
-	for i := range args {
-		id := fmt.Sprintf("trimsvc-%d", i+1)
-		token, err := sec.InstanceToken(api, "trimsvc", id, setup.svcAgent.Name)
-		if err != nil {
-			return setup, err
+	var servers []*localconsul.Agent
+	for _, dc := range fed.Datacenters {
+		servers = append(servers, dc.Servers...)
+		agent := dc.Clients[0]
+		for i := range cfg.instances {
+			id := fmt.Sprintf("%strimsvc-%d", memberPrefix(setup, dc), i+1)
+			token, err := sec.InstanceToken(api, "trimsvc", id, agent.Name)
+			if err != nil {
+				return setup, err
+			}
+			secrets = append(secrets, token)
+			tokenFile := abs(filepath.Join(dir, id+".token"))
+			if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+				return setup, err
+			}
+			cert, err := serviceCA.LoopbackServer(id)
+			if err != nil {
+				return setup, err
+			}
+			setup.instances = append(setup.instances, instanceSpec{name: id, datacenter: setup.datacenterOf(agent), agent: agent,
+				args: []string{"-service-id", id,
+					"-consul-ca-file", sec.CA.CertFile, "-consul-client-cert", sec.CLICertFile, "-consul-client-key", sec.CLIKeyFile,
+					"-consul-token-file", tokenFile,
+					"-tls-cert-file", abs(cert.CertFile), "-tls-key-file", abs(cert.KeyFile), "-tls-client-ca-file", abs(serviceCA.File),
+					// Consul's check presents the agent's certificate, of Consul's
+					// CA: let in for health checks only; and the agent cannot
+					// verify a certificate of the service's CA.
+					"-tls-check-ca-file", sec.CA.CertFile, "-check-tls-skip-verify"}})
 		}
-		secrets = append(secrets, token)
-		tokenFile := abs(filepath.Join(dir, id+".token"))
-		if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
-			return setup, err
-		}
-		cert, err := serviceCA.LoopbackServer(id)
-		if err != nil {
-			return setup, err
-		}
-		args[i] = []string{"-service-id", id,
-			"-consul-ca-file", sec.CA.CertFile, "-consul-client-cert", sec.CLICertFile, "-consul-client-key", sec.CLIKeyFile,
-			"-consul-token-file", tokenFile,
-			"-tls-cert-file", abs(cert.CertFile), "-tls-key-file", abs(cert.KeyFile), "-tls-client-ca-file", abs(serviceCA.File),
-			// Consul's check presents the agent's certificate, of Consul's
-			// CA: let in for health checks only; and the agent cannot
-			// verify a certificate of the service's CA.
-			"-tls-check-ca-file", sec.CA.CertFile, "-check-tls-skip-verify"}
 	}
-	if err := localconsul.WaitTokens(ctx, c.Servers, secrets...); err != nil {
+	if err := localconsul.WaitTokens(ctx, servers, secrets...); err != nil {
 		return setup, err
 	}
-	setup.instanceArgs = args
 	setup.caller = &callerFiles{ConsulAddr: setup.callAgent.URL(), ConsulCA: abs(sec.CA.CertFile),
 		ConsulCert: abs(sec.CLICertFile), ConsulKey: abs(sec.CLIKeyFile), TokenFile: abs(filepath.Join(dir, "client.token")),
-		TLSCA: abs(serviceCA.File), TLSCert: abs(caller.CertFile), TLSKey: abs(caller.KeyFile)}
+		TLSCA: abs(serviceCA.File), TLSCert: abs(caller.CertFile), TLSKey: abs(caller.KeyFile), Datacenters: setup.datacenters()}
 	setup.clientEnv = filepath.Join(dir, "client.env")
 	cf := setup.caller
 	env := fmt.Sprintf(`export CONSUL_HTTP_ADDR=%s
@@ -157,7 +209,19 @@ export TRIMCLIENT_TLS_CA_FILE=%s
 export TRIMCLIENT_TLS_CERT_FILE=%s
 export TRIMCLIENT_TLS_KEY_FILE=%s
 `, cf.ConsulAddr, cf.ConsulCA, cf.ConsulCert, cf.ConsulKey, cf.TokenFile, cf.TLSCA, cf.TLSCert, cf.TLSKey)
+	if len(cf.Datacenters) > 0 {
+		env += fmt.Sprintf("export TRIMCLIENT_DATACENTERS=%s\n", strings.Join(cf.Datacenters, ","))
+	}
 	return setup, os.WriteFile(setup.clientEnv, []byte(env), 0o600)
+}
+
+// memberPrefix is what the names of c's members start with: nothing in
+// the primary datacenter (or the only one), "dc2-" in dc2.
+func memberPrefix(setup consulSetup, c *localconsul.Cluster) string {
+	if c == setup.cluster {
+		return ""
+	}
+	return c.Datacenter + "-"
 }
 
 // abs is p made absolute, or p when that fails.
@@ -205,13 +269,17 @@ func leaveRunning(ctx context.Context, cfg config, w io.Writer, start func(consu
 		}
 	}()
 	setup, err := start(bins.consul)
-	f.cluster = setup.cluster
+	f.cluster, f.federated = setup.cluster, setup.federated
 	if setup.cluster != nil {
 		st.Cluster = abs(filepath.Join(cfg.state, "consul"))
 	}
+	for _, c := range setup.federated {
+		st.Federated = append(st.Federated, c.Dir())
+	}
+	st.Datacenters = setup.datacenters()
 	for _, a := range setup.agents {
 		if a.PID() != 0 {
-			st.Consul = append(st.Consul, stateProc{Name: a.Name, PID: a.PID(), Exe: bins.consul, Addr: a.HTTPAddr, Log: a.LogPath})
+			st.Consul = append(st.Consul, stateProc{Name: a.Name, Datacenter: setup.datacenterOf(a), PID: a.PID(), Exe: bins.consul, Addr: a.HTTPAddr, Log: a.LogPath})
 		}
 	}
 	if err != nil {
@@ -224,14 +292,15 @@ func leaveRunning(ctx context.Context, cfg config, w io.Writer, start func(consu
 			return f, setup, err
 		}
 	}
-	for i := range cfg.instances {
-		name := fmt.Sprintf("trimsvc-%d", i+1)
-		var extra []string
-		if i < len(setup.instanceArgs) {
-			extra = setup.instanceArgs[i]
+	specs := setup.instances
+	if len(specs) == 0 {
+		for i := range cfg.instances {
+			specs = append(specs, instanceSpec{name: fmt.Sprintf("trimsvc-%d", i+1), agent: setup.svcAgent})
 		}
-		st.Instances = append(st.Instances, stateProc{Name: name, Exe: bins.trimsvc, Log: abs(filepath.Join(cfg.state, name+".log")),
-			Args: instanceArgs(setup.svcAgent.URL(), extra...), Env: env})
+	}
+	for i, in := range specs {
+		st.Instances = append(st.Instances, stateProc{Name: in.name, Datacenter: in.datacenter, Exe: bins.trimsvc,
+			Log: abs(filepath.Join(cfg.state, in.name+".log")), Args: instanceArgs(in.agent.URL(), in.args...), Env: env})
 		if _, err := startInstance(ctx, bins.trimsvc, cfg.state, &st.Instances[i]); err != nil {
 			return f, setup, err
 		}
@@ -251,16 +320,14 @@ func leaveRunning(ctx context.Context, cfg config, w io.Writer, start func(consu
 // failed stops what a failed start started and keeps its logs; it says
 // where.
 func (f *fleet) failed(w io.Writer) string {
-	lines, err := f.stopAll(downGraceNoLeader)
+	lines, err := f.stopAll(func(stateProc) time.Duration { return downGraceNoLeader })
 	for _, l := range lines {
 		fmt.Fprintf(w, "stopped after the failed start: %s\n", l)
 	}
 	if err != nil {
 		return fmt.Sprintf("stopping what started failed too (%v): run `make down`", err)
 	}
-	if f.cluster != nil {
-		_ = f.cluster.Close() // its port blocks, held by this process
-	}
+	f.closeClusters() // their port blocks, held by this process
 	kept, err := keepLogs(f.dir, time.Now())
 	if err != nil {
 		return fmt.Sprintf("everything started is stopped; %v", err)

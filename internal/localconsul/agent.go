@@ -62,11 +62,17 @@ type Options struct {
 	// ConfigDir, when set, is passed as -config-dir: service definitions
 	// in it are the agent's own.
 	ConfigDir string
-	// Datacenter names a dev agent's datacenter (default dc1), and
-	// JoinWAN the WAN gossip addresses (another dev agent's SerfWANAddr)
-	// it federates with: two dev agents are two datacenters.
+	// Datacenter names the agent's datacenter (default dc1), and JoinWAN
+	// the WAN gossip addresses (another datacenter's servers'
+	// SerfWANAddr) that a server, or a dev agent, federates with: two dev
+	// agents are two datacenters. A cluster's members get theirs from
+	// their Federation.
 	Datacenter string
 	JoinWAN    []string
+	// PrimaryDatacenter, when set, names the federation's primary
+	// datacenter, whose servers hold the ACLs; the servers of any other
+	// datacenter replicate them (with Security's ReplicationToken).
+	PrimaryDatacenter string
 }
 
 // Member is how an agent takes part in a cluster.
@@ -101,7 +107,7 @@ func New(bin, dir string, opts Options) (*Agent, error) {
 			kind = "client"
 		}
 		var err error
-		if a.certFile, a.keyFile, err = sec.CA.Cert(kind); err != nil {
+		if a.certFile, a.keyFile, err = sec.CA.CertFor(kind, opts.Datacenter); err != nil {
 			return nil, err
 		}
 	}
@@ -158,10 +164,13 @@ ports {
 }
 `, filepath.Join(a.dir, "data"), a.Name, httpPorts, ports[1], ports[2], ports[3], ports[4], ports[5])
 	if sec := a.opts.Security; sec != nil {
-		b.WriteString(sec.hcl(a.certFile, a.keyFile, a.opts.Member == nil || a.opts.Member.Server))
+		b.WriteString(sec.hcl(a.certFile, a.keyFile, a.opts.Member == nil || a.opts.Member.Server, a.secondary()))
 	}
 	if a.opts.Datacenter != "" {
 		fmt.Fprintf(&b, "datacenter = %q\n", a.opts.Datacenter)
+	}
+	if a.opts.PrimaryDatacenter != "" {
+		fmt.Fprintf(&b, "primary_datacenter = %q\n", a.opts.PrimaryDatacenter)
 	}
 	if len(a.opts.JoinWAN) > 0 {
 		fmt.Fprintf(&b, "retry_join_wan = [%s]\nretry_interval_wan = \"1s\"\n", quoted(a.opts.JoinWAN))
@@ -185,6 +194,24 @@ performance { raft_multiplier = 1 }
 	return nil
 }
 
+// Datacenter is the agent's datacenter: dc1 unless its options named
+// another.
+func (a *Agent) Datacenter() string {
+	if a.opts.Datacenter == "" {
+		return defaultDatacenter
+	}
+	return a.opts.Datacenter
+}
+
+// secondary reports whether the agent is in a datacenter other than its
+// federation's primary.
+func (a *Agent) secondary() bool {
+	return a.opts.PrimaryDatacenter != "" && a.opts.PrimaryDatacenter != a.Datacenter()
+}
+
+// defaultDatacenter is Consul's datacenter when none is configured.
+const defaultDatacenter = "dc1"
+
 func quoted(ss []string) string {
 	q := make([]string, len(ss))
 	for i, s := range ss {
@@ -196,6 +223,12 @@ func quoted(ss []string) string {
 // setRetryJoin rewrites the configuration with the members to join.
 func (a *Agent) setRetryJoin(addrs []string) error {
 	a.opts.Member.RetryJoin = addrs
+	return a.writeConfig()
+}
+
+// setJoinWAN rewrites the configuration with the WAN addresses to join.
+func (a *Agent) setJoinWAN(addrs []string) error {
+	a.opts.JoinWAN = addrs
 	return a.writeConfig()
 }
 

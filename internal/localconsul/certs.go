@@ -50,7 +50,20 @@ func NewCA(bin, dir string) (*CA, error) {
 // uses too: good for serving and for calling) or "cli" (for calling only).
 // All hold localhost and 127.0.0.1.
 func (ca *CA) Cert(kind string) (certFile, keyFile string, err error) {
-	files, err := ca.run("cert", "create", "-"+kind, "-ca", ca.CertFile, "-key", ca.key)
+	return ca.CertFor(kind, "")
+}
+
+// CertFor is Cert for an agent of datacenter dc ("": dc1), as `consul tls
+// cert create -dc` makes it: a server's certificate is valid for
+// server.<dc>.consul, the name that the agents of every datacenter verify
+// (verify_server_hostname) when they call a server of dc, over the WAN
+// too.
+func (ca *CA) CertFor(kind, dc string) (certFile, keyFile string, err error) {
+	args := []string{"cert", "create", "-" + kind, "-ca", ca.CertFile, "-key", ca.key}
+	if dc != "" {
+		args = append(args, "-dc", dc)
+	}
+	files, err := ca.run(args...)
 	if err != nil {
 		return "", "", err
 	}

@@ -23,8 +23,15 @@ type Cluster struct {
 	// Security is the TLS and ACL setup when the cluster is secure, else
 	// nil.
 	Security *Security
+	// Datacenter is the cluster's datacenter: dc1 unless it is a
+	// Federation's secondary.
+	Datacenter string
 
 	dir string // where cluster.json is (see OpenCluster)
+	key string // the gossip key, the Federation's too
+	// primary is the primary datacenter of the cluster's Federation, ""
+	// outside one.
+	primary string
 }
 
 // ClusterOptions says what a Cluster is made of.
@@ -41,6 +48,18 @@ type ClusterOptions struct {
 // NewCluster prepares a cluster that runs bin, each member's data and log in
 // a directory of its own under dir. Start it with Start.
 func NewCluster(bin, dir string, o ClusterOptions) (*Cluster, error) {
+	return newCluster(bin, dir, o, federated{})
+}
+
+// federated is how a cluster takes part in a Federation: its datacenter,
+// the primary's, and what it shares with the primary's cluster (nil for
+// the primary itself).
+type federated struct {
+	datacenter, primary string
+	with                *Cluster
+}
+
+func newCluster(bin, dir string, o ClusterOptions, fed federated) (*Cluster, error) {
 	// Absolute: the members' configurations name their data directories,
 	// and OpenCluster may run elsewhere.
 	dir, err := filepath.Abs(dir)
@@ -49,26 +68,43 @@ func NewCluster(bin, dir string, o ClusterOptions) (*Cluster, error) {
 	}
 	o.Servers = cmp(o.Servers, 3)
 	o.Clients = cmp(o.Clients, 2)
-	out, err := exec.Command(bin, "keygen").Output()
-	if err != nil {
-		return nil, fmt.Errorf("consul keygen: %w", err)
+	c := &Cluster{dir: dir, Datacenter: defaultDatacenter, primary: fed.primary}
+	if fed.datacenter != "" {
+		c.Datacenter = fed.datacenter
 	}
-	key := strings.TrimSpace(string(out)) // gossip encryption
-	c := &Cluster{dir: dir}
-	if o.Secure {
-		if c.Security, err = NewSecurity(bin, dir); err != nil {
-			return nil, err
+	if fed.with != nil {
+		// One gossip key for the LAN and the WAN; one CA and one set of
+		// tokens, the primary's.
+		c.key, c.Security = fed.with.key, fed.with.Security
+	} else {
+		out, err := exec.Command(bin, "keygen").Output()
+		if err != nil {
+			return nil, fmt.Errorf("consul keygen: %w", err)
 		}
+		c.key = strings.TrimSpace(string(out)) // gossip encryption
+		if o.Secure {
+			if c.Security, err = NewSecurity(bin, dir); err != nil {
+				return nil, err
+			}
+		}
+	}
+	// A secondary datacenter's members are named after it: its agents
+	// and the primary's are listed together (consul members -wan, a
+	// setup's state).
+	prefix := ""
+	if c.secondary() {
+		prefix = c.Datacenter + "-"
 	}
 	for i := range o.Servers + o.Clients {
 		server := i < o.Servers
-		name := fmt.Sprintf("server-%d", i+1)
+		name := fmt.Sprintf("%sserver-%d", prefix, i+1)
 		if !server {
-			name = fmt.Sprintf("client-%d", i-o.Servers+1)
+			name = fmt.Sprintf("%sclient-%d", prefix, i-o.Servers+1)
 		}
-		a, err := New(bin, filepath.Join(dir, name), Options{Detach: o.Detach, Security: c.Security, Member: &Member{
-			Name: name, Server: server, BootstrapExpect: o.Servers, Encrypt: key,
-		}})
+		a, err := New(bin, filepath.Join(dir, name), Options{Detach: o.Detach, Security: c.Security,
+			Datacenter: fed.datacenter, PrimaryDatacenter: fed.primary, Member: &Member{
+				Name: name, Server: server, BootstrapExpect: o.Servers, Encrypt: c.key,
+			}})
 		if err != nil {
 			return nil, err
 		}
@@ -83,6 +119,10 @@ func NewCluster(bin, dir string, o ClusterOptions) (*Cluster, error) {
 	}
 	return c, nil
 }
+
+// secondary reports whether the cluster is a Federation's datacenter
+// other than the primary.
+func (c *Cluster) secondary() bool { return c.primary != "" && c.primary != c.Datacenter }
 
 func cmp(n, def int) int {
 	if n <= 0 {
@@ -172,14 +212,17 @@ func (c *Cluster) start(members []*Agent, deadline time.Time) error {
 
 // agentToken creates the agents' token, waits until every server knows
 // it, and sets it again on each server, whose first sync, made before the
-// token existed, failed.
+// token existed, failed. A secondary datacenter's servers do not create
+// it: the primary's did, and they know it once they have replicated it.
 func (c *Cluster) agentToken(ctx context.Context) error {
-	api, err := c.Servers[0].API()
-	if err != nil {
-		return err
-	}
-	if err := c.Security.CreateAgentToken(ctx, api); err != nil {
-		return err
+	if !c.secondary() {
+		api, err := c.Servers[0].API()
+		if err != nil {
+			return err
+		}
+		if err := c.Security.CreateAgentToken(ctx, api); err != nil {
+			return err
+		}
 	}
 	if err := WaitTokens(ctx, c.Servers, c.Security.AgentToken); err != nil {
 		return err

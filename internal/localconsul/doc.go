@@ -1,6 +1,7 @@
 // Package localconsul runs Consul on loopback for trimkit's demo, tests and
-// benchmarks: a dev agent (New, Start) or a cluster of servers and client
-// agents (NewCluster), optionally with TLS and default-deny ACLs
+// benchmarks: a dev agent (New, Start), a cluster of servers and client
+// agents (NewCluster), or clusters in several datacenters federated over
+// the WAN (NewFederation), optionally with TLS and default-deny ACLs
 // (Security), each member on free ports with its own data directory,
 // stopped by PID. An agent's ports are claimed below the kernel's
 // ephemeral range until Close, so that it restarts on them (see

@@ -14,6 +14,10 @@ import (
 type clusterFile struct {
 	Members  []memberFile  `json:"members"`
 	Security *securityFile `json:"security,omitempty"`
+	// Datacenter and Primary are a Federation's datacenter's name and its
+	// primary's; "" for a cluster of its own.
+	Datacenter string `json:"datacenter,omitempty"`
+	Primary    string `json:"primary_datacenter,omitempty"`
 }
 
 type memberFile struct {
@@ -24,6 +28,7 @@ type memberFile struct {
 	DNSPort     int    `json:"dns_port"`
 	SerfLANAddr string `json:"serf_lan_addr"`
 	ServerAddr  string `json:"server_addr"`
+	SerfWANAddr string `json:"serf_wan_addr,omitempty"`
 }
 
 type securityFile struct {
@@ -34,6 +39,8 @@ type securityFile struct {
 	CLIKeyFile      string `json:"cli_key_file"`
 	ManagementToken string `json:"management_token"`
 	AgentToken      string `json:"agent_token"`
+	// ReplicationToken is a federation's (Security.ReplicationToken).
+	ReplicationToken string `json:"replication_token,omitempty"`
 }
 
 func clusterPath(dir string) string { return filepath.Join(dir, "cluster.json") }
@@ -41,14 +48,18 @@ func clusterPath(dir string) string { return filepath.Join(dir, "cluster.json") 
 // save writes cluster.json; it holds the management token, so only its
 // owner may read it.
 func (c *Cluster) save() error {
-	var f clusterFile
+	f := clusterFile{Primary: c.primary}
+	if c.primary != "" {
+		f.Datacenter = c.Datacenter
+	}
 	for _, a := range c.Members() {
 		f.Members = append(f.Members, memberFile{Name: a.Name, Server: a.opts.Member.Server, Dir: a.dir,
-			HTTPAddr: a.HTTPAddr, DNSPort: a.DNSPort, SerfLANAddr: a.SerfLANAddr, ServerAddr: a.ServerAddr})
+			HTTPAddr: a.HTTPAddr, DNSPort: a.DNSPort, SerfLANAddr: a.SerfLANAddr, ServerAddr: a.ServerAddr, SerfWANAddr: a.SerfWANAddr})
 	}
 	if s := c.Security; s != nil {
 		f.Security = &securityFile{CADir: s.CA.dir, CACertFile: s.CA.CertFile, CAKeyFile: s.CA.key,
-			CLICertFile: s.CLICertFile, CLIKeyFile: s.CLIKeyFile, ManagementToken: s.ManagementToken, AgentToken: s.AgentToken}
+			CLICertFile: s.CLICertFile, CLIKeyFile: s.CLIKeyFile, ManagementToken: s.ManagementToken, AgentToken: s.AgentToken,
+			ReplicationToken: s.ReplicationToken}
 	}
 	b, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
@@ -79,17 +90,23 @@ func OpenCluster(bin, dir string) (*Cluster, error) {
 	if len(f.Members) == 0 {
 		return nil, errors.New("open cluster: no members recorded in " + clusterPath(dir))
 	}
-	c := &Cluster{dir: dir}
+	c := &Cluster{dir: dir, Datacenter: defaultDatacenter, primary: f.Primary}
+	if f.Datacenter != "" {
+		c.Datacenter = f.Datacenter
+	}
 	if s := f.Security; s != nil {
 		c.Security = &Security{CA: &CA{CertFile: s.CACertFile, bin: bin, dir: s.CADir, key: s.CAKeyFile},
-			ManagementToken: s.ManagementToken, AgentToken: s.AgentToken, CLICertFile: s.CLICertFile, CLIKeyFile: s.CLIKeyFile}
+			ManagementToken: s.ManagementToken, AgentToken: s.AgentToken, ReplicationToken: s.ReplicationToken,
+			CLICertFile: s.CLICertFile, CLIKeyFile: s.CLIKeyFile}
 	}
 	for _, m := range f.Members {
 		a := &Agent{
 			Name: m.Name, HTTPAddr: m.HTTPAddr, DNSPort: m.DNSPort, SerfLANAddr: m.SerfLANAddr, ServerAddr: m.ServerAddr,
-			LogPath: filepath.Join(m.Dir, "consul.log"),
-			bin:     bin, dir: m.Dir, config: filepath.Join(m.Dir, "agent.hcl"),
-			opts:    Options{Detach: true, Security: c.Security, Member: &Member{Name: m.Name, Server: m.Server}},
+			SerfWANAddr: m.SerfWANAddr,
+			LogPath:     filepath.Join(m.Dir, "consul.log"),
+			bin:         bin, dir: m.Dir, config: filepath.Join(m.Dir, "agent.hcl"),
+			opts: Options{Detach: true, Security: c.Security, Datacenter: f.Datacenter, PrimaryDatacenter: f.Primary,
+				Member: &Member{Name: m.Name, Server: m.Server}},
 			started: true, // its ports are the ones its peers know
 		}
 		if m.Server {
@@ -110,6 +127,9 @@ func (c *Cluster) Member(name string) *Agent {
 	}
 	return nil
 }
+
+// Dir is the cluster's directory, where OpenCluster finds it.
+func (c *Cluster) Dir() string { return c.dir }
 
 // IsServer reports whether the agent is a cluster's server.
 func (a *Agent) IsServer() bool { return a.opts.Member != nil && a.opts.Member.Server }

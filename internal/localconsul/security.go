@@ -3,6 +3,7 @@ package localconsul
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -30,6 +31,10 @@ type Security struct {
 	// agent starts (see Cluster.Start), and a secure dev agent once it has
 	// elected itself (see Agent.Start).
 	AgentToken string
+	// ReplicationToken is the token with which the servers of a secondary
+	// datacenter replicate the primary's ACLs (see Federation), a secret
+	// chosen in advance as AgentToken is; "" for a single datacenter.
+	ReplicationToken string
 	// CLICertFile and CLIKeyFile are a certificate for calling agents'
 	// HTTPS API, which asks for one (verify_incoming).
 	CLICertFile, CLIKeyFile string
@@ -56,12 +61,18 @@ func newUUID() string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }
 
-// hcl is an agent's TLS and ACL configuration; server agents bootstrap the
-// ACL system with the management token.
-func (s *Security) hcl(certFile, keyFile string, server bool) string {
-	management := ""
-	if server {
-		management = fmt.Sprintf("initial_management = %q\n    ", s.ManagementToken)
+// hcl is an agent's TLS and ACL configuration. The servers of the primary
+// datacenter (or of the only one) bootstrap the ACL system with the
+// management token; those of a secondary datacenter (secondary) replicate
+// the primary's tokens and policies with the replication token instead.
+func (s *Security) hcl(certFile, keyFile string, server, secondary bool) string {
+	replication, tokens := "", ""
+	switch {
+	case server && secondary:
+		replication = "enable_token_replication = true\n  "
+		tokens = fmt.Sprintf("replication = %q\n    ", s.ReplicationToken)
+	case server:
+		tokens = fmt.Sprintf("initial_management = %q\n    ", s.ManagementToken)
 	}
 	return fmt.Sprintf(`tls {
   defaults {
@@ -78,11 +89,11 @@ acl {
   enabled = true
   default_policy = "deny"
   enable_token_persistence = true
-  tokens {
+  %stokens {
     %sagent = %q
   }
 }
-`, s.CA.CertFile, certFile, keyFile, management, s.AgentToken)
+`, s.CA.CertFile, certFile, keyFile, replication, tokens, s.AgentToken)
 }
 
 // Tokens are least-privilege ACL tokens' secrets.
@@ -175,6 +186,39 @@ func (s *Security) CreateAgentToken(ctx context.Context, c *api.Client) error {
 			return fmt.Errorf("create the agents' token: %w (last: %v)", ctx.Err(), err)
 		}
 	}
+}
+
+// CreateReplicationToken creates, through c (an agent of the primary
+// datacenter, holding the management token), the replication token,
+// ReplicationToken, if it does not exist yet: with the permissions Consul's
+// ACL replication asks for (acl:write to replicate tokens and policies,
+// operator:write, service:read and intention:read for configuration
+// entries and intentions). It retries while the ACL system is still
+// bootstrapping, at most until ctx ends.
+func (s *Security) CreateReplicationToken(ctx context.Context, c *api.Client) error {
+	for {
+		err := s.replicationToken(c.ACL())
+		if err == nil {
+			return nil
+		}
+		if !ctxtime.Sleep(ctx, 100*time.Millisecond) {
+			return fmt.Errorf("create the replication token: %w (last: %v)", ctx.Err(), err)
+		}
+	}
+}
+
+func (s *Security) replicationToken(acl *api.ACL) error {
+	if s.ReplicationToken == "" {
+		return errors.New("no replication token chosen: not a federation")
+	}
+	p, err := policy(acl, "acl-replication", `acl = "write"
+operator = "write"
+service_prefix "" { policy = "read" intention = "read" }`)
+	if err != nil {
+		return err
+	}
+	_, err = token(acl, s.ReplicationToken, "ACL replication of secondary datacenters", p)
+	return err
 }
 
 func (s *Security) agentToken(acl *api.ACL) error {
