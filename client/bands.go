@@ -156,8 +156,16 @@ type banding struct {
 	ramping    bool
 	ramp       time.Duration // returnRamp; shorter in tests
 
-	now            time.Time // of the snapshot being built
-	healthy, count []float64 // of the snapshot being built
+	// The instances that counted as healthy at the last snapshot, and
+	// since when those that ramp back do.
+	wasHealthy map[*Node]bool
+	rampFrom   map[*Node]time.Time
+
+	// Of the snapshot being built.
+	now            time.Time
+	healthy, count []float64
+	nowHealthy     map[*Node]bool
+	nowRamping     map[*Node]time.Time
 }
 
 func (b *banding) init(n int) {
@@ -196,6 +204,7 @@ func (b *banding) start() *bandsSnap {
 	clear(b.healthy)
 	clear(b.count)
 	b.now, b.ramping = time.Now(), false
+	b.nowHealthy, b.nowRamping = make(map[*Node]bool, len(b.wasHealthy)), map[*Node]time.Time{}
 	return &bandsSnap{bands: make([]bandSnap, n), upTo: make([]float64, n), load: make([]float64, n)}
 }
 
@@ -211,21 +220,19 @@ func (b *banding) add(bs *bandsSnap, n *Node, t int) {
 	// Healthy: ready or held, or connecting for the first time (no
 	// failure seen: a new instance is dialled on its first call).
 	if t != tierReady && t != tierHeld && (t != tierConnecting || n.wasReady.Load()) {
-		n.wasHealthy, n.rampFrom = false, time.Time{}
 		return
 	}
-	if !n.wasHealthy {
-		n.wasHealthy = true
-		if b.started && b.health[band] < 1 {
-			n.rampFrom = b.now
-		}
+	b.nowHealthy[n] = true
+	from, ramps := b.rampFrom[n]
+	if !b.wasHealthy[n] && b.started && b.health[band] < 1 {
+		from, ramps = b.now, true
 	}
 	w := 1.0
-	if !n.rampFrom.IsZero() {
-		if w = float64(b.now.Sub(n.rampFrom)) / float64(b.ramp); w >= 1 {
-			w, n.rampFrom = 1, time.Time{}
+	if ramps {
+		if w = float64(b.now.Sub(from)) / float64(b.ramp); w < 1 {
+			b.nowRamping[n], b.ramping = from, true
 		} else {
-			b.ramping = true
+			w = 1
 		}
 	}
 	b.healthy[band] += w
@@ -239,6 +246,7 @@ func (b *banding) finish(bs *bandsSnap, again func()) *bandsSnap {
 		total[i] = max(b.registered[i], int(b.count[i]))
 		b.health[i] = bandHealth(b.healthy[i], total[i], b.over)
 	}
+	b.wasHealthy, b.rampFrom = b.nowHealthy, b.nowRamping
 	bandLoads(b.healthy, total, b.over, bs.load)
 	bs.healthy, bs.total = slices.Clone(b.healthy), total
 	sum := 0.0

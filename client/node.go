@@ -116,10 +116,6 @@ type Node struct {
 	// set before it is first published; it changes only when datacenters
 	// change places (_nearest).
 	band atomic.Int32
-	// Whether it counted as healthy in its band at the last snapshot, and
-	// since when it ramps back (see banding); guarded by owner.mu.
-	wasHealthy bool
-	rampFrom   time.Time
 }
 
 // Addr is the instance as discovery reported it: "host:port".
