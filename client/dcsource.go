@@ -258,12 +258,7 @@ func (s *dcSource) bands() bandUpdate {
 func (s *dcSource) deregisterBands(ch chan<- bandUpdate) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for i, c := range s.subs {
-		if c == ch {
-			s.subs = append(s.subs[:i], s.subs[i+1:]...)
-			return
-		}
-	}
+	s.subs = slices.DeleteFunc(s.subs, func(c chan<- bandUpdate) bool { return c == ch })
 }
 
 // Register implements go-kit's sd.Instancer: every band's instances
