@@ -60,10 +60,10 @@ type watcher struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	// ids holds the entry of each address of the answer known last, the
-	// zero Entry where several share it: read on every least-loaded pick, so
-	// without a lock.
-	ids atomic.Pointer[map[string]Entry]
+	// byAddr holds the entry of each address of the answer known last,
+	// the zero Entry where several share it: read on every least-loaded
+	// pick, so without a lock.
+	byAddr atomic.Pointer[map[string]Entry]
 
 	// hinted says a NoInstancesError gave consulname.UnreachableHint already.
 	hinted atomic.Bool
@@ -174,7 +174,7 @@ func newWatcher(client Client, logger log.Logger, service string, tags []string,
 		subs:        map[chan<- kitsd.Event]struct{}{},
 	}
 	firstCtx, firstCancel := context.WithTimeout(ctx, firstQueryTimeout)
-	instances, ids, last, err := s.query(firstCtx, 0)
+	instances, byAddr, last, err := s.query(firstCtx, 0)
 	firstCancel()
 	var index uint64
 	if err != nil {
@@ -182,7 +182,7 @@ func newWatcher(client Client, logger log.Logger, service string, tags []string,
 		s.state = kitsd.Event{Err: err}
 	} else {
 		s.state = kitsd.Event{Instances: instances}
-		s.ids.Store(&ids)
+		s.byAddr.Store(&byAddr)
 		index = nextIndex(0, last)
 	}
 	go s.loop(ctx, index)
@@ -231,9 +231,9 @@ func (s *watcher) stop() {
 func (s *watcher) loop(ctx context.Context, index uint64) {
 	defer close(s.done)
 	watch(ctx, s.opts, index, func(ctx context.Context, index uint64) (uint64, error) {
-		instances, ids, last, err := s.query(ctx, index)
+		instances, byAddr, last, err := s.query(ctx, index)
 		if err == nil && ctx.Err() == nil {
-			s.update(instances, ids, nil)
+			s.update(instances, byAddr, nil)
 		}
 		return last, err
 	}, func(err error, retryIn time.Duration) {
@@ -244,7 +244,7 @@ func (s *watcher) loop(ctx context.Context, index uint64) {
 
 // update records a query's result and tells subscribers when something
 // changed. A failed query keeps the instances known last.
-func (s *watcher) update(instances []string, ids map[string]Entry, err error) {
+func (s *watcher) update(instances []string, byAddr map[string]Entry, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil {
@@ -255,7 +255,7 @@ func (s *watcher) update(instances []string, ids map[string]Entry, err error) {
 		s.state.Err = err
 		s.seen.errSince = time.Now()
 	} else {
-		s.ids.Store(&ids) // IDs may change while the addresses stay
+		s.byAddr.Store(&byAddr) // entries (IDs, tags, locality) may change while the addresses stay
 		if s.state.Err == nil && slices.Equal(s.state.Instances, instances) {
 			return
 		}
@@ -271,21 +271,17 @@ func (s *watcher) copyState() kitsd.Event {
 }
 
 func (s *watcher) serviceID(addr string) (string, bool) {
-	ids := s.ids.Load()
-	if ids == nil {
-		return "", false
-	}
-	id := (*ids)[addr].ID
-	return id, id != ""
+	e, ok := s.entry(addr)
+	return e.ID, ok
 }
 
 // entry is the entry of the instance at addr in the answer known last.
 func (s *watcher) entry(addr string) (Entry, bool) {
-	ids := s.ids.Load()
-	if ids == nil {
+	byAddr := s.byAddr.Load()
+	if byAddr == nil {
 		return Entry{}, false
 	}
-	e := (*ids)[addr]
+	e := (*byAddr)[addr]
 	return e, e.ID != ""
 }
 
@@ -302,7 +298,7 @@ func nextIndex(prev, last uint64) uint64 {
 }
 
 // query asks the health API for the service's instances, blocking while
-// index is current, and returns them with their service IDs by address.
+// index is current, and returns them with their entries by address.
 func (s *watcher) query(ctx context.Context, index uint64) ([]string, map[string]Entry, uint64, error) {
 	stale, cache := s.opts.read.mode() != ReadLeader, s.opts.read.mode() == ReadCache
 	q := &api.QueryOptions{WaitIndex: index, WaitTime: waitTime, AllowStale: stale, UseCache: cache}
@@ -330,14 +326,14 @@ func (s *watcher) query(ctx context.Context, index uint64) ([]string, map[string
 		_ = level.Warn(s.logger).Log("msg", "consul filtered some instances out by ACLs (the token lacks node:read on their nodes?)", "visible", len(entries))
 	}
 	instances := make([]string, 0, len(entries))
-	ids := make(map[string]Entry, len(entries))
+	byAddr := make(map[string]Entry, len(entries))
 	for _, e := range entries {
 		hostPort := e.hostPort()
 		instances = append(instances, hostPort)
-		if _, dup := ids[hostPort]; dup {
-			ids[hostPort] = Entry{} // two instances at one address: neither is known by it
+		if _, dup := byAddr[hostPort]; dup {
+			byAddr[hostPort] = Entry{} // two instances at one address: neither is known by it
 		} else {
-			ids[hostPort] = e
+			byAddr[hostPort] = e
 		}
 	}
 	slices.Sort(instances)
@@ -346,7 +342,7 @@ func (s *watcher) query(ctx context.Context, index uint64) ([]string, map[string
 	// with X-Consul-KnownLeader false, leader or not.
 	s.seen.index, s.seen.answered, s.seen.behindLeader = meta.LastIndex, time.Now(), meta.LastContact
 	s.mu.Unlock()
-	return slices.Compact(instances), ids, meta.LastIndex, nil
+	return slices.Compact(instances), byAddr, meta.LastIndex, nil
 }
 
 // errNoLeader says that the Consul servers have no leader (quorum lost):
