@@ -321,3 +321,16 @@ func TestLocalityTiers(t *testing.T) {
 		}
 	}
 }
+
+// The go-kit face of a banded source (a client of one band subscribes to
+// it) has every band's instances, from the moment it is subscribed to.
+func TestDCSourceGoKitFace(t *testing.T) {
+	s := &dcSource{names: []string{"dc1", "dc2"}, order: []int{0, 1}, tiers: 1, kit: &pushInstancer{},
+		state: []bandState{{band: 0, name: "dc1", instances: []string{"b:1", "a:1"}}, {band: 1, name: "dc2", instances: []string{"a:1", "c:1"}}}}
+	ch := make(chan kitsd.Event, 1)
+	s.Register(ch)
+	if ev := <-ch; !slices.Equal(ev.Instances, []string{"a:1", "b:1", "c:1"}) {
+		t.Errorf("on Register: %q, want every band's instances, sorted, each once", ev.Instances)
+	}
+	s.Deregister(ch)
+}

@@ -125,11 +125,8 @@ func discover(cfg Config, o *options) (instancer kitsd.Instancer, loads *sd.Load
 			stop()
 			return nil, nil, nil, err
 		}
-		// The client pools its connections in a transport of its own;
-		// nothing else would close them. Stops run last to first.
-		if c, ok := consul.(interface{ CloseIdleConnections() }); ok {
-			stops = append(stops, c.CloseIdleConnections)
-		}
+		// Stops run last to first.
+		stops = append(stops, closeIdleOf(consul))
 		if loads, err = sd.NewLoadWatcher(consul, cfg.Service, catalog, o.logger); err != nil {
 			stop()
 			return nil, nil, nil, err
@@ -147,14 +144,12 @@ func queryInstancer(cfg Config, o *options) (q *pollsd.Instancer, closeIdle func
 	if err != nil {
 		return nil, nil, err
 	}
-	closeIdle = func() {}
-	if c, ok := consul.(interface{ CloseIdleConnections() }); ok {
-		closeIdle = c.CloseIdleConnections
-	}
+	closeIdle = closeIdleOf(consul)
 	exec, ok := consul.(interface {
 		ExecuteQuery(ctx context.Context, name string) ([]string, string, int, error)
 	})
 	if !ok {
+		closeIdle()
 		return nil, nil, errors.New("client: this Consul client cannot run prepared queries")
 	}
 	where := "consul"
@@ -167,6 +162,16 @@ func queryInstancer(cfg Config, o *options) (q *pollsd.Instancer, closeIdle func
 		return nil, nil, err
 	}
 	return q, closeIdle, nil
+}
+
+// closeIdleOf is what closes the idle connections of consul, a
+// ConsulConfig.NewClient's: it pools them in a transport of its own, which
+// nothing else would close.
+func closeIdleOf(consul sd.Client) func() {
+	if c, ok := consul.(interface{ CloseIdleConnections() }); ok {
+		return c.CloseIdleConnections
+	}
+	return func() {}
 }
 
 // banded reports whether cfg (valid) calls for bands: several
@@ -229,8 +234,6 @@ func watchDatacenters(cfg Config, o *options) (*dcSource, error) {
 }
 
 // nearestDatacenters reads the datacenters the agent's servers know,
-// nearest first, and returns them with what reads them again.
-// nearestDatacenters reads the datacenters the agent's servers know,
 // nearest first, and returns them with what reads them again, through a
 // Consul client whose idle connections closeIdle closes.
 func nearestDatacenters(cfg sd.ConsulConfig) (names []string, again func(context.Context) ([]string, error), closeIdle func(), err error) {
@@ -238,14 +241,12 @@ func nearestDatacenters(cfg sd.ConsulConfig) (names []string, again func(context
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	closeIdle = func() {}
-	if c, ok := consul.(interface{ CloseIdleConnections() }); ok {
-		closeIdle = c.CloseIdleConnections
-	}
+	closeIdle = closeIdleOf(consul)
 	byDistance, ok := consul.(interface {
 		DatacentersByDistance(ctx context.Context) ([]string, error)
 	})
 	if !ok {
+		closeIdle()
 		return nil, nil, nil, errors.New("client: this Consul client cannot list datacenters")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -320,8 +320,6 @@ func validConsul(c sd.ConsulConfig) error {
 	if err != nil {
 		return err
 	}
-	if ci, ok := consul.(interface{ CloseIdleConnections() }); ok {
-		ci.CloseIdleConnections()
-	}
+	closeIdleOf(consul)()
 	return nil
 }

@@ -62,7 +62,10 @@ type dcSource struct {
 	state []bandState // by datacenter and tier: state[dc*tiers+tier]
 	order []int       // the datacenters, nearest first (Datacenters' order)
 	subs  []chan<- bandUpdate
-	kit   *pushInstancer // the go-kit face of it, fed on every change
+	// kit is the go-kit face of it, fed on every change once kitUsed: a
+	// client of several bands subscribes to the bands instead.
+	kit     *pushInstancer
+	kitUsed bool
 
 	feeds []feed
 	wg    sync.WaitGroup
@@ -225,7 +228,9 @@ func (s *dcSource) set(dc int, listed bool, ev kitsd.Event) {
 	for _, ch := range s.subs {
 		ch <- u
 	}
-	s.kit.update(s.allInstances())
+	if s.kitUsed {
+		s.kit.update(s.allInstances())
+	}
 }
 
 // allInstances are every band's instances, sorted, each once. s.mu is
@@ -263,7 +268,15 @@ func (s *dcSource) deregisterBands(ch chan<- bandUpdate) {
 
 // Register implements go-kit's sd.Instancer: every band's instances
 // together.
-func (s *dcSource) Register(ch chan<- kitsd.Event) { s.kit.Register(ch) }
+func (s *dcSource) Register(ch chan<- kitsd.Event) {
+	s.mu.Lock()
+	if !s.kitUsed {
+		s.kitUsed = true
+		s.kit.update(s.allInstances())
+	}
+	s.mu.Unlock()
+	s.kit.Register(ch)
+}
 
 // Deregister implements go-kit's sd.Instancer.
 func (s *dcSource) Deregister(ch chan<- kitsd.Event) { s.kit.Deregister(ch) }

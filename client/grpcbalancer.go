@@ -619,7 +619,9 @@ func (p *pushInstancer) updateBands(bands *bandStates) {
 		if i >= len(p.bands) {
 			break
 		}
-		if old := p.bands[i]; old.err == nil && st.err == nil && st.name == old.name && st.registered == old.registered && slices.Equal(st.instances, old.instances) {
+		// A failing band's error passes through unchanged until its watch
+		// answers again: the same error is no change.
+		if old := p.bands[i]; errors.Is(st.err, old.err) && st.name == old.name && st.registered == old.registered && slices.Equal(st.instances, old.instances) {
 			continue
 		}
 		p.bands[i] = st
