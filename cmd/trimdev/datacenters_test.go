@@ -104,15 +104,7 @@ func TestClusterTwoDatacenters(t *testing.T) {
 	callThroughClientEnv(t, bin, stateDir)
 
 	// dc2's leader, by name: killed, another of dc2 leads; started again.
-	member := func(args ...string) string {
-		t.Helper()
-		var out bytes.Buffer
-		if err := run(context.Background(), append([]string{args[0], "-state", stateDir}, args[1:]...), &out, &errOut); err != nil {
-			t.Fatalf("trimdev %v: %v\n%s", args, err, out.String())
-		}
-		t.Logf("trimdev %v:\n%s", args, out.String())
-		return out.String()
-	}
+	member := func(args ...string) string { return runMember(t, stateDir, &errOut, args...) }
 	killed := member("kill", "dc2-leader")
 	name, _, _ := strings.Cut(strings.TrimPrefix(killed, "kill: "), " ")
 	if !strings.HasPrefix(name, "dc2-server-") || !strings.Contains(killed, "leads now") {

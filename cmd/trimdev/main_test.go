@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -139,15 +140,7 @@ func TestUpClusterDown(t *testing.T) {
 					t.Errorf("pid %d not running after %s", pid, tc.cmd)
 				}
 			}
-			member := func(args ...string) string {
-				t.Helper()
-				var out bytes.Buffer
-				if err := run(context.Background(), append([]string{args[0], "-state", stateDir}, args[1:]...), &out, &errOut); err != nil {
-					t.Fatalf("trimdev %v: %v\n%s", args, err, out.String())
-				}
-				t.Logf("trimdev %v:\n%s", args, out.String())
-				return out.String()
-			}
+			member := func(args ...string) string { return runMember(t, stateDir, &errOut, args...) }
 			// An instance killed starts again on its address.
 			before := st.Instances[1]
 			member("kill", before.Name)
@@ -341,4 +334,17 @@ func TestUpWithTracing(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(stateDir, lastDir, "jaeger.log")); err != nil {
 		t.Errorf("Jaeger's log not kept: %v", err)
 	}
+}
+
+// runMember runs the member command args[0] (kill, stop, restart,
+// status) with the rest of args on what stateDir records, and returns
+// its output; its errors go to stderr.
+func runMember(t *testing.T, stateDir string, stderr io.Writer, args ...string) string {
+	t.Helper()
+	var out bytes.Buffer
+	if err := run(context.Background(), append([]string{args[0], "-state", stateDir}, args[1:]...), &out, stderr); err != nil {
+		t.Fatalf("trimdev %v: %v\n%s", args, err, out.String())
+	}
+	t.Logf("trimdev %v:\n%s", args, out.String())
+	return out.String()
 }
