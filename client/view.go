@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc/connectivity"
+
+	"github.com/trimkit/trimkit/sd"
 )
 
 // views are the process's Endpointers, both faces', for Handler: each
@@ -233,8 +235,13 @@ func (e *Endpointer) view(now time.Time) clientJSON {
 	c := clientJSON{Service: e.info.service, Tags: e.info.tags, Face: e.info.face, Balancer: e.info.balancer,
 		SecondsCharted: historyLen - 1, Instances: []instanceJSON{}}
 	if src, ok := e.info.watch.(*dcSource); ok {
+		marshalled := map[*sd.Instancer]json.RawMessage{} // a datacenter's tiers share its watch
 		for _, w := range src.bandWatches() {
-			b, _ := w.MarshalJSON()
+			b, ok := marshalled[w]
+			if !ok {
+				b, _ = w.MarshalJSON()
+				marshalled[w] = b
+			}
 			c.Datacenters = append(c.Datacenters, datacenterJSON{Watch: b})
 		}
 	} else if m, ok := e.info.watch.(json.Marshaler); ok {
