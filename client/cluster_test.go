@@ -182,6 +182,12 @@ func exitCode(t *testing.T, p *proc.Process) int {
 func TestClusterCallersAgentRestarted(t *testing.T) {
 	f := startOnCluster(t, 2, client.Config{})
 	load := loadgen.Start(context.Background(), f.client.Endpoint(), "a g e n t", loadgen.Options{Rate: 200})
+	stopped := false
+	defer func() {
+		if !stopped { // a t.Fatal below: no call outlives the test
+			load.Stop()
+		}
+	}()
 	if err := f.callAgent.Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -194,6 +200,7 @@ func TestClusterCallersAgentRestarted(t *testing.T) {
 	// The client was not restarted: its watch finds the agent again.
 	answered := f.newInstanceAnswers(t)
 	calls, _ := load.Stop()
+	stopped = true
 	if want, have := 0, failures(t, calls); want != have {
 		t.Errorf("failures: want %d, have %d of %d", want, have, len(calls))
 	}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/go-kit/log"
+
+	"github.com/trimkit/trimkit/transport/trim"
 )
 
 func TestDeckReplaysItsSeed(t *testing.T) {
@@ -170,7 +172,8 @@ func TestWANCutHold(t *testing.T) {
 // with two.
 func TestSummaryListsTheDatacenterFaults(t *testing.T) {
 	for _, dcs := range []int{1, 2} {
-		l := newLoad(func(context.Context, interface{}) (interface{}, error) { return nil, nil }, 100)
+		// An answer as the load expects one: a call may start before Stop.
+		l := newLoad(func(context.Context, interface{}) (interface{}, error) { return trim.TrimResponse{Instance: "a"}, nil }, 100)
 		l.start(context.Background())
 		l.Stop()
 		var buf bytes.Buffer
