@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"time"
 
 	"github.com/hashicorp/consul/api"
+	"github.com/hashicorp/serf/coordinate"
 )
 
 // Client is the part of Consul's HTTP API that Instancer and Registrar use
@@ -86,6 +88,68 @@ func (a apiClient) DatacentersByDistance(ctx context.Context) ([]string, error) 
 		return nil, fmt.Errorf("list datacenters at %s: %w", a.addr, asPermission(err))
 	}
 	return out, nil
+}
+
+// NodeDistances estimates, by Consul's network coordinates, the round
+// trip time from node near ("_agent": the agent's own) to each node of
+// the agent's datacenter that has a coordinate, and names that
+// datacenter. Consul gives no distances, only orders: the node near is
+// the first of the catalog's nodes sorted by distance from it
+// (?near=), and each distance is its coordinate's to that node's. An
+// error when near has no coordinate yet (an agent's reaches the servers
+// within a minute or so of its start) or Consul does not know it. The
+// client package's Config.Near reads it.
+func (a apiClient) NodeDistances(ctx context.Context, near string) (string, map[string]time.Duration, error) {
+	if near != "_agent" {
+		if err := pathSafe("node name", near); err != nil {
+			return "", nil, err
+		}
+	}
+	q := (&api.QueryOptions{Near: near}).WithContext(ctx)
+	nodes, _, err := a.c.Catalog().Nodes(q)
+	if err != nil {
+		return "", nil, fmt.Errorf("list nodes near %s at %s: %w", near, a.addr, asPermission(err))
+	}
+	coords, _, err := a.c.Coordinate().Nodes((&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return "", nil, fmt.Errorf("read node coordinates at %s: %w", a.addr, asPermission(err))
+	}
+	byNode := make(map[string]*coordinate.Coordinate, len(coords))
+	for _, c := range coords {
+		if c.Segment == "" && c.Coord != nil && c.Coord.IsValid() {
+			byNode[c.Node] = c.Coord
+		}
+	}
+	if near != "_agent" && (len(nodes) == 0 || nodes[0].Node != near) {
+		// Consul puts near first when it can sort by distance from it.
+		if !slices.ContainsFunc(nodes, func(n *api.Node) bool { return n.Node == near }) {
+			return "", nil, fmt.Errorf("node %q: consul at %s does not know it", near, a.addr)
+		}
+		return "", nil, fmt.Errorf("node %s: no network coordinate yet", near)
+	}
+	if len(nodes) == 0 {
+		return "", nil, fmt.Errorf("nodes near %s: consul at %s lists none", near, a.addr)
+	}
+	from, ok := byNode[nodes[0].Node]
+	if !ok {
+		return "", nil, fmt.Errorf("node %s (near=%s): no network coordinate yet", nodes[0].Node, near)
+	}
+	dist := make(map[string]time.Duration, len(nodes))
+	last := time.Duration(0)
+	for _, n := range nodes {
+		c, ok := byNode[n.Node]
+		if !ok || !c.IsCompatibleWith(from) {
+			continue
+		}
+		d := c.DistanceTo(from)
+		if d < last-time.Microsecond { // Consul's sum, in another order
+			// Not sorted by distance from the first: Consul could not
+			// sort, so the first is not near.
+			return "", nil, fmt.Errorf("nodes near %s: consul at %s did not sort them by distance (no coordinate for %s yet)", near, a.addr, near)
+		}
+		dist[n.Node], last = d, d
+	}
+	return nodes[0].Datacenter, dist, nil
 }
 
 // ExecuteQuery runs the prepared query name (an ID or a name) and returns
