@@ -299,6 +299,30 @@ func TestLocalityTiers(t *testing.T) {
 	for _, c := range []struct {
 		near         locality
 		region, zone string
+		far          bool
+		want         int
+		name         string
+	}{
+		{near: locality{}, region: "r1", zone: "z1", want: 0, name: "dc1"},
+		{near: locality{near: true}, region: "r1", zone: "z1", want: 0, name: "dc1 nearby nodes"},
+		{near: locality{near: true}, far: true, want: 1, name: "dc1 farther nodes"},
+		{near: locality{zone: "z1", near: true}, region: "r1", zone: "z1", far: true, want: 1, name: "dc1 zone z1, farther nodes"},
+		{near: locality{zone: "z1", near: true}, region: "r1", zone: "z2", want: 2, name: "dc1 elsewhere, nearby nodes"},
+		{near: locality{region: "r1", zone: "z1", near: true}, region: "r1", zone: "z2", far: true, want: 3, name: "dc1 region r1, farther nodes"},
+		{near: locality{region: "r1", zone: "z1", near: true}, want: 4, name: "dc1 elsewhere, nearby nodes"},
+		{near: locality{region: "r1", zone: "z1", near: true}, far: true, want: 5, name: "dc1 elsewhere, farther nodes"},
+	} {
+		tier := c.near.tierOf(c.region, c.zone, c.far)
+		if tier != c.want {
+			t.Errorf("%+v: an instance in %s/%s (far %v) in tier %d, want %d", c.near, c.region, c.zone, c.far, tier, c.want)
+		}
+		if name := c.near.name("dc1", tier); name != c.name {
+			t.Errorf("%+v: tier %d named %q, want %q", c.near, tier, name, c.name)
+		}
+	}
+	for _, c := range []struct {
+		near         locality
+		region, zone string
 		want         int
 		name         string
 	}{
@@ -312,7 +336,7 @@ func TestLocalityTiers(t *testing.T) {
 		{locality{region: "r1"}, "r1", "z9", 0, "dc1 region r1"},
 		{locality{region: "r1"}, "r2", "z9", 1, "dc1 elsewhere"},
 	} {
-		tier := c.near.tierOf(c.region, c.zone)
+		tier := c.near.tierOf(c.region, c.zone, false)
 		if tier != c.want {
 			t.Errorf("%+v: an instance in %s/%s in tier %d, want %d", c.near, c.region, c.zone, tier, c.want)
 		}

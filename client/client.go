@@ -175,9 +175,9 @@ func closeIdleOf(consul sd.Client) func() {
 }
 
 // banded reports whether cfg (valid) calls for bands: several
-// datacenters, the nearest ones, or a locality.
+// datacenters, the nearest ones, a locality or nearer nodes.
 func (cfg Config) banded() bool {
-	return len(cfg.Datacenters) > 1 || slices.Equal(cfg.Datacenters, []string{nearestDCs}) || cfg.Region != "" || cfg.Zone != ""
+	return len(cfg.Datacenters) > 1 || slices.Equal(cfg.Datacenters, []string{nearestDCs}) || cfg.Region != "" || cfg.Zone != "" || cfg.Near != ""
 }
 
 // watchDatacenters starts the watches of cfg.Service in each of
@@ -186,7 +186,7 @@ func (cfg Config) banded() bool {
 func watchDatacenters(cfg Config, o *options) (*dcSource, error) {
 	names := cfg.Datacenters
 	if len(names) == 0 {
-		names = []string{""} // the agent's own
+		names = []string{cfg.Consul.Datacenter} // "": the agent's own
 	}
 	var (
 		nearest   func(context.Context) ([]string, error)
@@ -225,12 +225,62 @@ func watchDatacenters(cfg Config, o *options) (*dcSource, error) {
 			}
 		}
 	}
-	src := newDCSource(names, listed, all, locality{region: cfg.Region, zone: cfg.Zone})
+	var distances func(context.Context) (string, map[string]time.Duration, error)
+	if cfg.Near != "" {
+		read, closeIdleNear, err := nodeDistances(cfg.Consul, cfg.Near)
+		if err != nil {
+			stop()
+			return nil, err
+		}
+		closeIdleNearest := closeIdle
+		distances, closeIdle = read, func() { closeIdleNearest(); closeIdleNear() }
+	}
+	src := newDCSource(names, listed, all, locality{region: cfg.Region, zone: cfg.Zone, near: cfg.Near != ""})
 	src.closeIdle = closeIdle
 	if nearest != nil {
 		src.refreshOrder(nearest, o.logger)
 	}
+	if distances != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		dc, dist, err := distances(ctx)
+		cancel()
+		switch {
+		case err == nil:
+			src.setDistances(dc, dist)
+		case cfg.Near != nearAgent:
+			src.Stop()
+			return nil, fmt.Errorf("instances near node %s: %w", cfg.Near, err)
+		default:
+			// An agent that has just started has no coordinate yet.
+			_ = level.Warn(o.logger).Log("msg", "could not read the nodes' distances yet; every instance counts as near until they are read again", "near", cfg.Near, "err", err, "again_in", nearestEvery)
+		}
+		src.refreshNear(distances, o.logger)
+	}
 	return src, nil
+}
+
+// nearAgent, as Config.Near, stands for the agent's node.
+const nearAgent = "_agent"
+
+// nodeDistances returns what reads the nodes' distances from node near
+// (Config.Near), in the agent's datacenter, through a Consul client whose
+// idle connections closeIdle closes.
+func nodeDistances(cfg sd.ConsulConfig, near string) (read func(context.Context) (string, map[string]time.Duration, error), closeIdle func(), err error) {
+	cfg.Datacenter = "" // network coordinates are the agent's datacenter's
+	consul, err := cfg.NewClient()
+	if err != nil {
+		return nil, nil, err
+	}
+	d, ok := consul.(interface {
+		NodeDistances(ctx context.Context, near string) (string, map[string]time.Duration, error)
+	})
+	if !ok {
+		closeIdleOf(consul)()
+		return nil, nil, errors.New("client: this Consul client cannot read network coordinates")
+	}
+	return func(ctx context.Context) (string, map[string]time.Duration, error) {
+		return d.NodeDistances(ctx, near)
+	}, closeIdleOf(consul), nil
 }
 
 // nearestDatacenters reads the datacenters the agent's servers know,

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/go-kit/kit/sd/lb"
@@ -83,6 +84,16 @@ type Config struct {
 	// spill rule as between datacenters (Datacenters). Consul discovery
 	// only. Default: none, every instance alike.
 	Region, Zone string
+	// Near, "_agent" or a node's name, prefers the instances on the nodes
+	// nearest that one, by Consul's network coordinates (its ?near=): in
+	// the agent's datacenter (and in each locality tier), those whose
+	// node's estimated round trip from it is within twice the nearest
+	// one's, or 1ms more, come first, then the rest, with the same spill
+	// rule as between datacenters. Distances are read again every 30s;
+	// until a node has a coordinate, its instances count as near. Consul
+	// discovery only; the token needs node:read. Default: "", every
+	// instance alike.
+	Near string
 
 	// CallConfig says how to call the instances found.
 	CallConfig
@@ -235,8 +246,15 @@ func (c Config) Validate() error {
 	if (c.Region != "" || c.Zone != "") && c.Discovery != "" && c.Discovery != DiscoveryConsul {
 		errs = append(errs, &FieldError{"Zone", fmt.Sprintf("%q", c.Zone), "a locality needs Consul discovery (the HTTP API)"})
 	}
+	if c.Near != "" {
+		if c.Discovery != "" && c.Discovery != DiscoveryConsul {
+			errs = append(errs, &FieldError{"Near", fmt.Sprintf("%q", c.Near), "needs Consul discovery (the HTTP API)"})
+		} else if c.Near != nearAgent && (c.Near == "." || c.Near == ".." || strings.ContainsAny(c.Near, "/?#&=% \t\n")) {
+			errs = append(errs, &FieldError{"Near", fmt.Sprintf("%q", c.Near), fmt.Sprintf("must be %q or a node's name", nearAgent)})
+		}
+	}
 	if c.banded() && c.Subset > 0 {
-		errs = append(errs, &FieldError{"Subset", c.Subset, "not with more than one datacenter, nor a locality"})
+		errs = append(errs, &FieldError{"Subset", c.Subset, "not with more than one datacenter, nor a locality, nor Near"})
 	}
 	if c.Overprovisioning != 0 && !(c.Overprovisioning >= 1 && c.Overprovisioning <= 100) {
 		errs = append(errs, &FieldError{"Overprovisioning", c.Overprovisioning, "must be within [1, 100] (0 means the default, 1.4)"})

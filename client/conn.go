@@ -173,6 +173,7 @@ func dial(service string, instancer kitsd.Instancer, stop func(), p parts, o opt
 //	dc=D             Datacenters: D, then the next dc= in order (repeat)
 //	overprovisioning=F  Overprovisioning of the datacenters' bands
 //	region=R, zone=Z Region, Zone: the caller's locality
+//	near=N           Near: _agent, or a node's name
 //	balancer=B       Balancer: round-robin (default), p2c, least-loaded
 //	discovery=D      Discovery: consul (default), dns or query
 //	query=Q          Query, for query discovery

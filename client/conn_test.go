@@ -349,6 +349,10 @@ func TestConsulTargetParameters(t *testing.T) {
 		{"consul:///orders?dc=dc1&dc=dc2&overprovisioning=2", ""},
 		{"consul:///orders?dc=dc1&dc=dc1", `datacenter "dc1" named twice`},
 		{"consul:///orders?dc=dc1&dc=dc2&overprovisioning=lots", "overprovisioning=lots"},
+		{"consul:///orders?near=_agent&zone=z1", ""},
+		{"consul:///orders?near=node%2F1", `Near "node/1"`},
+		{"consul:///orders?near=_agent&discovery=dns", `Near "_agent": needs Consul discovery`},
+		{"consul:///orders?near=_agent&subset=3", "nor Near"},
 		{"consul:///orders?balancer=fastest", `Balancer "fastest"`},
 		{"consul:///orders?timeout=soon", "timeout=soon"},
 		{"consul:///orders?wait=14s", `unknown parameter "wait"`},
@@ -378,6 +382,10 @@ func TestConsulTargetParameters(t *testing.T) {
 	}
 	u, _ = url.Parse("consul:///orders?dc=east&dc=west&overprovisioning=1.2")
 	if cfg, _ = client.ConsulTarget(*u); !slices.Equal(cfg.Datacenters, []string{"east", "west"}) || cfg.Overprovisioning != 1.2 {
+		t.Errorf("ConsulTarget(%s) = %+v", u, cfg)
+	}
+	u, _ = url.Parse("consul:///orders?near=node-7")
+	if cfg, _ = client.ConsulTarget(*u); cfg.Near != "node-7" {
 		t.Errorf("ConsulTarget(%s) = %+v", u, cfg)
 	}
 }

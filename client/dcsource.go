@@ -59,9 +59,14 @@ type dcSource struct {
 	tiers       int      // locality tiers a datacenter has: near.tiers()
 
 	mu    sync.Mutex
+	last  []lastSeen  // by datacenter: what its watches said last
 	state []bandState // by datacenter and tier: state[dc*tiers+tier]
-	order []int       // the datacenters, nearest first (Datacenters' order)
-	subs  []chan<- bandUpdate
+	// With Config.Near, each node's estimated round trip from the node it
+	// names, in datacenter nearDC (the agent's); nil until read.
+	nearDC string
+	dist   map[string]time.Duration
+	order  []int // the datacenters, nearest first (Datacenters' order)
+	subs   []chan<- bandUpdate
 	// kit is the go-kit face of it, fed on every change once kitUsed: a
 	// client of several bands subscribes to the bands instead.
 	kit     *pushInstancer
@@ -69,10 +74,20 @@ type dcSource struct {
 
 	feeds []feed
 	wg    sync.WaitGroup
-	stop  context.CancelFunc // ends the nearest-first refresh; nil without
+	ctx   context.Context // of the refreshes (nearest first, Near); Stop ends it
+	stop  context.CancelFunc
 	// closeIdle closes the idle connections of the Consul client that
 	// reads the datacenters' order; set once, before it is used.
 	closeIdle func()
+}
+
+// lastSeen is what a datacenter's two watches said last: its passing
+// instances (with the error of a watch that failed: the ones it knew
+// last) and, once it has said, all its instances.
+type lastSeen struct {
+	listed, all []string
+	err         error
+	allKnown    bool
 }
 
 type feed struct {
@@ -83,11 +98,16 @@ type feed struct {
 var _ bandSource = (*dcSource)(nil)
 
 // locality is a caller's place: with a Zone, instances in it are
-// preferred, then those of its Region (when given), then the rest.
-type locality struct{ region, zone string }
+// preferred, then those of its Region (when given), then the rest; with
+// near, within each of those, the instances on nearer nodes first.
+type locality struct {
+	region, zone string
+	near         bool
+}
 
-// tiers is how many locality tiers a datacenter's instances fall in.
-func (l locality) tiers() int {
+// places is how many places (zone, region, elsewhere) a datacenter's
+// instances fall in.
+func (l locality) places() int {
 	n := 1
 	if l.zone != "" {
 		n++
@@ -98,9 +118,31 @@ func (l locality) tiers() int {
 	return n
 }
 
-// tierOf is the tier of an instance registered in region and zone: 0 is
-// the nearest. An instance without a locality is in the last.
-func (l locality) tierOf(region, zone string) int {
+// tiers is how many locality tiers a datacenter's instances fall in: its
+// places, each split in two with near.
+func (l locality) tiers() int {
+	if l.near {
+		return 2 * l.places()
+	}
+	return l.places()
+}
+
+// tierOf is the tier of an instance registered in region and zone, on a
+// node far from the caller's or not: 0 is the nearest. An instance
+// without a locality is in the last place.
+func (l locality) tierOf(region, zone string, far bool) int {
+	t := l.placeOf(region, zone)
+	if l.near {
+		t *= 2
+		if far {
+			t++
+		}
+	}
+	return t
+}
+
+// placeOf is the place of an instance registered in region and zone.
+func (l locality) placeOf(region, zone string) int {
 	t := 0
 	if l.zone != "" {
 		if zone == l.zone && (l.region == "" || region == l.region) {
@@ -111,7 +153,7 @@ func (l locality) tierOf(region, zone string) int {
 	if l.region != "" && region == l.region {
 		return t
 	}
-	return l.tiers() - 1
+	return l.places() - 1
 }
 
 // name is the name of tier t of datacenter dc, for the page and the logs.
@@ -119,19 +161,28 @@ func (l locality) name(dc string, t int) string {
 	if dc == "" {
 		dc = "local"
 	}
-	if l.tiers() == 1 {
-		return dc
+	nodes := ""
+	if l.near {
+		nodes = map[bool]string{false: "nearby nodes", true: "farther nodes"}[t%2 == 1]
+		t /= 2
 	}
-	if l.zone != "" {
-		if t == 0 {
-			return dc + " zone " + l.zone
-		}
-		t--
+	place := ""
+	switch {
+	case l.places() == 1:
+	case l.zone != "" && t == 0:
+		place = "zone " + l.zone
+	case l.region != "" && t == l.places()-2:
+		place = "region " + l.region
+	default:
+		place = "elsewhere"
 	}
-	if l.region != "" && t == 0 {
-		return dc + " region " + l.region
+	switch {
+	case place != "" && nodes != "":
+		return dc + " " + place + ", " + nodes
+	case place != "" || nodes != "":
+		return dc + " " + place + nodes
 	}
-	return dc + " elsewhere"
+	return dc
 }
 
 // newDCSource subscribes to the watches, listed[i] and all[i] of
@@ -139,7 +190,8 @@ func (l locality) name(dc string, t int) string {
 // applies what they know before it returns.
 func newDCSource(names []string, listed, all []*sd.Instancer, near locality) *dcSource {
 	k := near.tiers()
-	s := &dcSource{names: names, listed: listed, all: all, near: near, tiers: k, state: make([]bandState, len(names)*k), kit: &pushInstancer{}}
+	s := &dcSource{names: names, listed: listed, all: all, near: near, tiers: k, last: make([]lastSeen, len(names)), state: make([]bandState, len(names)*k), kit: &pushInstancer{}}
+	s.ctx, s.stop = context.WithCancel(context.Background())
 	for dc, name := range names {
 		for t := range k {
 			s.state[dc*k+t] = bandState{band: dc*k + t, name: near.name(name, t), registered: -1}
@@ -194,42 +246,110 @@ func (s *dcSource) bandNames() []string {
 func (s *dcSource) set(dc int, listed bool, ev kitsd.Event) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !listed && ev.Err != nil {
+	l := &s.last[dc]
+	switch {
+	case listed:
+		// With Err, Instances are the ones known last: kept, as
+		// fail-static wants (a watch that fails is no empty list).
+		l.listed, l.err = ev.Instances, ev.Err
+	case ev.Err != nil:
 		return // the counts known last stand
+	default:
+		l.all, l.allKnown = ev.Instances, true
 	}
-	// Each instance's tier, by the locality its entry in the watch's answer
-	// says.
-	w := s.all[dc]
-	if listed {
-		w = s.listed[dc]
-	}
-	split := make([][]string, s.tiers)
-	for _, inst := range ev.Instances {
-		t := s.tiers - 1
-		if s.tiers > 1 {
-			if e, ok := w.Entry(inst); ok {
-				t = s.near.tierOf(e.Region, e.Zone)
-			}
-		}
-		split[t] = append(split[t], inst)
-	}
-	u := make(bandUpdate, 0, s.tiers)
-	for t := range s.tiers {
-		st := &s.state[dc*s.tiers+t]
-		if listed {
-			// With Err, Instances are the ones known last: kept, as
-			// fail-static wants (a watch that fails is no empty list).
-			st.instances, st.err = split[t], ev.Err
-		} else {
-			st.registered = len(split[t])
-		}
-		u = append(u, *st)
-	}
+	s.send(s.split(dc))
+}
+
+// send passes u on to the subscribers. s.mu is held.
+func (s *dcSource) send(u bandUpdate) {
 	for _, ch := range s.subs {
 		ch <- u
 	}
 	if s.kitUsed {
 		s.kit.update(s.allInstances())
+	}
+}
+
+// split works out the state of datacenter dc's bands from what its
+// watches said last: each instance's tier by the locality its entry
+// says and, with Near, by its node's distance. s.mu is held.
+func (s *dcSource) split(dc int) bandUpdate {
+	l := s.last[dc]
+	cut, dist := s.nearCut(dc)
+	tiersOf := func(w *sd.Instancer, instances []string) [][]string {
+		split := make([][]string, s.tiers)
+		for _, inst := range instances {
+			t := s.tiers - 1
+			if s.tiers > 1 {
+				if e, ok := w.Entry(inst); ok {
+					d, known := dist[e.Node]
+					t = s.near.tierOf(e.Region, e.Zone, known && d > cut)
+				}
+			}
+			split[t] = append(split[t], inst)
+		}
+		return split
+	}
+	listed, all := tiersOf(s.listed[dc], l.listed), tiersOf(s.all[dc], l.all)
+	u := make(bandUpdate, 0, s.tiers)
+	for t := range s.tiers {
+		st := &s.state[dc*s.tiers+t]
+		st.instances, st.err = listed[t], l.err
+		if l.allKnown {
+			st.registered = len(all[t])
+		}
+		u = append(u, *st)
+	}
+	return u
+}
+
+// nearCut is, with Near, in its datacenter, the distance beyond which an
+// instance's node is far: twice the nearest instance's (passing or not),
+// or 1ms more, whichever is more; and the nodes' distances. Else none.
+// s.mu is held.
+func (s *dcSource) nearCut(dc int) (time.Duration, map[string]time.Duration) {
+	if s.dist == nil || s.names[dc] != "" && s.names[dc] != s.nearDC {
+		return 0, nil
+	}
+	nearest := time.Duration(-1)
+	l := s.last[dc]
+	for i, instances := range [][]string{l.listed, l.all} {
+		w := []*sd.Instancer{s.listed[dc], s.all[dc]}[i]
+		for _, inst := range instances {
+			if e, ok := w.Entry(inst); ok {
+				if d, ok := s.dist[e.Node]; ok && (nearest < 0 || d < nearest) {
+					nearest = d
+				}
+			}
+		}
+	}
+	if nearest < 0 {
+		return 0, nil
+	}
+	return max(2*nearest, nearest+time.Millisecond), s.dist
+}
+
+// setDistances applies the nodes' distances from Near's node, in
+// datacenter dc, and passes on the state of the bands that changed, in
+// one update.
+func (s *dcSource) setDistances(dc string, dist map[string]time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.nearDC, s.dist = dc, dist
+	var u bandUpdate
+	for i := range s.names {
+		before := make([][]string, s.tiers)
+		for t := range s.tiers {
+			before[t] = s.state[i*s.tiers+t].instances
+		}
+		for t, st := range s.split(i) {
+			if !slices.Equal(before[t], st.instances) {
+				u = append(u, st)
+			}
+		}
+	}
+	if len(u) > 0 {
+		s.send(u)
 	}
 }
 
@@ -313,8 +433,37 @@ const nearestEvery = 30 * time.Second
 // refreshOrder reads the datacenters' order by distance every
 // nearestEvery, until Stop, and reorders the bands when it changed.
 func (s *dcSource) refreshOrder(nearest func(context.Context) ([]string, error), logger log.Logger) {
-	ctx, cancel := context.WithCancel(context.Background())
-	s.stop = cancel
+	s.every(func(ctx context.Context) {
+		order, err := nearest(ctx)
+		if err != nil {
+			if s.ctx.Err() == nil {
+				_ = level.Warn(logger).Log("msg", "could not read the datacenters' order by distance; keeping the last", "err", err)
+			}
+			return
+		}
+		if s.reorder(order) {
+			_ = level.Info(logger).Log("msg", "datacenters in a new order, nearest first", "order", strings.Join(order, ","))
+		}
+	})
+}
+
+// refreshNear reads the nodes' distances every nearestEvery, until Stop,
+// and moves the instances whose tier changed.
+func (s *dcSource) refreshNear(distances func(context.Context) (string, map[string]time.Duration, error), logger log.Logger) {
+	s.every(func(ctx context.Context) {
+		dc, dist, err := distances(ctx)
+		if err != nil {
+			if s.ctx.Err() == nil {
+				_ = level.Warn(logger).Log("msg", "could not read the nodes' distances; keeping the last", "err", err)
+			}
+			return
+		}
+		s.setDistances(dc, dist)
+	})
+}
+
+// every calls read every nearestEvery, with 5s to do it, until Stop.
+func (s *dcSource) every(read func(ctx context.Context)) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -322,22 +471,13 @@ func (s *dcSource) refreshOrder(nearest func(context.Context) ([]string, error),
 		defer t.Stop()
 		for {
 			select {
-			case <-ctx.Done():
+			case <-s.ctx.Done():
 				return
 			case <-t.C:
 			}
-			qctx, qcancel := context.WithTimeout(ctx, 5*time.Second)
-			order, err := nearest(qctx)
-			qcancel()
-			if err != nil {
-				if ctx.Err() == nil {
-					_ = level.Warn(logger).Log("msg", "could not read the datacenters' order by distance; keeping the last", "err", err)
-				}
-				continue
-			}
-			if s.reorder(order) {
-				_ = level.Info(logger).Log("msg", "datacenters in a new order, nearest first", "order", strings.Join(order, ","))
-			}
+			ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+			read(ctx)
+			cancel()
 		}
 	}()
 }
@@ -378,9 +518,7 @@ func (s *dcSource) reorder(names []string) bool {
 
 // Stop stops the watches and waits for what passes their events on.
 func (s *dcSource) Stop() {
-	if s.stop != nil {
-		s.stop()
-	}
+	s.stop()
 	for _, f := range s.feeds {
 		f.inst.Deregister(f.ch)
 		close(f.ch)

@@ -3,22 +3,28 @@ package client_test
 import (
 	"context"
 	"encoding/json"
+	"math"
+	"net"
 	"net/http"
 	"net/http/httptest"
-
-	"github.com/go-kit/kit/endpoint"
-	"github.com/hashicorp/consul/api"
-	"github.com/trimkit/trimkit/transport/trim"
-	"math"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/go-kit/kit/endpoint"
+	"github.com/go-kit/log"
+	"github.com/hashicorp/consul/api"
+	"github.com/hashicorp/serf/coordinate"
+	"google.golang.org/grpc"
 
 	"github.com/trimkit/trimkit/client"
 	"github.com/trimkit/trimkit/internal/loadgen"
 	"github.com/trimkit/trimkit/internal/proc"
 	"github.com/trimkit/trimkit/internal/testenv"
+	"github.com/trimkit/trimkit/pb"
 	"github.com/trimkit/trimkit/sd"
+	"github.com/trimkit/trimkit/transport/trim"
 	"github.com/trimkit/trimkit/trimsvc"
 )
 
@@ -391,5 +397,121 @@ func TestLocalityZonesFirst(t *testing.T) {
 	}
 	if b, failed := share(300); b != 1 || failed != 0 {
 		t.Errorf("zone a gone: %.3f of calls in zone b, %d failed; want all, none failed", b, failed)
+	}
+}
+
+// Config.Near "_agent": the instances on nodes near the agent's, by
+// Consul's network coordinates, take every call while they are healthy,
+// the farther ones the shortfall (the band rule), and all calls, none
+// failing, once the near ones are gone. On both faces. Four nodes of
+// their own in the catalog, two 0.2ms from the agent's node and two
+// 20ms, each with an instance.
+func TestNearNodesFirst(t *testing.T) {
+	agent := testenv.Consul(t)
+	consul := agent.API()
+	self, err := consul.Agent().NodeName()
+	if err != nil {
+		t.Fatal(err)
+	}
+	servers := map[string]*grpc.Server{}
+	for _, node := range []string{"near-1", "near-2", "far-1", "far-2"} {
+		svc, _ := trimsvc.New(64)
+		srv := grpc.NewServer()
+		pb.RegisterTrimServer(srv, trim.NewGRPCServer(trimsvc.NewServerSet(svc), node, log.NewNopLogger()))
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go srv.Serve(lis)
+		t.Cleanup(srv.Stop)
+		servers[node] = srv
+		port := lis.Addr().(*net.TCPAddr).Port
+		if _, err := consul.Catalog().Register(&api.CatalogRegistration{Node: node, Address: "127.0.0.1",
+			Service: &api.AgentService{ID: node, Service: "nearsvc", Address: "127.0.0.1", Port: port}}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The agent's node at the origin (where a lone agent's own coordinate
+	// is), the others along one axis.
+	at := map[string]float64{self: 0, "near-1": 0.0002, "near-2": 0.0002, "far-1": 0.02, "far-2": 0.02}
+	for node, x := range at {
+		c := coordinate.NewCoordinate(coordinate.DefaultConfig())
+		c.Vec[0] = x
+		if _, err := consul.Coordinate().Update(&api.CoordinateEntry{Node: node, Coord: c}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The servers apply coordinate updates in batches, every 5s.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		coords, _, err := consul.Coordinate().Nodes(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(coords) >= len(at) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d node coordinates after 20s, want %d", len(coords), len(at))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	cfg := client.Config{Consul: sd.ConsulConfig{Address: agent.HTTPAddr}, Service: "nearsvc", Near: "_agent"}
+	c := newClient(t, cfg)
+	conn, err := client.NewConn(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	faces := []struct {
+		name string
+		e    endpoint.Endpoint
+	}{{"go-kit endpoint", c.Endpoint()}, {"grpc.ClientConn", trim.Endpoints(conn)}}
+	far := func(e endpoint.Endpoint, n int) (float64, int) {
+		f, failed := 0, 0
+		for range n {
+			call := loadgen.Do(context.Background(), e, trimsvc.TrimRequest{S: "x"})
+			switch {
+			case call.Err != nil:
+				failed++
+			case strings.HasPrefix(call.Instance, "far-"):
+				f++
+			}
+		}
+		return float64(f) / float64(n), failed
+	}
+	for _, face := range faces {
+		if f, failed := far(face.e, 300); f != 0 || failed != 0 {
+			t.Fatalf("%s, every instance healthy: %.3f of calls on far nodes (%d failed), want none", face.name, f, failed)
+		}
+	}
+	servers["near-1"].Stop()
+	time.Sleep(500 * time.Millisecond) // its connections known dead
+	for _, face := range faces {
+		f, failed := far(face.e, 2000)
+		want := 1 - 1.4/2
+		t.Logf("%s, one of the two near instances gone: %.3f of calls on far nodes (the rule: %.3f), %d failed", face.name, f, want, failed)
+		if math.Abs(f-want) > 0.05 || failed != 0 {
+			t.Errorf("%s, one of the two near instances gone: %.3f of calls on far nodes, %d failed; want %.3f ± 0.05, none failed", face.name, f, failed, want)
+		}
+	}
+	servers["near-2"].Stop()
+	for _, face := range faces {
+		if f, failed := far(face.e, 300); f != 1 || failed != 0 {
+			t.Errorf("%s, the near instances gone: %.3f of calls on far nodes, %d failed; want all, none failed", face.name, f, failed)
+		}
+	}
+
+	// A node Consul does not know, or one without a coordinate, is an
+	// error, said at once.
+	if _, err := consul.Catalog().Register(&api.CatalogRegistration{Node: "lonely", Address: "127.0.0.1"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for near, want := range map[string]string{"no-such-node": `node "no-such-node": consul at`, "lonely": "node lonely: no network coordinate yet"} {
+		cfg.Near = near
+		if _, err := trim.NewClient(cfg); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Near %s: %v, want an error saying %s", near, err, want)
+		}
 	}
 }

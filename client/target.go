@@ -35,6 +35,8 @@ func consulTarget(u url.URL) (Config, error) {
 				cfg.Region = v
 			case "zone":
 				cfg.Zone = v
+			case "near":
+				cfg.Near = v
 			case "overprovisioning":
 				cfg.Overprovisioning, err = strconv.ParseFloat(v, 64)
 			case "balancer":

@@ -74,6 +74,7 @@ var flagOf = map[string]string{
 	"Datacenters":       "-datacenters",
 	"Overprovisioning":  "-overprovisioning",
 	"Zone":              "-locality-zone",
+	"Near":              "-near",
 }
 
 func parseConfig(args []string, stdout io.Writer) (config, error) {
@@ -96,6 +97,7 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 	fs.StringVar(&dcs, "datacenters", "", "comma-separated datacenters to call the service in, in order of preference (empty: the agent's own): the first takes every call while 1/-overprovisioning of its instances are healthy, the shortfall spills over to the next; see docs/multi-dc.md")
 	fs.StringVar(&c.client.Region, "locality-region", "", "this caller's region: instances registered in it (trimsvc -locality-region) are preferred over the rest of each datacenter, with the same spill rule as between -datacenters")
 	fs.StringVar(&c.client.Zone, "locality-zone", "", "this caller's zone: instances registered in it are preferred, then those of -locality-region, then the rest")
+	fs.StringVar(&c.client.Near, "near", "", `prefer the instances on the nodes nearest this one by Consul's network coordinates: "_agent" (the agent's node) or a node's name; those within twice the nearest one's round trip, or 1ms more, come first in the agent's datacenter, with the same spill rule as between -datacenters (empty: every instance alike)`)
 	fs.Float64Var(&c.client.Overprovisioning, "overprovisioning", 1.4, "with several -datacenters, how much spare capacity a datacenter is taken to have: it keeps every call while at least 1/this of its instances are healthy (Envoy's overprovisioning factor)")
 	read := fs.String("read", sd.ReadStale, `how discovery reads the catalog: "stale" (any Consul server answers; reads go on while there is no leader), "leader" (the leader only) or "cache" (the local agent's cache, streaming-backed)`)
 	fs.DurationVar(&c.client.Read.MaxStale, "max-stale", 0, "with -read stale, ask the leader again when an answer is further behind it than this (0: 2s)")

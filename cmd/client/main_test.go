@@ -227,7 +227,11 @@ func TestFlagAndEnvErrorsExit(t *testing.T) {
 		{Args: []string{"-locality-zone", "a", "-discovery", "dns", "x"},
 			Stderr: []string{`client: -locality-zone "a": a locality needs Consul discovery (the HTTP API)`, pointer}},
 		{Args: []string{"-datacenters", "dc1,dc2", "-subset", "3", "x"},
-			Stderr: []string{`client: -subset 3: not with more than one datacenter, nor a locality`, pointer}},
+			Stderr: []string{`client: -subset 3: not with more than one datacenter, nor a locality, nor Near`, pointer}},
+		{Args: []string{"-near", "_agent", "-discovery", "dns", "x"},
+			Stderr: []string{`client: -near "_agent": needs Consul discovery (the HTTP API)`, pointer}},
+		{Args: []string{"-near", "rack/1", "x"},
+			Stderr: []string{`client: -near "rack/1": must be "_agent" or a node's name`, pointer}},
 	})
 	// In the process, the TLS files for a plain-HTTP address are a usage
 	// error like the others.
