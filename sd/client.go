@@ -132,7 +132,10 @@ func (a apiClient) NodeDistances(ctx context.Context, near string) (string, map[
 	}
 	from, ok := byNode[nodes[0].Node]
 	if !ok {
-		return "", nil, fmt.Errorf("node %s (near=%s): no network coordinate yet", nodes[0].Node, near)
+		if near == "_agent" {
+			return "", nil, fmt.Errorf("the agent's node %s: no network coordinate yet", nodes[0].Node)
+		}
+		return "", nil, fmt.Errorf("node %s: no network coordinate yet", near)
 	}
 	dist := make(map[string]time.Duration, len(nodes))
 	last := time.Duration(0)
