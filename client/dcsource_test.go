@@ -28,6 +28,16 @@ func (f fixedCatalog) Service(ctx context.Context, _ string, _ []string, _ bool,
 	return f.entries, &api.QueryMeta{LastIndex: 1}, nil
 }
 
+// watch is a watch of service "svc" in f.
+func (f fixedCatalog) watch(t *testing.T) *sd.Instancer {
+	t.Helper()
+	w, err := sd.NewInstancer(f, log.NewNopLogger(), "svc", nil, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
 // With Near, the distances read put each instance in its datacenter's
 // near or far tier, and distances read again move an instance whose node
 // crossed the line, in an update of the bands that changed only.
@@ -37,14 +47,7 @@ func TestDCSourceNearTiers(t *testing.T) {
 		{ID: "b", Service: "svc", Node: "n2", Address: "127.0.0.1", Port: 2},
 		{ID: "c", Service: "svc", Node: "n3", Address: "127.0.0.1", Port: 3},
 	}}
-	watch := func() *sd.Instancer {
-		w, err := sd.NewInstancer(consul, log.NewNopLogger(), "svc", nil, true)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return w
-	}
-	s := newDCSource([]string{""}, []*sd.Instancer{watch()}, []*sd.Instancer{watch()}, locality{near: true})
+	s := newDCSource([]string{""}, []*sd.Instancer{consul.watch(t)}, []*sd.Instancer{consul.watch(t)}, locality{near: true})
 	defer s.Stop()
 	ch := make(chan bandUpdate, 4)
 	if n := s.registerBands(ch); n != 2 {
@@ -78,14 +81,7 @@ func TestDCSourceNearTiers(t *testing.T) {
 // watches a named one that is not it) split nothing.
 func TestDCSourceNearOtherDatacenter(t *testing.T) {
 	consul := fixedCatalog{entries: []sd.Entry{{ID: "a", Service: "svc", Node: "n1", Address: "127.0.0.1", Port: 1}, {ID: "b", Service: "svc", Node: "n2", Address: "127.0.0.1", Port: 2}}}
-	w := func() *sd.Instancer {
-		i, err := sd.NewInstancer(consul, log.NewNopLogger(), "svc", nil, true)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return i
-	}
-	s := newDCSource([]string{"dc2"}, []*sd.Instancer{w()}, []*sd.Instancer{w()}, locality{near: true})
+	s := newDCSource([]string{"dc2"}, []*sd.Instancer{consul.watch(t)}, []*sd.Instancer{consul.watch(t)}, locality{near: true})
 	defer s.Stop()
 	s.setDistances("dc1", map[string]time.Duration{"n1": time.Millisecond, "n2": time.Second})
 	s.mu.Lock()

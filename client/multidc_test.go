@@ -89,17 +89,7 @@ func TestDatacenterFailover(t *testing.T) {
 	cfg := client.Config{Consul: sd.ConsulConfig{Address: agents[0].HTTPAddr}, Service: "trimsvc",
 		Datacenters: []string{"dc1", "dc2"}, CallConfig: client.CallConfig{Balancer: client.P2CName}}
 	// Both faces, 100 calls/s each: the go-kit endpoint and a ClientConn.
-	c := newClient(t, cfg)
-	conn, err := client.NewConn(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	faces := []struct {
-		name string
-		e    endpoint.Endpoint
-		run  *loadgen.Run
-	}{{name: "go-kit endpoint", e: c.Endpoint()}, {name: "grpc.ClientConn", e: trim.Endpoints(conn)}}
+	faces := bothFaces(t, cfg)
 	for i := range faces {
 		waitInstances(t, faces[i].e, 3)
 	}
@@ -154,6 +144,27 @@ func TestDatacenterFailover(t *testing.T) {
 		calls, _ := f.run.Stop()
 		t.Run(f.name, func(t *testing.T) { checkFailover(t, calls, dcOf, killed, restarted, halved, remoteDown, end) })
 	}
+}
+
+// face is one of a client's two faces, the endpoint that calls through
+// it, and the load a test runs on it.
+type face struct {
+	name string
+	e    endpoint.Endpoint
+	run  *loadgen.Run
+}
+
+// bothFaces builds the client cfg says twice, once per face: the go-kit
+// endpoint (trim.NewClient) and a ClientConn (client.NewConn).
+func bothFaces(t *testing.T, cfg client.Config) []face {
+	t.Helper()
+	c := newClient(t, cfg)
+	conn, err := client.NewConn(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return []face{{name: "go-kit endpoint", e: c.Endpoint()}, {name: "grpc.ClientConn", e: trim.Endpoints(conn)}}
 }
 
 // checkFailover checks the calls of TestDatacenterFailover.
@@ -458,16 +469,7 @@ func TestNearNodesFirst(t *testing.T) {
 	}
 
 	cfg := client.Config{Consul: sd.ConsulConfig{Address: agent.HTTPAddr}, Service: "nearsvc", Near: "_agent"}
-	c := newClient(t, cfg)
-	conn, err := client.NewConn(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	faces := []struct {
-		name string
-		e    endpoint.Endpoint
-	}{{"go-kit endpoint", c.Endpoint()}, {"grpc.ClientConn", trim.Endpoints(conn)}}
+	faces := bothFaces(t, cfg)
 	far := func(e endpoint.Endpoint, n int) (float64, int) {
 		f, failed := 0, 0
 		for range n {
