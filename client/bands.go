@@ -281,7 +281,6 @@ func (e *Endpointer) handleBand(u bandUpdate) {
 		return
 	}
 	b := &e.bands
-	moved := false
 	for _, st := range u {
 		if st.band < 0 || st.band >= len(b.listed) {
 			continue
@@ -289,7 +288,7 @@ func (e *Endpointer) handleBand(u bandUpdate) {
 		if st.name != "" && st.name != b.names[st.band] {
 			// Another datacenter in this band now (a nearer one first): its
 			// fail-static peak starts again.
-			b.names[st.band], moved = st.name, true
+			b.names[st.band] = st.name
 			if st.band < len(e.held.peak) {
 				e.held.peak[st.band] = peakListed{}
 			}
@@ -299,15 +298,7 @@ func (e *Endpointer) handleBand(u bandUpdate) {
 			b.listed[st.band] = st.instances
 		}
 	}
-	instances := b.merge()
-	if moved {
-		for inst, n := range e.byInst {
-			if band, ok := b.bandOf[inst]; ok {
-				n.band.Store(int32(band))
-			}
-		}
-	}
-	e.apply(instances)
+	e.apply(b.merge()) // each listed instance in its band
 }
 
 // rampAgain publishes a snapshot again, for an instance that ramps.

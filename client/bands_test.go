@@ -270,6 +270,33 @@ func TestBandsSwapPlaces(t *testing.T) {
 	}
 }
 
+// An instance that moves to another band while its bands keep their
+// names (its node now far, with Config.Near) is picked in its new band,
+// on the same node.
+func TestBandsInstanceMovesBand(t *testing.T) {
+	r := newBandRig(t, names("a", 3), names("b", 3), 3)
+	var moved *Node
+	for _, n := range r.e.snapshot().nodes {
+		if n.Addr() == "a2" {
+			moved = n
+		}
+	}
+	r.send(bandState{band: 0, name: "dc1", instances: names("a", 2), registered: 2},
+		bandState{band: 1, name: "dc2", instances: append(names("b", 3), "a2"), registered: 4})
+	for _, n := range r.e.snapshot().nodes {
+		want := int32(0)
+		if n.Addr()[0] == 'b' || n.Addr() == "a2" {
+			want = 1
+		}
+		if n.band.Load() != want {
+			t.Errorf("%s: band %d after a2 moved to band 1, want %d", n.Addr(), n.band.Load(), want)
+		}
+		if n.Addr() == "a2" && n != moved {
+			t.Errorf("a2: a new node after it moved band, want the same")
+		}
+	}
+}
+
 func TestDCSourceReorder(t *testing.T) {
 	s := &dcSource{names: []string{"dc1", "dc2", "dc3"}, order: []int{0, 1, 2}, tiers: 1, kit: &pushInstancer{},
 		state: []bandState{{band: 0, name: "dc1"}, {band: 1, name: "dc2"}, {band: 2, name: "dc3"}}}

@@ -314,7 +314,6 @@ func (e *Endpointer) apply(instances []string) {
 				continue
 			}
 			n = newNode(e, inst, ep, closer)
-			n.band.Store(int32(e.bands.bandOf[inst]))
 			if c, ok := closer.(watchedConn); ok {
 				n.state.Store(int32(c.GetState()))
 				e.wg.Add(1)
@@ -332,6 +331,12 @@ func (e *Endpointer) apply(instances []string) {
 	}
 	for _, n := range old {
 		gone(n)
+	}
+	// Each listed instance in its band now: a new one, one listed again,
+	// one whose band changed places (a nearer datacenter first) or that
+	// moved to another band (its node now far).
+	for _, n := range order {
+		n.band.Store(int32(e.bands.bandOf[n.instance]))
 	}
 	for _, n := range dropped {
 		e.letGo(n)
