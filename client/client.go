@@ -189,12 +189,34 @@ func watchDatacenters(cfg Config, o *options) (*dcSource, error) {
 		names = []string{cfg.Consul.Datacenter} // "": the agent's own
 	}
 	var (
-		nearest   func(context.Context) ([]string, error)
-		closeIdle = func() {}
+		// The agent's Consul client, of its own, for the datacenters'
+		// order (_nearest) and the nodes' distances (Near).
+		consul       sd.Client
+		closeIdle    = func() {}
+		nearestFirst = slices.Equal(names, []string{nearestDCs})
+		nearest      func(context.Context) ([]string, error)
+		distances    func(context.Context) (string, map[string]time.Duration, error)
 	)
-	if slices.Equal(names, []string{nearestDCs}) {
+	if nearestFirst || cfg.Near != "" {
+		agent := cfg.Consul
+		agent.Datacenter = "" // coordinates are read from the agent's datacenter
 		var err error
-		if names, nearest, closeIdle, err = nearestDatacenters(cfg.Consul); err != nil {
+		if consul, err = agent.NewClient(); err != nil {
+			return nil, err
+		}
+		closeIdle = closeIdleOf(consul)
+	}
+	if cfg.Near != "" {
+		var err error
+		if distances, err = nodeDistances(consul, cfg.Near); err != nil {
+			closeIdle()
+			return nil, err
+		}
+	}
+	if nearestFirst {
+		var err error
+		if names, nearest, err = nearestDatacenters(consul); err != nil {
+			closeIdle()
 			return nil, err
 		}
 		if len(names) > maxBands {
@@ -210,10 +232,10 @@ func watchDatacenters(cfg Config, o *options) (*dcSource, error) {
 		closeIdle()
 	}
 	for _, dc := range names {
-		consul := cfg.Consul
-		consul.Datacenter = dc
+		in := cfg.Consul
+		in.Datacenter = dc
 		for _, passing := range []bool{true, false} {
-			w, err := o.instancers.Instancer(consul, o.logger, cfg.Service, cfg.Tags, passing, cfg.Read)
+			w, err := o.instancers.Instancer(in, o.logger, cfg.Service, cfg.Tags, passing, cfg.Read)
 			if err != nil {
 				stop()
 				return nil, fmt.Errorf("watch %s in datacenter %s: %w", cfg.Service, dc, err)
@@ -224,16 +246,6 @@ func watchDatacenters(cfg Config, o *options) (*dcSource, error) {
 				all = append(all, w)
 			}
 		}
-	}
-	var distances func(context.Context) (string, map[string]time.Duration, error)
-	if cfg.Near != "" {
-		read, closeIdleNear, err := nodeDistances(cfg.Consul, cfg.Near)
-		if err != nil {
-			stop()
-			return nil, err
-		}
-		closeIdleNearest := closeIdle
-		distances, closeIdle = read, func() { closeIdleNearest(); closeIdleNear() }
 	}
 	src := newDCSource(names, listed, all, locality{region: cfg.Region, zone: cfg.Zone, near: cfg.Near != ""})
 	src.closeIdle = closeIdle
@@ -262,42 +274,30 @@ func watchDatacenters(cfg Config, o *options) (*dcSource, error) {
 // nearAgent, as Config.Near, stands for the agent's node.
 const nearAgent = "_agent"
 
-// nodeDistances returns what reads the nodes' distances from node near
-// (Config.Near), in the agent's datacenter, through a Consul client whose
-// idle connections closeIdle closes.
-func nodeDistances(cfg sd.ConsulConfig, near string) (read func(context.Context) (string, map[string]time.Duration, error), closeIdle func(), err error) {
-	cfg.Datacenter = "" // network coordinates are the agent's datacenter's
-	consul, err := cfg.NewClient()
-	if err != nil {
-		return nil, nil, err
-	}
+// nodeDistances returns what reads, through consul (the agent's), the
+// distances from node near (Config.Near) to the nodes of the agent's
+// datacenter.
+func nodeDistances(consul sd.Client, near string) (func(context.Context) (string, map[string]time.Duration, error), error) {
 	d, ok := consul.(interface {
 		NodeDistances(ctx context.Context, near string) (string, map[string]time.Duration, error)
 	})
 	if !ok {
-		closeIdleOf(consul)()
-		return nil, nil, errors.New("client: this Consul client cannot read network coordinates")
+		return nil, errors.New("client: this Consul client cannot read network coordinates")
 	}
 	return func(ctx context.Context) (string, map[string]time.Duration, error) {
 		return d.NodeDistances(ctx, near)
-	}, closeIdleOf(consul), nil
+	}, nil
 }
 
-// nearestDatacenters reads the datacenters the agent's servers know,
-// nearest first, and returns them with what reads them again, through a
-// Consul client whose idle connections closeIdle closes.
-func nearestDatacenters(cfg sd.ConsulConfig) (names []string, again func(context.Context) ([]string, error), closeIdle func(), err error) {
-	consul, err := cfg.NewClient()
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	closeIdle = closeIdleOf(consul)
+// nearestDatacenters reads, through consul (the agent's), the datacenters
+// its servers know, nearest first, and returns them with what reads them
+// again.
+func nearestDatacenters(consul sd.Client) (names []string, again func(context.Context) ([]string, error), err error) {
 	byDistance, ok := consul.(interface {
 		DatacentersByDistance(ctx context.Context) ([]string, error)
 	})
 	if !ok {
-		closeIdle()
-		return nil, nil, nil, errors.New("client: this Consul client cannot list datacenters")
+		return nil, nil, errors.New("client: this Consul client cannot list datacenters")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -305,10 +305,9 @@ func nearestDatacenters(cfg sd.ConsulConfig) (names []string, again func(context
 		err = errors.New("consul knows none")
 	}
 	if err != nil {
-		closeIdle()
-		return nil, nil, nil, fmt.Errorf("datacenters nearest first (%s): %w", nearestDCs, err)
+		return nil, nil, fmt.Errorf("datacenters nearest first (%s): %w", nearestDCs, err)
 	}
-	return names, byDistance.DatacentersByDistance, closeIdle, nil
+	return names, byDistance.DatacentersByDistance, nil
 }
 
 // NewFromInstancer builds the stack over any go-kit Instancer
