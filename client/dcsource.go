@@ -275,52 +275,66 @@ func (s *dcSource) send(u bandUpdate) {
 // says and, with Near, by its node's distance. s.mu is held.
 func (s *dcSource) split(dc int) bandUpdate {
 	l := s.last[dc]
-	cut, dist := s.nearCut(dc)
-	tiersOf := func(w *sd.Instancer, instances []string) [][]string {
+	listed, all := s.placed(s.listed[dc], l.listed), s.placed(s.all[dc], l.all)
+	cut, dist := s.nearCut(dc, slices.Concat(listed, all))
+	tiersOf := func(instances []placed) [][]string {
 		split := make([][]string, s.tiers)
-		for _, inst := range instances {
+		for _, p := range instances {
 			t := s.tiers - 1
-			if s.tiers > 1 {
-				if e, ok := w.Entry(inst); ok {
-					d, known := dist[e.Node]
-					t = s.near.tierOf(e.Region, e.Zone, known && d > cut)
-				}
+			if p.found {
+				d, known := dist[p.Node]
+				t = s.near.tierOf(p.Region, p.Zone, known && d > cut)
 			}
-			split[t] = append(split[t], inst)
+			split[t] = append(split[t], p.inst)
 		}
 		return split
 	}
-	listed, all := tiersOf(s.listed[dc], l.listed), tiersOf(s.all[dc], l.all)
+	listedBy, allBy := tiersOf(listed), tiersOf(all)
 	u := make(bandUpdate, 0, s.tiers)
 	for t := range s.tiers {
 		st := &s.state[dc*s.tiers+t]
-		st.instances, st.err = listed[t], l.err
+		st.instances, st.err = listedBy[t], l.err
 		if l.allKnown {
-			st.registered = len(all[t])
+			st.registered = len(allBy[t])
 		}
 		u = append(u, *st)
 	}
 	return u
 }
 
+// placed is an instance and, when found, its entry in its watch's
+// answer: where it registered (locality, node).
+type placed struct {
+	inst  string
+	found bool
+	sd.Entry
+}
+
+// placed looks the entries of instances up in w, once each; with one
+// tier a datacenter, none: nothing tells instances apart.
+func (s *dcSource) placed(w *sd.Instancer, instances []string) []placed {
+	out := make([]placed, len(instances))
+	for i, inst := range instances {
+		out[i].inst = inst
+		if s.tiers > 1 {
+			out[i].Entry, out[i].found = w.Entry(inst)
+		}
+	}
+	return out
+}
+
 // nearCut is, with Near, in its datacenter, the distance beyond which an
-// instance's node is far: twice the nearest instance's (passing or not),
-// or 1ms more, whichever is more; and the nodes' distances. Else none.
-// s.mu is held.
-func (s *dcSource) nearCut(dc int) (time.Duration, map[string]time.Duration) {
+// instance's node is far: twice the nearest one's of instances (passing
+// or not), or 1ms more, whichever is more; and the nodes' distances.
+// Else none. s.mu is held.
+func (s *dcSource) nearCut(dc int, instances []placed) (time.Duration, map[string]time.Duration) {
 	if s.dist == nil || s.names[dc] != "" && s.names[dc] != s.nearDC {
 		return 0, nil
 	}
 	nearest := time.Duration(-1)
-	l := s.last[dc]
-	for i, instances := range [][]string{l.listed, l.all} {
-		w := []*sd.Instancer{s.listed[dc], s.all[dc]}[i]
-		for _, inst := range instances {
-			if e, ok := w.Entry(inst); ok {
-				if d, ok := s.dist[e.Node]; ok && (nearest < 0 || d < nearest) {
-					nearest = d
-				}
-			}
+	for _, p := range instances {
+		if d, ok := s.dist[p.Node]; ok && p.found && (nearest < 0 || d < nearest) {
+			nearest = d
 		}
 	}
 	if nearest < 0 {
