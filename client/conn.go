@@ -326,33 +326,26 @@ func (c *connSetup) interceptStream(ctx context.Context, desc *grpc.StreamDesc, 
 // the policy its balancer builds by (an attribute of the state), and its
 // errors, which keep the instances known last.
 type instancerResolver struct {
-	cc        resolver.ClientConn
-	instancer kitsd.Instancer
-	stop      func()
-	events    chan kitsd.Event
-	done      chan struct{}
-	attrs     *attributes.Attributes
-	sc        *serviceconfig.ParseResult
-	// With several datacenters: their source, and each band's state.
-	bandSrc    bandSource
-	bandEvents chan bandUpdate
-	bands      []bandState
+	cc    resolver.ClientConn
+	sub   subscription
+	stop  func()
+	done  chan struct{}
+	attrs *attributes.Attributes
+	sc    *serviceconfig.ParseResult
+	// With several datacenters: each band's state.
+	bands []bandState
 }
 
 func newInstancerResolver(cc resolver.ClientConn, instancer kitsd.Instancer, stop func(), p *connPolicy) *instancerResolver {
 	r := &instancerResolver{
-		cc: cc, instancer: instancer, stop: stop,
-		events: make(chan kitsd.Event, 1),
-		done:   make(chan struct{}),
-		attrs:  attributes.New(policyKey{}, p),
-		sc:     cc.ParseServiceConfig(serviceConfigJSON),
+		cc: cc, stop: stop,
+		done:  make(chan struct{}),
+		attrs: attributes.New(policyKey{}, p),
+		sc:    cc.ParseServiceConfig(serviceConfigJSON),
 	}
-	if src, ok := instancer.(bandSource); ok && len(p.endpointer.bandNames) > 1 {
-		r.bandSrc, r.bandEvents = src, make(chan bandUpdate, 1)
-		r.bands = make([]bandState, src.registerBands(r.bandEvents))
-	} else {
-		instancer.Register(r.events)
-	}
+	var bands int
+	r.sub, bands = subscribe(instancer, len(p.endpointer.bandNames) > 1)
+	r.bands = make([]bandState, bands)
 	go r.receive()
 	return r
 }
@@ -373,12 +366,12 @@ func (r *instancerResolver) receiveBands() {
 			}
 		}
 	}
-	for u := range r.bandEvents {
+	for u := range r.sub.bandEvents {
 		set(u)
 		// Take what else came, to pass it on at once.
 		for more := true; more; {
 			select {
-			case u, ok := <-r.bandEvents:
+			case u, ok := <-r.sub.bandEvents:
 				if !ok {
 					more = false
 					break
@@ -388,49 +381,40 @@ func (r *instancerResolver) receiveBands() {
 				more = false
 			}
 		}
-		var all []string
-		for _, b := range r.bands {
-			all = append(all, b.instances...)
-		}
-		all = slices.Compact(slices.Sorted(slices.Values(all)))
-		addrs := make([]resolver.Address, len(all))
-		for i, inst := range all {
-			addrs[i] = resolver.Address{Addr: inst}
-		}
 		attrs := r.attrs.WithValue(bandsKey{}, &bandStates{bands: slices.Clone(r.bands)})
-		_ = r.cc.UpdateState(resolver.State{Addresses: addrs, Attributes: attrs, ServiceConfig: r.sc})
+		r.update(instancesOf(r.bands), attrs)
 	}
+}
+
+// update passes instances on to the ClientConn, as its addresses, with
+// attrs.
+func (r *instancerResolver) update(instances []string, attrs *attributes.Attributes) {
+	addrs := make([]resolver.Address, len(instances))
+	for i, inst := range instances {
+		addrs[i] = resolver.Address{Addr: inst}
+	}
+	_ = r.cc.UpdateState(resolver.State{Addresses: addrs, Attributes: attrs, ServiceConfig: r.sc})
 }
 
 func (r *instancerResolver) receive() {
 	defer close(r.done)
-	if r.bandSrc != nil {
+	if r.sub.bandSrc != nil {
 		r.receiveBands()
 		return
 	}
-	for ev := range r.events {
+	for ev := range r.sub.events {
 		if ev.Err != nil {
 			r.cc.ReportError(ev.Err)
 			continue
 		}
-		addrs := make([]resolver.Address, len(ev.Instances))
-		for i, inst := range ev.Instances {
-			addrs[i] = resolver.Address{Addr: inst}
-		}
-		_ = r.cc.UpdateState(resolver.State{Addresses: addrs, Attributes: r.attrs, ServiceConfig: r.sc})
+		r.update(ev.Instances, r.attrs)
 	}
 }
 
 func (r *instancerResolver) ResolveNow(resolver.ResolveNowOptions) {}
 
 func (r *instancerResolver) Close() {
-	if r.bandSrc != nil {
-		r.bandSrc.deregisterBands(r.bandEvents)
-		close(r.bandEvents)
-	} else {
-		r.instancer.Deregister(r.events)
-		close(r.events)
-	}
+	r.sub.cancel()
 	<-r.done
 	if r.stop != nil {
 		r.stop()

@@ -43,6 +43,42 @@ type bandSource interface {
 	deregisterBands(ch chan<- bandUpdate)
 }
 
+// subscription is a subscriber's to an Instancer: to its bands when it is
+// a bandSource and the subscriber keeps bands apart, else to its go-kit
+// events. The Endpointer and a ClientConn's resolver both subscribe so.
+type subscription struct {
+	instancer  kitsd.Instancer
+	events     chan kitsd.Event
+	bandSrc    bandSource // nil: events
+	bandEvents chan bandUpdate
+}
+
+// subscribe subscribes to instancer, to its bands when banded and it has
+// them; it returns how many bands (0: events). Either way, its state comes
+// at once, on the subscription's channel.
+func subscribe(instancer kitsd.Instancer, banded bool) (subscription, int) {
+	s := subscription{instancer: instancer}
+	if src, ok := instancer.(bandSource); ok && banded {
+		s.bandSrc, s.bandEvents = src, make(chan bandUpdate, 1)
+		return s, src.registerBands(s.bandEvents)
+	}
+	s.events = make(chan kitsd.Event, 1)
+	instancer.Register(s.events)
+	return s, 0
+}
+
+// cancel unsubscribes and closes the subscription's channel, for the
+// subscriber's receiving loop to end.
+func (s subscription) cancel() {
+	if s.bandSrc != nil {
+		s.bandSrc.deregisterBands(s.bandEvents)
+		close(s.bandEvents)
+		return
+	}
+	s.instancer.Deregister(s.events)
+	close(s.events)
+}
+
 // dcSource watches a service in one or more datacenters, in order of
 // preference, each one band or, with a locality (Config's Region and
 // Zone), one band per locality tier: the caller's zone, its region's
@@ -266,7 +302,7 @@ func (s *dcSource) send(u bandUpdate) {
 		ch <- u
 	}
 	if s.kitUsed {
-		s.kit.update(s.allInstances())
+		s.kit.update(instancesOf(s.state))
 	}
 }
 
@@ -367,11 +403,10 @@ func (s *dcSource) setDistances(dc string, dist map[string]time.Duration) {
 	}
 }
 
-// allInstances are every band's instances, sorted, each once. s.mu is
-// held.
-func (s *dcSource) allInstances() []string {
+// instancesOf are every band's instances, sorted, each once.
+func instancesOf(bands []bandState) []string {
 	var all []string
-	for _, st := range s.state {
+	for _, st := range bands {
 		all = append(all, st.instances...)
 	}
 	return slices.Compact(slices.Sorted(slices.Values(all)))
@@ -406,7 +441,7 @@ func (s *dcSource) Register(ch chan<- kitsd.Event) {
 	s.mu.Lock()
 	if !s.kitUsed {
 		s.kitUsed = true
-		s.kit.update(s.allInstances())
+		s.kit.update(instancesOf(s.state))
 	}
 	s.mu.Unlock()
 	s.kit.Register(ch)

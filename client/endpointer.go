@@ -43,7 +43,6 @@ import (
 // and whether it is ejected (see Ejection). An instance keeps all of that
 // for as long as it stays in discovery, across updates.
 type Endpointer struct {
-	instancer  kitsd.Instancer
 	factory    kitsd.Factory
 	logger     log.Logger
 	grace      time.Duration
@@ -54,13 +53,11 @@ type Endpointer struct {
 	published  func()    // see endpointerOptions
 	epoch      time.Time // node times are nanoseconds since
 
-	events chan kitsd.Event
-	// With a banded source (several datacenters), its updates come here
-	// instead, and the instances of each band are kept apart.
-	bandSrc    bandSource
-	bandEvents chan bandUpdate
-	done       chan struct{}
-	hinted     bool // a log line said what to do about an unreachable agent; only handle uses it
+	// Of the Instancer: with a banded source (several datacenters), its
+	// bands' updates, the instances of each band kept apart.
+	sub    subscription
+	done   chan struct{}
+	hinted bool // a log line said what to do about an unreachable agent; only handle uses it
 
 	closeOnce sync.Once
 	closeErr  error // Close's result, set once by closeOnce
@@ -136,7 +133,6 @@ func NewEndpointer(instancer kitsd.Instancer, factory kitsd.Factory, logger log.
 func newEndpointer(instancer kitsd.Instancer, factory kitsd.Factory, logger log.Logger, o endpointerOptions) *Endpointer {
 	ctx, cancel := context.WithCancel(context.Background())
 	e := &Endpointer{
-		instancer:  instancer,
 		factory:    factory,
 		logger:     logger,
 		grace:      o.grace,
@@ -147,7 +143,6 @@ func newEndpointer(instancer kitsd.Instancer, factory kitsd.Factory, logger log.
 		published:  o.published,
 		info:       o.view,
 		epoch:      time.Now(),
-		events:     make(chan kitsd.Event, 1),
 		done:       make(chan struct{}),
 		ctx:        ctx,
 		cancel:     cancel,
@@ -161,19 +156,17 @@ func newEndpointer(instancer kitsd.Instancer, factory kitsd.Factory, logger log.
 	// go-kit Instancers send their current state on Register, and banded
 	// sources each band's; apply it before returning, so that a new
 	// Endpointer already has endpoints.
-	if src, ok := instancer.(bandSource); ok && len(o.bandNames) > 1 {
-		e.bandSrc = src
-		e.bandEvents = make(chan bandUpdate, 1)
-		e.bands.init(src.registerBands(e.bandEvents))
-		e.handleBand(<-e.bandEvents)
+	var bands int
+	if e.sub, bands = subscribe(instancer, len(o.bandNames) > 1); e.sub.bandSrc != nil {
+		e.bands.init(bands)
+		e.handleBand(<-e.sub.bandEvents)
 		e.mu.Lock()
 		e.bands.started = true
 		e.mu.Unlock()
 	} else {
 		e.bands.init(1)
-		instancer.Register(e.events)
 		select {
-		case ev := <-e.events:
+		case ev := <-e.sub.events:
 			e.handle(ev)
 		default:
 		}
@@ -210,13 +203,13 @@ func (e *Endpointer) noInstances() error {
 
 func (e *Endpointer) receive() {
 	defer close(e.done)
-	if e.bandSrc != nil {
-		for u := range e.bandEvents {
+	if e.sub.bandSrc != nil {
+		for u := range e.sub.bandEvents {
 			e.handleBand(u)
 		}
 		return
 	}
-	for ev := range e.events {
+	for ev := range e.sub.events {
 		e.handle(ev)
 	}
 }
@@ -383,7 +376,7 @@ func (e *Endpointer) publish() {
 	e.pruneHeld()
 	s := &snapshot{nodes: e.nodes, endpoints: e.endpoints}
 	var bs *bandsSnap
-	if e.bandSrc != nil {
+	if e.sub.bandSrc != nil {
 		bs = e.bands.start()
 	}
 	for _, n := range e.nodes {
@@ -519,13 +512,7 @@ func (e *Endpointer) Close() error {
 
 func (e *Endpointer) close() error {
 	views.remove(e)
-	if e.bandSrc != nil {
-		e.bandSrc.deregisterBands(e.bandEvents)
-		close(e.bandEvents)
-	} else {
-		e.instancer.Deregister(e.events)
-		close(e.events)
-	}
+	e.sub.cancel()
 	<-e.done
 
 	e.mu.Lock()
