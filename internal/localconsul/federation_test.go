@@ -115,17 +115,3 @@ func TestSecureFederation(t *testing.T) {
 		t.Errorf("opened dc2: datacenter %q, members %v", o.Datacenter, o.Members())
 	}
 }
-
-// client is an API client for agent a with token, over TLS with sec's CLI
-// certificate.
-func client(t *testing.T, sec *localconsul.Security, a *localconsul.Agent, token string) *api.Client {
-	t.Helper()
-	cfg := api.DefaultConfig()
-	cfg.Address, cfg.Token = a.URL(), token
-	cfg.TLSConfig = api.TLSConfig{CAFile: sec.CA.CertFile, CertFile: sec.CLICertFile, KeyFile: sec.CLIKeyFile}
-	c, err := api.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}

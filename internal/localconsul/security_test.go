@@ -60,14 +60,7 @@ func TestSecureAgentAndCluster(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg := api.DefaultConfig()
-		cfg.Address, cfg.Token = a.URL(), tok
-		cfg.TLSConfig = api.TLSConfig{CAFile: sec.CA.CertFile, CertFile: sec.CLICertFile, KeyFile: sec.CLIKeyFile}
-		ic, err := api.NewClient(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return ic
+		return client(t, sec, a, tok)
 	}
 	ia := instance("trimsvc-a")
 	session, _, err := ia.Session().Create(&api.SessionEntry{TTL: "10s", Behavior: api.SessionBehaviorDelete}, nil)
@@ -133,4 +126,18 @@ func TestSecureAgentAndCluster(t *testing.T) {
 	if _, err := cl.Security.SetupACL(ctx, cc, "trimsvc"); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// client is an API client for agent a with token, over TLS with sec's CLI
+// certificate.
+func client(t *testing.T, sec *localconsul.Security, a *localconsul.Agent, token string) *api.Client {
+	t.Helper()
+	cfg := api.DefaultConfig()
+	cfg.Address, cfg.Token = a.URL(), token
+	cfg.TLSConfig = api.TLSConfig{CAFile: sec.CA.CertFile, CertFile: sec.CLICertFile, KeyFile: sec.CLIKeyFile}
+	c, err := api.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
