@@ -177,13 +177,20 @@ session %q { policy = "write" }`, service, service, id, node))
 // agents' token, AgentToken, if it does not exist yet. It retries while the
 // ACL system is still bootstrapping, at most until ctx ends.
 func (s *Security) CreateAgentToken(ctx context.Context, c *api.Client) error {
+	return whileBootstrapping(ctx, "the agents' token", func() error { return s.agentToken(c.ACL()) })
+}
+
+// whileBootstrapping calls create until it succeeds, every 100ms while the
+// ACL system is still bootstrapping, at most until ctx ends; what says what
+// it creates, for the error.
+func whileBootstrapping(ctx context.Context, what string, create func() error) error {
 	for {
-		err := s.agentToken(c.ACL())
+		err := create()
 		if err == nil {
 			return nil
 		}
 		if !ctxtime.Sleep(ctx, 100*time.Millisecond) {
-			return fmt.Errorf("create the agents' token: %w (last: %v)", ctx.Err(), err)
+			return fmt.Errorf("create %s: %w (last: %v)", what, ctx.Err(), err)
 		}
 	}
 }
@@ -196,15 +203,7 @@ func (s *Security) CreateAgentToken(ctx context.Context, c *api.Client) error {
 // entries and intentions). It retries while the ACL system is still
 // bootstrapping, at most until ctx ends.
 func (s *Security) CreateReplicationToken(ctx context.Context, c *api.Client) error {
-	for {
-		err := s.replicationToken(c.ACL())
-		if err == nil {
-			return nil
-		}
-		if !ctxtime.Sleep(ctx, 100*time.Millisecond) {
-			return fmt.Errorf("create the replication token: %w (last: %v)", ctx.Err(), err)
-		}
-	}
+	return whileBootstrapping(ctx, "the replication token", func() error { return s.replicationToken(c.ACL()) })
 }
 
 func (s *Security) replicationToken(acl *api.ACL) error {
