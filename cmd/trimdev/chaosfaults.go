@@ -327,20 +327,13 @@ func (s *soak) cutWAN(ctx context.Context, dc string, hold time.Duration) (targe
 // startAll starts the members named again, all at once, and returns what
 // each start noted.
 func (s *soak) startAll(ctx context.Context, names []string) (string, error) {
-	notes := make([]string, len(names))
-	errs := make([]error, len(names))
-	var wg sync.WaitGroup
-	for i, name := range names {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			notes[i], errs[i] = s.f.start(ctx, name)
-			if notes[i] != "" {
-				notes[i] = name + ": " + notes[i]
-			}
-		}()
-	}
-	wg.Wait()
+	notes, errs := atOnce(len(names), func(i int) (string, error) {
+		note, err := s.f.start(ctx, names[i])
+		if note != "" {
+			note = names[i] + ": " + note
+		}
+		return note, err
+	})
 	return strings.Join(slices.DeleteFunc(notes, func(n string) bool { return n == "" }), "; "), errors.Join(errs...)
 }
 

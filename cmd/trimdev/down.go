@@ -116,28 +116,36 @@ func (f *fleet) stopAll(grace func(stateProc) time.Duration) ([]string, error) {
 		groups = slices.Insert(groups, 1, []stateProc{*f.st.Jaeger})
 	}
 	for _, group := range groups {
-		out := make([]string, len(group))
-		groupErrs := make([]error, len(group))
-		var wg sync.WaitGroup
-		for i, p := range group {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				what, err := proc.StopPID(p.PID, p.Exe, grace(p))
-				if err != nil {
-					groupErrs[i] = fmt.Errorf("%s: %w", p.Name, err)
-					return
-				}
-				out[i] = fmt.Sprintf("%s pid %d: %s", p.Name, p.PID, what)
-			}()
-		}
-		wg.Wait()
-		for i := range group {
-			if out[i] != "" {
-				lines = append(lines, out[i])
+		out, groupErrs := atOnce(len(group), func(i int) (string, error) {
+			p := group[i]
+			what, err := proc.StopPID(p.PID, p.Exe, grace(p))
+			if err != nil {
+				return "", fmt.Errorf("%s: %w", p.Name, err)
+			}
+			return fmt.Sprintf("%s pid %d: %s", p.Name, p.PID, what), nil
+		})
+		for _, o := range out {
+			if o != "" {
+				lines = append(lines, o)
 			}
 		}
 		errs = append(errs, groupErrs...)
 	}
 	return lines, errors.Join(errs...)
+}
+
+// atOnce runs f(0), ..., f(n-1) at once and returns what each said, in
+// order, and their errors.
+func atOnce(n int, f func(i int) (string, error)) ([]string, []error) {
+	out, errs := make([]string, n), make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i], errs[i] = f(i)
+		}()
+	}
+	wg.Wait()
+	return out, errs
 }
