@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc/balancer"
 )
@@ -25,6 +26,7 @@ type attemptRec struct {
 	// that can end, a cancellable child of it.
 	context.Context
 	n      *Node
+	begun  time.Time   // when the attempt started: its maker's reading of the clock (Retry's)
 	seen   atomic.Bool // a picker of the instance's saw the attempt
 	picked atomic.Bool // and gave one of its calls a SubConn
 	sent   atomic.Bool // and bytes of one of them left for the instance
@@ -74,6 +76,12 @@ func (at *attemptRec) cancel(cause error) {
 		at.mu.Unlock()
 		return
 	}
+	at.cancelLocked(cause)
+}
+
+// cancelLocked cancels the attempt, which has not ended, with cause. It
+// is called with at.mu held, and unlocks it.
+func (at *attemptRec) cancelLocked(cause error) {
 	at.err = context.Canceled
 	at.cause = cause
 	if cause == nil {
@@ -104,6 +112,25 @@ func (at *attemptRec) causeOfEnd() error {
 	at.mu.Lock()
 	defer at.mu.Unlock()
 	return at.cause
+}
+
+// end ends the attempt's calls, as cancel(nil) does, and returns why it
+// had been cancelled before, nil if it had not: causeOfEnd and cancel in
+// one, for the end of every attempt.
+func (at *attemptRec) end() (cause error) {
+	if !at.own {
+		cause = at.causeOfEnd()
+		at.cancel(nil)
+		return cause
+	}
+	at.mu.Lock()
+	if at.err != nil {
+		cause = at.cause
+		at.mu.Unlock()
+		return cause
+	}
+	at.cancelLocked(nil)
+	return nil
 }
 
 func (at *attemptRec) Done() <-chan struct{} {

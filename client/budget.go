@@ -69,13 +69,15 @@ func newBudget(cfg RetryBudget, now func() time.Time) *budget {
 	return &budget{cfg: cfg, w: newWindow(cfg.TTL, now)}
 }
 
-// call counts a call. A nil budget counts nothing.
-func (b *budget) call() {
+// call counts a call that started at start (the call's own reading of
+// the clock, so that counting it reads none). A nil budget counts
+// nothing.
+func (b *budget) call(start time.Time) {
 	if b == nil {
 		return
 	}
 	b.mu.Lock()
-	b.w.current().a++
+	b.w.atOrNow(start).a++
 	b.mu.Unlock()
 }
 
@@ -120,14 +122,35 @@ func newWindow(span time.Duration, now func() time.Time) window {
 
 // current returns the slot of now, emptied first if it last counted an
 // epoch that has left the window.
-func (w *window) current() *windowSlot {
-	epoch := int64(w.now().Sub(w.start) / w.slot)
+func (w *window) current() *windowSlot { return w.at(w.now()) }
+
+// at returns the slot of the epoch t falls in, emptied first if it last
+// counted an epoch that has left the window; nil if that slot already
+// counts a later epoch (t was read a whole window before).
+func (w *window) at(t time.Time) *windowSlot {
+	epoch := w.epoch(t)
 	s := &w.slots[epoch%windowSlots]
-	if s.epoch != epoch {
+	switch {
+	case s.epoch < epoch:
 		*s = windowSlot{epoch: epoch}
+	case s.epoch > epoch:
+		return nil
 	}
 	return s
 }
+
+// atOrNow is at(t), or the current slot when t's has been reused for a
+// later epoch: a call is counted by the reading of the clock it started
+// with (one that lasted longer than the window, in the slot of now).
+func (w *window) atOrNow(t time.Time) *windowSlot {
+	if s := w.at(t); s != nil {
+		return s
+	}
+	return w.current()
+}
+
+// epoch is the slot of time since w.start that t falls in.
+func (w *window) epoch(t time.Time) int64 { return int64(t.Sub(w.start) / w.slot) }
 
 // sums returns the counts of the window: its last windowSlots epochs up
 // to now's.

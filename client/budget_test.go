@@ -27,7 +27,7 @@ func TestBudgetFloorAndPercent(t *testing.T) {
 	}
 	// 1000 calls allow 20% more.
 	for range 1000 {
-		b.call()
+		b.call(c.now())
 	}
 	if want, have := 200, retries(b, 1000); want != have {
 		t.Errorf("after 1000 calls: want %d more retries, have %d", want, have)
@@ -38,7 +38,7 @@ func TestBudgetWindowSlides(t *testing.T) {
 	c := newClock()
 	b := newBudget(RetryBudget{Ratio: 0.5, MinPerSecond: 1, TTL: 10 * time.Second}, c.now)
 	for range 100 {
-		b.call()
+		b.call(c.now())
 	}
 	if want, have := 60, retries(b, 1000); want != have { // 50 + 10
 		t.Fatalf("want %d retries, have %d", want, have)
@@ -58,7 +58,7 @@ func TestBudgetWindowSlides(t *testing.T) {
 
 func TestBudgetDisabledAllowsAll(t *testing.T) {
 	var b *budget = newBudget(RetryBudget{Disabled: true}, time.Now)
-	b.call()
+	b.call(time.Now())
 	if want, have := 1000, retries(b, 1000); want != have {
 		t.Errorf("want %d, have %d", want, have)
 	}

@@ -499,11 +499,10 @@ func (c *unaryCall) won(attempt any) any {
 // sent.
 func invokeAttempt(at *attemptRec, request any) (any, bool, outcome, error) {
 	c, n := request.(*unaryCall), at.n
-	start := n.now()
 	err := c.invoker(at, c.method, c.req, c.reply, c.cc, c.opts...)
 	if !at.picked.Load() {
 		now := n.now()
-		return c.reply, false, n.settle(at, err, float64(now-start), now), err
+		return c.reply, false, n.settle(at, err, float64(now-n.reading(at.begun)), now), err
 	}
 	return c.reply, at.sent.Load(), at.o, err
 }

@@ -431,7 +431,12 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 			st.done(n.endStream(ctx, doneErr(di)), di.BytesSent)
 		}}, nil
 	}
-	start := n.begin()
+	var start int64
+	if at != nil { // the attempt's time runs from Retry's reading of the clock
+		start = n.beginAt(n.reading(at.begun))
+	} else {
+		start = n.begin()
+	}
 	return balancer.PickResult{SubConn: c.sc, Metadata: askLoad(n), Done: func(di balancer.DoneInfo) {
 		reportLoad(n, di)
 		o := n.end(ctx, start, doneErr(di))

@@ -130,15 +130,16 @@ func newNode(owner *Endpointer, instance string, e endpoint.Endpoint, closer io.
 
 // call is an attempt on the node, as callers of its endpoint make it.
 func (n *Node) call(ctx context.Context, request interface{}) (interface{}, error) {
-	resp, _, _, err := n.attempt(&attemptRec{Context: ctx, n: n}, request)
+	resp, _, _, err := n.attempt(&attemptRec{Context: ctx, n: n, begun: time.Now()}, request)
 	return resp, err
 }
 
 // attempt is an attempt on the node: the Factory's endpoint, with the
 // bookkeeping the balancers and ejection need. It returns how it ended,
 // and whether it may have been sent (see attemptRec.mayHaveSent).
+// at.begun is when the attempt started.
 func (n *Node) attempt(at *attemptRec, request interface{}) (interface{}, bool, outcome, error) {
-	start := n.begin()
+	start := n.beginAt(n.reading(at.begun))
 	// The connection's picker (see Factory) finds the attempt in its
 	// context and tells it how each of its calls ended.
 	resp, err := n.e(at, request)
@@ -147,8 +148,13 @@ func (n *Node) attempt(at *attemptRec, request interface{}) (interface{}, bool, 
 
 func (n *Node) now() int64 { return int64(time.Since(n.owner.epoch)) }
 
-func (n *Node) begin() int64 {
-	start := n.now()
+// reading is t on n's clock (now's).
+func (n *Node) reading(t time.Time) int64 { return int64(t.Sub(n.owner.epoch)) }
+
+func (n *Node) begin() int64 { return n.beginAt(n.now()) }
+
+// beginAt counts a call that started at start, on n's clock.
+func (n *Node) beginAt(start int64) int64 {
 	// The sum first: a cost read in between sees a call's start without
 	// the call, never a call without its start (which would age it from
 	// the epoch).

@@ -236,24 +236,28 @@ func (r *retry) tracedCall(ctx context.Context, request interface{}) (interface{
 
 // admitted makes the call's attempts if the throttle admits it.
 func (r *retry) admitted(ctx context.Context, request interface{}) (interface{}, error) {
-	if err := r.throttle.admit(); err != nil {
+	// One reading of the clock serves the throttle, the budget, the
+	// deadline and the first attempt's share: each reading costs a loopback
+	// call about 60ns here, more where the call has left the caches cold
+	// (BENCHMARKS.md, "Retry's own work").
+	start := time.Now()
+	if err := r.throttle.admit(start); err != nil {
 		add(r.metrics.Throttled)
 		return nil, err
 	}
-	resp, shed, err := r.attempts(ctx, request)
-	r.throttle.done(shed)
+	resp, shed, err := r.attempts(ctx, request, start)
+	r.throttle.done(start, shed)
 	return resp, err
 }
 
 // attempts makes the attempts of a call, and says whether the last was
 // shed (by its instance's classification, which the throttle goes by).
-func (r *retry) attempts(ctx context.Context, request interface{}) (interface{}, bool, error) {
-	start := time.Now()
+func (r *retry) attempts(ctx context.Context, request interface{}, start time.Time) (interface{}, bool, error) {
 	deadline := start.Add(r.timeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
-	r.budget.call()
+	r.budget.call(start)
 	idempotent := r.isIdempotent(ctx, request)
 	var (
 		a       attempts
@@ -294,7 +298,11 @@ func (r *retry) attempts(ctx context.Context, request interface{}) (interface{},
 			}
 			a.reached++
 			a.add(n)
-			share := time.Until(deadline) / time.Duration(r.max-a.made)
+			now := start // a first attempt's time is the call's
+			if a.made > 0 {
+				now = time.Now()
+			}
+			share := deadline.Sub(now) / time.Duration(r.max-a.made)
 			var resp interface{}
 			if idempotent && a.made == 0 && r.hedgeAfter > 0 && r.hedgeAfter < share && r.max > 1 && hedgeable(request) {
 				resp, a, err = r.hedged(ctx, n, request, share, deadline, a)
@@ -305,7 +313,7 @@ func (r *retry) attempts(ctx context.Context, request interface{}) (interface{},
 				if r.tracer != nil {
 					actx, span = r.startAttempt(ctx, n, a.made, false)
 				}
-				resp, sent, o, err = r.attemptOnce(actx, n, request, share)
+				resp, sent, o, err = r.attemptOnce(actx, n, request, now, share)
 				if err != nil {
 					a.failed = append(a.failed, attemptFailure{n, err, o})
 				} else {
@@ -456,7 +464,7 @@ func (r *retry) hedged(ctx context.Context, n *Node, request interface{}, share 
 		if r.tracer != nil {
 			ctx, span = r.startAttempt(ctx, n, no, hedge)
 		}
-		resp, _, o, err := r.attemptOnce(ctx, n, req, share)
+		resp, _, o, err := r.attemptOnce(ctx, n, req, time.Now(), share)
 		if err == nil {
 			endAttempt(span, spanOK, nil)
 		} else {
@@ -514,26 +522,27 @@ func (r *retry) hedged(ctx context.Context, n *Node, request interface{}, share 
 	}
 }
 
-// attemptOnce calls n, cancelling the call when share is used up, and
-// tells the balancer how it ended. sent says whether the attempt may have
-// left this process: it did unless the picks of its calls (a Factory's
-// connection's, a ClientConn's) saw none of it sent.
-func (r *retry) attemptOnce(ctx context.Context, n *Node, request interface{}, share time.Duration) (resp interface{}, sent bool, o outcome, err error) {
+// attemptOnce calls n, cancelling the call once share has passed since
+// now (the clock, read by the caller), and tells the balancer how it
+// ended. sent says whether the attempt may have left this process: it did
+// unless the picks of its calls (a Factory's connection's, a ClientConn's)
+// saw none of it sent.
+func (r *retry) attemptOnce(ctx context.Context, n *Node, request interface{}, now time.Time, share time.Duration) (resp interface{}, sent bool, o outcome, err error) {
 	// The share is enforced by the watchdog, which cancels the attempt,
 	// not by a context deadline: a deadline travels to the server as
 	// grpc-timeout and costs both sides a timer context, a measurable part
 	// of a loopback call (BENCHMARKS.md, raw-3conn-deadline). The caller's
 	// own deadline, if any, still travels.
 	at := newRecord(ctx, n, request)
+	at.begun = now
 	at.start()
-	slot := r.watchdog.watch(share, at)
+	slot := r.watchdog.watch(now, share, at)
 	resp, sent, o, err = r.try(at, request)
 	r.watchdog.release(slot)
 	if at.ejectedIt.Load() {
 		trace.SpanFromContext(ctx).SetAttributes(attrEjected.Bool(true))
 	}
-	cause := at.causeOfEnd()
-	at.cancel(nil)
+	cause := at.end()
 	if err != nil && errors.Is(cause, errAttemptTimeout) && ctx.Err() == nil {
 		err = &attemptTimeoutError{share: share, err: err}
 	}

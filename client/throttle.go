@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -93,6 +94,11 @@ type throttle struct {
 	window time.Duration
 	mu     sync.Mutex
 	w      window // a: requests, b: accepts
+	// quietFrom is the first epoch of w whose window holds no request
+	// that was not accepted (a shed answer, or a call the throttle
+	// refused): from it on, accepts equal requests and the probability is
+	// 0 whatever K, so admit admits without the lock or the sums.
+	quietFrom atomic.Int64
 }
 
 func newThrottle(cfg Throttle, now func() time.Time) *throttle {
@@ -107,8 +113,8 @@ func newThrottle(cfg Throttle, now func() time.Time) *throttle {
 // when it ends (done): calls in flight are neither refused nor accepted
 // yet, and counting them as requests would throttle a client that starts
 // many calls at once.
-func (t *throttle) admit() error {
-	if t == nil {
+func (t *throttle) admit(now time.Time) error {
+	if t == nil || t.w.epoch(now) >= t.quietFrom.Load() {
 		return nil
 	}
 	t.mu.Lock()
@@ -117,8 +123,17 @@ func (t *throttle) admit() error {
 	if p <= 0 || rand.Float64() >= p {
 		return nil
 	}
-	t.w.current().a++
+	t.unaccepted(t.w.current())
 	return &ThrottledError{Requests: requests + 1, Accepts: accepts, Window: t.window}
+}
+
+// unaccepted counts in s a request that was not accepted, and keeps admit
+// off its fast path until s has left the window. t.mu is held.
+func (t *throttle) unaccepted(s *windowSlot) {
+	s.a++
+	if q := s.epoch + windowSlots; q > t.quietFrom.Load() {
+		t.quietFrom.Store(q)
+	}
 }
 
 // probability is the chance a call is refused now, and the counts it
@@ -128,16 +143,19 @@ func (t *throttle) probability() (p float64, requests, accepts int64) {
 	return max(0, (float64(requests)-t.k*float64(accepts))/float64(requests+1)), requests, accepts
 }
 
-// done counts a sent call that ended: a request, and an accept unless its
-// last attempt was shed (refused for overload, by the classification).
-func (t *throttle) done(shed bool) {
+// done counts a sent call that started at start and ended: a request,
+// and an accept unless its last attempt was shed (refused for overload,
+// by the classification).
+func (t *throttle) done(start time.Time, shed bool) {
 	if t == nil {
 		return
 	}
 	t.mu.Lock()
-	s := t.w.current()
-	s.a++
-	if !shed {
+	s := t.w.atOrNow(start)
+	if shed {
+		t.unaccepted(s)
+	} else {
+		s.a++
 		s.b++
 	}
 	t.mu.Unlock()

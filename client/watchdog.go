@@ -45,9 +45,9 @@ func newWatchdog() *watchdog {
 }
 
 // watch cancels an attempt with cause errAttemptTimeout once share has
-// passed, unless release(slot) comes first.
-func (w *watchdog) watch(share time.Duration, attempt canceler) (slot int32) {
-	deadline := int64(time.Since(w.epoch) + share)
+// passed since now, unless release(slot) comes first.
+func (w *watchdog) watch(now time.Time, share time.Duration, attempt canceler) (slot int32) {
+	deadline := int64(now.Sub(w.epoch) + share)
 	w.mu.Lock()
 	if n := len(w.free); n > 0 {
 		slot = w.free[n-1]

@@ -24,11 +24,11 @@ func TestWatchdogCancelsAttemptsPastTheirShare(t *testing.T) {
 	for _, share := range []time.Duration{80 * time.Millisecond, 60 * time.Millisecond, 20 * time.Millisecond, 40 * time.Millisecond} {
 		ctx, cancel := context.WithCancelCause(context.Background())
 		t.Cleanup(func() { cancel(nil) })
-		all = append(all, watchedCtx{ctx, share, w.watch(share, cancelFunc(cancel))})
+		all = append(all, watchedCtx{ctx, share, w.watch(time.Now(), share, cancelFunc(cancel))})
 	}
 	released, releasedCancel := context.WithCancelCause(context.Background())
 	defer releasedCancel(nil)
-	w.release(w.watch(30*time.Millisecond, cancelFunc(releasedCancel)))
+	w.release(w.watch(time.Now(), 30*time.Millisecond, cancelFunc(releasedCancel)))
 
 	for _, a := range all {
 		<-a.ctx.Done()
@@ -68,7 +68,7 @@ func TestWatchdogConcurrentAttempts(t *testing.T) {
 				if !hang {
 					share = time.Hour
 				}
-				slot := w.watch(share, cancelFunc(cancel))
+				slot := w.watch(time.Now(), share, cancelFunc(cancel))
 				if hang {
 					<-ctx.Done()
 					if !errors.Is(context.Cause(ctx), errAttemptTimeout) {
