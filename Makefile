@@ -96,6 +96,7 @@ bench: consul ghz ## benchmarks: call overhead vs raw gRPC, server throughput (g
 	go test -run '^$$' -bench 'Overhead/' -benchmem -benchtime 5000x ./internal/bench | tee .bench/allocs.txt
 	go test -run '^$$' -bench 'CallPath' -benchmem -benchtime 1000000x -count 3 ./internal/bench | tee -a .bench/allocs.txt
 	go test -run '^$$' -bench 'OverheadInterleaved' -benchtime 1x -count $(BENCH_COUNT) ./internal/bench | tee .bench/overhead.txt
+	go test -run '^$$' -bench 'OverheadPaired' -benchtime 1x ./internal/bench | tee .bench/paired.txt
 	go test -run '^$$' -bench 'ServerThroughput' -benchtime 1x -timeout 10m ./internal/bench | tee .bench/server.txt
 	go test -run '^$$' -bench 'Discovery|Failover|Cluster|LoadReport|Streams' -benchtime 1x -timeout 30m ./internal/bench | tee .bench/once.txt
 	go test -run '^$$' -bench 'LeastLoaded' -benchtime 1x -count 3 -timeout 30m ./internal/bench | tee .bench/leastloaded.txt
@@ -103,7 +104,7 @@ bench: consul ghz ## benchmarks: call overhead vs raw gRPC, server throughput (g
 	go test -run '^$$' -bench 'Overload|Shares' -benchtime 1x -timeout 30m ./internal/bench | tee .bench/overload.txt
 	go test -run '^$$' -bench 'Scale$$|ConsulRead' -benchtime 1x -timeout 30m ./internal/bench | tee .bench/scale.txt
 	@echo
-	@go run ./internal/bench/report .bench/allocs.txt .bench/overhead.txt .bench/server.txt .bench/once.txt .bench/leastloaded.txt .bench/gray.txt .bench/overload.txt .bench/scale.txt | tee .bench/summary.txt
+	@go run ./internal/bench/report .bench/allocs.txt .bench/overhead.txt .bench/paired.txt .bench/server.txt .bench/once.txt .bench/leastloaded.txt .bench/gray.txt .bench/overload.txt .bench/scale.txt | tee .bench/summary.txt
 
 lint: vulncheck mingo apisize ## check gofmt, go vet, staticcheck and govulncheck (pinned in tools/lint), build with the oldest Go go.mod allows, and bound the API
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \

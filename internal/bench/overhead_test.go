@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"runtime"
 	"slices"
@@ -347,14 +348,7 @@ func BenchmarkOverhead(b *testing.B) {
 // more rounds measure a ratio more closely.
 func BenchmarkOverheadInterleaved(b *testing.B) {
 	const block = 1000
-	rounds := 20
-	if v := os.Getenv("TRIMKIT_OVERHEAD_ROUNDS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			b.Fatalf("TRIMKIT_OVERHEAD_ROUNDS=%q: want a positive number", v)
-		}
-		rounds = n
-	}
+	rounds := envCount(b, "TRIMKIT_OVERHEAD_ROUNDS", 20, 1)
 	addrs := startServers(b, 3)
 	rows := overheadRows()
 	if v := os.Getenv("TRIMKIT_OVERHEAD_ROWS"); v != "" {
@@ -461,4 +455,124 @@ func BenchmarkCallPath(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// overheadPairs are the rows BenchmarkOverheadPaired measures, each
+// against its floor: the targets of issues #30 and #31, and the floor's
+// own twin, which says how far two identical stacks land apart.
+var overheadPairs = []struct{ row, floor string }{
+	{"raw-3conn-again", "raw-3conn"},
+	{"trimkit-fixed", "raw-3conn"},
+	{"generic-orders", "raw-3conn-orders"},
+	{"trimkit-mtls", "raw-3conn-mtls"},
+	{"trimkit-conn", "raw-1conn-rr"},
+}
+
+// BenchmarkOverheadPaired measures each row of overheadPairs against its
+// floor in alternating blocks of 100 calls, 400 pairs of blocks
+// (TRIMKIT_OVERHEAD_PAIRS), each pair started by the other row in turn,
+// and reports the median of the pairs' ratios with its 95% confidence
+// interval (by order statistics, no assumption about the spread). A
+// 2-core virtual machine's speed drifts by 10-20% over seconds; two blocks
+// a few milliseconds apart see the same machine, so the drift cancels in
+// each pair, where BenchmarkOverheadInterleaved's blocks of 1,000 calls
+// per row still feel it. The ratio is time per call, row over floor.
+func BenchmarkOverheadPaired(b *testing.B) {
+	pairs := envCount(b, "TRIMKIT_OVERHEAD_PAIRS", 400, 20)
+	addrs := startServers(b, 3)
+	builders := map[string]func(testing.TB, []string) caller{}
+	for _, r := range overheadRows() {
+		builders[r.name] = r.build
+	}
+	callers := map[string]caller{}
+	callerOf := func(name string) caller {
+		c, ok := callers[name]
+		if !ok {
+			c = builders[name](b, addrs)
+			for range 200 {
+				if err := c(context.Background()); err != nil {
+					b.Fatal(err)
+				}
+			}
+			callers[name] = c
+		}
+		return c
+	}
+	for _, p := range overheadPairs {
+		row, floor := callerOf(p.row), callerOf(p.floor)
+		for _, mode := range []string{"seq", "par"} {
+			ratios := pairedRatios(b, mode, floor, row, pairs)
+			lo, mid, hi := medianInterval(ratios)
+			b.ReportMetric(mid, mode+"/"+p.row+"-ratio")
+			b.ReportMetric(lo, mode+"/"+p.row+"-ratio-lo")
+			b.ReportMetric(hi, mode+"/"+p.row+"-ratio-hi")
+		}
+	}
+}
+
+// pairedRatios times pairs of blocks of 100 calls, floor's and row's in
+// turn, and returns each pair's ratio, row over floor.
+func pairedRatios(b *testing.B, mode string, floor, row caller, pairs int) []float64 {
+	const block = 100
+	workers := runtime.GOMAXPROCS(0)
+	ctx := context.Background()
+	run := func(call caller) time.Duration {
+		start := time.Now()
+		if mode == "seq" {
+			for range block {
+				if err := call(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+			return time.Since(start)
+		}
+		var wg sync.WaitGroup
+		for range workers {
+			wg.Go(func() {
+				for range block / workers {
+					if err := call(ctx); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		return time.Since(start)
+	}
+	runtime.GC()
+	ratios := make([]float64, 0, pairs)
+	for i := range pairs {
+		var f, r time.Duration
+		if i%2 == 0 {
+			f, r = run(floor), run(row)
+		} else {
+			r, f = run(row), run(floor)
+		}
+		ratios = append(ratios, float64(r)/float64(f))
+	}
+	return ratios
+}
+
+// medianInterval is the median of vs and a 95% confidence interval for
+// it: the order statistics n/2 ± 1.96·√n/2 of the sorted values.
+func medianInterval(vs []float64) (lo, mid, hi float64) {
+	s := slices.Sorted(slices.Values(vs))
+	n := len(s)
+	half := 1.96 * math.Sqrt(float64(n)) / 2
+	return s[max(0, int(math.Floor(float64(n)/2-half)))], s[n/2], s[min(n-1, int(math.Ceil(float64(n)/2+half)))]
+}
+
+// envCount is the count the environment variable name sets, def when it
+// is unset; anything but a whole number of at least least fails tb.
+func envCount(tb testing.TB, name string, def, least int) int {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < least {
+		tb.Fatalf("%s=%q: want a whole number, at least %d", name, v, least)
+	}
+	return n
 }

@@ -35,6 +35,9 @@ func run(files []string, w io.Writer) error {
 		return fmt.Errorf("no benchmark results in %v", files)
 	}
 	overhead(w, results)
+	if r, ok := results["BenchmarkOverheadPaired"]; ok {
+		paired(w, r)
+	}
 	if r, ok := results["BenchmarkServerThroughput"]; ok {
 		serverThroughput(w, r)
 	}
@@ -62,6 +65,40 @@ func run(files []string, w io.Writer) error {
 	}
 	datacenters(w, results)
 	return nil
+}
+
+// pairedTargets are the rows of BenchmarkOverheadPaired, each with its
+// floor and its target (time per call over the floor's; 0: none, the
+// floor's twin).
+var pairedTargets = []struct {
+	row, floor string
+	target     float64
+}{
+	{"raw-3conn-again", "raw-3conn", 0},
+	{"trimkit-fixed", "raw-3conn", 1.05},
+	{"generic-orders", "raw-3conn-orders", 1.03},
+	{"trimkit-mtls", "raw-3conn-mtls", 1.05},
+	{"trimkit-conn", "raw-1conn-rr", 1.02},
+}
+
+// paired prints BenchmarkOverheadPaired's ratios: the median of the
+// pairs' and its 95% interval, against each row's target.
+func paired(w io.Writer, r result) {
+	fmt.Fprintln(w, "paired blocks (each row against its floor in alternating blocks of 100 calls; median of the pairs' ratios [95% interval]):")
+	for _, mode := range []string{"seq", "par"} {
+		for _, t := range pairedTargets {
+			mid := median(r[mode+"/"+t.row+"-ratio"])
+			if mid == 0 {
+				continue
+			}
+			lo, hi := median(r[mode+"/"+t.row+"-ratio-lo"]), median(r[mode+"/"+t.row+"-ratio-hi"])
+			if t.target == 0 {
+				fmt.Fprintf(w, "  %s: %s/%s %.3fx [%.3f, %.3f] (the noise floor: the same stack twice)\n", mode, t.row, t.floor, mid, lo, hi)
+				continue
+			}
+			printTarget(w, mid <= t.target, "%s: %s/%s %.3fx [%.3f, %.3f] <= %.2fx", mode, t.row, t.floor, mid, lo, hi, t.target)
+		}
+	}
 }
 
 // parse reads benchmark lines: name, iterations, then value/unit pairs.
