@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -34,6 +35,7 @@ import (
 	"github.com/trimkit/trimkit/trimsvc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
 )
@@ -69,6 +71,26 @@ func rawThreeConn(tb testing.TB, addrs []string) caller {
 	var n atomic.Uint64
 	return func(ctx context.Context) error {
 		_, err := stubs[n.Add(1)%uint64(len(stubs))].TrimSpace(ctx, &pb.TrimRequest{S: benchInput})
+		return err
+	}
+}
+
+// rawThreeConnHeader is raw-3conn reading the trimsvc-instance header of
+// every answer, as the trim binding does (grpc.Header): not a row the
+// targets name, but the price of that read, which trimkit-fixed pays and
+// raw-3conn does not.
+func rawThreeConnHeader(tb testing.TB, addrs []string) caller {
+	var stubs []pb.TrimClient
+	for _, a := range addrs {
+		stubs = append(stubs, pb.NewTrimClient(dial(tb, a)))
+	}
+	var n atomic.Uint64
+	return func(ctx context.Context) error {
+		var header metadata.MD
+		_, err := stubs[n.Add(1)%uint64(len(stubs))].TrimSpace(ctx, &pb.TrimRequest{S: benchInput}, grpc.Header(&header))
+		if err == nil && len(header.Get(trim.InstanceHeader)) == 0 {
+			return errors.New("no trimsvc-instance header")
+		}
 		return err
 	}
 }
@@ -281,6 +303,7 @@ func overheadRows() []overheadRow {
 		// two identical rows come out, the floor under every ratio.
 		{"raw-3conn-again", rawThreeConn},
 		{"raw-3conn-deadline", rawThreeConnDeadline},
+		{"raw-3conn-header", rawThreeConnHeader},
 		{"gokit-stock", gokitStock},
 		{"trimkit-fixed", trimkitFixed},
 		{"trimkit-traced", trimkitTraced},
@@ -458,11 +481,14 @@ func BenchmarkCallPath(b *testing.B) {
 }
 
 // overheadPairs are the rows BenchmarkOverheadPaired measures, each
-// against its floor: the targets of issues #30 and #31, and the floor's
-// own twin, which says how far two identical stacks land apart.
+// against its floor: the targets of issues #30 and #31; the floor's own
+// twin, which says how far two identical stacks land apart; and what the
+// trim binding's header read costs, alone and under trimkit-fixed.
 var overheadPairs = []struct{ row, floor string }{
 	{"raw-3conn-again", "raw-3conn"},
+	{"raw-3conn-header", "raw-3conn"},
 	{"trimkit-fixed", "raw-3conn"},
+	{"trimkit-fixed", "raw-3conn-header"},
 	{"generic-orders", "raw-3conn-orders"},
 	{"trimkit-mtls", "raw-3conn-mtls"},
 	{"trimkit-conn", "raw-1conn-rr"},
@@ -503,9 +529,10 @@ func BenchmarkOverheadPaired(b *testing.B) {
 		for _, mode := range []string{"seq", "par"} {
 			ratios := pairedRatios(b, mode, floor, row, pairs)
 			lo, mid, hi := medianInterval(ratios)
-			b.ReportMetric(mid, mode+"/"+p.row+"-ratio")
-			b.ReportMetric(lo, mode+"/"+p.row+"-ratio-lo")
-			b.ReportMetric(hi, mode+"/"+p.row+"-ratio-hi")
+			name := mode + "/" + p.row + "/" + p.floor
+			b.ReportMetric(mid, name+"-ratio")
+			b.ReportMetric(lo, name+"-ratio-lo")
+			b.ReportMetric(hi, name+"-ratio-hi")
 		}
 	}
 }
