@@ -97,6 +97,7 @@ bench: consul ghz ## benchmarks: call overhead vs raw gRPC, server throughput (g
 	go test -run '^$$' -bench 'CallPath' -benchmem -benchtime 1000000x -count 3 ./internal/bench | tee -a .bench/allocs.txt
 	go test -run '^$$' -bench 'OverheadInterleaved' -benchtime 1x -count $(BENCH_COUNT) ./internal/bench | tee .bench/overhead.txt
 	go test -run '^$$' -bench 'OverheadPaired' -benchtime 1x ./internal/bench | tee .bench/paired.txt
+	go test -run '^$$' -bench 'RetryCost' -benchtime 1x -count 3 ./client | tee -a .bench/paired.txt
 	go test -run '^$$' -bench 'ServerThroughput' -benchtime 1x -timeout 10m ./internal/bench | tee .bench/server.txt
 	go test -run '^$$' -bench 'Discovery|Failover|Cluster|LoadReport|Streams' -benchtime 1x -timeout 30m ./internal/bench | tee .bench/once.txt
 	go test -run '^$$' -bench 'LeastLoaded' -benchtime 1x -count 3 -timeout 30m ./internal/bench | tee .bench/leastloaded.txt

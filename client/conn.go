@@ -129,6 +129,13 @@ func (p parts) conn(logger log.Logger) (*connPolicy, *retry) {
 // dial makes the ClientConn of target scheme:///service over instancer,
 // which it owns from then on: the ClientConn's Close stops it (stop).
 func dial(service string, instancer kitsd.Instancer, stop func(), p parts, o options) (*grpc.ClientConn, error) {
+	conn, _, err := dialSetup(service, instancer, stop, p, o)
+	return conn, err
+}
+
+// dialSetup is dial, and the ClientConn's setup (for BenchmarkRetryCost,
+// which turns its Retry off and on).
+func dialSetup(service string, instancer kitsd.Instancer, stop func(), p parts, o options) (*grpc.ClientConn, *connSetup, error) {
 	// connSetup.Build calls build once: the discovery started here is
 	// handed over once.
 	c := &connSetup{scheme: scheme, build: func(resolver.Target) (kitsd.Instancer, func(), *connPolicy, *retry, error) {
@@ -141,14 +148,14 @@ func dial(service string, instancer kitsd.Instancer, stop func(), p parts, o opt
 	opts = append(opts, c.dialOptions()...)
 	conn, err := grpc.NewClient(scheme+":///"+service, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("client: %w", err)
+		return nil, nil, fmt.Errorf("client: %w", err)
 	}
 	conn.Connect() // builds the resolver, which takes instancer over
 	if !c.built.Load() {
 		conn.Close()
-		return nil, errors.New("client: grpc did not build the ClientConn's resolver")
+		return nil, nil, errors.New("client: grpc did not build the ClientConn's resolver")
 	}
-	return conn, nil
+	return conn, c, nil
 }
 
 // DialOptions returns what grpc.NewClient needs to call a service in

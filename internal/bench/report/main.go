@@ -38,6 +38,10 @@ func run(files []string, w io.Writer) error {
 	if r, ok := results["BenchmarkOverheadPaired"]; ok {
 		paired(w, r)
 	}
+	if r, ok := results["BenchmarkRetryCost"]; ok {
+		fmt.Fprintf(w, "Retry's share, on one ClientConn turned on and off in alternating blocks: on %.3fx off [%.3f, %.3f] (median of %d runs); %.1f against %.1f us a call\n",
+			median(r["on/off"]), median(r["on/off-lo"]), median(r["on/off-hi"]), len(r["on/off"]), median(r["on-ns/call"])/1000, median(r["off-ns/call"])/1000)
+	}
 	if r, ok := results["BenchmarkServerThroughput"]; ok {
 		serverThroughput(w, r)
 	}
