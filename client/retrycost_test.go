@@ -2,15 +2,15 @@ package client
 
 import (
 	"context"
-	"math"
 	"net"
-	"slices"
 	"testing"
 	"time"
 
 	kitsd "github.com/go-kit/kit/sd"
 	"google.golang.org/grpc"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+
+	"github.com/trimkit/trimkit/internal/paired"
 )
 
 // answering is an interop TestService whose unary call answers at once.
@@ -85,24 +85,15 @@ func BenchmarkRetryCost(b *testing.B) {
 		}
 		return time.Since(start)
 	}
-	ratios := make([]float64, 0, pairs)
 	var onSum, offSum time.Duration
-	for i := range pairs {
-		var on, off time.Duration
-		if i%2 == 0 {
-			off, on = run(false), run(true)
-		} else {
-			on, off = run(true), run(false)
-		}
-		onSum, offSum = onSum+on, offSum+off
-		ratios = append(ratios, float64(on)/float64(off))
-	}
+	ratios := paired.Ratios(pairs,
+		func() time.Duration { d := run(false); offSum += d; return d },
+		func() time.Duration { d := run(true); onSum += d; return d })
 	setup.retry.Store(r)
-	slices.Sort(ratios)
-	half := 1.96 * math.Sqrt(pairs) / 2
-	b.ReportMetric(ratios[pairs/2], "on/off")
-	b.ReportMetric(ratios[int(math.Floor(pairs/2-half))], "on/off-lo")
-	b.ReportMetric(ratios[int(math.Ceil(pairs/2+half))], "on/off-hi")
+	lo, mid, hi := paired.MedianInterval(ratios)
+	b.ReportMetric(mid, "on/off")
+	b.ReportMetric(lo, "on/off-lo")
+	b.ReportMetric(hi, "on/off-hi")
 	b.ReportMetric(float64(onSum.Nanoseconds())/(pairs*block), "on-ns/call")
 	b.ReportMetric(float64(offSum.Nanoseconds())/(pairs*block), "off-ns/call")
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"runtime"
 	"slices"
@@ -27,6 +26,7 @@ import (
 
 	"github.com/trimkit/trimkit/client"
 	"github.com/trimkit/trimkit/internal/defaults"
+	"github.com/trimkit/trimkit/internal/paired"
 	"github.com/trimkit/trimkit/internal/testenv"
 	"github.com/trimkit/trimkit/internal/tlsfiles"
 	"github.com/trimkit/trimkit/pb"
@@ -64,15 +64,22 @@ func rawOneConn(tb testing.TB, addrs []string) caller {
 }
 
 func rawThreeConn(tb testing.TB, addrs []string) caller {
+	next := stubsInTurn(tb, addrs)
+	return func(ctx context.Context) error {
+		_, err := next().TrimSpace(ctx, &pb.TrimRequest{S: benchInput})
+		return err
+	}
+}
+
+// stubsInTurn dials each of addrs and returns the generated stubs, one
+// after the other in turn: raw round robin.
+func stubsInTurn(tb testing.TB, addrs []string) func() pb.TrimClient {
 	var stubs []pb.TrimClient
 	for _, a := range addrs {
 		stubs = append(stubs, pb.NewTrimClient(dial(tb, a)))
 	}
 	var n atomic.Uint64
-	return func(ctx context.Context) error {
-		_, err := stubs[n.Add(1)%uint64(len(stubs))].TrimSpace(ctx, &pb.TrimRequest{S: benchInput})
-		return err
-	}
+	return func() pb.TrimClient { return stubs[n.Add(1)%uint64(len(stubs))] }
 }
 
 // rawThreeConnHeader is raw-3conn reading the trimsvc-instance header of
@@ -80,14 +87,10 @@ func rawThreeConn(tb testing.TB, addrs []string) caller {
 // targets name, but the price of that read, which trimkit-fixed pays and
 // raw-3conn does not.
 func rawThreeConnHeader(tb testing.TB, addrs []string) caller {
-	var stubs []pb.TrimClient
-	for _, a := range addrs {
-		stubs = append(stubs, pb.NewTrimClient(dial(tb, a)))
-	}
-	var n atomic.Uint64
+	next := stubsInTurn(tb, addrs)
 	return func(ctx context.Context) error {
 		var header metadata.MD
-		_, err := stubs[n.Add(1)%uint64(len(stubs))].TrimSpace(ctx, &pb.TrimRequest{S: benchInput}, grpc.Header(&header))
+		_, err := next().TrimSpace(ctx, &pb.TrimRequest{S: benchInput}, grpc.Header(&header))
 		if err == nil && len(header.Get(trim.InstanceHeader)) == 0 {
 			return errors.New("no trimsvc-instance header")
 		}
@@ -528,7 +531,7 @@ func BenchmarkOverheadPaired(b *testing.B) {
 		row, floor := callerOf(p.row), callerOf(p.floor)
 		for _, mode := range []string{"seq", "par"} {
 			ratios := pairedRatios(b, mode, floor, row, pairs)
-			lo, mid, hi := medianInterval(ratios)
+			lo, mid, hi := paired.MedianInterval(ratios)
 			name := mode + "/" + p.row + "/" + p.floor
 			b.ReportMetric(mid, name+"-ratio")
 			b.ReportMetric(lo, name+"-ratio-lo")
@@ -568,26 +571,7 @@ func pairedRatios(b *testing.B, mode string, floor, row caller, pairs int) []flo
 		return time.Since(start)
 	}
 	runtime.GC()
-	ratios := make([]float64, 0, pairs)
-	for i := range pairs {
-		var f, r time.Duration
-		if i%2 == 0 {
-			f, r = run(floor), run(row)
-		} else {
-			r, f = run(row), run(floor)
-		}
-		ratios = append(ratios, float64(r)/float64(f))
-	}
-	return ratios
-}
-
-// medianInterval is the median of vs and a 95% confidence interval for
-// it: the order statistics n/2 ± 1.96·√n/2 of the sorted values.
-func medianInterval(vs []float64) (lo, mid, hi float64) {
-	s := slices.Sorted(slices.Values(vs))
-	n := len(s)
-	half := 1.96 * math.Sqrt(float64(n)) / 2
-	return s[max(0, int(math.Floor(float64(n)/2-half)))], s[n/2], s[min(n-1, int(math.Ceil(float64(n)/2+half)))]
+	return paired.Ratios(pairs, func() time.Duration { return run(floor) }, func() time.Duration { return run(row) })
 }
 
 // envCount is the count the environment variable name sets, def when it
