@@ -242,7 +242,7 @@ func overhead(w io.Writer, results map[string]result) {
 func once(w io.Writer, results map[string]result, order []string) {
 	for _, name := range order {
 		if strings.HasPrefix(name, "BenchmarkOverhead") || name == "BenchmarkGrayFailure" || name == "BenchmarkLeastLoaded" || name == "BenchmarkOverload" || name == "BenchmarkShares" ||
-			name == "BenchmarkScale" || name == "BenchmarkConsulRead" || name == "BenchmarkStreams" || name == "BenchmarkServerThroughput" || name == "BenchmarkCallPath" ||
+			name == "BenchmarkScale" || name == "BenchmarkConsulRead" || name == "BenchmarkStreams" || name == "BenchmarkServerThroughput" || name == "BenchmarkCallPath" || name == "BenchmarkRetryCost" ||
 			strings.HasPrefix(name, "BenchmarkDatacenterFailover") { // tables of their own
 			continue
 		}

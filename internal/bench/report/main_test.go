@@ -64,6 +64,9 @@ BenchmarkLeastLoaded-2 	       1	1 ns/op	      1781 capacity_per_instance	0.3333
 			t.Errorf("report lacks %q:\n%s", want, w.String())
 		}
 	}
+	if strings.Contains(w.String(), "\nRetryCost\n") {
+		t.Errorf("RetryCost printed twice, as a line of its own and as a table:\n%s", w.String())
+	}
 	if err := run([]string{filepath.Join(t.TempDir(), "missing")}, &w); err == nil {
 		t.Error("missing file: want error")
 	}
