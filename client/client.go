@@ -253,7 +253,7 @@ func watchDatacenters(cfg Config, o *options) (*dcSource, error) {
 		src.refreshOrder(nearest, o.logger)
 	}
 	if distances != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
 		dc, dist, err := distances(ctx)
 		cancel()
 		switch {
@@ -299,7 +299,7 @@ func nearestDatacenters(consul sd.Client) (names []string, again func(context.Co
 	if !ok {
 		return nil, nil, errors.New("client: this Consul client cannot list datacenters")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
 	defer cancel()
 	if names, err = byDistance.DatacentersByDistance(ctx); err == nil && len(names) == 0 {
 		err = errors.New("consul knows none")

@@ -312,7 +312,7 @@ func (s *dcSource) send(u bandUpdate) {
 func (s *dcSource) split(dc int) bandUpdate {
 	l := s.last[dc]
 	listed, all := s.placed(s.listed[dc], l.listed), s.placed(s.all[dc], l.all)
-	cut, dist := s.nearCut(dc, slices.Concat(listed, all))
+	cut, dist := s.nearCut(dc, listed, all)
 	tiersOf := func(instances []placed) [][]string {
 		split := make([][]string, s.tiers)
 		for _, p := range instances {
@@ -360,15 +360,15 @@ func (s *dcSource) placed(w *sd.Instancer, instances []string) []placed {
 }
 
 // nearCut is, with Near, in its datacenter, the distance beyond which an
-// instance's node is far: twice the nearest one's of instances (passing
-// or not), or 1ms more, whichever is more; and the nodes' distances.
-// Else none. s.mu is held.
-func (s *dcSource) nearCut(dc int, instances []placed) (time.Duration, map[string]time.Duration) {
+// instance's node is far: twice the nearest one's of the listed and all
+// instances (passing or not), or 1ms more, whichever is more; and the
+// nodes' distances. Else none. s.mu is held.
+func (s *dcSource) nearCut(dc int, listed, all []placed) (time.Duration, map[string]time.Duration) {
 	if s.dist == nil || s.names[dc] != "" && s.names[dc] != s.nearDC {
 		return 0, nil
 	}
 	nearest := time.Duration(-1)
-	for _, p := range instances {
+	for _, p := range slices.Concat(listed, all) {
 		if d, ok := s.dist[p.Node]; ok && p.found && (nearest < 0 || d < nearest) {
 			nearest = d
 		}
@@ -479,6 +479,10 @@ func (e *noInstancesIn) Unwrap() []error { return e.errs }
 // order again: network coordinates move slowly.
 const nearestEvery = 30 * time.Second
 
+// readTimeout bounds one read of the datacenters' order or the nodes'
+// distances, at the start and on each refresh.
+const readTimeout = 5 * time.Second
+
 // refreshOrder reads the datacenters' order by distance every
 // nearestEvery, until Stop, and reorders the bands when it changed.
 func (s *dcSource) refreshOrder(nearest func(context.Context) ([]string, error), logger log.Logger) {
@@ -524,7 +528,7 @@ func (s *dcSource) every(read func(ctx context.Context)) {
 				return
 			case <-t.C:
 			}
-			ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+			ctx, cancel := context.WithTimeout(s.ctx, readTimeout)
 			read(ctx)
 			cancel()
 		}
