@@ -575,7 +575,7 @@ func pairedRatios(b *testing.B, mode string, floor, row caller, pairs int) []flo
 }
 
 // envCount is the count the environment variable name sets, def when it
-// is unset; anything but a whole number of at least least fails tb.
+// is unset; anything but a whole number of at least `least` fails tb.
 func envCount(tb testing.TB, name string, def, least int) int {
 	v := os.Getenv(name)
 	if v == "" {

@@ -72,26 +72,20 @@ func run(files []string, w io.Writer) error {
 }
 
 // pairedTargets are the rows of BenchmarkOverheadPaired, each with its
-// floor and its target (time per call over the floor's; 0: none, a row
-// that attributes a cost).
+// floor and either its target (time per call over the floor's) or, for a
+// row that attributes a cost, what it measures.
 var pairedTargets = []struct {
 	row, floor string
-	target     float64
+	target     float64 // 0: none, note says what the row measures
+	note       string
 }{
-	{"raw-3conn-again", "raw-3conn", 0},
-	{"raw-3conn-header", "raw-3conn", 0},
-	{"trimkit-fixed", "raw-3conn", 1.05},
-	{"trimkit-fixed", "raw-3conn-header", 0},
-	{"generic-orders", "raw-3conn-orders", 1.03},
-	{"trimkit-mtls", "raw-3conn-mtls", 1.05},
-	{"trimkit-conn", "raw-1conn-rr", 1.02},
-}
-
-// pairedNotes say what the rows without a target measure.
-var pairedNotes = map[string]string{
-	"raw-3conn-again/raw-3conn":      "the noise floor: the same stack twice",
-	"raw-3conn-header/raw-3conn":     "reading the trimsvc-instance header, as the trim binding does",
-	"trimkit-fixed/raw-3conn-header": "trimkit-fixed against a floor that reads the header too",
+	{"raw-3conn-again", "raw-3conn", 0, "the noise floor: the same stack twice"},
+	{"raw-3conn-header", "raw-3conn", 0, "reading the trimsvc-instance header, as the trim binding does"},
+	{"trimkit-fixed", "raw-3conn", 1.05, ""},
+	{"trimkit-fixed", "raw-3conn-header", 0, "trimkit-fixed against a floor that reads the header too"},
+	{"generic-orders", "raw-3conn-orders", 1.03, ""},
+	{"trimkit-mtls", "raw-3conn-mtls", 1.05, ""},
+	{"trimkit-conn", "raw-1conn-rr", 1.02, ""},
 }
 
 // paired prints BenchmarkOverheadPaired's ratios: the median of the
@@ -107,7 +101,7 @@ func paired(w io.Writer, r result) {
 			}
 			lo, hi := median(r[name+"-ratio-lo"]), median(r[name+"-ratio-hi"])
 			if t.target == 0 {
-				fmt.Fprintf(w, "  %s: %s/%s %.3fx [%.3f, %.3f] (%s)\n", mode, t.row, t.floor, mid, lo, hi, pairedNotes[t.row+"/"+t.floor])
+				fmt.Fprintf(w, "  %s: %s/%s %.3fx [%.3f, %.3f] (%s)\n", mode, t.row, t.floor, mid, lo, hi, t.note)
 				continue
 			}
 			printTarget(w, mid <= t.target, "%s: %s/%s %.3fx [%.3f, %.3f] <= %.2fx", mode, t.row, t.floor, mid, lo, hi, t.target)
