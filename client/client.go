@@ -14,6 +14,7 @@ import (
 	kitsd "github.com/go-kit/kit/sd"
 	"github.com/go-kit/log/level"
 
+	"github.com/trimkit/trimkit/internal/consulname"
 	"github.com/trimkit/trimkit/internal/pollsd"
 	"github.com/trimkit/trimkit/sd"
 )
@@ -259,7 +260,7 @@ func watchDatacenters(cfg Config, o *options) (*dcSource, error) {
 		switch {
 		case err == nil:
 			src.setDistances(dc, dist)
-		case cfg.Near != nearAgent:
+		case cfg.Near != consulname.NearAgent:
 			src.Stop()
 			return nil, fmt.Errorf("instances near node %s: %w", cfg.Near, err)
 		default:
@@ -270,9 +271,6 @@ func watchDatacenters(cfg Config, o *options) (*dcSource, error) {
 	}
 	return src, nil
 }
-
-// nearAgent, as Config.Near, stands for the agent's node.
-const nearAgent = "_agent"
 
 // nodeDistances returns what reads, through consul (the agent's), the
 // distances from node near (Config.Near) to the nodes of the agent's

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strings"
 	"time"
 
 	"github.com/go-kit/kit/sd/lb"
@@ -249,8 +248,8 @@ func (c Config) Validate() error {
 	if c.Near != "" {
 		if c.Discovery != "" && c.Discovery != DiscoveryConsul {
 			errs = append(errs, &FieldError{"Near", fmt.Sprintf("%q", c.Near), "needs Consul discovery (the HTTP API)"})
-		} else if c.Near != nearAgent && (c.Near == "." || c.Near == ".." || strings.ContainsAny(c.Near, "/?#&=% \t\n")) {
-			errs = append(errs, &FieldError{"Near", fmt.Sprintf("%q", c.Near), fmt.Sprintf("must be %q or a node's name", nearAgent)})
+		} else if consulname.ValidNodeName(c.Near) != nil {
+			errs = append(errs, &FieldError{"Near", fmt.Sprintf("%q", c.Near), fmt.Sprintf("must be %q or a node's name", consulname.NearAgent)})
 		}
 	}
 	if c.banded() && c.Subset > 0 {

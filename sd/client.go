@@ -11,6 +11,8 @@ import (
 
 	"github.com/hashicorp/consul/api"
 	"github.com/hashicorp/serf/coordinate"
+
+	"github.com/trimkit/trimkit/internal/consulname"
 )
 
 // Client is the part of Consul's HTTP API that Instancer and Registrar use
@@ -100,10 +102,8 @@ func (a apiClient) DatacentersByDistance(ctx context.Context) ([]string, error) 
 // within a minute or so of its start) or Consul does not know it. The
 // client package's Config.Near reads it.
 func (a apiClient) NodeDistances(ctx context.Context, near string) (string, map[string]time.Duration, error) {
-	if near != "_agent" {
-		if err := pathSafe("node name", near); err != nil {
-			return "", nil, err
-		}
+	if err := consulname.ValidNodeName(near); err != nil {
+		return "", nil, err
 	}
 	q := (&api.QueryOptions{Near: near}).WithContext(ctx)
 	nodes, _, err := a.c.Catalog().Nodes(q)
@@ -120,7 +120,7 @@ func (a apiClient) NodeDistances(ctx context.Context, near string) (string, map[
 			byNode[c.Node] = c.Coord
 		}
 	}
-	if near != "_agent" && (len(nodes) == 0 || nodes[0].Node != near) {
+	if near != consulname.NearAgent && (len(nodes) == 0 || nodes[0].Node != near) {
 		// Consul puts near first when it can sort by distance from it.
 		if !slices.ContainsFunc(nodes, func(n *api.Node) bool { return n.Node == near }) {
 			return "", nil, fmt.Errorf("node %q: consul at %s does not know it", near, a.addr)
@@ -132,7 +132,7 @@ func (a apiClient) NodeDistances(ctx context.Context, near string) (string, map[
 	}
 	from, ok := byNode[nodes[0].Node]
 	if !ok {
-		if near == "_agent" {
+		if near == consulname.NearAgent {
 			return "", nil, fmt.Errorf("the agent's node %s: no network coordinate yet", nodes[0].Node)
 		}
 		return "", nil, fmt.Errorf("node %s: no network coordinate yet", near)

@@ -57,6 +57,21 @@ func ValidTag(tag string) error {
 	return nil
 }
 
+// NearAgent, as the node to sort by distance from (Consul's ?near=),
+// stands for the agent's own node.
+const NearAgent = "_agent"
+
+// ValidNodeName returns an error unless name can name a node to sort by
+// distance from: not empty, "." or "..", and without / ? # % & = \,
+// spaces or line ends, which would need escaping where Consul's API puts
+// it. NearAgent is one.
+func ValidNodeName(name string) error {
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/?#%&=\\ \t\r\n") {
+		return fmt.Errorf(`node name %q: must not be empty, "." or "..", nor hold / ? # %% & = \ or white space`, name)
+	}
+	return nil
+}
+
 // ValidMetaKey returns an error unless key is a valid meta key, as Consul
 // has it: letters, digits, _ and -, at most 128, not starting with
 // "consul-" (reserved).
