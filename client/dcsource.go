@@ -199,7 +199,10 @@ func (l locality) name(dc string, t int) string {
 	}
 	nodes := ""
 	if l.near {
-		nodes = map[bool]string{false: "nearby nodes", true: "farther nodes"}[t%2 == 1]
+		nodes = "nearby nodes"
+		if t%2 == 1 {
+			nodes = "farther nodes"
+		}
 		t /= 2
 	}
 	place := ""
@@ -486,37 +489,34 @@ const readTimeout = 5 * time.Second
 // refreshOrder reads the datacenters' order by distance every
 // nearestEvery, until Stop, and reorders the bands when it changed.
 func (s *dcSource) refreshOrder(nearest func(context.Context) ([]string, error), logger log.Logger) {
-	s.every(func(ctx context.Context) {
+	s.every(logger, "the datacenters' order by distance", func(ctx context.Context) error {
 		order, err := nearest(ctx)
 		if err != nil {
-			if s.ctx.Err() == nil {
-				_ = level.Warn(logger).Log("msg", "could not read the datacenters' order by distance; keeping the last", "err", err)
-			}
-			return
+			return err
 		}
 		if s.reorder(order) {
 			_ = level.Info(logger).Log("msg", "datacenters in a new order, nearest first", "order", strings.Join(order, ","))
 		}
+		return nil
 	})
 }
 
 // refreshNear reads the nodes' distances every nearestEvery, until Stop,
 // and moves the instances whose tier changed.
 func (s *dcSource) refreshNear(distances func(context.Context) (string, map[string]time.Duration, error), logger log.Logger) {
-	s.every(func(ctx context.Context) {
+	s.every(logger, "the nodes' distances", func(ctx context.Context) error {
 		dc, dist, err := distances(ctx)
 		if err != nil {
-			if s.ctx.Err() == nil {
-				_ = level.Warn(logger).Log("msg", "could not read the nodes' distances; keeping the last", "err", err)
-			}
-			return
+			return err
 		}
 		s.setDistances(dc, dist)
+		return nil
 	})
 }
 
-// every calls read every nearestEvery, with 5s to do it, until Stop.
-func (s *dcSource) every(read func(ctx context.Context)) {
+// every calls read every nearestEvery, with readTimeout to do it, until
+// Stop, and warns of a failed read (of what) unless Stop ended it.
+func (s *dcSource) every(logger log.Logger, what string, read func(ctx context.Context) error) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -529,8 +529,11 @@ func (s *dcSource) every(read func(ctx context.Context)) {
 			case <-t.C:
 			}
 			ctx, cancel := context.WithTimeout(s.ctx, readTimeout)
-			read(ctx)
+			err := read(ctx)
 			cancel()
+			if err != nil && s.ctx.Err() == nil {
+				_ = level.Warn(logger).Log("msg", "could not read "+what+"; keeping the last", "err", err)
+			}
 		}
 	}()
 }
