@@ -1,6 +1,7 @@
 package paired
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -10,8 +11,8 @@ func TestRatiosAlternateWhichGoesFirst(t *testing.T) {
 	a := func() time.Duration { order = append(order, "a"); return 2 * time.Millisecond }
 	b := func() time.Duration { order = append(order, "b"); return 3 * time.Millisecond }
 	ratios := Ratios(4, a, b)
-	if want := "abbaabba"; join(order) != want {
-		t.Errorf("order %q, want %q", join(order), want)
+	if want := "abbaabba"; strings.Join(order, "") != want {
+		t.Errorf("order %q, want %q", strings.Join(order, ""), want)
 	}
 	for _, r := range ratios {
 		if r != 1.5 {
@@ -33,11 +34,4 @@ func TestMedianInterval(t *testing.T) {
 	if lo, mid, hi := MedianInterval([]float64{7}); lo != 7 || mid != 7 || hi != 7 {
 		t.Errorf("one value: [%v, %v, %v]", lo, mid, hi)
 	}
-}
-
-func join(s []string) (out string) {
-	for _, x := range s {
-		out += x
-	}
-	return out
 }
